@@ -1,0 +1,139 @@
+import { crc32c } from './crc32c.js';
+import { FtsError } from './errors.js';
+import { FRAME_DATA, FRAME_HEADER, type Frame, type Header } from './frames.js';
+import { DATA_CRC_BYTES, DEFAULT_MAX_HEADER_BYTES, FRAME_PREFIX_BYTES, MAX_CHUNK_BYTES } from './limits.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export interface DecoderOptions {
+  /** Largest header body accepted; larger declared lengths are refused before any buffering. */
+  maxHeaderBytes?: number;
+}
+
+/**
+ * Pure, incremental frame decoder: feed it byte chunks of any size, get whole frames back.
+ * It never sees a socket. A framing error (unknown type byte, a length over a limit) throws an FtsError and
+ * leaves the decoder unusable, because the stream cannot be resynchronised after it.
+ *
+ * Buffering is bounded by the largest legal frame: a declared length is checked against the limits as soon
+ * as the 5-byte prefix is complete, before the body is collected.
+ */
+export class FrameDecoder {
+  private readonly maxHeaderBytes: number;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private failed: FtsError | null = null;
+
+  constructor(options: DecoderOptions = {}) {
+    this.maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get bufferedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    if (this.failed) throw this.failed;
+    if (chunk.length > 0) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+    }
+    const frames: Frame[] = [];
+    try {
+      for (;;) {
+        const frame = this.next();
+        if (frame === null) break;
+        frames.push(frame);
+      }
+    } catch (err) {
+      this.failed = err instanceof FtsError ? err : new FtsError('PROTOCOL_ERROR', String(err));
+      this.pending = [];
+      this.pendingBytes = 0;
+      throw this.failed;
+    }
+    return frames;
+  }
+
+  private next(): Frame | null {
+    if (this.pendingBytes < FRAME_PREFIX_BYTES) return null;
+    const prefix = this.peek(FRAME_PREFIX_BYTES);
+    const type = prefix[0]!;
+    const length = prefix.readUInt32BE(1);
+    if (type === FRAME_HEADER) {
+      if (length > this.maxHeaderBytes) {
+        throw new FtsError('FRAME_TOO_LARGE', `header frame of ${length} bytes exceeds the limit of ${this.maxHeaderBytes}`);
+      }
+    } else if (type === FRAME_DATA) {
+      if (length <= DATA_CRC_BYTES) throw new FtsError('PROTOCOL_ERROR', 'data frame with an empty payload');
+      if (length > DATA_CRC_BYTES + MAX_CHUNK_BYTES) {
+        throw new FtsError('FRAME_TOO_LARGE', `data frame of ${length} bytes exceeds the limit of ${DATA_CRC_BYTES + MAX_CHUNK_BYTES}`);
+      }
+    } else {
+      throw new FtsError('PROTOCOL_ERROR', `unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
+    }
+    if (this.pendingBytes < FRAME_PREFIX_BYTES + length) return null;
+    this.consume(FRAME_PREFIX_BYTES);
+    const body = this.take(length);
+    if (type === FRAME_HEADER) return decodeHeaderBody(body);
+    const payload = body.subarray(DATA_CRC_BYTES);
+    return { kind: 'data', payload, crcOk: crc32c(payload) === body.readUInt32BE(0) };
+  }
+
+  /** The first n buffered bytes, copying only when they span chunks. */
+  private peek(n: number): Buffer {
+    const first = this.pending[0]!;
+    if (first.length >= n) return first;
+    return Buffer.concat(this.pending, this.pendingBytes).subarray(0, n);
+  }
+
+  private consume(n: number): void {
+    this.take(n);
+  }
+
+  /** Removes and returns the first n buffered bytes; zero-copy when they sit in one chunk. */
+  private take(n: number): Buffer {
+    this.pendingBytes -= n;
+    const first = this.pending[0];
+    if (first !== undefined && first.length >= n) {
+      if (first.length === n) this.pending.shift();
+      else this.pending[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const head = this.pending[0]!;
+      const want = n - filled;
+      if (head.length <= want) {
+        head.copy(out, filled);
+        filled += head.length;
+        this.pending.shift();
+      } else {
+        head.copy(out, filled, 0, want);
+        this.pending[0] = head.subarray(want);
+        filled += want;
+      }
+    }
+    return out;
+  }
+}
+
+function decodeHeaderBody(body: Buffer): Frame {
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    return { kind: 'bad-header', reason: 'header is not valid UTF-8' };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { kind: 'bad-header', reason: 'header is not valid JSON' };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { kind: 'bad-header', reason: 'header is not a JSON object' };
+  }
+  return { kind: 'header', header: value as Header };
+}

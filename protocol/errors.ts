@@ -1,0 +1,22 @@
+import { ERROR_CODES, type ErrorCode } from './codes.js';
+
+/**
+ * The single error type of fts. Anything thrown across a module boundary on purpose is an FtsError;
+ * anything else reaching a reply path is a bug and is reported as INTERNAL.
+ */
+export class FtsError extends Error {
+  readonly code: ErrorCode;
+  /** Extra machine-readable fields carried in the error reply (for example `offset`). */
+  readonly details: Readonly<Record<string, string | number | boolean>>;
+
+  constructor(code: ErrorCode, message?: string, details: Record<string, string | number | boolean> = {}, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CODES[code].message, options);
+    this.name = 'FtsError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get fatal(): boolean {
+    return ERROR_CODES[this.code].fatal;
+  }
+}

@@ -1,0 +1,10 @@
+/** The public surface of the protocol package. client/ and admin/ import only this. */
+export * from './codes.js';
+export * from './crc32c.js';
+export * from './decode.js';
+export * from './encode.js';
+export * from './errors.js';
+export * from './frames.js';
+export * from './limits.js';
+export * from './messages.js';
+export * from './names.js';

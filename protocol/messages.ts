@@ -1,0 +1,149 @@
+import { isErrorCode, type ErrorCode } from './codes.js';
+import { FtsError } from './errors.js';
+import type { Header } from './frames.js';
+import { MAX_FILE_SIZE, MAX_REQUEST_ID } from './limits.js';
+import { nameProblem } from './names.js';
+
+/** Authentication mechanisms this protocol defines. The greeting lists the ones a server offers. */
+export const AUTH_MECHANISMS = ['plain'] as const;
+export type AuthMechanism = (typeof AUTH_MECHANISMS)[number];
+
+/** Requests (client → server), one member per operation. */
+export type Request =
+  | { op: 'auth'; id: number; mech: AuthMechanism; user: string; password: string }
+  | { op: 'upload'; id: number; name: string; size: number; sha256: string; offset: number }
+  | { op: 'download'; id: number; name: string; offset: number }
+  | { op: 'view'; id: number; name: string }
+  | { op: 'delete'; id: number; name: string }
+  | { op: 'list'; id: number; long: boolean }
+  | { op: 'noop'; id: number }
+  | { op: 'quit'; id: number };
+
+export type Op = Request['op'];
+export const OPS = ['auth', 'upload', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
+
+/** One listing entry. */
+export interface Entry {
+  name: string;
+  size: number;
+  /** Modification time, milliseconds since the UNIX epoch (UTC). */
+  mtime: number;
+}
+
+export const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+
+/** Reads the request id, or null when there is none usable (replies then carry "id": null). */
+export function requestId(header: Header): number | null {
+  const id = header['id'];
+  return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_REQUEST_ID ? id : null;
+}
+
+/**
+ * For an upload header, the number of data bytes that follow it on the wire, or null when the header does
+ * not say so legibly. The server uses this to skip the data of an upload it refuses, so that the stream
+ * stays in sync.
+ */
+export function declaredUploadBytes(header: Header): number | null {
+  const size = header['size'];
+  const offset = header['offset'] ?? 0;
+  if (!isSize(size) || !isSize(offset) || offset > size) return null;
+  return size - offset;
+}
+
+function isSize(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_FILE_SIZE;
+}
+
+function bad(message: string): FtsError {
+  return new FtsError('BAD_REQUEST', message);
+}
+
+function str(h: Header, key: string): string {
+  const v = h[key];
+  if (typeof v !== 'string') throw bad(`"${key}" must be a string`);
+  return v;
+}
+
+function name(h: Header): string {
+  const problem = nameProblem(h['name']);
+  if (problem !== null) throw new FtsError('BAD_NAME', problem);
+  return h['name'] as string;
+}
+
+function size(h: Header, key: string, fallback?: number): number {
+  const v = h[key] ?? fallback;
+  if (!isSize(v)) throw bad(`"${key}" must be an integer from 0 to ${MAX_FILE_SIZE}`);
+  return v;
+}
+
+/**
+ * Validates a decoded header as a request. Unknown extra fields are ignored so that later protocol
+ * versions can add optional fields without breaking older servers.
+ */
+export function parseRequest(h: Header): Request {
+  const id = requestId(h);
+  if (id === null) throw bad(`"id" must be an integer from 0 to ${MAX_REQUEST_ID}`);
+  const op = h['op'];
+  if (typeof op !== 'string') throw bad('"op" must be a string');
+  switch (op) {
+    case 'auth': {
+      const mech = str(h, 'mech');
+      if (!(AUTH_MECHANISMS as readonly string[]).includes(mech)) {
+        throw new FtsError('UNSUPPORTED_MECHANISM', `mechanism "${mech.slice(0, 32)}" is not supported`);
+      }
+      return { op, id, mech: mech as AuthMechanism, user: str(h, 'user'), password: str(h, 'password') };
+    }
+    case 'upload': {
+      const sha256 = str(h, 'sha256');
+      if (!SHA256_PATTERN.test(sha256)) throw bad('"sha256" must be 64 lowercase hex digits');
+      const total = size(h, 'size');
+      const offset = size(h, 'offset', 0);
+      if (offset > total) throw bad('"offset" is larger than "size"');
+      return { op, id, name: name(h), size: total, sha256, offset };
+    }
+    case 'download':
+      return { op, id, name: name(h), offset: size(h, 'offset', 0) };
+    case 'view':
+    case 'delete':
+      return { op, id, name: name(h) };
+    case 'list': {
+      const long = h['long'] ?? true;
+      if (typeof long !== 'boolean') throw bad('"long" must be a boolean');
+      return { op, id, long };
+    }
+    case 'noop':
+    case 'quit':
+      return { op, id };
+    default:
+      throw new FtsError('UNKNOWN_OP', `unknown operation "${op.slice(0, 32)}"`);
+  }
+}
+
+/** Replies (server → client). `status` tells them apart; only "ok" and "error" are final. */
+export type ReplyStatus = 'hello' | 'ok' | 'error' | 'data' | 'entry' | 'bye';
+
+export interface ErrorReply {
+  id: number | null;
+  status: 'error';
+  code: ErrorCode;
+  message: string;
+  fatal: boolean;
+  [extra: string]: unknown;
+}
+
+/** Builds the one wire reply for an error. */
+export function errorReply(id: number | null, err: FtsError): ErrorReply {
+  return { id, status: 'error', code: err.code, message: err.message, fatal: err.fatal, ...err.details };
+}
+
+/** Turns an error reply received by a client back into an FtsError. */
+export function errorFromReply(h: Header): FtsError {
+  const code = isErrorCode(h['code']) ? h['code'] : 'INTERNAL';
+  const message = typeof h['message'] === 'string' ? h['message'] : String(h['code']);
+  const details: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (['id', 'status', 'code', 'message', 'fatal'].includes(k)) continue;
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') details[k] = v;
+  }
+  return new FtsError(code, message, details);
+}
