@@ -1,0 +1,159 @@
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
+
+/**
+ * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
+ * (flag wins over env, env over default). Validation returns the normalised value or throws a ConfigError
+ * whose message names the flag and the bad value.
+ */
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly storage: string;
+  readonly users: string;
+  readonly workers: number;
+  readonly adminSocket: string;
+  readonly logLevel: LogLevel;
+  /** Seconds in-flight transfers may take to finish once a drain starts. */
+  readonly graceSeconds: number;
+  /** Partial uploads older than this are removed by the staging sweep. */
+  readonly partialTtlSeconds: number;
+  readonly loginTimeoutSeconds: number;
+  readonly idleTimeoutSeconds: number;
+  readonly stallTimeoutSeconds: number;
+  readonly maxHeaderBytes: number;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+interface FlagSpec {
+  env: string;
+  help: string;
+  default: () => string;
+  parse: (raw: string, flag: string) => unknown;
+}
+
+function integer(min: number, max: number) {
+  return (raw: string, flag: string): number => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(`--${flag}: must be an integer from ${min} to ${max} (got "${raw}")`);
+    }
+    return n;
+  };
+}
+
+function nonEmpty(raw: string, flag: string): string {
+  if (raw.trim() === '') throw new ConfigError(`--${flag}: must not be empty`);
+  return raw;
+}
+
+function absolutePath(raw: string, flag: string): string {
+  return path.resolve(nonEmpty(raw, flag));
+}
+
+/** Default admin socket: a per-user private directory, so other local users cannot squat the path. */
+export function defaultAdminSocket(): string {
+  const runtime = process.env['XDG_RUNTIME_DIR'];
+  const base = runtime && runtime.trim() !== '' ? runtime : os.tmpdir();
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return path.join(base, `fts-${uid}`, 'admin.sock');
+}
+
+/** The kernel limit for sun_path is 108 bytes including the NUL; Node 20 truncates silently beyond it. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+function socketPath(raw: string, flag: string): string {
+  const resolved = absolutePath(raw, flag);
+  if (Buffer.byteLength(resolved) > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError(`--${flag}: path is ${Buffer.byteLength(resolved)} bytes; UNIX socket paths must be at most ${MAX_SOCKET_PATH_BYTES} bytes (got "${raw}")`);
+  }
+  return resolved;
+}
+
+export const FLAGS = {
+  host: { env: 'FTS_HOST', help: 'address to listen on', default: () => '127.0.0.1', parse: nonEmpty },
+  port: { env: 'FTS_PORT', help: 'TCP port (0 = ephemeral)', default: () => String(DEFAULT_PORT), parse: integer(0, 65535) },
+  storage: { env: 'FTS_STORAGE', help: 'storage root directory', default: () => './server_storage', parse: absolutePath },
+  users: { env: 'FTS_USERS', help: 'users file (username:password per line)', default: () => './id_passwd.txt', parse: absolutePath },
+  workers: { env: 'FTS_WORKERS', help: 'worker processes', default: () => String(os.availableParallelism()), parse: integer(1, 256) },
+  'admin-socket': { env: 'FTS_ADMIN_SOCKET', help: 'admin UNIX socket path', default: defaultAdminSocket, parse: socketPath },
+  'log-level': {
+    env: 'FTS_LOG_LEVEL',
+    help: LOG_LEVELS.join('|'),
+    default: () => 'info',
+    parse: (raw: string, flag: string) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new ConfigError(`--${flag}: must be one of ${LOG_LEVELS.join(', ')} (got "${raw}")`);
+      return raw;
+    },
+  },
+  grace: { env: 'FTS_GRACE', help: 'seconds transfers may finish during a drain', default: () => '30', parse: integer(0, 86_400) },
+  'partial-ttl': { env: 'FTS_PARTIAL_TTL', help: 'seconds a partial upload is kept', default: () => '86400', parse: integer(1, 365 * 86_400) },
+  'login-timeout': { env: 'FTS_LOGIN_TIMEOUT', help: 'seconds to authenticate', default: () => '30', parse: integer(1, 3600) },
+  'idle-timeout': { env: 'FTS_IDLE_TIMEOUT', help: 'seconds an idle session is kept', default: () => '300', parse: integer(1, 86_400) },
+  'stall-timeout': { env: 'FTS_STALL_TIMEOUT', help: 'seconds a transfer may make no progress', default: () => '60', parse: integer(1, 86_400) },
+  'max-header-bytes': {
+    env: 'FTS_MAX_HEADER_BYTES',
+    help: 'largest header frame accepted',
+    default: () => String(DEFAULT_MAX_HEADER_BYTES),
+    parse: integer(MIN_MAX_HEADER_BYTES, HARD_MAX_HEADER_BYTES),
+  },
+} as const satisfies Record<string, FlagSpec>;
+
+type FlagName = keyof typeof FLAGS;
+
+export function usage(): string {
+  const lines = ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):'];
+  for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
+    lines.push(`  --${name.padEnd(18)} ${spec.help} [${spec.env}, default ${spec.default()}]`);
+  }
+  lines.push('  --help               show this help');
+  return lines.join('\n');
+}
+
+/** Parses argv and env into a frozen Config. Throws ConfigError for anything wrong. Returns null for --help. */
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config | null {
+  const options = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }]));
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (values['help']) return null;
+  const pick = (name: FlagName): unknown => {
+    const spec: FlagSpec = FLAGS[name];
+    const fromFlag = values[name];
+    const raw = typeof fromFlag === 'string' ? fromFlag : (env[spec.env] ?? spec.default());
+    try {
+      return spec.parse(raw, name);
+    } catch (err) {
+      if (typeof fromFlag !== 'string' && env[spec.env] !== undefined && err instanceof ConfigError) {
+        throw new ConfigError(`${spec.env}: ${err.message.replace(/^--[a-z-]+: /, '')}`);
+      }
+      throw err;
+    }
+  };
+  return Object.freeze({
+    host: pick('host') as string,
+    port: pick('port') as number,
+    storage: pick('storage') as string,
+    users: pick('users') as string,
+    workers: pick('workers') as number,
+    adminSocket: pick('admin-socket') as string,
+    logLevel: pick('log-level') as LogLevel,
+    graceSeconds: pick('grace') as number,
+    partialTtlSeconds: pick('partial-ttl') as number,
+    loginTimeoutSeconds: pick('login-timeout') as number,
+    idleTimeoutSeconds: pick('idle-timeout') as number,
+    stallTimeoutSeconds: pick('stall-timeout') as number,
+    maxHeaderBytes: pick('max-header-bytes') as number,
+  });
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+import cluster from 'node:cluster';
+import { ConfigError, parseConfig, usage, type Config } from './config.js';
+import { createLogger } from './log.js';
+import { runPrimary, StartupError } from './primary/main.js';
+import { runWorker } from './worker/main.js';
+
+/**
+ * Entry point of fts-server. Exit codes: 0 clean stop, 1 startup or runtime failure, 2 bad flag or
+ * environment value. Startup problems are one line on stderr naming the problem.
+ */
+async function main(): Promise<void> {
+  if (!cluster.isPrimary) {
+    await runWorker(JSON.parse(process.env['FTS_WORKER_CONFIG'] ?? '{}') as Config);
+    return;
+  }
+  let config: Config | null;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fts-server: ${err.message}\nTry 'fts-server --help'.\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (config === null) {
+    process.stdout.write(`${usage()}\n`);
+    return;
+  }
+  try {
+    await runPrimary(config, createLogger(config.logLevel, 'primary'));
+  } catch (err) {
+    if (err instanceof StartupError) {
+      process.stderr.write(`fts-server: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`fts-server: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,25 @@
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { errnoOf } from './errors.js';
+
+/**
+ * fsyncs a directory so that a rename or unlink inside it is on stable storage before we say "ok".
+ * A filesystem that cannot fsync directories (EINVAL, ENOTSUP: some FUSE and network filesystems)
+ * gives no stronger guarantee we could ask for, so that is not an error.
+ */
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } catch (err) {
+    const errno = errnoOf(err);
+    if (errno !== 'EINVAL' && errno !== 'ENOTSUP' && errno !== 'EOPNOTSUPP') throw err;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** File times as the protocol carries them: integer milliseconds since the epoch. */
+export function mtimeOf(stats: { mtimeMs: number }): number {
+  return Math.floor(stats.mtimeMs);
+}

@@ -1,0 +1,74 @@
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { nameProblem, type Entry } from '../../protocol/index.js';
+import { mtimeOf } from './durable.js';
+import { errnoOf } from './errors.js';
+
+/** A listing entry; `size` and `mtime` are present only in a long listing. */
+export interface ListEntry {
+  name: string;
+  size?: number;
+  mtime?: number;
+}
+
+/** lstat calls in flight at once: enough to hide latency on NFS, few enough not to starve the threadpool. */
+const STAT_CONCURRENCY = 64;
+
+// fatal: a name that is not valid UTF-8 would decode to U+FFFD and list a name that addresses nothing.
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+interface RawName {
+  bytes: Buffer;
+  name: string;
+}
+
+/**
+ * The regular files directly in `userDir` whose names are legal protocol names, in ascending order of
+ * their UTF-8 bytes (the protocol's order, which differs from JavaScript's UTF-16 string order).
+ * Symlinks, directories, FIFOs, sockets and devices are never listed. Readdir's d_type is the first
+ * filter; a long listing lstats each file and drops any that vanished or changed type meanwhile.
+ */
+export async function listUserDir(userDir: string, long: true): Promise<Entry[]>;
+export async function listUserDir(userDir: string, long: boolean): Promise<ListEntry[]>;
+export async function listUserDir(userDir: string, long: boolean): Promise<ListEntry[]> {
+  const dirents = await readdir(userDir, { withFileTypes: true, encoding: 'buffer' });
+  const names: RawName[] = [];
+  for (const d of dirents) {
+    if (!d.isFile()) continue;
+    let name: string;
+    try {
+      name = utf8.decode(d.name);
+    } catch {
+      continue;
+    }
+    if (nameProblem(name) !== null) continue;
+    names.push({ bytes: d.name, name });
+  }
+  names.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  if (!long) return names.map(({ name }) => ({ name }));
+
+  const entries = await mapBounded(names, STAT_CONCURRENCY, async ({ name }): Promise<Entry | null> => {
+    try {
+      const st = await lstat(path.join(userDir, name));
+      return st.isFile() ? { name, size: st.size, mtime: mtimeOf(st) } : null;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null; // deleted since readdir
+      throw err;
+    }
+  });
+  return entries.filter((e): e is Entry => e !== null);
+}
+
+/** Like Promise.all(items.map(fn)) but with at most `limit` calls in flight; keeps the input order. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  async function lane(): Promise<void> {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i] as T);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
+}

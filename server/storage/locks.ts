@@ -1,0 +1,146 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import lockfile from 'proper-lockfile';
+import { FtsError } from '../../protocol/index.js';
+import { errnoOf, fsError } from './errors.js';
+import { lockTarget, resolveName, userDirPath } from './paths.js';
+
+/**
+ * The one wrapper around proper-lockfile (no release since 2021, so nothing else imports it).
+ *
+ * Every process, and later every node sharing the storage over NFS, must use the same `stale` and
+ * `update`: a process with a shorter `stale` would break a lock that its holder is still refreshing.
+ */
+
+const RETRY_FACTOR = 1.2;
+const RETRY_MIN_MS = 20;
+const RETRY_MAX_MS = 500;
+/** How long an operation waits for a busy lock before answering LOCKED. */
+export const LOCK_WAIT_BUDGET_MS = 30_000;
+
+/**
+ * The number of retries whose back-off delays (min·factor^n, capped at max: the `retry` package's
+ * schedule without randomisation) add up to at least `budgetMs`. Computed rather than hard-coded so the
+ * budget stays true when a timing constant changes.
+ */
+export function retriesWithin(budgetMs: number, factor: number, minMs: number, maxMs: number): number {
+  let total = 0;
+  let n = 0;
+  while (total < budgetMs) {
+    total += Math.min(minMs * factor ** n, maxMs);
+    n++;
+  }
+  return n;
+}
+
+/** What a compromised lock looks like to whoever listens (the worker logs it and counts it). */
+export interface LockCompromise {
+  /** Absolute path of the lock directory: for server logs only, never for a client. */
+  lockfile: string | undefined;
+  error: Error;
+}
+
+type CompromiseListener = (event: LockCompromise) => void;
+const compromiseListeners = new Set<CompromiseListener>();
+let compromisedTotal = 0;
+
+/** Subscribes to lock compromises; returns the unsubscribe function. */
+export function onLockCompromised(listener: CompromiseListener): () => void {
+  compromiseListeners.add(listener);
+  return () => {
+    compromiseListeners.delete(listener);
+  };
+}
+
+/** How many locks this process has seen compromised since it started. */
+export function lockCompromisedCount(): number {
+  return compromisedTotal;
+}
+
+/**
+ * proper-lockfile calls onCompromised from a timer; its default rethrows there, which kills the worker.
+ * This one only records. A compromise means our lock directory was removed or refreshed by someone else
+ * (clock skew across nodes, a process stalled for longer than `stale`): the operation under the lock has
+ * already done its rename or unlink, which is atomic, so there is nothing to undo, only to report.
+ */
+function reportCompromised(error: Error, lockfile?: string): void {
+  compromisedTotal++;
+  const event: LockCompromise = { lockfile, error };
+  if (compromiseListeners.size === 0) {
+    try {
+      process.emitWarning(`fts: lock compromised: ${error.message}`, 'FtsLockWarning');
+    } catch {
+      // Never let reporting crash the process.
+    }
+  }
+  for (const listener of compromiseListeners) {
+    try {
+      listener(event);
+    } catch {
+      // A faulty listener must not turn a logged incident into a crash.
+    }
+  }
+}
+
+/**
+ * The shared options. `lockfilePath` is the only per-call addition (it depends on the target), and
+ * withLock adds a per-call onCompromised only so the report can say which lock it was.
+ * realpath:false because the target often does not exist yet (a new upload).
+ */
+export const LOCK_OPTIONS = Object.freeze({
+  stale: 10_000,
+  update: 2_000,
+  realpath: false,
+  retries: Object.freeze({
+    retries: retriesWithin(LOCK_WAIT_BUDGET_MS, RETRY_FACTOR, RETRY_MIN_MS, RETRY_MAX_MS),
+    factor: RETRY_FACTOR,
+    minTimeout: RETRY_MIN_MS,
+    maxTimeout: RETRY_MAX_MS,
+  }),
+  onCompromised: (err: Error): void => reportCompromised(err),
+});
+
+/**
+ * Runs `fn` while holding the cluster-wide lock for (user, name). Every operation that changes a name
+ * (publish, delete) takes it, so they happen one after another.
+ *
+ * The lock directory lives at lockTarget(...)+'.lock' under <root>/.fts/locks, outside the user's
+ * namespace; proper-lockfile is told the real target path only as its in-process bookkeeping key.
+ */
+export async function withLock<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
+  const target = resolveName(userDirPath(root, user), name);
+  const lockfilePath = `${lockTarget(root, user, name)}.lock`;
+  try {
+    // proper-lockfile retries on every error for the whole budget, so a missing parent would mean a 30 s
+    // wait and then a misleading failure; create it first (cheap when it exists).
+    await mkdir(path.dirname(lockfilePath), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw fsError(err, name);
+  }
+
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(target, {
+      ...LOCK_OPTIONS,
+      lockfilePath,
+      onCompromised: (err: Error) => reportCompromised(err, lockfilePath),
+    });
+  } catch (err) {
+    if (errnoOf(err) === 'ELOCKED') {
+      throw new FtsError('LOCKED', `${name}: the file is busy with another operation; retry later`, {}, { cause: err });
+    }
+    throw fsError(err, name);
+  }
+
+  try {
+    return await fn();
+  } finally {
+    try {
+      await release();
+    } catch (err) {
+      // ERELEASED: it was compromised and already reported. Anything else leaves a lock directory that
+      // goes stale after `stale` ms; not worth failing an operation that has already succeeded.
+      if (errnoOf(err) !== 'ERELEASED') reportCompromised(err instanceof Error ? err : new Error(String(err)), lockfilePath);
+    }
+  }
+}

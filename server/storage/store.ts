@@ -1,0 +1,178 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsError, type Entry } from '../../protocol/index.js';
+import { fsyncDir, mtimeOf } from './durable.js';
+import { errnoOf, fsError } from './errors.js';
+import { listUserDir, type ListEntry } from './listing.js';
+import { withLock } from './locks.js';
+import { internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { beginStagedUpload, type StagedUpload } from './staging.js';
+
+// The upload and listing types are part of the store's surface; they live in their own modules for size.
+export { StagedUpload, sweepStaging } from './staging.js';
+export type { ListEntry } from './listing.js';
+
+/** An open published file. The handle pins this version: a later overwrite or delete does not affect it. */
+export interface ReadableFile {
+  handle: FileHandle;
+  size: number;
+  /** Integer milliseconds since the epoch. */
+  mtime: number;
+  /** Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The storage root shared by every worker process (and later every node). */
+export class Store {
+  readonly root: string;
+  // One check per user per process: the promise is cached so concurrent first logins share it.
+  readonly #users = new Map<string, Promise<UserStore>>();
+
+  constructor(root: string) {
+    if (!path.isAbsolute(root)) throw new Error(`storage root must be an absolute path, got "${root}"`);
+    this.root = path.resolve(root);
+  }
+
+  /**
+   * Creates the layout and proves the root is writable and fsync-able now, at startup, so that a bad
+   * mount is one clear error instead of IO_ERROR on every upload.
+   */
+  async init(): Promise<void> {
+    const step = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        throw new Error(`storage root ${this.root}: ${what} failed (${errnoOf(err) ?? String(err)})`, { cause: err });
+      }
+    };
+    for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root)]) {
+      await step(`creating ${dir}`, () => mkdir(dir, { recursive: true, mode: 0o700 }));
+      const st = await step(`checking ${dir}`, () => stat(dir));
+      if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
+    }
+    const probe = path.join(internalDir(this.root), `probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const handle = await step('creating a probe file (is it writable?)', () =>
+      open(probe, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
+    );
+    try {
+      await step('writing the probe file', () => handle.write(Buffer.from('fts\n')));
+      await step('fsyncing the probe file', () => handle.sync());
+    } finally {
+      await handle.close().catch(() => undefined);
+      await unlink(probe).catch(() => undefined);
+    }
+  }
+
+  /** The store for one (already authenticated) user; creates their directory on first use. */
+  user(user: string): Promise<UserStore> {
+    let pending = this.#users.get(user);
+    if (pending === undefined) {
+      pending = this.#openUser(user);
+      this.#users.set(user, pending);
+      // A failure is not cached: the next login retries (an operator may have fixed the directory).
+      pending.catch(() => this.#users.delete(user));
+    }
+    return pending;
+  }
+
+  async #openUser(user: string): Promise<UserStore> {
+    const dir = userDirPath(this.root, user);
+    try {
+      await mkdir(dir, { mode: 0o700 });
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
+    }
+    // lstat, not stat: O_NOFOLLOW only guards the last component of a path, so the user directory itself
+    // must not be a symlink that leads somewhere else.
+    let st;
+    try {
+      st = await lstat(dir);
+    } catch (err) {
+      throw fsError(err, 'user directory');
+    }
+    if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
+    return new UserStore(this.root, user, dir);
+  }
+}
+
+/** One user's view of the storage. Every name goes through resolveName before it touches the fs. */
+export class UserStore {
+  readonly user: string;
+  readonly #root: string;
+  readonly #dir: string;
+
+  /** Use Store.user(), which checks the directory first. */
+  constructor(root: string, user: string, dir: string) {
+    this.#root = root;
+    this.user = user;
+    this.#dir = dir;
+  }
+
+  beginUpload(name: string, size: number, sha256: string): Promise<StagedUpload> {
+    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, sha256);
+  }
+
+  /**
+   * Opens a published file for reading. O_NOFOLLOW makes a symlink fail with ELOOP (→ NOT_A_FILE).
+   * O_NONBLOCK stops open() of a FIFO from waiting forever for a writer (and pinning a threadpool thread);
+   * it has no effect on regular files, which are the only thing we then accept.
+   */
+  async openRead(name: string): Promise<ReadableFile> {
+    const file = resolveName(this.#dir, name);
+    let handle: FileHandle;
+    try {
+      handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      throw fsError(err, name);
+    }
+    try {
+      // fstat of the open descriptor: the thing we will read, not whatever the name points to now.
+      const st = await handle.stat();
+      if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
+      let closed = false;
+      return {
+        handle,
+        size: st.size,
+        mtime: mtimeOf(st),
+        close: async () => {
+          if (closed) return;
+          closed = true;
+          await handle.close();
+        },
+      };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw fsError(err, name);
+    }
+  }
+
+  /**
+   * Removes a published file. Under the name's lock, so it waits for a concurrent publish of the same
+   * name. unlink never follows a symlink, but we refuse symlinks anyway so a delete means what it says.
+   */
+  async delete(name: string): Promise<void> {
+    const file = resolveName(this.#dir, name);
+    await withLock(this.#root, this.user, name, async () => {
+      try {
+        const st = await lstat(file);
+        if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
+        await unlink(file);
+        await fsyncDir(this.#dir);
+      } catch (err) {
+        throw fsError(err, name);
+      }
+    });
+  }
+
+  list(long: true): Promise<Entry[]>;
+  list(long: boolean): Promise<ListEntry[]>;
+  async list(long: boolean): Promise<ListEntry[]> {
+    try {
+      return await listUserDir(this.#dir, long);
+    } catch (err) {
+      throw fsError(err, 'list');
+    }
+  }
+}

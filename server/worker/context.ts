@@ -1,0 +1,17 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { UserTable } from '../auth/users.js';
+import type { Store } from '../storage/store.js';
+
+/** What every session of one worker shares. */
+export interface WorkerContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly store: Store;
+  /** The current user table; replaced wholesale on reload, never mutated. */
+  users: UserTable;
+  /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */
+  draining: boolean;
+  /** A session finished a request (or closed); the drain uses it to notice when the worker is idle. */
+  onSessionIdle(): void;
+}

@@ -1,0 +1,82 @@
+import type { Socket } from 'node:net';
+import { FrameDecoder, FtsError, type Frame } from '../../protocol/index.js';
+
+/** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
+const HIGH_WATER_BYTES = 4 * 1024 * 1024;
+
+export type SourceEvent = Frame | { kind: 'end' } | { kind: 'error'; error: FtsError };
+
+/**
+ * Turns the socket's byte stream into a pull-based stream of frames. The session asks for the next frame
+ * when it is ready for it; an upload handler pulls its own data frames the same way. Pulling, rather than
+ * pushing, is what gives backpressure: frames nobody asked for pile up only to HIGH_WATER_BYTES, then the
+ * socket stops being read.
+ */
+export class FrameSource {
+  private readonly decoder: FrameDecoder;
+  private readonly queue: SourceEvent[] = [];
+  private queuedBytes = 0;
+  private waiter: ((event: SourceEvent) => void) | null = null;
+  private finished = false;
+  private paused = false;
+  /** Called whenever bytes arrive, before decoding: lets the connection refresh its timers. */
+  onBytes: (n: number) => void = () => {};
+
+  constructor(private readonly socket: Socket, maxHeaderBytes: number) {
+    this.decoder = new FrameDecoder({ maxHeaderBytes });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.finish({ kind: 'end' }));
+    socket.on('close', () => this.finish({ kind: 'end' }));
+  }
+
+  next(): Promise<SourceEvent> {
+    const event = this.queue.shift();
+    if (event !== undefined) {
+      if (event.kind === 'data') this.queuedBytes -= event.payload.length;
+      if (this.paused && this.queuedBytes < HIGH_WATER_BYTES / 2) {
+        this.paused = false;
+        this.socket.resume();
+      }
+      return Promise.resolve(event);
+    }
+    if (this.finished) return Promise.resolve({ kind: 'end' });
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.finished) return;
+    this.onBytes(chunk.length);
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.finish({ kind: 'error', error: err instanceof FtsError ? err : new FtsError('PROTOCOL_ERROR') });
+      return;
+    }
+    for (const frame of frames) this.deliver(frame);
+    if (!this.paused && this.queuedBytes >= HIGH_WATER_BYTES) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private deliver(event: SourceEvent): void {
+    const waiter = this.waiter;
+    if (waiter) {
+      this.waiter = null;
+      waiter(event);
+      return;
+    }
+    if (event.kind === 'data') this.queuedBytes += event.payload.length;
+    this.queue.push(event);
+  }
+
+  /** Ends the stream: pending frames are still delivered, then the terminal event. */
+  private finish(event: SourceEvent): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.deliver(event);
+  }
+}

@@ -1,0 +1,70 @@
+import { createHash } from 'node:crypto';
+import { FtsError, type Request } from '../../../protocol/index.js';
+import type { ReadableFile } from '../../storage/store.js';
+import { fsError } from '../../storage/errors.js';
+import type { HandlerResult, SessionIo } from '../session-io.js';
+
+type DownloadRequest = Extract<Request, { op: 'download' }>;
+
+/** Read size per data frame. Large enough to amortise syscalls, small enough to bound memory per transfer. */
+export const READ_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Sends one version of a file: the one open on our descriptor, whatever renames or deletes happen meanwhile.
+ * The final digest always covers the whole file, so a client that resumed at an offset can verify the
+ * complete result; the bytes before the offset are hashed but not sent.
+ */
+export async function download(req: DownloadRequest, io: SessionIo): Promise<HandlerResult> {
+  const file = await io.userStore().openRead(req.name);
+  try {
+    if (req.offset > file.size) {
+      throw new FtsError('OFFSET_MISMATCH', `offset ${req.offset} is past the end of the file (${file.size} bytes)`, { size: file.size });
+    }
+    const length = file.size - req.offset;
+    const hash = createHash('sha256');
+    await hashRange(file, 0, req.offset, hash);
+    io.send({ status: 'data', size: file.size, mtime: file.mtime, offset: req.offset, length });
+    let sent = 0;
+    // Read ahead one chunk while the previous one is being sent.
+    let pending = length > 0 ? readChunk(file, req.offset) : null;
+    while (pending !== null) {
+      const chunk = await pending;
+      const position = req.offset + sent + chunk.length;
+      pending = position < file.size ? readChunk(file, position) : null;
+      pending?.catch(() => {}); // its error, if any, is raised when awaited above
+      hash.update(chunk);
+      await io.sendData(chunk);
+      sent += chunk.length;
+      io.progress(sent, req.name);
+    }
+    const sha256 = hash.digest('hex');
+    return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
+  } finally {
+    await file.close();
+  }
+}
+
+async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {
+  const want = Math.min(READ_CHUNK_BYTES, file.size - position);
+  const buf = Buffer.allocUnsafe(want);
+  let filled = 0;
+  try {
+    while (filled < want) {
+      const { bytesRead } = await file.handle.read(buf, filled, want - filled, position + filled);
+      if (bytesRead === 0) throw new FtsError('IO_ERROR', 'file shrank while it was being read');
+      filled += bytesRead;
+    }
+  } catch (err) {
+    throw err instanceof FtsError ? err : fsError(err, 'read');
+  }
+  return buf;
+}
+
+async function hashRange(file: ReadableFile, from: number, to: number, hash: ReturnType<typeof createHash>): Promise<void> {
+  for (let position = from; position < to; ) {
+    const chunk = await readChunk(file, position);
+    const usable = chunk.subarray(0, Math.min(chunk.length, to - position));
+    hash.update(usable);
+    position += usable.length;
+  }
+}

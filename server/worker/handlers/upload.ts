@@ -1,0 +1,57 @@
+import { FtsError, type Request } from '../../../protocol/index.js';
+import type { StagedUpload } from '../../storage/store.js';
+import { asFtsError } from '../errors.js';
+import type { HandlerResult, SessionIo } from '../session-io.js';
+
+type UploadRequest = Extract<Request, { op: 'upload' }>;
+
+/**
+ * Streams the data frames into a staging file, then publishes it only if the size and SHA-256 match.
+ * Whatever goes wrong, the declared data is still read to its end, so that the next request on the
+ * connection starts on a frame boundary; and the staging file is removed unless it was published.
+ */
+export async function upload(req: UploadRequest, io: SessionIo): Promise<HandlerResult> {
+  const expected = req.size - req.offset;
+  let failure: FtsError | null = null;
+  let staged: StagedUpload | null = null;
+  if (req.offset !== 0) {
+    failure = new FtsError('OFFSET_MISMATCH', 'no partial upload to resume at this offset', { offset: 0 });
+  } else {
+    try {
+      staged = await io.userStore().beginUpload(req.name, req.size, req.sha256);
+    } catch (err) {
+      failure = asFtsError(err);
+    }
+  }
+  let published = false;
+  try {
+    let received = 0;
+    while (received < expected) {
+      const chunk = await io.readData();
+      const length = chunk.payload.length;
+      if (length > expected - received) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
+      const at = req.offset + received;
+      received += length;
+      io.progress(received, req.name);
+      if (failure !== null || staged === null) continue;
+      if (!chunk.crcOk) {
+        failure = new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check`, { offset: at });
+        continue;
+      }
+      try {
+        await staged.write(chunk.payload);
+      } catch (err) {
+        failure = asFtsError(err);
+      }
+    }
+    if (failure !== null || staged === null) throw failure ?? new FtsError('INTERNAL');
+    const { mtime } = await staged.commit();
+    published = true;
+    return {
+      reply: { name: req.name, size: req.size, sha256: req.sha256, mtime },
+      audit: { file: req.name, bytes: req.size, sha256: req.sha256 },
+    };
+  } finally {
+    if (!published && staged !== null) await staged.abort();
+  }
+}

@@ -1,0 +1,112 @@
+import net from 'node:net';
+import { encodeHeader } from '../../protocol/index.js';
+import { loadUsers } from '../auth/users.js';
+import type { Config } from '../config.js';
+import { isFtsMessage, type PrimaryToWorker, type WorkerToPrimary } from '../ipc.js';
+import { createLogger } from '../log.js';
+import { Store } from '../storage/store.js';
+import type { WorkerContext } from './context.js';
+import { Session } from './session.js';
+
+/** How often a draining worker logs what it is still waiting for. */
+const DRAIN_LOG_INTERVAL_MS = 1_000;
+/** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
+const ABORT_CLEANUP_MS = 3_000;
+
+function send(msg: WorkerToPrimary): void {
+  process.send?.(msg);
+}
+
+/**
+ * A worker process: one net.Server on the listening socket shared by the cluster, one Session per
+ * connection. It never decides on its own to stop: signals go to the primary, which sends fts:drain.
+ */
+export async function runWorker(config: Config): Promise<void> {
+  const log = createLogger(config.logLevel, 'worker').child({ worker: process.pid });
+  // Ctrl+C delivers SIGINT to the whole process group; the primary coordinates the drain.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+
+  const store = new Store(config.storage);
+  const { users } = await loadUsers(config.users);
+  const sessions = new Set<Session>();
+  let drainDeadline = 0;
+  let drainTicker: NodeJS.Timeout | null = null;
+
+  const exit = (code: number): never => {
+    log.info({ code }, 'worker exiting');
+    process.exit(code);
+  };
+
+  const checkDrained = (): void => {
+    if (!ctx.draining) return;
+    if (![...sessions].some((s) => s.busy)) for (const s of sessions) s.bye('SHUTTING_DOWN');
+    if (sessions.size === 0) exit(0);
+  };
+
+  const ctx: WorkerContext = { config, log, store, users, draining: false, onSessionIdle: checkDrained };
+
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    if (ctx.draining) {
+      socket.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
+      return;
+    }
+    const session = new Session(socket, ctx);
+    sessions.add(session);
+    void session.run().finally(() => {
+      sessions.delete(session);
+      checkDrained();
+    });
+  });
+  server.on('error', (err) => {
+    log.fatal({ err }, `cannot listen on ${config.host}:${config.port}`);
+    process.exitCode = 1;
+    process.exit(1);
+  });
+  server.listen({ host: config.host, port: config.port }, () => {
+    const address = server.address();
+    if (address && typeof address === 'object') send({ type: 'fts:listening', address: address.address, port: address.port });
+  });
+
+  const drain = (deadline: number): void => {
+    if (ctx.draining) return;
+    ctx.draining = true;
+    drainDeadline = deadline;
+    server.close();
+    log.info({ graceMs: Math.max(0, deadline - Date.now()) }, 'draining');
+    setTimeout(() => abort('grace period over'), Math.max(0, deadline - Date.now())).unref();
+    drainTicker = setInterval(() => {
+      const busy = [...sessions].filter((s) => s.busy).length;
+      log.info({ sessions: sessions.size, transfers: busy, secondsLeft: Math.max(0, Math.round((drainDeadline - Date.now()) / 1000)) }, `drain waiting for ${sessions.size} sessions, ${busy} transfers`);
+    }, DRAIN_LOG_INTERVAL_MS);
+    drainTicker.unref();
+    checkDrained();
+  };
+
+  const abort = (reason: string): void => {
+    ctx.draining = true;
+    server.close();
+    log.warn({ reason, sessions: sessions.size }, 'aborting open sessions');
+    for (const s of sessions) {
+      s.bye('SHUTTING_DOWN');
+      s.destroy();
+    }
+    if (sessions.size === 0) exit(0);
+    setTimeout(() => exit(0), ABORT_CLEANUP_MS).unref();
+  };
+
+  process.on('message', (msg: unknown) => {
+    if (!isFtsMessage(msg)) return; // prom-client shares this channel
+    const m = msg as PrimaryToWorker;
+    switch (m.type) {
+      case 'fts:drain':
+        drain(m.deadline);
+        break;
+      case 'fts:abort':
+        abort('forced stop');
+        break;
+    }
+  });
+  // The primary is gone: nobody coordinates us any more, so stop safely.
+  process.on('disconnect', () => abort('primary disconnected'));
+}

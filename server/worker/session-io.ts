@@ -1,0 +1,44 @@
+import type { Header } from '../../protocol/index.js';
+import type { Logger } from '../log.js';
+import type { UserStore } from '../storage/store.js';
+import type { WorkerContext } from './context.js';
+
+/** One data frame handed to an upload handler. */
+export interface DataChunk {
+  payload: Buffer;
+  crcOk: boolean;
+}
+
+/**
+ * The narrow view of a session that a request handler gets. Handlers never touch the socket: they send
+ * interim replies and data frames through this, and return the fields of their final `ok` reply.
+ */
+export interface SessionIo {
+  readonly ctx: WorkerContext;
+  readonly log: Logger;
+  /** The user's store; only handlers that run after authentication call it. */
+  userStore(): UserStore;
+  /** Marks the session authenticated as `user` (creates the user directory on first login). */
+  authenticate(user: string): Promise<void>;
+  /** Sends an interim reply for the current request (`id` is added). */
+  send(reply: Header): void;
+  /** Sends one data frame, resolving once the socket can take more (backpressure). */
+  sendData(payload: Buffer): Promise<void>;
+  /** The next data frame of the current upload. Throws PROTOCOL_ERROR on anything else, ConnectionGone at end. */
+  readData(): Promise<DataChunk>;
+  /** Records progress of the current operation: total payload bytes moved so far. */
+  progress(bytes: number, file?: string): void;
+  /** Closes the connection once the final reply is sent. */
+  closeAfterReply(): void;
+}
+
+/** The peer went away in the middle of a request. Nothing is replied; the handler just cleans up. */
+export class ConnectionGone extends Error {
+  override name = 'ConnectionGone';
+}
+
+/** Fields of a final `ok` reply, plus what the audit line should record. */
+export interface HandlerResult {
+  reply: Header;
+  audit?: { file?: string; bytes?: number; sha256?: string };
+}

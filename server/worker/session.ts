@@ -1,0 +1,390 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import {
+  declaredUploadBytes,
+  encodeDataPrefix,
+  encodeHeader,
+  errorReply,
+  FtsError,
+  MAX_CHUNK_BYTES,
+  parseRequest,
+  PROTOCOL,
+  requestId,
+  AUTH_MECHANISMS,
+  type ErrorCode,
+  type Header,
+  type Request,
+} from '../../protocol/index.js';
+import type { Logger } from '../log.js';
+import type { UserStore } from '../storage/store.js';
+import { SERVER_VERSION } from '../version.js';
+import type { WorkerContext } from './context.js';
+import { asFtsError } from './errors.js';
+import { FrameSource } from './frame-source.js';
+import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
+import { ConnectionGone, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
+
+/** After we end our side, a peer that never closes its side is cut off after this long. */
+const CLOSE_LINGER_MS = 2_000;
+
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset'] as const;
+
+type Phase = 'unauthenticated' | 'authenticated' | 'closed';
+
+/** What `fts-admin sessions` shows about a session. */
+export interface SessionSnapshot {
+  id: string;
+  user: string | null;
+  remote: string;
+  worker: number;
+  op: string | null;
+  file: string | null;
+  bytes: number;
+  since: string;
+}
+
+/**
+ * One connection, as an explicit state machine: unauthenticated → authenticated → closed. Requests are
+ * handled one at a time in arrival order (so replies leave in request order), each by its handler in
+ * handlers/. One timer per phase: login (unauthenticated), idle (authenticated, between requests) and
+ * stall (inside a request; refreshed by every byte that moves).
+ */
+export class Session {
+  readonly id = randomBytes(6).toString('hex');
+  readonly remote: string;
+  readonly since = new Date();
+  private phase: Phase = 'unauthenticated';
+  private user: string | null = null;
+  private store: UserStore | null = null;
+  private readonly source: FrameSource;
+  private log: Logger;
+  private timer: NodeJS.Timeout | null = null;
+  private closeAfterReply = false;
+  private requests = 0;
+  /** True while a request is being handled. */
+  busy = false;
+  private op: string | null = null;
+  private file: string | null = null;
+  private bytes = 0;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: WorkerContext,
+  ) {
+    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.log = ctx.log.child({ session: this.id, remote: this.remote });
+    this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
+    this.source.onBytes = () => {
+      if (this.busy) this.timer?.refresh();
+    };
+    socket.setNoDelay(true);
+    // Errors surface as 'close'; without a listener an ECONNRESET would crash the worker.
+    socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
+  }
+
+  get authenticated(): boolean {
+    return this.phase === 'authenticated';
+  }
+
+  snapshot(): SessionSnapshot {
+    return {
+      id: this.id,
+      user: this.user,
+      remote: this.remote,
+      worker: process.pid,
+      op: this.op,
+      file: this.file,
+      bytes: this.bytes,
+      since: this.since.toISOString(),
+    };
+  }
+
+  /** Runs the session to its end. Never rejects. */
+  async run(): Promise<void> {
+    this.sendFrame(
+      encodeHeader({
+        status: 'hello',
+        protocol: PROTOCOL,
+        server: `fts/${SERVER_VERSION}`,
+        mechs: [...AUTH_MECHANISMS],
+        caps: [...CAPABILITIES],
+        maxHeader: this.ctx.config.maxHeaderBytes,
+        maxChunk: MAX_CHUNK_BYTES,
+      }),
+    );
+    this.armTimer();
+    try {
+      await this.loop();
+    } catch (err) {
+      this.log.error({ err }, 'session failed');
+    } finally {
+      this.phase = 'closed';
+      this.clearTimer();
+      if (!this.socket.destroyed) this.socket.destroy();
+      this.log.info({ event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() }, 'session end');
+    }
+  }
+
+  /** Ends the session on the server's initiative, telling the client why (`bye`). */
+  bye(code: ErrorCode, message?: string): void {
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    const err = new FtsError(code, message);
+    this.sendFrame(encodeHeader({ status: 'bye', code, message: err.message }));
+    this.end();
+  }
+
+  /** Cuts the connection at once: a request in flight sees ConnectionGone and cleans up. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.phase !== 'closed' && !this.socket.destroyed) {
+      const event = await this.source.next();
+      switch (event.kind) {
+        case 'end':
+          return;
+        case 'error':
+          this.fatal(null, event.error);
+          return;
+        case 'data':
+          this.fatal(null, new FtsError('PROTOCOL_ERROR', 'data frame outside a data phase'));
+          return;
+        case 'bad-header':
+          this.reply(null, errorReply(null, new FtsError('BAD_REQUEST', event.reason)));
+          break;
+        case 'header':
+          await this.request(event.header);
+          if (this.closeAfterReply) {
+            this.end();
+            return;
+          }
+          break;
+      }
+    }
+  }
+
+  private async request(header: Header): Promise<void> {
+    const id = requestId(header);
+    this.requests++;
+    if (this.ctx.draining) {
+      this.fatal(id, new FtsError('SHUTTING_DOWN'));
+      return;
+    }
+    let req: Request;
+    try {
+      req = parseRequest(header);
+      if (this.phase === 'unauthenticated' && !UNAUTHENTICATED_OPS.has(req.op)) throw new FtsError('AUTH_REQUIRED');
+      if (this.phase === 'authenticated' && req.op === 'auth') throw new FtsError('ALREADY_AUTHENTICATED');
+    } catch (err) {
+      await this.refuse(id, header, asFtsError(err));
+      return;
+    }
+    await this.handle(req.id, req);
+  }
+
+  /** Refuses a request before its handler runs; an upload's data is skipped to keep the stream in step. */
+  private async refuse(id: number | null, header: Header, err: FtsError): Promise<void> {
+    if (header['op'] === 'upload') {
+      const skip = declaredUploadBytes(header);
+      if (skip === null) {
+        this.fatal(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size is unreadable, so its data cannot be skipped`));
+        return;
+      }
+      this.busy = true;
+      this.armTimer();
+      try {
+        await this.skipData(skip);
+      } catch (skipErr) {
+        this.busy = false;
+        if (!(skipErr instanceof ConnectionGone)) this.fatal(id, asFtsError(skipErr));
+        return;
+      }
+      this.busy = false;
+      this.armTimer();
+    }
+    this.logAudit(header['op'], null, Date.now(), err);
+    this.reply(id, errorReply(id, err));
+  }
+
+  private async handle(id: number, req: Request): Promise<void> {
+    const started = Date.now();
+    this.busy = true;
+    this.op = req.op;
+    this.file = 'name' in req ? req.name : null;
+    this.bytes = 0;
+    this.armTimer();
+    let result: HandlerResult | null = null;
+    let failure: FtsError | null = null;
+    try {
+      result = await runHandler(req, this.io(id));
+    } catch (err) {
+      if (err instanceof ConnectionGone || this.socket.destroyed) {
+        failure = new FtsError('IO_ERROR', 'connection closed during the request');
+      } else {
+        failure = asFtsError(err);
+        if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
+      }
+    } finally {
+      this.busy = false;
+      this.op = null;
+      this.file = null;
+      this.armTimer();
+    }
+    if (req.op === 'auth') {
+      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user: req.user.slice(0, 64), mech: req.mech }, 'auth');
+    } else {
+      this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
+    }
+    if (!this.socket.destroyed) {
+      if (failure) {
+        if (failure.fatal) this.fatal(id, failure);
+        else this.reply(id, errorReply(id, failure));
+      } else if (result) {
+        this.reply(id, { id, status: 'ok', ...result.reply });
+      }
+    }
+    this.ctx.onSessionIdle();
+  }
+
+  private io(id: number): SessionIo {
+    return {
+      ctx: this.ctx,
+      log: this.log,
+      userStore: () => {
+        if (this.store === null) throw new FtsError('AUTH_REQUIRED');
+        return this.store;
+      },
+      authenticate: async (user: string) => {
+        this.store = await this.ctx.store.user(user);
+        this.user = user;
+        this.phase = 'authenticated';
+      },
+      send: (reply: Header) => this.reply(id, { id, ...reply }),
+      sendData: (payload: Buffer) => this.sendData(payload),
+      readData: () => this.readData(),
+      progress: (bytes: number, file?: string) => {
+        this.bytes = bytes;
+        if (file !== undefined) this.file = file;
+      },
+      closeAfterReply: () => {
+        this.closeAfterReply = true;
+      },
+    };
+  }
+
+  private async readData(): Promise<DataChunk> {
+    const event = await this.source.next();
+    switch (event.kind) {
+      case 'data':
+        return event;
+      case 'end':
+        throw new ConnectionGone();
+      case 'error':
+        throw event.error;
+      case 'header':
+      case 'bad-header':
+        throw new FtsError('PROTOCOL_ERROR', "header frame inside an upload's data phase");
+    }
+  }
+
+  private async skipData(bytes: number): Promise<void> {
+    for (let left = bytes; left > 0; ) {
+      const chunk = await this.readData();
+      if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
+      left -= chunk.payload.length;
+    }
+  }
+
+  private async sendData(payload: Buffer): Promise<void> {
+    if (this.socket.destroyed) throw new ConnectionGone();
+    this.socket.cork();
+    this.socket.write(encodeDataPrefix(payload));
+    const flushed = this.socket.write(payload);
+    this.socket.uncork();
+    this.timer?.refresh();
+    if (!flushed) await this.drained();
+    this.timer?.refresh();
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = () => done();
+      const onClose = () => done(new ConnectionGone());
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
+  private reply(_id: number | null, reply: Header): void {
+    this.sendFrame(encodeHeader(reply));
+  }
+
+  private sendFrame(frame: Buffer): void {
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(frame);
+  }
+
+  /** Sends a fatal error and closes: the stream cannot (or may not) continue. */
+  private fatal(id: number | null, err: FtsError): void {
+    const reply = errorReply(id, err);
+    reply.fatal = true;
+    this.reply(id, reply);
+    this.end();
+  }
+
+  /** Half-closes our side so the last reply is delivered, then cuts a peer that lingers. */
+  private end(): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.clearTimer();
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  /** (Re)arms the one timer for the current phase. */
+  private armTimer(): void {
+    this.clearTimer();
+    if (this.phase === 'closed') return;
+    const { config } = this.ctx;
+    let code: ErrorCode;
+    let seconds: number;
+    if (this.busy) [code, seconds] = ['TRANSFER_STALLED', config.stallTimeoutSeconds];
+    else if (this.phase === 'unauthenticated') [code, seconds] = ['LOGIN_TIMEOUT', config.loginTimeoutSeconds];
+    else [code, seconds] = ['IDLE_TIMEOUT', config.idleTimeoutSeconds];
+    this.timer = setTimeout(() => {
+      this.log.info({ code }, 'closing session on timeout');
+      this.bye(code);
+      // A transfer blocked on a stalled peer must not wait for the linger: cut it so the handler cleans up.
+      if (this.busy) this.socket.destroy();
+    }, seconds * 1000);
+    this.timer.unref();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private logAudit(op: unknown, result: HandlerResult | null, started: number, failure: FtsError | null, name?: string): void {
+    const audit = result?.audit;
+    this.log.info(
+      {
+        event: typeof op === 'string' ? op.slice(0, 32) : 'unknown',
+        user: this.user,
+        file: audit?.file ?? name ?? null,
+        bytes: audit?.bytes ?? this.bytes,
+        sha256: audit?.sha256,
+        durationMs: Date.now() - started,
+        result: failure ? 'error' : 'ok',
+        code: failure?.code,
+      },
+      failure ? `${String(op)} failed` : `${String(op)} ok`,
+    );
+  }
+}

@@ -1,0 +1,341 @@
+import { expect } from 'chai';
+import {
+  ERROR_CODES,
+  FrameDecoder,
+  FtsError,
+  MAX_REQUEST_ID,
+  OPS,
+  declaredUploadBytes,
+  encodeHeader,
+  errorFromReply,
+  errorReply,
+  parseRequest,
+  requestId,
+  type ErrorCode,
+  type Header,
+  type Request,
+} from '../../protocol/index.js';
+import { expectFtsError } from '../helpers/vectors.js';
+
+const SHA = '5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03';
+
+/** Sends a header through the real encoder and decoder, as it would cross the wire. */
+function overTheWire(h: Header): Header {
+  const frames = new FrameDecoder().push(encodeHeader(h));
+  const frame = frames[0];
+  if (frames.length !== 1 || frame === undefined || frame.kind !== 'header') throw new Error('expected one header frame');
+  return frame.header;
+}
+
+describe('protocol messages', function () {
+  describe('parseRequest: valid requests', function () {
+    const cases: Array<[string, Header, Request]> = [
+      [
+        'auth plain',
+        { op: 'auth', id: 1, mech: 'plain', user: 'alice', password: 's3cret' },
+        { op: 'auth', id: 1, mech: 'plain', user: 'alice', password: 's3cret' },
+      ],
+      [
+        'auth with a Unicode password',
+        { op: 'auth', id: 1, mech: 'plain', user: 'alice', password: 'pä😀\u0000ss' },
+        { op: 'auth', id: 1, mech: 'plain', user: 'alice', password: 'pä😀\u0000ss' },
+      ],
+      [
+        'upload without offset defaults offset to 0',
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 0 },
+      ],
+      [
+        'upload with offset',
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 3 },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 3 },
+      ],
+      [
+        'upload with offset equal to size',
+        { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, offset: 5 },
+        { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, offset: 5 },
+      ],
+      [
+        'upload of size 0',
+        { op: 'upload', id: 2, name: 'empty', size: 0, sha256: SHA },
+        { op: 'upload', id: 2, name: 'empty', size: 0, sha256: SHA, offset: 0 },
+      ],
+      [
+        'upload of size MAX_SAFE_INTEGER',
+        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, sha256: SHA },
+        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, sha256: SHA, offset: 0 },
+      ],
+      [
+        'download without offset defaults offset to 0',
+        { op: 'download', id: 3, name: 'report.pdf' },
+        { op: 'download', id: 3, name: 'report.pdf', offset: 0 },
+      ],
+      [
+        'download with offset',
+        { op: 'download', id: 3, name: 'report.pdf', offset: 4096 },
+        { op: 'download', id: 3, name: 'report.pdf', offset: 4096 },
+      ],
+      ['view', { op: 'view', id: 4, name: 'report.pdf' }, { op: 'view', id: 4, name: 'report.pdf' }],
+      ['delete', { op: 'delete', id: 5, name: 'résumé 😀' }, { op: 'delete', id: 5, name: 'résumé 😀' }],
+      ['list without long defaults long to true', { op: 'list', id: 6 }, { op: 'list', id: 6, long: true }],
+      ['list long true', { op: 'list', id: 6, long: true }, { op: 'list', id: 6, long: true }],
+      ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
+      ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
+      ['quit', { op: 'quit', id: 8 }, { op: 'quit', id: 8 }],
+      ['id 0', { op: 'noop', id: 0 }, { op: 'noop', id: 0 }],
+      ['id 2^32 - 1', { op: 'noop', id: 4294967295 }, { op: 'noop', id: 4294967295 }],
+    ];
+    for (const [label, input, expected] of cases) {
+      it(label, function () {
+        expect(parseRequest(input)).to.deep.equal(expected);
+      });
+    }
+
+    it('covers every op in OPS', function () {
+      const covered = new Set(cases.map(([, , r]) => r.op));
+      expect([...covered].sort()).to.deep.equal([...OPS].sort());
+    });
+
+    it('ignores extra unknown fields (they do not appear in the result)', function () {
+      const input = { op: 'download', id: 9, name: 'a', offset: 1, future: { x: 1 }, flag: true, note: 'hi' };
+      expect(parseRequest(input)).to.deep.equal({ op: 'download', id: 9, name: 'a', offset: 1 });
+      expect(parseRequest({ op: 'noop', id: 1, mech: 'nonsense', name: '/', size: -1 })).to.deep.equal({ op: 'noop', id: 1 });
+    });
+
+    it('parses the client requests of the PROTOCOL.md §9 transcript after they cross the codec', function () {
+      expect(parseRequest(overTheWire({ op: 'upload', id: 2, name: 'hello.txt', size: 6, sha256: SHA }))).to.deep.equal({
+        op: 'upload',
+        id: 2,
+        name: 'hello.txt',
+        size: 6,
+        sha256: SHA,
+        offset: 0,
+      });
+      expect(parseRequest(overTheWire({ op: 'download', id: 4, name: 'hello.txt', offset: 0 }))).to.deep.equal({
+        op: 'download',
+        id: 4,
+        name: 'hello.txt',
+        offset: 0,
+      });
+    });
+  });
+
+  describe('parseRequest: rejections', function () {
+    const rejections: Array<[string, Header, ErrorCode]> = [
+      ['missing id', { op: 'noop' }, 'BAD_REQUEST'],
+      ['null id', { op: 'noop', id: null }, 'BAD_REQUEST'],
+      ['negative id', { op: 'noop', id: -1 }, 'BAD_REQUEST'],
+      ['non-integer id', { op: 'noop', id: 1.5 }, 'BAD_REQUEST'],
+      ['id 2^32', { op: 'noop', id: 4294967296 }, 'BAD_REQUEST'],
+      ['string id', { op: 'noop', id: '1' }, 'BAD_REQUEST'],
+      ['boolean id', { op: 'noop', id: true }, 'BAD_REQUEST'],
+      ['infinite id (JSON 1e400)', { op: 'noop', id: Infinity }, 'BAD_REQUEST'],
+      ['missing op', { id: 1 }, 'BAD_REQUEST'],
+      ['non-string op', { id: 1, op: 5 }, 'BAD_REQUEST'],
+      ['op inside __proto__ only', JSON.parse('{"__proto__":{"op":"noop","id":1}}') as Header, 'BAD_REQUEST'],
+      ['unknown op', { id: 1, op: 'rename' }, 'UNKNOWN_OP'],
+      ['op with different case', { id: 1, op: 'NOOP' }, 'UNKNOWN_OP'],
+      ['empty op', { id: 1, op: '' }, 'UNKNOWN_OP'],
+      ['op named like an Object.prototype member', { id: 1, op: 'toString' }, 'UNKNOWN_OP'],
+      ['op __proto__', { id: 1, op: '__proto__' }, 'UNKNOWN_OP'],
+      // auth
+      ['auth with unsupported mech', { op: 'auth', id: 1, mech: 'scram-sha-256', user: 'a', password: 'p' }, 'UNSUPPORTED_MECHANISM'],
+      ['auth with mech in upper case', { op: 'auth', id: 1, mech: 'PLAIN', user: 'a', password: 'p' }, 'UNSUPPORTED_MECHANISM'],
+      ['auth without mech', { op: 'auth', id: 1, user: 'a', password: 'p' }, 'BAD_REQUEST'],
+      ['auth without user', { op: 'auth', id: 1, mech: 'plain', password: 'p' }, 'BAD_REQUEST'],
+      ['auth with non-string password', { op: 'auth', id: 1, mech: 'plain', user: 'a', password: 1234 }, 'BAD_REQUEST'],
+      // names
+      ['upload with bad name', { op: 'upload', id: 2, name: '../x', size: 1, sha256: SHA }, 'BAD_NAME'],
+      ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_NAME'],
+      ['download with name ..', { op: 'download', id: 3, name: '..' }, 'BAD_NAME'],
+      ['download with numeric name', { op: 'download', id: 3, name: 7 }, 'BAD_NAME'],
+      ['view with a slash', { op: 'view', id: 4, name: 'a/b' }, 'BAD_NAME'],
+      ['view with a lone surrogate', { op: 'view', id: 4, name: '\ud800' }, 'BAD_NAME'],
+      ['delete with empty name', { op: 'delete', id: 5, name: '' }, 'BAD_NAME'],
+      ['delete with 256-byte name', { op: 'delete', id: 5, name: 'n'.repeat(256) }, 'BAD_NAME'],
+      // sha256
+      ['sha256 63 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA.slice(1) }, 'BAD_REQUEST'],
+      ['sha256 65 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA + '0' }, 'BAD_REQUEST'],
+      ['sha256 upper case', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA.toUpperCase() }, 'BAD_REQUEST'],
+      ['sha256 non-hex', { op: 'upload', id: 2, name: 'a', size: 1, sha256: 'g'.repeat(64) }, 'BAD_REQUEST'],
+      ['sha256 with trailing newline', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA + '\n' }, 'BAD_REQUEST'],
+      ['sha256 missing', { op: 'upload', id: 2, name: 'a', size: 1 }, 'BAD_REQUEST'],
+      // size
+      ['size missing', { op: 'upload', id: 2, name: 'a', sha256: SHA }, 'BAD_REQUEST'],
+      ['size negative', { op: 'upload', id: 2, name: 'a', size: -1, sha256: SHA }, 'BAD_REQUEST'],
+      ['size fractional', { op: 'upload', id: 2, name: 'a', size: 1.5, sha256: SHA }, 'BAD_REQUEST'],
+      ['size as string', { op: 'upload', id: 2, name: 'a', size: '5', sha256: SHA }, 'BAD_REQUEST'],
+      ['size 2^53 (> MAX_SAFE_INTEGER)', { op: 'upload', id: 2, name: 'a', size: 2 ** 53, sha256: SHA }, 'BAD_REQUEST'],
+      ['size infinite', { op: 'upload', id: 2, name: 'a', size: Infinity, sha256: SHA }, 'BAD_REQUEST'],
+      // offset
+      ['upload offset > size', { op: 'upload', id: 2, name: 'a', size: 5, sha256: SHA, offset: 6 }, 'BAD_REQUEST'],
+      ['upload offset negative', { op: 'upload', id: 2, name: 'a', size: 5, sha256: SHA, offset: -1 }, 'BAD_REQUEST'],
+      ['upload offset fractional', { op: 'upload', id: 2, name: 'a', size: 5, sha256: SHA, offset: 0.5 }, 'BAD_REQUEST'],
+      ['download offset negative', { op: 'download', id: 3, name: 'a', offset: -1 }, 'BAD_REQUEST'],
+      ['download offset string', { op: 'download', id: 3, name: 'a', offset: '0' }, 'BAD_REQUEST'],
+      ['download offset 2^53', { op: 'download', id: 3, name: 'a', offset: 2 ** 53 }, 'BAD_REQUEST'],
+      // list
+      ['list long as string', { op: 'list', id: 6, long: 'yes' }, 'BAD_REQUEST'],
+      ['list long as number', { op: 'list', id: 6, long: 1 }, 'BAD_REQUEST'],
+    ];
+    for (const [label, input, code] of rejections) {
+      it(`${label} → ${code}`, function () {
+        const err = expectFtsError(() => parseRequest(input), code);
+        expect(err.fatal).to.equal(ERROR_CODES[code].fatal);
+      });
+    }
+
+    it('a bad id is reported even when the op is unknown (id is checked first)', function () {
+      expectFtsError(() => parseRequest({ op: 'rename', id: -1 }), 'BAD_REQUEST');
+    });
+
+    it('truncates a very long unknown op or mech in the message', function () {
+      const op = 'x'.repeat(10_000);
+      expect(expectFtsError(() => parseRequest({ id: 1, op }), 'UNKNOWN_OP').message.length).to.be.below(200);
+      const mech = 'm'.repeat(10_000);
+      const err = expectFtsError(() => parseRequest({ op: 'auth', id: 1, mech, user: 'a', password: 'p' }), 'UNSUPPORTED_MECHANISM');
+      expect(err.message.length).to.be.below(200);
+    });
+  });
+
+  describe('requestId', function () {
+    it('returns usable ids and null for anything else', function () {
+      expect(requestId({ id: 0 })).to.equal(0);
+      expect(requestId({ id: MAX_REQUEST_ID })).to.equal(MAX_REQUEST_ID);
+      expect(requestId({ id: 17, op: 'bogus' })).to.equal(17);
+      for (const id of [undefined, null, -1, 1.5, MAX_REQUEST_ID + 1, '3', true, Infinity, NaN]) {
+        expect(requestId({ id }), String(id)).to.equal(null);
+      }
+    });
+  });
+
+  describe('declaredUploadBytes', function () {
+    const cases: Array<[string, Header, number | null]> = [
+      ['size without offset', { size: 10 }, 10],
+      ['size with offset', { size: 10, offset: 4 }, 6],
+      ['offset equal to size', { size: 10, offset: 10 }, 0],
+      ['size 0', { size: 0 }, 0],
+      ['size MAX_SAFE_INTEGER', { size: Number.MAX_SAFE_INTEGER }, Number.MAX_SAFE_INTEGER],
+      ['ignores the other upload fields', { op: 'upload', id: 1, name: '../bad', sha256: 'x', size: 7 }, 7],
+      ['missing size', { offset: 0 }, null],
+      ['negative size', { size: -1 }, null],
+      ['fractional size', { size: 2.5 }, null],
+      ['string size', { size: '10' }, null],
+      ['size 2^53', { size: 2 ** 53 }, null],
+      ['offset > size', { size: 10, offset: 11 }, null],
+      ['negative offset', { size: 10, offset: -1 }, null],
+      ['string offset', { size: 10, offset: '1' }, null],
+    ];
+    for (const [label, h, expected] of cases) {
+      it(`${label} → ${String(expected)}`, function () {
+        expect(declaredUploadBytes(h)).to.equal(expected);
+      });
+    }
+
+    it('agrees with parseRequest on valid uploads (size - offset)', function () {
+      const h = { op: 'upload', id: 1, name: 'f', size: 100, sha256: SHA, offset: 40 };
+      const r = parseRequest(h);
+      if (r.op !== 'upload') throw new Error('expected an upload');
+      expect(declaredUploadBytes(h)).to.equal(r.size - r.offset);
+    });
+  });
+
+  describe('errorReply and errorFromReply', function () {
+    it('errorReply builds the wire reply of PROTOCOL.md §7', function () {
+      expect(errorReply(2, new FtsError('NOT_FOUND', 'no such file'))).to.deep.equal({
+        id: 2,
+        status: 'error',
+        code: 'NOT_FOUND',
+        message: 'no such file',
+        fatal: false,
+      });
+    });
+
+    it('errorReply uses the table message by default, id null, and fatal from the table', function () {
+      expect(errorReply(null, new FtsError('PROTOCOL_ERROR'))).to.deep.equal({
+        id: null,
+        status: 'error',
+        code: 'PROTOCOL_ERROR',
+        message: ERROR_CODES.PROTOCOL_ERROR.message,
+        fatal: true,
+      });
+    });
+
+    it('errorReply carries extra details as top-level fields', function () {
+      const reply = errorReply(3, new FtsError('OFFSET_MISMATCH', 'bad offset', { offset: 1024, staged: true, hint: 'restart' }));
+      expect(reply).to.deep.include({ code: 'OFFSET_MISMATCH', offset: 1024, staged: true, hint: 'restart' });
+    });
+
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {
+      it(`round trip over the codec keeps code, message and fatal: ${code}`, function () {
+        const original = new FtsError(code, `message for ${code} — ü 😀`);
+        const back = errorFromReply(overTheWire(errorReply(41, original)));
+        expect(back).to.be.instanceOf(FtsError);
+        expect(back.code).to.equal(code);
+        expect(back.message).to.equal(original.message);
+        expect(back.fatal).to.equal(ERROR_CODES[code].fatal);
+        expect(back.details).to.deep.equal({});
+      });
+    }
+
+    it('round trip keeps extra details (string, number, boolean)', function () {
+      const original = new FtsError('OFFSET_MISMATCH', 'resume at 4096', { offset: 4096, size: 0, partial: false, note: 'x' });
+      const back = errorFromReply(overTheWire(errorReply(5, original)));
+      expect(back.code).to.equal('OFFSET_MISMATCH');
+      expect(back.message).to.equal('resume at 4096');
+      expect(back.details).to.deep.equal({ offset: 4096, size: 0, partial: false, note: 'x' });
+    });
+
+    it('errorFromReply drops wire fields that are not string, number or boolean', function () {
+      const back = errorFromReply({ id: 1, status: 'error', code: 'IO_ERROR', message: 'm', fatal: false, obj: { a: 1 }, arr: [1], nil: null, n: 3 });
+      expect(back.details).to.deep.equal({ n: 3 });
+    });
+
+    it('an unknown code from the wire becomes INTERNAL and keeps the message', function () {
+      const back = errorFromReply({ id: 1, status: 'error', code: 'SOMETHING_NEW', message: 'from the future', fatal: false });
+      expect(back.code).to.equal('INTERNAL');
+      expect(back.message).to.equal('from the future');
+    });
+
+    it('a missing or non-string code becomes INTERNAL', function () {
+      expect(errorFromReply({ id: 1, status: 'error', message: 'm', fatal: false }).code).to.equal('INTERNAL');
+      expect(errorFromReply({ id: 1, status: 'error', code: 42, message: 'm', fatal: false }).code).to.equal('INTERNAL');
+    });
+
+    it('a code inherited from Object.prototype is not mistaken for a known code', function () {
+      expect(errorFromReply({ id: 1, status: 'error', code: 'toString', message: 'm', fatal: false }).code).to.equal('INTERNAL');
+      expect(errorFromReply({ id: 1, status: 'error', code: '__proto__', message: 'm', fatal: false }).code).to.equal('INTERNAL');
+    });
+
+    it('a missing message falls back to a non-empty string naming the code', function () {
+      const back = errorFromReply({ id: 1, status: 'error', code: 'NOT_FOUND', fatal: false });
+      expect(back.code).to.equal('NOT_FOUND');
+      expect(back.message).to.be.a('string').that.includes('NOT_FOUND');
+    });
+
+    it('ignores extra unknown fields when they are not scalars, and never lets them change the code', function () {
+      const back = errorFromReply({ id: 1, status: 'error', code: 'LOCKED', message: 'busy', fatal: false, future: { nested: true } });
+      expect(back.code).to.equal('LOCKED');
+      expect(back.fatal).to.equal(false);
+      expect(back.details).to.deep.equal({});
+    });
+
+    // Bug report (protocol/messages.ts errorFromReply, lines 140-149, with protocol/errors.ts FtsError.fatal,
+    // line 19): PROTOCOL.md §7 says "Clients MUST treat an unknown code like INTERNAL and honour `fatal`".
+    // errorFromReply skips the wire's `fatal` field and FtsError.fatal is read from the code table, so an
+    // unknown code sent with "fatal": true comes back as an FtsError with fatal === false (INTERNAL's value).
+    it('BUG messages.ts errorFromReply: an unknown code with "fatal": true stays fatal (PROTOCOL.md §7 "honour fatal")', function () {
+      const back = errorFromReply({ id: 1, status: 'error', code: 'SOMETHING_NEW', message: 'server closes now', fatal: true });
+      expect(back.code).to.equal('INTERNAL');
+      expect(back.fatal).to.equal(true);
+    });
+
+    // Same root cause for a known code: PROTOCOL.md §7 makes BAD_REQUEST fatal for an upload whose size or
+    // offset cannot be read (§6.1), but errorFromReply reports the table value (false) instead of the wire's.
+    it('BUG messages.ts errorFromReply: BAD_REQUEST sent with "fatal": true (unreadable upload size) stays fatal', function () {
+      const back = errorFromReply({ id: 2, status: 'error', code: 'BAD_REQUEST', message: 'size unreadable', fatal: true });
+      expect(back.code).to.equal('BAD_REQUEST');
+      expect(back.fatal).to.equal(true);
+    });
+  });
+});

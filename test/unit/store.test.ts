@@ -1,0 +1,354 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FtsError } from '../../protocol/index.js';
+import { withLock } from '../../server/storage/locks.js';
+import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
+
+const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).to.be.instanceOf(FtsError);
+    return (err as FtsError).code;
+  }
+  throw new Error('expected the promise to reject');
+}
+
+/** Uploads `data` in chunks of `chunk` bytes and commits. */
+async function put(us: UserStore, name: string, data: Buffer, chunk = 7): Promise<{ mtime: number }> {
+  const up = await us.beginUpload(name, data.length, sha(data));
+  for (let i = 0; i < data.length; i += chunk) await up.write(data.subarray(i, i + chunk));
+  return up.commit();
+}
+
+function hasMkfifo(): boolean {
+  try {
+    execFileSync('mkfifo', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('storage', () => {
+  let tmp: string;
+  let root: string;
+  let store: Store;
+  let alice: UserStore;
+
+  const stagingFiles = async (): Promise<string[]> => readdir(path.join(root, '.fts', 'staging', 'alice')).catch(() => []);
+  const userFiles = async (): Promise<string[]> => (await readdir(path.join(root, 'alice'))).sort();
+
+  beforeEach(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'fts-store-'));
+    root = path.join(tmp, 'storage');
+    store = new Store(root);
+    await store.init();
+    alice = await store.user('alice');
+  });
+
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  describe('Store', () => {
+    it('refuses a relative root', () => {
+      expect(() => new Store('relative/root')).to.throw(/absolute/);
+    });
+
+    it('creates the layout with private modes', async () => {
+      expect((await stat(root)).mode & 0o777).to.equal(0o700);
+      expect((await stat(path.join(root, '.fts', 'staging'))).isDirectory()).to.equal(true);
+      expect((await stat(path.join(root, '.fts', 'locks'))).isDirectory()).to.equal(true);
+      expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
+      // The writability probe cleaned up after itself.
+      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['locks', 'staging']);
+    });
+
+    it('init fails clearly when the root is not a directory', async () => {
+      const file = path.join(tmp, 'plainfile');
+      await writeFile(file, 'x');
+      let error: unknown;
+      try {
+        await new Store(file).init();
+      } catch (err) {
+        error = err;
+      }
+      expect(error).to.be.instanceOf(Error);
+      expect((error as Error).message).to.include(file);
+    });
+
+    it('refuses a user directory that is a symlink', async () => {
+      const elsewhere = path.join(tmp, 'elsewhere');
+      await mkdir(elsewhere);
+      await symlink(elsewhere, path.join(root, 'mallory'));
+      expect(await codeOf(store.user('mallory'))).to.equal('IO_ERROR');
+    });
+
+    it('returns the same UserStore for the same user', async () => {
+      expect(await store.user('alice')).to.equal(alice);
+    });
+  });
+
+  describe('upload', () => {
+    it('publishes exactly the bytes written', async () => {
+      const data = Buffer.from('hello, world\n'.repeat(1000));
+      const before = Date.now();
+      const { mtime } = await put(alice, 'greeting.txt', data, 4096);
+      expect(await readFile(path.join(root, 'alice', 'greeting.txt'))).to.deep.equal(data);
+      expect(Number.isInteger(mtime)).to.equal(true);
+      expect(mtime).to.be.within(before - 2000, Date.now() + 2000);
+      expect((await stat(path.join(root, 'alice', 'greeting.txt'))).mode & 0o777).to.equal(0o600);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('publishes an empty file', async () => {
+      await put(alice, 'empty', Buffer.alloc(0));
+      expect((await stat(path.join(root, 'alice', 'empty'))).size).to.equal(0);
+    });
+
+    it('keeps partial data out of the user directory until commit', async () => {
+      const data = Buffer.from('partial data');
+      const up = await alice.beginUpload('p.txt', data.length, sha(data));
+      await up.write(data.subarray(0, 5));
+      expect(up.received).to.equal(5);
+      expect(await userFiles()).to.deep.equal([]);
+      expect(await stagingFiles()).to.have.length(1);
+      await up.write(data.subarray(5));
+      await up.commit();
+      expect(await userFiles()).to.deep.equal(['p.txt']);
+    });
+
+    it('publishes nothing and leaves no staging file on a checksum mismatch', async () => {
+      const data = Buffer.from('the real bytes');
+      const up = await alice.beginUpload('x', data.length, sha(Buffer.from('other bytes!!!')));
+      await up.write(data);
+      expect(await codeOf(up.commit())).to.equal('CHECKSUM_MISMATCH');
+      expect(await userFiles()).to.deep.equal([]);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('publishes nothing on a size mismatch (short or long)', async () => {
+      const data = Buffer.from('0123456789');
+      const short = await alice.beginUpload('short', data.length, sha(data));
+      await short.write(data.subarray(0, 9));
+      expect(await codeOf(short.commit())).to.equal('CHECKSUM_MISMATCH');
+
+      const long = await alice.beginUpload('long', data.length, sha(data));
+      await long.write(data);
+      await long.write(Buffer.from('!'));
+      expect(long.received).to.equal(11);
+      expect(await codeOf(long.commit())).to.equal('CHECKSUM_MISMATCH');
+
+      expect(await userFiles()).to.deep.equal([]);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('abort leaves nothing behind and is idempotent', async () => {
+      const data = Buffer.from('abc');
+      const up = await alice.beginUpload('a', data.length, sha(data));
+      await up.write(data);
+      await Promise.all([up.abort(), up.abort()]);
+      await up.abort();
+      expect(await userFiles()).to.deep.equal([]);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('refuses a bad name before creating anything', async () => {
+      expect(await codeOf(alice.beginUpload('../bob/x', 1, sha(Buffer.from('x'))))).to.equal('BAD_NAME');
+      expect(await codeOf(alice.beginUpload('x', -1, sha(Buffer.from('x'))))).to.equal('BAD_REQUEST');
+      expect(await codeOf(alice.beginUpload('x', 1, 'ABC'))).to.equal('BAD_REQUEST');
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('replaces an existing file atomically; an open reader keeps the old version', async () => {
+      const v1 = Buffer.from('version one');
+      const v2 = Buffer.from('version two, longer');
+      await put(alice, 'doc', v1);
+      const reader = await alice.openRead('doc');
+      await put(alice, 'doc', v2);
+      expect(await readFile(path.join(root, 'alice', 'doc'))).to.deep.equal(v2);
+      const old = Buffer.alloc(reader.size);
+      await reader.handle.read(old, 0, old.length, 0);
+      expect(old).to.deep.equal(v1);
+      await reader.close();
+      await reader.close();
+      expect(await userFiles()).to.deep.equal(['doc']);
+    });
+
+    it('replaces a symlink with the file, never writing through it', async () => {
+      const target = path.join(tmp, 'outside.txt');
+      await writeFile(target, 'outside');
+      await symlink(target, path.join(root, 'alice', 'link'));
+      await put(alice, 'link', Buffer.from('inside'));
+      expect(await readFile(target, 'utf8')).to.equal('outside');
+      expect((await lstat(path.join(root, 'alice', 'link'))).isFile()).to.equal(true);
+    });
+
+    it('eight concurrent commits to one name leave exactly one complete version', async function () {
+      this.timeout(30_000);
+      const versions = Array.from({ length: 8 }, (_, i) => Buffer.alloc(64 * 1024 + i, String.fromCharCode(65 + i)));
+      const uploads = await Promise.all(versions.map((v) => alice.beginUpload('race', v.length, sha(v))));
+      await Promise.all(uploads.map((u, i) => u.write(versions[i] as Buffer)));
+      const results = await Promise.all(uploads.map((u) => u.commit()));
+      expect(results).to.have.length(8);
+      const final = await readFile(path.join(root, 'alice', 'race'));
+      expect(versions.some((v) => v.equals(final))).to.equal(true);
+      expect(await userFiles()).to.deep.equal(['race']);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+  });
+
+  describe('openRead', () => {
+    it('returns size and integer mtime', async () => {
+      await put(alice, 'f', Buffer.from('12345'));
+      const f = await alice.openRead('f');
+      expect(f.size).to.equal(5);
+      expect(Number.isInteger(f.mtime)).to.equal(true);
+      await f.close();
+    });
+
+    it('NOT_FOUND when missing, BAD_NAME for an illegal name', async () => {
+      expect(await codeOf(alice.openRead('missing'))).to.equal('NOT_FOUND');
+      expect(await codeOf(alice.openRead('../../etc/passwd'))).to.equal('BAD_NAME');
+    });
+
+    it('refuses a symlink, a directory and a FIFO with NOT_A_FILE', async function () {
+      await writeFile(path.join(tmp, 'secret'), 'secret');
+      await symlink(path.join(tmp, 'secret'), path.join(root, 'alice', 'link'));
+      await mkdir(path.join(root, 'alice', 'dir'));
+      expect(await codeOf(alice.openRead('link'))).to.equal('NOT_A_FILE');
+      expect(await codeOf(alice.openRead('dir'))).to.equal('NOT_A_FILE');
+      if (hasMkfifo()) {
+        execFileSync('mkfifo', [path.join(root, 'alice', 'fifo')]);
+        // Without O_NONBLOCK this open would wait forever for a writer.
+        expect(await codeOf(alice.openRead('fifo'))).to.equal('NOT_A_FILE');
+      }
+    });
+
+    it('error messages never contain server paths', async () => {
+      for (const name of ['missing', 'link']) {
+        try {
+          await alice.openRead(name);
+        } catch (err) {
+          expect((err as Error).message).not.to.include(root);
+          expect((err as Error).message).not.to.include(tmp);
+        }
+      }
+    });
+  });
+
+  describe('delete', () => {
+    it('removes a file', async () => {
+      await put(alice, 'gone', Buffer.from('x'));
+      await alice.delete('gone');
+      expect(await userFiles()).to.deep.equal([]);
+    });
+
+    it('NOT_FOUND when missing', async () => {
+      expect(await codeOf(alice.delete('never'))).to.equal('NOT_FOUND');
+    });
+
+    it('refuses a symlink and leaves it and its target intact', async () => {
+      const target = path.join(tmp, 'keep.txt');
+      await writeFile(target, 'keep');
+      await symlink(target, path.join(root, 'alice', 'link'));
+      expect(await codeOf(alice.delete('link'))).to.equal('NOT_A_FILE');
+      expect(await readFile(target, 'utf8')).to.equal('keep');
+      expect((await lstat(path.join(root, 'alice', 'link'))).isSymbolicLink()).to.equal(true);
+    });
+
+    it('refuses a directory', async () => {
+      await mkdir(path.join(root, 'alice', 'sub'));
+      expect(await codeOf(alice.delete('sub'))).to.equal('NOT_A_FILE');
+    });
+
+    it('waits for a lock held on the same name', async () => {
+      await put(alice, 'busy', Buffer.from('x'));
+      const order: string[] = [];
+      let release!: () => void;
+      const held = withLock(root, 'alice', 'busy', async () => {
+        order.push('locked');
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        order.push('unlocking');
+      });
+      while (order.length === 0) await new Promise((r) => setTimeout(r, 5));
+      const deleting = alice.delete('busy').then(() => order.push('deleted'));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(order).to.deep.equal(['locked']);
+      release();
+      await Promise.all([held, deleting]);
+      expect(order).to.deep.equal(['locked', 'unlocking', 'deleted']);
+    });
+  });
+
+  describe('list', () => {
+    it('lists only regular files, sorted by UTF-8 bytes', async function () {
+      // UTF-16 order would put '\uFB01' (3 UTF-8 bytes, EF AC 81) after '😀' (F0 9F 98 80)? No: both orders
+      // differ for these two, so the assertion below checks the byte order specifically.
+      const names = ['b', 'a', 'B', '😀', '\uFB01', 'é', ' space', '%2e%2e', '...'];
+      for (const n of names) await put(alice, n, Buffer.from(n));
+      await symlink(path.join(root, 'alice', 'a'), path.join(root, 'alice', 'zlink'));
+      await mkdir(path.join(root, 'alice', 'zdir'));
+      if (hasMkfifo()) execFileSync('mkfifo', [path.join(root, 'alice', 'zfifo')]);
+      // An upload in progress must not show.
+      const pending = await alice.beginUpload('pending', 3, sha(Buffer.from('abc')));
+      await pending.write(Buffer.from('ab'));
+
+      const expected = [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+      expect(expected.indexOf('\uFB01')).to.be.lessThan(expected.indexOf('😀'));
+
+      const short = await alice.list(false);
+      expect(short).to.deep.equal(expected.map((name) => ({ name })));
+
+      const long = await alice.list(true);
+      expect(long.map((e) => e.name)).to.deep.equal(expected);
+      for (const e of long) {
+        expect(e.size).to.equal(Buffer.byteLength(e.name));
+        expect(Number.isInteger(e.mtime)).to.equal(true);
+      }
+      await pending.abort();
+    });
+
+    it('never shows staging or lock artifacts', async () => {
+      await put(alice, 'x.lock', Buffer.from('not a lock'));
+      const held = withLock(root, 'alice', 'x', async () => (await alice.list(true)).map((e) => e.name));
+      expect(await held).to.deep.equal(['x.lock']);
+    });
+
+    it('is empty for a new user', async () => {
+      expect(await (await store.user('bob')).list(true)).to.deep.equal([]);
+    });
+  });
+
+  describe('sweepStaging', () => {
+    it('removes only staging files older than the limit', async () => {
+      const oldUp = await alice.beginUpload('old', 1, sha(Buffer.from('x')));
+      const newUp = await alice.beginUpload('new', 1, sha(Buffer.from('x')));
+      const files = await stagingFiles();
+      expect(files).to.have.length(2);
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      // Age one of them; which one does not matter for the sweep.
+      const aged = path.join(root, '.fts', 'staging', 'alice', files[0] as string);
+      await utimes(aged, hourAgo, hourAgo);
+      expect(await sweepStaging(root, 60_000)).to.equal(1);
+      expect(await stagingFiles()).to.deep.equal([files[1]]);
+      expect(await sweepStaging(root, 60_000)).to.equal(0);
+      await oldUp.abort();
+      await newUp.abort();
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('returns 0 when there is no staging area', async () => {
+      expect(await sweepStaging(path.join(tmp, 'nothing-here'), 0)).to.equal(0);
+    });
+  });
+});

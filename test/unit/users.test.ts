@@ -1,0 +1,146 @@
+import { expect } from 'chai';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { loadUsers, parseUsers, verifyPassword } from '../../server/auth/users.js';
+
+describe('users file', () => {
+  describe('parseUsers', () => {
+    it('reads users, skipping comments and blank lines', () => {
+      const { users, problems } = parseUsers('# comment\n\nalice:secret\n   # indented comment\n   \nbob:hunter2\n');
+      expect(problems).to.deep.equal([]);
+      expect(users.names()).to.deep.equal(['alice', 'bob']);
+      expect(users.size).to.equal(2);
+      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(verifyPassword(users, 'bob', 'hunter2')).to.equal(true);
+    });
+
+    it('strips CRLF line endings and a byte-order mark', () => {
+      const { users, problems } = parseUsers('\uFEFFalice:secret\r\nbob:pw\r\n');
+      expect(problems).to.deep.equal([]);
+      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(verifyPassword(users, 'alice', 'secret\r')).to.equal(false);
+      expect(verifyPassword(users, 'bob', 'pw')).to.equal(true);
+    });
+
+    it('splits at the first colon, so passwords may contain colons and spaces', () => {
+      const { users } = parseUsers('alice:a:b::c\nbob: spaced pw \n');
+      expect(verifyPassword(users, 'alice', 'a:b::c')).to.equal(true);
+      expect(verifyPassword(users, 'alice', 'a')).to.equal(false);
+      expect(verifyPassword(users, 'bob', ' spaced pw ')).to.equal(true);
+      expect(verifyPassword(users, 'bob', 'spaced pw')).to.equal(false);
+    });
+
+    it('reports malformed lines with their 1-based line numbers and skips them', () => {
+      const text = [
+        '# users', //          1
+        'alice:ok', //         2
+        'nocolonhere', //      3
+        'carol:', //           4 empty password
+        ':orphan', //          5 empty username
+        '.hidden:pw', //       6 bad username
+        'bad user:pw', //      7 bad username
+        '', //                 8
+        'dave:fine', //        9
+      ].join('\n');
+      const { users, problems } = parseUsers(text);
+      expect(problems.map((p) => p.line)).to.deep.equal([3, 4, 5, 6, 7]);
+      expect(users.names()).to.deep.equal(['alice', 'dave']);
+      for (const p of problems) expect(p.reason).to.be.a('string').and.not.equal('');
+    });
+
+    it('keeps the first of duplicate users and reports the later line', () => {
+      const { users, problems } = parseUsers('alice:first\nbob:x\nalice:second\n');
+      expect(problems).to.have.length(1);
+      expect(problems[0]?.line).to.equal(3);
+      expect(verifyPassword(users, 'alice', 'first')).to.equal(true);
+      expect(verifyPassword(users, 'alice', 'second')).to.equal(false);
+    });
+
+    it('never puts a password (or a whole bad line) into a problem', () => {
+      const secrets = ['Sup3r-S3cret-1', 'Sup3r-S3cret-2', 'Sup3r-S3cret-3', 'Sup3r-S3cret-4'];
+      const text = [
+        `alice:${secrets[0]}`,
+        `alice:${secrets[1]}`, // duplicate
+        `${secrets[2]}`, // no colon: the line may be just a password
+        `bad user:${secrets[3]}`,
+        'x'.repeat(70) + ':pw',
+      ].join('\n');
+      const { problems } = parseUsers(text);
+      expect(problems).to.have.length(4);
+      const all = JSON.stringify(problems);
+      for (const s of secrets) expect(all).not.to.include(s);
+    });
+
+    it('keeps digests, not plaintext', () => {
+      const { users } = parseUsers('alice:PlainTextPw\n');
+      expect(JSON.stringify(users)).not.to.include('PlainTextPw');
+    });
+  });
+
+  describe('verifyPassword', () => {
+    const { users } = parseUsers('alice:secret\n');
+
+    it('is true only for the right password', () => {
+      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(verifyPassword(users, 'alice', 'Secret')).to.equal(false);
+      expect(verifyPassword(users, 'alice', '')).to.equal(false);
+      expect(verifyPassword(users, 'alice', 'secret ')).to.equal(false);
+    });
+
+    it('is false for an unknown user, whatever the password', () => {
+      expect(verifyPassword(users, 'mallory', 'secret')).to.equal(false);
+      expect(verifyPassword(users, 'mallory', '')).to.equal(false);
+      expect(verifyPassword(users, '', '')).to.equal(false);
+      expect(verifyPassword(users, 'Alice', 'secret')).to.equal(false);
+    });
+
+    it('handles non-ASCII passwords as UTF-8', () => {
+      const { users: u } = parseUsers('bob:pässwörd-名前\n');
+      expect(verifyPassword(u, 'bob', 'pässwörd-名前')).to.equal(true);
+      expect(verifyPassword(u, 'bob', 'pässwörd-名前'.normalize('NFD'))).to.equal(false);
+    });
+  });
+
+  describe('loadUsers', () => {
+    let dir: string;
+    beforeEach(async () => {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'fts-users-'));
+    });
+    afterEach(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('reads a file', async () => {
+      const file = path.join(dir, 'id_passwd.txt');
+      await writeFile(file, 'alice:secret\nbroken\n');
+      const { users, problems } = await loadUsers(file);
+      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(problems).to.deep.equal([{ line: 2, reason: problems[0]?.reason }]);
+    });
+
+    it('throws an Error naming the path when the file is missing', async () => {
+      const file = path.join(dir, 'missing.txt');
+      let error: unknown;
+      try {
+        await loadUsers(file);
+      } catch (err) {
+        error = err;
+      }
+      expect(error).to.be.instanceOf(Error);
+      expect((error as Error).message).to.include(file).and.include('ENOENT');
+    });
+
+    it('refuses a file that is not UTF-8', async () => {
+      const file = path.join(dir, 'latin1.txt');
+      await writeFile(file, Buffer.from('alice:p\xe4ss\n', 'latin1'));
+      let error: unknown;
+      try {
+        await loadUsers(file);
+      } catch (err) {
+        error = err;
+      }
+      expect((error as Error).message).to.include(file).and.include('UTF-8');
+    });
+  });
+});
