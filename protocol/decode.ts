@@ -33,6 +33,16 @@ export class FrameDecoder {
     return this.pendingBytes;
   }
 
+  /** The framing error that stopped this decoder, if any. */
+  get failure(): FtsError | null {
+    return this.failed;
+  }
+
+  /**
+   * Decodes what `chunk` completes. If a framing error follows some good frames in the same push, those
+   * frames are returned (their requests deserve replies) and the error is kept in `failure`, to be thrown
+   * by the next push; a push that decodes no frame before the error throws it at once.
+   */
   push(chunk: Buffer): Frame[] {
     if (this.failed) throw this.failed;
     if (chunk.length > 0) {
@@ -50,7 +60,7 @@ export class FrameDecoder {
       this.failed = err instanceof FtsError ? err : new FtsError('PROTOCOL_ERROR', String(err));
       this.pending = [];
       this.pendingBytes = 0;
-      throw this.failed;
+      if (frames.length === 0) throw this.failed;
     }
     return frames;
   }
@@ -84,7 +94,16 @@ export class FrameDecoder {
   private peek(n: number): Buffer {
     const first = this.pending[0]!;
     if (first.length >= n) return first;
-    return Buffer.concat(this.pending, this.pendingBytes).subarray(0, n);
+    // Copy only as many chunks as cover n bytes: concatenating everything on every push would make a frame
+    // that trickles in byte by byte cost O(size^2).
+    const parts: Buffer[] = [];
+    let have = 0;
+    for (const chunk of this.pending) {
+      parts.push(chunk);
+      have += chunk.length;
+      if (have >= n) break;
+    }
+    return Buffer.concat(parts, have).subarray(0, n);
   }
 
   private consume(n: number): void {

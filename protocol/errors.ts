@@ -9,14 +9,19 @@ export class FtsError extends Error {
   /** Extra machine-readable fields carried in the error reply (for example `offset`). */
   readonly details: Readonly<Record<string, string | number | boolean>>;
 
-  constructor(code: ErrorCode, message?: string, details: Record<string, string | number | boolean> = {}, options?: { cause?: unknown }) {
+  /** Whether the session ends with this error: the table's value, unless the wire said otherwise. */
+  readonly fatal: boolean;
+
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    details: Record<string, string | number | boolean> = {},
+    options?: { cause?: unknown; fatal?: boolean },
+  ) {
     super(message ?? ERROR_CODES[code].message, options);
     this.name = 'FtsError';
     this.code = code;
     this.details = details;
-  }
-
-  get fatal(): boolean {
-    return ERROR_CODES[this.code].fatal;
+    this.fatal = options?.fatal ?? ERROR_CODES[code].fatal;
   }
 }

@@ -8,3 +8,4 @@ export * from './frames.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './names.js';
+export * from './admin.js';

@@ -45,7 +45,7 @@ export function requestId(header: Header): number | null {
  */
 export function declaredUploadBytes(header: Header): number | null {
   const size = header['size'];
-  const offset = header['offset'] ?? 0;
+  const offset = header['offset'] === undefined ? 0 : header['offset'];
   if (!isSize(size) || !isSize(offset) || offset > size) return null;
   return size - offset;
 }
@@ -71,7 +71,7 @@ function name(h: Header): string {
 }
 
 function size(h: Header, key: string, fallback?: number): number {
-  const v = h[key] ?? fallback;
+  const v = h[key] === undefined ? fallback : h[key];
   if (!isSize(v)) throw bad(`"${key}" must be an integer from 0 to ${MAX_FILE_SIZE}`);
   return v;
 }
@@ -107,7 +107,7 @@ export function parseRequest(h: Header): Request {
     case 'delete':
       return { op, id, name: name(h) };
     case 'list': {
-      const long = h['long'] ?? true;
+      const long = h['long'] === undefined ? true : h['long'];
       if (typeof long !== 'boolean') throw bad('"long" must be a boolean');
       return { op, id, long };
     }
@@ -133,7 +133,8 @@ export interface ErrorReply {
 
 /** Builds the one wire reply for an error. */
 export function errorReply(id: number | null, err: FtsError): ErrorReply {
-  return { id, status: 'error', code: err.code, message: err.message, fatal: err.fatal, ...err.details };
+  // Details first, so that no detail key can overwrite the fixed fields.
+  return { ...err.details, id, status: 'error', code: err.code, message: err.message, fatal: err.fatal };
 }
 
 /** Turns an error reply received by a client back into an FtsError. */
@@ -145,5 +146,7 @@ export function errorFromReply(h: Header): FtsError {
     if (['id', 'status', 'code', 'message', 'fatal'].includes(k)) continue;
     if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') details[k] = v;
   }
-  return new FtsError(code, message, details);
+  // Honour the wire's `fatal`: the server knows best whether it is closing the connection.
+  const fatal = typeof h['fatal'] === 'boolean' ? h['fatal'] : undefined;
+  return new FtsError(code, message, details, fatal === undefined ? {} : { fatal });
 }

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
+import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 
 /**
  * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
@@ -57,14 +57,6 @@ function nonEmpty(raw: string, flag: string): string {
 
 function absolutePath(raw: string, flag: string): string {
   return path.resolve(nonEmpty(raw, flag));
-}
-
-/** Default admin socket: a per-user private directory, so other local users cannot squat the path. */
-export function defaultAdminSocket(): string {
-  const runtime = process.env['XDG_RUNTIME_DIR'];
-  const base = runtime && runtime.trim() !== '' ? runtime : os.tmpdir();
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
-  return path.join(base, `fts-${uid}`, 'admin.sock');
 }
 
 /** The kernel limit for sun_path is 108 bytes including the NUL; Node 20 truncates silently beyond it. */

@@ -1,3 +1,5 @@
+import type { SessionInfo } from '../protocol/index.js';
+
 /**
  * Messages between the primary and its workers. Every type starts with "fts:" because prom-client shares
  * the same channel with its own "prom-client:*" messages; both sides ignore types they do not know.
@@ -6,13 +8,25 @@ export type PrimaryToWorker =
   /** Stop accepting, let in-flight requests finish until `deadline` (epoch ms), then exit. */
   | { type: 'fts:drain'; deadline: number }
   /** Stop now: cut every connection (partial uploads are discarded, never published), then exit. */
-  | { type: 'fts:abort' };
+  | { type: 'fts:abort' }
+  /** The users file text, already validated by the primary. Sent at start and on reload. */
+  | { type: 'fts:users'; text: string }
+  | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' }
+  | { type: 'fts:kick'; reqId: number; session: string };
+
+export interface WorkerStats {
+  pid: number;
+  connections: number;
+  sessions: number;
+  transfers: number;
+}
 
 export type WorkerToPrimary =
+  /** Sent once the worker's message handler is installed: the primary answers with fts:users. */
+  | { type: 'fts:need-users' }
   /** The worker's listener is up. */
   | { type: 'fts:listening'; address: string; port: number }
-  /** Progress of a drain, for the primary's log. */
-  | { type: 'fts:drain-progress'; sessions: number; busy: number };
+  | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } };
 
 export function isFtsMessage(msg: unknown): msg is { type: `fts:${string}` } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && (msg as { type: string }).type.startsWith('fts:');

@@ -80,16 +80,16 @@ export function parseUsers(text: string): ParsedUsers {
   const lines = text.replace(/^\uFEFF/, '').split('\n');
   lines.forEach((raw, index) => {
     const line = index + 1;
-    const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-    const trimmed = text.trimStart();
+    const content = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    const trimmed = content.trimStart();
     if (trimmed === '' || trimmed.startsWith('#')) return;
-    const colon = text.indexOf(':');
+    const colon = content.indexOf(':');
     if (colon < 0) {
       problems.push({ line, reason: 'no ":" separating username and password' });
       return;
     }
-    const user = text.slice(0, colon);
-    const password = text.slice(colon + 1);
+    const user = content.slice(0, colon);
+    const password = content.slice(colon + 1);
     if (!USERNAME_PATTERN.test(user)) {
       problems.push({ line, reason: 'invalid username (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")' });
       return;

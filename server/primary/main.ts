@@ -1,85 +1,80 @@
 import cluster from 'node:cluster';
-import { loadUsers } from '../auth/users.js';
+import { readFile } from 'node:fs/promises';
+import { parseUsers } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
+import { AdminServer } from './admin-server.js';
+import { Controller } from './controller.js';
 import { WorkerPool } from './worker-pool.js';
-
-/** Workers that have not exited this long after the drain deadline are killed. */
-const HARD_KILL_AFTER_DEADLINE_MS = 5_000;
-/** After a forced stop, workers get this long before SIGKILL. */
-const FORCED_STOP_KILL_MS = 5_000;
 
 /** A startup problem: reported as one line on stderr, exit code 1. */
 export class StartupError extends Error {
   override name = 'StartupError';
 }
 
+async function readUsersText(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StartupError(`users file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err)}`);
+  }
+}
+
 /**
- * The primary: validates what workers will need, forks them, owns the drain. It never touches client
- * connections itself (apart from the cluster's round-robin hand-off of the shared listening socket).
+ * The primary: validates what workers will need, forks them, serves the admin socket and owns the drain.
+ * It never touches client connections itself (apart from the cluster's round-robin hand-off).
  */
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
-  const { problems } = await loadUsers(config.users).catch((err: Error) => {
-    throw new StartupError(err.message);
-  });
+  const usersText = await readUsersText(config.users);
+  const { users, problems } = parseUsers(usersText);
   for (const p of problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
+  if (users.size === 0) log.warn({ users: config.users }, 'the users file defines no valid user: nobody can log in');
+
   const store = new Store(config.storage);
   await store.init().catch((err: Error) => {
-    throw new StartupError(`storage ${config.storage}: ${err.message}`);
+    throw new StartupError(err.message);
   });
   const swept = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
   if (swept > 0) log.info({ removed: swept }, 'removed expired partial uploads');
 
   const pool = new WorkerPool(config, log);
-  let listening = false;
-  let draining = false;
+  const controller = new Controller(config, log, pool, usersText);
+  const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
+  await admin.start().catch((err: Error) => {
+    throw new StartupError(err.message);
+  });
 
-  cluster.on('message', (_worker, msg: unknown) => {
-    if (!isFtsMessage(msg)) return;
+  cluster.on('message', (worker, msg: unknown) => {
+    if (!isFtsMessage(msg)) return; // prom-client shares the channel
     const m = msg as WorkerToPrimary;
-    if (m.type === 'fts:listening' && !listening) {
-      listening = true;
-      log.info({ address: m.address, port: m.port, workers: config.workers }, `listening on ${m.address}:${m.port}`);
+    if (m.type === 'fts:need-users') controller.sendUsers(worker);
+    else if (m.type === 'fts:listening' && controller.port === null) {
+      controller.port = m.port;
+      log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
     }
   });
-  pool.onExit = (worker, code) => {
-    // A worker that fails before anyone listened means the listener cannot be opened (port in use, bad host).
-    if (!listening && code !== 0) {
+  pool.onCrash = (worker, code) => {
+    // A worker failing before anyone listened means the listener cannot be opened (port in use, bad host).
+    if (controller.port === null) {
       process.stderr.write(`fts-server: worker ${worker.process.pid} failed during startup (exit code ${code}); see the log above\n`);
       pool.stop();
       pool.killAll('SIGKILL');
-      process.exit(1);
+      void admin.close().finally(() => process.exit(1));
     }
   };
-  pool.onAllExited = () => {
-    log.info('stopped');
-    process.exit(0);
+  controller.onStopped = () => {
+    void admin.close().finally(() => {
+      log.info('stopped');
+      process.exit(0);
+    });
   };
 
-  const drain = (reason: string): void => {
-    if (draining) return;
-    draining = true;
-    const deadline = Date.now() + config.graceSeconds * 1000;
-    log.info({ reason, graceSeconds: config.graceSeconds }, 'drain started');
-    pool.stop();
-    pool.broadcast({ type: 'fts:drain', deadline });
-    setTimeout(() => {
-      log.error({ workers: pool.workers.length }, 'workers did not exit after the grace period; killing them');
-      pool.killAll('SIGKILL');
-    }, config.graceSeconds * 1000 + HARD_KILL_AFTER_DEADLINE_MS).unref();
-  };
-
-  const forceStop = (): void => {
-    log.warn('second signal: stopping now; partial uploads are discarded');
-    pool.broadcast({ type: 'fts:abort' });
-    setTimeout(() => pool.killAll('SIGKILL'), FORCED_STOP_KILL_MS).unref();
-  };
-
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (draining && signal === 'SIGINT') forceStop();
-    else drain(signal);
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.draining) controller.forceStop();
+    else controller.drain(signal);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -7,21 +7,27 @@ import type { Logger } from '../log.js';
 const HEALTHY_UPTIME_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
+/** A replacement worker must be listening within this long during a rolling restart. */
+const REPLACEMENT_READY_MS = 15_000;
 
 /**
  * Forks the workers and keeps their number up: a worker that dies (even by SIGKILL) is replaced, with
  * exponential backoff while workers keep dying young, so a crash loop cannot spin the CPU.
  */
 export class WorkerPool {
+  /** Live workers by cluster id. Our own map: cluster.workers keeps a worker until it has also disconnected. */
+  private readonly live = new Map<number, Worker>();
   private readonly started = new Map<number, number>();
+  /** Workers being replaced by a rolling restart: their exit is expected and not respawned. */
+  private readonly retiring = new Set<number>();
   private quickFailures = 0;
   private respawnTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   restarts = 0;
   /** Called when the last worker has exited after stop(). */
   onAllExited: () => void = () => {};
-  /** Called for every worker exit that was not asked for while no worker ever listened. */
-  onExit: (worker: Worker, code: number | null, signal: string | null) => void = () => {};
+  /** Called for every unexpected worker exit. */
+  onCrash: (worker: Worker, code: number | null, signal: string | null) => void = () => {};
 
   constructor(
     private readonly config: Config,
@@ -35,7 +41,7 @@ export class WorkerPool {
   }
 
   get workers(): Worker[] {
-    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    return [...this.live.values()];
   }
 
   broadcast(msg: PrimaryToWorker): void {
@@ -54,21 +60,45 @@ export class WorkerPool {
     for (const w of this.workers) w.process.kill(signal);
   }
 
-  private fork(): void {
+  /**
+   * Replaces the workers one at a time: the new worker listens on the shared socket before the old one
+   * starts draining, so the service never stops accepting connections.
+   */
+  async rollingRestart(graceMs: number, onReplaced: (oldPid: number, newPid: number) => void): Promise<void> {
+    for (const old of this.workers) {
+      if (this.stopping) throw new Error('the server is draining');
+      if (this.retiring.has(old.id)) continue;
+      this.retiring.add(old.id);
+      const replacement = this.fork();
+      await waitFor(replacement, 'listening', REPLACEMENT_READY_MS, `replacement worker ${replacement.process.pid} did not start listening`);
+      const exited = waitFor(old, 'exit', graceMs + 10_000, `worker ${old.process.pid} did not exit after draining`);
+      if (old.isConnected()) old.send({ type: 'fts:drain', deadline: Date.now() + graceMs } satisfies PrimaryToWorker);
+      await exited.catch((err: Error) => {
+        old.process.kill('SIGKILL');
+        throw err;
+      });
+      onReplaced(old.process.pid ?? 0, replacement.process.pid ?? 0);
+    }
+  }
+
+  private fork(): Worker {
     const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify(this.config) });
     this.started.set(worker.id, Date.now());
+    this.live.set(worker.id, worker);
     this.log.info({ workerPid: worker.process.pid }, 'worker started');
+    return worker;
   }
 
   private exited(worker: Worker, code: number | null, signal: string | null): void {
     const lived = Date.now() - (this.started.get(worker.id) ?? Date.now());
     this.started.delete(worker.id);
-    if (this.stopping) {
+    this.live.delete(worker.id);
+    if (this.stopping || this.retiring.delete(worker.id)) {
       this.log.info({ workerPid: worker.process.pid, code, signal }, 'worker exited');
-      if (this.workers.length === 0) this.onAllExited();
+      if (this.stopping && this.workers.length === 0) this.onAllExited();
       return;
     }
-    this.onExit(worker, code, signal);
+    this.onCrash(worker, code, signal);
     this.quickFailures = lived < HEALTHY_UPTIME_MS ? this.quickFailures + 1 : 0;
     const delay = this.quickFailures === 0 ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.quickFailures - 1));
     const fields = { workerPid: worker.process.pid, code, signal, livedMs: lived, restartInMs: delay };
@@ -81,4 +111,18 @@ export class WorkerPool {
       this.fork();
     }, delay);
   }
+}
+
+function waitFor(worker: Worker, event: 'listening' | 'exit', timeoutMs: number, message: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      worker.off(event, done);
+      reject(new Error(message));
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    worker.once(event, done);
+  });
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, type Entry } from '../../protocol/index.js';
@@ -86,7 +86,7 @@ export class Store {
     }
     // lstat, not stat: O_NOFOLLOW only guards the last component of a path, so the user directory itself
     // must not be a symlink that leads somewhere else.
-    let st;
+    let st: Stats;
     try {
       st = await lstat(dir);
     } catch (err) {

@@ -56,6 +56,11 @@ export class FrameSource {
       return;
     }
     for (const frame of frames) this.deliver(frame);
+    const failure = this.decoder.failure;
+    if (failure) {
+      this.finish({ kind: 'error', error: failure });
+      return;
+    }
     if (!this.paused && this.queuedBytes >= HIGH_WATER_BYTES) {
       this.paused = true;
       this.socket.pause();

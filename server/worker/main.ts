@@ -1,15 +1,13 @@
 import net from 'node:net';
 import { encodeHeader } from '../../protocol/index.js';
-import { loadUsers } from '../auth/users.js';
+import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
-import { isFtsMessage, type PrimaryToWorker, type WorkerToPrimary } from '../ipc.js';
+import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
 import { createLogger } from '../log.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { Session } from './session.js';
 
-/** How often a draining worker logs what it is still waiting for. */
-const DRAIN_LOG_INTERVAL_MS = 1_000;
 /** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
 const ABORT_CLEANUP_MS = 3_000;
 
@@ -28,10 +26,18 @@ export async function runWorker(config: Config): Promise<void> {
   process.on('SIGTERM', () => {});
 
   const store = new Store(config.storage);
-  const { users } = await loadUsers(config.users);
   const sessions = new Set<Session>();
-  let drainDeadline = 0;
-  let drainTicker: NodeJS.Timeout | null = null;
+  // The primary validated the users file and sends its text; we never read a file the primary rejected.
+  const users = await new Promise<UserTable>((resolve) => {
+    const onUsers = (msg: unknown): void => {
+      if (isFtsMessage(msg) && (msg as PrimaryToWorker).type === 'fts:users') {
+        process.off('message', onUsers);
+        resolve(parseUsers((msg as Extract<PrimaryToWorker, { type: 'fts:users' }>).text).users);
+      }
+    };
+    process.on('message', onUsers);
+    send({ type: 'fts:need-users' });
+  });
 
   const exit = (code: number): never => {
     log.info({ code }, 'worker exiting');
@@ -68,18 +74,22 @@ export async function runWorker(config: Config): Promise<void> {
     if (address && typeof address === 'object') send({ type: 'fts:listening', address: address.address, port: address.port });
   });
 
+  const stats = (): WorkerStats => {
+    let authenticated = 0;
+    let transfers = 0;
+    for (const s of sessions) {
+      if (s.authenticated) authenticated++;
+      if (s.transferring) transfers++;
+    }
+    return { pid: process.pid, connections: sessions.size, sessions: authenticated, transfers };
+  };
+
   const drain = (deadline: number): void => {
     if (ctx.draining) return;
     ctx.draining = true;
-    drainDeadline = deadline;
     server.close();
     log.info({ graceMs: Math.max(0, deadline - Date.now()) }, 'draining');
     setTimeout(() => abort('grace period over'), Math.max(0, deadline - Date.now())).unref();
-    drainTicker = setInterval(() => {
-      const busy = [...sessions].filter((s) => s.busy).length;
-      log.info({ sessions: sessions.size, transfers: busy, secondsLeft: Math.max(0, Math.round((drainDeadline - Date.now()) / 1000)) }, `drain waiting for ${sessions.size} sessions, ${busy} transfers`);
-    }, DRAIN_LOG_INTERVAL_MS);
-    drainTicker.unref();
     checkDrained();
   };
 
@@ -105,6 +115,19 @@ export async function runWorker(config: Config): Promise<void> {
       case 'fts:abort':
         abort('forced stop');
         break;
+      case 'fts:users':
+        ctx.users = parseUsers(m.text).users;
+        log.info({ users: ctx.users.size }, 'users reloaded');
+        break;
+      case 'fts:query':
+        send({ type: 'fts:reply', reqId: m.reqId, data: m.what === 'stats' ? stats() : [...sessions].filter((s) => !s.closed).map((s) => s.snapshot()) });
+        break;
+      case 'fts:kick': {
+        const target = [...sessions].find((s) => s.id === m.session);
+        if (target) target.kick();
+        send({ type: 'fts:reply', reqId: m.reqId, data: { found: target !== undefined } });
+        break;
+      }
     }
   });
   // The primary is gone: nobody coordinates us any more, so stop safely.

@@ -86,6 +86,23 @@ export class Session {
     return this.phase === 'authenticated';
   }
 
+  get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  /** An upload or download is in flight. */
+  get transferring(): boolean {
+    return this.busy && (this.op === 'upload' || this.op === 'download');
+  }
+
+  /** Ends the session for an administrator. A partial upload in flight is discarded, never published. */
+  kick(): void {
+    this.log.info({ event: 'kick' }, 'session kicked by an administrator');
+    const busy = this.busy;
+    this.bye('KICKED');
+    if (busy) this.socket.destroy();
+  }
+
   snapshot(): SessionSnapshot {
     return {
       id: this.id,

@@ -362,11 +362,12 @@ describe('protocol codec', function () {
       const original = Buffer.concat;
       let copied = 0;
       let pushes = 0;
-      Buffer.concat = function (list: readonly Uint8Array[], totalLength?: number): Buffer {
+      const counting: typeof Buffer.concat = (list, totalLength) => {
         const out = original.call(Buffer, list, totalLength);
         copied += out.length;
         return out;
       };
+      Buffer.concat = counting;
       let frames: Frame[];
       try {
         const decoder = new FrameDecoder();

@@ -5,7 +5,9 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, wr
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
-import { withLock } from '../../server/storage/locks.js';
+import { fsError } from '../../server/storage/errors.js';
+import { lockTarget } from '../../server/storage/paths.js';
+import { onLockCompromised, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
@@ -233,13 +235,14 @@ describe('storage', () => {
     });
 
     it('error messages never contain server paths', async () => {
+      await symlink(path.join(tmp, 'nowhere'), path.join(root, 'alice', 'link'));
       for (const name of ['missing', 'link']) {
-        try {
-          await alice.openRead(name);
-        } catch (err) {
-          expect((err as Error).message).not.to.include(root);
-          expect((err as Error).message).not.to.include(tmp);
-        }
+        const err = await alice.openRead(name).then(
+          () => expect.fail(`openRead(${name}) should fail`),
+          (e: unknown) => e as Error,
+        );
+        expect(err.message).to.include(name);
+        expect(err.message).not.to.include(tmp);
       }
     });
   });
@@ -292,8 +295,8 @@ describe('storage', () => {
 
   describe('list', () => {
     it('lists only regular files, sorted by UTF-8 bytes', async function () {
-      // UTF-16 order would put '\uFB01' (3 UTF-8 bytes, EF AC 81) after '😀' (F0 9F 98 80)? No: both orders
-      // differ for these two, so the assertion below checks the byte order specifically.
+      // JavaScript's UTF-16 order puts '😀' (D83D…) before '\uFB01', UTF-8 byte order puts it after
+      // (F0… > EF…), so this set tells the two orders apart.
       const names = ['b', 'a', 'B', '😀', '\uFB01', 'é', ' space', '%2e%2e', '...'];
       for (const n of names) await put(alice, n, Buffer.from(n));
       await symlink(path.join(root, 'alice', 'a'), path.join(root, 'alice', 'zlink'));
@@ -326,6 +329,70 @@ describe('storage', () => {
 
     it('is empty for a new user', async () => {
       expect(await (await store.user('bob')).list(true)).to.deep.equal([]);
+    });
+  });
+
+  describe('locks', () => {
+    it('a compromised lock is reported, never thrown', async function () {
+      this.timeout(10_000);
+      const events: LockCompromise[] = [];
+      const off = onLockCompromised((e) => events.push(e));
+      try {
+        const lockDir = `${lockTarget(root, 'alice', 'f')}.lock`;
+        const result = await withLock(root, 'alice', 'f', async () => {
+          // Someone else removes our lock; the next refresh (every 2 s) notices.
+          await rm(lockDir, { recursive: true });
+          await new Promise((r) => setTimeout(r, 2_500));
+          return 'done';
+        });
+        expect(result).to.equal('done');
+        expect(events).to.have.length(1);
+        expect(events[0]?.lockfile).to.equal(lockDir);
+      } finally {
+        off();
+      }
+    });
+
+    it('releases the lock when fn throws', async () => {
+      const boom = withLock(root, 'alice', 'f', async () => {
+        throw new Error('boom');
+      });
+      let error: unknown;
+      await boom.catch((e: unknown) => {
+        error = e;
+      });
+      expect((error as Error).message).to.equal('boom');
+      expect(await withLock(root, 'alice', 'f', async () => 42)).to.equal(42);
+      expect(await readdir(path.join(root, '.fts', 'locks', 'alice'))).to.deep.equal([]);
+    });
+  });
+
+  describe('fsError', () => {
+    const sysErr = (code: string): Error => Object.assign(new Error(`${code}: boom, open '/srv/secret/path'`), { code });
+    const cases: Array<[string, string]> = [
+      ['ENOENT', 'NOT_FOUND'],
+      ['ELOOP', 'NOT_A_FILE'],
+      ['EISDIR', 'NOT_A_FILE'],
+      ['ENOSPC', 'NO_SPACE'],
+      ['EDQUOT', 'NO_SPACE'],
+      ['EROFS', 'READ_ONLY'],
+      ['EACCES', 'IO_ERROR'],
+      ['ENOTDIR', 'IO_ERROR'],
+      ['EIO', 'IO_ERROR'],
+    ];
+    for (const [errno, code] of cases) {
+      it(`maps ${errno} to ${code} without the path`, () => {
+        const e = fsError(sysErr(errno), 'file.txt');
+        expect(e.code).to.equal(code);
+        expect(e.message).to.match(/^file\.txt: /);
+        expect(e.message).not.to.include('/srv');
+      });
+    }
+
+    it('passes an FtsError through and maps a non-error to IO_ERROR', () => {
+      const original = new FtsError('LOCKED');
+      expect(fsError(original, 'x')).to.equal(original);
+      expect(fsError('weird', 'x').code).to.equal('IO_ERROR');
     });
   });
 

@@ -1,0 +1,218 @@
+/**
+ * Client side of the admin protocol: one request per connection over the primary's UNIX socket.
+ * Knows nothing about commands beyond the framing rules in protocol/admin.ts; the CLI interprets results.
+ */
+
+import net from 'node:net';
+import { AdminLineDecoder, encodeAdminLine, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+
+/**
+ * Why a request failed without a server reply:
+ * - `no-server`: nothing is listening at the socket (ENOENT, ECONNREFUSED, ENOTSOCK on connect);
+ * - `connect`: connecting failed for another reason (permissions, path too long, ...);
+ * - `broken`: the connection failed or closed before the final line;
+ * - `timeout`: no final line in time;
+ * - `protocol`: the server sent something that is not an admin protocol line.
+ */
+export type AdminFailureKind = 'no-server' | 'connect' | 'broken' | 'timeout' | 'protocol';
+
+export class AdminClientError extends Error {
+  constructor(
+    readonly kind: AdminFailureKind,
+    message: string,
+    /** The errno code of the underlying socket error, when there was one. */
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'AdminClientError';
+  }
+}
+
+const NO_SERVER_CODES: Readonly<Record<string, string>> = {
+  ENOENT: 'no such socket',
+  ECONNREFUSED: 'connection refused',
+  ENOTSOCK: 'not a socket',
+};
+
+function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const code = (err as { code: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+function connectFailure(socketPath: string, err: unknown): AdminClientError {
+  const code = errnoCode(err);
+  const reason = code === undefined ? undefined : NO_SERVER_CODES[code];
+  if (reason !== undefined) {
+    return new AdminClientError('no-server', `no fts-server is running at ${socketPath} (${reason})`, code);
+  }
+  const detail = code === 'EACCES' || code === 'EPERM'
+    ? 'permission denied (the socket only accepts the server\'s own user)'
+    : err instanceof Error ? err.message : String(err);
+  return new AdminClientError('connect', `cannot connect to ${socketPath}: ${detail}`, code);
+}
+
+export interface AdminRequestOptions {
+  /** Called for each event line, in order, before the final line. */
+  onEvent?: (event: AdminEvent) => void;
+  /**
+   * Milliseconds to wait for the final line, restarted by each event line (so a long restart-workers
+   * that keeps reporting progress is not cut off). 0 or absent: wait forever.
+   */
+  timeoutMs?: number;
+  /**
+   * For requests without a final ok line (drain): resolve with null when the server closes the
+   * connection, however it closes, instead of treating the close as a broken connection.
+   */
+  untilClose?: boolean;
+}
+
+function isEvent(line: Record<string, unknown>): line is Record<string, unknown> & AdminEvent {
+  switch (line['event']) {
+    case 'progress':
+      return ['sessions', 'transfers', 'workers', 'secondsLeft'].every((k) => typeof line[k] === 'number');
+    case 'restarted':
+      return typeof line['old'] === 'number' && typeof line['new'] === 'number';
+    case 'exited':
+      return true;
+    default:
+      return false;
+  }
+}
+
+function asFinal(line: Record<string, unknown>): AdminFinal | null {
+  if (line['ok'] === true) return { ok: true, result: line['result'] };
+  if (line['ok'] === false) {
+    const error = typeof line['error'] === 'string' ? line['error'] : 'the server reported an unspecified error';
+    const code = line['code'];
+    return typeof code === 'string' ? { ok: false, error, code } : { ok: false, error };
+  }
+  return null;
+}
+
+/**
+ * Sends one request and collects the reply. Resolves with the final line (ok true or false; an
+ * ok:false reply is not an exception), or with null when `untilClose` is set and the connection ended.
+ * Rejects with AdminClientError when there is no usable reply.
+ */
+export function adminRequest(socketPath: string, request: AdminRequest, options: AdminRequestOptions = {}): Promise<AdminFinal | null> {
+  return new Promise((resolve, reject) => {
+    const decoder = new AdminLineDecoder();
+    const socket = net.createConnection({ path: socketPath });
+    socket.setEncoding('utf8');
+    let connected = false;
+    let settled = false;
+    let final: AdminFinal | null = null;
+    let timer: NodeJS.Timeout | undefined;
+
+    const finish = (err: AdminClientError | null, value: AdminFinal | null = null): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== undefined) clearTimeout(timer);
+      socket.destroy();
+      if (err !== null) reject(err);
+      else resolve(value);
+    };
+
+    const armTimer = (): void => {
+      if (!options.timeoutMs) return;
+      if (timer !== undefined) clearTimeout(timer);
+      const seconds = Math.round(options.timeoutMs / 1000);
+      timer = setTimeout(() => {
+        finish(new AdminClientError('timeout', `no reply from the server within ${seconds} s`));
+      }, options.timeoutMs);
+    };
+
+    socket.on('connect', () => {
+      connected = true;
+      armTimer();
+      socket.write(encodeAdminLine(request));
+    });
+
+    socket.on('data', (chunk: string) => {
+      if (settled) return;
+      let lines: unknown[];
+      try {
+        lines = decoder.push(chunk);
+      } catch (err) {
+        finish(new AdminClientError('protocol', `bad reply from the server: ${err instanceof Error ? err.message : String(err)}`));
+        return;
+      }
+      for (const line of lines) {
+        if (typeof line !== 'object' || line === null || Array.isArray(line)) {
+          finish(new AdminClientError('protocol', 'bad reply from the server: a line is not a JSON object'));
+          return;
+        }
+        const record = line as Record<string, unknown>;
+        if ('event' in record) {
+          // Unknown or malformed events are skipped: a newer server may send events this client predates.
+          if (isEvent(record)) {
+            armTimer();
+            options.onEvent?.(record);
+            if (settled) return;
+          }
+          continue;
+        }
+        const f = asFinal(record);
+        if (f === null) {
+          finish(new AdminClientError('protocol', 'bad reply from the server: a line is neither an event nor a final reply'));
+          return;
+        }
+        if (options.untilClose && f.ok) {
+          // Not expected for drain, but harmless: keep following the stream until the server goes.
+          final = f;
+          continue;
+        }
+        finish(null, f);
+        return;
+      }
+    });
+
+    socket.on('error', (err) => {
+      if (!connected) {
+        finish(connectFailure(socketPath, err));
+        return;
+      }
+      if (options.untilClose) {
+        // The server exiting may reset the connection rather than close it cleanly.
+        finish(null, final);
+        return;
+      }
+      finish(new AdminClientError('broken', `connection to the server failed: ${err.message}`, errnoCode(err)));
+    });
+
+    socket.on('close', () => {
+      if (options.untilClose) finish(null, final);
+      else finish(new AdminClientError('broken', 'the server closed the connection before replying'));
+    });
+  });
+}
+
+/** Whether something accepts connections at the socket right now (true), or nothing is there (false). */
+export function probeSocket(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection({ path: socketPath });
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', (err) => {
+      socket.destroy();
+      const code = errnoCode(err);
+      // Anything other than "nothing there" (say EAGAIN, a full backlog) still means a live listener.
+      resolve(!(code !== undefined && code in NO_SERVER_CODES));
+    });
+  });
+}
+
+/** Polls until nothing accepts connections at the socket. Resolves false if still up after timeoutMs. */
+export async function waitForSocketGone(socketPath: string, timeoutMs: number, intervalMs = 100): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!(await probeSocket(socketPath))) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

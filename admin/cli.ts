@@ -1,0 +1,346 @@
+#!/usr/bin/env node
+/**
+ * fts-admin: administers a running fts-server through the primary's admin socket (protocol/admin.ts).
+ *
+ *   fts-admin [--socket PATH] <command> [args]
+ *
+ * The socket is --socket PATH, else $FTS_ADMIN_SOCKET, else defaultAdminSocket(). Global flags may come
+ * before or after the command. Results go to stdout; every error line goes to stderr as `fts-admin: ...`.
+ *
+ * Exit codes:
+ *   0  success
+ *   1  the server reported an error (ok:false), the connection broke mid-command, the reply was not
+ *      understood, no final reply came within 15 s, or connecting failed for a reason other than the
+ *      ones under 3 (e.g. permission denied)
+ *   2  usage error: unknown command or flag, missing, extra or invalid argument
+ *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
+ */
+
+import { parseArgs } from 'node:util';
+import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
+import { formatDrainProgress, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
+import { asReloadResult, isSessionList, isStatusResult } from './results.js';
+
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+const EXIT_NO_SERVER = 3;
+
+/** How long a command other than drain waits for its final line (restarted by each event line). */
+const REPLY_TIMEOUT_MS = 15_000;
+/** After a drain's connection ends, how long to wait for the socket to stop accepting connections. */
+const STOP_CONFIRM_MS = 5_000;
+/** Limit of the drain grace period accepted by the server (parseAdminRequest). */
+const MAX_DRAIN_TIMEOUT = 86_400;
+const SESSION_ID = /^[0-9a-f]{1,64}$/;
+/** sun_path holds 108 bytes with the NUL (same limit as fts-server's config); longer paths get truncated. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+function usage(): string {
+  return `Usage: fts-admin [--socket PATH] <command> [args]
+
+Administers a running fts-server through its admin socket.
+
+Commands:
+  status [--json]        server, per-worker and total connection/session/transfer counts
+  sessions [--json]      list the sessions on all workers
+  drain [--timeout S]    stop accepting connections, let transfers finish for at most S seconds
+                         (default: the server's --grace), then stop the server; waits until it is gone
+  reload                 re-read the users file (the old table is kept if the new one is bad)
+  kick SESSION_ID        end one session (ids as listed by 'sessions')
+  restart-workers        replace the worker processes one at a time
+  help                   show this text
+
+Options:
+  --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
+                         ${defaultAdminSocket()}
+  --json                 print the server's reply as JSON (status, sessions)
+  --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
+  -h, --help             show this text
+
+Exit status:
+  0  success
+  1  the server reported an error, the connection broke, or no reply within ${REPLY_TIMEOUT_MS / 1000} s
+  2  usage error
+  3  no fts-server is running at the socket`;
+}
+
+class UsageError extends Error {}
+
+/** A command failure: main() prints `fts-admin: message` and exits with `code`. */
+class CommandFailed extends Error {
+  constructor(message: string, readonly code: number = EXIT_FAILED) {
+    super(message);
+  }
+}
+
+type Flag = 'json' | 'timeout';
+
+interface Invocation {
+  socket: string;
+  args: string[];
+  json: boolean;
+  timeout: string | undefined;
+}
+
+interface Command {
+  /** Positional arguments after the command name, for usage messages. */
+  args: readonly string[];
+  flags: readonly Flag[];
+  run(inv: Invocation): Promise<void>;
+}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function err(line: string): void {
+  process.stderr.write(`fts-admin: ${line}\n`);
+}
+
+/** Server messages are printed with control characters escaped (backslashes left alone). */
+function serverMessage(s: string): string {
+  return safeText(s, false);
+}
+
+/** Sends a request and returns the result of an ok reply; an ok:false reply becomes CommandFailed. */
+async function call(inv: Invocation, request: AdminRequest, onEvent?: (e: AdminEvent) => void): Promise<unknown> {
+  const final = await adminRequest(inv.socket, request, onEvent ? { onEvent, timeoutMs: REPLY_TIMEOUT_MS } : { timeoutMs: REPLY_TIMEOUT_MS });
+  return resultOf(final);
+}
+
+function resultOf(final: AdminFinal | null): unknown {
+  if (final === null) throw new CommandFailed('the server closed the connection before replying');
+  if (!final.ok) throw new CommandFailed(serverMessage(final.error));
+  return final.result;
+}
+
+function unexpected(what: string): CommandFailed {
+  return new CommandFailed(`unexpected ${what} reply from the server (is fts-admin the same version as fts-server?)`);
+}
+
+function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  status: {
+    args: [],
+    flags: ['json'],
+    async run(inv) {
+      const result = await call(inv, { cmd: 'status' });
+      if (!isStatusResult(result)) throw unexpected('status');
+      if (inv.json) printJson(result);
+      else out(formatStatus(result));
+    },
+  },
+
+  sessions: {
+    args: [],
+    flags: ['json'],
+    async run(inv) {
+      const result = await call(inv, { cmd: 'sessions' });
+      if (!isSessionList(result)) throw unexpected('sessions');
+      if (inv.json) printJson(result);
+      else out(formatSessions(result));
+    },
+  },
+
+  drain: {
+    args: [],
+    flags: ['timeout'],
+    async run(inv) {
+      const request: AdminRequest = { cmd: 'drain' };
+      if (inv.timeout !== undefined) request.timeout = parseTimeout(inv.timeout);
+      // Interrupting fts-admin does not cancel the drain; say so instead of dying silently.
+      const onInterrupt = (): void => {
+        err('interrupted; the server keeps draining');
+        process.exit(130);
+      };
+      process.once('SIGINT', onInterrupt);
+      try {
+        // No final line for drain: the stream ends when the server exits.
+        const final = await adminRequest(inv.socket, request, {
+          untilClose: true,
+          onEvent: (e) => {
+            if (e.event === 'progress') out(formatDrainProgress(e));
+          },
+        });
+        if (final !== null && !final.ok) throw new CommandFailed(serverMessage(final.error));
+        if (!(await waitForSocketGone(inv.socket, STOP_CONFIRM_MS))) {
+          throw new CommandFailed(`the drain connection ended but a server still accepts connections at ${inv.socket}`);
+        }
+      } finally {
+        process.removeListener('SIGINT', onInterrupt);
+      }
+      out('server stopped');
+    },
+  },
+
+  reload: {
+    args: [],
+    flags: [],
+    async run(inv) {
+      const result = asReloadResult(await call(inv, { cmd: 'reload' }));
+      if (result === null) throw unexpected('reload');
+      for (const w of result.warnings) err(`warning: ${serverMessage(w)}`);
+      out(`users reloaded: ${result.users} users`);
+    },
+  },
+
+  kick: {
+    args: ['SESSION_ID'],
+    flags: [],
+    async run(inv) {
+      const raw = inv.args[0] ?? '';
+      const id = raw.toLowerCase();
+      if (!SESSION_ID.test(id)) throw new UsageError(`invalid session id '${safeText(raw)}' (expected hex, as listed by 'sessions')`);
+      await call(inv, { cmd: 'kick', session: id });
+      out(`session ${id} ended`);
+    },
+  },
+
+  'restart-workers': {
+    args: [],
+    flags: [],
+    async run(inv) {
+      await call(inv, { cmd: 'restart-workers' }, (e) => {
+        if (e.event === 'restarted') out(formatRestarted(e.old, e.new));
+      });
+      out('all workers restarted');
+    },
+  },
+
+  // ---- FUTURE: `passwd USER` (hardening issue) — reserved, NOT implemented -----------------------
+  // Intended shape: read the new password from the terminal without echo (or one line of stdin when
+  // it is not a TTY), never from argv, send it over the admin socket, and let the primary rewrite the
+  // users file atomically and reload it. Needs a new AdminRequest variant in protocol/admin.ts
+  // (e.g. { cmd: 'passwd'; user: string; password: string }) and its server handler first.
+  // Register it here as `passwd: { args: ['USER'], flags: [], run(inv) {...} }` and add it to usage().
+  // ------------------------------------------------------------------------------------------------
+};
+
+function parseTimeout(value: string): number {
+  if (!/^\d+$/.test(value)) throw new UsageError(`--timeout must be a whole number of seconds, got '${safeText(value)}'`);
+  const n = Number(value);
+  if (n > MAX_DRAIN_TIMEOUT) throw new UsageError(`--timeout must be at most ${MAX_DRAIN_TIMEOUT} seconds`);
+  return n;
+}
+
+interface Parsed {
+  help: boolean;
+  command: string | undefined;
+  inv: Invocation;
+  given: Flag[];
+}
+
+function parseCommandLine(argv: string[]): Parsed {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        socket: { type: 'string' },
+        json: { type: 'boolean' },
+        timeout: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: true,
+    });
+  } catch (e) {
+    throw new UsageError(parseArgsMessage(e));
+  }
+  const { values, positionals } = parsed;
+  if (values.socket === '') throw new UsageError('--socket needs a path');
+  const env = process.env['FTS_ADMIN_SOCKET'];
+  const socket = values.socket ?? (env !== undefined && env !== '' ? env : defaultAdminSocket());
+  const bytes = Buffer.byteLength(socket);
+  if (bytes > MAX_SOCKET_PATH_BYTES && values.help !== true) {
+    throw new UsageError(`socket path is ${bytes} bytes; UNIX socket paths must be at most ${MAX_SOCKET_PATH_BYTES} bytes`);
+  }
+  const given: Flag[] = [];
+  if (values.json !== undefined) given.push('json');
+  if (values.timeout !== undefined) given.push('timeout');
+  return {
+    help: values.help === true,
+    command: positionals[0],
+    inv: { socket, args: positionals.slice(1), json: values.json === true, timeout: values.timeout },
+    given,
+  };
+}
+
+/** node:util parseArgs messages are long and suggest '--' tricks; keep the useful part. */
+function parseArgsMessage(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  const code = typeof e === 'object' && e !== null && 'code' in e ? (e as { code: unknown }).code : undefined;
+  const option = /'(-[^' ]*)/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return `unknown option '${safeText(option)}'`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
+    return /argument missing|ambiguous/.test(message)
+      ? `option '${safeText(option)}' needs a value`
+      : `option '${safeText(option)}' does not take a value`;
+  }
+  return message;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: Parsed;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (e) {
+    if (e instanceof UsageError) return usageFailure(e.message);
+    throw e;
+  }
+  if (parsed.help || parsed.command === 'help') {
+    out(usage());
+    return EXIT_OK;
+  }
+  const name = parsed.command;
+  if (name === undefined) return usageFailure('missing command');
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command === undefined) return usageFailure(`unknown command '${safeText(name)}'`);
+  const { inv } = parsed;
+  if (inv.args.length < command.args.length) return usageFailure(`${name}: missing ${command.args[inv.args.length] ?? 'argument'}`);
+  if (inv.args.length > command.args.length) return usageFailure(`${name}: unexpected argument '${safeText(inv.args[command.args.length] ?? '')}'`);
+  const stray = parsed.given.find((f) => !command.flags.includes(f));
+  if (stray !== undefined) return usageFailure(`${name} does not take --${stray}`);
+
+  try {
+    await command.run(inv);
+    return EXIT_OK;
+  } catch (e) {
+    if (e instanceof UsageError) return usageFailure(e.message);
+    if (e instanceof CommandFailed) {
+      err(e.message);
+      return e.code;
+    }
+    if (e instanceof AdminClientError) {
+      err(e.message);
+      return e.kind === 'no-server' ? EXIT_NO_SERVER : EXIT_FAILED;
+    }
+    throw e;
+  }
+}
+
+function usageFailure(message: string): number {
+  err(`${message} (see 'fts-admin --help')`);
+  return EXIT_USAGE;
+}
+
+// `fts-admin sessions | head` must not die with an EPIPE stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? EXIT_OK);
+  throw e;
+});
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    err(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exitCode = EXIT_FAILED;
+  },
+);

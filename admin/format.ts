@@ -1,0 +1,144 @@
+/** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
+
+import type { DrainProgress, SessionInfo, StatusResult } from '../protocol/index.js';
+
+/**
+ * Makes a server-supplied string safe to print on a terminal: C0/C1 control characters, DEL, bidi
+ * overrides, line/paragraph separators and lone surrogates become visible escapes (`\n`, `\x1b`,
+ * `\u{202e}`). With `escapeBackslash` (the default, for names) backslash becomes `\\` so an escape cannot
+ * be forged by a name; messages pass false. An empty string prints `""`.
+ */
+export function safeText(s: string, escapeBackslash = true): string {
+  if (s === '') return '""';
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        out += s[i] + s[i + 1]!;
+        i++;
+        continue;
+      }
+    }
+    out += c === 0x5c && !escapeBackslash ? '\\' : escapeUnit(c) ?? s[i]!;
+  }
+  return out;
+}
+
+const NAMED: Readonly<Record<number, string>> = { 0x09: '\\t', 0x0a: '\\n', 0x0d: '\\r', 0x5c: '\\\\' };
+
+function escapeUnit(c: number): string | null {
+  const named = NAMED[c];
+  if (named !== undefined) return named;
+  if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return `\\x${c.toString(16).padStart(2, '0')}`;
+  const invisible = (c >= 0x200e && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069)
+    || (c >= 0xd800 && c <= 0xdfff); // a surrogate reaching here is unpaired
+  return invisible ? `\\u{${c.toString(16)}}` : null;
+}
+
+/** 45 → `45s`, 3723 → `1h02m03s`, 90061 → `1d01h01m01s`. */
+export function formatDuration(totalSeconds: number): string {
+  let s = Math.max(0, Math.floor(totalSeconds));
+  const d = Math.floor(s / 86_400);
+  s -= d * 86_400;
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  const p2 = (n: number): string => String(n).padStart(2, '0');
+  if (d > 0) return `${d}d${p2(h)}h${p2(m)}m${p2(s)}s`;
+  if (h > 0) return `${h}h${p2(m)}m${p2(s)}s`;
+  if (m > 0) return `${m}m${p2(s)}s`;
+  return `${s}s`;
+}
+
+interface Column {
+  header: string;
+  right?: boolean;
+  minWidth?: number;
+}
+
+/**
+ * Columns separated by two spaces; right-aligned columns for numbers. `suffixes[i]`, when present, is
+ * appended to row i after three spaces. Trailing blanks are trimmed.
+ */
+export function table(columns: readonly Column[], rows: readonly (readonly string[])[], suffixes: readonly (string | undefined)[] = []): string {
+  const widths = columns.map((col, i) =>
+    Math.max(col.minWidth ?? 0, col.header.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const render = (cells: readonly string[]): string =>
+    columns
+      .map((col, i) => {
+        const cell = cells[i] ?? '';
+        const w = widths[i] ?? 0;
+        return col.right ? cell.padStart(w) : cell.padEnd(w);
+      })
+      .join('  ');
+  const lines = [render(columns.map((c) => c.header))];
+  rows.forEach((r, i) => {
+    const suffix = suffixes[i];
+    lines.push(suffix === undefined ? render(r) : `${render(r)}   ${suffix}`);
+  });
+  return lines.map((l) => l.trimEnd()).join('\n');
+}
+
+export function formatStatus(st: StatusResult): string {
+  const head = [
+    `fts-server pid ${st.pid}`,
+    `port ${st.port ?? '-'}`,
+    `metrics ${st.metricsPort ?? 'off'}`,
+    `uptime ${formatDuration(st.uptimeSeconds)}`,
+    `draining ${st.draining ? 'yes' : 'no'}`,
+  ].join('  ');
+  const cols: Column[] = [
+    { header: 'WORKER', minWidth: 7 },
+    { header: 'CONNS', right: true },
+    { header: 'SESSIONS', right: true },
+    { header: 'TRANSFERS', right: true },
+  ];
+  const rows = st.workers.map((w) => [String(w.pid), String(w.connections), String(w.sessions), String(w.transfers)]);
+  const suffixes: (string | undefined)[] = st.workers.map((w) => (w.responding ? undefined : '(not responding)'));
+  rows.push(['total', String(st.connections), String(st.sessions), String(st.transfers)]);
+  return `${head}\n${table(cols, rows, suffixes)}`;
+}
+
+/** `2025-11-25T17:13:05.123Z` → `2025-11-25T17:13:05Z`; anything unparsable is shown escaped. */
+export function formatSince(iso: string): string {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return safeText(iso);
+  return new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+export function formatSessions(sessions: readonly SessionInfo[]): string {
+  if (sessions.length === 0) return 'no sessions';
+  const cols: Column[] = [
+    { header: 'ID' },
+    { header: 'USER' },
+    { header: 'REMOTE' },
+    { header: 'WORKER', right: true },
+    { header: 'OP' },
+    { header: 'FILE' },
+    { header: 'BYTES', right: true },
+    { header: 'SINCE' },
+  ];
+  const rows = sessions.map((s) => [
+    safeText(s.id),
+    s.user === null ? '-' : safeText(s.user),
+    safeText(s.remote),
+    String(s.worker),
+    s.op === null ? '-' : safeText(s.op),
+    s.file === null ? '-' : safeText(s.file),
+    String(s.bytes),
+    formatSince(s.since),
+  ]);
+  return table(cols, rows);
+}
+
+export function formatDrainProgress(p: DrainProgress): string {
+  const left = Math.max(0, Math.ceil(p.secondsLeft));
+  return `draining: ${p.sessions} sessions, ${p.transfers} transfers, ${p.workers} workers, ${left}s left`;
+}
+
+export function formatRestarted(oldPid: number, newPid: number): string {
+  return `worker ${oldPid} replaced by ${newPid}`;
+}

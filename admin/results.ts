@@ -1,0 +1,60 @@
+/**
+ * Shape checks for the `result` of ok replies: the server is trusted to be honest but not to be the same
+ * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
+ */
+
+import type { SessionInfo, StatusResult, WorkerStatus } from '../protocol/index.js';
+
+type Rec = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Rec {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isNum(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+function isNumOrNull(v: unknown): v is number | null {
+  return v === null || isNum(v);
+}
+
+function isStrOrNull(v: unknown): v is string | null {
+  return v === null || typeof v === 'string';
+}
+
+function isWorkerStatus(v: unknown): v is WorkerStatus {
+  return isRecord(v) && isNum(v['pid']) && isNum(v['connections']) && isNum(v['sessions']) && isNum(v['transfers'])
+    && typeof v['responding'] === 'boolean';
+}
+
+export function isStatusResult(v: unknown): v is StatusResult {
+  return isRecord(v) && isNum(v['pid']) && isNumOrNull(v['port']) && isNumOrNull(v['metricsPort'])
+    && typeof v['draining'] === 'boolean' && isNum(v['uptimeSeconds']) && typeof v['version'] === 'string'
+    && Array.isArray(v['workers']) && v['workers'].every(isWorkerStatus)
+    && isNum(v['connections']) && isNum(v['sessions']) && isNum(v['transfers']) && isNum(v['workerRestarts']);
+}
+
+function isSessionInfo(v: unknown): v is SessionInfo {
+  return isRecord(v) && typeof v['id'] === 'string' && isStrOrNull(v['user']) && typeof v['remote'] === 'string'
+    && isNum(v['worker']) && isStrOrNull(v['op']) && isStrOrNull(v['file']) && isNum(v['bytes'])
+    && typeof v['since'] === 'string';
+}
+
+export function isSessionList(v: unknown): v is SessionInfo[] {
+  return Array.isArray(v) && v.every(isSessionInfo);
+}
+
+export interface ReloadResult {
+  users: number;
+  warnings: string[];
+}
+
+/** The `reload` result: `{ users, warnings? }`. */
+export function asReloadResult(v: unknown): ReloadResult | null {
+  if (!isRecord(v) || !isNum(v['users'])) return null;
+  const w = v['warnings'];
+  if (w === undefined || w === null) return { users: v['users'], warnings: [] };
+  if (!Array.isArray(w)) return null;
+  return { users: v['users'], warnings: w.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) };
+}

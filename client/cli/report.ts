@@ -1,0 +1,68 @@
+/**
+ * How the CLI turns errors into a line on stderr and an exit status (see the table at the top of cli.ts).
+ *
+ * Usage errors are FtsErrors too (code BAD_REQUEST), remembered in a WeakSet so that they exit 2 without
+ * a new error class (likewise Ctrl+C, exit 130); errors already printed (mput/mget report each failure as it happens) are remembered
+ * the same way so that they are not printed twice.
+ */
+import { ERROR_CODES, FtsError } from '../../protocol/index.js';
+import { isServerError } from '../errors.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+/** Ctrl+C: the shell convention 128 + SIGINT. */
+export const EXIT_INTERRUPTED = 130;
+
+const usageErrors = new WeakSet<FtsError>();
+const interruptions = new WeakSet<FtsError>();
+const reported = new WeakSet<object>();
+
+export function usageError(message: string): FtsError {
+  const err = new FtsError('BAD_REQUEST', message);
+  usageErrors.add(err);
+  return err;
+}
+
+/** The user pressed Ctrl+C (the command was abandoned, not refused). */
+export function interruptedError(message = 'interrupted'): FtsError {
+  const err = new FtsError('IO_ERROR', message);
+  interruptions.add(err);
+  return err;
+}
+
+export function exitCodeFor(err: unknown): number {
+  if (!(err instanceof FtsError)) return EXIT_FAILURE;
+  if (usageErrors.has(err)) return EXIT_USAGE;
+  if (interruptions.has(err)) return EXIT_INTERRUPTED;
+  // A name refused before sending is a bad argument; the same code from the server is an ordinary failure.
+  if (err.code === 'BAD_NAME' && !isServerError(err)) return EXIT_USAGE;
+  return ERROR_CODES[err.code].exit;
+}
+
+/**
+ * Replaces control characters (C0 including newlines, DEL, C1) by \xNN. Messages can quote a server's
+ * words or a file name; neither may drive the terminal or fake extra output lines.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** `fts: <message> (<CODE>)` for errors from the server, `fts: <message>` otherwise. */
+export function formatError(err: unknown): string {
+  if (err instanceof FtsError) {
+    return `fts: ${printable(err.message)}${isServerError(err) ? ` (${err.code})` : ''}`;
+  }
+  // Not an FtsError: a bug. Say so rather than hide it behind a vague message.
+  const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  return `fts: internal error: ${text}`;
+}
+
+/** Prints the error once (later calls for the same error object do nothing) and returns its exit status. */
+export function report(err: unknown): number {
+  if (typeof err !== 'object' || err === null || !reported.has(err)) {
+    process.stderr.write(`${formatError(err)}\n`);
+    if (typeof err === 'object' && err !== null) reported.add(err);
+  }
+  return exitCodeFor(err);
+}

@@ -1,0 +1,122 @@
+/**
+ * Text helpers of the CLI: splitting shell lines into words, making file bytes safe for a terminal, and
+ * formatting listings. Pure functions, no I/O.
+ */
+import type { ListEntry } from '../client.js';
+import { usageError } from './report.js';
+
+/**
+ * Splits a shell line into words: whitespace separates, '…' is literal, "…" groups with backslash escapes
+ * inside, and a backslash outside quotes escapes the next character. Enough for names with spaces and
+ * quotes; no variables, globs or other shell features.
+ */
+export function splitWords(line: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false; // distinguishes an empty quoted word ("") from no word at all
+  let quote: '"' | "'" | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (quote === "'") {
+      if (c === "'") quote = null;
+      else word += c;
+    } else if (quote === '"') {
+      if (c === '"') quote = null;
+      else if (c === '\\' && i + 1 < line.length) word += line[++i]!;
+      else word += c;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+      inWord = true;
+    } else if (c === '\\') {
+      if (i + 1 >= line.length) throw usageError('a backslash at the end of the line escapes nothing');
+      word += line[++i]!;
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (quote !== null) throw usageError(`unterminated ${quote} quote`);
+  if (inWord) words.push(word);
+  return words;
+}
+
+const hex = (b: number): string => `\\x${b.toString(16).padStart(2, '0')}`;
+
+/**
+ * Bytes as text for a terminal: valid UTF-8 passes through, except control characters (C0, DEL and the C1
+ * range U+0080–U+009F, which some terminals obey as escape sequences); those and every byte of invalid
+ * UTF-8 become \xNN. Newline and tab are kept so that text files still read as text.
+ */
+export function escapeForTerminal(bytes: Uint8Array): string {
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      out += (b < 0x20 && b !== 0x0a && b !== 0x09) || b === 0x7f ? hex(b) : String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    const n = utf8SequenceLength(bytes, i);
+    if (n === 0) {
+      out += hex(b);
+      i++;
+      continue;
+    }
+    const cp = decodeCodePoint(bytes, i, n);
+    if (cp >= 0x80 && cp <= 0x9f) for (let k = 0; k < n; k++) out += hex(bytes[i + k]!);
+    else out += String.fromCodePoint(cp);
+    i += n;
+  }
+  return out;
+}
+
+/** Length of the well-formed UTF-8 sequence at i (RFC 3629 table 3-7), or 0 when it is not well formed. */
+function utf8SequenceLength(bytes: Uint8Array, i: number): number {
+  const b0 = bytes[i]!;
+  const cont = (k: number, lo = 0x80, hi = 0xbf): boolean => {
+    const b = bytes[i + k];
+    return b !== undefined && b >= lo && b <= hi;
+  };
+  if (b0 >= 0xc2 && b0 <= 0xdf) return cont(1) ? 2 : 0;
+  if (b0 === 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
+  if ((b0 >= 0xe1 && b0 <= 0xec) || b0 === 0xee || b0 === 0xef) return cont(1) && cont(2) ? 3 : 0;
+  if (b0 === 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0; // excludes UTF-16 surrogates
+  if (b0 === 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+  if (b0 >= 0xf1 && b0 <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+  if (b0 === 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
+  return 0;
+}
+
+function decodeCodePoint(bytes: Uint8Array, i: number, n: number): number {
+  const b0 = bytes[i]!;
+  let cp = n === 2 ? b0 & 0x1f : n === 3 ? b0 & 0x0f : b0 & 0x07;
+  for (let k = 1; k < n; k++) cp = (cp << 6) | (bytes[i + k]! & 0x3f);
+  return cp;
+}
+
+/** ISO 8601 UTC, or '?' for a time that Date cannot represent (it stops at ±8.64e15 ms). */
+export function isoTime(ms: number | undefined): string {
+  const d = new Date(ms ?? Number.NaN);
+  return Number.isNaN(d.getTime()) ? '?' : d.toISOString();
+}
+
+/** `SIZE<tab>MTIME<tab>NAME` lines, sizes right-aligned to the widest. */
+export function formatLong(entries: readonly ListEntry[]): string[] {
+  const width = Math.max(0, ...entries.map((e) => String(e.size ?? '?').length));
+  return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${e.name}`);
+}
+
+/** The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string. */
+export function formatJson(entries: readonly ListEntry[]): string {
+  return JSON.stringify(
+    entries.map((e) => ({ name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime) })),
+    null,
+    2,
+  );
+}

@@ -1,0 +1,360 @@
+/**
+ * One TCP connection to an fts server, at the level of frames and requests (docs/PROTOCOL.md §1–§4):
+ * connecting, the greeting, writing requests, and ending the connection. Replies are matched to requests
+ * by ReplyRouter (replies.ts).
+ *
+ * Pipelining: any number of requests may be outstanding. The write queue runs one request at a time, in
+ * call order. A request's header may be produced asynchronously (an upload must hash its file first) and an
+ * upload's data frames are written right after its header, so nothing else can slip between them on the
+ * wire. A request joins the router's FIFO when its header is written, so FIFO order is wire order.
+ * Operation semantics (what a 'data' reply means for a download, etc.) live in the callers.
+ */
+import net from 'node:net';
+import {
+  declaredUploadBytes,
+  DEFAULT_MAX_HEADER_BYTES,
+  DEFAULT_PORT,
+  encodeDataPrefix,
+  encodeHeader,
+  FRAME_PREFIX_BYTES,
+  FrameDecoder,
+  FtsError,
+  HARD_MAX_HEADER_BYTES,
+  MAX_CHUNK_BYTES,
+  MAX_REQUEST_ID,
+  MIN_MAX_HEADER_BYTES,
+  PROTOCOL,
+  type Frame,
+  type Header,
+} from '../protocol/index.js';
+import { asFtsError, describeErrno, serverError } from './errors.js';
+import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
+
+export type { DataWriter, RequestSpec } from './replies.js';
+
+export interface ConnectOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 5421 (DEFAULT_PORT). */
+  port?: number;
+  /** Limit for the TCP connect plus the greeting, in milliseconds. Default 10 000. */
+  connectTimeoutMs?: number;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** How long quit() waits for the server to close the connection after its 'ok' before closing it itself. */
+const QUIT_CLOSE_WAIT_MS = 2_000;
+
+type Phase = 'greeting' | 'open' | 'closed';
+
+export class FtsConnection {
+  readonly host: string;
+  readonly port: number;
+  private hello: Readonly<Header> = {};
+  private maxHeader = DEFAULT_MAX_HEADER_BYTES;
+  private maxChunk = MAX_CHUNK_BYTES;
+
+  private readonly socket: net.Socket;
+  // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
+  private readonly decoder = new FrameDecoder({ maxHeaderBytes: HARD_MAX_HEADER_BYTES });
+  private phase: Phase = 'greeting';
+  private failure: FtsError | null = null;
+  private socketError: unknown = null;
+  private lastId = 0;
+  private writeQueue: Promise<void> = Promise.resolve();
+  private readonly replies = new ReplyRouter();
+  private readonly drainWaiters: Array<{ resolve: () => void; reject: (err: FtsError) => void }> = [];
+  private pauseCount = 0;
+  private readonly closed: Promise<void>;
+  private greetingDone: { resolve: () => void; reject: (err: FtsError) => void } | null = null;
+  /** Rejects with the failure once the connection fails (never resolves). */
+  private readonly failed: Promise<never>;
+  private signalFailure: (err: FtsError) => void = () => undefined;
+  private readonly ready: Promise<void>;
+  private quitting = false;
+  /** The TCP handshake completed (tells 'cannot connect' apart from 'closed before the greeting'). */
+  private tcpConnected = false;
+
+  private constructor(host: string, port: number) {
+    this.host = host;
+    this.port = port;
+    this.ready = new Promise((resolve, reject) => {
+      this.greetingDone = { resolve, reject };
+    });
+    this.failed = new Promise<never>((_resolve, reject) => {
+      this.signalFailure = reject;
+    });
+    this.failed.catch(() => undefined);
+    this.socket = net.connect({ host, port });
+    this.socket.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
+    this.socket.once('connect', () => {
+      this.tcpConnected = true;
+    });
+    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
+    this.socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
+    this.socket.on('error', (err) => {
+      this.socketError ??= err;
+    });
+    this.socket.on('close', () => this.onClose());
+    this.socket.on('drain', () => {
+      for (const w of this.drainWaiters.splice(0)) w.resolve();
+    });
+  }
+
+  /** Connects, reads the greeting and checks it. Rejects with a message that names the address. */
+  static async open(options: ConnectOptions = {}): Promise<FtsConnection> {
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? DEFAULT_PORT;
+    const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const conn = new FtsConnection(host, port);
+    // One timer covers both the TCP connect and the greeting: the caller cares about "usable in time".
+    const timer = setTimeout(() => {
+      const what = !conn.tcpConnected ? `cannot connect to ${conn.address}` : `no greeting from ${conn.address}`;
+      conn.fail(new FtsError('IO_ERROR', `${what}: timed out after ${formatSeconds(timeoutMs)}`));
+    }, timeoutMs);
+    try {
+      await conn.ready;
+    } finally {
+      clearTimeout(timer);
+    }
+    return conn;
+  }
+
+  /** The server's greeting (frozen). Its maxHeader and maxChunk bound what this connection sends. */
+  get greeting(): Readonly<Header> {
+    return this.hello;
+  }
+
+  /** host:port, with brackets around an IPv6 address. */
+  get address(): string {
+    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+
+  /** False once the connection failed, was closed, or the server closed it. */
+  get isOpen(): boolean {
+    return this.phase === 'open' && this.failure === null;
+  }
+
+  /** Starts a request. Requests are written in call order; the promise settles with the final 'ok' reply. */
+  request(spec: RequestSpec): Promise<Header> {
+    return new Promise<Header>((resolve, reject) => {
+      this.writeQueue = this.writeQueue.then(() => this.send(spec, resolve, reject));
+    });
+  }
+
+  /** Sends quit, waits for its 'ok' and for the server to close the connection. */
+  async quit(): Promise<void> {
+    await this.request({ header: { op: 'quit' } });
+    const timer = setTimeout(() => this.socket.destroy(), QUIT_CLOSE_WAIT_MS);
+    await this.closed;
+    clearTimeout(timer);
+  }
+
+  /** Destroys the socket at once; every outstanding request fails. */
+  close(): void {
+    this.fail(new FtsError('IO_ERROR', 'connection closed by client'));
+  }
+
+  /**
+   * Stops reading from the socket until a matching resumeReading(); used while a download's disk writes
+   * catch up. Counted, so several sinks can hold the connection paused independently.
+   */
+  pauseReading(): void {
+    if (this.pauseCount++ === 0) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (this.pauseCount > 0 && --this.pauseCount === 0) this.socket.resume();
+  }
+
+  // ---- writing ------------------------------------------------------------------------------------------
+
+  /** One write-queue job: never rejects; failures settle the request instead. */
+  private async send(spec: RequestSpec, resolve: (h: Header) => void, reject: (e: FtsError) => void): Promise<void> {
+    if (this.failure) return reject(this.failure);
+    if (this.quitting) return reject(new FtsError('IO_ERROR', 'connection is closing (quit was sent)'));
+    let fields: Header;
+    try {
+      if (typeof spec.header === 'function') {
+        // Preparing can take long (hashing a big file); a connection failure meanwhile ends the wait.
+        const preparing = spec.header();
+        preparing.catch(() => undefined);
+        fields = await Promise.race([preparing, this.failed]);
+      } else {
+        fields = spec.header;
+      }
+    } catch (err) {
+      return reject(asFtsError(err));
+    }
+    if (this.failure) return reject(this.failure);
+    const id = this.nextId();
+    const header: Header = { op: fields['op'], id };
+    Object.assign(header, fields);
+    header['id'] = id;
+    const frame = encodeHeader(header);
+    const bodyBytes = frame.length - FRAME_PREFIX_BYTES;
+    if (bodyBytes > this.maxHeader) {
+      return reject(new FtsError('FRAME_TOO_LARGE', `request header of ${bodyBytes} bytes exceeds the server's limit of ${this.maxHeader}`));
+    }
+    let declared = 0;
+    if (spec.body) {
+      const n = declaredUploadBytes(header);
+      if (n === null) return reject(new FtsError('INTERNAL', 'upload request without a valid size'));
+      declared = n;
+    }
+    const entry: InFlight = { id, op: header['op'], spec, resolve, reject, localError: null };
+    this.replies.add(entry);
+    // The server closes the connection after answering quit: later requests would never be answered.
+    if (header['op'] === 'quit') this.quitting = true;
+    try {
+      if (!spec.body) {
+        if (!this.socket.write(frame)) await this.drained();
+        return;
+      }
+      // Cork so that a small upload's header and its first data frame leave in one segment. writeData
+      // uncorks before it ever waits for 'drain' (a corked socket would never drain).
+      this.socket.cork();
+      let corked = true;
+      const uncork = (): void => {
+        if (corked) this.socket.uncork();
+        corked = false;
+      };
+      try {
+        this.socket.write(frame);
+        let written = 0;
+        const writer: DataWriter = {
+          maxChunk: this.maxChunk,
+          write: async (payload, corruptCrc = false) => {
+            written += payload.length;
+            if (written > declared) throw new FtsError('INTERNAL', `upload body wrote more than the declared ${declared} bytes`);
+            await this.writeData(payload, corruptCrc, uncork);
+          },
+        };
+        const problem = await spec.body(writer);
+        if (written !== declared) throw new FtsError('INTERNAL', `upload body wrote ${written} of the declared ${declared} bytes`);
+        if (problem !== null) entry.localError ??= problem;
+      } finally {
+        uncork();
+      }
+    } catch (err) {
+      // Either the connection already failed (this request was rejected with it), or the body broke its
+      // promise to send exactly `declared` bytes: the server can no longer find frame boundaries in step
+      // with us, so the connection is unusable.
+      this.fail(this.failure ?? asFtsError(err));
+    }
+  }
+
+  private async writeData(payload: Uint8Array, corruptCrc: boolean, uncork: () => void): Promise<void> {
+    if (this.failure) throw this.failure;
+    const prefix = encodeDataPrefix(payload);
+    if (corruptCrc) prefix.writeUInt32BE(~prefix.readUInt32BE(FRAME_PREFIX_BYTES) >>> 0, FRAME_PREFIX_BYTES);
+    // Prefix and payload go as two buffers of one corked write (writev): the payload is never copied.
+    this.socket.cork();
+    this.socket.write(prefix);
+    const ok = this.socket.write(payload);
+    this.socket.uncork();
+    uncork();
+    if (!ok) await this.drained();
+  }
+
+  private drained(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+  }
+
+  private nextId(): number {
+    this.lastId = this.lastId >= MAX_REQUEST_ID ? 1 : this.lastId + 1;
+    return this.lastId;
+  }
+
+  // ---- reading ------------------------------------------------------------------------------------------
+
+  private onBytes(chunk: Buffer): void {
+    if (this.failure) return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.failFraming(err);
+      return;
+    }
+    for (const frame of frames) {
+      if (this.failure) return;
+      try {
+        if (this.phase === 'greeting') this.onGreeting(frame);
+        else {
+          const end = this.replies.route(frame);
+          if (end !== null) this.fail(end);
+        }
+      } catch (err) {
+        this.fail(asFtsError(err, 'PROTOCOL_ERROR'));
+      }
+    }
+    // The decoder hands out the good frames before a framing error and keeps the error for the next push;
+    // there may be no next push (the server closes), so act on it now.
+    if (this.decoder.failure !== null) this.failFraming(this.decoder.failure);
+  }
+
+  private failFraming(err: unknown): void {
+    const e = asFtsError(err, 'PROTOCOL_ERROR');
+    this.fail(new FtsError(e.code, `${this.address} sent a malformed frame: ${e.message}`, {}, { cause: e }));
+  }
+
+  private onGreeting(frame: Frame): void {
+    if (frame.kind !== 'header') throw new FtsError('PROTOCOL_ERROR', `${this.address} is not an fts server (no greeting)`);
+    const h = frame.header;
+    if (h['status'] === 'bye') {
+      this.fail(serverError(h));
+      return;
+    }
+    if (h['status'] !== 'hello') throw new FtsError('PROTOCOL_ERROR', `${this.address} is not an fts server (no greeting)`);
+    if (h['protocol'] !== PROTOCOL) {
+      throw new FtsError('PROTOCOL_ERROR', `${this.address} speaks ${JSON.stringify(h['protocol'])}; this client implements ${PROTOCOL}`);
+    }
+    this.hello = Object.freeze({ ...h });
+    const maxHeader = h['maxHeader'];
+    if (Number.isSafeInteger(maxHeader) && (maxHeader as number) >= MIN_MAX_HEADER_BYTES) this.maxHeader = maxHeader as number;
+    const maxChunk = h['maxChunk'];
+    if (Number.isSafeInteger(maxChunk) && (maxChunk as number) >= 1) this.maxChunk = Math.min(maxChunk as number, MAX_CHUNK_BYTES);
+    this.phase = 'open';
+    this.greetingDone?.resolve();
+    this.greetingDone = null;
+  }
+
+  // ---- failure and close --------------------------------------------------------------------------------
+
+  /** Ends the connection: every request not yet answered fails with `err`, later ones fail at once. */
+  private fail(err: FtsError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.signalFailure(err);
+    const wasGreeting = this.phase === 'greeting';
+    this.phase = 'closed';
+    this.replies.failAll(err);
+    for (const w of this.drainWaiters.splice(0)) w.reject(err);
+    if (wasGreeting) this.greetingDone?.reject(err);
+    this.greetingDone = null;
+    this.socket.destroy();
+  }
+
+  private onClose(): void {
+    if (this.failure) return;
+    const cause = this.socketError;
+    let err: FtsError;
+    if (this.phase === 'greeting') {
+      err = !this.tcpConnected
+        ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeErrno(cause)}`, {}, { cause })
+        : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
+    } else if (cause !== null) {
+      err = new FtsError('IO_ERROR', `connection lost: ${describeErrno(cause)}`, {}, { cause });
+    } else {
+      err = new FtsError('IO_ERROR', this.quitting ? 'connection closed (quit)' : 'connection closed by server');
+    }
+    this.fail(err);
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
+}

@@ -1,0 +1,24 @@
+/**
+ * The public surface of the fts client library (the package's main export).
+ *
+ *   const client = await FtsClient.connect({ host, port });
+ *   await client.auth(user, password);
+ *   await client.upload('report.pdf');
+ *   await client.quit();
+ *
+ * Every error is an FtsError with a stable `code`; isServerError() tells the ones the server sent from
+ * those raised locally (a missing local file, a name refused before sending, a lost connection).
+ */
+export { FtsClient } from './client.js';
+export type {
+  ConnectOptions,
+  DownloadBufferResult,
+  DownloadResult,
+  ListEntry,
+  ListOptions,
+  ProgressCallback,
+  TransferOptions,
+  UploadResult,
+} from './client.js';
+export { isServerError } from './errors.js';
+export { FtsError, ERROR_CODES, type ErrorCode } from '../protocol/index.js';

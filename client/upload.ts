@@ -1,0 +1,140 @@
+/**
+ * The local half of an upload: hashing a file and streaming it as data frames, both with bounded memory.
+ *
+ * The protocol declares size and SHA-256 in the header, before the data (§6.1), so a file is read twice:
+ * once to hash it, once to send it. Both passes read through the same open FileHandle so that they see the
+ * same file even if its path is replaced in between; if its content changes anyway, the server's checksum
+ * check refuses the upload and nothing is published.
+ */
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
+import type { DataWriter } from './replies.js';
+import { localFsError } from './errors.js';
+
+export type ProgressCallback = (done: number, total: number) => void;
+
+export interface Digest {
+  size: number;
+  /** 64 lowercase hex digits. */
+  sha256: string;
+}
+
+/** Hash reads are large because hashing is cheap per byte and syscalls are not; one buffer is reused. */
+const HASH_READ_BYTES = 1024 * 1024;
+
+/** SHA-256 and size of an open file, read sequentially from offset 0 in fixed-size pieces. */
+export async function digestFile(fh: FileHandle, displayPath: string): Promise<Digest> {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
+  let size = 0;
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+  } catch (err) {
+    throw localFsError(err, displayPath);
+  }
+  return { size, sha256: hash.digest('hex') };
+}
+
+export function digestBuffer(data: Uint8Array): Digest {
+  return { size: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+}
+
+/** Chunk size actually used: the protocol's default, unless the server announced a smaller maximum. */
+export function chunkSize(out: DataWriter): number {
+  return Math.max(1, Math.min(DEFAULT_CHUNK_BYTES, out.maxChunk));
+}
+
+/**
+ * Sends bytes 0 … size−1 of the file as data frames.
+ *
+ * The server needs exactly `size` bytes to stay in step with the stream (§6.1), so if the file cannot be
+ * read to the end (it shrank, or a read failed) the rest is padded with zeros, and the first padding frame
+ * carries a wrong CRC32C: the server then answers CHUNK_CORRUPT and publishes nothing, the session survives,
+ * and the real cause is returned here to be reported instead of the server's code.
+ */
+export async function sendFile(
+  fh: FileHandle,
+  size: number,
+  out: DataWriter,
+  displayPath: string,
+  onProgress?: ProgressCallback,
+): Promise<FtsError | null> {
+  const chunk = chunkSize(out);
+  let sent = 0;
+  let problem: FtsError | null = null;
+  let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
+  while (sent < size) {
+    const want = Math.min(chunk, size - sent);
+    if (padding === null) {
+      const piece = await readAt(fh, want, sent, displayPath);
+      if (!(piece instanceof FtsError)) {
+        await out.write(piece);
+        sent += piece.length;
+        onProgress?.(sent, size);
+        continue;
+      }
+      problem = piece;
+      padding = Buffer.alloc(chunk);
+      await out.write(padding.subarray(0, want), true); // wrong CRC: the server must refuse this upload
+    } else {
+      await out.write(padding.subarray(0, want));
+    }
+    sent += want;
+  }
+  return problem;
+}
+
+/** Up to `want` bytes at `position`, or the reason there are none (read error, or end of file). */
+async function readAt(fh: FileHandle, want: number, position: number, displayPath: string): Promise<Buffer | FtsError> {
+  // A fresh buffer per frame: the socket may still hold the previous one until it is flushed.
+  const buf = Buffer.allocUnsafe(want);
+  try {
+    const { bytesRead } = await fh.read(buf, 0, want, position);
+    if (bytesRead > 0) return buf.subarray(0, bytesRead);
+    return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+  } catch (err) {
+    return localFsError(err, displayPath);
+  }
+}
+
+/** Sends an in-memory buffer as data frames; the payloads are views of `data`, not copies. */
+export async function sendBuffer(data: Uint8Array, out: DataWriter, onProgress?: ProgressCallback): Promise<null> {
+  const chunk = chunkSize(out);
+  for (let sent = 0; sent < data.length; ) {
+    const end = Math.min(data.length, sent + chunk);
+    await out.write(data.subarray(sent, end));
+    sent = end;
+    onProgress?.(sent, data.length);
+  }
+  return null;
+}
+
+/**
+ * A first-come first-served limit on concurrent jobs. Hashing is limited so that a pipelined batch of
+ * uploads does not read many large files at once; FIFO order matters because the write queue sends
+ * headers in call order, so the oldest upload must get its hash first.
+ */
+export class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await job();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * The admin protocol, spoken over the primary's UNIX-domain socket (mode 0600, so only the server's own
+ * user can reach it). Newline-delimited JSON: the client sends one request line; the server answers with
+ * zero or more `event` lines and then exactly one final line with `ok` true or false, except for `drain`,
+ * whose connection ends when the server exits (after an `{"event":"exited"}` line when it gets the chance).
+ */
+
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Default admin socket, shared by fts-server and fts-admin: a per-user private directory under
+ * $XDG_RUNTIME_DIR (or the temp dir), so other local users cannot squat the path.
+ */
+export function defaultAdminSocket(): string {
+  const runtime = process.env['XDG_RUNTIME_DIR'];
+  const base = runtime && runtime.trim() !== '' ? runtime : os.tmpdir();
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return path.join(base, `fts-${uid}`, 'admin.sock');
+}
+
+export const ADMIN_MAX_LINE_BYTES = 64 * 1024;
+
+export type AdminRequest =
+  | { cmd: 'status' }
+  | { cmd: 'sessions' }
+  /** timeout: grace seconds for this drain (defaults to the server's --grace). */
+  | { cmd: 'drain'; timeout?: number }
+  | { cmd: 'reload' }
+  | { cmd: 'kick'; session: string }
+  | { cmd: 'restart-workers' };
+
+export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers'] as const satisfies readonly AdminRequest['cmd'][];
+
+export interface WorkerStatus {
+  pid: number;
+  /** Open TCP connections, authenticated or not. */
+  connections: number;
+  /** Authenticated sessions. */
+  sessions: number;
+  /** Uploads and downloads in flight. */
+  transfers: number;
+  /** False when the worker did not answer in time (stopped or hung); its counts are then 0. */
+  responding: boolean;
+}
+
+export interface StatusResult {
+  pid: number;
+  port: number | null;
+  metricsPort: number | null;
+  draining: boolean;
+  uptimeSeconds: number;
+  version: string;
+  workers: WorkerStatus[];
+  connections: number;
+  sessions: number;
+  transfers: number;
+  workerRestarts: number;
+}
+
+export interface SessionInfo {
+  id: string;
+  user: string | null;
+  remote: string;
+  /** Pid of the worker holding the session. */
+  worker: number;
+  /** Current operation, or null when idle. */
+  op: string | null;
+  file: string | null;
+  /** Bytes moved so far in the current operation. */
+  bytes: number;
+  /** When the session started (ISO 8601). */
+  since: string;
+}
+
+export interface DrainProgress {
+  event: 'progress';
+  sessions: number;
+  transfers: number;
+  workers: number;
+  secondsLeft: number;
+}
+
+export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'restarted'; old: number; new: number };
+
+export type AdminFinal =
+  | { ok: true; result?: unknown }
+  | { ok: false; error: string; code?: string };
+
+export type AdminLine = AdminEvent | AdminFinal;
+
+export function encodeAdminLine(value: AdminRequest | AdminLine): string {
+  return `${JSON.stringify(value)}\n`;
+}
+
+/** Pure splitter for newline-delimited JSON with a bounded line length. */
+export class AdminLineDecoder {
+  private buffered = '';
+
+  push(chunk: string): unknown[] {
+    this.buffered += chunk;
+    const out: unknown[] = [];
+    let nl: number;
+    while ((nl = this.buffered.indexOf('\n')) >= 0) {
+      const line = this.buffered.slice(0, nl);
+      this.buffered = this.buffered.slice(nl + 1);
+      if (line.trim() === '') continue;
+      out.push(JSON.parse(line));
+    }
+    if (Buffer.byteLength(this.buffered) > ADMIN_MAX_LINE_BYTES) throw new Error('admin line too long');
+    return out;
+  }
+}
+
+/** Validates a request line received by the server. */
+export function parseAdminRequest(value: unknown): AdminRequest {
+  if (typeof value !== 'object' || value === null) throw new Error('request must be a JSON object');
+  const v = value as Record<string, unknown>;
+  switch (v['cmd']) {
+    case 'status':
+    case 'sessions':
+    case 'reload':
+    case 'restart-workers':
+      return { cmd: v['cmd'] };
+    case 'drain': {
+      const t = v['timeout'];
+      if (t === undefined) return { cmd: 'drain' };
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > 86_400) throw new Error('timeout must be an integer from 0 to 86400');
+      return { cmd: 'drain', timeout: t };
+    }
+    case 'kick': {
+      const s = v['session'];
+      if (typeof s !== 'string' || !/^[0-9a-f]{1,64}$/.test(s)) throw new Error('session must be a session id (hex)');
+      return { cmd: 'kick', session: s };
+    }
+    default:
+      throw new Error(`unknown command ${JSON.stringify(v['cmd'])}`);
+  }
+}

@@ -1,0 +1,126 @@
+import { chmod, mkdir, stat, unlink } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { AdminLineDecoder, encodeAdminLine, parseAdminRequest, type AdminLine, type AdminRequest } from '../../protocol/index.js';
+import type { Logger } from '../log.js';
+
+/** How long the startup probe waits for an existing server to answer on the socket. */
+const PROBE_TIMEOUT_MS = 1_000;
+
+export class AdminSocketInUse extends Error {
+  override name = 'AdminSocketInUse';
+}
+
+/** What the admin server needs from the primary. `reply` may be called for events and then once for the final line. */
+export type AdminHandler = (req: AdminRequest, reply: (line: AdminLine) => void, connection: net.Socket) => Promise<void>;
+
+/**
+ * Resolves true if something accepts connections on the socket path (another running server), false if
+ * the path is absent or stale (nothing listening: ECONNREFUSED), so it can be replaced.
+ */
+function probe(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = net.connect(socketPath);
+    const timer = setTimeout(() => {
+      conn.destroy();
+      resolve(true); // it accepted but is slow to talk: treat as alive, never steal a live socket
+    }, PROBE_TIMEOUT_MS);
+    conn.once('connect', () => {
+      clearTimeout(timer);
+      conn.destroy();
+      resolve(true);
+    });
+    conn.once('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * The UNIX-domain admin socket, served by the primary only (a worker listening on the path would share it
+ * round-robin). Mode 0600: whoever can connect can stop the server.
+ */
+export class AdminServer {
+  private server: net.Server | null = null;
+  /** Identity of the socket file we created, so close() never unlinks a path another server took over. */
+  private inode: { dev: number; ino: number } | null = null;
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly log: Logger,
+    private readonly handle: AdminHandler,
+  ) {}
+
+  async start(): Promise<void> {
+    await mkdir(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
+    if (await probe(this.socketPath)) {
+      throw new AdminSocketInUse(`another fts-server is already running (admin socket ${this.socketPath} answers)`);
+    }
+    // Stale socket from a crash (or nothing there): remove it, or listen() fails with EADDRINUSE.
+    await unlink(this.socketPath).catch(() => undefined);
+    // allowHalfOpen: a client may send its request and shut down its side while it waits for the answer.
+    const server = net.createServer({ allowHalfOpen: true }, (conn) => this.serve(conn));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(this.socketPath, 0o600);
+    const st = await stat(this.socketPath);
+    this.inode = { dev: st.dev, ino: st.ino };
+    server.on('error', (err) => this.log.error({ err }, 'admin socket error'));
+    this.server = server;
+    this.log.info({ socket: this.socketPath }, 'admin socket ready');
+  }
+
+  /** Stops listening and removes the socket file. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) server.close();
+    const mine = this.inode;
+    this.inode = null;
+    if (mine === null) return;
+    const st = await stat(this.socketPath).catch(() => null);
+    if (st && st.dev === mine.dev && st.ino === mine.ino) await unlink(this.socketPath).catch(() => undefined);
+  }
+
+  private serve(conn: net.Socket): void {
+    conn.setEncoding('utf8');
+    conn.on('error', () => undefined);
+    const decoder = new AdminLineDecoder();
+    let handled = false;
+    const reply = (line: AdminLine): void => {
+      if (!conn.destroyed) conn.write(encodeAdminLine(line));
+      if ('ok' in line) conn.end();
+    };
+    conn.on('data', (chunk: string) => {
+      if (handled) return;
+      let values: unknown[];
+      try {
+        values = decoder.push(chunk);
+      } catch (err) {
+        handled = true;
+        reply({ ok: false, error: `bad request: ${(err as Error).message}` });
+        return;
+      }
+      if (values.length === 0) return;
+      handled = true;
+      let req: AdminRequest;
+      try {
+        req = parseAdminRequest(values[0]);
+      } catch (err) {
+        reply({ ok: false, error: (err as Error).message });
+        return;
+      }
+      this.log.info({ event: 'admin', cmd: req.cmd }, `admin command: ${req.cmd}`);
+      this.handle(req, reply, conn).catch((err: unknown) => {
+        this.log.error({ err }, 'admin command failed');
+        reply({ ok: false, error: err instanceof Error ? err.message : String(err) });
+      });
+    });
+  }
+}

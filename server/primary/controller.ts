@@ -1,0 +1,171 @@
+import type { Worker } from 'node:cluster';
+import { readFile } from 'node:fs/promises';
+import type { AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
+import { parseUsers } from '../auth/users.js';
+import type { Config } from '../config.js';
+import type { WorkerStats } from '../ipc.js';
+import type { Logger } from '../log.js';
+import { SERVER_VERSION } from '../version.js';
+import { queryWorker } from './cluster-query.js';
+import type { WorkerPool } from './worker-pool.js';
+
+/** A worker that does not answer within this long is reported as not responding. */
+const QUERY_TIMEOUT_MS = 1_500;
+const DRAIN_PROGRESS_INTERVAL_MS = 1_000;
+/** Workers that have not exited this long after the drain deadline are killed. */
+const HARD_KILL_AFTER_DEADLINE_MS = 5_000;
+/** After a forced stop, workers get this long before SIGKILL. */
+const FORCED_STOP_KILL_MS = 5_000;
+
+type Reply = (line: AdminLine) => void;
+
+/**
+ * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
+ * Nothing here touches client connections; workers do that.
+ */
+export class Controller {
+  readonly startedAt = Date.now();
+  port: number | null = null;
+  metricsPort: number | null = null;
+  draining = false;
+  private drainWatchers = new Set<Reply>();
+  /** Called once every worker has exited after a drain; the primary then cleans up and exits. */
+  onStopped: () => void = () => {};
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly pool: WorkerPool,
+    /** The validated users file text that workers parse. */
+    private usersText: string,
+  ) {
+    pool.onAllExited = () => {
+      this.log.info('all workers exited');
+      for (const watcher of this.drainWatchers) watcher({ event: 'exited' });
+      this.onStopped();
+    };
+  }
+
+  sendUsers(worker: Worker): void {
+    if (worker.isConnected()) worker.send({ type: 'fts:users', text: this.usersText });
+  }
+
+  async handle(req: AdminRequest, reply: Reply): Promise<void> {
+    switch (req.cmd) {
+      case 'status':
+        reply({ ok: true, result: await this.status() });
+        return;
+      case 'sessions':
+        reply({ ok: true, result: await this.sessions() });
+        return;
+      case 'drain':
+        this.drainWatchers.add(reply);
+        this.drain('admin', req.timeout);
+        return;
+      case 'reload':
+        reply(await this.reload());
+        return;
+      case 'kick':
+        reply(await this.kick(req.session));
+        return;
+      case 'restart-workers':
+        if (this.draining) {
+          reply({ ok: false, error: 'the server is draining' });
+          return;
+        }
+        await this.pool.rollingRestart(this.config.graceSeconds * 1000, (oldPid, newPid) => reply({ event: 'restarted', old: oldPid, new: newPid }));
+        reply({ ok: true });
+        return;
+    }
+  }
+
+  async workerStats(): Promise<WorkerStatus[]> {
+    return Promise.all(
+      this.pool.workers.map(async (w) => {
+        const data = (await queryWorker(w, { type: 'fts:query', what: 'stats' }, QUERY_TIMEOUT_MS)) as WorkerStats | null;
+        return data ? { ...data, responding: true } : { pid: w.process.pid ?? 0, connections: 0, sessions: 0, transfers: 0, responding: false };
+      }),
+    );
+  }
+
+  async status(): Promise<StatusResult> {
+    const workers = await this.workerStats();
+    const sum = (key: 'connections' | 'sessions' | 'transfers') => workers.reduce((n, w) => n + w[key], 0);
+    return {
+      pid: process.pid,
+      port: this.port,
+      metricsPort: this.metricsPort,
+      draining: this.draining,
+      uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
+      version: SERVER_VERSION,
+      workers,
+      connections: sum('connections'),
+      sessions: sum('sessions'),
+      transfers: sum('transfers'),
+      workerRestarts: this.pool.restarts,
+    };
+  }
+
+  async sessions(): Promise<SessionInfo[]> {
+    const lists = await Promise.all(this.pool.workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS)));
+    return lists.flatMap((l) => (Array.isArray(l) ? l : []));
+  }
+
+  /** Re-reads the users file. A file that cannot be read or has any malformed line keeps the old table. */
+  async reload(): Promise<AdminLine> {
+    let text: string;
+    try {
+      text = await readFile(this.config.users, 'utf8');
+    } catch (err) {
+      return { ok: false, error: `cannot read ${this.config.users}: ${(err as NodeJS.ErrnoException).code ?? String(err)}; the old user table is kept` };
+    }
+    const { users, problems } = parseUsers(text);
+    if (problems.length > 0) {
+      const detail = problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
+      return { ok: false, error: `${this.config.users} has ${problems.length} malformed line(s) (${detail}); the old user table is kept` };
+    }
+    this.usersText = text;
+    this.pool.broadcast({ type: 'fts:users', text });
+    this.log.info({ users: users.size }, 'users file reloaded');
+    return { ok: true, result: { users: users.size } };
+  }
+
+  async kick(session: string): Promise<AdminLine> {
+    const answers = await Promise.all(this.pool.workers.map((w) => queryWorker(w, { type: 'fts:kick', session }, QUERY_TIMEOUT_MS)));
+    const found = answers.some((a) => a !== null && !Array.isArray(a) && 'found' in a && a.found);
+    return found ? { ok: true } : { ok: false, error: `no session ${session}` };
+  }
+
+  /** SIGINT, SIGTERM and `fts-admin drain` all land here. A second call is ignored (see forceStop). */
+  drain(reason: string, graceSeconds = this.config.graceSeconds): void {
+    if (this.draining) return;
+    this.draining = true;
+    const deadline = Date.now() + graceSeconds * 1000;
+    this.log.info({ reason, graceSeconds }, 'drain started');
+    this.pool.stop();
+    this.pool.broadcast({ type: 'fts:drain', deadline });
+    const ticker = setInterval(() => void this.reportDrain(deadline), DRAIN_PROGRESS_INTERVAL_MS);
+    ticker.unref();
+    setTimeout(() => {
+      this.log.error({ workers: this.pool.workers.length }, 'workers did not exit after the grace period; killing them');
+      this.pool.killAll('SIGKILL');
+    }, graceSeconds * 1000 + HARD_KILL_AFTER_DEADLINE_MS).unref();
+  }
+
+  /** A second Ctrl+C: cut everything now. Partial uploads are discarded; nothing partial is published. */
+  forceStop(): void {
+    this.log.warn('second signal: stopping now; partial uploads are discarded');
+    this.pool.broadcast({ type: 'fts:abort' });
+    setTimeout(() => this.pool.killAll('SIGKILL'), FORCED_STOP_KILL_MS).unref();
+  }
+
+  private async reportDrain(deadline: number): Promise<void> {
+    const workers = await this.workerStats();
+    if (this.pool.workers.length === 0) return;
+    const sessions = workers.reduce((n, w) => n + w.connections, 0);
+    const transfers = workers.reduce((n, w) => n + w.transfers, 0);
+    const secondsLeft = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+    this.log.info({ sessions, transfers, workers: workers.length, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers, ${secondsLeft}s left`);
+    for (const watcher of this.drainWatchers) watcher({ event: 'progress', sessions, transfers, workers: workers.length, secondsLeft });
+  }
+}
