@@ -21,6 +21,7 @@ import type { FtsClient } from './client.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
 import { obtainPassword } from './cli/password.js';
 import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, report, usageError } from './cli/report.js';
+import { localFsError } from './errors.js';
 
 const DEFAULT_HOST = '127.0.0.1';
 
@@ -146,10 +147,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-// A reader that goes away (`fts ls | head -1`) is not an error worth a stack trace.
+// A reader that goes away (`fts ls | head -1`) is not an error worth a stack trace; other output errors
+// (a full disk under a redirection) end the command with status 1.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK);
-  throw err;
+  process.exit(report(localFsError(err, 'stdout')));
 });
 
 main(process.argv.slice(2)).then(
