@@ -4,15 +4,22 @@ import type { Header } from './frames.js';
 import { MAX_FILE_SIZE, MAX_REQUEST_ID } from './limits.js';
 import { nameProblem } from './names.js';
 
-/** Authentication mechanisms this protocol defines. The greeting lists the ones a server offers. */
-export const AUTH_MECHANISMS = ['plain'] as const;
+/**
+ * Authentication mechanisms this protocol defines. The greeting lists the ones a server offers.
+ * `token` re-authenticates with the session token from an earlier successful login (for reconnects).
+ */
+export const AUTH_MECHANISMS = ['plain', 'token'] as const;
 export type AuthMechanism = (typeof AUTH_MECHANISMS)[number];
 
 /** Requests (client → server), one member per operation. */
 export type Request =
-  | { op: 'auth'; id: number; mech: AuthMechanism; user: string; password: string }
+  | { op: 'auth'; id: number; mech: 'plain'; user: string; password: string }
+  | { op: 'auth'; id: number; mech: 'token'; token: string }
   | { op: 'upload'; id: number; name: string; size: number; sha256: string; offset: number }
-  | { op: 'download'; id: number; name: string; offset: number }
+  /** The durable offset of a partial upload with this identity (0 when there is none). */
+  | { op: 'offset'; id: number; name: string; size: number; sha256: string }
+  /** ifSize/ifMtime: resume only if the file is still that version; otherwise the whole file is sent. */
+  | { op: 'download'; id: number; name: string; offset: number; ifSize?: number; ifMtime?: number }
   | { op: 'view'; id: number; name: string }
   | { op: 'delete'; id: number; name: string }
   | { op: 'list'; id: number; long: boolean }
@@ -20,7 +27,7 @@ export type Request =
   | { op: 'quit'; id: number };
 
 export type Op = Request['op'];
-export const OPS = ['auth', 'upload', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
+export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
 
 /** One listing entry. */
 export interface Entry {
@@ -70,6 +77,12 @@ function name(h: Header): string {
   return h['name'] as string;
 }
 
+function digest(h: Header): string {
+  const sha256 = str(h, 'sha256');
+  if (!SHA256_PATTERN.test(sha256)) throw bad('"sha256" must be 64 lowercase hex digits');
+  return sha256;
+}
+
 function size(h: Header, key: string, fallback?: number): number {
   const v = h[key] === undefined ? fallback : h[key];
   if (!isSize(v)) throw bad(`"${key}" must be an integer from 0 to ${MAX_FILE_SIZE}`);
@@ -88,21 +101,25 @@ export function parseRequest(h: Header): Request {
   switch (op) {
     case 'auth': {
       const mech = str(h, 'mech');
-      if (!(AUTH_MECHANISMS as readonly string[]).includes(mech)) {
-        throw new FtsError('UNSUPPORTED_MECHANISM', `mechanism "${mech.slice(0, 32)}" is not supported`);
-      }
-      return { op, id, mech: mech as AuthMechanism, user: str(h, 'user'), password: str(h, 'password') };
+      if (mech === 'plain') return { op, id, mech, user: str(h, 'user'), password: str(h, 'password') };
+      if (mech === 'token') return { op, id, mech, token: str(h, 'token') };
+      throw new FtsError('UNSUPPORTED_MECHANISM', `mechanism "${mech.slice(0, 32)}" is not supported`);
     }
     case 'upload': {
-      const sha256 = str(h, 'sha256');
-      if (!SHA256_PATTERN.test(sha256)) throw bad('"sha256" must be 64 lowercase hex digits');
+      const sha256 = digest(h);
       const total = size(h, 'size');
       const offset = size(h, 'offset', 0);
       if (offset > total) throw bad('"offset" is larger than "size"');
       return { op, id, name: name(h), size: total, sha256, offset };
     }
-    case 'download':
-      return { op, id, name: name(h), offset: size(h, 'offset', 0) };
+    case 'offset':
+      return { op, id, name: name(h), size: size(h, 'size'), sha256: digest(h) };
+    case 'download': {
+      const req: Request = { op, id, name: name(h), offset: size(h, 'offset', 0) };
+      if (h['ifSize'] !== undefined) req.ifSize = size(h, 'ifSize');
+      if (h['ifMtime'] !== undefined) req.ifMtime = size(h, 'ifMtime');
+      return req;
+    }
     case 'view':
     case 'delete':
       return { op, id, name: name(h) };

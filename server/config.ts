@@ -24,6 +24,10 @@ export interface Config {
   readonly idleTimeoutSeconds: number;
   readonly stallTimeoutSeconds: number;
   readonly maxHeaderBytes: number;
+  /** Lifetime of the session tokens issued at login, for password-less reconnects. */
+  readonly tokenTtlSeconds: number;
+  /** File holding the secret that signs session tokens; null = a random secret per server start. */
+  readonly clusterSecretFile: string | null;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -97,6 +101,13 @@ export const FLAGS = {
     default: () => String(DEFAULT_MAX_HEADER_BYTES),
     parse: integer(MIN_MAX_HEADER_BYTES, HARD_MAX_HEADER_BYTES),
   },
+  'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
+  'cluster-secret-file': {
+    env: 'FTS_CLUSTER_SECRET_FILE',
+    help: 'file with the secret shared by all nodes (signs session tokens); empty = random per start',
+    default: () => '',
+    parse: (raw: string, flag: string) => (raw.trim() === '' ? null : absolutePath(raw, flag)),
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof FLAGS;
@@ -104,9 +115,9 @@ type FlagName = keyof typeof FLAGS;
 export function usage(): string {
   const lines = ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):'];
   for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
-    lines.push(`  --${name.padEnd(18)} ${spec.help} [${spec.env}, default ${spec.default()}]`);
+    lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}]`);
   }
-  lines.push('  --help               show this help');
+  lines.push('  --help                 show this help');
   return lines.join('\n');
 }
 
@@ -147,5 +158,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
     maxHeaderBytes: pick('max-header-bytes') as number,
+    tokenTtlSeconds: pick('token-ttl') as number,
+    clusterSecretFile: pick('cluster-secret-file') as string | null,
   });
 }

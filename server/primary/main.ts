@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { parseUsers } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
@@ -23,6 +24,27 @@ async function readUsersText(file: string): Promise<string> {
   }
 }
 
+/** Minimum secret length: 256 bits. */
+const MIN_SECRET_BYTES = 32;
+
+/**
+ * The token-signing secret: from --cluster-secret-file (shared by every node behind a load balancer, so a
+ * reconnect may land anywhere), or random for this start (tokens then die with the process).
+ */
+async function loadSecret(config: Config): Promise<Buffer> {
+  if (config.clusterSecretFile === null) return randomBytes(MIN_SECRET_BYTES);
+  let st;
+  try {
+    st = await stat(config.clusterSecretFile);
+  } catch (err) {
+    throw new StartupError(`cluster secret file ${config.clusterSecretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if ((st.mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+  const secret = Buffer.from((await readFile(config.clusterSecretFile, 'utf8')).trim(), 'utf8');
+  if (secret.length < MIN_SECRET_BYTES) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: must hold at least ${MIN_SECRET_BYTES} bytes`);
+  return secret;
+}
+
 /**
  * The primary: validates what workers will need, forks them, serves the admin socket and owns the drain.
  * It never touches client connections itself (apart from the cluster's round-robin hand-off).
@@ -40,7 +62,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const swept = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
   if (swept > 0) log.info({ removed: swept }, 'removed expired partial uploads');
 
-  const pool = new WorkerPool(config, log);
+  const pool = new WorkerPool(config, log, await loadSecret(config));
   const controller = new Controller(config, log, pool, usersText);
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {

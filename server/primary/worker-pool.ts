@@ -32,6 +32,8 @@ export class WorkerPool {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    /** Signs session tokens; handed to each worker through its environment, never logged. */
+    private readonly secret: Buffer,
   ) {
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
   }
@@ -82,7 +84,7 @@ export class WorkerPool {
   }
 
   private fork(): Worker {
-    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify(this.config) });
+    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify(this.config), FTS_SESSION_SECRET: this.secret.toString('hex') });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
     this.log.info({ workerPid: worker.process.pid }, 'worker started');

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
+import { createHash, timingSafeEqual, type Hash } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -9,9 +9,29 @@ import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 
 /**
- * Partial uploads live in <root>/.fts/staging/<user>/ under random names, so nothing partial is ever
- * visible in the user's directory. A staged file becomes public only by one rename, under the name's lock.
+ * Partial uploads live in <root>/.fts/staging/<user>/, so nothing partial is ever visible in the user's
+ * directory. A staged file becomes public only by one rename, under the name's lock.
+ *
+ * The staging file's name is derived from the upload's identity: (name, size, SHA-256 of the whole file),
+ * within the user's staging directory. That is what makes uploads resumable across connections, workers,
+ * restarts and nodes: a client that comes back with the same identity finds the same file. Two writers of
+ * one identity write identical bytes at identical offsets (the identity pins the content), so a stale
+ * writer on a half-open connection cannot corrupt a resumed upload, and a file that changed locally has
+ * another identity, so old and new bytes are never spliced. The whole-file digest checked at commit is
+ * the final gate either way.
  */
+
+/** The staging file name of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
+export function stagingKey(name: string, size: number, sha256: string): string {
+  return createHash('sha256').update(`${size}\0${sha256}\0${name}`, 'utf8').digest('hex');
+}
+
+function stagingPathOf(t: StagingTarget, size: number, sha256: string): string {
+  return path.join(stagingDir(t.root, t.user), `${stagingKey(t.name, size, sha256)}.part`);
+}
+
+/** Read size when re-hashing the staged prefix of a resumed upload. */
+const REHASH_CHUNK_BYTES = 1024 * 1024;
 
 export interface StagingTarget {
   root: string;
@@ -19,7 +39,7 @@ export interface StagingTarget {
   name: string;
 }
 
-type State = 'open' | 'committing' | 'committed' | 'aborted';
+type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
 
 export class StagedUpload {
   readonly name: string;
@@ -29,7 +49,7 @@ export class StagedUpload {
   readonly #target: string;
   readonly #stagingPath: string;
   readonly #expected: Buffer;
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash: Hash;
   #handle: FileHandle | undefined;
   #received = 0;
   #state: State = 'open';
@@ -37,7 +57,7 @@ export class StagedUpload {
   #aborting: Promise<void> | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; size: number; sha256: string }) {
+  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; size: number; sha256: string; offset: number; hash: Hash }) {
     this.name = t.name;
     this.size = t.size;
     this.#root = t.root;
@@ -46,17 +66,19 @@ export class StagedUpload {
     this.#stagingPath = t.stagingPath;
     this.#handle = t.handle;
     this.#expected = Buffer.from(t.sha256, 'hex');
+    this.#received = t.offset;
+    this.#hash = t.hash;
   }
 
-  /** Bytes received so far, including any beyond `size` (those are counted but never written). */
+  /** Bytes received so far (from offset 0), including any beyond `size` (counted but never written). */
   get received(): number {
     return this.#received;
   }
 
   /**
    * Appends a chunk. The caller awaits each write before the next (that is how the connection applies
-   * backpressure); a second write while one is outstanding is a bug and throws. A failed write aborts the
-   * upload (the staging file is removed) before the error is thrown.
+   * backpressure); a second write while one is outstanding is a bug and throws. A failed write releases
+   * the upload (the bytes staged so far stay, for a resume) before the error is thrown.
    */
   async write(chunk: Buffer): Promise<void> {
     if (this.#state !== 'open') throw new Error(`StagedUpload.write after ${this.#state}`);
@@ -78,11 +100,27 @@ export class StagedUpload {
         done += bytesWritten;
       }
     } catch (err) {
-      await this.abort();
+      this.#writing = false;
+      await this.release();
       throw fsError(err, this.name);
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * fsyncs what has been written and returns the offset a resume may continue from. Only offsets that
+   * are on stable storage are ever reported to a client.
+   */
+  async durableOffset(): Promise<number> {
+    const handle = this.#handle;
+    if (handle === undefined || this.#writing) throw new Error('StagedUpload.durableOffset needs an open, idle upload');
+    try {
+      await handle.sync();
+    } catch (err) {
+      throw fsError(err, this.name);
+    }
+    return Math.min(this.#received, this.size);
   }
 
   /**
@@ -110,7 +148,14 @@ export class StagedUpload {
       this.#handle = undefined;
       await handle.close();
       const mtime = await withLock(this.#root, this.#user, this.name, async () => {
-        await rename(this.#stagingPath, this.#target);
+        try {
+          await rename(this.#stagingPath, this.#target);
+        } catch (err) {
+          // Another writer of this very identity (same name, size and digest, so the same bytes) published
+          // the shared staging file first: our upload's content is what was published.
+          if (errnoOf(err) !== 'ENOENT') throw err;
+          throw new FtsError('IO_ERROR', `${this.name}: a concurrent identical upload was published first; retry to confirm`);
+        }
         await fsyncDir(path.dirname(this.#target));
         // Still under the lock, so this is the version we published, not a racing successor.
         return mtimeOf(await lstat(this.#target));
@@ -125,7 +170,19 @@ export class StagedUpload {
     }
   }
 
-  /** Closes and removes the staging file. Idempotent, safe to call concurrently, never throws. */
+  /**
+   * Closes the staging file but keeps it, so the upload can be resumed (dropped connection, kick, drain
+   * deadline). The partial-upload TTL sweep removes it if nobody comes back. Idempotent, never throws.
+   */
+  async release(): Promise<void> {
+    if (this.#state !== 'open' && this.#state !== 'committing') return;
+    this.#state = 'released';
+    const handle = this.#handle;
+    this.#handle = undefined;
+    await handle?.close().catch(() => undefined);
+  }
+
+  /** Closes and removes the staging file (its content is known bad). Idempotent, never throws. */
   abort(): Promise<void> {
     if (this.#state === 'committed') return Promise.resolve();
     this.#aborting ??= this.#doAbort();
@@ -149,26 +206,80 @@ export class StagedUpload {
   }
 }
 
-/**
- * Validates the request and creates the staging file. The name is checked first so that a bad name never
- * costs a file; size and digest are re-checked here because the storage layer trusts no caller.
- */
-export async function beginStagedUpload(t: StagingTarget, size: number, sha256: string): Promise<StagedUpload> {
-  const target = resolveName(userDirPath(t.root, t.user), t.name);
+function checkIdentity(size: number, sha256: string): void {
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE) throw new FtsError('BAD_REQUEST', '"size" is not a valid file size');
   if (!SHA256_PATTERN.test(sha256)) throw new FtsError('BAD_REQUEST', '"sha256" must be 64 lowercase hex digits');
+}
 
-  const dir = stagingDir(t.root, t.user);
-  // 128 random bits: no collision with another worker or node, and O_EXCL makes sure of it anyway.
-  const stagingPath = path.join(dir, `${randomBytes(16).toString('hex')}.part`);
+/**
+ * The durable offset of the partial upload with this identity: its staged length after an fsync (the
+ * length is read first, so every byte it counts was written before the fsync began). 0 when none exists.
+ */
+export async function stagedOffset(t: StagingTarget, size: number, sha256: string): Promise<number> {
+  resolveName(userDirPath(t.root, t.user), t.name);
+  checkIdentity(size, sha256);
   let handle: FileHandle;
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    handle = await open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
+    handle = await open(stagingPathOf(t, size, sha256), constants.O_RDWR | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return 0;
+    throw fsError(err, t.name);
+  }
+  try {
+    const { size: staged } = await handle.stat();
+    await handle.sync();
+    return Math.min(staged, size);
+  } catch (err) {
+    throw fsError(err, t.name);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Validates the request and opens (or creates) the identity's staging file. With `offset` > 0 the upload
+ * continues a partial one: the staged bytes before the offset are re-hashed from disk, so the digest
+ * checked at commit covers what is really in the file. An offset beyond what is staged is refused with
+ * OFFSET_MISMATCH carrying the durable offset to continue from.
+ */
+export async function beginStagedUpload(t: StagingTarget, size: number, sha256: string, offset = 0): Promise<StagedUpload> {
+  const target = resolveName(userDirPath(t.root, t.user), t.name);
+  checkIdentity(size, sha256);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
+
+  const stagingPath = stagingPathOf(t, size, sha256);
+  let handle: FileHandle;
+  try {
+    await mkdir(path.dirname(stagingPath), { recursive: true, mode: 0o700 });
+    handle = await open(stagingPath, constants.O_CREAT | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
     throw fsError(err, t.name);
   }
-  return new StagedUpload({ ...t, target, stagingPath, handle, size, sha256 });
+  const hash = createHash('sha256');
+  try {
+    if (offset > 0) {
+      const { size: staged } = await handle.stat();
+      if (offset > staged) {
+        await handle.sync();
+        throw new FtsError('OFFSET_MISMATCH', `${t.name}: only ${Math.min(staged, size)} bytes are staged; resume from there`, { offset: Math.min(staged, size) });
+      }
+      await hashPrefix(handle, offset, hash);
+    }
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw fsError(err, t.name);
+  }
+  return new StagedUpload({ ...t, target, stagingPath, handle, size, sha256, offset, hash });
+}
+
+async function hashPrefix(handle: FileHandle, length: number, hash: Hash): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(REHASH_CHUNK_BYTES, length));
+  for (let position = 0; position < length; ) {
+    const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, length - position), position);
+    if (bytesRead === 0) throw new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 });
+    hash.update(buf.subarray(0, bytesRead));
+    position += bytesRead;
+  }
 }
 
 /**

@@ -8,7 +8,7 @@ import { errnoOf, fsError } from './errors.js';
 import { listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
 import { internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
-import { beginStagedUpload, type StagedUpload } from './staging.js';
+import { beginStagedUpload, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
 export { StagedUpload, sweepStaging } from './staging.js';
@@ -110,8 +110,14 @@ export class UserStore {
     this.#dir = dir;
   }
 
-  beginUpload(name: string, size: number, sha256: string): Promise<StagedUpload> {
-    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, sha256);
+  /** Starts (offset 0) or resumes (offset > 0) the staged upload with this identity. */
+  beginUpload(name: string, size: number, sha256: string, offset = 0): Promise<StagedUpload> {
+    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, sha256, offset);
+  }
+
+  /** The durable offset a resume of this upload identity may continue from (0 when nothing is staged). */
+  stagedOffset(name: string, size: number, sha256: string): Promise<number> {
+    return stagedOffset({ root: this.#root, user: this.user, name }, size, sha256);
   }
 
   /**

@@ -8,6 +8,8 @@ export interface WorkerContext {
   readonly config: Config;
   readonly log: Logger;
   readonly store: Store;
+  /** Signs and checks session tokens; the same in every worker (and every node sharing the secret file). */
+  readonly secret: Buffer;
   /** The current user table; replaced wholesale on reload, never mutated. */
   users: UserTable;
   /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */

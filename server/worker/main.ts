@@ -50,7 +50,10 @@ export async function runWorker(config: Config): Promise<void> {
     if (sessions.size === 0) exit(0);
   };
 
-  const ctx: WorkerContext = { config, log, store, users, draining: false, onSessionIdle: checkDrained };
+  const secret = Buffer.from(process.env['FTS_SESSION_SECRET'] ?? '', 'hex');
+  delete process.env['FTS_SESSION_SECRET'];
+  if (secret.length < 32) throw new Error('worker started without a session secret');
+  const ctx: WorkerContext = { config, log, store, secret, users, draining: false, onSessionIdle: checkDrained };
 
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (ctx.draining) {

@@ -249,7 +249,8 @@ export class Session {
       this.armTimer();
     }
     if (req.op === 'auth') {
-      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user: req.user.slice(0, 64), mech: req.mech }, 'auth');
+      const user = req.mech === 'plain' ? req.user.slice(0, 64) : this.user;
+      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
     } else {
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
     }

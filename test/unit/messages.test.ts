@@ -81,6 +81,13 @@ describe('protocol messages', function () {
       ['list long true', { op: 'list', id: 6, long: true }, { op: 'list', id: 6, long: true }],
       ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
       ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
+      ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }],
+      ['auth with a token', { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }, { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }],
+      [
+        'download with a version condition',
+        { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
+        { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
+      ],
       ['quit', { op: 'quit', id: 8 }, { op: 'quit', id: 8 }],
       ['id 0', { op: 'noop', id: 0 }, { op: 'noop', id: 0 }],
       ['id 2^32 - 1', { op: 'noop', id: 4294967295 }, { op: 'noop', id: 4294967295 }],

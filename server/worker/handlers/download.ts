@@ -17,19 +17,23 @@ export const READ_CHUNK_BYTES = 256 * 1024;
 export async function download(req: DownloadRequest, io: SessionIo): Promise<HandlerResult> {
   const file = await io.userStore().openRead(req.name);
   try {
-    if (req.offset > file.size) {
-      throw new FtsError('OFFSET_MISMATCH', `offset ${req.offset} is past the end of the file (${file.size} bytes)`, { size: file.size });
+    // Like HTTP If-Range: a resume is only valid against the version it started from; any other version
+    // is sent whole, so the client never splices two versions.
+    const sameVersion = (req.ifSize === undefined || req.ifSize === file.size) && (req.ifMtime === undefined || req.ifMtime === file.mtime);
+    const offset = sameVersion ? req.offset : 0;
+    if (offset > file.size) {
+      throw new FtsError('OFFSET_MISMATCH', `offset ${offset} is past the end of the file (${file.size} bytes)`, { size: file.size });
     }
-    const length = file.size - req.offset;
+    const length = file.size - offset;
     const hash = createHash('sha256');
-    await hashRange(file, 0, req.offset, hash);
-    io.send({ status: 'data', size: file.size, mtime: file.mtime, offset: req.offset, length });
+    await hashRange(file, 0, offset, hash);
+    io.send({ status: 'data', size: file.size, mtime: file.mtime, offset, length });
     let sent = 0;
     // Read ahead one chunk while the previous one is being sent.
-    let pending = length > 0 ? readChunk(file, req.offset) : null;
+    let pending = length > 0 ? readChunk(file, offset) : null;
     while (pending !== null) {
       const chunk = await pending;
-      const position = req.offset + sent + chunk.length;
+      const position = offset + sent + chunk.length;
       pending = position < file.size ? readChunk(file, position) : null;
       pending?.catch(() => {}); // its error, if any, is raised when awaited above
       hash.update(chunk);

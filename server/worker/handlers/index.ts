@@ -1,7 +1,7 @@
 import type { Request } from '../../../protocol/index.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { download } from './download.js';
-import { auth, list, noop, quit, remove } from './simple.js';
+import { auth, list, noop, offset, quit, remove } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
 
@@ -11,6 +11,7 @@ type Handler<K extends Request['op']> = (req: Extract<Request, { op: K }>, io: S
 export const HANDLERS = {
   auth,
   upload,
+  offset,
   download,
   view,
   delete: remove,

@@ -1,14 +1,33 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
+import { issueToken, verifyToken } from '../../auth/tokens.js';
 import { verifyPassword } from '../../auth/users.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 
 type Req<K extends Request['op']> = Extract<Request, { op: K }>;
 
-/** Unknown user and wrong password take the same path (verifyPassword is constant-time) and get one reply. */
+/**
+ * Unknown user and wrong password take the same path (verifyPassword is constant-time) and get one reply.
+ * Success returns a session token for password-less reconnects (mech "token").
+ */
 export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResult> {
-  if (!verifyPassword(io.ctx.users, req.user, req.password)) throw new FtsError('AUTH_FAILED');
-  await io.authenticate(req.user);
-  return { reply: { user: req.user } };
+  const { ctx } = io;
+  let user: string | null;
+  if (req.mech === 'plain') user = verifyPassword(ctx.users, req.user, req.password) ? req.user : null;
+  else {
+    user = verifyToken(ctx.secret, req.token);
+    // A user removed from the users file loses their tokens at the next reload.
+    if (user !== null && !ctx.users.has(user)) user = null;
+  }
+  if (user === null) throw new FtsError('AUTH_FAILED');
+  await io.authenticate(user);
+  const { token, expires } = issueToken(ctx.secret, user, ctx.config.tokenTtlSeconds * 1000);
+  return { reply: { user, token, tokenExpires: expires } };
+}
+
+/** The durable offset of a partial upload, so a client knows where to resume. */
+export async function offset(req: Req<'offset'>, io: SessionIo): Promise<HandlerResult> {
+  const staged = await io.userStore().stagedOffset(req.name, req.size, req.sha256);
+  return { reply: { name: req.name, offset: staged } };
 }
 
 export async function remove(req: Req<'delete'>, io: SessionIo): Promise<HandlerResult> {

@@ -6,22 +6,21 @@ import type { HandlerResult, SessionIo } from '../session-io.js';
 type UploadRequest = Extract<Request, { op: 'upload' }>;
 
 /**
- * Streams the data frames into a staging file, then publishes it only if the size and SHA-256 match.
- * Whatever goes wrong, the declared data is still read to its end, so that the next request on the
- * connection starts on a frame boundary; and the staging file is removed unless it was published.
+ * Streams the data frames into the identity's staging file, then publishes it only if the size and
+ * SHA-256 match. Whatever goes wrong, the declared data is still read to its end, so that the next request
+ * on the connection starts on a frame boundary.
+ *
+ * What happens to the staged bytes: published on success; removed when the digest proves them wrong;
+ * otherwise (dropped connection, corrupt chunk, disk error, drain) kept for a resume until --partial-ttl.
  */
 export async function upload(req: UploadRequest, io: SessionIo): Promise<HandlerResult> {
   const expected = req.size - req.offset;
   let failure: FtsError | null = null;
   let staged: StagedUpload | null = null;
-  if (req.offset !== 0) {
-    failure = new FtsError('OFFSET_MISMATCH', 'no partial upload to resume at this offset', { offset: 0 });
-  } else {
-    try {
-      staged = await io.userStore().beginUpload(req.name, req.size, req.sha256);
-    } catch (err) {
-      failure = asFtsError(err);
-    }
+  try {
+    staged = await io.userStore().beginUpload(req.name, req.size, req.sha256, req.offset);
+  } catch (err) {
+    failure = asFtsError(err);
   }
   let published = false;
   try {
@@ -35,7 +34,9 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Handler
       io.progress(received, req.name);
       if (failure !== null || staged === null) continue;
       if (!chunk.crcOk) {
-        failure = new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check`, { offset: at });
+        // Everything before this chunk is good: make it durable and tell the client to resend from here.
+        const offset = await staged.durableOffset();
+        failure = new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
         continue;
       }
       try {
@@ -49,9 +50,9 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Handler
     published = true;
     return {
       reply: { name: req.name, size: req.size, sha256: req.sha256, mtime },
-      audit: { file: req.name, bytes: req.size, sha256: req.sha256 },
+      audit: { file: req.name, bytes: expected, sha256: req.sha256 },
     };
   } finally {
-    if (!published && staged !== null) await staged.abort();
+    if (!published && staged !== null) await staged.release();
   }
 }

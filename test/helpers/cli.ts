@@ -1,0 +1,103 @@
+/**
+ * Runs the real `fts` CLI (dist/client/cli.js) as a child process, the way a user would: stdin is a pipe
+ * (never a TTY), the password comes from FTS_PASSWORD, and no FTS_* variable leaks in from the test's own
+ * environment. Every run is bounded: a CLI still running after `timeoutMs` is killed and reported.
+ */
+import { spawn } from 'node:child_process';
+import { CLIENT_CLI } from './paths.js';
+
+export interface CliOptions {
+  /** Adds `--host 127.0.0.1 --port <port>` before the arguments. */
+  port?: number;
+  /** Adds `--user <user>` before the arguments. */
+  user?: string;
+  /** Sets FTS_PASSWORD; omitted (undefined) means no FTS_PASSWORD at all. */
+  password?: string;
+  cwd?: string;
+  /** Written to stdin, which is then closed (stdin is always a pipe, so never a TTY). */
+  input?: string | Buffer;
+  /** Extra environment variables (applied after the FTS_* variables were removed). */
+  env?: NodeJS.ProcessEnv;
+  /** Default 30 s. */
+  timeoutMs?: number;
+}
+
+export interface CliResult {
+  /** Exit code (null only if killed by a signal). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+  /** stdout decoded as UTF-8. */
+  out: string;
+  /** The argument vector passed after the script path (for messages). */
+  argv: readonly string[];
+}
+
+export function cliEnv(password: string | undefined, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
+  if (password !== undefined) env['FTS_PASSWORD'] = password;
+  return { ...env, ...extra };
+}
+
+export function runCli(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
+  const argv: string[] = [];
+  if (options.port !== undefined) argv.push('--host', '127.0.0.1', '--port', String(options.port));
+  if (options.user !== undefined) argv.push('--user', options.user);
+  argv.push(...args);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLIENT_CLI, ...argv], {
+      cwd: options.cwd,
+      env: cliEnv(options.password, options.env),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (c: string) => {
+      stderr += c;
+    });
+    child.stdin.on('error', () => undefined); // the CLI may exit before reading its input
+    child.stdin.end(options.input ?? '');
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        reject(new Error(`fts ${argv.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${stderr}`));
+        return;
+      }
+      const stdout = Buffer.concat(out);
+      resolve({ code, signal, stdout, stderr, out: stdout.toString('utf8'), argv });
+    });
+  });
+}
+
+/** A one-line description of a CLI result for assertion messages. */
+export function describeRun(r: CliResult): string {
+  return `fts ${r.argv.join(' ')} -> exit ${r.code ?? r.signal}; stdout: ${JSON.stringify(r.out.slice(0, 300))}; stderr: ${JSON.stringify(r.stderr.slice(0, 500))}`;
+}
+
+/** Runs `fn` over `items` with at most `limit` running at once; results in item order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => worker()));
+  return results;
+}

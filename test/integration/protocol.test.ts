@@ -1,0 +1,517 @@
+/**
+ * The wire protocol against a real fts-server, byte by byte: a raw TCP client built on the codec sends
+ * exactly the frames each case needs (including malformed ones) and checks every reply against
+ * docs/PROTOCOL.md.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { access, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
+import { delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { rawHeaderFrame, corruptCrcData, prefix } from '../helpers/vectors.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stagingFiles(server: TestServer, user: string): Promise<string[]> {
+  try {
+    return await readdir(path.join(server.storage, '.fts', 'staging', user));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+function isReply(r: Reply | Header): r is Reply {
+  return Array.isArray(r['interim']) && Array.isArray(r['data']);
+}
+
+/** `id` may list several acceptable ids (an error inside an upload may blame the upload or no request). */
+function expectError(reply: Reply | Header, code: string, fatal: boolean, id: number | null | Array<number | null>): void {
+  const h: Header = isReply(reply) ? reply.final : reply;
+  expect(h, JSON.stringify(h)).to.include({ status: 'error', code, fatal });
+  expect(h['id'], JSON.stringify(h)).to.be.oneOf(Array.isArray(id) ? id : [id]);
+  expect(h['message']).to.be.a('string');
+}
+
+/** The connection must answer a noop with the given id (the session survived). */
+async function expectAlive(c: RawClient, id = 4242): Promise<void> {
+  c.sendHeader({ op: 'noop', id });
+  const r = await c.reply();
+  expect(r.final).to.deep.equal({ id, status: 'ok' });
+}
+
+/** After a fatal error: the server closes promptly and sends nothing more. */
+async function expectClosed(c: RawClient): Promise<void> {
+  expect(await c.waitClosed(5_000), 'server closes the connection promptly').to.equal(true);
+  expect(await c.next(1_000), 'no frame after the fatal reply').to.equal(null);
+}
+
+describe('protocol (raw TCP against a real server)', function () {
+  let server: TestServer;
+  const clients: RawClient[] = [];
+
+  async function login(user = ALICE): Promise<RawClient> {
+    const c = await RawClient.login(server.port, user.user, user.password);
+    clients.push(c);
+    return c;
+  }
+
+  async function open(): Promise<{ client: RawClient; greeting: Header }> {
+    const o = await RawClient.open(server.port);
+    clients.push(o.client);
+    return o;
+  }
+
+  before(async function () {
+    server = await TestServer.start({ workers: 2 });
+  });
+
+  afterEach(function () {
+    for (const c of clients.splice(0)) c.close();
+  });
+
+  after(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server?.stop();
+  });
+
+  it('greets first with hello, fts/1, plain, caps, maxHeader and maxChunk', async function () {
+    const { greeting } = await open();
+    expect(greeting['status']).to.equal('hello');
+    expect(greeting['protocol']).to.equal('fts/1');
+    expect(greeting['server']).to.be.a('string');
+    expect(greeting['mechs']).to.be.an('array').that.includes('plain');
+    expect(greeting['caps']).to.be.an('array');
+    for (const cap of greeting['caps'] as unknown[]) expect(cap).to.be.a('string');
+    expect(greeting['maxHeader']).to.equal(16384);
+    expect(greeting['maxChunk']).to.equal(1048576);
+    expect(greeting).to.not.have.property('id');
+  });
+
+  it('pipelining: auth plus 20 requests in one write get replies in order with matching ids', async function () {
+    const { client } = await open();
+    const content = randomBytes(300_000);
+    const small = Buffer.from('pipelined small file\n');
+    const ids = Array.from({ length: 21 }, (_, i) => 900_000 - i * 7919); // unique, decreasing, not 1..n
+    const reqs: Array<{ bytes: Buffer; check: (r: Reply) => void }> = [];
+    const hdr = (h: Header, check: (r: Reply) => void): void => {
+      reqs.push({ bytes: encodeHeader(h), check });
+    };
+    const ok = (r: Reply): void => {
+      expect(r.final['status'], JSON.stringify(r.final)).to.equal('ok');
+    };
+    let n = 0;
+    const id = (): number => ids[n++]!;
+    hdr({ op: 'auth', id: id(), mech: 'plain', user: ALICE.user, password: ALICE.password }, (r) => expect(r.final['user']).to.equal('alice'));
+    hdr({ op: 'noop', id: id() }, ok);
+    reqs.push({ bytes: uploadBytes(id(), 'pipe-big.bin', content, 100_000), check: (r) => expect(r.final).to.include({ status: 'ok', name: 'pipe-big.bin', size: content.length, sha256: sha256(content) }) });
+    reqs.push({ bytes: uploadBytes(id(), 'pipe-small.txt', small), check: ok });
+    hdr({ op: 'list', id: id(), long: true }, (r) => {
+      expect(r.interim.map((h) => h['name'])).to.deep.equal(['pipe-big.bin', 'pipe-small.txt']);
+      expect(r.final['count']).to.equal(2);
+    });
+    hdr({ op: 'download', id: id(), name: 'pipe-big.bin' }, (r) => {
+      expect(Buffer.concat(r.data).equals(content)).to.equal(true);
+      expect(r.final['sha256']).to.equal(sha256(content));
+    });
+    hdr({ op: 'view', id: id(), name: 'pipe-big.bin' }, (r) => expect(Buffer.concat(r.data).equals(content.subarray(0, 1024))).to.equal(true));
+    hdr({ op: 'view', id: id(), name: 'pipe-small.txt' }, (r) => expect(Buffer.concat(r.data).equals(small)).to.equal(true));
+    hdr({ op: 'download', id: id(), name: 'missing' }, (r) => expectError(r, 'NOT_FOUND', false, r.final['id'] as number));
+    hdr({ op: 'frobnicate', id: id() }, (r) => expectError(r, 'UNKNOWN_OP', false, r.final['id'] as number));
+    hdr({ op: 'delete', id: id(), name: 'pipe-small.txt' }, (r) => expect(r.final).to.include({ status: 'ok', name: 'pipe-small.txt' }));
+    hdr({ op: 'delete', id: id(), name: 'pipe-small.txt' }, (r) => expectError(r, 'NOT_FOUND', false, r.final['id'] as number));
+    hdr({ op: 'list', id: id(), long: false }, (r) => {
+      expect(r.interim).to.deep.equal([{ id: r.final['id'], status: 'entry', name: 'pipe-big.bin' }]);
+    });
+    hdr({ op: 'download', id: id(), name: 'pipe-big.bin', offset: 299_990 }, (r) => {
+      expect(Buffer.concat(r.data).equals(content.subarray(299_990))).to.equal(true);
+      expect(r.final['sha256']).to.equal(sha256(content));
+    });
+    hdr({ op: 'view', id: id(), name: 'a/b' }, (r) => expectError(r, 'BAD_NAME', false, r.final['id'] as number));
+    hdr({ op: 'auth', id: id(), mech: 'plain', user: ALICE.user, password: ALICE.password }, (r) => expectError(r, 'ALREADY_AUTHENTICATED', false, r.final['id'] as number));
+    for (let i = 0; i < 4; i++) hdr({ op: 'noop', id: id() }, ok);
+    hdr({ op: 'delete', id: id(), name: 'pipe-big.bin' }, ok);
+    expect(reqs).to.have.length(21);
+    client.write(...reqs.map((r) => r.bytes));
+    for (const [i, req] of reqs.entries()) {
+      const r = await client.reply();
+      expect(r.final['id'], `reply ${i} id`).to.equal(ids[i]);
+      for (const h of r.interim) expect(h['id'], `interim reply of request ${i}`).to.equal(ids[i]);
+      req.check(r);
+    }
+    expect(client.pending).to.equal(0);
+    await expectAlive(client);
+  });
+
+  it('operations before auth get AUTH_REQUIRED (non-fatal); noop works; then auth works', async function () {
+    const { client } = await open();
+    client.write(
+      encodeHeader({ op: 'list', id: 10 }),
+      uploadBytes(11, 'early.txt', Buffer.from('sneaky')),
+      encodeHeader({ op: 'download', id: 12, name: 'early.txt' }),
+      encodeHeader({ op: 'view', id: 13, name: 'early.txt' }),
+      encodeHeader({ op: 'delete', id: 14, name: 'early.txt' }),
+      encodeHeader({ op: 'noop', id: 15 }),
+    );
+    for (const id of [10, 11, 12, 13, 14]) {
+      const r = await client.reply();
+      expectError(r, 'AUTH_REQUIRED', false, id);
+      expect(r.interim).to.deep.equal([]);
+      expect(r.data).to.deep.equal([]);
+    }
+    expect((await client.reply()).final).to.deep.equal({ id: 15, status: 'ok' });
+    client.sendHeader({ op: 'auth', id: 16, mech: 'plain', user: ALICE.user, password: ALICE.password });
+    expect((await client.reply()).final).to.deep.equal({ id: 16, status: 'ok', user: 'alice' });
+    client.sendHeader({ op: 'list', id: 17, long: false });
+    const list = await client.reply();
+    expect(list.final['status']).to.equal('ok');
+    expect(list.interim.map((h) => h['name'])).to.not.include('early.txt');
+    expect(await exists(path.join(server.storage, 'alice', 'early.txt'))).to.equal(false);
+  });
+
+  it('UNSUPPORTED_MECHANISM is non-fatal, and plain works afterwards', async function () {
+    const { client } = await open();
+    client.sendHeader({ op: 'auth', id: 3, mech: 'scram-sha-256', user: ALICE.user, password: ALICE.password });
+    expectError(await client.reply(), 'UNSUPPORTED_MECHANISM', false, 3);
+    client.sendHeader({ op: 'auth', id: 4, mech: 'plain', user: ALICE.user, password: ALICE.password });
+    expect((await client.reply()).final).to.deep.equal({ id: 4, status: 'ok', user: 'alice' });
+  });
+
+  it('unknown op gets UNKNOWN_OP (non-fatal)', async function () {
+    const c = await login();
+    c.sendHeader({ op: 'rename', id: 77, from: 'a', to: 'b' });
+    expectError(await c.reply(), 'UNKNOWN_OP', false, 77);
+    await expectAlive(c);
+  });
+
+  it('a header that is not a JSON object gets BAD_REQUEST with id null; the session survives', async function () {
+    const c = await login();
+    c.write(rawHeaderFrame(Buffer.from('{"op":"noop","id":5', 'utf8')));
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    c.write(rawHeaderFrame(Buffer.from('[1,2,3]', 'utf8')));
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    c.write(rawHeaderFrame(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]))); // {"\xff\xfe":1}: invalid UTF-8
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    await expectAlive(c);
+  });
+
+  it('a request with a missing field gets BAD_REQUEST with its id (non-fatal)', async function () {
+    const c = await login();
+    c.sendHeader({ op: 'download', id: 8 });
+    expectError(await c.reply(), 'BAD_REQUEST', false, 8);
+    c.sendHeader({ op: 'noop' });
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    await expectAlive(c);
+  });
+
+  it('an unknown frame type is a fatal PROTOCOL_ERROR and the connection closes', async function () {
+    const c = await login();
+    c.write(Buffer.concat([Buffer.from([0x58, 0, 0, 0, 2]), Buffer.from('{}')]));
+    const r = await c.reply();
+    expectError(r, 'PROTOCOL_ERROR', true, null);
+    await expectClosed(c);
+  });
+
+  it('a header frame declaring more than maxHeader bytes is a fatal FRAME_TOO_LARGE, before its body arrives', async function () {
+    const { client, greeting } = await open();
+    const maxHeader = greeting['maxHeader'] as number;
+    client.write(prefix(0x48, maxHeader + 1), Buffer.from('{"op":"noop"')); // body never completed
+    const r = await client.reply(5_000);
+    expectError(r, 'FRAME_TOO_LARGE', true, null);
+    await expectClosed(client);
+  });
+
+  it('a header frame of exactly maxHeader bytes is accepted', async function () {
+    const c = await login();
+    const base = JSON.stringify({ op: 'noop', id: 6, pad: '' });
+    const body = JSON.stringify({ op: 'noop', id: 6, pad: 'x'.repeat(16384 - Buffer.byteLength(base)) });
+    expect(Buffer.byteLength(body)).to.equal(16384);
+    c.write(rawHeaderFrame(Buffer.from(body, 'utf8')));
+    expect((await c.reply()).final).to.deep.equal({ id: 6, status: 'ok' });
+  });
+
+  it('a data frame longer than maxChunk + 4 is a fatal FRAME_TOO_LARGE', async function () {
+    const c = await login();
+    c.write(encodeHeader({ op: 'upload', id: 9, name: 'huge-frame.bin', size: 2_000_000, sha256: 'a'.repeat(64) }), prefix(0x44, 1048576 + 5));
+    const r = await c.reply(5_000);
+    expectError(r, 'FRAME_TOO_LARGE', true, [9, null]);
+    await expectClosed(c);
+    expect(await exists(path.join(server.storage, 'alice', 'huge-frame.bin'))).to.equal(false);
+  });
+
+  it('a data frame outside an upload is a fatal PROTOCOL_ERROR', async function () {
+    const c = await login();
+    c.write(encodeData(Buffer.from('stray bytes')));
+    expectError(await c.reply(), 'PROTOCOL_ERROR', true, null);
+    await expectClosed(c);
+  });
+
+  it('an empty data frame is a fatal PROTOCOL_ERROR', async function () {
+    const c = await login();
+    c.write(encodeHeader({ op: 'upload', id: 3, name: 'empty-frame.bin', size: 4, sha256: sha256(Buffer.from('abcd')) }), prefix(0x44, 4), Buffer.alloc(4));
+    expectError(await c.reply(), 'PROTOCOL_ERROR', true, [3, null]);
+    await expectClosed(c);
+    expect(await exists(path.join(server.storage, 'alice', 'empty-frame.bin'))).to.equal(false);
+  });
+
+  it('upload with a wrong sha256 gets CHECKSUM_MISMATCH; nothing is published; the session survives', async function () {
+    const c = await login();
+    const data = randomBytes(200_000);
+    c.write(uploadBytes(21, 'badsum.bin', data, 65_536, sha256(Buffer.from('something else'))));
+    expectError(await c.reply(), 'CHECKSUM_MISMATCH', false, 21);
+    expect(await exists(path.join(server.storage, 'alice', 'badsum.bin'))).to.equal(false);
+    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    c.sendHeader({ op: 'download', id: 22, name: 'badsum.bin' });
+    expectError(await c.reply(), 'NOT_FOUND', false, 22);
+    await expectAlive(c);
+  });
+
+  it('upload with a corrupted CRC in one data frame gets CHUNK_CORRUPT; nothing is published; the session survives', async function () {
+    const c = await login();
+    const data = randomBytes(30_000);
+    c.write(
+      encodeHeader({ op: 'upload', id: 31, name: 'crc.bin', size: data.length, sha256: sha256(data) }),
+      encodeData(data.subarray(0, 10_000)),
+      corruptCrcData(data.subarray(10_000, 20_000)),
+      encodeData(data.subarray(20_000)),
+      encodeHeader({ op: 'noop', id: 32 }),
+    );
+    const r = await c.reply();
+    expectError(r, 'CHUNK_CORRUPT', false, 31);
+    expect((await c.reply()).final).to.deep.equal({ id: 32, status: 'ok' });
+    expect(await exists(path.join(server.storage, 'alice', 'crc.bin'))).to.equal(false);
+    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    // The same upload without the corruption succeeds on the same connection.
+    c.write(uploadBytes(33, 'crc.bin', data, 10_000));
+    expect((await c.reply()).final).to.include({ id: 33, status: 'ok', sha256: sha256(data) });
+    c.sendHeader({ op: 'delete', id: 34, name: 'crc.bin' });
+    expect((await c.reply()).final['status']).to.equal('ok');
+  });
+
+  it('upload with a bad name: its data is skipped, BAD_NAME comes only after the data, and the next request works', async function () {
+    const c = await login();
+    const data = randomBytes(50_000);
+    const bytes = uploadBytes(41, '../escape.bin', data, 10_000);
+    const half = Math.floor(bytes.length / 2);
+    c.write(bytes.subarray(0, half));
+    await delay(300);
+    expect(c.pending, 'no reply before the upload data is complete').to.equal(0);
+    c.write(bytes.subarray(half), encodeHeader({ op: 'noop', id: 42 }));
+    expectError(await c.reply(), 'BAD_NAME', false, 41);
+    expect((await c.reply()).final).to.deep.equal({ id: 42, status: 'ok' });
+    expect(await exists(path.join(server.storage, 'escape.bin'))).to.equal(false);
+    expect(await exists(path.join(path.dirname(server.storage), 'escape.bin'))).to.equal(false);
+    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+  });
+
+  it('upload with offset other than 0 gets OFFSET_MISMATCH after its data; the session survives', async function () {
+    const c = await login();
+    const data = Buffer.from('0123456789');
+    c.write(
+      encodeHeader({ op: 'upload', id: 45, name: 'resume.bin', size: 20, offset: 10, sha256: sha256(Buffer.concat([data, data])) }),
+      encodeData(data),
+      encodeHeader({ op: 'noop', id: 46 }),
+    );
+    expectError(await c.reply(), 'OFFSET_MISMATCH', false, 45);
+    expect((await c.reply()).final).to.deep.equal({ id: 46, status: 'ok' });
+    expect(await exists(path.join(server.storage, 'alice', 'resume.bin'))).to.equal(false);
+  });
+
+  it('upload with a data frame going past the declared size is a fatal PROTOCOL_ERROR; nothing is published', async function () {
+    const c = await login();
+    const data = randomBytes(20);
+    c.write(encodeHeader({ op: 'upload', id: 51, name: 'overflow.bin', size: 10, sha256: sha256(data.subarray(0, 10)) }), encodeData(data));
+    const r = await c.reply();
+    expectError(r, 'PROTOCOL_ERROR', true, [51, null]);
+    await expectClosed(c);
+    expect(await exists(path.join(server.storage, 'alice', 'overflow.bin'))).to.equal(false);
+    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+  });
+
+  it('a header frame inside an upload data phase is a fatal PROTOCOL_ERROR; nothing is published', async function () {
+    const c = await login();
+    const data = randomBytes(100);
+    c.write(encodeHeader({ op: 'upload', id: 55, name: 'interrupted.bin', size: 100, sha256: sha256(data) }), encodeData(data.subarray(0, 50)), encodeHeader({ op: 'noop', id: 56 }));
+    const r = await c.reply();
+    expectError(r, 'PROTOCOL_ERROR', true, [55, null]);
+    await expectClosed(c);
+    expect(await exists(path.join(server.storage, 'alice', 'interrupted.bin'))).to.equal(false);
+    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+  });
+
+  it('wrong password gets a fatal AUTH_FAILED and the connection closes; an unknown user gets the byte-identical reply except the id', async function () {
+    const a = await open();
+    a.client.sendHeader({ op: 'auth', id: 111, mech: 'plain', user: ALICE.user, password: 'wrong password' });
+    const wrong = await a.client.reply();
+    expectError(wrong, 'AUTH_FAILED', true, 111);
+    await expectClosed(a.client);
+
+    const b = await open();
+    b.client.sendHeader({ op: 'auth', id: 222, mech: 'plain', user: 'mallory', password: ALICE.password });
+    const unknown = await b.client.reply();
+    expectError(unknown, 'AUTH_FAILED', true, 222);
+    await expectClosed(b.client);
+
+    const frameA = splitFrames(a.client.receivedBytes());
+    const frameB = splitFrames(b.client.receivedBytes());
+    expect(frameA).to.have.length(2); // greeting + the error
+    expect(frameB).to.have.length(2);
+    const normalise = (f: Buffer, id: number): string => f.subarray(5).toString('utf8').replace(`"id":${id}`, '"id":ID');
+    expect(normalise(frameA[1]!, 111)).to.equal(normalise(frameB[1]!, 222));
+    expect(frameA[1]!.length).to.equal(frameB[1]!.length);
+    // The same with a user that exists but whose password belongs to another user.
+    const c = await open();
+    c.client.sendHeader({ op: 'auth', id: 111, mech: 'plain', user: BOB.user, password: ALICE.password });
+    await c.client.reply();
+    await expectClosed(c.client);
+    const frameC = splitFrames(c.client.receivedBytes());
+    expect(frameC[1]!.equals(frameA[1]!)).to.equal(true);
+  });
+
+  it('quit gets ok, then the server closes the connection', async function () {
+    const c = await login();
+    c.sendHeader({ op: 'quit', id: 61 });
+    expect((await c.reply()).final).to.deep.equal({ id: 61, status: 'ok' });
+    await expectClosed(c);
+  });
+
+  it('quit before auth also gets ok and a close', async function () {
+    const { client } = await open();
+    client.sendHeader({ op: 'quit', id: 62 });
+    expect((await client.reply()).final).to.deep.equal({ id: 62, status: 'ok' });
+    await expectClosed(client);
+  });
+
+  it('download: data reply with size/mtime/offset/length, data frames totalling length, then ok with the sha256', async function () {
+    const c = await login();
+    const data = randomBytes(700_001);
+    c.write(uploadBytes(71, 'dl.bin', data, 1_048_576));
+    const up = (await c.reply()).final;
+    expect(up).to.include({ id: 71, status: 'ok', name: 'dl.bin', size: data.length, sha256: sha256(data) });
+    expect(Number.isSafeInteger(up['mtime'])).to.equal(true);
+    c.sendHeader({ op: 'download', id: 72, name: 'dl.bin', offset: 0 });
+    const r = await c.reply();
+    expect(r.interim).to.have.length(1);
+    expect(r.interim[0]).to.deep.equal({ id: 72, status: 'data', size: data.length, mtime: up['mtime'], offset: 0, length: data.length });
+    expect(r.data.length).to.be.greaterThan(1);
+    for (const p of r.data) expect(p.length).to.be.within(1, 1048576);
+    expect(Buffer.concat(r.data).equals(data)).to.equal(true);
+    expect(r.final).to.deep.equal({ id: 72, status: 'ok', name: 'dl.bin', size: data.length, length: data.length, sha256: sha256(data) });
+
+    // Without the optional offset field it defaults to 0.
+    c.sendHeader({ op: 'download', id: 73, name: 'dl.bin' });
+    const r2 = await c.reply();
+    expect(Buffer.concat(r2.data).equals(data)).to.equal(true);
+
+    // view: the first 1024 bytes.
+    c.sendHeader({ op: 'view', id: 74, name: 'dl.bin' });
+    const v = await c.reply();
+    expect(v.interim).to.deep.equal([{ id: 74, status: 'data', size: data.length, mtime: up['mtime'], offset: 0, length: 1024 }]);
+    expect(Buffer.concat(v.data).equals(data.subarray(0, 1024))).to.equal(true);
+    expect(v.final).to.deep.equal({ id: 74, status: 'ok', name: 'dl.bin', size: data.length, length: 1024 });
+
+    // list: the entry's size and mtime agree.
+    c.sendHeader({ op: 'list', id: 75 });
+    const l = await c.reply();
+    const entry = l.interim.find((h) => h['name'] === 'dl.bin');
+    expect(entry).to.deep.equal({ id: 75, status: 'entry', name: 'dl.bin', size: data.length, mtime: up['mtime'] });
+  });
+
+  it('download with an offset returns the tail and the whole-file sha256; offset = size gives no data', async function () {
+    const c = await login();
+    const data = randomBytes(400_000);
+    c.write(uploadBytes(81, 'tail.bin', data));
+    expect((await c.reply()).final['status']).to.equal('ok');
+    c.sendHeader({ op: 'download', id: 82, name: 'tail.bin', offset: 123_457 });
+    const r = await c.reply();
+    expect(r.interim[0]).to.include({ id: 82, status: 'data', size: data.length, offset: 123_457, length: data.length - 123_457 });
+    expect(Buffer.concat(r.data).equals(data.subarray(123_457))).to.equal(true);
+    expect(r.final).to.include({ id: 82, status: 'ok', size: data.length, length: data.length - 123_457, sha256: sha256(data) });
+
+    c.sendHeader({ op: 'download', id: 83, name: 'tail.bin', offset: data.length });
+    const end = await c.reply();
+    expect(end.interim[0]).to.include({ status: 'data', offset: data.length, length: 0 });
+    expect(end.data).to.deep.equal([]);
+    expect(end.final).to.include({ id: 83, status: 'ok', length: 0, sha256: sha256(data) });
+  });
+
+  it('download with an offset past the end gets OFFSET_MISMATCH (non-fatal)', async function () {
+    const c = await login();
+    const data = Buffer.from('short file');
+    c.write(uploadBytes(91, 'short.txt', data));
+    expect((await c.reply()).final['status']).to.equal('ok');
+    c.sendHeader({ op: 'download', id: 92, name: 'short.txt', offset: data.length + 1 });
+    const r = await c.reply();
+    expectError(r, 'OFFSET_MISMATCH', false, 92);
+    expect(r.interim).to.deep.equal([]);
+    expect(r.data).to.deep.equal([]);
+    await expectAlive(c);
+  });
+
+  it('zero-byte upload has no data frames; its download has a data reply with length 0 and no data frames', async function () {
+    const c = await login();
+    const empty = Buffer.alloc(0);
+    c.write(encodeHeader({ op: 'upload', id: 95, name: 'zero.bin', size: 0, sha256: sha256(empty) }), encodeHeader({ op: 'download', id: 96, name: 'zero.bin' }));
+    expect((await c.reply()).final).to.include({ id: 95, status: 'ok', size: 0 });
+    const r = await c.reply();
+    expect(r.interim[0]).to.include({ id: 96, status: 'data', size: 0, length: 0, offset: 0 });
+    expect(r.data).to.deep.equal([]);
+    expect(r.final).to.include({ id: 96, status: 'ok', sha256: sha256(empty) });
+  });
+
+  it('the server survived every case above', async function () {
+    const c = await login(BOB);
+    await expectAlive(c);
+    expect(server.proc.exitCode).to.equal(null);
+    expect(server.lines.filter((l) => typeof l.msg === 'string' && /worker died|crash loop/.test(l.msg))).to.deep.equal([]);
+  });
+});
+
+describe('protocol timeouts', function () {
+  let server: TestServer;
+  const clients: RawClient[] = [];
+
+  before(async function () {
+    server = await TestServer.start({ workers: 1, args: ['--login-timeout', '1', '--idle-timeout', '1'] });
+  });
+
+  after(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server?.stop();
+  });
+
+  it('login timeout: no auth within the limit gets bye LOGIN_TIMEOUT, then the connection closes', async function () {
+    const { client } = await RawClient.open(server.port);
+    clients.push(client);
+    const started = Date.now();
+    const bye = await client.nextHeader(5_000);
+    expect(bye['status']).to.equal('bye');
+    expect(bye['code']).to.equal('LOGIN_TIMEOUT');
+    expect(bye['message']).to.be.a('string');
+    expect(bye).to.not.have.property('id');
+    expect(await client.waitClosed(5_000)).to.equal(true);
+    expect(Date.now() - started).to.be.below(5_000);
+  });
+
+  it('idle timeout: an authenticated session without requests gets bye IDLE_TIMEOUT, then the connection closes', async function () {
+    const client = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    clients.push(client);
+    const started = Date.now();
+    const bye = await client.nextHeader(5_000);
+    expect(bye).to.include({ status: 'bye', code: 'IDLE_TIMEOUT' });
+    expect(await client.waitClosed(5_000)).to.equal(true);
+    expect(Date.now() - started).to.be.below(5_000);
+  });
+});
