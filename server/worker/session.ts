@@ -27,7 +27,7 @@ import { ConnectionGone, type DataChunk, type HandlerResult, type SessionIo } fr
 /** After we end our side, a peer that never closes its side is cut off after this long. */
 const CLOSE_LINGER_MS = 2_000;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 

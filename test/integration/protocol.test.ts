@@ -173,7 +173,7 @@ describe('protocol (raw TCP against a real server)', function () {
     }
     expect((await client.reply()).final).to.deep.equal({ id: 15, status: 'ok' });
     client.sendHeader({ op: 'auth', id: 16, mech: 'plain', user: ALICE.user, password: ALICE.password });
-    expect((await client.reply()).final).to.deep.equal({ id: 16, status: 'ok', user: 'alice' });
+    expect((await client.reply()).final).to.include({ id: 16, status: 'ok', user: 'alice' });
     client.sendHeader({ op: 'list', id: 17, long: false });
     const list = await client.reply();
     expect(list.final['status']).to.equal('ok');
@@ -186,7 +186,7 @@ describe('protocol (raw TCP against a real server)', function () {
     client.sendHeader({ op: 'auth', id: 3, mech: 'scram-sha-256', user: ALICE.user, password: ALICE.password });
     expectError(await client.reply(), 'UNSUPPORTED_MECHANISM', false, 3);
     client.sendHeader({ op: 'auth', id: 4, mech: 'plain', user: ALICE.user, password: ALICE.password });
-    expect((await client.reply()).final).to.deep.equal({ id: 4, status: 'ok', user: 'alice' });
+    expect((await client.reply()).final).to.include({ id: 4, status: 'ok', user: 'alice' });
   });
 
   it('unknown op gets UNKNOWN_OP (non-fatal)', async function () {
@@ -207,12 +207,23 @@ describe('protocol (raw TCP against a real server)', function () {
     await expectAlive(c);
   });
 
-  it('a request with a missing field gets BAD_REQUEST with its id (non-fatal)', async function () {
+  it('a request without a usable id gets BAD_REQUEST with id null (non-fatal)', async function () {
+    const c = await login();
+    c.sendHeader({ op: 'noop' });
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    c.sendHeader({ op: 'noop', id: -1 });
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    c.sendHeader({ op: 'list', id: 9, long: 'yes' });
+    expectError(await c.reply(), 'BAD_REQUEST', false, 9);
+    await expectAlive(c);
+  });
+
+  it('BUG: a download without a name (missing field) gets BAD_REQUEST as PROTOCOL.md §7 says, not BAD_NAME', async function () {
     const c = await login();
     c.sendHeader({ op: 'download', id: 8 });
     expectError(await c.reply(), 'BAD_REQUEST', false, 8);
-    c.sendHeader({ op: 'noop' });
-    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    c.sendHeader({ op: 'delete', id: 10, name: 42 });
+    expectError(await c.reply(), 'BAD_REQUEST', false, 10);
     await expectAlive(c);
   });
 
@@ -269,10 +280,11 @@ describe('protocol (raw TCP against a real server)', function () {
   it('upload with a wrong sha256 gets CHECKSUM_MISMATCH; nothing is published; the session survives', async function () {
     const c = await login();
     const data = randomBytes(200_000);
+    const staged = await stagingFiles(server, 'alice');
     c.write(uploadBytes(21, 'badsum.bin', data, 65_536, sha256(Buffer.from('something else'))));
     expectError(await c.reply(), 'CHECKSUM_MISMATCH', false, 21);
     expect(await exists(path.join(server.storage, 'alice', 'badsum.bin'))).to.equal(false);
-    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    expect(await stagingFiles(server, 'alice'), 'bytes proven wrong are not kept in staging').to.deep.equal(staged);
     c.sendHeader({ op: 'download', id: 22, name: 'badsum.bin' });
     expectError(await c.reply(), 'NOT_FOUND', false, 22);
     await expectAlive(c);
@@ -290,9 +302,12 @@ describe('protocol (raw TCP against a real server)', function () {
     );
     const r = await c.reply();
     expectError(r, 'CHUNK_CORRUPT', false, 31);
+    // A resend offset, if the server offers one, can only cover the good bytes before the corrupt frame.
+    if (r.final['offset'] !== undefined) expect(r.final['offset']).to.be.a('number').within(0, 10_000);
     expect((await c.reply()).final).to.deep.equal({ id: 32, status: 'ok' });
     expect(await exists(path.join(server.storage, 'alice', 'crc.bin'))).to.equal(false);
-    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    c.sendHeader({ op: 'list', id: 35, long: false });
+    expect((await c.reply()).interim.map((h) => h['name'])).to.not.include('crc.bin');
     // The same upload without the corruption succeeds on the same connection.
     c.write(uploadBytes(33, 'crc.bin', data, 10_000));
     expect((await c.reply()).final).to.include({ id: 33, status: 'ok', sha256: sha256(data) });
@@ -303,6 +318,7 @@ describe('protocol (raw TCP against a real server)', function () {
   it('upload with a bad name: its data is skipped, BAD_NAME comes only after the data, and the next request works', async function () {
     const c = await login();
     const data = randomBytes(50_000);
+    const staged = await stagingFiles(server, 'alice');
     const bytes = uploadBytes(41, '../escape.bin', data, 10_000);
     const half = Math.floor(bytes.length / 2);
     c.write(bytes.subarray(0, half));
@@ -313,7 +329,7 @@ describe('protocol (raw TCP against a real server)', function () {
     expect((await c.reply()).final).to.deep.equal({ id: 42, status: 'ok' });
     expect(await exists(path.join(server.storage, 'escape.bin'))).to.equal(false);
     expect(await exists(path.join(path.dirname(server.storage), 'escape.bin'))).to.equal(false);
-    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    expect(await stagingFiles(server, 'alice'), 'a refused name stages nothing').to.deep.equal(staged);
   });
 
   it('upload with offset other than 0 gets OFFSET_MISMATCH after its data; the session survives', async function () {
@@ -337,7 +353,6 @@ describe('protocol (raw TCP against a real server)', function () {
     expectError(r, 'PROTOCOL_ERROR', true, [51, null]);
     await expectClosed(c);
     expect(await exists(path.join(server.storage, 'alice', 'overflow.bin'))).to.equal(false);
-    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
   });
 
   it('a header frame inside an upload data phase is a fatal PROTOCOL_ERROR; nothing is published', async function () {
@@ -348,7 +363,6 @@ describe('protocol (raw TCP against a real server)', function () {
     expectError(r, 'PROTOCOL_ERROR', true, [55, null]);
     await expectClosed(c);
     expect(await exists(path.join(server.storage, 'alice', 'interrupted.bin'))).to.equal(false);
-    expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
   });
 
   it('wrong password gets a fatal AUTH_FAILED and the connection closes; an unknown user gets the byte-identical reply except the id', async function () {

@@ -1,0 +1,51 @@
+/**
+ * Runs `node dist/server/main.js` once with the given arguments and collects its exit status and output,
+ * for tests where the server is expected to refuse to start. If it outlives `timeoutMs` it is stopped by
+ * its own pid (SIGINT, then SIGKILL), so a server that unexpectedly started never outlives the test.
+ */
+import { spawn } from 'node:child_process';
+import { SERVER_MAIN } from './paths.js';
+
+export interface ServerRunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  elapsedMs: number;
+  /** True when the test had to kill the server because it did not exit in time. */
+  timedOut: boolean;
+}
+
+export function runServerOnce(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<ServerRunResult> {
+  const started = Date.now();
+  const proc = spawn(process.execPath, [SERVER_MAIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+  });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.setEncoding('utf8');
+  proc.stderr.setEncoding('utf8');
+  proc.stdout.on('data', (c: string) => {
+    stdout += c;
+  });
+  proc.stderr.on('data', (c: string) => {
+    stderr += c;
+  });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    // SIGINT first so a server that did start drains and takes its workers with it; SIGKILL if it lingers.
+    proc.kill('SIGINT');
+    setTimeout(() => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    }, 10_000).unref();
+  }, options.timeoutMs ?? 10_000);
+  return new Promise((resolve) => {
+    proc.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - started, timedOut });
+    });
+  });
+}

@@ -1,0 +1,442 @@
+/**
+ * End-to-end lifecycle of fts-server: graceful drain on SIGINT/SIGTERM/Ctrl+C, the grace deadline, a forced
+ * stop, refusing work while draining, a worker killed mid-upload, and the admin socket's single-instance
+ * guard. Every test runs real server processes (test/helpers/server.ts) and raw-protocol uploaders whose
+ * pace the test controls (test/helpers/lifecycle-slow-uploader.ts), so "in flight" is deterministic.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { lstat, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { sessionsJson, statusJson, type SessionJson } from '../helpers/admin-cli.js';
+import { RawConnection } from '../helpers/lifecycle-raw.js';
+import { SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
+import { runServerOnce } from '../helpers/lifecycle-spawn.js';
+import { exists, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
+import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const MiB = 1024 * 1024;
+
+function describeOutcome(o: UploadOutcome): string {
+  return o.kind === 'closed' ? `closed (${o.error ?? 'no error'})` : `${o.kind} ${JSON.stringify(o.header)}`;
+}
+
+function logIndex(server: TestServer, predicate: (l: LogLine) => boolean): number {
+  return server.lines.findIndex(predicate);
+}
+
+describe('lifecycle (end to end)', function () {
+  this.timeout(60_000);
+
+  const servers: TestServer[] = [];
+  const uploaders: SlowUploader[] = [];
+  const raws: RawConnection[] = [];
+  const clients: FtsClient[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
+
+  afterEach(async function () {
+    this.timeout(90_000);
+    // Connections first, so that a server left draining by a failed test stops at once.
+    for (const u of uploaders.splice(0)) await u.close();
+    for (const r of raws.splice(0)) r.destroy();
+    for (const c of clients.splice(0)) c.close();
+    // Newest first: a restarted server may be using an older server's storage directory.
+    for (const s of servers.splice(0).reverse()) await s.stop();
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+    const server = await TestServer.start(options);
+    servers.push(server);
+    return server;
+  }
+
+  async function startUploads(server: TestServer, count: number, prefix: string, options: { size?: number; pauseAt?: number; user?: TestUser } = {}): Promise<SlowUploader[]> {
+    const user = options.user ?? ALICE;
+    const started = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        SlowUploader.start({
+          port: server.port,
+          user: user.user,
+          password: user.password,
+          name: `${prefix}-${i}.bin`,
+          size: options.size ?? MiB,
+          ...(options.pauseAt === undefined ? {} : { pauseAt: options.pauseAt }),
+        }),
+      ),
+    );
+    uploaders.push(...started);
+    return started;
+  }
+
+  /** Waits until the server itself reports every upload in flight with all the bytes sent so far. */
+  async function waitInFlight(server: TestServer, ups: SlowUploader[]): Promise<SessionJson[]> {
+    for (const u of ups) await u.waitForSent(Math.floor(u.data.length / 2));
+    return waitUntil(
+      `${ups.length} uploads in flight on the server`,
+      async () => {
+        const sessions = await sessionsJson(server.adminSocket);
+        const all = ups.every((u) =>
+          sessions.some((s) => s.remote.endsWith(`:${u.localPort}`) && s.op === 'upload' && s.file === u.name && s.bytes >= u.sent && u.sent > 0),
+        );
+        return all ? sessions : undefined;
+      },
+      20_000,
+      100,
+    );
+  }
+
+  async function expectAllPublished(server: TestServer, ups: SlowUploader[]): Promise<void> {
+    for (const u of ups) {
+      expect(await publishedSha256(server.storage, u.user, u.name), `published content of ${u.name}`).to.equal(u.sha256);
+    }
+  }
+
+  async function expectNonePublished(server: TestServer, ups: SlowUploader[]): Promise<void> {
+    for (const u of ups) {
+      expect(await exists(path.join(server.storage, u.user, u.name)), `${u.name} must not be published`).to.equal(false);
+    }
+  }
+
+  /** One graceful-stop run: uploads paused mid-transfer, resumed, the signal sent while they stream. */
+  async function gracefulStop(count: number, send: (server: TestServer) => void, options: ServerOptions = {}): Promise<void> {
+    const server = await startServer({ workers: 2, ...options });
+    const ups = await startUploads(server, count, 'graceful');
+    await waitInFlight(server, ups);
+    // About 32 more frames at 40 ms each: every upload is still streaming when the signal lands.
+    for (const u of ups) u.resume(40);
+    send(server);
+    const outcomes = await Promise.all(ups.map((u) => u.outcome(30_000)));
+    outcomes.forEach((o, i) => {
+      const u = ups[i]!;
+      expect(o.kind, `upload ${u.name}: ${describeOutcome(o)}`).to.equal('reply');
+      if (o.kind !== 'reply') return;
+      expect(o.header['status'], `upload ${u.name}: ${describeOutcome(o)}`).to.equal('ok');
+      expect(o.header['id']).to.equal(u.uploadId);
+      expect(o.header['sha256']).to.equal(u.sha256);
+      expect(o.header['size']).to.equal(u.data.length);
+    });
+    const exit = await server.waitForExit(30_000);
+    expect(exit, `server exit status; stderr: ${server.stderr}`).to.deep.equal({ code: 0, signal: null });
+    await expectAllPublished(server, ups);
+    expect(await stagingLeftovers(server.storage), 'staging leftovers').to.deep.equal([]);
+    // The drain started before any of these uploads completed: they really were in flight.
+    const drainAt = logIndex(server, (l) => l.msg === 'drain started');
+    expect(drainAt, 'a "drain started" log line').to.be.at.least(0);
+    const firstUploadOk = logIndex(server, (l) => l['event'] === 'upload' && l['result'] === 'ok');
+    expect(firstUploadOk, 'first "upload ok" audit line comes after "drain started"').to.be.greaterThan(drainAt);
+    // Whatever followed each ok was the drain's goodbye, and every connection was closed.
+    for (const u of ups) {
+      await u.conn.waitClosed(5_000);
+      for (const h of u.afterUpload.slice(1)) {
+        expect(h['status'], `frame after the ok of ${u.name}`).to.equal('bye');
+        expect(h['code']).to.equal('SHUTTING_DOWN');
+      }
+    }
+  }
+
+  it('SIGINT with 16 uploads in flight: all complete intact, exit 0, no staging leftovers', async () => {
+    await gracefulStop(16, (s) => s.signal('SIGINT'));
+  });
+
+  it('SIGTERM with 4 uploads in flight: all complete intact, exit 0, no staging leftovers', async () => {
+    await gracefulStop(4, (s) => s.signal('SIGTERM'));
+  });
+
+  it('Ctrl+C to the process group (kill -INT -pgid): workers do not die on their own, uploads complete, exit 0', async () => {
+    const server = await startServer({ workers: 2, detached: true });
+    const workers = server.workerPids();
+    expect(workers).to.have.length(2);
+    const ups = await startUploads(server, 4, 'pgrp');
+    await waitInFlight(server, ups);
+    for (const u of ups) u.resume(40);
+    process.kill(-server.pid, 'SIGINT');
+    await sleep(300);
+    for (const pid of workers) expect(processAlive(pid), `worker ${pid} alive after the group SIGINT`).to.equal(true);
+    const outcomes = await Promise.all(ups.map((u) => u.outcome(30_000)));
+    for (const o of outcomes) {
+      expect(o.kind, describeOutcome(o)).to.equal('reply');
+      if (o.kind === 'reply') expect(o.header['status'], describeOutcome(o)).to.equal('ok');
+    }
+    const exit = await server.waitForExit(30_000);
+    expect(exit, `server exit status; stderr: ${server.stderr}`).to.deep.equal({ code: 0, signal: null });
+    await expectAllPublished(server, ups);
+    expect(await stagingLeftovers(server.storage)).to.deep.equal([]);
+    expect(server.lines.some((l) => l.msg === 'worker died; restarting'), 'no worker died').to.equal(false);
+    for (const pid of workers) {
+      const exited = server.lines.find((l) => l.msg === 'worker exited' && l['workerPid'] === pid);
+      expect(exited, `"worker exited" line for ${pid}`).to.not.equal(undefined);
+      expect(exited?.['code'], `worker ${pid} exit code`).to.equal(0);
+      expect(exited?.['signal'], `worker ${pid} exit signal`).to.equal(null);
+    }
+  });
+
+  it('--grace 1 with uploads that never finish: exits 0 soon after the deadline, nothing partial published, clean restart', async () => {
+    const server = await startServer({ workers: 2, args: ['--grace', '1'] });
+    const ups = await startUploads(server, 3, 'stuck');
+    await waitInFlight(server, ups);
+    const t0 = Date.now();
+    server.signal('SIGINT');
+    const exit = await server.waitForExit(30_000);
+    const elapsed = Date.now() - t0;
+    expect(exit, `server exit status; stderr: ${server.stderr}`).to.deep.equal({ code: 0, signal: null });
+    expect(elapsed, 'ms from the signal to the exit (grace 1 s)').to.be.below(11_000);
+    for (const u of ups) {
+      const o = await u.outcome(5_000);
+      expect(o.kind === 'reply' && o.header['status'] === 'ok', `stuck upload ${u.name} must not succeed: ${describeOutcome(o)}`).to.equal(false);
+      if (o.kind === 'bye') expect(o.header['code']).to.equal('SHUTTING_DOWN');
+      if (o.kind === 'reply') expect(o.header['code']).to.equal('SHUTTING_DOWN');
+    }
+    await expectNonePublished(server, ups);
+    expect(await stagingLeftovers(server.storage), 'staging leftovers after the deadline').to.deep.equal([]);
+
+    const again = await startServer({ workers: 1, storage: server.storage });
+    const client = await FtsClient.connect({ port: again.port });
+    clients.push(client);
+    await client.auth(ALICE.user, ALICE.password);
+    const names = (await client.list({ long: true })).map((e) => e.name);
+    for (const u of ups) expect(names, 'listing after restart').to.not.include(u.name);
+    expect(names, 'listing after restart').to.deep.equal([]);
+    expect(await stagingLeftovers(again.storage), 'staging after restart').to.deep.equal([]);
+    expect(await publishedNames(again.storage, ALICE.user)).to.deep.equal([]);
+  });
+
+  it('a new connection during the drain is refused promptly while an upload keeps the drain open', async () => {
+    const server = await startServer({ workers: 2 });
+    const [up] = await startUploads(server, 1, 'holder');
+    await waitInFlight(server, [up!]);
+    server.signal('SIGINT');
+    await waitUntil('both workers draining', () => server.lines.filter((l) => l.msg === 'draining').length >= 2, 10_000);
+    const t0 = Date.now();
+    const contact = await RawConnection.firstContact(server.port, 5_000);
+    const elapsed = Date.now() - t0;
+    if (contact.kind === 'header') raws.push(contact.conn);
+    expect(contact.kind, `first contact during the drain: ${JSON.stringify(contact.kind === 'header' ? contact.header : contact)}`).to.be.oneOf(['refused', 'header']);
+    if (contact.kind === 'refused') expect(contact.code).to.equal('ECONNREFUSED');
+    if (contact.kind === 'header') {
+      expect(contact.header['status'], 'a bye instead of the greeting').to.equal('bye');
+      expect(contact.header['code']).to.equal('SHUTTING_DOWN');
+    }
+    expect(elapsed).to.be.below(5_000);
+    // The drain is still open: the server runs and the upload's connection is alive.
+    expect(processAlive(server.pid)).to.equal(true);
+    expect(up!.conn.isClosed).to.equal(false);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+    await expectAllPublished(server, [up!]);
+  });
+
+  it('an idle session that sends a request during the drain gets SHUTTING_DOWN', async () => {
+    // One worker: the idle session shares it with the upload, so it stays open until it asks for something.
+    const server = await startServer({ workers: 1 });
+    const idle = await RawConnection.login(server.port, ALICE.user, ALICE.password);
+    raws.push(idle);
+    const [up] = await startUploads(server, 1, 'holder');
+    await waitInFlight(server, [up!]);
+    server.signal('SIGINT');
+    await server.waitForLog((l) => l.msg === 'draining', 10_000);
+    const id = await idle.send({ op: 'list', long: false });
+    const reply = await idle.nextHeader(5_000);
+    expect(reply, 'reply to a request sent during the drain').to.not.equal(null);
+    expect(reply?.['status'], JSON.stringify(reply)).to.be.oneOf(['error', 'bye']);
+    expect(reply?.['code'], JSON.stringify(reply)).to.equal('SHUTTING_DOWN');
+    if (reply?.['status'] === 'error') {
+      expect(reply['id']).to.equal(id);
+      expect(reply['fatal']).to.equal(true);
+    }
+    await idle.waitClosed(5_000);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+  });
+
+  it('idle sessions get bye SHUTTING_DOWN once their worker has no request in flight', async () => {
+    const server = await startServer({ workers: 2 });
+    const idles = await Promise.all(Array.from({ length: 4 }, () => RawConnection.login(server.port, ALICE.user, ALICE.password)));
+    raws.push(...idles);
+    const [up] = await startUploads(server, 1, 'holder');
+    const sessions = await waitInFlight(server, [up!]);
+    const busyWorker = sessions.find((s) => s.remote.endsWith(`:${up!.localPort}`))?.worker;
+    const workerOf = (c: RawConnection): number | undefined => sessions.find((s) => s.remote.endsWith(`:${c.localPort}`))?.worker;
+    const sameWorker = idles.filter((c) => workerOf(c) === busyWorker);
+    const otherWorker = idles.filter((c) => workerOf(c) !== busyWorker);
+    expect(otherWorker.length, 'idle sessions on the worker without the upload').to.be.at.least(1);
+    server.signal('SIGINT');
+    for (const c of otherWorker) {
+      const h = await c.nextHeader(5_000);
+      expect(h?.['status'], JSON.stringify(h)).to.equal('bye');
+      expect(h?.['code']).to.equal('SHUTTING_DOWN');
+      await c.waitClosed(5_000);
+    }
+    // Those sharing the upload's worker are still open while it runs...
+    await sleep(300);
+    for (const c of sameWorker) expect(c.isClosed, 'idle session on the busy worker still open').to.equal(false);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
+    // ...and get their bye once it is done.
+    for (const c of sameWorker) {
+      const h = await c.nextHeader(5_000);
+      expect(h?.['status'], JSON.stringify(h)).to.equal('bye');
+      expect(h?.['code']).to.equal('SHUTTING_DOWN');
+    }
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+  });
+
+  it('a second SIGINT during the drain stops at once: exit 0 well before --grace 60, nothing partial published', async () => {
+    const server = await startServer({ workers: 2, args: ['--grace', '60'] });
+    const ups = await startUploads(server, 2, 'forced');
+    await waitInFlight(server, ups);
+    server.signal('SIGINT');
+    await waitUntil('both workers draining', () => server.lines.filter((l) => l.msg === 'draining').length >= 2, 10_000);
+    await sleep(200);
+    expect(processAlive(server.pid), 'still draining (the uploads are stuck)').to.equal(true);
+    const t0 = Date.now();
+    server.signal('SIGINT');
+    const exit = await server.waitForExit(20_000);
+    expect(Date.now() - t0, 'ms from the second SIGINT to the exit').to.be.below(15_000);
+    expect(exit, `server exit status; stderr: ${server.stderr}`).to.deep.equal({ code: 0, signal: null });
+    for (const u of ups) {
+      const o = await u.outcome(5_000);
+      expect(o.kind === 'reply' && o.header['status'] === 'ok', `forced-stop upload must not succeed: ${describeOutcome(o)}`).to.equal(false);
+    }
+    await expectNonePublished(server, ups);
+    expect(await stagingLeftovers(server.storage)).to.deep.equal([]);
+  });
+
+  it('a worker killed with SIGKILL mid-upload: upload fails, nothing published, worker respawned, other worker unaffected', async () => {
+    const users: TestUser[] = [{ user: 'up', password: 'up-pass' }, ...Array.from({ length: 6 }, (_, i) => ({ user: `c${i}`, password: `c${i}-pass` }))];
+    const server = await startServer({ workers: 2, users });
+    const before = server.workerPids();
+    const others: Array<{ user: TestUser; client: FtsClient }> = [];
+    for (const u of users.slice(1)) {
+      const client = await FtsClient.connect({ port: server.port });
+      clients.push(client);
+      await client.auth(u.user, u.password);
+      others.push({ user: u, client });
+    }
+    const [up] = await startUploads(server, 1, 'victim', { user: users[0]! });
+    const sessions = await waitInFlight(server, [up!]);
+    const victim = sessions.find((s) => s.user === 'up')?.worker;
+    expect(victim, 'worker holding the upload').to.be.a('number');
+    const onOther = others.filter((o) => sessions.some((s) => s.user === o.user.user && s.worker !== victim));
+    const onVictim = others.filter((o) => sessions.some((s) => s.user === o.user.user && s.worker === victim));
+    expect(onOther.length, 'clients on the other worker').to.be.at.least(1);
+
+    process.kill(victim!, 'SIGKILL');
+    const o = await up!.outcome(10_000);
+    expect(o.kind, `upload on the killed worker: ${describeOutcome(o)}`).to.not.equal('reply');
+    await server.waitForLog((l) => l.msg === 'worker died; restarting' && l['workerPid'] === victim, 10_000);
+    const st = await waitUntil(
+      'two responding workers again',
+      async () => {
+        const s = await statusJson(server.adminSocket);
+        return s.workers.length === 2 && s.workers.every((w) => w.responding && w.pid !== victim) ? s : undefined;
+      },
+      15_000,
+      200,
+    );
+    expect(st.workers.map((w) => w.pid)).to.not.include(victim);
+    expect(before).to.include(victim);
+
+    // Clients on the surviving worker keep working on the same connection.
+    for (const { user, client } of onOther) {
+      const data = Buffer.from(`still here ${user.user}\n`);
+      await client.noop();
+      await client.uploadBuffer('after-kill.txt', data);
+      const back = await client.downloadBuffer('after-kill.txt');
+      expect(back.data.equals(data)).to.equal(true);
+      expect((await client.list()).map((e) => e.name)).to.deep.equal(['after-kill.txt']);
+    }
+    // Clients on the killed worker lost their connection.
+    for (const { client } of onVictim) {
+      const err = await client.noop().then(() => null, (e: unknown) => e);
+      expect(err, 'an operation on a connection of the killed worker fails').to.be.instanceOf(FtsError);
+    }
+    // New connections are served, and the upload was never published.
+    const fresh = await FtsClient.connect({ port: server.port });
+    clients.push(fresh);
+    await fresh.auth('up', 'up-pass');
+    expect((await fresh.list()).map((e) => e.name)).to.not.include(up!.name);
+    expect(await exists(path.join(server.storage, 'up', up!.name))).to.equal(false);
+  });
+
+  describe('admin socket single-instance guard', () => {
+    it('a second server with the same --admin-socket is refused and the first keeps running', async () => {
+      const first = await startServer({ workers: 1 });
+      const { dir, cleanup } = await tempDirFor('fts-second-');
+      cleanups.push(cleanup);
+      const r = await runServerOnce(
+        ['--port', '0', '--host', '127.0.0.1', '--storage', path.join(dir, 'storage'), '--users', first.usersFile, '--workers', '1', '--admin-socket', first.adminSocket],
+        { timeoutMs: 15_000 },
+      );
+      expect(r.timedOut, `second server kept running; stdout: ${r.stdout}`).to.equal(false);
+      expect(r.code, `exit code; stderr: ${r.stderr}`).to.not.equal(0);
+      expect(r.code).to.not.equal(null);
+      expect(r.stderr).to.match(/already running/);
+      expect(r.stderr).to.include(first.adminSocket);
+      // The first server's socket was not touched.
+      expect((await lstat(first.adminSocket)).isSocket()).to.equal(true);
+      const st = await statusJson(first.adminSocket);
+      expect(st.pid).to.equal(first.pid);
+    });
+
+    it('a stale socket file left by a killed process is replaced and the server starts', async () => {
+      const { dir, cleanup } = await tempDirFor('fts-stale-');
+      cleanups.push(cleanup);
+      const stale = path.join(dir, 'admin.sock');
+      await leaveStaleSocket(stale);
+      expect((await lstat(stale)).isSocket(), 'stale socket file exists before the start').to.equal(true);
+      const server = await startServer({ workers: 1, args: ['--admin-socket', stale] });
+      const st = await statusJson(stale);
+      expect(st.pid).to.equal(server.pid);
+      expect(st.port).to.equal(server.port);
+      const client = await FtsClient.connect({ port: server.port });
+      clients.push(client);
+      await client.auth(ALICE.user, ALICE.password);
+      await client.noop();
+      client.close();
+      clients.splice(clients.indexOf(client), 1);
+      // A stop removes the socket it created.
+      expect(await server.halt()).to.deep.equal({ code: 0, signal: null });
+      expect(await exists(stale), 'admin socket removed at exit').to.equal(false);
+    });
+  });
+});
+
+async function tempDirFor(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Has a child process listen on `socketPath`, then SIGKILLs it: the socket file stays behind, stale. */
+async function leaveStaleSocket(socketPath: string): Promise<void> {
+  const code = `const s = require('node:net').createServer(); s.listen(${JSON.stringify(socketPath)}, () => process.stdout.write('ready\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const gone = new Promise((resolve) => child.once('close', resolve));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('socket holder did not start')), 10_000);
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (c: string) => {
+        if (c.includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', () => {
+        clearTimeout(timer);
+        reject(new Error('socket holder exited early'));
+      });
+    });
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await gone;
+  }
+}
