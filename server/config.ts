@@ -24,6 +24,9 @@ export interface Config {
   readonly idleTimeoutSeconds: number;
   readonly stallTimeoutSeconds: number;
   readonly maxHeaderBytes: number;
+  readonly metricsHost: string;
+  /** null = no metrics endpoint; 0 = an ephemeral port. */
+  readonly metricsPort: number | null;
   /** Lifetime of the session tokens issued at login, for password-less reconnects. */
   readonly tokenTtlSeconds: number;
   /** File holding the secret that signs session tokens; null = a random secret per server start. */
@@ -32,6 +35,9 @@ export interface Config {
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Default port of the Prometheus endpoint: beside the service port, and unassigned. */
+export const DEFAULT_METRICS_PORT = 9421;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -101,6 +107,13 @@ export const FLAGS = {
     default: () => String(DEFAULT_MAX_HEADER_BYTES),
     parse: integer(MIN_MAX_HEADER_BYTES, HARD_MAX_HEADER_BYTES),
   },
+  'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => '127.0.0.1', parse: nonEmpty },
+  'metrics-port': {
+    env: 'FTS_METRICS_PORT',
+    help: 'port of the /metrics endpoint (0 = ephemeral, off = disabled)',
+    default: () => String(DEFAULT_METRICS_PORT),
+    parse: (raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535)(raw, flag)),
+  },
   'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
   'cluster-secret-file': {
     env: 'FTS_CLUSTER_SECRET_FILE',
@@ -158,6 +171,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
     maxHeaderBytes: pick('max-header-bytes') as number,
+    metricsHost: pick('metrics-host') as string,
+    metricsPort: pick('metrics-port') as number | null,
     tokenTtlSeconds: pick('token-ttl') as number,
     clusterSecretFile: pick('cluster-secret-file') as string | null,
   });

@@ -1,4 +1,5 @@
 import type { SessionInfo } from '../protocol/index.js';
+import type { MetricsJson } from './metrics/worker-metrics.js';
 
 /**
  * Messages between the primary and its workers. Every type starts with "fts:" because prom-client shares
@@ -11,7 +12,7 @@ export type PrimaryToWorker =
   | { type: 'fts:abort' }
   /** The users file text, already validated by the primary. Sent at start and on reload. */
   | { type: 'fts:users'; text: string }
-  | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' }
+  | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }
   | { type: 'fts:kick'; reqId: number; session: string };
 
 export interface WorkerStats {
@@ -26,7 +27,9 @@ export type WorkerToPrimary =
   | { type: 'fts:need-users' }
   /** The worker's listener is up. */
   | { type: 'fts:listening'; address: string; port: number }
-  | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } };
+  | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } | MetricsJson }
+  /** Sent just before a worker exits on purpose, so its counters outlive it (they must never go backwards). */
+  | { type: 'fts:final-metrics'; metrics: MetricsJson };
 
 export function isFtsMessage(msg: unknown): msg is { type: `fts:${string}` } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && (msg as { type: string }).type.startsWith('fts:');

@@ -107,8 +107,10 @@ export class Controller {
   }
 
   async sessions(): Promise<SessionInfo[]> {
-    const lists = await Promise.all(this.pool.workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS)));
-    return lists.flatMap((l) => (Array.isArray(l) ? l : []));
+    const lists = await Promise.all(
+      this.pool.workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS) as Promise<SessionInfo[] | null>),
+    );
+    return lists.flatMap((l) => l ?? []);
   }
 
   /** Re-reads the users file. A file that cannot be read or has any malformed line keeps the old table. */

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
+import { MetricsEndpoint } from './metrics-endpoint.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A startup problem: reported as one line on stderr, exit code 1. */
@@ -69,10 +70,19 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     throw new StartupError(err.message);
   });
 
+  const metrics = new MetricsEndpoint(log, pool, () => controller.draining);
+  if (config.metricsPort !== null) {
+    controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
+      await admin.close();
+      throw new StartupError(`metrics endpoint ${config.metricsHost}:${config.metricsPort}: ${err.code ?? err.message}`);
+    });
+  }
+
   cluster.on('message', (worker, msg: unknown) => {
     if (!isFtsMessage(msg)) return; // prom-client shares the channel
     const m = msg as WorkerToPrimary;
     if (m.type === 'fts:need-users') controller.sendUsers(worker);
+    else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
     else if (m.type === 'fts:listening' && controller.port === null) {
       controller.port = m.port;
       log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
@@ -84,11 +94,11 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       process.stderr.write(`fts-server: worker ${worker.process.pid} failed during startup (exit code ${code}); see the log above\n`);
       pool.stop();
       pool.killAll('SIGKILL');
-      void admin.close().finally(() => process.exit(1));
+      void Promise.all([admin.close(), metrics.close()]).finally(() => process.exit(1));
     }
   };
   controller.onStopped = () => {
-    void admin.close().finally(() => {
+    void Promise.all([admin.close(), metrics.close()]).finally(() => {
       log.info('stopped');
       process.exit(0);
     });

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { UserTable } from '../auth/users.js';
+import type { WorkerMetrics } from '../metrics/worker-metrics.js';
 import type { Store } from '../storage/store.js';
 
 /** What every session of one worker shares. */
@@ -8,6 +9,7 @@ export interface WorkerContext {
   readonly config: Config;
   readonly log: Logger;
   readonly store: Store;
+  readonly metrics: WorkerMetrics;
   /** Signs and checks session tokens; the same in every worker (and every node sharing the secret file). */
   readonly secret: Buffer;
   /** The current user table; replaced wholesale on reload, never mutated. */

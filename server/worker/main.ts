@@ -4,6 +4,7 @@ import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
 import { createLogger } from '../log.js';
+import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { Session } from './session.js';
@@ -39,9 +40,21 @@ export async function runWorker(config: Config): Promise<void> {
     send({ type: 'fts:need-users' });
   });
 
-  const exit = (code: number): never => {
+  let exiting = false;
+  /** Hands our final counters to the primary, then exits. Bounded: a missing primary cannot keep us alive. */
+  const exit = (code: number): void => {
+    if (exiting) return;
+    exiting = true;
     log.info({ code }, 'worker exiting');
-    process.exit(code);
+    const done = (): never => process.exit(code);
+    setTimeout(done, 1_000).unref();
+    metrics
+      .snapshot()
+      .then((final) => {
+        if (!process.connected) return done();
+        process.send?.({ type: 'fts:final-metrics', metrics: final } satisfies WorkerToPrimary, undefined, {}, () => done());
+      })
+      .catch(done);
   };
 
   const checkDrained = (): void => {
@@ -53,7 +66,8 @@ export async function runWorker(config: Config): Promise<void> {
   const secret = Buffer.from(process.env['FTS_SESSION_SECRET'] ?? '', 'hex');
   delete process.env['FTS_SESSION_SECRET'];
   if (secret.length < 32) throw new Error('worker started without a session secret');
-  const ctx: WorkerContext = { config, log, store, secret, users, draining: false, onSessionIdle: checkDrained };
+  const metrics = new WorkerMetrics();
+  const ctx: WorkerContext = { config, log, store, metrics, secret, users, draining: false, onSessionIdle: checkDrained };
 
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (ctx.draining) {
@@ -123,7 +137,11 @@ export async function runWorker(config: Config): Promise<void> {
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:query':
-        send({ type: 'fts:reply', reqId: m.reqId, data: m.what === 'stats' ? stats() : [...sessions].filter((s) => !s.closed).map((s) => s.snapshot()) });
+        if (m.what === 'metrics') {
+          void metrics.snapshot().then((data) => send({ type: 'fts:reply', reqId: m.reqId, data }));
+        } else {
+          send({ type: 'fts:reply', reqId: m.reqId, data: m.what === 'stats' ? stats() : [...sessions].filter((s) => !s.closed).map((s) => s.snapshot()) });
+        }
         break;
       case 'fts:kick': {
         const target = [...sessions].find((s) => s.id === m.session);

@@ -16,6 +16,7 @@ import {
   type Request,
 } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
+import { isCountedOp } from '../metrics/worker-metrics.js';
 import type { UserStore } from '../storage/store.js';
 import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
@@ -78,6 +79,7 @@ export class Session {
       if (this.busy) this.timer?.refresh();
     };
     socket.setNoDelay(true);
+    ctx.metrics.connection();
     // Errors surface as 'close'; without a listener an ECONNRESET would crash the worker.
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
   }
@@ -135,6 +137,7 @@ export class Session {
     } catch (err) {
       this.log.error({ err }, 'session failed');
     } finally {
+      if (this.user !== null) this.ctx.metrics.sessionClosed();
       this.phase = 'closed';
       this.clearTimer();
       if (!this.socket.destroyed) this.socket.destroy();
@@ -221,6 +224,7 @@ export class Session {
       this.armTimer();
     }
     this.logAudit(header['op'], null, Date.now(), err);
+    if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
     this.reply(id, errorReply(id, err));
   }
 
@@ -231,6 +235,8 @@ export class Session {
     this.file = 'name' in req ? req.name : null;
     this.bytes = 0;
     this.armTimer();
+    const direction = req.op === 'upload' || req.op === 'download' ? req.op : null;
+    if (direction) this.ctx.metrics.transferStarted(direction);
     let result: HandlerResult | null = null;
     let failure: FtsError | null = null;
     try {
@@ -243,6 +249,7 @@ export class Session {
         if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
       }
     } finally {
+      if (direction) this.ctx.metrics.transferEnded(direction);
       this.busy = false;
       this.op = null;
       this.file = null;
@@ -251,7 +258,9 @@ export class Session {
     if (req.op === 'auth') {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : this.user;
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
+      this.ctx.metrics.authAttempt(failure === null);
     } else {
+      if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
     }
     if (!this.socket.destroyed) {
@@ -277,6 +286,7 @@ export class Session {
         this.store = await this.ctx.store.user(user);
         this.user = user;
         this.phase = 'authenticated';
+        this.ctx.metrics.sessionOpened();
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendData: (payload: Buffer) => this.sendData(payload),

@@ -196,3 +196,29 @@ export class SlowUploader {
     return result;
   }
 }
+
+export interface ResumeResult {
+  /** The durable offset the server reported for the upload's identity before the resume. */
+  offset: number;
+  /** The final reply to the resuming upload, or null if the connection closed first. */
+  reply: Header | null;
+}
+
+/**
+ * Continues a partial upload the way docs/PROTOCOL.md §6.1 describes: on a new connection, ask `offset`
+ * for the identity (name, size, sha256), then send `upload` with that offset and the remaining bytes.
+ */
+export async function resumeUpload(port: number, user: string, password: string, name: string, data: Buffer): Promise<ResumeResult> {
+  const conn = await RawConnection.login(port, user, password);
+  try {
+    const digest = sha256(data);
+    const answer = await conn.request({ op: 'offset', name, size: data.length, sha256: digest });
+    if (answer?.['status'] !== 'ok' || typeof answer['offset'] !== 'number') throw new Error(`offset for ${name} failed: ${JSON.stringify(answer)}`);
+    const offset = answer['offset'];
+    await conn.send({ op: 'upload', name, size: data.length, sha256: digest, offset });
+    for (let at = offset; at < data.length; at += 256 * 1024) await conn.sendData(data.subarray(at, Math.min(data.length, at + 256 * 1024)));
+    return { offset, reply: await conn.nextHeader(20_000) };
+  } finally {
+    conn.destroy();
+  }
+}

@@ -16,11 +16,19 @@ export interface ServerRunResult {
   timedOut: boolean;
 }
 
+/** The test runner's environment without any FTS_* variable, so that only what a test sets reaches the server. */
+export function envWithoutFts(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** `env` is added to the runner's environment minus its FTS_* variables. */
 export function runServerOnce(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<ServerRunResult> {
   const started = Date.now();
   const proc = spawn(process.execPath, [SERVER_MAIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...options.env },
+    env: envWithoutFts(options.env),
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
   let stdout = '';

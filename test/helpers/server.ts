@@ -94,6 +94,7 @@ export class TestServer {
       '--users', usersFile,
       '--workers', String(options.workers ?? 2),
       '--admin-socket', adminSocket,
+      '--metrics-port', '0',
       ...(options.args ?? []),
     ];
     const proc = spawn(process.execPath, args, {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { sessionsJson, statusJson, type SessionJson } from '../helpers/admin-cli.js';
 import { RawConnection } from '../helpers/lifecycle-raw.js';
-import { SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
+import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
 import { exists, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
@@ -99,6 +99,16 @@ describe('lifecycle (end to end)', function () {
     for (const u of ups) {
       expect(await exists(path.join(server.storage, u.user, u.name)), `${u.name} must not be published`).to.equal(false);
     }
+  }
+
+  /**
+   * After an upload was cut (drain deadline, forced stop): the staging area holds nothing but at most one
+   * `.part` per cut upload, in the user's staging directory.
+   */
+  async function expectOnlyResumableParts(server: TestServer, ups: SlowUploader[]): Promise<void> {
+    const left = await stagingLeftovers(server.storage);
+    expect(left.length, `staging leftovers ${JSON.stringify(left)}`).to.be.at.most(ups.length);
+    for (const f of left) expect(f, 'staging leftover').to.match(new RegExp(`^${ups[0]!.user}/[0-9a-f]{64}\\.part$`));
   }
 
   /** One graceful-stop run: uploads paused mid-transfer, resumed, the signal sent while they stream. */
@@ -191,9 +201,15 @@ describe('lifecycle (end to end)', function () {
       if (o.kind === 'reply') expect(o.header['code']).to.equal('SHUTTING_DOWN');
     }
     await expectNonePublished(server, ups);
-    expect(await stagingLeftovers(server.storage), 'staging leftovers after the deadline').to.deep.equal([]);
+    // docs/PROTOCOL.md §6.1 "Resuming an upload": the bytes of an upload cut at the drain deadline are kept
+    // (one identity-keyed .part per upload, outside the user's directory) until --partial-ttl.
+    await expectOnlyResumableParts(server, ups);
 
-    const again = await startServer({ workers: 1, storage: server.storage });
+    // A restart with --partial-ttl 1 sweeps them: nothing partial is visible, the staging area is empty.
+    await sleep(1_200);
+    const again = await startServer({ workers: 1, storage: server.storage, args: ['--partial-ttl', '1'] });
+    const swept = await again.waitForLog((l) => l.msg === 'removed expired partial uploads', 5_000);
+    expect(swept['removed']).to.equal(ups.length);
     const client = await FtsClient.connect({ port: again.port });
     clients.push(client);
     await client.auth(ALICE.user, ALICE.password);
@@ -307,7 +323,21 @@ describe('lifecycle (end to end)', function () {
       expect(o.kind === 'reply' && o.header['status'] === 'ok', `forced-stop upload must not succeed: ${describeOutcome(o)}`).to.equal(false);
     }
     await expectNonePublished(server, ups);
-    expect(await stagingLeftovers(server.storage)).to.deep.equal([]);
+    await expectOnlyResumableParts(server, ups);
+
+    // After a restart nothing partial is listed, and each upload resumes from its durable offset.
+    const again = await startServer({ workers: 1, storage: server.storage });
+    const client = await FtsClient.connect({ port: again.port });
+    clients.push(client);
+    await client.auth(ALICE.user, ALICE.password);
+    expect(await client.list()).to.deep.equal([]);
+    for (const u of ups) {
+      const r = await resumeUpload(again.port, ALICE.user, ALICE.password, u.name, u.data);
+      expect(r.offset, `durable offset of ${u.name}`).to.be.within(1, u.sent);
+      expect(r.reply?.['status'], JSON.stringify(r.reply)).to.equal('ok');
+    }
+    await expectAllPublished(again, ups);
+    expect(await stagingLeftovers(again.storage)).to.deep.equal([]);
   });
 
   it('a worker killed with SIGKILL mid-upload: upload fails, nothing published, worker respawned, other worker unaffected', async () => {
@@ -365,6 +395,11 @@ describe('lifecycle (end to end)', function () {
     await fresh.auth('up', 'up-pass');
     expect((await fresh.list()).map((e) => e.name)).to.not.include(up!.name);
     expect(await exists(path.join(server.storage, 'up', up!.name))).to.equal(false);
+    // The bytes the dead worker staged are resumable from any worker.
+    const r = await resumeUpload(server.port, 'up', 'up-pass', up!.name, up!.data);
+    expect(r.offset).to.be.within(0, up!.sent);
+    expect(r.reply?.['status'], JSON.stringify(r.reply)).to.equal('ok');
+    expect(await publishedSha256(server.storage, 'up', up!.name)).to.equal(up!.sha256);
   });
 
   describe('admin socket single-instance guard', () => {

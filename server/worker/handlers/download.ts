@@ -38,6 +38,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       pending?.catch(() => {}); // its error, if any, is raised when awaited above
       hash.update(chunk);
       await io.sendData(chunk);
+      io.ctx.metrics.transferBytes('download', chunk.length);
       sent += chunk.length;
       io.progress(sent, req.name);
     }

@@ -41,6 +41,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Handler
       }
       try {
         await staged.write(chunk.payload);
+        io.ctx.metrics.transferBytes('upload', length);
       } catch (err) {
         failure = asFtsError(err);
       }

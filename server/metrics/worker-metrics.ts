@@ -1,0 +1,96 @@
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** One registry's metrics as prom-client serialises them for cluster aggregation. */
+export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+/** Operations counted in fts_operations_total: the five user-facing ones (auth has its own family). */
+export const COUNTED_OPS = ['upload', 'download', 'view', 'delete', 'list'] as const;
+export type CountedOp = (typeof COUNTED_OPS)[number];
+export type Direction = 'upload' | 'download';
+
+/**
+ * Buckets for whole operations, from a small-file metadata call (milliseconds) to a multi-GiB transfer on a
+ * slow link (hours). prom-client's defaults stop at 10 s, which is useless for transfers.
+ */
+export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
+
+export function isCountedOp(op: string): op is CountedOp {
+  return (COUNTED_OPS as readonly string[]).includes(op);
+}
+
+/**
+ * The fts_* metrics of one worker. Labels are bounded enums: never a user, a file name or an address.
+ * Every known label set is created at 0 so that rates work from the first scrape.
+ */
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  private readonly connections: Counter;
+  private readonly sessions: Gauge;
+  private readonly auth: Counter<'result'>;
+  private readonly operations: Counter<'op' | 'result'>;
+  private readonly bytes: Counter<'direction'>;
+  private readonly duration: Histogram<'op'>;
+  private readonly transfers: Gauge<'direction'>;
+
+  constructor() {
+    const registers = [this.registry];
+    this.connections = new Counter({ name: 'fts_connections_total', help: 'TCP connections accepted', registers });
+    this.sessions = new Gauge({ name: 'fts_sessions_active', help: 'Authenticated sessions open now', registers });
+    this.auth = new Counter({ name: 'fts_auth_attempts_total', help: 'Authentication attempts by result', labelNames: ['result'], registers });
+    this.operations = new Counter({ name: 'fts_operations_total', help: 'Completed operations by type and result', labelNames: ['op', 'result'], registers });
+    this.bytes = new Counter({ name: 'fts_transfer_bytes_total', help: 'File payload bytes moved by uploads and downloads', labelNames: ['direction'], registers });
+    this.duration = new Histogram({ name: 'fts_operation_duration_seconds', help: 'Duration of operations', labelNames: ['op'], buckets: DURATION_BUCKETS, registers });
+    this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
+    for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
+    for (const op of COUNTED_OPS) {
+      for (const result of ['ok', 'error']) this.operations.inc({ op, result }, 0);
+      this.duration.zero({ op });
+    }
+    for (const direction of ['upload', 'download']) {
+      this.bytes.inc({ direction }, 0);
+      this.transfers.set({ direction }, 0);
+    }
+    collectDefaultMetrics({ register: this.registry });
+    // Constructed in every process: in a worker this installs prom-client's IPC responder, so the stock
+    // AggregatorRegistry.clusterMetrics() works too. Our primary uses its own bounded query (see primary/metrics).
+    AggregatorRegistry.setRegistries([this.registry]);
+    new AggregatorRegistry();
+  }
+
+  connection(): void {
+    this.connections.inc();
+  }
+
+  authAttempt(ok: boolean): void {
+    this.auth.inc({ result: ok ? 'success' : 'failure' });
+  }
+
+  sessionOpened(): void {
+    this.sessions.inc();
+  }
+
+  sessionClosed(): void {
+    this.sessions.dec();
+  }
+
+  operation(op: CountedOp, ok: boolean, seconds: number): void {
+    this.operations.inc({ op, result: ok ? 'ok' : 'error' });
+    this.duration.observe({ op }, seconds);
+  }
+
+  transferBytes(direction: Direction, n: number): void {
+    this.bytes.inc({ direction }, n);
+  }
+
+  transferStarted(direction: Direction): void {
+    this.transfers.inc({ direction });
+  }
+
+  transferEnded(direction: Direction): void {
+    this.transfers.dec({ direction });
+  }
+
+  snapshot(): Promise<MetricsJson> {
+    return this.registry.getMetricsAsJSON();
+  }
+}

@@ -1,0 +1,164 @@
+import cluster from 'node:cluster';
+import http from 'node:http';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../log.js';
+import type { MetricsJson } from '../metrics/worker-metrics.js';
+import { queryWorker } from './cluster-query.js';
+import type { WorkerPool } from './worker-pool.js';
+
+/**
+ * How long a scrape waits for each worker. prom-client's clusterMetrics() waits a fixed 5 s and then fails
+ * the whole scrape; we ask every worker ourselves, in parallel, and answer with what arrived in time.
+ */
+const SCRAPE_TIMEOUT_MS = 2_000;
+/** Between scrapes the primary refreshes its copy of each worker's counters, for a worker that crashes. */
+const REFRESH_INTERVAL_MS = 5_000;
+
+/** Counters and histograms only ever grow, so they may be carried over from a worker that is gone. */
+function monotonic(metrics: MetricsJson): MetricsJson {
+  return metrics.filter((m) => {
+    // prom-client types `type` as an enum; at run time (and over IPC) it is the plain string.
+    const type: unknown = m.type;
+    return m.name.startsWith('fts_') && (type === 'counter' || type === 'histogram');
+  });
+}
+
+/**
+ * GET /metrics on the primary: every worker's registry aggregated with prom-client's AggregatorRegistry,
+ * plus the primary's own metrics.
+ *
+ * Counters must never go backwards, so the primary remembers each worker's latest counters: a worker that
+ * exits (drain, rolling restart, crash) is folded into a "retired" total, and a worker that does not answer
+ * in time (hung, SIGSTOPped) contributes its last known counters while fts_scrape_errors_total counts the miss.
+ */
+export class MetricsEndpoint {
+  private readonly registry = new Registry();
+  private readonly scrapeErrors: Counter;
+  private readonly lastKnown = new Map<number, MetricsJson>();
+  private retired: MetricsJson = [];
+  private server: http.Server | null = null;
+  port: number | null = null;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly pool: WorkerPool,
+    isDraining: () => boolean,
+  ) {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'fts_workers',
+      help: 'Worker processes alive',
+      registers,
+      collect() {
+        this.set(pool.workers.length);
+      },
+    });
+    const restarts = new Counter({ name: 'fts_worker_restarts_total', help: 'Workers respawned after an unexpected exit', registers });
+    let counted = 0;
+    new Gauge({
+      name: 'fts_draining',
+      help: '1 while the server drains, else 0',
+      registers,
+      collect() {
+        this.set(isDraining() ? 1 : 0);
+        // The pool's count is the source of truth; catch the counter up with it at scrape time.
+        if (pool.restarts > counted) {
+          restarts.inc(pool.restarts - counted);
+          counted = pool.restarts;
+        }
+      },
+    });
+    this.scrapeErrors = new Counter({ name: 'fts_scrape_errors_total', help: 'Workers that did not answer a scrape in time', registers });
+    restarts.inc(0);
+    this.scrapeErrors.inc(0);
+    collectDefaultMetrics({ register: this.registry });
+    new AggregatorRegistry(); // installs prom-client's cluster listeners in the primary
+    cluster.on('disconnect', (worker) => this.retire(worker.process.pid ?? 0));
+  }
+
+  /** A worker's own final snapshot, sent just before it exits on purpose. */
+  finalMetrics(pid: number, metrics: MetricsJson): void {
+    this.lastKnown.set(pid, metrics);
+  }
+
+  async start(host: string, port: number): Promise<number> {
+    const server = http.createServer((req, res) => void this.serve(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    this.port = address && typeof address === 'object' ? address.port : port;
+    this.server = server;
+    setInterval(() => void this.gather(false), REFRESH_INTERVAL_MS).unref();
+    this.log.info({ address: host, port: this.port }, `metrics on http://${host}:${this.port}/metrics`);
+    return this.port;
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return Promise.resolve();
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+
+  /** Asks every worker for its metrics; a worker that does not answer in time gets its last known counters. */
+  private async gather(scrape: boolean): Promise<MetricsJson[]> {
+    const workers = this.pool.workers;
+    const answers = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'metrics' }, SCRAPE_TIMEOUT_MS) as Promise<MetricsJson | null>));
+    return answers.map((answer, i) => {
+      const pid = workers[i]?.process.pid ?? 0;
+      if (answer) {
+        this.lastKnown.set(pid, answer);
+        return answer;
+      }
+      if (scrape) {
+        this.scrapeErrors.inc();
+        this.log.warn({ workerPid: pid }, 'worker did not answer the metrics scrape in time');
+      }
+      return monotonic(this.lastKnown.get(pid) ?? []);
+    });
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    const parts = await this.gather(true);
+    parts.push(this.retired, await this.registry.getMetricsAsJSON());
+    const aggregated = AggregatorRegistry.aggregate(parts);
+    return { contentType: aggregated.contentType, body: await aggregated.metrics() };
+  }
+
+  private retire(pid: number): void {
+    const last = this.lastKnown.get(pid);
+    this.lastKnown.delete(pid);
+    if (!last) return;
+    // Fold into one running total so the retired set does not grow with every restart.
+    void AggregatorRegistry.aggregate([this.retired, monotonic(last)])
+      .getMetricsAsJSON()
+      .then((sum) => {
+        this.retired = sum;
+      });
+  }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n');
+      return;
+    }
+    try {
+      const { contentType, body } = await this.render();
+      res.writeHead(200, { 'content-type': contentType }).end(req.method === 'HEAD' ? undefined : body);
+    } catch (err) {
+      this.log.error({ err }, 'metrics scrape failed');
+      res.writeHead(500, { 'content-type': 'text/plain' }).end('scrape failed\n');
+    }
+  }
+}
