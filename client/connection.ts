@@ -32,6 +32,20 @@ import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from '.
 
 export type { DataWriter, RequestSpec } from './replies.js';
 
+/**
+ * The right to write, held by one job at a time (FtsConnection.turn). A job uses it when a request's
+ * content depends on the reply to an earlier one, and nothing else may be sent in between: an upload asks
+ * `offset` and then sends `upload` from the returned offset.
+ */
+export interface WriteTurn {
+  /**
+   * Writes one request now (its header, and an upload's data) and resolves once it is written, with the
+   * promise of its final reply. Awaiting that reply inside the turn costs a round trip during which this
+   * connection sends nothing else.
+   */
+  send(spec: RequestSpec): Promise<{ reply: Promise<Header> }>;
+}
+
 export interface ConnectOptions {
   /** Default 127.0.0.1. */
   host?: string;
@@ -140,6 +154,41 @@ export class FtsConnection {
   request(spec: RequestSpec): Promise<Header> {
     return new Promise<Header>((resolve, reject) => {
       this.writeQueue = this.writeQueue.then(() => this.send(spec, resolve, reject));
+    });
+  }
+
+  /**
+   * Runs `job` with the exclusive right to write, in call order with request() and other turns. The turn
+   * ends when the job settles; replies to what it sent may still be pending then (they are in the promises
+   * that WriteTurn.send returned). A connection failure ends the turn at once.
+   */
+  turn<T>(job: (w: WriteTurn) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.writeQueue = this.writeQueue.then(async () => {
+        if (this.failure) return reject(this.failure);
+        let active = true;
+        const w: WriteTurn = {
+          send: async (spec) => {
+            if (!active) throw new FtsError('INTERNAL', 'WriteTurn.send after the turn ended');
+            let written: Promise<void> = Promise.resolve();
+            const reply = new Promise<Header>((res, rej) => {
+              written = this.send(spec, res, rej);
+            });
+            reply.catch(() => undefined); // the job may never await it (it failed first); not unhandled
+            await written;
+            return { reply };
+          },
+        };
+        try {
+          const running = job(w);
+          running.catch(() => undefined);
+          resolve(await Promise.race([running, this.failed]));
+        } catch (err) {
+          reject(asFtsError(err));
+        } finally {
+          active = false;
+        }
+      });
     });
   }
 

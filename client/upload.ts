@@ -51,22 +51,23 @@ export function chunkSize(out: DataWriter): number {
 }
 
 /**
- * Sends bytes 0 … size−1 of the file as data frames.
+ * Sends bytes from … size−1 of the file as data frames (`from` > 0 continues a partial upload).
  *
- * The server needs exactly `size` bytes to stay in step with the stream (§6.1), so if the file cannot be
- * read to the end (it shrank, or a read failed) the rest is padded with zeros, and the first padding frame
- * carries a wrong CRC32C: the server then answers CHUNK_CORRUPT and publishes nothing, the session survives,
- * and the real cause is returned here to be reported instead of the server's code.
+ * The server needs exactly `size − from` bytes to stay in step with the stream (§6.1), so if the file
+ * cannot be read to the end (it shrank, or a read failed) the rest is padded with zeros, and the first
+ * padding frame carries a wrong CRC32C: the server then answers CHUNK_CORRUPT and publishes nothing, the
+ * session survives, and the real cause is returned here to be reported instead of the server's code.
  */
 export async function sendFile(
   fh: FileHandle,
   size: number,
+  from: number,
   out: DataWriter,
   displayPath: string,
   onProgress?: ProgressCallback,
 ): Promise<FtsError | null> {
   const chunk = chunkSize(out);
-  let sent = 0;
+  let sent = from;
   let problem: FtsError | null = null;
   let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
   while (sent < size) {
@@ -103,10 +104,10 @@ async function readAt(fh: FileHandle, want: number, position: number, displayPat
   }
 }
 
-/** Sends an in-memory buffer as data frames; the payloads are views of `data`, not copies. */
-export async function sendBuffer(data: Uint8Array, out: DataWriter, onProgress?: ProgressCallback): Promise<null> {
+/** Sends bytes from … end of an in-memory buffer as data frames; the payloads are views, not copies. */
+export async function sendBuffer(data: Uint8Array, from: number, out: DataWriter, onProgress?: ProgressCallback): Promise<null> {
   const chunk = chunkSize(out);
-  for (let sent = 0; sent < data.length; ) {
+  for (let sent = from; sent < data.length; ) {
     const end = Math.min(data.length, sent + chunk);
     await out.write(data.subarray(sent, end));
     sent = end;

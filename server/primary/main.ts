@@ -25,6 +25,9 @@ async function readUsersText(file: string): Promise<string> {
   }
 }
 
+/** How often expired partial uploads are removed while the server runs. */
+const STAGING_SWEEP_INTERVAL_MS = 10 * 60 * 1000;
+
 /** Minimum secret length: 256 bits. */
 const MIN_SECRET_BYTES = 32;
 
@@ -60,8 +63,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   await store.init().catch((err: Error) => {
     throw new StartupError(err.message);
   });
-  const swept = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
-  if (swept > 0) log.info({ removed: swept }, 'removed expired partial uploads');
+  const sweep = async (): Promise<void> => {
+    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
+    if (removed > 0) log.info({ removed }, 'removed expired partial uploads');
+  };
+  await sweep();
+  // Partial uploads expire while the server runs too, not only at start.
+  setInterval(() => sweep().catch((err: unknown) => log.warn({ err }, 'staging sweep failed')), STAGING_SWEEP_INTERVAL_MS).unref();
 
   const pool = new WorkerPool(config, log, await loadSecret(config));
   const controller = new Controller(config, log, pool, usersText);

@@ -2,6 +2,7 @@
  * Small shared utilities for the lifecycle and admin integration tests: bounded polling, hashing, and
  * inspection of the server's storage layout (<root>/<user>/<name>, <root>/.fts/staging/<user>/*).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { Dirent } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
@@ -92,5 +93,31 @@ export function processAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Has a child process listen on `socketPath`, then SIGKILLs it: the socket file stays behind, stale. */
+export async function leaveStaleSocket(socketPath: string): Promise<void> {
+  const code = `const s = require('node:net').createServer(); s.listen(${JSON.stringify(socketPath)}, () => process.stdout.write('ready\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const gone = new Promise((resolve) => child.once('close', resolve));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('socket holder did not start')), 10_000);
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (c: string) => {
+        if (c.includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', () => {
+        clearTimeout(timer);
+        reject(new Error('socket holder exited early'));
+      });
+    });
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await gone;
   }
 }

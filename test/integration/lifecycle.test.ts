@@ -5,7 +5,6 @@
  * pace the test controls (test/helpers/lifecycle-slow-uploader.ts), so "in flight" is deterministic.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +13,7 @@ import { sessionsJson, statusJson, type SessionJson } from '../helpers/admin-cli
 import { RawConnection } from '../helpers/lifecycle-raw.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
-import { exists, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
+import { exists, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -448,30 +447,4 @@ describe('lifecycle (end to end)', function () {
 async function tempDirFor(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
-
-/** Has a child process listen on `socketPath`, then SIGKILLs it: the socket file stays behind, stale. */
-async function leaveStaleSocket(socketPath: string): Promise<void> {
-  const code = `const s = require('node:net').createServer(); s.listen(${JSON.stringify(socketPath)}, () => process.stdout.write('ready\\n'));`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const gone = new Promise((resolve) => child.once('close', resolve));
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('socket holder did not start')), 10_000);
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (c: string) => {
-        if (c.includes('ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', () => {
-        clearTimeout(timer);
-        reject(new Error('socket holder exited early'));
-      });
-    });
-  } finally {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await gone;
-  }
 }

@@ -1,0 +1,393 @@
+/**
+ * End-to-end tests of fts-admin (dist/admin/cli.js) against a real fts-server: status, sessions, reload,
+ * kick, restart-workers, drain, and the "no server" case. fts-admin runs as a child process, exactly as an
+ * operator runs it; the server's side is observed through real client connections and its storage.
+ */
+import { expect } from 'chai';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { runAdmin, sessionsJson, startAdmin, statusJson, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
+import { RawConnection } from '../helpers/lifecycle-raw.js';
+import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
+import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
+
+function lines(text: string): string[] {
+  return text.split('\n').filter((l) => l.trim() !== '');
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof FtsError) return err.code;
+    throw err;
+  }
+  return 'OK';
+}
+
+describe('fts-admin (end to end)', function () {
+  this.timeout(60_000);
+
+  const servers: TestServer[] = [];
+  const uploaders: SlowUploader[] = [];
+  const raws: RawConnection[] = [];
+  const clients: FtsClient[] = [];
+  const admins: AdminRun[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
+
+  afterEach(async function () {
+    this.timeout(90_000);
+    for (const u of uploaders.splice(0)) await u.close();
+    for (const r of raws.splice(0)) r.destroy();
+    for (const c of clients.splice(0)) c.close();
+    for (const s of servers.splice(0).reverse()) await s.stop();
+    for (const a of admins.splice(0)) {
+      a.kill();
+      await a.done;
+    }
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+    const server = await TestServer.start(options);
+    servers.push(server);
+    return server;
+  }
+
+  async function login(server: TestServer, user = ALICE.user, password = ALICE.password): Promise<FtsClient> {
+    const client = await FtsClient.connect({ port: server.port });
+    clients.push(client);
+    await client.auth(user, password);
+    return client;
+  }
+
+  async function rawLogin(server: TestServer, user = ALICE.user, password = ALICE.password): Promise<RawConnection> {
+    const conn = await RawConnection.login(server.port, user, password);
+    raws.push(conn);
+    return conn;
+  }
+
+  async function sessionOf(server: TestServer, localPort: number): Promise<SessionJson> {
+    return waitUntil(`the session of local port ${localPort}`, async () => (await sessionsJson(server.adminSocket)).find((s) => s.remote.endsWith(`:${localPort}`)), 10_000, 100);
+  }
+
+  describe('status', () => {
+    it('status --json reports pid, port, metricsPort, draining, uptime, one entry per worker and consistent totals', async () => {
+      const server = await startServer({ workers: 3 });
+      const conn = await rawLogin(server);
+      const st = await waitUntil('the authenticated session to be counted', async () => {
+        const s = await statusJson(server.adminSocket);
+        return s.sessions >= 1 ? s : undefined;
+      });
+      expect(st.pid, 'pid').to.equal(server.pid);
+      expect(st.port, 'port').to.equal(server.port);
+      expect(st.metricsPort === null || (Number.isInteger(st.metricsPort) && st.metricsPort > 0), `metricsPort ${String(st.metricsPort)}`).to.equal(true);
+      expect(st.draining).to.equal(false);
+      expect(st.uptimeSeconds).to.be.a('number').and.to.be.at.least(0).and.below(120);
+      expect(st.workers).to.have.length(3);
+      expect(st.workers.map((w) => w.pid).sort()).to.deep.equal(server.workerPids().sort());
+      for (const w of st.workers) {
+        expect(w.responding, `worker ${w.pid} responding`).to.equal(true);
+        for (const n of [w.connections, w.sessions, w.transfers]) expect(Number.isInteger(n) && n >= 0).to.equal(true);
+        expect(w.sessions).to.be.at.most(w.connections);
+      }
+      const sum = (k: 'connections' | 'sessions' | 'transfers'): number => st.workers.reduce((n, w) => n + w[k], 0);
+      expect(st.connections).to.equal(sum('connections'));
+      expect(st.sessions).to.equal(sum('sessions'));
+      expect(st.transfers).to.equal(sum('transfers'));
+      expect(st.sessions).to.be.at.least(1);
+      expect(st.connections).to.be.at.least(st.sessions);
+      expect(st.transfers).to.equal(0);
+      // The session is counted on the worker that holds it.
+      const mine = await sessionOf(server, conn.localPort);
+      expect(st.workers.find((w) => w.pid === mine.worker)?.sessions).to.be.at.least(1);
+    });
+
+    it('status prints a header line and a table with one row per worker and a total', async () => {
+      const server = await startServer({ workers: 2 });
+      await rawLogin(server);
+      const r = await runAdmin(server.adminSocket, ['status']);
+      expect(r.code, r.stderr).to.equal(0);
+      const out = lines(r.stdout);
+      expect(out[0], 'header line').to.match(new RegExp(`^fts-server pid ${server.pid}\\s+port ${server.port}\\b.*\\bdraining no\\b`));
+      expect(out[1], 'table header').to.match(/^WORKER\s+CONNS\s+SESSIONS\s+TRANSFERS$/);
+      const rows = out.slice(2);
+      expect(rows, r.stdout).to.have.length(3);
+      for (const pid of server.workerPids()) expect(rows.some((row) => new RegExp(`^${pid}\\s+\\d+\\s+\\d+\\s+\\d+$`).test(row)), `row for worker ${pid}`).to.equal(true);
+      expect(rows[2], 'total row').to.match(/^total\s+\d+\s+[1-9]\d*\s+\d+$/);
+    });
+  });
+
+  describe('sessions', () => {
+    it('sessions --json lists idle and uploading sessions; an upload shows op, file and growing bytes', async () => {
+      const server = await startServer({ workers: 2 });
+      const idle = await rawLogin(server, BOB.user, BOB.password);
+      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'big.bin', size: 2 * 1024 * 1024, pauseAt: 256 * 1024 });
+      uploaders.push(up);
+      await up.waitForSent(256 * 1024);
+
+      const idleInfo = await sessionOf(server, idle.localPort);
+      expect(idleInfo.user).to.equal(BOB.user);
+      expect(idleInfo.op).to.equal(null);
+      expect(idleInfo.file).to.equal(null);
+      expect(idleInfo.id).to.match(/^[0-9a-f]+$/);
+      expect(server.workerPids()).to.include(idleInfo.worker);
+      expect(idleInfo.remote).to.match(/127\.0\.0\.1:\d+$/);
+      const since = Date.parse(idleInfo.since);
+      expect(Number.isNaN(since), `since ${idleInfo.since}`).to.equal(false);
+      expect(since).to.be.at.most(Date.now() + 1_000);
+      expect(since).to.be.above(Date.now() - 60_000);
+
+      const first = await waitUntil('the upload to show its bytes', async () => {
+        const s = await sessionOf(server, up.localPort);
+        return s.op === 'upload' && s.bytes >= 256 * 1024 ? s : undefined;
+      });
+      expect(first.user).to.equal(ALICE.user);
+      expect(first.file).to.equal('big.bin');
+      expect(first.bytes).to.be.above(0).and.at.most(2 * 1024 * 1024);
+      expect(first.id).to.not.equal(idleInfo.id);
+
+      up.resume(10, 1024 * 1024);
+      const later = await waitUntil('the upload bytes to grow', async () => {
+        const s = await sessionOf(server, up.localPort);
+        return s.op === 'upload' && s.bytes > first.bytes ? s : undefined;
+      });
+      expect(later.id).to.equal(first.id);
+      expect(later.file).to.equal('big.bin');
+
+      // The human table shows both sessions.
+      const r = await runAdmin(server.adminSocket, ['sessions']);
+      expect(r.code, r.stderr).to.equal(0);
+      const out = lines(r.stdout);
+      expect(out[0]).to.match(/^ID\s+USER\s+REMOTE\s+WORKER\s+OP\s+FILE\s+BYTES\s+SINCE$/);
+      expect(out.some((l) => l.startsWith(first.id) && /\bupload\b/.test(l) && l.includes('big.bin'))).to.equal(true);
+      expect(out.some((l) => l.startsWith(idleInfo.id) && l.includes(BOB.user))).to.equal(true);
+
+      up.finish();
+      const o = await up.outcome(20_000);
+      expect(o.kind === 'reply' ? o.header['status'] : o.kind).to.equal('ok');
+      const after = await sessionOf(server, up.localPort);
+      expect(after.op).to.equal(null);
+    });
+  });
+
+  describe('reload', () => {
+    it('picks up a new user without disturbing open sessions; a malformed file is refused and the old table kept', async () => {
+      const server = await startServer({ workers: 2 });
+      const existing = await login(server);
+      const carol = { user: 'carol', password: 'carol pass: with spaces' };
+      expect(await codeOf(login(server, carol.user, carol.password)), 'carol before the reload').to.equal('AUTH_FAILED');
+
+      await writeFile(server.usersFile, [ALICE, BOB, carol].map((u) => `${u.user}:${u.password}\n`).join(''));
+      const ok = await runAdmin(server.adminSocket, ['reload']);
+      expect(ok.code, ok.stderr).to.equal(0);
+      expect(ok.stdout).to.match(/users reloaded: 3 users/);
+      // Every worker got the new table: log in several times (connections are spread round-robin).
+      for (let i = 0; i < 4; i++) {
+        const c = await login(server, carol.user, carol.password);
+        await c.noop();
+      }
+      await existing.noop();
+      await existing.uploadBuffer('still-open.txt', Buffer.from('yes\n'));
+      expect((await existing.list()).map((e) => e.name)).to.deep.equal(['still-open.txt']);
+
+      await writeFile(server.usersFile, `${ALICE.user}:${ALICE.password}\ndave:dave-pass\nthis line has no separator\n`);
+      const bad = await runAdmin(server.adminSocket, ['reload']);
+      expect(bad.code, `stdout: ${bad.stdout}`).to.equal(1);
+      expect(bad.stderr).to.match(/^fts-admin: .*malformed/);
+      expect(bad.stderr).to.include('line 3');
+      expect(bad.stderr).to.include(server.usersFile);
+      expect(bad.stderr, 'the malformed line is never echoed').to.not.include('this line has no separator');
+      for (let i = 0; i < 4; i++) {
+        for (const u of [ALICE, BOB, carol]) await (await login(server, u.user, u.password)).noop();
+        expect(await codeOf(login(server, 'dave', 'dave-pass')), 'dave from the refused file').to.equal('AUTH_FAILED');
+      }
+      await existing.noop();
+    });
+  });
+
+  describe('kick', () => {
+    it('ends the kicked session (bye KICKED) and leaves the others alone; an unknown id exits 1', async () => {
+      const server = await startServer({ workers: 2 });
+      const victim = await rawLogin(server);
+      const bystander = await login(server, BOB.user, BOB.password);
+      const info = await sessionOf(server, victim.localPort);
+
+      const r = await runAdmin(server.adminSocket, ['kick', info.id]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout).to.include(info.id);
+      const h = await victim.nextHeader(5_000);
+      if (h !== null) {
+        expect(h['status'], JSON.stringify(h)).to.equal('bye');
+        expect(h['code']).to.equal('KICKED');
+      }
+      await victim.waitClosed(5_000);
+      await waitUntil('the kicked session to leave the list', async () => !(await sessionsJson(server.adminSocket)).some((s) => s.id === info.id), 5_000, 100);
+
+      await bystander.noop();
+      await bystander.uploadBuffer('after-kick.txt', Buffer.from('fine\n'));
+      expect((await bystander.downloadBuffer('after-kick.txt')).data.toString()).to.equal('fine\n');
+
+      const unknown = await runAdmin(server.adminSocket, ['kick', 'ffffffffffff']);
+      expect(unknown.code, unknown.stdout).to.equal(1);
+      expect(unknown.stderr).to.match(/^fts-admin: .*no session ffffffffffff/);
+      const invalid = await runAdmin(server.adminSocket, ['kick', 'not-hex!']);
+      expect(invalid.code, 'a malformed id is a usage error').to.equal(2);
+      await bystander.noop();
+    });
+  });
+
+  describe('restart-workers', () => {
+    it('replaces every worker while 4 clients keep working: no failed operation, all pids change', async () => {
+      const server = await startServer({ workers: 2 });
+      const before = (await statusJson(server.adminSocket)).workers.map((w) => w.pid);
+      expect(before).to.have.length(2);
+
+      let stop = false;
+      let restarting = false;
+      const loops = Array.from({ length: 4 }, (_, k) => clientLoop(server, k, () => stop, () => restarting));
+      await sleep(300);
+      restarting = true;
+      const admin = startAdmin(server.adminSocket, ['restart-workers'], 50_000);
+      admins.push(admin);
+      const r = await admin.done;
+      restarting = false;
+      await sleep(300);
+      stop = true;
+      const results = await Promise.all(loops);
+
+      expect(r.code, `restart-workers: ${r.stderr}`).to.equal(0);
+      expect(lines(r.stdout).filter((l) => /^worker \d+ replaced by \d+$/.test(l)), r.stdout).to.have.length(2);
+      expect(r.stdout).to.include('all workers restarted');
+      const failures = results.flatMap((x) => x.failures);
+      expect(failures, 'failed operations').to.deep.equal([]);
+      for (const x of results) expect(x.ops, 'operations per client').to.be.at.least(3);
+      expect(results.reduce((n, x) => n + x.opsDuringRestart, 0), 'operations completed during the restart').to.be.at.least(1);
+
+      const after = await statusJson(server.adminSocket);
+      expect(after.workers).to.have.length(2);
+      for (const w of after.workers) {
+        expect(before, 'new worker pids').to.not.include(w.pid);
+        expect(w.responding).to.equal(true);
+      }
+      expect(server.lines.some((l) => l.msg === 'worker died; restarting'), 'no worker crashed').to.equal(false);
+    });
+
+    /**
+     * One client doing small verified operations in a loop. A session ended by its worker's drain (bye or
+     * error SHUTTING_DOWN: "reconnect later", docs/PROTOCOL.md §7) is reconnected and the operation retried,
+     * as the protocol asks; any other error, or SHUTTING_DOWN three times in a row, is a failed operation.
+     */
+    async function clientLoop(server: TestServer, k: number, stopped: () => boolean, restarting: () => boolean): Promise<{ ops: number; opsDuringRestart: number; retries: number; failures: string[] }> {
+      const failures: string[] = [];
+      let retries = 0;
+      let ops = 0;
+      let opsDuringRestart = 0;
+      let client: FtsClient | null = null;
+      for (let i = 0; i < 2_000 && !stopped(); i++) {
+        const name = `loop-${k}-${i % 3}.txt`;
+        const data = Buffer.from(`client ${k} iteration ${i}\n`);
+        for (let attempt = 1; ; attempt++) {
+          try {
+            if (client === null || !client.connected) {
+              client?.close();
+              client = null;
+              client = await login(server);
+            }
+            await client.uploadBuffer(name, data);
+            const back = await client.downloadBuffer(name);
+            if (!back.data.equals(data)) throw new Error(`downloaded ${name} differs from what was uploaded`);
+            await client.noop();
+            ops++;
+            if (restarting()) opsDuringRestart++;
+            break;
+          } catch (err) {
+            const code = err instanceof FtsError ? err.code : null;
+            client?.close();
+            client = null;
+            if (code === 'SHUTTING_DOWN' && attempt < 3) {
+              retries++;
+              continue;
+            }
+            failures.push(`client ${k} op ${i} attempt ${attempt}: ${code ?? ''} ${err instanceof Error ? err.message : String(err)}`);
+            break;
+          }
+        }
+      }
+      client?.close();
+      return { ops, opsDuringRestart, retries, failures };
+    }
+  });
+
+  describe('drain', () => {
+    it('prints progress, exits 0 once the server is gone; server exit 0 and admin socket removed', async () => {
+      const server = await startServer({ workers: 2 });
+      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'during-drain.bin', size: 1024 * 1024 });
+      uploaders.push(up);
+      await up.waitForSent(512 * 1024);
+      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+
+      const admin = startAdmin(server.adminSocket, ['drain'], 50_000);
+      admins.push(admin);
+      await waitUntil('a drain progress line', () => /^draining: /m.test(admin.stdout), 10_000);
+      expect(admin.exited, 'fts-admin drain waits while the upload runs').to.equal(false);
+      const st = await statusJson(server.adminSocket);
+      expect(st.draining).to.equal(true);
+      expect(st.transfers).to.equal(1);
+
+      up.finish();
+      const o = await up.outcome(20_000);
+      expect(o.kind === 'reply' ? o.header['status'] : o.kind).to.equal('ok');
+      const r = await admin.done;
+      expect(r.code, `fts-admin drain: ${r.stderr}`).to.equal(0);
+      const out = lines(r.stdout);
+      expect(out.filter((l) => /^draining: \d+ sessions, \d+ transfers, \d+ workers, \d+s left$/.test(l)).length, r.stdout).to.be.at.least(1);
+      expect(out[out.length - 1]).to.equal('server stopped');
+      expect(await server.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
+      expect(await exists(server.adminSocket), 'admin socket removed').to.equal(false);
+      expect(await publishedSha256(server.storage, ALICE.user, 'during-drain.bin')).to.equal(up.sha256);
+    });
+
+    it('drain --timeout 1 cuts a stuck upload: fts-admin and the server exit 0 within seconds', async () => {
+      const server = await startServer({ workers: 1 });
+      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'stuck.bin', size: 1024 * 1024 });
+      uploaders.push(up);
+      await up.waitForSent(512 * 1024);
+      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      const t0 = Date.now();
+      const r = await runAdmin(server.adminSocket, ['drain', '--timeout', '1'], 30_000);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(Date.now() - t0).to.be.below(11_000);
+      expect(await server.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
+      const o = await up.outcome(5_000);
+      expect(o.kind === 'reply' && o.header['status'] === 'ok', 'the stuck upload did not succeed').to.equal(false);
+      expect(await exists(path.join(server.storage, ALICE.user, 'stuck.bin'))).to.equal(false);
+    });
+  });
+
+  describe('no server', () => {
+    it('exits 3 with a clear message when nothing is at the socket (missing path or stale socket)', async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-none-'));
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      const missing = path.join(dir, 'nothing.sock');
+      for (const cmd of [['status'], ['sessions', '--json'], ['drain'], ['reload']]) {
+        const r = await runAdmin(missing, cmd, 15_000);
+        expect(r.code, `${cmd.join(' ')}: ${r.stderr}`).to.equal(3);
+        expect(lines(r.stderr), r.stderr).to.have.length(1);
+        expect(r.stderr).to.match(new RegExp(`^fts-admin: no fts-server is running at ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+        expect(r.stdout).to.equal('');
+      }
+      const stale = path.join(dir, 'stale.sock');
+      await leaveStaleSocket(stale);
+      const r = await runAdmin(stale, ['status'], 15_000);
+      expect(r.code, r.stderr).to.equal(3);
+      expect(r.stderr).to.match(/no fts-server is running/);
+    });
+  });
+});

@@ -1,0 +1,163 @@
+/**
+ * fts-server started with bad inputs: each must stop quickly, with a non-zero exit code and one clear line
+ * on stderr naming the problem (main.ts: exit 2 for a bad flag or environment value, 1 for a startup
+ * failure). Every run gets a private temporary directory, its own admin socket and port 0, so that a
+ * server that wrongly starts can neither collide with anything nor outlive the test.
+ */
+import { expect } from 'chai';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { RawConnection } from '../helpers/lifecycle-raw.js';
+import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
+import { TestServer } from '../helpers/server.js';
+
+/** The hint main.ts prints after a flag error; allowed as the only other line. */
+const HELP_HINT = "Try 'fts-server --help'.";
+
+const FLAGS = [
+  '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--max-header-bytes', '--help',
+];
+
+interface Fixture {
+  dir: string;
+  users: string;
+  storage: string;
+  socket: string;
+  /** Flags for a server that would start fine. */
+  good: string[];
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The one line naming the problem: stderr holds it and at most the help hint, and no stack trace. */
+function problemLine(r: ServerRunResult): string {
+  const all = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  const problems = all.filter((l) => l !== HELP_HINT);
+  expect(problems, `stderr must hold exactly one problem line:\n${r.stderr}`).to.have.length(1);
+  const line = problems[0]!;
+  expect(line, 'problem line').to.match(/^fts-server: \S/);
+  expect(r.stderr, 'no stack trace').to.not.match(/\n\s+at /);
+  return line;
+}
+
+function expectQuickFailure(r: ServerRunResult, code: number): string {
+  expect(r.timedOut, `the server did not exit by itself; stdout: ${r.stdout}; stderr: ${r.stderr}`).to.equal(false);
+  expect(r.signal, 'killed by a signal').to.equal(null);
+  expect(r.code, `exit code; stderr: ${r.stderr}`).to.equal(code);
+  expect(r.elapsedMs, 'ms until the exit').to.be.below(5_000);
+  return problemLine(r);
+}
+
+describe('fts-server startup with bad inputs', function () {
+  this.timeout(30_000);
+
+  let fx: Fixture;
+  const servers: TestServer[] = [];
+
+  beforeEach(async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-start-'));
+    const users = path.join(dir, 'users.txt');
+    await writeFile(users, 'alice:alice-secret\n');
+    await chmod(users, 0o600);
+    const storage = path.join(dir, 'storage');
+    const socket = path.join(dir, 'admin.sock');
+    fx = {
+      dir,
+      users,
+      storage,
+      socket,
+      good: ['--host', '127.0.0.1', '--port', '0', '--workers', '1', '--users', users, '--storage', storage, '--admin-socket', socket],
+    };
+  });
+
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.stop();
+    await rm(fx.dir, { recursive: true, force: true });
+  });
+
+  /** The good flags with `flag` replaced by `value` (or added). */
+  function withFlag(flag: string, value: string): string[] {
+    const args = [...fx.good];
+    const i = args.indexOf(flag);
+    if (i >= 0) args[i + 1] = value;
+    else args.push(flag, value);
+    return args;
+  }
+
+  it('an unknown flag: exit 2, the flag named', async () => {
+    const line = expectQuickFailure(await runServerOnce([...fx.good, '--bogus-flag', 'x']), 2);
+    expect(line).to.include('--bogus-flag');
+  });
+
+  it('--port abc: exit 2, --port and the value named', async () => {
+    const line = expectQuickFailure(await runServerOnce(withFlag('--port', 'abc')), 2);
+    expect(line).to.include('--port');
+    expect(line).to.include('abc');
+  });
+
+  it('--workers 0: exit 2, --workers named', async () => {
+    const line = expectQuickFailure(await runServerOnce(withFlag('--workers', '0')), 2);
+    expect(line).to.include('--workers');
+  });
+
+  it('a missing users file: exit 1, its path named', async () => {
+    const missing = path.join(fx.dir, 'no-such-users.txt');
+    const line = expectQuickFailure(await runServerOnce(withFlag('--users', missing)), 1);
+    expect(line).to.include(missing);
+    expect(line).to.match(/no such file/i);
+  });
+
+  it('a storage path that cannot be created (under a regular file): exit 1, the path named', async () => {
+    const file = path.join(fx.dir, 'plain-file');
+    await writeFile(file, 'not a directory\n');
+    const storage = path.join(file, 'storage');
+    const line = expectQuickFailure(await runServerOnce(withFlag('--storage', storage)), 1);
+    expect(line).to.include(storage);
+  });
+
+  it('an admin socket path longer than 107 bytes: exit 2, --admin-socket named', async () => {
+    const long = path.join(fx.dir, `${'s'.repeat(120)}.sock`);
+    expect(Buffer.byteLength(long)).to.be.above(107);
+    const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', long)), 2);
+    expect(line).to.include('--admin-socket');
+    expect(line).to.match(/107/);
+  });
+
+  it('FTS_PORT=abc in the environment: exit 2, FTS_PORT named', async () => {
+    const args = [...fx.good];
+    args.splice(args.indexOf('--port'), 2);
+    const line = expectQuickFailure(await runServerOnce(args, { env: { FTS_PORT: 'abc' } }), 2);
+    expect(line).to.include('FTS_PORT');
+    expect(line).to.include('abc');
+  });
+
+  it('--help exits 0 and lists the flags', async () => {
+    const r = await runServerOnce(['--help']);
+    expect(r.timedOut).to.equal(false);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.equal('');
+    expect(r.stdout).to.match(/^Usage: fts-server/);
+    for (const flag of FLAGS) expect(r.stdout, `--help mentions ${flag}`).to.match(new RegExp(`^\\s+${escape(flag)}\\b`, 'm'));
+  });
+
+  it('with --port 0 the listening log line carries the real port, which accepts connections', async () => {
+    const server = await TestServer.start({ workers: 1, args: ['--port', '0'] });
+    servers.push(server);
+    const line = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'));
+    expect(line, 'a listening log line').to.not.equal(undefined);
+    const port = line?.['port'];
+    expect(port).to.be.a('number');
+    expect(port).to.be.above(0).and.at.most(65535);
+    expect(line?.msg).to.equal(`listening on 127.0.0.1:${String(port)}`);
+    const contact = await RawConnection.firstContact(port as number, 5_000);
+    if (contact.kind === 'header') contact.conn.destroy();
+    expect(contact.kind, JSON.stringify(contact)).to.equal('header');
+    if (contact.kind !== 'header') return;
+    expect(contact.header['status']).to.equal('hello');
+    expect(contact.header['protocol']).to.equal('fts/1');
+  });
+});
