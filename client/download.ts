@@ -1,17 +1,19 @@
 /**
- * The local half of `download` and `view` (§6.2, §6.3): checking the data phase against what the server
+ * The local half of `download` and `view` (§6.3, §6.4): checking the data phase against what the server
  * announced, and putting the bytes somewhere.
  *
- * A file download is written to a temporary file next to the target and renamed over it only after the
- * byte count and the SHA-256 of everything received match the final reply, and after an fsync. Any failure
- * removes the temporary file, so the target name only ever holds a complete, verified file (or whatever it
- * held before).
+ * A file download is written to LOCAL.part (with the sidecar LOCAL.part.json naming the server version,
+ * see part-file.ts) and renamed over LOCAL only after the byte count and the SHA-256 of the whole file
+ * match the final reply, and after an fsync. So LOCAL only ever holds a complete, verified file (or
+ * whatever it held before). When the transfer is cut (connection lost, Ctrl+C) the .part and its sidecar
+ * stay, and the next download of the same name to the same target continues from there.
  */
-import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
 import { localFsError } from './errors.js';
+import { hashPrefix, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
 import type { ProgressCallback } from './upload.js';
 
 /** The connection's read throttle, used to stop the network from outrunning the disk. */
@@ -33,14 +35,19 @@ function isSize(v: unknown): v is number {
 }
 
 /**
- * Checks one data phase: the 'data' reply, the byte count, the SHA-256 of what arrived. `kind` says what
- * the request asked for: a whole download from offset 0, or a view (the first VIEW_BYTES bytes, no hash).
+ * Checks one data phase: the 'data' reply, the byte count, the SHA-256 of the whole file. `kind` says what
+ * the request asked for: a download (whole, or continued at an offset after resumeAt()), or a view (the
+ * first VIEW_BYTES bytes, no hash).
  */
 export class DataPhase {
   size = -1;
   length = -1;
+  /** The offset the server actually used (0 when it sent the whole file). */
+  offset = 0;
+  mtime = 0;
   received = 0;
-  private readonly hash: Hash | null;
+  private hash: Hash | null;
+  private resume: { offset: number; prefix: Hash } | null = null;
 
   constructor(
     private readonly kind: 'download' | 'view',
@@ -49,23 +56,38 @@ export class DataPhase {
     this.hash = kind === 'download' ? createHash('sha256') : null;
   }
 
+  /**
+   * Declares that the request asked for `offset` > 0; `prefix` already holds the SHA-256 state of the
+   * local bytes 0 … offset−1. The server may still answer with offset 0 (the file changed).
+   */
+  resumeAt(offset: number, prefix: Hash): void {
+    if (this.kind !== 'download') throw new FtsError('INTERNAL', 'a view cannot resume');
+    this.resume = { offset, prefix };
+  }
+
   /** Validates the interim reply. Anything but 'data' is out of protocol for these operations. */
   begin(reply: Header): void {
     if (reply['status'] !== 'data') throw bad(`unexpected ${JSON.stringify(reply['status'])} reply`);
     if (this.length >= 0) throw bad('second data reply for one request');
-    const { size, length } = reply;
+    const { size, length, mtime } = reply;
     const offset = reply['offset'] ?? 0;
-    if (!isSize(size) || !isSize(length) || offset !== 0) throw bad('data reply with an invalid size, length or offset');
-    const expected = this.kind === 'view' ? Math.min(size, VIEW_BYTES) : size;
+    if (!isSize(size) || !isSize(length) || !isSize(offset)) throw bad('data reply with an invalid size, length or offset');
+    if (offset !== 0 && offset !== this.resume?.offset) throw bad(`data reply at offset ${offset}, which was not asked for`);
+    if (offset > size) throw bad('data reply with an offset past the end of the file');
+    if (this.kind === 'download' && (typeof mtime !== 'number' || !Number.isSafeInteger(mtime))) throw bad('data reply without a valid mtime');
+    const expected = this.kind === 'view' ? Math.min(size, VIEW_BYTES) : size - offset;
     if (length !== expected) throw bad(`data reply announces ${length} bytes where ${expected} were expected`);
+    if (offset > 0 && this.resume !== null) this.hash = this.resume.prefix;
     this.size = size;
     this.length = length;
+    this.offset = offset;
+    this.mtime = typeof mtime === 'number' ? mtime : 0;
   }
 
   add(payload: Buffer): void {
     this.received += payload.length;
     this.hash?.update(payload);
-    this.onProgress?.(this.received, this.length);
+    this.onProgress?.(this.offset + this.received, this.kind === 'view' ? this.length : this.size);
   }
 
   /** Checks the final 'ok' against what arrived; returns the verified SHA-256 for downloads, '' for views. */
@@ -81,7 +103,8 @@ export class DataPhase {
     if (typeof expected !== 'string' || !SHA256_PATTERN.test(expected)) throw bad('final reply without a valid sha256');
     const actual = this.hash.digest('hex');
     if (actual !== expected) {
-      throw new FtsError('CHECKSUM_MISMATCH', `received bytes hash to ${actual}, the server announced ${expected}`);
+      const what = this.offset > 0 ? `the kept ${this.offset} bytes plus the received bytes hash` : 'received bytes hash';
+      throw new FtsError('CHECKSUM_MISMATCH', `${what} to ${actual}, the server announced ${expected}`);
     }
     return actual;
   }
@@ -111,57 +134,142 @@ export class MemoryDownload {
   }
 }
 
-/** Streams a data phase into a temporary file and publishes it under the target name once verified. */
+export interface FileDownloadOptions {
+  /** Continue from LOCAL.part when its sidecar names this remote file. False: always start afresh. */
+  resume: boolean;
+  /** Called once the data phase starts, with the offset the server sends from and the file size. */
+  onStart?: (offset: number, size: number) => void;
+  onProgress?: ProgressCallback;
+}
+
+/**
+ * .part files of downloads running in this process. Two downloads to one target would write one .part at
+ * once; the second is refused instead (the whole-file digest would catch the mess, but only at the end).
+ */
+const activeParts = new Set<string>();
+
+/** Streams a data phase into LOCAL.part and publishes it under LOCAL once verified. */
 export class FileDownload {
   readonly phase: DataPhase;
   /** Where the file ends up; known after prepare(). */
   target = '';
-  private tmp: string | null = null;
+  private paths: PartPaths | null = null;
   private fh: FileHandle | null = null;
-  /** Disk writes run one after another, in order; `queued` bytes are waiting in this chain. */
+  /** The offset asked for: the length of the kept prefix, 0 when starting afresh. */
+  private requested = 0;
+  /** The version the sidecar on disk names, when it describes what LOCAL.part holds; else null. */
+  private kept: RemoteVersion | null = null;
+  /** Disk writes (and sidecar updates) run one after another, in order; `queued` bytes are waiting. */
   private writes: Promise<void> = Promise.resolve();
   private queued = 0;
   private position = 0;
   private writeError: FtsError | null = null;
   private paused = false;
-  /** prepare() in progress or done; discard() waits for it, or a late temporary file would be orphaned. */
+  /** prepare() in progress or done; abandon() waits for it, or a late .part would escape clean-up. */
   private preparing: Promise<void> | null = null;
 
   constructor(
     private readonly throttle: ReadThrottle,
     private readonly name: string,
     private readonly localPath: string | undefined,
-    onProgress?: ProgressCallback,
+    private readonly options: FileDownloadOptions,
   ) {
-    this.phase = new DataPhase('download', onProgress);
+    this.phase = new DataPhase('download', options.onProgress);
   }
 
   /**
    * Resolves the target (the remote name in the current directory by default; inside the directory when
-   * localPath names one) and creates the temporary file next to it, so that the final rename stays on one
-   * file system and is atomic.
+   * localPath names one) and opens LOCAL.part next to it, so that the final rename stays on one file
+   * system and is atomic. When a kept prefix can be continued, hashes it (the final check covers the
+   * whole file) and remembers the offset to ask for.
    */
   prepare(): Promise<void> {
-    this.preparing ??= this.createTemp();
+    this.preparing ??= this.openPart();
     return this.preparing;
   }
 
-  private async createTemp(): Promise<void> {
+  private async openPart(): Promise<void> {
     let target = this.localPath ?? this.name;
     if (target.endsWith('/') || target.endsWith(path.sep) || (await isDirectory(target))) target = path.join(target, this.name);
     this.target = target;
-    const tmp = path.join(path.dirname(target), `.${shorten(path.basename(target))}.fts-${randomBytes(6).toString('hex')}.tmp`);
+    const paths = partPaths(target);
+    const key = path.resolve(paths.part);
+    if (activeParts.has(key)) throw new FtsError('IO_ERROR', `${target}: another download to this file is in progress`);
+    activeParts.add(key);
+    this.paths = paths;
     try {
-      // 'wx': never follow or reuse something that appeared under the temporary name.
-      this.fh = await open(tmp, 'wx', 0o666);
+      if (this.options.resume && (await this.openKept(paths))) return;
+      this.fh = await openPart(paths.part, true);
+      await removeQuietly(paths.sidecar); // it described bytes that are gone now
     } catch (err) {
-      throw localFsError(err, path.dirname(target) === '.' ? tmp : path.dirname(target), 'IO_ERROR');
+      throw localFsError(err, path.dirname(target) === '.' ? paths.part : path.dirname(target), 'IO_ERROR');
     }
-    this.tmp = tmp;
+  }
+
+  /** Opens a kept LOCAL.part that its sidecar ties to this remote name, and hashes it. False: none usable. */
+  private async openKept(paths: PartPaths): Promise<boolean> {
+    const version = await readSidecar(paths.sidecar);
+    if (version === null || version.name !== this.name) return false;
+    let fh: FileHandle;
+    try {
+      fh = await openPart(paths.part, false);
+    } catch {
+      return false; // missing (or a symbolic link): nothing to continue
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size === 0 || st.size > version.size) {
+        await fh.close();
+        return false;
+      }
+      const prefix = createHash('sha256');
+      if (!(await hashPrefix(fh, st.size, prefix))) {
+        await fh.close();
+        return false;
+      }
+      this.fh = fh;
+      this.requested = st.size;
+      this.kept = version;
+      this.phase.resumeAt(st.size, prefix);
+      return true;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The download request: conditional on the kept version when continuing (§6.3 ifSize/ifMtime). */
+  request(): Header {
+    if (this.requested === 0 || this.kept === null) return { op: 'download', name: this.name, offset: 0 };
+    return { op: 'download', name: this.name, offset: this.requested, ifSize: this.kept.size, ifMtime: this.kept.mtime };
+  }
+
+  /** The offset this download continued from (0 when it started afresh); valid after the data reply. */
+  get resumedFrom(): number {
+    return this.phase.offset;
   }
 
   onInterim(reply: Header): void {
     this.phase.begin(reply);
+    const { offset, size, mtime } = this.phase;
+    this.position = offset;
+    if (offset === 0) {
+      // Starting afresh (nothing kept, or the server's file changed since): the sidecar must name the new
+      // version before any of its bytes reach the .part, or a crash could leave new bytes under an old name.
+      const version: RemoteVersion = { name: this.name, size, mtime };
+      const restart = this.requested > 0;
+      this.kept = null;
+      this.chain(async () => {
+        const paths = this.requirePaths();
+        if (restart) {
+          await removeQuietly(paths.sidecar);
+          await this.fh?.truncate(0);
+        }
+        await writeSidecar(paths.sidecar, version);
+        this.kept = version;
+      });
+    }
+    this.options.onStart?.(offset, size);
   }
 
   onData(payload: Buffer): void {
@@ -170,26 +278,33 @@ export class FileDownload {
     const position = this.position;
     this.position += payload.length;
     this.queued += payload.length;
-    this.writes = this.writes.then(() => this.writeAt(payload, position));
+    this.chain(() => this.writeAt(payload, position), payload.length);
     if (!this.paused && this.queued > WRITE_HIGH_WATER_BYTES) {
       this.paused = true;
       this.throttle.pauseReading();
     }
   }
 
-  private async writeAt(payload: Buffer, position: number): Promise<void> {
-    try {
-      if (this.writeError === null && this.fh !== null) {
-        for (let done = 0; done < payload.length; ) {
-          const { bytesWritten } = await this.fh.write(payload, done, payload.length - done, position + done);
-          done += bytesWritten;
-        }
+  /** Appends a disk job to the in-order chain; its failure becomes the download's error. */
+  private chain(job: () => Promise<void>, bytes = 0): void {
+    this.writes = this.writes.then(async () => {
+      try {
+        if (this.writeError === null) await job();
+      } catch (err) {
+        this.writeError ??= localFsError(err, this.target);
+      } finally {
+        this.queued -= bytes;
+        if (this.paused && (this.queued <= WRITE_LOW_WATER_BYTES || this.writeError !== null)) this.unpause();
       }
-    } catch (err) {
-      this.writeError ??= localFsError(err, this.target);
-    } finally {
-      this.queued -= payload.length;
-      if (this.paused && (this.queued <= WRITE_LOW_WATER_BYTES || this.writeError !== null)) this.unpause();
+    });
+  }
+
+  private async writeAt(payload: Buffer, position: number): Promise<void> {
+    const fh = this.fh;
+    if (fh === null) return;
+    for (let done = 0; done < payload.length; ) {
+      const { bytesWritten } = await fh.write(payload, done, payload.length - done, position + done);
+      done += bytesWritten;
     }
   }
 
@@ -199,39 +314,64 @@ export class FileDownload {
     this.throttle.resumeReading();
   }
 
-  /** Verifies the final reply, makes the file durable and renames it into place. */
+  private requirePaths(): PartPaths {
+    if (this.paths === null) throw new FtsError('INTERNAL', 'download used before it was prepared');
+    return this.paths;
+  }
+
+  /** Verifies the final reply, makes the file durable, renames it into place and removes the sidecar. */
   async commit(reply: Header): Promise<{ size: number; sha256: string; localPath: string }> {
     const sha256 = this.phase.finish(reply);
     await this.writes;
     if (this.writeError !== null) throw this.writeError;
     const fh = this.fh;
-    const tmp = this.tmp;
-    if (fh === null || tmp === null) throw new FtsError('INTERNAL', 'download committed before it was prepared');
+    const paths = this.requirePaths();
+    if (fh === null) throw new FtsError('INTERNAL', 'download committed before it was prepared');
     try {
       await fh.sync();
       this.fh = null;
       await fh.close();
-      await rename(tmp, this.target);
-      this.tmp = null;
+      await rename(paths.part, this.target);
     } catch (err) {
       throw localFsError(err, this.target, 'IO_ERROR');
     }
+    this.kept = null;
+    await removeQuietly(paths.sidecar);
     await syncDirectory(path.dirname(this.target));
+    this.release();
     return { size: this.phase.size, sha256, localPath: this.target };
   }
 
-  /** Removes the temporary file after a failure. Never throws: it runs on error paths. */
-  async discard(): Promise<void> {
-    this.writeError ??= new FtsError('IO_ERROR', 'download abandoned');
+  /**
+   * Cleans up after a failure. With `keep` (the transfer was cut, not refused) LOCAL.part and its sidecar
+   * stay for a later resume, provided they hold a usable prefix; otherwise both are removed. Never throws:
+   * it runs on error paths.
+   */
+  async abandon(keep: boolean): Promise<void> {
+    // Kept: let the queued writes land, the prefix is good. Dropped: skip them.
+    if (!keep) this.writeError ??= new FtsError('IO_ERROR', 'download abandoned');
     this.unpause();
     await this.preparing?.catch(() => undefined);
     await this.writes.catch(() => undefined);
     const fh = this.fh;
     this.fh = null;
-    await fh?.close().catch(() => undefined);
-    const tmp = this.tmp;
-    this.tmp = null;
-    if (tmp !== null) await unlink(tmp).catch(() => undefined);
+    let length = 0;
+    if (fh !== null) {
+      length = await fh.stat().then((st) => st.size, () => 0);
+      await fh.close().catch(() => undefined);
+    }
+    const paths = this.paths;
+    const usable = keep && this.writeError === null && this.kept !== null && length > 0;
+    if (paths !== null && !usable) {
+      await removeQuietly(paths.part);
+      await removeQuietly(paths.sidecar);
+    }
+    this.release();
+  }
+
+  private release(): void {
+    if (this.paths !== null) activeParts.delete(path.resolve(this.paths.part));
+    this.paths = null;
   }
 }
 
@@ -239,19 +379,8 @@ async function isDirectory(p: string): Promise<boolean> {
   try {
     return (await stat(p)).isDirectory();
   } catch {
-    return false; // missing or unreadable: treat it as a file path; creating the temp file reports problems
+    return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
   }
-}
-
-/** Keeps the temporary name under NAME_MAX (255 bytes) even for a 255-byte target name. */
-function shorten(base: string): string {
-  if (Buffer.byteLength(base) <= 200) return base;
-  let out = '';
-  for (const ch of base) {
-    if (Buffer.byteLength(out + ch) > 200) break;
-    out += ch;
-  }
-  return out;
 }
 
 /** fsync of the directory makes the rename itself durable. Best effort: some file systems refuse it. */

@@ -7,12 +7,85 @@
  * check refuses the upload and nothing is published.
  */
 import { createHash } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
 
+/** `done` counts from the start of the file, so a resumed transfer starts at its offset, not at 0. */
 export type ProgressCallback = (done: number, total: number) => void;
+
+/** What an upload sends: hashed once, sent from any offset as often as the resend policy needs. */
+export interface UploadSource {
+  readonly digest: Promise<Digest>;
+  /**
+   * Writes bytes from … size−1 as data frames. Returns a local problem to report instead of the server's
+   * answer (the data could not be read and padding was sent), or null.
+   */
+  send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null>;
+}
+
+/**
+ * A local file, opened once: hashing and every send read through the same FileHandle, so they see the
+ * same file even if its path is replaced meanwhile. Opening and hashing start in the constructor, so that
+ * they overlap with earlier requests still being sent.
+ */
+export class FileSource implements UploadSource {
+  readonly digest: Promise<Digest>;
+  private readonly file: Promise<FileHandle>;
+  /** The last send, which may still be reading when its request already failed (connection lost). */
+  private sending: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly localPath: string,
+    hashing: Limiter,
+  ) {
+    this.file = openRegularFile(localPath);
+    this.file.catch(() => undefined); // reported through digest
+    this.digest = this.file.then((fh) => hashing.run(() => digestFile(fh, localPath)));
+    this.digest.catch(() => undefined); // reported through the request that awaits it
+  }
+
+  send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
+    const run = Promise.all([this.file, this.digest]).then(([fh, d]) => sendFile(fh, d.size, from, out, this.localPath, onProgress));
+    this.sending = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Closes the file once no send reads it any more. Never throws. */
+  async close(): Promise<void> {
+    await this.sending;
+    const fh = await this.file.catch(() => null);
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/** Bytes held in memory (uploadBuffer). */
+export class BufferSource implements UploadSource {
+  readonly digest: Promise<Digest>;
+
+  constructor(private readonly data: Uint8Array) {
+    this.digest = Promise.resolve(digestBuffer(data));
+  }
+
+  send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<null> {
+    return sendBuffer(this.data, from, out, onProgress);
+  }
+}
+
+async function openRegularFile(localPath: string): Promise<FileHandle> {
+  let fh: FileHandle | null = null;
+  try {
+    // stat before open: opening a FIFO for reading would block until someone writes to it.
+    if (!(await stat(localPath)).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
+    fh = await open(localPath, 'r');
+    if (!(await fh.stat()).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
+    return fh;
+  } catch (err) {
+    await fh?.close().catch(() => undefined);
+    throw localFsError(err, localPath);
+  }
+}
 
 export interface Digest {
   size: number;

@@ -24,6 +24,14 @@ export interface Config {
   readonly idleTimeoutSeconds: number;
   readonly stallTimeoutSeconds: number;
   readonly maxHeaderBytes: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  /** OpenSSH MaxStartups for unauthenticated connections: start:rate:full. */
+  readonly maxStartups: { start: number; rate: number; full: number };
+  /** Score at which a source address is banned (0 = never). */
+  readonly banThreshold: number;
+  readonly banWindowSeconds: number;
+  readonly banSeconds: number;
   readonly metricsHost: string;
   /** null = no metrics endpoint; 0 = an ephemeral port. */
   readonly metricsPort: number | null;
@@ -107,6 +115,22 @@ export const FLAGS = {
     default: () => String(DEFAULT_MAX_HEADER_BYTES),
     parse: integer(MIN_MAX_HEADER_BYTES, HARD_MAX_HEADER_BYTES),
   },
+  'max-connections': { env: 'FTS_MAX_CONNECTIONS', help: 'connections in total, across all workers', default: () => '2000', parse: integer(1, 1_000_000) },
+  'max-connections-per-ip': { env: 'FTS_MAX_CONNECTIONS_PER_IP', help: 'connections from one address', default: () => '50', parse: integer(1, 1_000_000) },
+  'max-startups': {
+    env: 'FTS_MAX_STARTUPS',
+    help: 'unauthenticated connections start:rate:full (random early drop)',
+    default: () => '10:30:100',
+    parse: (raw: string, flag: string) => {
+      const m = /^(\d+):(\d+):(\d+)$/.exec(raw.trim());
+      const [start, rate, full] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [NaN, NaN, NaN];
+      if (!m || start < 1 || rate > 100 || full < start) throw new ConfigError(`--${flag}: must be start:rate:full with 1 <= start <= full and rate <= 100 (got "${raw}")`);
+      return { start, rate, full };
+    },
+  },
+  'ban-threshold': { env: 'FTS_BAN_THRESHOLD', help: 'penalty score that bans an address (failed login 2, bad name 1, protocol violation 3; 0 = off)', default: () => '20', parse: integer(0, 1_000_000) },
+  'ban-window': { env: 'FTS_BAN_WINDOW', help: 'seconds penalty points count', default: () => '600', parse: integer(1, 86_400) },
+  'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
   'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => '127.0.0.1', parse: nonEmpty },
   'metrics-port': {
     env: 'FTS_METRICS_PORT',
@@ -171,6 +195,12 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
     maxHeaderBytes: pick('max-header-bytes') as number,
+    maxConnections: pick('max-connections') as number,
+    maxConnectionsPerIp: pick('max-connections-per-ip') as number,
+    maxStartups: pick('max-startups') as { start: number; rate: number; full: number },
+    banThreshold: pick('ban-threshold') as number,
+    banWindowSeconds: pick('ban-window') as number,
+    banSeconds: pick('ban-duration') as number,
     metricsHost: pick('metrics-host') as string,
     metricsPort: pick('metrics-port') as number | null,
     tokenTtlSeconds: pick('token-ttl') as number,

@@ -13,7 +13,8 @@ export type PrimaryToWorker =
   /** The users file text, already validated by the primary. Sent at start and on reload. */
   | { type: 'fts:users'; text: string }
   | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }
-  | { type: 'fts:kick'; reqId: number; session: string };
+  | { type: 'fts:kick'; reqId: number; session: string }
+  | { type: 'fts:answer'; reqId: number; data: unknown };
 
 export interface WorkerStats {
   pid: number;
@@ -22,7 +23,14 @@ export interface WorkerStats {
   transfers: number;
 }
 
+/** Questions a worker asks the primary (the cluster-wide authority on connections and bans). */
+export type WorkerQuestion =
+  | { kind: 'admit'; conn: string; ip: string }
+  | { kind: 'penalty'; ip: string; points: number };
+
 export type WorkerToPrimary =
+  | { type: 'fts:ask'; reqId: number; question: WorkerQuestion }
+  | { type: 'fts:conn'; conn: string; event: 'authenticated' | 'closed' }
   /** Sent once the worker's message handler is installed: the primary answers with fts:users. */
   | { type: 'fts:need-users' }
   /** The worker's listener is up. */

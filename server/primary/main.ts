@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
+import { Gatekeeper } from './gatekeeper.js';
 import { MetricsEndpoint } from './metrics-endpoint.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -78,7 +79,16 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     throw new StartupError(err.message);
   });
 
-  const metrics = new MetricsEndpoint(log, pool, () => controller.draining);
+  const gate = new Gatekeeper({
+    maxConnections: config.maxConnections,
+    maxPerIp: config.maxConnectionsPerIp,
+    startups: config.maxStartups,
+    banThreshold: config.banThreshold,
+    banWindowMs: config.banWindowSeconds * 1000,
+    banDurationMs: config.banSeconds * 1000,
+  });
+  setInterval(() => gate.prune(Date.now()), 60_000).unref();
+  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate);
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
       await admin.close();
@@ -89,13 +99,31 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   cluster.on('message', (worker, msg: unknown) => {
     if (!isFtsMessage(msg)) return; // prom-client shares the channel
     const m = msg as WorkerToPrimary;
-    if (m.type === 'fts:need-users') controller.sendUsers(worker);
+    if (m.type === 'fts:ask') {
+      const q = m.question;
+      const now = Date.now();
+      let data: unknown;
+      if (q.kind === 'admit') {
+        const verdict = gate.admit(q.conn, q.ip, worker.id, now);
+        if (!verdict.ok) metrics.rejected(verdict.reason);
+        data = verdict;
+      } else {
+        const result = gate.penalty(q.ip, q.points, now);
+        if (result.banned) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);
+        data = result;
+      }
+      if (worker.isConnected()) worker.send({ type: 'fts:answer', reqId: m.reqId, data });
+    } else if (m.type === 'fts:conn') {
+      if (m.event === 'authenticated') gate.authenticated(m.conn);
+      else gate.closed(m.conn);
+    } else if (m.type === 'fts:need-users') controller.sendUsers(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
     else if (m.type === 'fts:listening' && controller.port === null) {
       controller.port = m.port;
       log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
     }
   });
+  cluster.on('exit', (worker) => gate.workerGone(worker.id));
   pool.onCrash = (worker, code) => {
     // A worker failing before anyone listened means the listener cannot be opened (port in use, bad host).
     if (controller.port === null) {

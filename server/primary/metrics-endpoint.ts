@@ -4,6 +4,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } f
 import type { Logger } from '../log.js';
 import type { MetricsJson } from '../metrics/worker-metrics.js';
 import { queryWorker } from './cluster-query.js';
+import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /**
@@ -34,6 +35,7 @@ function monotonic(metrics: MetricsJson): MetricsJson {
 export class MetricsEndpoint {
   private readonly registry = new Registry();
   private readonly scrapeErrors: Counter;
+  private readonly rejections: Counter<'reason'>;
   private readonly lastKnown = new Map<number, MetricsJson>();
   private retired: MetricsJson = [];
   private server: http.Server | null = null;
@@ -43,6 +45,7 @@ export class MetricsEndpoint {
     private readonly log: Logger,
     private readonly pool: WorkerPool,
     isDraining: () => boolean,
+    gate: Gatekeeper,
   ) {
     const registers = [this.registry];
     new Gauge({
@@ -69,11 +72,25 @@ export class MetricsEndpoint {
       },
     });
     this.scrapeErrors = new Counter({ name: 'fts_scrape_errors_total', help: 'Workers that did not answer a scrape in time', registers });
+    this.rejections = new Counter({ name: 'fts_rejections_total', help: 'Connections refused, by reason', labelNames: ['reason'], registers });
+    for (const reason of REJECT_REASONS) this.rejections.inc({ reason }, 0);
+    new Gauge({
+      name: 'fts_bans_active',
+      help: 'Source addresses banned now',
+      registers,
+      collect() {
+        this.set(gate.activeBans(Date.now()));
+      },
+    });
     restarts.inc(0);
     this.scrapeErrors.inc(0);
     collectDefaultMetrics({ register: this.registry });
     new AggregatorRegistry(); // installs prom-client's cluster listeners in the primary
     cluster.on('disconnect', (worker) => this.retire(worker.process.pid ?? 0));
+  }
+
+  rejected(reason: RejectReason): void {
+    this.rejections.inc({ reason });
   }
 
   /** A worker's own final snapshot, sent just before it exits on purpose. */

@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import type { UserTable } from '../auth/users.js';
 import type { WorkerMetrics } from '../metrics/worker-metrics.js';
 import type { Store } from '../storage/store.js';
+import type { GateClient } from './gate-client.js';
 
 /** What every session of one worker shares. */
 export interface WorkerContext {
@@ -10,6 +11,8 @@ export interface WorkerContext {
   readonly log: Logger;
   readonly store: Store;
   readonly metrics: WorkerMetrics;
+  /** Admission, limits and penalties, decided by the primary for the whole cluster. */
+  readonly gate: GateClient;
   /** Signs and checks session tokens; the same in every worker (and every node sharing the secret file). */
   readonly secret: Buffer;
   /** The current user table; replaced wholesale on reload, never mutated. */

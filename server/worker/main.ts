@@ -7,6 +7,7 @@ import { createLogger } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
+import { GateClient } from './gate-client.js';
 import { Session } from './session.js';
 
 /** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
@@ -67,7 +68,7 @@ export async function runWorker(config: Config): Promise<void> {
   delete process.env['FTS_SESSION_SECRET'];
   if (secret.length < 32) throw new Error('worker started without a session secret');
   const metrics = new WorkerMetrics();
-  const ctx: WorkerContext = { config, log, store, metrics, secret, users, draining: false, onSessionIdle: checkDrained };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
 
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (ctx.draining) {

@@ -22,6 +22,7 @@ import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
+import { normaliseIp, PENALTY } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { ConnectionGone, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
 
@@ -53,7 +54,10 @@ export interface SessionSnapshot {
 export class Session {
   readonly id = randomBytes(6).toString('hex');
   readonly remote: string;
+  /** The source address, as limits and bans count it. */
+  readonly ip: string;
   readonly since = new Date();
+  private admitted = false;
   private phase: Phase = 'unauthenticated';
   private user: string | null = null;
   private store: UserStore | null = null;
@@ -73,6 +77,7 @@ export class Session {
     private readonly ctx: WorkerContext,
   ) {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.ip = normaliseIp(socket.remoteAddress);
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
     this.source.onBytes = () => {
@@ -120,6 +125,19 @@ export class Session {
 
   /** Runs the session to its end. Never rejects. */
   async run(): Promise<void> {
+    // The primary counts connections for the whole cluster; a refusal replaces the greeting.
+    const admission = await this.ctx.gate.admit(this.id, this.ip);
+    if (!admission.ok) {
+      this.log.info({ event: 'rejected', reason: admission.reason }, 'connection refused');
+      const code = admission.reason === 'banned' ? 'RATE_LIMITED' : 'TOO_MANY_CONNECTIONS';
+      const retry = admission.retryAfterSeconds;
+      this.sendFrame(encodeHeader({ status: 'bye', code, message: `${new FtsError(code).message} (${admission.reason})`, ...(retry ? { retryAfter: retry } : {}) }));
+      this.phase = 'closed';
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+      return;
+    }
+    this.admitted = true;
     this.sendFrame(
       encodeHeader({
         status: 'hello',
@@ -138,6 +156,7 @@ export class Session {
       this.log.error({ err }, 'session failed');
     } finally {
       if (this.user !== null) this.ctx.metrics.sessionClosed();
+      if (this.admitted) this.ctx.gate.closed(this.id);
       this.phase = 'closed';
       this.clearTimer();
       if (!this.socket.destroyed) this.socket.destroy();
@@ -223,6 +242,7 @@ export class Session {
       this.busy = false;
       this.armTimer();
     }
+    if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
     this.logAudit(header['op'], null, Date.now(), err);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
     this.reply(id, errorReply(id, err));
@@ -259,6 +279,11 @@ export class Session {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : this.user;
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
       this.ctx.metrics.authAttempt(failure === null);
+      if (failure?.code === 'AUTH_FAILED') {
+        // Wrong password or unknown user: delay the answer (growing with the address's score), as vsftpd does.
+        const { delayMs } = await this.ctx.gate.penalty(this.ip, PENALTY.authFailure);
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      }
     } else {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
@@ -287,6 +312,7 @@ export class Session {
         this.user = user;
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();
+        this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendData: (payload: Buffer) => this.sendData(payload),
@@ -360,6 +386,7 @@ export class Session {
 
   /** Sends a fatal error and closes: the stream cannot (or may not) continue. */
   private fatal(id: number | null, err: FtsError): void {
+    if (err.code === 'PROTOCOL_ERROR' || err.code === 'FRAME_TOO_LARGE') void this.ctx.gate.penalty(this.ip, PENALTY.protocolViolation);
     const reply = errorReply(id, err);
     reply.fatal = true;
     this.reply(id, reply);

@@ -1,0 +1,124 @@
+/**
+ * The cluster-wide authority on who may connect, kept in the primary so that counts are exact across all
+ * workers: total and per-IP connection limits, a budget for unauthenticated connections with random early
+ * drop (OpenSSH MaxStartups start:rate:full), and scored bans per source address (SFTPGo's defender).
+ * Pure bookkeeping: no sockets, no timers; time is passed in, so it is unit-testable.
+ */
+
+export interface GateLimits {
+  maxConnections: number;
+  maxPerIp: number;
+  /** MaxStartups: random early drop of unauthenticated connections from `start`, at `rate`%, up to `full`. */
+  startups: { start: number; rate: number; full: number };
+  /** Score at which an address is banned; 0 disables bans. */
+  banThreshold: number;
+  /** Scores older than this are forgotten. */
+  banWindowMs: number;
+  banDurationMs: number;
+}
+
+export type RejectReason = 'max_connections' | 'per_ip_limit' | 'startups' | 'banned';
+export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'per_ip_limit', 'startups', 'banned'];
+
+export type Admission = { ok: true } | { ok: false; reason: RejectReason; retryAfterSeconds?: number };
+
+interface Conn {
+  ip: string;
+  worker: number;
+  authenticated: boolean;
+}
+
+interface Score {
+  points: Array<{ at: number; points: number }>;
+  bannedUntil: number;
+}
+
+export class Gatekeeper {
+  private readonly conns = new Map<string, Conn>();
+  private readonly perIp = new Map<string, number>();
+  private readonly scores = new Map<string, Score>();
+  private unauthenticated = 0;
+
+  constructor(
+    private readonly limits: GateLimits,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  activeBans(now: number): number {
+    let n = 0;
+    for (const s of this.scores.values()) if (s.bannedUntil > now) n++;
+    return n;
+  }
+
+  admit(id: string, ip: string, worker: number, now: number): Admission {
+    const score = this.scores.get(ip);
+    if (score && score.bannedUntil > now) return { ok: false, reason: 'banned', retryAfterSeconds: Math.ceil((score.bannedUntil - now) / 1000) };
+    if (this.conns.size >= this.limits.maxConnections) return { ok: false, reason: 'max_connections' };
+    if ((this.perIp.get(ip) ?? 0) >= this.limits.maxPerIp) return { ok: false, reason: 'per_ip_limit' };
+    const { start, rate, full } = this.limits.startups;
+    if (this.unauthenticated >= full) return { ok: false, reason: 'startups' };
+    if (this.unauthenticated >= start) {
+      // Linear from rate% at `start` to 100% at `full`, as in sshd(8).
+      const p = rate / 100 + (1 - rate / 100) * ((this.unauthenticated - start) / Math.max(1, full - start));
+      if (this.random() < p) return { ok: false, reason: 'startups' };
+    }
+    this.conns.set(id, { ip, worker, authenticated: false });
+    this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
+    this.unauthenticated++;
+    return { ok: true };
+  }
+
+  authenticated(id: string): void {
+    const c = this.conns.get(id);
+    if (!c || c.authenticated) return;
+    c.authenticated = true;
+    this.unauthenticated--;
+  }
+
+  closed(id: string): void {
+    const c = this.conns.get(id);
+    if (!c) return;
+    this.conns.delete(id);
+    if (!c.authenticated) this.unauthenticated--;
+    const left = (this.perIp.get(c.ip) ?? 1) - 1;
+    if (left <= 0) this.perIp.delete(c.ip);
+    else this.perIp.set(c.ip, left);
+  }
+
+  /** A worker died: its connections died with it. */
+  workerGone(worker: number): void {
+    for (const [id, c] of this.conns) if (c.worker === worker) this.closed(id);
+  }
+
+  /**
+   * Adds to an address's score (failed logins, traversal attempts, protocol violations). Returns the
+   * delay to impose before answering, growing with the score, and whether the address is now banned.
+   */
+  penalty(ip: string, points: number, now: number): { delayMs: number; banned: boolean } {
+    const score = this.scores.get(ip) ?? { points: [], bannedUntil: 0 };
+    this.scores.set(ip, score);
+    score.points = score.points.filter((p) => p.at > now - this.limits.banWindowMs);
+    score.points.push({ at: now, points });
+    const total = score.points.reduce((n, p) => n + p.points, 0);
+    const banned = this.limits.banThreshold > 0 && total >= this.limits.banThreshold;
+    if (banned && score.bannedUntil <= now) {
+      score.bannedUntil = now + this.limits.banDurationMs;
+      score.points = [];
+    }
+    // vsftpd waits 1 s after a failed login; we grow from there, capped so a client is never held long.
+    const delayMs = Math.min(5_000, Math.round(total * 500));
+    return { delayMs, banned };
+  }
+
+  /** Forgets expired scores and bans; call now and then so the map cannot grow without bound. */
+  prune(now: number): void {
+    for (const [ip, s] of this.scores) {
+      s.points = s.points.filter((p) => p.at > now - this.limits.banWindowMs);
+      if (s.points.length === 0 && s.bannedUntil <= now) this.scores.delete(ip);
+    }
+  }
+}

@@ -1,0 +1,317 @@
+/**
+ * Many sessions at once against a real two-worker fts-server: parallel transfers by two users, sessions
+ * spread over the workers, and writers racing on one name (atomic publish, no partial names visible).
+ */
+import { expect } from 'chai';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { encodeData, encodeHeader } from '../../protocol/index.js';
+import { delay, RawClient } from '../helpers/raw-client.js';
+import { DEFAULT_USERS, TestServer, type LogLine, type TestUser } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
+const KIB = 1024;
+const MIB = 1024 * KIB;
+
+const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
+async function stagingFiles(server: TestServer, user: string): Promise<string[]> {
+  try {
+    return await readdir(path.join(server.storage, '.fts', 'staging', user));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: FtsError }> {
+  try {
+    return { ok: true, value: await p };
+  } catch (err) {
+    expect(err).to.be.instanceOf(FtsError);
+    return { ok: false, error: err as FtsError };
+  }
+}
+
+/** Polls `check` every 20 ms until it returns true or `timeoutMs` passes. */
+async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await delay(20);
+  }
+}
+
+function brokenWorkers(lines: readonly LogLine[]): LogLine[] {
+  return lines.filter((l) => typeof l.msg === 'string' && /worker died|crash loop/.test(l.msg));
+}
+
+describe('concurrency', function () {
+  this.timeout(120_000);
+
+  describe('16 sessions of two users transferring at once', function () {
+    let server: TestServer;
+    let work: string;
+    let cleanupWork: () => Promise<void>;
+    const clients: FtsClient[] = [];
+
+    before(async function () {
+      server = await TestServer.start({ workers: 2 });
+      ({ dir: work, cleanup: cleanupWork } = await tempDir('fts-conc-'));
+    });
+
+    after(async function () {
+      for (const c of clients.splice(0)) c.close();
+      await server?.stop();
+      await cleanupWork?.();
+    });
+
+    it('every session uploads 4 distinct files and downloads them back byte-identical; sessions spread over both workers', async function () {
+      const users: TestUser[] = [...Array<TestUser>(8).fill(ALICE), ...Array<TestUser>(8).fill(BOB)];
+      const sessions = await Promise.all(
+        users.map(async (who) => {
+          const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+          clients.push(c);
+          await c.auth(who.user, who.password);
+          return c;
+        }),
+      );
+      // Sizes from 64 KiB to 2 MiB, a different set per session; half the sessions go through files.
+      const plan = users.map((who, s) =>
+        Array.from({ length: 4 }, (_, f) => {
+          const size = 64 * KIB + ((s * 4 + f) * 130_003) % (2 * MIB - 64 * KIB + 1);
+          return { who, name: `s${s}-f${f}.bin`, data: randomBytes(size), viaFile: s % 2 === 1 };
+        }),
+      );
+      for (const files of plan) for (const f of files) if (f.viaFile) await writeFile(path.join(work, `up-${f.who.user}-${f.name}`), f.data);
+
+      await Promise.all(
+        sessions.map(async (c, s) => {
+          const files = plan[s]!;
+          const ups = await Promise.all(files.map((f) => (f.viaFile ? c.upload(path.join(work, `up-${f.who.user}-${f.name}`), f.name) : c.uploadBuffer(f.name, f.data))));
+          ups.forEach((u, k) => expect(u.sha256).to.equal(sha(files[k]!.data)));
+        }),
+      );
+      await Promise.all(
+        sessions.map(async (c, s) => {
+          const files = plan[s]!;
+          const dir = path.join(work, `down-${s}`);
+          await mkdir(dir);
+          await Promise.all(
+            files.map(async (f) => {
+              if (f.viaFile) {
+                const r = await c.download(f.name, path.join(dir, f.name));
+                expect(r.sha256).to.equal(sha(f.data));
+                expect(sha(await readFile(path.join(dir, f.name))), `${f.who.user}/${f.name}`).to.equal(sha(f.data));
+              } else {
+                const r = await c.downloadBuffer(f.name);
+                expect(sha(r.data), `${f.who.user}/${f.name}`).to.equal(sha(f.data));
+              }
+            }),
+          );
+        }),
+      );
+
+      // Each user sees exactly their own 32 files; the storage holds exactly those bytes.
+      for (const who of [ALICE, BOB]) {
+        const mine = plan.flat().filter((f) => f.who === who);
+        const listed = await sessions[who === ALICE ? 0 : 8]!.list({ long: true });
+        expect(listed.map((e) => e.name).sort()).to.deep.equal(mine.map((f) => f.name).sort());
+        for (const f of mine) {
+          expect(listed.find((e) => e.name === f.name)?.size).to.equal(f.data.length);
+          expect(sha(await readFile(path.join(server.storage, who.user, f.name)))).to.equal(sha(f.data));
+        }
+      }
+      expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+      expect(await stagingFiles(server, 'bob')).to.deep.equal([]);
+      await Promise.all(sessions.map((c) => c.quit()));
+
+      // Which worker served each session: the worker pid on the session's successful auth line.
+      const authLines = server.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'success');
+      expect(authLines).to.have.length(16);
+      const workers = new Set(authLines.map((l) => l['worker']));
+      for (const w of workers) expect(w, 'auth lines carry the worker pid').to.be.a('number');
+      expect(new Set(authLines.map((l) => l['session'])).size, 'distinct sessions').to.equal(16);
+      expect(workers.size, `sessions were served by workers ${[...workers].join(', ')}`).to.be.at.least(2);
+      for (const w of workers) expect(server.workerPids()).to.include(w);
+      expect(brokenWorkers(server.lines)).to.deep.equal([]);
+    });
+  });
+
+  describe('writers racing on one name', function () {
+    let server: TestServer;
+    const clients: FtsClient[] = [];
+    const raws: RawClient[] = [];
+
+    async function client(who = ALICE): Promise<FtsClient> {
+      const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+      clients.push(c);
+      await c.auth(who.user, who.password);
+      return c;
+    }
+
+    before(async function () {
+      server = await TestServer.start({ workers: 2 });
+    });
+
+    afterEach(async function () {
+      for (const c of clients.splice(0)) c.close();
+      for (const r of raws.splice(0)) r.close();
+      // Each test starts with an empty directory for alice.
+      const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+      try {
+        await c.auth(ALICE.user, ALICE.password);
+        for (const e of await c.list()) await c.delete(e.name);
+      } finally {
+        c.close();
+      }
+    });
+
+    after(async function () {
+      for (const c of clients.splice(0)) c.close();
+      for (const r of raws.splice(0)) r.close();
+      await server?.stop();
+    });
+
+    /**
+     * Runs `writers` uploads of `contents` to one name at once while a lister and a reader poll. Returns the
+     * upload results; asserts what observers saw.
+     */
+    async function race(name: string, contents: readonly Buffer[]) {
+      const writers = await Promise.all(contents.map(() => client()));
+      const lister = await client();
+      const reader = await client();
+      const shas = new Set(contents.map(sha));
+      let done = false;
+      const deadline = Date.now() + 90_000;
+
+      const listing = (async () => {
+        const seen = new Set<string>();
+        let lists = 0;
+        while (!done && lists < 20_000 && Date.now() < deadline) {
+          for (const e of await lister.list()) seen.add(e.name);
+          lists++;
+        }
+        return { seen, lists };
+      })();
+      const reading = (async () => {
+        const problems: string[] = [];
+        let reads = 0;
+        while (!done && reads < 2_000 && Date.now() < deadline) {
+          const r = await settle(reader.downloadBuffer(name));
+          if (r.ok) {
+            if (!shas.has(sha(r.value.data))) problems.push(`read a version that was never uploaded (${r.value.data.length} bytes)`);
+          } else if (r.error.code !== 'NOT_FOUND') {
+            problems.push(`download failed with ${r.error.code}: ${r.error.message}`);
+          }
+          reads++;
+        }
+        return { problems, reads };
+      })();
+
+      let results: Array<{ ok: true; value: unknown } | { ok: false; error: FtsError }>;
+      try {
+        results = await Promise.all(writers.map((w, i) => settle(w.uploadBuffer(name, contents[i]!))));
+      } finally {
+        done = true;
+      }
+      const { seen, lists } = await listing;
+      const { problems, reads } = await reading;
+      expect(lists, 'the lister completed listings during the race').to.be.greaterThan(0);
+      expect([...seen], 'names visible during the race').to.satisfy((names: string[]) => names.every((n) => n === name));
+      expect(reads).to.be.greaterThan(0);
+      expect(problems, 'what the reader saw during the race').to.deep.equal([]);
+      return results;
+    }
+
+    it('8 writers with different contents: each succeeds (or LOCKED), the final file is exactly one of them, no partial name is ever listed', async function () {
+      const contents = Array.from({ length: 8 }, (_, i) => randomBytes(1 * MIB + i * 400_000 + 17 * i));
+      const results = await race('race.bin', contents);
+      const okShas = new Set<string>();
+      results.forEach((r, i) => {
+        if (r.ok) okShas.add(sha(contents[i]!));
+        else expect(r.error.code, `writer ${i}: ${r.error.message}`).to.equal('LOCKED');
+      });
+      expect(okShas.size, 'at least one writer succeeded').to.be.greaterThan(0);
+
+      const c = await client();
+      const final = await c.downloadBuffer('race.bin');
+      expect(okShas.has(sha(final.data)), 'the final file is exactly one of the acknowledged uploads').to.equal(true);
+      expect(sha(await readFile(path.join(server.storage, 'alice', 'race.bin')))).to.equal(sha(final.data));
+      expect((await c.list()).map((e) => e.name)).to.deep.equal(['race.bin']);
+      expect(await readdir(path.join(server.storage, 'alice'))).to.deep.equal(['race.bin']);
+      expect(await stagingFiles(server, 'alice'), 'staging area after the race').to.deep.equal([]);
+      expect(brokenWorkers(server.lines)).to.deep.equal([]);
+    });
+
+    it('8 writers with the same content: each succeeds (or LOCKED) and the file is that content', async function () {
+      const content = randomBytes(3 * MIB + 5);
+      const results = await race('same.bin', Array.from({ length: 8 }, () => content));
+      results.forEach((r, i) => {
+        if (!r.ok) expect(`${r.error.code}: ${r.error.message}`, `writer ${i}`).to.match(/^LOCKED/);
+      });
+      const c = await client();
+      expect(sha((await c.downloadBuffer('same.bin')).data)).to.equal(sha(content));
+      expect(await stagingFiles(server, 'alice')).to.deep.equal([]);
+    });
+
+    it('an upload whose bytes do not match its declared sha256 cannot corrupt a concurrent upload of the same name, size and sha256', async function () {
+      // Writer A is honest; writer B declares the same identity (name, size, sha256) but sends other bytes,
+      // as a client does whose local file changed after it was hashed. B must end in CHECKSUM_MISMATCH and
+      // A's published file, if A gets ok, must be exactly A's bytes.
+      const chunk = 256 * KIB;
+      const good = randomBytes(2 * chunk);
+      const bad = randomBytes(chunk);
+      const header = { op: 'upload', name: 'shared.bin', size: good.length, sha256: sha(good) };
+      const a = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      const b = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      raws.push(a, b);
+      // Staging files left by earlier tests are ignored: only a file that appears during this test counts.
+      const earlier = new Set(await stagingFiles(server, 'alice'));
+      const fresh = async (): Promise<string[]> => (await stagingFiles(server, 'alice')).filter((f) => !earlier.has(f));
+      const stagedBytes = async (): Promise<Buffer | null> => {
+        const files = await fresh();
+        if (files.length !== 1) return null;
+        return readFile(path.join(server.storage, '.fts', 'staging', 'alice', files[0]!));
+      };
+
+      a.write(encodeHeader({ ...header, id: 1 }), encodeData(good.subarray(0, chunk)));
+      await waitUntil("A's first chunk is staged", async () => (await stagedBytes())?.subarray(0, chunk).equals(good.subarray(0, chunk)) === true);
+      b.write(encodeHeader({ ...header, id: 1 }), encodeData(bad));
+      // Give B's write time to land (if it shares A's staging file it overwrites A's first chunk).
+      await waitUntil("B's chunk is written", async () => {
+        const staged = await stagedBytes();
+        return staged === null || staged.subarray(0, chunk).equals(bad) || (await fresh()).length > 1;
+      }, 3_000).catch(() => undefined);
+      a.write(encodeData(good.subarray(chunk)));
+      const ra = await a.reply(30_000);
+      if (ra.final['status'] === 'ok') {
+        const published = await readFile(path.join(server.storage, 'alice', 'shared.bin'));
+        expect(sha(published), 'the published file matches the sha256 acknowledged to A').to.equal(sha(good));
+      } else {
+        expect(ra.final, 'A may fail, but only with a retryable error').to.include({ status: 'error' });
+      }
+      b.write(encodeData(good.subarray(0, chunk))); // B completes with wrong bytes overall
+      const rb = await b.reply(30_000);
+      expect(rb.final).to.include({ status: 'error', code: 'CHECKSUM_MISMATCH' });
+      const c = await client();
+      const files = await c.list();
+      if (files.length > 0) {
+        const d = await settle(c.downloadBuffer('shared.bin'));
+        expect(d.ok && sha(d.value.data), 'a published shared.bin must be A\'s bytes').to.equal(sha(good));
+      }
+      expect(await fresh(), 'staging after both uploads ended').to.deep.equal([]);
+    });
+
+    it('the server survived every race', async function () {
+      const c = await client(BOB);
+      await c.noop();
+      expect(server.proc.exitCode).to.equal(null);
+      expect(brokenWorkers(server.lines)).to.deep.equal([]);
+    });
+  });
+});
