@@ -7,20 +7,30 @@
  * example `upload(x)` followed by `download(x)` downloads the new file even though the upload must first
  * hash its file.
  */
-import { open, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, MAX_FILE_SIZE, nameProblem, type Header } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
-import { localFsError } from './errors.js';
-import { digestBuffer, digestFile, Limiter, sendBuffer, sendFile, type Digest, type ProgressCallback } from './upload.js';
+import { isServerError } from './errors.js';
+import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
+import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
 
 export type { ConnectOptions } from './connection.js';
 export type { ProgressCallback } from './upload.js';
 
 export interface TransferOptions {
-  /** Called after each data frame with the bytes moved so far and the total. */
+  /** Called after each data frame with the bytes of the file in place so far (from offset 0) and the total. */
   onProgress?: ProgressCallback;
+  /**
+   * Called whenever data starts to move, with the offset it starts from and the file size: once per
+   * attempt, so again after a resend. Lets a progress display measure its rate from the right baseline.
+   */
+  onStart?: (offset: number, size: number) => void;
+  /**
+   * Continue a partial transfer: an upload asks the server where a partial upload of the same file stands
+   * (files of 1 MiB or more), a download continues from LOCAL.part. Default true.
+   */
+  resume?: boolean;
 }
 
 export interface UploadResult {
@@ -29,6 +39,8 @@ export interface UploadResult {
   sha256: string;
   /** Modification time of the published file, milliseconds since the UNIX epoch. */
   mtime: number;
+  /** The offset this call started sending from: > 0 when it continued a partial upload, else 0. */
+  resumedFrom: number;
 }
 
 export interface DownloadResult {
@@ -37,6 +49,8 @@ export interface DownloadResult {
   sha256: string;
   /** Where the file was written. */
   localPath: string;
+  /** The offset this call's data started at: > 0 when it continued LOCAL.part, else 0. */
+  resumedFrom: number;
 }
 
 export interface DownloadBufferResult {
@@ -58,6 +72,30 @@ export interface ListOptions {
   long?: boolean;
 }
 
+/** The login of a connection: a session token lets a new connection log in without the password. */
+export interface SessionInfo {
+  user: string;
+  /** For auth mechanism `token` (authToken()); opaque. */
+  token: string;
+  /** Expiry of the token, milliseconds since the UNIX epoch. */
+  tokenExpires: number;
+}
+
+/**
+ * The file operations shared by FtsClient (one connection) and ResilientClient (reconnects); the CLI's
+ * commands are written against this.
+ */
+export interface FileClient {
+  readonly connected: boolean;
+  upload(localPath: string, name?: string, options?: TransferOptions): Promise<UploadResult>;
+  download(name: string, localPath?: string, options?: TransferOptions): Promise<DownloadResult>;
+  view(name: string): Promise<Buffer>;
+  delete(name: string): Promise<void>;
+  list(options?: ListOptions): Promise<ListEntry[]>;
+  quit(): Promise<void>;
+  close(): void;
+}
+
 /** Files hashed at the same time at most, however many uploads are pipelined. */
 const HASH_CONCURRENCY = 2;
 
@@ -74,8 +112,9 @@ function isTime(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v);
 }
 
-export class FtsClient {
+export class FtsClient implements FileClient {
   private readonly hashing = new Limiter(HASH_CONCURRENCY);
+  private login: SessionInfo | null = null;
 
   private constructor(private readonly conn: FtsConnection) {}
 
@@ -94,83 +133,117 @@ export class FtsClient {
     return this.conn.isOpen;
   }
 
+  /**
+   * The user and session token of the last successful login, or null (not logged in, or a server that
+   * issues no tokens). Another connection can log in with the token: authToken().
+   */
+  get session(): SessionInfo | null {
+    return this.login === null ? null : { ...this.login };
+  }
+
   /** Logs in with mechanism `plain`. A wrong user or password is the fatal AUTH_FAILED. */
   async auth(user: string, password: string): Promise<void> {
+    this.requireMechanism('plain');
+    this.remember(await this.conn.request({ header: { op: 'auth', mech: 'plain', user, password } }));
+  }
+
+  /**
+   * Logs in with mechanism `token`, using the token of an earlier login (session.token) on any
+   * connection, without the password. An invalid or expired token is the fatal AUTH_FAILED: log in with
+   * the password on a new connection then.
+   */
+  async authToken(token: string): Promise<void> {
+    this.requireMechanism('token');
+    this.remember(await this.conn.request({ header: { op: 'auth', mech: 'token', token } }));
+  }
+
+  private requireMechanism(mech: string): void {
     const mechs = this.conn.greeting['mechs'];
-    if (Array.isArray(mechs) && !mechs.includes('plain')) {
-      throw new FtsError('UNSUPPORTED_MECHANISM', 'the server does not offer the "plain" mechanism');
+    if (Array.isArray(mechs) && !mechs.includes(mech)) {
+      throw new FtsError('UNSUPPORTED_MECHANISM', `the server does not offer the ${JSON.stringify(mech)} mechanism`);
     }
-    await this.conn.request({ header: { op: 'auth', mech: 'plain', user, password } });
+  }
+
+  private remember(reply: Header): void {
+    const { user, token, tokenExpires } = reply;
+    if (typeof user === 'string' && typeof token === 'string' && typeof tokenExpires === 'number' && Number.isSafeInteger(tokenExpires)) {
+      this.login = { user, token, tokenExpires };
+    }
   }
 
   /**
    * Uploads a local file, by default under its base name. The file is hashed first, then streamed in
-   * DEFAULT_CHUNK_BYTES frames; memory use does not depend on its size.
+   * DEFAULT_CHUNK_BYTES frames; memory use does not depend on its size. A file of 1 MiB or more continues
+   * a partial upload of the same content (same name, size and SHA-256) that the server kept from an
+   * earlier, interrupted attempt; a corrupted frame makes it resend from the server's offset.
    */
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
     const remote = name ?? path.basename(localPath);
     checkName(remote);
-    // Opening and hashing start now, so that they overlap with earlier requests still being sent.
-    const file = openRegularFile(localPath);
-    const prepared = file.then((fh) => this.hashing.run(() => digestFile(fh, localPath)));
-    prepared.catch(() => undefined); // reported through the request below
-    let body: Promise<unknown> = Promise.resolve();
+    const source = new FileSource(localPath, this.hashing);
     try {
-      const reply = await this.conn.request({
-        header: async () => {
-          const d = await prepared;
-          return { op: 'upload', name: remote, size: d.size, sha256: d.sha256, offset: 0 };
-        },
-        // Only called once the header was produced, so both promises are already fulfilled.
-        body: (out) => {
-          const run = Promise.all([file, prepared]).then(([fh, d]) => sendFile(fh, d.size, out, localPath, options.onProgress));
-          body = run.catch(() => undefined);
-          return run;
-        },
-      });
-      return uploadResult(reply, remote, await prepared);
+      return uploadResult(await runUpload(this.conn, { name: remote, source, resume: options.resume ?? true, ...progress(options) }), remote);
     } finally {
-      // The request can fail (connection lost) while the body still reads; close only once it stopped.
-      await body;
-      const fh = await file.catch(() => null);
-      await fh?.close().catch(() => undefined);
+      // The request can fail (connection lost) while a send still reads; close only once it stopped.
+      await source.close();
     }
   }
 
-  /** Uploads bytes held in memory. */
+  /** Uploads bytes held in memory (sent whole; resends after a corrupted frame as upload() does). */
   async uploadBuffer(name: string, data: Uint8Array): Promise<UploadResult> {
     checkName(name);
-    const digest = digestBuffer(data);
-    const reply = await this.conn.request({
-      header: { op: 'upload', name, size: digest.size, sha256: digest.sha256, offset: 0 },
-      body: (out) => sendBuffer(data, out),
-    });
-    return uploadResult(reply, name, digest);
+    return uploadResult(await runUpload(this.conn, { name, source: new BufferSource(data), resume: false }), name);
   }
 
   /**
    * Downloads a file to localPath (default: the name, in the current directory; a directory means the name
-   * inside it). The data goes to a temporary file that replaces the target only after it has been
-   * verified and synced; on any failure the temporary file is removed and the target left untouched.
+   * inside it). The data goes to LOCAL.part, which replaces LOCAL only after it has been verified and
+   * synced, so LOCAL is never left truncated. A cut transfer (connection lost) keeps LOCAL.part and its
+   * sidecar LOCAL.part.json, and the next download of the name to LOCAL continues from there, if the
+   * server's file is still the same version. A failed verification of a continued download starts over
+   * from 0 once; a frame that arrives corrupted makes it continue from the bytes before it.
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
     checkName(name);
-    const sink = new FileDownload(this.conn, name, localPath, options.onProgress);
-    try {
-      const reply = await this.conn.request({
-        header: async () => {
-          await sink.prepare();
-          return { op: 'download', name, offset: 0 };
-        },
-        onInterim: (h) => sink.onInterim(h),
-        onData: (p) => sink.onData(p),
-      });
-      const done = await sink.commit(reply);
-      return { name, ...done };
-    } catch (err) {
-      await sink.discard();
-      throw err;
+    const resume = (options.resume ?? true) && this.offers('download-offset');
+    let resumedFrom: number | null = null;
+    let resends = 0;
+    let restarted = false;
+    for (let attempt = 0; ; attempt++) {
+      // A resend continues what this call itself wrote, whatever `resume` said about earlier calls' leftovers.
+      const again = attempt > 0 && this.offers('download-offset');
+      const sink = new FileDownload(this.conn, name, localPath, { resume: resume || again, ...progress(options) });
+      try {
+        // The first request is queued before any await, so the download keeps its place in request order.
+        const reply = await this.conn.request({
+          header: async () => {
+            await sink.prepare();
+            return sink.request();
+          },
+          onInterim: (h) => {
+            sink.onInterim(h);
+            resumedFrom ??= sink.resumedFrom;
+          },
+          onData: (p) => sink.onData(p),
+        });
+        const done = await sink.commit(reply);
+        return { name, ...done, resumedFrom: resumedFrom ?? 0 };
+      } catch (err) {
+        // Kept for a later call when the connection was cut, or for the resend below after a frame arrived
+        // corrupted (what came before it is good); dropped when the content is wrong or the file is gone.
+        const corrupt = err instanceof FtsError && err.code === 'CHUNK_CORRUPT' && !isServerError(err) && this.connected && resends < MAX_RESENDS;
+        const checksum = err instanceof FtsError && err.code === 'CHECKSUM_MISMATCH' && sink.resumedFrom > 0 && !restarted;
+        await sink.abandon(corrupt || !this.connected);
+        if (corrupt) resends++;
+        else if (checksum) restarted = true;
+        else throw err;
+      }
     }
+  }
+
+  private offers(capability: string): boolean {
+    const caps = this.conn.greeting['caps'];
+    return Array.isArray(caps) && caps.includes(capability);
   }
 
   /** Downloads a whole file into memory, verified like download(). */
@@ -231,11 +304,19 @@ export class FtsClient {
   }
 }
 
-function uploadResult(reply: Header, name: string, sent: Digest): UploadResult {
+/** The callbacks of TransferOptions, without the keys that are absent. */
+function progress(options: TransferOptions): Pick<TransferOptions, 'onProgress' | 'onStart'> {
+  const out: Pick<TransferOptions, 'onProgress' | 'onStart'> = {};
+  if (options.onProgress) out.onProgress = options.onProgress;
+  if (options.onStart) out.onStart = options.onStart;
+  return out;
+}
+
+function uploadResult({ reply, digest, resumedFrom }: UploadOutcome, name: string): UploadResult {
   const { size, sha256, mtime } = reply;
-  if (size !== sent.size || sha256 !== sent.sha256) throw bad('upload reply disagrees with the size or sha256 sent');
+  if (size !== digest.size || sha256 !== digest.sha256) throw bad('upload reply disagrees with the size or sha256 sent');
   if (!isTime(mtime)) throw bad('upload reply without a valid mtime');
-  return { name: typeof reply['name'] === 'string' ? reply['name'] : name, size: sent.size, sha256: sent.sha256, mtime };
+  return { name: typeof reply['name'] === 'string' ? reply['name'] : name, size: digest.size, sha256: digest.sha256, mtime, resumedFrom };
 }
 
 /**
@@ -252,18 +333,4 @@ function listEntry(h: Header, long: boolean): ListEntry {
     throw bad(`list entry ${JSON.stringify(name)} without a valid size and mtime`);
   }
   return { name, size, mtime };
-}
-
-async function openRegularFile(localPath: string): Promise<FileHandle> {
-  let fh: FileHandle | null = null;
-  try {
-    // stat before open: opening a FIFO for reading would block until someone writes to it.
-    if (!(await stat(localPath)).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
-    fh = await open(localPath, 'r');
-    if (!(await fh.stat()).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
-    return fh;
-  } catch (err) {
-    await fh?.close().catch(() => undefined);
-    throw localFsError(err, localPath);
-  }
 }

@@ -6,6 +6,11 @@
  *   await client.upload('report.pdf');
  *   await client.quit();
  *
+ * FtsClient is one connection; ResilientClient replaces a dropped connection and continues the transfer
+ * (logging in again with the session token):
+ *
+ *   const client = await ResilientClient.connect({ host, port, user, password, reconnect: { retries: 5 } });
+ *
  * Every error is an FtsError with a stable `code`; isServerError() tells the ones the server sent from
  * those raised locally (a missing local file, a name refused before sending, a lost connection).
  */
@@ -14,11 +19,14 @@ export type {
   ConnectOptions,
   DownloadBufferResult,
   DownloadResult,
+  FileClient,
   ListEntry,
   ListOptions,
   ProgressCallback,
+  SessionInfo,
   TransferOptions,
   UploadResult,
 } from './client.js';
+export { ResilientClient, type ReconnectOptions, type ResilientConnectOptions } from './resilient.js';
 export { isServerError } from './errors.js';
 export { FtsError, ERROR_CODES, type ErrorCode } from '../protocol/index.js';

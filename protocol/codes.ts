@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   TOO_MANY_CONNECTIONS: { fatal: true, exit: 1, message: 'connection limit reached' },
   RATE_LIMITED: { fatal: true, exit: 1, message: 'too many failures from this address; try later' },
   KICKED: { fatal: true, exit: 1, message: 'session ended by an administrator' },
+  TLS_REQUIRED: { fatal: true, exit: 1, message: 'this server requires TLS; connect with TLS (fts --tls)' },
   INTERNAL: { fatal: false, exit: 1, message: 'internal server error' },
 } as const satisfies Record<string, { fatal: boolean; exit: number; message: string }>;
 

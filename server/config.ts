@@ -32,6 +32,9 @@ export interface Config {
   readonly banThreshold: number;
   readonly banWindowSeconds: number;
   readonly banSeconds: number;
+  /** PEM certificate chain and key; both set = the service port speaks TLS only. */
+  readonly tlsCert: string | null;
+  readonly tlsKey: string | null;
   readonly metricsHost: string;
   /** null = no metrics endpoint; 0 = an ephemeral port. */
   readonly metricsPort: number | null;
@@ -75,6 +78,10 @@ function nonEmpty(raw: string, flag: string): string {
 
 function absolutePath(raw: string, flag: string): string {
   return path.resolve(nonEmpty(raw, flag));
+}
+
+function optionalPath(raw: string, flag: string): string | null {
+  return raw.trim() === '' ? null : absolutePath(raw, flag);
 }
 
 /** The kernel limit for sun_path is 108 bytes including the NUL; Node 20 truncates silently beyond it. */
@@ -131,6 +138,8 @@ export const FLAGS = {
   'ban-threshold': { env: 'FTS_BAN_THRESHOLD', help: 'penalty score that bans an address (failed login 2, bad name 1, protocol violation 3; 0 = off)', default: () => '20', parse: integer(0, 1_000_000) },
   'ban-window': { env: 'FTS_BAN_WINDOW', help: 'seconds penalty points count', default: () => '600', parse: integer(1, 86_400) },
   'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
+  'tls-cert': { env: 'FTS_TLS_CERT', help: 'PEM certificate chain: serve TLS (with --tls-key)', default: () => '', parse: optionalPath },
+  'tls-key': { env: 'FTS_TLS_KEY', help: 'PEM private key for --tls-cert', default: () => '', parse: optionalPath },
   'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => '127.0.0.1', parse: nonEmpty },
   'metrics-port': {
     env: 'FTS_METRICS_PORT',
@@ -181,7 +190,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
       throw err;
     }
   };
-  return Object.freeze({
+  const config = Object.freeze({
     host: pick('host') as string,
     port: pick('port') as number,
     storage: pick('storage') as string,
@@ -201,9 +210,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     banThreshold: pick('ban-threshold') as number,
     banWindowSeconds: pick('ban-window') as number,
     banSeconds: pick('ban-duration') as number,
+    tlsCert: pick('tls-cert') as string | null,
+    tlsKey: pick('tls-key') as string | null,
     metricsHost: pick('metrics-host') as string,
     metricsPort: pick('metrics-port') as number | null,
     tokenTtlSeconds: pick('token-ttl') as number,
     clusterSecretFile: pick('cluster-secret-file') as string | null,
   });
+  if ((config.tlsCert === null) !== (config.tlsKey === null)) throw new ConfigError('--tls-cert and --tls-key must be given together');
+  return config;
 }

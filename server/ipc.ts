@@ -12,6 +12,8 @@ export type PrimaryToWorker =
   | { type: 'fts:abort' }
   /** The users file text, already validated by the primary. Sent at start and on reload. */
   | { type: 'fts:users'; text: string }
+  /** Re-read the TLS certificate and key (already validated by the primary). */
+  | { type: 'fts:reload-tls' }
   | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }
   | { type: 'fts:kick'; reqId: number; session: string }
   | { type: 'fts:answer'; reqId: number; data: unknown };

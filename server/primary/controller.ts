@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { SERVER_VERSION } from '../version.js';
+import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import type { WorkerPool } from './worker-pool.js';
 
@@ -113,8 +114,21 @@ export class Controller {
     return lists.flatMap((l) => l ?? []);
   }
 
-  /** Re-reads the users file. A file that cannot be read or has any malformed line keeps the old table. */
+  /**
+   * Re-reads the users file, and the TLS certificate and key when TLS is on. A file that cannot be read or
+   * has any malformed line keeps the old table; a bad certificate pair keeps the old pair.
+   */
   async reload(): Promise<AdminLine> {
+    let tlsReloaded = false;
+    if (this.config.tlsCert && this.config.tlsKey) {
+      try {
+        loadSecureContext({ cert: this.config.tlsCert, key: this.config.tlsKey });
+      } catch (err) {
+        return { ok: false, error: `${(err as Error).message}; the old certificate and user table are kept` };
+      }
+      this.pool.broadcast({ type: 'fts:reload-tls' });
+      tlsReloaded = true;
+    }
     let text: string;
     try {
       text = await readFile(this.config.users, 'utf8');
@@ -128,8 +142,8 @@ export class Controller {
     }
     this.usersText = text;
     this.pool.broadcast({ type: 'fts:users', text });
-    this.log.info({ users: users.size }, 'users file reloaded');
-    return { ok: true, result: { users: users.size } };
+    this.log.info({ users: users.size, tlsReloaded }, 'users file reloaded');
+    return { ok: true, result: { users: users.size, tlsReloaded } };
   }
 
   async kick(session: string): Promise<AdminLine> {

@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
+import { loadSecureContext } from '../worker/tls.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
@@ -60,6 +61,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   for (const p of problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
   if (users.size === 0) log.warn({ users: config.users }, 'the users file defines no valid user: nobody can log in');
 
+  if (config.tlsCert && config.tlsKey) {
+    try {
+      loadSecureContext({ cert: config.tlsCert, key: config.tlsKey });
+    } catch (err) {
+      throw new StartupError((err as Error).message);
+    }
+  }
   const store = new Store(config.storage);
   await store.init().catch((err: Error) => {
     throw new StartupError(err.message);

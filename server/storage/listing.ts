@@ -45,18 +45,29 @@ export async function listUserDir(userDir: string, long: boolean): Promise<ListE
     names.push({ bytes: d.name, name });
   }
   names.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
-  if (!long) return names.map(({ name }) => ({ name }));
 
-  const entries = await mapBounded(names, STAT_CONCURRENCY, async ({ name }): Promise<Entry | null> => {
+  // Every entry is lstat'ed, even for a short listing, so that a name is listed only if it would also be
+  // served: a regular file with one link (see isServable).
+  const entries = await mapBounded(names, STAT_CONCURRENCY, async ({ name }): Promise<ListEntry | null> => {
     try {
       const st = await lstat(path.join(userDir, name));
-      return st.isFile() ? { name, size: st.size, mtime: mtimeOf(st) } : null;
+      if (!isServable(st)) return null;
+      return long ? { name, size: st.size, mtime: mtimeOf(st) } : { name };
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null; // deleted since readdir
       throw err;
     }
   });
-  return entries.filter((e): e is Entry => e !== null);
+  return entries.filter((e): e is ListEntry => e !== null);
+}
+
+/**
+ * What fts serves: a regular file with exactly one link. Files fts publishes always have one link (a
+ * renamed staging file); a second link means someone else linked the inode in from elsewhere, possibly
+ * from outside the user's directory, so it is neither listed nor served.
+ */
+export function isServable(st: { isFile(): boolean; nlink: number }): boolean {
+  return st.isFile() && st.nlink === 1;
 }
 
 /** Like Promise.all(items.map(fn)) but with at most `limit` calls in flight; keeps the input order. */

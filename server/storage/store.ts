@@ -5,7 +5,7 @@ import path from 'node:path';
 import { FtsError, type Entry } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
 import { errnoOf, fsError } from './errors.js';
-import { listUserDir, type ListEntry } from './listing.js';
+import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
 import { internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { beginStagedUpload, stagedOffset, type StagedUpload } from './staging.js';
@@ -137,6 +137,7 @@ export class UserStore {
       // fstat of the open descriptor: the thing we will read, not whatever the name points to now.
       const st = await handle.stat();
       if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
+      if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not served`);
       let closed = false;
       return {
         handle,

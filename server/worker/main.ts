@@ -9,6 +9,7 @@ import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { GateClient } from './gate-client.js';
 import { Session } from './session.js';
+import { TlsTerminator } from './tls.js';
 
 /** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
 const ABORT_CLEANUP_MS = 3_000;
@@ -70,18 +71,23 @@ export async function runWorker(config: Config): Promise<void> {
   const metrics = new WorkerMetrics();
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
 
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;
+  const server = net.createServer({ noDelay: true }, (raw) => void accept(raw));
+  const accept = async (raw: net.Socket): Promise<void> => {
+    raw.on('error', () => undefined);
     if (ctx.draining) {
-      socket.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
+      raw.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
       return;
     }
+    const socket = tlsTerminator ? await tlsTerminator.upgrade(raw) : raw;
+    if (socket === null || socket.destroyed) return;
     const session = new Session(socket, ctx);
     sessions.add(session);
     void session.run().finally(() => {
       sessions.delete(session);
       checkDrained();
     });
-  });
+  };
   server.on('error', (err) => {
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port}`);
     process.exitCode = 1;
@@ -136,6 +142,14 @@ export async function runWorker(config: Config): Promise<void> {
       case 'fts:users':
         ctx.users = parseUsers(m.text).users;
         log.info({ users: ctx.users.size }, 'users reloaded');
+        break;
+      case 'fts:reload-tls':
+        try {
+          tlsTerminator?.reload();
+          log.info('TLS certificate reloaded');
+        } catch (err) {
+          log.error({ err }, 'TLS certificate reload failed; keeping the old one');
+        }
         break;
       case 'fts:query':
         if (m.what === 'metrics') {

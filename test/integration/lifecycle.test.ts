@@ -55,19 +55,21 @@ describe('lifecycle (end to end)', function () {
 
   async function startUploads(server: TestServer, count: number, prefix: string, options: { size?: number; pauseAt?: number; user?: TestUser } = {}): Promise<SlowUploader[]> {
     const user = options.user ?? ALICE;
-    const started = await Promise.all(
-      Array.from({ length: count }, (_, i) =>
-        SlowUploader.start({
-          port: server.port,
-          user: user.user,
-          password: user.password,
-          name: `${prefix}-${i}.bin`,
-          size: options.size ?? MiB,
-          ...(options.pauseAt === undefined ? {} : { pauseAt: options.pauseAt }),
-        }),
-      ),
-    );
-    uploaders.push(...started);
+    // One after the other: each logs in before the next connects, so the server's limit on concurrent
+    // unauthenticated connections (--max-startups, random early drop) never comes into play.
+    const started: SlowUploader[] = [];
+    for (let i = 0; i < count; i++) {
+      const u = await SlowUploader.start({
+        port: server.port,
+        user: user.user,
+        password: user.password,
+        name: `${prefix}-${i}.bin`,
+        size: options.size ?? MiB,
+        ...(options.pauseAt === undefined ? {} : { pauseAt: options.pauseAt }),
+      });
+      uploaders.push(u);
+      started.push(u);
+    }
     return started;
   }
 
@@ -273,8 +275,12 @@ describe('lifecycle (end to end)', function () {
 
   it('idle sessions get bye SHUTTING_DOWN once their worker has no request in flight', async () => {
     const server = await startServer({ workers: 2 });
-    const idles = await Promise.all(Array.from({ length: 4 }, () => RawConnection.login(server.port, ALICE.user, ALICE.password)));
-    raws.push(...idles);
+    const idles: RawConnection[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await RawConnection.login(server.port, ALICE.user, ALICE.password);
+      raws.push(c);
+      idles.push(c);
+    }
     const [up] = await startUploads(server, 1, 'holder');
     const sessions = await waitInFlight(server, [up!]);
     const busyWorker = sessions.find((s) => s.remote.endsWith(`:${up!.localPort}`))?.worker;
@@ -407,7 +413,7 @@ describe('lifecycle (end to end)', function () {
       const { dir, cleanup } = await tempDirFor('fts-second-');
       cleanups.push(cleanup);
       const r = await runServerOnce(
-        ['--port', '0', '--host', '127.0.0.1', '--storage', path.join(dir, 'storage'), '--users', first.usersFile, '--workers', '1', '--admin-socket', first.adminSocket],
+        ['--port', '0', '--host', '127.0.0.1', '--metrics-port', '0', '--storage', path.join(dir, 'storage'), '--users', first.usersFile, '--workers', '1', '--admin-socket', first.adminSocket],
         { timeoutMs: 15_000 },
       );
       expect(r.timedOut, `second server kept running; stdout: ${r.stdout}`).to.equal(false);

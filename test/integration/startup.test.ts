@@ -70,7 +70,7 @@ describe('fts-server startup with bad inputs', function () {
       users,
       storage,
       socket,
-      good: ['--host', '127.0.0.1', '--port', '0', '--workers', '1', '--users', users, '--storage', storage, '--admin-socket', socket],
+      good: ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--workers', '1', '--users', users, '--storage', storage, '--admin-socket', socket],
     };
   });
 

@@ -1,0 +1,61 @@
+/**
+ * When ResilientClient reconnects, and how long it waits first: which failures mean "the connection is
+ * gone, the work may be done again on a new one", and an exponential backoff.
+ */
+import { FtsError, type ErrorCode } from '../protocol/index.js';
+
+export interface ReconnectOptions {
+  /**
+   * Reconnections in a row that may be tried without the transfer moving forward; 0 never reconnects.
+   * Default 5. An attempt that moved the transfer forward resets the count, so a long transfer over a
+   * link that drops now and then still finishes, while a dead server is given up on after about 8 s.
+   */
+  retries?: number;
+  /** Wait before the first reconnection, in milliseconds; doubled for each further one. Default 250. */
+  initialDelayMs?: number;
+  /** Upper bound of the wait, in milliseconds. Default 5000. */
+  maxDelayMs?: number;
+}
+
+export interface ReconnectPolicy {
+  retries: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RECONNECT: ReconnectPolicy = { retries: 5, initialDelayMs: 250, maxDelayMs: 5_000 };
+
+export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy {
+  const pick = (v: number | undefined, fallback: number): number => (v !== undefined && Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback);
+  return {
+    retries: pick(options.retries, DEFAULT_RECONNECT.retries),
+    initialDelayMs: pick(options.initialDelayMs, DEFAULT_RECONNECT.initialDelayMs),
+    maxDelayMs: pick(options.maxDelayMs, DEFAULT_RECONNECT.maxDelayMs),
+  };
+}
+
+/**
+ * The wait before reconnection number `n` (1-based): initialDelayMs · 2^(n−1), capped at maxDelayMs, plus up
+ * to 20 % at random so that many clients cut off by one server restart do not all come back at once.
+ */
+export function backoffMs(n: number, policy: ReconnectPolicy): number {
+  const base = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, n - 1));
+  return Math.round(base * (1 + Math.random() * 0.2));
+}
+
+/**
+ * Codes that, on a connection that is no longer open, mean the transport failed rather than the request:
+ * IO_ERROR is how the client reports a reset, a close before the final reply, or a failed connect; the
+ * others are the server ending the session for reasons that a new session does not share. Everything
+ * else is final: AUTH_FAILED, NOT_FOUND, BAD_NAME, CHECKSUM_MISMATCH, NO_SPACE, KICKED (an administrator
+ * meant it), PROTOCOL_ERROR (a new connection would meet the same bug)...
+ */
+const TRANSPORT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['IO_ERROR', 'SHUTTING_DOWN', 'TRANSFER_STALLED', 'IDLE_TIMEOUT', 'TOO_MANY_CONNECTIONS']);
+
+export function isTransportFailure(err: unknown): boolean {
+  return err instanceof FtsError && TRANSPORT_CODES.has(err.code);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

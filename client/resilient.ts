@@ -1,0 +1,223 @@
+/**
+ * ResilientClient: the file operations of FtsClient over a connection that is replaced when it drops.
+ *
+ *   const client = await ResilientClient.connect({ host, port, user, password, reconnect: { retries: 5 } });
+ *   await client.upload('big.iso');   // survives resets, server restarts and drains
+ *
+ * When a transfer fails because the connection went away (reset, closed before the final reply, the
+ * server draining or timing out: reconnect.ts), it waits (exponential backoff), connects again, logs in
+ * with the session token (mechanism `token`; with the password if the token is refused, for example by a
+ * restarted server) and calls the operation again, which continues where the data stopped: an upload asks
+ * the server's `offset`, a download continues LOCAL.part. Failures that a new connection would not change
+ * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
+ *
+ * Idempotent operations (upload, download, view, list) are repeated after a drop; delete is not (its
+ * first attempt may have happened), but a dropped connection is replaced before any later call. The
+ * password is kept in memory for the fallback login.
+ */
+import { FtsError } from '../protocol/index.js';
+import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult } from './client.js';
+import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
+
+export type { ReconnectOptions } from './reconnect.js';
+
+export interface ResilientConnectOptions extends ConnectOptions {
+  user: string;
+  password: string;
+  reconnect?: ReconnectOptions;
+}
+
+/** A token this close to its expiry is not worth a round trip: log in with the password instead. */
+const TOKEN_MARGIN_MS = 5_000;
+
+export class ResilientClient implements FileClient {
+  private current: FtsClient;
+  private pending: Promise<FtsClient> | null = null;
+  private closedByUser = false;
+  private lastSession: SessionInfo | null;
+  private readonly policy: ReconnectPolicy;
+  private count = 0;
+
+  private constructor(
+    first: FtsClient,
+    private readonly options: ResilientConnectOptions,
+  ) {
+    this.current = first;
+    this.lastSession = first.session;
+    this.policy = reconnectPolicy(options.reconnect);
+  }
+
+  /** Connects and logs in with the password. The first connection is not retried: errors come at once. */
+  static async connect(options: ResilientConnectOptions): Promise<ResilientClient> {
+    const client = await FtsClient.connect(options);
+    try {
+      await client.auth(options.user, options.password);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    return new ResilientClient(client, options);
+  }
+
+  /** The current connection is open (a dropped one is replaced by the next operation). */
+  get connected(): boolean {
+    return !this.closedByUser && this.current.connected;
+  }
+
+  /** How many times a new connection replaced a dropped one. */
+  get reconnects(): number {
+    return this.count;
+  }
+
+  /** The login of the current connection (its token is what a reconnection uses). */
+  get session(): SessionInfo | null {
+    return this.current.session ?? this.lastSession;
+  }
+
+  /** FtsClient.upload, continued on a new connection after a drop. resumedFrom is the first attempt's. */
+  upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
+    return this.transfer(options, (c, o) => c.upload(localPath, name, o));
+  }
+
+  /** FtsClient.download, continued (from LOCAL.part) on a new connection after a drop. */
+  download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
+    return this.transfer(options, (c, o) => c.download(name, localPath, o));
+  }
+
+  view(name: string): Promise<Buffer> {
+    return this.retrying((c) => c.view(name));
+  }
+
+  list(options: ListOptions = {}): Promise<ListEntry[]> {
+    return this.retrying((c) => c.list(options));
+  }
+
+  /** Not repeated after a drop: the server may have deleted the file before the connection went. */
+  delete(name: string): Promise<void> {
+    return this.retrying((c) => c.delete(name), { repeat: false });
+  }
+
+  /** Ends the session politely; a connection that is already gone is just closed. */
+  async quit(): Promise<void> {
+    this.closedByUser = true;
+    if (this.current.connected) await this.current.quit();
+    else this.current.close();
+  }
+
+  /** Closes the connection at once and reconnects no more; operations in progress fail. */
+  close(): void {
+    this.closedByUser = true;
+    this.current.close();
+  }
+
+  /**
+   * Runs a transfer with retries. Progress callbacks are passed through, and also tell whether an attempt
+   * moved the transfer forward (which resets the retry count).
+   */
+  private async transfer<T extends { resumedFrom: number }>(options: TransferOptions, run: (c: FtsClient, o: TransferOptions) => Promise<T>): Promise<T> {
+    let firstOffset: number | null = null;
+    let reached = 0;
+    const watched: TransferOptions = {
+      ...options,
+      onStart: (offset, size) => {
+        firstOffset ??= offset;
+        reached = Math.max(reached, offset);
+        options.onStart?.(offset, size);
+      },
+      onProgress: (done, total) => {
+        reached = Math.max(reached, done);
+        options.onProgress?.(done, total);
+      },
+    };
+    const result = await this.retrying((c) => run(c, watched), { progress: () => reached });
+    return { ...result, resumedFrom: firstOffset ?? result.resumedFrom };
+  }
+
+  /**
+   * Runs `op` on the current connection and, after a transport failure, on new ones: at most
+   * policy.retries reconnections in a row without progress. The first attempt starts synchronously when
+   * the connection is open, so calls keep their order on the wire (FtsClient pipelines them).
+   */
+  private async retrying<T>(op: (c: FtsClient) => Promise<T>, how: { repeat?: boolean; progress?: () => number } = {}): Promise<T> {
+    const repeat = how.repeat ?? true;
+    const progress = how.progress ?? (() => 0);
+    let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
+    let lastError: unknown = new FtsError('IO_ERROR', 'not connected');
+    let failures = 0;
+    let reached = progress();
+    for (;;) {
+      if (client !== null) {
+        try {
+          return await op(client);
+        } catch (err) {
+          if (!repeat || !this.mayRetry(err, client)) throw err;
+          lastError = err;
+        }
+        if (progress() > reached) {
+          reached = progress();
+          failures = 0;
+        }
+      }
+      if (this.closedByUser || ++failures > this.policy.retries) throw lastError;
+      // A connection found dead before anything was sent (dropped while idle) is replaced at once.
+      if (client !== null || failures > 1) await sleep(backoffMs(failures, this.policy));
+      if (this.closedByUser) throw lastError;
+      try {
+        client = await this.replace(client);
+      } catch (err) {
+        if (!this.mayRetry(err, null)) throw err;
+        lastError = err;
+        client = null;
+      }
+    }
+  }
+
+  /** A failure worth another connection: the transport's, on a connection now gone, not closed by us. */
+  private mayRetry(err: unknown, client: FtsClient | null): boolean {
+    return !this.closedByUser && isTransportFailure(err) && (client === null || !client.connected);
+  }
+
+  /** The connection to use after `failed` dropped: one reconnection shared by every operation that saw it. */
+  private replace(failed: FtsClient | null): Promise<FtsClient> {
+    if (this.current !== failed && this.current.connected) return Promise.resolve(this.current);
+    this.pending ??= this.reconnect().finally(() => {
+      this.pending = null;
+    });
+    return this.pending;
+  }
+
+  private async reconnect(): Promise<FtsClient> {
+    this.current.close(); // it may be half-open: make sure nothing more goes out on it
+    const session = this.session;
+    let client = await FtsClient.connect(this.options);
+    try {
+      if (session !== null && session.tokenExpires > Date.now() + TOKEN_MARGIN_MS) {
+        try {
+          await client.authToken(session.token);
+          return this.adopt(client);
+        } catch (err) {
+          if (!(err instanceof FtsError) || (err.code !== 'AUTH_FAILED' && err.code !== 'UNSUPPORTED_MECHANISM')) throw err;
+          // AUTH_FAILED is fatal: the server closed that connection (a restart without a cluster secret
+          // invalidates tokens). The password still works.
+          if (!client.connected) client = await FtsClient.connect(this.options);
+        }
+      }
+      await client.auth(this.options.user, this.options.password);
+      return this.adopt(client);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+  }
+
+  private adopt(client: FtsClient): FtsClient {
+    if (this.closedByUser) {
+      client.close();
+      throw new FtsError('IO_ERROR', 'connection closed by client');
+    }
+    this.current = client;
+    this.lastSession = client.session ?? this.lastSession;
+    this.count++;
+    return client;
+  }
+}

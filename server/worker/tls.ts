@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import type net from 'node:net';
+import tls from 'node:tls';
+import { encodeHeader, FtsError } from '../../protocol/index.js';
+
+/** A TLS client speaks first (ClientHello); a plaintext fts client waits for our greeting. */
+const SNIFF_MS = 2_000;
+const HANDSHAKE_MS = 10_000;
+/** First byte of a TLS record carrying a handshake message. */
+const TLS_HANDSHAKE = 0x16;
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+/** Loads and checks the certificate and key; throws an Error naming the problem. */
+export function loadSecureContext(files: TlsFiles): tls.SecureContext {
+  let cert: Buffer;
+  let key: Buffer;
+  try {
+    cert = readFileSync(files.cert);
+    key = readFileSync(files.key);
+  } catch (err) {
+    throw new Error(`cannot read TLS certificate or key: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+  } catch (err) {
+    throw new Error(`invalid TLS certificate or key: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Terminates TLS on an accepted TCP socket. Because the fts server normally speaks first, a plaintext
+ * client on a TLS port would just wait; so we wait briefly for a ClientHello, and if none comes (or the
+ * first byte is not a TLS handshake) we tell the client in plain fts framing that TLS is required.
+ */
+export class TlsTerminator {
+  private context: tls.SecureContext;
+
+  constructor(private readonly files: TlsFiles) {
+    this.context = loadSecureContext(files);
+  }
+
+  /** Re-reads the certificate and key (fts-admin reload); a bad pair keeps the old one and throws. */
+  reload(): void {
+    this.context = loadSecureContext(this.files);
+  }
+
+  upgrade(socket: net.Socket): Promise<tls.TLSSocket | null> {
+    return new Promise((resolve) => {
+      const refuse = (): void => {
+        const err = new FtsError('TLS_REQUIRED');
+        socket.end(encodeHeader({ status: 'bye', code: err.code, message: err.message }));
+        setTimeout(() => socket.destroy(), 1_000).unref();
+        resolve(null);
+      };
+      const timer = setTimeout(() => {
+        socket.off('data', onData);
+        refuse();
+      }, SNIFF_MS);
+      const onData = (chunk: Buffer): void => {
+        clearTimeout(timer);
+        socket.pause();
+        if (chunk[0] !== TLS_HANDSHAKE) {
+          refuse();
+          return;
+        }
+        socket.unshift(chunk);
+        const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.context });
+        const handshake = setTimeout(() => secure.destroy(), HANDSHAKE_MS);
+        secure.once('secure', () => {
+          clearTimeout(handshake);
+          resolve(secure);
+        });
+        secure.once('error', () => {
+          clearTimeout(handshake);
+          secure.destroy();
+          resolve(null);
+        });
+      };
+      socket.once('data', onData);
+      socket.once('error', () => {
+        clearTimeout(timer);
+        resolve(null);
+      });
+    });
+  }
+}
