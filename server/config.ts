@@ -40,6 +40,8 @@ export interface Config {
   readonly metricsPort: number | null;
   /** Lifetime of the session tokens issued at login, for password-less reconnects. */
   readonly tokenTtlSeconds: number;
+  /** Accept a users file that group or others may read (refused by default, as rsync refuses secrets files). */
+  readonly allowInsecureUsersFile: boolean;
   /** File holding the secret that signs session tokens; null = a random secret per server start. */
   readonly clusterSecretFile: string | null;
 }
@@ -163,6 +165,7 @@ export function usage(): string {
   for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
     lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}]`);
   }
+  lines.push('  --allow-insecure-users-file  accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]');
   lines.push('  --help                 show this help');
   return lines.join('\n');
 }
@@ -172,14 +175,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const options = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }]));
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, 'allow-insecure-users-file': { type: 'boolean' } }, strict: true, allowPositionals: false }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
   if (values['help']) return null;
+  const insecureEnv = env['FTS_ALLOW_INSECURE_USERS_FILE'];
+  const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || insecureEnv === '1' || insecureEnv === 'true';
   const pick = (name: FlagName): unknown => {
     const spec: FlagSpec = FLAGS[name];
-    const fromFlag = values[name];
+    const fromFlag = values[name] as string | boolean | undefined;
     const raw = typeof fromFlag === 'string' ? fromFlag : (env[spec.env] ?? spec.default());
     try {
       return spec.parse(raw, name);
@@ -216,6 +221,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     metricsPort: pick('metrics-port') as number | null,
     tokenTtlSeconds: pick('token-ttl') as number,
     clusterSecretFile: pick('cluster-secret-file') as string | null,
+    allowInsecureUsersFile,
   });
   if ((config.tlsCert === null) !== (config.tlsKey === null)) throw new ConfigError('--tls-cert and --tls-key must be given together');
   return config;

@@ -57,8 +57,15 @@ async function loadSecret(config: Config): Promise<Buffer> {
  */
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const usersText = await readUsersText(config.users);
+  const mode = (await stat(config.users)).mode & 0o777;
+  if ((mode & 0o077) !== 0) {
+    const problem = `users file ${config.users} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`;
+    if (!config.allowInsecureUsersFile) throw new StartupError(`${problem}, or start with --allow-insecure-users-file`);
+    log.warn({ users: config.users, mode: mode.toString(8) }, problem);
+  }
   const { users, problems } = parseUsers(usersText);
   for (const p of problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
+  if (users.size > 0) log.warn({ users: users.size }, `the users file holds ${users.size} plaintext password(s); keep it private (mode 600)`);
   if (users.size === 0) log.warn({ users: config.users }, 'the users file defines no valid user: nobody can log in');
 
   if (config.tlsCert && config.tlsKey) {
