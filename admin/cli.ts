@@ -16,11 +16,13 @@
  *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
  */
 
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult } from './results.js';
+import { passwd, PasswdError, readNewPassword } from './passwd.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
@@ -50,6 +52,10 @@ Commands:
   reload                 re-read the users file (the old table is kept if the new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   restart-workers        replace the worker processes one at a time
+  passwd USER [--users FILE]
+                         set USER's password as a SCRAM-SHA-256 verifier in the users file
+                         (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
+                         the running server; the password is read without echo (or from stdin)
   help                   show this text
 
 Options:
@@ -75,13 +81,14 @@ class CommandFailed extends Error {
   }
 }
 
-type Flag = 'json' | 'timeout';
+type Flag = 'json' | 'timeout' | 'users';
 
 interface Invocation {
   socket: string;
   args: string[];
   json: boolean;
   timeout: string | undefined;
+  users: string | undefined;
 }
 
 interface Command {
@@ -212,13 +219,30 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
-  // ---- FUTURE: `passwd USER` (hardening issue) — reserved, NOT implemented -----------------------
-  // Intended shape: read the new password from the terminal without echo (or one line of stdin when
-  // it is not a TTY), never from argv, send it over the admin socket, and let the primary rewrite the
-  // users file atomically and reload it. Needs a new AdminRequest variant in protocol/admin.ts
-  // (e.g. { cmd: 'passwd'; user: string; password: string }) and its server handler first.
-  // Register it here as `passwd: { args: ['USER'], flags: [], run(inv) {...} }` and add it to usage().
-  // ------------------------------------------------------------------------------------------------
+  passwd: {
+    args: ['USER'],
+    flags: ['users'],
+    async run(inv) {
+      const user = inv.args[0] ?? '';
+      const usersFile = path.resolve(inv.users ?? process.env['FTS_USERS'] ?? './id_passwd.txt');
+      try {
+        const password = await readNewPassword(user);
+        const { replaced } = await passwd(usersFile, user, password);
+        out(`${replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);
+      } catch (e) {
+        if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_FAILED);
+        throw e;
+      }
+      // Apply it at once when a server is running; otherwise it applies at the next start.
+      try {
+        const result = asReloadResult(await call(inv, { cmd: 'reload' }));
+        out(`server reloaded: ${result?.users ?? '?'} users`);
+      } catch (e) {
+        if (e instanceof AdminClientError && e.kind === 'no-server') out('no server running; the change applies at its next start');
+        else throw e;
+      }
+    },
+  },
 };
 
 function parseTimeout(value: string): number {
@@ -244,6 +268,7 @@ function parseCommandLine(argv: string[]): Parsed {
         socket: { type: 'string' },
         json: { type: 'boolean' },
         timeout: { type: 'string' },
+        users: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -263,10 +288,11 @@ function parseCommandLine(argv: string[]): Parsed {
   const given: Flag[] = [];
   if (values.json !== undefined) given.push('json');
   if (values.timeout !== undefined) given.push('timeout');
+  if (values.users !== undefined) given.push('users');
   return {
     help: values.help === true,
     command: positionals[0],
-    inv: { socket, args: positionals.slice(1), json: values.json === true, timeout: values.timeout },
+    inv: { socket, args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
     given,
   };
 }

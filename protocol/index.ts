@@ -9,3 +9,4 @@ export * from './limits.js';
 export * from './messages.js';
 export * from './names.js';
 export * from './admin.js';
+export * from './scram.js';

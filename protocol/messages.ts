@@ -8,13 +8,15 @@ import { nameProblem } from './names.js';
  * Authentication mechanisms this protocol defines. The greeting lists the ones a server offers.
  * `token` re-authenticates with the session token from an earlier successful login (for reconnects).
  */
-export const AUTH_MECHANISMS = ['plain', 'token'] as const;
+export const AUTH_MECHANISMS = ['plain', 'scram-sha-256', 'token'] as const;
 export type AuthMechanism = (typeof AUTH_MECHANISMS)[number];
 
 /** Requests (client → server), one member per operation. */
 export type Request =
   | { op: 'auth'; id: number; mech: 'plain'; user: string; password: string }
   | { op: 'auth'; id: number; mech: 'token'; token: string }
+  /** SCRAM-SHA-256: `data` is the SCRAM message (client-first, then client-final in a continuation). */
+  | { op: 'auth'; id: number; mech: 'scram-sha-256'; data: string }
   | { op: 'upload'; id: number; name: string; size: number; sha256: string; offset: number }
   /** The durable offset of a partial upload with this identity (0 when there is none). */
   | { op: 'offset'; id: number; name: string; size: number; sha256: string }
@@ -103,6 +105,7 @@ export function parseRequest(h: Header): Request {
       const mech = str(h, 'mech');
       if (mech === 'plain') return { op, id, mech, user: str(h, 'user'), password: str(h, 'password') };
       if (mech === 'token') return { op, id, mech, token: str(h, 'token') };
+      if (mech === 'scram-sha-256') return { op, id, mech, data: str(h, 'data') };
       throw new FtsError('UNSUPPORTED_MECHANISM', `mechanism "${mech.slice(0, 32)}" is not supported`);
     }
     case 'upload': {

@@ -37,7 +37,7 @@ async function readPasswordFile(file: string): Promise<string> {
  * Reads one line from the terminal in raw mode, so nothing is echoed, and prompts on stderr so that stdout
  * stays clean for the command's output. Handles backspace, Ctrl+U (erase), Ctrl+C (cancel) and Ctrl+D.
  */
-function promptHidden(prompt: string): Promise<string> {
+export function promptHidden(prompt: string): Promise<string> {
   const stdin = process.stdin;
   return new Promise((resolve, reject) => {
     const decoder = new StringDecoder('utf8');

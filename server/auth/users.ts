@@ -1,9 +1,13 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
+import { checkPassword, deriveVerifier, parseVerifier, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
 /**
- * The users file (id_passwd.txt): one `username:password` per line.
+ * The users file (id_passwd.txt): one `username:password` per line, where the password is either the
+ * plaintext (the original format) or a SCRAM-SHA-256 verifier in PostgreSQL's format
+ * (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, written by `fts-admin passwd`). A plaintext
+ * password that itself looks like a verifier is read as a verifier.
  *
  * - The line is split at the FIRST ':' so that passwords may contain ':' (usernames cannot).
  * - Blank lines and lines whose first non-blank character is '#' are ignored; a trailing '\r' (CRLF
@@ -23,37 +27,57 @@ export interface ParsedUsers {
   problems: UserProblem[];
 }
 
+/** One user's credential: a plaintext entry (the original format) or a SCRAM-SHA-256 verifier. */
+type Credential = { kind: 'plain'; digest: Buffer; password: string; derived?: ScramVerifier } | { kind: 'scram'; verifier: ScramVerifier };
+
 /**
- * Usernames and SHA-256 digests of their passwords. Only digests are kept after parsing, so a heap dump
- * or a stray log of the table never shows a password, and every comparison is of 32 bytes.
+ * Usernames and their credentials. Plaintext entries are compared through SHA-256 digests (so every
+ * comparison is of 32 bytes); their text is kept only to derive a SCRAM verifier on demand, since the
+ * file itself holds it anyway. Hashed entries never reveal the password.
  */
 export class UserTable {
-  readonly #digests: ReadonlyMap<string, Buffer>;
+  readonly #entries: ReadonlyMap<string, Credential>;
 
-  constructor(digests: ReadonlyMap<string, Buffer>) {
-    this.#digests = digests;
+  constructor(entries: ReadonlyMap<string, Credential>) {
+    this.#entries = entries;
   }
 
   get size(): number {
-    return this.#digests.size;
+    return this.#entries.size;
+  }
+
+  /** How many entries are plaintext passwords (the server warns about them at start). */
+  get plaintextCount(): number {
+    let n = 0;
+    for (const c of this.#entries.values()) if (c.kind === 'plain') n++;
+    return n;
   }
 
   has(user: string): boolean {
-    return this.#digests.has(user);
+    return this.#entries.has(user);
   }
 
   /** Usernames in file order. */
   names(): string[] {
-    return [...this.#digests.keys()];
+    return [...this.#entries.keys()];
   }
 
   /** See verifyPassword. */
   verify(user: string, password: string): boolean {
-    const stored = this.#digests.get(user);
-    const known = stored !== undefined;
-    const equal = timingSafeEqual(digest(password), stored ?? DUMMY_DIGEST);
+    const entry = this.#entries.get(user);
+    if (entry?.kind === 'scram') return checkPassword(entry.verifier, password);
+    const equal = timingSafeEqual(digest(password), entry?.digest ?? DUMMY_DIGEST);
     // Both operands are always evaluated; the dummy is random, so no password can match it.
-    return known && equal;
+    return entry !== undefined && equal;
+  }
+
+  /** The SCRAM verifier of a user (derived once from a plaintext entry), or null for an unknown user. */
+  scramVerifier(user: string): ScramVerifier | null {
+    const entry = this.#entries.get(user);
+    if (entry === undefined) return null;
+    if (entry.kind === 'scram') return entry.verifier;
+    entry.derived ??= deriveVerifier(entry.password);
+    return entry.derived;
   }
 }
 
@@ -65,8 +89,9 @@ function digest(password: string): Buffer {
 }
 
 /**
- * True when `user` exists and `password` is theirs. Unknown user and wrong password take the same path:
- * one SHA-256 and one constant-time comparison of 32 bytes.
+ * True when `user` exists and `password` is theirs. For plaintext entries, unknown user and wrong password
+ * take the same path: one SHA-256 and one constant-time comparison of 32 bytes. A hashed entry costs a
+ * PBKDF2 of its iteration count.
  */
 export function verifyPassword(table: UserTable, user: string, password: string): boolean {
   return table.verify(user, password);
@@ -74,7 +99,7 @@ export function verifyPassword(table: UserTable, user: string, password: string)
 
 /** Pure: parses the file's text. Duplicate usernames keep the first definition. */
 export function parseUsers(text: string): ParsedUsers {
-  const digests = new Map<string, Buffer>();
+  const entries = new Map<string, Credential>();
   const firstLine = new Map<string, number>();
   const problems: UserProblem[] = [];
   const lines = text.replace(/^\uFEFF/, '').split('\n');
@@ -103,10 +128,21 @@ export function parseUsers(text: string): ParsedUsers {
       problems.push({ line, reason: `duplicate user "${user}" (line ${first} is used)` });
       return;
     }
+    let credential: Credential;
+    if (password.startsWith(SCRAM_PREFIX)) {
+      const verifier = parseVerifier(password);
+      if (verifier === null) {
+        problems.push({ line, reason: `malformed SCRAM-SHA-256 verifier for user "${user}"` });
+        return;
+      }
+      credential = { kind: 'scram', verifier };
+    } else {
+      credential = { kind: 'plain', digest: digest(password), password };
+    }
     firstLine.set(user, line);
-    digests.set(user, digest(password));
+    entries.set(user, credential);
   });
-  return { users: new UserTable(digests), problems };
+  return { users: new UserTable(entries), problems };
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

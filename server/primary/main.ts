@@ -65,7 +65,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   }
   const { users, problems } = parseUsers(usersText);
   for (const p of problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
-  if (users.size > 0) log.warn({ users: users.size }, `the users file holds ${users.size} plaintext password(s); keep it private (mode 600)`);
+  if (users.plaintextCount > 0) {
+    log.warn({ plaintext: users.plaintextCount }, `the users file holds ${users.plaintextCount} plaintext password(s); replace them with hashed entries (fts-admin passwd USER)`);
+  }
   if (users.size === 0) log.warn({ users: config.users }, 'the users file defines no valid user: nobody can log in');
 
   if (config.tlsCert && config.tlsKey) {

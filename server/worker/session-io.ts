@@ -26,6 +26,11 @@ export interface SessionIo {
   sendData(payload: Buffer): Promise<void>;
   /** The next data frame of the current upload. Throws PROTOCOL_ERROR on anything else, ConnectionGone at end. */
   readData(): Promise<DataChunk>;
+  /**
+   * The next header frame of a multi-step request (an authentication continuation). Throws
+   * PROTOCOL_ERROR on a data frame, ConnectionGone at end.
+   */
+  readContinuation(): Promise<Header>;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

@@ -317,6 +317,7 @@ export class Session {
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendData: (payload: Buffer) => this.sendData(payload),
       readData: () => this.readData(),
+      readContinuation: () => this.readContinuation(),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -339,6 +340,23 @@ export class Session {
       case 'header':
       case 'bad-header':
         throw new FtsError('PROTOCOL_ERROR', "header frame inside an upload's data phase");
+    }
+  }
+
+  private async readContinuation(): Promise<Header> {
+    this.timer?.refresh();
+    const event = await this.source.next();
+    switch (event.kind) {
+      case 'header':
+        return event.header;
+      case 'end':
+        throw new ConnectionGone();
+      case 'error':
+        throw event.error;
+      case 'bad-header':
+        throw new FtsError('BAD_REQUEST', event.reason);
+      case 'data':
+        throw new FtsError('PROTOCOL_ERROR', 'data frame where an authentication continuation was expected');
     }
   }
 

@@ -1,4 +1,5 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
+import { scramFinal, scramFirst } from '../../auth/scram.js';
 import { issueToken, verifyToken } from '../../auth/tokens.js';
 import { verifyPassword } from '../../auth/users.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
@@ -12,16 +13,33 @@ type Req<K extends Request['op']> = Extract<Request, { op: K }>;
 export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResult> {
   const { ctx } = io;
   let user: string | null;
-  if (req.mech === 'plain') user = verifyPassword(ctx.users, req.user, req.password) ? req.user : null;
-  else {
-    user = verifyToken(ctx.secret, req.token);
-    // A user removed from the users file loses their tokens at the next reload.
-    if (user !== null && !ctx.users.has(user)) user = null;
+  let serverFinal: string | undefined;
+  switch (req.mech) {
+    case 'plain':
+      user = verifyPassword(ctx.users, req.user, req.password) ? req.user : null;
+      break;
+    case 'token':
+      user = verifyToken(ctx.secret, req.token);
+      // A user removed from the users file loses their tokens at the next reload.
+      if (user !== null && !ctx.users.has(user)) user = null;
+      break;
+    case 'scram-sha-256': {
+      const exchange = scramFirst(req.data, (name) => ctx.users.scramVerifier(name), ctx.secret);
+      if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
+      io.send({ status: 'continue', data: exchange.serverFirst });
+      const next = await io.readContinuation();
+      if (next['op'] !== 'auth' || next['id'] !== req.id || next['mech'] !== req.mech || typeof next['data'] !== 'string') {
+        throw new FtsError('AUTH_FAILED', 'expected the SCRAM client-final-message as an auth continuation');
+      }
+      serverFinal = scramFinal(exchange, next['data']) ?? undefined;
+      user = serverFinal === undefined ? null : exchange.user;
+      break;
+    }
   }
   if (user === null) throw new FtsError('AUTH_FAILED');
   await io.authenticate(user);
   const { token, expires } = issueToken(ctx.secret, user, ctx.config.tokenTtlSeconds * 1000);
-  return { reply: { user, token, tokenExpires: expires } };
+  return { reply: { user, token, tokenExpires: expires, ...(serverFinal ? { data: serverFinal } : {}) } };
 }
 
 /** The durable offset of a partial upload, so a client knows where to resume. */

@@ -1,0 +1,73 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { deriveVerifier, formatVerifier, isValidUsername } from '../protocol/index.js';
+import { promptHidden } from '../client/cli/password.js';
+
+/**
+ * `fts-admin passwd USER`: writes a SCRAM-SHA-256 verifier for USER into the users file, replacing the
+ * user's line or appending one. The file is rewritten atomically (temp file, fsync, rename, fsync of the
+ * directory), so a crash leaves either the old file or the new one, and it keeps mode 0600.
+ */
+
+export class PasswdError extends Error {
+  override name = 'PasswdError';
+}
+
+/** The new password: asked twice without echo on a terminal, else the first line of stdin (for scripts). */
+export async function readNewPassword(user: string): Promise<string> {
+  let password: string;
+  if (process.stdin.isTTY === true) {
+    password = await promptHidden(`New password for ${user}: `);
+    const again = await promptHidden('Repeat it: ');
+    if (again !== password) throw new PasswdError('the passwords do not match; nothing changed');
+  } else {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    password = Buffer.concat(chunks).toString('utf8').split('\n')[0]?.replace(/\r$/, '') ?? '';
+  }
+  if (password === '') throw new PasswdError('empty password; nothing changed');
+  return password;
+}
+
+/** Returns the new file text with USER's entry set to `secret`, and whether the user already existed. */
+export function setEntry(text: string, user: string, secret: string): { text: string; replaced: boolean } {
+  const lines = text === '' ? [] : text.replace(/\n$/, '').split('\n');
+  const entry = `${user}:${secret}`;
+  const at = lines.findIndex((l) => !l.trimStart().startsWith('#') && l.startsWith(`${user}:`));
+  if (at >= 0) lines[at] = entry;
+  else lines.push(entry);
+  return { text: `${lines.join('\n')}\n`, replaced: at >= 0 };
+}
+
+export async function passwd(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
+  if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")`);
+  let text = '';
+  try {
+    text = await readFile(usersFile, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`cannot read ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const { text: updated, replaced } = setEntry(text, user, formatVerifier(deriveVerifier(password)));
+  const dir = path.dirname(usersFile);
+  const temp = path.join(dir, `.${path.basename(usersFile)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+    try {
+      await handle.writeFile(updated, 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, usersFile);
+    const dirHandle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    await dirHandle.sync().finally(() => dirHandle.close());
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw new PasswdError(`cannot write ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const mode = (await stat(usersFile)).mode & 0o777;
+  if ((mode & 0o077) !== 0) throw new PasswdError(`${usersFile} has mode ${mode.toString(8)}; expected 600`);
+  return { replaced };
+}

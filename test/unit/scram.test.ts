@@ -1,0 +1,108 @@
+import { expect } from 'chai';
+import { deriveVerifier, formatVerifier, parseVerifier, ScramClient, checkPassword } from '../../protocol/index.js';
+import { scramFinal, scramFirst } from '../../server/auth/scram.js';
+import { issueToken, verifyToken } from '../../server/auth/tokens.js';
+import { parseUsers, verifyPassword } from '../../server/auth/users.js';
+
+// RFC 7677 section 3: the SCRAM-SHA-256 example exchange.
+const RFC = {
+  user: 'user',
+  password: 'pencil',
+  clientNonce: 'rOprNGfwEbeRWgbNEkqO',
+  serverFirst: 'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096',
+  clientFinal: 'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=',
+  serverFinal: 'v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=',
+};
+
+describe('SCRAM-SHA-256', () => {
+  it('the client reproduces the RFC 7677 exchange', () => {
+    const client = new ScramClient(RFC.user, RFC.password, RFC.clientNonce);
+    expect(client.first).to.equal(`n,,n=user,r=${RFC.clientNonce}`);
+    expect(client.final(RFC.serverFirst)).to.equal(RFC.clientFinal);
+    expect(client.verifyServer(RFC.serverFinal)).to.equal(true);
+    expect(client.verifyServer('v=AAAA')).to.equal(false);
+  });
+
+  it('the client refuses a server nonce that does not extend its own', () => {
+    const client = new ScramClient('user', 'pencil', 'abc');
+    expect(client.final('r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
+    expect(client.final('r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
+  });
+
+  it('verifiers round-trip through the PostgreSQL format and check passwords', () => {
+    const v = deriveVerifier('s3cret:with:colons');
+    const text = formatVerifier(v);
+    expect(text).to.match(/^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/);
+    const parsed = parseVerifier(text);
+    expect(parsed).to.not.equal(null);
+    expect(checkPassword(parsed!, 's3cret:with:colons')).to.equal(true);
+    expect(checkPassword(parsed!, 's3cret')).to.equal(false);
+    expect(parseVerifier('SCRAM-SHA-256$12:AAAA$BBBB:CCCC')).to.equal(null);
+    expect(parseVerifier('plain-password')).to.equal(null);
+  });
+
+  it('the server accepts the right proof and signs with ServerKey; refuses a wrong one', () => {
+    const verifier = deriveVerifier('pencil');
+    const secret = Buffer.alloc(32, 1);
+    const client = new ScramClient('user', 'pencil');
+    const x = scramFirst(client.first, (u) => (u === 'user' ? verifier : null), secret);
+    expect(x).to.not.equal(null);
+    const final = client.final(x!.serverFirst);
+    const serverFinal = scramFinal(x!, final!);
+    expect(serverFinal).to.be.a('string');
+    expect(client.verifyServer(serverFinal!)).to.equal(true);
+
+    const wrong = new ScramClient('user', 'pen');
+    const y = scramFirst(wrong.first, () => verifier, secret);
+    expect(scramFinal(y!, wrong.final(y!.serverFirst)!)).to.equal(null);
+  });
+
+  it('an unknown user gets a stable fake salt and always fails', () => {
+    const secret = Buffer.alloc(32, 2);
+    const a = scramFirst('n,,n=ghost,r=n1', () => null, secret);
+    const b = scramFirst('n,,n=ghost,r=n2', () => null, secret);
+    const saltOf = (s: string) => /,s=([^,]+),/.exec(s)?.[1];
+    expect(saltOf(a!.serverFirst)).to.equal(saltOf(b!.serverFirst));
+    const client = new ScramClient('ghost', 'anything', 'n1');
+    expect(scramFinal(a!, client.final(a!.serverFirst)!)).to.equal(null);
+  });
+
+  it('malformed client messages are refused', () => {
+    const secret = Buffer.alloc(32, 3);
+    expect(scramFirst('garbage', () => null, secret)).to.equal(null);
+    expect(scramFirst('p=tls-unique,,n=user,r=abc', () => null, secret)).to.equal(null);
+    expect(scramFirst('n,,n=,r=abc', () => null, secret)).to.equal(null);
+  });
+
+  it('the users file mixes plaintext and SCRAM entries', () => {
+    const entry = formatVerifier(deriveVerifier('dave-pass'));
+    const { users, problems } = parseUsers(`alice:alice-pass\ndave:${entry}\neve:SCRAM-SHA-256$bogus\n`);
+    expect(problems).to.have.length(1);
+    expect(problems[0]?.line).to.equal(3);
+    expect(users.plaintextCount).to.equal(1);
+    expect(verifyPassword(users, 'dave', 'dave-pass')).to.equal(true);
+    expect(verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
+    expect(verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
+    expect(users.scramVerifier('alice')).to.not.equal(null);
+    expect(users.scramVerifier('nobody')).to.equal(null);
+  });
+});
+
+describe('session tokens', () => {
+  const secret = Buffer.alloc(32, 9);
+  it('a token names its user until it expires', () => {
+    const { token, expires } = issueToken(secret, 'alice', 60_000, 1_000);
+    expect(expires).to.equal(61_000);
+    expect(verifyToken(secret, token, 2_000)).to.equal('alice');
+    expect(verifyToken(secret, token, 61_000)).to.equal(null);
+  });
+  it('a token signed with another secret, or altered, is refused', () => {
+    const { token } = issueToken(secret, 'alice', 60_000);
+    expect(verifyToken(Buffer.alloc(32, 8), token)).to.equal(null);
+    const [v, payload, mac] = token.split('.');
+    const forged = Buffer.from(JSON.stringify({ u: 'bob', e: Date.now() + 60_000, n: 'x' })).toString('base64url');
+    expect(verifyToken(secret, `${v}.${forged}.${mac}`)).to.equal(null);
+    expect(verifyToken(secret, `${v}.${payload}`)).to.equal(null);
+    expect(verifyToken(secret, 'x'.repeat(2000))).to.equal(null);
+  });
+});
