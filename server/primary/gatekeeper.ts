@@ -104,11 +104,12 @@ export class Gatekeeper {
     score.points = score.points.filter((p) => p.at > now - this.limits.banWindowMs);
     score.points.push({ at: now, points });
     const total = score.points.reduce((n, p) => n + p.points, 0);
-    const banned = this.limits.banThreshold > 0 && total >= this.limits.banThreshold;
-    if (banned && score.bannedUntil <= now) {
+    const reachedThreshold = this.limits.banThreshold > 0 && total >= this.limits.banThreshold;
+    if (reachedThreshold && score.bannedUntil <= now) {
       score.bannedUntil = now + this.limits.banDurationMs;
       score.points = [];
     }
+    const banned = score.bannedUntil > now;
     // vsftpd waits 1 s after a failed login; we grow from there, capped so a client is never held long.
     const delayMs = Math.min(5_000, Math.round(total * 500));
     return { delayMs, banned };
