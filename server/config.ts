@@ -40,6 +40,8 @@ export interface Config {
   readonly metricsPort: number | null;
   /** Lifetime of the session tokens issued at login, for password-less reconnects. */
   readonly tokenTtlSeconds: number;
+  /** Every connection starts with a PROXY protocol v2 header (behind HAProxy `send-proxy-v2`). */
+  readonly proxyProtocol: boolean;
   /** Accept a users file that group or others may read (refused by default, as rsync refuses secrets files). */
   readonly allowInsecureUsersFile: boolean;
   /** File holding the secret that signs session tokens; null = a random secret per server start. */
@@ -165,6 +167,7 @@ export function usage(): string {
   for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
     lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}]`);
   }
+  lines.push('  --proxy-protocol       expect a PROXY protocol v2 header on every connection (behind HAProxy) [FTS_PROXY_PROTOCOL=1]');
   lines.push('  --allow-insecure-users-file  accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]');
   lines.push('  --help                 show this help');
   return lines.join('\n');
@@ -175,11 +178,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const options = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }]));
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, 'allow-insecure-users-file': { type: 'boolean' } }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, 'allow-insecure-users-file': { type: 'boolean' }, 'proxy-protocol': { type: 'boolean' } }, strict: true, allowPositionals: false }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
   if (values['help']) return null;
+  const truthy = (v: string | undefined): boolean => v === '1' || v === 'true';
+  const proxyProtocol = values['proxy-protocol'] === true || truthy(env['FTS_PROXY_PROTOCOL']);
   const insecureEnv = env['FTS_ALLOW_INSECURE_USERS_FILE'];
   const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || insecureEnv === '1' || insecureEnv === 'true';
   const pick = (name: FlagName): unknown => {
@@ -222,6 +227,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     tokenTtlSeconds: pick('token-ttl') as number,
     clusterSecretFile: pick('cluster-secret-file') as string | null,
     allowInsecureUsersFile,
+    proxyProtocol,
   });
   if ((config.tlsCert === null) !== (config.tlsKey === null)) throw new ConfigError('--tls-cert and --tls-key must be given together');
   return config;

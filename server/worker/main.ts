@@ -8,6 +8,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { GateClient } from './gate-client.js';
+import { readProxyHeader } from './proxy-protocol.js';
 import { Session } from './session.js';
 import { TlsTerminator } from './tls.js';
 
@@ -79,9 +80,12 @@ export async function runWorker(config: Config): Promise<void> {
       raw.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
       return;
     }
+    // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
+    const proxied = config.proxyProtocol ? await readProxyHeader(raw) : null;
+    if (config.proxyProtocol && proxied === null) return;
     const socket = tlsTerminator ? await tlsTerminator.upgrade(raw) : raw;
     if (socket === null || socket.destroyed) return;
-    const session = new Session(socket, ctx);
+    const session = new Session(socket, ctx, proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined);
     sessions.add(session);
     void session.run().finally(() => {
       sessions.delete(session);

@@ -75,9 +75,12 @@ export class Session {
   constructor(
     private readonly socket: Socket,
     private readonly ctx: WorkerContext,
+    /** The client's address from a PROXY protocol header, when a load balancer sits in between. */
+    peer?: { address: string; port: number },
   ) {
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    this.ip = normaliseIp(socket.remoteAddress);
+    const address = peer?.address ?? socket.remoteAddress;
+    this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
+    this.ip = normaliseIp(address);
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
     this.source.onBytes = () => {

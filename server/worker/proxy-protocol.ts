@@ -1,0 +1,80 @@
+import type net from 'node:net';
+
+/**
+ * PROXY protocol version 2 (the binary form HAProxy sends with `send-proxy-v2`), so that per-address
+ * limits, bans and the audit log see the real client address behind a load balancer. Only the header is
+ * parsed; TLVs are skipped. Spec: https://www.haproxy.org/download/2.6/doc/proxy-protocol.txt §2.2.
+ */
+
+const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+const HEADER_BYTES = 16;
+/** The longest header we accept (addresses plus TLVs); HAProxy's are far shorter. */
+const MAX_HEADER_BYTES = 16 + 536;
+const READ_TIMEOUT_MS = 5_000;
+
+export interface ProxiedAddress {
+  /** Source address, or null for a LOCAL connection (the proxy's own health check). */
+  address: string | null;
+  port: number | null;
+}
+
+export type ProxyParse = { done: false } | { done: true; result: ProxiedAddress; consumed: number } | { done: true; error: string };
+
+/** Pure: parses a PROXY v2 header from the start of `buf`. */
+export function parseProxyV2(buf: Buffer): ProxyParse {
+  if (buf.length < HEADER_BYTES) {
+    return buf.subarray(0, Math.min(buf.length, SIGNATURE.length)).equals(SIGNATURE.subarray(0, Math.min(buf.length, SIGNATURE.length)))
+      ? { done: false }
+      : { done: true, error: 'not a PROXY protocol v2 header' };
+  }
+  if (!buf.subarray(0, 12).equals(SIGNATURE)) return { done: true, error: 'not a PROXY protocol v2 header' };
+  const versionCommand = buf[12]!;
+  if (versionCommand >> 4 !== 2) return { done: true, error: 'unsupported PROXY protocol version' };
+  const length = buf.readUInt16BE(14);
+  if (HEADER_BYTES + length > MAX_HEADER_BYTES) return { done: true, error: 'PROXY header too long' };
+  if (buf.length < HEADER_BYTES + length) return { done: false };
+  const consumed = HEADER_BYTES + length;
+  const command = versionCommand & 0x0f;
+  if (command === 0x0) return { done: true, result: { address: null, port: null }, consumed }; // LOCAL
+  if (command !== 0x1) return { done: true, error: 'unsupported PROXY command' };
+  const family = buf[13]! >> 4;
+  const body = buf.subarray(HEADER_BYTES, consumed);
+  if (family === 0x1 && body.length >= 12) {
+    return { done: true, result: { address: [...body.subarray(0, 4)].join('.'), port: body.readUInt16BE(8) }, consumed };
+  }
+  if (family === 0x2 && body.length >= 36) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(body.readUInt16BE(i).toString(16));
+    return { done: true, result: { address: groups.join(':'), port: body.readUInt16BE(32) }, consumed };
+  }
+  // UNSPEC or UNIX: keep the connection's own address.
+  return { done: true, result: { address: null, port: null }, consumed };
+}
+
+/**
+ * Reads the PROXY v2 header that must open every connection when --proxy-protocol is on. Resolves with the
+ * client's address (bytes after the header are pushed back onto the socket), or null after destroying a
+ * connection that does not start with a valid header in time.
+ */
+export function readProxyHeader(socket: net.Socket): Promise<ProxiedAddress | null> {
+  return new Promise((resolve) => {
+    let buffered = Buffer.alloc(0);
+    const finish = (value: ProxiedAddress | null): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      if (value === null) socket.destroy();
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(null), READ_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const parsed = parseProxyV2(buffered);
+      if (!parsed.done) return;
+      if ('error' in parsed) return finish(null);
+      socket.pause();
+      if (buffered.length > parsed.consumed) socket.unshift(buffered.subarray(parsed.consumed));
+      finish(parsed.result);
+    };
+    socket.on('data', onData);
+  });
+}
