@@ -127,8 +127,13 @@ export class MetricsEndpoint {
   private async gather(scrape: boolean): Promise<MetricsJson[]> {
     const workers = this.pool.workers;
     const answers = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'metrics' }, SCRAPE_TIMEOUT_MS) as Promise<MetricsJson | null>));
+    // A worker that exited while we waited has already been folded into `retired`: counting its answer
+    // too would count it twice (and then the total would fall back at the next scrape).
+    const live = new Set(this.pool.workers);
     return answers.map((answer, i) => {
-      const pid = workers[i]?.process.pid ?? 0;
+      const worker = workers[i];
+      const pid = worker?.process.pid ?? 0;
+      if (worker === undefined || !live.has(worker) || !worker.isConnected()) return [];
       if (answer) {
         this.lastKnown.set(pid, answer);
         return answer;

@@ -245,7 +245,16 @@ export class Session {
       this.busy = false;
       this.armTimer();
     }
-    if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+    if (err.code === 'BAD_NAME' || err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+    if (header['op'] === 'auth') {
+      // Refused before a mechanism ran (unknown mechanism, already logged in, malformed): still an attempt.
+      const user = typeof header['user'] === 'string' ? header['user'].slice(0, 64) : this.user;
+      const mech = typeof header['mech'] === 'string' ? header['mech'].slice(0, 32) : null;
+      this.log.info({ event: 'auth', result: 'failure', user, mech, code: err.code }, 'auth');
+      this.ctx.metrics.authAttempt(false);
+      this.reply(id, errorReply(id, err));
+      return;
+    }
     this.logAudit(header['op'], null, Date.now(), err);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
     this.reply(id, errorReply(id, err));
