@@ -113,6 +113,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     });
   }
 
+  let listeningWorkers = 0;
   cluster.on('message', (worker, msg: unknown) => {
     if (!isFtsMessage(msg)) return; // prom-client shares the channel
     const m = msg as WorkerToPrimary;
@@ -135,7 +136,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       else gate.closed(m.conn);
     } else if (m.type === 'fts:need-users') controller.sendUsers(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
-    else if (m.type === 'fts:listening' && controller.port === null) {
+    else if (m.type === 'fts:listening' && controller.port === null && ++listeningWorkers >= config.workers) {
+      // Announce only once every worker takes connections, so the round-robin spreads from the start.
       controller.port = m.port;
       log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
     }
