@@ -29,6 +29,8 @@ export class Controller {
   port: number | null = null;
   metricsPort: number | null = null;
   draining = false;
+  /** Deadline of the drain in progress (epoch ms), for workers that start after it began. */
+  private drainDeadline = 0;
   private drainWatchers = new Set<Reply>();
   /** Called once every worker has exited after a drain; the primary then cleans up and exits. */
   onStopped: () => void = () => {};
@@ -47,8 +49,17 @@ export class Controller {
     };
   }
 
+  /** A worker asks for the user table once its message handler is in place. */
   sendUsers(worker: Worker): void {
-    if (worker.isConnected()) worker.send({ type: 'fts:users', text: this.usersText });
+    if (!worker.isConnected()) return;
+    // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
+    if (this.draining) worker.send({ type: 'fts:abort' });
+    else worker.send({ type: 'fts:users', text: this.usersText });
+  }
+
+  /** A worker started listening: if a drain began meanwhile, it drains too. */
+  workerListening(worker: Worker): void {
+    if (this.draining && worker.isConnected()) worker.send({ type: 'fts:drain', deadline: this.drainDeadline });
   }
 
   async handle(req: AdminRequest, reply: Reply): Promise<void> {
@@ -157,6 +168,7 @@ export class Controller {
     if (this.draining) return;
     this.draining = true;
     const deadline = Date.now() + graceSeconds * 1000;
+    this.drainDeadline = deadline;
     this.log.info({ reason, graceSeconds }, 'drain started');
     this.pool.stop();
     this.pool.broadcast({ type: 'fts:drain', deadline });

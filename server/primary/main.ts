@@ -136,9 +136,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       else gate.closed(m.conn);
     } else if (m.type === 'fts:need-users') controller.sendUsers(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
-    else if (m.type === 'fts:listening' && controller.port === null && ++listeningWorkers >= config.workers) {
+    else if (m.type === 'fts:listening') controller.workerListening(worker);
+    if (m.type === 'fts:listening' && controller.port === null && ++listeningWorkers >= config.workers) {
       // Announce only once every worker takes connections, so the round-robin spreads from the start.
       controller.port = m.port;
+      // With --port 0, later workers must bind the port we got: if every worker died, the cluster's
+      // shared handle is gone and a fresh listen(0) would pick another port.
+      pool.setPort(m.port);
       log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
     }
   });

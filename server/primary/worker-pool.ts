@@ -21,6 +21,7 @@ export class WorkerPool {
   /** Workers being replaced by a rolling restart: their exit is expected and not respawned. */
   private readonly retiring = new Set<number>();
   private quickFailures = 0;
+  private port: number;
   private respawnTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   restarts = 0;
@@ -35,6 +36,7 @@ export class WorkerPool {
     /** Signs session tokens; handed to each worker through its environment, never logged. */
     private readonly secret: Buffer,
   ) {
+    this.port = config.port;
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
   }
 
@@ -83,8 +85,13 @@ export class WorkerPool {
     }
   }
 
+  /** The port every later worker binds (the real one, once an ephemeral port was chosen). */
+  setPort(port: number): void {
+    this.port = port;
+  }
+
   private fork(): Worker {
-    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify(this.config), FTS_SESSION_SECRET: this.secret.toString('hex') });
+    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port: this.port }), FTS_SESSION_SECRET: this.secret.toString('hex') });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
     this.log.info({ workerPid: worker.process.pid }, 'worker started');

@@ -34,9 +34,15 @@ export async function runWorker(config: Config): Promise<void> {
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   const users = await new Promise<UserTable>((resolve) => {
     const onUsers = (msg: unknown): void => {
-      if (isFtsMessage(msg) && (msg as PrimaryToWorker).type === 'fts:users') {
+      if (!isFtsMessage(msg)) return;
+      const m = msg as PrimaryToWorker;
+      if (m.type === 'fts:users') {
         process.off('message', onUsers);
-        resolve(parseUsers((msg as Extract<PrimaryToWorker, { type: 'fts:users' }>).text).users);
+        resolve(parseUsers(m.text).users);
+      } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
+        // Stopped before we ever listened: there is nothing to drain.
+        log.info('stop requested before listening; exiting');
+        process.exit(0);
       }
     };
     process.on('message', onUsers);

@@ -142,3 +142,23 @@ export async function sessionsJson(socket: string): Promise<SessionJson[]> {
   }
   return v as SessionJson[];
 }
+
+/**
+ * Waits until `fts-admin status` shows exactly `workers` workers, all answering. TestServer.start returns
+ * once the first worker listens; on a loaded machine the others may still be starting.
+ */
+export async function waitWorkersReady(socket: string, workers: number, timeoutMs = 20_000): Promise<StatusJson> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no status yet';
+  for (;;) {
+    try {
+      const st = await statusJson(socket);
+      if (st.workers.length === workers && st.workers.every((w) => w.responding)) return st;
+      last = JSON.stringify(st.workers);
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    if (Date.now() > deadline) throw new Error(`${workers} responding workers not seen within ${timeoutMs} ms (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

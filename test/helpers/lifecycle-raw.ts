@@ -150,20 +150,19 @@ export class RawConnection {
     return e.header;
   }
 
-  /** Writes bytes; resolves once they are handed to the kernel (after 'drain' if needed) or the socket closed. */
+  /** Writes bytes; resolves once they are handed to the kernel, or when the socket closes first. */
   write(bytes: Buffer): Promise<void> {
     if (this.closedEvent !== null || this.socket.destroyed) return Promise.resolve();
     return new Promise((resolve) => {
-      const flushed = this.socket.write(bytes, () => resolve());
-      if (!flushed) {
-        const done = (): void => {
-          this.socket.off('drain', done);
-          this.socket.off('close', done);
-          resolve();
-        };
-        this.socket.once('drain', done);
-        this.socket.once('close', done);
-      }
+      let settled = false;
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        this.socket.off('close', finish);
+        resolve();
+      };
+      this.socket.once('close', finish);
+      this.socket.write(bytes, () => finish());
     });
   }
 

@@ -47,6 +47,8 @@ export class SlowUploader {
   private intervalMs: number;
   private readonly chunkBytes: number;
   private wake: (() => void) | null = null;
+  /** Set by close(): the pump stops at its next step (the socket's 'close' event comes later). */
+  private stopped = false;
   private readonly outcomePromise: Promise<UploadOutcome>;
   private readonly pumpDone: Promise<void>;
 
@@ -126,6 +128,7 @@ export class SlowUploader {
 
   /** Cuts the connection (idempotent) and waits for the pump to stop. */
   async close(): Promise<void> {
+    this.stopped = true;
     this.conn.destroy();
     this.poke();
     await this.pumpDone;
@@ -138,7 +141,7 @@ export class SlowUploader {
   }
 
   private async pump(): Promise<void> {
-    while (this.sent < this.data.length && !this.conn.isClosed) {
+    while (this.sent < this.data.length && !this.conn.isClosed && !this.stopped) {
       if (this.sent >= this.limit) {
         await new Promise<void>((resolve) => {
           this.wake = resolve;

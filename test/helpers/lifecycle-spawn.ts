@@ -3,7 +3,7 @@
  * for tests where the server is expected to refuse to start. If it outlives `timeoutMs` it is stopped by
  * its own pid (SIGINT, then SIGKILL), so a server that unexpectedly started never outlives the test.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { SERVER_MAIN } from './paths.js';
 
 export interface ServerRunResult {
@@ -56,4 +56,67 @@ export function runServerOnce(args: string[], options: { env?: NodeJS.ProcessEnv
       resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - started, timedOut });
     });
   });
+}
+
+/** A server process the test watches while it runs (for moments TestServer.start cannot wait through). */
+export class ServerProcess {
+  stdout = '';
+  stderr = '';
+  private readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.stdout?.setEncoding('utf8');
+    proc.stderr?.setEncoding('utf8');
+    proc.stdout?.on('data', (c: string) => {
+      this.stdout += c;
+    });
+    proc.stderr?.on('data', (c: string) => {
+      this.stderr += c;
+    });
+    this.exit = new Promise((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Parsed JSON log lines so far. */
+  get lines(): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = [];
+    for (const l of this.stdout.split('\n')) {
+      try {
+        const v: unknown = JSON.parse(l);
+        if (typeof v === 'object' && v !== null && !Array.isArray(v)) out.push(v as Record<string, unknown>);
+      } catch {
+        // partial or non-JSON line
+      }
+    }
+    return out;
+  }
+
+  get running(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** Resolves with the exit status, or null if the process is still running after `timeoutMs`. */
+  async waitForExit(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exit, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops it if still running: SIGINT, then (it may be draining) a second SIGINT, then SIGKILL. */
+  async stop(): Promise<void> {
+    for (const sig of ['SIGINT', 'SIGINT', 'SIGKILL'] as const) {
+      if (!this.running) break;
+      this.proc.kill(sig);
+      if ((await this.waitForExit(sig === 'SIGKILL' ? 30_000 : 8_000)) !== null) break;
+    }
+  }
+}
+
+export function startServerProcess(args: string[], env: NodeJS.ProcessEnv = {}): ServerProcess {
+  return new ServerProcess(spawn(process.execPath, [SERVER_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: envWithoutFts(env) }));
 }

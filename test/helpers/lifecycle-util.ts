@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { Dirent } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 
 export function sleep(ms: number): Promise<void> {
@@ -120,4 +121,17 @@ export async function leaveStaleSocket(socketPath: string): Promise<void> {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await gone;
   }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
 }

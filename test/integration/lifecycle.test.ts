@@ -3,17 +3,22 @@
  * stop, refusing work while draining, a worker killed mid-upload, and the admin socket's single-instance
  * guard. Every test runs real server processes (test/helpers/server.ts) and raw-protocol uploaders whose
  * pace the test controls (test/helpers/lifecycle-slow-uploader.ts), so "in flight" is deterministic.
+ *
+ * An upload cut by the drain deadline, a forced stop or a dead worker is never published; its bytes are
+ * kept in <storage>/.fts/staging/<user>/<identity>.part for a resume (docs/PROTOCOL.md §6.1, "Resuming an
+ * upload") until --partial-ttl, so those tests check "nothing published, nothing but resumable parts
+ * staged, and the parts really resume (or are swept at the TTL)".
  */
 import { expect } from 'chai';
-import { lstat, mkdtemp, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { sessionsJson, statusJson, type SessionJson } from '../helpers/admin-cli.js';
+import { sessionsJson, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
 import { RawConnection } from '../helpers/lifecycle-raw.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
-import { runServerOnce } from '../helpers/lifecycle-spawn.js';
-import { exists, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
+import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
+import { exists, freePort, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -47,9 +52,11 @@ describe('lifecycle (end to end)', function () {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
-  async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+  /** Starts a server and waits until all its workers answer (`adminSocket`: when --admin-socket is overridden). */
+  async function startServer(options: ServerOptions = {}, adminSocket?: string): Promise<TestServer> {
     const server = await TestServer.start(options);
     servers.push(server);
+    await waitWorkersReady(adminSocket ?? server.adminSocket, options.workers ?? 2);
     return server;
   }
 
@@ -275,19 +282,26 @@ describe('lifecycle (end to end)', function () {
 
   it('idle sessions get bye SHUTTING_DOWN once their worker has no request in flight', async () => {
     const server = await startServer({ workers: 2 });
+    const [up] = await startUploads(server, 1, 'holder');
+    let sessions = await waitInFlight(server, [up!]);
+    const busyWorker = sessions.find((s) => s.remote.endsWith(`:${up!.localPort}`))?.worker;
+    expect(busyWorker).to.be.a('number');
+    // Idle sessions on both workers (the kernel/cluster decides which worker gets a connection).
     const idles: RawConnection[] = [];
-    for (let i = 0; i < 4; i++) {
+    const workerOf = (c: RawConnection): number | undefined => sessions.find((s) => s.remote.endsWith(`:${c.localPort}`))?.worker;
+    for (let i = 0; i < 16; i++) {
       const c = await RawConnection.login(server.port, ALICE.user, ALICE.password);
       raws.push(c);
       idles.push(c);
+      if (idles.length < 4) continue;
+      sessions = await sessionsJson(server.adminSocket);
+      if (idles.some((x) => workerOf(x) === busyWorker) && idles.some((x) => workerOf(x) !== busyWorker && workerOf(x) !== undefined)) break;
     }
-    const [up] = await startUploads(server, 1, 'holder');
-    const sessions = await waitInFlight(server, [up!]);
-    const busyWorker = sessions.find((s) => s.remote.endsWith(`:${up!.localPort}`))?.worker;
-    const workerOf = (c: RawConnection): number | undefined => sessions.find((s) => s.remote.endsWith(`:${c.localPort}`))?.worker;
+    sessions = await sessionsJson(server.adminSocket);
     const sameWorker = idles.filter((c) => workerOf(c) === busyWorker);
     const otherWorker = idles.filter((c) => workerOf(c) !== busyWorker);
     expect(otherWorker.length, 'idle sessions on the worker without the upload').to.be.at.least(1);
+    expect(sameWorker.length, 'idle sessions on the worker with the upload').to.be.at.least(1);
     server.signal('SIGINT');
     for (const c of otherWorker) {
       const h = await c.nextHeader(5_000);
@@ -346,22 +360,29 @@ describe('lifecycle (end to end)', function () {
   });
 
   it('a worker killed with SIGKILL mid-upload: upload fails, nothing published, worker respawned, other worker unaffected', async () => {
-    const users: TestUser[] = [{ user: 'up', password: 'up-pass' }, ...Array.from({ length: 6 }, (_, i) => ({ user: `c${i}`, password: `c${i}-pass` }))];
+    const users: TestUser[] = [{ user: 'up', password: 'up-pass' }, ...Array.from({ length: 16 }, (_, i) => ({ user: `c${i}`, password: `c${i}-pass` }))];
     const server = await startServer({ workers: 2, users });
     const before = server.workerPids();
+    const [up] = await startUploads(server, 1, 'victim', { user: users[0]! });
+    let sessions = await waitInFlight(server, [up!]);
+    const victim = sessions.find((s) => s.user === 'up')?.worker;
+    expect(victim, 'worker holding the upload').to.be.a('number');
+    // Clients on both workers (the kernel/cluster decides which worker gets a connection).
     const others: Array<{ user: TestUser; client: FtsClient }> = [];
+    const workerOf = (user: string): number | undefined => sessions.find((s) => s.user === user)?.worker;
     for (const u of users.slice(1)) {
       const client = await FtsClient.connect({ port: server.port });
       clients.push(client);
       await client.auth(u.user, u.password);
       others.push({ user: u, client });
+      if (others.length < 6) continue;
+      sessions = await sessionsJson(server.adminSocket);
+      const onOtherCount = others.filter((o) => workerOf(o.user.user) !== undefined && workerOf(o.user.user) !== victim).length;
+      if (onOtherCount >= 2 && others.some((o) => workerOf(o.user.user) === victim)) break;
     }
-    const [up] = await startUploads(server, 1, 'victim', { user: users[0]! });
-    const sessions = await waitInFlight(server, [up!]);
-    const victim = sessions.find((s) => s.user === 'up')?.worker;
-    expect(victim, 'worker holding the upload').to.be.a('number');
-    const onOther = others.filter((o) => sessions.some((s) => s.user === o.user.user && s.worker !== victim));
-    const onVictim = others.filter((o) => sessions.some((s) => s.user === o.user.user && s.worker === victim));
+    sessions = await sessionsJson(server.adminSocket);
+    const onOther = others.filter((o) => workerOf(o.user.user) !== undefined && workerOf(o.user.user) !== victim);
+    const onVictim = others.filter((o) => workerOf(o.user.user) === victim);
     expect(onOther.length, 'clients on the other worker').to.be.at.least(1);
 
     process.kill(victim!, 'SIGKILL');
@@ -407,6 +428,77 @@ describe('lifecycle (end to end)', function () {
     expect(await publishedSha256(server.storage, 'up', up!.name)).to.equal(up!.sha256);
   });
 
+  it('BUG: a worker respawned just before SIGINT misses the drain: it keeps accepting connections and the stop waits for grace + 5 s', async () => {
+    // A fixed port: with --port 0 a respawned worker that is alone in listening gets a new ephemeral port
+    // (see the next test), which would hide the effect.
+    const port = await freePort();
+    const server = await startServer({ workers: 2, args: ['--port', String(port), '--grace', '20'] });
+    const count = (): number => server.lines.filter((l) => l.msg === 'worker started').length;
+    const forked = count();
+    const [victim] = server.workerPids();
+    process.kill(victim!, 'SIGKILL');
+    // SIGINT right after the primary forked the replacement, while that worker is still booting.
+    await waitUntil('the replacement worker to be forked', () => count() > forked, 10_000, 2);
+    const t0 = Date.now();
+    server.signal('SIGINT');
+    await server.waitForLog((l) => l.msg === 'drain started', 5_000);
+    await sleep(2_000);
+    const contact = await RawConnection.firstContact(port, 5_000);
+    if (contact.kind === 'header') raws.push(contact.conn);
+    const problems: string[] = [];
+    const refused = contact.kind === 'refused' || (contact.kind === 'header' && contact.header['status'] === 'bye' && contact.header['code'] === 'SHUTTING_DOWN');
+    if (!refused) problems.push(`a new connection 2 s into the drain was not refused: ${contact.kind === 'header' ? JSON.stringify(contact.header) : contact.kind}`);
+    const exit = await server.waitForExit(25_000).catch(() => null);
+    const elapsed = Date.now() - t0;
+    if (elapsed >= 10_000) problems.push(`the idle server took ${elapsed} ms from SIGINT to exit (--grace 20)`);
+    if (JSON.stringify(exit) !== JSON.stringify({ code: 0, signal: null })) problems.push(`exit status ${JSON.stringify(exit)}`);
+    if (server.lines.some((l) => l.msg === 'workers did not exit after the grace period; killing them')) problems.push('the workers had to be SIGKILLed after the grace period');
+    expect(problems).to.deep.equal([]);
+  });
+
+  it('BUG: SIGINT while the workers are still starting: the drain never reaches them and the stop waits for grace + 5 s', async () => {
+    const { dir, cleanup } = await tempDirFor('fts-early-');
+    cleanups.push(cleanup);
+    const users = path.join(dir, 'users.txt');
+    await writeFile(users, `${ALICE.user}:${ALICE.password}\n`, { mode: 0o600 });
+    const proc = startServerProcess([
+      '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--workers', '2', '--grace', '20',
+      '--users', users, '--storage', path.join(dir, 'storage'), '--admin-socket', path.join(dir, 'admin.sock'),
+    ]);
+    cleanups.push(() => proc.stop());
+    await waitUntil('both workers forked', () => proc.lines.filter((l) => l['msg'] === 'worker started').length >= 2, 10_000, 2);
+    const t0 = Date.now();
+    proc.proc.kill('SIGINT');
+    const exit = await proc.waitForExit(30_000);
+    const elapsed = Date.now() - t0;
+    const problems: string[] = [];
+    if (elapsed >= 10_000) problems.push(`the idle server took ${elapsed} ms from SIGINT to exit (--grace 20)`);
+    if (JSON.stringify(exit) !== JSON.stringify({ code: 0, signal: null })) problems.push(`exit status ${JSON.stringify(exit)}`);
+    if (proc.lines.some((l) => l['msg'] === 'workers did not exit after the grace period; killing them')) problems.push('the workers had to be SIGKILLed after the grace period');
+    expect(problems, `stderr: ${proc.stderr}`).to.deep.equal([]);
+  });
+
+  it('BUG: with --port 0 and one worker, the worker respawned after a SIGKILL no longer serves the announced port', async () => {
+    const server = await startServer({ workers: 1 });
+    const [victim] = server.workerPids();
+    process.kill(victim!, 'SIGKILL');
+    await server.waitForLog((l) => l.msg === 'worker died; restarting' && l['workerPid'] === victim, 10_000);
+    const st = await waitUntil('the replacement worker to answer', async () => {
+      const s = await statusJson(server.adminSocket);
+      return s.workers.length === 1 && s.workers.every((w) => w.responding && w.pid !== victim) ? s : undefined;
+    }, 15_000, 200);
+    expect(st.port, 'status still announces the original port').to.equal(server.port);
+    const contact = await waitUntil('a greeting on the announced port', async () => {
+      const c = await RawConnection.firstContact(server.port, 2_000);
+      if (c.kind === 'header') {
+        raws.push(c.conn);
+        return c;
+      }
+      return undefined;
+    }, 10_000, 250).catch((err: Error) => err);
+    expect(contact instanceof Error ? contact.message : contact.header['status'], `port ${server.port} after the respawn`).to.equal('hello');
+  });
+
   describe('admin socket single-instance guard', () => {
     it('a second server with the same --admin-socket is refused and the first keeps running', async () => {
       const first = await startServer({ workers: 1 });
@@ -433,7 +525,7 @@ describe('lifecycle (end to end)', function () {
       const stale = path.join(dir, 'admin.sock');
       await leaveStaleSocket(stale);
       expect((await lstat(stale)).isSocket(), 'stale socket file exists before the start').to.equal(true);
-      const server = await startServer({ workers: 1, args: ['--admin-socket', stale] });
+      const server = await startServer({ workers: 1, args: ['--admin-socket', stale] }, stale);
       const st = await statusJson(stale);
       expect(st.pid).to.equal(server.pid);
       expect(st.port).to.equal(server.port);
