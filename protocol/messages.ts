@@ -74,6 +74,7 @@ function str(h: Header, key: string): string {
 }
 
 function name(h: Header): string {
+  if (typeof h['name'] !== 'string') throw bad('"name" must be a string');
   const problem = nameProblem(h['name']);
   if (problem !== null) throw new FtsError('BAD_NAME', problem);
   return h['name'] as string;

@@ -85,13 +85,17 @@ export class WorkerPool {
     }
   }
 
-  /** The port every later worker binds (the real one, once an ephemeral port was chosen). */
+  /** The port actually bound, once known (it differs from the configured one with --port 0). */
   setPort(port: number): void {
     this.port = port;
   }
 
   private fork(): Worker {
-    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port: this.port }), FTS_SESSION_SECRET: this.secret.toString('hex') });
+    // The cluster shares one listening handle per (address, port) key. While a worker is alive, a new one
+    // must ask for the configured port to join that handle; once none is left the handle is gone, and with
+    // --port 0 a fresh listen(0) would move to another port, so the bound port is asked for instead.
+    const port = this.live.size > 0 ? this.config.port : this.port;
+    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port }), FTS_SESSION_SECRET: this.secret.toString('hex') });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
     this.log.info({ workerPid: worker.process.pid }, 'worker started');

@@ -62,12 +62,13 @@ export async function listUserDir(userDir: string, long: boolean): Promise<ListE
 }
 
 /**
- * What fts serves: a regular file with exactly one link. Files fts publishes always have one link (a
+ * What fts serves: a regular file with at most one link. Files fts publishes always have one link (a
  * renamed staging file); a second link means someone else linked the inode in from elsewhere, possibly
- * from outside the user's directory, so it is neither listed nor served.
+ * from outside the user's directory, so it is neither listed nor served. Zero links is fine: an open file
+ * that an upload replaced (or a delete removed) a moment ago, which we still serve whole.
  */
 export function isServable(st: { isFile(): boolean; nlink: number }): boolean {
-  return st.isFile() && st.nlink === 1;
+  return st.isFile() && st.nlink <= 1;
 }
 
 /** Like Promise.all(items.map(fn)) but with at most `limit` calls in flight; keeps the input order. */

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual, type Hash } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,26 +12,39 @@ import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
  * Partial uploads live in <root>/.fts/staging/<user>/, so nothing partial is ever visible in the user's
  * directory. A staged file becomes public only by one rename, under the name's lock.
  *
- * The staging file's name is derived from the upload's identity: (name, size, SHA-256 of the whole file),
- * within the user's staging directory. That is what makes uploads resumable across connections, workers,
- * restarts and nodes: a client that comes back with the same identity finds the same file. Two writers of
- * one identity write identical bytes at identical offsets (the identity pins the content), so a stale
- * writer on a half-open connection cannot corrupt a resumed upload, and a file that changed locally has
- * another identity, so old and new bytes are never spliced. The whole-file digest checked at commit is
- * the final gate either way.
+ * Every upload attempt writes its own staging file, `<key>.<random>.part`, where the key is derived from
+ * the upload's identity (name, size, SHA-256 of the whole file). No two writers ever share a file, so a
+ * stale writer on a half-open connection, or a client that sends other bytes than it declared, can only
+ * spoil its own file. A resume finds the identity's partial files by key (on any connection, worker,
+ * restart or node sharing the storage), copies the durable prefix into its own new file while hashing it,
+ * and removes the old one; a file that changed locally has another identity, so old and new bytes are
+ * never spliced. The whole-file digest is checked before publishing either way.
  */
 
-/** The staging file name of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
+/** The staging key of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
 export function stagingKey(name: string, size: number, sha256: string): string {
   return createHash('sha256').update(`${size}\0${sha256}\0${name}`, 'utf8').digest('hex');
 }
 
-function stagingPathOf(t: StagingTarget, size: number, sha256: string): string {
-  return path.join(stagingDir(t.root, t.user), `${stagingKey(t.name, size, sha256)}.part`);
+/** The partial files of one identity, each with its current length. */
+async function partialsOf(t: StagingTarget, size: number, sha256: string): Promise<Array<{ file: string; length: number }>> {
+  const dir = stagingDir(t.root, t.user);
+  const prefix = `${stagingKey(t.name, size, sha256)}.`;
+  const found: Array<{ file: string; length: number }> = [];
+  for (const entry of await readdirOrEmpty(dir)) {
+    if (!entry.isFile() || !entry.name.startsWith(prefix) || !entry.name.endsWith('.part')) continue;
+    const file = path.join(dir, entry.name);
+    try {
+      found.push({ file, length: (await lstat(file)).size });
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+    }
+  }
+  return found.sort((a, b) => b.length - a.length);
 }
 
-/** Read size when re-hashing the staged prefix of a resumed upload. */
-const REHASH_CHUNK_BYTES = 1024 * 1024;
+/** Read size when copying and hashing the staged prefix of a resumed upload. */
+const COPY_CHUNK_BYTES = 1024 * 1024;
 
 export interface StagingTarget {
   root: string;
@@ -154,7 +167,7 @@ export class StagedUpload {
           // Another writer of this very identity (same name, size and digest, so the same bytes) published
           // the shared staging file first: our upload's content is what was published.
           if (errnoOf(err) !== 'ENOENT') throw err;
-          throw new FtsError('IO_ERROR', `${this.name}: a concurrent identical upload was published first; retry to confirm`);
+          throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
         await fsyncDir(path.dirname(this.#target));
         // Still under the lock, so this is the version we published, not a racing successor.
@@ -212,73 +225,102 @@ function checkIdentity(size: number, sha256: string): void {
 }
 
 /**
- * The durable offset of the partial upload with this identity: its staged length after an fsync (the
- * length is read first, so every byte it counts was written before the fsync began). 0 when none exists.
+ * The durable offset of the partial upload with this identity: the longest of its partial files, after an
+ * fsync (the length is read first, so every byte it counts was written before the fsync began). 0 when
+ * there is none.
  */
 export async function stagedOffset(t: StagingTarget, size: number, sha256: string): Promise<number> {
   resolveName(userDirPath(t.root, t.user), t.name);
   checkIdentity(size, sha256);
-  let handle: FileHandle;
-  try {
-    handle = await open(stagingPathOf(t, size, sha256), constants.O_RDWR | constants.O_NOFOLLOW);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return 0;
-    throw fsError(err, t.name);
+  for (const { file } of await partialsOf(t, size, sha256)) {
+    let handle: FileHandle;
+    try {
+      handle = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') continue; // taken over or swept meanwhile
+      throw fsError(err, t.name);
+    }
+    try {
+      const { size: staged } = await handle.stat();
+      await handle.sync();
+      return Math.min(staged, size);
+    } catch (err) {
+      throw fsError(err, t.name);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
   }
-  try {
-    const { size: staged } = await handle.stat();
-    await handle.sync();
-    return Math.min(staged, size);
-  } catch (err) {
-    throw fsError(err, t.name);
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
+  return 0;
 }
 
 /**
- * Validates the request and opens (or creates) the identity's staging file. With `offset` > 0 the upload
- * continues a partial one: the staged bytes before the offset are re-hashed from disk, so the digest
- * checked at commit covers what is really in the file. An offset beyond what is staged is refused with
- * OFFSET_MISMATCH carrying the durable offset to continue from.
+ * Validates the request and creates this attempt's own staging file. With `offset` > 0 the upload
+ * continues a partial one: the first `offset` bytes of the identity's longest partial file are copied into
+ * the new file and hashed on the way, so the digest checked at commit covers exactly what the new file
+ * holds; the old file is then removed. An offset beyond what is staged is refused with OFFSET_MISMATCH
+ * carrying the offset to continue from.
  */
 export async function beginStagedUpload(t: StagingTarget, size: number, sha256: string, offset = 0): Promise<StagedUpload> {
   const target = resolveName(userDirPath(t.root, t.user), t.name);
   checkIdentity(size, sha256);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
 
-  const stagingPath = stagingPathOf(t, size, sha256);
+  let source: string | null = null;
+  if (offset > 0) {
+    const partials = await partialsOf(t, size, sha256).catch((err: unknown) => {
+      throw fsError(err, t.name);
+    });
+    source = partials.find((p) => p.length >= offset)?.file ?? null;
+    if (source === null) {
+      const durable = await stagedOffset(t, size, sha256);
+      throw new FtsError('OFFSET_MISMATCH', `${t.name}: only ${durable} bytes are staged; resume from there`, { offset: durable });
+    }
+  }
+
+  const dir = stagingDir(t.root, t.user);
+  // 96 random bits: unique across workers and nodes, and O_EXCL makes sure of it anyway.
+  const stagingPath = path.join(dir, `${stagingKey(t.name, size, sha256)}.${randomBytes(12).toString('hex')}.part`);
   let handle: FileHandle;
   try {
-    await mkdir(path.dirname(stagingPath), { recursive: true, mode: 0o700 });
-    handle = await open(stagingPath, constants.O_CREAT | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    handle = await open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
     throw fsError(err, t.name);
   }
   const hash = createHash('sha256');
   try {
-    if (offset > 0) {
-      const { size: staged } = await handle.stat();
-      if (offset > staged) {
-        await handle.sync();
-        throw new FtsError('OFFSET_MISMATCH', `${t.name}: only ${Math.min(staged, size)} bytes are staged; resume from there`, { offset: Math.min(staged, size) });
-      }
-      await hashPrefix(handle, offset, hash);
-    }
+    if (source !== null) await copyPrefix(source, handle, offset, hash);
   } catch (err) {
     await handle.close().catch(() => undefined);
+    await unlink(stagingPath).catch(() => undefined);
+    if (errnoOf(err) === 'ENOENT' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
+      // Another resume took the partial file first: tell the client where it may continue now.
+      throw new FtsError('OFFSET_MISMATCH', `${t.name}: the partial upload was taken over; ask for the offset again`, { offset: await stagedOffset(t, size, sha256) });
+    }
     throw fsError(err, t.name);
   }
+  if (source !== null) await unlink(source).catch(() => undefined);
   return new StagedUpload({ ...t, target, stagingPath, handle, size, sha256, offset, hash });
 }
 
-async function hashPrefix(handle: FileHandle, length: number, hash: Hash): Promise<void> {
-  const buf = Buffer.allocUnsafe(Math.min(REHASH_CHUNK_BYTES, length));
-  for (let position = 0; position < length; ) {
-    const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, length - position), position);
-    if (bytesRead === 0) throw new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 });
-    hash.update(buf.subarray(0, bytesRead));
-    position += bytesRead;
+/** Copies the first `length` bytes of `source` into `dest`, hashing them. */
+async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash): Promise<void> {
+  const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, length));
+    for (let position = 0; position < length; ) {
+      const { bytesRead } = await from.read(buf, 0, Math.min(buf.length, length - position), position);
+      if (bytesRead === 0) throw new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 });
+      const chunk = buf.subarray(0, bytesRead);
+      hash.update(chunk);
+      for (let done = 0; done < bytesRead; ) {
+        const { bytesWritten } = await dest.write(chunk, done, bytesRead - done, position + done);
+        done += bytesWritten;
+      }
+      position += bytesRead;
+    }
+  } finally {
+    await from.close().catch(() => undefined);
   }
 }
 

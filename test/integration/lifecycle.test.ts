@@ -111,12 +111,12 @@ describe('lifecycle (end to end)', function () {
 
   /**
    * After an upload was cut (drain deadline, forced stop): the staging area holds nothing but at most one
-   * `.part` per cut upload, in the user's staging directory.
+   * `<identity key>.<attempt>.part` per cut upload, in the user's staging directory.
    */
   async function expectOnlyResumableParts(server: TestServer, ups: SlowUploader[]): Promise<void> {
     const left = await stagingLeftovers(server.storage);
     expect(left.length, `staging leftovers ${JSON.stringify(left)}`).to.be.at.most(ups.length);
-    for (const f of left) expect(f, 'staging leftover').to.match(new RegExp(`^${ups[0]!.user}/[0-9a-f]{64}\\.part$`));
+    for (const f of left) expect(f, 'staging leftover').to.match(new RegExp(`^${ups[0]!.user}/[0-9a-f]{64}\\.[0-9a-f]{24}\\.part$`));
   }
 
   /** One graceful-stop run: uploads paused mid-transfer, resumed, the signal sent while they stream. */

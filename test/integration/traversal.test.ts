@@ -18,6 +18,13 @@ import { RawClient, uploadBytes, type Reply } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 
+/**
+ * These tests misbehave on purpose (bad names, protocol violations, failed logins) from one address, which
+ * the server's abuse defences would score, delay and eventually ban. They test the protocol, not those
+ * defences, so bans are off and scores are forgotten after a second.
+ */
+const NO_BANS = ['--ban-threshold', '0', '--ban-window', '1'];
+
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
 const TARGETS = ['etc/passwd', '../bob/secret.txt', 'bob/secret.txt', 'id_passwd.txt', '.fts/staging'];
@@ -178,7 +185,7 @@ describe('directory traversal payloads', function () {
     expect(payloads.length).to.be.greaterThan(6000);
     expect(legal.size, 'some payloads are legal names (percent-encodings etc.)').to.be.greaterThan(0);
 
-    server = await TestServer.start({ workers: 2 });
+    server = await TestServer.start({ workers: 2, args: NO_BANS });
     aliceDir = path.join(server.storage, 'alice');
     // Canaries: bob's file, a file in the storage root, a file next to the storage directory.
     bobSecret = Buffer.from(`CANARY bob's secret ${Date.now()}\n`);

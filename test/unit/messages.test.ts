@@ -153,9 +153,9 @@ describe('protocol messages', function () {
       ['auth with non-string password', { op: 'auth', id: 1, mech: 'plain', user: 'a', password: 1234 }, 'BAD_REQUEST'],
       // names
       ['upload with bad name', { op: 'upload', id: 2, name: '../x', size: 1, sha256: SHA }, 'BAD_NAME'],
-      ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_NAME'],
+      ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_REQUEST'],
       ['download with name ..', { op: 'download', id: 3, name: '..' }, 'BAD_NAME'],
-      ['download with numeric name', { op: 'download', id: 3, name: 7 }, 'BAD_NAME'],
+      ['download with numeric name', { op: 'download', id: 3, name: 7 }, 'BAD_REQUEST'],
       ['view with a slash', { op: 'view', id: 4, name: 'a/b' }, 'BAD_NAME'],
       ['view with a lone surrogate', { op: 'view', id: 4, name: '\ud800' }, 'BAD_NAME'],
       ['delete with empty name', { op: 'delete', id: 5, name: '' }, 'BAD_NAME'],
