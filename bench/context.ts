@@ -21,6 +21,8 @@ export interface BenchConfig {
   rssUploadMiB: number;
   smallFiles: number;
   smallBytes: number;
+  /** Files per run of the small-file publish limits. */
+  publishFiles: number;
   listDirFiles: number;
   concurrentClients: number;
   concurrentMiB: number;
@@ -30,6 +32,8 @@ export interface BenchConfig {
   /** fts-server --workers. */
   workers: number;
   limitRepeats: number;
+  /** When set, every server runs with node --cpu-prof and writes its profiles under DIR/<workload>/. */
+  cpuProfDir: string | null;
   /** Workload ids to run (all when empty). */
   only: string[];
 }
@@ -88,7 +92,9 @@ export function createContext(base: {
       return dir;
     },
     async withServer(name, fn) {
-      const server = await BenchServer.start(path.join(base.root, `srv-${name}-${++serial}`), base.users, base.config.workers);
+      const prof = base.config.cpuProfDir;
+      const nodeArgs = prof === null ? [] : ['--cpu-prof', '--cpu-prof-dir', path.join(prof, name)];
+      const server = await BenchServer.start(path.join(base.root, `srv-${name}-${++serial}`), base.users, base.config.workers, { nodeArgs });
       base.sampler.watch(server.pid);
       try {
         const result = await fn(server);

@@ -49,6 +49,7 @@ export interface Report {
 
 export function formatValue(value: number, unit: string): string {
   if (!Number.isFinite(value)) return `— ${unit}`;
+  if (Number.isInteger(value) && unit !== 'MiB/s') return `${value} ${unit}`;
   const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
   const text = `${value.toFixed(digits)} ${unit}`;
   // The issue asks for MB/s; the targets are in MiB/s. Show both for throughputs.

@@ -4,7 +4,8 @@
  * benchmark main thread does not delay samples. Protocol (messages from rss.ts):
  *   {type:'watch', pid}         follow this process tree (null: none)
  *   {type:'begin', id}          open a measurement window
- *   {type:'end', id}            close it; replies {id, peakKiB, lastKiB, samples, cpuTicks, processes}
+ *   {type:'end', id}            close it; replies {id, peakKiB, lastKiB, peakAnonKiB, lastAnonKiB, samples,
+ *                               cpuTicks, processes}
  *   {type:'now', id}            one immediate sample; replies {id, peakKiB: sum, lastKiB: sum, ...}
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,6 +16,9 @@ const SAMPLE_MS = 100;
 interface Window {
   peakKiB: number;
   lastKiB: number;
+  /** RssAnon: private anonymous memory (heap, buffers), without the shared pages of the node binary. */
+  peakAnonKiB: number;
+  lastAnonKiB: number;
   samples: number;
   cpuStart: Map<number, number>;
   processes: number;
@@ -56,10 +60,11 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-function rssKiB(pid: number): number {
-  const text = readText(`/proc/${pid}/status`);
-  const m = text === null ? null : /^VmRSS:\s+(\d+)\s+kB/m.exec(text);
-  return m ? Number(m[1]) : 0;
+function rssKiB(pid: number): { rss: number; anon: number } {
+  const text = readText(`/proc/${pid}/status`) ?? '';
+  const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(text);
+  const anon = /^RssAnon:\s+(\d+)\s+kB/m.exec(text);
+  return { rss: rss ? Number(rss[1]) : 0, anon: anon ? Number(anon[1]) : 0 };
 }
 
 /** utime + stime in clock ticks. */
@@ -75,18 +80,25 @@ function tree(): number[] {
   return [root, ...childrenOf(root)];
 }
 
-function sample(): { sum: number; pids: number[] } {
+function sample(): { sum: number; anon: number; pids: number[] } {
   const pids = tree();
   let sum = 0;
-  for (const pid of pids) sum += rssKiB(pid);
+  let anon = 0;
+  for (const pid of pids) {
+    const r = rssKiB(pid);
+    sum += r.rss;
+    anon += r.anon;
+  }
   for (const w of windows.values()) {
     w.samples++;
     w.lastKiB = sum;
+    w.lastAnonKiB = anon;
     if (sum > w.peakKiB) w.peakKiB = sum;
+    if (anon > w.peakAnonKiB) w.peakAnonKiB = anon;
     w.processes = Math.max(w.processes, pids.length);
     for (const pid of pids) if (!w.cpuStart.has(pid)) w.cpuStart.set(pid, 0); // started during the window
   }
-  return { sum, pids };
+  return { sum, anon, pids };
 }
 
 const timer = setInterval(sample, SAMPLE_MS);
@@ -99,7 +111,7 @@ parentPort?.on('message', (m: { type: string; id?: number; pid?: number | null }
     case 'begin': {
       const cpuStart = new Map<number, number>();
       for (const pid of tree()) cpuStart.set(pid, cpuTicks(pid) ?? 0);
-      windows.set(m.id!, { peakKiB: 0, lastKiB: 0, samples: 0, cpuStart, processes: 0 });
+      windows.set(m.id!, { peakKiB: 0, lastKiB: 0, peakAnonKiB: 0, lastAnonKiB: 0, samples: 0, cpuStart, processes: 0 });
       sample();
       break;
     }
@@ -109,12 +121,21 @@ parentPort?.on('message', (m: { type: string; id?: number; pid?: number | null }
       windows.delete(m.id!);
       let cpu = 0;
       if (w) for (const [pid, start] of w.cpuStart) cpu += Math.max(0, (cpuTicks(pid) ?? start) - start);
-      parentPort?.postMessage({ id: m.id, peakKiB: w?.peakKiB ?? 0, lastKiB: w?.lastKiB ?? 0, samples: w?.samples ?? 0, cpuTicks: cpu, processes: w?.processes ?? 0 });
+      parentPort?.postMessage({
+        id: m.id,
+        peakKiB: w?.peakKiB ?? 0,
+        lastKiB: w?.lastKiB ?? 0,
+        peakAnonKiB: w?.peakAnonKiB ?? 0,
+        lastAnonKiB: w?.lastAnonKiB ?? 0,
+        samples: w?.samples ?? 0,
+        cpuTicks: cpu,
+        processes: w?.processes ?? 0,
+      });
       break;
     }
     case 'now': {
-      const { sum, pids } = sample();
-      parentPort?.postMessage({ id: m.id, peakKiB: sum, lastKiB: sum, samples: 1, cpuTicks: 0, processes: pids.length });
+      const { sum, anon, pids } = sample();
+      parentPort?.postMessage({ id: m.id, peakKiB: sum, lastKiB: sum, peakAnonKiB: anon, lastAnonKiB: anon, samples: 1, cpuTicks: 0, processes: pids.length });
       break;
     }
     case 'stop':

@@ -10,6 +10,12 @@ export interface RssWindow {
   peakBytes: number;
   /** The last sample's sum, bytes. */
   lastBytes: number;
+  /**
+   * The same for RssAnon (private anonymous memory). VmRSS also counts the node binary's shared,
+   * file-backed pages (~43 MiB) once per process, so the sum over N processes overstates real use.
+   */
+  peakAnonBytes: number;
+  lastAnonBytes: number;
   samples: number;
   /** CPU time (user + system) of the server processes during the window, seconds. */
   cpuSeconds: number;
@@ -21,6 +27,8 @@ interface Reply {
   id: number;
   peakKiB: number;
   lastKiB: number;
+  peakAnonKiB: number;
+  lastAnonKiB: number;
   samples: number;
   cpuTicks: number;
   processes: number;
@@ -72,6 +80,8 @@ export class RssSampler {
         resolve({
           peakBytes: r.peakKiB * 1024,
           lastBytes: r.lastKiB * 1024,
+          peakAnonBytes: r.peakAnonKiB * 1024,
+          lastAnonBytes: r.lastAnonKiB * 1024,
           samples: r.samples,
           cpuSeconds: r.cpuTicks / CLOCK_TICKS_PER_SECOND,
           processes: r.processes,

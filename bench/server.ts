@@ -9,7 +9,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { spawnTracked, trackIndirect, untrackIndirect } from './procs.js';
 import { sleep } from './util.js';
 
@@ -23,6 +23,34 @@ export interface BenchUser {
 }
 
 const START_TIMEOUT_MS = 20_000;
+
+/**
+ * Admission limits raised for the benchmark: every benchmark client connects from 127.0.0.1, so the
+ * server's per-address defaults (50 connections per IP, MaxStartups 10:30:100) would refuse the 64-client
+ * and 1000-session workloads. Passed only when this server version has the flag.
+ */
+const LIMIT_FLAGS: ReadonlyArray<[string, string]> = [
+  ['--max-connections', '5000'],
+  ['--max-connections-per-ip', '5000'],
+  ['--max-startups', '2000:30:4000'],
+];
+
+let knownFlags: Set<string> | null = null;
+
+/** The flags `fts-server --help` lists (read once). */
+function serverFlags(): Set<string> {
+  if (knownFlags === null) {
+    const help = execFileSync(process.execPath, [SERVER_MAIN, '--help'], { encoding: 'utf8', timeout: 15_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    knownFlags = new Set(help.match(/--[a-z][a-z0-9-]*/g) ?? []);
+  }
+  return knownFlags;
+}
+
+/** The extra server arguments the benchmark uses (for the report). */
+export function benchServerArgs(): string[] {
+  const flags = serverFlags();
+  return LIMIT_FLAGS.filter(([flag]) => flags.has(flag)).flat();
+}
 const STOP_TIMEOUT_MS = 10_000;
 
 export class BenchServer {
@@ -53,7 +81,16 @@ export class BenchServer {
     return path.join(this.storage, user);
   }
 
-  static async start(dir: string, users: readonly BenchUser[], workers: number, extraArgs: readonly string[] = []): Promise<BenchServer> {
+  /**
+   * `nodeArgs` go before the script (e.g. --cpu-prof --cpu-prof-dir D: cluster workers inherit the
+   * primary's execArgv, so every server process writes a profile when it exits).
+   */
+  static async start(
+    dir: string,
+    users: readonly BenchUser[],
+    workers: number,
+    options: { extraArgs?: readonly string[]; nodeArgs?: readonly string[] } = {},
+  ): Promise<BenchServer> {
     await mkdir(dir, { recursive: true });
     const storage = path.join(dir, 'storage');
     const usersFile = path.join(dir, 'users.txt');
@@ -67,6 +104,7 @@ export class BenchServer {
       proc = spawnTracked(
         process.execPath,
         [
+          ...(options.nodeArgs ?? []),
           SERVER_MAIN,
           '--host', '127.0.0.1',
           '--port', '0',
@@ -76,7 +114,8 @@ export class BenchServer {
           '--admin-socket', path.join(dir, 'admin.sock'),
           '--metrics-port', 'off',
           '--grace', '2',
-          ...extraArgs,
+          ...benchServerArgs(),
+          ...(options.extraArgs ?? []),
         ],
         { stdio: ['ignore', logFd, logFd] },
       );
@@ -132,9 +171,12 @@ export class BenchServer {
     return [...pids];
   }
 
-  /** Log lines at level warn or worse (a benchmark run should produce none). */
+  /** Log lines at level warn or worse after start-up (a benchmark run should produce none). */
   async problems(): Promise<string[]> {
-    return (await this.logLines())
+    const lines = await this.logLines();
+    const listening = lines.findIndex((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('listening on'));
+    return lines
+      .slice(listening + 1)
       .filter((l) => l['level'] === 'warn' || l['level'] === 'error' || l['level'] === 'fatal')
       .map((l) => `${String(l['level'])}: ${String(l['msg'])}${l['code'] !== undefined ? ` (${String(l['code'])})` : ''}`);
   }

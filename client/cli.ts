@@ -13,42 +13,55 @@
  * Errors go to stderr as `fts: <message> (<CODE>)` when the server sent them, `fts: <message>` otherwise.
  *
  * Start-up is kept lean: the network client is loaded only once the command line is known to be valid,
- * and the shell's readline only for `fts shell`.
+ * the reconnecting client and the progress display only for transfers (and the shell), and the shell's
+ * readline only for `fts shell`.
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORT } from '../protocol/index.js';
-import type { FtsClient } from './client.js';
+import type { FileClient } from './client.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
 import { obtainPassword } from './cli/password.js';
-import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, report, usageError } from './cli/report.js';
-import { localFsError } from './errors.js';
+import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, printable, report, usageError } from './cli/report.js';
+import { describeErrno, localFsError } from './errors.js';
 
 const DEFAULT_HOST = '127.0.0.1';
+/** Reconnections in a row after a dropped connection (transfers and the shell); --retries overrides. */
+const DEFAULT_RETRIES = 5;
+const MAX_RETRIES = 100;
 
 const OPTION_SPECS = {
   host: { type: 'string' },
   port: { type: 'string' },
   user: { type: 'string' },
   'password-file': { type: 'string' },
+  retries: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...COMMAND_OPTION_SPECS,
 } as const;
 
 function usage(): string {
   return [
-    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] <command> [args]',
+    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--quiet] [--retries N] <command> [args]',
     '',
     'commands:',
     ...commandHelp(),
-    `  ${'shell'.padEnd(34)} interactive session (a batch script when stdin is not a terminal)`,
+    `  ${'shell'.padEnd(38)} interactive session (a batch script when stdin is not a terminal)`,
     '',
     'options (before or after the command):',
     `  --host H              server host (env FTS_HOST, default ${DEFAULT_HOST})`,
     `  --port P              server port (env FTS_PORT, default ${DEFAULT_PORT})`,
     '  --user U              user name (env FTS_USER; required)',
     '  --password-file FILE  read the password from the first line of FILE',
+    '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
+    '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
+    '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
+    '                        (no progress line); list: the listing as a JSON array',
+    `  --retries N           transfers: reconnect up to N times in a row after a dropped connection`,
+    `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped`,
     '  -h, --help            show this help',
     '',
+    'Transfers are resumable: an interrupted upload of the same file continues from what the server kept,',
+    'and an interrupted download continues from LOCAL.part (its version is recorded in LOCAL.part.json).',
     'The password is taken from FTS_PASSWORD, else --password-file, else asked for on the terminal.',
     'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found.',
   ].join('\n');
@@ -81,7 +94,7 @@ function parseCommandLine(argv: string[]): Invocation | 'help' {
   const [verb, ...args] = positionals;
   if (values.help === true || verb === 'help') return 'help';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir } = values;
+  const { long, json, dir, quiet } = values;
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
     if (long !== undefined || json !== undefined || dir !== undefined) throw usageError('shell takes no command options');
@@ -89,8 +102,48 @@ function parseCommandLine(argv: string[]): Invocation | 'help' {
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir });
+  checkInvocation(command, args, { long, json, dir, quiet });
   return { command, args, values };
+}
+
+function resolveRetries(flag: string | undefined): number {
+  if (flag === undefined) return DEFAULT_RETRIES;
+  const n = /^\d{1,3}$/.test(flag) ? Number(flag) : NaN;
+  if (!(n >= 0 && n <= MAX_RETRIES)) throw usageError(`invalid --retries ${JSON.stringify(flag)}: expected 0 to ${MAX_RETRIES}`);
+  return n;
+}
+
+/**
+ * The "connection lost; reconnecting" notice, for a person at a terminal only (like the progress line,
+ * which it replaces on the current line; the next progress update draws that again).
+ */
+function retryNotice(quiet: boolean): ((info: { attempt: number; retries: number; delayMs: number; error: unknown }) => void) | undefined {
+  if (quiet || process.stderr.isTTY !== true) return undefined;
+  return ({ attempt, retries, delayMs, error }) => {
+    const why = error instanceof Error ? error.message : describeErrno(error);
+    process.stderr.write(`\r\u001b[Kfts: ${printable(why)}; reconnecting in ${(delayMs / 1000).toFixed(1)} s (${attempt}/${retries})\n`);
+  };
+}
+
+/**
+ * Transfers and the shell get a ResilientClient (reconnects, resumes); the other one-shot commands a
+ * plain FtsClient, so that `fts list` loads no retry or progress code.
+ */
+async function openClient(resilient: boolean, host: string, port: number, user: string, password: string, retries: number, quiet: boolean): Promise<FileClient> {
+  if (resilient) {
+    const { ResilientClient } = await import('./resilient.js');
+    const onRetry = retryNotice(quiet);
+    return ResilientClient.connect({ host, port, user, password, reconnect: { retries }, ...(onRetry ? { onRetry } : {}) });
+  }
+  const { FtsClient } = await import('./client.js');
+  const client = await FtsClient.connect({ host, port });
+  try {
+    await client.auth(user, password);
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+  return client;
 }
 
 function resolvePort(flag: string | undefined): number {
@@ -113,15 +166,16 @@ async function main(argv: string[]): Promise<number> {
   const host = values.host ?? (process.env['FTS_HOST'] || DEFAULT_HOST);
   if (host === '') throw usageError('--host must not be empty');
   const port = resolvePort(values.port);
+  const retries = resolveRetries(values.retries);
   const user = values.user ?? process.env['FTS_USER'];
   if (user === undefined || user === '') throw usageError('no user: pass --user U or set FTS_USER');
   const password = await obtainPassword(values['password-file'], user);
 
-  const { FtsClient } = await import('./client.js');
-  let client: FtsClient | null = null;
+  let client: FileClient | null = null;
   let interrupted = false;
-  // Ctrl+C outside the interactive shell: drop the connection so that a download removes its temporary
-  // file, then exit 130. A second Ctrl+C exits at once.
+  // Ctrl+C outside the interactive shell: drop the connection (an interrupted download keeps LOCAL.part
+  // and its sidecar for the next run; LOCAL itself is untouched), then exit 130. A second Ctrl+C exits at
+  // once.
   const onInterrupt = (): void => {
     if (client === null || interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
@@ -129,8 +183,9 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onInterrupt);
   try {
-    client = await FtsClient.connect({ host, port });
-    await client.auth(user, password);
+    const resilient = command === 'shell' || command.transfers;
+    const quiet = values.quiet === true || values.json === true;
+    client = await openClient(resilient, host, port, user, password, retries, quiet);
     if (command === 'shell') {
       const { runShell } = await import('./cli/shell.js');
       return await runShell(client);

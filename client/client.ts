@@ -6,6 +6,10 @@
  * Each method reserves its place in the request order synchronously, before its first await, so that for
  * example `upload(x)` followed by `download(x)` downloads the new file even though the upload must first
  * hash its file.
+ *
+ * Transfers resume: a large upload continues what the server kept of the same file (upload-resume.ts), a
+ * download continues LOCAL.part (download.ts), and both resend after a corrupted frame. A dropped
+ * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
 import { FtsError, MAX_FILE_SIZE, nameProblem, type Header } from '../protocol/index.js';

@@ -13,7 +13,7 @@ import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
 import { localFsError } from './errors.js';
-import { hashPrefix, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
+import { hashPrefix, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
 import type { ProgressCallback } from './upload.js';
 
 /** The connection's read throttle, used to stop the network from outrunning the disk. */
@@ -258,16 +258,21 @@ export class FileDownload {
       // version before any of its bytes reach the .part, or a crash could leave new bytes under an old name.
       const version: RemoteVersion = { name: this.name, size, mtime };
       const restart = this.requested > 0;
+      const keepable = size >= KEEP_PART_MIN_BYTES;
       this.kept = null;
-      this.chain(async () => {
-        const paths = this.requirePaths();
-        if (restart) {
-          await removeQuietly(paths.sidecar);
-          await this.fh?.truncate(0);
-        }
-        await writeSidecar(paths.sidecar, version);
-        this.kept = version;
-      });
+      if (restart || keepable) {
+        this.chain(async () => {
+          const paths = this.requirePaths();
+          if (restart) {
+            await removeQuietly(paths.sidecar);
+            await this.fh?.truncate(0);
+          }
+          if (keepable) {
+            await writeSidecar(paths.sidecar, version);
+            this.kept = version;
+          }
+        });
+      }
     }
     this.options.onStart?.(offset, size);
   }

@@ -27,6 +27,6 @@ export type {
   TransferOptions,
   UploadResult,
 } from './client.js';
-export { ResilientClient, type ReconnectOptions, type ResilientConnectOptions } from './resilient.js';
+export { ResilientClient, type ReconnectOptions, type ResilientConnectOptions, type RetryInfo } from './resilient.js';
 export { isServerError } from './errors.js';
 export { FtsError, ERROR_CODES, type ErrorCode } from '../protocol/index.js';

@@ -23,6 +23,12 @@ export interface PartPaths {
   sidecar: string;
 }
 
+/**
+ * Downloads smaller than this keep no sidecar, so a cut one is not kept for a resume: fetching it again
+ * costs less than the bookkeeping (a pipelined mget of many small files would pay it for each).
+ */
+export const KEEP_PART_MIN_BYTES = 1024 * 1024;
+
 const PART_SUFFIX = '.part';
 const SIDECAR_SUFFIX = '.part.json';
 /** NAME_MAX of the common Linux file systems, in bytes. */

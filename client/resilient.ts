@@ -25,6 +25,17 @@ export interface ResilientConnectOptions extends ConnectOptions {
   user: string;
   password: string;
   reconnect?: ReconnectOptions;
+  /** Told before each wait for a reconnection (for a "connection lost; reconnecting" notice). */
+  onRetry?: (info: RetryInfo) => void;
+}
+
+export interface RetryInfo {
+  /** 1 for the first reconnection in a row, up to `retries`. */
+  attempt: number;
+  retries: number;
+  delayMs: number;
+  /** Why: the failure of the connection (or of the last reconnection). */
+  error: unknown;
 }
 
 /** A token this close to its expiry is not worth a round trip: log in with the password instead. */
@@ -160,7 +171,9 @@ export class ResilientClient implements FileClient {
       }
       if (this.closedByUser || ++failures > this.policy.retries) throw lastError;
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
-      if (client !== null || failures > 1) await sleep(backoffMs(failures, this.policy));
+      const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
+      this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError });
+      if (delayMs > 0) await sleep(delayMs);
       if (this.closedByUser) throw lastError;
       try {
         client = await this.replace(client);

@@ -28,7 +28,8 @@ export interface WorkerStats {
 /** Questions a worker asks the primary (the cluster-wide authority on connections and bans). */
 export type WorkerQuestion =
   | { kind: 'admit'; conn: string; ip: string }
-  | { kind: 'penalty'; ip: string; points: number };
+  | { kind: 'penalty'; ip: string; points: number }
+  | { kind: 'banned'; ip: string };
 
 export type WorkerToPrimary =
   | { type: 'fts:ask'; reqId: number; question: WorkerQuestion }

@@ -4,12 +4,25 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { Workload } from '../context.js';
-import type { Row } from '../report.js';
+import type { BenchContext, Workload } from '../context.js';
+import { PUBLISH_PARALLEL } from '../limits.js';
+import type { LimitRef, Row } from '../report.js';
 import { cpuNote, makeSmallFiles } from './common.js';
 
 export const UPLOAD_FILES_PER_S = 1750;
 export const DOWNLOAD_FILES_PER_S = 1400;
+
+/**
+ * Both directions end in a durable publication per file (the server's staging rename for an upload, the
+ * client's temporary-file rename for a download), so the publish limits bound them.
+ */
+function publishLimits(ctx: BenchContext, rate: number): LimitRef[] {
+  const { publishSerial, publishParallel } = ctx.limits;
+  return [
+    { name: 'publish serial', value: publishSerial, ratio: rate / publishSerial },
+    { name: `publish ×${PUBLISH_PARALLEL}`, value: publishParallel, ratio: rate / publishParallel },
+  ];
+}
 
 export const smallFiles: Workload = {
   id: 'small',
@@ -37,6 +50,7 @@ export const smallFiles: Workload = {
           workload: `${count} × ${kib} uploads`,
           value: upRate,
           unit: 'files/s',
+          limits: publishLimits(ctx, upRate),
           target: { text: `≥ ${UPLOAD_FILES_PER_S} files/s`, pass: upRate >= UPLOAD_FILES_PER_S },
           serverRssPeak: up.rss.peakBytes,
           notes: `${up.ms.toFixed(0)} ms; ${cpuNote(up)}; ${((up.rss.cpuSeconds * 1e6) / count).toFixed(0)} µs server CPU per file`,
@@ -55,6 +69,7 @@ export const smallFiles: Workload = {
           workload: `${count} × ${kib} downloads (to files)`,
           value: downRate,
           unit: 'files/s',
+          limits: publishLimits(ctx, downRate),
           target: { text: `≥ ${DOWNLOAD_FILES_PER_S} files/s`, pass: downRate >= DOWNLOAD_FILES_PER_S },
           serverRssPeak: down.rss.peakBytes,
           notes: `${down.ms.toFixed(0)} ms; ${cpuNote(down)}; ${((down.rss.cpuSeconds * 1e6) / count).toFixed(0)} µs server CPU per file`,

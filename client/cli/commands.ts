@@ -5,16 +5,19 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
-import type { FtsClient } from '../client.js';
+import type { FileClient } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
 import { report, usageError } from './report.js';
 import { escapeForTerminal, formatJson, formatLong } from './text.js';
+import type { OutputMode, TransferOutput } from './transfers.js';
 
 /** Options that belong to particular commands (global options are handled by cli.ts). */
 export interface CommandOptions {
   long?: boolean;
   json?: boolean;
   dir?: string;
+  /** No progress line. Accepted by every command (it is a global flag); only transfers show progress. */
+  quiet?: boolean;
 }
 
 /** The parseArgs descriptors of the command options, shared by cli.ts and the shell. */
@@ -22,7 +25,11 @@ export const COMMAND_OPTION_SPECS = {
   long: { type: 'boolean', short: 'l' },
   json: { type: 'boolean' },
   dir: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
 } as const;
+
+/** Command options that every command accepts. */
+const GLOBAL_COMMAND_OPTIONS: ReadonlySet<keyof CommandOptions> = new Set(['quiet']);
 
 export interface Command {
   readonly name: string;
@@ -33,7 +40,12 @@ export interface Command {
   readonly minArgs: number;
   readonly maxArgs: number;
   readonly options: readonly (keyof CommandOptions)[];
-  run(client: FtsClient, args: readonly string[], options: CommandOptions): Promise<void>;
+  /**
+   * Moves file data: runs on a ResilientClient (reconnects and resumes after a dropped connection) and
+   * may show progress. The other commands use a plain FtsClient, which keeps their start-up lean.
+   */
+  readonly transfers: boolean;
+  run(client: FileClient, args: readonly string[], options: CommandOptions): Promise<void>;
 }
 
 /** Operations kept in flight at once by mput and mget on their one connection. */
@@ -43,12 +55,10 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-function uploadedLine(r: { name: string; size: number; sha256: string }): string {
-  return `uploaded ${r.name} (${r.size} bytes, sha256 ${r.sha256})`;
-}
-
-function downloadedLine(r: { name: string; size: number; sha256: string; localPath: string }): string {
-  return `downloaded ${r.name} -> ${r.localPath} (${r.size} bytes, sha256 ${r.sha256})`;
+/** The output of a transfer command (progress line, result lines), loaded only when one runs. */
+async function transferOutput(mode: OutputMode): Promise<TransferOutput> {
+  const { TransferOutput } = await import('./transfers.js');
+  return new TransferOutput(mode);
 }
 
 /** A remote name given on the command line, checked before anything is sent. */
@@ -78,7 +88,12 @@ async function about<T>(name: string, op: Promise<T>): Promise<T> {
  * finishes and is printed. Every failure is reported as it comes; the first one is rethrown (already
  * reported, so the caller does not print it again) to set the exit status.
  */
-async function pipelined<T>(items: readonly string[], start: (item: string) => Promise<T>, print: (result: T) => void): Promise<void> {
+async function pipelined<T>(
+  items: readonly string[],
+  start: (item: string) => Promise<T>,
+  print: (result: T) => void,
+  fail: (err: unknown) => void = report,
+): Promise<void> {
   const running: Array<Promise<T>> = [];
   let next = 0;
   let firstError: unknown = null;
@@ -95,7 +110,7 @@ async function pipelined<T>(items: readonly string[], start: (item: string) => P
       print(await p);
     } catch (err) {
       firstError ??= err;
-      report(err); // prints each distinct error once (a lost connection fails all in-flight with one error)
+      fail(err); // prints each distinct error once (a lost connection fails all in-flight with one error)
     }
     fill();
   }
@@ -116,26 +131,41 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'upload',
     aliases: ['put'],
-    synopsis: 'LOCAL [NAME]',
-    summary: 'upload a local file (as NAME, default its base name)',
+    synopsis: 'LOCAL [NAME] [--json]',
+    summary: 'upload a local file (as NAME, default its base name); continues a partial upload',
     minArgs: 1,
     maxArgs: 2,
-    options: [],
-    async run(client, [local, name]) {
-      const remote = name ?? path.basename(local!);
-      say(uploadedLine(await about(remote, client.upload(local!, remoteName(remote)))));
+    options: ['json'],
+    transfers: true,
+    async run(client, [local, name], options) {
+      const remote = remoteName(name ?? path.basename(local!));
+      const out = await transferOutput(options);
+      try {
+        const t = out.track(remote);
+        out.uploaded(await about(remote, client.upload(local!, remote, t.options)), t);
+      } finally {
+        out.close();
+      }
     },
   },
   {
     name: 'download',
     aliases: ['get'],
-    synopsis: 'NAME [LOCAL]',
-    summary: 'download a file (to LOCAL, default NAME in the current directory)',
+    synopsis: 'NAME [LOCAL] [--json]',
+    summary: 'download a file (to LOCAL, default NAME in the current directory); continues LOCAL.part',
     minArgs: 1,
     maxArgs: 2,
-    options: [],
-    async run(client, [name, local]) {
-      say(downloadedLine(await about(name!, client.download(remoteName(name!), local))));
+    options: ['json'],
+    transfers: true,
+    async run(client, [name, local], options) {
+      const remote = remoteName(name!);
+      const out = await transferOutput(options);
+      try {
+        const t = out.track(remote);
+        out.downloaded(await about(remote, client.download(remote, local, t.options)), t);
+      } finally {
+        out.close();
+      }
     },
   },
   {
@@ -146,6 +176,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 1,
     options: [],
+    transfers: false,
     async run(client, [name]) {
       const data = await about(name!, client.view(remoteName(name!)));
       if (!process.stdout.isTTY) {
@@ -164,6 +195,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 1,
     options: [],
+    transfers: false,
     async run(client, [name]) {
       await about(name!, client.delete(remoteName(name!)));
       say(`deleted ${name!}`);
@@ -177,6 +209,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 0,
     maxArgs: 0,
     options: ['long', 'json'],
+    transfers: false,
     async run(client, _args, options) {
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
@@ -187,29 +220,57 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'mput',
     aliases: [],
-    synopsis: 'LOCAL...',
+    synopsis: 'LOCAL... [--json]',
     summary: 'upload several files under their base names, pipelined',
     minArgs: 1,
     maxArgs: Infinity,
-    options: [],
-    async run(client, locals) {
+    options: ['json'],
+    transfers: true,
+    async run(client, locals, options) {
       for (const local of locals) remoteName(path.basename(local)); // refuse bad names before sending anything
-      await pipelined(locals, (local) => about(path.basename(local), client.upload(local)), (r) => say(uploadedLine(r)));
+      const out = await transferOutput(options);
+      try {
+        await pipelined(
+          locals,
+          (local) => {
+            const t = out.track(path.basename(local));
+            return about(path.basename(local), client.upload(local, undefined, t.options)).then((r) => ({ r, t }));
+          },
+          ({ r, t }) => out.uploaded(r, t),
+          (err) => out.failed(err),
+        );
+      } finally {
+        out.close();
+      }
     },
   },
   {
     name: 'mget',
     aliases: [],
-    synopsis: 'NAME... [--dir DIR]',
+    synopsis: 'NAME... [--dir DIR] [--json]',
     summary: 'download several files into DIR (default the current directory), pipelined',
     minArgs: 1,
     maxArgs: Infinity,
-    options: ['dir'],
+    options: ['dir', 'json'],
+    transfers: true,
     async run(client, names, options) {
       for (const name of names) remoteName(name);
       const dir = options.dir ?? '.';
       await requireDirectory(dir);
-      await pipelined(names, (name) => about(name, client.download(name, path.join(dir, name))), (r) => say(downloadedLine(r)));
+      const out = await transferOutput(options);
+      try {
+        await pipelined(
+          names,
+          (name) => {
+            const t = out.track(name);
+            return about(name, client.download(name, path.join(dir, name), t.options)).then((r) => ({ r, t }));
+          },
+          ({ r, t }) => out.downloaded(r, t),
+          (err) => out.failed(err),
+        );
+      } finally {
+        out.close();
+      }
     },
   },
 ];
@@ -221,7 +282,8 @@ export function findCommand(word: string): Command | undefined {
 /** Checks argument count and options against the command's table entry; throws usage errors. */
 export function checkInvocation(command: Command, args: readonly string[], options: CommandOptions): void {
   for (const key of Object.keys(options) as Array<keyof CommandOptions>) {
-    if (options[key] !== undefined && !command.options.includes(key)) throw usageError(`${command.name} does not take --${key}`);
+    if (options[key] === undefined || GLOBAL_COMMAND_OPTIONS.has(key)) continue;
+    if (!command.options.includes(key)) throw usageError(`${command.name} does not take --${key}`);
   }
   const usage = `usage: ${command.name} ${command.synopsis}`.trimEnd();
   if (args.length < command.minArgs) throw usageError(`${command.name}: missing argument (${usage})`);
@@ -232,6 +294,6 @@ export function checkInvocation(command: Command, args: readonly string[], optio
 export function commandHelp(): string[] {
   return COMMANDS.map((c) => {
     const names = [c.name, ...c.aliases].join(', ');
-    return `  ${`${names} ${c.synopsis}`.padEnd(34)} ${c.summary}`;
+    return `  ${`${names} ${c.synopsis}`.padEnd(38)} ${c.summary}`;
   });
 }

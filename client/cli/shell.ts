@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import readline from 'node:readline';
-import type { FtsClient } from '../client.js';
+import type { FileClient } from '../client.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand } from './commands.js';
 import { EXIT_INTERRUPTED, EXIT_OK, report, usageError } from './report.js';
 import { splitWords } from './text.js';
@@ -19,13 +19,13 @@ import { splitWords } from './text.js';
 const SHELL_HELP = [
   'commands:',
   ...commandHelp(),
-  `  ${'help'.padEnd(34)} show this help`,
-  `  ${'quit, exit'.padEnd(34)} end the session`,
+  `  ${'help'.padEnd(38)} show this help`,
+  `  ${'quit, exit'.padEnd(38)} end the session`,
   'Quote names with spaces: get "my file.txt" or get my\\ file.txt',
 ].join('\n');
 
 /** Parses and runs one command line (already split into words). Throws FtsErrors, usage errors included. */
-async function runWords(client: FtsClient, words: readonly string[]): Promise<void> {
+async function runWords(client: FileClient, words: readonly string[]): Promise<void> {
   const [verb, ...rest] = words;
   const command = findCommand(verb ?? '');
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)} (type "help" for a list)`);
@@ -40,7 +40,7 @@ async function runWords(client: FtsClient, words: readonly string[]): Promise<vo
 }
 
 /** Runs the shell until quit, end of input, a fatal error or (in batch mode) the first failure. */
-export async function runShell(client: FtsClient): Promise<number> {
+export async function runShell(client: FileClient): Promise<number> {
   const interactive = process.stdin.isTTY === true;
   const rl = readline.createInterface({
     input: process.stdin,

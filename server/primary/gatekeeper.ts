@@ -48,6 +48,12 @@ export class Gatekeeper {
     return this.conns.size;
   }
 
+  /** Whether `ip` is banned now, and for how much longer. */
+  banStatus(ip: string, now: number): { banned: boolean; retryAfterSeconds?: number } {
+    const until = this.scores.get(ip)?.bannedUntil ?? 0;
+    return until > now ? { banned: true, retryAfterSeconds: Math.ceil((until - now) / 1000) } : { banned: false };
+  }
+
   activeBans(now: number): number {
     let n = 0;
     for (const s of this.scores.values()) if (s.bannedUntil > now) n++;

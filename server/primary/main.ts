@@ -125,6 +125,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
         const verdict = gate.admit(q.conn, q.ip, worker.id, now);
         if (!verdict.ok) metrics.rejected(verdict.reason);
         data = verdict;
+      } else if (q.kind === 'banned') {
+        data = gate.banStatus(q.ip, now);
       } else {
         const result = gate.penalty(q.ip, q.points, now);
         if (result.banned) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);

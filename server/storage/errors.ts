@@ -34,6 +34,9 @@ function classify(errno: string | undefined): [ErrorCode, string] {
     // can only come from the final component: a symlink (ELOOP under O_NOFOLLOW) or a directory.
     case 'ELOOP':
     case 'EISDIR':
+    // open(2) of a UNIX socket fails with ENXIO (and of some devices with ENODEV): not a file we serve.
+    case 'ENXIO':
+    case 'ENODEV':
       return ['NOT_A_FILE', 'not a regular file'];
     case 'ENOSPC':
     case 'EDQUOT':

@@ -18,21 +18,6 @@ const RETRY_MAX_MS = 500;
 /** How long an operation waits for a busy lock before answering LOCKED. */
 export const LOCK_WAIT_BUDGET_MS = 30_000;
 
-/**
- * The number of retries whose back-off delays (min·factor^n, capped at max: the `retry` package's
- * schedule without randomisation) add up to at least `budgetMs`. Computed rather than hard-coded so the
- * budget stays true when a timing constant changes.
- */
-export function retriesWithin(budgetMs: number, factor: number, minMs: number, maxMs: number): number {
-  let total = 0;
-  let n = 0;
-  while (total < budgetMs) {
-    total += Math.min(minMs * factor ** n, maxMs);
-    n++;
-  }
-  return n;
-}
-
 /** What a compromised lock looks like to whoever listens (the worker logs it and counts it). */
 export interface LockCompromise {
   /** Absolute path of the lock directory: for server logs only, never for a client. */
@@ -85,20 +70,31 @@ function reportCompromised(error: Error, lockfile?: string): void {
 /**
  * The shared options. `lockfilePath` is the only per-call addition (it depends on the target), and
  * withLock adds a per-call onCompromised only so the report can say which lock it was.
- * realpath:false because the target often does not exist yet (a new upload).
+ * realpath:false because the target often does not exist yet (a new upload). retries:0 because
+ * proper-lockfile would retry every error (EROFS, ENOSPC, EACCES…) for the whole budget; withLock retries
+ * only a lock that is held (ELOCKED) and fails fast on anything else.
  */
 export const LOCK_OPTIONS = Object.freeze({
   stale: 10_000,
   update: 2_000,
   realpath: false,
-  retries: Object.freeze({
-    retries: retriesWithin(LOCK_WAIT_BUDGET_MS, RETRY_FACTOR, RETRY_MIN_MS, RETRY_MAX_MS),
-    factor: RETRY_FACTOR,
-    minTimeout: RETRY_MIN_MS,
-    maxTimeout: RETRY_MAX_MS,
-  }),
+  retries: 0,
   onCompromised: (err: Error): void => reportCompromised(err),
 });
+
+/** Acquires the lock, waiting with capped exponential backoff while another holder has it. */
+async function acquire(target: string, lockfilePath: string): Promise<() => Promise<void>> {
+  const deadline = Date.now() + LOCK_WAIT_BUDGET_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
+    } catch (err) {
+      if (errnoOf(err) !== 'ELOCKED' || Date.now() >= deadline) throw err;
+      const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * RETRY_FACTOR ** attempt);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
 
 /**
  * Runs `fn` while holding the cluster-wide lock for (user, name). Every operation that changes a name
@@ -120,11 +116,7 @@ export async function withLock<T>(root: string, user: string, name: string, fn: 
 
   let release: () => Promise<void>;
   try {
-    release = await lockfile.lock(target, {
-      ...LOCK_OPTIONS,
-      lockfilePath,
-      onCompromised: (err: Error) => reportCompromised(err, lockfilePath),
-    });
+    release = await acquire(target, lockfilePath);
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
       throw new FtsError('LOCKED', `${name}: the file is busy with another operation; retry later`, {}, { cause: err });

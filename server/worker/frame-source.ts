@@ -7,6 +7,16 @@ const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export type SourceEvent = Frame | { kind: 'end' } | { kind: 'error'; error: FtsError };
 
 /**
+ * What a queued event counts against the high-water mark. A header's exact size is gone once decoded; a
+ * fixed charge per header makes a flood of small pipelined requests pause the socket too.
+ */
+const HEADER_CHARGE_BYTES = 1024;
+
+function charge(event: SourceEvent): number {
+  return event.kind === 'data' ? event.payload.length : HEADER_CHARGE_BYTES;
+}
+
+/**
  * Turns the socket's byte stream into a pull-based stream of frames. The session asks for the next frame
  * when it is ready for it; an upload handler pulls its own data frames the same way. Pulling, rather than
  * pushing, is what gives backpressure: frames nobody asked for pile up only to HIGH_WATER_BYTES, then the
@@ -32,7 +42,7 @@ export class FrameSource {
   next(): Promise<SourceEvent> {
     const event = this.queue.shift();
     if (event !== undefined) {
-      if (event.kind === 'data') this.queuedBytes -= event.payload.length;
+      this.queuedBytes -= charge(event);
       if (this.paused && this.queuedBytes < HIGH_WATER_BYTES / 2) {
         this.paused = false;
         this.socket.resume();
@@ -74,7 +84,7 @@ export class FrameSource {
       waiter(event);
       return;
     }
-    if (event.kind === 'data') this.queuedBytes += event.payload.length;
+    this.queuedBytes += charge(event);
     this.queue.push(event);
   }
 

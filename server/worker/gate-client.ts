@@ -55,6 +55,10 @@ export class GateClient {
     return this.ask({ kind: 'penalty', ip, points }, { delayMs: 0, banned: false });
   }
 
+  banned(ip: string): Promise<{ banned: boolean; retryAfterSeconds?: number }> {
+    return this.ask({ kind: 'banned', ip }, { banned: false });
+  }
+
   authenticated(conn: string): void {
     if (process.connected) process.send?.({ type: 'fts:conn', conn, event: 'authenticated' } satisfies WorkerToPrimary);
   }

@@ -64,7 +64,13 @@ export class Session {
   private readonly source: FrameSource;
   private log: Logger;
   private timer: NodeJS.Timeout | null = null;
+  /** Only the stall timer is refreshed by traffic; the login deadline is fixed at connect. */
+  private timerIsStall = false;
+  /** Epoch ms by which the client must have logged in, whatever it sends meanwhile. */
+  private readonly loginDeadline: number;
   private closeAfterReply = false;
+  /** We half-closed the connection ourselves (see end()). */
+  private ended = false;
   private requests = 0;
   /** True while a request is being handled. */
   busy = false;
@@ -83,8 +89,9 @@ export class Session {
     this.ip = normaliseIp(address);
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
+    this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
     this.source.onBytes = () => {
-      if (this.busy) this.timer?.refresh();
+      if (this.timerIsStall) this.timer?.refresh();
     };
     socket.setNoDelay(true);
     ctx.metrics.connection();
@@ -162,7 +169,9 @@ export class Session {
       if (this.admitted) this.ctx.gate.closed(this.id);
       this.phase = 'closed';
       this.clearTimer();
-      if (!this.socket.destroyed) this.socket.destroy();
+      // After a graceful end() the linger timer destroys the socket: destroying it now could turn the
+      // peer's next write into a reset that discards our last frame (the bye) before it is read.
+      if (!this.ended && !this.socket.destroyed) this.socket.destroy();
       this.log.info({ event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() }, 'session end');
     }
   }
@@ -182,7 +191,11 @@ export class Session {
 
   private async loop(): Promise<void> {
     while (this.phase !== 'closed' && !this.socket.destroyed) {
+      // A peer that does not read its replies stops getting requests served: replies never pile up.
+      if (this.socket.writableNeedDrain) await this.drained().catch(() => undefined);
       const event = await this.source.next();
+      // Ended on our side (timeout, bye, fatal error) while waiting: whatever arrives now is not served.
+      if ((this.phase as Phase) === 'closed') return;
       switch (event.kind) {
         case 'end':
           return;
@@ -215,8 +228,9 @@ export class Session {
     }
     let req: Request;
     try {
+      // Before login, anything but auth/noop/quit is AUTH_REQUIRED, whatever its fields say.
+      if (this.phase === 'unauthenticated' && !(UNAUTHENTICATED_OPS as ReadonlySet<unknown>).has(header['op'])) throw new FtsError('AUTH_REQUIRED');
       req = parseRequest(header);
-      if (this.phase === 'unauthenticated' && !UNAUTHENTICATED_OPS.has(req.op)) throw new FtsError('AUTH_REQUIRED');
       if (this.phase === 'authenticated' && req.op === 'auth') throw new FtsError('ALREADY_AUTHENTICATED');
     } catch (err) {
       await this.refuse(id, header, asFtsError(err));
@@ -261,6 +275,16 @@ export class Session {
   }
 
   private async handle(id: number, req: Request): Promise<void> {
+    if (req.op === 'auth') {
+      // A ban also stops connections opened before it: no more guesses on them.
+      const ban = await this.ctx.gate.banned(this.ip);
+      if (ban.banned) {
+        this.log.info({ event: 'auth', result: 'failure', user: null, mech: req.mech, code: 'RATE_LIMITED' }, 'auth');
+        this.ctx.metrics.authAttempt(false);
+        this.fatal(id, new FtsError('RATE_LIMITED', undefined, ban.retryAfterSeconds ? { retryAfter: ban.retryAfterSeconds } : {}));
+        return;
+      }
+    }
     const started = Date.now();
     this.busy = true;
     this.op = req.op;
@@ -291,7 +315,8 @@ export class Session {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : this.user;
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
       this.ctx.metrics.authAttempt(failure === null);
-      if (failure?.code === 'AUTH_FAILED') {
+      // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
+      if (failure?.code === 'AUTH_FAILED' && req.mech !== 'token') {
         // Wrong password or unknown user: delay the answer (growing with the address's score), as vsftpd does.
         const { delayMs } = await this.ctx.gate.penalty(this.ip, PENALTY.authFailure);
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
@@ -356,7 +381,6 @@ export class Session {
   }
 
   private async readContinuation(): Promise<Header> {
-    this.timer?.refresh();
     const event = await this.source.next();
     switch (event.kind) {
       case 'header':
@@ -386,9 +410,9 @@ export class Session {
     this.socket.write(encodeDataPrefix(payload));
     const flushed = this.socket.write(payload);
     this.socket.uncork();
-    this.timer?.refresh();
+    if (this.timerIsStall) this.timer?.refresh();
     if (!flushed) await this.drained();
-    this.timer?.refresh();
+    if (this.timerIsStall) this.timer?.refresh();
   }
 
   private drained(): Promise<void> {
@@ -426,6 +450,7 @@ export class Session {
   /** Half-closes our side so the last reply is delivered, then cuts a peer that lingers. */
   private end(): void {
     if (this.phase === 'closed') return;
+    this.ended = true;
     this.phase = 'closed';
     this.clearTimer();
     this.socket.end();
@@ -439,9 +464,11 @@ export class Session {
     const { config } = this.ctx;
     let code: ErrorCode;
     let seconds: number;
-    if (this.busy) [code, seconds] = ['TRANSFER_STALLED', config.stallTimeoutSeconds];
-    else if (this.phase === 'unauthenticated') [code, seconds] = ['LOGIN_TIMEOUT', config.loginTimeoutSeconds];
+    // Before login the one deadline counts, busy or not: requests and data must not extend it.
+    if (this.phase === 'unauthenticated') [code, seconds] = ['LOGIN_TIMEOUT', Math.max(0, (this.loginDeadline - Date.now()) / 1000)];
+    else if (this.busy) [code, seconds] = ['TRANSFER_STALLED', config.stallTimeoutSeconds];
     else [code, seconds] = ['IDLE_TIMEOUT', config.idleTimeoutSeconds];
+    this.timerIsStall = code === 'TRANSFER_STALLED';
     this.timer = setTimeout(() => {
       this.log.info({ code }, 'closing session on timeout');
       this.bye(code);

@@ -364,7 +364,7 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(parsed.filter((l) => l['event'] === 'upload' && l['file'] === 'before-stop.txt')).to.have.length(1);
   });
 
-  it('BUG auth attempts refused before authentication runs (auth twice, unknown mechanism) are logged with result "error", not "failure"', async () => {
+  it('regression (fixed): auth attempts refused before authentication runs (auth twice, unknown mechanism) are logged with result "error", not "failure"', async () => {
     // session.ts refuse() logs every refused request through logAudit(): for op "auth" that gives an
     // "event":"auth" line whose result is "error" (and which has file/bytes fields instead of mech), and
     // fts_auth_attempts_total is not incremented for it. Expected: every "event":"auth" line has

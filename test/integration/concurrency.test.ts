@@ -299,7 +299,7 @@ describe('concurrency', function () {
       expect(readProblems).to.deep.equal([]);
     });
 
-    it('BUG: downloads racing overwrites of the same name always get a whole version, never NOT_A_FILE', async function () {
+    it('regression (fixed): downloads racing overwrites of the same name always get a whole version, never NOT_A_FILE', async function () {
       const writer = await client();
       const readers = await Promise.all([1, 2, 3].map(() => client()));
       const versions = new Set<string>();
@@ -338,7 +338,7 @@ describe('concurrency', function () {
       expect(Object.fromEntries(problems), `${reads} downloads during ${uploads} overwrites`).to.deep.equal({});
     });
 
-    it('BUG: a stale writer of an upload identity never publishes another session\'s partial upload of that identity', async function () {
+    it('regression (fixed): a stale writer of an upload identity never publishes another session\'s partial upload of that identity', async function () {
       // B starts an upload; A uploads the same identity (name, size, sha256) completely and publishes; C starts
       // the same identity again and stops half-way (as a retrying client whose connection dropped); then B
       // completes. Every ok must mean the published file is whole: a reader must never get C's half file.
@@ -385,7 +385,7 @@ describe('concurrency', function () {
       expect(sha((await r.downloadBuffer('stale.bin')).data)).to.equal(sha(good));
     });
 
-    it('BUG: an upload whose bytes do not match its declared sha256 cannot corrupt a concurrent upload of the same name, size and sha256', async function () {
+    it('regression (fixed): an upload whose bytes do not match its declared sha256 cannot corrupt a concurrent upload of the same name, size and sha256', async function () {
       // Writer A is honest; writer B declares the same identity (name, size, sha256) but sends other bytes,
       // as a client does whose local file changed after it was hashed. B must end in CHECKSUM_MISMATCH and
       // A's published file, if A gets ok, must be exactly A's bytes.

@@ -428,7 +428,7 @@ describe('lifecycle (end to end)', function () {
     expect(await publishedSha256(server.storage, 'up', up!.name)).to.equal(up!.sha256);
   });
 
-  it('BUG: a worker respawned just before SIGINT misses the drain: it keeps accepting connections and the stop waits for grace + 5 s', async () => {
+  it('regression (fixed): a worker respawned just before SIGINT misses the drain: it keeps accepting connections and the stop waits for grace + 5 s', async () => {
     // A fixed port: with --port 0 a respawned worker that is alone in listening gets a new ephemeral port
     // (see the next test), which would hide the effect.
     const port = await freePort();
@@ -456,7 +456,7 @@ describe('lifecycle (end to end)', function () {
     expect(problems).to.deep.equal([]);
   });
 
-  it('BUG: SIGINT while the workers are still starting: the drain never reaches them and the stop waits for grace + 5 s', async () => {
+  it('regression (fixed): SIGINT while the workers are still starting: the drain never reaches them and the stop waits for grace + 5 s', async () => {
     const { dir, cleanup } = await tempDirFor('fts-early-');
     cleanups.push(cleanup);
     const users = path.join(dir, 'users.txt');
@@ -478,7 +478,7 @@ describe('lifecycle (end to end)', function () {
     expect(problems, `stderr: ${proc.stderr}`).to.deep.equal([]);
   });
 
-  it('BUG: with --port 0 and one worker, the worker respawned after a SIGKILL no longer serves the announced port', async () => {
+  it('regression (fixed): with --port 0 and one worker, the worker respawned after a SIGKILL no longer serves the announced port', async () => {
     const server = await startServer({ workers: 1 });
     const [victim] = server.workerPids();
     process.kill(victim!, 'SIGKILL');

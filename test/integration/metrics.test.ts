@@ -742,7 +742,7 @@ describe('metrics endpoint (Prometheus)', function () {
       expect(after.get('fts_scrape_errors_total')).to.be.greaterThan(0);
     });
 
-    it('BUG counters jump up then go backwards when a worker dies while a scrape waits for a stopped worker', async () => {
+    it('regression (fixed): counters jump up then go backwards when a worker dies while a scrape waits for a stopped worker', async () => {
       // Repro: metrics-endpoint.ts gather() collects the answers of all workers with Promise.all and only
       // then uses them. If worker B answers, then dies (its 'disconnect' folds its last known counters into
       // the retired total) while the scrape still waits up to 2 s for a stopped worker A, the scrape returns

@@ -225,7 +225,7 @@ describe('protocol (raw TCP against a real server)', function () {
     await expectAlive(c);
   });
 
-  it('BUG: a download without a name (missing field) gets BAD_REQUEST as PROTOCOL.md §7 says, not BAD_NAME', async function () {
+  it('regression (fixed): a download without a name (missing field) gets BAD_REQUEST as PROTOCOL.md §7 says, not BAD_NAME', async function () {
     const c = await login();
     c.sendHeader({ op: 'download', id: 8 });
     expectError(await c.reply(), 'BAD_REQUEST', false, 8);

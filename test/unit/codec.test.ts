@@ -356,7 +356,7 @@ describe('protocol codec', function () {
     // this.pendingBytes)) just to read 5 bytes, and next() does this on every push while the frame body is
     // being collected. A peer that sends the first prefix byte alone and then the body in small pieces makes
     // the decoder copy O(frame^2 / piece) bytes: about 370 MB for one 1 MiB frame in 1460-byte segments.
-    it('BUG decode.ts peek(): buffering one frame in small pieces copies O(n) bytes, not O(n^2)', function () {
+    it('regression (fixed): decode.ts peek(): buffering one frame in small pieces copies O(n) bytes, not O(n^2)', function () {
       const frame = encodeData(pseudoRandomBytes(64 * 1024, 13));
       const piece = 16;
       const original = Buffer.concat;

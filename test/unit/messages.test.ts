@@ -331,7 +331,7 @@ describe('protocol messages', function () {
     // line 19): PROTOCOL.md §7 says "Clients MUST treat an unknown code like INTERNAL and honour `fatal`".
     // errorFromReply skips the wire's `fatal` field and FtsError.fatal is read from the code table, so an
     // unknown code sent with "fatal": true comes back as an FtsError with fatal === false (INTERNAL's value).
-    it('BUG messages.ts errorFromReply: an unknown code with "fatal": true stays fatal (PROTOCOL.md §7 "honour fatal")', function () {
+    it('regression (fixed): messages.ts errorFromReply: an unknown code with "fatal": true stays fatal (PROTOCOL.md §7 "honour fatal")', function () {
       const back = errorFromReply({ id: 1, status: 'error', code: 'SOMETHING_NEW', message: 'server closes now', fatal: true });
       expect(back.code).to.equal('INTERNAL');
       expect(back.fatal).to.equal(true);
@@ -339,7 +339,7 @@ describe('protocol messages', function () {
 
     // Same root cause for a known code: PROTOCOL.md §7 makes BAD_REQUEST fatal for an upload whose size or
     // offset cannot be read (§6.1), but errorFromReply reports the table value (false) instead of the wire's.
-    it('BUG messages.ts errorFromReply: BAD_REQUEST sent with "fatal": true (unreadable upload size) stays fatal', function () {
+    it('regression (fixed): messages.ts errorFromReply: BAD_REQUEST sent with "fatal": true (unreadable upload size) stays fatal', function () {
       const back = errorFromReply({ id: 2, status: 'error', code: 'BAD_REQUEST', message: 'size unreadable', fatal: true });
       expect(back.code).to.equal('BAD_REQUEST');
       expect(back.fatal).to.equal(true);

@@ -1,0 +1,56 @@
+/**
+ * Filesystem fixtures for the hostile-filesystem tests: special files (FIFO, device node) made with the
+ * system tools, and a small tmpfs mount (root only). Every command is bounded in time.
+ */
+import { execFile } from 'node:child_process';
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command without a shell; never rejects (the exit code says how it went). */
+export function run(cmd: string, args: readonly string[], timeoutMs = 15_000): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(cmd, [...args], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? Number((err as { code: unknown }).code) : 1;
+      resolve({ code, stdout, stderr: stderr || (err ? err.message : '') });
+    });
+  });
+}
+
+export async function mkfifo(file: string): Promise<void> {
+  const r = await run('mkfifo', ['-m', '0600', file]);
+  if (r.code !== 0) throw new Error(`mkfifo ${file} failed: ${r.stderr}`);
+}
+
+/** mknod of a character device; resolves false when not permitted (not root, or no CAP_MKNOD). */
+export async function mknodChar(file: string, major: number, minor: number): Promise<boolean> {
+  const r = await run('mknod', ['-m', '0600', file, 'c', String(major), String(minor)]);
+  return r.code === 0;
+}
+
+export async function mountTmpfs(dir: string, size: string): Promise<RunResult> {
+  return run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
+}
+
+export async function remountReadOnly(dir: string): Promise<RunResult> {
+  return run('mount', ['-o', 'remount,ro', dir]);
+}
+
+/** True when `dir` is a mount point (per /proc/self/mounts). */
+export async function isMountPoint(dir: string): Promise<boolean> {
+  const r = await run('cat', ['/proc/self/mounts']);
+  return r.stdout.split('\n').some((line) => line.split(' ')[1] === dir);
+}
+
+/** Unmounts `dir`, lazily if it is busy; bounded retries. Never throws. */
+export async function unmount(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 5 && (await isMountPoint(dir)); attempt++) {
+    const r = await run('umount', [dir]);
+    if (r.code === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  if (await isMountPoint(dir)) await run('umount', ['-l', dir]);
+}

@@ -1,0 +1,580 @@
+/**
+ * Connection limits, MaxStartups, scored bans and timeouts against a real multi-process server.
+ *
+ * Attacker traffic always comes from other loopback addresses (127.0.0.2, .3, …) so that per-IP limits and
+ * bans never touch the honest client on 127.0.0.1. Every server is started with its own flags in a
+ * `before` and stopped (files removed) in the matching `after`; every client is closed in `afterEach`.
+ */
+import { expect } from 'chai';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
+import { pollUntil, sha256hex, sleep, wireAlive, wireDownload, wireList, wireUpload, WireClient, type WireOptions } from '../helpers/hardening-wire.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+
+function expectHello(first: Header, what: string): void {
+  expect(first['status'], `${what}: ${JSON.stringify(first)}`).to.equal('hello');
+}
+
+function expectBye(first: Header, code: string, reason: string | null, what: string): void {
+  expect(first, `${what}: ${JSON.stringify(first)}`).to.include({ status: 'bye', code });
+  expect(first['message'], what).to.be.a('string');
+  if (reason !== null) expect(String(first['message']), `${what}: the message names the reason`).to.include(reason);
+}
+
+async function publishedNames(storage: string, user: string): Promise<string[]> {
+  try {
+    return (await readdir(path.join(storage, user))).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** Shared per-describe bookkeeping: a server and every client opened against it. */
+function harness(): {
+  server: () => TestServer;
+  start: (args: string[], workers?: number) => Promise<void>;
+  stop: () => Promise<void>;
+  track: <T extends WireClient>(c: T) => T;
+  closeAll: () => void;
+  greet: (localAddress?: string) => Promise<{ client: WireClient; first: Header }>;
+  login: (localAddress?: string) => Promise<WireClient>;
+} {
+  let srv: TestServer | null = null;
+  const clients = new Set<WireClient>();
+  const opts = (localAddress?: string): WireOptions => ({ port: srv!.port, ...(localAddress ? { localAddress } : {}) });
+  const h = {
+    server: () => {
+      if (srv === null) throw new Error('server not started');
+      return srv;
+    },
+    start: async (args: string[], workers = 2) => {
+      srv = await TestServer.start({ workers, args });
+    },
+    stop: async () => {
+      for (const c of clients) c.close();
+      clients.clear();
+      await srv?.stop();
+      srv = null;
+    },
+    track: <T extends WireClient>(c: T): T => {
+      clients.add(c);
+      return c;
+    },
+    closeAll: () => {
+      for (const c of clients) c.close();
+      clients.clear();
+    },
+    greet: async (localAddress?: string) => {
+      const r = await WireClient.greet(opts(localAddress));
+      clients.add(r.client);
+      return r;
+    },
+    login: async (localAddress?: string) => h.track(await WireClient.login(opts(localAddress), ALICE.user, ALICE.password)),
+  };
+  return h;
+}
+
+/** The honest client on 127.0.0.1 logs in and does a full upload / list / download round trip. */
+async function honestRoundTrip(h: ReturnType<typeof harness>, name: string, greeted?: WireClient): Promise<void> {
+  let c: WireClient;
+  if (greeted) {
+    c = greeted;
+    c.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
+    expect((await c.reply()).final['status'], 'honest login').to.equal('ok');
+  } else {
+    c = await h.login();
+  }
+  const data = Buffer.from(`honest ${name} ${Date.now()}\n`);
+  const up = await wireUpload(c, 2, name, data);
+  expect(up, JSON.stringify(up)).to.include({ status: 'ok', name });
+  const listed = await wireList(c, 3);
+  expect(listed.final['status']).to.equal('ok');
+  expect(listed.names).to.include(name);
+  const down = await wireDownload(c, 4, name);
+  expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256hex(data) });
+  expect(down.bytes.equals(data)).to.equal(true);
+  c.close();
+}
+
+describe('limits and bans (real server)', function () {
+  this.timeout(60_000);
+
+  describe('per-IP limit (--max-connections-per-ip 3, 2 workers)', function () {
+    const h = harness();
+    let refusals = 0;
+
+    before(async function () {
+      await h.start(['--max-connections-per-ip', '3']);
+    });
+    afterEach(() => h.closeAll());
+    after(() => h.stop());
+
+    it('the 4th connection from 127.0.0.2 gets bye TOO_MANY_CONNECTIONS; 127.0.0.1 still connects and works', async function () {
+      const held: WireClient[] = [];
+      for (let i = 0; i < 3; i++) {
+        const { client, first } = await h.greet('127.0.0.2');
+        expectHello(first, `connection ${i + 1} from 127.0.0.2`);
+        held.push(client);
+      }
+      const { client: fourth, first } = await h.greet('127.0.0.2');
+      expectBye(first, 'TOO_MANY_CONNECTIONS', 'per_ip_limit', '4th connection from 127.0.0.2');
+      refusals++;
+      expect(first['retryAfter'], 'no retryAfter for a connection limit').to.equal(undefined);
+      expect(await fourth.waitClosed(5_000), 'the refused connection is closed').to.equal(true);
+      // The admitted connections are untouched and the honest address is not limited.
+      for (const c of held) expect(await wireAlive(c)).to.equal(true);
+      await honestRoundTrip(h, 'per-ip-honest.txt');
+    });
+
+    it('closing one connection frees exactly one slot', async function () {
+      const held: WireClient[] = [];
+      for (let i = 0; i < 3; i++) {
+        const { client, first } = await h.greet('127.0.0.2');
+        expectHello(first, `connection ${i + 1}`);
+        held.push(client);
+      }
+      held[0]!.close();
+      // The primary learns of the close asynchronously: retry (bounded) until a new connection is admitted.
+      const replacement = await pollUntil(
+        'a freed per-IP slot',
+        async () => {
+          const { client, first } = await h.greet('127.0.0.2');
+          if (first['status'] === 'hello') return client;
+          refusals++;
+          client.close();
+          return undefined;
+        },
+        10_000,
+        100,
+      );
+      expect(await wireAlive(replacement)).to.equal(true);
+      const { first } = await h.greet('127.0.0.2');
+      expectBye(first, 'TOO_MANY_CONNECTIONS', 'per_ip_limit', 'after the slot was taken again');
+      refusals++;
+    });
+
+    it('the limit is exact across both workers: 12 near-simultaneous connections, exactly 3 admitted', async function () {
+      // The cluster's round-robin hands a burst of connections to whichever worker is free; starting them
+      // 10 ms apart (without waiting for any greeting) spreads them over both workers while they still
+      // overlap. Every round must admit exactly 3; at least one round must have used both workers.
+      let spreadRounds = 0;
+      for (const addr of ['127.0.0.12', '127.0.0.13', '127.0.0.14']) {
+        const pending: Array<Promise<{ client: WireClient; first: Header }>> = [];
+        for (let i = 0; i < 12; i++) {
+          pending.push(h.greet(addr));
+          await sleep(10);
+        }
+        const results = await Promise.all(pending);
+        const statuses = results.map((r) => `${String(r.first['status'])}:${String(r.first['code'] ?? '')}`);
+        const admitted = statuses.filter((s) => s === 'hello:').length;
+        const refused = statuses.filter((s) => s === 'bye:TOO_MANY_CONNECTIONS').length;
+        expect(admitted, `${addr}: ${statuses.join(' ')}`).to.equal(3);
+        expect(refused, `${addr}: ${statuses.join(' ')}`).to.equal(9);
+        refusals += refused;
+        // Admitted sessions log when they end: close them, then every one of the 12 connections has a log
+        // line naming its worker.
+        for (const r of results) r.client.close();
+        const workers = await pollUntil(
+          `log lines of 12 connections from ${addr}`,
+          () => {
+            const lines = h.server().lines.filter((l) => typeof l['remote'] === 'string' && String(l['remote']).startsWith(`${addr}:`));
+            const sessions = new Set(lines.map((l) => String(l['session'])));
+            return sessions.size >= 12 ? new Set(lines.map((l) => Number(l['worker']))) : undefined;
+          },
+          5_000,
+        );
+        if (workers.size === 2) spreadRounds++;
+      }
+      expect(spreadRounds, 'rounds whose connections were spread over both workers').to.be.at.least(1);
+    });
+
+    it('fts_rejections_total{reason="per_ip_limit"} counts every refusal', async function () {
+      const port = await metricsPortOf(h.server());
+      expect(await metric(port, 'fts_rejections_total', { reason: 'per_ip_limit' })).to.equal(refusals);
+      expect(await metric(port, 'fts_rejections_total', { reason: 'banned' })).to.equal(0);
+      expect(await metric(port, 'fts_bans_active')).to.equal(0);
+    });
+  });
+
+  describe('total limit (--max-connections 4)', function () {
+    const h = harness();
+
+    before(async function () {
+      await h.start(['--max-connections', '4']);
+    });
+    afterEach(() => h.closeAll());
+    after(() => h.stop());
+
+    it('refuses the 5th connection cluster-wide with TOO_MANY_CONNECTIONS, frees a slot on close', async function () {
+      const held: WireClient[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { client, first } = await h.greet('127.0.0.2');
+        expectHello(first, `connection ${i + 1}`);
+        held.push(client);
+      }
+      let refused = 0;
+      for (const addr of ['127.0.0.3', '127.0.0.1']) {
+        const { client, first } = await h.greet(addr);
+        expectBye(first, 'TOO_MANY_CONNECTIONS', 'max_connections', `5th connection (from ${addr})`);
+        refused++;
+        expect(await client.waitClosed(5_000)).to.equal(true);
+      }
+      held[0]!.close();
+      // The honest client on 127.0.0.1 retries (bounded) until the freed slot is seen, then works normally.
+      const honest = await pollUntil(
+        'a freed total slot',
+        async () => {
+          const { client, first } = await h.greet();
+          if (first['status'] === 'hello') return client;
+          refused++;
+          client.close();
+          return undefined;
+        },
+        10_000,
+        100,
+      );
+      await honestRoundTrip(h, 'total-honest.txt', honest);
+      const port = await metricsPortOf(h.server());
+      expect(await metric(port, 'fts_rejections_total', { reason: 'max_connections' })).to.equal(refused);
+    });
+  });
+
+  describe('MaxStartups (--max-startups 2:100:3)', function () {
+    const h = harness();
+
+    before(async function () {
+      await h.start(['--max-startups', '2:100:3']);
+    });
+    afterEach(() => h.closeAll());
+    after(() => h.stop());
+
+    it('unauthenticated connections beyond start are refused; authenticated ones do not count', async function () {
+      let refused = 0;
+      const a = await h.greet('127.0.0.2');
+      const b = await h.greet('127.0.0.2');
+      expectHello(a.first, 'unauthenticated #1');
+      expectHello(b.first, 'unauthenticated #2');
+      const c = await h.greet('127.0.0.3');
+      expectBye(c.first, 'TOO_MANY_CONNECTIONS', 'startups', 'unauthenticated #3 (rate 100: always dropped)');
+      refused++;
+
+      // Log the first two in: they leave the unauthenticated budget.
+      for (const [i, x] of [a, b].entries()) {
+        x.client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
+        const r = await x.client.reply();
+        expect(r.final['status'], `login of #${i + 1}`).to.equal('ok');
+      }
+      await sleep(300); // the "authenticated" notice travels worker -> primary asynchronously
+
+      const d = await h.greet('127.0.0.2');
+      const e = await h.greet('127.0.0.3');
+      expectHello(d.first, 'unauthenticated after two logins (#1)');
+      expectHello(e.first, 'unauthenticated after two logins (#2)');
+      const f = await h.greet('127.0.0.4');
+      expectBye(f.first, 'TOO_MANY_CONNECTIONS', 'startups', 'unauthenticated beyond start again');
+      refused++;
+      // The authenticated sessions keep working meanwhile.
+      expect(await wireAlive(a.client)).to.equal(true);
+      expect(await wireAlive(b.client)).to.equal(true);
+
+      // One more login frees a startup slot, and the honest client gets in and works.
+      d.client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
+      expect((await d.client.reply()).final['status']).to.equal('ok');
+      await sleep(300);
+      await honestRoundTrip(h, 'startups-honest.txt');
+
+      const port = await metricsPortOf(h.server());
+      expect(await metric(port, 'fts_rejections_total', { reason: 'startups' })).to.equal(refused);
+    });
+  });
+
+  describe('scored bans (--ban-threshold 6 --ban-window 120 --ban-duration 120)', function () {
+    const h = harness();
+    let port = 0;
+
+    before(async function () {
+      await h.start(['--ban-threshold', '6', '--ban-window', '120', '--ban-duration', '120']);
+      port = await metricsPortOf(h.server());
+    });
+    afterEach(() => h.closeAll());
+    after(() => h.stop());
+
+    /** One failed login from `addr`: returns how long the AUTH_FAILED reply took. */
+    async function failLogin(addr: string): Promise<number> {
+      const { client, first } = await h.greet(addr);
+      expectHello(first, `connection from ${addr}`);
+      const started = Date.now();
+      client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: 'wrong-password' });
+      const r = await client.reply(20_000);
+      const took = Date.now() - started;
+      expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'AUTH_FAILED', fatal: true });
+      expect(await client.waitClosed(5_000), 'AUTH_FAILED closes the connection').to.equal(true);
+      return took;
+    }
+
+    it('brute force from 127.0.0.3: growing delays, then bye RATE_LIMITED; 127.0.0.1 unaffected', async function () {
+      const bansBefore = await metric(port, 'fts_bans_active');
+      const t1 = await failLogin('127.0.0.3');
+      const t2 = await failLogin('127.0.0.3');
+      // Score 4 < 6: the address may still connect.
+      const probe = await h.greet('127.0.0.3');
+      expectHello(probe.first, 'after two failed logins (score 4)');
+      probe.client.close();
+      const t3 = await failLogin('127.0.0.3');
+      expect(t1, 'first failed login is delayed ~1 s (score 2 x 500 ms)').to.be.at.least(900);
+      expect(t2, 'second failed login is delayed ~2 s').to.be.at.least(1_800);
+      expect(t3, 'third failed login is delayed ~3 s').to.be.at.least(2_700);
+      expect(t2, 'the delay grows').to.be.greaterThan(t1);
+      expect(t3, 'the delay grows').to.be.greaterThan(t2);
+      expect(t3, 'delays are capped (5 s) — generous bound').to.be.below(15_000);
+
+      // Score 6: banned. The penalty reaches the primary before the reply was sent, but allow a little slack.
+      const refusal = await pollUntil(
+        'bye RATE_LIMITED for 127.0.0.3',
+        async () => {
+          const { client, first } = await h.greet('127.0.0.3');
+          client.close();
+          return first['status'] === 'bye' ? first : undefined;
+        },
+        5_000,
+        100,
+      );
+      expectBye(refusal, 'RATE_LIMITED', 'banned', 'connection from a banned address');
+      expect(refusal['retryAfter'], JSON.stringify(refusal)).to.be.a('number');
+      expect(Number(refusal['retryAfter'])).to.be.within(1, 120);
+
+      await honestRoundTrip(h, 'ban-honest.txt');
+      expect(await metric(port, 'fts_bans_active')).to.equal(bansBefore + 1);
+      expect(await metric(port, 'fts_rejections_total', { reason: 'banned' })).to.be.at.least(1);
+    });
+
+    it('protocol violations from 127.0.0.4 add 3 points each: banned after two', async function () {
+      const bansBefore = await metric(port, 'fts_bans_active');
+      const bannedBefore = await metric(port, 'fts_rejections_total', { reason: 'banned' });
+      const unknownType = Buffer.from([0x00, 0, 0, 0, 1, 0x7b]);
+      const tooLarge = Buffer.from([0x48, 0xff, 0xff, 0xff, 0xff]);
+      for (const [i, bytes] of [unknownType, tooLarge].entries()) {
+        const { client, first } = await h.greet('127.0.0.4');
+        expectHello(first, `violation #${i + 1}: connection`);
+        client.write(bytes);
+        const r = await client.reply();
+        expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: i === 0 ? 'PROTOCOL_ERROR' : 'FRAME_TOO_LARGE', fatal: true, id: null });
+        expect(await client.waitClosed(5_000)).to.equal(true);
+        if (i === 0) {
+          await sleep(300);
+          const probe = await h.greet('127.0.0.4');
+          expectHello(probe.first, 'after one violation (score 3)');
+          probe.client.close();
+        }
+      }
+      const refusal = await pollUntil(
+        'bye RATE_LIMITED for 127.0.0.4',
+        async () => {
+          const { client, first } = await h.greet('127.0.0.4');
+          client.close();
+          return first['status'] === 'bye' ? first : undefined;
+        },
+        5_000,
+        100,
+      );
+      expectBye(refusal, 'RATE_LIMITED', 'banned', 'after two protocol violations');
+      expect(await metric(port, 'fts_bans_active')).to.equal(bansBefore + 1);
+      expect(await metric(port, 'fts_rejections_total', { reason: 'banned' })).to.be.greaterThan(bannedBefore);
+      await honestRoundTrip(h, 'violation-honest.txt');
+    });
+
+    it('regression (fixed): a connection opened before a ban can still try passwords after the ban (the ban is only checked at connect)', async function () {
+      // An attacker opens connections first (up to the per-IP limit), then guesses on each of them. The ban
+      // must stop the guessing, not only new connections: otherwise every pre-opened connection is one more
+      // password check, and the correct password is still confirmed after the address was banned.
+      const pre: WireClient[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { client, first } = await h.greet('127.0.0.10');
+        expectHello(first, `pre-opened connection ${i + 1}`);
+        pre.push(client);
+      }
+      for (let i = 0; i < 3; i++) {
+        const c = pre[i]!;
+        c.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: `guess-${i}` });
+        expect((await c.reply(20_000)).final).to.include({ code: 'AUTH_FAILED' });
+      }
+      const refusal = await pollUntil(
+        'bye RATE_LIMITED for 127.0.0.10',
+        async () => {
+          const { client, first } = await h.greet('127.0.0.10');
+          client.close();
+          return first['status'] === 'bye' ? first : undefined;
+        },
+        5_000,
+        100,
+      );
+      expectBye(refusal, 'RATE_LIMITED', 'banned', 'new connection after three failed logins');
+      const last = pre[3]!;
+      last.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
+      const r = await last.reply(20_000);
+      expect(r.final, `auth from a banned address on a connection opened before the ban: ${JSON.stringify(r.final)}`).to.include({
+        status: 'error',
+        code: 'RATE_LIMITED',
+      });
+    });
+
+    it('BAD_NAME adds 1 point per request: the 6th bans the address (the session itself survives)', async function () {
+      const c = await h.login('127.0.0.9');
+      for (let i = 0; i < 5; i++) {
+        c.sendHeader({ op: 'download', id: 10 + i, name: '..' });
+        const r = await c.reply();
+        expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'BAD_NAME', fatal: false });
+      }
+      await sleep(300);
+      const probe = await h.greet('127.0.0.9');
+      expectHello(probe.first, 'score 5: not banned yet');
+      probe.client.close();
+      c.sendHeader({ op: 'view', id: 20, name: 'a/b' });
+      expect((await c.reply()).final).to.include({ code: 'BAD_NAME' });
+      const refusal = await pollUntil(
+        'bye RATE_LIMITED for 127.0.0.9',
+        async () => {
+          const { client, first } = await h.greet('127.0.0.9');
+          client.close();
+          return first['status'] === 'bye' ? first : undefined;
+        },
+        5_000,
+        100,
+      );
+      expectBye(refusal, 'RATE_LIMITED', 'banned', 'after six bad names');
+      expect(await wireAlive(c), 'a ban refuses new connections; the open session goes on').to.equal(true);
+    });
+  });
+
+  describe('timeouts and header limit (--login-timeout 1 --idle-timeout 1 --stall-timeout 1 --max-header-bytes 1024)', function () {
+    const h = harness();
+
+    before(async function () {
+      await h.start(['--login-timeout', '1', '--idle-timeout', '1', '--stall-timeout', '1', '--max-header-bytes', '1024']);
+    });
+    afterEach(() => h.closeAll());
+    after(() => h.stop());
+
+    it('no auth within 1 s: bye LOGIN_TIMEOUT, connection closed', async function () {
+      const { client, first } = await h.greet('127.0.0.5');
+      expectHello(first, 'greeting');
+      const started = Date.now();
+      const bye = await client.nextHeader(10_000);
+      const took = Date.now() - started;
+      expectBye(bye, 'LOGIN_TIMEOUT', null, 'after 1 s without auth');
+      expect(took).to.be.within(800, 8_000);
+      expect(await client.waitClosed(5_000)).to.equal(true);
+    });
+
+    it('the login timeout is not reset by noops: an unauthenticated client cannot stay connected forever', async function () {
+      // LOGIN_TIMEOUT: "No successful auth within the login time limit". noop is allowed before auth, but it
+      // must not extend the login deadline, or one client can pin MaxStartups slots indefinitely.
+      const { client, first } = await h.greet('127.0.0.5');
+      expectHello(first, 'greeting');
+      const started = Date.now();
+      let bye: Header | null = null;
+      for (let i = 0; i < 15 && bye === null && !client.isClosed; i++) {
+        client.sendHeader({ op: 'noop', id: 100 + i });
+        try {
+          const r = await client.reply(2_000);
+          if (r.final['status'] === 'bye') bye = r.final;
+        } catch {
+          break; // closed without a reply
+        }
+        await sleep(300);
+      }
+      // The bye may already be queued when the loop sees the connection closed: read what is left.
+      for (let frame = await client.next(500).catch(() => null); bye === null && frame !== null; frame = await client.next(500).catch(() => null)) {
+        if (frame.kind === 'header' && frame.header['status'] === 'bye') bye = frame.header;
+      }
+      const elapsed = Date.now() - started;
+      expect(bye, `still unauthenticated and connected after ${elapsed} ms of noops (login timeout 1 s)`).to.not.equal(null);
+      expect(bye).to.include({ code: 'LOGIN_TIMEOUT' });
+      expect(elapsed).to.be.below(4_000);
+    });
+
+    it('an unauthenticated upload does not keep the connection past the login timeout while data flows', async function () {
+      // Before auth, an upload is refused (AUTH_REQUIRED) but its declared data is read and discarded. While
+      // it is, the session's only timer is the stall timer, refreshed by every byte, so the login deadline
+      // never comes: an anonymous peer can stream to the server for as long as it likes.
+      const { client, first } = await h.greet('127.0.0.5');
+      expectHello(first, 'greeting');
+      client.sendHeader({ op: 'upload', id: 1, name: 'anon.bin', size: 1e12, sha256: 'a'.repeat(64) });
+      const started = Date.now();
+      const chunk = encodeData(Buffer.alloc(1024, 0x41));
+      let bye: Header | null = null;
+      for (let i = 0; i < 15 && !client.isClosed; i++) {
+        client.write(chunk);
+        const f = await client.next(300).catch(() => undefined);
+        if (f && f.kind === 'header') {
+          bye = f.header;
+          break;
+        }
+      }
+      const elapsed = Date.now() - started;
+      expect(bye, `unauthenticated, still streaming upload data after ${elapsed} ms (login timeout 1 s)`).to.not.equal(null);
+      expect(bye).to.include({ code: 'LOGIN_TIMEOUT' });
+    });
+
+    it('idle for 1 s after auth: bye IDLE_TIMEOUT', async function () {
+      const c = await h.login('127.0.0.5');
+      const started = Date.now();
+      const bye = await c.nextHeader(10_000);
+      expectBye(bye, 'IDLE_TIMEOUT', null, 'idle after auth');
+      expect(Date.now() - started).to.be.within(800, 8_000);
+      expect(await c.waitClosed(5_000)).to.equal(true);
+    });
+
+    it('an upload that stops sending mid-data is cut (bye TRANSFER_STALLED) and nothing is published', async function () {
+      const c = await h.login('127.0.0.5');
+      const data = Buffer.alloc(1024 * 1024, 0x5a);
+      c.write(encodeHeader({ op: 'upload', id: 2, name: 'stalled.bin', size: data.length, sha256: sha256hex(data) }), encodeData(data.subarray(0, 64 * 1024)));
+      const started = Date.now();
+      const r = await c.reply(15_000);
+      expectBye(r.final, 'TRANSFER_STALLED', null, 'stalled upload');
+      expect(Date.now() - started).to.be.within(800, 10_000);
+      expect(await c.waitClosed(5_000)).to.equal(true);
+      expect(await publishedNames(h.server().storage, ALICE.user)).to.not.include('stalled.bin');
+      const honest = await h.login();
+      expect((await wireList(honest, 2)).names).to.not.include('stalled.bin');
+    });
+
+    it('a slow but steady upload (a frame every 300 ms for 3 s) is not cut', async function () {
+      const c = await h.login('127.0.0.5');
+      const frames = 10;
+      const data = Buffer.alloc(frames * 1000);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
+      c.write(encodeHeader({ op: 'upload', id: 2, name: 'steady.bin', size: data.length, sha256: sha256hex(data) }));
+      for (let i = 0; i < frames; i++) {
+        await sleep(300);
+        expect(c.isClosed, `connection still open before frame ${i + 1}`).to.equal(false);
+        c.write(encodeData(data.subarray(i * 1000, (i + 1) * 1000)));
+      }
+      const r = await c.reply(10_000);
+      expect(r.final, JSON.stringify(r.final)).to.include({ status: 'ok', id: 2, name: 'steady.bin' });
+      const down = await wireDownload(c, 3, 'steady.bin');
+      expect(down.bytes.equals(data)).to.equal(true);
+    });
+
+    it('--max-header-bytes 1024: the greeting says so, ≤1024 is accepted, a 2000-byte header is FRAME_TOO_LARGE', async function () {
+      const { client, first } = await h.greet('127.0.0.6');
+      expectHello(first, 'greeting');
+      expect(first['maxHeader']).to.equal(1024);
+      const small = { op: 'noop', id: 7, pad: '' };
+      small.pad = 'x'.repeat(1024 - encodeHeader(small).length + 5);
+      expect(encodeHeader(small).length - 5).to.equal(1024);
+      client.sendHeader(small);
+      expect((await client.reply()).final).to.deep.equal({ id: 7, status: 'ok' });
+      const big = { op: 'noop', id: 8, pad: 'y'.repeat(2000) };
+      client.sendHeader(big);
+      const r = await client.reply();
+      expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'FRAME_TOO_LARGE', fatal: true, id: null });
+      expect(await client.waitClosed(5_000)).to.equal(true);
+    });
+  });
+});

@@ -1,0 +1,528 @@
+/**
+ * Resumable transfers end to end: a real fts-server (test/helpers/server.ts), the real `fts` CLI and the
+ * client library, with a fault-injecting proxy (test/helpers/proxy.ts) in between to corrupt, cut and
+ * slow down the byte streams. Files are 8–16 MiB and the proxy throttles, so "in the middle of a transfer"
+ * is reached reliably without huge files; every wait is bounded.
+ */
+import { expect } from 'chai';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { stagingKey } from '../../server/storage/staging.js';
+import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
+import { exists, publishedSha256, sha256, waitUntil } from '../helpers/lifecycle-util.js';
+import { CLIENT_CLI } from '../helpers/paths.js';
+import { FaultProxy, type FaultPlan } from '../helpers/proxy.js';
+import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const MiB = 1024 * 1024;
+/** Slow enough that a 16 MiB transfer takes seconds, fast enough that a test does not. */
+const THROTTLE = 4 * MiB;
+
+interface RunningCli {
+  child: ChildProcess;
+  result: Promise<CliResult>;
+}
+
+interface TransferJson {
+  name: string;
+  bytes: number;
+  sha256: string;
+  resumedFrom: number;
+  seconds: number;
+}
+
+function parseJsonLine(r: CliResult): TransferJson {
+  const lines = r.out.trim().split('\n');
+  expect(lines, describeRun(r)).to.have.length(1);
+  const v = JSON.parse(lines[0]!) as TransferJson;
+  expect(Object.keys(v).sort(), 'the --json keys').to.deep.equal(['bytes', 'name', 'resumedFrom', 'seconds', 'sha256']);
+  return v;
+}
+
+/** Audit lines of one operation on one file, in log order. */
+function audit(server: TestServer, event: string, file: string): LogLine[] {
+  return server.lines.filter((l) => l['event'] === event && l['file'] === file);
+}
+
+describe('resumable transfers (end to end)', function () {
+  this.timeout(60_000);
+
+  let server: TestServer;
+  let dir = '';
+  let cleanDir: () => Promise<void> = async () => undefined;
+  const proxies: FaultProxy[] = [];
+  const children: ChildProcess[] = [];
+  const clients: FtsClient[] = [];
+  const extraServers: TestServer[] = [];
+
+  before(async function () {
+    this.timeout(30_000);
+    server = await TestServer.start({ workers: 2 });
+    ({ dir, cleanup: cleanDir } = await tempDir('fts-resume-'));
+  });
+
+  after(async function () {
+    this.timeout(30_000);
+    await server.stop();
+    await cleanDir();
+  });
+
+  afterEach(async function () {
+    this.timeout(60_000);
+    for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of clients.splice(0)) c.close();
+    for (const p of proxies.splice(0)) await p.close();
+    // Newest first: a restarted server uses the storage directory of the one it replaced.
+    for (const s of extraServers.splice(0).reverse()) await s.stop();
+  });
+
+  async function proxy(target: number, plan: FaultPlan | ((index: number) => FaultPlan)): Promise<FaultProxy> {
+    const p = await FaultProxy.start(target, plan);
+    proxies.push(p);
+    return p;
+  }
+
+  async function startServer(options: ServerOptions): Promise<TestServer> {
+    const s = await TestServer.start(options);
+    extraServers.push(s);
+    return s;
+  }
+
+  async function login(port: number): Promise<FtsClient> {
+    const c = await FtsClient.connect({ port });
+    clients.push(c);
+    await c.auth(ALICE.user, ALICE.password);
+    return c;
+  }
+
+  async function localFile(name: string, size: number): Promise<{ file: string; data: Buffer }> {
+    const data = randomBytes(size);
+    const file = path.join(dir, name);
+    await writeFile(file, data);
+    return { file, data };
+  }
+
+  /** The CLI as a child process we can kill: like runCli, but returns at once. */
+  function startCli(args: readonly string[], port: number): RunningCli {
+    const argv = ['--host', '127.0.0.1', '--port', String(port), '--user', ALICE.user, ...args];
+    const child = spawn(process.execPath, [CLIENT_CLI, ...argv], { cwd: dir, env: cliEnv(ALICE.password), stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    const out: Buffer[] = [];
+    let stderr = '';
+    child.stdout?.on('data', (c: Buffer) => out.push(c));
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (c: string) => {
+      stderr += c;
+    });
+    const result = new Promise<CliResult>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`fts ${argv.join(' ')} still running after 45 s`)), 45_000);
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        const stdout = Buffer.concat(out);
+        resolve({ code, signal, stdout, stderr, out: stdout.toString('utf8'), argv });
+      });
+    });
+    return { child, result };
+  }
+
+  function cli(args: readonly string[], port: number): Promise<CliResult> {
+    return runCli(args, { port, user: ALICE.user, password: ALICE.password, cwd: dir, timeoutMs: 45_000 });
+  }
+
+  /**
+   * The server's staging files of one upload identity (<storage>/.fts/staging/<user>/<key>…part, where the
+   * key is derived from name, size and sha256), longest first.
+   */
+  async function stagingFiles(storage: string, name: string, data: Buffer): Promise<Array<{ file: string; size: number }>> {
+    const staging = path.join(storage, '.fts', 'staging', ALICE.user);
+    const key = stagingKey(name, data.length, sha256(data));
+    const names = await readdir(staging).catch(() => [] as string[]);
+    const found: Array<{ file: string; size: number }> = [];
+    for (const entry of names) {
+      if (!entry.startsWith(key) || !entry.endsWith('.part')) continue;
+      const file = path.join(staging, entry);
+      const size = await fileSize(file);
+      found.push({ file, size });
+    }
+    return found.sort((a, b) => b.size - a.size);
+  }
+
+  /** Bytes the server has staged for this upload identity (0 while there is nothing). */
+  async function stagedBytes(storage: string, name: string, data: Buffer): Promise<number> {
+    return (await stagingFiles(storage, name, data))[0]?.size ?? 0;
+  }
+
+  async function fileSize(file: string): Promise<number> {
+    return stat(file).then(
+      (st) => st.size,
+      () => 0,
+    );
+  }
+
+  /** Runs the CLI and SIGKILLs it once `progressed` says the transfer is under way. */
+  async function killMidway(args: readonly string[], port: number, progressed: () => Promise<boolean>): Promise<void> {
+    const run = startCli(args, port);
+    await waitUntil('the transfer to be under way', async () => (await progressed()) || (run.child.exitCode !== null ? 'exited' : false), 20_000);
+    expect(run.child.exitCode, 'the CLI finished before it could be killed').to.equal(null);
+    run.child.kill('SIGKILL');
+    const r = await run.result;
+    expect(r.signal, describeRun(r)).to.equal('SIGKILL');
+  }
+
+  it('resends an upload from the corrupted frame, not from 0, when one data frame is corrupted', async () => {
+    const name = 'corrupt.bin';
+    const { file, data } = await localFile(name, 8 * MiB);
+    const corruptAt = 3 * MiB + 1000;
+    const p = await proxy(server.port, (i) => (i === 0 ? { corruptPayloadAt: corruptAt } : {}));
+    const client = await login(p.port);
+    const r = await client.upload(file, name);
+    expect(p.corruptions).to.equal(1);
+    expect(r.sha256).to.equal(sha256(data));
+    expect(r.resumedFrom).to.equal(0);
+    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+
+    const lines = audit(server, 'upload', name);
+    expect(JSON.stringify(lines)).to.include('"code":"CHUNK_CORRUPT"');
+    const ok = lines.filter((l) => l['result'] === 'ok');
+    expect(ok, 'one published upload').to.have.length(1);
+    // The audit's bytes are what that request carried: size − offset of the resend.
+    const resentFrom = data.length - Number(ok[0]!['bytes']);
+    expect(resentFrom, 'the resend started where the corrupted frame did').to.be.greaterThan(2 * MiB).and.at.most(corruptAt);
+  });
+
+  it('continues an upload whose CLI was killed (SIGKILL) in the middle', async () => {
+    const name = 'killed-up.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const p = await proxy(server.port, { throttleUp: THROTTLE });
+    await killMidway(['upload', file], p.port, async () => (await stagedBytes(server.storage, name, data)) >= 2 * MiB);
+
+    const r = await cli(['upload', file, '--json'], server.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    const j = parseJsonLine(r);
+    expect(j).to.include({ name, bytes: data.length, sha256: sha256(data) });
+    expect(j.resumedFrom, 'resumed from what the server kept').to.be.greaterThan(0);
+    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+  });
+
+  it('continues a download whose CLI was killed (SIGKILL) in the middle from LOCAL.part', async () => {
+    const name = 'killed-down.bin';
+    const data = randomBytes(16 * MiB);
+    await (await login(server.port)).uploadBuffer(name, data);
+    const local = path.join(dir, 'killed-down.local');
+    const p = await proxy(server.port, { throttleDown: THROTTLE });
+    await killMidway(['download', name, local], p.port, async () => (await fileSize(`${local}.part`)) >= 2 * MiB);
+    expect(await exists(`${local}.part`), 'LOCAL.part kept').to.equal(true);
+    expect(await exists(`${local}.part.json`), 'sidecar kept').to.equal(true);
+    expect(await exists(local), 'nothing under LOCAL yet').to.equal(false);
+
+    const r = await cli(['download', name, local, '--json'], server.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    const j = parseJsonLine(r);
+    expect(j).to.include({ name, bytes: data.length, sha256: sha256(data) });
+    expect(j.resumedFrom).to.be.at.least(2 * MiB);
+    expect(sha256(await readFile(local))).to.equal(sha256(data));
+    expect(await exists(`${local}.part`), 'no .part left').to.equal(false);
+    expect(await exists(`${local}.part.json`), 'no sidecar left').to.equal(false);
+  });
+
+  it('continues an upload cut by a server restart on the restarted server (same storage)', async () => {
+    const first = await startServer({ workers: 1, args: ['--grace', '1'] });
+    const name = 'restart-up.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const p = await proxy(first.port, { throttleUp: THROTTLE });
+    const run = startCli(['upload', file, '--retries', '0'], p.port);
+    await waitUntil('the upload to be under way', async () => (await stagedBytes(first.storage, name, data)) >= 2 * MiB, 20_000);
+    await first.halt(); // SIGINT: the drain's 1 s grace runs out and the upload is cut
+    const cut = await run.result;
+    expect(cut.code, describeRun(cut)).to.equal(1);
+    expect(await publishedSha256(first.storage, ALICE.user, name), 'nothing published').to.equal(null);
+
+    const second = await startServer({ workers: 1, storage: first.storage });
+    const r = await cli(['upload', file, '--json'], second.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(parseJsonLine(r).resumedFrom).to.be.greaterThan(0);
+    expect(await publishedSha256(second.storage, ALICE.user, name)).to.equal(sha256(data));
+  });
+
+  it('survives a server restart within one CLI run: the new server refuses the token, the password logs in, the upload resumes', async () => {
+    const first = await startServer({ workers: 1, args: ['--grace', '1'] });
+    const name = 'restart-one-run.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const p = await proxy(first.port, (i) => (i === 0 ? { throttleUp: THROTTLE } : {}));
+    // 8 reconnections (about 20 s of backoff) leave room for a slow restart on a loaded machine.
+    const run = startCli(['upload', file, '--json', '--retries', '8'], p.port);
+    await waitUntil('the upload to be under way', async () => (await stagedBytes(first.storage, name, data)) >= 2 * MiB, 20_000);
+    await first.halt();
+    const second = await startServer({ workers: 1, storage: first.storage });
+    p.retarget(second.port);
+
+    const r = await run.result;
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(parseJsonLine(r)).to.include({ name, bytes: data.length, sha256: sha256(data), resumedFrom: 0 });
+    expect(await publishedSha256(second.storage, ALICE.user, name)).to.equal(sha256(data));
+    const auths = second.lines.filter((l) => l['event'] === 'auth').map((l) => `${String(l['mech'])}:${String(l['result'])}`);
+    expect(auths, 'token refused (new secret), then the password').to.include.members(['token:failure', 'plain:success']);
+    const ok = audit(second, 'upload', name).filter((l) => l['result'] === 'ok');
+    expect(ok).to.have.length(1);
+    expect(Number(ok[0]!['bytes']), 'only the rest was sent').to.be.lessThan(data.length);
+  });
+
+  it('starts afresh when the local file changed between attempts (never splices old and new bytes)', async () => {
+    const name = 'changed-local.bin';
+    const { file, data: a } = await localFile(name, 16 * MiB);
+    const p = await proxy(server.port, { throttleUp: THROTTLE });
+    await killMidway(['upload', file], p.port, async () => (await stagedBytes(server.storage, name, a)) >= 2 * MiB);
+
+    const b = Buffer.from(a);
+    randomBytes(4096).copy(b, 1000); // same size, different bytes inside the prefix the server kept
+    await writeFile(file, b);
+    const r = await cli(['upload', file, '--json'], server.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(parseJsonLine(r)).to.include({ resumedFrom: 0, sha256: sha256(b) });
+    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(b));
+  });
+
+  it('starts a download afresh when the server file changed since LOCAL.part was written', async () => {
+    const name = 'changed-remote.bin';
+    const a = randomBytes(16 * MiB);
+    const client = await login(server.port);
+    await client.uploadBuffer(name, a);
+    const local = path.join(dir, 'changed-remote.local');
+    const p = await proxy(server.port, { throttleDown: THROTTLE });
+    await killMidway(['download', name, local], p.port, async () => (await fileSize(`${local}.part`)) >= 2 * MiB);
+    expect(await exists(`${local}.part.json`)).to.equal(true);
+
+    const b = randomBytes(a.length); // same size: only the mtime tells the versions apart
+    await client.uploadBuffer(name, b);
+    const r = await cli(['download', name, local, '--json'], server.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(parseJsonLine(r)).to.include({ resumedFrom: 0, sha256: sha256(b) });
+    expect(sha256(await readFile(local))).to.equal(sha256(b));
+    expect(await exists(`${local}.part`)).to.equal(false);
+    expect(await exists(`${local}.part.json`)).to.equal(false);
+  });
+
+  it('resumes an upload on another worker with the session token on a fresh connection', async () => {
+    const { file, data } = await localFile('worker.bin', 8 * MiB);
+    const tried: string[] = [];
+    let crossed = false;
+    for (let attempt = 0; attempt < 8 && !crossed; attempt++) {
+      const name = `worker-${attempt}.bin`;
+      const p = await proxy(server.port, { cutUpAfter: 4 * MiB });
+      const first = await login(p.port);
+      const token = first.session?.token;
+      expect(token, 'auth returns a session token').to.be.a('string');
+      const err = await first.upload(file, name).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, 'the cut upload fails').to.be.instanceOf(FtsError);
+      expect((err as FtsError).code).to.equal('IO_ERROR');
+      const failed = await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
+
+      const second = await FtsClient.connect({ port: server.port });
+      clients.push(second);
+      await second.authToken(token!);
+      const r = await second.upload(file, name);
+      expect(r.resumedFrom, 'continued from what the first connection left').to.be.greaterThan(0);
+      expect(r.sha256).to.equal(sha256(data));
+      expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+      const done = await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'ok');
+      tried.push(`${String(failed['pid'])}->${String(done['pid'])}`);
+      crossed = failed['pid'] !== done['pid'];
+      await second.quit();
+    }
+    expect(crossed, `a resume handled by another worker (pids: ${tried.join(', ')})`).to.equal(true);
+    expect(server.lines.some((l) => l['event'] === 'auth' && l['mech'] === 'token' && l['result'] === 'success')).to.equal(true);
+  });
+
+  it('reconnects and finishes an upload and a download in one CLI run when the connection is cut once', async () => {
+    const name = 'reconnect.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const up = await proxy(server.port, (i) => (i === 0 ? { cutUpAfter: 6 * MiB } : {}));
+    const r = await cli(['upload', file, '--json'], up.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(parseJsonLine(r)).to.include({ name, bytes: data.length, sha256: sha256(data) });
+    expect(up.cuts).to.equal(1);
+    expect(up.connections).to.be.at.least(2);
+    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+    const ok = audit(server, 'upload', name).filter((l) => l['result'] === 'ok');
+    expect(Number(ok[0]!['bytes']), 'the second connection sent only the rest').to.be.lessThan(data.length);
+
+    const local = path.join(dir, 'reconnect.local');
+    const down = await proxy(server.port, (i) => (i === 0 ? { cutDownAfter: 6 * MiB } : {}));
+    const d = await cli(['download', name, local, '--json'], down.port);
+    expect(d.code, describeRun(d)).to.equal(0);
+    expect(parseJsonLine(d)).to.include({ name, bytes: data.length, sha256: sha256(data) });
+    expect(down.cuts).to.equal(1);
+    expect(sha256(await readFile(local))).to.equal(sha256(data));
+    expect(await exists(`${local}.part`)).to.equal(false);
+    const fetched = audit(server, 'download', name).filter((l) => l['result'] === 'ok');
+    expect(Number(fetched.at(-1)!['bytes']), 'the second connection fetched only the rest').to.be.lessThan(data.length);
+    expect(server.lines.some((l) => l['event'] === 'auth' && l['mech'] === 'token' && l['result'] === 'success'), 'reconnected with the token').to.equal(true);
+  });
+
+  it('sends a resumed upload once more from 0 when the staged bytes turn out wrong (CHECKSUM_MISMATCH)', async () => {
+    const name = 'bad-staged.bin';
+    const { file, data } = await localFile(name, 8 * MiB);
+    const p = await proxy(server.port, { cutUpAfter: 4 * MiB });
+    const first = await login(p.port);
+    await first.upload(file, name).catch(() => undefined);
+    await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
+    // Damage what the server kept (as a bad disk would); only the final digest can tell.
+    const [staged] = await stagingFiles(server.storage, name, data);
+    expect(staged, 'a staging file of the cut upload').to.not.equal(undefined);
+    const bytes = await readFile(staged!.file);
+    expect(bytes.length).to.be.greaterThan(MiB);
+    bytes[100] = bytes[100]! ^ 0xff;
+    await writeFile(staged!.file, bytes);
+
+    const r = await (await login(server.port)).upload(file, name);
+    expect(r.resumedFrom).to.equal(bytes.length);
+    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+    const results = audit(server, 'upload', name).map((l) => `${String(l['result'])}:${String(l['code'] ?? '')}:${String(l['bytes'])}`);
+    expect(results.slice(-2), 'a mismatch, then the whole file').to.deep.equal([`error:CHECKSUM_MISMATCH:${data.length - bytes.length}`, `ok::${data.length}`]);
+  });
+
+  it('downloads afresh (once) when a kept LOCAL.part does not match the server file', async () => {
+    const name = 'bad-part.bin';
+    const data = randomBytes(4 * MiB);
+    const client = await login(server.port);
+    await client.uploadBuffer(name, data);
+    const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
+    const local = path.join(dir, 'bad-part.local');
+    const wrong = Buffer.from(data.subarray(0, MiB));
+    wrong[10] = wrong[10]! ^ 0xff;
+    await writeFile(`${local}.part`, wrong);
+    await writeFile(`${local}.part.json`, JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime }));
+
+    const r = await client.download(name, local);
+    expect(r.resumedFrom, 'the first attempt continued the .part').to.equal(MiB);
+    expect(sha256(await readFile(local))).to.equal(sha256(data));
+    expect(await exists(`${local}.part`)).to.equal(false);
+    expect(await exists(`${local}.part.json`)).to.equal(false);
+    const fetched = audit(server, 'download', name).map((l) => Number(l['bytes']));
+    expect(fetched.slice(-2), 'the rest, then the whole file').to.deep.equal([data.length - MiB, data.length]);
+  });
+
+  it('regression (fixed): stale session tokens are penalised like password guesses: ten clients reconnecting after a restart get their address banned, and the documented password fallback is refused', async function () {
+    // A token signed with another secret is what every client holds after a restart without
+    // --cluster-secret-file (PROTOCOL.md §5.2: "the client then logs in with plain on a new connection").
+    // It is 256-bit HMAC material, not a guessable secret, yet each refusal scores as a failed login
+    // (2 points, ban at 20 by default) and delays the answer. Default limits, one address (10 clients
+    // behind one NAT, or one host running 10 transfers), in two waves to stay under MaxStartups.
+    this.timeout(60_000);
+    const fresh = await startServer({ workers: 1 });
+    const stale = (await login(server.port)).session?.token;
+    expect(stale, 'a token from another server (another secret)').to.be.a('string');
+    const reconnect = async (): Promise<string> => {
+      const c = await FtsClient.connect({ port: fresh.port });
+      clients.push(c);
+      return c.authToken(stale!).then(
+        () => 'accepted',
+        (e: unknown) => (e instanceof FtsError ? e.code : String(e)),
+      );
+    };
+    const refusals: string[] = [];
+    for (let wave = 0; wave < 2; wave++) refusals.push(...(await Promise.all(Array.from({ length: 5 }, reconnect))));
+    expect(refusals, 'stale tokens are refused').to.deep.equal(Array.from({ length: 10 }, () => 'AUTH_FAILED'));
+
+    const fallback = await (async () => {
+      const c = await FtsClient.connect({ port: fresh.port });
+      clients.push(c);
+      await c.auth(ALICE.user, ALICE.password);
+      return 'ok';
+    })().catch((e: unknown) => (e instanceof FtsError ? `${e.code}: ${e.message}` : String(e)));
+    expect(fallback, 'the password login that §5.2 prescribes after a refused token').to.equal('ok');
+  });
+
+  describe('CLI output', () => {
+    let scriptPath: string | null = null;
+
+    before(async () => {
+      scriptPath = await new Promise<string | null>((resolve) => {
+        execFile('sh', ['-c', 'command -v script'], (err, stdout) => resolve(err ? null : stdout.trim() || null));
+      });
+    });
+
+    /** Runs a CLI command under a pseudo-terminal (util-linux script); returns everything it wrote there. */
+    function underPty(args: readonly string[], port: number): Promise<{ code: number | null; output: string }> {
+      const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+      const command = [process.execPath, CLIENT_CLI, '--host', '127.0.0.1', '--port', String(port), '--user', ALICE.user, ...args].map(quote).join(' ');
+      return new Promise((resolve, reject) => {
+        const child = spawn(scriptPath!, ['-qfec', command, '/dev/null'], { cwd: dir, env: cliEnv(ALICE.password), stdio: ['ignore', 'pipe', 'pipe'] });
+        children.push(child);
+        let output = '';
+        child.stdout.setEncoding('utf8');
+        child.stdout.on('data', (c: string) => {
+          output += c;
+        });
+        child.stderr.resume();
+        const timer = setTimeout(() => reject(new Error(`script ${command} still running after 30 s`)), 30_000);
+        child.once('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code, output });
+        });
+      });
+    }
+
+    it('draws a progress line on a terminal, none with --quiet or --json, and none when stderr is piped', async function () {
+      if (scriptPath === null) this.skip(); // util-linux `script` is needed for a pseudo-terminal
+      const name = 'progress.bin';
+      const { file } = await localFile(name, 8 * MiB);
+      const p = await proxy(server.port, { throttleUp: 8 * MiB });
+
+      const shown = await underPty(['upload', file], p.port);
+      expect(shown.code, shown.output).to.equal(0);
+      // `NAME  done / total  NN%  rate/s  ETA m:ss`, redrawn in place with \r (the rate may still read "--").
+      expect(shown.output, 'a progress line').to.match(/\r\u001b\[Kprogress\.bin {2}[\d.]+ (B|KiB|MiB) \/ 8\.0 MiB +\d+% {2}\S+\/s {2}ETA /);
+      expect(shown.output).to.include('100%');
+      expect(shown.output).to.include(`uploaded ${name}`);
+
+      const quiet = await underPty(['upload', file, '--quiet'], p.port);
+      expect(quiet.code, quiet.output).to.equal(0);
+      expect(quiet.output).to.include(`uploaded ${name}`);
+      expect(quiet.output).not.to.match(/%|\r\u001b\[K/);
+
+      const json = await underPty(['--json', 'upload', file], p.port);
+      expect(json.code, json.output).to.equal(0);
+      expect(json.output).not.to.match(/%|\r\u001b\[K/);
+      expect(JSON.parse(json.output.trim())).to.include({ name, bytes: 8 * MiB });
+
+      const piped = await cli(['upload', file], p.port);
+      expect(piped.code, describeRun(piped)).to.equal(0);
+      expect(piped.stderr, 'nothing on a piped stderr').to.equal('');
+    });
+
+    it('mput and mget with --json print one JSON object per file and line', async () => {
+      const a = await localFile('multi-a.txt', 1000);
+      const b = await localFile('multi-b.txt', 2 * MiB);
+      const put = await cli(['mput', a.file, b.file, '--json'], server.port);
+      expect(put.code, describeRun(put)).to.equal(0);
+      const putLines = put.out.trim().split('\n').map((l) => JSON.parse(l) as TransferJson);
+      expect(putLines.map((j) => [j.name, j.bytes, j.sha256])).to.deep.equal([
+        ['multi-a.txt', 1000, sha256(a.data)],
+        ['multi-b.txt', 2 * MiB, sha256(b.data)],
+      ]);
+
+      const { dir: into, cleanup } = await tempDir('fts-mget-');
+      try {
+        const get = await cli(['mget', 'multi-a.txt', 'multi-b.txt', '--dir', into, '--json'], server.port);
+        expect(get.code, describeRun(get)).to.equal(0);
+        const getLines = get.out.trim().split('\n').map((l) => JSON.parse(l) as TransferJson);
+        expect(getLines.map((j) => [j.name, j.bytes, j.resumedFrom])).to.deep.equal([
+          ['multi-a.txt', 1000, 0],
+          ['multi-b.txt', 2 * MiB, 0],
+        ]);
+        expect(sha256(await readFile(path.join(into, 'multi-b.txt')))).to.equal(sha256(b.data));
+      } finally {
+        await cleanup();
+      }
+    });
+  });
+});
