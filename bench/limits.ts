@@ -12,10 +12,9 @@
  * the best run would be an outlier and the worst one noise; the median is the honest middle.
  */
 import { fork } from 'node:child_process';
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
-import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { track } from './procs.js';

@@ -3,7 +3,6 @@
  * percentiles. Nothing here talks to the server.
  */
 import { createHash, randomFillSync } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 
@@ -20,12 +19,6 @@ export interface LocalFile {
 /** Milliseconds since an arbitrary origin, sub-millisecond resolution. */
 export function now(): number {
   return performance.now();
-}
-
-export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const t0 = now();
-  const value = await fn();
-  return { ms: now() - t0, value };
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -60,12 +53,6 @@ export function median(values: readonly number[]): number {
 
 export function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 * MiB })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Deterministic pseudo-random numbers (mulberry32), so a run's operation mix is reproducible. */

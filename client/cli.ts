@@ -35,13 +35,15 @@ const OPTION_SPECS = {
   user: { type: 'string' },
   'password-file': { type: 'string' },
   retries: { type: 'string' },
+  tls: { type: 'boolean' },
+  ca: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...COMMAND_OPTION_SPECS,
 } as const;
 
 function usage(): string {
   return [
-    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--quiet] [--retries N] <command> [args]',
+    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--tls [--ca FILE]] [--quiet] [--retries N] <command> [args]',
     '',
     'commands:',
     ...commandHelp(),
@@ -52,6 +54,8 @@ function usage(): string {
     `  --port P              server port (env FTS_PORT, default ${DEFAULT_PORT})`,
     '  --user U              user name (env FTS_USER; required)',
     '  --password-file FILE  read the password from the first line of FILE',
+    '  --tls                 connect with TLS (env FTS_TLS=1); the certificate and host name are verified',
+    '  --ca FILE             trust the CA certificate(s) in FILE (PEM) instead of the system CAs (env FTS_CA)',
     '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
@@ -129,14 +133,14 @@ function retryNotice(quiet: boolean): ((info: { attempt: number; retries: number
  * Transfers and the shell get a ResilientClient (reconnects, resumes); the other one-shot commands a
  * plain FtsClient, so that `fts list` loads no retry or progress code.
  */
-async function openClient(resilient: boolean, host: string, port: number, user: string, password: string, retries: number, quiet: boolean): Promise<FileClient> {
+async function openClient(resilient: boolean, target: Target, user: string, password: string, retries: number, quiet: boolean): Promise<FileClient> {
   if (resilient) {
     const { ResilientClient } = await import('./resilient.js');
     const onRetry = retryNotice(quiet);
-    return ResilientClient.connect({ host, port, user, password, reconnect: { retries }, ...(onRetry ? { onRetry } : {}) });
+    return ResilientClient.connect({ ...target, user, password, reconnect: { retries }, ...(onRetry ? { onRetry } : {}) });
   }
   const { FtsClient } = await import('./client.js');
-  const client = await FtsClient.connect({ host, port });
+  const client = await FtsClient.connect(target);
   try {
     await client.auth(user, password);
   } catch (err) {
@@ -144,6 +148,26 @@ async function openClient(resilient: boolean, host: string, port: number, user: 
     throw err;
   }
   return client;
+}
+
+interface Target {
+  host: string;
+  port: number;
+  tls?: { ca?: Buffer };
+}
+
+/** --tls / FTS_TLS, with --ca / FTS_CA read here so that a missing file is a usage error. */
+async function resolveTls(flag: boolean | undefined, caFlag: string | undefined): Promise<Target['tls']> {
+  const caFile = caFlag ?? (process.env['FTS_CA'] || undefined);
+  const on = flag === true || process.env['FTS_TLS'] === '1' || process.env['FTS_TLS'] === 'true' || caFile !== undefined;
+  if (!on) return undefined;
+  if (caFile === undefined) return {};
+  try {
+    const { readFile } = await import('node:fs/promises');
+    return { ca: await readFile(caFile) };
+  } catch (err) {
+    throw usageError(`cannot read CA file ${caFile}: ${describeErrno(err)}`);
+  }
 }
 
 function resolvePort(flag: string | undefined): number {
@@ -185,7 +209,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     const resilient = command === 'shell' || command.transfers;
     const quiet = values.quiet === true || values.json === true;
-    client = await openClient(resilient, host, port, user, password, retries, quiet);
+    const tlsOptions = await resolveTls(values.tls, values.ca);
+    client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}) }, user, password, retries, quiet);
     if (command === 'shell') {
       const { runShell } = await import('./cli/shell.js');
       return await runShell(client);

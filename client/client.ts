@@ -12,7 +12,7 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
-import { FtsError, MAX_FILE_SIZE, nameProblem, type Header } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, nameProblem, ScramClient, type Header } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
@@ -145,10 +145,51 @@ export class FtsClient implements FileClient {
     return this.login === null ? null : { ...this.login };
   }
 
-  /** Logs in with mechanism `plain`. A wrong user or password is the fatal AUTH_FAILED. */
+  /**
+   * Logs in with the best mechanism the server offers: `scram-sha-256` (the password never crosses the
+   * wire, and the server proves it knows the verifier), else `plain`. A wrong user or password is the
+   * fatal AUTH_FAILED. Do not pipeline other requests behind a login.
+   */
   async auth(user: string, password: string): Promise<void> {
+    const mechs = this.conn.greeting['mechs'];
+    if (Array.isArray(mechs) && mechs.includes('scram-sha-256')) return this.authScram(user, password);
+    return this.authPlain(user, password);
+  }
+
+  /** Logs in with mechanism `plain`. */
+  async authPlain(user: string, password: string): Promise<void> {
     this.requireMechanism('plain');
     this.remember(await this.conn.request({ header: { op: 'auth', mech: 'plain', user, password } }));
+  }
+
+  /** Logs in with SCRAM-SHA-256 (RFC 5802/7677), and checks the server's signature. */
+  async authScram(user: string, password: string): Promise<void> {
+    this.requireMechanism('scram-sha-256');
+    const scram = new ScramClient(user, password);
+    const reply = await this.conn.turn(async (w) => {
+      let challenged: (h: Header) => void = () => undefined;
+      const challenge = new Promise<Header>((resolve) => {
+        challenged = resolve;
+      });
+      const sent = await w.send({
+        header: { op: 'auth', mech: 'scram-sha-256', data: scram.first },
+        onInterim: (h) => {
+          if (h['status'] !== 'continue') throw new FtsError('PROTOCOL_ERROR', `unexpected ${JSON.stringify(h['status'])} reply during SCRAM`);
+          challenged(h);
+        },
+      });
+      // An early final reply (AUTH_FAILED on a malformed message) settles the race by rejecting.
+      const first = await Promise.race([challenge, sent.reply]);
+      const clientFinal = typeof first['data'] === 'string' ? scram.final(first['data']) : null;
+      if (clientFinal === null) throw new FtsError('PROTOCOL_ERROR', 'malformed SCRAM server-first-message');
+      w.continueWith({ op: 'auth', id: first['id'], mech: 'scram-sha-256', data: clientFinal });
+      return sent.reply;
+    });
+    if (typeof reply['data'] !== 'string' || !scram.verifyServer(reply['data'])) {
+      this.close();
+      throw new FtsError('AUTH_FAILED', 'the server could not prove it knows the password (bad SCRAM server signature)');
+    }
+    this.remember(reply);
   }
 
   /**

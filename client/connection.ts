@@ -10,6 +10,7 @@
  * Operation semantics (what a 'data' reply means for a download, etc.) live in the callers.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import {
   declaredUploadBytes,
   DEFAULT_MAX_HEADER_BYTES,
@@ -44,6 +45,11 @@ export interface WriteTurn {
    * connection sends nothing else.
    */
   send(spec: RequestSpec): Promise<{ reply: Promise<Header> }>;
+  /**
+   * Writes one header frame as it is, id included: the continuation of a multi-step request (a SCRAM
+   * client-final-message), which belongs to a request already sent and gets no reply of its own.
+   */
+  continueWith(header: Header): void;
 }
 
 export interface ConnectOptions {
@@ -53,6 +59,11 @@ export interface ConnectOptions {
   port?: number;
   /** Limit for the TCP connect plus the greeting, in milliseconds. Default 10 000. */
   connectTimeoutMs?: number;
+  /**
+   * Speak TLS. The certificate is verified against the system CAs (or `ca`) and the host name against
+   * `servername` (default: `host`).
+   */
+  tls?: boolean | { ca?: string | Buffer; servername?: string };
 }
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -90,7 +101,7 @@ export class FtsConnection {
   /** The TCP handshake completed (tells 'cannot connect' apart from 'closed before the greeting'). */
   private tcpConnected = false;
 
-  private constructor(host: string, port: number) {
+  private constructor(host: string, port: number, tlsOptions: ConnectOptions['tls']) {
     this.host = host;
     this.port = port;
     this.ready = new Promise((resolve, reject) => {
@@ -100,11 +111,20 @@ export class FtsConnection {
       this.signalFailure = reject;
     });
     this.failed.catch(() => undefined);
-    this.socket = net.connect({ host, port });
+    if (tlsOptions) {
+      const extra = tlsOptions === true ? {} : tlsOptions;
+      const servername = extra.servername ?? (net.isIP(host) ? undefined : host);
+      this.socket = tls.connect({ host, port, ...(servername ? { servername } : {}), ...(extra.ca ? { ca: extra.ca } : {}), minVersion: 'TLSv1.2' });
+      this.socket.once('secureConnect', () => {
+        this.tcpConnected = true;
+      });
+    } else {
+      this.socket = net.connect({ host, port });
+      this.socket.once('connect', () => {
+        this.tcpConnected = true;
+      });
+    }
     this.socket.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
-    this.socket.once('connect', () => {
-      this.tcpConnected = true;
-    });
     this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
     this.socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     this.socket.on('error', (err) => {
@@ -121,7 +141,7 @@ export class FtsConnection {
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? DEFAULT_PORT;
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    const conn = new FtsConnection(host, port);
+    const conn = new FtsConnection(host, port, options.tls);
     // One timer covers both the TCP connect and the greeting: the caller cares about "usable in time".
     const timer = setTimeout(() => {
       const what = !conn.tcpConnected ? `cannot connect to ${conn.address}` : `no greeting from ${conn.address}`;
@@ -177,6 +197,10 @@ export class FtsConnection {
             reply.catch(() => undefined); // the job may never await it (it failed first); not unhandled
             await written;
             return { reply };
+          },
+          continueWith: (header) => {
+            if (!active) throw new FtsError('INTERNAL', 'WriteTurn.continueWith after the turn ended');
+            this.socket.write(encodeHeader(header));
           },
         };
         try {
@@ -393,7 +417,7 @@ export class FtsConnection {
     let err: FtsError;
     if (this.phase === 'greeting') {
       err = !this.tcpConnected
-        ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeErrno(cause)}`, {}, { cause })
+        ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeTlsAware(cause)}`, {}, { cause })
         : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
     } else if (cause !== null) {
       err = new FtsError('IO_ERROR', `connection lost: ${describeErrno(cause)}`, {}, { cause });
@@ -402,6 +426,16 @@ export class FtsConnection {
     }
     this.fail(err);
   }
+}
+
+/** TLS failures get a hint; a plain server answering a TLS client shows up as a bad record. */
+function describeTlsAware(cause: unknown): string {
+  const code = typeof cause === 'object' && cause !== null && 'code' in cause ? String((cause as { code: unknown }).code) : '';
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') return 'the server does not speak TLS (drop --tls)';
+  if (code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `TLS handshake failed: ${(cause as Error).message} (check --ca and the host name)`;
+  }
+  return describeErrno(cause);
 }
 
 function formatSeconds(ms: number): string {
