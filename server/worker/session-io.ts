@@ -31,6 +31,8 @@ export interface SessionIo {
    * PROTOCOL_ERROR on a data frame, ConnectionGone at end.
    */
   readContinuation(): Promise<Header>;
+  /** Records the user a login attempt is for, before it succeeds (for the audit line of a failure). */
+  noteLoginUser(user: string): void;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

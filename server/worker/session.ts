@@ -69,6 +69,8 @@ export class Session {
   /** Epoch ms by which the client must have logged in, whatever it sends meanwhile. */
   private readonly loginDeadline: number;
   private closeAfterReply = false;
+  /** The user named by the login attempt in progress (SCRAM names it inside its first message). */
+  private loginUser: string | null = null;
   /** We half-closed the connection ourselves (see end()). */
   private ended = false;
   private requests = 0;
@@ -312,7 +314,7 @@ export class Session {
       this.armTimer();
     }
     if (req.op === 'auth') {
-      const user = req.mech === 'plain' ? req.user.slice(0, 64) : this.user;
+      const user = req.mech === 'plain' ? req.user.slice(0, 64) : (this.user ?? this.loginUser);
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
       this.ctx.metrics.authAttempt(failure === null);
       // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
@@ -355,6 +357,9 @@ export class Session {
       sendData: (payload: Buffer) => this.sendData(payload),
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
+      noteLoginUser: (user: string) => {
+        this.loginUser = user.slice(0, 64);
+      },
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;

@@ -26,6 +26,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
     case 'scram-sha-256': {
       const exchange = scramFirst(req.data, (name) => ctx.users.scramVerifier(name), ctx.secret);
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
+      io.noteLoginUser(exchange.user);
       io.send({ status: 'continue', data: exchange.serverFirst });
       const next = await io.readContinuation();
       if (next['op'] !== 'auth' || next['id'] !== req.id || next['mech'] !== req.mech || typeof next['data'] !== 'string') {
