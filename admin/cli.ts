@@ -22,7 +22,7 @@ import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult } from './results.js';
-import { passwd, PasswdError, readNewPassword } from './passwd.js';
+import { checkUsername, passwd, PasswdError, readNewPassword } from './passwd.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
@@ -226,6 +226,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       const user = inv.args[0] ?? '';
       const usersFile = path.resolve(inv.users ?? process.env['FTS_USERS'] ?? './id_passwd.txt');
       try {
+        checkUsername(user); // before asking for the password, not after it was typed twice
         const password = await readNewPassword(user);
         const { replaced } = await passwd(usersFile, user, password);
         out(`${replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);

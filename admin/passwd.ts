@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { deriveVerifier, formatVerifier, isValidUsername } from '../protocol/index.js';
+import lockfile from 'proper-lockfile';
 import { promptHidden } from '../client/cli/password.js';
 
 /**
@@ -33,16 +34,48 @@ export async function readNewPassword(user: string): Promise<string> {
 
 /** Returns the new file text with USER's entry set to `secret`, and whether the user already existed. */
 export function setEntry(text: string, user: string, secret: string): { text: string; replaced: boolean } {
-  const lines = text === '' ? [] : text.replace(/\n$/, '').split('\n');
+  // The server ignores a leading byte-order mark; keep it, but never let it hide the first user's name.
+  const bom = text.startsWith('\uFEFF') ? '\uFEFF' : '';
+  const body = text.slice(bom.length);
+  const lines = body === '' ? [] : body.replace(/\n$/, '').split('\n');
   const entry = `${user}:${secret}`;
   const at = lines.findIndex((l) => !l.trimStart().startsWith('#') && l.startsWith(`${user}:`));
   if (at >= 0) lines[at] = entry;
   else lines.push(entry);
-  return { text: `${lines.join('\n')}\n`, replaced: at >= 0 };
+  return { text: `${bom}${lines.join('\n')}\n`, replaced: at >= 0 };
 }
 
-export async function passwd(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
+export function checkUsername(user: string): void {
   if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")`);
+}
+
+/**
+ * Two `passwd` runs at once must not lose an update (read–modify–rename): they take a lock beside the
+ * file (a proper-lockfile directory `<file>.lock`) for the read-modify-rename.
+ */
+export async function passwd(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
+  checkUsername(user);
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(usersFile, {
+      lockfilePath: `${usersFile}.lock`,
+      realpath: false,
+      stale: 10_000,
+      update: 2_000,
+      retries: { retries: 100, factor: 1.2, minTimeout: 20, maxTimeout: 200 },
+      onCompromised: () => undefined,
+    });
+  } catch (err) {
+    throw new PasswdError(`cannot lock ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return await rewrite(usersFile, user, password);
+  } finally {
+    await release().catch(() => undefined);
+  }
+}
+
+async function rewrite(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
   let text = '';
   try {
     text = await readFile(usersFile, 'utf8');

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
 import { checkPassword, deriveVerifier, parseVerifier, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
@@ -71,12 +71,17 @@ export class UserTable {
     return entry !== undefined && equal;
   }
 
-  /** The SCRAM verifier of a user (derived once from a plaintext entry), or null for an unknown user. */
-  scramVerifier(user: string): ScramVerifier | null {
+  /**
+   * The SCRAM verifier of a user, or null for an unknown user. For a plaintext entry it is derived once,
+   * with a salt that is an HMAC of the name under `saltKey` (the server secret): the same in every worker
+   * and, with a cluster secret, on every node and after restarts, so the salt does not change between
+   * connections (a changing salt would tell an attacker the user exists; unknown users get stable fake salts).
+   */
+  scramVerifier(user: string, saltKey: Buffer): ScramVerifier | null {
     const entry = this.#entries.get(user);
     if (entry === undefined) return null;
     if (entry.kind === 'scram') return entry.verifier;
-    entry.derived ??= deriveVerifier(entry.password);
+    entry.derived ??= deriveVerifier(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16));
     return entry.derived;
   }
 }

@@ -7,9 +7,9 @@ import { createLogger } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
-import { GateClient } from './gate-client.js';
 import { readProxyHeader } from './proxy-protocol.js';
-import { Session } from './session.js';
+import { newSessionId, Session } from './session.js';
+import { GateClient, normaliseIp } from './gate-client.js';
 import { TlsTerminator } from './tls.js';
 
 /** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
@@ -89,9 +89,18 @@ export async function runWorker(config: Config): Promise<void> {
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
     const proxied = config.proxyProtocol ? await readProxyHeader(raw) : null;
     if (config.proxyProtocol && proxied === null) return;
+    const peer = proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined;
+    // Counted before any TLS handshake, so handshakes in progress take their place in every limit.
+    const id = newSessionId();
+    const admission = await ctx.gate.admit(id, normaliseIp(peer?.address ?? raw.remoteAddress));
+    // A refused TLS connection still completes its handshake (bounded by the terminator's timeouts), so
+    // that the client reads the refusal and its code instead of a reset.
     const socket = tlsTerminator ? await tlsTerminator.upgrade(raw) : raw;
-    if (socket === null || socket.destroyed) return;
-    const session = new Session(socket, ctx, proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined);
+    if (socket === null || socket.destroyed) {
+      if (admission.ok) ctx.gate.closed(id);
+      return;
+    }
+    const session = new Session(socket, ctx, admission, { id, ...(peer ? { peer } : {}) });
     sessions.add(session);
     void session.run().finally(() => {
       sessions.delete(session);

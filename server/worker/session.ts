@@ -22,7 +22,7 @@ import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
-import { normaliseIp, PENALTY } from './gate-client.js';
+import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { ConnectionGone, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
 
@@ -32,6 +32,18 @@ const CLOSE_LINGER_MS = 2_000;
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
+
+export interface SessionOptions {
+  /** Chosen when the connection was accepted, so the primary could count it before any handshake. */
+  id: string;
+  /** The client's address from a PROXY protocol header, when a load balancer sits in between. */
+  peer?: { address: string; port: number };
+}
+
+/** A fresh session id (also what `fts-admin kick` takes). */
+export function newSessionId(): string {
+  return randomBytes(6).toString('hex');
+}
 
 /** What `fts-admin sessions` shows about a session. */
 export interface SessionSnapshot {
@@ -52,7 +64,7 @@ export interface SessionSnapshot {
  * stall (inside a request; refreshed by every byte that moves).
  */
 export class Session {
-  readonly id = randomBytes(6).toString('hex');
+  readonly id: string;
   readonly remote: string;
   /** The source address, as limits and bans count it. */
   readonly ip: string;
@@ -83,9 +95,11 @@ export class Session {
   constructor(
     private readonly socket: Socket,
     private readonly ctx: WorkerContext,
-    /** The client's address from a PROXY protocol header, when a load balancer sits in between. */
-    peer?: { address: string; port: number },
+    private readonly admission: Admission,
+    opts: SessionOptions,
   ) {
+    this.id = opts.id;
+    const peer = opts.peer;
     const address = peer?.address ?? socket.remoteAddress;
     this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
     this.ip = normaliseIp(address);
@@ -137,8 +151,8 @@ export class Session {
 
   /** Runs the session to its end. Never rejects. */
   async run(): Promise<void> {
-    // The primary counts connections for the whole cluster; a refusal replaces the greeting.
-    const admission = await this.ctx.gate.admit(this.id, this.ip);
+    // The primary counted this connection when it was accepted; a refusal replaces the greeting.
+    const admission = this.admission;
     if (!admission.ok) {
       this.log.info({ event: 'rejected', reason: admission.reason }, 'connection refused');
       const code = admission.reason === 'banned' ? 'RATE_LIMITED' : 'TOO_MANY_CONNECTIONS';

@@ -16,14 +16,15 @@ export interface TlsFiles {
 
 /** Loads and checks the certificate and key; throws an Error naming the problem. */
 export function loadSecureContext(files: TlsFiles): tls.SecureContext {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    cert = readFileSync(files.cert);
-    key = readFileSync(files.key);
-  } catch (err) {
-    throw new Error(`cannot read TLS certificate or key: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
+  const read = (what: string, file: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`cannot read TLS ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  };
+  const cert = read('certificate', files.cert);
+  const key = read('key', files.key);
   try {
     return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
   } catch (err) {
@@ -50,11 +51,20 @@ export class TlsTerminator {
 
   upgrade(socket: net.Socket): Promise<tls.TLSSocket | null> {
     return new Promise((resolve) => {
+      // Settles exactly once. A peer that goes away at any point (even silently, without an error) settles
+      // it with null, so the connection's place in the limits is given back at once.
+      let settled = false;
+      const settle = (value: tls.TLSSocket | null): void => {
+        if (settled) return;
+        settled = true;
+        resolve(value);
+      };
+      socket.once('close', () => settle(null));
       const refuse = (): void => {
         const err = new FtsError('TLS_REQUIRED');
         socket.end(encodeHeader({ status: 'bye', code: err.code, message: err.message }));
         setTimeout(() => socket.destroy(), 1_000).unref();
-        resolve(null);
+        settle(null);
       };
       const timer = setTimeout(() => {
         socket.off('data', onData);
@@ -69,21 +79,28 @@ export class TlsTerminator {
         }
         socket.unshift(chunk);
         const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.context });
-        const handshake = setTimeout(() => secure.destroy(), HANDSHAKE_MS);
+        const handshake = setTimeout(() => {
+          secure.destroy();
+          settle(null);
+        }, HANDSHAKE_MS);
         secure.once('secure', () => {
           clearTimeout(handshake);
-          resolve(secure);
+          settle(secure);
+        });
+        secure.once('close', () => {
+          clearTimeout(handshake);
+          settle(null);
         });
         secure.once('error', () => {
           clearTimeout(handshake);
           secure.destroy();
-          resolve(null);
+          settle(null);
         });
       };
       socket.once('data', onData);
       socket.once('error', () => {
         clearTimeout(timer);
-        resolve(null);
+        settle(null);
       });
     });
   }

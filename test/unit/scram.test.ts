@@ -83,8 +83,11 @@ describe('SCRAM-SHA-256', () => {
     expect(verifyPassword(users, 'dave', 'dave-pass')).to.equal(true);
     expect(verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
     expect(verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
-    expect(users.scramVerifier('alice')).to.not.equal(null);
-    expect(users.scramVerifier('nobody')).to.equal(null);
+    const key = Buffer.alloc(32, 5);
+    expect(users.scramVerifier('alice', key)).to.not.equal(null);
+    // Plaintext entries get a salt that does not change between connections or workers.
+    expect(parseUsers('alice:alice-pass\n').users.scramVerifier('alice', key)?.salt).to.deep.equal(users.scramVerifier('alice', key)?.salt);
+    expect(users.scramVerifier('nobody', key)).to.equal(null);
   });
 });
 

@@ -1,0 +1,105 @@
+/**
+ * Child processes and files for the TLS / SCRAM / passwd tests: `fts-admin` with a password on stdin
+ * (runAdmin in admin-cli.ts gives it no stdin), users files with an exact mode, and a few small waits.
+ * Every child is bounded and killed by its own pid if it outlives its timeout.
+ */
+import { spawn } from 'node:child_process';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { ADMIN_CLI } from './paths.js';
+import type { LogLine } from './server.js';
+
+export interface ProcResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  elapsedMs: number;
+}
+
+/** The test runner's environment without FTS_* variables. */
+export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Runs `node <script> ...args` with `input` written to its stdin (a pipe, so never a TTY). */
+export function runNode(script: string, args: readonly string[], input: string | Buffer, timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env) });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => {
+      stdout += c;
+    });
+    child.stderr.on('data', (c: string) => {
+      stderr += c;
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) reject(new Error(`node ${script} ${args.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${stderr}`));
+      else resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - started });
+    });
+  });
+}
+
+/**
+ * `fts-admin passwd USER --users FILE --socket SOCKET` with `input` on stdin. `socket` is always given so
+ * that a test never talks to some other server at the default socket path.
+ */
+export function runPasswd(user: string, usersFile: string, socket: string, input: string): Promise<ProcResult> {
+  return runNode(ADMIN_CLI, ['passwd', user, '--users', usersFile, '--socket', socket], input);
+}
+
+export function describeProc(what: string, r: ProcResult): string {
+  return `${what} -> exit ${r.code ?? r.signal}; stdout: ${JSON.stringify(r.stdout.slice(0, 400))}; stderr: ${JSON.stringify(r.stderr.slice(0, 600))}`;
+}
+
+/** Writes `text` to `file` and sets its mode exactly (writeFile's mode is subject to the umask). */
+export async function writeWithMode(file: string, text: string | Buffer, mode: number): Promise<void> {
+  await writeFile(file, text);
+  await chmod(file, mode);
+}
+
+export async function modeOf(file: string): Promise<number> {
+  return (await stat(file)).mode & 0o777;
+}
+
+export async function snapshot(file: string): Promise<{ bytes: Buffer; mode: number; ino: number; mtimeMs: number }> {
+  const st = await stat(file);
+  return { bytes: await readFile(file), mode: st.mode & 0o777, ino: st.ino, mtimeMs: st.mtimeMs };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Waits (bounded) until `predicate` holds for one of `lines` from index `from` on; returns that line. */
+export async function waitForLine(lines: readonly LogLine[], predicate: (l: LogLine) => boolean, from = 0, timeoutMs = 5_000): Promise<LogLine> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = lines.slice(from).find(predicate);
+    if (hit) return hit;
+    if (Date.now() > deadline) throw new Error(`no matching log line within ${timeoutMs} ms; lines since ${from}: ${JSON.stringify(lines.slice(from)).slice(0, 2000)}`);
+    await sleep(20);
+  }
+}
+
+/** The server's audit lines for authentication attempts, from index `from` on. */
+export function authLines(lines: readonly LogLine[], from = 0): LogLine[] {
+  return lines.slice(from).filter((l) => l['event'] === 'auth');
+}
