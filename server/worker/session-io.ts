@@ -22,6 +22,8 @@ export interface SessionIo {
   authenticate(user: string): Promise<void>;
   /** Sends an interim reply for the current request (`id` is added). */
   send(reply: Header): void;
+  /** Resolves once the socket can take more (a slow reader makes a long listing wait here). */
+  writable(): Promise<void>;
   /** Sends one data frame, resolving once the socket can take more (backpressure). */
   sendData(payload: Buffer): Promise<void>;
   /** The next data frame of the current upload. Throws PROTOCOL_ERROR on anything else, ConnectionGone at end. */

@@ -369,6 +369,11 @@ export class Session {
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendData: (payload: Buffer) => this.sendData(payload),
+      writable: async () => {
+        if (this.socket.destroyed) throw new ConnectionGone();
+        if (this.socket.writableNeedDrain) await this.drained();
+        if (this.timerIsStall) this.timer?.refresh();
+      },
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
       noteLoginUser: (user: string) => {

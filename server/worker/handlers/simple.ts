@@ -58,6 +58,8 @@ export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResu
   const entries = await io.userStore().list(req.long);
   for (const entry of entries) {
     io.send(req.long ? { status: 'entry', name: entry.name, size: entry.size, mtime: entry.mtime } : { status: 'entry', name: entry.name });
+    // A reader slower than the listing holds it here instead of making the server buffer it whole.
+    await io.writable();
   }
   return { reply: { count: entries.length }, audit: { bytes: 0 } };
 }
