@@ -77,8 +77,11 @@ export async function passwd(usersFile: string, user: string, password: string):
 
 async function rewrite(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
   let text = '';
+  let owner: { uid: number; gid: number } | null = null;
   try {
     text = await readFile(usersFile, 'utf8');
+    const st = await stat(usersFile);
+    owner = { uid: st.uid, gid: st.gid };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`cannot read ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
@@ -89,6 +92,8 @@ async function rewrite(usersFile: string, user: string, password: string): Promi
     const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
     try {
       await handle.writeFile(updated, 'utf8');
+      // Run as root, keep the file owned by whoever owned it (the service account must still read it).
+      if (owner !== null && process.getuid?.() === 0) await handle.chown(owner.uid, owner.gid);
       await handle.sync();
     } finally {
       await handle.close();

@@ -11,7 +11,7 @@
  * the server's `offset`, a download continues LOCAL.part. Failures that a new connection would not change
  * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
  *
- * Idempotent operations (upload, download, view, list) are repeated after a drop; delete is not (its
+ * Operations are repeated after a drop; a repeated delete that finds nothing counts as done (its
  * first attempt may have happened), but a dropped connection is replaced before any later call. The
  * password is kept in memory for the fallback login.
  */
@@ -103,9 +103,22 @@ export class ResilientClient implements FileClient {
     return this.retrying((c) => c.list(options));
   }
 
-  /** Not repeated after a drop: the server may have deleted the file before the connection went. */
+  /**
+   * Repeated after a drop or a SHUTTING_DOWN refusal like the others; because the server may have deleted
+   * the file before the connection went, NOT_FOUND on a repeated attempt means the delete happened.
+   */
   delete(name: string): Promise<void> {
-    return this.retrying((c) => c.delete(name), { repeat: false });
+    let attempts = 0;
+    return this.retrying(async (c) => {
+      try {
+        await c.delete(name);
+      } catch (err) {
+        if (attempts > 0 && err instanceof FtsError && err.code === 'NOT_FOUND') return;
+        throw err;
+      } finally {
+        attempts++;
+      }
+    });
   }
 
   /** Ends the session politely; a connection that is already gone is just closed. */

@@ -46,7 +46,14 @@ async function loadSecret(config: Config): Promise<Buffer> {
     throw new StartupError(`cluster secret file ${config.clusterSecretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   if ((st.mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
-  const secret = Buffer.from((await readFile(config.clusterSecretFile, 'utf8')).trim(), 'utf8');
+  // Raw bytes (a binary secret is fine); only ASCII whitespace at the ends (a trailing newline) is dropped.
+  const raw = await readFile(config.clusterSecretFile);
+  let start = 0;
+  let end = raw.length;
+  const space = (b: number | undefined): boolean => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+  while (start < end && space(raw[start])) start++;
+  while (end > start && space(raw[end - 1])) end--;
+  const secret = raw.subarray(start, end);
   if (secret.length < MIN_SECRET_BYTES) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: must hold at least ${MIN_SECRET_BYTES} bytes`);
   return secret;
 }

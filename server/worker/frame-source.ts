@@ -35,6 +35,8 @@ export class FrameSource {
   constructor(private readonly socket: Socket, maxHeaderBytes: number) {
     this.decoder = new FrameDecoder({ maxHeaderBytes });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // The socket may arrive paused (a PROXY header or a TLS sniff read ahead and pushed bytes back).
+    socket.resume();
     socket.on('end', () => this.finish({ kind: 'end' }));
     socket.on('close', () => this.finish({ kind: 'end' }));
   }

@@ -98,6 +98,7 @@ export class TlsTerminator {
         });
       };
       socket.once('data', onData);
+      socket.resume(); // paused by a PROXY header reader that pushed bytes back
       socket.once('error', () => {
         clearTimeout(timer);
         settle(null);

@@ -235,21 +235,30 @@ export class HaproxyProcess {
     return row;
   }
 
-  /** Polls until the server's status satisfies `ok` (e.g. s => s === 'UP'); returns the row. */
-  async waitServer(name: string, ok: (status: string) => boolean, timeoutMs: number): Promise<StatRow> {
+  /** Polls until the server's stats row satisfies `ok`; returns the row. `what` names the wait in errors. */
+  async waitServer(name: string, what: string, ok: (row: StatRow) => boolean, timeoutMs: number): Promise<StatRow> {
     const deadline = Date.now() + timeoutMs;
     let last = 'no answer';
     for (;;) {
       try {
         const row = await this.server(name);
-        last = row['status'] ?? '?';
-        if (ok(last)) return row;
+        last = `status ${row['status'] ?? '?'}, check_status ${row['check_status'] ?? '?'}`;
+        if (ok(row)) return row;
       } catch (err) {
         last = err instanceof Error ? err.message : String(err);
       }
-      if (Date.now() > deadline) throw new Error(`HAProxy server ${name}: expected status not reached within ${timeoutMs} ms (last: ${last})`);
+      if (Date.now() > deadline) throw new Error(`HAProxy server ${name}: not ${what} within ${timeoutMs} ms (last: ${last})`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** Up, and its last health check passed (a server starts "UP" with check_status INI before any check). */
+  waitUp(name: string, timeoutMs: number): Promise<StatRow> {
+    return this.waitServer(name, 'UP after a passed check', (r) => r['status'] === 'UP' && r['check_status'] === 'L7OK', timeoutMs);
+  }
+
+  waitDown(name: string, timeoutMs: number): Promise<StatRow> {
+    return this.waitServer(name, 'DOWN', (r) => (r['status'] ?? '').startsWith('DOWN'), timeoutMs);
   }
 
   /** SIGTERM by pid, then SIGKILL after 5 s. Idempotent. */

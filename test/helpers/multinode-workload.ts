@@ -83,8 +83,8 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 export const MIN_FILE = 64 * KiB;
 export const MAX_FILE = 4 * MiB;
-/** Random bytes that file contents are cut from (each file also gets a unique prefix). */
-const POOL = randomBytes(MAX_FILE * 2);
+/** Random bytes that file contents are cut from (each file also gets a unique prefix); made on first use. */
+let pool: Buffer | null = null;
 /** A client keeps at most this many own files (it deletes one before uploading more). */
 const MAX_OWN_FILES = 5;
 
@@ -94,9 +94,10 @@ function sha256(data: Uint8Array): string {
 
 /** Unique content of `size` bytes: a tag naming its origin, then random bytes from the pool. */
 function makeContent(size: number, tag: string, rnd: () => number): Buffer {
+  pool ??= randomBytes(MAX_FILE * 2);
   const out = Buffer.allocUnsafe(size);
-  const start = Math.floor(rnd() * (POOL.length - size));
-  POOL.copy(out, 0, start, start + size);
+  const start = Math.floor(rnd() * (pool.length - size));
+  pool.copy(out, 0, start, start + size);
   Buffer.from(`${tag}|${randomBytes(8).toString('hex')}|`).copy(out, 0);
   return out;
 }
@@ -134,15 +135,17 @@ export class WorkloadClient {
   private readonly rnd: () => number;
   private counter = 0;
   private raceUploaded = false;
-  /** Reconnections seen through onRetry-then-success (ResilientClient.reconnects). */
+  /** Retries announced by ResilientClient's onRetry (each is followed by a reconnection attempt). */
   retryNotices = 0;
+  private finalReconnects = 0;
 
   constructor(readonly o: WorkloadOptions) {
     this.rnd = prng(o.seed);
   }
 
+  /** Reconnections of this client's ResilientClient (kept after quit()). */
   get reconnects(): number {
-    return this.client?.reconnects ?? 0;
+    return this.client?.reconnects ?? this.finalReconnects;
   }
 
   /** Connects through the load balancer (the first connection is not retried by ResilientClient). */
@@ -183,8 +186,9 @@ export class WorkloadClient {
 
   async quit(): Promise<void> {
     const c = this.client;
-    this.client = null;
     if (c === null) return;
+    this.finalReconnects = c.reconnects;
+    this.client = null;
     try {
       await c.quit();
     } catch {
@@ -193,7 +197,9 @@ export class WorkloadClient {
   }
 
   close(): void {
-    this.client?.close();
+    if (this.client === null) return;
+    this.finalReconnects = this.client.reconnects;
+    this.client.close();
     this.client = null;
   }
 
