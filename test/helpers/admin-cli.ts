@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
+import { onOutput } from './common.js';
 import { ADMIN_CLI } from './paths.js';
 
 export interface AdminResult {
@@ -24,14 +25,11 @@ export class AdminRun {
     readonly proc: ChildProcess,
     timeoutMs: number,
   ) {
-    proc.stdout?.setEncoding('utf8');
-    proc.stderr?.setEncoding('utf8');
-    proc.stdout?.on('data', (c: string) => {
-      this.stdout += c;
-    });
-    proc.stderr?.on('data', (c: string) => {
-      this.stderr += c;
-    });
+    onOutput(
+      proc,
+      (c) => (this.stdout += c),
+      (c) => (this.stderr += c),
+    );
     this.timer = setTimeout(() => this.kill(), timeoutMs);
     this.done = new Promise((resolve) => {
       proc.once('close', (code, signal) => {

@@ -4,6 +4,7 @@
  * environment. Every run is bounded: a CLI still running after `timeoutMs` is killed and reported.
  */
 import { spawn } from 'node:child_process';
+import { envWithoutFts } from './common.js';
 import { CLIENT_CLI } from './paths.js';
 
 export interface CliOptions {
@@ -34,11 +35,9 @@ export interface CliResult {
   argv: readonly string[];
 }
 
+/** The runner's environment minus FTS_* variables, with FTS_PASSWORD (unless undefined), then `extra`. */
 export function cliEnv(password: string | undefined, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
-  if (password !== undefined) env['FTS_PASSWORD'] = password;
-  return { ...env, ...extra };
+  return envWithoutFts({ ...(password === undefined ? {} : { FTS_PASSWORD: password }), ...extra });
 }
 
 export function runCli(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {

@@ -4,7 +4,7 @@
  * mutations of them. Everything is driven by one seeded PRNG so that a failing run reproduces from its seed.
  */
 import { crc32c, encodeData, encodeHeader, ERROR_CODES, OPS, type Frame, type Header } from '../../protocol/index.js';
-import { sha256hex } from './hardening-wire.js';
+import { sha256 } from './raw-client.js';
 
 /** mulberry32: small, fast, good enough for fuzzing, and reproducible from a 32-bit seed. */
 export class Rng {
@@ -46,7 +46,7 @@ export class Rng {
   }
 }
 
-const EMPTY_SHA = sha256hex(new Uint8Array(0));
+const EMPTY_SHA = sha256(new Uint8Array(0));
 
 const INTERESTING_NUMBERS = [
   0, 1, -1, 2, 7, 255, 256, 1023, 1024, 1025, 4096, 65535, 65536, 1048576, 1048577, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, 2 ** 53,
@@ -302,7 +302,7 @@ export function validTranscript(rng: Rng, user: string, password: string): Buffe
   const data = rng.bytes(rng.range(1, 3000));
   const parts: Buffer[] = [
     encodeHeader({ op: 'auth', id: 1, mech: 'plain', user, password }),
-    encodeHeader({ op: 'upload', id: 2, name, size: data.length, sha256: sha256hex(data) }),
+    encodeHeader({ op: 'upload', id: 2, name, size: data.length, sha256: sha256(data) }),
   ];
   const frames = rng.range(1, 3);
   const step = Math.ceil(data.length / frames);
@@ -311,7 +311,7 @@ export function validTranscript(rng: Rng, user: string, password: string): Buffe
     encodeHeader({ op: 'list', id: 3, long: true }),
     encodeHeader({ op: 'download', id: 4, name, offset: 0 }),
     encodeHeader({ op: 'view', id: 5, name }),
-    encodeHeader({ op: 'offset', id: 6, name, size: data.length, sha256: sha256hex(data) }),
+    encodeHeader({ op: 'offset', id: 6, name, size: data.length, sha256: sha256(data) }),
     encodeHeader({ op: 'delete', id: 7, name: rng.chance(0.5) ? name : `${name}.x` }),
     encodeHeader({ op: 'noop', id: 8 }),
     encodeHeader({ op: 'quit', id: 9 }),

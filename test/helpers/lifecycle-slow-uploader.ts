@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Header } from '../../protocol/index.js';
-import { RawConnection } from './lifecycle-raw.js';
+import { RawClient } from './raw-client.js';
 import { sha256, sleep } from './lifecycle-util.js';
 
 export interface SlowUploadOptions {
@@ -53,7 +53,7 @@ export class SlowUploader {
   private readonly pumpDone: Promise<void>;
 
   private constructor(
-    readonly conn: RawConnection,
+    readonly conn: RawClient,
     options: Required<SlowUploadOptions>,
     uploadId: number,
     data: Buffer,
@@ -83,7 +83,7 @@ export class SlowUploader {
     };
     if (full.pauseAt > size) throw new Error('pauseAt is beyond the size');
     const data = randomBytes(size);
-    const conn = await RawConnection.login(options.port, options.user, options.password);
+    const conn = await RawClient.login(options.port, options.user, options.password);
     const id = await conn.send({ op: 'upload', name: options.name, size, sha256: sha256(data) });
     return new SlowUploader(conn, full, id, data);
   }
@@ -175,7 +175,7 @@ export class SlowUploader {
     });
     void (async () => {
       for (;;) {
-        const e = await this.conn.next(0).catch(() => null);
+        const e = await this.conn.nextEvent(0).catch(() => null);
         if (e === null || e.kind === 'closed') {
           if (outcome === null) {
             outcome = { kind: 'closed', error: e === null ? 'no frame' : e.error };
@@ -212,7 +212,7 @@ export interface ResumeResult {
  * for the identity (name, size, sha256), then send `upload` with that offset and the remaining bytes.
  */
 export async function resumeUpload(port: number, user: string, password: string, name: string, data: Buffer): Promise<ResumeResult> {
-  const conn = await RawConnection.login(port, user, password);
+  const conn = await RawClient.login(port, user, password);
   try {
     const digest = sha256(data);
     const answer = await conn.request({ op: 'offset', name, size: data.length, sha256: digest });
@@ -220,7 +220,7 @@ export async function resumeUpload(port: number, user: string, password: string,
     const offset = answer['offset'];
     await conn.send({ op: 'upload', name, size: data.length, sha256: digest, offset });
     for (let at = offset; at < data.length; at += 256 * 1024) await conn.sendData(data.subarray(at, Math.min(data.length, at + 256 * 1024)));
-    return { offset, reply: await conn.nextHeader(20_000) };
+    return { offset, reply: await conn.nextHeaderOrNull(20_000) };
   } finally {
     conn.destroy();
   }

@@ -4,6 +4,7 @@
  * its own pid (SIGINT, then SIGKILL), so a server that unexpectedly started never outlives the test.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { envWithoutFts, onOutput } from './common.js';
 import { SERVER_MAIN } from './paths.js';
 
 export interface ServerRunResult {
@@ -16,12 +17,7 @@ export interface ServerRunResult {
   timedOut: boolean;
 }
 
-/** The test runner's environment without any FTS_* variable, so that only what a test sets reaches the server. */
-export function envWithoutFts(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
-  return { ...env, ...extra };
-}
+export { envWithoutFts };
 
 /** `env` is added to the runner's environment minus its FTS_* variables. */
 export function runServerOnce(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<ServerRunResult> {
@@ -33,14 +29,11 @@ export function runServerOnce(args: string[], options: { env?: NodeJS.ProcessEnv
   });
   let stdout = '';
   let stderr = '';
-  proc.stdout.setEncoding('utf8');
-  proc.stderr.setEncoding('utf8');
-  proc.stdout.on('data', (c: string) => {
-    stdout += c;
-  });
-  proc.stderr.on('data', (c: string) => {
-    stderr += c;
-  });
+  onOutput(
+    proc,
+    (c) => (stdout += c),
+    (c) => (stderr += c),
+  );
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -65,14 +58,11 @@ export class ServerProcess {
   private readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(readonly proc: ChildProcess) {
-    proc.stdout?.setEncoding('utf8');
-    proc.stderr?.setEncoding('utf8');
-    proc.stdout?.on('data', (c: string) => {
-      this.stdout += c;
-    });
-    proc.stderr?.on('data', (c: string) => {
-      this.stderr += c;
-    });
+    onOutput(
+      proc,
+      (c) => (this.stdout += c),
+      (c) => (this.stderr += c),
+    );
     this.exit = new Promise((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
   }
 

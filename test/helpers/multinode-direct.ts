@@ -1,15 +1,14 @@
 /**
  * Direct connections to one fts node started with --proxy-protocol, bypassing HAProxy: such a node expects
  * a PROXY protocol v2 header before anything else, so the test writes one itself (as HAProxy would) and
- * then speaks fts/1 through the RawClient of test/helpers/raw-client.ts.
+ * then speaks fts/1 through the RawClient of test/helpers/raw-client.ts (the header is its connect preamble).
  *
  * PROXY v2 (https://www.haproxy.org/download/2.6/doc/proxy-protocol.txt §2.2): 12-byte signature,
  * version/command byte (0x21 = v2 PROXY), family/transport byte (0x11 = TCP over IPv4), 2-byte length,
  * then source address, destination address, source port, destination port.
  */
-import { createHash } from 'node:crypto';
-import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
-import { RawClient } from './raw-client.js';
+import { encodeHeader, type Header } from '../../protocol/index.js';
+import { dataFrames as rawDataFrames, RawClient, sha256 as sha256hex } from './raw-client.js';
 
 const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 
@@ -41,26 +40,14 @@ export const DIRECT_SOURCE = { address: '192.0.2.10', port: 40000 };
 
 /** Connects straight to a --proxy-protocol node, sends the PROXY header and reads the greeting. */
 export async function openDirect(port: number, src = DIRECT_SOURCE): Promise<RawClient> {
-  const client = await RawClient.connect(port);
-  try {
-    client.write(proxyV2Header(src, { address: '127.0.0.1', port }));
-    const greeting = await client.nextHeader();
-    if (greeting['status'] !== 'hello') throw new Error(`expected the greeting, got ${JSON.stringify(greeting)}`);
-    return client;
-  } catch (err) {
-    client.close();
-    throw err;
-  }
+  return (await RawClient.open({ port, preamble: proxyV2Header(src, { address: '127.0.0.1', port }) })).client;
 }
 
 /** openDirect + `auth` (plain, id 1); returns the client and the auth reply (with its token). */
 export async function loginDirect(port: number, user: string, password: string, src = DIRECT_SOURCE): Promise<{ client: RawClient; reply: Header }> {
   const client = await openDirect(port, src);
   try {
-    client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user, password });
-    const reply = await client.nextHeader();
-    if (reply['status'] !== 'ok') throw new Error(`login failed: ${JSON.stringify(reply)}`);
-    return { client, reply };
+    return { client, reply: await client.auth(user, password) };
   } catch (err) {
     client.close();
     throw err;
@@ -69,12 +56,10 @@ export async function loginDirect(port: number, user: string, password: string, 
 
 /** Data frames for `data` (payloads of at most `chunk` bytes). */
 export function dataFrames(data: Buffer, chunk = 256 * 1024): Buffer {
-  const parts: Buffer[] = [];
-  for (let at = 0; at < data.length; at += chunk) parts.push(encodeData(data.subarray(at, Math.min(data.length, at + chunk))));
-  return Buffer.concat(parts);
+  return rawDataFrames(data, chunk);
 }
 
 /** An upload header (with `offset`) followed by the data frames of data[offset..]. */
-export function uploadFrom(id: number, name: string, data: Buffer, offset: number, sha256 = createHash('sha256').update(data).digest('hex')): Buffer {
+export function uploadFrom(id: number, name: string, data: Buffer, offset: number, sha256 = sha256hex(data)): Buffer {
   return Buffer.concat([encodeHeader({ op: 'upload', id, name, size: data.length, sha256, offset }), dataFrames(data.subarray(offset))]);
 }

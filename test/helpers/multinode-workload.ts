@@ -9,11 +9,13 @@
  * Every wait is bounded: a client stops starting operations at its deadline, and an operation that hangs
  * is bounded by the client library's own timeouts and by the test's.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, ResilientClient, type ReconnectOptions } from '../../client/index.js';
 import { stagingKey } from '../../server/storage/staging.js';
+import { sha256 } from './lifecycle-util.js';
+import { seededRandom } from './vectors.js';
 
 export type OpKind = 'upload' | 'download' | 'view' | 'list' | 'delete' | 'race-upload' | 'race-download';
 
@@ -68,16 +70,7 @@ export class Ledger {
 }
 
 /** A small deterministic PRNG (mulberry32), so that a run can be repeated from its printed seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const prng = seededRandom;
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -87,10 +80,6 @@ export const MAX_FILE = 4 * MiB;
 let pool: Buffer | null = null;
 /** A client keeps at most this many own files (it deletes one before uploading more). */
 const MAX_OWN_FILES = 5;
-
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 /** Unique content of `size` bytes: a tag naming its origin, then random bytes from the pool. */
 function makeContent(size: number, tag: string, rnd: () => number): Buffer {

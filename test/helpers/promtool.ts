@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { onOutput } from './common.js';
 import { REPO_ROOT } from './paths.js';
 
 export const PROMTOOL = path.join(REPO_ROOT, '.ci', 'tools', 'usr', 'bin', 'promtool');
@@ -38,14 +39,11 @@ export function runPromtool(args: string[], options: { stdin?: string; cwd?: str
     const child = spawn(bin, args, { cwd: options.cwd ?? REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => {
-      stdout += c;
-    });
-    child.stderr.on('data', (c: string) => {
-      stderr += c;
-    });
+    onOutput(
+      child,
+      (c) => (stdout += c),
+      (c) => (stderr += c),
+    );
     const timer = setTimeout(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }, options.timeoutMs ?? 30_000);

@@ -5,6 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { envWithoutFts, onOutput } from './common.js';
+import { sleep } from './lifecycle-util.js';
 import { ADMIN_CLI } from './paths.js';
 import type { LogLine } from './server.js';
 
@@ -17,11 +19,7 @@ export interface ProcResult {
 }
 
 /** The test runner's environment without FTS_* variables. */
-export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
-  return { ...env, ...extra };
-}
+export const cleanEnv = envWithoutFts;
 
 /** Runs `node <script> ...args` with `input` written to its stdin (a pipe, so never a TTY). */
 export function runNode(script: string, args: readonly string[], input: string | Buffer, timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
@@ -31,14 +29,11 @@ export function runNode(script: string, args: readonly string[], input: string |
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => {
-      stdout += c;
-    });
-    child.stderr.on('data', (c: string) => {
-      stderr += c;
-    });
+    onOutput(
+      child,
+      (c) => (stdout += c),
+      (c) => (stderr += c),
+    );
     child.stdin.on('error', () => undefined);
     child.stdin.end(input);
     const timer = setTimeout(() => {
@@ -84,9 +79,7 @@ export async function snapshot(file: string): Promise<{ bytes: Buffer; mode: num
   return { bytes: await readFile(file), mode: st.mode & 0o777, ino: st.ino, mtimeMs: st.mtimeMs };
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export { sleep };
 
 /** Waits (bounded) until `predicate` holds for one of `lines` from index `from` on; returns that line. */
 export async function waitForLine(lines: readonly LogLine[], predicate: (l: LogLine) => boolean, from = 0, timeoutMs = 5_000): Promise<LogLine> {

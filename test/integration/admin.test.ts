@@ -9,9 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
-import { RawConnection } from '../helpers/lifecycle-raw.js';
+import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -21,37 +22,19 @@ function lines(text: string): string[] {
   return text.split('\n').filter((l) => l.trim() !== '');
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof FtsError) return err.code;
-    throw err;
-  }
-  return 'OK';
-}
-
 describe('fts-admin (end to end)', function () {
   this.timeout(60_000);
 
   const servers: TestServer[] = [];
   const uploaders: SlowUploader[] = [];
-  const raws: RawConnection[] = [];
+  const raws: RawClient[] = [];
   const clients: FtsClient[] = [];
   const admins: AdminRun[] = [];
   const cleanups: Array<() => Promise<void>> = [];
 
   afterEach(async function () {
     this.timeout(90_000);
-    for (const u of uploaders.splice(0)) await u.close();
-    for (const r of raws.splice(0)) r.destroy();
-    for (const c of clients.splice(0)) c.close();
-    for (const s of servers.splice(0).reverse()) await s.stop();
-    for (const a of admins.splice(0)) {
-      a.kill();
-      await a.done;
-    }
-    for (const c of cleanups.splice(0).reverse()) await c();
+    await releaseAll({ uploaders, raws, clients, servers, admins, cleanups });
   });
 
   /** Starts a server and waits until all its workers answer. */
@@ -69,8 +52,8 @@ describe('fts-admin (end to end)', function () {
     return client;
   }
 
-  async function rawLogin(server: TestServer, user = ALICE.user, password = ALICE.password): Promise<RawConnection> {
-    const conn = await RawConnection.login(server.port, user, password);
+  async function rawLogin(server: TestServer, user = ALICE.user, password = ALICE.password): Promise<RawClient> {
+    const conn = await RawClient.login(server.port, user, password);
     raws.push(conn);
     return conn;
   }
@@ -230,12 +213,12 @@ describe('fts-admin (end to end)', function () {
       const r = await runAdmin(server.adminSocket, ['kick', info.id]);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.include(info.id);
-      const h = await victim.nextHeader(5_000);
+      const h = await victim.nextHeaderOrNull(5_000);
       if (h !== null) {
         expect(h['status'], JSON.stringify(h)).to.equal('bye');
         expect(h['code']).to.equal('KICKED');
       }
-      await victim.waitClosed(5_000);
+      await victim.expectClosed(5_000);
       await waitUntil('the kicked session to leave the list', async () => !(await sessionsJson(server.adminSocket)).some((s) => s.id === info.id), 5_000, 100);
 
       await bystander.noop();

@@ -5,10 +5,11 @@
  * final 'stopped' line flushed on shutdown.
  */
 import { expect } from 'chai';
-import { FtsClient, FtsError } from '../../client/index.js';
+import { FtsClient } from '../../client/index.js';
 import { statusJson } from '../helpers/admin-cli.js';
+import { codeOf } from '../helpers/common.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
-import { RawClient, uploadBytes } from '../helpers/raw-client.js';
+import { greetAndQuit, RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const OPS = ['upload', 'download', 'view', 'delete', 'list'] as const;
@@ -17,16 +18,6 @@ const ALICE: TestUser = { user: 'alice', password: 'Zebra7Quartz-Alice-PW' };
 /** A password with ':' in it (the users file splits at the first one). */
 const BOB: TestUser = { user: 'bob', password: 'Mango4:Violet:Bob-PW9' };
 const WRONG_PASSWORD = 'Wrong7Walrus-PW';
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof FtsError) return err.code;
-    throw err;
-  }
-  return 'OK';
-}
 
 function payload(size: number, seed: number): Buffer {
   const b = Buffer.alloc(size);
@@ -66,14 +57,7 @@ async function warmUp(server: TestServer): Promise<void> {
   const ends = (): LogLine[] => server.lines.slice(from).filter((l) => l['event'] === 'session-end');
   let n = 0;
   for (; n < 60 && new Set(ends().map((l) => l['worker'])).size < 2; n++) {
-    const { client } = await RawClient.open(server.port);
-    try {
-      client.sendHeader({ op: 'quit', id: 1 });
-      await client.reply();
-      await client.waitClosed(5_000);
-    } finally {
-      client.close();
-    }
+    await greetAndQuit(server.port);
     await waitUntil(`the session-end line of warm-up connection ${n + 1}`, () => ends().length >= n + 1, 5_000, 10);
     if (n >= 1) await sleep(50);
   }

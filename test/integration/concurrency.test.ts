@@ -8,6 +8,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { encodeData, encodeHeader } from '../../protocol/index.js';
+import { stagingFiles } from '../helpers/common.js';
 import { delay, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -25,15 +26,6 @@ const KIB = 1024;
 const MIB = 1024 * KIB;
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
-
-async function stagingFiles(server: TestServer, user: string): Promise<string[]> {
-  try {
-    return await readdir(path.join(server.storage, '.fts', 'staging', user));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
-}
 
 async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: FtsError }> {
   try {

@@ -14,12 +14,14 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeHeader, type Header } from '../../protocol/index.js';
+import { writeRandomFile } from '../helpers/common.js';
 import { mutatedTranscriptCase, randomFrameCase, Rng, serverFrameProblem, type FuzzCase } from '../helpers/hardening-fuzz.js';
 import { MiB, treeRss } from '../helpers/hardening-proc.js';
-import { pollUntil, sha256hex, sleep, wireDownload, wireList, wireUpload, WireClient } from '../helpers/hardening-wire.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
+import { delay, rawDownload, rawList, rawUpload, RawClient, sha256 } from '../helpers/raw-client.js';
 import { TestServer, type TestUser } from '../helpers/server.js';
 
 const ALICE: TestUser = { user: 'alice', password: 'alice-secret' };
@@ -64,7 +66,7 @@ function describeCase(lane: string, index: number, c: FuzzCase, extra = ''): str
  * Reads frames until `stop` matches one (true), the connection closes (true), or the time is up (false).
  * Every frame is checked; problems are recorded against `label`.
  */
-async function drain(c: WireClient, timeoutMs: number, stop: (h: Header) => boolean, problems: string[], label: () => string): Promise<boolean> {
+async function drain(c: RawClient, timeoutMs: number, stop: (h: Header) => boolean, problems: string[], label: () => string): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const left = deadline - Date.now();
@@ -87,7 +89,7 @@ async function drain(c: WireClient, timeoutMs: number, stop: (h: Header) => bool
   }
 }
 
-async function writePieces(c: WireClient, pieces: Buffer[]): Promise<void> {
+async function writePieces(c: RawClient, pieces: Buffer[]): Promise<void> {
   for (const [i, p] of pieces.entries()) {
     c.write(p);
     if (i < pieces.length - 1) await new Promise((r) => setImmediate(r));
@@ -101,12 +103,12 @@ describe('fuzz (real server, seeded)', function () {
   let rssStart = 0;
   let rssMid = 0;
   let rssPeak = 0;
-  const live: Set<WireClient> = new Set();
+  const live: Set<RawClient> = new Set();
 
-  async function connect(addr: string, waitGreeting: boolean, stats: Stats): Promise<WireClient | null> {
-    let c: WireClient;
+  async function connect(addr: string, waitGreeting: boolean, stats: Stats): Promise<RawClient | null> {
+    let c: RawClient;
     try {
-      c = await WireClient.connect({ port: server.port, localAddress: addr, timeoutMs: 5_000 });
+      c = await RawClient.connect({ port: server.port, localAddress: addr, timeoutMs: 5_000 });
     } catch (err) {
       stats.problems.push(`connect from ${addr} failed: ${(err as Error).message}`);
       return null;
@@ -127,7 +129,7 @@ describe('fuzz (real server, seeded)', function () {
     return null;
   }
 
-  function close(c: WireClient): void {
+  function close(c: RawClient): void {
     c.close();
     live.delete(c);
   }
@@ -154,11 +156,11 @@ describe('fuzz (real server, seeded)', function () {
     expect(startWorkers).to.have.length(2);
     // Warm up every worker with an honest session before measuring the baseline.
     for (let i = 0; i < 4; i++) {
-      const c = await WireClient.login({ port: server.port }, ALICE.user, ALICE.password);
-      expect((await wireUpload(c, 2, `warm-${i}.bin`, randomBytes(64 * 1024)))['status']).to.equal('ok');
+      const c = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
+      expect((await rawUpload(c, 2, `warm-${i}.bin`, randomBytes(64 * 1024)))['status']).to.equal('ok');
       c.close();
     }
-    await sleep(500);
+    await delay(500);
     rssStart = await sampleRss();
   });
 
@@ -181,7 +183,7 @@ describe('fuzz (real server, seeded)', function () {
     const sampler = (async () => {
       while (Date.now() < deadline && stats.cases < quota) {
         await sampleRss();
-        await sleep(1_000);
+        await delay(1_000);
       }
     })();
     await Promise.all([...lanes, sampler]);
@@ -195,13 +197,13 @@ describe('fuzz (real server, seeded)', function () {
 
   /** Random frames, packed several per connection when the framing stays intact. */
   async function randomLane(id: string, rng: Rng, addr: string, quota: number, deadline: number, stats: Stats): Promise<void> {
-    let c: WireClient | null = null;
+    let c: RawClient | null = null;
     for (let n = 0; n < quota && Date.now() < deadline; n++) {
       if (c === null || c.isClosed) {
         if (c) close(c);
         c = await connect(addr, true, stats);
         if (c === null) {
-          await sleep(20);
+          await delay(20);
           continue;
         }
         if (rng.chance(0.5)) {
@@ -246,7 +248,7 @@ describe('fuzz (real server, seeded)', function () {
       const early = caseRng.chance(0.1); // sometimes do not even wait for the greeting
       const c = await connect(addr, !early, stats);
       if (c === null) {
-        await sleep(20);
+        await delay(20);
         continue;
       }
       const fc = mutatedTranscriptCase(caseRng, FUZZ.user, FUZZ.password);
@@ -278,7 +280,7 @@ describe('fuzz (real server, seeded)', function () {
   it('afterwards: primary and both original workers alive, memory bounded, honest client fully served', async function () {
     for (const c of live) c.close();
     live.clear();
-    await sleep(2_000); // let lingering sessions (auth delays, close linger) finish
+    await delay(2_000); // let lingering sessions (auth delays, close linger) finish
     const crashes = server.lines.filter((l) => /worker died|crash loop|session failed/.test(String(l.msg)) || l.level === 'error' || l.level === 'fatal');
     expect(crashes.map((l) => JSON.stringify(l).slice(0, 400)), `seed ${SEED}`).to.deep.equal([]);
     expect(server.proc.exitCode, 'primary alive').to.equal(null);
@@ -295,16 +297,16 @@ describe('fuzz (real server, seeded)', function () {
     expect(rssEnd - rssStart, 'RSS growth over the whole fuzz run').to.be.below(150 * MiB);
     expect(rssEnd - rssMid, 'RSS growth during the second phase (a leak keeps growing; a warm heap does not)').to.be.below(80 * MiB);
 
-    const c = await WireClient.login({ port: server.port }, ALICE.user, ALICE.password);
+    const c = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     try {
       const data = randomBytes(300 * 1024 + 17);
-      const up = await wireUpload(c, 2, 'after-fuzz.bin', data);
-      expect(up, JSON.stringify(up)).to.include({ status: 'ok', name: 'after-fuzz.bin', size: data.length, sha256: sha256hex(data) });
-      const listed = await wireList(c, 3);
+      const up = await rawUpload(c, 2, 'after-fuzz.bin', data);
+      expect(up, JSON.stringify(up)).to.include({ status: 'ok', name: 'after-fuzz.bin', size: data.length, sha256: sha256(data) });
+      const listed = await rawList(c, 3);
       expect(listed.final['status']).to.equal('ok');
       expect(listed.names).to.include('after-fuzz.bin');
-      const down = await wireDownload(c, 4, 'after-fuzz.bin');
-      expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256hex(data) });
+      const down = await rawDownload(c, 4, 'after-fuzz.bin');
+      expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256(data) });
       expect(down.bytes.equals(data)).to.equal(true);
     } finally {
       c.close();
@@ -315,24 +317,16 @@ describe('fuzz (real server, seeded)', function () {
     const BIG = 64 * MiB;
 
     before(async function () {
-      const dir = path.join(server.storage, ALICE.user);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      const fh = await open(path.join(dir, 'big.bin'), 'w', 0o600);
-      try {
-        const block = randomBytes(MiB);
-        for (let i = 0; i < BIG / MiB; i++) await fh.write(block);
-      } finally {
-        await fh.close();
-      }
+      await writeRandomFile(server.storage, ALICE.user, 'big.bin', BIG);
     });
 
     it('four stalled readers for ~10 s do not grow the server RSS by more than 40 MiB', async function () {
-      const readers: WireClient[] = [];
+      const readers: RawClient[] = [];
       try {
-        await sleep(500);
+        await delay(500);
         const before = (await treeRss(server.pid)).bytes;
         for (let i = 0; i < 4; i++) {
-          const c = await WireClient.login({ port: server.port, localAddress: '127.0.0.7' }, ALICE.user, ALICE.password);
+          const c = await RawClient.login({ port: server.port, localAddress: '127.0.0.7', keepReceived: false }, ALICE.user, ALICE.password);
           readers.push(c);
           live.add(c);
           c.sendHeader({ op: 'download', id: 2, name: 'big.bin' });
@@ -342,11 +336,11 @@ describe('fuzz (real server, seeded)', function () {
         }
         let peak = before;
         for (let s = 0; s < 10; s++) {
-          await sleep(1_000);
+          await delay(1_000);
           for (const c of readers) c.socket.read(1); // ~1 byte per second each
           peak = Math.max(peak, (await treeRss(server.pid)).bytes);
         }
-        const received = readers.reduce((n, c) => n + c.receivedBytes, 0);
+        const received = readers.reduce((n, c) => n + c.receivedByteCount, 0);
         console.log(`      slow readers: RSS before ${(before / MiB).toFixed(0)} MiB, peak ${(peak / MiB).toFixed(0)} MiB; ${(received / MiB).toFixed(1)} MiB read by the test`);
         expect(peak - before, 'RSS growth while 4 x 64 MiB downloads are stalled').to.be.below(40 * MiB);
         expect(received, 'the readers really were slow').to.be.below(4 * BIG);
@@ -367,10 +361,10 @@ describe('fuzz (real server, seeded)', function () {
         const fh = await open(path.join(dir, `${pad}-${String(i).padStart(4, '0')}`), 'w', 0o600);
         await fh.close();
       }
-      const c = await WireClient.login({ port: server.port, localAddress: '127.0.0.8' }, ALICE.user, ALICE.password);
+      const c = await RawClient.login({ port: server.port, localAddress: '127.0.0.8', keepReceived: false }, ALICE.user, ALICE.password);
       live.add(c);
       try {
-        await sleep(500);
+        await delay(500);
         const before = (await treeRss(server.pid)).bytes;
         c.socket.pause();
         const requests: Buffer[] = [];
@@ -378,7 +372,7 @@ describe('fuzz (real server, seeded)', function () {
         c.write(Buffer.concat(requests));
         let peak = before;
         for (let s = 0; s < 12; s++) {
-          await sleep(1_000);
+          await delay(1_000);
           peak = Math.max(peak, (await treeRss(server.pid)).bytes);
         }
         console.log(`      pipelined listings, peer not reading: RSS before ${(before / MiB).toFixed(0)} MiB, peak ${(peak / MiB).toFixed(0)} MiB`);
@@ -391,18 +385,10 @@ describe('fuzz (real server, seeded)', function () {
 
     it('with --stall-timeout 3 the server cuts a stalled download', async function () {
       const stalling = await TestServer.start({ workers: 2, users: USERS, args: ['--stall-timeout', '3'] });
-      let c: WireClient | null = null;
+      let c: RawClient | null = null;
       try {
-        const dir = path.join(stalling.storage, ALICE.user);
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        const fh = await open(path.join(dir, 'big.bin'), 'w', 0o600);
-        try {
-          const block = randomBytes(MiB);
-          for (let i = 0; i < BIG / MiB; i++) await fh.write(block);
-        } finally {
-          await fh.close();
-        }
-        c = await WireClient.login({ port: stalling.port, localAddress: '127.0.0.7' }, ALICE.user, ALICE.password);
+        await writeRandomFile(stalling.storage, ALICE.user, 'big.bin', BIG);
+        c = await RawClient.login({ port: stalling.port, localAddress: '127.0.0.7', keepReceived: false }, ALICE.user, ALICE.password);
         c.sendHeader({ op: 'download', id: 2, name: 'big.bin' });
         expect(await c.nextHeader()).to.include({ status: 'data', length: BIG });
         c.socket.pause();
@@ -410,7 +396,7 @@ describe('fuzz (real server, seeded)', function () {
         const client = c;
         // The server side: its stall timer fires and it ends the session (the bye cannot reach a reader whose
         // window is closed, so the log is the witness).
-        const cut = await pollUntil(
+        const cut = await waitUntil(
           'the server to cut the stalled download',
           () => {
             client.socket.read(1);
@@ -434,7 +420,7 @@ describe('fuzz (real server, seeded)', function () {
         }
         expect(await c.waitClosed(10_000), 'the connection is closed').to.equal(true);
         expect(final, `no final reply for a download that was cut: ${JSON.stringify(final)}`).to.equal(null);
-        expect(c.receivedBytes, 'the file was not delivered whole').to.be.below(BIG);
+        expect(c.receivedByteCount, 'the file was not delivered whole').to.be.below(BIG);
       } finally {
         c?.close();
         await stalling.stop();

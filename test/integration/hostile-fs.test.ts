@@ -13,7 +13,7 @@ import { link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'n
 import net from 'node:net';
 import path from 'node:path';
 import { isMountPoint, mkfifo, mknodChar, mountTmpfs, remountReadOnly, unmount } from '../helpers/hardening-fs.js';
-import { sha256hex, wireAlive, wireDownload, wireList, wireUpload, WireClient } from '../helpers/hardening-wire.js';
+import { rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256 } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -43,7 +43,7 @@ describe('hostile filesystem (real server)', function () {
 
   describe('special files planted in <storage>/alice/', function () {
     let server: TestServer;
-    let alice: WireClient | null = null;
+    let alice: RawClient | null = null;
     let aliceDir = '';
     let outsideSecret = '';
     let usersFileBefore = Buffer.alloc(0);
@@ -88,7 +88,7 @@ describe('hostile filesystem (real server)', function () {
       });
       // Not in `specials`: download/view of a socket is its own BUG test below; list and delete cover it here.
 
-      alice = await WireClient.login({ port: server.port }, ALICE.user, ALICE.password);
+      alice = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     });
 
     after(async function () {
@@ -97,7 +97,7 @@ describe('hostile filesystem (real server)', function () {
       await server?.stop();
     });
 
-    function client(): WireClient {
+    function client(): RawClient {
       if (alice === null || alice.isClosed) throw new Error('alice is not connected');
       return alice;
     }
@@ -112,8 +112,8 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('the planted regular file is served normally (sanity)', async function () {
-      const d = await wireDownload(client(), 3, 'good.txt');
-      expect(d.final).to.include({ status: 'ok', sha256: sha256hex(GOOD) });
+      const d = await rawDownload(client(), 3, 'good.txt');
+      expect(d.final).to.include({ status: 'ok', sha256: sha256(GOOD) });
       expect(d.bytes.equals(GOOD)).to.equal(true);
     });
 
@@ -134,7 +134,7 @@ describe('hostile filesystem (real server)', function () {
           expect(r.final['fatal'] ?? false, `${name}: not fatal`).to.equal(false);
         }
         expect(problems, problems.join('\n')).to.deep.equal([]);
-        expect(await wireAlive(client())).to.equal(true);
+        expect(await rawAlive(client())).to.equal(true);
       });
     }
 
@@ -154,7 +154,7 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('the FIFO never blocks a worker: many concurrent downloads of it are all refused promptly', async function () {
-      const clients = await Promise.all(Array.from({ length: 8 }, () => WireClient.login({ port: server.port }, ALICE.user, ALICE.password)));
+      const clients = await Promise.all(Array.from({ length: 8 }, () => RawClient.login({ port: server.port }, ALICE.user, ALICE.password)));
       try {
         const { value: replies, ms } = await timed(() =>
           Promise.all(
@@ -167,7 +167,7 @@ describe('hostile filesystem (real server)', function () {
         for (const r of replies) expect(r, JSON.stringify(r)).to.include({ status: 'error', code: 'NOT_A_FILE' });
         expect(ms).to.be.below(PROMPT_MS);
         // And the workers still serve ordinary requests.
-        for (const c of clients) expect(await wireAlive(c)).to.equal(true);
+        for (const c of clients) expect(await rawAlive(c)).to.equal(true);
       } finally {
         for (const c of clients) c.close();
       }
@@ -193,7 +193,7 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('a hard link to a file outside: not listed, not served; deleting the name never touches the target', async function () {
-      const d = await wireDownload(client(), 400, 'hard-secret');
+      const d = await rawDownload(client(), 400, 'hard-secret');
       expect(d.final).to.include({ status: 'error', code: 'NOT_A_FILE' });
       expect(d.bytes.length).to.equal(0);
       client().sendHeader({ op: 'delete', id: 401, name: 'hard-secret' });
@@ -208,7 +208,7 @@ describe('hostile filesystem (real server)', function () {
       const payload = Buffer.from('ATTACKER CONTENT\n');
       let id = 500;
       for (const name of ['link-users', 'link-secret', 'hard-secret', 'link-dangling']) {
-        const reply = await wireUpload(client(), ++id, name, payload);
+        const reply = await rawUpload(client(), ++id, name, payload);
         expect(reply['status'], `${name}: ${JSON.stringify(reply)}`).to.be.oneOf(['ok', 'error']);
         if (reply['status'] === 'ok') {
           const st = await lstat(path.join(aliceDir, name));
@@ -224,22 +224,22 @@ describe('hostile filesystem (real server)', function () {
       const elsewhere = path.join(server.dir, 'elsewhere');
       await mkdir(elsewhere, { mode: 0o700 });
       await symlink(elsewhere, path.join(server.storage, BOB.user));
-      const { client: bob, first } = await WireClient.greet({ port: server.port });
+      const { client: bob, first } = await RawClient.greet({ port: server.port });
       try {
         expect(first['status']).to.equal('hello');
         bob.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: BOB.user, password: BOB.password });
         const auth = (await bob.reply()).final;
         if (auth['status'] === 'ok') {
           // Login may succeed only if every operation is then refused.
-          const up = await wireUpload(bob, 2, 'through-link.txt', Buffer.from('must not land elsewhere\n'));
+          const up = await rawUpload(bob, 2, 'through-link.txt', Buffer.from('must not land elsewhere\n'));
           expect(up['status'], `upload into a symlinked user dir: ${JSON.stringify(up)}`).to.equal('error');
-          const listed = await wireList(bob, 3);
+          const listed = await rawList(bob, 3);
           expect(listed.final['status'], `list of a symlinked user dir: ${JSON.stringify(listed.final)}`).to.equal('error');
         } else {
           expect(auth, JSON.stringify(auth)).to.include({ status: 'error' });
           expect(auth['code'], 'a server-side problem, not a wrong password').to.not.equal('AUTH_FAILED');
           if (!bob.isClosed) {
-            const up = await wireUpload(bob, 2, 'through-link.txt', Buffer.from('must not land elsewhere\n'));
+            const up = await rawUpload(bob, 2, 'through-link.txt', Buffer.from('must not land elsewhere\n'));
             expect(up, JSON.stringify(up)).to.include({ status: 'error' });
           }
         }
@@ -249,14 +249,14 @@ describe('hostile filesystem (real server)', function () {
         bob.close();
       }
       // Alice is unaffected.
-      expect(await wireAlive(client())).to.equal(true);
+      expect(await rawAlive(client())).to.equal(true);
     });
 
     it('the server is still healthy: no worker died, alice can upload, list and download', async function () {
       const data = Buffer.from('after the hostile files\n');
-      expect(await wireUpload(client(), 700, 'after.txt', data)).to.include({ status: 'ok' });
-      expect((await wireList(client(), 701)).names).to.include('after.txt');
-      expect((await wireDownload(client(), 702, 'after.txt')).bytes.equals(data)).to.equal(true);
+      expect(await rawUpload(client(), 700, 'after.txt', data)).to.include({ status: 'ok' });
+      expect((await rawList(client(), 701)).names).to.include('after.txt');
+      expect((await rawDownload(client(), 702, 'after.txt')).bytes.equals(data)).to.equal(true);
       expect(server.lines.filter((l) => /worker died|crash loop/.test(String(l.msg)))).to.deep.equal([]);
     });
   });
@@ -266,7 +266,7 @@ describe('hostile filesystem (real server)', function () {
     let cleanupMount: (() => Promise<void>) | null = null;
     let mounted = false;
     let server: TestServer | null = null;
-    let alice: WireClient | null = null;
+    let alice: RawClient | null = null;
     const SMALL = Buffer.from('small file that fits\n');
 
     before(async function () {
@@ -282,7 +282,7 @@ describe('hostile filesystem (real server)', function () {
       }
       mounted = true;
       server = await TestServer.start({ workers: 2, storage: mountDir });
-      alice = await WireClient.login({ port: server.port }, ALICE.user, ALICE.password);
+      alice = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     });
 
     after(async function () {
@@ -296,7 +296,7 @@ describe('hostile filesystem (real server)', function () {
       }
     });
 
-    function client(): WireClient {
+    function client(): RawClient {
       if (alice === null || alice.isClosed) throw new Error('alice is not connected');
       return alice;
     }
@@ -309,22 +309,22 @@ describe('hostile filesystem (real server)', function () {
     it('ENOSPC: a 4 MiB upload gets NO_SPACE, nothing is published, the session survives', async function () {
       const big = Buffer.alloc(4 * 1024 * 1024);
       for (let i = 0; i < big.length; i += 4096) big[i] = (i >> 12) & 0xff;
-      const reply = await wireUpload(client(), 2, 'too-big.bin', big, 30_000);
+      const reply = await rawUpload(client(), 2, 'too-big.bin', big, 30_000);
       expect(reply, JSON.stringify(reply)).to.include({ status: 'error', code: 'NO_SPACE', fatal: false });
-      expect((await wireList(client(), 3)).names).to.not.include('too-big.bin');
+      expect((await rawList(client(), 3)).names).to.not.include('too-big.bin');
       expect(await readdir(path.join(srv().storage, ALICE.user))).to.not.include('too-big.bin');
-      expect(await wireAlive(client())).to.equal(true);
+      expect(await rawAlive(client())).to.equal(true);
     });
 
     it('after freeing space (the partial upload is removed), a small upload and list work again', async function () {
       // The failed upload's bytes are kept under .fts/staging for a resume; the test frees the disk itself.
       const staging = path.join(srv().storage, '.fts', 'staging', ALICE.user);
       for (const f of await readdir(staging).catch(() => [] as string[])) await rm(path.join(staging, f), { force: true });
-      const reply = await wireUpload(client(), 4, 'small.txt', SMALL);
+      const reply = await rawUpload(client(), 4, 'small.txt', SMALL);
       expect(reply, JSON.stringify(reply)).to.include({ status: 'ok', name: 'small.txt' });
-      const listed = await wireList(client(), 5);
+      const listed = await rawList(client(), 5);
       expect(listed.names).to.deep.equal(['small.txt']);
-      const d = await wireDownload(client(), 6, 'small.txt');
+      const d = await rawDownload(client(), 6, 'small.txt');
       expect(d.bytes.equals(SMALL)).to.equal(true);
     });
 
@@ -334,20 +334,20 @@ describe('hostile filesystem (real server)', function () {
         console.log(`      (skipped: mount -o remount,ro failed: ${r.stderr.trim()})`);
         this.skip();
       }
-      const up = await wireUpload(client(), 10, 'on-ro.txt', Buffer.from('cannot be stored\n'));
+      const up = await rawUpload(client(), 10, 'on-ro.txt', Buffer.from('cannot be stored\n'));
       expect(up, JSON.stringify(up)).to.include({ status: 'error', code: 'READ_ONLY', fatal: false });
-      const overwrite = await wireUpload(client(), 11, 'small.txt', Buffer.from('replacement\n'));
+      const overwrite = await rawUpload(client(), 11, 'small.txt', Buffer.from('replacement\n'));
       expect(overwrite, JSON.stringify(overwrite)).to.include({ status: 'error', code: 'READ_ONLY' });
-      const d = await wireDownload(client(), 12, 'small.txt');
-      expect(d.final).to.include({ status: 'ok', sha256: sha256hex(SMALL) });
+      const d = await rawDownload(client(), 12, 'small.txt');
+      expect(d.final).to.include({ status: 'ok', sha256: sha256(SMALL) });
       expect(d.bytes.equals(SMALL)).to.equal(true);
       client().sendHeader({ op: 'view', id: 13, name: 'small.txt' });
       expect((await client().reply()).final).to.include({ status: 'ok' });
-      expect((await wireList(client(), 14)).names).to.deep.equal(['small.txt']);
+      expect((await rawList(client(), 14)).names).to.deep.equal(['small.txt']);
       // A fresh connection on any worker is served too.
-      const other = await WireClient.login({ port: srv().port }, ALICE.user, ALICE.password);
+      const other = await RawClient.login({ port: srv().port }, ALICE.user, ALICE.password);
       try {
-        expect((await wireDownload(other, 2, 'small.txt')).bytes.equals(SMALL)).to.equal(true);
+        expect((await rawDownload(other, 2, 'small.txt')).bytes.equals(SMALL)).to.equal(true);
       } finally {
         other.close();
       }
@@ -364,8 +364,8 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('the server keeps serving after the storage errors (no worker died)', async function () {
-      expect(await wireAlive(client())).to.equal(true);
-      const listed = await wireList(client(), 30);
+      expect(await rawAlive(client())).to.equal(true);
+      const listed = await rawList(client(), 30);
       expect(listed.final['status']).to.equal('ok');
       const lines = srv().lines.filter((l) => /worker died|crash loop/.test(String(l.msg)));
       expect(lines, JSON.stringify(lines)).to.deep.equal([]);

@@ -15,10 +15,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { sessionsJson, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
-import { RawConnection } from '../helpers/lifecycle-raw.js';
+import { releaseAll } from '../helpers/common.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
 import { exists, freePort, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -37,19 +38,14 @@ describe('lifecycle (end to end)', function () {
 
   const servers: TestServer[] = [];
   const uploaders: SlowUploader[] = [];
-  const raws: RawConnection[] = [];
+  const raws: RawClient[] = [];
   const clients: FtsClient[] = [];
   const cleanups: Array<() => Promise<void>> = [];
 
   afterEach(async function () {
     this.timeout(90_000);
-    // Connections first, so that a server left draining by a failed test stops at once.
-    for (const u of uploaders.splice(0)) await u.close();
-    for (const r of raws.splice(0)) r.destroy();
-    for (const c of clients.splice(0)) c.close();
-    // Newest first: a restarted server may be using an older server's storage directory.
-    for (const s of servers.splice(0).reverse()) await s.stop();
-    for (const c of cleanups.splice(0).reverse()) await c();
+    // Connections first, so that a server left draining by a failed test stops at once; servers newest first.
+    await releaseAll({ uploaders, raws, clients, servers, cleanups });
   });
 
   /** Starts a server and waits until all its workers answer (`adminSocket`: when --admin-socket is overridden). */
@@ -148,7 +144,7 @@ describe('lifecycle (end to end)', function () {
     expect(firstUploadOk, 'first "upload ok" audit line comes after "drain started"').to.be.greaterThan(drainAt);
     // Whatever followed each ok was the drain's goodbye, and every connection was closed.
     for (const u of ups) {
-      await u.conn.waitClosed(5_000);
+      await u.conn.expectClosed(5_000);
       for (const h of u.afterUpload.slice(1)) {
         expect(h['status'], `frame after the ok of ${u.name}`).to.equal('bye');
         expect(h['code']).to.equal('SHUTTING_DOWN');
@@ -235,7 +231,7 @@ describe('lifecycle (end to end)', function () {
     server.signal('SIGINT');
     await waitUntil('both workers draining', () => server.lines.filter((l) => l.msg === 'draining').length >= 2, 10_000);
     const t0 = Date.now();
-    const contact = await RawConnection.firstContact(server.port, 5_000);
+    const contact = await RawClient.firstContact(server.port, 5_000);
     const elapsed = Date.now() - t0;
     if (contact.kind === 'header') raws.push(contact.conn);
     expect(contact.kind, `first contact during the drain: ${JSON.stringify(contact.kind === 'header' ? contact.header : contact)}`).to.be.oneOf(['refused', 'header']);
@@ -258,14 +254,14 @@ describe('lifecycle (end to end)', function () {
   it('an idle session that sends a request during the drain gets SHUTTING_DOWN', async () => {
     // One worker: the idle session shares it with the upload, so it stays open until it asks for something.
     const server = await startServer({ workers: 1 });
-    const idle = await RawConnection.login(server.port, ALICE.user, ALICE.password);
+    const idle = await RawClient.login(server.port, ALICE.user, ALICE.password);
     raws.push(idle);
     const [up] = await startUploads(server, 1, 'holder');
     await waitInFlight(server, [up!]);
     server.signal('SIGINT');
     await server.waitForLog((l) => l.msg === 'draining', 10_000);
     const id = await idle.send({ op: 'list', long: false });
-    const reply = await idle.nextHeader(5_000);
+    const reply = await idle.nextHeaderOrNull(5_000);
     expect(reply, 'reply to a request sent during the drain').to.not.equal(null);
     expect(reply?.['status'], JSON.stringify(reply)).to.be.oneOf(['error', 'bye']);
     expect(reply?.['code'], JSON.stringify(reply)).to.equal('SHUTTING_DOWN');
@@ -273,7 +269,7 @@ describe('lifecycle (end to end)', function () {
       expect(reply['id']).to.equal(id);
       expect(reply['fatal']).to.equal(true);
     }
-    await idle.waitClosed(5_000);
+    await idle.expectClosed(5_000);
     up!.finish();
     const o = await up!.outcome(20_000);
     expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
@@ -287,10 +283,10 @@ describe('lifecycle (end to end)', function () {
     const busyWorker = sessions.find((s) => s.remote.endsWith(`:${up!.localPort}`))?.worker;
     expect(busyWorker).to.be.a('number');
     // Idle sessions on both workers (the kernel/cluster decides which worker gets a connection).
-    const idles: RawConnection[] = [];
-    const workerOf = (c: RawConnection): number | undefined => sessions.find((s) => s.remote.endsWith(`:${c.localPort}`))?.worker;
+    const idles: RawClient[] = [];
+    const workerOf = (c: RawClient): number | undefined => sessions.find((s) => s.remote.endsWith(`:${c.localPort}`))?.worker;
     for (let i = 0; i < 16; i++) {
-      const c = await RawConnection.login(server.port, ALICE.user, ALICE.password);
+      const c = await RawClient.login(server.port, ALICE.user, ALICE.password);
       raws.push(c);
       idles.push(c);
       if (idles.length < 4) continue;
@@ -304,10 +300,10 @@ describe('lifecycle (end to end)', function () {
     expect(sameWorker.length, 'idle sessions on the worker with the upload').to.be.at.least(1);
     server.signal('SIGINT');
     for (const c of otherWorker) {
-      const h = await c.nextHeader(5_000);
+      const h = await c.nextHeaderOrNull(5_000);
       expect(h?.['status'], JSON.stringify(h)).to.equal('bye');
       expect(h?.['code']).to.equal('SHUTTING_DOWN');
-      await c.waitClosed(5_000);
+      await c.expectClosed(5_000);
     }
     // Those sharing the upload's worker are still open while it runs...
     await sleep(300);
@@ -317,7 +313,7 @@ describe('lifecycle (end to end)', function () {
     expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
     // ...and get their bye once it is done.
     for (const c of sameWorker) {
-      const h = await c.nextHeader(5_000);
+      const h = await c.nextHeaderOrNull(5_000);
       expect(h?.['status'], JSON.stringify(h)).to.equal('bye');
       expect(h?.['code']).to.equal('SHUTTING_DOWN');
     }
@@ -443,7 +439,7 @@ describe('lifecycle (end to end)', function () {
     server.signal('SIGINT');
     await server.waitForLog((l) => l.msg === 'drain started', 5_000);
     await sleep(2_000);
-    const contact = await RawConnection.firstContact(port, 5_000);
+    const contact = await RawClient.firstContact(port, 5_000);
     if (contact.kind === 'header') raws.push(contact.conn);
     const problems: string[] = [];
     const refused = contact.kind === 'refused' || (contact.kind === 'header' && contact.header['status'] === 'bye' && contact.header['code'] === 'SHUTTING_DOWN');
@@ -489,7 +485,7 @@ describe('lifecycle (end to end)', function () {
     }, 15_000, 200);
     expect(st.port, 'status still announces the original port').to.equal(server.port);
     const contact = await waitUntil('a greeting on the announced port', async () => {
-      const c = await RawConnection.firstContact(server.port, 2_000);
+      const c = await RawClient.firstContact(server.port, 2_000);
       if (c.kind === 'header') {
         raws.push(c.conn);
         return c;

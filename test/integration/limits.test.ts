@@ -10,7 +10,8 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
-import { pollUntil, sha256hex, sleep, wireAlive, wireDownload, wireList, wireUpload, WireClient, type WireOptions } from '../helpers/hardening-wire.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
+import { delay, rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256, type ConnectOptions } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -39,14 +40,14 @@ function harness(): {
   server: () => TestServer;
   start: (args: string[], workers?: number) => Promise<void>;
   stop: () => Promise<void>;
-  track: <T extends WireClient>(c: T) => T;
+  track: <T extends RawClient>(c: T) => T;
   closeAll: () => void;
-  greet: (localAddress?: string) => Promise<{ client: WireClient; first: Header }>;
-  login: (localAddress?: string) => Promise<WireClient>;
+  greet: (localAddress?: string) => Promise<{ client: RawClient; first: Header }>;
+  login: (localAddress?: string) => Promise<RawClient>;
 } {
   let srv: TestServer | null = null;
-  const clients = new Set<WireClient>();
-  const opts = (localAddress?: string): WireOptions => ({ port: srv!.port, ...(localAddress ? { localAddress } : {}) });
+  const clients = new Set<RawClient>();
+  const opts = (localAddress?: string): ConnectOptions => ({ port: srv!.port, ...(localAddress ? { localAddress } : {}) });
   const h = {
     server: () => {
       if (srv === null) throw new Error('server not started');
@@ -61,7 +62,7 @@ function harness(): {
       await srv?.stop();
       srv = null;
     },
-    track: <T extends WireClient>(c: T): T => {
+    track: <T extends RawClient>(c: T): T => {
       clients.add(c);
       return c;
     },
@@ -70,18 +71,18 @@ function harness(): {
       clients.clear();
     },
     greet: async (localAddress?: string) => {
-      const r = await WireClient.greet(opts(localAddress));
+      const r = await RawClient.greet(opts(localAddress));
       clients.add(r.client);
       return r;
     },
-    login: async (localAddress?: string) => h.track(await WireClient.login(opts(localAddress), ALICE.user, ALICE.password)),
+    login: async (localAddress?: string) => h.track(await RawClient.login(opts(localAddress), ALICE.user, ALICE.password)),
   };
   return h;
 }
 
 /** The honest client on 127.0.0.1 logs in and does a full upload / list / download round trip. */
-async function honestRoundTrip(h: ReturnType<typeof harness>, name: string, greeted?: WireClient): Promise<void> {
-  let c: WireClient;
+async function honestRoundTrip(h: ReturnType<typeof harness>, name: string, greeted?: RawClient): Promise<void> {
+  let c: RawClient;
   if (greeted) {
     c = greeted;
     c.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
@@ -90,13 +91,13 @@ async function honestRoundTrip(h: ReturnType<typeof harness>, name: string, gree
     c = await h.login();
   }
   const data = Buffer.from(`honest ${name} ${Date.now()}\n`);
-  const up = await wireUpload(c, 2, name, data);
+  const up = await rawUpload(c, 2, name, data);
   expect(up, JSON.stringify(up)).to.include({ status: 'ok', name });
-  const listed = await wireList(c, 3);
+  const listed = await rawList(c, 3);
   expect(listed.final['status']).to.equal('ok');
   expect(listed.names).to.include(name);
-  const down = await wireDownload(c, 4, name);
-  expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256hex(data) });
+  const down = await rawDownload(c, 4, name);
+  expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256(data) });
   expect(down.bytes.equals(data)).to.equal(true);
   c.close();
 }
@@ -115,7 +116,7 @@ describe('limits and bans (real server)', function () {
     after(() => h.stop());
 
     it('the 4th connection from 127.0.0.2 gets bye TOO_MANY_CONNECTIONS; 127.0.0.1 still connects and works', async function () {
-      const held: WireClient[] = [];
+      const held: RawClient[] = [];
       for (let i = 0; i < 3; i++) {
         const { client, first } = await h.greet('127.0.0.2');
         expectHello(first, `connection ${i + 1} from 127.0.0.2`);
@@ -127,12 +128,12 @@ describe('limits and bans (real server)', function () {
       expect(first['retryAfter'], 'no retryAfter for a connection limit').to.equal(undefined);
       expect(await fourth.waitClosed(5_000), 'the refused connection is closed').to.equal(true);
       // The admitted connections are untouched and the honest address is not limited.
-      for (const c of held) expect(await wireAlive(c)).to.equal(true);
+      for (const c of held) expect(await rawAlive(c)).to.equal(true);
       await honestRoundTrip(h, 'per-ip-honest.txt');
     });
 
     it('closing one connection frees exactly one slot', async function () {
-      const held: WireClient[] = [];
+      const held: RawClient[] = [];
       for (let i = 0; i < 3; i++) {
         const { client, first } = await h.greet('127.0.0.2');
         expectHello(first, `connection ${i + 1}`);
@@ -140,7 +141,7 @@ describe('limits and bans (real server)', function () {
       }
       held[0]!.close();
       // The primary learns of the close asynchronously: retry (bounded) until a new connection is admitted.
-      const replacement = await pollUntil(
+      const replacement = await waitUntil(
         'a freed per-IP slot',
         async () => {
           const { client, first } = await h.greet('127.0.0.2');
@@ -152,7 +153,7 @@ describe('limits and bans (real server)', function () {
         10_000,
         100,
       );
-      expect(await wireAlive(replacement)).to.equal(true);
+      expect(await rawAlive(replacement)).to.equal(true);
       const { first } = await h.greet('127.0.0.2');
       expectBye(first, 'TOO_MANY_CONNECTIONS', 'per_ip_limit', 'after the slot was taken again');
       refusals++;
@@ -164,10 +165,10 @@ describe('limits and bans (real server)', function () {
       // overlap. Every round must admit exactly 3; at least one round must have used both workers.
       let spreadRounds = 0;
       for (const addr of ['127.0.0.12', '127.0.0.13', '127.0.0.14']) {
-        const pending: Array<Promise<{ client: WireClient; first: Header }>> = [];
+        const pending: Array<Promise<{ client: RawClient; first: Header }>> = [];
         for (let i = 0; i < 12; i++) {
           pending.push(h.greet(addr));
-          await sleep(10);
+          await delay(10);
         }
         const results = await Promise.all(pending);
         const statuses = results.map((r) => `${String(r.first['status'])}:${String(r.first['code'] ?? '')}`);
@@ -179,7 +180,7 @@ describe('limits and bans (real server)', function () {
         // Admitted sessions log when they end: close them, then every one of the 12 connections has a log
         // line naming its worker.
         for (const r of results) r.client.close();
-        const workers = await pollUntil(
+        const workers = await waitUntil(
           `log lines of 12 connections from ${addr}`,
           () => {
             const lines = h.server().lines.filter((l) => typeof l['remote'] === 'string' && String(l['remote']).startsWith(`${addr}:`));
@@ -211,7 +212,7 @@ describe('limits and bans (real server)', function () {
     after(() => h.stop());
 
     it('refuses the 5th connection cluster-wide with TOO_MANY_CONNECTIONS, frees a slot on close', async function () {
-      const held: WireClient[] = [];
+      const held: RawClient[] = [];
       for (let i = 0; i < 4; i++) {
         const { client, first } = await h.greet('127.0.0.2');
         expectHello(first, `connection ${i + 1}`);
@@ -226,7 +227,7 @@ describe('limits and bans (real server)', function () {
       }
       held[0]!.close();
       // The honest client on 127.0.0.1 retries (bounded) until the freed slot is seen, then works normally.
-      const honest = await pollUntil(
+      const honest = await waitUntil(
         'a freed total slot',
         async () => {
           const { client, first } = await h.greet();
@@ -269,7 +270,7 @@ describe('limits and bans (real server)', function () {
         const r = await x.client.reply();
         expect(r.final['status'], `login of #${i + 1}`).to.equal('ok');
       }
-      await sleep(300); // the "authenticated" notice travels worker -> primary asynchronously
+      await delay(300); // the "authenticated" notice travels worker -> primary asynchronously
 
       const d = await h.greet('127.0.0.2');
       const e = await h.greet('127.0.0.3');
@@ -279,13 +280,13 @@ describe('limits and bans (real server)', function () {
       expectBye(f.first, 'TOO_MANY_CONNECTIONS', 'startups', 'unauthenticated beyond start again');
       refused++;
       // The authenticated sessions keep working meanwhile.
-      expect(await wireAlive(a.client)).to.equal(true);
-      expect(await wireAlive(b.client)).to.equal(true);
+      expect(await rawAlive(a.client)).to.equal(true);
+      expect(await rawAlive(b.client)).to.equal(true);
 
       // One more login frees a startup slot, and the honest client gets in and works.
       d.client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password });
       expect((await d.client.reply()).final['status']).to.equal('ok');
-      await sleep(300);
+      await delay(300);
       await honestRoundTrip(h, 'startups-honest.txt');
 
       const port = await metricsPortOf(h.server());
@@ -334,7 +335,7 @@ describe('limits and bans (real server)', function () {
       expect(t3, 'delays are capped (5 s) — generous bound').to.be.below(15_000);
 
       // Score 6: banned. The penalty reaches the primary before the reply was sent, but allow a little slack.
-      const refusal = await pollUntil(
+      const refusal = await waitUntil(
         'bye RATE_LIMITED for 127.0.0.3',
         async () => {
           const { client, first } = await h.greet('127.0.0.3');
@@ -366,13 +367,13 @@ describe('limits and bans (real server)', function () {
         expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: i === 0 ? 'PROTOCOL_ERROR' : 'FRAME_TOO_LARGE', fatal: true, id: null });
         expect(await client.waitClosed(5_000)).to.equal(true);
         if (i === 0) {
-          await sleep(300);
+          await delay(300);
           const probe = await h.greet('127.0.0.4');
           expectHello(probe.first, 'after one violation (score 3)');
           probe.client.close();
         }
       }
-      const refusal = await pollUntil(
+      const refusal = await waitUntil(
         'bye RATE_LIMITED for 127.0.0.4',
         async () => {
           const { client, first } = await h.greet('127.0.0.4');
@@ -392,7 +393,7 @@ describe('limits and bans (real server)', function () {
       // An attacker opens connections first (up to the per-IP limit), then guesses on each of them. The ban
       // must stop the guessing, not only new connections: otherwise every pre-opened connection is one more
       // password check, and the correct password is still confirmed after the address was banned.
-      const pre: WireClient[] = [];
+      const pre: RawClient[] = [];
       for (let i = 0; i < 4; i++) {
         const { client, first } = await h.greet('127.0.0.10');
         expectHello(first, `pre-opened connection ${i + 1}`);
@@ -403,7 +404,7 @@ describe('limits and bans (real server)', function () {
         c.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: `guess-${i}` });
         expect((await c.reply(20_000)).final).to.include({ code: 'AUTH_FAILED' });
       }
-      const refusal = await pollUntil(
+      const refusal = await waitUntil(
         'bye RATE_LIMITED for 127.0.0.10',
         async () => {
           const { client, first } = await h.greet('127.0.0.10');
@@ -430,13 +431,13 @@ describe('limits and bans (real server)', function () {
         const r = await c.reply();
         expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'BAD_NAME', fatal: false });
       }
-      await sleep(300);
+      await delay(300);
       const probe = await h.greet('127.0.0.9');
       expectHello(probe.first, 'score 5: not banned yet');
       probe.client.close();
       c.sendHeader({ op: 'view', id: 20, name: 'a/b' });
       expect((await c.reply()).final).to.include({ code: 'BAD_NAME' });
-      const refusal = await pollUntil(
+      const refusal = await waitUntil(
         'bye RATE_LIMITED for 127.0.0.9',
         async () => {
           const { client, first } = await h.greet('127.0.0.9');
@@ -447,7 +448,7 @@ describe('limits and bans (real server)', function () {
         100,
       );
       expectBye(refusal, 'RATE_LIMITED', 'banned', 'after six bad names');
-      expect(await wireAlive(c), 'a ban refuses new connections; the open session goes on').to.equal(true);
+      expect(await rawAlive(c), 'a ban refuses new connections; the open session goes on').to.equal(true);
     });
   });
 
@@ -486,7 +487,7 @@ describe('limits and bans (real server)', function () {
         } catch {
           break; // closed without a reply
         }
-        await sleep(300);
+        await delay(300);
       }
       // The bye may already be queued when the loop sees the connection closed: read what is left.
       for (let frame = await client.next(500).catch(() => null); bye === null && frame !== null; frame = await client.next(500).catch(() => null)) {
@@ -533,7 +534,7 @@ describe('limits and bans (real server)', function () {
     it('an upload that stops sending mid-data is cut (bye TRANSFER_STALLED) and nothing is published', async function () {
       const c = await h.login('127.0.0.5');
       const data = Buffer.alloc(1024 * 1024, 0x5a);
-      c.write(encodeHeader({ op: 'upload', id: 2, name: 'stalled.bin', size: data.length, sha256: sha256hex(data) }), encodeData(data.subarray(0, 64 * 1024)));
+      c.write(encodeHeader({ op: 'upload', id: 2, name: 'stalled.bin', size: data.length, sha256: sha256(data) }), encodeData(data.subarray(0, 64 * 1024)));
       const started = Date.now();
       const r = await c.reply(15_000);
       expectBye(r.final, 'TRANSFER_STALLED', null, 'stalled upload');
@@ -541,7 +542,7 @@ describe('limits and bans (real server)', function () {
       expect(await c.waitClosed(5_000)).to.equal(true);
       expect(await publishedNames(h.server().storage, ALICE.user)).to.not.include('stalled.bin');
       const honest = await h.login();
-      expect((await wireList(honest, 2)).names).to.not.include('stalled.bin');
+      expect((await rawList(honest, 2)).names).to.not.include('stalled.bin');
     });
 
     it('a slow but steady upload (a frame every 300 ms for 3 s) is not cut', async function () {
@@ -549,15 +550,15 @@ describe('limits and bans (real server)', function () {
       const frames = 10;
       const data = Buffer.alloc(frames * 1000);
       for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
-      c.write(encodeHeader({ op: 'upload', id: 2, name: 'steady.bin', size: data.length, sha256: sha256hex(data) }));
+      c.write(encodeHeader({ op: 'upload', id: 2, name: 'steady.bin', size: data.length, sha256: sha256(data) }));
       for (let i = 0; i < frames; i++) {
-        await sleep(300);
+        await delay(300);
         expect(c.isClosed, `connection still open before frame ${i + 1}`).to.equal(false);
         c.write(encodeData(data.subarray(i * 1000, (i + 1) * 1000)));
       }
       const r = await c.reply(10_000);
       expect(r.final, JSON.stringify(r.final)).to.include({ status: 'ok', id: 2, name: 'steady.bin' });
-      const down = await wireDownload(c, 3, 'steady.bin');
+      const down = await rawDownload(c, 3, 'steady.bin');
       expect(down.bytes.equals(data)).to.equal(true);
     });
 

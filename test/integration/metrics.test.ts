@@ -9,12 +9,13 @@
 import { expect } from 'chai';
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { FtsClient, FtsError } from '../../client/index.js';
+import { FtsClient } from '../../client/index.js';
 import { runAdmin, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
+import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { REPO_ROOT } from '../helpers/paths.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { greetAndQuit } from '../helpers/raw-client.js';
 import { runPromtool } from '../helpers/promtool.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -308,16 +309,6 @@ function expectHistogramsConsistent(e: Exposition): void {
   }
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof FtsError) return err.code;
-    throw err;
-  }
-  return 'OK';
-}
-
 function payload(size: number, seed: number): Buffer {
   const b = Buffer.alloc(size);
   for (let i = 0; i < size; i++) b[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff;
@@ -341,14 +332,7 @@ async function warmUp(server: TestServer): Promise<number> {
   const served = (): Set<number> => new Set(server.lines.slice(from).filter((l) => l['event'] === 'session-end').map((l) => Number(l['worker'])));
   let n = 0;
   for (; n < 60 && served().size < 2; n++) {
-    const { client } = await RawClient.open(server.port);
-    try {
-      client.sendHeader({ op: 'quit', id: 1 });
-      await client.reply();
-      await client.waitClosed(5_000);
-    } finally {
-      client.close();
-    }
+    await greetAndQuit(server.port);
     await waitUntil(`the session-end line of warm-up connection ${n + 1}`, () => server.lines.slice(from).filter((l) => l['event'] === 'session-end').length >= n + 1, 5_000, 10);
     if (n >= 1) await sleep(50);
   }
@@ -382,14 +366,7 @@ describe('metrics endpoint (Prometheus)', function () {
       }
     }
     stopped.clear();
-    for (const u of uploaders.splice(0)) await u.close();
-    for (const c of clients.splice(0)) c.close();
-    for (const s of servers.splice(0).reverse()) await s.stop();
-    for (const a of admins.splice(0)) {
-      a.kill();
-      await a.done;
-    }
-    for (const c of cleanups.splice(0).reverse()) await c();
+    await releaseAll({ uploaders, clients, servers, admins, cleanups });
   });
 
   async function startServer(options: ServerOptions = {}): Promise<TestServer> {

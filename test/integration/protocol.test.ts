@@ -5,9 +5,10 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { access, readdir } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
+import { stagingFiles } from '../helpers/common.js';
 import { delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { rawHeaderFrame, corruptCrcData, prefix } from '../helpers/vectors.js';
@@ -28,15 +29,6 @@ async function exists(p: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function stagingFiles(server: TestServer, user: string): Promise<string[]> {
-  try {
-    return await readdir(path.join(server.storage, '.fts', 'staging', user));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
   }
 }
 

@@ -8,8 +8,8 @@ import { expect } from 'chai';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RawConnection } from '../helpers/lifecycle-raw.js';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { TestServer } from '../helpers/server.js';
 
 /** The hint main.ts prints after a flag error; allowed as the only other line. */
@@ -153,7 +153,7 @@ describe('fts-server startup with bad inputs', function () {
     expect(port).to.be.a('number');
     expect(port).to.be.above(0).and.at.most(65535);
     expect(line?.msg).to.equal(`listening on 127.0.0.1:${String(port)}`);
-    const contact = await RawConnection.firstContact(port as number, 5_000);
+    const contact = await RawClient.firstContact(port as number, 5_000);
     if (contact.kind === 'header') contact.conn.destroy();
     expect(contact.kind, JSON.stringify(contact)).to.equal('header');
     if (contact.kind !== 'header') return;

@@ -1,0 +1,88 @@
+/**
+ * Small helpers shared by several integration test files.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsError } from '../../client/index.js';
+import type { TestServer } from './server.js';
+
+const MiB = 1024 * 1024;
+
+/** The FtsError code `p` rejects with, or 'OK' if it resolves (any other error is rethrown). */
+export async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof FtsError) return err.code;
+    throw err;
+  }
+  return 'OK';
+}
+
+/** The entries of <storage>/.fts/staging/<user>/ (none when the directory does not exist). */
+export async function stagingFiles(server: TestServer, user: string): Promise<string[]> {
+  try {
+    return await readdir(path.join(server.storage, '.fts', 'staging', user));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** The test runner's environment without any FTS_* variable, plus `extra`, so that only what a test sets reaches the child. */
+export function envWithoutFts(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FTS_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Decodes a child's stdout and stderr as UTF-8 and hands every chunk to `onStdout` / `onStderr`. */
+export function onOutput(child: ChildProcess, onStdout: (chunk: string) => void, onStderr: (chunk: string) => void): void {
+  child.stdout?.setEncoding('utf8');
+  child.stderr?.setEncoding('utf8');
+  child.stdout?.on('data', onStdout);
+  child.stderr?.on('data', onStderr);
+}
+
+/** What a test may hold when it ends; see releaseAll(). */
+export interface Held {
+  uploaders?: Array<{ close(): Promise<void> }>;
+  raws?: Array<{ destroy(): void }>;
+  clients?: Array<{ close(): void }>;
+  servers?: Array<{ stop(): Promise<void> }>;
+  admins?: Array<{ kill(): void; readonly done: Promise<unknown> }>;
+  cleanups?: Array<() => Promise<void>>;
+}
+
+/**
+ * Empties and releases everything in `held`, in a fixed order: connections first (uploaders, raw
+ * connections, clients), so that a server left draining by a failed test stops at once; then the servers,
+ * newest first (a restarted server may be using an older one's storage); then admin runs; then the
+ * cleanups, newest first.
+ */
+export async function releaseAll(held: Held): Promise<void> {
+  for (const u of (held.uploaders ?? []).splice(0)) await u.close();
+  for (const r of (held.raws ?? []).splice(0)) r.destroy();
+  for (const c of (held.clients ?? []).splice(0)) c.close();
+  for (const s of (held.servers ?? []).splice(0).reverse()) await s.stop();
+  for (const a of (held.admins ?? []).splice(0)) {
+    a.kill();
+    await a.done;
+  }
+  for (const c of (held.cleanups ?? []).splice(0).reverse()) await c();
+}
+
+/** Writes `size` bytes of random data (1 MiB blocks, so `size` is a multiple of 1 MiB) to <storage>/<user>/<name>. */
+export async function writeRandomFile(storage: string, user: string, name: string, size: number): Promise<void> {
+  const dir = path.join(storage, user);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const fh = await open(path.join(dir, name), 'w', 0o600);
+  try {
+    const block = randomBytes(MiB);
+    for (let i = 0; i < size / MiB; i++) await fh.write(block);
+  } finally {
+    await fh.close();
+  }
+}
