@@ -14,6 +14,7 @@ import {
   type ErrorCode,
   type Header,
   type Request,
+  type SessionInfo,
 } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
 import { isCountedOp } from '../metrics/worker-metrics.js';
@@ -45,17 +46,8 @@ export function newSessionId(): string {
   return randomBytes(6).toString('hex');
 }
 
-/** What `fts-admin sessions` shows about a session. */
-export interface SessionSnapshot {
-  id: string;
-  user: string | null;
-  remote: string;
-  worker: number;
-  op: string | null;
-  file: string | null;
-  bytes: number;
-  since: string;
-}
+/** What `fts-admin sessions` shows about a session: the admin protocol's own type. */
+export type SessionSnapshot = SessionInfo;
 
 /**
  * One connection, as an explicit state machine: unauthenticated → authenticated → closed. Requests are
