@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
 import { onOutput } from './common.js';
 import { ADMIN_CLI } from './paths.js';
+import type { SessionInfo } from '../../protocol/index.js';
 
 export interface AdminResult {
   code: number | null;
@@ -81,16 +82,8 @@ export interface StatusJson {
   [extra: string]: unknown;
 }
 
-export interface SessionJson {
-  id: string;
-  user: string | null;
-  remote: string;
-  worker: number;
-  op: string | null;
-  file: string | null;
-  bytes: number;
-  since: string;
-}
+/** One entry of `fts-admin sessions --json`: the admin protocol's SessionInfo. */
+export type SessionJson = SessionInfo;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

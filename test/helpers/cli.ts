@@ -4,7 +4,7 @@
  * environment. Every run is bounded: a CLI still running after `timeoutMs` is killed and reported.
  */
 import { spawn } from 'node:child_process';
-import { envWithoutFts } from './common.js';
+import { childExit, envWithoutFts } from './common.js';
 import { CLIENT_CLI } from './paths.js';
 
 export interface CliOptions {
@@ -46,39 +46,21 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
   if (options.user !== undefined) argv.push('--user', options.user);
   argv.push(...args);
   const timeoutMs = options.timeoutMs ?? 30_000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLIENT_CLI, ...argv], {
-      cwd: options.cwd,
-      env: cliEnv(options.password, options.env),
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (c: string) => {
-      stderr += c;
-    });
-    child.stdin.on('error', () => undefined); // the CLI may exit before reading its input
-    child.stdin.end(options.input ?? '');
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (timedOut) {
-        reject(new Error(`fts ${argv.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${stderr}`));
-        return;
-      }
-      const stdout = Buffer.concat(out);
-      resolve({ code, signal, stdout, stderr, out: stdout.toString('utf8'), argv });
-    });
+  const child = spawn(process.execPath, [CLIENT_CLI, ...argv], {
+    cwd: options.cwd,
+    env: cliEnv(options.password, options.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const out: Buffer[] = [];
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => out.push(c));
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (c: string) => {
+    stderr += c;
+  });
+  return childExit(child, options.input ?? '', timeoutMs, () => `fts ${argv.join(' ')} (stderr: ${stderr})`).then(({ code, signal }) => {
+    const stdout = Buffer.concat(out);
+    return { code, signal, stdout, stderr, out: stdout.toString('utf8'), argv };
   });
 }
 

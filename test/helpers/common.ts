@@ -86,3 +86,34 @@ export async function writeRandomFile(storage: string, user: string, name: strin
     await fh.close();
   }
 }
+
+/**
+ * Feeds `input` to a child's stdin and resolves with its exit once it closes. A child still running after
+ * `timeoutMs` is killed with SIGKILL and the promise rejects with `describe()` (called then, so it can
+ * include the output gathered so far).
+ */
+export function childExit(
+  child: ChildProcess,
+  input: string | Buffer,
+  timeoutMs: number,
+  describe: () => string,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    child.stdin?.on('error', () => undefined); // the child may exit before reading its input
+    child.stdin?.end(input);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) reject(new Error(`${describe()} did not finish within ${timeoutMs} ms`));
+      else resolve({ code, signal });
+    });
+  });
+}

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
-import { envWithoutFts, onOutput } from './common.js';
+import { childExit, envWithoutFts, onOutput } from './common.js';
 import { sleep } from './lifecycle-util.js';
 import { ADMIN_CLI } from './paths.js';
 import type { LogLine } from './server.js';
@@ -24,32 +24,21 @@ export const cleanEnv = envWithoutFts;
 /** Runs `node <script> ...args` with `input` written to its stdin (a pipe, so never a TTY). */
 export function runNode(script: string, args: readonly string[], input: string | Buffer, timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
   const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env) });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    onOutput(
-      child,
-      (c) => (stdout += c),
-      (c) => (stderr += c),
-    );
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (timedOut) reject(new Error(`node ${script} ${args.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${stderr}`));
-      else resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - started });
-    });
-  });
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env) });
+  let stdout = '';
+  let stderr = '';
+  onOutput(
+    child,
+    (c) => (stdout += c),
+    (c) => (stderr += c),
+  );
+  return childExit(child, input, timeoutMs, () => `node ${script} ${args.join(' ')} (stderr: ${stderr})`).then(({ code, signal }) => ({
+    code,
+    signal,
+    stdout,
+    stderr,
+    elapsedMs: Date.now() - started,
+  }));
 }
 
 /**
