@@ -3,6 +3,13 @@ import type { Config } from '../config.js';
 import type { PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../log.js';
 
+/**
+ * libuv's thread pool runs every file operation, fsync included. Its default of 4 threads caps a worker at
+ * 4 fsyncs in flight, which is what limits parallel publishes of small files; fsync threads mostly sleep
+ * in the kernel, so more of them cost little. An operator's UV_THREADPOOL_SIZE wins.
+ */
+const WORKER_THREADPOOL_SIZE = '16';
+
 /** A worker that lived less than this counts as a crash-loop failure for the backoff. */
 const HEALTHY_UPTIME_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
@@ -95,7 +102,11 @@ export class WorkerPool {
     // must ask for the configured port to join that handle; once none is left the handle is gone, and with
     // --port 0 a fresh listen(0) would move to another port, so the bound port is asked for instead.
     const port = this.live.size > 0 ? this.config.port : this.port;
-    const worker = cluster.fork({ FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port }), FTS_SESSION_SECRET: this.secret.toString('hex') });
+    const worker = cluster.fork({
+      FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port }),
+      FTS_SESSION_SECRET: this.secret.toString('hex'),
+      UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? WORKER_THREADPOOL_SIZE,
+    });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
     this.log.info({ workerPid: worker.process.pid }, 'worker started');

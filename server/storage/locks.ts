@@ -106,17 +106,16 @@ async function acquire(target: string, lockfilePath: string): Promise<() => Prom
 export async function withLock<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
   const target = resolveName(userDirPath(root, user), name);
   const lockfilePath = `${lockTarget(root, user, name)}.lock`;
-  try {
-    // proper-lockfile retries on every error for the whole budget, so a missing parent would mean a 30 s
-    // wait and then a misleading failure; create it first (cheap when it exists).
-    await mkdir(path.dirname(lockfilePath), { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw fsError(err, name);
-  }
 
   let release: () => Promise<void>;
   try {
-    release = await acquire(target, lockfilePath);
+    release = await acquire(target, lockfilePath).catch(async (err: unknown) => {
+      // The lock's parent directory exists after the user's first locked operation; create it only when
+      // the lock's mkdir says it is missing (acquire fails fast on ENOENT, it retries only ELOCKED).
+      if (errnoOf(err) !== 'ENOENT') throw err;
+      await mkdir(path.dirname(lockfilePath), { recursive: true, mode: 0o700 });
+      return acquire(target, lockfilePath);
+    });
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
       throw new FtsError('LOCKED', `${name}: the file is busy with another operation; retry later`, {}, { cause: err });

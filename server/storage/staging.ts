@@ -281,9 +281,15 @@ export async function beginStagedUpload(t: StagingTarget, size: number, sha256: 
   // 96 random bits: unique across workers and nodes, and O_EXCL makes sure of it anyway.
   const stagingPath = path.join(dir, `${stagingKey(t.name, size, sha256)}.${randomBytes(12).toString('hex')}.part`);
   let handle: FileHandle;
+  const create = () => open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    handle = await open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
+    // The directory exists after the user's first upload: try the open first and create it only on ENOENT,
+    // which saves a thread-pool round trip per upload.
+    handle = await create().catch(async (err: unknown) => {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      return create();
+    });
   } catch (err) {
     throw fsError(err, t.name);
   }

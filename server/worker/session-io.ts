@@ -51,3 +51,18 @@ export interface HandlerResult {
   reply: Header;
   audit?: { file?: string; bytes?: number; sha256?: string };
 }
+
+/**
+ * A request whose frames have all been read but whose outcome is still being produced: an upload whose
+ * data is staged and whose publish (fsync, rename, directory fsync) is running. The session reads the next
+ * request meanwhile and sends this one's reply when `later` settles, still in request order.
+ */
+export interface DeferredResult {
+  later: Promise<HandlerResult>;
+}
+
+export type HandlerOutcome = HandlerResult | DeferredResult;
+
+export function isDeferred(outcome: HandlerOutcome): outcome is DeferredResult {
+  return 'later' in outcome;
+}

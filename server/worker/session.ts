@@ -25,10 +25,16 @@ import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
-import { ConnectionGone, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
+import { ConnectionGone, isDeferred, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
 
 /** After we end our side, a peer that never closes its side is cut off after this long. */
 const CLOSE_LINGER_MS = 2_000;
+
+/**
+ * Pipelined uploads of one session that may be publishing at once. Each holds a staging file descriptor
+ * and, briefly, a name lock; 32 in flight is well past where parallel fsyncs stop paying off.
+ */
+const MAX_PUBLISHING = 32;
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume'] as const;
 
@@ -51,9 +57,12 @@ export type SessionSnapshot = SessionInfo;
 
 /**
  * One connection, as an explicit state machine: unauthenticated → authenticated → closed. Requests are
- * handled one at a time in arrival order (so replies leave in request order), each by its handler in
- * handlers/. One timer per phase: login (unauthenticated), idle (authenticated, between requests) and
- * stall (inside a request; refreshed by every byte that moves).
+ * read one at a time in arrival order, each handled by its handler in handlers/. The one overlap: an upload
+ * whose bytes are all in publishes in the background while the next pipelined upload of another name is
+ * read; replies still leave in request order (the outbox), and any other request first waits for those
+ * publishes, so every request observes the effects of all the requests before it, as if one at a time.
+ * One timer per phase: login (unauthenticated), idle (authenticated, between requests) and stall (inside a
+ * request, or while publishes are pending; refreshed by every byte that moves).
  */
 export class Session {
   readonly id: string;
@@ -78,8 +87,13 @@ export class Session {
   /** We half-closed the connection ourselves (see end()). */
   private ended = false;
   private requests = 0;
-  /** True while a request is being handled. */
-  busy = false;
+  /** True while a request is being read and handled. */
+  private active = false;
+  /** Replies (and the closes that follow fatal ones) waiting for earlier deferred replies, in order. */
+  private outbox: Promise<void> = Promise.resolve();
+  private queued = 0;
+  /** Names with a publish in flight, and how many. */
+  private readonly publishing = new Map<string, number>();
   private op: string | null = null;
   private file: string | null = null;
   private bytes = 0;
@@ -113,6 +127,11 @@ export class Session {
 
   get closed(): boolean {
     return this.phase === 'closed';
+  }
+
+  /** A request is in progress, or a publish has not been answered yet. */
+  get busy(): boolean {
+    return this.active || this.queued > 0;
   }
 
   /** An upload or download is in flight. */
@@ -170,6 +189,8 @@ export class Session {
     this.armTimer();
     try {
       await this.loop();
+      // The client may half-close after its last request: publishes still running deserve their replies.
+      await this.settle();
     } catch (err) {
       this.log.error({ err }, 'session failed');
     } finally {
@@ -230,6 +251,7 @@ export class Session {
   private async request(header: Header): Promise<void> {
     const id = requestId(header);
     this.requests++;
+    if (this.queued > 0 && !this.mayOverlap(header)) await this.settle();
     if (this.ctx.draining) {
       this.fatal(id, new FtsError('SHUTTING_DOWN'));
       return;
@@ -255,16 +277,16 @@ export class Session {
         this.fatal(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size is unreadable, so its data cannot be skipped`));
         return;
       }
-      this.busy = true;
+      this.active = true;
       this.armTimer();
       try {
         await this.skipData(skip);
       } catch (skipErr) {
-        this.busy = false;
-        if (!(skipErr instanceof ConnectionGone)) this.fatal(id, asFtsError(skipErr));
+        this.active = false;
+        if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
         return;
       }
-      this.busy = false;
+      this.active = false;
       this.armTimer();
     }
     if (err.code === 'BAD_NAME' || err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
@@ -279,7 +301,7 @@ export class Session {
     }
     this.logAudit(header['op'], null, Date.now(), err);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
-    this.reply(id, errorReply(id, err));
+    this.deliver(() => this.reply(id, errorReply(id, err)));
   }
 
   private async handle(id: number, req: Request): Promise<void> {
@@ -294,7 +316,7 @@ export class Session {
       }
     }
     const started = Date.now();
-    this.busy = true;
+    this.active = true;
     this.op = req.op;
     this.file = 'name' in req ? req.name : null;
     this.bytes = 0;
@@ -304,21 +326,85 @@ export class Session {
     let result: HandlerResult | null = null;
     let failure: FtsError | null = null;
     try {
-      result = await runHandler(req, this.io(id));
-    } catch (err) {
-      if (err instanceof ConnectionGone || this.socket.destroyed) {
-        failure = new FtsError('IO_ERROR', 'connection closed during the request');
-      } else {
-        failure = asFtsError(err);
-        if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
+      const outcome = await runHandler(req, this.io(id));
+      if (isDeferred(outcome)) {
+        this.defer(id, req, started, outcome.later);
+        return;
       }
+      result = outcome;
+    } catch (err) {
+      failure = this.failureOf(err);
     } finally {
       if (direction) this.ctx.metrics.transferEnded(direction);
-      this.busy = false;
+      this.active = false;
       this.op = null;
       this.file = null;
       this.armTimer();
     }
+    if (this.queued > 0) this.enqueue(() => this.complete(id, req, started, result, failure));
+    else await this.complete(id, req, started, result, failure);
+  }
+
+  private failureOf(err: unknown): FtsError {
+    if (err instanceof ConnectionGone || this.socket.destroyed) return new FtsError('IO_ERROR', 'connection closed during the request');
+    const failure = asFtsError(err);
+    if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
+    return failure;
+  }
+
+  /** Lets a publish run on while the next requests are read; its reply keeps its place in the order. */
+  private defer(id: number, req: Request, started: number, later: Promise<HandlerResult>): void {
+    const name = 'name' in req ? req.name : '';
+    this.publishing.set(name, (this.publishing.get(name) ?? 0) + 1);
+    const settled = later.then(
+      (result) => ({ result, failure: null }),
+      (err: unknown) => ({ result: null, failure: this.failureOf(err) }),
+    );
+    this.enqueue(async () => {
+      const { result, failure } = await settled;
+      const left = (this.publishing.get(name) ?? 1) - 1;
+      if (left === 0) this.publishing.delete(name);
+      else this.publishing.set(name, left);
+      await this.complete(id, req, started, result, failure);
+    });
+  }
+
+  /** An upload of a name nobody in this session is publishing may start while earlier uploads publish. */
+  private mayOverlap(header: Header): boolean {
+    const name = header['name'];
+    return header['op'] === 'upload' && typeof name === 'string' && !this.publishing.has(name) && this.publishing.size < MAX_PUBLISHING && !this.ctx.draining;
+  }
+
+  /** Runs `send` now if nothing is waiting in the outbox, otherwise after everything that is. */
+  private deliver(send: () => void): void {
+    if (this.queued > 0) this.enqueue(send);
+    else send();
+  }
+
+  private enqueue(step: () => void | Promise<void>): void {
+    this.queued++;
+    this.outbox = this.outbox
+      .then(step)
+      .catch((err: unknown) => this.log.error({ err }, 'sending a deferred reply failed'))
+      .finally(() => {
+        if (--this.queued > 0) return;
+        this.armTimer();
+        this.ctx.onSessionIdle();
+      });
+  }
+
+  /** Waits until every queued reply has been sent. */
+  private async settle(): Promise<void> {
+    while (this.queued > 0) await this.outbox;
+  }
+
+  private async fatalInOrder(id: number | null, err: FtsError): Promise<void> {
+    await this.settle();
+    this.fatal(id, err);
+  }
+
+  /** The end of a request: audit line, metrics, and its final reply. */
+  private async complete(id: number, req: Request, started: number, result: HandlerResult | null, failure: FtsError | null): Promise<void> {
     if (req.op === 'auth') {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : (this.user ?? this.loginUser);
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');

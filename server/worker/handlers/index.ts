@@ -1,11 +1,11 @@
 import type { Request } from '../../../protocol/index.js';
-import type { HandlerResult, SessionIo } from '../session-io.js';
+import type { HandlerOutcome, SessionIo } from '../session-io.js';
 import { download } from './download.js';
 import { auth, list, noop, offset, quit, remove } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
 
-type Handler<K extends Request['op']> = (req: Extract<Request, { op: K }>, io: SessionIo) => Promise<HandlerResult>;
+type Handler<K extends Request['op']> = (req: Extract<Request, { op: K }>, io: SessionIo) => Promise<HandlerOutcome>;
 
 /** One handler per operation; `satisfies` makes the compiler reject a missing one. */
 export const HANDLERS = {
@@ -23,7 +23,7 @@ export const HANDLERS = {
 /** Operations allowed before authentication. */
 export const UNAUTHENTICATED_OPS: ReadonlySet<Request['op']> = new Set(['auth', 'noop', 'quit']);
 
-export function runHandler(req: Request, io: SessionIo): Promise<HandlerResult> {
+export function runHandler(req: Request, io: SessionIo): Promise<HandlerOutcome> {
   // The cast is safe: HANDLERS[req.op] is the handler for exactly this member of the union.
   return (HANDLERS[req.op] as Handler<typeof req.op>)(req as never, io);
 }

@@ -1,7 +1,7 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
-import type { HandlerResult, SessionIo } from '../session-io.js';
+import type { DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
 
 type UploadRequest = Extract<Request, { op: 'upload' }>;
 
@@ -12,8 +12,12 @@ type UploadRequest = Extract<Request, { op: 'upload' }>;
  *
  * What happens to the staged bytes: published on success; removed when the digest proves them wrong;
  * otherwise (dropped connection, corrupt chunk, disk error, drain) kept for a resume until --partial-ttl.
+ *
+ * Once every byte is in, the publish is handed back as a deferred result: the session reads the next
+ * pipelined request while this file's fsyncs run, so a burst of small uploads publishes in parallel
+ * (concurrent fsyncs share journal commits) instead of one fsync round trip after another.
  */
-export async function upload(req: UploadRequest, io: SessionIo): Promise<HandlerResult> {
+export async function upload(req: UploadRequest, io: SessionIo): Promise<DeferredResult> {
   const expected = req.size - req.offset;
   let failure: FtsError | null = null;
   let staged: StagedUpload | null = null;
@@ -22,7 +26,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Handler
   } catch (err) {
     failure = asFtsError(err);
   }
-  let published = false;
+  let handedOff = false;
   try {
     let received = 0;
     while (received < expected) {
@@ -47,13 +51,24 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Handler
       }
     }
     if (failure !== null || staged === null) throw failure ?? new FtsError('INTERNAL');
+    const later = publish(staged, req, expected);
+    handedOff = true;
+    return { later };
+  } finally {
+    if (!handedOff && staged !== null) await staged.release();
+  }
+}
+
+async function publish(staged: StagedUpload, req: UploadRequest, bytes: number): Promise<HandlerResult> {
+  let published = false;
+  try {
     const { mtime } = await staged.commit();
     published = true;
     return {
       reply: { name: req.name, size: req.size, sha256: req.sha256, mtime },
-      audit: { file: req.name, bytes: expected, sha256: req.sha256 },
+      audit: { file: req.name, bytes, sha256: req.sha256 },
     };
   } finally {
-    if (!published && staged !== null) await staged.release();
+    if (!published) await staged.release();
   }
 }
