@@ -8,6 +8,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export interface DecoderOptions {
   /** Largest header body accepted; larger declared lengths are refused before any buffering. */
   maxHeaderBytes?: number;
+  /**
+   * Where data-frame payloads go. Without it a payload is a view of the pushed chunk when it lies in one
+   * (no copy) and a fresh buffer otherwise. With it, every payload is copied into a buffer of exactly
+   * `length` bytes that this returns, so the pushed chunks are garbage as soon as push() returns (a server
+   * recycling payload buffers from a pool keeps its memory flat this way).
+   */
+  payloadBuffer?: (length: number) => Buffer;
 }
 
 /**
@@ -20,12 +27,14 @@ export interface DecoderOptions {
  */
 export class FrameDecoder {
   private readonly maxHeaderBytes: number;
+  private readonly payloadBuffer: ((length: number) => Buffer) | null;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private failed: FtsError | null = null;
 
   constructor(options: DecoderOptions = {}) {
     this.maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+    this.payloadBuffer = options.payloadBuffer ?? null;
   }
 
   /** Bytes held waiting for the rest of a frame. */
@@ -84,10 +93,11 @@ export class FrameDecoder {
     }
     if (this.pendingBytes < FRAME_PREFIX_BYTES + length) return null;
     this.consume(FRAME_PREFIX_BYTES);
-    const body = this.take(length);
-    if (type === FRAME_HEADER) return decodeHeaderBody(body);
-    const payload = body.subarray(DATA_CRC_BYTES);
-    return { kind: 'data', payload, crcOk: crc32c(payload) === body.readUInt32BE(0) };
+    if (type === FRAME_HEADER) return decodeHeaderBody(this.take(length));
+    const crc = this.take(DATA_CRC_BYTES).readUInt32BE(0);
+    const size = length - DATA_CRC_BYTES;
+    const payload = this.payloadBuffer === null ? this.take(size) : this.takeInto(this.payloadBuffer(size));
+    return { kind: 'data', payload, crcOk: crc32c(payload) === crc };
   }
 
   /** The first n buffered bytes, copying only when they span chunks. */
@@ -112,14 +122,20 @@ export class FrameDecoder {
 
   /** Removes and returns the first n buffered bytes; zero-copy when they sit in one chunk. */
   private take(n: number): Buffer {
-    this.pendingBytes -= n;
     const first = this.pending[0];
     if (first !== undefined && first.length >= n) {
+      this.pendingBytes -= n;
       if (first.length === n) this.pending.shift();
       else this.pending[0] = first.subarray(n);
       return first.subarray(0, n);
     }
-    const out = Buffer.allocUnsafe(n);
+    return this.takeInto(Buffer.allocUnsafe(n));
+  }
+
+  /** Removes the first out.length buffered bytes, copying them into `out`. */
+  private takeInto(out: Buffer): Buffer {
+    const n = out.length;
+    this.pendingBytes -= n;
     let filled = 0;
     while (filled < n) {
       const head = this.pending[0]!;

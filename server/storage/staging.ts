@@ -46,6 +46,15 @@ async function partialsOf(t: StagingTarget, size: number, sha256: string): Promi
 /** Read size when copying and hashing the staged prefix of a resumed upload. */
 const COPY_CHUNK_BYTES = 1024 * 1024;
 
+/**
+ * Received chunks are written in batches of this size (one writev each), fewer and larger syscalls than one
+ * write per data frame.
+ */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+/** A partly gathered batch is written once no chunk has arrived for this long. */
+const IDLE_FLUSH_MS = 100;
+
+
 export interface StagingTarget {
   root: string;
   user: string;
@@ -66,7 +75,15 @@ export class StagedUpload {
   #handle: FileHandle | undefined;
   #received = 0;
   #state: State = 'open';
-  #writing = false;
+  /** Chunks gathered for the next write, and the file position of the first. */
+  #batch: Buffer[] = [];
+  /** The callers' `written` callbacks for the chunks in #batch. */
+  #written: Array<() => void> = [];
+  #batchBytes = 0;
+  #batchAt = 0;
+  #idleFlush: NodeJS.Timeout | undefined;
+  readonly #inflight = new Set<Promise<void>>();
+  #failure: unknown = null;
   #aborting: Promise<void> | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
@@ -89,36 +106,110 @@ export class StagedUpload {
   }
 
   /**
-   * Appends a chunk. The caller awaits each write before the next (that is how the connection applies
-   * backpressure); a second write while one is outstanding is a bug and throws. A failed write releases
-   * the upload (the bytes staged so far stay, for a resume) before the error is thrown.
+   * Appends a chunk. Chunks are gathered into writes of WRITE_BATCH_BYTES; one batch is written while the
+   * next is gathered, so the disk works while the caller goes on receiving and hashing (the returned
+   * promise waits only when the next batch is full and the previous write still runs: that is the
+   * connection's backpressure). Writes stay strictly in order, one at a time, so the staging file never
+   * has a hole: its length is always a prefix a resume can trust. `written` is called once the chunk's
+   * memory is no longer needed (written, or dropped because the upload failed). The caller must not
+   * reuse `chunk`'s memory before `written` is called, and must not call write() again before the previous call resolved.
+   * A failed write releases the upload (the bytes staged so far stay, for a resume) and its error is thrown
+   * by this or a later call.
    */
-  async write(chunk: Buffer): Promise<void> {
-    if (this.#state !== 'open') throw new Error(`StagedUpload.write after ${this.#state}`);
-    if (this.#writing) throw new Error('StagedUpload.write while another write is outstanding');
-    const handle = this.#handle;
-    if (handle === undefined) throw new Error('StagedUpload has no open file');
+  async write(chunk: Buffer, written: () => void = () => {}): Promise<void> {
+    if (this.#state !== 'open' || this.#handle === undefined) {
+      written();
+      throw new Error(`StagedUpload.write after ${this.#state}`);
+    }
+    if (this.#failure !== null) {
+      written();
+      await this.#raiseFailure();
+    }
     const position = this.#received;
     this.#received += chunk.length;
     // Bytes beyond the declared size are a protocol violation the decoder already refuses; if any get
     // here they are counted (so commit fails) but not written, so a liar cannot fill the disk.
-    if (position >= this.size) return;
+    if (position >= this.size) {
+      written();
+      return;
+    }
     const data = position + chunk.length > this.size ? chunk.subarray(0, this.size - position) : chunk;
     this.#hash.update(data);
-    this.#writing = true;
-    try {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
-        done += bytesWritten;
-      }
-    } catch (err) {
-      this.#writing = false;
-      await this.release();
-      throw fsError(err, this.name);
-    } finally {
-      this.#writing = false;
+    if (this.#batchBytes === 0) this.#batchAt = position;
+    this.#batch.push(data);
+    this.#written.push(written);
+    this.#batchBytes += data.length;
+    if (this.#batchBytes < WRITE_BATCH_BYTES) {
+      this.#idleFlush ??= setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
+      return;
     }
+    await this.#settleWrites();
+    await this.#raiseFailure();
+    this.#dispatch();
+  }
+
+  /** A slow upload's bytes do not wait in memory for a batch to fill: they go to the file after a pause. */
+  #onIdle(): void {
+    this.#idleFlush = undefined;
+    if (this.#state !== 'open' || this.#failure !== null) return;
+    // One write at a time: if one runs, the next write() or the next pause dispatches.
+    if (this.#inflight.size === 0) this.#dispatch();
+    else this.#idleFlush = setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
+  }
+
+  /** Starts writing the gathered batch in the background; its failure is kept for #raiseFailure. */
+  #dispatch(): void {
+    clearTimeout(this.#idleFlush);
+    this.#idleFlush = undefined;
+    if (this.#batchBytes === 0) return;
+    const handle = this.#handle!;
+    const buffers = this.#batch;
+    const written = this.#written;
+    const position = this.#batchAt;
+    this.#batch = [];
+    this.#written = [];
+    this.#batchBytes = 0;
+    const write: Promise<void> = writeAllAt(handle, buffers, position)
+      .catch((err: unknown) => {
+        this.#failure ??= err;
+      })
+      .finally(() => {
+        this.#inflight.delete(write);
+        for (const done of written) done();
+      });
+    this.#inflight.add(write);
+  }
+
+  /** Writes what is gathered and waits for it; throws the first write error, if any. */
+  async #flush(): Promise<void> {
+    await this.#settleWrites();
+    await this.#raiseFailure();
+    this.#dispatch();
+    await this.#settleWrites();
+    await this.#raiseFailure();
+  }
+
+  /** Drops the gathered chunks unwritten (their content will not be kept). */
+  #discardBatch(): void {
+    clearTimeout(this.#idleFlush);
+    this.#idleFlush = undefined;
+    const written = this.#written;
+    this.#batch = [];
+    this.#written = [];
+    this.#batchBytes = 0;
+    for (const done of written) done();
+  }
+
+  /** Waits for the writes in flight, whatever their outcome. */
+  async #settleWrites(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.race(this.#inflight);
+  }
+
+  async #raiseFailure(): Promise<void> {
+    if (this.#failure === null) return;
+    const err = this.#failure;
+    await this.release();
+    throw fsError(err, this.name);
   }
 
   /**
@@ -127,7 +218,8 @@ export class StagedUpload {
    */
   async durableOffset(): Promise<number> {
     const handle = this.#handle;
-    if (handle === undefined || this.#writing) throw new Error('StagedUpload.durableOffset needs an open, idle upload');
+    if (handle === undefined) throw new Error('StagedUpload.durableOffset needs an open upload');
+    await this.#flush();
     try {
       await handle.sync();
     } catch (err) {
@@ -143,9 +235,9 @@ export class StagedUpload {
    */
   async commit(): Promise<{ mtime: number }> {
     if (this.#state !== 'open') throw new Error(`StagedUpload.commit after ${this.#state}`);
-    if (this.#writing) throw new Error('StagedUpload.commit while a write is outstanding');
     const handle = this.#handle;
     if (handle === undefined) throw new Error('StagedUpload has no open file');
+    await this.#flush();
     if (this.#received !== this.size) {
       await this.abort();
       throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: received ${this.#received} bytes, expected ${this.size}`);
@@ -190,6 +282,12 @@ export class StagedUpload {
   async release(): Promise<void> {
     if (this.#state !== 'open' && this.#state !== 'committing') return;
     this.#state = 'released';
+    // What was received is written before the file is kept for a resume (and writes in flight must end
+    // before their descriptor is closed under them).
+    await this.#settleWrites();
+    if (this.#failure === null) this.#dispatch();
+    else this.#discardBatch();
+    await this.#settleWrites();
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
@@ -204,6 +302,8 @@ export class StagedUpload {
 
   async #doAbort(): Promise<void> {
     this.#state = 'aborted';
+    this.#discardBatch();
+    await this.#settleWrites();
     const handle = this.#handle;
     this.#handle = undefined;
     try {
@@ -216,6 +316,27 @@ export class StagedUpload {
     } catch {
       // ENOENT: already gone. Anything else: the staging sweep removes it later.
     }
+  }
+}
+
+/** Writes `buffers` contiguously at `position`, however short the kernel's writes are. */
+async function writeAllAt(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let at = position;
+  let rest = buffers;
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, at);
+    if (bytesWritten === 0) throw new Error('writev wrote nothing');
+    at += bytesWritten;
+    let skip = bytesWritten;
+    const left: Buffer[] = [];
+    for (const b of rest) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        left.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    rest = left;
   }
 }
 

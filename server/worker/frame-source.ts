@@ -1,8 +1,21 @@
 import type { Socket } from 'node:net';
-import { FrameDecoder, FtsError, type Frame } from '../../protocol/index.js';
+import { FrameDecoder, FtsError, MAX_CHUNK_BYTES, type Frame } from '../../protocol/index.js';
+import { noteBufferChurn } from './buffer-gc.js';
+import { PayloadPool } from './payload-pool.js';
+
+/**
+ * Every connection's data-frame payloads, in one pool per worker process. A slab holds two of the largest
+ * payloads; eight free slabs (16 MiB) are kept, enough for several concurrent uploads to recycle memory.
+ */
+const payloads = new PayloadPool(2 * MAX_CHUNK_BYTES, 8);
+
+/** Gives a data frame's payload back to the pool once nothing reads it any more (written, or skipped). */
+export function releasePayload(payload: Buffer): void {
+  payloads.release(payload);
+}
 
 /** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
-const HIGH_WATER_BYTES = 4 * 1024 * 1024;
+const HIGH_WATER_BYTES = 2 * 1024 * 1024;
 
 export type SourceEvent = Frame | { kind: 'end' } | { kind: 'error'; error: FtsError };
 
@@ -33,7 +46,7 @@ export class FrameSource {
   onBytes: (n: number) => void = () => {};
 
   constructor(private readonly socket: Socket, maxHeaderBytes: number) {
-    this.decoder = new FrameDecoder({ maxHeaderBytes });
+    this.decoder = new FrameDecoder({ maxHeaderBytes, payloadBuffer: (length) => payloads.take(length) });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     // The socket may arrive paused (a PROXY header or a TLS sniff read ahead and pushed bytes back).
     socket.resume();
@@ -60,6 +73,7 @@ export class FrameSource {
   private onData(chunk: Buffer): void {
     if (this.finished) return;
     this.onBytes(chunk.length);
+    noteBufferChurn(chunk.length);
     let frames: Frame[];
     try {
       frames = this.decoder.push(chunk);

@@ -22,7 +22,7 @@ import type { UserStore } from '../storage/store.js';
 import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
-import { FrameSource } from './frame-source.js';
+import { FrameSource, releasePayload } from './frame-source.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { ConnectionGone, isDeferred, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
@@ -501,6 +501,7 @@ export class Session {
   private async skipData(bytes: number): Promise<void> {
     for (let left = bytes; left > 0; ) {
       const chunk = await this.readData();
+      releasePayload(chunk.payload);
       if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       left -= chunk.payload.length;
     }

@@ -3,6 +3,7 @@ import { FtsError, type Request } from '../../../protocol/index.js';
 import type { ReadableFile } from '../../storage/store.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
+import { noteBufferChurn } from '../buffer-gc.js';
 
 type DownloadRequest = Extract<Request, { op: 'download' }>;
 
@@ -37,6 +38,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       pending = position < file.size ? readChunk(file, position) : null;
       pending?.catch(() => {}); // its error, if any, is raised when awaited above
       hash.update(chunk);
+      noteBufferChurn(chunk.length);
       await io.sendData(chunk);
       io.ctx.metrics.transferBytes('download', chunk.length);
       sent += chunk.length;

@@ -1,6 +1,7 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
+import { releasePayload } from '../frame-source.js';
 import type { DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
 
 type UploadRequest = Extract<Request, { op: 'upload' }>;
@@ -32,10 +33,15 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     while (received < expected) {
       const chunk = await io.readData();
       const length = chunk.payload.length;
-      if (length > expected - received) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
+      const done = () => releasePayload(chunk.payload);
+      if (length > expected - received) {
+        done();
+        throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
+      }
       const at = req.offset + received;
       received += length;
       io.progress(received, req.name);
+      if (failure !== null || staged === null || !chunk.crcOk) done();
       if (failure !== null || staged === null) continue;
       if (!chunk.crcOk) {
         // Everything before this chunk is good: make it durable and tell the client to resend from here.
@@ -44,7 +50,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
         continue;
       }
       try {
-        await staged.write(chunk.payload);
+        await staged.write(chunk.payload, done);
         io.ctx.metrics.transferBytes('upload', length);
       } catch (err) {
         failure = asFtsError(err);

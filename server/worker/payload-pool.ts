@@ -1,0 +1,95 @@
+/**
+ * Recycled memory for data-frame payloads, so that moving a file does not churn the allocator.
+ *
+ * Why: a payload in a fresh Buffer lives outside the JS heap and is freed only when a garbage collection
+ * finds its wrapper dead. V8 schedules collections by JS-heap allocation, which a transfer barely does,
+ * so gigabytes of dead payloads pile up (tens of MiB at a time) and the allocator keeps the high-water
+ * mark as RSS. Carving payloads out of a few reused slabs keeps a transfer's memory at the data actually
+ * in flight.
+ *
+ * How: payloads are cut one after another from the current slab (bump allocation). Each slab counts the
+ * payloads cut from it that are still in use; when the slab is full it is retired, and once its last
+ * payload is released it goes back on the free list. A payload that is never released only costs its slab
+ * being collected by the GC instead of reused: nothing dangles, since the pool keeps no strong reference
+ * to a slab that has payloads out.
+ */
+
+interface Slab {
+  readonly memory: Buffer;
+  /** Bytes cut so far. */
+  used: number;
+  /** Payloads cut from this slab and not yet released. */
+  out: number;
+  /** No longer the slab new payloads are cut from. */
+  retired: boolean;
+}
+
+export class PayloadPool {
+  readonly #slabBytes: number;
+  readonly #keepFree: number;
+  readonly #free: Slab[] = [];
+  /** The slab a payload was cut from, by the payload's backing memory. */
+  readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
+  #current: Slab | null = null;
+
+  /**
+   * @param slabBytes size of one slab: the largest payload that can be cut from the pool.
+   * @param keepFree free slabs kept for reuse; more are left to the GC.
+   */
+  constructor(slabBytes: number, keepFree: number) {
+    this.#slabBytes = slabBytes;
+    this.#keepFree = keepFree;
+  }
+
+  /** A buffer of exactly `length` bytes (uninitialised). Give it back with release() once written out. */
+  take(length: number): Buffer {
+    // Larger than a slab (not a data payload) or empty: an ordinary buffer the GC will handle.
+    if (length > this.#slabBytes || length === 0) return Buffer.allocUnsafe(length);
+    let slab = this.#current;
+    if (slab === null || slab.used + length > slab.memory.length) {
+      if (slab !== null) this.#retire(slab);
+      slab = this.#fresh();
+      this.#current = slab;
+    }
+    const payload = slab.memory.subarray(slab.used, slab.used + length);
+    slab.used += length;
+    slab.out++;
+    return payload;
+  }
+
+  /** Returns a buffer from take(). Anything else, or a second release, is ignored. */
+  release(payload: Buffer): void {
+    const slab = this.#slabs.get(payload.buffer);
+    if (slab === undefined || slab.out === 0) return;
+    slab.out--;
+    if (slab.out > 0) return;
+    if (slab.retired) this.#recycle(slab);
+    else slab.used = 0; // the current slab is empty again: start cutting from its beginning
+  }
+
+  /** Free slabs held for reuse (for tests and metrics). */
+  get freeSlabs(): number {
+    return this.#free.length;
+  }
+
+  #retire(slab: Slab): void {
+    slab.retired = true;
+    if (slab.out === 0) this.#recycle(slab);
+  }
+
+  #recycle(slab: Slab): void {
+    if (this.#free.length >= this.#keepFree) return;
+    slab.used = 0;
+    slab.retired = false;
+    this.#free.push(slab);
+  }
+
+  #fresh(): Slab {
+    const reused = this.#free.pop();
+    if (reused !== undefined) return reused;
+    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared small-buffer pool.
+    const slab: Slab = { memory: Buffer.allocUnsafeSlow(this.#slabBytes), used: 0, out: 0, retired: false };
+    this.#slabs.set(slab.memory.buffer, slab);
+    return slab;
+  }
+}
