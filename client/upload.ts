@@ -143,23 +143,33 @@ export async function sendFile(
   let sent = from;
   let problem: FtsError | null = null;
   let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
-  while (sent < size) {
-    const want = Math.min(chunk, size - sent);
-    if (padding === null) {
-      const piece = await readAt(fh, want, sent, displayPath);
-      if (!(piece instanceof FtsError)) {
-        await out.write(piece);
-        sent += piece.length;
-        onProgress?.(sent, size);
-        continue;
+  // Read-ahead: the next chunk is read from disk while the current one is checksummed and sent.
+  let next: Promise<Buffer | FtsError> | null = sent < size ? readAt(fh, Math.min(chunk, size - sent), sent, displayPath) : null;
+  try {
+    while (sent < size) {
+      const want = Math.min(chunk, size - sent);
+      if (padding === null) {
+        const piece = await next!;
+        next = null;
+        if (!(piece instanceof FtsError)) {
+          const after = sent + piece.length;
+          if (after < size) next = readAt(fh, Math.min(chunk, size - after), after, displayPath);
+          await out.write(piece);
+          sent += piece.length;
+          onProgress?.(sent, size);
+          continue;
+        }
+        problem = piece;
+        padding = Buffer.alloc(chunk);
+        await out.write(padding.subarray(0, want), true); // wrong CRC: the server must refuse this upload
+      } else {
+        await out.write(padding.subarray(0, want));
       }
-      problem = piece;
-      padding = Buffer.alloc(chunk);
-      await out.write(padding.subarray(0, want), true); // wrong CRC: the server must refuse this upload
-    } else {
-      await out.write(padding.subarray(0, want));
+      sent += want;
     }
-    sent += want;
+  } finally {
+    // A send cut short (connection lost) leaves no read running on a handle the caller may close next.
+    await next;
   }
   return problem;
 }

@@ -21,7 +21,7 @@ export const HARD_MAX_HEADER_BYTES = 1024 * 1024;
 export const MAX_CHUNK_BYTES = 1024 * 1024;
 
 /** Chunk size senders use by default; any size from 1 to MAX_CHUNK_BYTES is legal on the wire. */
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
 /** `view` returns at most this many bytes from the start of a file. */
 export const VIEW_BYTES = 1024;

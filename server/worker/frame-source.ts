@@ -1,18 +1,7 @@
 import type { Socket } from 'node:net';
-import { FrameDecoder, FtsError, MAX_CHUNK_BYTES, type Frame } from '../../protocol/index.js';
+import { FrameDecoder, FtsError, type Frame } from '../../protocol/index.js';
 import { noteBufferChurn } from './buffer-gc.js';
-import { PayloadPool } from './payload-pool.js';
-
-/**
- * Every connection's data-frame payloads, in one pool per worker process. A slab holds two of the largest
- * payloads; eight free slabs (16 MiB) are kept, enough for several concurrent uploads to recycle memory.
- */
-const payloads = new PayloadPool(2 * MAX_CHUNK_BYTES, 8);
-
-/** Gives a data frame's payload back to the pool once nothing reads it any more (written, or skipped). */
-export function releasePayload(payload: Buffer): void {
-  payloads.release(payload);
-}
+import { workerPayloads } from './payload-pool.js';
 
 /** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
 const HIGH_WATER_BYTES = 2 * 1024 * 1024;
@@ -46,7 +35,7 @@ export class FrameSource {
   onBytes: (n: number) => void = () => {};
 
   constructor(private readonly socket: Socket, maxHeaderBytes: number) {
-    this.decoder = new FrameDecoder({ maxHeaderBytes, payloadBuffer: (length) => payloads.take(length) });
+    this.decoder = new FrameDecoder({ maxHeaderBytes, payloadBuffer: (length) => workerPayloads.take(length) });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     // The socket may arrive paused (a PROXY header or a TLS sniff read ahead and pushed bytes back).
     socket.resume();

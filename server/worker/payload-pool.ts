@@ -14,6 +14,8 @@
  * to a slab that has payloads out.
  */
 
+import { MAX_CHUNK_BYTES } from '../../protocol/index.js';
+
 interface Slab {
   readonly memory: Buffer;
   /** Bytes cut so far. */
@@ -30,6 +32,8 @@ export class PayloadPool {
   readonly #free: Slab[] = [];
   /** The slab a payload was cut from, by the payload's backing memory. */
   readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
+  /** Payloads handed out and not yet released: a second release of one must not free another's room. */
+  readonly #outstanding = new WeakSet<Buffer>();
   #current: Slab | null = null;
 
   /**
@@ -54,11 +58,13 @@ export class PayloadPool {
     const payload = slab.memory.subarray(slab.used, slab.used + length);
     slab.used += length;
     slab.out++;
+    this.#outstanding.add(payload);
     return payload;
   }
 
   /** Returns a buffer from take(). Anything else, or a second release, is ignored. */
   release(payload: Buffer): void {
+    if (!this.#outstanding.delete(payload)) return;
     const slab = this.#slabs.get(payload.buffer);
     if (slab === undefined || slab.out === 0) return;
     slab.out--;
@@ -93,3 +99,9 @@ export class PayloadPool {
     return slab;
   }
 }
+
+/**
+ * The worker's pool for every connection's payloads, received and sent. A slab holds two of the largest
+ * payloads; eight free slabs (16 MiB) are kept, enough for several concurrent transfers to recycle memory.
+ */
+export const workerPayloads = new PayloadPool(2 * MAX_CHUNK_BYTES, 8);

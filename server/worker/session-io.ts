@@ -24,8 +24,11 @@ export interface SessionIo {
   send(reply: Header): void;
   /** Resolves once the socket can take more (a slow reader makes a long listing wait here). */
   writable(): Promise<void>;
-  /** Sends one data frame, resolving once the socket can take more (backpressure). */
-  sendData(payload: Buffer): Promise<void>;
+  /**
+   * Sends one data frame, resolving once the socket can take more (backpressure). `sent` is called once the
+   * socket no longer needs `payload`'s memory (handed to the kernel, or the connection failed).
+   */
+  sendData(payload: Buffer, sent?: () => void): Promise<void>;
   /** The next data frame of the current upload. Throws PROTOCOL_ERROR on anything else, ConnectionGone at end. */
   readData(): Promise<DataChunk>;
   /**

@@ -22,7 +22,8 @@ import type { UserStore } from '../storage/store.js';
 import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
-import { FrameSource, releasePayload } from './frame-source.js';
+import { FrameSource } from './frame-source.js';
+import { workerPayloads } from './payload-pool.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { ConnectionGone, isDeferred, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
@@ -446,7 +447,7 @@ export class Session {
         this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
-      sendData: (payload: Buffer) => this.sendData(payload),
+      sendData: (payload: Buffer, sent?: () => void) => this.sendData(payload, sent),
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();
         if (this.socket.writableNeedDrain) await this.drained();
@@ -501,17 +502,20 @@ export class Session {
   private async skipData(bytes: number): Promise<void> {
     for (let left = bytes; left > 0; ) {
       const chunk = await this.readData();
-      releasePayload(chunk.payload);
+      workerPayloads.release(chunk.payload);
       if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       left -= chunk.payload.length;
     }
   }
 
-  private async sendData(payload: Buffer): Promise<void> {
-    if (this.socket.destroyed) throw new ConnectionGone();
+  private async sendData(payload: Buffer, sent?: () => void): Promise<void> {
+    if (this.socket.destroyed) {
+      sent?.();
+      throw new ConnectionGone();
+    }
     this.socket.cork();
     this.socket.write(encodeDataPrefix(payload));
-    const flushed = this.socket.write(payload);
+    const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
     this.socket.uncork();
     if (this.timerIsStall) this.timer?.refresh();
     if (!flushed) await this.drained();

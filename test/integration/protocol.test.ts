@@ -409,7 +409,7 @@ describe('protocol (raw TCP against a real server)', function () {
 
   it('download: data reply with size/mtime/offset/length, data frames totalling length, then ok with the sha256', async function () {
     const c = await login();
-    const data = randomBytes(700_001);
+    const data = randomBytes(2_500_001);
     c.write(uploadBytes(71, 'dl.bin', data, 1_048_576));
     const up = (await c.reply()).final;
     expect(up).to.include({ id: 71, status: 'ok', name: 'dl.bin', size: data.length, sha256: sha256(data) });

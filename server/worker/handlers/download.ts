@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
-import { FtsError, type Request } from '../../../protocol/index.js';
+import { FtsError, MAX_CHUNK_BYTES, type Request } from '../../../protocol/index.js';
 import type { ReadableFile } from '../../storage/store.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
-import { noteBufferChurn } from '../buffer-gc.js';
+import { workerPayloads } from '../payload-pool.js';
 
 type DownloadRequest = Extract<Request, { op: 'download' }>;
 
-/** Read size per data frame. Large enough to amortise syscalls, small enough to bound memory per transfer. */
-export const READ_CHUNK_BYTES = 256 * 1024;
+/** Read size per data frame: the largest frame, so that per-frame costs are paid as rarely as possible. */
+export const READ_CHUNK_BYTES = MAX_CHUNK_BYTES;
 
 /**
  * Sends one version of a file: the one open on our descriptor, whatever renames or deletes happen meanwhile.
@@ -30,19 +30,24 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     await hashRange(file, 0, offset, hash);
     io.send({ status: 'data', size: file.size, mtime: file.mtime, offset, length });
     let sent = 0;
-    // Read ahead one chunk while the previous one is being sent.
+    // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
+    // pool and go back to it once the socket has handed them to the kernel.
     let pending = length > 0 ? readChunk(file, offset) : null;
-    while (pending !== null) {
-      const chunk = await pending;
-      const position = offset + sent + chunk.length;
-      pending = position < file.size ? readChunk(file, position) : null;
-      pending?.catch(() => {}); // its error, if any, is raised when awaited above
-      hash.update(chunk);
-      noteBufferChurn(chunk.length);
-      await io.sendData(chunk);
-      io.ctx.metrics.transferBytes('download', chunk.length);
-      sent += chunk.length;
-      io.progress(sent, req.name);
+    try {
+      while (pending !== null) {
+        const chunk = await pending;
+        const position = offset + sent + chunk.length;
+        pending = position < file.size ? readChunk(file, position) : null;
+        pending?.catch(() => {}); // its error, if any, is raised when awaited above
+        hash.update(chunk);
+        await io.sendData(chunk, () => workerPayloads.release(chunk));
+        io.ctx.metrics.transferBytes('download', chunk.length);
+        sent += chunk.length;
+        io.progress(sent, req.name);
+      }
+    } finally {
+      // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
+      pending?.then((chunk) => workerPayloads.release(chunk), () => undefined);
     }
     const sha256 = hash.digest('hex');
     return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
@@ -53,7 +58,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
 
 async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {
   const want = Math.min(READ_CHUNK_BYTES, file.size - position);
-  const buf = Buffer.allocUnsafe(want);
+  const buf = workerPayloads.take(want);
   let filled = 0;
   try {
     while (filled < want) {
@@ -62,6 +67,7 @@ async function readChunk(file: ReadableFile, position: number): Promise<Buffer> 
       filled += bytesRead;
     }
   } catch (err) {
+    workerPayloads.release(buf);
     throw err instanceof FtsError ? err : fsError(err, 'read');
   }
   return buf;
@@ -73,5 +79,6 @@ async function hashRange(file: ReadableFile, from: number, to: number, hash: Ret
     const usable = chunk.subarray(0, Math.min(chunk.length, to - position));
     hash.update(usable);
     position += usable.length;
+    workerPayloads.release(chunk);
   }
 }

@@ -1,7 +1,7 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
-import { releasePayload } from '../frame-source.js';
+import { workerPayloads } from '../payload-pool.js';
 import type { DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
 
 type UploadRequest = Extract<Request, { op: 'upload' }>;
@@ -33,7 +33,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     while (received < expected) {
       const chunk = await io.readData();
       const length = chunk.payload.length;
-      const done = () => releasePayload(chunk.payload);
+      const done = () => workerPayloads.release(chunk.payload);
       if (length > expected - received) {
         done();
         throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');

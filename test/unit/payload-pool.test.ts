@@ -1,0 +1,101 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { encodeData, encodeHeader, FrameDecoder } from '../../protocol/index.js';
+import { PayloadPool } from '../../server/worker/payload-pool.js';
+
+describe('PayloadPool (recycled payload memory)', function () {
+  it('cuts payloads of exactly the asked length, side by side, from one slab', function () {
+    const pool = new PayloadPool(1024, 4);
+    const a = pool.take(100);
+    const b = pool.take(200);
+    expect(a.length).to.equal(100);
+    expect(b.length).to.equal(200);
+    expect(a.buffer).to.equal(b.buffer);
+    expect(b.byteOffset).to.equal(a.byteOffset + 100);
+  });
+
+  it('never hands out memory that is still in use', function () {
+    const pool = new PayloadPool(1000, 2);
+    const live = new Map<Buffer, number>();
+    let seed = 0;
+    for (let i = 0; i < 2000; i++) {
+      const length = 1 + ((i * 7919) % 700);
+      const buf = pool.take(length);
+      // No live payload may overlap the new one.
+      for (const other of live.keys()) {
+        if (other.buffer !== buf.buffer) continue;
+        const overlap = buf.byteOffset < other.byteOffset + other.length && other.byteOffset < buf.byteOffset + buf.length;
+        expect(overlap, `payload ${i} overlaps a live one`).to.equal(false);
+      }
+      buf.fill(seed & 0xff);
+      live.set(buf, seed++ & 0xff);
+      // Release some, in an order unlike the order of taking.
+      if (live.size > 5) {
+        const victims = [...live.keys()].filter((_, k) => (k + i) % 3 === 0);
+        for (const v of victims) {
+          expect(v.every((x) => x === live.get(v)), 'a live payload was overwritten').to.equal(true);
+          pool.release(v);
+          live.delete(v);
+        }
+      }
+    }
+  });
+
+  it('reuses a slab once every payload cut from it is back, and keeps at most keepFree free slabs', function () {
+    const pool = new PayloadPool(100, 1);
+    const first = [pool.take(60), pool.take(60)]; // the second does not fit: a new slab, the first retired
+    expect(first[0]!.buffer).to.not.equal(first[1]!.buffer);
+    pool.release(first[0]!);
+    expect(pool.freeSlabs).to.equal(1);
+    const third = pool.take(60); // does not fit beside first[1]: the free slab is reused
+    expect(third.buffer).to.equal(first[0]!.buffer);
+    expect(pool.freeSlabs).to.equal(0);
+  });
+
+  it('ignores double releases and foreign buffers', function () {
+    const pool = new PayloadPool(100, 2);
+    const a = pool.take(10);
+    const b = pool.take(10);
+    pool.release(a);
+    pool.release(a); // must not count b as released
+    pool.release(Buffer.alloc(10));
+    for (let i = 0; i < 12; i++) {
+      const c = pool.take(10);
+      const overlaps = c.buffer === b.buffer && c.byteOffset < b.byteOffset + b.length && b.byteOffset < c.byteOffset + c.length;
+      expect(overlaps, 'b is still live').to.equal(false);
+    }
+  });
+
+  it('gives payloads larger than a slab, or empty, as ordinary buffers', function () {
+    const pool = new PayloadPool(64, 2);
+    expect(pool.take(65).length).to.equal(65);
+    expect(pool.take(0).length).to.equal(0);
+  });
+
+  it('FrameDecoder copies every payload into the buffer payloadBuffer gives, so pushed chunks are not retained', function () {
+    const pool = new PayloadPool(1 << 20, 2);
+    const given: Buffer[] = [];
+    const decoder = new FrameDecoder({
+      payloadBuffer: (n) => {
+        const b = pool.take(n);
+        given.push(b);
+        return b;
+      },
+    });
+    const payloads = [randomBytes(1), randomBytes(5000), randomBytes(70_000)];
+    const wire = Buffer.concat([encodeHeader({ op: 'noop', id: 1 }), ...payloads.map((p) => encodeData(p))]);
+    const frames = [];
+    // Pieces of 3 bytes, then one big piece: payloads both inside one chunk and across chunks.
+    for (let i = 0; i < 30; i += 3) frames.push(...decoder.push(wire.subarray(i, i + 3)));
+    frames.push(...decoder.push(wire.subarray(30)));
+    const data = frames.filter((f) => f.kind === 'data');
+    expect(data).to.have.length(3);
+    data.forEach((f, i) => {
+      if (f.kind !== 'data') throw new Error('unreachable');
+      expect(f.crcOk).to.equal(true);
+      expect(f.payload.equals(payloads[i]!)).to.equal(true);
+      expect(f.payload).to.equal(given[i]);
+      expect(f.payload.buffer, 'payload lives in the pool, not in a pushed chunk').to.not.equal(wire.buffer);
+    });
+  });
+});
