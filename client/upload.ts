@@ -96,10 +96,17 @@ export interface Digest {
 /** Hash reads are large because hashing is cheap per byte and syscalls are not; one buffer is reused. */
 const HASH_READ_BYTES = 1024 * 1024;
 
+/**
+ * Read buffers of finished hashing passes, kept for the next: a batch of small uploads would otherwise
+ * allocate (and leave to the GC) a whole HASH_READ_BYTES buffer per file.
+ */
+const spareHashBuffers: Buffer[] = [];
+const SPARE_HASH_BUFFERS = 4;
+
 /** SHA-256 and size of an open file, read sequentially from offset 0 in fixed-size pieces. */
 export async function digestFile(fh: FileHandle, displayPath: string): Promise<Digest> {
   const hash = createHash('sha256');
-  const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
+  const buf = spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES);
   let size = 0;
   try {
     for (;;) {
@@ -110,6 +117,8 @@ export async function digestFile(fh: FileHandle, displayPath: string): Promise<D
     }
   } catch (err) {
     throw localFsError(err, displayPath);
+  } finally {
+    if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
   }
   return { size, sha256: hash.digest('hex') };
 }

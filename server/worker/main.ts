@@ -79,7 +79,9 @@ export async function runWorker(config: Config): Promise<void> {
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
 
   const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;
-  const server = net.createServer({ noDelay: true }, (raw) => void accept(raw));
+  // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
+  // the replies (`printf … | nc`); the session answers them all, then closes its side.
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => void accept(raw));
   const accept = async (raw: net.Socket): Promise<void> => {
     raw.on('error', () => undefined);
     if (ctx.draining) {
@@ -95,6 +97,8 @@ export async function runWorker(config: Config): Promise<void> {
     const admission = await ctx.gate.admit(id, normaliseIp(peer?.address ?? raw.remoteAddress));
     // A refused TLS connection still completes its handshake (bounded by the terminator's timeouts), so
     // that the client reads the refusal and its code instead of a reset.
+    // Half-close is a plain-TCP feature: under TLS the peer's close_notify ends the session as before.
+    if (tlsTerminator) raw.allowHalfOpen = false;
     const socket = tlsTerminator ? await tlsTerminator.upgrade(raw) : raw;
     if (socket === null || socket.destroyed) {
       if (admission.ok) ctx.gate.closed(id);

@@ -87,6 +87,8 @@ export class Session {
   private loginUser: string | null = null;
   /** We half-closed the connection ourselves (see end()). */
   private ended = false;
+  /** The client closed its sending side (it may still be reading our replies). */
+  private peerEnded = false;
   private requests = 0;
   /** True while a request is being read and handled. */
   private active = false;
@@ -190,8 +192,10 @@ export class Session {
     this.armTimer();
     try {
       await this.loop();
-      // The client may half-close after its last request: publishes still running deserve their replies.
+      // The client may half-close after its last request: publishes still running deserve their replies,
+      // and then our side closes gracefully, so that they are delivered before the FIN.
       await this.settle();
+      if (this.peerEnded) this.end();
     } catch (err) {
       this.log.error({ err }, 'session failed');
     } finally {
@@ -228,6 +232,7 @@ export class Session {
       if ((this.phase as Phase) === 'closed') return;
       switch (event.kind) {
         case 'end':
+          this.peerEnded = true;
           return;
         case 'error':
           this.fatal(null, event.error);

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { stagingFiles } from '../helpers/common.js';
@@ -152,6 +152,46 @@ describe('protocol (raw TCP against a real server)', function () {
     }
     expect(client.pending).to.equal(0);
     await expectAlive(client);
+  });
+
+  it('pipelined uploads publish in parallel, yet every reply comes in order and every later request sees the earlier ones', async function () {
+    const c = await login();
+    const files = Array.from({ length: 40 }, (_, i) => ({ name: `par-${i}.bin`, data: randomBytes(1 + ((i * 7919) % 9000)) }));
+    const v1 = randomBytes(5000);
+    const v2 = randomBytes(6000);
+    const reqs: Array<{ bytes: Buffer; check: (r: Reply) => void }> = [];
+    let id = 5000;
+    const upload = (name: string, data: Buffer, check: (r: Reply) => void, sha = sha256(data)): void => {
+      reqs.push({ bytes: uploadBytes(++id, name, data, 64 * 1024, sha), check });
+    };
+    const published = (name: string, data: Buffer) => (r: Reply) => expect(r.final).to.include({ status: 'ok', name, size: data.length, sha256: sha256(data) });
+    for (const [i, f] of files.entries()) {
+      upload(f.name, f.data, published(f.name, f.data));
+      // The same name twice in a row: the second upload must be the version that stays.
+      if (i === 10) upload('twice.bin', v1, published('twice.bin', v1));
+      if (i === 11) upload('twice.bin', v2, published('twice.bin', v2));
+      // A liar in the middle of the burst fails alone.
+      if (i === 20) upload('liar.bin', v1, (r) => expectError(r, 'CHECKSUM_MISMATCH', false, r.final['id'] as number), sha256(v2));
+    }
+    reqs.push({
+      bytes: encodeHeader({ op: 'download', id: ++id, name: 'twice.bin' }),
+      check: (r) => expect(Buffer.concat(r.data).equals(v2), 'the download after both uploads gets the second version').to.equal(true),
+    });
+    reqs.push({
+      bytes: encodeHeader({ op: 'list', id: ++id }),
+      check: (r) => expect(r.interim.map((h) => h['name'])).to.include.members([...files.map((f) => f.name), 'twice.bin']).and.not.include('liar.bin'),
+    });
+    // Sent in one write, then our side half-closes: the replies of publishes still running must arrive.
+    await c.write(...reqs.map((r) => r.bytes));
+    c.end();
+    for (const [i, req] of reqs.entries()) {
+      const r = await c.reply(30_000);
+      expect(r.final['id'], `reply ${i} is in request order`).to.equal(5001 + i);
+      req.check(r);
+    }
+    for (const f of files) expect((await readFile(path.join(server.storage, ALICE.user, f.name))).equals(f.data), f.name).to.equal(true);
+    expect((await readFile(path.join(server.storage, ALICE.user, 'twice.bin'))).equals(v2)).to.equal(true);
+    expect(await exists(path.join(server.storage, ALICE.user, 'liar.bin'))).to.equal(false);
   });
 
   it('operations before auth get AUTH_REQUIRED (non-fatal); noop works; then auth works', async function () {

@@ -9,6 +9,8 @@ import {
   FtsError,
   MAX_CHUNK_BYTES,
   crc32c,
+  crc32cBackend,
+  crc32cJs,
   encodeData,
   encodeDataPrefix,
   encodeHeader,
@@ -33,10 +35,14 @@ import {
   seededRandom,
   splitPoints,
 } from '../helpers/vectors.js';
+import { CRC32C_WAT_SHA256 } from '../../protocol/crc32c-wasm.js';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 /** Bit-at-a-time CRC32C straight from the definition (reflected 0x82F63B78, init and xorout 0xFFFFFFFF). */
-function referenceCrc32c(buf: Uint8Array): number {
-  let crc = 0xffffffff;
+function referenceCrc32c(buf: Uint8Array, previous = 0): number {
+  let crc = ~previous;
   for (const byte of buf) {
     crc ^= byte;
     for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
@@ -448,6 +454,117 @@ describe('protocol codec', function () {
         const c = crc32c(pseudoRandomBytes(33, seed));
         expect(Number.isInteger(c) && c >= 0 && c <= 0xffffffff, `seed ${seed}: ${c}`).to.equal(true);
       }
+    });
+
+    // The wasm module switches method at fixed sizes (tables below 576 bytes, a second fold from 16 KiB) and
+    // works through its 256 KiB scratch in pieces, so the lengths straddle each of those edges.
+    const EDGE_LENGTHS = [
+      ...Array.from({ length: 71 }, (_, i) => i),
+      ...Array.from({ length: 21 }, (_, i) => 4086 + i),
+      289, 290, 291, 575, 576, 577, 5423, 5424, 5425, 5714, 16_383, 16_384, 16_385, 21_808, 21_809,
+      262_143, 262_144, 262_145, 262_144 + 575, 262_144 + 576, 262_144 + 16_384,
+      1024 * 1024, 1024 * 1024 + 7, 3 * 1024 * 1024,
+    ];
+
+    it('runs on WebAssembly in Node (the JS tables are only the fallback)', function () {
+      expect(crc32cBackend).to.equal('wasm');
+    });
+
+    it('matches the bitwise reference on random buffers around every size edge, up to 3 MiB', function () {
+      for (const len of EDGE_LENGTHS) {
+        const buf = pseudoRandomBytes(len, len + 7);
+        const previous = len % 3 === 0 ? 0 : (len * 0x9e3779b9) >>> 0;
+        expect(crc32c(buf, previous), `length ${len}, previous ${previous}`).to.equal(referenceCrc32c(buf, previous));
+      }
+    });
+
+    it('matches the reference on all-zero and all-ones buffers (no help from random data)', function () {
+      for (const len of [64, 576, 16_384, 300_000]) {
+        for (const fill of [0x00, 0xff]) {
+          const buf = Buffer.alloc(len, fill);
+          expect(crc32c(buf), `length ${len} of ${fill}`).to.equal(referenceCrc32c(buf));
+          expect(crc32c(buf, 0xffffffff), `length ${len} of ${fill}, previous 0xffffffff`).to.equal(
+            referenceCrc32c(buf, 0xffffffff),
+          );
+        }
+      }
+    });
+
+    it('is incremental across the size edges: large buffers cut into random pieces', function () {
+      const next = seededRandom(99);
+      for (const len of [700, 20_000, 300_000, 1024 * 1024 + 7]) {
+        const whole = pseudoRandomBytes(len, len);
+        const expected = referenceCrc32c(whole);
+        for (let round = 0; round < 4; round++) {
+          let crc = 0;
+          let at = 0;
+          while (at < len) {
+            // Mix tiny, mid-sized and huge pieces so consecutive calls take different paths.
+            const scale = [64, 4096, 600_000][Math.floor(next() * 3)]!;
+            const end = Math.min(len, at + Math.floor(next() * scale));
+            crc = crc32c(whole.subarray(at, end), crc);
+            at = end;
+          }
+          expect(crc, `length ${len}, round ${round}`).to.equal(expected);
+        }
+      }
+    });
+
+    it('matches the reference on views at every byteOffset mod 16, small and large', function () {
+      const backing = pseudoRandomBytes(300_000, 5);
+      for (const len of [40, 100, 1000, 20_000, 270_000]) {
+        for (let offset = 1; offset < 17; offset++) {
+          const view = new Uint8Array(backing.buffer, backing.byteOffset + offset, len);
+          expect(crc32c(view), `length ${len}, offset ${offset}`).to.equal(referenceCrc32c(view));
+        }
+      }
+      // The caller's buffer is read, never written: the wasm side works on its own copy.
+      expect(backing.equals(pseudoRandomBytes(300_000, 5))).to.equal(true);
+    });
+
+    it('agrees with the JS fallback on random lengths and starting CRCs', function () {
+      const next = seededRandom(2024);
+      for (let round = 0; round < 300; round++) {
+        const len = Math.floor(next() ** 3 * 70_000);
+        const buf = pseudoRandomBytes(len, round);
+        const previous = Math.floor(next() * 0x1_0000_0000);
+        expect(crc32c(buf, previous), `length ${len}, previous ${previous}`).to.equal(crc32cJs(buf, previous));
+      }
+    });
+
+    it('JS fallback: check value, reference at many lengths, incremental and unaligned', function () {
+      expect(crc32cJs(Buffer.from('123456789', 'ascii'))).to.equal(0xe3069283);
+      expect(crc32cJs(new Uint8Array(0), 0x12345678)).to.equal(0x12345678);
+      for (const len of [...Array.from({ length: 71 }, (_, i) => i), 4095, 4096, 4097, 70_001]) {
+        const buf = pseudoRandomBytes(len, len + 11);
+        expect(crc32cJs(buf, len), `length ${len}`).to.equal(referenceCrc32c(buf, len));
+      }
+      const next = seededRandom(8);
+      const whole = pseudoRandomBytes(5000, 8);
+      for (let round = 0; round < 20; round++) {
+        const i = Math.floor(next() * (whole.length + 1));
+        expect(crc32cJs(whole.subarray(i), crc32cJs(whole.subarray(0, i)))).to.equal(referenceCrc32c(whole));
+      }
+      for (let offset = 1; offset < 9; offset++) {
+        const view = whole.subarray(offset, offset + 777);
+        expect(crc32cJs(view), `offset ${offset}`).to.equal(referenceCrc32c(view));
+      }
+    });
+
+    it('falls back to the JS tables where WebAssembly is missing', function () {
+      // A fresh process, since the module picks its backend once at load; --no-expose-wasm hides the global.
+      const module = new URL('../../protocol/crc32c.js', import.meta.url).href;
+      const script = `const m = await import(${JSON.stringify(module)});
+        const big = Buffer.alloc(300000, 7);
+        console.log(JSON.stringify([m.crc32cBackend, m.crc32c(Buffer.from('123456789')), m.crc32c(big, 5)]));`;
+      const out = execFileSync(process.execPath, ['--no-expose-wasm', '--input-type=module', '-e', script], { encoding: 'utf8' });
+      expect(JSON.parse(out)).to.deep.equal(['js', 0xe3069283, referenceCrc32c(Buffer.alloc(300_000, 7), 5)]);
+    });
+
+    it('protocol/crc32c-wasm.ts was generated from the current protocol/wasm/crc32c.wat', function () {
+      // From dist/test/unit/ back to the source tree; regenerate with `node protocol/wasm/build.mjs`.
+      const wat = readFileSync(new URL('../../../protocol/wasm/crc32c.wat', import.meta.url));
+      expect(createHash('sha256').update(wat).digest('hex')).to.equal(CRC32C_WAT_SHA256);
     });
   });
 });
