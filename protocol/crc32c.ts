@@ -90,15 +90,27 @@ function loadWasm(): WasmCrc | undefined {
   }
 }
 
-const WASM = loadWasm();
+/**
+ * Loaded on the first input that needs it, not at import: compiling the module costs milliseconds that a
+ * command moving no file data (`fts list`, `fts --help`) should not pay at start-up.
+ */
+let wasmState: WasmCrc | null | undefined;
+
+function wasmCrc(): WasmCrc | null {
+  if (wasmState === undefined) wasmState = loadWasm() ?? null;
+  return wasmState;
+}
 
 /** Which implementation crc32c() uses for inputs of WASM_MIN_BYTES or more; for tests and diagnostics. */
-export const crc32cBackend: 'wasm' | 'js' = WASM === undefined ? 'js' : 'wasm';
+export function crc32cBackend(): 'wasm' | 'js' {
+  return wasmCrc() === null ? 'js' : 'wasm';
+}
 
 /** CRC32C of `buf`, continuing from `previous` (the CRC of the bytes before it; 0 to start). */
 export function crc32c(buf: Uint8Array, previous = 0): number {
   const n = buf.length;
-  if (WASM === undefined || n < WASM_MIN_BYTES) return crc32cJs(buf, previous);
+  const WASM = n < WASM_MIN_BYTES ? null : wasmCrc();
+  if (WASM === null) return crc32cJs(buf, previous);
   const { scratch, crc } = WASM;
   const size = scratch.length;
   if (n <= size) {
