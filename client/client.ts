@@ -258,11 +258,16 @@ export class FtsClient implements FileClient {
       // A resend continues what this call itself wrote, whatever `resume` said about earlier calls' leftovers.
       const again = attempt > 0 && this.offers('download-offset');
       const sink = new FileDownload(this.conn, name, localPath, { resume: resume || again, ...progress(options) });
+      // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
+      // write queue: a pipelined batch of downloads then prepares its files concurrently instead of making
+      // every request wait for the file-system round trips of its own preparation.
+      const prepared = sink.prepare();
+      prepared.catch(() => undefined); // reported through the header callback below
       try {
         // The first request is queued before any await, so the download keeps its place in request order.
         const reply = await this.conn.request({
           header: async () => {
-            await sink.prepare();
+            await prepared;
             return sink.request();
           },
           onInterim: (h) => {

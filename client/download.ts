@@ -12,6 +12,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
+import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { hashPrefix, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
 import type { ProgressCallback } from './upload.js';
@@ -159,6 +160,8 @@ export class FileDownload {
   private requested = 0;
   /** The version the sidecar on disk names, when it describes what LOCAL.part holds; else null. */
   private kept: RemoteVersion | null = null;
+  /** A sidecar may exist on disk (so commit must remove it); false saves an unlink per small download. */
+  private sidecarOnDisk = true;
   /** Disk writes (and sidecar updates) run one after another, in order; `queued` bytes are waiting. */
   private writes: Promise<void> = Promise.resolve();
   private queued = 0;
@@ -201,6 +204,7 @@ export class FileDownload {
       if (this.options.resume && (await this.openKept(paths))) return;
       this.fh = await openPart(paths.part, true);
       await removeQuietly(paths.sidecar); // it described bytes that are gone now
+      this.sidecarOnDisk = false;
     } catch (err) {
       throw localFsError(err, path.dirname(target) === '.' ? paths.part : path.dirname(target), 'IO_ERROR');
     }
@@ -268,6 +272,7 @@ export class FileDownload {
             await this.fh?.truncate(0);
           }
           if (keepable) {
+            this.sidecarOnDisk = true;
             await writeSidecar(paths.sidecar, version);
             this.kept = version;
           }
@@ -341,7 +346,7 @@ export class FileDownload {
       throw localFsError(err, this.target, 'IO_ERROR');
     }
     this.kept = null;
-    await removeQuietly(paths.sidecar);
+    if (this.sidecarOnDisk) await removeQuietly(paths.sidecar);
     await syncDirectory(path.dirname(this.target));
     this.release();
     return { size: this.phase.size, sha256, localPath: this.target };
@@ -388,8 +393,11 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-/** fsync of the directory makes the rename itself durable. Best effort: some file systems refuse it. */
-async function syncDirectory(dir: string): Promise<void> {
+/**
+ * fsync of the directory makes the rename itself durable. Best effort: some file systems refuse it. Many
+ * downloads into one directory (mget) share fsyncs: any fsync that starts after a rename covers it.
+ */
+const directorySyncs = new GroupCommit(async (dir) => {
   let fh: FileHandle | null = null;
   try {
     fh = await open(dir, 'r');
@@ -399,4 +407,8 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await fh?.close().catch(() => undefined);
   }
+});
+
+function syncDirectory(dir: string): Promise<void> {
+  return directorySyncs.commit(path.resolve(dir));
 }

@@ -1,34 +1,16 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { GroupCommit } from '../../protocol/group-commit.js';
 import { errnoOf } from './errors.js';
 
-/** Per directory: the fsync running now, and the one that will start after it (shared by its waiters). */
-const dirSyncs = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
+const dirSyncs = new GroupCommit(fsyncDirNow);
 
 /**
  * fsyncs a directory so that a rename or unlink inside it is on stable storage before we say "ok".
- *
- * Group commit: any fsync of the directory that *starts* after our rename covers it. So a caller that
- * finds one already running (which may have started before its rename) waits for it and then shares the
- * single next fsync with everyone else who arrived meanwhile: N concurrent publishes into one directory
- * cost about two directory fsyncs, not N.
+ * Concurrent publishes into one directory share fsyncs (group commit: see protocol/group-commit.ts).
  */
 export function fsyncDir(dir: string): Promise<void> {
-  const current = dirSyncs.get(dir);
-  if (current === undefined) return startDirSync(dir);
-  current.next ??= current.running.then(
-    () => startDirSync(dir),
-    () => startDirSync(dir),
-  );
-  return current.next;
-}
-
-function startDirSync(dir: string): Promise<void> {
-  const running = fsyncDirNow(dir).finally(() => {
-    if (dirSyncs.get(dir)?.running === running) dirSyncs.delete(dir);
-  });
-  dirSyncs.set(dir, { running, next: null });
-  return running;
+  return dirSyncs.commit(dir);
 }
 
 /**
