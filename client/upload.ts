@@ -103,22 +103,34 @@ const HASH_READ_BYTES = 1024 * 1024;
 const spareHashBuffers: Buffer[] = [];
 const SPARE_HASH_BUFFERS = 4;
 
-/** SHA-256 and size of an open file, read sequentially from offset 0 in fixed-size pieces. */
+/**
+ * SHA-256 and size of an open file, read sequentially from offset 0 in fixed-size pieces. Two buffers take
+ * turns: the next piece is read (on the thread pool) while the current one is hashed (on this thread).
+ */
 export async function digestFile(fh: FileHandle, displayPath: string): Promise<Digest> {
   const hash = createHash('sha256');
-  const buf = spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES);
+  const buffers = [spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES), spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES)];
   let size = 0;
+  let turn = 0;
+  let reading: Promise<{ bytesRead: number }> | null = null;
   try {
+    reading = fh.read(buffers[0]!, 0, HASH_READ_BYTES, 0);
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      const { bytesRead }: { bytesRead: number } = await reading;
+      reading = null;
       if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
+      const current = buffers[turn]!;
+      turn ^= 1;
+      reading = fh.read(buffers[turn]!, 0, HASH_READ_BYTES, size + bytesRead);
+      hash.update(current.subarray(0, bytesRead));
       size += bytesRead;
     }
   } catch (err) {
     throw localFsError(err, displayPath);
   } finally {
-    if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
+    // A read still running (after a failure) must end before its buffer is handed to another pass.
+    await reading?.catch(() => undefined);
+    for (const buf of buffers) if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
   }
   return { size, sha256: hash.digest('hex') };
 }
