@@ -29,6 +29,7 @@ import {
   type Header,
 } from '../protocol/index.js';
 import { asFtsError, describeErrno, serverError } from './errors.js';
+import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
 export type { DataWriter, RequestSpec } from './replies.js';
@@ -82,7 +83,9 @@ export class FtsConnection {
 
   private readonly socket: net.Socket;
   // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
-  private readonly decoder = new FrameDecoder({ maxHeaderBytes: HARD_MAX_HEADER_BYTES });
+  // Payloads land in recycled memory (a file download gives them back once written): a fresh 1 MiB buffer
+  // per frame costs page faults and GC work on every frame.
+  private readonly decoder = new FrameDecoder({ maxHeaderBytes: HARD_MAX_HEADER_BYTES, payloadBuffer: (n) => clientPayloads.take(n) });
   private phase: Phase = 'greeting';
   private failure: FtsError | null = null;
   private socketError: unknown = null;

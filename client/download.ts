@@ -14,6 +14,7 @@ import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
+import { clientPayloads } from './payloads.js';
 import { hashPrefix, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
 import type { ProgressCallback } from './upload.js';
 
@@ -284,11 +285,14 @@ export class FileDownload {
 
   onData(payload: Buffer): void {
     this.phase.add(payload);
-    if (this.writeError !== null) return; // keep consuming the stream; the error is reported at the end
+    if (this.writeError !== null) {
+      clientPayloads.release(payload);
+      return; // keep consuming the stream; the error is reported at the end
+    }
     const position = this.position;
     this.position += payload.length;
     this.queued += payload.length;
-    this.chain(() => this.writeAt(payload, position), payload.length);
+    this.chain(() => this.writeAt(payload, position), payload.length, payload);
     if (!this.paused && this.queued > WRITE_HIGH_WATER_BYTES) {
       this.paused = true;
       this.throttle.pauseReading();
@@ -296,13 +300,15 @@ export class FileDownload {
   }
 
   /** Appends a disk job to the in-order chain; its failure becomes the download's error. */
-  private chain(job: () => Promise<void>, bytes = 0): void {
+  private chain(job: () => Promise<void>, bytes = 0, payload?: Buffer): void {
     this.writes = this.writes.then(async () => {
       try {
         if (this.writeError === null) await job();
       } catch (err) {
         this.writeError ??= localFsError(err, this.target);
       } finally {
+        // Written (or skipped after an error): the payload's memory goes back to the pool.
+        if (payload !== undefined) clientPayloads.release(payload);
         this.queued -= bytes;
         if (this.paused && (this.queued <= WRITE_LOW_WATER_BYTES || this.writeError !== null)) this.unpause();
       }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { FrameDecoder, FtsError, type Frame } from '../../protocol/index.js';
 import { noteBufferChurn } from './buffer-gc.js';
-import { workerPayloads } from './payload-pool.js';
+import { workerPayloads } from './payloads.js';
 
 /** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
 const HIGH_WATER_BYTES = 2 * 1024 * 1024;

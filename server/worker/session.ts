@@ -23,7 +23,7 @@ import { SERVER_VERSION } from '../version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
-import { workerPayloads } from './payload-pool.js';
+import { workerPayloads } from './payloads.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { ConnectionGone, isDeferred, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { encodeData, encodeHeader, FrameDecoder } from '../../protocol/index.js';
-import { PayloadPool } from '../../server/worker/payload-pool.js';
+import { PayloadPool } from '../../protocol/payload-pool.js';
 
 describe('PayloadPool (recycled payload memory)', function () {
   it('cuts payloads of exactly the asked length, side by side, from one slab', function () {

@@ -3,7 +3,7 @@ import { FtsError, MAX_CHUNK_BYTES, type Request } from '../../../protocol/index
 import type { ReadableFile } from '../../storage/store.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
-import { workerPayloads } from '../payload-pool.js';
+import { workerPayloads } from '../payloads.js';
 
 type DownloadRequest = Extract<Request, { op: 'download' }>;
 

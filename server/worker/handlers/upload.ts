@@ -1,7 +1,7 @@
 import { FtsError, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
-import { workerPayloads } from '../payload-pool.js';
+import { workerPayloads } from '../payloads.js';
 import type { DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
 
 type UploadRequest = Extract<Request, { op: 'upload' }>;

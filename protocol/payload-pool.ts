@@ -1,5 +1,6 @@
 /**
- * Recycled memory for data-frame payloads, so that moving a file does not churn the allocator.
+ * Recycled memory for data-frame payloads, so that moving a file does not churn the allocator. Shared by
+ * the server and the client; pure memory bookkeeping, no I/O.
  *
  * Why: a payload in a fresh Buffer lives outside the JS heap and is freed only when a garbage collection
  * finds its wrapper dead. V8 schedules collections by JS-heap allocation, which a transfer barely does,
@@ -14,7 +15,7 @@
  * to a slab that has payloads out.
  */
 
-import { MAX_CHUNK_BYTES } from '../../protocol/index.js';
+import { MAX_CHUNK_BYTES } from './limits.js';
 
 interface Slab {
   readonly memory: Buffer;
@@ -101,7 +102,10 @@ export class PayloadPool {
 }
 
 /**
- * The worker's pool for every connection's payloads, received and sent. A slab holds two of the largest
- * payloads; eight free slabs (16 MiB) are kept, enough for several concurrent transfers to recycle memory.
+ * A pool sized for data frames: a slab holds two of the largest payloads, and eight free slabs (16 MiB)
+ * are kept, enough for several concurrent transfers to recycle memory. Each process makes one (the server's
+ * worker for all its connections, the client library for all its connections).
  */
-export const workerPayloads = new PayloadPool(2 * MAX_CHUNK_BYTES, 8);
+export function framePayloadPool(): PayloadPool {
+  return new PayloadPool(2 * MAX_CHUNK_BYTES, 8);
+}
