@@ -22,6 +22,8 @@ export interface SessionIo {
   authenticate(user: string): Promise<void>;
   /** Sends an interim reply for the current request (`id` is added). */
   send(reply: Header): void;
+  /** Sends several interim replies for the current request in one socket write. */
+  sendMany(replies: Header[]): void;
   /** Resolves once the socket can take more (a slow reader makes a long listing wait here). */
   writable(): Promise<void>;
   /**

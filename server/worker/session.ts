@@ -452,6 +452,10 @@ export class Session {
         this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
+      sendMany: (replies: Header[]) => {
+        if (this.socket.destroyed || !this.socket.writable) return;
+        this.socket.write(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply }))));
+      },
       sendData: (payload: Buffer, sent?: () => void) => this.sendData(payload, sent),
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();

@@ -54,10 +54,14 @@ export async function remove(req: Req<'delete'>, io: SessionIo): Promise<Handler
   return { reply: { name: req.name }, audit: { file: req.name } };
 }
 
+/** Entries sent per socket write: about 64 KiB of frames for typical names, then backpressure is checked. */
+const LIST_BATCH = 256;
+
 export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResult> {
   const entries = await io.userStore().list(req.long);
-  for (const entry of entries) {
-    io.send(req.long ? { status: 'entry', name: entry.name, size: entry.size, mtime: entry.mtime } : { status: 'entry', name: entry.name });
+  for (let at = 0; at < entries.length; at += LIST_BATCH) {
+    // One socket write per batch of entries instead of one per entry (each is a syscall).
+    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => (req.long ? { status: 'entry', name: entry.name, size: entry.size, mtime: entry.mtime } : { status: 'entry', name: entry.name })));
     // A reader slower than the listing holds it here instead of making the server buffer it whole.
     await io.writable();
   }
