@@ -10,7 +10,8 @@
  * staged, and the parts really resume (or are swept at the TTL)".
  */
 import { expect } from 'chai';
-import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
@@ -19,7 +20,7 @@ import { releaseAll } from '../helpers/common.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
 import { exists, freePort, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -154,6 +155,49 @@ describe('lifecycle (end to end)', function () {
 
   it('SIGINT with 16 uploads in flight: all complete intact, exit 0, no staging leftovers', async () => {
     await gracefulStop(16, (s) => s.signal('SIGINT'));
+  });
+
+  it('SIGINT during a burst of pipelined uploads: replies in order, every ok published intact, the rest told SHUTTING_DOWN, exit 0', async () => {
+    const server = await startServer({ workers: 1 });
+    const c = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    raws.push(c);
+    const files = Array.from({ length: 200 }, (_, i) => ({ name: `burst-${i}.bin`, data: randomBytes(2000 + i) }));
+    // One write: while the first publishes are still running (deferred), the drain begins.
+    const sent = c.write(...files.map((f, i) => uploadBytes(7000 + i, f.name, f.data)));
+    await c.nextHeader(10_000).then((h) => expect(h, 'the first reply arrives before the signal').to.include({ id: 7000 }));
+    server.signal('SIGINT');
+    await sent.catch(() => undefined); // the server may close before it has read everything we sent
+    const published = new Set<string>(['burst-0.bin']);
+    let expected = 7001;
+    let refused = 0;
+    let sawBye = false;
+    for (;;) {
+      const h = await c.nextHeaderOrNull(15_000);
+      if (h === null) break;
+      if (h['status'] === 'bye') {
+        expect(h['code']).to.equal('SHUTTING_DOWN');
+        sawBye = true;
+        continue;
+      }
+      if (h['status'] === 'ok') {
+        expect(refused, 'no ok after a refusal: replies are in request order').to.equal(0);
+        expect(h['id'], 'replies are in request order').to.equal(expected++);
+        published.add(String(h['name']));
+        continue;
+      }
+      expect(h, JSON.stringify(h)).to.include({ status: 'error', code: 'SHUTTING_DOWN' });
+      refused++;
+    }
+    expect(sawBye || refused > 0, 'the client is told why the rest were not served').to.equal(true);
+    expect(await server.waitForExit(20_000)).to.deep.include({ code: 0 });
+    const onDisk = await publishedNames(server.storage, ALICE.user);
+    for (const f of files) {
+      const path_ = path.join(server.storage, ALICE.user, f.name);
+      if (published.has(f.name)) expect((await readFile(path_)).equals(f.data), `${f.name} was acknowledged: it must be whole`).to.equal(true);
+    }
+    // A publish may complete after its reply could no longer be delivered; nothing else may appear.
+    for (const name of onDisk) expect(files.some((f) => f.name === name), name).to.equal(true);
+    expect(await stagingLeftovers(server.storage)).to.deep.equal([]);
   });
 
   it('SIGTERM with 4 uploads in flight: all complete intact, exit 0, no staging leftovers', async () => {
