@@ -165,7 +165,9 @@ export async function sendFile(
   let problem: FtsError | null = null;
   let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
   // Read-ahead: the next chunk is read from disk while the current one is checksummed and sent.
-  let next: Promise<Buffer | FtsError> | null = sent < size ? readAt(fh, Math.min(chunk, size - sent), sent, displayPath) : null;
+  const readFrom = (position: number): Promise<Buffer | FtsError> | null =>
+    position < size ? readAt(fh, Math.min(chunk, size - position), position, displayPath) : null;
+  let next = readFrom(sent);
   try {
     while (sent < size) {
       const want = Math.min(chunk, size - sent);
@@ -173,8 +175,7 @@ export async function sendFile(
         const piece = await next!;
         next = null;
         if (!(piece instanceof FtsError)) {
-          const after = sent + piece.length;
-          if (after < size) next = readAt(fh, Math.min(chunk, size - after), after, displayPath);
+          next = readFrom(sent + piece.length);
           await out.write(piece);
           sent += piece.length;
           onProgress?.(sent, size);

@@ -82,7 +82,8 @@ export class StagedUpload {
   #batchBytes = 0;
   #batchAt = 0;
   #idleFlush: NodeJS.Timeout | undefined;
-  readonly #inflight = new Set<Promise<void>>();
+  /** The one write in flight (writes never overlap, so the staging file never has a hole). */
+  #writing: Promise<void> | null = null;
   #failure: unknown = null;
   #aborting: Promise<void> | undefined;
 
@@ -143,7 +144,7 @@ export class StagedUpload {
       this.#idleFlush ??= setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
       return;
     }
-    await this.#settleWrites();
+    await this.#writing;
     await this.#raiseFailure();
     this.#dispatch();
   }
@@ -153,56 +154,48 @@ export class StagedUpload {
     this.#idleFlush = undefined;
     if (this.#state !== 'open' || this.#failure !== null) return;
     // One write at a time: if one runs, the next write() or the next pause dispatches.
-    if (this.#inflight.size === 0) this.#dispatch();
+    if (this.#writing === null) this.#dispatch();
     else this.#idleFlush = setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
   }
 
   /** Starts writing the gathered batch in the background; its failure is kept for #raiseFailure. */
   #dispatch(): void {
-    clearTimeout(this.#idleFlush);
-    this.#idleFlush = undefined;
-    if (this.#batchBytes === 0) return;
-    const handle = this.#handle!;
-    const buffers = this.#batch;
-    const written = this.#written;
-    const position = this.#batchAt;
-    this.#batch = [];
-    this.#written = [];
-    this.#batchBytes = 0;
-    const write: Promise<void> = writeAllAt(handle, buffers, position)
+    const { buffers, written, position } = this.#takeBatch();
+    if (buffers.length === 0) return;
+    const write: Promise<void> = writeAllAt(this.#handle!, buffers, position)
       .catch((err: unknown) => {
         this.#failure ??= err;
       })
       .finally(() => {
-        this.#inflight.delete(write);
+        if (this.#writing === write) this.#writing = null;
         for (const done of written) done();
       });
-    this.#inflight.add(write);
+    this.#writing = write;
   }
 
   /** Writes what is gathered and waits for it; throws the first write error, if any. */
   async #flush(): Promise<void> {
-    await this.#settleWrites();
+    await this.#writing;
     await this.#raiseFailure();
     this.#dispatch();
-    await this.#settleWrites();
+    await this.#writing;
     await this.#raiseFailure();
   }
 
   /** Drops the gathered chunks unwritten (their content will not be kept). */
   #discardBatch(): void {
+    for (const done of this.#takeBatch().written) done();
+  }
+
+  /** Empties the batch (and cancels its idle flush), returning what it held. */
+  #takeBatch(): { buffers: Buffer[]; written: Array<() => void>; position: number } {
     clearTimeout(this.#idleFlush);
     this.#idleFlush = undefined;
-    const written = this.#written;
+    const taken = { buffers: this.#batch, written: this.#written, position: this.#batchAt };
     this.#batch = [];
     this.#written = [];
     this.#batchBytes = 0;
-    for (const done of written) done();
-  }
-
-  /** Waits for the writes in flight, whatever their outcome. */
-  async #settleWrites(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.race(this.#inflight);
+    return taken;
   }
 
   async #raiseFailure(): Promise<void> {
@@ -284,10 +277,10 @@ export class StagedUpload {
     this.#state = 'released';
     // What was received is written before the file is kept for a resume (and writes in flight must end
     // before their descriptor is closed under them).
-    await this.#settleWrites();
+    await this.#writing;
     if (this.#failure === null) this.#dispatch();
     else this.#discardBatch();
-    await this.#settleWrites();
+    await this.#writing;
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
@@ -303,7 +296,7 @@ export class StagedUpload {
   async #doAbort(): Promise<void> {
     this.#state = 'aborted';
     this.#discardBatch();
-    await this.#settleWrites();
+    await this.#writing;
     const handle = this.#handle;
     this.#handle = undefined;
     try {
@@ -440,10 +433,7 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
       if (bytesRead === 0) throw new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 });
       const chunk = buf.subarray(0, bytesRead);
       hash.update(chunk);
-      for (let done = 0; done < bytesRead; ) {
-        const { bytesWritten } = await dest.write(chunk, done, bytesRead - done, position + done);
-        done += bytesWritten;
-      }
+      await writeAllAt(dest, [chunk], position);
       position += bytesRead;
     }
   } finally {

@@ -19,7 +19,7 @@ import vm from 'node:vm';
  */
 const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
 
-type Collect = (options: { type: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
+type Collect = (options: { type: 'minor' }) => void;
 
 function loadCollector(): Collect | null {
   try {

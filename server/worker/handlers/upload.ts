@@ -33,15 +33,15 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     while (received < expected) {
       const chunk = await io.readData();
       const length = chunk.payload.length;
+      // The payload's pool memory goes back once it is written (staged.write calls this) or, if it will not
+      // be written, at once.
       const done = () => workerPayloads.release(chunk.payload);
-      if (length > expected - received) {
-        done();
-        throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
-      }
+      const writable = length <= expected - received && failure === null && staged !== null && chunk.crcOk;
+      if (!writable) done();
+      if (length > expected - received) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       const at = req.offset + received;
       received += length;
       io.progress(received, req.name);
-      if (failure !== null || staged === null || !chunk.crcOk) done();
       if (failure !== null || staged === null) continue;
       if (!chunk.crcOk) {
         // Everything before this chunk is good: make it durable and tell the client to resend from here.
