@@ -1,13 +1,16 @@
 /**
  * The local half of an upload: hashing a file and streaming it as data frames, both with bounded memory.
  *
- * The protocol declares size and SHA-256 in the header, before the data (§6.1), so a file is read twice:
- * once to hash it, once to send it. Both passes read through the same open FileHandle so that they see the
- * same file even if its path is replaced in between; if its content changes anyway, the server's checksum
- * check refuses the upload and nothing is published.
+ * The protocol declares size and SHA-256 in the header, before the data (§6.1). A large file is therefore
+ * read twice: once to hash it, once to send it. Both passes read through the same open FileHandle so that
+ * they see the same file even if its path is replaced in between; if its content changes anyway, the
+ * server's checksum check refuses the upload and nothing is published. A small file is read once, whole,
+ * and sent from the bytes that were hashed (within a per-process memory budget), which halves the file
+ * system round trips of a batch of small uploads.
  */
 import { createHash } from 'node:crypto';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
@@ -25,6 +28,27 @@ export interface UploadSource {
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null>;
 }
 
+/** Files up to this size are read once, whole, and sent from the bytes that were hashed. */
+export const READ_ONCE_MAX_BYTES = 256 * 1024;
+/**
+ * How many bytes of read-once files one process may hold at a time. A pipelined batch hashes ahead of
+ * what it sends; beyond the budget a small file is read twice like a large one rather than held.
+ */
+const READ_ONCE_BUDGET_BYTES = 16 * 1024 * 1024;
+let readOnceHeld = 0;
+
+/** An open local file: the handle and its size when it was opened (fstat). */
+interface OpenFile {
+  fh: FileHandle;
+  size: number;
+}
+
+/** What the hashing pass produced: the digest, and the whole content when it was read once. */
+interface Hashed {
+  digest: Digest;
+  content: Buffer | null;
+}
+
 /**
  * A local file, opened once: hashing and every send read through the same FileHandle, so they see the
  * same file even if its path is replaced meanwhile. Opening and hashing start in the constructor, so that
@@ -32,9 +56,11 @@ export interface UploadSource {
  */
 export class FileSource implements UploadSource {
   readonly digest: Promise<Digest>;
-  private readonly file: Promise<FileHandle>;
+  private readonly file: Promise<OpenFile>;
+  private readonly hashed: Promise<Hashed>;
   /** The last send, which may still be reading when its request already failed (connection lost). */
   private sending: Promise<unknown> = Promise.resolve();
+  private closed = false;
 
   constructor(
     private readonly localPath: string,
@@ -42,21 +68,41 @@ export class FileSource implements UploadSource {
   ) {
     this.file = openRegularFile(localPath);
     this.file.catch(() => undefined); // reported through digest
-    this.digest = this.file.then((fh) => hashing.run(() => digestFile(fh, localPath)));
+    this.hashed = this.file.then((f) => hashing.run(() => this.hash(f)));
+    this.digest = this.hashed.then((h) => h.digest);
     this.digest.catch(() => undefined); // reported through the request that awaits it
   }
 
+  private async hash({ fh, size }: OpenFile): Promise<Hashed> {
+    if (size <= READ_ONCE_MAX_BYTES && !this.closed && readOnceHeld + size <= READ_ONCE_BUDGET_BYTES) {
+      readOnceHeld += size;
+      const content = await readWhole(fh, size, this.localPath).catch((err: unknown) => {
+        readOnceHeld -= size;
+        throw err;
+      });
+      if (content !== null) return { digest: digestBuffer(content), content };
+      readOnceHeld -= size; // it grew past what fstat said: hash it as a large file
+    }
+    return { digest: await digestFile(fh, this.localPath), content: null };
+  }
+
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
-    const run = Promise.all([this.file, this.digest]).then(([fh, d]) => sendFile(fh, d.size, from, out, this.localPath, onProgress));
+    const run = Promise.all([this.file, this.hashed]).then(([{ fh }, { digest, content }]) =>
+      content !== null ? sendBuffer(content, from, out, onProgress) : sendFile(fh, digest.size, from, out, this.localPath, onProgress),
+    );
     this.sending = run.catch(() => undefined);
     return run;
   }
 
-  /** Closes the file once no send reads it any more. Never throws. */
+  /** Closes the file once no send reads it any more, and gives back what it held. Never throws. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.sending;
-    const fh = await this.file.catch(() => null);
-    await fh?.close().catch(() => undefined);
+    const hashed = await this.hashed.catch(() => null);
+    if (hashed?.content) readOnceHeld -= hashed.content.length;
+    const file = await this.file.catch(() => null);
+    await file?.fh.close().catch(() => undefined);
   }
 }
 
@@ -73,17 +119,43 @@ export class BufferSource implements UploadSource {
   }
 }
 
-async function openRegularFile(localPath: string): Promise<FileHandle> {
+/**
+ * Opens a local file for an upload. O_NONBLOCK keeps open() of a FIFO from waiting for a writer (it has no
+ * effect on a regular file); the fstat of the open descriptor then refuses anything but a regular file.
+ */
+async function openRegularFile(localPath: string): Promise<OpenFile> {
   let fh: FileHandle | null = null;
   try {
-    // stat before open: opening a FIFO for reading would block until someone writes to it.
-    if (!(await stat(localPath)).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
-    fh = await open(localPath, 'r');
-    if (!(await fh.stat()).isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
-    return fh;
+    fh = await open(localPath, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = await fh.stat();
+    if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
+    return { fh, size: st.size };
   } catch (err) {
     await fh?.close().catch(() => undefined);
     throw localFsError(err, localPath);
+  }
+}
+
+/**
+ * The whole content of a file that fstat said has `size` bytes, read with one read where possible: asking
+ * for one byte more than expected shows the end of the file without a second read. Null when the file has
+ * grown past `size` meanwhile (the caller falls back to the streaming pass); a file that shrank is read
+ * as it is now.
+ */
+async function readWhole(fh: FileHandle, size: number, displayPath: string): Promise<Buffer | null> {
+  const buf = Buffer.allocUnsafe(size + 1);
+  let have = 0;
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, have, buf.length - have, have);
+      have += bytesRead;
+      if (have > size) return null;
+      // A regular file's read comes back short only at its end (so `size` bytes of the size+1 asked for is
+      // the whole file); before the expected end a short read is asked again, and 0 bytes is the end.
+      if (bytesRead === 0 || have === size) return buf.subarray(0, have);
+    }
+  } catch (err) {
+    throw localFsError(err, displayPath);
   }
 }
 

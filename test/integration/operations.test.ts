@@ -8,6 +8,8 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError } from '../../client/index.js';
+import { READ_ONCE_MAX_BYTES } from '../../client/upload.js';
+import { mkfifo } from '../helpers/hardening-fs.js';
 import { describeRun, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -334,6 +336,25 @@ describe('operations through the CLI and the client library', function () {
       expect((await c.list()).map((e) => e.name)).to.not.include('does-not-exist.txt');
     });
 
+    it('upload of a local directory or FIFO fails at once with NOT_A_FILE (local); nothing is sent, the FIFO is never waited on', async function () {
+      const dir = await freshDir('notfile');
+      const fifo = path.join(dir, 'pipe');
+      await mkfifo(fifo);
+      const c = await client();
+      for (const local of [dir, fifo]) {
+        const started = Date.now();
+        const err = await ftsErrorOf(c.upload(local, 'not-a-file.bin'));
+        expect(err.code, local).to.equal('NOT_A_FILE');
+        expect(isServerError(err)).to.equal(false);
+        expect(Date.now() - started, 'refused without waiting for a writer').to.be.below(10_000);
+      }
+      const r = await fts(['put', fifo, 'not-a-file.bin']);
+      expectExit(r, 1); // NOT_A_FILE is "other error"; a local error carries no server code
+      expect(r.stderr).to.equal(`fts: ${fifo}: not a regular file\n`);
+      expect((await c.list()).map((e) => e.name)).to.not.include('not-a-file.bin');
+      await c.quit();
+    });
+
     it('a bad remote name: BAD_NAME from the library, exit 2 from the CLI; nothing is sent or created', async function () {
       const c = await client();
       for (const bad of ['a/b', '..', '.', '', '../x', 'a\\b', 'tab\there', 'x'.repeat(256)]) {
@@ -408,6 +429,30 @@ describe('operations through the CLI and the client library', function () {
         expect(c.connected).to.equal(false);
       });
     }
+
+    it('pipelined uploads around the read-once size and beyond its memory budget (files read once or twice) all arrive intact', async function () {
+      // 72 files of READ_ONCE_MAX_BYTES (18 MiB) exceed the 16 MiB read-once budget, so the later ones are
+      // hashed and sent in two passes while earlier ones are held; the neighbours of the limit take either path.
+      const dir = await freshDir('readonce');
+      const sizes = [0, 1, READ_ONCE_MAX_BYTES - 1, READ_ONCE_MAX_BYTES, READ_ONCE_MAX_BYTES + 1, ...Array<number>(72).fill(READ_ONCE_MAX_BYTES)];
+      const files = await Promise.all(
+        sizes.map(async (size, i) => {
+          const data = randomBytes(size);
+          const local = path.join(dir, `f${i}`);
+          await writeFile(local, data);
+          return { name: `readonce-${i}.bin`, local, data };
+        }),
+      );
+      const c = await client();
+      const uploaded = await Promise.all(files.map((f) => c.upload(f.local, f.name)));
+      for (const [i, f] of files.entries()) {
+        expect(uploaded[i], f.name).to.include({ name: f.name, size: f.data.length, sha256: sha(f.data) });
+        const down = await c.downloadBuffer(f.name);
+        expect(down.data.equals(f.data), f.name).to.equal(true);
+        await c.delete(f.name);
+      }
+      await c.quit();
+    });
 
     it('pipelined library calls settle in order, and an upload replaces an existing file', async function () {
       const c = await client();
