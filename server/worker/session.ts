@@ -100,6 +100,8 @@ export class Session {
   private op: string | null = null;
   private file: string | null = null;
   private bytes = 0;
+  /** The socket is corked until the current tick ends (see corkTick). */
+  private corked = false;
 
   constructor(
     private readonly socket: Socket,
@@ -452,10 +454,7 @@ export class Session {
         this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
-      sendMany: (replies: Header[]) => {
-        if (this.socket.destroyed || !this.socket.writable) return;
-        this.socket.write(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply }))));
-      },
+      sendMany: (replies: Header[]) => this.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
       sendData: (payload: Buffer, sent?: () => void) => this.sendData(payload, sent),
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();
@@ -522,10 +521,9 @@ export class Session {
       sent?.();
       throw new ConnectionGone();
     }
-    this.socket.cork();
+    this.corkTick();
     this.socket.write(encodeDataPrefix(payload));
     const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
-    this.socket.uncork();
     if (this.timerIsStall) this.timer?.refresh();
     if (!flushed) await this.drained();
     if (this.timerIsStall) this.timer?.refresh();
@@ -551,7 +549,26 @@ export class Session {
   }
 
   private sendFrame(frame: Buffer): void {
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(frame);
+    if (!this.socket.destroyed && this.socket.writable) {
+      this.corkTick();
+      this.socket.write(frame);
+    }
+  }
+
+  /**
+   * Everything sent within one tick leaves in one socket write: a small download's data reply, data frame
+   * and final reply, or the replies of several publishes that finish together. Each write costs a system
+   * call here and a wake-up in the client. The uncork runs once the current microtasks have run, so it
+   * never waits for I/O; end() uncorks by itself.
+   */
+  private corkTick(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.socket.uncork();
+    });
   }
 
   /** Sends a fatal error and closes: the stream cannot (or may not) continue. */

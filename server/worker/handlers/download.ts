@@ -17,6 +17,7 @@ export const READ_CHUNK_BYTES = MAX_CHUNK_BYTES;
  */
 export async function download(req: DownloadRequest, io: SessionIo): Promise<HandlerResult> {
   const file = await io.userStore().openRead(req.name);
+  let closing: Promise<void> | null = null;
   try {
     // Like HTTP If-Range: a resume is only valid against the version it started from; any other version
     // is sent whole, so the client never splices two versions.
@@ -28,17 +29,27 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     const length = file.size - offset;
     const hash = createHash('sha256');
     await hashRange(file, 0, offset, hash);
-    io.send({ status: 'data', size: file.size, mtime: file.mtime, offset, length });
     let sent = 0;
     // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
     // pool and go back to it once the socket has handed them to the kernel.
     let pending = length > 0 ? readChunk(file, offset) : null;
+    // The data reply waits for the first chunk, so that both leave in one socket write (the session corks
+    // what is sent within one tick); a read error then comes as the request's only reply.
+    let announced = false;
+    const announce = () => {
+      announced = true;
+      io.send({ status: 'data', size: file.size, mtime: file.mtime, offset, length });
+    };
     try {
       while (pending !== null) {
         const chunk = await pending;
         const position = offset + sent + chunk.length;
         pending = position < file.size ? readChunk(file, position) : null;
         pending?.catch(() => {}); // its error, if any, is raised when awaited above
+        // Everything is read: the descriptor is closed in the background rather than awaited before the
+        // final reply, which then leaves in the same tick (and socket write) as the last data frame.
+        if (pending === null) closing = file.close();
+        if (!announced) announce();
         hash.update(chunk);
         await io.sendData(chunk, () => workerPayloads.release(chunk));
         io.ctx.metrics.transferBytes('download', chunk.length);
@@ -49,10 +60,15 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
       pending?.then((chunk) => workerPayloads.release(chunk), () => undefined);
     }
+    closing ??= file.close(); // an empty file: nothing was read
+    if (!announced) announce();
     const sha256 = hash.digest('hex');
     return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
   } finally {
-    await file.close();
+    // A failure before the end closes the descriptor before its error reply. Once everything is read, the
+    // close runs in the background: a read-only descriptor's close cannot lose data.
+    if (closing === null) await file.close();
+    else closing.catch(() => undefined);
   }
 }
 
