@@ -202,19 +202,19 @@ export class FileDownload {
     activeParts.add(key);
     this.paths = paths;
     try {
-      if (this.options.resume && (await this.openKept(paths))) return;
+      const sidecar = this.options.resume ? await readSidecar(paths.sidecar) : null;
+      if (sidecar !== null && sidecar !== 'missing' && (await this.openKept(paths, sidecar))) return;
       this.fh = await openPart(paths.part, true);
-      await removeQuietly(paths.sidecar); // it described bytes that are gone now
+      if (sidecar !== 'missing') await removeQuietly(paths.sidecar); // it described bytes that are gone now
       this.sidecarOnDisk = false;
     } catch (err) {
       throw localFsError(err, path.dirname(target) === '.' ? paths.part : path.dirname(target), 'IO_ERROR');
     }
   }
 
-  /** Opens a kept LOCAL.part that its sidecar ties to this remote name, and hashes it. False: none usable. */
-  private async openKept(paths: PartPaths): Promise<boolean> {
-    const version = await readSidecar(paths.sidecar);
-    if (version === null || version.name !== this.name) return false;
+  /** Opens a kept LOCAL.part that its sidecar (`version`) ties to this remote name, and hashes it. False: none usable. */
+  private async openKept(paths: PartPaths, version: RemoteVersion): Promise<boolean> {
+    if (version.name !== this.name) return false;
     let fh: FileHandle;
     try {
       fh = await openPart(paths.part, false);

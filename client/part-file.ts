@@ -69,13 +69,16 @@ function isSize(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_FILE_SIZE;
 }
 
-/** The sidecar's version, or null when it is missing, unreadable or not one of ours (start afresh then). */
-export async function readSidecar(file: string): Promise<RemoteVersion | null> {
+/**
+ * The sidecar's version, or null when it is unreadable or not one of ours (start afresh then), or
+ * 'missing' when there is none (so there is nothing to remove either).
+ */
+export async function readSidecar(file: string): Promise<RemoteVersion | null | 'missing'> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
-  } catch {
-    return null;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : null;
   }
   if (text.length > SIDECAR_MAX_BYTES) return null;
   try {
