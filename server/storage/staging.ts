@@ -242,10 +242,12 @@ export class StagedUpload {
     }
     this.#state = 'committing';
     try {
-      await handle.sync();
+      // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
+      // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
+      const [, stats] = await Promise.all([handle.sync(), handle.stat()]);
       this.#handle = undefined;
       await handle.close();
-      const mtime = await withLock(this.#root, this.#user, this.name, async () => {
+      await withLock(this.#root, this.#user, this.name, async () => {
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
@@ -255,11 +257,9 @@ export class StagedUpload {
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
         await fsyncDir(path.dirname(this.#target));
-        // Still under the lock, so this is the version we published, not a racing successor.
-        return mtimeOf(await lstat(this.#target));
       });
       this.#state = 'committed';
-      return { mtime };
+      return { mtime: mtimeOf(stats) };
     } catch (err) {
       // If the rename happened and only the directory fsync failed, the file is visible but we cannot
       // promise it is durable, so the client is told it failed; the unlink in abort() then finds nothing.
