@@ -354,6 +354,48 @@ describe('protocol (raw TCP against a real server)', function () {
     expect((await c.reply()).final['status']).to.equal('ok');
   });
 
+  it('a small upload (read whole before its staging file opens) has the streaming outcomes: CHUNK_CORRUPT names the durable good prefix, a cut connection leaves what arrived staged, and both resume', async function () {
+    const c = await login();
+    const offsetOf = async (id: number, name: string, data: Buffer): Promise<unknown> => {
+      c.sendHeader({ op: 'offset', id, name, size: data.length, sha256: sha256(data) });
+      return (await c.reply()).final['offset'];
+    };
+    // Corrupt second frame: the first 10 000 bytes are made durable and named as the resend offset.
+    const data = randomBytes(40_000);
+    c.write(
+      encodeHeader({ op: 'upload', id: 301, name: 'small-crc.bin', size: data.length, sha256: sha256(data) }),
+      encodeData(data.subarray(0, 10_000)),
+      corruptCrcData(data.subarray(10_000, 20_000)),
+      encodeData(data.subarray(20_000)),
+    );
+    const r = await c.reply();
+    expectError(r, 'CHUNK_CORRUPT', false, 301);
+    expect(r.final['offset']).to.equal(10_000);
+    expect(await offsetOf(302, 'small-crc.bin', data)).to.equal(10_000);
+    c.write(encodeHeader({ op: 'upload', id: 303, name: 'small-crc.bin', size: data.length, sha256: sha256(data), offset: 10_000 }), encodeData(data.subarray(10_000)));
+    expect((await c.reply()).final).to.include({ id: 303, status: 'ok', sha256: sha256(data) });
+    expect((await readFile(path.join(server.storage, 'alice', 'small-crc.bin'))).equals(data)).to.equal(true);
+
+    // Cut after 20 000 of 50 000 bytes: those bytes stay staged for a resume on another connection.
+    const cut = await login();
+    const more = randomBytes(50_000);
+    await cut.write(encodeHeader({ op: 'upload', id: 311, name: 'small-cut.bin', size: more.length, sha256: sha256(more) }), encodeData(more.subarray(0, 20_000)));
+    cut.end(); // a FIN after the bytes: the server reads them all, then sees the connection end mid-upload
+    let staged: unknown = 0;
+    for (let i = 0; i < 50 && staged !== 20_000; i++) {
+      await delay(100);
+      staged = await offsetOf(312 + i, 'small-cut.bin', more);
+    }
+    expect(staged, 'the received prefix is staged once the server sees the cut').to.equal(20_000);
+    c.write(encodeHeader({ op: 'upload', id: 399, name: 'small-cut.bin', size: more.length, sha256: sha256(more), offset: 20_000 }), encodeData(more.subarray(20_000)));
+    expect((await c.reply()).final).to.include({ id: 399, status: 'ok', sha256: sha256(more) });
+    expect((await readFile(path.join(server.storage, 'alice', 'small-cut.bin'))).equals(more)).to.equal(true);
+    for (const [id, name] of [[397, 'small-crc.bin'], [398, 'small-cut.bin']] as const) {
+      c.sendHeader({ op: 'delete', id, name });
+      expect((await c.reply()).final['status']).to.equal('ok');
+    }
+  });
+
   it('upload with a bad name: its data is skipped, BAD_NAME comes only after the data, and the next request works', async function () {
     const c = await login();
     const data = randomBytes(50_000);

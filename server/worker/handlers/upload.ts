@@ -2,9 +2,16 @@ import { FtsError, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
-import type { DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
+import type { DataChunk, DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
 
 type UploadRequest = Extract<Request, { op: 'upload' }>;
+
+/**
+ * Uploads of at most this many bytes are read whole into memory before their staging file is opened (see
+ * bufferedUpload). A session holds at most MAX_PUBLISHING of them, so this bounds what one connection can
+ * pin: 32 × 64 KiB = 2 MiB, as much as its frame queue.
+ */
+export const BUFFERED_UPLOAD_MAX_BYTES = 64 * 1024;
 
 /**
  * Streams the data frames into the identity's staging file, then publishes it only if the size and
@@ -20,6 +27,7 @@ type UploadRequest = Extract<Request, { op: 'upload' }>;
  */
 export async function upload(req: UploadRequest, io: SessionIo): Promise<DeferredResult> {
   const expected = req.size - req.offset;
+  if (expected <= BUFFERED_UPLOAD_MAX_BYTES) return bufferedUpload(req, io, expected);
   let failure: FtsError | null = null;
   let staged: StagedUpload | null = null;
   try {
@@ -32,26 +40,15 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     let received = 0;
     while (received < expected) {
       const chunk = await io.readData();
-      const length = chunk.payload.length;
-      // The payload's pool memory goes back once it is written (staged.write calls this) or, if it will not
-      // be written, at once.
-      const done = () => workerPayloads.release(chunk.payload);
-      const writable = length <= expected - received && failure === null && staged !== null && chunk.crcOk;
-      if (!writable) done();
-      if (length > expected - received) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       const at = req.offset + received;
-      received += length;
+      received += checkedLength(chunk, expected - received);
       io.progress(received, req.name);
-      if (failure !== null || staged === null) continue;
-      if (!chunk.crcOk) {
-        // Everything before this chunk is good: make it durable and tell the client to resend from here.
-        const offset = await staged.durableOffset();
-        failure = new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
+      if (failure !== null || staged === null) {
+        workerPayloads.release(chunk.payload);
         continue;
       }
       try {
-        await staged.write(chunk.payload, done);
-        io.ctx.metrics.transferBytes('upload', length);
+        await stage(staged, chunk, at, io);
       } catch (err) {
         failure = asFtsError(err);
       }
@@ -63,6 +60,92 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
   } finally {
     if (!handedOff && staged !== null) await staged.release();
   }
+}
+
+/**
+ * A small upload: its data frames are read into memory first, and opening the staging file, writing it
+ * and publishing all run as the deferred result. The session goes on to the next pipelined request at
+ * once instead of waiting for the open, which queues on the thread pool behind other uploads' fsyncs
+ * (measured: in a burst of 4 KiB uploads, that open was ~85 % of the time the session spent per upload).
+ * Outcomes are those of the streaming path: a corrupt chunk still gets CHUNK_CORRUPT with the durable
+ * offset, and a connection lost mid-data still leaves the bytes received so far staged for a resume.
+ */
+async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: number): Promise<DeferredResult> {
+  const opening = io.userStore().beginUpload(req.name, req.size, req.sha256, req.offset);
+  opening.catch(() => undefined); // its failure is the deferred result's
+  const chunks: DataChunk[] = [];
+  try {
+    let received = 0;
+    while (received < expected) {
+      const chunk = await io.readData();
+      received += checkedLength(chunk, expected - received);
+      chunks.push(chunk);
+      io.progress(received, req.name);
+    }
+  } catch (err) {
+    // Cut short (connection lost, protocol violation): keep what arrived, as the streaming path does.
+    const staged = await opening.catch(() => null);
+    if (staged === null) releaseAll(chunks);
+    else await stageAll(staged, chunks, req.offset, io).catch(() => undefined).finally(() => staged.release());
+    throw err;
+  }
+  const later = (async (): Promise<HandlerResult> => {
+    let staged: StagedUpload;
+    try {
+      staged = await opening;
+    } catch (err) {
+      releaseAll(chunks);
+      throw err;
+    }
+    try {
+      await stageAll(staged, chunks, req.offset, io);
+    } catch (err) {
+      await staged.release();
+      throw err;
+    }
+    return publish(staged, req, expected);
+  })();
+  return { later };
+}
+
+/** The payload length of a data frame; one that goes past the declared upload size is released and refused. */
+function checkedLength(chunk: DataChunk, left: number): number {
+  if (chunk.payload.length <= left) return chunk.payload.length;
+  workerPayloads.release(chunk.payload);
+  throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
+}
+
+/**
+ * Appends one received chunk (at file offset `at`) to the staging file; the payload's pool memory goes back
+ * once written. A chunk that failed its CRC32C is not written: everything before it is made durable and the
+ * client is told, with CHUNK_CORRUPT, to resend from there.
+ */
+async function stage(staged: StagedUpload, chunk: DataChunk, at: number, io: SessionIo): Promise<void> {
+  if (!chunk.crcOk) {
+    workerPayloads.release(chunk.payload);
+    const offset = await staged.durableOffset();
+    throw new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
+  }
+  await staged.write(chunk.payload, () => workerPayloads.release(chunk.payload));
+  io.ctx.metrics.transferBytes('upload', chunk.payload.length);
+}
+
+/** Stages chunks in order from `offset`; after the first failure the rest are only released. */
+async function stageAll(staged: StagedUpload, chunks: DataChunk[], offset: number, io: SessionIo): Promise<void> {
+  let at = offset;
+  for (const [i, chunk] of chunks.entries()) {
+    try {
+      await stage(staged, chunk, at, io);
+    } catch (err) {
+      releaseAll(chunks.slice(i + 1));
+      throw err;
+    }
+    at += chunk.payload.length;
+  }
+}
+
+function releaseAll(chunks: readonly DataChunk[]): void {
+  for (const chunk of chunks) workerPayloads.release(chunk.payload);
 }
 
 async function publish(staged: StagedUpload, req: UploadRequest, bytes: number): Promise<HandlerResult> {
