@@ -93,6 +93,18 @@ export class FrameSource {
     this.queue.push(event);
   }
 
+  /**
+   * Called once nobody will pull again (the session is over): frames still queued are dropped, their
+   * payloads given back to the pool, and whatever arrives later is ignored. Without this, each payload
+   * left in the queue of a connection that ended mid-stream would keep its pool slab from being reused.
+   */
+  dispose(): void {
+    this.finished = true;
+    this.waiter = null;
+    for (const event of this.queue.splice(0)) if (event.kind === 'data') workerPayloads.release(event.payload);
+    this.queuedBytes = 0;
+  }
+
   /** Ends the stream: pending frames are still delivered, then the terminal event. */
   private finish(event: SourceEvent): void {
     if (this.finished) return;

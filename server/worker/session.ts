@@ -205,6 +205,7 @@ export class Session {
       if (this.admitted) this.ctx.gate.closed(this.id);
       this.phase = 'closed';
       this.clearTimer();
+      this.source.dispose();
       // After a graceful end() the linger timer destroys the socket: destroying it now could turn the
       // peer's next write into a reset that discards our last frame (the bye) before it is read.
       if (!this.ended && !this.socket.destroyed) this.socket.destroy();
@@ -240,6 +241,7 @@ export class Session {
           this.fatal(null, event.error);
           return;
         case 'data':
+          workerPayloads.release(event.payload);
           this.fatal(null, new FtsError('PROTOCOL_ERROR', 'data frame outside a data phase'));
           return;
         case 'bad-header':
@@ -503,6 +505,7 @@ export class Session {
       case 'bad-header':
         throw new FtsError('BAD_REQUEST', event.reason);
       case 'data':
+        workerPayloads.release(event.payload);
         throw new FtsError('PROTOCOL_ERROR', 'data frame where an authentication continuation was expected');
     }
   }
