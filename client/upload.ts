@@ -47,6 +47,8 @@ interface OpenFile {
 interface Hashed {
   digest: Digest;
   content: Buffer | null;
+  /** Bytes of the read-once budget this file holds (fstat's size, even if the file then shrank). */
+  held: number;
 }
 
 /**
@@ -80,10 +82,10 @@ export class FileSource implements UploadSource {
         readOnceHeld -= size;
         throw err;
       });
-      if (content !== null) return { digest: digestBuffer(content), content };
+      if (content !== null) return { digest: digestBuffer(content), content, held: size };
       readOnceHeld -= size; // it grew past what fstat said: hash it as a large file
     }
-    return { digest: await digestFile(fh, this.localPath), content: null };
+    return { digest: await digestFile(fh, this.localPath), content: null, held: 0 };
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
@@ -100,7 +102,7 @@ export class FileSource implements UploadSource {
     this.closed = true;
     await this.sending;
     const hashed = await this.hashed.catch(() => null);
-    if (hashed?.content) readOnceHeld -= hashed.content.length;
+    if (hashed) readOnceHeld -= hashed.held;
     const file = await this.file.catch(() => null);
     await file?.fh.close().catch(() => undefined);
   }
@@ -120,13 +122,14 @@ export class BufferSource implements UploadSource {
 }
 
 /**
- * Opens a local file for an upload. O_NONBLOCK keeps open() of a FIFO from waiting for a writer (it has no
- * effect on a regular file); the fstat of the open descriptor then refuses anything but a regular file.
+ * Opens a local file for an upload. O_NONBLOCK keeps open() of a FIFO from waiting for a writer, O_NOCTTY
+ * keeps a terminal from becoming ours (neither has an effect on a regular file); the fstat of the open
+ * descriptor then refuses anything but a regular file.
  */
 async function openRegularFile(localPath: string): Promise<OpenFile> {
   let fh: FileHandle | null = null;
   try {
-    fh = await open(localPath, constants.O_RDONLY | constants.O_NONBLOCK);
+    fh = await open(localPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     const st = await fh.stat();
     if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
     return { fh, size: st.size };

@@ -175,6 +175,7 @@ export class Session {
       const retry = admission.retryAfterSeconds;
       this.sendFrame(encodeHeader({ status: 'bye', code, message: `${new FtsError(code).message} (${admission.reason})`, ...(retry ? { retryAfter: retry } : {}) }));
       this.phase = 'closed';
+      this.source.dispose();
       this.socket.end();
       setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
       return;
@@ -244,9 +245,11 @@ export class Session {
           workerPayloads.release(event.payload);
           this.fatal(null, new FtsError('PROTOCOL_ERROR', 'data frame outside a data phase'));
           return;
-        case 'bad-header':
-          this.reply(null, errorReply(null, new FtsError('BAD_REQUEST', event.reason)));
+        case 'bad-header': {
+          const err = new FtsError('BAD_REQUEST', event.reason);
+          this.deliver(() => this.reply(null, errorReply(null, err)));
           break;
+        }
         case 'header':
           await this.request(event.header);
           if (this.closeAfterReply) {

@@ -396,6 +396,31 @@ describe('protocol (raw TCP against a real server)', function () {
     }
   });
 
+  it('a small upload split into 1-byte frames: CHUNK_CORRUPT at the exact frame, and an unparseable header after pipelined uploads is answered after their replies', async function () {
+    const c = await login();
+    const data = randomBytes(3000);
+    const frames = [...data].map((byte, i) => (i === 1000 ? corruptCrcData(Buffer.from([byte])) : encodeData(Buffer.from([byte]))));
+    c.write(encodeHeader({ op: 'upload', id: 401, name: 'tiny-frames.bin', size: data.length, sha256: sha256(data) }), ...frames);
+    const r = await c.reply();
+    expectError(r, 'CHUNK_CORRUPT', false, 401);
+    expect(r.final['offset']).to.equal(1000);
+    // The same bytes in 1-byte frames, then a header that is not JSON: its BAD_REQUEST (id null) is the last reply.
+    c.write(
+      encodeHeader({ op: 'upload', id: 402, name: 'tiny-frames.bin', size: data.length, sha256: sha256(data) }),
+      ...[...data].map((byte) => encodeData(Buffer.from([byte]))),
+      uploadBytes(403, 'tiny-frames-2.bin', data),
+      rawHeaderFrame(Buffer.from('{"op":"noop"', 'utf8')),
+    );
+    expect((await c.reply()).final).to.include({ id: 402, status: 'ok', sha256: sha256(data) });
+    expect((await c.reply()).final).to.include({ id: 403, status: 'ok', sha256: sha256(data) });
+    expectError(await c.reply(), 'BAD_REQUEST', false, null);
+    expect((await readFile(path.join(server.storage, 'alice', 'tiny-frames.bin'))).equals(data)).to.equal(true);
+    for (const [id, name] of [[404, 'tiny-frames.bin'], [405, 'tiny-frames-2.bin']] as const) {
+      c.sendHeader({ op: 'delete', id, name });
+      expect((await c.reply()).final['status']).to.equal('ok');
+    }
+  });
+
   it('upload with a bad name: its data is skipped, BAD_NAME comes only after the data, and the next request works', async function () {
     const c = await login();
     const data = randomBytes(50_000);

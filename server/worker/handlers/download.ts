@@ -48,7 +48,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
         pending?.catch(() => {}); // its error, if any, is raised when awaited above
         // Everything is read: the descriptor is closed in the background rather than awaited before the
         // final reply, which then leaves in the same tick (and socket write) as the last data frame.
-        if (pending === null) closing = file.close();
+        if (pending === null) closing = closeQuietly(file);
         if (!announced) announce();
         hash.update(chunk);
         await io.sendData(chunk, () => workerPayloads.release(chunk));
@@ -60,7 +60,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
       pending?.then((chunk) => workerPayloads.release(chunk), () => undefined);
     }
-    closing ??= file.close(); // an empty file: nothing was read
+    closing ??= closeQuietly(file); // an empty file: nothing was read
     if (!announced) announce();
     const sha256 = hash.digest('hex');
     return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
@@ -68,8 +68,16 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // A failure before the end closes the descriptor before its error reply. Once everything is read, the
     // close runs in the background: a read-only descriptor's close cannot lose data.
     if (closing === null) await file.close();
-    else closing.catch(() => undefined);
   }
+}
+
+/**
+ * Closes a read-only descriptor in the background. Its rejection is handled here, where the promise is
+ * made: the handler may wait on the socket before it gets back to it, and an unhandled rejection would end
+ * the worker.
+ */
+export function closeQuietly(file: ReadableFile): Promise<void> {
+  return file.close().catch(() => undefined);
 }
 
 async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {

@@ -7,7 +7,7 @@ import type { DataChunk, DeferredResult, HandlerResult, SessionIo } from '../ses
 type UploadRequest = Extract<Request, { op: 'upload' }>;
 
 /**
- * Uploads of at most this many bytes are read whole into memory before their staging file is opened (see
+ * Uploads of at most this many bytes are gathered in memory while their staging file opens (see
  * bufferedUpload). A session holds at most MAX_PUBLISHING of them, so this bounds what one connection can
  * pin: 32 × 64 KiB = 2 MiB, as much as its frame queue.
  */
@@ -63,42 +63,46 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
 }
 
 /**
- * A small upload: its data frames are read into memory first, and opening the staging file, writing it
- * and publishing all run as the deferred result. The session goes on to the next pipelined request at
- * once instead of waiting for the open, which queues on the thread pool behind other uploads' fsyncs
- * (measured: in a burst of 4 KiB uploads, that open was ~85 % of the time the session spent per upload).
+ * A small upload: its bytes are gathered in memory first, and the staging file's open (started at once)
+ * is only waited for in the deferred result, together with the write and the publish. The session goes
+ * on to the next pipelined request instead of waiting for that open, which queues on the thread pool
+ * behind other uploads' fsyncs (measured: in a burst of 4 KiB uploads, that open was ~85 % of the time the
+ * session spent per upload). Each payload is copied into one buffer of the upload's size and given back
+ * to the pool at once, so a client that splits the data into tiny frames pins no per-frame memory.
  * Outcomes are those of the streaming path: a corrupt chunk still gets CHUNK_CORRUPT with the durable
- * offset, and a connection lost mid-data still leaves the bytes received so far staged for a resume.
+ * offset of the good bytes before it, and a connection lost mid-data leaves them staged for a resume.
  */
 async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: number): Promise<DeferredResult> {
   const opening = io.userStore().beginUpload(req.name, req.size, req.sha256, req.offset);
   opening.catch(() => undefined); // its failure is the deferred result's
-  const chunks: DataChunk[] = [];
+  const data = Buffer.allocUnsafe(expected);
+  let received = 0;
+  /** Bytes before the first chunk that failed its CRC32C (all of them while none has). */
+  let good = expected;
   try {
-    let received = 0;
     while (received < expected) {
       const chunk = await io.readData();
-      received += checkedLength(chunk, expected - received);
-      chunks.push(chunk);
+      const length = checkedLength(chunk, expected - received);
+      if (good === expected && !chunk.crcOk) good = received;
+      if (good === expected) chunk.payload.copy(data, received);
+      workerPayloads.release(chunk.payload);
+      received += length;
       io.progress(received, req.name);
     }
   } catch (err) {
     // Cut short (connection lost, protocol violation): keep what arrived, as the streaming path does.
     const staged = await opening.catch(() => null);
-    if (staged === null) releaseAll(chunks);
-    else await stageAll(staged, chunks, req.offset, io).catch(() => undefined).finally(() => staged.release());
+    if (staged !== null) await stageBytes(staged, data.subarray(0, Math.min(received, good)), io).catch(() => undefined).finally(() => staged.release());
     throw err;
   }
   const later = (async (): Promise<HandlerResult> => {
-    let staged: StagedUpload;
+    const staged = await opening;
     try {
-      staged = await opening;
-    } catch (err) {
-      releaseAll(chunks);
-      throw err;
-    }
-    try {
-      await stageAll(staged, chunks, req.offset, io);
+      await stageBytes(staged, data.subarray(0, good), io);
+      if (good < expected) {
+        const offset = await staged.durableOffset();
+        throw new FtsError('CHUNK_CORRUPT', `data frame at offset ${req.offset + good} failed its CRC32C check; resend from offset ${offset}`, { offset });
+      }
     } catch (err) {
       await staged.release();
       throw err;
@@ -106,6 +110,12 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
     return publish(staged, req, expected);
   })();
   return { later };
+}
+
+async function stageBytes(staged: StagedUpload, bytes: Buffer, io: SessionIo): Promise<void> {
+  if (bytes.length === 0) return;
+  await staged.write(bytes);
+  io.ctx.metrics.transferBytes('upload', bytes.length);
 }
 
 /** The payload length of a data frame; one that goes past the declared upload size is released and refused. */
@@ -128,24 +138,6 @@ async function stage(staged: StagedUpload, chunk: DataChunk, at: number, io: Ses
   }
   await staged.write(chunk.payload, () => workerPayloads.release(chunk.payload));
   io.ctx.metrics.transferBytes('upload', chunk.payload.length);
-}
-
-/** Stages chunks in order from `offset`; after the first failure the rest are only released. */
-async function stageAll(staged: StagedUpload, chunks: DataChunk[], offset: number, io: SessionIo): Promise<void> {
-  let at = offset;
-  for (const [i, chunk] of chunks.entries()) {
-    try {
-      await stage(staged, chunk, at, io);
-    } catch (err) {
-      releaseAll(chunks.slice(i + 1));
-      throw err;
-    }
-    at += chunk.payload.length;
-  }
-}
-
-function releaseAll(chunks: readonly DataChunk[]): void {
-  for (const chunk of chunks) workerPayloads.release(chunk.payload);
 }
 
 async function publish(staged: StagedUpload, req: UploadRequest, bytes: number): Promise<HandlerResult> {

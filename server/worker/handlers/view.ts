@@ -1,6 +1,7 @@
 import { VIEW_BYTES, type Request } from '../../../protocol/index.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
+import { closeQuietly } from './download.js';
 
 type ViewRequest = Extract<Request, { op: 'view' }>;
 
@@ -23,13 +24,12 @@ export async function view(req: ViewRequest, io: SessionIo): Promise<HandlerResu
     }
     // Read-only, so closing cannot lose data: it runs in the background and the replies and data frame
     // leave in one tick, which the session sends as one socket write.
-    closing = file.close();
+    closing = closeQuietly(file);
     io.send({ status: 'data', size: file.size, mtime: file.mtime, offset: 0, length: filled });
     if (filled > 0) await io.sendData(buf.subarray(0, filled));
     io.progress(filled, req.name);
     return { reply: { name: req.name, size: file.size, length: filled }, audit: { file: req.name, bytes: filled } };
   } finally {
     if (closing === null) await file.close();
-    else closing.catch(() => undefined);
   }
 }
