@@ -5,7 +5,7 @@
  *   {type:'watch', pid}         follow this process tree (null: none)
  *   {type:'begin', id}          open a measurement window
  *   {type:'end', id}            close it; replies {id, peakKiB, lastKiB, peakAnonKiB, lastAnonKiB, samples,
- *                               cpuTicks, processes}
+ *                               cpuTicks, syscr, syscw, ctxsw, processes}
  *   {type:'now', id}            one immediate sample; replies {id, peakKiB: sum, lastKiB: sum, ...}
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -20,9 +20,26 @@ interface Window {
   peakAnonKiB: number;
   lastAnonKiB: number;
   samples: number;
-  cpuStart: Map<number, number>;
+  /** Each process's counters when the window opened (zeros for one that started during it). */
+  start: Map<number, Counters>;
   processes: number;
 }
+
+/**
+ * Cumulative per-process counters. The system-call and context-switch counts are steadier than wall or
+ * CPU time on a noisy machine, so they show what a change saves per operation.
+ */
+interface Counters {
+  /** utime + stime in clock ticks. */
+  cpuTicks: number;
+  /** read-type and write-type system calls (/proc/<pid>/io syscr, syscw; sockets, files, eventfds). */
+  syscr: number;
+  syscw: number;
+  /** Voluntary context switches summed over the process's threads (thread-pool hand-offs show here). */
+  ctxsw: number;
+}
+
+const ZERO: Counters = { cpuTicks: 0, syscr: 0, syscw: 0, ctxsw: 0 };
 
 let root: number | null = null;
 const windows = new Map<number, Window>();
@@ -67,12 +84,27 @@ function rssKiB(pid: number): { rss: number; anon: number } {
   return { rss: rss ? Number(rss[1]) : 0, anon: anon ? Number(anon[1]) : 0 };
 }
 
-/** utime + stime in clock ticks. */
-function cpuTicks(pid: number): number | null {
+/** The process's counters now, or null when it is gone. */
+function counters(pid: number): Counters | null {
   const stat = readText(`/proc/${pid}/stat`);
   if (stat === null) return null;
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+  const io = readText(`/proc/${pid}/io`) ?? '';
+  let ctxsw = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readText(`/proc/${pid}/task/${tid}/status`) ?? '');
+      if (m) ctxsw += Number(m[1]);
+    }
+  } catch {
+    // gone meanwhile: the counts read so far stand
+  }
+  return {
+    cpuTicks: Number(fields[11]) + Number(fields[12]),
+    syscr: Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? 0),
+    syscw: Number(/^syscw:\s+(\d+)/m.exec(io)?.[1] ?? 0),
+    ctxsw,
+  };
 }
 
 function tree(): number[] {
@@ -96,7 +128,7 @@ function sample(): { sum: number; anon: number; pids: number[] } {
     if (sum > w.peakKiB) w.peakKiB = sum;
     if (anon > w.peakAnonKiB) w.peakAnonKiB = anon;
     w.processes = Math.max(w.processes, pids.length);
-    for (const pid of pids) if (!w.cpuStart.has(pid)) w.cpuStart.set(pid, 0); // started during the window
+    for (const pid of pids) if (!w.start.has(pid)) w.start.set(pid, ZERO); // started during the window
   }
   return { sum, anon, pids };
 }
@@ -109,9 +141,9 @@ parentPort?.on('message', (m: { type: string; id?: number; pid?: number | null }
       root = m.pid ?? null;
       break;
     case 'begin': {
-      const cpuStart = new Map<number, number>();
-      for (const pid of tree()) cpuStart.set(pid, cpuTicks(pid) ?? 0);
-      windows.set(m.id!, { peakKiB: 0, lastKiB: 0, peakAnonKiB: 0, lastAnonKiB: 0, samples: 0, cpuStart, processes: 0 });
+      const start = new Map<number, Counters>();
+      for (const pid of tree()) start.set(pid, counters(pid) ?? ZERO);
+      windows.set(m.id!, { peakKiB: 0, lastKiB: 0, peakAnonKiB: 0, lastAnonKiB: 0, samples: 0, start, processes: 0 });
       sample();
       break;
     }
@@ -119,8 +151,11 @@ parentPort?.on('message', (m: { type: string; id?: number; pid?: number | null }
       sample();
       const w = windows.get(m.id!);
       windows.delete(m.id!);
-      let cpu = 0;
-      if (w) for (const [pid, start] of w.cpuStart) cpu += Math.max(0, (cpuTicks(pid) ?? start) - start);
+      const used: Counters = { ...ZERO };
+      for (const [pid, start] of w?.start ?? []) {
+        const end = counters(pid) ?? start; // a process that exited meanwhile: its last counts are lost
+        for (const k of Object.keys(used) as Array<keyof Counters>) used[k] += Math.max(0, end[k] - start[k]);
+      }
       parentPort?.postMessage({
         id: m.id,
         peakKiB: w?.peakKiB ?? 0,
@@ -128,14 +163,17 @@ parentPort?.on('message', (m: { type: string; id?: number; pid?: number | null }
         peakAnonKiB: w?.peakAnonKiB ?? 0,
         lastAnonKiB: w?.lastAnonKiB ?? 0,
         samples: w?.samples ?? 0,
-        cpuTicks: cpu,
+        cpuTicks: used.cpuTicks,
+        syscr: used.syscr,
+        syscw: used.syscw,
+        ctxsw: used.ctxsw,
         processes: w?.processes ?? 0,
       });
       break;
     }
     case 'now': {
       const { sum, anon, pids } = sample();
-      parentPort?.postMessage({ id: m.id, peakKiB: sum, lastKiB: sum, peakAnonKiB: anon, lastAnonKiB: anon, samples: 1, cpuTicks: 0, processes: pids.length });
+      parentPort?.postMessage({ id: m.id, peakKiB: sum, lastKiB: sum, peakAnonKiB: anon, lastAnonKiB: anon, samples: 1, cpuTicks: 0, syscr: 0, syscw: 0, ctxsw: 0, processes: pids.length });
       break;
     }
     case 'stop':

@@ -19,6 +19,10 @@ export interface RssWindow {
   samples: number;
   /** CPU time (user + system) of the server processes during the window, seconds. */
   cpuSeconds: number;
+  /** Read- and write-type system calls of the server processes during the window (/proc/<pid>/io). */
+  syscalls: { read: number; write: number };
+  /** Voluntary context switches of the server processes' threads during the window. */
+  contextSwitches: number;
   /** Most server processes seen at once. */
   processes: number;
 }
@@ -31,6 +35,9 @@ interface Reply {
   lastAnonKiB: number;
   samples: number;
   cpuTicks: number;
+  syscr: number;
+  syscw: number;
+  ctxsw: number;
   processes: number;
 }
 
@@ -84,6 +91,8 @@ export class RssSampler {
           lastAnonBytes: r.lastAnonKiB * 1024,
           samples: r.samples,
           cpuSeconds: r.cpuTicks / CLOCK_TICKS_PER_SECOND,
+          syscalls: { read: r.syscr, write: r.syscw },
+          contextSwitches: r.ctxsw,
           processes: r.processes,
         }),
       );

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { BenchContext, Workload } from '../context.js';
 import { PUBLISH_PARALLEL } from '../limits.js';
 import type { LimitRef, Row } from '../report.js';
-import { cpuNote, makeSmallFiles } from './common.js';
+import { cpuNote, makeSmallFiles, perOperationNote, serverCounts } from './common.js';
 
 export const UPLOAD_FILES_PER_S = 1750;
 export const DOWNLOAD_FILES_PER_S = 1400;
@@ -53,8 +53,8 @@ export const smallFiles: Workload = {
           limits: publishLimits(ctx, upRate),
           target: { text: `≥ ${UPLOAD_FILES_PER_S} files/s`, pass: upRate >= UPLOAD_FILES_PER_S },
           serverRssPeak: up.rss.peakBytes,
-          notes: `${up.ms.toFixed(0)} ms; ${cpuNote(up)}; ${((up.rss.cpuSeconds * 1e6) / count).toFixed(0)} µs server CPU per file`,
-          details: { ms: up.ms, files: count, serverCpuSeconds: up.rss.cpuSeconds, clientCpuSeconds: up.clientCpuSeconds },
+          notes: `${up.ms.toFixed(0)} ms; ${cpuNote(up)}; ${perOperationNote(up, count)}`,
+          details: { ms: up.ms, files: count, ...serverCounts(up), clientCpuSeconds: up.clientCpuSeconds },
         });
 
         ctx.progress(`small: ${count} × ${kib} downloads (library, pipelined)`);
@@ -72,8 +72,8 @@ export const smallFiles: Workload = {
           limits: publishLimits(ctx, downRate),
           target: { text: `≥ ${DOWNLOAD_FILES_PER_S} files/s`, pass: downRate >= DOWNLOAD_FILES_PER_S },
           serverRssPeak: down.rss.peakBytes,
-          notes: `${down.ms.toFixed(0)} ms; ${cpuNote(down)}; ${((down.rss.cpuSeconds * 1e6) / count).toFixed(0)} µs server CPU per file`,
-          details: { ms: down.ms, files: count, serverCpuSeconds: down.rss.cpuSeconds, clientCpuSeconds: down.clientCpuSeconds },
+          notes: `${down.ms.toFixed(0)} ms; ${cpuNote(down)}; ${perOperationNote(down, count)}`,
+          details: { ms: down.ms, files: count, ...serverCounts(down), clientCpuSeconds: down.clientCpuSeconds },
         });
 
         // In memory: separates the client's per-file durability work (temp file, fsync, rename) from the rest.
@@ -89,8 +89,8 @@ export const smallFiles: Workload = {
           value: memRate,
           unit: 'files/s',
           serverRssPeak: mem.rss.peakBytes,
-          notes: `${mem.ms.toFixed(0)} ms; ${cpuNote(mem)} (reference: no local file writes)`,
-          details: { ms: mem.ms, files: count, serverCpuSeconds: mem.rss.cpuSeconds, clientCpuSeconds: mem.clientCpuSeconds },
+          notes: `${mem.ms.toFixed(0)} ms; ${cpuNote(mem)}; ${perOperationNote(mem, count)} (reference: no local file writes)`,
+          details: { ms: mem.ms, files: count, ...serverCounts(mem), clientCpuSeconds: mem.clientCpuSeconds },
         });
         await client.quit();
       } finally {
