@@ -20,7 +20,10 @@ export interface ReadableFile {
   size: number;
   /** Integer milliseconds since the epoch. */
   mtime: number;
-  /** Idempotent. */
+  /**
+   * Idempotent, and never rejects: the descriptor is read-only, so a failing close loses nothing. That lets
+   * a handler close it in the background once everything is read, without awaiting it before its reply.
+   */
   close(): Promise<void>;
 }
 
@@ -146,7 +149,7 @@ export class UserStore {
         close: async () => {
           if (closed) return;
           closed = true;
-          await handle.close();
+          await handle.close().catch(() => undefined);
         },
       };
     } catch (err) {

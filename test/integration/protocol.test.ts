@@ -67,6 +67,16 @@ describe('protocol (raw TCP against a real server)', function () {
     return c;
   }
 
+  /** Each named file is stored with exactly these bytes; then it is deleted (request ids from `firstId`). */
+  async function expectStoredThenDelete(c: RawClient, firstId: number, files: Record<string, Buffer>): Promise<void> {
+    let id = firstId;
+    for (const [name, data] of Object.entries(files)) {
+      expect((await readFile(path.join(server.storage, 'alice', name))).equals(data), name).to.equal(true);
+      c.sendHeader({ op: 'delete', id: id++, name });
+      expect((await c.reply()).final['status']).to.equal('ok');
+    }
+  }
+
   async function open(): Promise<{ client: RawClient; greeting: Header }> {
     const o = await RawClient.open(server.port);
     clients.push(o.client);
@@ -374,7 +384,6 @@ describe('protocol (raw TCP against a real server)', function () {
     expect(await offsetOf(302, 'small-crc.bin', data)).to.equal(10_000);
     c.write(encodeHeader({ op: 'upload', id: 303, name: 'small-crc.bin', size: data.length, sha256: sha256(data), offset: 10_000 }), encodeData(data.subarray(10_000)));
     expect((await c.reply()).final).to.include({ id: 303, status: 'ok', sha256: sha256(data) });
-    expect((await readFile(path.join(server.storage, 'alice', 'small-crc.bin'))).equals(data)).to.equal(true);
 
     // Cut after 20 000 of 50 000 bytes: those bytes stay staged for a resume on another connection.
     const cut = await login();
@@ -389,11 +398,7 @@ describe('protocol (raw TCP against a real server)', function () {
     expect(staged, 'the received prefix is staged once the server sees the cut').to.equal(20_000);
     c.write(encodeHeader({ op: 'upload', id: 399, name: 'small-cut.bin', size: more.length, sha256: sha256(more), offset: 20_000 }), encodeData(more.subarray(20_000)));
     expect((await c.reply()).final).to.include({ id: 399, status: 'ok', sha256: sha256(more) });
-    expect((await readFile(path.join(server.storage, 'alice', 'small-cut.bin'))).equals(more)).to.equal(true);
-    for (const [id, name] of [[397, 'small-crc.bin'], [398, 'small-cut.bin']] as const) {
-      c.sendHeader({ op: 'delete', id, name });
-      expect((await c.reply()).final['status']).to.equal('ok');
-    }
+    await expectStoredThenDelete(c, 397, { 'small-crc.bin': data, 'small-cut.bin': more });
   });
 
   it('a small upload split into 1-byte frames: CHUNK_CORRUPT at the exact frame, and an unparseable header after pipelined uploads is answered after their replies', async function () {
@@ -414,11 +419,7 @@ describe('protocol (raw TCP against a real server)', function () {
     expect((await c.reply()).final).to.include({ id: 402, status: 'ok', sha256: sha256(data) });
     expect((await c.reply()).final).to.include({ id: 403, status: 'ok', sha256: sha256(data) });
     expectError(await c.reply(), 'BAD_REQUEST', false, null);
-    expect((await readFile(path.join(server.storage, 'alice', 'tiny-frames.bin'))).equals(data)).to.equal(true);
-    for (const [id, name] of [[404, 'tiny-frames.bin'], [405, 'tiny-frames-2.bin']] as const) {
-      c.sendHeader({ op: 'delete', id, name });
-      expect((await c.reply()).final['status']).to.equal('ok');
-    }
+    await expectStoredThenDelete(c, 404, { 'tiny-frames.bin': data, 'tiny-frames-2.bin': data });
   });
 
   it('upload with a bad name: its data is skipped, BAD_NAME comes only after the data, and the next request works', async function () {

@@ -29,27 +29,21 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     const length = file.size - offset;
     const hash = createHash('sha256');
     await hashRange(file, 0, offset, hash);
+    // The data reply goes out with the first data frame, so that both leave in one socket write (the
+    // session corks what is sent within one tick); a read that fails first is then the request's only reply.
+    const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
+    if (length === 0) io.send(dataReply);
     let sent = 0;
     // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
     // pool and go back to it once the socket has handed them to the kernel.
     let pending = length > 0 ? readChunk(file, offset) : null;
-    // The data reply waits for the first chunk, so that both leave in one socket write (the session corks
-    // what is sent within one tick); a read error then comes as the request's only reply.
-    let announced = false;
-    const announce = () => {
-      announced = true;
-      io.send({ status: 'data', size: file.size, mtime: file.mtime, offset, length });
-    };
     try {
       while (pending !== null) {
         const chunk = await pending;
         const position = offset + sent + chunk.length;
         pending = position < file.size ? readChunk(file, position) : null;
         pending?.catch(() => {}); // its error, if any, is raised when awaited above
-        // Everything is read: the descriptor is closed in the background rather than awaited before the
-        // final reply, which then leaves in the same tick (and socket write) as the last data frame.
-        if (pending === null) closing = closeQuietly(file);
-        if (!announced) announce();
+        if (sent === 0) io.send(dataReply);
         hash.update(chunk);
         await io.sendData(chunk, () => workerPayloads.release(chunk));
         io.ctx.metrics.transferBytes('download', chunk.length);
@@ -60,24 +54,15 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
       pending?.then((chunk) => workerPayloads.release(chunk), () => undefined);
     }
-    closing ??= closeQuietly(file); // an empty file: nothing was read
-    if (!announced) announce();
+    // Everything is read and sent: the close runs in the background (it never rejects) instead of delaying
+    // the final reply, which then leaves in the same socket write as the last data frame.
+    closing = file.close();
     const sha256 = hash.digest('hex');
     return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
   } finally {
-    // A failure before the end closes the descriptor before its error reply. Once everything is read, the
-    // close runs in the background: a read-only descriptor's close cannot lose data.
+    // A failure closes the descriptor before its error reply.
     if (closing === null) await file.close();
   }
-}
-
-/**
- * Closes a read-only descriptor in the background. Its rejection is handled here, where the promise is
- * made: the handler may wait on the socket before it gets back to it, and an unhandled rejection would end
- * the worker.
- */
-export function closeQuietly(file: ReadableFile): Promise<void> {
-  return file.close().catch(() => undefined);
 }
 
 async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {

@@ -92,17 +92,18 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
   } catch (err) {
     // Cut short (connection lost, protocol violation): keep what arrived, as the streaming path does.
     const staged = await opening.catch(() => null);
-    if (staged !== null) await stageBytes(staged, data.subarray(0, Math.min(received, good)), io).catch(() => undefined).finally(() => staged.release());
+    if (staged !== null) {
+      const kept = Math.min(received, good);
+      if (kept > 0) await append(staged, data.subarray(0, kept), io).catch(() => undefined);
+      await staged.release();
+    }
     throw err;
   }
   const later = (async (): Promise<HandlerResult> => {
     const staged = await opening;
     try {
-      await stageBytes(staged, data.subarray(0, good), io);
-      if (good < expected) {
-        const offset = await staged.durableOffset();
-        throw new FtsError('CHUNK_CORRUPT', `data frame at offset ${req.offset + good} failed its CRC32C check; resend from offset ${offset}`, { offset });
-      }
+      if (good > 0) await append(staged, data.subarray(0, good), io);
+      if (good < expected) throw await chunkCorrupt(staged, req.offset + good);
     } catch (err) {
       await staged.release();
       throw err;
@@ -110,12 +111,6 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
     return publish(staged, req, expected);
   })();
   return { later };
-}
-
-async function stageBytes(staged: StagedUpload, bytes: Buffer, io: SessionIo): Promise<void> {
-  if (bytes.length === 0) return;
-  await staged.write(bytes);
-  io.ctx.metrics.transferBytes('upload', bytes.length);
 }
 
 /** The payload length of a data frame; one that goes past the declared upload size is released and refused. */
@@ -127,17 +122,29 @@ function checkedLength(chunk: DataChunk, left: number): number {
 
 /**
  * Appends one received chunk (at file offset `at`) to the staging file; the payload's pool memory goes back
- * once written. A chunk that failed its CRC32C is not written: everything before it is made durable and the
- * client is told, with CHUNK_CORRUPT, to resend from there.
+ * once written. A chunk that failed its CRC32C is not written (see chunkCorrupt).
  */
 async function stage(staged: StagedUpload, chunk: DataChunk, at: number, io: SessionIo): Promise<void> {
   if (!chunk.crcOk) {
     workerPayloads.release(chunk.payload);
-    const offset = await staged.durableOffset();
-    throw new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
+    throw await chunkCorrupt(staged, at);
   }
-  await staged.write(chunk.payload, () => workerPayloads.release(chunk.payload));
-  io.ctx.metrics.transferBytes('upload', chunk.payload.length);
+  await append(staged, chunk.payload, io, () => workerPayloads.release(chunk.payload));
+}
+
+/** Appends bytes to the staging file and counts them; `written` is called once their memory is free. */
+async function append(staged: StagedUpload, bytes: Buffer, io: SessionIo, written?: () => void): Promise<void> {
+  await staged.write(bytes, written);
+  io.ctx.metrics.transferBytes('upload', bytes.length);
+}
+
+/**
+ * The answer to a data frame at file offset `at` that failed its CRC32C: everything before it is made
+ * durable, and the client is told to resend from there.
+ */
+async function chunkCorrupt(staged: StagedUpload, at: number): Promise<FtsError> {
+  const offset = await staged.durableOffset();
+  return new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
 }
 
 async function publish(staged: StagedUpload, req: UploadRequest, bytes: number): Promise<HandlerResult> {

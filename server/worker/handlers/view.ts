@@ -1,7 +1,6 @@
 import { VIEW_BYTES, type Request } from '../../../protocol/index.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
-import { closeQuietly } from './download.js';
 
 type ViewRequest = Extract<Request, { op: 'view' }>;
 
@@ -22,9 +21,9 @@ export async function view(req: ViewRequest, io: SessionIo): Promise<HandlerResu
     } catch (err) {
       throw fsError(err, 'read');
     }
-    // Read-only, so closing cannot lose data: it runs in the background and the replies and data frame
-    // leave in one tick, which the session sends as one socket write.
-    closing = closeQuietly(file);
+    // The close runs in the background (it never rejects), so the replies and the data frame leave in one
+    // tick, which the session sends as one socket write.
+    closing = file.close();
     io.send({ status: 'data', size: file.size, mtime: file.mtime, offset: 0, length: filled });
     if (filled > 0) await io.sendData(buf.subarray(0, filled));
     io.progress(filled, req.name);
