@@ -15,7 +15,11 @@
  * to a slab that has payloads out.
  */
 
+import { AlignedSlabs, DIRECT_IO_ALIGNMENT } from './aligned-slabs.js';
 import { MAX_CHUNK_BYTES } from './limits.js';
+
+/** Payloads at least this large start at an aligned offset of an aligned slab (see aligned-slabs.ts). */
+const ALIGN_FROM_BYTES = 64 * 1024;
 
 interface Slab {
   readonly memory: Buffer;
@@ -25,14 +29,19 @@ interface Slab {
   out: number;
   /** No longer the slab new payloads are cut from. */
   retired: boolean;
+  /** Cut from the aligned arena (given back to it, never left to the GC). */
+  readonly aligned: boolean;
 }
 
 export class PayloadPool {
   readonly #slabBytes: number;
   readonly #keepFree: number;
   readonly #free: Slab[] = [];
+  readonly #aligned: AlignedSlabs | null;
   /** The slab a payload was cut from, by the payload's backing memory. */
   readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
+  /** The aligned slabs handed out, by their offset in the arena (they all share its memory). */
+  readonly #alignedSlabs = new Map<number, Slab>();
   /** Payloads handed out and not yet released: a second release of one must not free another's room. */
   readonly #outstanding = new WeakSet<Buffer>();
   #current: Slab | null = null;
@@ -40,10 +49,12 @@ export class PayloadPool {
   /**
    * @param slabBytes size of one slab: the largest payload that can be cut from the pool.
    * @param keepFree free slabs kept for reuse; more are left to the GC.
+   * @param aligned where slabs come from first, if given: page-aligned memory (see aligned-slabs.ts).
    */
-  constructor(slabBytes: number, keepFree: number) {
+  constructor(slabBytes: number, keepFree: number, aligned: AlignedSlabs | null = null) {
     this.#slabBytes = slabBytes;
     this.#keepFree = keepFree;
+    this.#aligned = aligned;
   }
 
   /** A buffer of exactly `length` bytes (uninitialised). Give it back with release() once written out. */
@@ -51,13 +62,15 @@ export class PayloadPool {
     // Larger than a slab (not a data payload) or empty: an ordinary buffer the GC will handle.
     if (length > this.#slabBytes || length === 0) return Buffer.allocUnsafe(length);
     let slab = this.#current;
-    if (slab === null || slab.used + length > slab.memory.length) {
+    let at = slab === null ? 0 : startOf(slab, length);
+    if (slab === null || at + length > slab.memory.length) {
       if (slab !== null) this.#retire(slab);
       slab = this.#fresh();
       this.#current = slab;
+      at = 0;
     }
-    const payload = slab.memory.subarray(slab.used, slab.used + length);
-    slab.used += length;
+    const payload = slab.memory.subarray(at, at + length);
+    slab.used = at + length;
     slab.out++;
     this.#outstanding.add(payload);
     return payload;
@@ -66,7 +79,8 @@ export class PayloadPool {
   /** Returns a buffer from take(). Anything else, or a second release, is ignored. */
   release(payload: Buffer): void {
     if (!this.#outstanding.delete(payload)) return;
-    const slab = this.#slabs.get(payload.buffer);
+    const inArena = this.#aligned?.slabOffsetOf(payload) ?? null;
+    const slab = inArena === null ? this.#slabs.get(payload.buffer) : this.#alignedSlabs.get(inArena);
     if (slab === undefined || slab.out === 0) return;
     slab.out--;
     if (slab.out > 0) return;
@@ -85,27 +99,45 @@ export class PayloadPool {
   }
 
   #recycle(slab: Slab): void {
-    if (this.#free.length >= this.#keepFree) return;
     slab.used = 0;
     slab.retired = false;
-    this.#free.push(slab);
+    if (slab.aligned) {
+      this.#alignedSlabs.delete(slab.memory.byteOffset);
+      this.#aligned!.give(slab.memory);
+    }
+    else if (this.#free.length < this.#keepFree) this.#free.push(slab);
   }
 
   #fresh(): Slab {
+    const memory = this.#aligned?.take() ?? null;
+    if (memory !== null) return this.#register({ memory, used: 0, out: 0, retired: false, aligned: true });
     const reused = this.#free.pop();
     if (reused !== undefined) return reused;
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared small-buffer pool.
-    const slab: Slab = { memory: Buffer.allocUnsafeSlow(this.#slabBytes), used: 0, out: 0, retired: false };
-    this.#slabs.set(slab.memory.buffer, slab);
+    return this.#register({ memory: Buffer.allocUnsafeSlow(this.#slabBytes), used: 0, out: 0, retired: false, aligned: false });
+  }
+
+  #register(slab: Slab): Slab {
+    if (slab.aligned) this.#alignedSlabs.set(slab.memory.byteOffset, slab);
+    else this.#slabs.set(slab.memory.buffer, slab);
     return slab;
   }
+}
+
+/** Where the next payload of `length` bytes starts in `slab`: large ones at an aligned offset. */
+function startOf(slab: Slab, length: number): number {
+  if (!slab.aligned || length < ALIGN_FROM_BYTES) return slab.used;
+  return Math.ceil(slab.used / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
 }
 
 /**
  * A pool sized for data frames: a slab holds two of the largest payloads, and eight free slabs (16 MiB)
  * are kept, enough for several concurrent transfers to recycle memory. Each process makes one (the server's
- * worker for all its connections, the client library for all its connections).
+ * worker for all its connections, the client library for all its connections). With `alignedSlabs` > 0,
+ * that many slabs come first from page-aligned memory, so that full-size payloads can be written to files
+ * with O_DIRECT.
  */
-export function framePayloadPool(): PayloadPool {
-  return new PayloadPool(2 * MAX_CHUNK_BYTES, 8);
+export function framePayloadPool(alignedSlabs = 0): PayloadPool {
+  const slabBytes = 2 * MAX_CHUNK_BYTES;
+  return new PayloadPool(slabBytes, 8, alignedSlabs > 0 ? new AlignedSlabs(slabBytes, alignedSlabs) : null);
 }
