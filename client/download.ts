@@ -12,6 +12,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
+import { DIRECT_MIN_BYTES, DirectWriter } from '../protocol/direct-writer.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
@@ -131,8 +132,13 @@ export class MemoryDownload {
   }
 
   finish(reply: Header): { data: Buffer; size: number; sha256: string } {
-    const sha256 = this.phase.finish(reply);
-    return { data: Buffer.concat(this.chunks, this.phase.received), size: this.phase.size, sha256 };
+    try {
+      const sha256 = this.phase.finish(reply);
+      return { data: Buffer.concat(this.chunks, this.phase.received), size: this.phase.size, sha256 };
+    } finally {
+      // Buffer.concat copied them: the payloads' memory goes back to the pool.
+      for (const chunk of this.chunks.splice(0)) clientPayloads.release(chunk);
+    }
   }
 }
 
@@ -157,6 +163,8 @@ export class FileDownload {
   target = '';
   private paths: PartPaths | null = null;
   private fh: FileHandle | null = null;
+  /** Writes into fh, large downloads with O_DIRECT where possible; set at the data reply. */
+  private writer: DirectWriter | null = null;
   /** The offset asked for: the length of the kept prefix, 0 when starting afresh. */
   private requested = 0;
   /** The version the sidecar on disk names, when it describes what LOCAL.part holds; else null. */
@@ -280,6 +288,9 @@ export class FileDownload {
         });
       }
     }
+    this.chain(async () => {
+      if (this.fh !== null) this.writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.withDirect(this.fh) : DirectWriter.plain(this.fh);
+    });
     this.options.onStart?.(offset, size);
   }
 
@@ -316,12 +327,7 @@ export class FileDownload {
   }
 
   private async writeAt(payload: Buffer, position: number): Promise<void> {
-    const fh = this.fh;
-    if (fh === null) return;
-    for (let done = 0; done < payload.length; ) {
-      const { bytesWritten } = await fh.write(payload, done, payload.length - done, position + done);
-      done += bytesWritten;
-    }
+    await this.writer?.writeAt([payload], position);
   }
 
   private unpause(): void {
@@ -344,7 +350,7 @@ export class FileDownload {
     const paths = this.requirePaths();
     if (fh === null) throw new FtsError('INTERNAL', 'download committed before it was prepared');
     try {
-      await fh.sync();
+      await Promise.all([fh.sync(), this.closeWriter()]);
       this.fh = null;
       await fh.close();
       await rename(paths.part, this.target);
@@ -369,6 +375,7 @@ export class FileDownload {
     this.unpause();
     await this.preparing?.catch(() => undefined);
     await this.writes.catch(() => undefined);
+    await this.closeWriter();
     const fh = this.fh;
     this.fh = null;
     let length = 0;
@@ -383,6 +390,12 @@ export class FileDownload {
       await removeQuietly(paths.sidecar);
     }
     this.release();
+  }
+
+  private async closeWriter(): Promise<void> {
+    const writer = this.writer;
+    this.writer = null;
+    await writer?.closeDirect();
   }
 
   private release(): void {

@@ -9,6 +9,7 @@
  */
 import { FtsError, MAX_FILE_SIZE, type Frame, type Header } from '../protocol/index.js';
 import { asFtsError, serverError } from './errors.js';
+import { clientPayloads } from './payloads.js';
 
 /** Writes the data frames of one upload; handed to RequestSpec.body. */
 export interface DataWriter {
@@ -72,9 +73,10 @@ export class ReplyRouter {
       const n = frame.payload.length;
       if (n > this.dataRemaining) throw new FtsError('PROTOCOL_ERROR', 'server sent more data than its data reply announced');
       this.dataRemaining -= n;
-      if (head.localError) return null; // already failed: consume and drop
-      if (!frame.crcOk) {
-        head.localError = new FtsError('CHUNK_CORRUPT', 'a data frame from the server failed its CRC32C check');
+      if (head.localError || !frame.crcOk) {
+        // Already failed, or failing now: consume and drop (its memory goes straight back to the pool).
+        head.localError ??= new FtsError('CHUNK_CORRUPT', 'a data frame from the server failed its CRC32C check');
+        clientPayloads.release(frame.payload);
         return null;
       }
       this.deliver(head, () => head.spec.onData?.(frame.payload));

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { directIoAligned } from '../../protocol/aligned-slabs.js';
+import { DIRECT_MIN_BYTES, DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
 import { errnoOf, fsError } from './errors.js';
@@ -55,15 +55,6 @@ const WRITE_BATCH_BYTES = 1024 * 1024;
 /** A partly gathered batch is written once no chunk has arrived for this long. */
 const IDLE_FLUSH_MS = 100;
 
-/**
- * Uploads with at least this many bytes still to come also open their staging file with O_DIRECT, and
- * write the batches that are page-aligned (full-size frames in aligned payload memory, see
- * aligned-slabs.ts) through it, bypassing the page cache; the rest (the file's tail, frames of other
- * sizes) go through the ordinary descriptor. Small files are not worth the extra open.
- */
-const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
-
-
 export interface StagingTarget {
   root: string;
   user: string;
@@ -82,8 +73,8 @@ export class StagedUpload {
   readonly #expected: Buffer;
   readonly #hash: Hash;
   #handle: FileHandle | undefined;
-  /** The same file opened with O_DIRECT, while direct writes work (see DIRECT_MIN_BYTES). */
-  #direct: FileHandle | undefined;
+  /** Writes the batches (through #handle, and with O_DIRECT where it can). */
+  readonly #writer: DirectWriter;
   #received = 0;
   #state: State = 'open';
   /** Chunks gathered for the next write, and the file position of the first. */
@@ -99,7 +90,7 @@ export class StagedUpload {
   #aborting: Promise<void> | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; direct: FileHandle | undefined; size: number; sha256: string; offset: number; hash: Hash }) {
+  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; sha256: string; offset: number; hash: Hash }) {
     this.name = t.name;
     this.size = t.size;
     this.#root = t.root;
@@ -107,7 +98,7 @@ export class StagedUpload {
     this.#target = t.target;
     this.#stagingPath = t.stagingPath;
     this.#handle = t.handle;
-    this.#direct = t.direct;
+    this.#writer = t.writer;
     this.#expected = Buffer.from(t.sha256, 'hex');
     this.#received = t.offset;
     this.#hash = t.hash;
@@ -174,7 +165,7 @@ export class StagedUpload {
   #dispatch(): void {
     const { buffers, written, position } = this.#takeBatch();
     if (buffers.length === 0) return;
-    const write: Promise<void> = this.#writeAt(buffers, position)
+    const write: Promise<void> = this.#writer.writeAt(buffers, position)
       .catch((err: unknown) => {
         this.#failure ??= err;
       })
@@ -183,30 +174,6 @@ export class StagedUpload {
         for (const done of written) done();
       });
     this.#writing = write;
-  }
-
-  /** Writes through the O_DIRECT descriptor when the batch is aligned, through the ordinary one otherwise. */
-  async #writeAt(buffers: Buffer[], position: number): Promise<void> {
-    const direct = this.#direct;
-    if (direct !== undefined && directIoAligned(buffers, position)) {
-      try {
-        return await writeAllAt(direct, buffers, position);
-      } catch (err) {
-        // EINVAL: this file system (or device) wants another alignment, or no direct I/O for this file.
-        // The batch is written again the ordinary way, and so is the rest of the upload.
-        if (errnoOf(err) !== 'EINVAL') throw err;
-        this.#direct = undefined;
-        await direct.close().catch(() => undefined);
-      }
-    }
-    return writeAllAt(this.#handle!, buffers, position);
-  }
-
-  /** Closes the O_DIRECT descriptor (no write may be in flight). */
-  async #closeDirect(): Promise<void> {
-    const direct = this.#direct;
-    this.#direct = undefined;
-    await direct?.close().catch(() => undefined);
   }
 
   /** Writes what is gathered and waits for it; throws the first write error, if any. */
@@ -280,7 +247,7 @@ export class StagedUpload {
     try {
       // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
       // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
-      const [, stats] = await Promise.all([handle.sync(), handle.stat(), this.#closeDirect()]);
+      const [, stats] = await Promise.all([handle.sync(), handle.stat(), this.#writer.closeDirect()]);
       this.#handle = undefined;
       await handle.close();
       await withLock(this.#root, this.#user, this.name, async () => {
@@ -317,7 +284,7 @@ export class StagedUpload {
     if (this.#failure === null) this.#dispatch();
     else this.#discardBatch();
     await this.#writing;
-    await this.#closeDirect();
+    await this.#writer.closeDirect();
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
@@ -334,7 +301,7 @@ export class StagedUpload {
     this.#state = 'aborted';
     this.#discardBatch();
     await this.#writing;
-    await this.#closeDirect();
+    await this.#writer.closeDirect();
     const handle = this.#handle;
     this.#handle = undefined;
     try {
@@ -347,27 +314,6 @@ export class StagedUpload {
     } catch {
       // ENOENT: already gone. Anything else: the staging sweep removes it later.
     }
-  }
-}
-
-/** Writes `buffers` contiguously at `position`, however short the kernel's writes are. */
-async function writeAllAt(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
-  let at = position;
-  let rest = buffers;
-  while (rest.length > 0) {
-    const { bytesWritten } = await handle.writev(rest, at);
-    if (bytesWritten === 0) throw new Error('writev wrote nothing');
-    at += bytesWritten;
-    let skip = bytesWritten;
-    const left: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) skip -= b.length;
-      else {
-        left.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-    }
-    rest = left;
   }
 }
 
@@ -458,22 +404,8 @@ export async function beginStagedUpload(t: StagingTarget, size: number, sha256: 
     throw fsError(err, t.name);
   }
   if (source !== null) await unlink(source).catch(() => undefined);
-  const direct = size - offset >= DIRECT_MIN_BYTES ? await openDirect(stagingPath) : undefined;
-  return new StagedUpload({ ...t, target, stagingPath, handle, direct, size, sha256, offset, hash });
-}
-
-/**
- * A second, O_DIRECT descriptor of a staging file, or undefined where the platform or the file system has
- * no direct I/O (the upload is then written through the page cache only).
- */
-async function openDirect(file: string): Promise<FileHandle | undefined> {
-  const O_DIRECT = constants.O_DIRECT as number | undefined;
-  if (O_DIRECT === undefined) return undefined;
-  try {
-    return await open(file, constants.O_WRONLY | constants.O_NOFOLLOW | O_DIRECT);
-  } catch {
-    return undefined;
-  }
+  const writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.withDirect(handle) : DirectWriter.plain(handle);
+  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, sha256, offset, hash });
 }
 
 /** Copies the first `length` bytes of `source` into `dest`, hashing them. */
