@@ -350,6 +350,7 @@ export class FileDownload {
     const paths = this.requirePaths();
     if (fh === null) throw new FtsError('INTERNAL', 'download committed before it was prepared');
     try {
+      await this.writer?.settle();
       await Promise.all([fh.sync(), this.closeWriter()]);
       this.fh = null;
       await fh.close();

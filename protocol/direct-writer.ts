@@ -24,18 +24,35 @@ export const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
  * Writes must not overlap in time (the callers write strictly in order, one batch at a time), which also
  * keeps the two descriptors from ever touching the same bytes at once.
  */
+/**
+ * A large file is synced in the background every this many bytes, so the device (and, on a VM, the host's
+ * cache) writes it back while the rest arrives, and the fsync before the acknowledgement has little left to
+ * do (it was ~0.7 s per GiB when everything waited for the end).
+ */
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
+
 export class DirectWriter {
   readonly #buffered: FileHandle;
   #direct: FileHandle | undefined;
+  /** Bytes written since the last background sync started (large files only: see SYNC_EVERY_BYTES). */
+  #unsynced = 0;
+  #syncing: Promise<void> | null = null;
+  /**
+   * The first failed background sync. It must fail the file: Linux reports a writeback error to a
+   * descriptor once, so the final fsync would not see it again.
+   */
+  #syncError: unknown = null;
 
   private constructor(buffered: FileHandle, direct: FileHandle | undefined) {
     this.#buffered = buffered;
     this.#direct = direct;
   }
 
-  /** Writes through `buffered` only. */
+  /** Writes through `buffered` only, without background syncs (small files). */
   static plain(buffered: FileHandle): DirectWriter {
-    return new DirectWriter(buffered, undefined);
+    const writer = new DirectWriter(buffered, undefined);
+    writer.#unsynced = -Infinity;
+    return writer;
   }
 
   /**
@@ -46,11 +63,13 @@ export class DirectWriter {
   static async withDirect(buffered: FileHandle): Promise<DirectWriter> {
     const O_DIRECT = constants.O_DIRECT as number | undefined;
     if (O_DIRECT === undefined) return DirectWriter.plain(buffered);
+    let direct: FileHandle | undefined;
     try {
-      return new DirectWriter(buffered, await open(`/proc/self/fd/${buffered.fd}`, constants.O_WRONLY | O_DIRECT));
+      direct = await open(`/proc/self/fd/${buffered.fd}`, constants.O_WRONLY | O_DIRECT);
     } catch {
-      return DirectWriter.plain(buffered);
+      // No /proc, or no direct I/O on this file system: the page cache it is (still synced as it goes).
     }
+    return new DirectWriter(buffered, direct);
   }
 
   /** Whether direct writes are in use (for tests and logs). */
@@ -58,8 +77,37 @@ export class DirectWriter {
     return this.#direct !== undefined;
   }
 
-  /** Writes `buffers` contiguously at `position`. */
+  /** Writes `buffers` contiguously at `position`; throws the error of a failed background sync. */
   async writeAt(buffers: Buffer[], position: number): Promise<void> {
+    if (this.#syncError !== null) throw this.#syncError;
+    await this.#write(buffers, position);
+    for (const b of buffers) this.#unsynced += b.length;
+    if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === null) this.#syncInBackground();
+  }
+
+  /**
+   * Waits for the background sync in flight, if any, and throws if one failed. Call before the final fsync
+   * (which, not this, is what makes the file durable).
+   */
+  async settle(): Promise<void> {
+    await this.#syncing;
+    if (this.#syncError !== null) throw this.#syncError;
+  }
+
+  #syncInBackground(): void {
+    this.#unsynced = 0;
+    const sync: Promise<void> = this.#buffered
+      .datasync()
+      .catch((err: unknown) => {
+        this.#syncError ??= err;
+      })
+      .finally(() => {
+        if (this.#syncing === sync) this.#syncing = null;
+      });
+    this.#syncing = sync;
+  }
+
+  async #write(buffers: Buffer[], position: number): Promise<void> {
     const direct = this.#direct;
     if (direct !== undefined && directIoAligned(buffers, position)) {
       try {
@@ -74,8 +122,12 @@ export class DirectWriter {
     return writeAllAt(this.#buffered, buffers, position);
   }
 
-  /** Closes the O_DIRECT descriptor; no write may be in flight. The ordinary one stays the caller's. */
+  /**
+   * Closes the O_DIRECT descriptor, once no write and no background sync is in flight (the ordinary
+   * descriptor stays the caller's). Never throws.
+   */
   async closeDirect(): Promise<void> {
+    await this.#syncing;
     const direct = this.#direct;
     this.#direct = undefined;
     await direct?.close().catch(() => undefined);

@@ -10,6 +10,16 @@ import type { Logger } from '../log.js';
  */
 const WORKER_THREADPOOL_SIZE = '16';
 
+/**
+ * glibc gives freed memory at the top of its heap back to the system as soon as 128 KiB are free there, and
+ * takes it back on the next allocations, one page fault per page. A worker frees its socket reads (64 KiB
+ * each, Node's own) in bursts at every collection, so a transfer kept faulting the same memory back in:
+ * 0.4–0.5 s of system time per GiB uploaded, and each fault is expensive on a VM. Keeping 16 MiB of padding
+ * at the top of the heap stops that at the cost of at most 16 MiB per worker that stays resident after a
+ * burst. An operator's MALLOC_TOP_PAD_ wins.
+ */
+const WORKER_MALLOC_TOP_PAD = String(16 * 1024 * 1024);
+
 /** A worker that lived less than this counts as a crash-loop failure for the backoff. */
 const HEALTHY_UPTIME_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
@@ -106,6 +116,7 @@ export class WorkerPool {
       FTS_WORKER_CONFIG: JSON.stringify({ ...this.config, port }),
       FTS_SESSION_SECRET: this.secret.toString('hex'),
       UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? WORKER_THREADPOOL_SIZE,
+      MALLOC_TOP_PAD_: process.env['MALLOC_TOP_PAD_'] ?? WORKER_MALLOC_TOP_PAD,
     });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);

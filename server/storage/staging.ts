@@ -217,6 +217,7 @@ export class StagedUpload {
     if (handle === undefined) throw new Error('StagedUpload.durableOffset needs an open upload');
     await this.#flush();
     try {
+      await this.#writer.settle();
       await handle.sync();
     } catch (err) {
       throw fsError(err, this.name);
@@ -247,6 +248,7 @@ export class StagedUpload {
     try {
       // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
       // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
+      await this.#writer.settle();
       const [, stats] = await Promise.all([handle.sync(), handle.stat(), this.#writer.closeDirect()]);
       this.#handle = undefined;
       await handle.close();
