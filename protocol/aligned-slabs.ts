@@ -73,14 +73,24 @@ export class AlignedSlabs {
   }
 }
 
+/** Whether `buf` lies in an arena at an aligned offset and has an aligned length. */
+function aligned(buf: Buffer): boolean {
+  return arenaBuffers.has(buf.buffer) && buf.byteOffset % DIRECT_IO_ALIGNMENT === 0 && buf.length % DIRECT_IO_ALIGNMENT === 0;
+}
+
 /**
- * Whether `buffers` written at file position `position` meet O_DIRECT's alignment: every buffer lies in
- * an arena at an aligned offset with an aligned length, and the position is aligned.
+ * How many of `buffers`, from the first, meet O_DIRECT's alignment when written contiguously at file
+ * position `position`: each lies in an arena at an aligned offset with an aligned length (so every one
+ * also starts at an aligned file position), and the position is aligned.
  */
+export function directIoPrefix(buffers: readonly Buffer[], position: number): number {
+  if (position % DIRECT_IO_ALIGNMENT !== 0) return 0;
+  let n = 0;
+  while (n < buffers.length && aligned(buffers[n]!)) n++;
+  return n;
+}
+
+/** Whether all of `buffers` (at least one) can be written with O_DIRECT at `position`. */
 export function directIoAligned(buffers: readonly Buffer[], position: number): boolean {
-  if (position % DIRECT_IO_ALIGNMENT !== 0) return false;
-  for (const b of buffers) {
-    if (!arenaBuffers.has(b.buffer) || b.byteOffset % DIRECT_IO_ALIGNMENT !== 0 || b.length % DIRECT_IO_ALIGNMENT !== 0) return false;
-  }
-  return buffers.length > 0;
+  return buffers.length > 0 && directIoPrefix(buffers, position) === buffers.length;
 }

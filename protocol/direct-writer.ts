@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { directIoAligned } from './aligned-slabs.js';
+import { directIoPrefix } from './aligned-slabs.js';
 
 /**
  * Files with at least this many bytes still to come are worth the extra open of a direct descriptor; below
@@ -107,19 +107,22 @@ export class DirectWriter {
     this.#syncing = sync;
   }
 
+  /** The aligned leading buffers go through the direct descriptor, the rest through the ordinary one. */
   async #write(buffers: Buffer[], position: number): Promise<void> {
     const direct = this.#direct;
-    if (direct !== undefined && directIoAligned(buffers, position)) {
-      try {
-        return await writeAllAt(direct, buffers, position);
-      } catch (err) {
-        // EINVAL: this file system or device wants another alignment, or no direct I/O for this file. The
-        // batch is written again the ordinary way (over whatever part of it landed), and so is the rest.
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        await this.closeDirect();
-      }
+    const n = direct === undefined ? 0 : directIoPrefix(buffers, position);
+    if (n === 0) return writeAllAt(this.#buffered, buffers, position);
+    const head = buffers.slice(0, n);
+    try {
+      await writeAllAt(direct!, head, position);
+    } catch (err) {
+      // EINVAL: this file system or device wants another alignment, or no direct I/O for this file. The
+      // batch is written again the ordinary way (over whatever part of it landed), and so is the rest.
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      await this.closeDirect();
+      return writeAllAt(this.#buffered, buffers, position);
     }
-    return writeAllAt(this.#buffered, buffers, position);
+    if (n < buffers.length) await writeAllAt(this.#buffered, buffers.slice(n), position + byteLength(head));
   }
 
   /**
@@ -132,6 +135,12 @@ export class DirectWriter {
     this.#direct = undefined;
     await direct?.close().catch(() => undefined);
   }
+}
+
+function byteLength(buffers: readonly Buffer[]): number {
+  let n = 0;
+  for (const b of buffers) n += b.length;
+  return n;
 }
 
 /** Writes `buffers` contiguously at `position`, however short the kernel's writes are. */

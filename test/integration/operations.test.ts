@@ -396,7 +396,9 @@ describe('operations through the CLI and the client library', function () {
   });
 
   describe('FtsClient round trips', function () {
-    for (const size of [0, 1, 1023, 1024, 1025, 3 * 1024 * 1024 + 3]) {
+    // 9 MiB + 5: above DIRECT_MIN_BYTES, so both sides write full frames with O_DIRECT and the tail through
+    // the page cache (protocol/direct-writer.ts).
+    for (const size of [0, 1, 1023, 1024, 1025, 3 * 1024 * 1024 + 3, 9 * 1024 * 1024 + 5]) {
       it(`${size} bytes: uploadBuffer/downloadBuffer/view/list/delete and upload/download with files`, async function () {
         const c = await client();
         const data = randomBytes(size);

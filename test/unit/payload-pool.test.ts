@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { encodeData, encodeHeader, FrameDecoder } from '../../protocol/index.js';
+import { AlignedSlabs, DIRECT_IO_ALIGNMENT, directIoAligned } from '../../protocol/aligned-slabs.js';
 import { PayloadPool } from '../../protocol/payload-pool.js';
 
 describe('PayloadPool (recycled payload memory)', function () {
@@ -96,6 +97,80 @@ describe('PayloadPool (recycled payload memory)', function () {
       expect(f.payload.equals(payloads[i]!)).to.equal(true);
       expect(f.payload).to.equal(given[i]);
       expect(f.payload.buffer, 'payload lives in the pool, not in a pushed chunk').to.not.equal(wire.buffer);
+    });
+  });
+
+  describe('with aligned slabs', function () {
+    const SLAB = 256 * 1024;
+
+    it('starts every payload of 64 KiB or more at an aligned offset of arena memory, small ones side by side', function () {
+      const pool = new PayloadPool(SLAB, 2, new AlignedSlabs(SLAB, 4));
+      const small = pool.take(100);
+      const large = pool.take(64 * 1024);
+      const small2 = pool.take(10);
+      const large2 = pool.take(128 * 1024);
+      expect(large.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
+      expect(large2.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
+      expect(large.byteOffset, 'rounded up past the small payload').to.equal(small.byteOffset + DIRECT_IO_ALIGNMENT);
+      expect(small2.byteOffset).to.equal(large.byteOffset + large.length);
+      expect(directIoAligned([large, large2], 0)).to.equal(true);
+      expect(directIoAligned([large], DIRECT_IO_ALIGNMENT * 3)).to.equal(true);
+      expect(directIoAligned([large], 512), 'unaligned file position').to.equal(false);
+      expect(directIoAligned([small], 0), 'unaligned address and length').to.equal(false);
+      expect(directIoAligned([large.subarray(0, 5000)], 0), 'unaligned length').to.equal(false);
+      expect(directIoAligned([Buffer.alloc(DIRECT_IO_ALIGNMENT)], 0), 'ordinary memory').to.equal(false);
+      expect(directIoAligned([], 0)).to.equal(false);
+    });
+
+    it('gives arena slabs back to the arena and reuses the lowest first; beyond the arena, ordinary memory', function () {
+      const arena = new AlignedSlabs(SLAB, 2);
+      const pool = new PayloadPool(SLAB, 0, arena);
+      const a = pool.take(SLAB);
+      const b = pool.take(SLAB);
+      const c = pool.take(SLAB); // the arena's two slabs are out
+      expect(directIoAligned([a, b], 0)).to.equal(true);
+      expect(c.buffer).to.not.equal(a.buffer);
+      expect(directIoAligned([c], 0)).to.equal(false);
+      pool.release(b);
+      pool.release(a);
+      pool.take(1); // retires c's slab, cuts from a fresh one: the arena's lowest
+      const d = pool.take(SLAB); // does not fit beside it: the next arena slab
+      expect(d.buffer).to.equal(a.buffer);
+      expect(d.byteOffset).to.equal(b.byteOffset);
+    });
+
+    it('never hands out memory that is still in use', function () {
+      const arena = new AlignedSlabs(SLAB, 3);
+      const probe = arena.take()!;
+      arena.give(probe);
+      const pool = new PayloadPool(SLAB, 1, arena);
+      const live = new Map<Buffer, number>();
+      let inArena = 0;
+      for (let i = 0; i < 3000; i++) {
+        const length = i % 5 === 0 ? 64 * 1024 + ((i * 4096) % SLAB / 2) : 1 + ((i * 7919) % 9000);
+        const buf = pool.take(length);
+        // Large payloads are aligned when they come from the arena (once it is all out, from ordinary slabs).
+        if (buf.buffer === probe.buffer && length >= 64 * 1024) {
+          inArena++;
+          expect(buf.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
+        }
+        for (const other of live.keys()) {
+          if (other.buffer !== buf.buffer) continue;
+          const overlap = buf.byteOffset < other.byteOffset + other.length && other.byteOffset < buf.byteOffset + buf.length;
+          expect(overlap, `payload ${i} overlaps a live one`).to.equal(false);
+        }
+        buf.fill(i & 0xff);
+        live.set(buf, i & 0xff);
+        if (live.size > 6) {
+          const victims = [...live.keys()].filter((_, k) => (k + i) % 3 === 0);
+          for (const v of victims) {
+            expect(v.every((x) => x === live.get(v)), 'a live payload was overwritten').to.equal(true);
+            pool.release(v);
+            live.delete(v);
+          }
+        }
+      }
+      expect(inArena, 'large payloads came from the arena').to.be.above(100);
     });
   });
 });
