@@ -292,7 +292,7 @@ export class FileDownload {
       }
     }
     this.chain(async () => {
-      if (this.fh !== null) this.writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.withDirect(this.fh) : DirectWriter.plain(this.fh);
+      if (this.fh !== null) this.writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.large(this.fh, path.dirname(this.requirePaths().part)) : DirectWriter.plain(this.fh);
     });
     this.options.onStart?.(offset, size);
   }

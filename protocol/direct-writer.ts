@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, statfs, type FileHandle } from 'node:fs/promises';
 import { directIoPrefix } from './aligned-slabs.js';
 
 /**
@@ -31,6 +31,32 @@ export const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
  */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
+/**
+ * File systems (statfs f_type) where O_DIRECT is what it should be: a local block device, written
+ * without the page cache. Elsewhere it is not used: on NFS, SMB or FUSE every direct write can become a
+ * synchronous round trip to the server, and tmpfs has no device to bypass to.
+ */
+const DIRECT_IO_FILE_SYSTEMS = new Set([
+  0xef53, // ext2/3/4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+]);
+
+/** Per directory, whether its file system is one of those (asked once per directory and process). */
+const directIoDirs = new Map<string, Promise<boolean>>();
+
+function directIoWanted(dir: string): Promise<boolean> {
+  let known = directIoDirs.get(dir);
+  if (known === undefined) {
+    known = statfs(dir).then(
+      (st) => DIRECT_IO_FILE_SYSTEMS.has(st.type),
+      () => false,
+    );
+    directIoDirs.set(dir, known);
+  }
+  return known;
+}
+
 export class DirectWriter {
   readonly #buffered: FileHandle;
   #direct: FileHandle | undefined;
@@ -56,18 +82,20 @@ export class DirectWriter {
   }
 
   /**
-   * Also opens the file behind `buffered` with O_DIRECT. Through /proc/self/fd, so the second descriptor
-   * is the same file whatever has happened to its name since; where that or O_DIRECT is not available,
-   * the writer writes through `buffered` only.
+   * For a large file in directory `dir`: syncs in the background as it goes, and where `dir` is on a local
+   * block file system (DIRECT_IO_FILE_SYSTEMS), also opens the file behind `buffered` with O_DIRECT.
+   * Through /proc/self/fd, so the second descriptor is the same file whatever has happened to its name
+   * since; where that or O_DIRECT is not available, it writes through `buffered` only.
    */
-  static async withDirect(buffered: FileHandle): Promise<DirectWriter> {
+  static async large(buffered: FileHandle, dir: string): Promise<DirectWriter> {
     const O_DIRECT = constants.O_DIRECT as number | undefined;
-    if (O_DIRECT === undefined) return DirectWriter.plain(buffered);
     let direct: FileHandle | undefined;
-    try {
-      direct = await open(`/proc/self/fd/${buffered.fd}`, constants.O_WRONLY | O_DIRECT);
-    } catch {
-      // No /proc, or no direct I/O on this file system: the page cache it is (still synced as it goes).
+    if (O_DIRECT !== undefined && (await directIoWanted(dir))) {
+      try {
+        direct = await open(`/proc/self/fd/${buffered.fd}`, constants.O_WRONLY | O_DIRECT);
+      } catch {
+        // No /proc, or no direct I/O for this file after all: the page cache it is.
+      }
     }
     return new DirectWriter(buffered, direct);
   }

@@ -406,7 +406,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, sha256: 
     throw fsError(err, t.name);
   }
   if (source !== null) await unlink(source).catch(() => undefined);
-  const writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.withDirect(handle) : DirectWriter.plain(handle);
+  const writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.large(handle, dir) : DirectWriter.plain(handle);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, sha256, offset, hash });
 }
 
