@@ -44,12 +44,19 @@ export class PayloadPool {
   readonly #alignedSlabs = new Map<number, Slab>();
   /** Payloads handed out and not yet released: a second release of one must not free another's room. */
   readonly #outstanding = new WeakSet<Buffer>();
+  /** The slab small payloads are cut from (and large ones, without an arena). */
   #current: Slab | null = null;
+  /**
+   * With an arena, the slab large payloads are cut from: aligned while the arena has slabs. Small payloads
+   * never touch the arena, so hostile or chatty connections do not pin its (never freed) memory.
+   */
+  #currentLarge: Slab | null = null;
 
   /**
    * @param slabBytes size of one slab: the largest payload that can be cut from the pool.
    * @param keepFree free slabs kept for reuse; more are left to the GC.
-   * @param aligned where slabs come from first, if given: page-aligned memory (see aligned-slabs.ts).
+   * @param aligned where slabs for payloads of 64 KiB or more come from first: page-aligned memory (see
+   *   aligned-slabs.ts).
    */
   constructor(slabBytes: number, keepFree: number, aligned: AlignedSlabs | null = null) {
     this.#slabBytes = slabBytes;
@@ -61,12 +68,14 @@ export class PayloadPool {
   take(length: number): Buffer {
     // Larger than a slab (not a data payload) or empty: an ordinary buffer the GC will handle.
     if (length > this.#slabBytes || length === 0) return Buffer.allocUnsafe(length);
-    let slab = this.#current;
+    const large = this.#aligned !== null && length >= ALIGN_FROM_BYTES;
+    let slab = large ? this.#currentLarge : this.#current;
     let at = slab === null ? 0 : startOf(slab, length);
     if (slab === null || at + length > slab.memory.length) {
       if (slab !== null) this.#retire(slab);
-      slab = this.#fresh();
-      this.#current = slab;
+      slab = (large ? this.#freshAligned() : null) ?? this.#fresh();
+      if (large) this.#currentLarge = slab;
+      else this.#current = slab;
       at = 0;
     }
     const payload = slab.memory.subarray(at, at + length);
@@ -108,9 +117,12 @@ export class PayloadPool {
     else if (this.#free.length < this.#keepFree) this.#free.push(slab);
   }
 
-  #fresh(): Slab {
+  #freshAligned(): Slab | null {
     const memory = this.#aligned?.take() ?? null;
-    if (memory !== null) return this.#register({ memory, used: 0, out: 0, retired: false, aligned: true });
+    return memory === null ? null : this.#register({ memory, used: 0, out: 0, retired: false, aligned: true });
+  }
+
+  #fresh(): Slab {
     const reused = this.#free.pop();
     if (reused !== undefined) return reused;
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared small-buffer pool.

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { encodeData, encodeHeader, FrameDecoder } from '../../protocol/index.js';
-import { AlignedSlabs, DIRECT_IO_ALIGNMENT, directIoAligned } from '../../protocol/aligned-slabs.js';
+import { AlignedSlabs, DIRECT_IO_ALIGNMENT, directIoAligned, directIoPrefix } from '../../protocol/aligned-slabs.js';
 import { PayloadPool } from '../../protocol/payload-pool.js';
 
 describe('PayloadPool (recycled payload memory)', function () {
@@ -103,23 +103,25 @@ describe('PayloadPool (recycled payload memory)', function () {
   describe('with aligned slabs', function () {
     const SLAB = 256 * 1024;
 
-    it('starts every payload of 64 KiB or more at an aligned offset of arena memory, small ones side by side', function () {
+    it('cuts payloads of 64 KiB or more from arena memory at aligned offsets, small ones from ordinary slabs', function () {
       const pool = new PayloadPool(SLAB, 2, new AlignedSlabs(SLAB, 4));
       const small = pool.take(100);
-      const large = pool.take(64 * 1024);
+      const large = pool.take(64 * 1024 + 100);
       const small2 = pool.take(10);
-      const large2 = pool.take(128 * 1024);
+      const large2 = pool.take(64 * 1024);
+      expect(large.buffer, 'large payloads share the arena').to.equal(large2.buffer);
+      expect(small.buffer, 'small payloads stay out of the arena').to.not.equal(large.buffer);
+      expect(small2.byteOffset, 'small payloads side by side').to.equal(small.byteOffset + small.length);
       expect(large.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
-      expect(large2.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
-      expect(large.byteOffset, 'rounded up past the small payload').to.equal(small.byteOffset + DIRECT_IO_ALIGNMENT);
-      expect(small2.byteOffset).to.equal(large.byteOffset + large.length);
-      expect(directIoAligned([large, large2], 0)).to.equal(true);
-      expect(directIoAligned([large], DIRECT_IO_ALIGNMENT * 3)).to.equal(true);
-      expect(directIoAligned([large], 512), 'unaligned file position').to.equal(false);
-      expect(directIoAligned([small], 0), 'unaligned address and length').to.equal(false);
-      expect(directIoAligned([large.subarray(0, 5000)], 0), 'unaligned length').to.equal(false);
+      expect(large2.byteOffset, 'rounded up to the next boundary').to.equal(large.byteOffset + 17 * DIRECT_IO_ALIGNMENT);
+      expect(directIoAligned([large2], 0)).to.equal(true);
+      expect(directIoAligned([large2], DIRECT_IO_ALIGNMENT * 3)).to.equal(true);
+      expect(directIoAligned([large2], 512), 'unaligned file position').to.equal(false);
+      expect(directIoAligned([large], 0), 'unaligned length').to.equal(false);
+      expect(directIoAligned([small], 0), 'ordinary memory').to.equal(false);
       expect(directIoAligned([Buffer.alloc(DIRECT_IO_ALIGNMENT)], 0), 'ordinary memory').to.equal(false);
       expect(directIoAligned([], 0)).to.equal(false);
+      expect(directIoPrefix([large2, large2, large, large2], 0), 'the aligned head of a batch').to.equal(2);
     });
 
     it('gives arena slabs back to the arena and reuses the lowest first; beyond the arena, ordinary memory', function () {
@@ -133,10 +135,11 @@ describe('PayloadPool (recycled payload memory)', function () {
       expect(directIoAligned([c], 0)).to.equal(false);
       pool.release(b);
       pool.release(a);
-      pool.take(1); // retires c's slab, cuts from a fresh one: the arena's lowest
-      const d = pool.take(SLAB); // does not fit beside it: the next arena slab
+      const d = pool.take(SLAB); // c's ordinary slab is full: the arena's lowest slab again
       expect(d.buffer).to.equal(a.buffer);
-      expect(d.byteOffset).to.equal(b.byteOffset);
+      expect(d.byteOffset).to.equal(a.byteOffset);
+      const e = pool.take(SLAB);
+      expect(e.byteOffset).to.equal(b.byteOffset);
     });
 
     it('never hands out memory that is still in use', function () {
