@@ -300,24 +300,32 @@ export class FtsClient implements FileClient {
   async downloadBuffer(name: string): Promise<DownloadBufferResult> {
     checkName(name);
     const sink = new MemoryDownload('download');
-    const reply = await this.conn.request({
-      header: { op: 'download', name, offset: 0 },
-      onInterim: (h) => sink.onInterim(h),
-      onData: (p) => sink.onData(p),
-    });
-    return sink.finish(reply);
+    try {
+      const reply = await this.conn.request({
+        header: { op: 'download', name, offset: 0 },
+        onInterim: (h) => sink.onInterim(h),
+        onData: (p) => sink.onData(p),
+      });
+      return sink.finish(reply);
+    } finally {
+      sink.dispose();
+    }
   }
 
   /** The first 1024 bytes (VIEW_BYTES) of a file, or the whole file if it is shorter. */
   async view(name: string): Promise<Buffer> {
     checkName(name);
     const sink = new MemoryDownload('view');
-    const reply = await this.conn.request({
-      header: { op: 'view', name },
-      onInterim: (h) => sink.onInterim(h),
-      onData: (p) => sink.onData(p),
-    });
-    return sink.finish(reply).data; // at most VIEW_BYTES: DataPhase refuses a longer announced length
+    try {
+      const reply = await this.conn.request({
+        header: { op: 'view', name },
+        onInterim: (h) => sink.onInterim(h),
+        onData: (p) => sink.onData(p),
+      });
+      return sink.finish(reply).data; // at most VIEW_BYTES: DataPhase refuses a longer announced length
+    } finally {
+      sink.dispose();
+    }
   }
 
   async delete(name: string): Promise<void> {

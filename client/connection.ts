@@ -355,8 +355,12 @@ export class FtsConnection {
       this.failFraming(err);
       return;
     }
-    for (const frame of frames) {
-      if (this.failure) return;
+    for (const [i, frame] of frames.entries()) {
+      if (this.failure) {
+        // Nobody will read the rest: their payloads go back to the pool.
+        for (const rest of frames.slice(i)) if (rest.kind === 'data') clientPayloads.release(rest.payload);
+        return;
+      }
       try {
         if (this.phase === 'greeting') this.onGreeting(frame);
         else {

@@ -136,9 +136,13 @@ export class MemoryDownload {
       const sha256 = this.phase.finish(reply);
       return { data: Buffer.concat(this.chunks, this.phase.received), size: this.phase.size, sha256 };
     } finally {
-      // Buffer.concat copied them: the payloads' memory goes back to the pool.
-      for (const chunk of this.chunks.splice(0)) clientPayloads.release(chunk);
+      this.dispose(); // Buffer.concat copied them
     }
+  }
+
+  /** Gives the payloads' memory back to the pool; call it however the request ended. Idempotent. */
+  dispose(): void {
+    for (const chunk of this.chunks.splice(0)) clientPayloads.release(chunk);
   }
 }
 
@@ -397,6 +401,12 @@ export class FileDownload {
     this.unpause();
     await this.preparing?.catch(() => undefined);
     await this.writes.catch(() => undefined);
+    try {
+      await this.writer?.settle();
+    } catch (err) {
+      // A failed background sync: the bytes may not be on disk, so LOCAL.part is not kept for a resume.
+      this.writeError ??= localFsError(err, this.target);
+    }
     await this.closeWriter();
     const fh = this.fh;
     this.fh = null;

@@ -69,17 +69,21 @@ export class ReplyRouter {
     if (frame.kind === 'bad-header') throw new FtsError('PROTOCOL_ERROR', `server sent a malformed header: ${frame.reason}`);
     const head = this.queue[0];
     if (frame.kind === 'data') {
-      if (head === undefined || this.dataRemaining === 0) throw new FtsError('PROTOCOL_ERROR', 'server sent a data frame outside a data phase');
       const n = frame.payload.length;
-      if (n > this.dataRemaining) throw new FtsError('PROTOCOL_ERROR', 'server sent more data than its data reply announced');
+      if (head === undefined || this.dataRemaining === 0 || n > this.dataRemaining) {
+        clientPayloads.release(frame.payload);
+        throw new FtsError('PROTOCOL_ERROR', head === undefined || this.dataRemaining === 0 ? 'server sent a data frame outside a data phase' : 'server sent more data than its data reply announced');
+      }
       this.dataRemaining -= n;
-      if (head.localError || !frame.crcOk) {
-        // Already failed, or failing now: consume and drop (its memory goes straight back to the pool).
-        head.localError ??= new FtsError('CHUNK_CORRUPT', 'a data frame from the server failed its CRC32C check');
+      const onData = head.spec.onData;
+      if (head.localError || !frame.crcOk || onData === undefined) {
+        // Already failed, failing now, or nobody reads data: consume and drop (the memory goes straight
+        // back to the pool).
+        if (!frame.crcOk) head.localError ??= new FtsError('CHUNK_CORRUPT', 'a data frame from the server failed its CRC32C check');
         clientPayloads.release(frame.payload);
         return null;
       }
-      this.deliver(head, () => head.spec.onData?.(frame.payload));
+      this.deliver(head, () => onData(frame.payload));
       return null;
     }
 

@@ -31,6 +31,8 @@ export class AlignedSlabs {
   /** Offsets of the slabs not handed out, lowest first, so a light load keeps touching the same pages. */
   #free: number[] = [];
   #created = 0;
+  /** Creating the memory failed once; it is not tried again. */
+  #unavailable = false;
 
   /** @param slabBytes size of one slab (a multiple of 64 KiB); @param count slabs in the arena. */
   constructor(slabBytes: number, count: number) {
@@ -39,11 +41,16 @@ export class AlignedSlabs {
     this.#count = count;
   }
 
-  /** A free slab, or null when all are in use (the caller falls back to ordinary memory). */
+  /**
+   * A free slab, or null when all are in use or the arena cannot exist (the caller falls back to ordinary
+   * memory).
+   */
   take(): Buffer | null {
+    const arena = this.#memory();
+    if (arena === null) return null;
     const at = this.#free.shift() ?? (this.#created < this.#count ? this.#created++ * this.#slabBytes : null);
     if (at === null) return null;
-    return this.#memory().subarray(at, at + this.#slabBytes);
+    return arena.subarray(at, at + this.#slabBytes);
   }
 
   /** Gives back a slab from take(). */
@@ -60,12 +67,22 @@ export class AlignedSlabs {
     return buf.byteOffset - (buf.byteOffset % this.#slabBytes);
   }
 
-  #memory(): Buffer {
+  /** The arena, created on first use; null for good when it cannot be (see #unavailable). */
+  #memory(): Buffer | null {
+    if (this.#unavailable) return null;
     if (this.#arena === null) {
       const pages = (this.#slabBytes * this.#count) / WASM_PAGE_BYTES;
       // The compiler's lib set has no WebAssembly types (no DOM lib); this is the one constructor used.
-      const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
-      const memory = new Memory({ initial: pages, maximum: pages });
+      const wasm = (globalThis as unknown as { WebAssembly?: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
+      let memory: { buffer: ArrayBuffer };
+      try {
+        if (wasm === undefined) throw new Error('no WebAssembly');
+        memory = new wasm.Memory({ initial: pages, maximum: pages });
+      } catch {
+        // No WebAssembly (--jitless), or no address space for it (ulimit -v): ordinary memory only.
+        this.#unavailable = true;
+        return null;
+      }
       arenaBuffers.add(memory.buffer);
       this.#arena = Buffer.from(memory.buffer);
     }

@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import path from 'node:path';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
 import { directIoPrefix } from './aligned-slabs.js';
 
@@ -45,7 +46,8 @@ const DIRECT_IO_FILE_SYSTEMS = new Set([
 /** Per directory, whether its file system is one of those (asked once per directory and process). */
 const directIoDirs = new Map<string, Promise<boolean>>();
 
-function directIoWanted(dir: string): Promise<boolean> {
+function directIoWanted(relative: string): Promise<boolean> {
+  const dir = path.resolve(relative);
   let known = directIoDirs.get(dir);
   if (known === undefined) {
     known = statfs(dir).then(
@@ -98,6 +100,14 @@ export class DirectWriter {
       }
     }
     return new DirectWriter(buffered, direct);
+  }
+
+  /**
+   * A background sync failed: what was written may never reach the disk, so the file must be neither
+   * published nor kept for a resume (a later fsync, on any descriptor, would no longer report the error).
+   */
+  get failed(): boolean {
+    return this.#syncError !== null;
   }
 
   /** Whether direct writes are in use (for tests and logs). */

@@ -12,7 +12,9 @@
  * payloads cut from it that are still in use; when the slab is full it is retired, and once its last
  * payload is released it goes back on the free list. A payload that is never released only costs its slab
  * being collected by the GC instead of reused: nothing dangles, since the pool keeps no strong reference
- * to a slab that has payloads out.
+ * to an ordinary slab that has payloads out. An aligned slab (aligned-slabs.ts) whose payload is never
+ * released is lost to the arena for good (its memory is never reused or freed), so every path that drops
+ * a payload must release it.
  */
 
 import { AlignedSlabs, DIRECT_IO_ALIGNMENT } from './aligned-slabs.js';
@@ -64,11 +66,14 @@ export class PayloadPool {
     this.#aligned = aligned;
   }
 
-  /** A buffer of exactly `length` bytes (uninitialised). Give it back with release() once written out. */
-  take(length: number): Buffer {
+  /**
+   * A buffer of exactly `length` bytes (uninitialised). Give it back with release() once written out.
+   * `forFile` false: the bytes go to a socket, never to a file, so they need no aligned memory.
+   */
+  take(length: number, forFile = true): Buffer {
     // Larger than a slab (not a data payload) or empty: an ordinary buffer the GC will handle.
     if (length > this.#slabBytes || length === 0) return Buffer.allocUnsafe(length);
-    const large = this.#aligned !== null && length >= ALIGN_FROM_BYTES;
+    const large = forFile && this.#aligned !== null && length >= ALIGN_FROM_BYTES;
     let slab = large ? this.#currentLarge : this.#current;
     let at = slab === null ? 0 : startOf(slab, length);
     if (slab === null || at + length > slab.memory.length) {

@@ -16,7 +16,9 @@ const WORKER_THREADPOOL_SIZE = '16';
  * each, Node's own) in bursts at every collection, so a transfer kept faulting the same memory back in:
  * 0.4–0.5 s of system time per GiB uploaded, and each fault is expensive on a VM. Keeping 8 MiB of padding
  * at the top of the heap stops that (4 MiB gave half the gain, 16 MiB no more than 8), at the cost of at
- * most 8 MiB per worker that stays resident after a burst. An operator's MALLOC_TOP_PAD_ wins.
+ * most 8 MiB per worker that stays resident after a burst. Setting it also fixes glibc's mmap threshold at
+ * 128 KiB (no dynamic adjustment), which suits a worker: its large buffers are the payload pool's slabs,
+ * allocated once and reused. An operator's MALLOC_TOP_PAD_ wins.
  */
 const WORKER_MALLOC_TOP_PAD = String(8 * 1024 * 1024);
 

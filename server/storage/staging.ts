@@ -287,6 +287,8 @@ export class StagedUpload {
     else this.#discardBatch();
     await this.#writing;
     await this.#writer.closeDirect();
+    // A failed background sync: the bytes may not be on disk, so they cannot be offered for a resume.
+    if (this.#writer.failed) return this.abort();
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);

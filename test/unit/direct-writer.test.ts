@@ -121,4 +121,28 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     const actual = createHash('sha256').update(await readFile(file)).digest('hex');
     expect(actual).to.equal(expected.digest('hex'));
   });
+
+  it('a failed background sync fails every later write and settle(), and marks the writer failed', async function () {
+    this.timeout(60_000);
+    const file = path.join(dir, 'failing-sync');
+    const real = await open(file, 'w+');
+    // The real descriptor, except that fdatasync reports a writeback error (as EIO from a dying disk would).
+    const fh = Object.create(real) as typeof real;
+    fh.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    try {
+      const writer = await DirectWriter.large(fh, dir);
+      const payload = pool.take(MiB);
+      payload.fill(7);
+      for (let i = 0; i < 64; i++) await writer.writeAt([payload], i * MiB); // the 64th starts a sync
+      const settled = await writer.settle().then(() => null, (err: unknown) => err);
+      expect((settled as NodeJS.ErrnoException | null)?.code).to.equal('EIO');
+      expect(writer.failed).to.equal(true);
+      const later = await writer.writeAt([payload], 64 * MiB).then(() => null, (err: unknown) => err);
+      expect((later as NodeJS.ErrnoException | null)?.code, 'a write after the failed sync').to.equal('EIO');
+      pool.release(payload);
+      await writer.closeDirect();
+    } finally {
+      await real.close();
+    }
+  });
 });

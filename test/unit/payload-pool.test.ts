@@ -175,5 +175,25 @@ describe('PayloadPool (recycled payload memory)', function () {
       }
       expect(inArena, 'large payloads came from the arena').to.be.above(100);
     });
+
+    it('falls back to ordinary memory when WebAssembly memory cannot be had (--jitless, ulimit -v)', function () {
+      const wasm = (globalThis as unknown as { WebAssembly: { Memory: unknown } }).WebAssembly;
+      const Memory = wasm.Memory;
+      wasm.Memory = function () {
+        throw new RangeError('WebAssembly.Memory(): could not allocate memory');
+      };
+      try {
+        const arena = new AlignedSlabs(SLAB, 4);
+        expect(arena.take()).to.equal(null);
+        const pool = new PayloadPool(SLAB, 2, arena);
+        const big = pool.take(SLAB);
+        expect(big.length).to.equal(SLAB);
+        expect(directIoAligned([big], 0)).to.equal(false);
+        pool.release(big);
+      } finally {
+        wasm.Memory = Memory;
+      }
+    });
   });
 });
+

@@ -67,7 +67,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
 
 async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {
   const want = Math.min(READ_CHUNK_BYTES, file.size - position);
-  const buf = workerPayloads.take(want);
+  const buf = workerPayloads.take(want, false); // for the socket: no aligned memory needed
   let filled = 0;
   try {
     while (filled < want) {
