@@ -12,7 +12,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
-import { DIRECT_MIN_BYTES, DirectWriter } from '../protocol/direct-writer.js';
+import { DirectWriter } from '../protocol/direct-writer.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
@@ -296,7 +296,7 @@ export class FileDownload {
       }
     }
     this.chain(async () => {
-      if (this.fh !== null) this.writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.large(this.fh, path.dirname(this.requirePaths().part)) : DirectWriter.plain(this.fh);
+      if (this.fh !== null) this.writer = await DirectWriter.forFile(this.fh, path.dirname(this.requirePaths().part), size - offset);
     });
     this.options.onStart?.(offset, size);
   }

@@ -70,9 +70,10 @@ export class ReplyRouter {
     const head = this.queue[0];
     if (frame.kind === 'data') {
       const n = frame.payload.length;
-      if (head === undefined || this.dataRemaining === 0 || n > this.dataRemaining) {
+      const outside = head === undefined || this.dataRemaining === 0;
+      if (outside || n > this.dataRemaining) {
         clientPayloads.release(frame.payload);
-        throw new FtsError('PROTOCOL_ERROR', head === undefined || this.dataRemaining === 0 ? 'server sent a data frame outside a data phase' : 'server sent more data than its data reply announced');
+        throw new FtsError('PROTOCOL_ERROR', outside ? 'server sent a data frame outside a data phase' : 'server sent more data than its data reply announced');
       }
       this.dataRemaining -= n;
       const onData = head.spec.onData;

@@ -106,8 +106,3 @@ export function directIoPrefix(buffers: readonly Buffer[], position: number): nu
   while (n < buffers.length && aligned(buffers[n]!)) n++;
   return n;
 }
-
-/** Whether all of `buffers` (at least one) can be written with O_DIRECT at `position`. */
-export function directIoAligned(buffers: readonly Buffer[], position: number): boolean {
-  return buffers.length > 0 && directIoPrefix(buffers, position) === buffers.length;
-}

@@ -4,27 +4,11 @@ import { open, statfs, type FileHandle } from 'node:fs/promises';
 import { directIoPrefix } from './aligned-slabs.js';
 
 /**
- * Files with at least this many bytes still to come are worth the extra open of a direct descriptor; below
- * it, the page cache is cheaper than the open.
+ * Files with at least this many bytes still to come are worth the extra open of a direct descriptor (and
+ * background syncs); below it, the page cache is cheaper than the open.
  */
-export const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
+const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
 
-/**
- * Writes a file being received (an upload's staging file on the server, a download's LOCAL.part on the
- * client) through two descriptors of it: batches that meet O_DIRECT's alignment go through an O_DIRECT
- * descriptor, bypassing the page cache; everything else (the file's tail, unaligned payloads, file systems
- * without direct I/O) through the ordinary one.
- *
- * Why: on a virtual machine, copying written bytes into the page cache is the largest single cost of
- * storing a large file (~2 s of system time per GiB measured on the reference VM, against ~0.15 s for the
- * same writes with O_DIRECT), and the final fsync then has to write back everything at once (~0.7 s per
- * GiB). Direct writes are on the device when they return, so the fsync before acknowledging only flushes
- * the metadata and the device cache. Durability rules do not change: the caller still fsyncs (either
- * descriptor: fsync is per file) before it reports anything as stored.
- *
- * Writes must not overlap in time (the callers write strictly in order, one batch at a time), which also
- * keeps the two descriptors from ever touching the same bytes at once.
- */
 /**
  * A large file is synced in the background every this many bytes, so the device (and, on a VM, the host's
  * cache) writes it back while the rest arrives, and the fsync before the acknowledgement has little left to
@@ -59,10 +43,28 @@ function directIoWanted(relative: string): Promise<boolean> {
   return known;
 }
 
+/**
+ * Writes a file being received (an upload's staging file on the server, a download's LOCAL.part on the
+ * client) through two descriptors of it: batches that meet O_DIRECT's alignment go through an O_DIRECT
+ * descriptor, bypassing the page cache; everything else (the file's tail, unaligned payloads, file systems
+ * without direct I/O) through the ordinary one.
+ *
+ * Why: on a virtual machine, copying written bytes into the page cache is the largest single cost of
+ * storing a large file (~2 s of system time per GiB measured on the reference VM, against ~0.15 s for the
+ * same writes with O_DIRECT), and the final fsync then has to write back everything at once (~0.7 s per
+ * GiB). Direct writes are on the device when they return, so the fsync before acknowledging only flushes
+ * the metadata and the device cache. Durability rules do not change: the caller still fsyncs (either
+ * descriptor: fsync is per file) before it reports anything as stored.
+ *
+ * Writes must not overlap in time (the callers write strictly in order, one batch at a time), which also
+ * keeps the two descriptors from ever touching the same bytes at once.
+ */
 export class DirectWriter {
   readonly #buffered: FileHandle;
   #direct: FileHandle | undefined;
-  /** Bytes written since the last background sync started (large files only: see SYNC_EVERY_BYTES). */
+  /** SYNC_EVERY_BYTES for a large file; never for a small one. */
+  readonly #syncEvery: number;
+  /** Bytes written since the last background sync started. */
   #unsynced = 0;
   #syncing: Promise<void> | null = null;
   /**
@@ -71,25 +73,21 @@ export class DirectWriter {
    */
   #syncError: unknown = null;
 
-  private constructor(buffered: FileHandle, direct: FileHandle | undefined) {
+  private constructor(buffered: FileHandle, direct: FileHandle | undefined, syncEvery: number) {
     this.#buffered = buffered;
     this.#direct = direct;
-  }
-
-  /** Writes through `buffered` only, without background syncs (small files). */
-  static plain(buffered: FileHandle): DirectWriter {
-    const writer = new DirectWriter(buffered, undefined);
-    writer.#unsynced = -Infinity;
-    return writer;
+    this.#syncEvery = syncEvery;
   }
 
   /**
-   * For a large file in directory `dir`: syncs in the background as it goes, and where `dir` is on a local
-   * block file system (DIRECT_IO_FILE_SYSTEMS), also opens the file behind `buffered` with O_DIRECT.
-   * Through /proc/self/fd, so the second descriptor is the same file whatever has happened to its name
-   * since; where that or O_DIRECT is not available, it writes through `buffered` only.
+   * The writer for a file in directory `dir` with `bytesToCome` still to be written through `buffered`.
+   * Below DIRECT_MIN_BYTES: the page cache only, no background syncs. From it on: background syncs, and
+   * where `dir` is on a local block file system (DIRECT_IO_FILE_SYSTEMS), a second descriptor of the
+   * file with O_DIRECT, opened through /proc/self/fd so that it is the same file whatever has happened to
+   * its name since; where that or O_DIRECT is not available, the page cache only.
    */
-  static async large(buffered: FileHandle, dir: string): Promise<DirectWriter> {
+  static async forFile(buffered: FileHandle, dir: string, bytesToCome: number): Promise<DirectWriter> {
+    if (bytesToCome < DIRECT_MIN_BYTES) return new DirectWriter(buffered, undefined, Infinity);
     const O_DIRECT = constants.O_DIRECT as number | undefined;
     let direct: FileHandle | undefined;
     if (O_DIRECT !== undefined && (await directIoWanted(dir))) {
@@ -99,7 +97,7 @@ export class DirectWriter {
         // No /proc, or no direct I/O for this file after all: the page cache it is.
       }
     }
-    return new DirectWriter(buffered, direct);
+    return new DirectWriter(buffered, direct, SYNC_EVERY_BYTES);
   }
 
   /**
@@ -120,7 +118,7 @@ export class DirectWriter {
     if (this.#syncError !== null) throw this.#syncError;
     await this.#write(buffers, position);
     for (const b of buffers) this.#unsynced += b.length;
-    if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === null) this.#syncInBackground();
+    if (this.#unsynced >= this.#syncEvery && this.#syncing === null) this.#syncInBackground();
   }
 
   /**

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { DIRECT_MIN_BYTES, DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
+import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
 import { errnoOf, fsError } from './errors.js';
@@ -408,7 +408,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, sha256: 
     throw fsError(err, t.name);
   }
   if (source !== null) await unlink(source).catch(() => undefined);
-  const writer = size - offset >= DIRECT_MIN_BYTES ? await DirectWriter.large(handle, dir) : DirectWriter.plain(handle);
+  const writer = await DirectWriter.forFile(handle, dir, size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, sha256, offset, hash });
 }
 

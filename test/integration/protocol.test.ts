@@ -57,6 +57,17 @@ async function expectClosed(c: RawClient): Promise<void> {
   expect(await c.next(1_000), 'no frame after the fatal reply').to.equal(null);
 }
 
+
+/** An upload of `data` (more than 20 000 bytes) in three frames, the second (bytes 10 000–19 999) with a wrong CRC32C. */
+function uploadCorruptingSecondFrame(id: number, name: string, data: Buffer): Buffer {
+  return Buffer.concat([
+    encodeHeader({ op: 'upload', id, name, size: data.length, sha256: sha256(data) }),
+    encodeData(data.subarray(0, 10_000)),
+    corruptCrcData(data.subarray(10_000, 20_000)),
+    encodeData(data.subarray(20_000)),
+  ]);
+}
+
 describe('protocol (raw TCP against a real server)', function () {
   let server: TestServer;
   const clients: RawClient[] = [];
@@ -342,13 +353,7 @@ describe('protocol (raw TCP against a real server)', function () {
   it('upload with a corrupted CRC in one data frame gets CHUNK_CORRUPT; nothing is published; the session survives', async function () {
     const c = await login();
     const data = randomBytes(30_000);
-    c.write(
-      encodeHeader({ op: 'upload', id: 31, name: 'crc.bin', size: data.length, sha256: sha256(data) }),
-      encodeData(data.subarray(0, 10_000)),
-      corruptCrcData(data.subarray(10_000, 20_000)),
-      encodeData(data.subarray(20_000)),
-      encodeHeader({ op: 'noop', id: 32 }),
-    );
+    c.write(uploadCorruptingSecondFrame(31, 'crc.bin', data), encodeHeader({ op: 'noop', id: 32 }));
     const r = await c.reply();
     expectError(r, 'CHUNK_CORRUPT', false, 31);
     // A resend offset, if the server offers one, can only cover the good bytes before the corrupt frame.
@@ -372,12 +377,7 @@ describe('protocol (raw TCP against a real server)', function () {
     };
     // Corrupt second frame: the first 10 000 bytes are made durable and named as the resend offset.
     const data = randomBytes(40_000);
-    c.write(
-      encodeHeader({ op: 'upload', id: 301, name: 'small-crc.bin', size: data.length, sha256: sha256(data) }),
-      encodeData(data.subarray(0, 10_000)),
-      corruptCrcData(data.subarray(10_000, 20_000)),
-      encodeData(data.subarray(20_000)),
-    );
+    c.write(uploadCorruptingSecondFrame(301, 'small-crc.bin', data));
     const r = await c.reply();
     expectError(r, 'CHUNK_CORRUPT', false, 301);
     expect(r.final['offset']).to.equal(10_000);

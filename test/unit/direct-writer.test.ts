@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdtemp, open, readFile, rm, statfs } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, statfs, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { AlignedSlabs, directIoAligned } from '../../protocol/aligned-slabs.js';
+import { AlignedSlabs, directIoPrefix } from '../../protocol/aligned-slabs.js';
 import { DirectWriter } from '../../protocol/direct-writer.js';
 import { PayloadPool } from '../../protocol/payload-pool.js';
 
@@ -39,19 +39,29 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     for (let at = 0; at < source.length; at += frame) {
       const payload = pool.take(Math.min(frame, source.length - at));
       source.copy(payload, 0, at, at + payload.length);
-      if (directIoAligned([payload], at)) aligned++;
+      if (directIoPrefix([payload], at) === 1) aligned++;
       await writer.writeAt([payload], at);
       pool.release(payload);
     }
     return aligned;
   }
 
-  it('writes full aligned frames and an unaligned tail into one correct file', async function () {
-    const file = path.join(dir, 'mixed');
-    const source = randomBytes(9 * MiB + 12_345);
+  /** Opens `name` in the temporary directory, runs `body` on it, closes it and returns what it holds. */
+  async function inFile(name: string, body: (fh: FileHandle) => Promise<void>): Promise<Buffer> {
+    const file = path.join(dir, name);
     const fh = await open(file, 'w+');
     try {
-      const writer = await DirectWriter.large(fh, dir);
+      await body(fh);
+    } finally {
+      await fh.close();
+    }
+    return readFile(file);
+  }
+
+  it('writes full aligned frames and an unaligned tail into one correct file', async function () {
+    const source = randomBytes(9 * MiB + 12_345);
+    const stored = await inFile('mixed', async (fh) => {
+      const writer = await DirectWriter.forFile(fh, dir, source.length);
       const direct = await supportsDirect();
       expect(writer.direct).to.equal(direct);
       const aligned = await receive(writer, source, MiB);
@@ -61,49 +71,38 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
       await fh.sync();
       await writer.closeDirect();
       expect(writer.direct).to.equal(false);
-    } finally {
-      await fh.close();
-    }
-    expect((await readFile(file)).equals(source)).to.equal(true);
+    });
+    expect(stored.equals(source)).to.equal(true);
   });
 
   it('writes frames of odd sizes (unaligned positions) through the page cache, correctly', async function () {
-    const file = path.join(dir, 'odd');
     const source = randomBytes(3 * MiB + 7);
-    const fh = await open(file, 'w+');
-    try {
-      const writer = await DirectWriter.large(fh, dir);
+    const stored = await inFile('odd', async (fh) => {
+      // Declared large (as if more were to come), so the direct descriptor exists and is passed over.
+      const writer = await DirectWriter.forFile(fh, dir, 9 * MiB);
       expect(await receive(writer, source, 100_003)).to.equal(0);
       await writer.settle();
       await writer.closeDirect();
-    } finally {
-      await fh.close();
-    }
-    expect((await readFile(file)).equals(source)).to.equal(true);
+    });
+    expect(stored.equals(source)).to.equal(true);
   });
 
-  it('a plain writer never opens a direct descriptor', async function () {
-    const file = path.join(dir, 'plain');
+  it('a file below the direct threshold (8 MiB to come) never opens a direct descriptor', async function () {
     const source = randomBytes(2 * MiB);
-    const fh = await open(file, 'w+');
-    try {
-      const writer = DirectWriter.plain(fh);
+    const stored = await inFile('small', async (fh) => {
+      const writer = await DirectWriter.forFile(fh, dir, source.length);
       expect(writer.direct).to.equal(false);
       await receive(writer, source, MiB);
-    } finally {
-      await fh.close();
-    }
-    expect((await readFile(file)).equals(source)).to.equal(true);
+    });
+    expect(stored.equals(source)).to.equal(true);
   });
 
   it('keeps a large file correct across its background syncs (one every 64 MiB)', async function () {
     this.timeout(120_000);
-    const file = path.join(dir, 'large');
-    const fh = await open(file, 'w+');
     const block = randomBytes(MiB);
     const expected = createHash('sha256');
-    try {
-      const writer = await DirectWriter.large(fh, dir);
+    const stored = await inFile('large', async (fh) => {
+      const writer = await DirectWriter.forFile(fh, dir, 130 * MiB);
       for (let i = 0; i < 130; i++) {
         const payload = pool.take(MiB);
         block.copy(payload);
@@ -115,11 +114,8 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
       await writer.settle();
       await fh.sync();
       await writer.closeDirect();
-    } finally {
-      await fh.close();
-    }
-    const actual = createHash('sha256').update(await readFile(file)).digest('hex');
-    expect(actual).to.equal(expected.digest('hex'));
+    });
+    expect(createHash('sha256').update(stored).digest('hex')).to.equal(expected.digest('hex'));
   });
 
   it('a failed background sync fails every later write and settle(), and marks the writer failed', async function () {
@@ -130,7 +126,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     const fh = Object.create(real) as typeof real;
     fh.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
     try {
-      const writer = await DirectWriter.large(fh, dir);
+      const writer = await DirectWriter.forFile(fh, dir, 65 * MiB);
       const payload = pool.take(MiB);
       payload.fill(7);
       for (let i = 0; i < 64; i++) await writer.writeAt([payload], i * MiB); // the 64th starts a sync

@@ -1,8 +1,41 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { encodeData, encodeHeader, FrameDecoder } from '../../protocol/index.js';
-import { AlignedSlabs, DIRECT_IO_ALIGNMENT, directIoAligned, directIoPrefix } from '../../protocol/aligned-slabs.js';
+import { AlignedSlabs, DIRECT_IO_ALIGNMENT, directIoPrefix } from '../../protocol/aligned-slabs.js';
 import { PayloadPool } from '../../protocol/payload-pool.js';
+
+/**
+ * Takes `rounds` payloads of lengthOf(i) bytes, each checked against every live one for overlap, filled,
+ * and released some rounds later in an order unlike the order of taking (once more than `keep` are live),
+ * after checking that nothing overwrote it meanwhile.
+ */
+function churn(pool: PayloadPool, rounds: number, lengthOf: (i: number) => number, keep: number, onTake?: (buf: Buffer) => void): void {
+  const live = new Map<Buffer, number>();
+  for (let i = 0; i < rounds; i++) {
+    const buf = pool.take(lengthOf(i));
+    onTake?.(buf);
+    for (const other of live.keys()) {
+      if (other.buffer !== buf.buffer) continue;
+      const overlap = buf.byteOffset < other.byteOffset + other.length && other.byteOffset < buf.byteOffset + buf.length;
+      expect(overlap, `payload ${i} overlaps a live one`).to.equal(false);
+    }
+    buf.fill(i & 0xff);
+    live.set(buf, i & 0xff);
+    if (live.size > keep) {
+      const victims = [...live.keys()].filter((_, k) => (k + i) % 3 === 0);
+      for (const v of victims) {
+        expect(v.every((x) => x === live.get(v)), 'a live payload was overwritten').to.equal(true);
+        pool.release(v);
+        live.delete(v);
+      }
+    }
+  }
+}
+
+/** Whether all of `buffers` (at least one) can be written with O_DIRECT at `position`. */
+function directIoAligned(buffers: readonly Buffer[], position: number): boolean {
+  return buffers.length > 0 && directIoPrefix(buffers, position) === buffers.length;
+}
 
 describe('PayloadPool (recycled payload memory)', function () {
   it('cuts payloads of exactly the asked length, side by side, from one slab', function () {
@@ -16,30 +49,7 @@ describe('PayloadPool (recycled payload memory)', function () {
   });
 
   it('never hands out memory that is still in use', function () {
-    const pool = new PayloadPool(1000, 2);
-    const live = new Map<Buffer, number>();
-    let seed = 0;
-    for (let i = 0; i < 2000; i++) {
-      const length = 1 + ((i * 7919) % 700);
-      const buf = pool.take(length);
-      // No live payload may overlap the new one.
-      for (const other of live.keys()) {
-        if (other.buffer !== buf.buffer) continue;
-        const overlap = buf.byteOffset < other.byteOffset + other.length && other.byteOffset < buf.byteOffset + buf.length;
-        expect(overlap, `payload ${i} overlaps a live one`).to.equal(false);
-      }
-      buf.fill(seed & 0xff);
-      live.set(buf, seed++ & 0xff);
-      // Release some, in an order unlike the order of taking.
-      if (live.size > 5) {
-        const victims = [...live.keys()].filter((_, k) => (k + i) % 3 === 0);
-        for (const v of victims) {
-          expect(v.every((x) => x === live.get(v)), 'a live payload was overwritten').to.equal(true);
-          pool.release(v);
-          live.delete(v);
-        }
-      }
-    }
+    churn(new PayloadPool(1000, 2), 2000, (i) => 1 + ((i * 7919) % 700), 5);
   });
 
   it('reuses a slab once every payload cut from it is back, and keeps at most keepFree free slabs', function () {
@@ -147,32 +157,15 @@ describe('PayloadPool (recycled payload memory)', function () {
       const probe = arena.take()!;
       arena.give(probe);
       const pool = new PayloadPool(SLAB, 1, arena);
-      const live = new Map<Buffer, number>();
       let inArena = 0;
-      for (let i = 0; i < 3000; i++) {
-        const length = i % 5 === 0 ? 64 * 1024 + ((i * 4096) % SLAB / 2) : 1 + ((i * 7919) % 9000);
-        const buf = pool.take(length);
+      const lengthOf = (i: number): number => (i % 5 === 0 ? 64 * 1024 + ((i * 4096) % SLAB / 2) : 1 + ((i * 7919) % 9000));
+      churn(pool, 3000, lengthOf, 6, (buf) => {
         // Large payloads are aligned when they come from the arena (once it is all out, from ordinary slabs).
-        if (buf.buffer === probe.buffer && length >= 64 * 1024) {
+        if (buf.buffer === probe.buffer && buf.length >= 64 * 1024) {
           inArena++;
           expect(buf.byteOffset % DIRECT_IO_ALIGNMENT).to.equal(0);
         }
-        for (const other of live.keys()) {
-          if (other.buffer !== buf.buffer) continue;
-          const overlap = buf.byteOffset < other.byteOffset + other.length && other.byteOffset < buf.byteOffset + buf.length;
-          expect(overlap, `payload ${i} overlaps a live one`).to.equal(false);
-        }
-        buf.fill(i & 0xff);
-        live.set(buf, i & 0xff);
-        if (live.size > 6) {
-          const victims = [...live.keys()].filter((_, k) => (k + i) % 3 === 0);
-          for (const v of victims) {
-            expect(v.every((x) => x === live.get(v)), 'a live payload was overwritten').to.equal(true);
-            pool.release(v);
-            live.delete(v);
-          }
-        }
-      }
+      });
       expect(inArena, 'large payloads came from the arena').to.be.above(100);
     });
 
