@@ -71,6 +71,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 /** How long quit() waits for the server to close the connection after its 'ok' before closing it itself. */
 const QUIT_CLOSE_WAIT_MS = 2_000;
+/** One socket read's worth: large enough that a fast transfer takes few reads, small enough to keep per connection. */
+const SOCKET_READ_BYTES = 256 * 1024;
 
 type Phase = 'greeting' | 'open' | 'closed';
 
@@ -82,10 +84,7 @@ export class FtsConnection {
   private maxChunk = MAX_CHUNK_BYTES;
 
   private readonly socket: net.Socket;
-  // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
-  // Payloads land in recycled memory (a file download gives them back once written): a fresh 1 MiB buffer
-  // per frame costs page faults and GC work on every frame.
-  private readonly decoder = new FrameDecoder({ maxHeaderBytes: HARD_MAX_HEADER_BYTES, payloadBuffer: (n) => clientPayloads.take(n) });
+  private readonly decoder: FrameDecoder;
   private phase: Phase = 'greeting';
   private failure: FtsError | null = null;
   private socketError: unknown = null;
@@ -122,14 +121,33 @@ export class FtsConnection {
         this.tcpConnected = true;
       });
     } else {
-      this.socket = net.connect({ host, port });
+      // Plain TCP reads into one buffer reused for every read: Node would otherwise allocate a fresh 64 KiB
+      // buffer per read, and a transfer would keep faulting in new memory until a GC freed the old ones
+      // (~15 µs per page on a VM, a third of a short-lived CLI's CPU). The decoder copies everything out of
+      // it. TLS sockets decrypt in JavaScript and cannot do this.
+      this.socket = net.connect({
+        host,
+        port,
+        onread: {
+          buffer: Buffer.allocUnsafeSlow(SOCKET_READ_BYTES),
+          callback: (n: number, buf: Uint8Array) => {
+            this.onBytes(Buffer.from(buf.buffer, buf.byteOffset, n));
+            return true;
+          },
+        },
+      });
       this.socket.once('connect', () => {
         this.tcpConnected = true;
       });
     }
     this.socket.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
+    const reusedChunks = !tlsOptions;
+    // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
+    // Payloads land in recycled memory (a file download gives them back once written): a fresh 1 MiB buffer
+    // per frame costs page faults and GC work on every frame.
+    this.decoder = new FrameDecoder({ maxHeaderBytes: HARD_MAX_HEADER_BYTES, payloadBuffer: (n) => clientPayloads.take(n), reusedChunks });
     this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
-    this.socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
+    if (!reusedChunks) this.socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     this.socket.on('error', (err) => {
       this.socketError ??= err;
     });
@@ -301,10 +319,13 @@ export class FtsConnection {
         let written = 0;
         const writer: DataWriter = {
           maxChunk: this.maxChunk,
-          write: async (payload, corruptCrc = false) => {
+          write: async (payload, corruptCrc = false, sent) => {
             written += payload.length;
-            if (written > declared) throw new FtsError('INTERNAL', `upload body wrote more than the declared ${declared} bytes`);
-            await this.writeData(payload, corruptCrc, uncork);
+            if (written > declared) {
+              sent?.();
+              throw new FtsError('INTERNAL', `upload body wrote more than the declared ${declared} bytes`);
+            }
+            await this.writeData(payload, corruptCrc, uncork, sent);
           },
         };
         const problem = await spec.body(writer);
@@ -321,14 +342,18 @@ export class FtsConnection {
     }
   }
 
-  private async writeData(payload: Uint8Array, corruptCrc: boolean, uncork: () => void): Promise<void> {
-    if (this.failure) throw this.failure;
+  private async writeData(payload: Uint8Array, corruptCrc: boolean, uncork: () => void, sent?: () => void): Promise<void> {
+    if (this.failure) {
+      sent?.();
+      throw this.failure;
+    }
     const prefix = encodeDataPrefix(payload);
     if (corruptCrc) prefix.writeUInt32BE(~prefix.readUInt32BE(FRAME_PREFIX_BYTES) >>> 0, FRAME_PREFIX_BYTES);
     // Prefix and payload go as two buffers of one corked write (writev): the payload is never copied.
     this.socket.cork();
     this.socket.write(prefix);
-    const ok = this.socket.write(payload);
+    // The stream calls back once the kernel has the bytes, or with an error when it drops them on destroy.
+    const ok = sent === undefined ? this.socket.write(payload) : this.socket.write(payload, () => sent());
     this.socket.uncork();
     uncork();
     if (!ok) await this.drained();
@@ -412,6 +437,8 @@ export class FtsConnection {
     const wasGreeting = this.phase === 'greeting';
     this.phase = 'closed';
     this.replies.failAll(err);
+    const unfinished = this.decoder.takeUnfinishedPayload();
+    if (unfinished !== null) clientPayloads.release(unfinished);
     for (const w of this.drainWaiters.splice(0)) w.reject(err);
     if (wasGreeting) this.greetingDone?.reject(err);
     this.greetingDone = null;

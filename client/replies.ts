@@ -18,8 +18,10 @@ export interface DataWriter {
   /**
    * Writes one data frame and resolves once the socket can take more (backpressure). corruptCrc sends a
    * deliberately wrong CRC32C, which makes the server refuse the upload while the stream stays in step.
+   * `sent` is called exactly once, when the socket no longer holds the payload (handed to the kernel, or
+   * dropped because the connection failed, or never written): only then may its memory be reused.
    */
-  write(payload: Uint8Array, corruptCrc?: boolean): Promise<void>;
+  write(payload: Uint8Array, corruptCrc?: boolean, sent?: () => void): Promise<void>;
 }
 
 export interface RequestSpec {

@@ -14,6 +14,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
+import { clientPayloads } from './payloads.js';
 
 /** `done` counts from the start of the file, so a resumed transfer starts at its offset, not at 0. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -240,7 +241,7 @@ export async function sendFile(
   let problem: FtsError | null = null;
   let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
   // Read-ahead: the next chunk is read from disk while the current one is checksummed and sent.
-  const readFrom = (position: number): Promise<Buffer | FtsError> | null =>
+  const readFrom = (position: number): Promise<Piece | FtsError> | null =>
     position < size ? readAt(fh, Math.min(chunk, size - position), position, displayPath) : null;
   let next = readFrom(sent);
   try {
@@ -250,9 +251,9 @@ export async function sendFile(
         const piece = await next!;
         next = null;
         if (!(piece instanceof FtsError)) {
-          next = readFrom(sent + piece.length);
-          await out.write(piece);
-          sent += piece.length;
+          next = readFrom(sent + piece.data.length);
+          await out.write(piece.data, false, () => clientPayloads.release(piece.memory));
+          sent += piece.data.length;
           onProgress?.(sent, size);
           continue;
         }
@@ -266,21 +267,33 @@ export async function sendFile(
     }
   } finally {
     // A send cut short (connection lost) leaves no read running on a handle the caller may close next.
-    await next;
+    const unsent = await next;
+    if (unsent != null && !(unsent instanceof FtsError)) clientPayloads.release(unsent.memory);
   }
   return problem;
 }
 
+/** Bytes read from the file (`data`), in pool memory (`memory`, what goes back to the pool). */
+interface Piece {
+  data: Buffer;
+  memory: Buffer;
+}
+
 /** Up to `want` bytes at `position`, or the reason there are none (read error, or end of file). */
-async function readAt(fh: FileHandle, want: number, position: number, displayPath: string): Promise<Buffer | FtsError> {
-  // A fresh buffer per frame: the socket may still hold the previous one until it is flushed.
-  const buf = Buffer.allocUnsafe(want);
+async function readAt(fh: FileHandle, want: number, position: number, displayPath: string): Promise<Piece | FtsError> {
+  // Pool memory, given back once the socket has sent it: a fresh buffer per frame would make every frame
+  // fault in new pages (expensive on VMs) until a GC frees the old ones. Not aligned: it never goes to a file.
+  const buf = clientPayloads.take(want, false);
+  let keep = false;
   try {
     const { bytesRead } = await fh.read(buf, 0, want, position);
-    if (bytesRead > 0) return buf.subarray(0, bytesRead);
-    return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+    if (bytesRead === 0) return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+    keep = true;
+    return { data: buf.subarray(0, bytesRead), memory: buf };
   } catch (err) {
     return localFsError(err, displayPath);
+  } finally {
+    if (!keep) clientPayloads.release(buf);
   }
 }
 

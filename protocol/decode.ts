@@ -15,6 +15,20 @@ export interface DecoderOptions {
    * recycling payload buffers from a pool keeps its memory flat this way).
    */
   payloadBuffer?: (length: number) => Buffer;
+  /**
+   * The caller reuses the memory of each pushed chunk once push() returns (a socket reading into one fixed
+   * buffer). The decoder then keeps nothing that points into a chunk: data payloads are filled as their
+   * bytes arrive (payloadBuffer is required), and the few bytes of an unfinished header or frame prefix
+   * are copied.
+   */
+  reusedChunks?: boolean;
+}
+
+/** A data frame whose payload is being filled as its bytes arrive (reusedChunks). */
+interface Filling {
+  payload: Buffer;
+  filled: number;
+  crc: number;
 }
 
 /**
@@ -28,18 +42,32 @@ export interface DecoderOptions {
 export class FrameDecoder {
   private readonly maxHeaderBytes: number;
   private readonly payloadBuffer: ((length: number) => Buffer) | null;
+  private readonly reusedChunks: boolean;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private filling: Filling | null = null;
   private failed: FtsError | null = null;
 
   constructor(options: DecoderOptions = {}) {
     this.maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
     this.payloadBuffer = options.payloadBuffer ?? null;
+    this.reusedChunks = options.reusedChunks ?? false;
+    if (this.reusedChunks && this.payloadBuffer === null) throw new TypeError('reusedChunks needs payloadBuffer');
   }
 
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
-    return this.pendingBytes;
+    return this.pendingBytes + (this.filling?.filled ?? 0);
+  }
+
+  /**
+   * The payload of a data frame that is being filled (reusedChunks), taken away from the decoder: a
+   * connection that ends mid-frame gives it back to its pool. Null if none.
+   */
+  takeUnfinishedPayload(): Buffer | null {
+    const payload = this.filling?.payload ?? null;
+    this.filling = null;
+    return payload;
   }
 
   /** The framing error that stopped this decoder, if any. */
@@ -71,10 +99,20 @@ export class FrameDecoder {
       this.pendingBytes = 0;
       if (frames.length === 0) throw this.failed;
     }
+    if (this.reusedChunks) this.detach(chunk);
     return frames;
   }
 
+  /** Copies what is still buffered from `chunk` (a partial header or prefix), which its owner will reuse. */
+  private detach(chunk: Buffer): void {
+    for (let i = 0; i < this.pending.length; i++) {
+      const piece = this.pending[i]!;
+      if (piece.buffer === chunk.buffer) this.pending[i] = Buffer.from(piece);
+    }
+  }
+
   private next(): Frame | null {
+    if (this.filling !== null) return this.fill(this.filling);
     if (this.pendingBytes < FRAME_PREFIX_BYTES) return null;
     const prefix = this.peek(FRAME_PREFIX_BYTES);
     const type = prefix[0]!;
@@ -91,6 +129,13 @@ export class FrameDecoder {
     } else {
       throw new FtsError('PROTOCOL_ERROR', `unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
     }
+    if (type === FRAME_DATA && this.reusedChunks) {
+      if (this.pendingBytes < FRAME_PREFIX_BYTES + DATA_CRC_BYTES) return null;
+      this.consume(FRAME_PREFIX_BYTES);
+      const crc = this.take(DATA_CRC_BYTES).readUInt32BE(0);
+      this.filling = { payload: this.payloadBuffer!(length - DATA_CRC_BYTES), filled: 0, crc };
+      return this.fill(this.filling);
+    }
     if (this.pendingBytes < FRAME_PREFIX_BYTES + length) return null;
     this.consume(FRAME_PREFIX_BYTES);
     if (type === FRAME_HEADER) return decodeHeaderBody(this.take(length));
@@ -98,6 +143,18 @@ export class FrameDecoder {
     const size = length - DATA_CRC_BYTES;
     const payload = this.payloadBuffer === null ? this.take(size) : this.takeInto(this.payloadBuffer(size));
     return { kind: 'data', payload, crcOk: crc32c(payload) === crc };
+  }
+
+  /** Copies what has arrived of the payload being filled; the frame once it is complete. */
+  private fill(filling: Filling): Frame | null {
+    const want = Math.min(filling.payload.length - filling.filled, this.pendingBytes);
+    if (want > 0) {
+      this.takeInto(filling.payload.subarray(filling.filled, filling.filled + want));
+      filling.filled += want;
+    }
+    if (filling.filled < filling.payload.length) return null;
+    this.filling = null;
+    return { kind: 'data', payload: filling.payload, crcOk: crc32c(filling.payload) === filling.crc };
   }
 
   /** The first n buffered bytes, copying only when they span chunks. */

@@ -106,6 +106,49 @@ describe('protocol codec', function () {
     });
   });
 
+  describe('decoder over one reused read buffer (reusedChunks)', function () {
+    /** Feeds `bytes` through one buffer that is scribbled over after every push, as a socket's onread does. */
+    function feedReused(decoder: FrameDecoder, bytes: Buffer, seed: number): Frame[] {
+      const reused = Buffer.alloc(256 * 1024);
+      const next = seededRandom(seed);
+      const frames: Frame[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const n = Math.min(bytes.length - at, 1 + Math.floor(next() * (next() < 0.5 ? 16 : reused.length)));
+        bytes.copy(reused, 0, at, at + n);
+        frames.push(...decoder.push(reused.subarray(0, n)));
+        reused.fill(0xaa);
+        at += n;
+      }
+      return frames;
+    }
+
+    it('gives every vector frame intact although each chunk is overwritten after its push', function () {
+      const all = Buffer.concat(VECTORS.map((v) => v.bytes));
+      const expected = VECTORS.flatMap((v) => v.expected);
+      for (let round = 0; round < 3; round++) {
+        const decoder = new FrameDecoder({ payloadBuffer: (n) => Buffer.alloc(n), reusedChunks: true });
+        expectFrames(feedReused(decoder, all, 11 + round), expected, `round ${round}`);
+        expect(decoder.bufferedBytes).to.equal(0);
+      }
+    });
+
+    it('fills a payload as its bytes arrive and hands back the unfinished one', function () {
+      const given: Buffer[] = [];
+      const decoder = new FrameDecoder({ payloadBuffer: (n) => given[given.push(Buffer.alloc(n)) - 1]!, reusedChunks: true });
+      const frame = encodeData(pseudoRandomBytes(1000, 3));
+      expect(decoder.push(frame.subarray(0, 600))).to.deep.equal([]);
+      expect(given.length, 'payload memory taken once the prefix and CRC are in').to.equal(1);
+      expect(decoder.bufferedBytes).to.equal(600 - FRAME_PREFIX_BYTES - DATA_CRC_BYTES);
+      expect(decoder.takeUnfinishedPayload()).to.equal(given[0]);
+      expect(decoder.takeUnfinishedPayload()).to.equal(null);
+      expect(decoder.bufferedBytes).to.equal(0);
+    });
+
+    it('needs payloadBuffer (a payload cannot be a view of a reused chunk)', function () {
+      expect(() => new FrameDecoder({ reusedChunks: true })).to.throw(TypeError);
+    });
+  });
+
   describe('encoder', function () {
     it('encodeHeader matches the hand-written noop bytes of PROTOCOL.md §9', function () {
       const expected = hex('48 00 00 00 14 7b 22 6f 70 22 3a 22 6e 6f 6f 70 22 2c 22 69 64 22 3a 37 7d');
