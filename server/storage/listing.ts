@@ -67,7 +67,7 @@ export async function listUserDir(userDir: string, long: boolean): Promise<ListE
  * from outside the user's directory, so it is neither listed nor served. Zero links is fine: an open file
  * that an upload replaced (or a delete removed) a moment ago, which we still serve whole.
  */
-export function isServable(st: { isFile(): boolean; nlink: number }): boolean {
+export function isServable(st: { isFile(): boolean; nlink: number | bigint }): boolean {
   return st.isFile() && st.nlink <= 1;
 }
 

@@ -10,6 +10,7 @@ import { FtsError, isValidUsername, nameProblem } from '../../protocol/index.js'
  *   <root>/<user>/<name>                          published files only
  *   <root>/.fts/staging/<user>/<random>           partial uploads
  *   <root>/.fts/locks/<user>/<sha256(name)>.lock  proper-lockfile lock directories
+ *   <root>/.fts/digests/<user>/<sha256(name)>     SHA-256 recorded when a large file was published
  * USERNAME_PATTERN cannot start with '.', so `.fts` is never a user directory.
  */
 
@@ -26,6 +27,10 @@ export function stagingRoot(root: string): string {
 
 export function locksRoot(root: string): string {
   return path.join(root, INTERNAL_DIR, 'locks');
+}
+
+export function digestsRoot(root: string): string {
+  return path.join(root, INTERNAL_DIR, 'digests');
 }
 
 /**
@@ -73,8 +78,16 @@ export function resolveName(userDir: string, name: string): string {
  * every legal name gives a short, fixed-length, filesystem-safe component.
  */
 export function lockTarget(root: string, user: string, name: string): string {
+  return path.join(locksRoot(root), user, hashedName(user, name));
+}
+
+/** Where the digest recorded for (user, name) is kept; hashed for the same reasons as lockTarget. */
+export function digestRecordPath(root: string, user: string, name: string): string {
+  return path.join(digestsRoot(root), user, hashedName(user, name));
+}
+
+function hashedName(user: string, name: string): string {
   checkUser(user);
   checkName(name);
-  const digest = createHash('sha256').update(name, 'utf8').digest('hex');
-  return path.join(locksRoot(root), user, digest);
+  return createHash('sha256').update(name, 'utf8').digest('hex');
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
+import { RECORD_MIN_BYTES, recordDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
@@ -262,6 +263,7 @@ export class StagedUpload {
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
         await fsyncDir(path.dirname(this.#target));
+        if (this.size >= RECORD_MIN_BYTES) await recordDigest(this.#root, this.#user, this.name, this.#target, this.#expected.toString('hex'));
       });
       this.#state = 'committed';
       return { mtime: mtimeOf(stats) };

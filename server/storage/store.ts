@@ -3,11 +3,12 @@ import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, type Entry } from '../../protocol/index.js';
-import { fsyncDir, mtimeOf } from './durable.js';
+import { fsyncDir } from './durable.js';
+import { RECORD_MIN_BYTES, forgetDigest, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
-import { internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { beginStagedUpload, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -20,6 +21,8 @@ export interface ReadableFile {
   size: number;
   /** Integer milliseconds since the epoch. */
   mtime: number;
+  /** The SHA-256 recorded when this very version was published (digest-records.ts), or null. */
+  recordedDigest(): Promise<string | null>;
   /**
    * Idempotent, and never rejects: the descriptor is read-only, so a failing close loses nothing. That lets
    * a handler close it in the background once everything is read, without awaiting it before its reply.
@@ -50,7 +53,7 @@ export class Store {
         throw new Error(`storage root ${this.root}: ${what} failed (${errnoOf(err) ?? String(err)})`, { cause: err });
       }
     };
-    for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root)]) {
+    for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root), digestsRoot(this.root)]) {
       await step(`creating ${dir}`, () => mkdir(dir, { recursive: true, mode: 0o700 }));
       const st = await step(`checking ${dir}`, () => stat(dir));
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
@@ -138,14 +141,16 @@ export class UserStore {
     }
     try {
       // fstat of the open descriptor: the thing we will read, not whatever the name points to now.
-      const st = await handle.stat();
+      const st = await handle.stat({ bigint: true });
       if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
       if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not served`);
       let closed = false;
+      const size = Number(st.size);
       return {
         handle,
-        size: st.size,
-        mtime: mtimeOf(st),
+        size,
+        mtime: Number(st.mtimeMs),
+        recordedDigest: async () => (size < RECORD_MIN_BYTES ? null : recordedDigest(this.#root, this.user, name, st)),
         close: async () => {
           if (closed) return;
           closed = true;
@@ -170,6 +175,7 @@ export class UserStore {
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
         await unlink(file);
         await fsyncDir(this.#dir);
+        if (st.size >= RECORD_MIN_BYTES) await forgetDigest(this.#root, this.user, name);
       } catch (err) {
         throw fsError(err, name);
       }

@@ -27,8 +27,11 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
       throw new FtsError('OFFSET_MISMATCH', `offset ${offset} is past the end of the file (${file.size} bytes)`, { size: file.size });
     }
     const length = file.size - offset;
-    const hash = createHash('sha256');
-    await hashRange(file, 0, offset, hash);
+    // A digest recorded at publish for this very version spares hashing (and, on a resume, reading the
+    // skipped prefix); the client's check then also covers the time the file spent on disk.
+    const recorded = await file.recordedDigest();
+    const hash = recorded === null ? createHash('sha256') : null;
+    if (hash !== null) await hashRange(file, 0, offset, hash);
     // The data reply goes out with the first data frame, so that both leave in one socket write (the
     // session corks what is sent within one tick); a read that fails first is then the request's only reply.
     const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
@@ -44,7 +47,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
         pending = position < file.size ? readChunk(file, position) : null;
         pending?.catch(() => {}); // its error, if any, is raised when awaited above
         if (sent === 0) io.send(dataReply);
-        hash.update(chunk);
+        hash?.update(chunk);
         await io.sendData(chunk, () => workerPayloads.release(chunk));
         io.ctx.metrics.transferBytes('download', chunk.length);
         sent += chunk.length;
@@ -57,7 +60,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // Everything is read and sent: the close runs in the background (it never rejects) instead of delaying
     // the final reply, which then leaves in the same socket write as the last data frame.
     closing = file.close();
-    const sha256 = hash.digest('hex');
+    const sha256 = hash === null ? recorded! : hash.digest('hex');
     return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
   } finally {
     // A failure closes the descriptor before its error reply.

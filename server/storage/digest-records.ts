@@ -1,0 +1,75 @@
+import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { errnoOf } from './errors.js';
+import { digestRecordPath } from './paths.js';
+
+/**
+ * The SHA-256 of a large file, recorded when it was published, so that a download can send it instead of
+ * hashing the file while reading it (and a resumed download need not read the bytes it skips at all).
+ *
+ * The record is only a shortcut, never a source of truth for whether a file exists:
+ * - It names the exact version it describes (inode, size, mtime and ctime in nanoseconds). A file that was
+ *   replaced, rewritten or touched since has another version, so its record is ignored and the download
+ *   hashes the file as it reads it. ctime cannot be set from user space, so even an in-place rewrite that
+ *   restores mtime is noticed.
+ * - A missing, torn or unreadable record (a crash during its write, a full disk) is ignored the same way.
+ *   Records are therefore written without fsync: the file itself is durable before its record exists.
+ * - What it buys besides speed: the client compares its own digest of the bytes it received with the digest
+ *   taken when the upload was verified, so a file that rotted on disk since is reported as corrupt instead
+ *   of being sent with a digest of its rotten bytes.
+ *
+ * Small files are not recorded: hashing them costs less than reading a record.
+ */
+export const RECORD_MIN_BYTES = 8 * 1024 * 1024;
+
+const RECORD_VERSION = 1;
+
+/** The version of a file a record describes. Not the device: on NFS it differs from client to client. */
+function versionOf(st: BigIntStats): string {
+  return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/**
+ * Records the digest of the file just published at `target`. Call it under the name's lock, so that the
+ * record and the file it describes come from the same publish. Never throws: without a record, downloads
+ * hash the file instead.
+ */
+export async function recordDigest(root: string, user: string, name: string, target: string, sha256: string): Promise<void> {
+  try {
+    const st = await stat(target, { bigint: true });
+    const record = `${JSON.stringify({ v: RECORD_VERSION, file: versionOf(st), sha256 })}\n`;
+    const where = digestRecordPath(root, user, name);
+    try {
+      await writeFile(where, record, { mode: 0o600 });
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+      await mkdir(path.dirname(where), { recursive: true, mode: 0o700 });
+      await writeFile(where, record, { mode: 0o600 });
+    }
+  } catch {
+    // A shortcut that could not be taken: nothing is lost.
+  }
+}
+
+/** The digest recorded for exactly this version of the file (fstat of the open descriptor), or null. */
+export async function recordedDigest(root: string, user: string, name: string, st: BigIntStats): Promise<string | null> {
+  let text: string;
+  try {
+    text = await readFile(digestRecordPath(root, user, name), 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const record = JSON.parse(text) as { v?: unknown; file?: unknown; sha256?: unknown };
+    if (record.v !== RECORD_VERSION || record.file !== versionOf(st)) return null;
+    return typeof record.sha256 === 'string' && /^[0-9a-f]{64}$/.test(record.sha256) ? record.sha256 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Removes the record of a deleted file (under the name's lock). Never throws: a stale record is ignored anyway. */
+export async function forgetDigest(root: string, user: string, name: string): Promise<void> {
+  await unlink(digestRecordPath(root, user, name)).catch(() => undefined);
+}

@@ -1,0 +1,162 @@
+/**
+ * Digests recorded at publish (server/storage/digest-records.ts): a download of a large file sends the
+ * digest taken when its upload was verified instead of hashing the file as it reads it. The record must be
+ * used only for the exact version it describes, and a file that changed on disk without its version
+ * changing (bit rot) must be reported by the client as corrupt, never delivered.
+ */
+import { expect } from 'chai';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { RECORD_MIN_BYTES } from '../../server/storage/digest-records.js';
+import { digestRecordPath } from '../../server/storage/paths.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
+describe('digests recorded at publish', function () {
+  this.timeout(60_000);
+  let server: TestServer;
+  let dir: string;
+  let cleanDir: () => Promise<void>;
+  let client: FtsClient;
+  /** Large enough to be recorded; odd so that the direct-I/O tail path runs too. */
+  const SIZE = RECORD_MIN_BYTES + 4097;
+
+  before(async function () {
+    server = await TestServer.start({ workers: 2 });
+    ({ dir, cleanup: cleanDir } = await tempDir('fts-digests-'));
+    client = await FtsClient.connect({ port: server.port });
+    await client.auth(ALICE.user, ALICE.password);
+  });
+
+  after(async function () {
+    client.close();
+    await server.stop();
+    await cleanDir();
+  });
+
+  const recordOf = (name: string): string => digestRecordPath(server.storage, ALICE.user, name);
+  const storedPath = (name: string): string => path.join(server.storage, ALICE.user, name);
+
+  async function uploadRandom(name: string, size = SIZE): Promise<Buffer> {
+    const data = randomBytes(size);
+    const local = path.join(dir, `${name}.src`);
+    await writeFile(local, data);
+    const r = await client.upload(local, name);
+    expect(r.sha256).to.equal(sha(data));
+    return data;
+  }
+
+  async function exists(p: string): Promise<boolean> {
+    return stat(p).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Rewrites the record so that it names the file's current version: what on-disk rot looks like to the server. */
+  async function pointRecordAtCurrentVersion(name: string): Promise<void> {
+    const st = await stat(storedPath(name), { bigint: true });
+    const record = JSON.parse(await readFile(recordOf(name), 'utf8')) as Record<string, unknown>;
+    record['file'] = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    await writeFile(recordOf(name), JSON.stringify(record));
+  }
+
+  async function flipByteInPlace(name: string, at: number): Promise<void> {
+    const fh = await open(storedPath(name), 'r+');
+    try {
+      const one = Buffer.alloc(1);
+      await fh.read(one, 0, 1, at);
+      one[0] = one[0]! ^ 0xff;
+      await fh.write(one, 0, 1, at);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  it('a large upload leaves a record with its digest; the download is byte-identical and verified', async function () {
+    const data = await uploadRandom('big.bin');
+    const record = JSON.parse(await readFile(recordOf('big.bin'), 'utf8')) as Record<string, unknown>;
+    expect(record['sha256']).to.equal(sha(data));
+    const out = path.join(dir, 'big.out');
+    const r = await client.download('big.bin', out);
+    expect(r.sha256).to.equal(sha(data));
+    expect((await readFile(out)).equals(data)).to.equal(true);
+  });
+
+  it('a small upload leaves no record (hashing it is cheaper than reading one)', async function () {
+    await uploadRandom('small.bin', 64 * 1024);
+    expect(await exists(recordOf('small.bin'))).to.equal(false);
+  });
+
+  it('bit rot (content changed, version unchanged) is reported by the client as CHECKSUM_MISMATCH, and no file is left', async function () {
+    await uploadRandom('rot.bin');
+    await flipByteInPlace('rot.bin', 12345);
+    await pointRecordAtCurrentVersion('rot.bin');
+    const out = path.join(dir, 'rot.out');
+    const err = await client.download('rot.bin', out, { resume: false }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('CHECKSUM_MISMATCH');
+    expect(await exists(out)).to.equal(false);
+  });
+
+  it('a file rewritten in place (mtime restored) is not served with its stale record: the digest of what is read is sent', async function () {
+    const data = await uploadRandom('rewritten.bin');
+    const before = await stat(storedPath('rewritten.bin'));
+    await flipByteInPlace('rewritten.bin', 777);
+    const { utimes } = await import('node:fs/promises');
+    await utimes(storedPath('rewritten.bin'), before.atime, before.mtime);
+    const expected = Buffer.from(data);
+    expected[777] = expected[777]! ^ 0xff;
+    const out = path.join(dir, 'rewritten.out');
+    const r = await client.download('rewritten.bin', out, { resume: false });
+    expect(r.sha256).to.equal(sha(expected));
+    expect((await readFile(out)).equals(expected)).to.equal(true);
+  });
+
+  it('a torn or foreign record is ignored', async function () {
+    const data = await uploadRandom('torn.bin');
+    for (const junk of ['', '{"v":1,"file":"1:2:3:4"', JSON.stringify({ v: 1, file: 'x', sha256: sha(Buffer.from('other')) }), '[]']) {
+      await writeFile(recordOf('torn.bin'), junk);
+      const r = await client.downloadBuffer('torn.bin');
+      expect(r.sha256, JSON.stringify(junk)).to.equal(sha(data));
+      expect(r.data.equals(data)).to.equal(true);
+    }
+  });
+
+  it('a replaced file gets a new record; a deleted one loses its record', async function () {
+    await uploadRandom('replaced.bin');
+    const second = await uploadRandom('replaced.bin');
+    const record = JSON.parse(await readFile(recordOf('replaced.bin'), 'utf8')) as Record<string, unknown>;
+    expect(record['sha256']).to.equal(sha(second));
+    expect((await client.downloadBuffer('replaced.bin')).sha256).to.equal(sha(second));
+    await client.delete('replaced.bin');
+    expect(await exists(recordOf('replaced.bin'))).to.equal(false);
+    const left = await readdir(path.dirname(recordOf('replaced.bin')));
+    expect(left).to.not.include(path.basename(recordOf('replaced.bin')));
+  });
+
+  it('a download resumed at an offset ends with the recorded digest of the whole file', async function () {
+    const data = await uploadRandom('resumed.bin');
+    const { client: raw } = await RawClient.open(server.port);
+    try {
+      await raw.auth(ALICE.user, ALICE.password);
+      const offset = SIZE - 100_000;
+      void raw.sendHeader({ op: 'download', id: 7, name: 'resumed.bin', offset });
+      const r = await raw.reply(30_000);
+      expect(r.final['status']).to.equal('ok');
+      expect(r.final['sha256']).to.equal(sha(data));
+      expect(Buffer.concat(r.data).equals(data.subarray(offset))).to.equal(true);
+    } finally {
+      raw.close();
+    }
+  });
+});
