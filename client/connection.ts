@@ -330,6 +330,10 @@ export class FtsConnection {
         };
         const problem = await spec.body(writer);
         if (written !== declared) throw new FtsError('INTERNAL', `upload body wrote ${written} of the declared ${declared} bytes`);
+        if (spec.trailer) {
+          if (this.failure) throw this.failure;
+          this.socket.write(encodeHeader({ ...spec.trailer(), op: header['op'], id }));
+        }
         if (problem !== null) entry.localError ??= problem;
       } finally {
         uncork();
@@ -407,7 +411,10 @@ export class FtsConnection {
   }
 
   private onGreeting(frame: Frame): void {
-    if (frame.kind !== 'header') throw new FtsError('PROTOCOL_ERROR', `${this.address} is not an fts server (no greeting)`);
+    if (frame.kind !== 'header') {
+      if (frame.kind === 'data') clientPayloads.release(frame.payload); // arena memory is never freed otherwise
+      throw new FtsError('PROTOCOL_ERROR', `${this.address} is not an fts server (no greeting)`);
+    }
     const h = frame.header;
     if (h['status'] === 'bye') {
       this.fail(serverError(h));

@@ -36,6 +36,11 @@ export interface RequestSpec {
    * be read and padding was sent instead), or null.
    */
   body?: (out: DataWriter) => Promise<FtsError | null>;
+  /**
+   * For streamed uploads: the fields of the trailer header frame written right after the body's data
+   * (the connection adds the request's `op` and `id`). Called once the body has finished.
+   */
+  trailer?: () => Header;
   /** Interim replies ('data', 'entry'). Throwing fails the request; its remaining replies are still consumed. */
   onInterim?: (reply: Header) => void;
   /** Payloads of the data phase, CRC already checked. Throwing fails the request as for onInterim. */

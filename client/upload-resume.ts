@@ -4,6 +4,10 @@
  *
  * - A large file first asks `offset` and sends only what the server does not hold yet. A small one just
  *   sends from 0: asking would cost a round trip per file and break the pipelining of small uploads.
+ * - Where the server offers it, a large file is streamed (§6.1 "Streamed uploads"): hashed while it is
+ *   sent, the digest in a trailer, and identified by a version tag of the local file instead of the
+ *   digest. Its `offset` is asked by that tag, and a resume streams too (hashing the kept prefix locally
+ *   first), so a streamed file is never read twice unless it is resumed.
  * - CHUNK_CORRUPT and OFFSET_MISMATCH carry the offset to send from; the upload is sent again from there,
  *   a bounded number of times.
  * - A resumed upload (offset > 0) that ends in CHECKSUM_MISMATCH is sent once more from 0: the server has
@@ -15,7 +19,7 @@
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection, WriteTurn } from './connection.js';
 import { isServerError } from './errors.js';
-import type { Digest, ProgressCallback, UploadSource } from './upload.js';
+import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type UploadSource } from './upload.js';
 
 /** Files at least this large ask `offset` before sending. */
 export const RESUME_THRESHOLD_BYTES = 1024 * 1024;
@@ -46,24 +50,33 @@ export interface UploadOutcome {
  * resends go to the back of the queue.
  */
 export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome> {
-  const first = conn.turn(async (w) => {
-    const digest = await plan.source.digest;
-    const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offersResume(conn);
-    const from = ask ? await askOffset(w, plan.name, digest) : 0;
-    return { from, sent: await sendUpload(w, plan, digest, from) };
+  const first = conn.turn(async (w): Promise<Attempt> => {
+    const size = await plan.source.size();
+    const streamed = streamable(conn, plan.source, size);
+    if (streamed !== null) {
+      const version = await streamed.version();
+      const from = plan.resume && offers(conn, 'upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
+      return { from, size, sent: await sendStreamed(w, plan, size, version, from, streamed.stream), resend: (at) => (w2) => sendStreamed(w2, plan, size, version, at, streamed.stream) };
+    }
+    const digest = await plan.source.digest();
+    const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offers(conn, 'upload-resume');
+    const from = ask ? await askOffset(w, plan.name, digest.size, { sha256: digest.sha256 }) : 0;
+    return { from, size: digest.size, sent: await sendUpload(w, plan, digest, from), resend: (at) => (w2) => sendUpload(w2, plan, digest, at) };
   });
-  let { from, sent } = await first;
-  const digest = await plan.source.digest;
+  const attempt = await first;
+  let { from, sent } = attempt;
   const resumedFrom = from;
   let resends = 0;
   let restarted = false;
   for (;;) {
     try {
-      return { reply: await sent.reply, digest, resumedFrom };
+      const reply = await sent.reply;
+      // A streamed upload hashed the file as it sent it: this does not read it again.
+      return { reply, digest: await plan.source.digest(), resumedFrom };
     } catch (err) {
       if (!(err instanceof FtsError) || !isServerError(err)) throw err;
       const named = err.details['offset'];
-      if ((err.code === 'CHUNK_CORRUPT' || err.code === 'OFFSET_MISMATCH') && isOffset(named, digest.size) && resends < MAX_RESENDS) {
+      if ((err.code === 'CHUNK_CORRUPT' || err.code === 'OFFSET_MISMATCH') && isOffset(named, attempt.size) && resends < MAX_RESENDS) {
         resends++;
         from = named;
       } else if (err.code === 'CHECKSUM_MISMATCH' && from > 0 && !restarted) {
@@ -73,15 +86,28 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
         throw err;
       }
     }
-    const at = from;
-    sent = await conn.turn((w) => sendUpload(w, plan, digest, at));
+    sent = await conn.turn(attempt.resend(from));
   }
 }
 
-/** The server announces resumable uploads (older servers lack the `offset` operation). */
-function offersResume(conn: FtsConnection): boolean {
+/** One way of sending this upload (streamed, or with the digest in the header), from any offset. */
+interface Attempt {
+  from: number;
+  size: number;
+  sent: { reply: Promise<Header> };
+  resend: (from: number) => (w: WriteTurn) => Promise<{ reply: Promise<Header> }>;
+}
+
+/** The source's streaming methods, when this upload is to be streamed (large enough, and the server offers it). */
+function streamable(conn: FtsConnection, source: UploadSource, size: number): { version: () => Promise<string>; stream: NonNullable<UploadSource['stream']> } | null {
+  if (source.stream === undefined || source.version === undefined || size < STREAM_MIN_BYTES || !offers(conn, 'upload-trailer')) return null;
+  return { version: source.version.bind(source), stream: source.stream.bind(source) };
+}
+
+/** The server announces the capability (older servers lack `offset`, or streamed uploads). */
+function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer'): boolean {
   const caps = conn.greeting['caps'];
-  return Array.isArray(caps) && caps.includes('upload-resume');
+  return Array.isArray(caps) && caps.includes(cap);
 }
 
 function isOffset(v: unknown, size: number): v is number {
@@ -89,11 +115,26 @@ function isOffset(v: unknown, size: number): v is number {
 }
 
 /** Asks where the partial upload of this identity stands; holds the write turn for the round trip. */
-async function askOffset(w: WriteTurn, name: string, digest: Digest): Promise<number> {
-  const { reply } = await w.send({ header: { op: 'offset', name, size: digest.size, sha256: digest.sha256 } });
+async function askOffset(w: WriteTurn, name: string, size: number, tag: { sha256: string } | { version: string }): Promise<number> {
+  const { reply } = await w.send({ header: { op: 'offset', name, size, ...tag } });
   const offset = (await reply)['offset'];
-  if (!isOffset(offset, digest.size)) throw new FtsError('PROTOCOL_ERROR', 'offset reply without a valid offset');
+  if (!isOffset(offset, size)) throw new FtsError('PROTOCOL_ERROR', 'offset reply without a valid offset');
   return offset;
+}
+
+/** Sends the file from `from` with the digest in a trailer after the data (§6.1 "Streamed uploads"). */
+function sendStreamed(w: WriteTurn, plan: UploadPlan, size: number, version: string, from: number, stream: NonNullable<UploadSource['stream']>): Promise<{ reply: Promise<Header> }> {
+  plan.onStart?.(from, size);
+  let sha256 = '';
+  return w.send({
+    header: { op: 'upload', name: plan.name, size, trailer: true, version, offset: from },
+    body: async (out) => {
+      const streamed = await stream(out, from, plan.onProgress);
+      sha256 = streamed.sha256;
+      return streamed.problem;
+    },
+    trailer: () => ({ sha256 }),
+  });
 }
 
 function sendUpload(w: WriteTurn, plan: UploadPlan, digest: Digest, from: number): Promise<{ reply: Promise<Header> }> {

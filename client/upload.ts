@@ -1,15 +1,17 @@
 /**
  * The local half of an upload: hashing a file and streaming it as data frames, both with bounded memory.
  *
- * The protocol declares size and SHA-256 in the header, before the data (§6.1). A large file is therefore
- * read twice: once to hash it, once to send it. Both passes read through the same open FileHandle so that
- * they see the same file even if its path is replaced in between; if its content changes anyway, the
- * server's checksum check refuses the upload and nothing is published. A small file is read once, whole,
- * and sent from the bytes that were hashed (within a per-process memory budget), which halves the file
- * system round trips of a batch of small uploads.
+ * A large file is streamed where the server offers it (§6.1 "Streamed uploads"): it is hashed while it is
+ * sent, and the digest follows the data in a trailer, so it is read once. Otherwise (and to resume, which
+ * names the digest up front) the digest goes in the header, before the data, and the file is read twice:
+ * once to hash it, once to send it. Every pass reads through the same open FileHandle so that they see the
+ * same file even if its path is replaced in between; if its content changes anyway, the server's checksum
+ * check refuses the upload and nothing is published. A small file is read once, whole, and sent from the
+ * bytes that were hashed (within a per-process memory budget), which halves the file system round trips
+ * of a batch of small uploads.
  */
-import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { constants, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
@@ -21,13 +23,27 @@ export type ProgressCallback = (done: number, total: number) => void;
 
 /** What an upload sends: hashed once, sent from any offset as often as the resend policy needs. */
 export interface UploadSource {
-  readonly digest: Promise<Digest>;
+  /** Its size when it was opened. */
+  size(): Promise<number>;
+  /** Its digest: hashes it on first use, unless a stream() has already hashed all of it. */
+  digest(): Promise<Digest>;
   /**
    * Writes bytes from … size−1 as data frames. Returns a local problem to report instead of the server's
    * answer (the data could not be read and padding was sent), or null.
    */
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null>;
+  /** Only for sources that can be streamed (§6.1 "Streamed uploads"): the version tag it is staged under. */
+  version?(): Promise<string>;
+  /**
+   * Only for sources that can be streamed: writes bytes from … size−1 as data frames while hashing the
+   * whole file (the bytes before `from` are read and hashed first, unless an earlier stream already hashed
+   * everything), and returns its digest for the trailer, with the local problem, if any, as send() does.
+   */
+  stream?(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }>;
 }
+
+/** Files at least this large are streamed (hashed while sent) where the server offers it. */
+export const STREAM_MIN_BYTES = 1024 * 1024;
 
 /** Files up to this size are read once, whole, and sent from the bytes that were hashed. */
 export const READ_ONCE_MAX_BYTES = 256 * 1024;
@@ -42,6 +58,18 @@ let readOnceHeld = 0;
 interface OpenFile {
   fh: FileHandle;
   size: number;
+  /** versionTag() of the file when it was opened. */
+  version: string;
+}
+
+/**
+ * The tag a streamed upload is staged under (§6.1): a digest of the local file's device, inode, size and
+ * timestamps (ns), so that a rerun on the same, unchanged file continues its partial upload, and a file
+ * that changed in any way (ctime cannot be set back) starts from 0. Nothing about the file leaves the
+ * machine but this digest.
+ */
+export function versionTag(st: BigIntStats): string {
+  return createHash('sha256').update(`fts-version\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`).digest('hex');
 }
 
 /** What the hashing pass produced: the digest, and the whole content when it was read once. */
@@ -58,22 +86,70 @@ interface Hashed {
  * they overlap with earlier requests still being sent.
  */
 export class FileSource implements UploadSource {
-  readonly digest: Promise<Digest>;
   private readonly file: Promise<OpenFile>;
-  private readonly hashed: Promise<Hashed>;
+  /** Started at once for files too small to stream, on first need for the others. */
+  private hashed: Promise<Hashed> | null = null;
+  /** The digest of the whole file, once a stream() has read and sent all of it. */
+  private streamed: Digest | null = null;
   /** The last send, which may still be reading when its request already failed (connection lost). */
   private sending: Promise<unknown> = Promise.resolve();
   private closed = false;
 
   constructor(
     private readonly localPath: string,
-    hashing: Limiter,
+    private readonly hashing: Limiter,
   ) {
     this.file = openRegularFile(localPath);
-    this.file.catch(() => undefined); // reported through digest
-    this.hashed = this.file.then((f) => hashing.run(() => this.hash(f)));
-    this.digest = this.hashed.then((h) => h.digest);
-    this.digest.catch(() => undefined); // reported through the request that awaits it
+    this.file.then(
+      (f) => {
+        if (f.size < STREAM_MIN_BYTES) this.hashedNow().catch(() => undefined); // reported through digest()
+      },
+      () => undefined, // reported through size() and digest()
+    );
+  }
+
+  size(): Promise<number> {
+    return this.file.then((f) => f.size);
+  }
+
+  digest(): Promise<Digest> {
+    return this.hashedNow().then((h) => h.digest);
+  }
+
+  private hashedNow(): Promise<Hashed> {
+    this.hashed ??= this.file.then((f) => this.hashing.run(() => this.hash(f)));
+    return this.hashed;
+  }
+
+  version(): Promise<string> {
+    return this.file.then((f) => f.version);
+  }
+
+  async stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }> {
+    const { fh, size } = await this.file;
+    const streamed = this.streamed;
+    if (streamed !== null) {
+      // A resend: the whole file was hashed as it was sent the first time.
+      const run = sendFile(fh, size, from, out, this.localPath, onProgress);
+      this.sending = run.catch(() => undefined);
+      return { problem: await run, sha256: streamed.sha256 };
+    }
+    const hash = createHash('sha256');
+    // The declared bytes are sent even if the prefix could not be read, so that the stream stays in step;
+    // the trailer's digest is then wrong, nothing is published, and the local problem is what is reported.
+    const run = hashPrefix(fh, from, hash, this.localPath).then(async (prefixProblem) => {
+      const sendProblem = await sendFile(fh, size, from, out, this.localPath, onProgress, hash);
+      return prefixProblem ?? sendProblem;
+    });
+    this.sending = run.catch(() => undefined);
+    const problem = await run;
+    const sha256 = hash.digest('hex');
+    if (problem === null) {
+      // Everything was read and hashed: a resend needs no hashing pass, and neither does digest().
+      this.streamed = { size, sha256 };
+      this.hashed ??= Promise.resolve({ digest: this.streamed, content: null, held: 0 });
+    }
+    return { problem, sha256 };
   }
 
   private async hash({ fh, size }: OpenFile): Promise<Hashed> {
@@ -90,7 +166,7 @@ export class FileSource implements UploadSource {
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
-    const run = Promise.all([this.file, this.hashed]).then(([{ fh }, { digest, content }]) =>
+    const run = Promise.all([this.file, this.hashedNow()]).then(([{ fh }, { digest, content }]) =>
       content !== null ? sendBuffer(content, from, out, onProgress) : sendFile(fh, digest.size, from, out, this.localPath, onProgress),
     );
     this.sending = run.catch(() => undefined);
@@ -102,7 +178,7 @@ export class FileSource implements UploadSource {
     if (this.closed) return;
     this.closed = true;
     await this.sending;
-    const hashed = await this.hashed.catch(() => null);
+    const hashed = await this.hashed?.catch(() => null);
     if (hashed) readOnceHeld -= hashed.held;
     const file = await this.file.catch(() => null);
     await file?.fh.close().catch(() => undefined);
@@ -111,10 +187,18 @@ export class FileSource implements UploadSource {
 
 /** Bytes held in memory (uploadBuffer). */
 export class BufferSource implements UploadSource {
-  readonly digest: Promise<Digest>;
+  private readonly hashed: Digest;
 
   constructor(private readonly data: Uint8Array) {
-    this.digest = Promise.resolve(digestBuffer(data));
+    this.hashed = digestBuffer(data);
+  }
+
+  size(): Promise<number> {
+    return Promise.resolve(this.data.length);
+  }
+
+  digest(): Promise<Digest> {
+    return Promise.resolve(this.hashed);
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<null> {
@@ -131,9 +215,9 @@ async function openRegularFile(localPath: string): Promise<OpenFile> {
   let fh: FileHandle | null = null;
   try {
     fh = await open(localPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-    const st = await fh.stat();
+    const st = await fh.stat({ bigint: true });
     if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${localPath}: not a regular file`);
-    return { fh, size: st.size };
+    return { fh, size: Number(st.size), version: versionTag(st) };
   } catch (err) {
     await fh?.close().catch(() => undefined);
     throw localFsError(err, localPath);
@@ -185,19 +269,30 @@ const SPARE_HASH_BUFFERS = 4;
  */
 export async function digestFile(fh: FileHandle, displayPath: string): Promise<Digest> {
   const hash = createHash('sha256');
+  const size = await hashInto(fh, hash, Number.MAX_SAFE_INTEGER, displayPath);
+  return { size, sha256: hash.digest('hex') };
+}
+
+/**
+ * Feeds the first `limit` bytes of an open file (fewer if it ends first) to `hash`; returns how many there
+ * were. The same double-buffered reads as digestFile.
+ */
+async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string): Promise<number> {
   const buffers = [spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES), spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES)];
   let size = 0;
   let turn = 0;
   let reading: Promise<{ bytesRead: number }> | null = null;
+  const readAhead = (position: number): Promise<{ bytesRead: number }> | null =>
+    position < limit ? fh.read(buffers[turn]!, 0, Math.min(HASH_READ_BYTES, limit - position), position) : null;
   try {
-    reading = fh.read(buffers[0]!, 0, HASH_READ_BYTES, 0);
-    for (;;) {
+    reading = readAhead(0);
+    while (reading !== null) {
       const { bytesRead }: { bytesRead: number } = await reading;
       reading = null;
       if (bytesRead === 0) break;
       const current = buffers[turn]!;
       turn ^= 1;
-      reading = fh.read(buffers[turn]!, 0, HASH_READ_BYTES, size + bytesRead);
+      reading = readAhead(size + bytesRead);
       hash.update(current.subarray(0, bytesRead));
       size += bytesRead;
     }
@@ -208,7 +303,17 @@ export async function digestFile(fh: FileHandle, displayPath: string): Promise<D
     await reading?.catch(() => undefined);
     for (const buf of buffers) if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
   }
-  return { size, sha256: hash.digest('hex') };
+  return size;
+}
+
+/** Hashes the `length` bytes before a streamed resume's offset; the problem if they cannot all be read. */
+async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string): Promise<FtsError | null> {
+  try {
+    const read = await hashInto(fh, hash, length, displayPath);
+    return read === length ? null : new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+  } catch (err) {
+    return err instanceof FtsError ? err : localFsError(err, displayPath);
+  }
 }
 
 export function digestBuffer(data: Uint8Array): Digest {
@@ -221,7 +326,8 @@ export function chunkSize(out: DataWriter): number {
 }
 
 /**
- * Sends bytes from … size−1 of the file as data frames (`from` > 0 continues a partial upload).
+ * Sends bytes from … size−1 of the file as data frames (`from` > 0 continues a partial upload), feeding
+ * them to `hash` (a streamed upload) on the way.
  *
  * The server needs exactly `size − from` bytes to stay in step with the stream (§6.1), so if the file
  * cannot be read to the end (it shrank, or a read failed) the rest is padded with zeros, and the first
@@ -235,6 +341,7 @@ export async function sendFile(
   out: DataWriter,
   displayPath: string,
   onProgress?: ProgressCallback,
+  hash?: Hash,
 ): Promise<FtsError | null> {
   const chunk = chunkSize(out);
   let sent = from;
@@ -252,6 +359,7 @@ export async function sendFile(
         next = null;
         if (!(piece instanceof FtsError)) {
           next = readFrom(sent + piece.data.length);
+          hash?.update(piece.data);
           await out.write(piece.data, false, () => clientPayloads.release(piece.memory));
           sent += piece.data.length;
           onProgress?.(sent, size);

@@ -17,9 +17,10 @@ export type Request =
   | { op: 'auth'; id: number; mech: 'token'; token: string }
   /** SCRAM-SHA-256: `data` is the SCRAM message (client-first, then client-final in a continuation). */
   | { op: 'auth'; id: number; mech: 'scram-sha-256'; data: string }
-  | { op: 'upload'; id: number; name: string; size: number; sha256: string; offset: number }
+  /** A `version` tag: a streamed upload ("trailer": true), whose digest follows its data in a trailer (§6.1). */
+  | { op: 'upload'; id: number; name: string; size: number; tag: UploadTag; offset: number }
   /** The durable offset of a partial upload with this identity (0 when there is none). */
-  | { op: 'offset'; id: number; name: string; size: number; sha256: string }
+  | { op: 'offset'; id: number; name: string; size: number; tag: UploadTag }
   /** ifSize/ifMtime: resume only if the file is still that version; otherwise the whole file is sent. */
   | { op: 'download'; id: number; name: string; offset: number; ifSize?: number; ifMtime?: number }
   | { op: 'view'; id: number; name: string }
@@ -27,6 +28,12 @@ export type Request =
   | { op: 'list'; id: number; long: boolean }
   | { op: 'noop'; id: number }
   | { op: 'quit'; id: number };
+
+/**
+ * What identifies an upload besides its user, name and size: the SHA-256 declared in its header, or, for a
+ * streamed upload, the client's tag for the version of its local file (both 64 lowercase hex digits).
+ */
+export type UploadTag = { sha256: string } | { version: string };
 
 export type Op = Request['op'];
 export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
@@ -59,6 +66,23 @@ export function declaredUploadBytes(header: Header): number | null {
   return size - offset;
 }
 
+/** Whether an upload header announces a digest trailer after its data (even if the header is otherwise refused). */
+export function declaresTrailer(header: Header): boolean {
+  return header['trailer'] === true;
+}
+
+/**
+ * Reads the trailer of a streamed upload: a header frame {"op":"upload","id":<the upload's id>,"sha256":…}.
+ * Another op or id means the client sent something else where the trailer belongs: the stream can no
+ * longer be trusted, so that is fatal. A malformed digest in a proper trailer is an ordinary BAD_REQUEST.
+ */
+export function parseTrailer(h: Header, id: number): string {
+  if (h['op'] !== 'upload' || requestId(h) !== id) {
+    throw new FtsError('PROTOCOL_ERROR', `expected the digest trailer of upload ${id} after its data`);
+  }
+  return hex64(h, 'sha256');
+}
+
 function isSize(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_FILE_SIZE;
 }
@@ -80,10 +104,10 @@ function name(h: Header): string {
   return h['name'] as string;
 }
 
-function digest(h: Header): string {
-  const sha256 = str(h, 'sha256');
-  if (!SHA256_PATTERN.test(sha256)) throw bad('"sha256" must be 64 lowercase hex digits');
-  return sha256;
+function hex64(h: Header, key: 'sha256' | 'version'): string {
+  const v = str(h, key);
+  if (!SHA256_PATTERN.test(v)) throw bad(`"${key}" must be 64 lowercase hex digits`);
+  return v;
 }
 
 function size(h: Header, key: string, fallback?: number): number {
@@ -110,14 +134,20 @@ export function parseRequest(h: Header): Request {
       throw new FtsError('UNSUPPORTED_MECHANISM', `mechanism "${mech.slice(0, 32)}" is not supported`);
     }
     case 'upload': {
-      const sha256 = digest(h);
+      const trailer = h['trailer'] === undefined ? false : h['trailer'];
+      if (typeof trailer !== 'boolean') throw bad('"trailer" must be a boolean');
       const total = size(h, 'size');
       const offset = size(h, 'offset', 0);
       if (offset > total) throw bad('"offset" is larger than "size"');
-      return { op, id, name: name(h), size: total, sha256, offset };
+      if (trailer && h['sha256'] !== undefined) throw bad('an upload with "trailer": true carries "sha256" in its trailer, not in its header');
+      const tag: UploadTag = trailer ? { version: hex64(h, 'version') } : { sha256: hex64(h, 'sha256') };
+      return { op, id, name: name(h), size: total, tag, offset };
     }
-    case 'offset':
-      return { op, id, name: name(h), size: size(h, 'size'), sha256: digest(h) };
+    case 'offset': {
+      if ((h['sha256'] === undefined) === (h['version'] === undefined)) throw bad('"offset" needs exactly one of "sha256" and "version"');
+      const tag: UploadTag = h['sha256'] !== undefined ? { sha256: hex64(h, 'sha256') } : { version: hex64(h, 'version') };
+      return { op, id, name: name(h), size: size(h, 'size'), tag };
+    }
     case 'download': {
       const req: Request = { op, id, name: name(h), offset: size(h, 'offset', 0) };
       if (h['ifSize'] !== undefined) req.ifSize = size(h, 'ifSize');

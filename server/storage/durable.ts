@@ -33,3 +33,9 @@ async function fsyncDirNow(dir: string): Promise<void> {
 export function mtimeOf(stats: { mtimeMs: number }): number {
   return Math.floor(stats.mtimeMs);
 }
+
+/** mtimeOf for bigint stats (floored like it, also before 1970, where bigint division would round up). */
+export function mtimeOfBig(stats: { mtimeNs: bigint }): number {
+  const ms = stats.mtimeNs / 1_000_000n;
+  return Number(stats.mtimeNs < 0n && ms * 1_000_000n !== stats.mtimeNs ? ms - 1n : ms);
+}

@@ -3,7 +3,7 @@ import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
-import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN } from '../../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
 import { RECORD_MIN_BYTES, recordDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
@@ -21,17 +21,32 @@ import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
  * restart or node sharing the storage), copies the durable prefix into its own new file while hashing it,
  * and removes the old one; a file that changed locally has another identity, so old and new bytes are
  * never spliced. The whole-file digest is checked before publishing either way.
+ *
+ * A streamed upload (its digest arrives in a trailer after the data) is identified by the client's
+ * version tag of its local file instead of the digest: a rerun of the same local file has the same tag and
+ * continues, a changed local file has another and starts from 0. The digest in the trailer is checked
+ * against everything staged, copied prefix included, exactly as for the other uploads.
  */
+
 
 /** The staging key of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
 export function stagingKey(name: string, size: number, sha256: string): string {
   return createHash('sha256').update(`${size}\0${sha256}\0${name}`, 'utf8').digest('hex');
 }
 
+/** The staging key of a streamed upload ('v' is never a hex digit, so it cannot collide with stagingKey). */
+export function streamedStagingKey(name: string, size: number, version: string): string {
+  return createHash('sha256').update(`${size}\0v${version}\0${name}`, 'utf8').digest('hex');
+}
+
+function keyOf(name: string, size: number, tag: UploadTag): string {
+  return 'sha256' in tag ? stagingKey(name, size, tag.sha256) : streamedStagingKey(name, size, tag.version);
+}
+
 /** The partial files of one identity, each with its current length. */
-async function partialsOf(t: StagingTarget, size: number, sha256: string): Promise<Array<{ file: string; length: number }>> {
+async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promise<Array<{ file: string; length: number }>> {
   const dir = stagingDir(t.root, t.user);
-  const prefix = `${stagingKey(t.name, size, sha256)}.`;
+  const prefix = `${keyOf(t.name, size, tag)}.`;
   const found: Array<{ file: string; length: number }> = [];
   for (const entry of await readdirOrEmpty(dir)) {
     if (!entry.isFile() || !entry.name.startsWith(prefix) || !entry.name.endsWith('.part')) continue;
@@ -71,7 +86,8 @@ export class StagedUpload {
   readonly #user: string;
   readonly #target: string;
   readonly #stagingPath: string;
-  readonly #expected: Buffer;
+  /** The declared SHA-256; null until a streamed upload's trailer brings it. */
+  #expected: Buffer | null;
   readonly #hash: Hash;
   #handle: FileHandle | undefined;
   /** Writes the batches (through #handle, and with O_DIRECT where it can). */
@@ -91,7 +107,7 @@ export class StagedUpload {
   #aborting: Promise<void> | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; sha256: string; offset: number; hash: Hash }) {
+  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
     this.name = t.name;
     this.size = t.size;
     this.#root = t.root;
@@ -100,9 +116,17 @@ export class StagedUpload {
     this.#stagingPath = t.stagingPath;
     this.#handle = t.handle;
     this.#writer = t.writer;
-    this.#expected = Buffer.from(t.sha256, 'hex');
+    this.#expected = 'sha256' in t.tag ? Buffer.from(t.tag.sha256, 'hex') : null;
     this.#received = t.offset;
     this.#hash = t.hash;
+  }
+
+  /** Sets the digest of a streamed upload, from its trailer (before commit). */
+  expect(sha256: string): void {
+    if (!SHA256_PATTERN.test(sha256)) throw new FtsError('BAD_REQUEST', '"sha256" must be 64 lowercase hex digits');
+    const digest = Buffer.from(sha256, 'hex');
+    if (this.#expected !== null && !this.#expected.equals(digest)) throw new Error('StagedUpload.expect: the digest is already set');
+    this.#expected = digest;
   }
 
   /** Bytes received so far (from offset 0), including any beyond `size` (counted but never written). */
@@ -240,8 +264,10 @@ export class StagedUpload {
       await this.abort();
       throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: received ${this.#received} bytes, expected ${this.size}`);
     }
+    const expected = this.#expected;
+    if (expected === null) throw new Error('StagedUpload.commit before the digest is known');
     const actual = this.#hash.digest();
-    if (!timingSafeEqual(actual, this.#expected)) {
+    if (!timingSafeEqual(actual, expected)) {
       await this.abort();
       throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: SHA-256 of the received bytes does not match`);
     }
@@ -263,7 +289,7 @@ export class StagedUpload {
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
         await fsyncDir(path.dirname(this.#target));
-        if (this.size >= RECORD_MIN_BYTES) await recordDigest(this.#root, this.#user, this.name, this.#target, this.#expected.toString('hex'));
+        if (this.size >= RECORD_MIN_BYTES) await recordDigest(this.#root, this.#user, this.name, this.#target, expected.toString('hex'));
       });
       this.#state = 'committed';
       return { mtime: mtimeOf(stats) };
@@ -323,9 +349,10 @@ export class StagedUpload {
   }
 }
 
-function checkIdentity(size: number, sha256: string): void {
+function checkIdentity(size: number, tag: UploadTag): void {
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE) throw new FtsError('BAD_REQUEST', '"size" is not a valid file size');
-  if (!SHA256_PATTERN.test(sha256)) throw new FtsError('BAD_REQUEST', '"sha256" must be 64 lowercase hex digits');
+  const [field, value] = 'sha256' in tag ? ['sha256', tag.sha256] : ['version', tag.version];
+  if (!SHA256_PATTERN.test(value)) throw new FtsError('BAD_REQUEST', `"${field}" must be 64 lowercase hex digits`);
 }
 
 /**
@@ -333,10 +360,10 @@ function checkIdentity(size: number, sha256: string): void {
  * fsync (the length is read first, so every byte it counts was written before the fsync began). 0 when
  * there is none.
  */
-export async function stagedOffset(t: StagingTarget, size: number, sha256: string): Promise<number> {
+export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTag): Promise<number> {
   resolveName(userDirPath(t.root, t.user), t.name);
-  checkIdentity(size, sha256);
-  for (const { file } of await partialsOf(t, size, sha256)) {
+  checkIdentity(size, tag);
+  for (const { file } of await partialsOf(t, size, tag)) {
     let handle: FileHandle;
     try {
       handle = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
@@ -364,26 +391,26 @@ export async function stagedOffset(t: StagingTarget, size: number, sha256: strin
  * holds; the old file is then removed. An offset beyond what is staged is refused with OFFSET_MISMATCH
  * carrying the offset to continue from.
  */
-export async function beginStagedUpload(t: StagingTarget, size: number, sha256: string, offset = 0): Promise<StagedUpload> {
+export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0): Promise<StagedUpload> {
   const target = resolveName(userDirPath(t.root, t.user), t.name);
-  checkIdentity(size, sha256);
+  checkIdentity(size, tag);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
 
   let source: string | null = null;
   if (offset > 0) {
-    const partials = await partialsOf(t, size, sha256).catch((err: unknown) => {
+    const partials = await partialsOf(t, size, tag).catch((err: unknown) => {
       throw fsError(err, t.name);
     });
     source = partials.find((p) => p.length >= offset)?.file ?? null;
     if (source === null) {
-      const durable = await stagedOffset(t, size, sha256);
+      const durable = await stagedOffset(t, size, tag);
       throw new FtsError('OFFSET_MISMATCH', `${t.name}: only ${durable} bytes are staged; resume from there`, { offset: durable });
     }
   }
 
   const dir = stagingDir(t.root, t.user);
   // 96 random bits: unique across workers and nodes, and O_EXCL makes sure of it anyway.
-  const stagingPath = path.join(dir, `${stagingKey(t.name, size, sha256)}.${randomBytes(12).toString('hex')}.part`);
+  const stagingPath = path.join(dir, `${keyOf(t.name, size, tag)}.${randomBytes(12).toString('hex')}.part`);
   let handle: FileHandle;
   const create = () => open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
   try {
@@ -405,13 +432,13 @@ export async function beginStagedUpload(t: StagingTarget, size: number, sha256: 
     await unlink(stagingPath).catch(() => undefined);
     if (errnoOf(err) === 'ENOENT' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
       // Another resume took the partial file first: tell the client where it may continue now.
-      throw new FtsError('OFFSET_MISMATCH', `${t.name}: the partial upload was taken over; ask for the offset again`, { offset: await stagedOffset(t, size, sha256) });
+      throw new FtsError('OFFSET_MISMATCH', `${t.name}: the partial upload was taken over; ask for the offset again`, { offset: await stagedOffset(t, size, tag) });
     }
     throw fsError(err, t.name);
   }
   if (source !== null) await unlink(source).catch(() => undefined);
   const writer = await DirectWriter.forFile(handle, dir, size - offset);
-  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, sha256, offset, hash });
+  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
 
 /** Copies the first `length` bytes of `source` into `dest`, hashing them. */

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { FtsError, type Entry } from '../../protocol/index.js';
-import { fsyncDir } from './durable.js';
+import { FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
+import { fsyncDir, mtimeOfBig } from './durable.js';
 import { RECORD_MIN_BYTES, forgetDigest, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
@@ -117,13 +117,13 @@ export class UserStore {
   }
 
   /** Starts (offset 0) or resumes (offset > 0) the staged upload with this identity. */
-  beginUpload(name: string, size: number, sha256: string, offset = 0): Promise<StagedUpload> {
-    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, sha256, offset);
+  beginUpload(name: string, size: number, tag: UploadTag, offset = 0): Promise<StagedUpload> {
+    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, tag, offset);
   }
 
   /** The durable offset a resume of this upload identity may continue from (0 when nothing is staged). */
-  stagedOffset(name: string, size: number, sha256: string): Promise<number> {
-    return stagedOffset({ root: this.#root, user: this.user, name }, size, sha256);
+  stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
+    return stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
   }
 
   /**
@@ -149,7 +149,7 @@ export class UserStore {
       return {
         handle,
         size,
-        mtime: Number(st.mtimeMs),
+        mtime: mtimeOfBig(st),
         recordedDigest: async () => (size < RECORD_MIN_BYTES ? null : recordedDigest(this.#root, this.user, name, st)),
         close: async () => {
           if (closed) return;
@@ -175,7 +175,8 @@ export class UserStore {
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
         await unlink(file);
         await fsyncDir(this.#dir);
-        if (st.size >= RECORD_MIN_BYTES) await forgetDigest(this.#root, this.user, name);
+        // Whatever its size now: a small file may have replaced a recorded large one.
+        await forgetDigest(this.#root, this.user, name);
       } catch (err) {
         throw fsError(err, name);
       }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import {
   declaredUploadBytes,
+  declaresTrailer,
   encodeDataPrefix,
   encodeHeader,
   errorReply,
@@ -37,7 +38,7 @@ const CLOSE_LINGER_MS = 2_000;
  */
 const MAX_PUBLISHING = 32;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 
@@ -294,6 +295,7 @@ export class Session {
       this.armTimer();
       try {
         await this.skipData(skip);
+        if (declaresTrailer(header)) await this.skipTrailer();
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
@@ -509,7 +511,16 @@ export class Session {
         throw new FtsError('BAD_REQUEST', event.reason);
       case 'data':
         workerPayloads.release(event.payload);
-        throw new FtsError('PROTOCOL_ERROR', 'data frame where an authentication continuation was expected');
+        throw new FtsError('PROTOCOL_ERROR', 'data frame where a continuation header (authentication step or upload trailer) was expected');
+    }
+  }
+
+  /** Consumes the digest trailer of a refused streamed upload; a malformed header frame is consumed all the same. */
+  private async skipTrailer(): Promise<void> {
+    try {
+      await this.readContinuation();
+    } catch (err) {
+      if (!(err instanceof FtsError) || err.code !== 'BAD_REQUEST') throw err;
     }
   }
 

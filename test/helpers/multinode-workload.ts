@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, ResilientClient, type ReconnectOptions } from '../../client/index.js';
-import { stagingKey } from '../../server/storage/staging.js';
+import { uploadStagingKeys } from './staging-keys.js';
 import { sha256 } from './lifecycle-util.js';
 import { seededRandom } from './vectors.js';
 
@@ -231,10 +231,13 @@ export class WorkloadClient {
     if (op === 'upload') ledger.own.set(ownKey, { user, name, sha256: sha, state: 'in-flight' });
     try {
       const done = await this.op(op, name, () => this.c.upload(local, name));
-      if (done !== undefined && done.reconnects > 0) ledger.interruptedKeys.add(`${user}/${stagingKey(name, size, sha)}`);
+      const interrupted = async (): Promise<void> => {
+        for (const key of await uploadStagingKeys(local, name, size, sha)) ledger.interruptedKeys.add(`${user}/${key}`);
+      };
+      if (done !== undefined && done.reconnects > 0) await interrupted();
       if (done === undefined) {
         // The upload may or may not have been published, and a partial may remain for a resume.
-        ledger.interruptedKeys.add(`${user}/${stagingKey(name, size, sha)}`);
+        await interrupted();
         if (op === 'upload') ledger.own.set(ownKey, { user, name, sha256: sha, state: 'unknown' });
         return false;
       }

@@ -6,10 +6,11 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
 import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { RECORD_MIN_BYTES } from '../../server/storage/digest-records.js';
+import { RECORD_MIN_BYTES, recordedDigest } from '../../server/storage/digest-records.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -59,11 +60,16 @@ describe('digests recorded at publish', function () {
     );
   }
 
+  /** The version of the stored file, as a record names it. */
+  async function versionOf(name: string): Promise<string> {
+    const st = await stat(storedPath(name), { bigint: true });
+    return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  }
+
   /** Rewrites the record so that it names the file's current version: what on-disk rot looks like to the server. */
   async function pointRecordAtCurrentVersion(name: string): Promise<void> {
-    const st = await stat(storedPath(name), { bigint: true });
     const record = JSON.parse(await readFile(recordOf(name), 'utf8')) as Record<string, unknown>;
-    record['file'] = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    record['file'] = await versionOf(name);
     await writeFile(recordOf(name), JSON.stringify(record));
   }
 
@@ -108,7 +114,17 @@ describe('digests recorded at publish', function () {
     expect(await exists(out)).to.equal(false);
   });
 
-  it('a file rewritten in place (mtime restored) is not served with its stale record: the digest of what is read is sent', async function () {
+  it('a record names one exact version: another ctime alone (or inode, size, mtime) makes it unusable', async function () {
+    const data = await uploadRandom('version.bin');
+    const st = await stat(storedPath('version.bin'), { bigint: true });
+    expect(await recordedDigest(server.storage, ALICE.user, 'version.bin', st)).to.equal(sha(data));
+    for (const field of ['ctimeNs', 'mtimeNs', 'ino', 'size'] as const) {
+      const other = Object.assign(Object.create(Object.getPrototypeOf(st) as object) as BigIntStats, st, { [field]: st[field] + 1n });
+      expect(await recordedDigest(server.storage, ALICE.user, 'version.bin', other), field).to.equal(null);
+    }
+  });
+
+  it('a file rewritten in place (mtime put back) is not served with its stale record: the digest of what is read is sent', async function () {
     const data = await uploadRandom('rewritten.bin');
     const before = await stat(storedPath('rewritten.bin'));
     await flipByteInPlace('rewritten.bin', 777);
@@ -130,6 +146,18 @@ describe('digests recorded at publish', function () {
       expect(r.sha256, JSON.stringify(junk)).to.equal(sha(data));
       expect(r.data.equals(data)).to.equal(true);
     }
+    // The right version with a malformed digest: ignored too (the file is hashed), not sent on.
+    await writeFile(recordOf('torn.bin'), JSON.stringify({ v: 1, file: await versionOf('torn.bin'), sha256: sha(data).toUpperCase() }));
+    expect((await client.downloadBuffer('torn.bin')).sha256).to.equal(sha(data));
+  });
+
+  it('a small file published over a recorded one is hashed (the record names the old version); deleting it removes the record', async function () {
+    await uploadRandom('shrunk.bin');
+    const small = await uploadRandom('shrunk.bin', 4096);
+    expect(await exists(recordOf('shrunk.bin')), 'the old record is still there').to.equal(true);
+    expect((await client.downloadBuffer('shrunk.bin')).sha256).to.equal(sha(small));
+    await client.delete('shrunk.bin');
+    expect(await exists(recordOf('shrunk.bin'))).to.equal(false);
   });
 
   it('a replaced file gets a new record; a deleted one loses its record', async function () {
@@ -144,8 +172,12 @@ describe('digests recorded at publish', function () {
     expect(left).to.not.include(path.basename(recordOf('replaced.bin')));
   });
 
-  it('a download resumed at an offset ends with the recorded digest of the whole file', async function () {
+  it('a download resumed at an offset sends the recorded digest of the whole file without reading the skipped bytes', async function () {
     const data = await uploadRandom('resumed.bin');
+    // Rot in the skipped prefix, invisible to the version: had the server read and hashed the prefix, the
+    // final digest would be of the rotten bytes.
+    await flipByteInPlace('resumed.bin', 1000);
+    await pointRecordAtCurrentVersion('resumed.bin');
     const { client: raw } = await RawClient.open(server.port);
     try {
       await raw.auth(ALICE.user, ALICE.password);

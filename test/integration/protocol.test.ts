@@ -9,7 +9,7 @@ import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { stagingFiles } from '../helpers/common.js';
-import { delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
+import { dataFrames, delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { rawHeaderFrame, corruptCrcData, prefix } from '../helpers/vectors.js';
 
@@ -590,6 +590,146 @@ describe('protocol (raw TCP against a real server)', function () {
     expect(r.interim[0]).to.include({ id: 96, status: 'data', size: 0, length: 0, offset: 0 });
     expect(r.data).to.deep.equal([]);
     expect(r.final).to.include({ id: 96, status: 'ok', sha256: sha256(empty) });
+  });
+
+  describe('streamed uploads ("trailer": true, §6.1)', function () {
+    /** A version tag as a client would choose it (any 64 lowercase hex digits). */
+    const tag = (seed: string): string => sha256(Buffer.from(seed));
+
+    /** A streamed upload from `offset`: header, data frames of the bytes from `offset`, then the trailer. */
+    function streamedBytes(id: number, name: string, data: Buffer, version: string, options: { offset?: number; trailerSha?: string } = {}): Buffer {
+      const offset = options.offset ?? 0;
+      return Buffer.concat([
+        encodeHeader({ op: 'upload', id, name, size: data.length, trailer: true, version, ...(offset > 0 ? { offset } : {}) }),
+        dataFrames(data.subarray(offset), 65_536),
+        encodeHeader({ op: 'upload', id, sha256: options.trailerSha ?? sha256(data) }),
+      ]);
+    }
+
+    it('the greeting offers upload-trailer', async function () {
+      const { greeting } = await open();
+      expect(greeting['caps']).to.include('upload-trailer');
+    });
+
+    it('header with a version tag, data, then the digest in a trailer: ok with the digest, stored exactly, nothing left in staging', async function () {
+      const c = await login();
+      const staged = await stagingFiles(server, 'alice');
+      const data = randomBytes(300_000);
+      c.write(streamedBytes(601, 'streamed.bin', data, tag('a')), encodeHeader({ op: 'noop', id: 602 }));
+      expect((await c.reply()).final).to.include({ id: 601, status: 'ok', name: 'streamed.bin', size: data.length, sha256: sha256(data) });
+      expect((await c.reply()).final).to.deep.equal({ id: 602, status: 'ok' });
+      expect(await stagingFiles(server, 'alice')).to.deep.equal(staged);
+      const empty = Buffer.alloc(0);
+      c.write(streamedBytes(603, 'streamed-empty.bin', empty, tag('e')));
+      expect((await c.reply()).final).to.include({ id: 603, status: 'ok', sha256: sha256(empty) });
+      await expectStoredThenDelete(c, 604, { 'streamed.bin': data, 'streamed-empty.bin': empty });
+    });
+
+    it('a wrong digest in the trailer gets CHECKSUM_MISMATCH; nothing is published or kept; the session survives', async function () {
+      const c = await login();
+      const staged = await stagingFiles(server, 'alice');
+      const data = randomBytes(200_000);
+      c.write(streamedBytes(611, 'streamed-bad.bin', data, tag('b'), { trailerSha: sha256(Buffer.from('other')) }));
+      expectError(await c.reply(), 'CHECKSUM_MISMATCH', false, 611);
+      expect(await exists(path.join(server.storage, 'alice', 'streamed-bad.bin'))).to.equal(false);
+      expect(await stagingFiles(server, 'alice'), 'bytes proven wrong are not kept').to.deep.equal(staged);
+      await expectAlive(c);
+    });
+
+    it('a refused streamed upload (bad name, or sha256 in its header) still consumes its data and its trailer', async function () {
+      const c = await login();
+      const data = randomBytes(70_000);
+      c.write(streamedBytes(621, '../escape.bin', data, tag('c')), encodeHeader({ op: 'noop', id: 622 }));
+      expectError(await c.reply(), 'BAD_NAME', false, 621);
+      expect((await c.reply()).final).to.deep.equal({ id: 622, status: 'ok' });
+      c.write(
+        encodeHeader({ op: 'upload', id: 623, name: 'both.bin', size: data.length, trailer: true, version: tag('c'), sha256: sha256(data) }),
+        dataFrames(data, 65_536),
+        encodeHeader({ op: 'upload', id: 623, sha256: sha256(data) }),
+        encodeHeader({ op: 'noop', id: 624 }),
+      );
+      expectError(await c.reply(), 'BAD_REQUEST', false, 623);
+      expect((await c.reply()).final).to.deep.equal({ id: 624, status: 'ok' });
+      expect(await exists(path.join(server.storage, 'alice', 'both.bin'))).to.equal(false);
+    });
+
+    it('a malformed digest in the trailer is BAD_REQUEST (not fatal); the received bytes stay staged for a resume', async function () {
+      const c = await login();
+      const data = randomBytes(100_000);
+      c.write(streamedBytes(631, 'streamed-malformed.bin', data, tag('m'), { trailerSha: 'ABC' }));
+      expectError(await c.reply(), 'BAD_REQUEST', false, 631);
+      await expectAlive(c);
+      c.sendHeader({ op: 'offset', id: 632, name: 'streamed-malformed.bin', size: data.length, version: tag('m') });
+      expect((await c.reply()).final).to.include({ id: 632, status: 'ok', offset: data.length });
+      // offset = size: no data, only the trailer, and the server verifies and publishes.
+      c.write(encodeHeader({ op: 'upload', id: 633, name: 'streamed-malformed.bin', size: data.length, trailer: true, version: tag('m'), offset: data.length }), encodeHeader({ op: 'upload', id: 633, sha256: sha256(data) }));
+      expect((await c.reply()).final).to.include({ id: 633, status: 'ok', sha256: sha256(data) });
+      await expectStoredThenDelete(c, 634, { 'streamed-malformed.bin': data });
+    });
+
+    it('a data frame, or another request, where the trailer belongs is a fatal PROTOCOL_ERROR; nothing is published', async function () {
+      const data = randomBytes(1000);
+      const header = (id: number): Buffer => encodeHeader({ op: 'upload', id, name: 'no-trailer.bin', size: data.length, trailer: true, version: tag('t') });
+      const a = await login();
+      a.write(header(641), encodeData(data), encodeData(Buffer.from('x')));
+      expectError(await a.reply(), 'PROTOCOL_ERROR', true, [641, null]);
+      await expectClosed(a);
+      const b = await login();
+      b.write(header(642), encodeData(data), encodeHeader({ op: 'noop', id: 643 }));
+      expectError(await b.reply(), 'PROTOCOL_ERROR', true, [642, null]);
+      await expectClosed(b);
+      expect(await exists(path.join(server.storage, 'alice', 'no-trailer.bin'))).to.equal(false);
+    });
+
+    it('a cut streamed upload is resumed by its version tag (offset, then upload from there with the trailer); another tag or the digest starts from 0', async function () {
+      const name = 'streamed-cut.bin';
+      const data = randomBytes(3 * 1024 * 1024 + 5);
+      const cut = await login();
+      cut.write(encodeHeader({ op: 'upload', id: 651, name, size: data.length, trailer: true, version: tag('cut') }), dataFrames(data.subarray(0, 1024 * 1024), 65_536));
+      // The server has the bytes once they are staged; then the connection is dropped mid-upload.
+      const c = await login();
+      let offset = 0;
+      for (let i = 0; i < 50 && offset === 0; i++) {
+        await delay(100);
+        c.sendHeader({ op: 'offset', id: 652, name, size: data.length, version: tag('cut') });
+        offset = Number((await c.reply()).final['offset']);
+      }
+      cut.destroy();
+      await delay(300);
+      c.sendHeader({ op: 'offset', id: 653, name, size: data.length, version: tag('cut') });
+      offset = Number((await c.reply()).final['offset']);
+      expect(offset, 'the received bytes are kept').to.be.greaterThan(0).and.at.most(1024 * 1024);
+      c.sendHeader({ op: 'offset', id: 654, name, size: data.length, version: tag('changed') });
+      expect((await c.reply()).final['offset'], 'another version tag is another upload').to.equal(0);
+      c.sendHeader({ op: 'offset', id: 655, name, size: data.length, sha256: sha256(data) });
+      expect((await c.reply()).final['offset'], 'a digest-first upload is another identity').to.equal(0);
+      c.write(streamedBytes(656, name, data, tag('cut'), { offset }));
+      const done = await c.reply(30_000);
+      expect(done.final).to.include({ id: 656, status: 'ok', sha256: sha256(data) });
+      c.sendHeader({ op: 'offset', id: 657, name, size: data.length, version: tag('cut') });
+      expect((await c.reply()).final['offset'], 'nothing left staged after the publish').to.equal(0);
+      await expectStoredThenDelete(c, 658, { [name]: data });
+    });
+
+    it('a resumed streamed upload whose kept bytes are not a prefix of the file ends in CHECKSUM_MISMATCH, and they are discarded', async function () {
+      const name = 'streamed-other.bin';
+      const a = randomBytes(200_000);
+      const b = randomBytes(200_000);
+      const c = await login();
+      // Stage the first 100 000 bytes of `a` under the tag: a frame with a bad CRC32C stops the upload, and the
+      // good bytes before it are kept for a resume.
+      c.write(encodeHeader({ op: 'upload', id: 661, name, size: a.length, trailer: true, version: tag('o') }), dataFrames(a.subarray(0, 100_000), 65_536), corruptCrcData(a.subarray(100_000)), encodeHeader({ op: 'upload', id: 661, sha256: sha256(a) }));
+      const corrupt = await c.reply();
+      expectError(corrupt, 'CHUNK_CORRUPT', false, 661);
+      const kept = Number(corrupt.final['offset']);
+      expect(kept).to.be.greaterThan(0).and.at.most(100_000);
+      // A client that (wrongly) reuses the tag for other content: the digest check refuses the splice.
+      c.write(streamedBytes(662, name, b, tag('o'), { offset: kept }));
+      expectError(await c.reply(), 'CHECKSUM_MISMATCH', false, 662);
+      c.sendHeader({ op: 'offset', id: 663, name, size: a.length, version: tag('o') });
+      expect((await c.reply()).final['offset'], 'the proven-wrong bytes are gone').to.equal(0);
+      expect(await exists(path.join(server.storage, 'alice', name))).to.equal(false);
+    });
   });
 
   it('the server survived every case above', async function () {

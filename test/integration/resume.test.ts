@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { stagingKey } from '../../server/storage/staging.js';
+import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, publishedSha256, sha256, waitUntil } from '../helpers/lifecycle-util.js';
 import { CLIENT_CLI } from '../helpers/paths.js';
@@ -135,16 +135,17 @@ describe('resumable transfers (end to end)', function () {
   }
 
   /**
-   * The server's staging files of one upload identity (<storage>/.fts/staging/<user>/<key>…part, where the
-   * key is derived from name, size and sha256), longest first.
+   * The server's staging files of one upload of the local file `path.join(dir, name)` (<storage>/.fts/
+   * staging/<user>/<key>…part, where the key is derived from name, size and either sha256 or, for a
+   * streamed upload, the local file's version tag), longest first.
    */
   async function stagingFiles(storage: string, name: string, data: Buffer): Promise<Array<{ file: string; size: number }>> {
     const staging = path.join(storage, '.fts', 'staging', ALICE.user);
-    const key = stagingKey(name, data.length, sha256(data));
+    const keys = await uploadStagingKeys(path.join(dir, name), name, data.length, sha256(data));
     const names = await readdir(staging).catch(() => [] as string[]);
     const found: Array<{ file: string; size: number }> = [];
     for (const entry of names) {
-      if (!entry.startsWith(key) || !entry.endsWith('.part')) continue;
+      if (!keys.some((key) => entry.startsWith(`${key}.`)) || !entry.endsWith('.part')) continue;
       const file = path.join(staging, entry);
       const size = await fileSize(file);
       found.push({ file, size });

@@ -10,6 +10,7 @@ import {
   errorFromReply,
   errorReply,
   parseRequest,
+  parseTrailer,
   requestId,
   type ErrorCode,
   type Header,
@@ -43,27 +44,27 @@ describe('protocol messages', function () {
       [
         'upload without offset defaults offset to 0',
         { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA },
-        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 0 },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 0 },
       ],
       [
         'upload with offset',
         { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 3 },
-        { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 3 },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 3 },
       ],
       [
         'upload with offset equal to size',
         { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, offset: 5 },
-        { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, offset: 5 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 5 },
       ],
       [
         'upload of size 0',
         { op: 'upload', id: 2, name: 'empty', size: 0, sha256: SHA },
-        { op: 'upload', id: 2, name: 'empty', size: 0, sha256: SHA, offset: 0 },
+        { op: 'upload', id: 2, name: 'empty', size: 0, tag: { sha256: SHA }, offset: 0 },
       ],
       [
         'upload of size MAX_SAFE_INTEGER',
         { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, sha256: SHA },
-        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, sha256: SHA, offset: 0 },
+        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, tag: { sha256: SHA }, offset: 0 },
       ],
       [
         'download without offset defaults offset to 0',
@@ -81,7 +82,18 @@ describe('protocol messages', function () {
       ['list long true', { op: 'list', id: 6, long: true }, { op: 'list', id: 6, long: true }],
       ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
       ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
-      ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }],
+      ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { sha256: SHA } }],
+      ['offset by version (streamed upload)', { op: 'offset', id: 9, name: 'big.iso', size: 10, version: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { version: SHA } }],
+      [
+        'streamed upload (trailer, version)',
+        { op: 'upload', id: 2, name: 'r', size: 5, trailer: true, version: SHA },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 0 },
+      ],
+      [
+        'streamed upload resumed at an offset',
+        { op: 'upload', id: 2, name: 'r', size: 5, trailer: true, version: SHA, offset: 2 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 2 },
+      ],
       ['auth with a token', { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }, { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }],
       [
         'download with a version condition',
@@ -115,7 +127,7 @@ describe('protocol messages', function () {
         id: 2,
         name: 'hello.txt',
         size: 6,
-        sha256: SHA,
+        tag: { sha256: SHA },
         offset: 0,
       });
       expect(parseRequest(overTheWire({ op: 'download', id: 4, name: 'hello.txt', offset: 0 }))).to.deep.equal({
@@ -151,6 +163,13 @@ describe('protocol messages', function () {
       ['auth without mech', { op: 'auth', id: 1, user: 'a', password: 'p' }, 'BAD_REQUEST'],
       ['auth without user', { op: 'auth', id: 1, mech: 'plain', password: 'p' }, 'BAD_REQUEST'],
       ['auth with non-string password', { op: 'auth', id: 1, mech: 'plain', user: 'a', password: 1234 }, 'BAD_REQUEST'],
+      // streamed uploads (§6.1): a version tag instead of sha256, which comes in the trailer
+      ['streamed upload with sha256 in its header', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: SHA, sha256: SHA }, 'BAD_REQUEST'],
+      ['streamed upload without version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true }, 'BAD_REQUEST'],
+      ['streamed upload with a short version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: 'abc' }, 'BAD_REQUEST'],
+      ['upload with non-boolean trailer', { op: 'upload', id: 2, name: 'a', size: 1, trailer: 'yes', version: SHA }, 'BAD_REQUEST'],
+      ['offset with both sha256 and version', { op: 'offset', id: 9, name: 'a', size: 1, sha256: SHA, version: SHA }, 'BAD_REQUEST'],
+      ['offset with neither sha256 nor version', { op: 'offset', id: 9, name: 'a', size: 1 }, 'BAD_REQUEST'],
       // names
       ['upload with bad name', { op: 'upload', id: 2, name: '../x', size: 1, sha256: SHA }, 'BAD_NAME'],
       ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_REQUEST'],
@@ -202,6 +221,35 @@ describe('protocol messages', function () {
       const mech = 'm'.repeat(10_000);
       const err = expectFtsError(() => parseRequest({ op: 'auth', id: 1, mech, user: 'a', password: 'p' }), 'UNSUPPORTED_MECHANISM');
       expect(err.message.length).to.be.below(200);
+    });
+  });
+
+  describe('parseTrailer', function () {
+    it('returns the digest of a trailer with the upload\'s op and id', function () {
+      expect(parseTrailer({ op: 'upload', id: 7, sha256: SHA }, 7)).to.equal(SHA);
+    });
+    it('another id or op where the trailer belongs is fatal PROTOCOL_ERROR (the stream is out of step)', function () {
+      for (const h of [{ op: 'upload', id: 8, sha256: SHA }, { op: 'noop', id: 7 }, { id: 7, sha256: SHA }]) {
+        let err: unknown;
+        try {
+          parseTrailer(h, 7);
+        } catch (e) {
+          err = e;
+        }
+        expect(err, JSON.stringify(h)).to.be.instanceOf(FtsError);
+        expect((err as FtsError).code).to.equal('PROTOCOL_ERROR');
+        expect((err as FtsError).fatal).to.equal(true);
+      }
+    });
+    it('a malformed digest in a proper trailer is BAD_REQUEST (not fatal)', function () {
+      let err: unknown;
+      try {
+        parseTrailer({ op: 'upload', id: 7, sha256: 'ABC' }, 7);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as FtsError).code).to.equal('BAD_REQUEST');
+      expect((err as FtsError).fatal).to.equal(false);
     });
   });
 

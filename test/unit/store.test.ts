@@ -24,7 +24,7 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
 
 /** Uploads `data` in chunks of `chunk` bytes and commits. */
 async function put(us: UserStore, name: string, data: Buffer, chunk = 7): Promise<{ mtime: number }> {
-  const up = await us.beginUpload(name, data.length, sha(data));
+  const up = await us.beginUpload(name, data.length, { sha256: sha(data) });
   for (let i = 0; i < data.length; i += chunk) await up.write(data.subarray(i, i + chunk));
   return up.commit();
 }
@@ -118,7 +118,7 @@ describe('storage', () => {
 
     it('keeps partial data out of the user directory until commit', async () => {
       const data = Buffer.from('partial data');
-      const up = await alice.beginUpload('p.txt', data.length, sha(data));
+      const up = await alice.beginUpload('p.txt', data.length, { sha256: sha(data) });
       await up.write(data.subarray(0, 5));
       expect(up.received).to.equal(5);
       expect(await userFiles()).to.deep.equal([]);
@@ -130,7 +130,7 @@ describe('storage', () => {
 
     it('publishes nothing and leaves no staging file on a checksum mismatch', async () => {
       const data = Buffer.from('the real bytes');
-      const up = await alice.beginUpload('x', data.length, sha(Buffer.from('other bytes!!!')));
+      const up = await alice.beginUpload('x', data.length, { sha256: sha(Buffer.from('other bytes!!!')) });
       await up.write(data);
       expect(await codeOf(up.commit())).to.equal('CHECKSUM_MISMATCH');
       expect(await userFiles()).to.deep.equal([]);
@@ -139,11 +139,11 @@ describe('storage', () => {
 
     it('publishes nothing on a size mismatch (short or long)', async () => {
       const data = Buffer.from('0123456789');
-      const short = await alice.beginUpload('short', data.length, sha(data));
+      const short = await alice.beginUpload('short', data.length, { sha256: sha(data) });
       await short.write(data.subarray(0, 9));
       expect(await codeOf(short.commit())).to.equal('CHECKSUM_MISMATCH');
 
-      const long = await alice.beginUpload('long', data.length, sha(data));
+      const long = await alice.beginUpload('long', data.length, { sha256: sha(data) });
       await long.write(data);
       await long.write(Buffer.from('!'));
       expect(long.received).to.equal(11);
@@ -155,7 +155,7 @@ describe('storage', () => {
 
     it('abort leaves nothing behind and is idempotent', async () => {
       const data = Buffer.from('abc');
-      const up = await alice.beginUpload('a', data.length, sha(data));
+      const up = await alice.beginUpload('a', data.length, { sha256: sha(data) });
       await up.write(data);
       await Promise.all([up.abort(), up.abort()]);
       await up.abort();
@@ -164,9 +164,9 @@ describe('storage', () => {
     });
 
     it('refuses a bad name before creating anything', async () => {
-      expect(await codeOf(alice.beginUpload('../bob/x', 1, sha(Buffer.from('x'))))).to.equal('BAD_NAME');
-      expect(await codeOf(alice.beginUpload('x', -1, sha(Buffer.from('x'))))).to.equal('BAD_REQUEST');
-      expect(await codeOf(alice.beginUpload('x', 1, 'ABC'))).to.equal('BAD_REQUEST');
+      expect(await codeOf(alice.beginUpload('../bob/x', 1, { sha256: sha(Buffer.from('x')) }))).to.equal('BAD_NAME');
+      expect(await codeOf(alice.beginUpload('x', -1, { sha256: sha(Buffer.from('x')) }))).to.equal('BAD_REQUEST');
+      expect(await codeOf(alice.beginUpload('x', 1, { sha256: 'ABC' }))).to.equal('BAD_REQUEST');
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
@@ -197,7 +197,7 @@ describe('storage', () => {
     it('eight concurrent commits to one name leave exactly one complete version', async function () {
       this.timeout(30_000);
       const versions = Array.from({ length: 8 }, (_, i) => Buffer.alloc(64 * 1024 + i, String.fromCharCode(65 + i)));
-      const uploads = await Promise.all(versions.map((v) => alice.beginUpload('race', v.length, sha(v))));
+      const uploads = await Promise.all(versions.map((v) => alice.beginUpload('race', v.length, { sha256: sha(v) })));
       await Promise.all(uploads.map((u, i) => u.write(versions[i] as Buffer)));
       const results = await Promise.all(uploads.map((u) => u.commit()));
       expect(results).to.have.length(8);
@@ -304,7 +304,7 @@ describe('storage', () => {
       await mkdir(path.join(root, 'alice', 'zdir'));
       if (hasMkfifo()) execFileSync('mkfifo', [path.join(root, 'alice', 'zfifo')]);
       // An upload in progress must not show.
-      const pending = await alice.beginUpload('pending', 3, sha(Buffer.from('abc')));
+      const pending = await alice.beginUpload('pending', 3, { sha256: sha(Buffer.from('abc')) });
       await pending.write(Buffer.from('ab'));
 
       const expected = [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
@@ -399,8 +399,8 @@ describe('storage', () => {
 
   describe('sweepStaging', () => {
     it('removes only staging files older than the limit', async () => {
-      const oldUp = await alice.beginUpload('old', 1, sha(Buffer.from('x')));
-      const newUp = await alice.beginUpload('new', 1, sha(Buffer.from('x')));
+      const oldUp = await alice.beginUpload('old', 1, { sha256: sha(Buffer.from('x')) });
+      const newUp = await alice.beginUpload('new', 1, { sha256: sha(Buffer.from('x')) });
       const files = await stagingFiles();
       expect(files).to.have.length(2);
       const hourAgo = new Date(Date.now() - 3_600_000);

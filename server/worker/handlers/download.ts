@@ -13,7 +13,8 @@ export const READ_CHUNK_BYTES = MAX_CHUNK_BYTES;
 /**
  * Sends one version of a file: the one open on our descriptor, whatever renames or deletes happen meanwhile.
  * The final digest always covers the whole file, so a client that resumed at an offset can verify the
- * complete result; the bytes before the offset are hashed but not sent.
+ * complete result: the digest recorded at publish for this version, or else a hash of the whole file read
+ * now (the bytes before the offset are then hashed but not sent).
  */
 export async function download(req: DownloadRequest, io: SessionIo): Promise<HandlerResult> {
   const file = await io.userStore().openRead(req.name);

@@ -45,7 +45,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
 
 /** The durable offset of a partial upload, so a client knows where to resume. */
 export async function offset(req: Req<'offset'>, io: SessionIo): Promise<HandlerResult> {
-  const staged = await io.userStore().stagedOffset(req.name, req.size, req.sha256);
+  const staged = await io.userStore().stagedOffset(req.name, req.size, req.tag);
   return { reply: { name: req.name, offset: staged } };
 }
 

@@ -1,4 +1,4 @@
-import { FtsError, type Request } from '../../../protocol/index.js';
+import { FtsError, parseTrailer, type Request } from '../../../protocol/index.js';
 import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
@@ -15,7 +15,8 @@ export const BUFFERED_UPLOAD_MAX_BYTES = 64 * 1024;
 
 /**
  * Streams the data frames into the identity's staging file, then publishes it only if the size and
- * SHA-256 match. Whatever goes wrong, the declared data is still read to its end, so that the next request
+ * SHA-256 match. A streamed upload is staged under its version tag instead of a digest, and its digest is
+ * read from the trailer that follows the data. Whatever goes wrong, the declared data is still read to its end, so that the next request
  * on the connection starts on a frame boundary.
  *
  * What happens to the staged bytes: published on success; removed when the digest proves them wrong;
@@ -27,11 +28,11 @@ export const BUFFERED_UPLOAD_MAX_BYTES = 64 * 1024;
  */
 export async function upload(req: UploadRequest, io: SessionIo): Promise<DeferredResult> {
   const expected = req.size - req.offset;
-  if (expected <= BUFFERED_UPLOAD_MAX_BYTES) return bufferedUpload(req, io, expected);
+  if ('sha256' in req.tag && expected <= BUFFERED_UPLOAD_MAX_BYTES) return bufferedUpload(req, io, expected, req.tag.sha256);
   let failure: FtsError | null = null;
   let staged: StagedUpload | null = null;
   try {
-    staged = await io.userStore().beginUpload(req.name, req.size, req.sha256, req.offset);
+    staged = await io.userStore().beginUpload(req.name, req.size, req.tag, req.offset);
   } catch (err) {
     failure = asFtsError(err);
   }
@@ -53,8 +54,12 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
         failure = asFtsError(err);
       }
     }
+    // A streamed upload's digest follows its data; it is read even when the upload already failed, so
+    // that the next request starts on a frame boundary.
+    const sha256 = 'sha256' in req.tag ? req.tag.sha256 : parseTrailer(await io.readContinuation(), req.id);
     if (failure !== null || staged === null) throw failure ?? new FtsError('INTERNAL');
-    const later = publish(staged, req, expected);
+    staged.expect(sha256);
+    const later = publish(staged, req, expected, sha256);
     handedOff = true;
     return { later };
   } finally {
@@ -72,8 +77,8 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
  * Outcomes are those of the streaming path: a corrupt chunk still gets CHUNK_CORRUPT with the durable
  * offset of the good bytes before it, and a connection lost mid-data leaves them staged for a resume.
  */
-async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: number): Promise<DeferredResult> {
-  const opening = io.userStore().beginUpload(req.name, req.size, req.sha256, req.offset);
+async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: number, sha256: string): Promise<DeferredResult> {
+  const opening = io.userStore().beginUpload(req.name, req.size, { sha256 }, req.offset);
   opening.catch(() => undefined); // its failure is the deferred result's
   const data = Buffer.allocUnsafe(expected);
   let received = 0;
@@ -108,7 +113,7 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
       await staged.release();
       throw err;
     }
-    return publish(staged, req, expected);
+    return publish(staged, req, expected, sha256);
   })();
   return { later };
 }
@@ -147,14 +152,14 @@ async function chunkCorrupt(staged: StagedUpload, at: number): Promise<FtsError>
   return new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
 }
 
-async function publish(staged: StagedUpload, req: UploadRequest, bytes: number): Promise<HandlerResult> {
+async function publish(staged: StagedUpload, req: UploadRequest, bytes: number, sha256: string): Promise<HandlerResult> {
   let published = false;
   try {
     const { mtime } = await staged.commit();
     published = true;
     return {
-      reply: { name: req.name, size: req.size, sha256: req.sha256, mtime },
-      audit: { file: req.name, bytes, sha256: req.sha256 },
+      reply: { name: req.name, size: req.size, sha256, mtime },
+      audit: { file: req.name, bytes, sha256 },
     };
   } finally {
     if (!published) await staged.release();
