@@ -217,10 +217,12 @@ export class FtsClient implements FileClient {
   }
 
   /**
-   * Uploads a local file, by default under its base name. The file is hashed first, then streamed in
-   * DEFAULT_CHUNK_BYTES frames; memory use does not depend on its size. A file of 1 MiB or more continues
-   * a partial upload of the same content (same name, size and SHA-256) that the server kept from an
-   * earlier, interrupted attempt; a corrupted frame makes it resend from the server's offset.
+   * Uploads a local file, by default under its base name, in DEFAULT_CHUNK_BYTES frames; memory use does
+   * not depend on its size. A file of 1 MiB or more is hashed while it is sent (a streamed upload, where
+   * the server offers it; otherwise it is hashed first) and continues a partial upload of the same,
+   * unchanged local file (same name, size and version tag; or same SHA-256 when hashed first) that the
+   * server kept from an earlier, interrupted attempt; a corrupted frame makes it resend from the server's
+   * offset.
    */
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
     const remote = name ?? path.basename(localPath);

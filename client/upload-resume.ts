@@ -21,8 +21,8 @@ import type { FtsConnection, WriteTurn } from './connection.js';
 import { isServerError } from './errors.js';
 import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type UploadSource } from './upload.js';
 
-/** Files at least this large ask `offset` before sending. */
-export const RESUME_THRESHOLD_BYTES = 1024 * 1024;
+/** Files at least this large ask `offset` before sending (and are streamed where the server offers it). */
+export const RESUME_THRESHOLD_BYTES = STREAM_MIN_BYTES;
 
 /** Resends after CHUNK_CORRUPT or OFFSET_MISMATCH within one call; a link that keeps failing is given up on. */
 export const MAX_RESENDS = 10;
@@ -50,6 +50,8 @@ export interface UploadOutcome {
  * resends go to the back of the queue.
  */
 export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome> {
+  // Without streamed uploads the digest goes first: hash ahead, overlapping earlier requests still being sent.
+  if (!offers(conn, 'upload-trailer')) plan.source.prepareDigest();
   const first = conn.turn(async (w): Promise<Attempt> => {
     const size = await plan.source.size();
     const streamed = streamable(conn, plan.source, size);

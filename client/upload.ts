@@ -5,8 +5,9 @@
  * sent, and the digest follows the data in a trailer, so it is read once. Otherwise (and to resume, which
  * names the digest up front) the digest goes in the header, before the data, and the file is read twice:
  * once to hash it, once to send it. Every pass reads through the same open FileHandle so that they see the
- * same file even if its path is replaced in between; if its content changes anyway, the server's checksum
- * check refuses the upload and nothing is published. A small file is read once, whole, and sent from the
+ * same file even if its path is replaced in between. If its content changes anyway, nothing is published:
+ * the two passes disagree and the server's checksum check refuses the upload, or, for a streamed upload,
+ * the file's version has changed by the end and the client sends a digest that the server must refuse. A small file is read once, whole, and sent from the
  * bytes that were hashed (within a per-process memory budget), which halves the file system round trips
  * of a batch of small uploads.
  */
@@ -27,6 +28,8 @@ export interface UploadSource {
   size(): Promise<number>;
   /** Its digest: hashes it on first use, unless a stream() has already hashed all of it. */
   digest(): Promise<Digest>;
+  /** Starts hashing now (in the background) if it has not started: the digest will be needed. */
+  prepareDigest(): void;
   /**
    * Writes bytes from … size−1 as data frames. Returns a local problem to report instead of the server's
    * answer (the data could not be read and padding was sent), or null.
@@ -82,8 +85,9 @@ interface Hashed {
 
 /**
  * A local file, opened once: hashing and every send read through the same FileHandle, so they see the
- * same file even if its path is replaced meanwhile. Opening and hashing start in the constructor, so that
- * they overlap with earlier requests still being sent.
+ * same file even if its path is replaced meanwhile. Opening starts in the constructor, and so does hashing
+ * of a file too small to stream, so that they overlap with earlier requests still being sent; a larger
+ * file is hashed as it is streamed, or, where it cannot be, by prepareDigest() before its turn.
  */
 export class FileSource implements UploadSource {
   private readonly file: Promise<OpenFile>;
@@ -116,6 +120,10 @@ export class FileSource implements UploadSource {
     return this.hashedNow().then((h) => h.digest);
   }
 
+  prepareDigest(): void {
+    this.hashedNow().catch(() => undefined); // reported through digest()
+  }
+
   private hashedNow(): Promise<Hashed> {
     this.hashed ??= this.file.then((f) => this.hashing.run(() => this.hash(f)));
     return this.hashed;
@@ -125,31 +133,32 @@ export class FileSource implements UploadSource {
     return this.file.then((f) => f.version);
   }
 
-  async stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }> {
-    const { fh, size } = await this.file;
-    const streamed = this.streamed;
-    if (streamed !== null) {
-      // A resend: the whole file was hashed as it was sent the first time.
-      const run = sendFile(fh, size, from, out, this.localPath, onProgress);
-      this.sending = run.catch(() => undefined);
-      return { problem: await run, sha256: streamed.sha256 };
-    }
-    const hash = createHash('sha256');
-    // The declared bytes are sent even if the prefix could not be read, so that the stream stays in step;
-    // the trailer's digest is then wrong, nothing is published, and the local problem is what is reported.
-    const run = hashPrefix(fh, from, hash, this.localPath).then(async (prefixProblem) => {
+  stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }> {
+    const run = this.file.then(async ({ fh, size, version }) => {
+      const known = this.streamed;
+      if (known !== null) {
+        // A resend: the whole file was hashed as it was sent the first time.
+        return { problem: await sendFile(fh, size, from, out, this.localPath, onProgress), sha256: known.sha256 };
+      }
+      const hash = createHash('sha256');
+      // The declared bytes are sent even if the prefix could not be read, so that the stream stays in step;
+      // the trailer's digest is then wrong, nothing is published, and the local problem is what is reported.
+      const prefixProblem = from > 0 ? await hashPrefix(fh, from, hash, this.localPath) : null;
       const sendProblem = await sendFile(fh, size, from, out, this.localPath, onProgress, hash);
-      return prefixProblem ?? sendProblem;
-    });
-    this.sending = run.catch(() => undefined);
-    const problem = await run;
-    const sha256 = hash.digest('hex');
-    if (problem === null) {
+      const sha256 = hash.digest('hex');
+      if (prefixProblem !== null || sendProblem !== null) return { problem: prefixProblem ?? sendProblem, sha256 };
+      // The trailer vouches for exactly the bytes that were sent. A file written to meanwhile may have given
+      // a mix of old and new bytes, which hash consistently; its version tells. The server must then refuse
+      // the upload, so the trailer gets a digest that cannot match.
+      const changed = await changedSince(fh, version, this.localPath);
+      if (changed !== null) return { problem: changed, sha256: notThisDigest(sha256) };
       // Everything was read and hashed: a resend needs no hashing pass, and neither does digest().
       this.streamed = { size, sha256 };
       this.hashed ??= Promise.resolve({ digest: this.streamed, content: null, held: 0 });
-    }
-    return { problem, sha256 };
+      return { problem: null, sha256 };
+    });
+    this.sending = run.catch(() => undefined);
+    return run;
   }
 
   private async hash({ fh, size }: OpenFile): Promise<Hashed> {
@@ -199,6 +208,10 @@ export class BufferSource implements UploadSource {
 
   digest(): Promise<Digest> {
     return Promise.resolve(this.hashed);
+  }
+
+  prepareDigest(): void {
+    // Hashed in the constructor.
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<null> {
@@ -304,6 +317,21 @@ async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: 
     for (const buf of buffers) if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
   }
   return size;
+}
+
+/** Null if the open file still has the version it had when it was opened; else the problem to report. */
+async function changedSince(fh: FileHandle, version: string, displayPath: string): Promise<FtsError | null> {
+  try {
+    if (versionTag(await fh.stat({ bigint: true })) === version) return null;
+  } catch (err) {
+    return localFsError(err, displayPath);
+  }
+  return new FtsError('IO_ERROR', `${displayPath}: file changed while it was being uploaded; nothing was published`);
+}
+
+/** A well-formed SHA-256 (hex) that differs from `sha256` in every digit. */
+function notThisDigest(sha256: string): string {
+  return sha256.replace(/[0-9a-f]/g, (d) => ((parseInt(d, 16) + 1) % 16).toString(16));
 }
 
 /** Hashes the `length` bytes before a streamed resume's offset; the problem if they cannot all be read. */

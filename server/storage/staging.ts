@@ -28,7 +28,6 @@ import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
  * against everything staged, copied prefix included, exactly as for the other uploads.
  */
 
-
 /** The staging key of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
 export function stagingKey(name: string, size: number, sha256: string): string {
   return createHash('sha256').update(`${size}\0${sha256}\0${name}`, 'utf8').digest('hex');
@@ -283,8 +282,8 @@ export class StagedUpload {
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
-          // Another writer of this very identity (same name, size and digest, so the same bytes) published
-          // the shared staging file first: our upload's content is what was published.
+          // A resume of this identity took our staging file over (copied its prefix and removed it); the
+          // resumed upload publishes its own, verified copy.
           if (errnoOf(err) !== 'ENOENT') throw err;
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }

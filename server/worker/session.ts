@@ -295,7 +295,7 @@ export class Session {
       this.armTimer();
       try {
         await this.skipData(skip);
-        if (declaresTrailer(header)) await this.skipTrailer();
+        if (declaresTrailer(header)) await this.skipTrailer(id);
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
@@ -515,12 +515,21 @@ export class Session {
     }
   }
 
-  /** Consumes the digest trailer of a refused streamed upload; a malformed header frame is consumed all the same. */
-  private async skipTrailer(): Promise<void> {
+  /**
+   * Consumes the digest trailer of a refused streamed upload. As for an accepted one, a frame that is not
+   * its trailer (a data frame, another op or id) is fatal, and a malformed header frame is consumed as it.
+   */
+  private async skipTrailer(id: number | null): Promise<void> {
+    let trailer: Header;
     try {
-      await this.readContinuation();
+      trailer = await this.readContinuation();
     } catch (err) {
-      if (!(err instanceof FtsError) || err.code !== 'BAD_REQUEST') throw err;
+      if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
+      throw err;
+    }
+    // Without a usable id in the upload header, any id is taken: there is none to compare with.
+    if (trailer['op'] !== 'upload' || (id !== null && requestId(trailer) !== id)) {
+      throw new FtsError('PROTOCOL_ERROR', `expected the digest trailer of upload ${id ?? '(no id)'} after its data`);
     }
   }
 

@@ -653,6 +653,51 @@ describe('protocol (raw TCP against a real server)', function () {
       expect(await exists(path.join(server.storage, 'alice', 'both.bin'))).to.equal(false);
     });
 
+    it('a refused streamed upload consumes its trailer on every refusal path: before login, an offset beyond what is staged', async function () {
+      const data = randomBytes(5000);
+      const { client: anon } = await open();
+      anon.write(streamedBytes(671, 'anon.bin', data, tag('n')), encodeHeader({ op: 'noop', id: 672 }));
+      expectError(await anon.reply(), 'AUTH_REQUIRED', false, 671);
+      expect((await anon.reply()).final).to.deep.equal({ id: 672, status: 'ok' });
+      const c = await login();
+      c.write(streamedBytes(673, 'nothing-staged.bin', data, tag('n'), { offset: 1000 }), encodeHeader({ op: 'noop', id: 674 }));
+      const r = await c.reply();
+      expectError(r, 'OFFSET_MISMATCH', false, 673);
+      expect(r.final['offset']).to.equal(0);
+      expect((await c.reply()).final).to.deep.equal({ id: 674, status: 'ok' });
+    });
+
+    it('after a refused streamed upload, a header of another id where its trailer belongs is a fatal PROTOCOL_ERROR', async function () {
+      const c = await login();
+      const data = randomBytes(3000);
+      c.write(
+        encodeHeader({ op: 'upload', id: 681, name: '../refused.bin', size: data.length, trailer: true, version: tag('r') }),
+        dataFrames(data),
+        encodeHeader({ op: 'upload', id: 682, sha256: sha256(data) }),
+      );
+      const r = await c.reply();
+      // The refusal (BAD_NAME) is answered before the trailer is read; then the wrong trailer ends the session.
+      const finals = [r.final, ...(r.final['fatal'] === true ? [] : [(await c.reply()).final])];
+      expect(finals.map((f) => f['code'])).to.include('PROTOCOL_ERROR');
+      expectError(finals[finals.length - 1]!, 'PROTOCOL_ERROR', true, [681, 682, null]);
+      await expectClosed(c);
+    });
+
+    it('a corrupted frame followed by a malformed trailer answers CHUNK_CORRUPT (the earlier failure, with its resend offset)', async function () {
+      const c = await login();
+      const data = randomBytes(30_000);
+      c.write(
+        encodeHeader({ op: 'upload', id: 691, name: 'corrupt-then-bad.bin', size: data.length, trailer: true, version: tag('cb') }),
+        encodeData(data.subarray(0, 10_000)),
+        corruptCrcData(data.subarray(10_000)),
+        encodeHeader({ op: 'upload', id: 691, sha256: 'not a digest' }),
+      );
+      const r = await c.reply();
+      expectError(r, 'CHUNK_CORRUPT', false, 691);
+      expect(r.final['offset']).to.be.a('number').within(0, 10_000);
+      await expectAlive(c);
+    });
+
     it('a malformed digest in the trailer is BAD_REQUEST (not fatal); the received bytes stay staged for a resume', async function () {
       const c = await login();
       const data = randomBytes(100_000);

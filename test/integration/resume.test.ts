@@ -7,9 +7,11 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
+import { encodeHeader, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, publishedSha256, sha256, waitUntil } from '../helpers/lifecycle-util.js';
@@ -105,6 +107,49 @@ describe('resumable transfers (end to end)', function () {
     const file = path.join(dir, name);
     await writeFile(file, data);
     return { file, data };
+  }
+
+  /**
+   * A relay that removes `upload-trailer` from the server's greeting, so that the client behaves as it does
+   * against a server without streamed uploads; it records what the client sends.
+   */
+  async function olderServer(target: number): Promise<{ port: number; fromClient: () => Buffer; close: () => Promise<void> }> {
+    const sent: Buffer[] = [];
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((down) => {
+      const up = net.connect(target, '127.0.0.1');
+      for (const s of [down, up]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => sockets.delete(s));
+      }
+      let greeting: Buffer | null = Buffer.alloc(0);
+      up.on('data', (chunk: Buffer) => {
+        if (greeting === null) return void down.write(chunk);
+        greeting = Buffer.concat([greeting, chunk]);
+        if (greeting.length < 5 || greeting.length < 5 + greeting.readUInt32BE(1)) return;
+        const end = 5 + greeting.readUInt32BE(1);
+        const hello = JSON.parse(greeting.subarray(5, end).toString('utf8')) as Header;
+        hello['caps'] = (hello['caps'] as string[]).filter((c) => c !== 'upload-trailer');
+        down.write(Buffer.concat([encodeHeader(hello), greeting.subarray(end)]));
+        greeting = null;
+      });
+      down.on('data', (chunk: Buffer) => {
+        sent.push(chunk);
+        up.write(chunk);
+      });
+      up.on('close', () => down.destroy());
+      down.on('close', () => up.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (relay.address() as net.AddressInfo).port,
+      fromClient: () => Buffer.concat(sent),
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise((resolve) => relay.close(resolve));
+      },
+    };
   }
 
   /** The CLI as a child process we can kill: like runCli, but returns at once. */
@@ -288,6 +333,51 @@ describe('resumable transfers (end to end)', function () {
     expect(r.code, describeRun(r)).to.equal(0);
     expect(parseJsonLine(r)).to.include({ resumedFrom: 0, sha256: sha256(b) });
     expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(b));
+  });
+
+  it('a file written to while it is streamed is not published: the client says so, and the server discards what it got', async () => {
+    const name = 'changing.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const keys = await uploadStagingKeys(file, name, data.length, sha256(data)); // before the file changes
+    const p = await proxy(server.port, { throttleUp: THROTTLE });
+    const client = await login(p.port);
+    const outcome = client.upload(file, name).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    await waitUntil('the upload to be under way', async () => (await stagedBytes(server.storage, name, data)) >= 2 * MiB, 20_000);
+    // Same size, other bytes at the end (not read yet): the bytes sent would hash consistently.
+    const fh = await open(file, 'r+');
+    try {
+      await fh.write(randomBytes(4096), 0, 4096, data.length - 4096);
+    } finally {
+      await fh.close();
+    }
+    const err = await outcome;
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('IO_ERROR');
+    expect((err as FtsError).message).to.include('changed while it was being uploaded');
+    expect(await publishedSha256(server.storage, ALICE.user, name), 'nothing published').to.equal(null);
+    const staging = await readdir(path.join(server.storage, '.fts', 'staging', ALICE.user)).catch(() => [] as string[]);
+    expect(staging.filter((f) => keys.some((k) => f.startsWith(`${k}.`))), 'nothing kept for a resume').to.deep.equal([]);
+  });
+
+  it('against a server without upload-trailer, a large file is hashed first and asks offset by digest (the older protocol)', async () => {
+    const name = 'digest-first.bin';
+    const { file, data } = await localFile(name, 3 * MiB + 7);
+    const older = await olderServer(server.port);
+    try {
+      const client = await login(older.port);
+      const r = await client.upload(file, name);
+      expect(r.sha256).to.equal(sha256(data));
+      expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+      const sent = older.fromClient().toString('latin1');
+      expect(sent, 'no streamed upload').to.not.include('"trailer":true');
+      expect(sent).to.match(/"op":"offset"[^}]*"sha256":"[0-9a-f]{64}"/);
+      expect(sent).to.match(/"op":"upload"[^}]*"sha256":"[0-9a-f]{64}"/);
+    } finally {
+      await older.close();
+    }
   });
 
   it('starts a download afresh when the server file changed since LOCAL.part was written', async () => {

@@ -6,6 +6,7 @@ import {
   MAX_REQUEST_ID,
   OPS,
   declaredUploadBytes,
+  declaresTrailer,
   encodeHeader,
   errorFromReply,
   errorReply,
@@ -90,6 +91,11 @@ describe('protocol messages', function () {
         { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 0 },
       ],
       [
+        'upload with an explicit "trailer": false is an ordinary upload',
+        { op: 'upload', id: 2, name: 'r', size: 5, trailer: false, sha256: SHA },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0 },
+      ],
+      [
         'streamed upload resumed at an offset',
         { op: 'upload', id: 2, name: 'r', size: 5, trailer: true, version: SHA, offset: 2 },
         { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 2 },
@@ -167,6 +173,7 @@ describe('protocol messages', function () {
       ['streamed upload with sha256 in its header', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: SHA, sha256: SHA }, 'BAD_REQUEST'],
       ['streamed upload without version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true }, 'BAD_REQUEST'],
       ['streamed upload with a short version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: 'abc' }, 'BAD_REQUEST'],
+      ['ordinary upload with a version tag but no sha256', { op: 'upload', id: 2, name: 'a', size: 1, version: SHA }, 'BAD_REQUEST'],
       ['upload with non-boolean trailer', { op: 'upload', id: 2, name: 'a', size: 1, trailer: 'yes', version: SHA }, 'BAD_REQUEST'],
       ['offset with both sha256 and version', { op: 'offset', id: 9, name: 'a', size: 1, sha256: SHA, version: SHA }, 'BAD_REQUEST'],
       ['offset with neither sha256 nor version', { op: 'offset', id: 9, name: 'a', size: 1 }, 'BAD_REQUEST'],
@@ -224,12 +231,20 @@ describe('protocol messages', function () {
     });
   });
 
+  describe('declaresTrailer', function () {
+    it('is true only for "trailer": true, whatever else the header holds (a refused upload still has one)', function () {
+      expect(declaresTrailer({ op: 'upload', trailer: true })).to.equal(true);
+      expect(declaresTrailer({ op: 'upload', name: '../x', trailer: true, sha256: 'bad' })).to.equal(true);
+      for (const trailer of [false, undefined, 'true', 1]) expect(declaresTrailer({ op: 'upload', trailer }), String(trailer)).to.equal(false);
+    });
+  });
+
   describe('parseTrailer', function () {
     it('returns the digest of a trailer with the upload\'s op and id', function () {
       expect(parseTrailer({ op: 'upload', id: 7, sha256: SHA }, 7)).to.equal(SHA);
     });
     it('another id or op where the trailer belongs is fatal PROTOCOL_ERROR (the stream is out of step)', function () {
-      for (const h of [{ op: 'upload', id: 8, sha256: SHA }, { op: 'noop', id: 7 }, { id: 7, sha256: SHA }]) {
+      for (const h of [{ op: 'upload', id: 8, sha256: SHA }, { op: 'noop', id: 7 }, { id: 7, sha256: SHA }, { op: 'upload', sha256: SHA }, { op: 'upload', id: '7', sha256: SHA }]) {
         let err: unknown;
         try {
           parseTrailer(h, 7);

@@ -56,7 +56,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     }
     // A streamed upload's digest follows its data; it is read even when the upload already failed, so
     // that the next request starts on a frame boundary.
-    const sha256 = 'sha256' in req.tag ? req.tag.sha256 : parseTrailer(await io.readContinuation(), req.id);
+    const sha256 = 'sha256' in req.tag ? req.tag.sha256 : await readTrailer(req.id, io, failure);
     if (failure !== null || staged === null) throw failure ?? new FtsError('INTERNAL');
     staged.expect(sha256);
     const later = publish(staged, req, expected, sha256);
@@ -116,6 +116,19 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
     return publish(staged, req, expected, sha256);
   })();
   return { later };
+}
+
+/**
+ * The digest from a streamed upload's trailer. A malformed one fails the upload with BAD_REQUEST, unless it
+ * already failed: then that earlier error (CHUNK_CORRUPT with its resend offset, say) is the one reported.
+ */
+async function readTrailer(id: number, io: SessionIo, failure: FtsError | null): Promise<string> {
+  try {
+    return parseTrailer(await io.readContinuation(), id);
+  } catch (err) {
+    if (failure !== null && err instanceof FtsError && !err.fatal) throw failure;
+    throw err;
+  }
 }
 
 /** The payload length of a data frame; one that goes past the declared upload size is released and refused. */
