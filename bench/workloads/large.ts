@@ -41,7 +41,7 @@ export const largeTransfers: Workload = {
           ],
           target: { text: '≥ 0.90 × durable-write', pass: upRate >= 0.9 * limits.durableWrite },
           serverRssPeak: up.rss.peakBytes,
-          notes: `${(up.ms / 1000).toFixed(2)} s = ${upPhases.describe(['client hashing', 'sending', 'server commit (fsync+rename)'], bigFile.size)}; ${cpuNote(up, bigFile.size)}`,
+          notes: `${(up.ms / 1000).toFixed(2)} s = ${upPhases.describe(['before the data (offset; hashing unless streamed)', 'sending', 'server commit (fsync+rename)'], bigFile.size)}; ${cpuNote(up, bigFile.size)}`,
           details: { ms: up.ms, phasesMs: upPhases.durations(), bytes: bigFile.size, serverCpuSeconds: up.rss.cpuSeconds, clientCpuSeconds: up.clientCpuSeconds },
         });
 
