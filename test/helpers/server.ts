@@ -103,7 +103,13 @@ export class TestServer {
       env: { ...process.env, ...options.env },
     });
     const server = new TestServer(proc, dir, storage, usersFile, adminSocket, cleanup);
-    await server.waitForLog((l) => l.msg?.startsWith('listening on') === true, 15_000);
+    try {
+      await server.waitForLog((l) => l.msg?.startsWith('listening on') === true, 15_000);
+    } catch (err) {
+      // A server that never listened is still ours to end, and its directory ours to remove.
+      await server.stop().catch(() => undefined);
+      throw err;
+    }
     const listening = server.lines.find((l) => l.msg?.startsWith('listening on'));
     server.port = Number(listening?.['port']);
     return server;
