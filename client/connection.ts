@@ -125,13 +125,14 @@ export class FtsConnection {
       // buffer per read, and a transfer would keep faulting in new memory until a GC freed the old ones
       // (~15 µs per page on a VM, a third of a short-lived CLI's CPU). The decoder copies everything out of
       // it. TLS sockets decrypt in JavaScript and cannot do this.
+      const readBuffer = Buffer.allocUnsafeSlow(SOCKET_READ_BYTES);
       this.socket = net.connect({
         host,
         port,
         onread: {
-          buffer: Buffer.allocUnsafeSlow(SOCKET_READ_BYTES),
-          callback: (n: number, buf: Uint8Array) => {
-            this.onBytes(Buffer.from(buf.buffer, buf.byteOffset, n));
+          buffer: readBuffer,
+          callback: (n: number) => {
+            this.onBytes(readBuffer.subarray(0, n));
             return true;
           },
         },

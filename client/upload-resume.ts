@@ -19,7 +19,7 @@
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection, WriteTurn } from './connection.js';
 import { isServerError } from './errors.js';
-import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type UploadSource } from './upload.js';
+import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type StreamableSource, type UploadSource } from './upload.js';
 
 /** Files at least this large ask `offset` before sending (and are streamed where the server offers it). */
 export const RESUME_THRESHOLD_BYTES = STREAM_MIN_BYTES;
@@ -53,17 +53,19 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
   // Without streamed uploads the digest goes first: hash ahead, overlapping earlier requests still being sent.
   if (!offers(conn, 'upload-trailer')) plan.source.prepareDigest();
   const first = conn.turn(async (w): Promise<Attempt> => {
-    const size = await plan.source.size();
-    const streamed = streamable(conn, plan.source, size);
-    if (streamed !== null) {
-      const version = await streamed.version();
+    const source = plan.source;
+    const size = await source.size();
+    if (streams(conn, source, size)) {
+      const version = await source.version();
       const from = plan.resume && offers(conn, 'upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
-      return { from, size, sent: await sendStreamed(w, plan, size, version, from, streamed.stream), resend: (at) => (w2) => sendStreamed(w2, plan, size, version, at, streamed.stream) };
+      const resend: Attempt['resend'] = (at) => (turn) => sendStreamed(turn, plan, source, size, version, at);
+      return { from, size, sent: await resend(from)(w), resend };
     }
-    const digest = await plan.source.digest();
+    const digest = await source.digest();
     const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offers(conn, 'upload-resume');
     const from = ask ? await askOffset(w, plan.name, digest.size, { sha256: digest.sha256 }) : 0;
-    return { from, size: digest.size, sent: await sendUpload(w, plan, digest, from), resend: (at) => (w2) => sendUpload(w2, plan, digest, at) };
+    const resend: Attempt['resend'] = (at) => (turn) => sendUpload(turn, plan, digest, at);
+    return { from, size: digest.size, sent: await resend(from)(w), resend };
   });
   const attempt = await first;
   let { from, sent } = attempt;
@@ -100,10 +102,9 @@ interface Attempt {
   resend: (from: number) => (w: WriteTurn) => Promise<{ reply: Promise<Header> }>;
 }
 
-/** The source's streaming methods, when this upload is to be streamed (large enough, and the server offers it). */
-function streamable(conn: FtsConnection, source: UploadSource, size: number): { version: () => Promise<string>; stream: NonNullable<UploadSource['stream']> } | null {
-  if (source.stream === undefined || source.version === undefined || size < STREAM_MIN_BYTES || !offers(conn, 'upload-trailer')) return null;
-  return { version: source.version.bind(source), stream: source.stream.bind(source) };
+/** Whether this upload is streamed: a source that can be, large enough, and a server that offers it. */
+function streams(conn: FtsConnection, source: UploadSource, size: number): source is StreamableSource {
+  return 'stream' in source && 'version' in source && size >= STREAM_MIN_BYTES && offers(conn, 'upload-trailer');
 }
 
 /** The server announces the capability (older servers lack `offset`, or streamed uploads). */
@@ -125,13 +126,13 @@ async function askOffset(w: WriteTurn, name: string, size: number, tag: { sha256
 }
 
 /** Sends the file from `from` with the digest in a trailer after the data (§6.1 "Streamed uploads"). */
-function sendStreamed(w: WriteTurn, plan: UploadPlan, size: number, version: string, from: number, stream: NonNullable<UploadSource['stream']>): Promise<{ reply: Promise<Header> }> {
+function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSource, size: number, version: string, from: number): Promise<{ reply: Promise<Header> }> {
   plan.onStart?.(from, size);
   let sha256 = '';
   return w.send({
     header: { op: 'upload', name: plan.name, size, trailer: true, version, offset: from },
     body: async (out) => {
-      const streamed = await stream(out, from, plan.onProgress);
+      const streamed = await source.stream(out, from, plan.onProgress);
       sha256 = streamed.sha256;
       return streamed.problem;
     },

@@ -2,14 +2,14 @@
  * The local half of an upload: hashing a file and streaming it as data frames, both with bounded memory.
  *
  * A large file is streamed where the server offers it (§6.1 "Streamed uploads"): it is hashed while it is
- * sent, and the digest follows the data in a trailer, so it is read once. Otherwise (and to resume, which
- * names the digest up front) the digest goes in the header, before the data, and the file is read twice:
- * once to hash it, once to send it. Every pass reads through the same open FileHandle so that they see the
- * same file even if its path is replaced in between. If its content changes anyway, nothing is published:
- * the two passes disagree and the server's checksum check refuses the upload, or, for a streamed upload,
- * the file's version has changed by the end and the client sends a digest that the server must refuse. A small file is read once, whole, and sent from the
- * bytes that were hashed (within a per-process memory budget), which halves the file system round trips
- * of a batch of small uploads.
+ * sent, and the digest follows the data in a trailer, so it is read once (a resume reads the kept prefix
+ * once more, to hash it). Otherwise the digest goes in the header, before the data, and the file is read
+ * twice: once to hash it, once to send it. Every pass reads through the same open FileHandle so that they
+ * see the same file even if its path is replaced in between. If its content changes anyway, nothing is
+ * published: the two passes disagree and the server's checksum check refuses the upload, or, for a
+ * streamed upload, the file's version has changed by the end and the client sends a digest that the
+ * server must refuse. A small file is read once, whole, and sent from the bytes that were hashed (within a
+ * per-process memory budget), which halves the file system round trips of a batch of small uploads.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { constants, type BigIntStats } from 'node:fs';
@@ -35,14 +35,18 @@ export interface UploadSource {
    * answer (the data could not be read and padding was sent), or null.
    */
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null>;
-  /** Only for sources that can be streamed (§6.1 "Streamed uploads"): the version tag it is staged under. */
-  version?(): Promise<string>;
+}
+
+/** A source that can be sent as a streamed upload (§6.1 "Streamed uploads"). */
+export interface StreamableSource extends UploadSource {
+  /** The version tag the upload is staged under. */
+  version(): Promise<string>;
   /**
-   * Only for sources that can be streamed: writes bytes from … size−1 as data frames while hashing the
-   * whole file (the bytes before `from` are read and hashed first, unless an earlier stream already hashed
-   * everything), and returns its digest for the trailer, with the local problem, if any, as send() does.
+   * Writes bytes from … size−1 as data frames while hashing the whole file (the bytes before `from` are
+   * read and hashed first, unless an earlier stream already hashed everything), and returns its digest for
+   * the trailer, with the local problem, if any, as send() does.
    */
-  stream?(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }>;
+  stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }>;
 }
 
 /** Files at least this large are streamed (hashed while sent) where the server offers it. */
@@ -89,7 +93,7 @@ interface Hashed {
  * of a file too small to stream, so that they overlap with earlier requests still being sent; a larger
  * file is hashed as it is streamed, or, where it cannot be, by prepareDigest() before its turn.
  */
-export class FileSource implements UploadSource {
+export class FileSource implements StreamableSource {
   private readonly file: Promise<OpenFile>;
   /** Started at once for files too small to stream, on first need for the others. */
   private hashed: Promise<Hashed> | null = null;
@@ -334,11 +338,15 @@ function notThisDigest(sha256: string): string {
   return sha256.replace(/[0-9a-f]/g, (d) => ((parseInt(d, 16) + 1) % 16).toString(16));
 }
 
+function shrank(displayPath: string): FtsError {
+  return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+}
+
 /** Hashes the `length` bytes before a streamed resume's offset; the problem if they cannot all be read. */
 async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string): Promise<FtsError | null> {
   try {
     const read = await hashInto(fh, hash, length, displayPath);
-    return read === length ? null : new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+    return read === length ? null : shrank(displayPath);
   } catch (err) {
     return err instanceof FtsError ? err : localFsError(err, displayPath);
   }
@@ -423,7 +431,7 @@ async function readAt(fh: FileHandle, want: number, position: number, displayPat
   let keep = false;
   try {
     const { bytesRead } = await fh.read(buf, 0, want, position);
-    if (bytesRead === 0) return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
+    if (bytesRead === 0) return shrank(displayPath);
     keep = true;
     return { data: buf.subarray(0, bytesRead), memory: buf };
   } catch (err) {

@@ -141,8 +141,7 @@ export class FrameDecoder {
     if (type === FRAME_HEADER) return decodeHeaderBody(this.take(length));
     const crc = this.take(DATA_CRC_BYTES).readUInt32BE(0);
     const size = length - DATA_CRC_BYTES;
-    const payload = this.payloadBuffer === null ? this.take(size) : this.takeInto(this.payloadBuffer(size));
-    return { kind: 'data', payload, crcOk: crc32c(payload) === crc };
+    return dataFrame(this.payloadBuffer === null ? this.take(size) : this.takeInto(this.payloadBuffer(size)), crc);
   }
 
   /** Copies what has arrived of the payload being filled; the frame once it is complete. */
@@ -154,7 +153,7 @@ export class FrameDecoder {
     }
     if (filling.filled < filling.payload.length) return null;
     this.filling = null;
-    return { kind: 'data', payload: filling.payload, crcOk: crc32c(filling.payload) === filling.crc };
+    return dataFrame(filling.payload, filling.crc);
   }
 
   /** The first n buffered bytes, copying only when they span chunks. */
@@ -209,6 +208,11 @@ export class FrameDecoder {
     }
     return out;
   }
+}
+
+/** A complete data frame: its payload and whether the payload matches the CRC32C the frame carried. */
+function dataFrame(payload: Buffer, crc: number): Frame {
+  return { kind: 'data', payload, crcOk: crc32c(payload) === crc };
 }
 
 function decodeHeaderBody(body: Buffer): Frame {

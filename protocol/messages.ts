@@ -77,10 +77,18 @@ export function declaresTrailer(header: Header): boolean {
  * longer be trusted, so that is fatal. A malformed digest in a proper trailer is an ordinary BAD_REQUEST.
  */
 export function parseTrailer(h: Header, id: number): string {
-  if (h['op'] !== 'upload' || requestId(h) !== id) {
-    throw new FtsError('PROTOCOL_ERROR', `expected the digest trailer of upload ${id} after its data`);
-  }
+  checkTrailerFrame(h, id);
   return hex64(h, 'sha256');
+}
+
+/**
+ * The fatal check of parseTrailer alone, for the trailer of an upload that is refused anyway (whose
+ * header may have had no usable id: then any id is taken, there is none to compare with).
+ */
+export function checkTrailerFrame(h: Header, id: number | null): void {
+  if (h['op'] !== 'upload' || (id !== null && requestId(h) !== id)) {
+    throw new FtsError('PROTOCOL_ERROR', `expected the digest trailer of upload ${id ?? '(no id)'} after its data`);
+  }
 }
 
 function isSize(v: unknown): v is number {

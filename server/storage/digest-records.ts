@@ -1,8 +1,9 @@
-import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
-import { errnoOf } from './errors.js';
+import { SHA256_PATTERN } from '../../protocol/index.js';
 import { digestRecordPath } from './paths.js';
+import { inPrivateDir } from './private-dir.js';
 
 /**
  * The SHA-256 of a large file, recorded when it was published, so that a download can send it instead of
@@ -26,27 +27,22 @@ export const RECORD_MIN_BYTES = 8 * 1024 * 1024;
 const RECORD_VERSION = 1;
 
 /** The version of a file a record describes. Not the device: on NFS it differs from client to client. */
-function versionOf(st: BigIntStats): string {
+export function recordVersion(st: BigIntStats): string {
   return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 /**
- * Records the digest of the file just published at `target`. Call it under the name's lock, so that the
- * record and the file it describes come from the same publish. Never throws: without a record, downloads
- * hash the file instead.
+ * Records the digest of the file of `size` bytes just published at `target` as (user, name), if it is large
+ * enough to be worth it. Call it under the name's lock, so that the record and the file it describes come
+ * from the same publish. Never throws: without a record, downloads hash the file instead.
  */
-export async function recordDigest(root: string, user: string, name: string, target: string, sha256: string): Promise<void> {
+export async function recordDigest(root: string, user: string, name: string, target: string, size: number, sha256: string): Promise<void> {
+  if (size < RECORD_MIN_BYTES) return;
   try {
     const st = await stat(target, { bigint: true });
-    const record = `${JSON.stringify({ v: RECORD_VERSION, file: versionOf(st), sha256 })}\n`;
+    const record = `${JSON.stringify({ v: RECORD_VERSION, file: recordVersion(st), sha256 })}\n`;
     const where = digestRecordPath(root, user, name);
-    try {
-      await writeFile(where, record, { mode: 0o600 });
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw err;
-      await mkdir(path.dirname(where), { recursive: true, mode: 0o700 });
-      await writeFile(where, record, { mode: 0o600 });
-    }
+    await inPrivateDir(path.dirname(where), () => writeFile(where, record, { mode: 0o600 }));
   } catch {
     // A shortcut that could not be taken: nothing is lost.
   }
@@ -54,6 +50,7 @@ export async function recordDigest(root: string, user: string, name: string, tar
 
 /** The digest recorded for exactly this version of the file (fstat of the open descriptor), or null. */
 export async function recordedDigest(root: string, user: string, name: string, st: BigIntStats): Promise<string | null> {
+  if (st.size < RECORD_MIN_BYTES) return null;
   let text: string;
   try {
     text = await readFile(digestRecordPath(root, user, name), 'utf8');
@@ -62,8 +59,8 @@ export async function recordedDigest(root: string, user: string, name: string, s
   }
   try {
     const record = JSON.parse(text) as { v?: unknown; file?: unknown; sha256?: unknown };
-    if (record.v !== RECORD_VERSION || record.file !== versionOf(st)) return null;
-    return typeof record.sha256 === 'string' && /^[0-9a-f]{64}$/.test(record.sha256) ? record.sha256 : null;
+    if (record.v !== RECORD_VERSION || record.file !== recordVersion(st)) return null;
+    return typeof record.sha256 === 'string' && SHA256_PATTERN.test(record.sha256) ? record.sha256 : null;
   } catch {
     return null;
   }

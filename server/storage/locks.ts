@@ -1,8 +1,8 @@
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { FtsError } from '../../protocol/index.js';
 import { errnoOf, fsError } from './errors.js';
+import { inPrivateDir } from './private-dir.js';
 import { lockTarget, resolveName, userDirPath } from './paths.js';
 
 /**
@@ -109,13 +109,8 @@ export async function withLock<T>(root: string, user: string, name: string, fn: 
 
   let release: () => Promise<void>;
   try {
-    release = await acquire(target, lockfilePath).catch(async (err: unknown) => {
-      // The lock's parent directory exists after the user's first locked operation; create it only when
-      // the lock's mkdir says it is missing (acquire fails fast on ENOENT, it retries only ELOCKED).
-      if (errnoOf(err) !== 'ENOENT') throw err;
-      await mkdir(path.dirname(lockfilePath), { recursive: true, mode: 0o700 });
-      return acquire(target, lockfilePath);
-    });
+    // acquire fails fast on ENOENT (it retries only ELOCKED), so a missing parent directory surfaces here.
+    release = await inPrivateDir(path.dirname(lockfilePath), () => acquire(target, lockfilePath));
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
       throw new FtsError('LOCKED', `${name}: the file is busy with another operation; retry later`, {}, { cause: err });

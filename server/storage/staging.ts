@@ -1,14 +1,15 @@
 import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOf } from './durable.js';
-import { RECORD_MIN_BYTES, recordDigest } from './digest-records.js';
+import { recordDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
+import { inPrivateDir } from './private-dir.js';
 
 /**
  * Partial uploads live in <root>/.fts/staging/<user>/, so nothing partial is ever visible in the user's
@@ -288,7 +289,7 @@ export class StagedUpload {
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
         await fsyncDir(path.dirname(this.#target));
-        if (this.size >= RECORD_MIN_BYTES) await recordDigest(this.#root, this.#user, this.name, this.#target, expected.toString('hex'));
+        await recordDigest(this.#root, this.#user, this.name, this.#target, this.size, expected.toString('hex'));
       });
       this.#state = 'committed';
       return { mtime: mtimeOf(stats) };
@@ -413,13 +414,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   let handle: FileHandle;
   const create = () => open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
   try {
-    // The directory exists after the user's first upload: try the open first and create it only on ENOENT,
-    // which saves a thread-pool round trip per upload.
-    handle = await create().catch(async (err: unknown) => {
-      if (errnoOf(err) !== 'ENOENT') throw err;
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      return create();
-    });
+    handle = await inPrivateDir(dir, create);
   } catch (err) {
     throw fsError(err, t.name);
   }

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promi
 import path from 'node:path';
 import { FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
-import { RECORD_MIN_BYTES, forgetDigest, recordedDigest } from './digest-records.js';
+import { forgetDigest, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
@@ -150,7 +150,7 @@ export class UserStore {
         handle,
         size,
         mtime: mtimeOfBig(st),
-        recordedDigest: async () => (size < RECORD_MIN_BYTES ? null : recordedDigest(this.#root, this.user, name, st)),
+        recordedDigest: () => recordedDigest(this.#root, this.user, name, st),
         close: async () => {
           if (closed) return;
           closed = true;

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import {
   declaredUploadBytes,
   declaresTrailer,
+  checkTrailerFrame,
   encodeDataPrefix,
   encodeHeader,
   errorReply,
@@ -527,10 +528,7 @@ export class Session {
       if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
       throw err;
     }
-    // Without a usable id in the upload header, any id is taken: there is none to compare with.
-    if (trailer['op'] !== 'upload' || (id !== null && requestId(trailer) !== id)) {
-      throw new FtsError('PROTOCOL_ERROR', `expected the digest trailer of upload ${id ?? '(no id)'} after its data`);
-    }
+    checkTrailerFrame(trailer, id);
   }
 
   private async skipData(bytes: number): Promise<void> {

@@ -5,19 +5,19 @@
  * changing (bit rot) must be reported by the client as corrupt, never delivered.
  */
 import { expect } from 'chai';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { RECORD_MIN_BYTES, recordedDigest } from '../../server/storage/digest-records.js';
+import { RECORD_MIN_BYTES, recordVersion, recordedDigest } from '../../server/storage/digest-records.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
+import { exists, sha256 as sha } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
-const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
 describe('digests recorded at publish', function () {
   this.timeout(60_000);
@@ -53,17 +53,9 @@ describe('digests recorded at publish', function () {
     return data;
   }
 
-  async function exists(p: string): Promise<boolean> {
-    return stat(p).then(
-      () => true,
-      () => false,
-    );
-  }
-
   /** The version of the stored file, as a record names it. */
   async function versionOf(name: string): Promise<string> {
-    const st = await stat(storedPath(name), { bigint: true });
-    return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    return recordVersion(await stat(storedPath(name), { bigint: true }));
   }
 
   /** Rewrites the record so that it names the file's current version: what on-disk rot looks like to the server. */

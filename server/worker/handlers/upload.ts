@@ -16,8 +16,8 @@ export const BUFFERED_UPLOAD_MAX_BYTES = 64 * 1024;
 /**
  * Streams the data frames into the identity's staging file, then publishes it only if the size and
  * SHA-256 match. A streamed upload is staged under its version tag instead of a digest, and its digest is
- * read from the trailer that follows the data. Whatever goes wrong, the declared data is still read to its end, so that the next request
- * on the connection starts on a frame boundary.
+ * read from the trailer that follows the data. Whatever goes wrong, the declared data (and trailer) is still
+ * read to its end, so that the next request on the connection starts on a frame boundary.
  *
  * What happens to the staged bytes: published on success; removed when the digest proves them wrong;
  * otherwise (dropped connection, corrupt chunk, disk error, drain) kept for a resume until --partial-ttl.
