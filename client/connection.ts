@@ -51,6 +51,12 @@ export interface WriteTurn {
    * client-final-message), which belongs to a request already sent and gets no reply of its own.
    */
   continueWith(header: Header): void;
+  /**
+   * Waits for local work that must finish before the next request can be written (hashing a large file),
+   * sending `noop` at intervals meanwhile, so that the server does not close the session as idle. Rejects
+   * with the connection's failure if it fails first.
+   */
+  keepAlive<T>(work: Promise<T>): Promise<T>;
 }
 
 export interface ConnectOptions {
@@ -71,6 +77,14 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 /** How long quit() waits for the server to close the connection after its 'ok' before closing it itself. */
 const QUIT_CLOSE_WAIT_MS = 2_000;
+/**
+ * How often a connection busy with local work sends `noop` (WriteTurn.keepAlive): a third of the idle
+ * timeout the server announces, so that a late one (a busy event loop) is not fatal; the server's default when it
+ * announces none. Never more often than KEEPALIVE_MIN_MS.
+ */
+const KEEPALIVE_FRACTION = 1 / 3;
+const KEEPALIVE_DEFAULT_IDLE_SECONDS = 300;
+const KEEPALIVE_MIN_MS = 250;
 /** One socket read's worth: large enough that a fast transfer takes few reads, small enough to keep per connection. */
 const SOCKET_READ_BYTES = 256 * 1024;
 
@@ -224,6 +238,10 @@ export class FtsConnection {
             if (!active) throw new FtsError('INTERNAL', 'WriteTurn.continueWith after the turn ended');
             this.socket.write(encodeHeader(header));
           },
+          keepAlive: (work) => {
+            if (!active) throw new FtsError('INTERNAL', 'WriteTurn.keepAlive after the turn ended');
+            return this.keepAliveWhile(work);
+          },
         };
         try {
           const running = job(w);
@@ -272,10 +290,9 @@ export class FtsConnection {
     let fields: Header;
     try {
       if (typeof spec.header === 'function') {
-        // Preparing can take long (hashing a big file); a connection failure meanwhile ends the wait.
-        const preparing = spec.header();
-        preparing.catch(() => undefined);
-        fields = await Promise.race([preparing, this.failed]);
+        // Preparing can take long (hashing a big file): the session is kept alive meanwhile, and a
+        // connection failure ends the wait.
+        fields = await this.keepAliveWhile(spec.header());
       } else {
         fields = spec.header;
       }
@@ -345,6 +362,35 @@ export class FtsConnection {
       // with us, so the connection is unusable.
       this.fail(this.failure ?? asFtsError(err));
     }
+  }
+
+  /**
+   * Waits for `work` while this caller holds the right to write, sending a noop whenever the wait reaches
+   * the keep-alive interval. Nothing of another request can be half written meanwhile (the holder writes
+   * nothing else while it waits), so a whole noop fits in; its reply is matched in order like any other.
+   */
+  private async keepAliveWhile<T>(work: Promise<T>): Promise<T> {
+    work.catch(() => undefined); // a connection failure may win the race; not unhandled then
+    const timer = setInterval(() => this.sendNoop(), this.keepAliveMs());
+    try {
+      return await Promise.race([work, this.failed]);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  private keepAliveMs(): number {
+    const announced = this.hello['idleTimeout'];
+    const idleSeconds = typeof announced === 'number' && announced > 0 ? announced : KEEPALIVE_DEFAULT_IDLE_SECONDS;
+    return Math.max(KEEPALIVE_MIN_MS, idleSeconds * 1000 * KEEPALIVE_FRACTION);
+  }
+
+  private sendNoop(): void {
+    if (this.failure || this.quitting) return;
+    const id = this.nextId();
+    const ignore = (): void => undefined; // its reply (or a failure, which reaches the waiting request anyway)
+    this.replies.add({ id, op: 'noop', spec: { header: { op: 'noop' } }, resolve: ignore, reject: ignore, localError: null });
+    this.socket.write(encodeHeader({ op: 'noop', id }));
   }
 
   private async writeData(payload: Uint8Array, corruptCrc: boolean, uncork: () => void, sent?: () => void): Promise<void> {

@@ -61,7 +61,8 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
       const resend: Attempt['resend'] = (at) => (turn) => sendStreamed(turn, plan, source, size, version, at);
       return { from, size, sent: await resend(from)(w), resend };
     }
-    const digest = await source.digest();
+    // Without streamed uploads the file is hashed before its header (it may still be hashing now).
+    const digest = await w.keepAlive(source.digest());
     const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offers(conn, 'upload-resume');
     const from = ask ? await askOffset(w, plan.name, digest.size, { sha256: digest.sha256 }) : 0;
     const resend: Attempt['resend'] = (at) => (turn) => sendUpload(turn, plan, digest, at);
@@ -104,7 +105,7 @@ interface Attempt {
 
 /** Whether this upload is streamed: a source that can be, large enough, and a server that offers it. */
 function streams(conn: FtsConnection, source: UploadSource, size: number): source is StreamableSource {
-  return 'stream' in source && 'version' in source && size >= STREAM_MIN_BYTES && offers(conn, 'upload-trailer');
+  return 'prepareStream' in source && 'version' in source && size >= STREAM_MIN_BYTES && offers(conn, 'upload-trailer');
 }
 
 /** The server announces the capability (older servers lack `offset`, or streamed uploads). */
@@ -125,14 +126,19 @@ async function askOffset(w: WriteTurn, name: string, size: number, tag: { sha256
   return offset;
 }
 
-/** Sends the file from `from` with the digest in a trailer after the data (§6.1 "Streamed uploads"). */
-function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSource, size: number, version: string, from: number): Promise<{ reply: Promise<Header> }> {
+/**
+ * Sends the file from `from` with the digest in a trailer after the data (§6.1 "Streamed uploads"). The
+ * kept prefix is hashed before the header is written, keeping the session alive meanwhile: once the server
+ * has the header, a pause before the data would count against its stall timeout.
+ */
+async function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSource, size: number, version: string, from: number): Promise<{ reply: Promise<Header> }> {
+  const prepared = await w.keepAlive(source.prepareStream(from));
   plan.onStart?.(from, size);
   let sha256 = '';
   return w.send({
     header: { op: 'upload', name: plan.name, size, trailer: true, version, offset: from },
     body: async (out) => {
-      const streamed = await source.stream(out, from, plan.onProgress);
+      const streamed = await prepared.send(out, plan.onProgress);
       sha256 = streamed.sha256;
       return streamed.problem;
     },

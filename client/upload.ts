@@ -42,11 +42,21 @@ export interface StreamableSource extends UploadSource {
   /** The version tag the upload is staged under. */
   version(): Promise<string>;
   /**
-   * Writes bytes from … size−1 as data frames while hashing the whole file (the bytes before `from` are
-   * read and hashed first, unless an earlier stream already hashed everything), and returns its digest for
-   * the trailer, with the local problem, if any, as send() does.
+   * Gets ready to stream bytes from … size−1: reads and hashes the bytes before `from` (unless an earlier
+   * stream already hashed the whole file). This is done before the request is written, because once the
+   * server has the header it expects the data without a pause (its stall timeout), and hashing a long
+   * prefix can take minutes. Rejects with the local problem if the prefix cannot be read whole.
    */
-  stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }>;
+  prepareStream(from: number): Promise<PreparedStream>;
+}
+
+/** A stream ready to go: its data follows the header at once. */
+export interface PreparedStream {
+  /**
+   * Writes bytes from … size−1 as data frames, hashing them after the prefix, and returns the whole file's
+   * digest for the trailer, with the local problem, if any, as send() does.
+   */
+  send(out: DataWriter, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }>;
 }
 
 /** Files at least this large are streamed (hashed while sent) where the server offers it. */
@@ -137,30 +147,38 @@ export class FileSource implements StreamableSource {
     return this.file.then((f) => f.version);
   }
 
-  stream(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<{ problem: FtsError | null; sha256: string }> {
-    const run = this.file.then(async ({ fh, size, version }) => {
-      const known = this.streamed;
-      if (known !== null) {
-        // A resend: the whole file was hashed as it was sent the first time.
-        return { problem: await sendFile(fh, size, from, out, this.localPath, onProgress), sha256: known.sha256 };
-      }
-      const hash = createHash('sha256');
-      // The declared bytes are sent even if the prefix could not be read, so that the stream stays in step;
-      // the trailer's digest is then wrong, nothing is published, and the local problem is what is reported.
-      const prefixProblem = from > 0 ? await hashPrefix(fh, from, hash, this.localPath) : null;
-      const sendProblem = await sendFile(fh, size, from, out, this.localPath, onProgress, hash);
-      const sha256 = hash.digest('hex');
-      if (prefixProblem !== null || sendProblem !== null) return { problem: prefixProblem ?? sendProblem, sha256 };
-      // The trailer vouches for exactly the bytes that were sent. A file written to meanwhile may have given
-      // a mix of old and new bytes, which hash consistently; its version tells. The server must then refuse
-      // the upload, so the trailer gets a digest that cannot match.
-      const changed = await changedSince(fh, version, this.localPath);
-      if (changed !== null) return { problem: changed, sha256: notThisDigest(sha256) };
-      // Everything was read and hashed: a resend needs no hashing pass, and neither does digest().
-      this.streamed = { size, sha256 };
-      this.hashed ??= Promise.resolve({ digest: this.streamed, content: null, held: 0 });
-      return { problem: null, sha256 };
-    });
+  async prepareStream(from: number): Promise<PreparedStream> {
+    const { fh, size, version } = await this.file;
+    const known = this.streamed;
+    if (known !== null) {
+      // A resend: the whole file was hashed as it was sent the first time.
+      return { send: (out, onProgress) => this.track(sendFile(fh, size, from, out, this.localPath, onProgress).then((problem) => ({ problem, sha256: known.sha256 }))) };
+    }
+    const hash = createHash('sha256');
+    if (from > 0) await this.track(hashPrefix(fh, from, hash, this.localPath));
+    return {
+      send: (out, onProgress) =>
+        this.track(
+          (async () => {
+            const problem = await sendFile(fh, size, from, out, this.localPath, onProgress, hash);
+            const sha256 = hash.digest('hex');
+            if (problem !== null) return { problem, sha256 };
+            // The trailer vouches for exactly the bytes that were sent. A file written to meanwhile may have
+            // given a mix of old and new bytes, which hash consistently; its version tells. The server must
+            // then refuse the upload, so the trailer gets a digest that cannot match.
+            const changed = await changedSince(fh, version, this.localPath);
+            if (changed !== null) return { problem: changed, sha256: notThisDigest(sha256) };
+            // Everything was read and hashed: a resend needs no hashing pass, and neither does digest().
+            this.streamed = { size, sha256 };
+            this.hashed ??= Promise.resolve({ digest: this.streamed, content: null, held: 0 });
+            return { problem: null, sha256 };
+          })(),
+        ),
+    };
+  }
+
+  /** Remembers a read of the file in progress, so that close() waits for it. */
+  private track<T>(run: Promise<T>): Promise<T> {
     this.sending = run.catch(() => undefined);
     return run;
   }
@@ -179,11 +197,11 @@ export class FileSource implements StreamableSource {
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
-    const run = Promise.all([this.file, this.hashedNow()]).then(([{ fh }, { digest, content }]) =>
-      content !== null ? sendBuffer(content, from, out, onProgress) : sendFile(fh, digest.size, from, out, this.localPath, onProgress),
+    return this.track(
+      Promise.all([this.file, this.hashedNow()]).then(([{ fh }, { digest, content }]) =>
+        content !== null ? sendBuffer(content, from, out, onProgress) : sendFile(fh, digest.size, from, out, this.localPath, onProgress),
+      ),
     );
-    this.sending = run.catch(() => undefined);
-    return run;
   }
 
   /** Closes the file once no send reads it any more, and gives back what it held. Never throws. */
@@ -342,14 +360,10 @@ function shrank(displayPath: string): FtsError {
   return new FtsError('IO_ERROR', `${displayPath}: file shrank while it was being uploaded; nothing was published`);
 }
 
-/** Hashes the `length` bytes before a streamed resume's offset; the problem if they cannot all be read. */
-async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string): Promise<FtsError | null> {
-  try {
-    const read = await hashInto(fh, hash, length, displayPath);
-    return read === length ? null : shrank(displayPath);
-  } catch (err) {
-    return err instanceof FtsError ? err : localFsError(err, displayPath);
-  }
+/** Hashes the `length` bytes before a streamed resume's offset; rejects if they cannot all be read. */
+async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string): Promise<void> {
+  const read = await hashInto(fh, hash, length, displayPath);
+  if (read !== length) throw shrank(displayPath);
 }
 
 export function digestBuffer(data: Uint8Array): Digest {

@@ -192,6 +192,8 @@ export class Session {
         caps: [...CAPABILITIES],
         maxHeader: this.ctx.config.maxHeaderBytes,
         maxChunk: MAX_CHUNK_BYTES,
+        // So that a client busy preparing a request (hashing a large file) knows how often to send noop.
+        idleTimeout: this.ctx.config.idleTimeoutSeconds,
       }),
     );
     this.armTimer();

@@ -107,7 +107,7 @@ describe('protocol (raw TCP against a real server)', function () {
     await server?.stop();
   });
 
-  it('greets first with hello, fts/1, plain, caps, maxHeader and maxChunk', async function () {
+  it('greets first with hello, fts/1, plain, caps, maxHeader, maxChunk and idleTimeout', async function () {
     const { greeting } = await open();
     expect(greeting['status']).to.equal('hello');
     expect(greeting['protocol']).to.equal('fts/1');
@@ -117,6 +117,7 @@ describe('protocol (raw TCP against a real server)', function () {
     for (const cap of greeting['caps'] as unknown[]) expect(cap).to.be.a('string');
     expect(greeting['maxHeader']).to.equal(16384);
     expect(greeting['maxChunk']).to.equal(1048576);
+    expect(greeting['idleTimeout']).to.equal(300);
     expect(greeting).to.not.have.property('id');
   });
 

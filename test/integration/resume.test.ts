@@ -503,6 +503,95 @@ describe('resumable transfers (end to end)', function () {
     expect(fetched.slice(-2), 'the rest, then the whole file').to.deep.equal([data.length - MiB, data.length]);
   });
 
+  describe('long local preparation (a slow local disk) against --idle-timeout 1 --stall-timeout 1', () => {
+    const SLOW_READ_MS = 600;
+    const SLOW_READS = 3;
+
+    /**
+     * Runs `fn` with a slow local disk: the first SLOW_READS reads through any FileHandle of this process
+     * (the client hashes a kept prefix, or a whole file, through FileHandle.read) take SLOW_READ_MS longer.
+     * Three such reads outlast both server timeouts. The server runs in its own process and is unaffected.
+     */
+    async function withSlowLocalReads<T>(fn: () => Promise<T>): Promise<T> {
+      const probe = await open(dir, 'r');
+      const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
+      await probe.close();
+      const original = proto.read;
+      let left = SLOW_READS;
+      proto.read = async function (this: unknown, ...args: unknown[]) {
+        if (left > 0) {
+          left--;
+          await new Promise((resolve) => setTimeout(resolve, SLOW_READ_MS));
+        }
+        return original.apply(this, args);
+      };
+      try {
+        return await fn();
+      } finally {
+        proto.read = original;
+      }
+    }
+
+    function impatientServer(): Promise<TestServer> {
+      return startServer({ workers: 1, args: ['--idle-timeout', '1', '--stall-timeout', '1'] });
+    }
+
+    function noops(s: TestServer): number {
+      return s.lines.filter((l) => l['event'] === 'noop').length;
+    }
+
+    it('a streamed upload hashes its kept prefix before it sends the header, and keeps the session alive meanwhile', async () => {
+      const s = await impatientServer();
+      const name = 'slow-prefix.bin';
+      const { file, data } = await localFile(name, 8 * MiB);
+      const p = await proxy(s.port, { cutUpAfter: 5 * MiB });
+      await (await login(p.port)).upload(file, name).catch(() => undefined);
+      await s.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
+      expect(await stagedBytes(s.storage, name, data), 'staged by the cut upload').to.be.at.least(SLOW_READS * MiB);
+
+      const client = await login(s.port);
+      const r = await withSlowLocalReads(() => client.upload(file, name));
+      expect(r.resumedFrom, 'continued the staged prefix').to.be.at.least(SLOW_READS * MiB);
+      expect(r.sha256).to.equal(sha256(data));
+      expect(await publishedSha256(s.storage, ALICE.user, name)).to.equal(sha256(data));
+      expect(noops(s), 'keep-alive noops while the prefix was hashed').to.be.greaterThan(0);
+      expect(s.lines.some((l) => l['code'] === 'TRANSFER_STALLED' || l['code'] === 'IDLE_TIMEOUT'), 'no session timed out').to.equal(false);
+    });
+
+    it('a download that continues LOCAL.part keeps the session alive while it hashes the kept bytes', async () => {
+      const s = await impatientServer();
+      const name = 'slow-part.bin';
+      const data = randomBytes(6 * MiB);
+      const client = await login(s.port);
+      await client.uploadBuffer(name, data);
+      const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
+      const local = path.join(dir, 'slow-part.local');
+      await writeFile(`${local}.part`, data.subarray(0, 4 * MiB));
+      await writeFile(`${local}.part.json`, JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime }));
+
+      const r = await withSlowLocalReads(() => client.download(name, local));
+      expect(r.resumedFrom).to.equal(4 * MiB);
+      expect(sha256(await readFile(local))).to.equal(sha256(data));
+      expect(noops(s), 'keep-alive noops while LOCAL.part was hashed').to.be.greaterThan(0);
+    });
+
+    it('against a server without upload-trailer, a file hashed before its header keeps the session alive meanwhile', async () => {
+      const s = await impatientServer();
+      const relay = await olderServer(s.port);
+      try {
+        const name = 'slow-digest.bin';
+        const { file, data } = await localFile(name, 4 * MiB);
+        const client = await login(relay.port);
+        const r = await withSlowLocalReads(() => client.upload(file, name));
+        expect(r.sha256).to.equal(sha256(data));
+        expect(await publishedSha256(s.storage, ALICE.user, name)).to.equal(sha256(data));
+        expect(noops(s), 'keep-alive noops while the file was hashed').to.be.greaterThan(0);
+      } finally {
+        await relay.close();
+      }
+    });
+  });
+
   it('regression (fixed): stale session tokens are penalised like password guesses: ten clients reconnecting after a restart get their address banned, and the documented password fallback is refused', async function () {
     // A token signed with another secret is what every client holds after a restart without
     // --cluster-secret-file (PROTOCOL.md §5.2: "the client then logs in with plain on a new connection").
