@@ -79,8 +79,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const QUIT_CLOSE_WAIT_MS = 2_000;
 /**
  * How often a connection busy with local work sends `noop` (WriteTurn.keepAlive): a third of the idle
- * timeout the server announces, so that a late one (a busy event loop) is not fatal; the server's default when it
- * announces none. Never more often than KEEPALIVE_MIN_MS.
+ * timeout the server announces, so that a late one (a busy event loop) is not fatal; the server's default
+ * when it announces none. Never more often than KEEPALIVE_MIN_MS.
  */
 const KEEPALIVE_FRACTION = 1 / 3;
 const KEEPALIVE_DEFAULT_IDLE_SECONDS = 300;
