@@ -62,6 +62,11 @@ async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promi
 
 /** Read size when copying and hashing the staged prefix of a resumed upload. */
 const COPY_CHUNK_BYTES = 1024 * 1024;
+/**
+ * The copy is flushed to disk every this many bytes: a large prefix left dirty in the page cache would
+ * make the commit's fsync take as long as writing all of it, with nothing to show for it meanwhile.
+ */
+const COPY_SYNC_BYTES = 64 * 1024 * 1024;
 
 /**
  * Received chunks are written in batches of this size (one writev each), fewer and larger syscalls than one
@@ -391,7 +396,7 @@ export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTa
  * holds; the old file is then removed. An offset beyond what is staged is refused with OFFSET_MISMATCH
  * carrying the offset to continue from.
  */
-export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0): Promise<StagedUpload> {
+export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
   const target = resolveName(userDirPath(t.root, t.user), t.name);
   checkIdentity(size, tag);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
@@ -420,7 +425,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   }
   const hash = createHash('sha256');
   try {
-    if (source !== null) await copyPrefix(source, handle, offset, hash);
+    if (source !== null) await copyPrefix(source, handle, offset, hash, copying);
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(stagingPath).catch(() => undefined);
@@ -435,8 +440,8 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
 
-/** Copies the first `length` bytes of `source` into `dest`, hashing them. */
-async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash): Promise<void> {
+/** Copies the first `length` bytes of `source` into `dest`, hashing them; calls `copied` after each piece. */
+async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash, copied: () => void): Promise<void> {
   const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const buf = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, length));
@@ -447,6 +452,8 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
       hash.update(chunk);
       await writeAllAt(dest, [chunk], position);
       position += bytesRead;
+      if (position % COPY_SYNC_BYTES < bytesRead) await dest.datasync();
+      copied();
     }
   } finally {
     await from.close().catch(() => undefined);

@@ -116,9 +116,12 @@ export class UserStore {
     this.#dir = dir;
   }
 
-  /** Starts (offset 0) or resumes (offset > 0) the staged upload with this identity. */
-  beginUpload(name: string, size: number, tag: UploadTag, offset = 0): Promise<StagedUpload> {
-    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, tag, offset);
+  /**
+   * Starts (offset 0) or resumes (offset > 0) the staged upload with this identity. A resume copies the
+   * staged prefix first, calling `copying` after each piece of it.
+   */
+  beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
+    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, tag, offset, copying);
   }
 
   /** The durable offset a resume of this upload identity may continue from (0 when nothing is staged). */

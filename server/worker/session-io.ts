@@ -40,6 +40,11 @@ export interface SessionIo {
   readContinuation(): Promise<Header>;
   /** Records the user a login attempt is for, before it succeeds (for the audit line of a failure). */
   noteLoginUser(user: string): void;
+  /**
+   * Says that the current request is making progress on its own before any byte moves on the socket
+   * (hashing or copying a long prefix of a file), so that this time is not taken for a stalled peer.
+   */
+  working(): void;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

@@ -476,6 +476,9 @@ export class Session {
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
+      working: () => {
+        if (this.timerIsStall) this.timer?.refresh();
+      },
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;

@@ -6,13 +6,15 @@
  * `before` and stopped (files removed) in the matching `after`; every client is closed in `afterEach`.
  */
 import { expect } from 'chai';
-import { readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { delay, rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256, type ConnectOptions } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { stagingKey } from '../../server/storage/staging.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 
@@ -543,6 +545,62 @@ describe('limits and bans (real server)', function () {
       expect(await publishedNames(h.server().storage, ALICE.user)).to.not.include('stalled.bin');
       const honest = await h.login();
       expect((await rawList(honest, 2)).names).to.not.include('stalled.bin');
+    });
+
+    /** SHA-256 of `zeros` zero bytes followed by `tail`. */
+    function zerosThenSha256(zeros: number, tail: Buffer): string {
+      const hash = createHash('sha256');
+      const piece = Buffer.alloc(1024 * 1024);
+      for (let done = 0; done < zeros; done += piece.length) hash.update(piece);
+      return hash.update(tail).digest('hex');
+    }
+
+    it('a resumed download whose skipped prefix takes the server longer than the stall timeout to hash is not cut', async function () {
+      this.timeout(60_000);
+      // A sparse file of zeros: it costs no disk, but the server takes seconds to read and hash its prefix.
+      const prefix = 2 * 1024 ** 3;
+      const tail = Buffer.from('the end\n');
+      const file = path.join(h.server().storage, ALICE.user, 'long-prefix.bin');
+      const expected = zerosThenSha256(prefix, tail);
+      const c = await h.login();
+      // Put there directly, so that no digest was recorded at publish: the server must hash the prefix.
+      await writeFile(file, Buffer.alloc(0));
+      await truncate(file, prefix);
+      await appendFile(file, tail);
+      try {
+        void c.sendHeader({ op: 'download', id: 3, name: 'long-prefix.bin', offset: prefix });
+        const r = await c.reply(45_000);
+        expect(r.final, JSON.stringify(r.final)).to.include({ status: 'ok', id: 3, sha256: expected });
+        expect(Buffer.concat(r.data).equals(tail)).to.equal(true);
+      } finally {
+        await rm(file, { force: true });
+      }
+    });
+
+    it('a resumed upload whose staged prefix takes the server longer than the stall timeout to copy is not cut', async function () {
+      this.timeout(90_000);
+      const name = 'long-staged.bin';
+      // The server copies the staged prefix into this attempt's own file (and flushes it as it goes): seconds.
+      const prefix = 1024 ** 3;
+      const tail = Buffer.from('the end\n');
+      const size = prefix + tail.length;
+      const sha = zerosThenSha256(prefix, tail);
+      // What a cut upload of this identity would have left: its first `prefix` bytes, staged.
+      const staging = path.join(h.server().storage, '.fts', 'staging', ALICE.user);
+      await mkdir(staging, { recursive: true, mode: 0o700 });
+      const partial = path.join(staging, `${stagingKey(name, size, sha)}.${'0'.repeat(24)}.part`);
+      await writeFile(partial, Buffer.alloc(0));
+      await truncate(partial, prefix);
+      const published = path.join(h.server().storage, ALICE.user, name);
+      try {
+        const c = await h.login();
+        c.write(encodeHeader({ op: 'upload', id: 4, name, size, sha256: sha, offset: prefix }), encodeData(tail));
+        const r = await c.reply(80_000);
+        expect(r.final, JSON.stringify(r.final)).to.include({ status: 'ok', id: 4, name, size, sha256: sha });
+      } finally {
+        await rm(partial, { force: true });
+        await rm(published, { force: true });
+      }
     });
 
     it('a slow but steady upload (a frame every 300 ms for 3 s) is not cut', async function () {

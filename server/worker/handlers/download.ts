@@ -32,7 +32,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // skipped prefix); the client's check then also covers the time the file spent on disk.
     const recorded = await file.recordedDigest();
     const hash = recorded === null ? createHash('sha256') : null;
-    if (hash !== null) await hashRange(file, 0, offset, hash);
+    if (hash !== null) await hashRange(file, 0, offset, hash, () => io.working());
     // The data reply goes out with the first data frame, so that both leave in one socket write (the
     // session corks what is sent within one tick); a read that fails first is then the request's only reply.
     const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
@@ -86,12 +86,14 @@ async function readChunk(file: ReadableFile, position: number): Promise<Buffer> 
   return buf;
 }
 
-async function hashRange(file: ReadableFile, from: number, to: number, hash: ReturnType<typeof createHash>): Promise<void> {
+/** Hashes bytes from … to−1 (a resume's skipped prefix: no byte moves on the socket meanwhile, hence `working`). */
+async function hashRange(file: ReadableFile, from: number, to: number, hash: ReturnType<typeof createHash>, working: () => void): Promise<void> {
   for (let position = from; position < to; ) {
     const chunk = await readChunk(file, position);
     const usable = chunk.subarray(0, Math.min(chunk.length, to - position));
     hash.update(usable);
     position += usable.length;
     workerPayloads.release(chunk);
+    working();
   }
 }

@@ -32,7 +32,8 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
   let failure: FtsError | null = null;
   let staged: StagedUpload | null = null;
   try {
-    staged = await io.userStore().beginUpload(req.name, req.size, req.tag, req.offset);
+    // A resume copies the staged prefix first (minutes for a large one on slow storage): not a stall.
+    staged = await io.userStore().beginUpload(req.name, req.size, req.tag, req.offset, () => io.working());
   } catch (err) {
     failure = asFtsError(err);
   }
@@ -78,7 +79,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
  * offset of the good bytes before it, and a connection lost mid-data leaves them staged for a resume.
  */
 async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: number, sha256: string): Promise<DeferredResult> {
-  const opening = io.userStore().beginUpload(req.name, req.size, { sha256 }, req.offset);
+  const opening = io.userStore().beginUpload(req.name, req.size, { sha256 }, req.offset, () => io.working());
   opening.catch(() => undefined); // its failure is the deferred result's
   const data = Buffer.allocUnsafe(expected);
   let received = 0;
