@@ -245,7 +245,7 @@ export function randomFrameCase(rng: Rng, maxHeader: number): FuzzCase {
     if (req['op'] === 'upload') {
       // Follow with data: exactly the declared amount when small, else random frames (likely a violation).
       const size = typeof req['size'] === 'number' && Number.isSafeInteger(req['size']) && req['size'] >= 0 ? req['size'] : -1;
-      const offset = req['offset'] === undefined ? 0 : typeof req['offset'] === 'number' ? req['offset'] : -1;
+      const offset = req['offset'] === undefined ? 0 : Number.isSafeInteger(req['offset']) ? (req['offset'] as number) : -1;
       const want = size >= 0 && offset >= 0 && offset <= size ? size - offset : -1;
       if (want >= 0 && want <= 8192 && rng.chance(0.8)) {
         for (let left = want; left > 0; ) {

@@ -295,7 +295,8 @@ describe('fuzz (real server, seeded)', function () {
     expect(rssEnd, 'summed RSS at the end').to.be.below(400 * MiB);
     expect(rssPeak, 'peak summed RSS').to.be.below(450 * MiB);
     expect(rssEnd - rssStart, 'RSS growth over the whole fuzz run').to.be.below(150 * MiB);
-    expect(rssEnd - rssMid, 'RSS growth during the second phase (a leak keeps growing; a warm heap does not)').to.be.below(80 * MiB);
+    // Only when phase (a) finished and took its sample: otherwise its own failure is the one to read.
+    if (rssMid > 0) expect(rssEnd - rssMid, 'RSS growth during the second phase (a leak keeps growing; a warm heap does not)').to.be.below(80 * MiB);
 
     const c = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     try {
