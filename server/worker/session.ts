@@ -242,12 +242,13 @@ export class Session {
         case 'end':
           this.peerEnded = true;
           return;
+        // Fatal, but after the replies of earlier pipelined uploads still publishing (§3.2: replies in order).
         case 'error':
-          this.fatal(null, event.error);
+          await this.fatalInOrder(null, event.error);
           return;
         case 'data':
           workerPayloads.release(event.payload);
-          this.fatal(null, new FtsError('PROTOCOL_ERROR', 'data frame outside a data phase'));
+          await this.fatalInOrder(null, new FtsError('PROTOCOL_ERROR', 'data frame outside a data phase'));
           return;
         case 'bad-header': {
           const err = new FtsError('BAD_REQUEST', event.reason);
@@ -291,7 +292,7 @@ export class Session {
     if (header['op'] === 'upload') {
       const skip = declaredUploadBytes(header);
       if (skip === null) {
-        this.fatal(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size is unreadable, so its data cannot be skipped`));
+        await this.fatalInOrder(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size is unreadable, so its data cannot be skipped`));
         return;
       }
       this.active = true;

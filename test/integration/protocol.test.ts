@@ -330,6 +330,20 @@ describe('protocol (raw TCP against a real server)', function () {
     await expectClosed(c);
   });
 
+  it('a fatal framing error after pipelined uploads comes after their replies, and the uploads are published', async function () {
+    const c = await login();
+    const files = Array.from({ length: 8 }, (_, i) => ({ name: `before-fatal-${i}.bin`, data: randomBytes(4096) }));
+    c.write(...files.map((f, i) => uploadBytes(30 + i, f.name, f.data)), encodeData(Buffer.from('stray bytes')));
+    for (const [i, f] of files.entries()) {
+      const r = await c.reply();
+      expect(r.final, JSON.stringify(r.final)).to.include({ status: 'ok', id: 30 + i, name: f.name });
+    }
+    expectError(await c.reply(), 'PROTOCOL_ERROR', true, null);
+    await expectClosed(c);
+    const honest = await login();
+    await expectStoredThenDelete(honest, 50, Object.fromEntries(files.map((f) => [f.name, f.data])));
+  });
+
   it('an empty data frame is a fatal PROTOCOL_ERROR', async function () {
     const c = await login();
     c.write(encodeHeader({ op: 'upload', id: 3, name: 'empty-frame.bin', size: 4, sha256: sha256(Buffer.from('abcd')) }), prefix(0x44, 4), Buffer.alloc(4));
