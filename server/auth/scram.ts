@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { DEFAULT_ITERATIONS, hmac, sha256, type ScramVerifier } from '../../protocol/index.js';
 
-export { checkPassword, deriveVerifier, formatVerifier, parseVerifier, SCRAM_PREFIX, type ScramVerifier } from '../../protocol/index.js';
+export { checkPassword, deriveVerifier, formatVerifier, parseVerifier, saltedPassword, SCRAM_PREFIX, type ScramVerifier } from '../../protocol/index.js';
 
 /**
  * The server side of SCRAM-SHA-256 (RFC 5802, RFC 7677): a login in which the password never crosses the

@@ -1,7 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
-import { checkPassword, deriveVerifier, parseVerifier, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
+import { checkPassword, deriveVerifier, parseVerifier, saltedPassword, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
 /**
  * The users file (id_passwd.txt): one `username:password` per line, where the password is either the
@@ -37,9 +37,18 @@ type Credential = { kind: 'plain'; digest: Buffer; password: string; derived?: S
  */
 export class UserTable {
   readonly #entries: ReadonlyMap<string, Credential>;
+  /**
+   * Where some entries are verifiers, checking one costs a PBKDF2; an unknown user or a plaintext entry
+   * then costs one too (a dummy, of the largest iteration count in the file), so that the time a `plain`
+   * login takes does not tell which users exist. 0 when the file has no verifiers.
+   */
+  readonly #dummyIterations: number;
 
   constructor(entries: ReadonlyMap<string, Credential>) {
     this.#entries = entries;
+    let most = 0;
+    for (const c of entries.values()) if (c.kind === 'scram') most = Math.max(most, c.verifier.iterations);
+    this.#dummyIterations = most;
   }
 
   get size(): number {
@@ -66,6 +75,7 @@ export class UserTable {
   verify(user: string, password: string): boolean {
     const entry = this.#entries.get(user);
     if (entry?.kind === 'scram') return checkPassword(entry.verifier, password);
+    if (this.#dummyIterations > 0) saltedPassword(password, DUMMY_SALT, this.#dummyIterations);
     const equal = timingSafeEqual(digest(password), entry?.digest ?? DUMMY_DIGEST);
     // Both operands are always evaluated; the dummy is random, so no password can match it.
     return entry !== undefined && equal;
@@ -88,6 +98,7 @@ export class UserTable {
 
 /** Compared against when the user is unknown, so that case costs the same as a wrong password. */
 const DUMMY_DIGEST = randomBytes(32);
+const DUMMY_SALT = randomBytes(16);
 
 function digest(password: string): Buffer {
   return createHash('sha256').update(password, 'utf8').digest();
@@ -95,8 +106,9 @@ function digest(password: string): Buffer {
 
 /**
  * True when `user` exists and `password` is theirs. For plaintext entries, unknown user and wrong password
- * take the same path: one SHA-256 and one constant-time comparison of 32 bytes. A hashed entry costs a
- * PBKDF2 of its iteration count.
+ * take the same path: one SHA-256 and one constant-time comparison of 32 bytes, plus, where the file also
+ * has hashed entries, a dummy PBKDF2 as costly as the costliest of them. A hashed entry costs a PBKDF2 of
+ * its iteration count.
  */
 export function verifyPassword(table: UserTable, user: string, password: string): boolean {
   return table.verify(user, password);

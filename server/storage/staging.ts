@@ -277,6 +277,9 @@ export class StagedUpload {
       throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: SHA-256 of the received bytes does not match`);
     }
     this.#state = 'committing';
+    /** The staged bytes are verified and on stable storage, and the file is closed. */
+    let durable = false;
+    let renamed = false;
     try {
       // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
       // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
@@ -284,6 +287,7 @@ export class StagedUpload {
       const [, stats] = await Promise.all([handle.sync(), handle.stat(), this.#writer.closeDirect()]);
       this.#handle = undefined;
       await handle.close();
+      durable = true;
       await withLock(this.#root, this.#user, this.name, async () => {
         try {
           await rename(this.#stagingPath, this.#target);
@@ -293,15 +297,23 @@ export class StagedUpload {
           if (errnoOf(err) !== 'ENOENT') throw err;
           throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
         }
+        renamed = true;
         await fsyncDir(path.dirname(this.#target));
         await recordDigest(this.#root, this.#user, this.name, this.#target, this.size, expected.toString('hex'));
       });
       this.#state = 'committed';
       return { mtime: mtimeOf(stats) };
     } catch (err) {
-      // If the rename happened and only the directory fsync failed, the file is visible but we cannot
-      // promise it is durable, so the client is told it failed; the unlink in abort() then finds nothing.
-      await this.abort();
+      if (durable && !renamed) {
+        // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
+        // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
+        this.#state = 'released';
+      } else {
+        // Not known to be durable, or already renamed: if only the directory fsync failed, the file is
+        // visible but we cannot promise it is durable, so the client is told it failed; the unlink in
+        // abort() then finds nothing.
+        await this.abort();
+      }
       throw fsError(err, this.name);
     }
   }

@@ -85,7 +85,9 @@ export async function runWorker(config: Config): Promise<void> {
   const accept = async (raw: net.Socket): Promise<void> => {
     raw.on('error', () => undefined);
     if (ctx.draining) {
-      raw.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
+      // On a TLS port nothing but TLS may be sent (PROTOCOL.md §1), and a handshake is not worth it now.
+      if (tlsTerminator) raw.destroy();
+      else raw.end(encodeHeader({ status: 'bye', code: 'SHUTTING_DOWN', message: 'server is shutting down' }));
       return;
     }
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).

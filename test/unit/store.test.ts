@@ -153,6 +153,19 @@ describe('storage', () => {
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
+    it('keeps verified bytes that could not be published (the rename failed): a retry resumes at offset = size', async () => {
+      const data = Buffer.from('verified, durable, not published');
+      const tag = { sha256: sha(data) };
+      // A directory with content where the file should go: the rename into place fails.
+      await mkdir(path.join(root, 'alice', 'blocked', 'inside'), { recursive: true });
+      expect(await codeOf(put(alice, 'blocked', data))).to.not.equal('CHECKSUM_MISMATCH');
+      expect(await alice.stagedOffset('blocked', data.length, tag)).to.equal(data.length);
+      await rm(path.join(root, 'alice', 'blocked'), { recursive: true });
+      await (await alice.beginUpload('blocked', data.length, tag, data.length)).commit();
+      expect((await readFile(path.join(root, 'alice', 'blocked'))).equals(data)).to.equal(true);
+      expect(await stagingFiles()).to.deep.equal([]);
+    });
+
     it('abort leaves nothing behind and is idempotent', async () => {
       const data = Buffer.from('abc');
       const up = await alice.beginUpload('a', data.length, { sha256: sha(data) });

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { deriveVerifier, formatVerifier } from '../../server/auth/scram.js';
 import { loadUsers, parseUsers, verifyPassword } from '../../server/auth/users.js';
 
 describe('users file', () => {
@@ -93,6 +94,24 @@ describe('users file', () => {
       expect(verifyPassword(users, 'mallory', '')).to.equal(false);
       expect(verifyPassword(users, '', '')).to.equal(false);
       expect(verifyPassword(users, 'Alice', 'secret')).to.equal(false);
+    });
+
+    it('with hashed entries in the file, an unknown user or a plaintext entry costs a PBKDF2 too (no timing tell)', function () {
+      this.timeout(30_000);
+      // 400 000 iterations: ~0.1–0.5 s per check, so that the comparison below has a wide margin. Without the
+      // dummy PBKDF2 an unknown user costs microseconds, a thousandth of a hashed entry.
+      const hashed = formatVerifier(deriveVerifier('secret', undefined, 400_000));
+      const { users: u } = parseUsers(`carol:${hashed}\ndave:plain-secret\n`);
+      const took = (user: string): number => {
+        const started = process.hrtime.bigint();
+        expect(verifyPassword(u, user, 'wrong')).to.equal(false);
+        return Number(process.hrtime.bigint() - started);
+      };
+      const known = Math.min(took('carol'), took('carol'));
+      expect(Math.min(took('mallory'), took('mallory')) / known, 'unknown user vs hashed entry').to.be.above(0.3);
+      expect(Math.min(took('dave'), took('dave')) / known, 'plaintext entry vs hashed entry').to.be.above(0.3);
+      expect(verifyPassword(u, 'carol', 'secret')).to.equal(true);
+      expect(verifyPassword(u, 'dave', 'plain-secret')).to.equal(true);
     });
 
     it('handles non-ASCII passwords as UTF-8', () => {
