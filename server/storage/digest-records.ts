@@ -32,14 +32,17 @@ export function recordVersion(st: BigIntStats): string {
 }
 
 /**
- * Records the digest of the file of `size` bytes just published at `target` as (user, name), if it is large
+ * Records the digest of the file (`file`: its fstat) just published at `target` as (user, name), if it is large
  * enough to be worth it. Call it under the name's lock, so that the record and the file it describes come
- * from the same publish. Never throws: without a record, downloads hash the file instead.
+ * from the same publish; if the name holds another file by now anyway (a lock broken as stale, see
+ * SCALE-OUT.md), nothing is recorded, so that a digest never describes another publish's file. Never throws:
+ * without a record, downloads hash the file instead.
  */
-export async function recordDigest(root: string, user: string, name: string, target: string, size: number, sha256: string): Promise<void> {
-  if (size < RECORD_MIN_BYTES) return;
+export async function recordDigest(root: string, user: string, name: string, target: string, file: { ino: bigint; size: bigint }, sha256: string): Promise<void> {
+  if (file.size < RECORD_MIN_BYTES) return;
   try {
     const st = await stat(target, { bigint: true });
+    if (st.ino !== file.ino) return;
     const record = `${JSON.stringify({ v: RECORD_VERSION, file: recordVersion(st), sha256 })}\n`;
     const where = digestRecordPath(root, user, name);
     await inPrivateDir(path.dirname(where), () => writeFile(where, record, { mode: 0o600 }));

@@ -4,7 +4,7 @@ import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/p
 import path from 'node:path';
 import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
-import { fsyncDir, mtimeOf } from './durable.js';
+import { fsyncDir, mtimeOfBig } from './durable.js';
 import { recordDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { withLock } from './locks.js';
@@ -284,7 +284,7 @@ export class StagedUpload {
       // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
       // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
       await this.#writer.settle();
-      const [, stats] = await Promise.all([handle.sync(), handle.stat(), this.#writer.closeDirect()]);
+      const [, stats] = await Promise.all([handle.sync(), handle.stat({ bigint: true }), this.#writer.closeDirect()]);
       this.#handle = undefined;
       await handle.close();
       durable = true;
@@ -299,10 +299,10 @@ export class StagedUpload {
         }
         renamed = true;
         await fsyncDir(path.dirname(this.#target));
-        await recordDigest(this.#root, this.#user, this.name, this.#target, this.size, expected.toString('hex'));
+        await recordDigest(this.#root, this.#user, this.name, this.#target, stats, expected.toString('hex'));
       });
       this.#state = 'committed';
-      return { mtime: mtimeOf(stats) };
+      return { mtime: mtimeOfBig(stats) };
     } catch (err) {
       if (durable && !renamed) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a

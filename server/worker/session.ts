@@ -236,8 +236,12 @@ export class Session {
       // A peer that does not read its replies stops getting requests served: replies never pile up.
       if (this.socket.writableNeedDrain) await this.drained().catch(() => undefined);
       const event = await this.source.next();
-      // Ended on our side (timeout, bye, fatal error) while waiting: whatever arrives now is not served.
-      if ((this.phase as Phase) === 'closed') return;
+      // Ended on our side (timeout, bye, fatal error) while waiting: whatever arrives now is not served,
+      // and a data frame's payload goes back to the pool (an aligned slab never given back is lost for good).
+      if ((this.phase as Phase) === 'closed') {
+        if (event.kind === 'data') workerPayloads.release(event.payload);
+        return;
+      }
       switch (event.kind) {
         case 'end':
           this.peerEnded = true;

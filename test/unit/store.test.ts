@@ -1,10 +1,11 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
+import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/storage/digest-records.js';
 import { fsError } from '../../server/storage/errors.js';
 import { lockTarget } from '../../server/storage/paths.js';
 import { onLockCompromised, withLock, type LockCompromise } from '../../server/storage/locks.js';
@@ -164,6 +165,18 @@ describe('storage', () => {
       await (await alice.beginUpload('blocked', data.length, tag, data.length)).commit();
       expect((await readFile(path.join(root, 'alice', 'blocked'))).equals(data)).to.equal(true);
       expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('records a digest only for the file it was given: a name that holds another file by now gets none', async () => {
+      const target = path.join(root, 'alice', 'big.bin');
+      await writeFile(target, Buffer.alloc(0));
+      await truncate(target, RECORD_MIN_BYTES);
+      const st = await stat(target, { bigint: true });
+      const digest = 'ab'.repeat(32);
+      await recordDigest(root, 'alice', 'big.bin', target, { ino: st.ino + 1n, size: st.size }, digest);
+      expect(await recordedDigest(root, 'alice', 'big.bin', st), 'another publish\'s file').to.equal(null);
+      await recordDigest(root, 'alice', 'big.bin', target, st, digest);
+      expect(await recordedDigest(root, 'alice', 'big.bin', st)).to.equal(digest);
     });
 
     it('abort leaves nothing behind and is idempotent', async () => {
