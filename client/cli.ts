@@ -213,10 +213,14 @@ async function main(argv: string[]): Promise<number> {
     client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}) }, user, password, retries, quiet);
     if (command === 'shell') {
       const { runShell } = await import('./cli/shell.js');
-      return await runShell(client);
+      const status = await runShell(client);
+      // Without a terminal, Ctrl+C reaches us, not the shell's line reader: the shell saw a closed client.
+      if (interrupted) throw interruptedError();
+      return status;
     }
     await command.run(client, args, values);
-    await client.quit();
+    // The command is done; a server that is draining (or gone) refusing the goodbye changes nothing.
+    await client.quit().catch(() => undefined);
     return EXIT_OK;
   } catch (err) {
     if (interrupted) throw interruptedError();
@@ -227,11 +231,16 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-// A reader that goes away (`fts ls | head -1`) is not an error worth a stack trace; other output errors
-// (a full disk under a redirection) end the command with status 1.
+// A reader that goes away (`fts mget … | head -1`) is not an error: the command goes on without printing
+// (a transfer is finished, not left half done) and exits with its own status. Other output errors (a full
+// disk under a redirection) end the command with status 1.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK);
-  process.exit(report(localFsError(err, 'stdout')));
+  if (err.code !== 'EPIPE') process.exit(report(localFsError(err, 'stdout')));
+  process.stdout.write = (_chunk: unknown, ...rest: unknown[]): boolean => {
+    const done = rest.find((a) => typeof a === 'function') as (() => void) | undefined;
+    done?.();
+    return true;
+  };
 });
 
 main(process.argv.slice(2)).then(

@@ -68,7 +68,9 @@ export async function runWorker(config: Config): Promise<void> {
 
   const checkDrained = (): void => {
     if (!ctx.draining) return;
-    if (![...sessions].some((s) => s.busy)) for (const s of sessions) s.bye('SHUTTING_DOWN');
+    // Idle sessions are told at once (their clients can reconnect to another node now); busy ones when
+    // their request is done (this runs again then).
+    for (const s of sessions) if (!s.busy) s.bye('SHUTTING_DOWN');
     if (sessions.size === 0) exit(0);
   };
 

@@ -7,11 +7,11 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { encodeHeader, type Header } from '../../protocol/index.js';
+import { encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, publishedSha256, sha256, waitUntil } from '../helpers/lifecycle-util.js';
@@ -152,11 +152,12 @@ describe('resumable transfers (end to end)', function () {
     };
   }
 
-  /** The CLI as a child process we can kill: like runCli, but returns at once. */
-  function startCli(args: readonly string[], port: number): RunningCli {
+  /** The CLI as a child process we can kill: like runCli, but returns at once. `input` goes to its stdin. */
+  function startCli(args: readonly string[], port: number, input?: string): RunningCli {
     const argv = ['--host', '127.0.0.1', '--port', String(port), '--user', ALICE.user, ...args];
-    const child = spawn(process.execPath, [CLIENT_CLI, ...argv], { cwd: dir, env: cliEnv(ALICE.password), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLIENT_CLI, ...argv], { cwd: dir, env: cliEnv(ALICE.password), stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     children.push(child);
+    child.stdin?.end(input);
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout?.on('data', (c: Buffer) => out.push(c));
@@ -501,6 +502,82 @@ describe('resumable transfers (end to end)', function () {
     expect(await exists(`${local}.part.json`)).to.equal(false);
     const fetched = audit(server, 'download', name).map((l) => Number(l['bytes']));
     expect(fetched.slice(-2), 'the rest, then the whole file').to.deep.equal([data.length - MiB, data.length]);
+  });
+
+  it('a CLI transfer that completes during a drain exits 0 although the server refuses its goodbye', async () => {
+    const s = await startServer({ workers: 1, args: ['--grace', '30'] });
+    const name = 'during-drain.bin';
+    const data = randomBytes(8 * MiB);
+    await (await login(s.port)).uploadBuffer(name, data);
+    const p = await proxy(s.port, { throttleDown: THROTTLE });
+    const local = path.join(dir, 'during-drain.local');
+    const run = startCli(['download', name, local], p.port);
+    await waitUntil('the download to be under way', async () => (await fileSize(`${local}.part`)) > MiB || (run.child.exitCode !== null ? 'exited' : false), 20_000);
+    s.signal('SIGINT');
+    const r = await run.result;
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(sha256(await readFile(local))).to.equal(sha256(data));
+    expect(await s.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+  });
+
+  it('a command whose work is done exits 0 when the server refuses its quit (draining): a scripted server', async () => {
+    // Replies as a draining fts server does to a request made during the drain: the fatal SHUTTING_DOWN.
+    const sockets = new Set<net.Socket>();
+    const fake = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => sockets.delete(sock));
+      sock.write(encodeHeader({ status: 'hello', protocol: 'fts/1', server: 'fake', mechs: ['plain'], caps: ['pipeline'], maxHeader: 16384, maxChunk: MiB }));
+      const decoder = new FrameDecoder();
+      sock.on('data', (chunk: Buffer) => {
+        for (const f of decoder.push(chunk)) {
+          if (f.kind !== 'header') continue;
+          const id = f.header['id'];
+          if (f.header['op'] === 'auth') sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
+          else if (f.header['op'] === 'delete') sock.write(encodeHeader({ id, status: 'ok', name: f.header['name'] }));
+          else sock.end(encodeHeader({ id, status: 'error', code: 'SHUTTING_DOWN', message: 'server is shutting down', fatal: true }));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    try {
+      const r = await cli(['delete', 'gone.bin'], (fake.address() as net.AddressInfo).port);
+      expect(r.code, describeRun(r)).to.equal(0);
+      expect(r.stderr).to.equal('');
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => fake.close(resolve));
+    }
+  });
+
+  it('mget whose reader goes away (`| head -1`) still finishes every download and exits with its own status', async () => {
+    const client = await login(server.port);
+    const names = ['gone-reader-1.bin', 'gone-reader-2.bin'];
+    const data = names.map(() => randomBytes(4 * MiB));
+    for (const [i, name] of names.entries()) await client.uploadBuffer(name, data[i]!);
+    const p = await proxy(server.port, { throttleDown: THROTTLE });
+    const into = path.join(dir, 'gone-reader');
+    await mkdir(into);
+    const run = startCli(['mget', ...names, '--dir', into], p.port);
+    run.child.stdout?.destroy(); // the reader is gone before the first result line is written
+    const r = await run.result;
+    expect(r.code, describeRun(r)).to.equal(0);
+    for (const [i, name] of names.entries()) expect(sha256(await readFile(path.join(into, name))), name).to.equal(sha256(data[i]!));
+  });
+
+  it('Ctrl+C during a batch `fts shell` transfer exits 130 and keeps LOCAL.part for the next run', async () => {
+    const name = 'shell-interrupt.bin';
+    const data = randomBytes(8 * MiB);
+    await (await login(server.port)).uploadBuffer(name, data);
+    const p = await proxy(server.port, { throttleDown: THROTTLE });
+    const local = path.join(dir, 'shell-interrupt.local');
+    const run = startCli(['shell'], p.port, `get ${name} ${local}\nls\n`);
+    await waitUntil('the download to be under way', async () => (await fileSize(`${local}.part`)) > MiB || (run.child.exitCode !== null ? 'exited' : false), 20_000);
+    run.child.kill('SIGINT');
+    const r = await run.result;
+    expect(r.code, describeRun(r)).to.equal(130);
+    expect(await exists(`${local}.part`), 'LOCAL.part kept').to.equal(true);
+    expect(await exists(local)).to.equal(false);
   });
 
   describe('long local preparation (a slow local disk) against --idle-timeout 1 --stall-timeout 1', () => {
