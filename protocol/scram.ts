@@ -1,4 +1,5 @@
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
 
 /**
  * SCRAM-SHA-256 primitives (RFC 5802, RFC 7677) shared by the server, the client and `fts-admin passwd`.
@@ -51,7 +52,22 @@ export function parseVerifier(text: string): ScramVerifier | null {
 
 /** True when `password` matches the verifier (constant-time comparison of StoredKey). */
 export function checkPassword(v: ScramVerifier, password: string): boolean {
-  const salted = saltedPassword(password, v.salt, v.iterations);
+  return matchesStoredKey(v, saltedPassword(password, v.salt, v.iterations));
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/** saltedPassword on the thread pool: a server must not stop its event loop for a PBKDF2 per login. */
+export function saltedPasswordAsync(password: string, salt: Buffer, iterations: number): Promise<Buffer> {
+  return pbkdf2Async(Buffer.from(password, 'utf8'), salt, iterations, 32, 'sha256');
+}
+
+/** checkPassword on the thread pool. */
+export async function checkPasswordAsync(v: ScramVerifier, password: string): Promise<boolean> {
+  return matchesStoredKey(v, await saltedPasswordAsync(password, v.salt, v.iterations));
+}
+
+function matchesStoredKey(v: ScramVerifier, salted: Buffer): boolean {
   return timingSafeEqual(sha256(hmac(salted, 'Client Key')), v.storedKey);
 }
 

@@ -1,7 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
-import { checkPassword, deriveVerifier, parseVerifier, saltedPassword, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
+import { checkPasswordAsync, deriveVerifier, DEFAULT_ITERATIONS, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
 /**
  * The users file (id_passwd.txt): one `username:password` per line, where the password is either the
@@ -71,11 +71,19 @@ export class UserTable {
     return [...this.#entries.keys()];
   }
 
+  /**
+   * The iteration count a SCRAM exchange announces for an unknown user: that of the hashed entries where
+   * there are some, so that a fake verifier looks like a real one.
+   */
+  get fakeIterations(): number {
+    return this.#dummyIterations > 0 ? this.#dummyIterations : DEFAULT_ITERATIONS;
+  }
+
   /** See verifyPassword. */
-  verify(user: string, password: string): boolean {
+  async verify(user: string, password: string): Promise<boolean> {
     const entry = this.#entries.get(user);
-    if (entry?.kind === 'scram') return checkPassword(entry.verifier, password);
-    if (this.#dummyIterations > 0) saltedPassword(password, DUMMY_SALT, this.#dummyIterations);
+    if (entry?.kind === 'scram') return checkPasswordAsync(entry.verifier, password);
+    if (this.#dummyIterations > 0) await saltedPasswordAsync(password, DUMMY_SALT, this.#dummyIterations);
     const equal = timingSafeEqual(digest(password), entry?.digest ?? DUMMY_DIGEST);
     // Both operands are always evaluated; the dummy is random, so no password can match it.
     return entry !== undefined && equal;
@@ -105,12 +113,13 @@ function digest(password: string): Buffer {
 }
 
 /**
- * True when `user` exists and `password` is theirs. For plaintext entries, unknown user and wrong password
+ * True when `user` exists and `password` is theirs. PBKDF2 runs on the thread pool, never on the event
+ * loop, so that a flood of logins cannot stall a worker's other sessions. For plaintext entries, unknown user and wrong password
  * take the same path: one SHA-256 and one constant-time comparison of 32 bytes, plus, where the file also
  * has hashed entries, a dummy PBKDF2 as costly as the costliest of them. A hashed entry costs a PBKDF2 of
  * its iteration count.
  */
-export function verifyPassword(table: UserTable, user: string, password: string): boolean {
+export function verifyPassword(table: UserTable, user: string, password: string): Promise<boolean> {
   return table.verify(user, password);
 }
 

@@ -865,7 +865,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect(r.code, describeProc('passwd', r)).to.equal(0);
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems, 'no duplicate or malformed line').to.deep.equal([]);
-      expect(parsed.users.verify('dave', NEW_PW), 'the new password is the one the server uses').to.equal(true);
+      expect(await parsed.users.verify('dave', NEW_PW), 'the new password is the one the server uses').to.equal(true);
     });
 
     it('regression (fixed): concurrent passwd runs on one file lose updates (read-modify-write without a lock)', async () => {
@@ -879,9 +879,10 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems).to.deep.equal([]);
       // Every run reported success, so every user must be in the file with their password.
-      const missing = users.filter((u) => !parsed.users.verify(u, `pw-${u}`));
+      const verified = await Promise.all(users.map((u) => parsed.users.verify(u, `pw-${u}`)));
+      const missing = users.filter((_u, i) => !verified[i]);
       expect(missing, 'users whose successful passwd was overwritten by a concurrent run').to.deep.equal([]);
-      expect(parsed.users.verify('alice', 'alice-plain-pw')).to.equal(true);
+      expect(await parsed.users.verify('alice', 'alice-plain-pw')).to.equal(true);
     });
 
     describe('with a running server (--socket)', () => {

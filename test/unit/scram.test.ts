@@ -67,6 +67,18 @@ describe('SCRAM-SHA-256', () => {
     expect(scramFinal(a!, client.final(a!.serverFirst)!)).to.equal(null);
   });
 
+  it("an unknown user's fake verifier announces the iteration count the users file uses, like a real one", () => {
+    const secret = Buffer.alloc(32, 4);
+    const { users } = parseUsers(`carol:${formatVerifier(deriveVerifier('pw', undefined, 10_000))}\n`);
+    expect(users.fakeIterations).to.equal(10_000);
+    const real = scramFirst('n,,n=carol,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
+    const fake = scramFirst('n,,n=ghost,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
+    const iterationsOf = (s: string) => /,i=(\d+)$/.exec(s)?.[1];
+    expect(iterationsOf(fake!.serverFirst)).to.equal('10000');
+    expect(iterationsOf(fake!.serverFirst)).to.equal(iterationsOf(real!.serverFirst));
+    expect(parseUsers('alice:alice-pass\n').users.fakeIterations, 'plaintext only: the derived verifiers\' count').to.equal(4096);
+  });
+
   it('malformed client messages are refused', () => {
     const secret = Buffer.alloc(32, 3);
     expect(scramFirst('garbage', () => null, secret)).to.equal(null);
@@ -74,15 +86,15 @@ describe('SCRAM-SHA-256', () => {
     expect(scramFirst('n,,n=,r=abc', () => null, secret)).to.equal(null);
   });
 
-  it('the users file mixes plaintext and SCRAM entries', () => {
+  it('the users file mixes plaintext and SCRAM entries', async () => {
     const entry = formatVerifier(deriveVerifier('dave-pass'));
     const { users, problems } = parseUsers(`alice:alice-pass\ndave:${entry}\neve:SCRAM-SHA-256$bogus\n`);
     expect(problems).to.have.length(1);
     expect(problems[0]?.line).to.equal(3);
     expect(users.plaintextCount).to.equal(1);
-    expect(verifyPassword(users, 'dave', 'dave-pass')).to.equal(true);
-    expect(verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
-    expect(verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
+    expect(await verifyPassword(users, 'dave', 'dave-pass')).to.equal(true);
+    expect(await verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
+    expect(await verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
     const key = Buffer.alloc(32, 5);
     expect(users.scramVerifier('alice', key)).to.not.equal(null);
     // Plaintext entries get a salt that does not change between connections or workers.

@@ -7,29 +7,29 @@ import { loadUsers, parseUsers, verifyPassword } from '../../server/auth/users.j
 
 describe('users file', () => {
   describe('parseUsers', () => {
-    it('reads users, skipping comments and blank lines', () => {
+    it('reads users, skipping comments and blank lines', async () => {
       const { users, problems } = parseUsers('# comment\n\nalice:secret\n   # indented comment\n   \nbob:hunter2\n');
       expect(problems).to.deep.equal([]);
       expect(users.names()).to.deep.equal(['alice', 'bob']);
       expect(users.size).to.equal(2);
-      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(verifyPassword(users, 'bob', 'hunter2')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(await verifyPassword(users, 'bob', 'hunter2')).to.equal(true);
     });
 
-    it('strips CRLF line endings and a byte-order mark', () => {
+    it('strips CRLF line endings and a byte-order mark', async () => {
       const { users, problems } = parseUsers('\uFEFFalice:secret\r\nbob:pw\r\n');
       expect(problems).to.deep.equal([]);
-      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(verifyPassword(users, 'alice', 'secret\r')).to.equal(false);
-      expect(verifyPassword(users, 'bob', 'pw')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret\r')).to.equal(false);
+      expect(await verifyPassword(users, 'bob', 'pw')).to.equal(true);
     });
 
-    it('splits at the first colon, so passwords may contain colons and spaces', () => {
+    it('splits at the first colon, so passwords may contain colons and spaces', async () => {
       const { users } = parseUsers('alice:a:b::c\nbob: spaced pw \n');
-      expect(verifyPassword(users, 'alice', 'a:b::c')).to.equal(true);
-      expect(verifyPassword(users, 'alice', 'a')).to.equal(false);
-      expect(verifyPassword(users, 'bob', ' spaced pw ')).to.equal(true);
-      expect(verifyPassword(users, 'bob', 'spaced pw')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'a:b::c')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'a')).to.equal(false);
+      expect(await verifyPassword(users, 'bob', ' spaced pw ')).to.equal(true);
+      expect(await verifyPassword(users, 'bob', 'spaced pw')).to.equal(false);
     });
 
     it('reports malformed lines with their 1-based line numbers and skips them', () => {
@@ -50,12 +50,12 @@ describe('users file', () => {
       for (const p of problems) expect(p.reason).to.be.a('string').and.not.equal('');
     });
 
-    it('keeps the first of duplicate users and reports the later line', () => {
+    it('keeps the first of duplicate users and reports the later line', async () => {
       const { users, problems } = parseUsers('alice:first\nbob:x\nalice:second\n');
       expect(problems).to.have.length(1);
       expect(problems[0]?.line).to.equal(3);
-      expect(verifyPassword(users, 'alice', 'first')).to.equal(true);
-      expect(verifyPassword(users, 'alice', 'second')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'first')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'second')).to.equal(false);
     });
 
     it('never puts a password (or a whole bad line) into a problem', () => {
@@ -82,42 +82,46 @@ describe('users file', () => {
   describe('verifyPassword', () => {
     const { users } = parseUsers('alice:secret\n');
 
-    it('is true only for the right password', () => {
-      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(verifyPassword(users, 'alice', 'Secret')).to.equal(false);
-      expect(verifyPassword(users, 'alice', '')).to.equal(false);
-      expect(verifyPassword(users, 'alice', 'secret ')).to.equal(false);
+    it('is true only for the right password', async () => {
+      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'Secret')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', '')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'secret ')).to.equal(false);
     });
 
-    it('is false for an unknown user, whatever the password', () => {
-      expect(verifyPassword(users, 'mallory', 'secret')).to.equal(false);
-      expect(verifyPassword(users, 'mallory', '')).to.equal(false);
-      expect(verifyPassword(users, '', '')).to.equal(false);
-      expect(verifyPassword(users, 'Alice', 'secret')).to.equal(false);
+    it('is false for an unknown user, whatever the password', async () => {
+      expect(await verifyPassword(users, 'mallory', 'secret')).to.equal(false);
+      expect(await verifyPassword(users, 'mallory', '')).to.equal(false);
+      expect(await verifyPassword(users, '', '')).to.equal(false);
+      expect(await verifyPassword(users, 'Alice', 'secret')).to.equal(false);
     });
 
-    it('with hashed entries in the file, an unknown user or a plaintext entry costs a PBKDF2 too (no timing tell)', function () {
+    it('with hashed entries in the file, an unknown user or a plaintext entry costs a PBKDF2 too (no timing tell)', async function () {
       this.timeout(30_000);
       // 400 000 iterations: ~0.1–0.5 s per check, so that the comparison below has a wide margin. Without the
       // dummy PBKDF2 an unknown user costs microseconds, a thousandth of a hashed entry.
       const hashed = formatVerifier(deriveVerifier('secret', undefined, 400_000));
       const { users: u } = parseUsers(`carol:${hashed}\ndave:plain-secret\n`);
-      const took = (user: string): number => {
-        const started = process.hrtime.bigint();
-        expect(verifyPassword(u, user, 'wrong')).to.equal(false);
-        return Number(process.hrtime.bigint() - started);
+      const took = async (user: string): Promise<number> => {
+        let best = Infinity;
+        for (let i = 0; i < 2; i++) {
+          const started = process.hrtime.bigint();
+          expect(await verifyPassword(u, user, 'wrong')).to.equal(false);
+          best = Math.min(best, Number(process.hrtime.bigint() - started));
+        }
+        return best;
       };
-      const known = Math.min(took('carol'), took('carol'));
-      expect(Math.min(took('mallory'), took('mallory')) / known, 'unknown user vs hashed entry').to.be.above(0.3);
-      expect(Math.min(took('dave'), took('dave')) / known, 'plaintext entry vs hashed entry').to.be.above(0.3);
-      expect(verifyPassword(u, 'carol', 'secret')).to.equal(true);
-      expect(verifyPassword(u, 'dave', 'plain-secret')).to.equal(true);
+      const known = await took('carol');
+      expect((await took('mallory')) / known, 'unknown user vs hashed entry').to.be.above(0.3);
+      expect((await took('dave')) / known, 'plaintext entry vs hashed entry').to.be.above(0.3);
+      expect(await verifyPassword(u, 'carol', 'secret')).to.equal(true);
+      expect(await verifyPassword(u, 'dave', 'plain-secret')).to.equal(true);
     });
 
-    it('handles non-ASCII passwords as UTF-8', () => {
+    it('handles non-ASCII passwords as UTF-8', async () => {
       const { users: u } = parseUsers('bob:pässwörd-名前\n');
-      expect(verifyPassword(u, 'bob', 'pässwörd-名前')).to.equal(true);
-      expect(verifyPassword(u, 'bob', 'pässwörd-名前'.normalize('NFD'))).to.equal(false);
+      expect(await verifyPassword(u, 'bob', 'pässwörd-名前')).to.equal(true);
+      expect(await verifyPassword(u, 'bob', 'pässwörd-名前'.normalize('NFD'))).to.equal(false);
     });
   });
 
@@ -134,7 +138,7 @@ describe('users file', () => {
       const file = path.join(dir, 'id_passwd.txt');
       await writeFile(file, 'alice:secret\nbroken\n');
       const { users, problems } = await loadUsers(file);
-      expect(verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
       expect(problems).to.deep.equal([{ line: 2, reason: problems[0]?.reason }]);
     });
 

@@ -16,7 +16,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
   let serverFinal: string | undefined;
   switch (req.mech) {
     case 'plain':
-      user = verifyPassword(ctx.users, req.user, req.password) ? req.user : null;
+      user = (await verifyPassword(ctx.users, req.user, req.password)) ? req.user : null;
       break;
     case 'token':
       user = verifyToken(ctx.secret, req.token);
@@ -24,7 +24,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
       if (user !== null && !ctx.users.has(user)) user = null;
       break;
     case 'scram-sha-256': {
-      const exchange = scramFirst(req.data, (name) => ctx.users.scramVerifier(name, ctx.secret), ctx.secret);
+      const exchange = scramFirst(req.data, (name) => ctx.users.scramVerifier(name, ctx.secret), ctx.secret, ctx.users.fakeIterations);
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
       io.noteLoginUser(exchange.user);
       io.send({ status: 'continue', data: exchange.serverFirst });
