@@ -249,6 +249,8 @@ export class StagedUpload {
     try {
       await this.#writer.settle();
       await handle.sync();
+      // The file's own name too: a crash must not lose a staging file whose offset we reported.
+      await fsyncDir(path.dirname(this.#stagingPath));
     } catch (err) {
       throw fsError(err, this.name);
     }
@@ -391,6 +393,7 @@ export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTa
     try {
       const { size: staged } = await handle.stat();
       await handle.sync();
+      await fsyncDir(path.dirname(file));
       return Math.min(staged, size);
     } catch (err) {
       throw fsError(err, t.name);
@@ -447,7 +450,19 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     }
     throw fsError(err, t.name);
   }
-  if (source !== null) await unlink(source).catch(() => undefined);
+  if (source !== null) {
+    // The copy must be as durable as the partial file it replaces before that file goes: a crash in
+    // between must leave at least one of them whole.
+    try {
+      await handle.datasync();
+      await fsyncDir(dir);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(stagingPath).catch(() => undefined);
+      throw fsError(err, t.name);
+    }
+    await unlink(source).catch(() => undefined);
+  }
   const writer = await DirectWriter.forFile(handle, dir, size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
