@@ -9,7 +9,7 @@
  * stay, and the next download of the same name to the same target continues from there.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, rename, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rename, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
 import { DirectWriter } from '../protocol/direct-writer.js';
@@ -155,10 +155,15 @@ export interface FileDownloadOptions {
 }
 
 /**
- * .part files of downloads running in this process. Two downloads to one target would write one .part at
- * once; the second is refused instead (the whole-file digest would catch the mess, but only at the end).
+ * The paths (target, .part, sidecar) of downloads running in this process. A download whose paths meet
+ * another's is refused: two downloads to one target would write one .part at once, and `mget x.part x`
+ * would have one download's target be the other's .part.
  */
-const activeParts = new Set<string>();
+const claimedPaths = new Set<string>();
+
+function claimsOf(target: string, paths: PartPaths): string[] {
+  return [target, paths.part, paths.sidecar].map((p) => path.resolve(p));
+}
 
 /** Streams a data phase into LOCAL.part and publishes it under LOCAL once verified. */
 export class FileDownload {
@@ -212,9 +217,9 @@ export class FileDownload {
     if (target.endsWith('/') || target.endsWith(path.sep) || (await isDirectory(target))) target = path.join(target, this.name);
     this.target = target;
     const paths = partPaths(target);
-    const key = path.resolve(paths.part);
-    if (activeParts.has(key)) throw new FtsError('IO_ERROR', `${target}: another download to this file is in progress`);
-    activeParts.add(key);
+    const claims = claimsOf(target, paths);
+    if (claims.some((p) => claimedPaths.has(p))) throw new FtsError('IO_ERROR', `${target}: another download in progress writes to this file or its ${path.basename(paths.part)}`);
+    for (const p of claims) claimedPaths.add(p);
     this.paths = paths;
     try {
       const sidecar = this.options.resume ? await readSidecar(paths.sidecar) : null;
@@ -376,9 +381,15 @@ export class FileDownload {
     if (fh === null) throw new FtsError('INTERNAL', 'download committed before it was prepared');
     try {
       await this.writer?.settle();
-      await Promise.all([fh.sync(), this.closeWriter()]);
+      const [, ours] = await Promise.all([fh.sync(), fh.stat(), this.closeWriter()]);
       this.fh = null;
       await fh.close();
+      // The rename goes by name: it must still name the file we wrote and verified, not one another
+      // process has put there meanwhile (a second fts downloading to the same LOCAL).
+      const now = await lstat(paths.part);
+      if (now.ino !== ours.ino || now.dev !== ours.dev) {
+        throw new FtsError('IO_ERROR', `${paths.part} was replaced by another process during the download; ${this.target} was not written`);
+      }
       await rename(paths.part, this.target);
     } catch (err) {
       throw localFsError(err, this.target, 'IO_ERROR');
@@ -431,7 +442,7 @@ export class FileDownload {
   }
 
   private release(): void {
-    if (this.paths !== null) activeParts.delete(path.resolve(this.paths.part));
+    if (this.paths !== null) for (const p of claimsOf(this.target, this.paths)) claimedPaths.delete(p);
     this.paths = null;
   }
 }

@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
@@ -577,6 +577,44 @@ describe('resumable transfers (end to end)', function () {
     const r = await run.result;
     expect(r.code, describeRun(r)).to.equal(130);
     expect(await exists(`${local}.part`), 'LOCAL.part kept').to.equal(true);
+    expect(await exists(local)).to.equal(false);
+  });
+
+  it("mget x.part x: the second download, whose LOCAL.part is the first one's target, is refused and nothing is mixed up", async () => {
+    const client = await login(server.port);
+    const first = randomBytes(2 * MiB);
+    const second = randomBytes(3 * MiB);
+    await client.uploadBuffer('clash.part', first);
+    await client.uploadBuffer('clash', second);
+    const into = path.join(dir, 'clash');
+    await mkdir(into);
+    const r = await cli(['mget', 'clash.part', 'clash', '--dir', into], server.port);
+    expect(r.code, describeRun(r)).to.equal(1);
+    expect(r.stderr).to.contain('another download in progress');
+    expect(sha256(await readFile(path.join(into, 'clash.part'))), 'clash.part holds the remote clash.part').to.equal(sha256(first));
+    expect(await exists(path.join(into, 'clash'))).to.equal(false);
+  });
+
+  it('a download whose LOCAL.part is replaced by another process meanwhile is not published under LOCAL', async () => {
+    const name = 'replaced-part.bin';
+    const data = randomBytes(8 * MiB);
+    const client = await login(server.port);
+    await client.uploadBuffer(name, data);
+    const p = await proxy(server.port, { throttleDown: THROTTLE });
+    const local = path.join(dir, 'replaced-part.local');
+    const slow = await login(p.port);
+    const download = slow.download(name, local).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await waitUntil('the download to be under way', async () => (await fileSize(`${local}.part`)) > MiB, 20_000);
+    // What a second fts would do: put its own LOCAL.part in place by rename.
+    await writeFile(`${local}.other`, randomBytes(8 * MiB));
+    await rename(`${local}.other`, `${local}.part`);
+    const err = await download;
+    expect(err, 'the download fails').to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('IO_ERROR');
+    expect((err as FtsError).message).to.contain('replaced by another process');
     expect(await exists(local)).to.equal(false);
   });
 
