@@ -1,4 +1,4 @@
-import { chmod, mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { AdminLineDecoder, encodeAdminLine, parseAdminRequest, type AdminLine, type AdminRequest } from '../../protocol/index.js';
@@ -38,6 +38,23 @@ function probe(socketPath: string): Promise<boolean> {
 }
 
 /**
+ * The directory of the admin socket must be ours (or root's) and writable by nobody else: whoever can write
+ * there can put their own socket in its place (fts-admin would talk to them) or hold the path so that the
+ * server cannot start. mkdir(recursive) changes nothing about a directory that already exists, so it is
+ * checked.
+ */
+async function checkSocketDir(dir: string): Promise<void> {
+  const st = await lstat(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!st.isDirectory()) throw new Error(`admin socket directory ${dir} is not a directory`);
+  if (st.uid !== uid && st.uid !== 0) throw new Error(`admin socket directory ${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}); use a directory of your own (--admin-socket)`);
+  // A sticky directory (/tmp) lets nobody remove or rename another user's file, so our socket stays ours.
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+    throw new Error(`admin socket directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); use a directory only you can write to (--admin-socket)`);
+  }
+}
+
+/**
  * The UNIX-domain admin socket, served by the primary only (a worker listening on the path would share it
  * round-robin). Mode 0600: whoever can connect can stop the server.
  */
@@ -53,7 +70,9 @@ export class AdminServer {
   ) {}
 
   async start(): Promise<void> {
-    await mkdir(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
+    const dir = path.dirname(this.socketPath);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await checkSocketDir(dir);
     if (await probe(this.socketPath)) {
       throw new AdminSocketInUse(`another fts-server is already running (admin socket ${this.socketPath} answers)`);
     }
@@ -61,13 +80,19 @@ export class AdminServer {
     await unlink(this.socketPath).catch(() => undefined);
     // allowHalfOpen: a client may send its request and shut down its side while it waits for the answer.
     const server = net.createServer({ allowHalfOpen: true }, (conn) => this.serve(conn));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.socketPath, () => {
-        server.off('error', reject);
-        resolve();
+    // The socket is created 0600 (not 0777 & ~umask, then chmod): nobody else can connect in between.
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.socketPath, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } finally {
+      process.umask(umask);
+    }
     await chmod(this.socketPath, 0o600);
     const st = await stat(this.socketPath);
     this.inode = { dev: st.dev, ino: st.ino };

@@ -5,7 +5,7 @@
  * server that wrongly starts can neither collide with anything nor outlive the test.
  */
 import { expect } from 'chai';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
@@ -125,6 +125,15 @@ describe('fts-server startup with bad inputs', function () {
     const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', long)), 2);
     expect(line).to.include('--admin-socket');
     expect(line).to.match(/107/);
+  });
+
+  it('an admin socket directory that others can write to: exit 1, the directory named', async () => {
+    const shared = path.join(fx.dir, 'shared');
+    await mkdir(shared);
+    await chmod(shared, 0o777); // not sticky: anyone could replace the socket
+    const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', path.join(shared, 'admin.sock'))), 1);
+    expect(line).to.include(shared);
+    expect(line).to.match(/writable by others/);
   });
 
   it('FTS_PORT=abc in the environment: exit 2, FTS_PORT named', async () => {
