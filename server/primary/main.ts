@@ -88,6 +88,11 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   await store.init().catch((err: Error) => {
     throw new StartupError(err.message);
   });
+  if (config.partialTtlSeconds <= config.stallTimeoutSeconds) {
+    // A live upload writes at least once per stall timeout; below that, the sweep may take a stalled but
+    // still open upload's staged bytes (its publish then fails and the client starts again).
+    log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
+  }
   const sweep = async (): Promise<void> => {
     const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
     if (removed > 0) log.info({ removed }, 'removed expired partial uploads');

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
@@ -294,10 +294,19 @@ export class StagedUpload {
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
-          // A resume of this identity took our staging file over (copied its prefix and removed it); the
-          // resumed upload publishes its own, verified copy.
           if (errnoOf(err) !== 'ENOENT') throw err;
-          throw new FtsError('IO_ERROR', `${this.name}: this upload was taken over by a resumed upload of the same file`);
+          if (await exists(this.#stagingPath)) {
+            // The user's directory is gone (an operator removed it while the server ran): made again, as
+            // at a first login.
+            await mkdir(path.dirname(this.#target), { mode: 0o700 }).catch((mkdirErr: unknown) => {
+              if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr;
+            });
+            await rename(this.#stagingPath, this.#target);
+          } else {
+            // A resume of this identity took our staging file over (copied its prefix and removed it), or
+            // the partial-upload sweep removed it; a resumed upload publishes its own, verified copy.
+            throw new FtsError('IO_ERROR', `${this.name}: this upload's staged file was taken over by a resumed upload of the same file, or removed`);
+          }
         }
         renamed = true;
         await fsyncDir(path.dirname(this.#target));
@@ -512,6 +521,13 @@ export async function sweepStaging(root: string, maxAgeMs: number): Promise<numb
     }
   }
   return removed;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return lstat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function readdirOrEmpty(dir: string): Promise<Dirent[]> {

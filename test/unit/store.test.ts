@@ -179,6 +179,14 @@ describe('storage', () => {
       expect(await recordedDigest(root, 'alice', 'big.bin', st)).to.equal(digest);
     });
 
+    it("publishes into a user directory that was removed while the server ran (made again, mode 0700)", async () => {
+      const data = Buffer.from('after the directory went away');
+      await rm(path.join(root, 'alice'), { recursive: true });
+      await put(alice, 'back.txt', data);
+      expect((await readFile(path.join(root, 'alice', 'back.txt'))).equals(data)).to.equal(true);
+      expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
+    });
+
     it('abort leaves nothing behind and is idempotent', async () => {
       const data = Buffer.from('abc');
       const up = await alice.beginUpload('a', data.length, { sha256: sha(data) });
