@@ -183,13 +183,20 @@ export class FileSource implements StreamableSource {
     return run;
   }
 
-  private async hash({ fh, size }: OpenFile): Promise<Hashed> {
+  private async hash({ fh, size, version }: OpenFile): Promise<Hashed> {
     if (size <= READ_ONCE_MAX_BYTES && !this.closed && readOnceHeld + size <= READ_ONCE_BUDGET_BYTES) {
       readOnceHeld += size;
-      const content = await readWhole(fh, size, this.localPath).catch((err: unknown) => {
+      let content: Buffer | null;
+      try {
+        content = await readWhole(fh, size, this.localPath);
+        // Sent from the very bytes that were hashed, so the server cannot tell a read torn by a writer
+        // (a file being rewritten) from the real content: the file's version tells, as for a streamed one.
+        const changed = content === null ? null : await changedSince(fh, version, this.localPath);
+        if (changed !== null) throw changed;
+      } catch (err) {
         readOnceHeld -= size;
         throw err;
-      });
+      }
       if (content !== null) return { digest: digestBuffer(content), content, held: size };
       readOnceHeld -= size; // it grew past what fstat said: hash it as a large file
     }

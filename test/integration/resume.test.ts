@@ -14,7 +14,7 @@ import { FtsClient, FtsError } from '../../client/index.js';
 import { encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
-import { exists, publishedSha256, sha256, waitUntil } from '../helpers/lifecycle-util.js';
+import { exists, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { CLIENT_CLI } from '../helpers/paths.js';
 import { FaultProxy, type FaultPlan } from '../helpers/proxy.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions } from '../helpers/server.js';
@@ -688,6 +688,26 @@ describe('resumable transfers (end to end)', function () {
       expect(r.resumedFrom).to.equal(4 * MiB);
       expect(sha256(await readFile(local))).to.equal(sha256(data));
       expect(noops(s), 'keep-alive noops while LOCAL.part was hashed').to.be.greaterThan(0);
+    });
+
+    it('a small file rewritten while it is read for upload is not published (its version changed)', async () => {
+      const s = await impatientServer();
+      const name = 'rewritten-small.txt';
+      const { file } = await localFile(name, 4096);
+      const client = await login(s.port);
+      const err = await withSlowLocalReads(async () => {
+        const upload = client.upload(file, name).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        await sleep(SLOW_READ_MS / 4);
+        await writeFile(file, randomBytes(4096)); // rewritten in place while the read waits
+        return upload;
+      });
+      expect(err, 'the upload fails').to.be.instanceOf(FtsError);
+      expect((err as FtsError).code).to.equal('IO_ERROR');
+      expect((err as FtsError).message).to.contain('changed while it was being uploaded');
+      expect(await exists(path.join(s.storage, ALICE.user, name))).to.equal(false);
     });
 
     it('against a server without upload-trailer, a file hashed before its header keeps the session alive meanwhile', async () => {
