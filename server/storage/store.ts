@@ -176,6 +176,8 @@ export class UserStore {
       try {
         const st = await lstat(file);
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
+        // Planted, like a symlink (fts never makes one): refused, as download and view refuse it.
+        if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not deleted`);
         await unlink(file);
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
