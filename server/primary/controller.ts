@@ -180,9 +180,9 @@ export class Controller {
     }, graceSeconds * 1000 + HARD_KILL_AFTER_DEADLINE_MS).unref();
   }
 
-  /** A second Ctrl+C: cut everything now. Partial uploads are discarded; nothing partial is published. */
+  /** A second Ctrl+C: cut everything now. Partial uploads stay staged for a resume; nothing partial is published. */
   forceStop(): void {
-    this.log.warn('second signal: stopping now; partial uploads are discarded');
+    this.log.warn('second signal: stopping now; partial uploads are kept for resume, never published');
     this.pool.broadcast({ type: 'fts:abort' });
     setTimeout(() => this.pool.killAll('SIGKILL'), FORCED_STOP_KILL_MS).unref();
   }

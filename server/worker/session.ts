@@ -146,7 +146,10 @@ export class Session {
     return this.busy && (this.op === 'upload' || this.op === 'download');
   }
 
-  /** Ends the session for an administrator. A partial upload in flight is discarded, never published. */
+  /**
+   * Ends the session for an administrator. An upload still receiving data is never published (its bytes
+   * stay staged for a resume); one whose data is all in finishes its publish without its reply.
+   */
   kick(): void {
     this.log.info({ event: 'kick' }, 'session kicked by an administrator');
     const busy = this.busy;
