@@ -85,6 +85,8 @@ const QUIT_CLOSE_WAIT_MS = 2_000;
 const KEEPALIVE_FRACTION = 1 / 3;
 const KEEPALIVE_DEFAULT_IDLE_SECONDS = 300;
 const KEEPALIVE_MIN_MS = 250;
+/** Idle time before TCP keep-alive probes start. */
+const TCP_KEEPALIVE_IDLE_MS = 30_000;
 /** One socket read's worth: large enough that a fast transfer takes few reads, small enough to keep per connection. */
 const SOCKET_READ_BYTES = 256 * 1024;
 
@@ -156,6 +158,10 @@ export class FtsConnection {
       });
     }
     this.socket.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
+    // A peer that vanishes without a FIN (host down, NAT state dropped) would leave a client that only
+    // reads waiting forever; TCP keep-alive probes an idle link, so the connection fails after the
+    // kernel's probes (about 11 minutes with Linux defaults) and a ResilientClient reconnects.
+    this.socket.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
     const reusedChunks = !tlsOptions;
     // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
     // Payloads land in recycled memory (a file download gives them back once written): a fresh 1 MiB buffer

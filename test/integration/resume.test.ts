@@ -618,6 +618,18 @@ describe('resumable transfers (end to end)', function () {
     expect(await exists(local)).to.equal(false);
   });
 
+  it('client connections use TCP keep-alive, so a peer that vanishes silently is eventually noticed', async () => {
+    const s = await startServer({ workers: 1 });
+    await login(s.port);
+    // /proc/net/tcp: "sl local rem st tx:rx tr:when …"; tr 02 is the keep-alive timer. Our side of the
+    // connection is the established socket whose remote port is the server's.
+    const portHex = s.port.toString(16).toUpperCase().padStart(4, '0');
+    const rows = (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+    const ours = rows.filter((f) => f[2]?.endsWith(`:${portHex}`) && f[3] === '01');
+    expect(ours.length, 'our established connection to the server').to.equal(1);
+    expect(ours[0]![5]!.split(':')[0], 'timer of the connection (02 = keep-alive)').to.equal('02');
+  });
+
   describe('long local preparation (a slow local disk) against --idle-timeout 1 --stall-timeout 1', () => {
     const SLOW_READ_MS = 600;
     const SLOW_READS = 3;
