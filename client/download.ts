@@ -191,6 +191,8 @@ export class FileDownload {
   private paused = false;
   /** prepare() in progress or done; abandon() waits for it, or a late .part would escape clean-up. */
   private preparing: Promise<void> | null = null;
+  /** abandon() was called: a prepare() still hashing the kept LOCAL.part stops. */
+  private abandoned = false;
 
   constructor(
     private readonly throttle: ReadThrottle,
@@ -228,6 +230,10 @@ export class FileDownload {
       if (sidecar !== 'missing') await removeQuietly(paths.sidecar); // it described bytes that are gone now
       this.sidecarOnDisk = false;
     } catch (err) {
+      if (err instanceof Abandoned) {
+        this.release(); // nothing of ours was touched: abandon() must not remove anything
+        throw new FtsError('IO_ERROR', `${target}: download abandoned`);
+      }
       throw localFsError(err, path.dirname(target) === '.' ? paths.part : path.dirname(target), 'IO_ERROR');
     }
   }
@@ -248,7 +254,13 @@ export class FileDownload {
         return false;
       }
       const prefix = createHash('sha256');
-      if (!(await hashPrefix(fh, st.size, prefix))) {
+      const whole = await hashPrefix(fh, st.size, prefix, () => this.abandoned);
+      if (whole === null) {
+        // Abandoned while hashing: LOCAL.part and its sidecar stay as they are, for the next run.
+        await fh.close();
+        throw new Abandoned();
+      }
+      if (!whole) {
         await fh.close();
         return false;
       }
@@ -407,6 +419,7 @@ export class FileDownload {
    * it runs on error paths.
    */
   async abandon(keep: boolean): Promise<void> {
+    this.abandoned = true;
     // Kept: let the queued writes land, the prefix is good. Dropped: skip them.
     if (!keep) this.writeError ??= new FtsError('IO_ERROR', 'download abandoned');
     this.unpause();
@@ -446,6 +459,9 @@ export class FileDownload {
     this.paths = null;
   }
 }
+
+/** prepare() stopped because the download was abandoned meanwhile. */
+class Abandoned extends Error {}
 
 async function isDirectory(p: string): Promise<boolean> {
   try {

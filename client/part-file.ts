@@ -114,10 +114,14 @@ export function openPart(file: string, fresh: boolean): Promise<FileHandle> {
   return open(file, flags, 0o666);
 }
 
-/** Feeds bytes 0 … length−1 of the file to `hash`; false when the file holds fewer bytes than that. */
-export async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<boolean> {
+/**
+ * Feeds bytes 0 … length−1 of the file to `hash`; false when the file holds fewer bytes than that, null
+ * when `stop` says the download was abandoned meanwhile (a long pass must not hold up Ctrl+C).
+ */
+export async function hashPrefix(fh: FileHandle, length: number, hash: Hash, stop: () => boolean = () => false): Promise<boolean | null> {
   const buf = Buffer.allocUnsafe(Math.max(1, Math.min(HASH_READ_BYTES, length)));
   for (let position = 0; position < length; ) {
+    if (stop()) return null;
     const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - position), position);
     if (bytesRead === 0) return false;
     hash.update(buf.subarray(0, bytesRead));

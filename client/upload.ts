@@ -155,7 +155,7 @@ export class FileSource implements StreamableSource {
       return { send: (out, onProgress) => this.track(sendFile(fh, size, from, out, this.localPath, onProgress).then((problem) => ({ problem, sha256: known.sha256 }))) };
     }
     const hash = createHash('sha256');
-    if (from > 0) await this.track(hashPrefix(fh, from, hash, this.localPath));
+    if (from > 0) await this.track(hashPrefix(fh, from, hash, this.localPath, () => this.closed));
     return {
       send: (out, onProgress) =>
         this.track(
@@ -200,7 +200,7 @@ export class FileSource implements StreamableSource {
       if (content !== null) return { digest: digestBuffer(content), content, held: size };
       readOnceHeld -= size; // it grew past what fstat said: hash it as a large file
     }
-    return { digest: await digestFile(fh, this.localPath), content: null, held: 0 };
+    return { digest: await digestFile(fh, this.localPath, () => this.closed), content: null, held: 0 };
   }
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
@@ -309,9 +309,9 @@ const SPARE_HASH_BUFFERS = 4;
  * SHA-256 and size of an open file, read sequentially from offset 0 in fixed-size pieces. Two buffers take
  * turns: the next piece is read (on the thread pool) while the current one is hashed (on this thread).
  */
-export async function digestFile(fh: FileHandle, displayPath: string): Promise<Digest> {
+export async function digestFile(fh: FileHandle, displayPath: string, stop?: () => boolean): Promise<Digest> {
   const hash = createHash('sha256');
-  const size = await hashInto(fh, hash, Number.MAX_SAFE_INTEGER, displayPath);
+  const size = await hashInto(fh, hash, Number.MAX_SAFE_INTEGER, displayPath, stop);
   return { size, sha256: hash.digest('hex') };
 }
 
@@ -319,7 +319,7 @@ export async function digestFile(fh: FileHandle, displayPath: string): Promise<D
  * Feeds the first `limit` bytes of an open file (fewer if it ends first) to `hash`; returns how many there
  * were. The same double-buffered reads as digestFile.
  */
-async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string): Promise<number> {
+async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean = () => false): Promise<number> {
   const buffers = [spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES), spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES)];
   let size = 0;
   let turn = 0;
@@ -332,6 +332,8 @@ async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: 
       const { bytesRead }: { bytesRead: number } = await reading;
       reading = null;
       if (bytesRead === 0) break;
+      // Abandoned (Ctrl+C, a lost connection): a long pass must not hold the caller up until it ends.
+      if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the upload was abandoned`);
       const current = buffers[turn]!;
       turn ^= 1;
       reading = readAhead(size + bytesRead);
@@ -368,8 +370,8 @@ function shrank(displayPath: string): FtsError {
 }
 
 /** Hashes the `length` bytes before a streamed resume's offset; rejects if they cannot all be read. */
-async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string): Promise<void> {
-  const read = await hashInto(fh, hash, length, displayPath);
+async function hashPrefix(fh: FileHandle, length: number, hash: Hash, displayPath: string, stop: () => boolean): Promise<void> {
+  const read = await hashInto(fh, hash, length, displayPath, stop);
   if (read !== length) throw shrank(displayPath);
 }
 

@@ -639,12 +639,12 @@ describe('resumable transfers (end to end)', function () {
      * (the client hashes a kept prefix, or a whole file, through FileHandle.read) take SLOW_READ_MS longer.
      * Three such reads outlast both server timeouts. The server runs in its own process and is unaffected.
      */
-    async function withSlowLocalReads<T>(fn: () => Promise<T>): Promise<T> {
+    async function withSlowLocalReads<T>(fn: () => Promise<T>, slowReads = SLOW_READS): Promise<T> {
       const probe = await open(dir, 'r');
       const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
       await probe.close();
       const original = proto.read;
-      let left = SLOW_READS;
+      let left = slowReads;
       proto.read = async function (this: unknown, ...args: unknown[]) {
         if (left > 0) {
           left--;
@@ -720,6 +720,51 @@ describe('resumable transfers (end to end)', function () {
       expect((err as FtsError).code).to.equal('IO_ERROR');
       expect((err as FtsError).message).to.contain('changed while it was being uploaded');
       expect(await exists(path.join(s.storage, ALICE.user, name))).to.equal(false);
+    });
+
+    /** Closes `client` 200 ms into `transfer` and returns how long the transfer took to give up after that. */
+    async function closeDuring(client: FtsClient, transfer: () => Promise<unknown>): Promise<{ err: unknown; ms: number }> {
+      return withSlowLocalReads(async () => {
+        const running = transfer().then(
+          () => null,
+          (e: unknown) => e,
+        );
+        await sleep(200);
+        const closedAt = Date.now();
+        client.close();
+        const err = await running;
+        return { err, ms: Date.now() - closedAt };
+      }, 6);
+    }
+
+    it('a download closed while it hashes a kept LOCAL.part gives up at once and leaves LOCAL.part and its sidecar as they were', async () => {
+      const name = 'abandon-hashing.bin';
+      const data = randomBytes(8 * MiB);
+      const client = await login(server.port);
+      await client.uploadBuffer(name, data);
+      const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
+      const local = path.join(dir, 'abandon-hashing.local');
+      const kept = data.subarray(0, 6 * MiB);
+      const sidecar = JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime });
+      await writeFile(`${local}.part`, kept);
+      await writeFile(`${local}.part.json`, sidecar);
+      const { err, ms } = await closeDuring(client, () => client.download(name, local));
+      expect(err).to.be.instanceOf(FtsError);
+      expect(ms, 'ms from close to the failure (hashing the kept part takes 6 × 600 ms)').to.be.below(2_000);
+      expect((await readFile(`${local}.part`)).equals(kept), 'LOCAL.part untouched').to.equal(true);
+      expect(await readFile(`${local}.part.json`, 'utf8')).to.equal(sidecar);
+    });
+
+    it('an upload closed while it hashes the kept prefix for a resume gives up at once', async () => {
+      const name = 'abandon-prefix.bin';
+      const { file } = await localFile(name, 8 * MiB);
+      const p = await proxy(server.port, { cutUpAfter: 7 * MiB });
+      await (await login(p.port)).upload(file, name).catch(() => undefined);
+      await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
+      const client = await login(server.port);
+      const { err, ms } = await closeDuring(client, () => client.upload(file, name));
+      expect(err).to.be.instanceOf(FtsError);
+      expect(ms, 'ms from close to the failure (hashing the prefix takes 6 × 600 ms)').to.be.below(2_000);
     });
 
     it('against a server without upload-trailer, a file hashed before its header keeps the session alive meanwhile', async () => {
