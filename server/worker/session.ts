@@ -277,6 +277,8 @@ export class Session {
     const id = requestId(header);
     this.requests++;
     if (this.queued > 0 && !this.mayOverlap(header)) await this.settle();
+    // An earlier reply may have ended the session meanwhile (a fatal error): nothing after it runs.
+    if ((this.phase as Phase) === 'closed') return;
     if (this.ctx.draining) {
       this.fatal(id, new FtsError('SHUTTING_DOWN'));
       return;
@@ -367,8 +369,13 @@ export class Session {
       this.file = null;
       this.armTimer();
     }
-    if (this.queued > 0) this.enqueue(() => this.complete(id, req, started, result, failure));
-    else await this.complete(id, req, started, result, failure);
+    // A fatal failure is answered after the earlier replies, and before anything else is read: requests
+    // pipelined after it must not run (the client is told the connection ends there).
+    if (this.queued > 0 && !failure?.fatal) this.enqueue(() => this.complete(id, req, started, result, failure));
+    else {
+      await this.settle();
+      await this.complete(id, req, started, result, failure);
+    }
   }
 
   private failureOf(err: unknown): FtsError {

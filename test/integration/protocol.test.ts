@@ -344,6 +344,25 @@ describe('protocol (raw TCP against a real server)', function () {
     await expectStoredThenDelete(honest, 50, Object.fromEntries(files.map((f) => [f.name, f.data])));
   });
 
+  it('a request pipelined after a fatal error is not run, also while earlier uploads are still publishing', async function () {
+    const c = await login();
+    const files = Array.from({ length: 4 }, (_, i) => ({ name: `keep-after-fatal-${i}.bin`, data: randomBytes(4096) }));
+    const bad = Buffer.alloc(100, 1);
+    c.write(
+      ...files.map((f, i) => uploadBytes(60 + i, f.name, f.data)),
+      // 10 of 100 declared bytes, then a header frame inside the data phase: the fatal PROTOCOL_ERROR.
+      encodeHeader({ op: 'upload', id: 70, name: 'fatal-mid-data.bin', size: bad.length, sha256: sha256(bad) }),
+      encodeData(bad.subarray(0, 10)),
+      encodeHeader({ op: 'noop', id: 71 }),
+      encodeHeader({ op: 'delete', id: 72, name: files[0]!.name }),
+    );
+    for (const [i, f] of files.entries()) expect((await c.reply()).final, f.name).to.include({ status: 'ok', id: 60 + i });
+    expectError(await c.reply(), 'PROTOCOL_ERROR', true, 70);
+    await expectClosed(c);
+    const honest = await login();
+    await expectStoredThenDelete(honest, 80, Object.fromEntries(files.map((f) => [f.name, f.data])));
+  });
+
   it('an empty data frame is a fatal PROTOCOL_ERROR', async function () {
     const c = await login();
     c.write(encodeHeader({ op: 'upload', id: 3, name: 'empty-frame.bin', size: 4, sha256: sha256(Buffer.from('abcd')) }), prefix(0x44, 4), Buffer.alloc(4));
