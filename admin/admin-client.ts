@@ -73,6 +73,7 @@ function isEvent(line: Record<string, unknown>): line is Record<string, unknown>
   switch (line['event']) {
     case 'progress':
       return ['sessions', 'transfers', 'workers', 'secondsLeft'].every((k) => typeof line[k] === 'number');
+    case 'replacing':
     case 'restarted':
       return typeof line['old'] === 'number' && typeof line['new'] === 'number';
     case 'exited':

@@ -81,7 +81,11 @@ export interface DrainProgress {
   secondsLeft: number;
 }
 
-export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'restarted'; old: number; new: number };
+/**
+ * `replacing`: a rolling restart's new worker listens and the old one drains (repeated every few seconds
+ * until it has exited); `restarted`: the old one has exited.
+ */
+export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'replacing' | 'restarted'; old: number; new: number };
 
 export type AdminFinal =
   | { ok: true; result?: unknown }

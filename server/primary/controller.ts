@@ -31,6 +31,9 @@ export class Controller {
   draining = false;
   /** Deadline of the drain in progress (epoch ms), for workers that start after it began. */
   private drainDeadline = 0;
+  private hardKill: NodeJS.Timeout | undefined;
+  /** A rolling restart is running: a second one would replace the same workers twice at once. */
+  private restarting = false;
   private drainWatchers = new Set<Reply>();
   /** Called once every worker has exited after a drain; the primary then cleans up and exits. */
   onStopped: () => void = () => {};
@@ -81,11 +84,20 @@ export class Controller {
         reply(await this.kick(req.session));
         return;
       case 'restart-workers':
-        if (this.draining) {
-          reply({ ok: false, error: 'the server is draining' });
+        if (this.draining || this.restarting) {
+          reply({ ok: false, error: this.draining ? 'the server is draining' : 'a rolling restart is already running' });
           return;
         }
-        await this.pool.rollingRestart(this.config.graceSeconds * 1000, (oldPid, newPid) => reply({ event: 'restarted', old: oldPid, new: newPid }));
+        this.restarting = true;
+        try {
+          await this.pool.rollingRestart(this.config.graceSeconds * 1000, {
+            // Sent while an old worker drains (up to --grace): fts-admin waits as long as these come.
+            replacing: (oldPid, newPid) => reply({ event: 'replacing', old: oldPid, new: newPid }),
+            replaced: (oldPid, newPid) => reply({ event: 'restarted', old: oldPid, new: newPid }),
+          });
+        } finally {
+          this.restarting = false;
+        }
         reply({ ok: true });
         return;
     }
@@ -163,21 +175,27 @@ export class Controller {
     return found ? { ok: true } : { ok: false, error: `no session ${session}` };
   }
 
-  /** SIGINT, SIGTERM and `fts-admin drain` all land here. A second call is ignored (see forceStop). */
+  /**
+   * SIGINT, SIGTERM and `fts-admin drain` all land here. During a drain a later call can only bring the
+   * deadline forward (`fts-admin drain --timeout N` on a drain that has longer to go); a second signal is
+   * forceStop instead.
+   */
   drain(reason: string, graceSeconds = this.config.graceSeconds): void {
-    if (this.draining) return;
-    this.draining = true;
     const deadline = Date.now() + graceSeconds * 1000;
+    if (this.draining && deadline >= this.drainDeadline) return;
+    const first = !this.draining;
+    this.draining = true;
     this.drainDeadline = deadline;
-    this.log.info({ reason, graceSeconds }, 'drain started');
+    this.log.info({ reason, graceSeconds }, first ? 'drain started' : 'drain deadline brought forward');
     this.pool.stop();
     this.pool.broadcast({ type: 'fts:drain', deadline });
-    const ticker = setInterval(() => void this.reportDrain(deadline), DRAIN_PROGRESS_INTERVAL_MS);
-    ticker.unref();
-    setTimeout(() => {
+    if (first) setInterval(() => void this.reportDrain(), DRAIN_PROGRESS_INTERVAL_MS).unref();
+    clearTimeout(this.hardKill);
+    this.hardKill = setTimeout(() => {
       this.log.error({ workers: this.pool.workers.length }, 'workers did not exit after the grace period; killing them');
       this.pool.killAll('SIGKILL');
-    }, graceSeconds * 1000 + HARD_KILL_AFTER_DEADLINE_MS).unref();
+    }, graceSeconds * 1000 + HARD_KILL_AFTER_DEADLINE_MS);
+    this.hardKill.unref();
   }
 
   /** A second Ctrl+C: cut everything now. Partial uploads stay staged for a resume; nothing partial is published. */
@@ -187,7 +205,8 @@ export class Controller {
     setTimeout(() => this.pool.killAll('SIGKILL'), FORCED_STOP_KILL_MS).unref();
   }
 
-  private async reportDrain(deadline: number): Promise<void> {
+  private async reportDrain(): Promise<void> {
+    const deadline = this.drainDeadline;
     const workers = await this.workerStats();
     if (this.pool.workers.length === 0) return;
     const sessions = workers.reduce((n, w) => n + w.connections, 0);

@@ -26,6 +26,8 @@ const WORKER_MALLOC_TOP_PAD = String(8 * 1024 * 1024);
 const HEALTHY_UPTIME_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
+/** How often a rolling restart says it is still waiting for an old worker to drain. */
+const RESTART_HEARTBEAT_MS = 5_000;
 /** A replacement worker must be listening within this long during a rolling restart. */
 const REPLACEMENT_READY_MS = 15_000;
 
@@ -87,7 +89,7 @@ export class WorkerPool {
    * Replaces the workers one at a time: the new worker listens on the shared socket before the old one
    * starts draining, so the service never stops accepting connections.
    */
-  async rollingRestart(graceMs: number, onReplaced: (oldPid: number, newPid: number) => void): Promise<void> {
+  async rollingRestart(graceMs: number, report: { replacing: (oldPid: number, newPid: number) => void; replaced: (oldPid: number, newPid: number) => void }): Promise<void> {
     for (const old of this.workers) {
       if (this.stopping) throw new Error('the server is draining');
       if (this.retiring.has(old.id)) continue;
@@ -96,11 +98,18 @@ export class WorkerPool {
       await waitFor(replacement, 'listening', REPLACEMENT_READY_MS, `replacement worker ${replacement.process.pid} did not start listening`);
       const exited = waitFor(old, 'exit', graceMs + 10_000, `worker ${old.process.pid} did not exit after draining`);
       if (old.isConnected()) old.send({ type: 'fts:drain', deadline: Date.now() + graceMs } satisfies PrimaryToWorker);
-      await exited.catch((err: Error) => {
-        old.process.kill('SIGKILL');
-        throw err;
-      });
-      onReplaced(old.process.pid ?? 0, replacement.process.pid ?? 0);
+      const pids = [old.process.pid ?? 0, replacement.process.pid ?? 0] as const;
+      report.replacing(...pids);
+      const heartbeat = setInterval(() => report.replacing(...pids), RESTART_HEARTBEAT_MS);
+      try {
+        await exited.catch((err: Error) => {
+          old.process.kill('SIGKILL');
+          throw err;
+        });
+      } finally {
+        clearInterval(heartbeat);
+      }
+      report.replaced(...pids);
     }
   }
 

@@ -135,12 +135,22 @@ export async function runWorker(config: Config): Promise<void> {
     return { pid: process.pid, connections: sessions.size, sessions: authenticated, transfers };
   };
 
+  let drainDeadline = Infinity;
+  let graceTimer: NodeJS.Timeout | undefined;
+  /** Starts the drain, or brings its deadline forward (a later, shorter `fts-admin drain --timeout`). */
   const drain = (deadline: number): void => {
-    if (ctx.draining) return;
+    if (deadline >= drainDeadline) return;
+    drainDeadline = deadline;
+    clearTimeout(graceTimer);
+    graceTimer = setTimeout(() => abort('grace period over'), Math.max(0, deadline - Date.now()));
+    graceTimer.unref();
+    if (ctx.draining) {
+      log.info({ graceMs: Math.max(0, deadline - Date.now()) }, 'drain deadline brought forward');
+      return;
+    }
     ctx.draining = true;
     server.close();
     log.info({ graceMs: Math.max(0, deadline - Date.now()) }, 'draining');
-    setTimeout(() => abort('grace period over'), Math.max(0, deadline - Date.now())).unref();
     checkDrained();
   };
 

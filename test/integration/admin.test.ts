@@ -270,6 +270,28 @@ describe('fts-admin (end to end)', function () {
       expect(server.lines.some((l) => l.msg === 'worker died; restarting'), 'no worker crashed').to.equal(false);
     });
 
+    it('a worker busy for longer than fts-admin waits for a reply (15 s) is still restarted: exit 0; a second restart meanwhile is refused', async function () {
+      this.timeout(90_000);
+      const server = await startServer({ workers: 1 });
+      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'long-restart.bin', size: 1024 * 1024 });
+      uploaders.push(up);
+      await up.waitForSent(512 * 1024);
+      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      const admin = startAdmin(server.adminSocket, ['restart-workers'], 60_000);
+      admins.push(admin);
+      await waitUntil('the old worker draining', async () => server.lines.some((l) => l.msg === 'draining'));
+      const second = await runAdmin(server.adminSocket, ['restart-workers'], 15_000);
+      expect(second.code, second.stderr).to.equal(1);
+      expect(second.stderr).to.contain('a rolling restart is already running');
+      await sleep(17_000); // past fts-admin's 15 s: only the server's 'replacing' events keep it waiting
+      up.finish();
+      const r = await admin.done;
+      expect(r.code, `restart-workers: ${r.stderr}`).to.equal(0);
+      expect(lines(r.stdout).filter((l) => /^worker \d+ replaced by \d+$/.test(l)), r.stdout).to.have.length(1);
+      const o = await up.outcome(10_000);
+      expect(o.kind === 'reply' ? o.header['status'] : o.kind, 'the upload finished on the old worker').to.equal('ok');
+    });
+
     /**
      * One client doing small verified operations in a loop. A session ended by its worker's drain (bye or
      * error SHUTTING_DOWN: "reconnect later", docs/PROTOCOL.md §7) is reconnected and the operation retried,
@@ -347,6 +369,22 @@ describe('fts-admin (end to end)', function () {
       expect(await server.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
       expect(await exists(server.adminSocket), 'admin socket removed').to.equal(false);
       expect(await publishedSha256(server.storage, ALICE.user, 'during-drain.bin')).to.equal(up.sha256);
+    });
+
+    it('drain --timeout 1 during a drain that has longer to go (--grace 60) brings its deadline forward', async () => {
+      const server = await startServer({ workers: 1, args: ['--grace', '60'] });
+      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'stuck-longer.bin', size: 1024 * 1024 });
+      uploaders.push(up);
+      await up.waitForSent(512 * 1024);
+      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      server.signal('SIGTERM'); // a drain with 60 s of grace
+      await waitUntil('the drain', async () => server.lines.some((l) => l.msg === 'drain started'));
+      const t0 = Date.now();
+      const r = await runAdmin(server.adminSocket, ['drain', '--timeout', '1'], 30_000);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(Date.now() - t0, 'ms until the drain ended').to.be.below(11_000);
+      expect(await server.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
+      expect(await exists(path.join(server.storage, ALICE.user, 'stuck-longer.bin'))).to.equal(false);
     });
 
     it('drain --timeout 1 cuts a stuck upload: fts-admin and the server exit 0 within seconds', async () => {
