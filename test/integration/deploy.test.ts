@@ -10,9 +10,13 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseConfig } from '../../server/config.js';
-import { DEPLOY_HAPROXY_CFG, deriveHaproxyConfig, haproxyBinary, INSTALL_SCRIPT, parseSections } from '../helpers/multinode-haproxy.js';
+import { FtsClient } from '../../client/index.js';
+import { freePort } from '../helpers/lifecycle-util.js';
+import { DEPLOY_HAPROXY_CFG, deriveHaproxyConfig, haproxyBinary, HaproxyProcess, INSTALL_SCRIPT, parseSections } from '../helpers/multinode-haproxy.js';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { makeCert } from '../helpers/tls-certs.js';
 
 const UNIT = path.join(REPO_ROOT, 'deploy', 'systemd', 'fts-server.service');
 /** fts-server's default --idle-timeout: HAProxy must not cut an idle session before fts does. */
@@ -141,6 +145,42 @@ describe('deploy files', function () {
       const servers = backend.filter((l) => l.startsWith('server '));
       expect(servers.length, 'backend servers').to.be.at.least(2);
       for (const s of servers) expect(s, 'every server is health-checked').to.match(/\bcheck\b/);
+    });
+  });
+
+  describe('deploy/haproxy/haproxy.cfg with TLS on the nodes (as its comment and deploy/README.md say)', function () {
+    const cleanups: Array<() => Promise<void>> = [];
+    afterEach(async function () {
+      this.timeout(30_000);
+      for (const c of cleanups.splice(0).reverse()) await c();
+    });
+
+    it('the documented TLS health check sees the greeting (the node is UP), and a TLS client logs in through HAProxy', async function () {
+      const text = await readFile(DEPLOY_HAPROXY_CFG, 'utf8');
+      const connect = /^\s*#\s*(tcp-check connect send-proxy ssl)\s*$/m.exec(text)?.[1];
+      const checkSsl = /^\s*#\s*(check-ssl verify required ca-file) \S+\s*$/m.exec(text)?.[1];
+      expect(connect, 'the comment names the TLS connect line').to.be.a('string');
+      expect(checkSsl, 'the comment names the check-ssl options').to.be.a('string');
+      const { dir, cleanup } = await tempDir('fts-haproxy-tls-');
+      cleanups.push(cleanup);
+      const cert = await makeCert(dir, 'node');
+      const node = await TestServer.start({ workers: 1, args: ['--tls-cert', cert.cert, '--tls-key', cert.key, '--proxy-protocol'] });
+      cleanups.push(() => node.stop());
+      // The shipped file with the two documented changes, then the test's own addresses and timings.
+      const tlsText = text
+        .replace(/^(\s*)tcp-check connect send-proxy\s*$/m, `$1${connect!}`)
+        .replace(/^(\s*default-server .*)$/m, `$1 ${checkSsl!} ${cert.cert}`);
+      const frontendPort = await freePort();
+      const statsSocket = path.join(dir, 'haproxy.sock');
+      const cfgPath = path.join(dir, 'haproxy.cfg');
+      await writeFile(cfgPath, deriveHaproxyConfig(tlsText, { frontendPort, statsSocket, servers: [{ name: 'node-a', port: node.port }] }));
+      const haproxy = await HaproxyProcess.start(cfgPath, statsSocket);
+      cleanups.push(() => haproxy.stop());
+      await haproxy.waitUp('node-a', 15_000);
+      const client = await FtsClient.connect({ port: frontendPort, tls: { ca: cert.pem, servername: 'localhost' } });
+      cleanups.push(async () => client.close());
+      await client.auth(DEFAULT_USERS[0]!.user, DEFAULT_USERS[0]!.password);
+      expect(await client.list()).to.be.an('array');
     });
   });
 
