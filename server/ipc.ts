@@ -39,6 +39,8 @@ export type WorkerToPrimary =
   /** The worker's listener is up. */
   | { type: 'fts:listening'; address: string; port: number }
   | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } | MetricsJson }
+  /** The worker cannot start (its listener failed): the reason, for the primary's one stderr line. */
+  | { type: 'fts:startup-failed'; reason: string }
   /** Sent just before a worker exits on purpose, so its counters outlive it (they must never go backwards). */
   | { type: 'fts:final-metrics'; metrics: MetricsJson };
 

@@ -151,6 +151,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     } else if (m.type === 'fts:need-users') controller.sendUsers(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);
+    else if (m.type === 'fts:startup-failed') startupFailures.set(worker.process.pid ?? 0, m.reason);
     if (m.type === 'fts:listening' && controller.port === null && ++listeningWorkers >= config.workers) {
       // Announce only once every worker takes connections, so the round-robin spreads from the start.
       controller.port = m.port;
@@ -161,10 +162,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     }
   });
   cluster.on('exit', (worker) => gate.workerGone(worker.id));
+  /** Why a worker could not start, by pid, as it said before exiting. */
+  const startupFailures = new Map<number, string>();
   pool.onCrash = (worker, code) => {
     // A worker failing before anyone listened means the listener cannot be opened (port in use, bad host).
     if (controller.port === null) {
-      process.stderr.write(`fts-server: worker ${worker.process.pid} failed during startup (exit code ${code}); see the log above\n`);
+      const reason = startupFailures.get(worker.process.pid ?? 0);
+      process.stderr.write(reason ? `fts-server: ${reason}\n` : `fts-server: worker ${worker.process.pid} failed during startup (exit code ${code}); see the log above\n`);
       pool.stop();
       pool.killAll('SIGKILL');
       void Promise.all([admin.close(), metrics.close()]).finally(() => process.exit(1));

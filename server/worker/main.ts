@@ -115,10 +115,13 @@ export async function runWorker(config: Config): Promise<void> {
       checkDrained();
     });
   };
-  server.on('error', (err) => {
-    log.fatal({ err }, `cannot listen on ${config.host}:${config.port}`);
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    const reason = `cannot listen on ${config.host}:${config.port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message}`;
+    log.fatal({ err }, reason);
     process.exitCode = 1;
-    process.exit(1);
+    // The primary prints the reason before it exits; exit once the message is on its way.
+    if (process.connected) process.send?.({ type: 'fts:startup-failed', reason } satisfies WorkerToPrimary, undefined, {}, () => process.exit(1));
+    else process.exit(1);
   });
   server.listen({ host: config.host, port: config.port }, () => {
     const address = server.address();

@@ -6,6 +6,7 @@
  */
 import { expect } from 'chai';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
@@ -134,6 +135,18 @@ describe('fts-server startup with bad inputs', function () {
     const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', path.join(shared, 'admin.sock'))), 1);
     expect(line).to.include(shared);
     expect(line).to.match(/writable by others/);
+  });
+
+  it('a port already in use: exit 1, one line naming the address and the reason', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((holder.address() as net.AddressInfo).port);
+      const line = expectQuickFailure(await runServerOnce(withFlag('--port', port)), 1);
+      expect(line).to.equal(`fts-server: cannot listen on 127.0.0.1:${port}: the port is in use`);
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 
   it('FTS_PORT=abc in the environment: exit 2, FTS_PORT named', async () => {
