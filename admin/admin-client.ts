@@ -84,7 +84,7 @@ function isEvent(line: Record<string, unknown>): line is Record<string, unknown>
 }
 
 function asFinal(line: Record<string, unknown>): AdminFinal | null {
-  if (line['ok'] === true) return { ok: true, result: line['result'] };
+  if (line['ok'] === true) return typeof line['warning'] === 'string' ? { ok: true, result: line['result'], warning: line['warning'] } : { ok: true, result: line['result'] };
   if (line['ok'] === false) {
     const error = typeof line['error'] === 'string' ? line['error'] : 'the server reported an unspecified error';
     const code = line['code'];

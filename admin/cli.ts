@@ -120,6 +120,7 @@ async function call(inv: Invocation, request: AdminRequest, onEvent?: (e: AdminE
 function resultOf(final: AdminFinal | null): unknown {
   if (final === null) throw new CommandFailed('the server closed the connection before replying');
   if (!final.ok) throw new CommandFailed(serverMessage(final.error));
+  if (final.warning !== undefined) err(`warning: ${serverMessage(final.warning)}`);
   return final.result;
 }
 

@@ -88,7 +88,8 @@ export interface DrainProgress {
 export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'replacing' | 'restarted'; old: number; new: number };
 
 export type AdminFinal =
-  | { ok: true; result?: unknown }
+  /** `warning`: the result is incomplete (a worker did not answer); fts-admin prints it on stderr. */
+  | { ok: true; result?: unknown; warning?: string }
   | { ok: false; error: string; code?: string };
 
 export type AdminLine = AdminEvent | AdminFinal;

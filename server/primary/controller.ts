@@ -12,6 +12,11 @@ import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
 const QUERY_TIMEOUT_MS = 1_500;
+
+/** "worker 123 did not answer within 1.5 s" (or "workers 1, 2 did not …"). */
+function silentWorkers(pids: number[]): string {
+  return `${pids.length === 1 ? 'worker' : 'workers'} ${pids.join(', ')} did not answer within ${QUERY_TIMEOUT_MS / 1000} s`;
+}
 const DRAIN_PROGRESS_INTERVAL_MS = 1_000;
 /** Workers that have not exited this long after the drain deadline are killed. */
 const HARD_KILL_AFTER_DEADLINE_MS = 5_000;
@@ -70,9 +75,11 @@ export class Controller {
       case 'status':
         reply({ ok: true, result: await this.status() });
         return;
-      case 'sessions':
-        reply({ ok: true, result: await this.sessions() });
+      case 'sessions': {
+        const { sessions, silent } = await this.sessions();
+        reply(silent.length === 0 ? { ok: true, result: sessions } : { ok: true, result: sessions, warning: `${silentWorkers(silent)}: the sessions on it are not listed` });
         return;
+      }
       case 'drain':
         this.drainWatchers.add(reply);
         this.drain('admin', req.timeout);
@@ -130,11 +137,11 @@ export class Controller {
     };
   }
 
-  async sessions(): Promise<SessionInfo[]> {
-    const lists = await Promise.all(
-      this.pool.workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS) as Promise<SessionInfo[] | null>),
-    );
-    return lists.flatMap((l) => l ?? []);
+  /** Every worker's sessions, and the pids of the workers that did not answer in time. */
+  async sessions(): Promise<{ sessions: SessionInfo[]; silent: number[] }> {
+    const workers = this.pool.workers;
+    const lists = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS) as Promise<SessionInfo[] | null>));
+    return { sessions: lists.flatMap((l) => l ?? []), silent: workers.filter((_w, i) => lists[i] === null).map((w) => w.process.pid ?? 0) };
   }
 
   /**
@@ -170,9 +177,12 @@ export class Controller {
   }
 
   async kick(session: string): Promise<AdminLine> {
-    const answers = await Promise.all(this.pool.workers.map((w) => queryWorker(w, { type: 'fts:kick', session }, QUERY_TIMEOUT_MS)));
+    const workers = this.pool.workers;
+    const answers = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:kick', session }, QUERY_TIMEOUT_MS)));
     const found = answers.some((a) => a !== null && !Array.isArray(a) && 'found' in a && a.found);
-    return found ? { ok: true } : { ok: false, error: `no session ${session}` };
+    if (found) return { ok: true };
+    const silent = workers.filter((_w, i) => answers[i] === null).map((w) => w.process.pid ?? 0);
+    return { ok: false, error: silent.length === 0 ? `no session ${session}` : `no session ${session} found; ${silentWorkers(silent)} and may hold it` };
   }
 
   /**

@@ -404,6 +404,26 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('a worker that does not answer', () => {
+    it('sessions lists the others and says which worker was silent; kick says it may hold the session', async function () {
+      const server = await startServer({ workers: 2 });
+      await waitWorkersReady(server.adminSocket, 2);
+      const [silent] = server.workerPids();
+      process.kill(silent!, 'SIGSTOP');
+      try {
+        const s = await runAdmin(server.adminSocket, ['sessions', '--json'], 15_000);
+        expect(s.code, s.stderr).to.equal(0);
+        expect(s.stderr).to.contain(`warning: worker ${silent!} did not answer within 1.5 s`);
+        expect(JSON.parse(s.stdout)).to.be.an('array');
+        const k = await runAdmin(server.adminSocket, ['kick', '0123456789abcdef'], 15_000);
+        expect(k.code, k.stderr).to.equal(1);
+        expect(k.stderr).to.contain(`worker ${silent!} did not answer within 1.5 s and may hold it`);
+      } finally {
+        process.kill(silent!, 'SIGCONT');
+      }
+    });
+  });
+
   describe('no server', () => {
     it('exits 3 with a clear message when nothing is at the socket (missing path or stale socket)', async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-none-'));
