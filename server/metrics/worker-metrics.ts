@@ -31,6 +31,7 @@ export class WorkerMetrics {
   private readonly bytes: Counter<'direction'>;
   private readonly duration: Histogram<'op'>;
   private readonly transfers: Gauge<'direction'>;
+  private readonly locksCompromised: Counter;
 
   constructor() {
     const registers = [this.registry];
@@ -41,6 +42,7 @@ export class WorkerMetrics {
     this.bytes = new Counter({ name: 'fts_transfer_bytes_total', help: 'File payload bytes moved by uploads and downloads', labelNames: ['direction'], registers });
     this.duration = new Histogram({ name: 'fts_operation_duration_seconds', help: 'Duration of operations', labelNames: ['op'], buckets: DURATION_BUCKETS, registers });
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
+    this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
     for (const op of COUNTED_OPS) {
       for (const result of ['ok', 'error']) this.operations.inc({ op, result }, 0);
@@ -88,6 +90,10 @@ export class WorkerMetrics {
 
   transferEnded(direction: Direction): void {
     this.transfers.dec({ direction });
+  }
+
+  lockCompromised(): void {
+    this.locksCompromised.inc();
   }
 
   snapshot(): Promise<MetricsJson> {

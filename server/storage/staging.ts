@@ -453,7 +453,8 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(stagingPath).catch(() => undefined);
-    if (errnoOf(err) === 'ENOENT' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
+    // ESTALE: on NFS, a partial file removed by another node while we copied it.
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESTALE' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
       // Another resume took the partial file first: tell the client where it may continue now.
       throw new FtsError('OFFSET_MISMATCH', `${t.name}: the partial upload was taken over; ask for the offset again`, { offset: await stagedOffset(t, size, tag) });
     }

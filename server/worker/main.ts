@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
 import { createLogger } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
+import { onLockCompromised } from '../storage/locks.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -78,6 +79,11 @@ export async function runWorker(config: Config): Promise<void> {
   delete process.env['FTS_SESSION_SECRET'];
   if (secret.length < 32) throw new Error('worker started without a session secret');
   const metrics = new WorkerMetrics();
+  // Only ordering suffers (renames and unlinks are atomic), but it means clock skew or a stall: say so.
+  onLockCompromised(({ lockfile, error }) => {
+    log.warn({ lockfile, err: error }, 'lock compromised: another process broke a lock this worker held');
+    metrics.lockCompromised();
+  });
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
 
   const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;

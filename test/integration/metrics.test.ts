@@ -40,6 +40,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_worker_restarts_total: 'counter',
   fts_draining: 'gauge',
   fts_scrape_errors_total: 'counter',
+  fts_lock_compromised_total: 'counter',
 };
 
 interface Sample {
