@@ -102,9 +102,13 @@ export async function runWorker(config: Config): Promise<void> {
     const proxied = config.proxyProtocol ? await readProxyHeader(raw) : null;
     if (config.proxyProtocol && proxied === null) return;
     const peer = proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined;
-    // Counted before any TLS handshake, so handshakes in progress take their place in every limit.
+    // Counted before any TLS handshake, so handshakes in progress take their place in every limit. A PROXY
+    // LOCAL connection is the proxy's own health check (only the proxy can send PROXY headers: SECURITY.md):
+    // it must see the greeting however many clients are logging in, or a burst of them would mark every
+    // node DOWN, so it is not counted (it is not registered with the gate, whose later notices ignore it).
     const id = newSessionId();
-    const admission = await ctx.gate.admit(id, normaliseIp(peer?.address ?? raw.remoteAddress));
+    const healthCheck = proxied !== null && proxied.address === null;
+    const admission = healthCheck ? ({ ok: true } as const) : await ctx.gate.admit(id, normaliseIp(peer?.address ?? raw.remoteAddress));
     // A refused TLS connection still completes its handshake (bounded by the terminator's timeouts), so
     // that the client reads the refusal and its code instead of a reset.
     // Half-close is a plain-TCP feature: under TLS the peer's close_notify ends the session as before.

@@ -32,6 +32,11 @@ export function proxyV2Header(src: { address: string; port: number }, dst: { add
   return Buffer.concat([SIGNATURE, head, body]);
 }
 
+/** A PROXY v2 LOCAL header: what HAProxy sends for its own health checks (no client address). */
+export function proxyV2Local(): Buffer {
+  return Buffer.concat([SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+}
+
 /**
  * The address the direct connections of the test claim to come from (TEST-NET-1, RFC 5737), so their
  * audit lines are told apart from those of clients behind HAProxy.

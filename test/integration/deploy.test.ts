@@ -12,6 +12,8 @@ import path from 'node:path';
 import { parseConfig } from '../../server/config.js';
 import { FtsClient } from '../../client/index.js';
 import { freePort } from '../helpers/lifecycle-util.js';
+import { proxyV2Header, proxyV2Local } from '../helpers/multinode-direct.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { DEPLOY_HAPROXY_CFG, deriveHaproxyConfig, haproxyBinary, HaproxyProcess, INSTALL_SCRIPT, parseSections } from '../helpers/multinode-haproxy.js';
 import { REPO_ROOT } from '../helpers/paths.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -181,6 +183,33 @@ describe('deploy files', function () {
       cleanups.push(async () => client.close());
       await client.auth(DEFAULT_USERS[0]!.user, DEFAULT_USERS[0]!.password);
       expect(await client.list()).to.be.an('array');
+    });
+  });
+
+  describe('behind HAProxy (--proxy-protocol): its health checks', function () {
+    let node: TestServer | null = null;
+    const raws: RawClient[] = [];
+    after(async function () {
+      this.timeout(30_000);
+      for (const c of raws.splice(0)) c.close();
+      await node?.stop();
+    });
+
+    it('see the greeting even when the unauthenticated-connection limit (--max-startups) refuses clients', async function () {
+      node = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--max-startups', '1:100:1'] });
+      const to = { address: '127.0.0.1', port: node.port };
+      const first = await RawClient.greet({ port: node.port, preamble: proxyV2Header({ address: '192.0.2.10', port: 40000 }, to) });
+      raws.push(first.client);
+      expect(first.first['status'], 'the first client, not yet logged in').to.equal('hello');
+      const second = await RawClient.greet({ port: node.port, preamble: proxyV2Header({ address: '192.0.2.11', port: 40001 }, to) });
+      raws.push(second.client);
+      expect(second.first, 'a second client, while the first is not logged in').to.include({ status: 'bye', code: 'TOO_MANY_CONNECTIONS' });
+      for (let i = 0; i < 3; i++) {
+        const check = await RawClient.greet({ port: node.port, preamble: proxyV2Local() });
+        raws.push(check.client);
+        expect(check.first['status'], `health check ${i + 1} (PROXY LOCAL)`).to.equal('hello');
+        check.client.close();
+      }
     });
   });
 
