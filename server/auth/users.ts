@@ -99,7 +99,8 @@ export class UserTable {
     const entry = this.#entries.get(user);
     if (entry === undefined) return null;
     if (entry.kind === 'scram') return entry.verifier;
-    entry.derived ??= deriveVerifier(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16));
+    // With the file's iteration count, so that a plaintext entry's verifier cannot be told from a hashed one.
+    entry.derived ??= deriveVerifier(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
     return entry.derived;
   }
 }

@@ -28,10 +28,25 @@ interface Conn {
   authenticated: boolean;
 }
 
+/**
+ * An address's recent penalty points, in one-second buckets (oldest first), and their running total: a
+ * flood of penalties costs O(1) each and at most one bucket per second of the window, however many arrive.
+ */
 interface Score {
-  points: Array<{ at: number; points: number }>;
+  points: Array<{ second: number; points: number }>;
+  total: number;
   bannedUntil: number;
 }
+
+/** Drops the buckets that left the window, keeping the running total. */
+function expire(score: Score, cutoffMs: number): void {
+  let gone = 0;
+  while (gone < score.points.length && score.points[gone]!.second * 1000 <= cutoffMs) score.total -= score.points[gone++]!.points;
+  if (gone > 0) score.points.splice(0, gone);
+}
+
+/** The longest delay before a failed login's answer. */
+const MAX_DELAY_MS = 5_000;
 
 export class Gatekeeper {
   private readonly conns = new Map<string, Conn>();
@@ -104,27 +119,33 @@ export class Gatekeeper {
    * Adds to an address's score (failed logins, traversal attempts, protocol violations). Returns the
    * delay to impose before answering, growing with the score, and whether the address is now banned.
    */
-  penalty(ip: string, points: number, now: number): { delayMs: number; banned: boolean } {
-    const score = this.scores.get(ip) ?? { points: [], bannedUntil: 0 };
+  penalty(ip: string, points: number, now: number): { delayMs: number; banned: boolean; started: boolean } {
+    const score = this.scores.get(ip) ?? { points: [], total: 0, bannedUntil: 0 };
     this.scores.set(ip, score);
-    score.points = score.points.filter((p) => p.at > now - this.limits.banWindowMs);
-    score.points.push({ at: now, points });
-    const total = score.points.reduce((n, p) => n + p.points, 0);
-    const reachedThreshold = this.limits.banThreshold > 0 && total >= this.limits.banThreshold;
-    if (reachedThreshold && score.bannedUntil <= now) {
+    // Already banned: nothing to add up (a banned address's connections keep sending refused requests).
+    if (score.bannedUntil > now) return { delayMs: MAX_DELAY_MS, banned: true, started: false };
+    expire(score, now - this.limits.banWindowMs);
+    const second = Math.floor(now / 1000);
+    const last = score.points[score.points.length - 1];
+    if (last !== undefined && last.second === second) last.points += points;
+    else score.points.push({ second, points });
+    score.total += points;
+    const total = score.total;
+    if (this.limits.banThreshold > 0 && total >= this.limits.banThreshold) {
       score.bannedUntil = now + this.limits.banDurationMs;
       score.points = [];
+      score.total = 0;
     }
     const banned = score.bannedUntil > now;
     // vsftpd waits 1 s after a failed login; we grow from there, capped so a client is never held long.
-    const delayMs = Math.min(5_000, Math.round(total * 500));
-    return { delayMs, banned };
+    const delayMs = Math.min(MAX_DELAY_MS, Math.round(total * 500));
+    return { delayMs, banned, started: banned };
   }
 
   /** Forgets expired scores and bans; call now and then so the map cannot grow without bound. */
   prune(now: number): void {
     for (const [ip, s] of this.scores) {
-      s.points = s.points.filter((p) => p.at > now - this.limits.banWindowMs);
+      expire(s, now - this.limits.banWindowMs);
       if (s.points.length === 0 && s.bannedUntil <= now) this.scores.delete(ip);
     }
   }

@@ -141,7 +141,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
         data = gate.banStatus(q.ip, now);
       } else {
         const result = gate.penalty(q.ip, q.points, now);
-        if (result.banned) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);
+        if (result.started) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);
         data = result;
       }
       if (worker.isConnected()) worker.send({ type: 'fts:answer', reqId: m.reqId, data });

@@ -9,10 +9,12 @@ const HIGH_WATER_BYTES = 2 * 1024 * 1024;
 export type SourceEvent = Frame | { kind: 'end' } | { kind: 'error'; error: FtsError };
 
 /**
- * What a queued event counts against the high-water mark. A header's exact size is gone once decoded; a
- * fixed charge per header makes a flood of small pipelined requests pause the socket too.
+ * What a queued header counts against the high-water mark: 32 of them pause the socket. A decoded header
+ * can take far more memory than its bytes (a 16 KiB body of nested `{}` parses to ~300 KiB of objects), so
+ * it is charged as if it were large; requests are read ahead 32 at a time at most, which is as many
+ * uploads as a session publishes at once.
  */
-const HEADER_CHARGE_BYTES = 1024;
+const HEADER_CHARGE_BYTES = 64 * 1024;
 
 function charge(event: SourceEvent): number {
   return event.kind === 'data' ? event.payload.length : HEADER_CHARGE_BYTES;

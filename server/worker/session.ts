@@ -38,6 +38,8 @@ const CLOSE_LINGER_MS = 2_000;
  * and, briefly, a name lock; 32 in flight is well past where parallel fsyncs stop paying off.
  */
 const MAX_PUBLISHING = 32;
+/** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
+const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer'] as const;
 
@@ -119,8 +121,10 @@ export class Session {
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
     this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
+    // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
+    // but trickles bytes must not keep a download (and its file and buffers) open past the stall timeout.
     this.source.onBytes = () => {
-      if (this.timerIsStall) this.timer?.refresh();
+      if (this.timerIsStall && this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.timer?.refresh();
     };
     socket.setNoDelay(true);
     ctx.metrics.connection();
@@ -238,6 +242,9 @@ export class Session {
     while (this.phase !== 'closed' && !this.socket.destroyed) {
       // A peer that does not read its replies stops getting requests served: replies never pile up.
       if (this.socket.writableNeedDrain) await this.drained().catch(() => undefined);
+      // Nor do replies waiting behind publishes: a peer that floods refused or malformed requests while its
+      // uploads publish waits for them, instead of growing the outbox without bound.
+      if (this.queued >= MAX_QUEUED_REPLIES) await this.settle();
       const event = await this.source.next();
       // Ended on our side (timeout, bye, fatal error) while waiting: whatever arrives now is not served,
       // and a data frame's payload goes back to the pool (an aligned slab never given back is lost for good).

@@ -8,6 +8,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
@@ -600,6 +601,38 @@ describe('limits and bans (real server)', function () {
       } finally {
         await rm(partial, { force: true });
         await rm(published, { force: true });
+      }
+    });
+
+    it('a download whose reader reads nothing is cut (TRANSFER_STALLED) even while it trickles bytes at the server', async function () {
+      this.timeout(30_000);
+      const name = 'unread.bin';
+      const file = path.join(h.server().storage, ALICE.user, name);
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      await writeFile(file, Buffer.alloc(0));
+      await truncate(file, 64 * 1024 * 1024); // more than the socket buffers hold
+      const sock = net.connect(h.server().port, '127.0.0.1');
+      sock.on('error', () => undefined);
+      try {
+        await new Promise<void>((resolve) => sock.once('data', () => resolve())); // the greeting
+        sock.write(Buffer.concat([encodeHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password }), encodeHeader({ op: 'download', id: 2, name })]));
+        await delay(300);
+        sock.pause(); // reads nothing from now on
+        const trickle = encodeHeader({ op: 'noop', id: 3 });
+        let closed = false;
+        sock.once('close', () => {
+          closed = true;
+        });
+        const started = Date.now();
+        for (let i = 0; i < trickle.length && !closed && Date.now() - started < 8_000; i++) {
+          sock.write(trickle.subarray(i, i + 1)); // one byte of a next request every 300 ms
+          await delay(300);
+          if (h.server().lines.some((l) => l['code'] === 'TRANSFER_STALLED')) break;
+        }
+        expect(h.server().lines.some((l) => l['code'] === 'TRANSFER_STALLED'), 'the session was cut as stalled').to.equal(true);
+      } finally {
+        sock.destroy();
+        await rm(file, { force: true });
       }
     });
 

@@ -235,6 +235,23 @@ describe('Gatekeeper (unit)', function () {
       expect(g.penalty('10.0.0.1', 2, T0 + 2_100).banned).to.equal(true);
     });
 
+    it('a ban starts once (started only then); penalties during it are not added up', function () {
+      const g = new Gatekeeper(limits({ banThreshold: 4, banWindowMs: 60_000, banDurationMs: 30_000 }), noRandom);
+      expect(g.penalty('10.0.0.1', 4, T0)).to.deep.include({ banned: true, started: true });
+      for (let i = 1; i <= 1_000; i++) expect(g.penalty('10.0.0.1', 4, T0 + i).started, `penalty ${i} during the ban`).to.equal(false);
+      expect(g.admit('a', '10.0.0.1', 1, T0 + 30_000).ok, 'the ban did not grow').to.equal(true);
+      expect(g.penalty('10.0.0.1', 2, T0 + 30_000).banned, 'a fresh count after the ban').to.equal(false);
+    });
+
+    it('a flood of penalties (bans off) costs O(1) each and still expires by the window', function () {
+      this.timeout(20_000); // quadratic bookkeeping would take minutes here; the O(1) one takes well under a second
+      const g = new Gatekeeper(limits({ banThreshold: 0, banWindowMs: 10_000 }), noRandom);
+      for (let i = 0; i < 300_000; i++) g.penalty('10.0.0.1', 1, T0 + Math.floor(i / 100));
+      // 300 000 points over 3 s: all within the window, so the delay is at its cap; 20 s later all expired.
+      expect(g.penalty('10.0.0.1', 1, T0 + 3_000).delayMs).to.equal(5_000);
+      expect(g.penalty('10.0.0.1', 1, T0 + 23_000).delayMs, 'only the new point counts').to.equal(500);
+    });
+
     it('threshold 0 disables bans (delays still apply)', function () {
       const g = new Gatekeeper(limits({ banThreshold: 0 }), noRandom);
       for (let i = 0; i < 50; i++) {

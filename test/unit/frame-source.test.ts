@@ -1,0 +1,58 @@
+import { expect } from 'chai';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { encodeData, encodeHeader } from '../../protocol/index.js';
+import { FrameSource } from '../../server/worker/frame-source.js';
+import { workerPayloads } from '../../server/worker/payloads.js';
+
+/** Just what FrameSource uses of a socket: 'data'/'end'/'close' events, pause() and resume(). */
+class FakeSocket extends EventEmitter {
+  paused = false;
+  pause(): this {
+    this.paused = true;
+    return this;
+  }
+  resume(): this {
+    this.paused = false;
+    return this;
+  }
+}
+
+/** Feeds `frames` one per 'data' event while the source keeps reading; returns how many it took. */
+function feedUntilPaused(socket: FakeSocket, frames: Buffer[]): number {
+  let fed = 0;
+  for (const f of frames) {
+    if (socket.paused) break;
+    socket.emit('data', f);
+    fed++;
+  }
+  return fed;
+}
+
+describe('FrameSource (the worker reads frames only as fast as the session takes them)', function () {
+  it('a peer that pipelines requests nobody takes is paused after 32 headers, whatever their size', function () {
+    for (const header of [{ op: 'noop', id: 1 }, { op: 'noop', id: 1, x: Array.from({ length: 3000 }, () => ({})) }]) {
+      const socket = new FakeSocket();
+      const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+      const fed = feedUntilPaused(socket, Array.from({ length: 1000 }, () => encodeHeader(header)));
+      expect(fed, 'headers read before the socket was paused').to.equal(32);
+      source.dispose();
+    }
+  });
+
+  it('resumes once the session has taken half of what was queued, and data frames count by their size', async function () {
+    const socket = new FakeSocket();
+    const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+    const fed = feedUntilPaused(socket, Array.from({ length: 100 }, () => encodeData(Buffer.alloc(256 * 1024, 1))));
+    expect(fed, '256 KiB data frames read before the pause (2 MiB)').to.equal(8);
+    const take = async (): Promise<void> => {
+      const event = await source.next();
+      if (event.kind === 'data') workerPayloads.release(event.payload);
+    };
+    for (let i = 0; i < 4; i++) await take();
+    expect(socket.paused, 'paused while 1 MiB or more waits').to.equal(true);
+    await take();
+    expect(socket.paused, 'resumed below half the high-water mark').to.equal(false);
+    source.dispose();
+  });
+});
