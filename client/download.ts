@@ -16,8 +16,8 @@ import { DirectWriter } from '../protocol/direct-writer.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
-import { hashPrefix, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
-import type { ProgressCallback } from './upload.js';
+import { KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
+import { hashInto, type ProgressCallback } from './upload.js';
 
 /** The connection's read throttle, used to stop the network from outrunning the disk. */
 export interface ReadThrottle {
@@ -254,13 +254,11 @@ export class FileDownload {
         return false;
       }
       const prefix = createHash('sha256');
-      const whole = await hashPrefix(fh, st.size, prefix, () => this.abandoned);
-      if (whole === null) {
-        // Abandoned while hashing: LOCAL.part and its sidecar stay as they are, for the next run.
-        await fh.close();
-        throw new Abandoned();
-      }
-      if (!whole) {
+      // Abandoned while hashing: LOCAL.part and its sidecar stay as they are, for the next run.
+      const read = await hashInto(fh, prefix, st.size, paths.part, () => this.abandoned).catch((err: unknown) => {
+        throw this.abandoned ? new Abandoned() : err;
+      });
+      if (read !== st.size) {
         await fh.close();
         return false;
       }

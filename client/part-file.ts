@@ -5,7 +5,7 @@
  * when the server still has that version (ifSize/ifMtime, docs/PROTOCOL.md §6.3); otherwise both start
  * afresh, so two versions are never spliced. The whole-file SHA-256 check at the end is the final gate.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -33,8 +33,6 @@ const PART_SUFFIX = '.part';
 const SIDECAR_SUFFIX = '.part.json';
 /** NAME_MAX of the common Linux file systems, in bytes. */
 const NAME_MAX_BYTES = 255;
-/** Read size when hashing the kept prefix. */
-const HASH_READ_BYTES = 1024 * 1024;
 /** A sidecar is a few dozen bytes plus a name of at most 255 bytes; anything much larger is not ours. */
 const SIDECAR_MAX_BYTES = 4096;
 
@@ -112,22 +110,6 @@ export async function writeSidecar(file: string, version: RemoteVersion): Promis
 export function openPart(file: string, fresh: boolean): Promise<FileHandle> {
   const flags = constants.O_RDWR | constants.O_NOFOLLOW | (fresh ? constants.O_CREAT | constants.O_TRUNC : 0);
   return open(file, flags, 0o666);
-}
-
-/**
- * Feeds bytes 0 … length−1 of the file to `hash`; false when the file holds fewer bytes than that, null
- * when `stop` says the download was abandoned meanwhile (a long pass must not hold up Ctrl+C).
- */
-export async function hashPrefix(fh: FileHandle, length: number, hash: Hash, stop: () => boolean = () => false): Promise<boolean | null> {
-  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(HASH_READ_BYTES, length)));
-  for (let position = 0; position < length; ) {
-    if (stop()) return null;
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - position), position);
-    if (bytesRead === 0) return false;
-    hash.update(buf.subarray(0, bytesRead));
-    position += bytesRead;
-  }
-  return true;
 }
 
 /** Removes a file if it exists. Never throws: it runs on cleanup paths. */

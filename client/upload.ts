@@ -317,9 +317,10 @@ export async function digestFile(fh: FileHandle, displayPath: string, stop?: () 
 
 /**
  * Feeds the first `limit` bytes of an open file (fewer if it ends first) to `hash`; returns how many there
- * were. The same double-buffered reads as digestFile.
+ * were. The same double-buffered reads as digestFile. Once `stop()` says the transfer was abandoned, it
+ * stops after the read in progress and rejects. Also hashes a download's kept LOCAL.part.
  */
-async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean = () => false): Promise<number> {
+export async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean = () => false): Promise<number> {
   const buffers = [spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES), spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES)];
   let size = 0;
   let turn = 0;
@@ -333,7 +334,7 @@ async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: 
       reading = null;
       if (bytesRead === 0) break;
       // Abandoned (Ctrl+C, a lost connection): a long pass must not hold the caller up until it ends.
-      if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the upload was abandoned`);
+      if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the transfer was abandoned`);
       const current = buffers[turn]!;
       turn ^= 1;
       reading = readAhead(size + bytesRead);

@@ -8,7 +8,7 @@ import type { MetricsJson } from './metrics/worker-metrics.js';
 export type PrimaryToWorker =
   /** Stop accepting, let in-flight requests finish until `deadline` (epoch ms), then exit. */
   | { type: 'fts:drain'; deadline: number }
-  /** Stop now: cut every connection (partial uploads are discarded, never published), then exit. */
+  /** Stop now: cut every connection (partial uploads stay staged for a resume, never published), then exit. */
   | { type: 'fts:abort' }
   /** The users file text, already validated by the primary. Sent at start and on reload. */
   | { type: 'fts:users'; text: string }

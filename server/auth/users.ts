@@ -115,10 +115,10 @@ function digest(password: string): Buffer {
 
 /**
  * True when `user` exists and `password` is theirs. PBKDF2 runs on the thread pool, never on the event
- * loop, so that a flood of logins cannot stall a worker's other sessions. For plaintext entries, unknown user and wrong password
- * take the same path: one SHA-256 and one constant-time comparison of 32 bytes, plus, where the file also
- * has hashed entries, a dummy PBKDF2 as costly as the costliest of them. A hashed entry costs a PBKDF2 of
- * its iteration count.
+ * loop, so that a flood of logins cannot stall a worker's other sessions. For plaintext entries, unknown
+ * user and wrong password take the same path: one SHA-256 and one constant-time comparison of 32 bytes,
+ * plus, where the file also has hashed entries, a dummy PBKDF2 as costly as the costliest of them. A hashed
+ * entry costs a PBKDF2 of its iteration count.
  */
 export function verifyPassword(table: UserTable, user: string, password: string): Promise<boolean> {
   return table.verify(user, password);

@@ -139,9 +139,15 @@ export class Controller {
 
   /** Every worker's sessions, and the pids of the workers that did not answer in time. */
   async sessions(): Promise<{ sessions: SessionInfo[]; silent: number[] }> {
+    const { answers, silent } = await this.askAll({ type: 'fts:query', what: 'sessions' });
+    return { sessions: answers.flatMap((l) => (l as SessionInfo[] | null) ?? []), silent };
+  }
+
+  /** Asks every live worker at once; `silent` lists the pids of those that did not answer in time. */
+  private async askAll(message: Parameters<typeof queryWorker>[1]): Promise<{ answers: Array<Awaited<ReturnType<typeof queryWorker>>>; silent: number[] }> {
     const workers = this.pool.workers;
-    const lists = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'sessions' }, QUERY_TIMEOUT_MS) as Promise<SessionInfo[] | null>));
-    return { sessions: lists.flatMap((l) => l ?? []), silent: workers.filter((_w, i) => lists[i] === null).map((w) => w.process.pid ?? 0) };
+    const answers = await Promise.all(workers.map((w) => queryWorker(w, message, QUERY_TIMEOUT_MS)));
+    return { answers, silent: workers.filter((_w, i) => answers[i] === null).map((w) => w.process.pid ?? 0) };
   }
 
   /**
@@ -177,11 +183,9 @@ export class Controller {
   }
 
   async kick(session: string): Promise<AdminLine> {
-    const workers = this.pool.workers;
-    const answers = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:kick', session }, QUERY_TIMEOUT_MS)));
+    const { answers, silent } = await this.askAll({ type: 'fts:kick', session });
     const found = answers.some((a) => a !== null && !Array.isArray(a) && 'found' in a && a.found);
     if (found) return { ok: true };
-    const silent = workers.filter((_w, i) => answers[i] === null).map((w) => w.process.pid ?? 0);
     return { ok: false, error: silent.length === 0 ? `no session ${session}` : `no session ${session} found; ${silentWorkers(silent)} and may hold it` };
   }
 

@@ -124,7 +124,7 @@ export class Session {
     // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
     // but trickles bytes must not keep a download (and its file and buffers) open past the stall timeout.
     this.source.onBytes = () => {
-      if (this.timerIsStall && this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.timer?.refresh();
+      if (this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.progressed();
     };
     socket.setNoDelay(true);
     ctx.metrics.connection();
@@ -491,16 +491,14 @@ export class Session {
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();
         if (this.socket.writableNeedDrain) await this.drained();
-        if (this.timerIsStall) this.timer?.refresh();
+        this.progressed();
       },
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
-      working: () => {
-        if (this.timerIsStall) this.timer?.refresh();
-      },
+      working: () => this.progressed(),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -575,9 +573,9 @@ export class Session {
     this.corkTick();
     this.socket.write(encodeDataPrefix(payload));
     const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
-    if (this.timerIsStall) this.timer?.refresh();
+    this.progressed();
     if (!flushed) await this.drained();
-    if (this.timerIsStall) this.timer?.refresh();
+    this.progressed();
   }
 
   private drained(): Promise<void> {
@@ -660,6 +658,11 @@ export class Session {
       if (this.busy) this.socket.destroy();
     }, seconds * 1000);
     this.timer.unref();
+  }
+
+  /** Something moved (bytes, or the handler's own work): the stall timer, if it is the one running, starts over. */
+  private progressed(): void {
+    if (this.timerIsStall) this.timer?.refresh();
   }
 
   private clearTimer(): void {

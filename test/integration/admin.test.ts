@@ -62,6 +62,15 @@ describe('fts-admin (end to end)', function () {
     return waitUntil(`the session of local port ${localPort}`, async () => (await sessionsJson(server.adminSocket)).find((s) => s.remote.endsWith(`:${localPort}`)), 10_000, 100);
   }
 
+  /** A 1 MiB upload paused half-way (until up.finish()), once the server lists it as in flight. */
+  async function uploadInFlight(server: TestServer, name: string): Promise<SlowUploader> {
+    const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name, size: 1024 * 1024 });
+    uploaders.push(up);
+    await up.waitForSent(512 * 1024);
+    await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+    return up;
+  }
+
   describe('status', () => {
     it('status --json reports pid, port, metricsPort, draining, uptime, one entry per worker and consistent totals', async () => {
       const server = await startServer({ workers: 3 });
@@ -273,10 +282,7 @@ describe('fts-admin (end to end)', function () {
     it('a worker busy for longer than fts-admin waits for a reply (15 s) is still restarted: exit 0; a second restart meanwhile is refused', async function () {
       this.timeout(90_000);
       const server = await startServer({ workers: 1 });
-      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'long-restart.bin', size: 1024 * 1024 });
-      uploaders.push(up);
-      await up.waitForSent(512 * 1024);
-      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      const up = await uploadInFlight(server, 'long-restart.bin');
       const admin = startAdmin(server.adminSocket, ['restart-workers'], 60_000);
       admins.push(admin);
       await waitUntil('the old worker draining', async () => server.lines.some((l) => l.msg === 'draining'));
@@ -341,10 +347,7 @@ describe('fts-admin (end to end)', function () {
   describe('drain', () => {
     it('prints progress, exits 0 once the server is gone; server exit 0 and admin socket removed', async () => {
       const server = await startServer({ workers: 2 });
-      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'during-drain.bin', size: 1024 * 1024 });
-      uploaders.push(up);
-      await up.waitForSent(512 * 1024);
-      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      const up = await uploadInFlight(server, 'during-drain.bin');
 
       const admin = startAdmin(server.adminSocket, ['drain'], 50_000);
       admins.push(admin);
@@ -373,10 +376,7 @@ describe('fts-admin (end to end)', function () {
 
     it('drain --timeout 1 during a drain that has longer to go (--grace 60) brings its deadline forward', async () => {
       const server = await startServer({ workers: 1, args: ['--grace', '60'] });
-      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'stuck-longer.bin', size: 1024 * 1024 });
-      uploaders.push(up);
-      await up.waitForSent(512 * 1024);
-      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      await uploadInFlight(server, 'stuck-longer.bin');
       server.signal('SIGTERM'); // a drain with 60 s of grace
       await waitUntil('the drain', async () => server.lines.some((l) => l.msg === 'drain started'));
       const t0 = Date.now();
@@ -389,10 +389,7 @@ describe('fts-admin (end to end)', function () {
 
     it('drain --timeout 1 cuts a stuck upload: fts-admin and the server exit 0 within seconds', async () => {
       const server = await startServer({ workers: 1 });
-      const up = await SlowUploader.start({ port: server.port, user: ALICE.user, password: ALICE.password, name: 'stuck.bin', size: 1024 * 1024 });
-      uploaders.push(up);
-      await up.waitForSent(512 * 1024);
-      await waitUntil('the upload in flight', async () => (await sessionOf(server, up.localPort)).op === 'upload');
+      const up = await uploadInFlight(server, 'stuck.bin');
       const t0 = Date.now();
       const r = await runAdmin(server.adminSocket, ['drain', '--timeout', '1'], 30_000);
       expect(r.code, r.stderr).to.equal(0);

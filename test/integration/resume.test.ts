@@ -110,6 +110,21 @@ describe('resumable transfers (end to end)', function () {
   }
 
   /**
+   * Uploads `data` as `name` (on the server at `port`), then leaves what an interrupted download of it to
+   * `<dir>/<localName>` would have kept: LOCAL.part holding `kept`, and the sidecar naming this version.
+   */
+  async function keptDownload(port: number, name: string, data: Buffer, kept: Buffer, localName: string): Promise<{ client: FtsClient; local: string; sidecar: string }> {
+    const client = await login(port);
+    await client.uploadBuffer(name, data);
+    const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
+    const local = path.join(dir, localName);
+    const sidecar = JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime });
+    await writeFile(`${local}.part`, kept);
+    await writeFile(`${local}.part.json`, sidecar);
+    return { client, local, sidecar };
+  }
+
+  /**
    * A relay that removes `upload-trailer` from the server's greeting, so that the client behaves as it does
    * against a server without streamed uploads; it records what the client sends.
    */
@@ -486,14 +501,9 @@ describe('resumable transfers (end to end)', function () {
   it('downloads afresh (once) when a kept LOCAL.part does not match the server file', async () => {
     const name = 'bad-part.bin';
     const data = randomBytes(4 * MiB);
-    const client = await login(server.port);
-    await client.uploadBuffer(name, data);
-    const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
-    const local = path.join(dir, 'bad-part.local');
     const wrong = Buffer.from(data.subarray(0, MiB));
     wrong[10] = wrong[10]! ^ 0xff;
-    await writeFile(`${local}.part`, wrong);
-    await writeFile(`${local}.part.json`, JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime }));
+    const { client, local } = await keptDownload(server.port, name, data, wrong, 'bad-part.local');
 
     const r = await client.download(name, local);
     expect(r.resumedFrom, 'the first attempt continued the .part').to.equal(MiB);
@@ -689,12 +699,7 @@ describe('resumable transfers (end to end)', function () {
       const s = await impatientServer();
       const name = 'slow-part.bin';
       const data = randomBytes(6 * MiB);
-      const client = await login(s.port);
-      await client.uploadBuffer(name, data);
-      const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
-      const local = path.join(dir, 'slow-part.local');
-      await writeFile(`${local}.part`, data.subarray(0, 4 * MiB));
-      await writeFile(`${local}.part.json`, JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime }));
+      const { client, local } = await keptDownload(s.port, name, data, data.subarray(0, 4 * MiB), 'slow-part.local');
 
       const r = await withSlowLocalReads(() => client.download(name, local));
       expect(r.resumedFrom).to.equal(4 * MiB);
@@ -740,14 +745,8 @@ describe('resumable transfers (end to end)', function () {
     it('a download closed while it hashes a kept LOCAL.part gives up at once and leaves LOCAL.part and its sidecar as they were', async () => {
       const name = 'abandon-hashing.bin';
       const data = randomBytes(8 * MiB);
-      const client = await login(server.port);
-      await client.uploadBuffer(name, data);
-      const [entry] = (await client.list({ long: true })).filter((e) => e.name === name);
-      const local = path.join(dir, 'abandon-hashing.local');
       const kept = data.subarray(0, 6 * MiB);
-      const sidecar = JSON.stringify({ name, size: entry!.size, mtime: entry!.mtime });
-      await writeFile(`${local}.part`, kept);
-      await writeFile(`${local}.part.json`, sidecar);
+      const { client, local, sidecar } = await keptDownload(server.port, name, data, kept, 'abandon-hashing.local');
       const { err, ms } = await closeDuring(client, () => client.download(name, local));
       expect(err).to.be.instanceOf(FtsError);
       expect(ms, 'ms from close to the failure (hashing the kept part takes 6 × 600 ms)').to.be.below(2_000);
