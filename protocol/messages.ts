@@ -56,13 +56,17 @@ export function requestId(header: Header): number | null {
 
 /**
  * For an upload header, the number of data bytes that follow it on the wire, or null when the header does
- * not say so legibly. The server uses this to skip the data of an upload it refuses, so that the stream
- * stays in sync.
+ * not say legibly what follows it: size or offset unusable, or a `trailer` that is not a boolean (then
+ * whether a trailer follows the data is unknown too). The server uses this to skip the data (and trailer,
+ * see declaresTrailer) of an upload it refuses, so that the stream stays in sync; null makes that refusal
+ * fatal.
  */
 export function declaredUploadBytes(header: Header): number | null {
   const size = header['size'];
   const offset = header['offset'] === undefined ? 0 : header['offset'];
+  const trailer = header['trailer'];
   if (!isSize(size) || !isSize(offset) || offset > size) return null;
+  if (trailer !== undefined && typeof trailer !== 'boolean') return null;
   return size - offset;
 }
 

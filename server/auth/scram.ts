@@ -16,6 +16,8 @@ export interface ScramExchange {
   /** False for an unknown user: the exchange runs to the end on a fake verifier and then fails. */
   known: boolean;
   clientFirstBare: string;
+  /** `c=` of the client-final-message must be base64 of the gs2 header the client-first-message began with. */
+  binding: string;
   serverFirst: string;
   nonce: string;
 }
@@ -33,10 +35,10 @@ function decodeSaslName(name: string): string | null {
  * of the name under the server secret) so that the reply does not reveal whether the user exists.
  */
 export function scramFirst(clientFirst: string, lookup: (user: string) => ScramVerifier | null, secret: Buffer, fakeIterations = DEFAULT_ITERATIONS): ScramExchange | null {
-  const m = /^[ny],,(n=([^,]*),r=([^,]*)(?:,.*)?)$/.exec(clientFirst);
+  const m = /^([ny],,)(n=([^,]*),r=([^,]*)(?:,.*)?)$/.exec(clientFirst);
   if (!m) return null;
-  const user = decodeSaslName(m[2] ?? '');
-  const clientNonce = m[3] ?? '';
+  const user = decodeSaslName(m[3] ?? '');
+  const clientNonce = m[4] ?? '';
   if (user === null || user === '' || !NONCE_PATTERN.test(clientNonce) || clientNonce.length > 256) return null;
   const real = lookup(user);
   const verifier = real ?? {
@@ -47,7 +49,8 @@ export function scramFirst(clientFirst: string, lookup: (user: string) => ScramV
   };
   const nonce = clientNonce + randomBytes(18).toString('base64');
   const serverFirst = `r=${nonce},s=${verifier.salt.toString('base64')},i=${verifier.iterations}`;
-  return { user, verifier, known: real !== null, clientFirstBare: m[1] ?? '', serverFirst, nonce };
+  const binding = Buffer.from(m[1] ?? '').toString('base64');
+  return { user, verifier, known: real !== null, clientFirstBare: m[2] ?? '', binding, serverFirst, nonce };
 }
 
 /**
@@ -58,8 +61,9 @@ export function scramFinal(x: ScramExchange, clientFinal: string): string | null
   const m = /^(c=([^,]*),r=([^,]*))(?:,[^p][^,]*)*,p=([A-Za-z0-9+/=]+)$/.exec(clientFinal);
   if (!m) return null;
   const [, withoutProof = '', binding = '', nonce = '', proofB64 = ''] = m;
-  // Without channel binding the client sends base64("n,,") = "biws" (or "eSws" for "y,,").
-  if ((binding !== 'biws' && binding !== 'eSws') || nonce !== x.nonce) return null;
+  // RFC 5802 §5.1: c= repeats the gs2 header, base64("n,,") = "biws" or base64("y,,") = "eSws"; a
+  // mismatch means something between client and server changed the first message (a downgrade).
+  if (binding !== x.binding || nonce !== x.nonce) return null;
   const proof = Buffer.from(proofB64, 'base64');
   if (proof.length !== 32) return null;
   const authMessage = `${x.clientFirstBare},${x.serverFirst},${withoutProof}`;

@@ -308,7 +308,7 @@ export class Session {
     if (header['op'] === 'upload') {
       const skip = declaredUploadBytes(header);
       if (skip === null) {
-        await this.fatalInOrder(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size is unreadable, so its data cannot be skipped`));
+        await this.fatalInOrder(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size, offset or trailer flag is unusable, so what follows its header cannot be skipped`));
         return;
       }
       this.active = true;

@@ -701,6 +701,24 @@ describe('protocol (raw TCP against a real server)', function () {
       expect((await c.reply()).final).to.deep.equal({ id: 674, status: 'ok' });
     });
 
+    it('an upload whose "trailer" is not a boolean gets one fatal BAD_REQUEST (whether a trailer follows is unknown); nothing is published', async function () {
+      for (const trailer of ['yes', 1]) {
+        const c = await login();
+        const data = randomBytes(3000);
+        c.write(
+          encodeHeader({ op: 'upload', id: 691, name: 'odd-trailer.bin', size: data.length, trailer, version: tag('t') }),
+          dataFrames(data),
+          encodeHeader({ op: 'upload', id: 691, sha256: sha256(data) }),
+          encodeHeader({ op: 'noop', id: 692 }),
+        );
+        const r = await c.reply();
+        expectError(r, 'BAD_REQUEST', true, 691);
+        expect(r.final['message']).to.match(/trailer/);
+        await expectClosed(c);
+        expect(await exists(path.join(server.storage, 'alice', 'odd-trailer.bin'))).to.equal(false);
+      }
+    });
+
     it('after a refused streamed upload, a header of another id where its trailer belongs is a fatal PROTOCOL_ERROR', async function () {
       const c = await login();
       const data = randomBytes(3000);

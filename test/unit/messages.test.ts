@@ -295,6 +295,11 @@ describe('protocol messages', function () {
       ['offset > size', { size: 10, offset: 11 }, null],
       ['negative offset', { size: 10, offset: -1 }, null],
       ['string offset', { size: 10, offset: '1' }, null],
+      ['trailer true', { size: 10, trailer: true }, 10],
+      ['trailer false', { size: 10, trailer: false }, 10],
+      ['trailer not a boolean (whether a trailer follows is unknown)', { size: 10, trailer: 'yes' }, null],
+      ['trailer 1', { size: 10, trailer: 1 }, null],
+      ['trailer null', { size: 10, trailer: null }, null],
     ];
     for (const [label, h, expected] of cases) {
       it(`${label} → ${String(expected)}`, function () {

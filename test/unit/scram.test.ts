@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { deriveVerifier, formatVerifier, parseVerifier, ScramClient, checkPassword } from '../../protocol/index.js';
+import { deriveVerifier, formatVerifier, hmac, parseVerifier, saltedPassword, ScramClient, checkPassword, sha256 } from '../../protocol/index.js';
 import { scramFinal, scramFirst } from '../../server/auth/scram.js';
 import { issueToken, verifyToken } from '../../server/auth/tokens.js';
 import { parseUsers, verifyPassword } from '../../server/auth/users.js';
@@ -55,6 +55,27 @@ describe('SCRAM-SHA-256', () => {
     const wrong = new ScramClient('user', 'pen');
     const y = scramFirst(wrong.first, () => verifier, secret);
     expect(scramFinal(y!, wrong.final(y!.serverFirst)!)).to.equal(null);
+  });
+
+  it("c= must repeat the client-first-message's gs2 header (RFC 5802 §5.1)", () => {
+    const verifier = deriveVerifier('pencil');
+    const secret = Buffer.alloc(32, 6);
+    // A correct proof over whatever c= the client sends: only the binding check can refuse it.
+    const attempt = (gs2: string, binding: string): string | null => {
+      const bare = 'n=user,r=cnonce';
+      const x = scramFirst(`${gs2}${bare}`, () => verifier, secret)!;
+      const salt = Buffer.from(/,s=([^,]+),/.exec(x.serverFirst)![1]!, 'base64');
+      const clientKey = hmac(saltedPassword('pencil', salt, verifier.iterations), 'Client Key');
+      const withoutProof = `c=${binding},r=${x.nonce}`;
+      const signature = hmac(sha256(clientKey), `${bare},${x.serverFirst},${withoutProof}`);
+      const proof = Buffer.from(clientKey.map((b, i) => b ^ (signature[i] ?? 0)));
+      return scramFinal(x, `${withoutProof},p=${proof.toString('base64')}`);
+    };
+    expect(attempt('n,,', 'biws')).to.be.a('string');
+    expect(attempt('y,,', 'eSws')).to.be.a('string');
+    expect(attempt('y,,', 'biws')).to.equal(null);
+    expect(attempt('n,,', 'eSws')).to.equal(null);
+    expect(attempt('n,,', '')).to.equal(null);
   });
 
   it('an unknown user gets a stable fake salt and always fails', () => {
