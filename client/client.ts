@@ -137,6 +137,11 @@ export class FtsClient implements FileClient {
     return this.conn.isOpen;
   }
 
+  /** Why the server ended this connection (its `bye` or fatal error reply), or null. */
+  get endedBy(): FtsError | null {
+    return this.conn.endedBy;
+  }
+
   /**
    * The user and session token of the last successful login, or null (not logged in, or a server that
    * issues no tokens). Another connection can log in with the token: authToken().

@@ -28,7 +28,7 @@ import {
   type Frame,
   type Header,
 } from '../protocol/index.js';
-import { asFtsError, describeErrno, serverError } from './errors.js';
+import { asFtsError, describeErrno, isServerError, serverError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
@@ -210,6 +210,11 @@ export class FtsConnection {
   /** False once the connection failed, was closed, or the server closed it. */
   get isOpen(): boolean {
     return this.phase === 'open' && this.failure === null;
+  }
+
+  /** The server's reason when it ended the connection (a `bye`, or a fatal error reply); else null. */
+  get endedBy(): FtsError | null {
+    return this.failure !== null && isServerError(this.failure) ? this.failure : null;
   }
 
   /** Starts a request. Requests are written in call order; the promise settles with the final 'ok' reply. */

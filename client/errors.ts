@@ -25,6 +25,18 @@ export function withContext(err: unknown, context: string): unknown {
   return wrapped;
 }
 
+/**
+ * The server ended the session (`reason`: its `bye` or fatal reply) and reconnecting then failed (`err`):
+ * one error that says both and keeps the server's code, so that a drain shows as SHUTTING_DOWN rather than
+ * as a bare "connection refused".
+ */
+export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
+  const why = err instanceof Error ? err.message : String(err);
+  const wrapped = new FtsError(reason.code, `${reason.message}; reconnecting failed: ${why}`, { ...reason.details }, { cause: err, fatal: true });
+  fromServer.add(wrapped);
+  return wrapped;
+}
+
 /** True when the error was sent by the server (an error reply or 'bye'), false for errors raised locally. */
 export function isServerError(err: unknown): boolean {
   return err instanceof FtsError && fromServer.has(err);

@@ -16,6 +16,7 @@
  * password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
+import { isServerError, reconnectFailed } from './errors.js';
 import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
@@ -166,7 +167,11 @@ export class ResilientClient implements FileClient {
     const repeat = how.repeat ?? true;
     const progress = how.progress ?? (() => 0);
     let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
-    let lastError: unknown = new FtsError('IO_ERROR', 'not connected');
+    // Why the server ended the session, when it did (a drain's bye to an idle session, say): if no new
+    // connection can be had either, that is the error to report, with the reconnection's failure added.
+    let ended: FtsError | null = client === null && !this.closedByUser ? this.current.endedBy : null;
+    let lastError: unknown = ended ?? new FtsError('IO_ERROR', 'not connected');
+    const giveUp = (): unknown => (ended === null || lastError === ended || isServerError(lastError) ? lastError : reconnectFailed(ended, lastError));
     let failures = 0;
     let reached = progress();
     for (;;) {
@@ -176,13 +181,15 @@ export class ResilientClient implements FileClient {
         } catch (err) {
           if (!repeat || !this.mayRetry(err, client)) throw err;
           lastError = err;
+          if (isServerError(err)) ended = err as FtsError;
         }
         if (progress() > reached) {
           reached = progress();
           failures = 0;
         }
       }
-      if (this.closedByUser || ++failures > this.policy.retries) throw lastError;
+      if (this.closedByUser) throw lastError;
+      if (++failures > this.policy.retries) throw giveUp();
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
       const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
       this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError });
@@ -191,8 +198,8 @@ export class ResilientClient implements FileClient {
       try {
         client = await this.replace(client);
       } catch (err) {
-        if (!this.mayRetry(err, null)) throw err;
         lastError = err;
+        if (!this.mayRetry(err, null)) throw giveUp();
         client = null;
       }
     }

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FtsClient, FtsError } from '../../client/index.js';
+import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
 import { sessionsJson, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
 import { releaseAll } from '../helpers/common.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
@@ -314,6 +314,29 @@ describe('lifecycle (end to end)', function () {
       expect(reply['fatal']).to.equal(true);
     }
     await idle.expectClosed(5_000);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+  });
+
+  it('a reconnecting client whose idle session the drain ended reports SHUTTING_DOWN, not just the refused reconnection', async () => {
+    const server = await startServer({ workers: 1 });
+    // The paused upload keeps the server draining, with its listener closed, for as long as the test needs.
+    const [up] = await startUploads(server, 1, 'holder');
+    await waitInFlight(server, [up!]);
+    const client = await ResilientClient.connect({ host: '127.0.0.1', port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 1, initialDelayMs: 50, maxDelayMs: 50 } });
+    try {
+      server.signal('SIGINT');
+      await waitUntil('the idle session ended by the drain', () => !client.connected, 10_000);
+      const err: unknown = await client.list().then(() => null, (e: unknown) => e);
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).code, String(err)).to.equal('SHUTTING_DOWN');
+      expect(isServerError(err), 'printed with its code by the CLI').to.equal(true);
+      expect((err as FtsError).message).to.match(/shutting down; reconnecting failed: .*(refused|connect)/);
+    } finally {
+      client.close();
+    }
     up!.finish();
     const o = await up!.outcome(20_000);
     expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
