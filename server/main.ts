@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     config = parseConfig(process.argv.slice(2));
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`fts-server: ${err.message}\nTry 'fts-server --help'.\n`);
+      process.stderr.write(`fts-server: ${err.message} (see 'fts-server --help')\n`);
       process.exit(2);
     }
     throw err;

@@ -1,8 +1,9 @@
-import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { AdminLineDecoder, encodeAdminLine, parseAdminRequest, type AdminLine, type AdminRequest } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
+import { makeDirectories } from '../storage/private-dir.js';
 
 /** How long the startup probe waits for an existing server to answer on the socket. */
 const PROBE_TIMEOUT_MS = 1_000;
@@ -40,7 +41,7 @@ function probe(socketPath: string): Promise<boolean> {
 /**
  * The directory of the admin socket must be ours (or root's) and writable by nobody else: whoever can write
  * there can put their own socket in its place (fts-admin would talk to them) or hold the path so that the
- * server cannot start. mkdir(recursive) changes nothing about a directory that already exists, so it is
+ * server cannot start. Creating the directory changes nothing about one that already exists, so it is
  * checked.
  */
 async function checkSocketDir(dir: string): Promise<void> {
@@ -71,7 +72,7 @@ export class AdminServer {
 
   async start(): Promise<void> {
     const dir = path.dirname(this.socketPath);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirectories(dir);
     await checkSocketDir(dir);
     if (await probe(this.socketPath)) {
       throw new AdminSocketInUse(`another fts-server is already running (admin socket ${this.socketPath} answers)`);

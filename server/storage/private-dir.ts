@@ -1,5 +1,31 @@
 import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { errnoOf } from './errors.js';
+
+/**
+ * `mkdir -p`, creating what is missing with `mode`. Not Node's `recursive: true`, which on some file
+ * systems reports the wrong cause (ENOENT on a read-only mount, where EROFS is the truth) or never returns
+ * (a path under /proc): a start-up error must name the real problem. Bounded by the path's depth.
+ */
+export async function makeDirectories(dir: string, mode = 0o700): Promise<void> {
+  const missing: string[] = [];
+  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+    try {
+      await mkdir(at, { mode });
+      break;
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'EEXIST') break; // a file in the way shows up as ENOTDIR below
+      if (code !== 'ENOENT' || path.dirname(at) === at) throw err;
+      missing.push(at);
+    }
+  }
+  for (const at of missing.reverse()) {
+    await mkdir(at, { mode }).catch((err: unknown) => {
+      if (errnoOf(err) !== 'EEXIST') throw err; // created meanwhile by another worker: fine
+    });
+  }
+}
 
 /**
  * Runs `attempt`, which creates something inside `dir`; if it fails because `dir` is missing (ENOENT),
@@ -11,7 +37,7 @@ export async function inPrivateDir<T>(dir: string, attempt: () => Promise<T>): P
     return await attempt();
   } catch (err) {
     if (errnoOf(err) !== 'ENOENT') throw err;
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirectories(dir);
     return attempt();
   }
 }

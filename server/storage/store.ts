@@ -9,6 +9,7 @@ import { errnoOf, fsError } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { makeDirectories } from './private-dir.js';
 import { beginStagedUpload, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -54,7 +55,7 @@ export class Store {
       }
     };
     for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root), digestsRoot(this.root)]) {
-      await step(`creating ${dir}`, () => mkdir(dir, { recursive: true, mode: 0o700 }));
+      await step(`creating ${dir}`, () => makeDirectories(dir));
       const st = await step(`checking ${dir}`, () => stat(dir));
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
     }
