@@ -91,6 +91,8 @@ export class Session {
   private loginUser: string | null = null;
   /** We half-closed the connection ourselves (see end()). */
   private ended = false;
+  /** The code of the `bye` we sent, if we ended the session (a request it cut is audited with it). */
+  private byeCode: ErrorCode | null = null;
   /** The client closed its sending side (it may still be reading our replies). */
   private peerEnded = false;
   private requests = 0;
@@ -229,6 +231,7 @@ export class Session {
   bye(code: ErrorCode, message?: string): void {
     if (this.phase === 'closed' || this.socket.destroyed) return;
     const err = new FtsError(code, message);
+    this.byeCode = code;
     this.sendFrame(encodeHeader({ status: 'bye', code, message: err.message }));
     this.end();
   }
@@ -386,7 +389,12 @@ export class Session {
   }
 
   private failureOf(err: unknown): FtsError {
-    if (err instanceof ConnectionGone || this.socket.destroyed) return new FtsError('IO_ERROR', 'connection closed during the request');
+    if (err instanceof ConnectionGone || this.socket.destroyed) {
+      // The audit line must tell a cut connection from a storage failure: our own bye's code when we ended
+      // the session (KICKED, SHUTTING_DOWN, TRANSFER_STALLED); else the client went away, which the audit
+      // line marks with "disconnected": true (IO_ERROR alone would read as a disk failure).
+      return this.byeCode !== null ? new FtsError(this.byeCode) : new FtsError('IO_ERROR', 'connection closed during the request', { disconnected: true });
+    }
     const failure = asFtsError(err);
     if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
     return failure;
@@ -682,6 +690,7 @@ export class Session {
         durationMs: Date.now() - started,
         result: failure ? 'error' : 'ok',
         code: failure?.code,
+        disconnected: failure?.details['disconnected'] === true ? true : undefined,
       },
       failure ? `${String(op)} failed` : `${String(op)} ok`,
     );

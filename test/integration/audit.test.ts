@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { FtsClient } from '../../client/index.js';
-import { statusJson } from '../helpers/admin-cli.js';
+import { runAdmin, sessionsJson, statusJson } from '../helpers/admin-cli.js';
 import { codeOf } from '../helpers/common.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { greetAndQuit, RawClient, uploadBytes } from '../helpers/raw-client.js';
@@ -202,6 +202,32 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(one('upload', 'error', 'bad-digest.bin')).to.include({ user: 'bob', code: String(up.final['code']) });
     expect(one('list', 'error', null)).to.include({ user: 'bob', code: String(ls.final['code']) });
     expect(one('list', 'ok', null)).to.include({ user: 'alice' });
+  });
+
+  it('an upload cut by its connection: "disconnected": true when the client went away, the bye code when the server ended it', async () => {
+    const server = await startServer();
+    const data = payload(300_000, 3);
+    const half = (name: string): Buffer => {
+      const whole = uploadBytes(5, name, data);
+      return whole.subarray(0, Math.floor(whole.length / 2));
+    };
+    const gone = await rawLogin(server);
+    gone.write(half('gone.bin'));
+    await waitUntil('the upload in progress', async () => (await sessionsJson(server.adminSocket)).some((s) => s.file === 'gone.bin' && s.bytes > 0), 10_000, 50);
+    gone.close();
+    const kicked = await rawLogin(server);
+    kicked.write(half('kicked.bin'));
+    let session: string | undefined;
+    await waitUntil('the second upload in progress', async () => {
+      session = (await sessionsJson(server.adminSocket)).find((s) => s.file === 'kicked.bin' && s.bytes > 0)?.id;
+      return session !== undefined;
+    }, 10_000, 50);
+    expect((await runAdmin(server.adminSocket, ['kick', session!])).code).to.equal(0);
+    const lines = await waitForEvents(server, 'upload', 2);
+    const line = (file: string): LogLine => lines.find((l) => l['file'] === file)!;
+    expect(line('gone.bin'), JSON.stringify(line('gone.bin'))).to.include({ result: 'error', code: 'IO_ERROR', disconnected: true });
+    expect(line('kicked.bin'), JSON.stringify(line('kicked.bin'))).to.include({ result: 'error', code: 'KICKED' });
+    expect(line('kicked.bin')).to.not.have.property('disconnected');
   });
 
   it('one "session-end" line per connection, authenticated or not', async () => {
