@@ -12,7 +12,7 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
-import { FtsError, MAX_FILE_SIZE, nameProblem, ScramClient, type Header } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, nameProblem, ScramClient, SHA256_PATTERN, type Header } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
@@ -69,6 +69,8 @@ export interface ListEntry {
   size?: number;
   /** Present with `long: true`; milliseconds since the UNIX epoch. */
   mtime?: number;
+  /** With `long: true`, when the server has the digest recorded at upload (files of 8 MiB or more). */
+  sha256?: string;
 }
 
 export interface ListOptions {
@@ -397,5 +399,8 @@ function listEntry(h: Header, long: boolean): ListEntry {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE || !isTime(mtime)) {
     throw bad(`list entry ${JSON.stringify(name)} without a valid size and mtime`);
   }
-  return { name, size, mtime };
+  const sha256 = h['sha256'];
+  if (sha256 === undefined) return { name, size, mtime };
+  if (typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) throw bad(`list entry ${JSON.stringify(name)} with an invalid sha256`);
+  return { name, size, mtime, sha256 };
 }

@@ -44,6 +44,8 @@ export interface Entry {
   size: number;
   /** Modification time, milliseconds since the UNIX epoch (UTC). */
   mtime: number;
+  /** The SHA-256 recorded when this version was uploaded, where the server keeps one (§6.6). */
+  sha256?: string;
 }
 
 export const SHA256_PATTERN = /^[0-9a-f]{64}$/;

@@ -115,7 +115,7 @@ export function formatLong(entries: readonly ListEntry[]): string[] {
 /** The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string. */
 export function formatJson(entries: readonly ListEntry[]): string {
   return JSON.stringify(
-    entries.map((e) => ({ name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime) })),
+    entries.map((e) => ({ name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) })),
     null,
     2,
   );

@@ -1,7 +1,8 @@
+import type { BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { nameProblem, type Entry } from '../../protocol/index.js';
-import { mtimeOf } from './durable.js';
+import { mtimeOf, mtimeOfBig } from './durable.js';
 import { errnoOf } from './errors.js';
 
 /** A listing entry; `size` and `mtime` are present only in a long listing. */
@@ -9,6 +10,17 @@ export interface ListEntry {
   name: string;
   size?: number;
   mtime?: number;
+  sha256?: string;
+}
+
+/**
+ * For a long listing: the digest recorded for exactly the version `st` describes, or null; consulted only
+ * for files of at least `minBytes` (smaller ones never have one, and a listing of many small files must not
+ * pay an extra stat for each).
+ */
+export interface RecordedDigests {
+  minBytes: number;
+  lookup(name: string, st: BigIntStats): Promise<string | null>;
 }
 
 /** lstat calls in flight at once: enough to hide latency on NFS, few enough not to starve the threadpool. */
@@ -28,9 +40,9 @@ interface RawName {
  * Symlinks, directories, FIFOs, sockets and devices are never listed. Readdir's d_type is the first
  * filter; a long listing lstats each file and drops any that vanished or changed type meanwhile.
  */
-export async function listUserDir(userDir: string, long: true): Promise<Entry[]>;
-export async function listUserDir(userDir: string, long: boolean): Promise<ListEntry[]>;
-export async function listUserDir(userDir: string, long: boolean): Promise<ListEntry[]> {
+export async function listUserDir(userDir: string, long: true, digests?: RecordedDigests): Promise<Entry[]>;
+export async function listUserDir(userDir: string, long: boolean, digests?: RecordedDigests): Promise<ListEntry[]>;
+export async function listUserDir(userDir: string, long: boolean, digests?: RecordedDigests): Promise<ListEntry[]> {
   const dirents = await readdir(userDir, { withFileTypes: true, encoding: 'buffer' });
   const names: RawName[] = [];
   for (const d of dirents) {
@@ -52,7 +64,15 @@ export async function listUserDir(userDir: string, long: boolean): Promise<ListE
     try {
       const st = await lstat(path.join(userDir, name));
       if (!isServable(st)) return null;
-      return long ? { name, size: st.size, mtime: mtimeOf(st) } : { name };
+      if (!long) return { name };
+      if (digests === undefined || st.size < digests.minBytes) return { name, size: st.size, mtime: mtimeOf(st) };
+      // Size, mtime and digest all from one stat, which the record must match (it names inode and times).
+      const big = await lstat(path.join(userDir, name), { bigint: true });
+      if (!isServable(big)) return null;
+      const sha256 = await digests.lookup(name, big);
+      const entry: ListEntry = { name, size: Number(big.size), mtime: mtimeOfBig(big) };
+      if (sha256 !== null) entry.sha256 = sha256;
+      return entry;
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null; // deleted since readdir
       throw err;

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promi
 import path from 'node:path';
 import { FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
-import { forgetDigest, recordedDigest } from './digest-records.js';
+import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
@@ -193,7 +193,10 @@ export class UserStore {
   list(long: boolean): Promise<ListEntry[]>;
   async list(long: boolean): Promise<ListEntry[]> {
     try {
-      return await listUserDir(this.#dir, long);
+      return await listUserDir(this.#dir, long, {
+        minBytes: RECORD_MIN_BYTES,
+        lookup: (name, st) => recordedDigest(this.#root, this.user, name, st),
+      });
     } catch (err) {
       throw fsError(err, 'list');
     }

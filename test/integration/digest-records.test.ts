@@ -12,6 +12,7 @@ import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { RECORD_MIN_BYTES, recordVersion, recordedDigest } from '../../server/storage/digest-records.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
+import { describeRun, runCli } from '../helpers/cli.js';
 import { exists, sha256 as sha } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -85,6 +86,25 @@ describe('digests recorded at publish', function () {
     const r = await client.download('big.bin', out);
     expect(r.sha256).to.equal(sha(data));
     expect((await readFile(out)).equals(data)).to.equal(true);
+  });
+
+  it('a long listing carries the recorded digest of exactly the listed version (fts list --json too); small or changed files have none', async function () {
+    const big = await uploadRandom('listed-big.bin');
+    await uploadRandom('listed-small.bin', 4096);
+    const changed = await uploadRandom('listed-changed.bin');
+    await flipByteInPlace('listed-changed.bin', 99); // the record now names an older version
+    const entries = await client.list({ long: true });
+    const entry = (name: string) => entries.find((e) => e.name === name);
+    expect(entry('listed-big.bin')).to.include({ size: SIZE, sha256: sha(big) });
+    expect(entry('listed-small.bin')).to.not.have.property('sha256');
+    expect(entry('listed-changed.bin')).to.include({ size: changed.length });
+    expect(entry('listed-changed.bin')).to.not.have.property('sha256');
+    expect((await client.list()).find((e) => e.name === 'listed-big.bin')).to.deep.equal({ name: 'listed-big.bin' });
+    const r = await runCli(['list', '--json'], { port: server.port, user: ALICE.user, password: ALICE.password });
+    expect(r.code, describeRun(r)).to.equal(0);
+    const json = JSON.parse(r.out) as Array<Record<string, unknown>>;
+    expect(json.find((e) => e['name'] === 'listed-big.bin')).to.include({ size: SIZE, sha256: sha(big) });
+    expect(json.find((e) => e['name'] === 'listed-small.bin')).to.not.have.property('sha256');
   });
 
   it('a small upload leaves no record (hashing it is cheaper than reading one)', async function () {

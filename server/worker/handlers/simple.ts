@@ -61,7 +61,7 @@ export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResu
   const entries = await io.userStore().list(req.long);
   for (let at = 0; at < entries.length; at += LIST_BATCH) {
     // One socket write per batch of entries instead of one per entry (each is a syscall).
-    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => (req.long ? { status: 'entry', name: entry.name, size: entry.size, mtime: entry.mtime } : { status: 'entry', name: entry.name })));
+    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => (req.long ? { status: 'entry', ...entry } : { status: 'entry', name: entry.name })));
     // A reader slower than the listing holds it here instead of making the server buffer it whole.
     await io.writable();
   }
