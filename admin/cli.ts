@@ -228,6 +228,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       const usersFile = path.resolve(inv.users ?? process.env['FTS_USERS'] ?? './id_passwd.txt');
       try {
         checkUsername(user); // before asking for the password, not after it was typed twice
+      } catch (e) {
+        if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_USAGE); // a bad argument
+        throw e;
+      }
+      try {
         const password = await readNewPassword(user);
         const { replaced } = await passwd(usersFile, user, password);
         out(`${replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);

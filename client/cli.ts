@@ -67,7 +67,8 @@ function usage(): string {
     'Transfers are resumable: an interrupted upload of the same file continues from what the server kept,',
     'and an interrupted download continues from LOCAL.part (its version is recorded in LOCAL.part.json).',
     'The password is taken from FTS_PASSWORD, else --password-file, else asked for on the terminal.',
-    'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found.',
+    'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found (the remote file, or the',
+    'local file to upload), 130 interrupted (Ctrl+C).',
   ].join('\n');
 }
 
