@@ -167,11 +167,12 @@ export class ResilientClient implements FileClient {
     const repeat = how.repeat ?? true;
     const progress = how.progress ?? (() => 0);
     let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
-    // Why the server ended the session, when it did (a drain's bye to an idle session, say): if no new
-    // connection can be had either, that is the error to report, with the reconnection's failure added.
-    let ended: FtsError | null = client === null && !this.closedByUser ? this.current.endedBy : null;
-    let lastError: unknown = ended ?? new FtsError('IO_ERROR', 'not connected');
-    const giveUp = (): unknown => (ended === null || lastError === ended || isServerError(lastError) ? lastError : reconnectFailed(ended, lastError));
+    // The drain's bye that ended the connection being replaced (an idle session gets it at once): if no new
+    // connection can be had either, the error reports that the server is shutting down, with the
+    // reconnection's failure added, rather than only "connection refused".
+    let drained = client === null && !this.closedByUser ? drainBye(this.current) : null;
+    let lastError: unknown = drained ?? new FtsError('IO_ERROR', 'not connected');
+    const giveUp = (): unknown => (drained === null || this.closedByUser || isServerError(lastError) ? lastError : reconnectFailed(drained, lastError));
     let failures = 0;
     let reached = progress();
     for (;;) {
@@ -181,7 +182,7 @@ export class ResilientClient implements FileClient {
         } catch (err) {
           if (!repeat || !this.mayRetry(err, client)) throw err;
           lastError = err;
-          if (isServerError(err)) ended = err as FtsError;
+          drained = drainBye(client);
         }
         if (progress() > reached) {
           reached = progress();
@@ -197,6 +198,7 @@ export class ResilientClient implements FileClient {
       if (this.closedByUser) throw lastError;
       try {
         client = await this.replace(client);
+        drained = null; // a new connection: whatever ends it next has its own reason
       } catch (err) {
         lastError = err;
         if (!this.mayRetry(err, null)) throw giveUp();
@@ -253,4 +255,10 @@ export class ResilientClient implements FileClient {
     this.count++;
     return client;
   }
+}
+
+/** The server's SHUTTING_DOWN that ended this connection, if that is what ended it. */
+function drainBye(client: FtsClient): FtsError | null {
+  const reason = client.endedBy;
+  return reason?.code === 'SHUTTING_DOWN' ? reason : null;
 }

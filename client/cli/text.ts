@@ -112,7 +112,10 @@ export function formatLong(entries: readonly ListEntry[]): string[] {
   return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${e.name}`);
 }
 
-/** The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string. */
+/**
+ * The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string, and sha256
+ * where the server sent one (large files with a recorded digest).
+ */
 export function formatJson(entries: readonly ListEntry[]): string {
   return JSON.stringify(
     entries.map((e) => ({ name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) })),

@@ -29,12 +29,11 @@ async function fsyncDirNow(dir: string): Promise<void> {
   }
 }
 
-/** File times as the protocol carries them: integer milliseconds since the epoch. */
-export function mtimeOf(stats: { mtimeMs: number }): number {
-  return Math.floor(stats.mtimeMs);
-}
-
-/** mtimeOf for bigint stats (floored like it, also before 1970, where bigint division would round up). */
+/**
+ * File times as the protocol carries them: integer milliseconds since the epoch, floored (also before 1970,
+ * where bigint division would round up). From nanoseconds: a double's mtimeMs can round up to the next
+ * millisecond, and every place that reports a file's mtime must agree (listing, download, upload reply).
+ */
 export function mtimeOfBig(stats: { mtimeNs: bigint }): number {
   const ms = stats.mtimeNs / 1_000_000n;
   return Number(stats.mtimeNs < 0n && ms * 1_000_000n !== stats.mtimeNs ? ms - 1n : ms);

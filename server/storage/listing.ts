@@ -2,7 +2,7 @@ import type { BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { nameProblem, type Entry } from '../../protocol/index.js';
-import { mtimeOf, mtimeOfBig } from './durable.js';
+import { mtimeOfBig } from './durable.js';
 import { errnoOf } from './errors.js';
 
 /** A listing entry; `size` and `mtime` are present only in a long listing. */
@@ -62,15 +62,12 @@ export async function listUserDir(userDir: string, long: boolean, digests?: Reco
   // served: a regular file with one link (see isServable).
   const entries = await mapBounded(names, STAT_CONCURRENCY, async ({ name }): Promise<ListEntry | null> => {
     try {
-      const st = await lstat(path.join(userDir, name));
+      if (!long) return isServable(await lstat(path.join(userDir, name))) ? { name } : null;
+      // Nanosecond times, as a download's mtime (mtimeOfBig), and what a digest record names.
+      const st = await lstat(path.join(userDir, name), { bigint: true });
       if (!isServable(st)) return null;
-      if (!long) return { name };
-      if (digests === undefined || st.size < digests.minBytes) return { name, size: st.size, mtime: mtimeOf(st) };
-      // Size, mtime and digest all from one stat, which the record must match (it names inode and times).
-      const big = await lstat(path.join(userDir, name), { bigint: true });
-      if (!isServable(big)) return null;
-      const sha256 = await digests.lookup(name, big);
-      const entry: ListEntry = { name, size: Number(big.size), mtime: mtimeOfBig(big) };
+      const entry: ListEntry = { name, size: Number(st.size), mtime: mtimeOfBig(st) };
+      const sha256 = digests !== undefined && st.size >= digests.minBytes ? await digests.lookup(name, st) : null;
       if (sha256 !== null) entry.sha256 = sha256;
       return entry;
     } catch (err) {

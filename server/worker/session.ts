@@ -60,6 +60,9 @@ export function newSessionId(): string {
 /** What `fts-admin sessions` shows about a session: the admin protocol's own type. */
 export type SessionSnapshot = SessionInfo;
 
+/** Failures that are the client's connection going away (audited with "disconnected": true, never sent). */
+const disconnections = new WeakSet<FtsError>();
+
 /**
  * One connection, as an explicit state machine: unauthenticated → authenticated → closed. Requests are
  * read one at a time in arrival order, each handled by its handler in handlers/. The one overlap: an upload
@@ -192,21 +195,27 @@ export class Session {
       return;
     }
     this.admitted = true;
-    this.sendFrame(
-      encodeHeader({
-        status: 'hello',
-        protocol: PROTOCOL,
-        server: `fts/${SERVER_VERSION}`,
-        mechs: [...AUTH_MECHANISMS],
-        caps: [...CAPABILITIES],
-        maxHeader: this.ctx.config.maxHeaderBytes,
-        maxChunk: MAX_CHUNK_BYTES,
-        // So that a client busy preparing a request (hashing a large file) knows how often to send noop.
-        idleTimeout: this.ctx.config.idleTimeoutSeconds,
-      }),
-    );
-    this.armTimer();
     try {
+      // Accepted before a drain began but admitted only now (the gate, a PROXY header or a TLS handshake
+      // took a while): told like any idle session, instead of being greeted and holding the drain open.
+      if (this.ctx.draining) {
+        this.bye('SHUTTING_DOWN');
+        return;
+      }
+      this.sendFrame(
+        encodeHeader({
+          status: 'hello',
+          protocol: PROTOCOL,
+          server: `fts/${SERVER_VERSION}`,
+          mechs: [...AUTH_MECHANISMS],
+          caps: [...CAPABILITIES],
+          maxHeader: this.ctx.config.maxHeaderBytes,
+          maxChunk: MAX_CHUNK_BYTES,
+          // So that a client busy preparing a request (hashing a large file) knows how often to send noop.
+          idleTimeout: this.ctx.config.idleTimeoutSeconds,
+        }),
+      );
+      this.armTimer();
       await this.loop();
       // The client may half-close after its last request: publishes still running deserve their replies,
       // and then our side closes gracefully, so that they are delivered before the FIN.
@@ -322,6 +331,7 @@ export class Session {
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
+        else this.logAudit(header['op'], null, Date.now(), err); // refused, whatever cut the connection after
         return;
       }
       this.active = false;
@@ -389,11 +399,15 @@ export class Session {
   }
 
   private failureOf(err: unknown): FtsError {
-    if (err instanceof ConnectionGone || this.socket.destroyed) {
-      // The audit line must tell a cut connection from a storage failure: our own bye's code when we ended
-      // the session (KICKED, SHUTTING_DOWN, TRANSFER_STALLED); else the client went away, which the audit
-      // line marks with "disconnected": true (IO_ERROR alone would read as a disk failure).
-      return this.byeCode !== null ? new FtsError(this.byeCode) : new FtsError('IO_ERROR', 'connection closed during the request', { disconnected: true });
+    // A request cut by the end of its connection: the audit line must not read like a storage failure. It
+    // gets our own bye's code when we ended the session (KICKED, SHUTTING_DOWN, TRANSFER_STALLED), else
+    // IO_ERROR marked as a disconnection. A failure of its own (a publish still running in the background
+    // that fails its checksum or its fsync) keeps its code, whatever happened to the connection since.
+    if (err instanceof ConnectionGone || (this.socket.destroyed && !(err instanceof FtsError))) {
+      if (this.byeCode !== null) return new FtsError(this.byeCode);
+      const gone = new FtsError('IO_ERROR', 'connection closed during the request');
+      disconnections.add(gone);
+      return gone;
     }
     const failure = asFtsError(err);
     if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
@@ -690,7 +704,7 @@ export class Session {
         durationMs: Date.now() - started,
         result: failure ? 'error' : 'ok',
         code: failure?.code,
-        disconnected: failure?.details['disconnected'] === true ? true : undefined,
+        disconnected: failure !== null && disconnections.has(failure) ? true : undefined,
       },
       failure ? `${String(op)} failed` : `${String(op)} ok`,
     );

@@ -14,8 +14,6 @@ import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.
 import { RawClient } from '../helpers/raw-client.js';
 import { TestServer } from '../helpers/server.js';
 
-/** The hint main.ts prints after a flag error; allowed as the only other line. */
-
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
   '--login-timeout', '--idle-timeout', '--stall-timeout', '--max-header-bytes', '--help',
@@ -34,7 +32,7 @@ function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** The one line naming the problem: stderr holds it and at most the help hint, and no stack trace. */
+/** The one line naming the problem: stderr holds nothing else, and no stack trace. */
 function problemLine(r: ServerRunResult): string {
   const problems = r.stderr.split('\n').filter((l) => l.trim() !== '');
   expect(problems, `stderr must hold exactly one line:\n${r.stderr}`).to.have.length(1);

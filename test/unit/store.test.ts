@@ -9,6 +9,7 @@ import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/sto
 import { fsError } from '../../server/storage/errors.js';
 import { lockTarget } from '../../server/storage/paths.js';
 import { onLockCompromised, withLock, type LockCompromise } from '../../server/storage/locks.js';
+import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
@@ -325,6 +326,24 @@ describe('storage', () => {
       release();
       await Promise.all([held, deleting]);
       expect(order).to.deep.equal(['locked', 'unlocking', 'deleted']);
+    });
+  });
+
+  describe('makeDirectories', () => {
+    it('creates what is missing (0700), is a no-op on what exists, and concurrent calls on one path all succeed', async () => {
+      const deep = path.join(tmp, 'a', 'b', 'c', 'd');
+      await Promise.all(Array.from({ length: 8 }, () => makeDirectories(deep)));
+      for (const d of [path.join(tmp, 'a'), path.join(tmp, 'a', 'b'), deep]) expect((await stat(d)).mode & 0o777, d).to.equal(0o700);
+      await makeDirectories(deep);
+      await makeDirectories(path.join(deep, '..', 'e'));
+      expect((await stat(path.join(tmp, 'a', 'b', 'c', 'e'))).isDirectory()).to.equal(true);
+    });
+
+    it('names the real cause: ENOTDIR for a file in the way, ENOENT (not a hang) under /proc', async () => {
+      await writeFile(path.join(tmp, 'file'), 'x');
+      const errno = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+      expect(await errno(makeDirectories(path.join(tmp, 'file', 'sub', 'deeper')))).to.equal('ENOTDIR');
+      expect(await errno(makeDirectories(`/proc/fts-unit-${process.pid}/x`))).to.equal('ENOENT');
     });
   });
 
