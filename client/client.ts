@@ -218,7 +218,9 @@ export class FtsClient implements FileClient {
 
   private remember(reply: Header): void {
     const { user, token, tokenExpires } = reply;
-    if (typeof user === 'string' && typeof token === 'string' && typeof tokenExpires === 'number' && Number.isSafeInteger(tokenExpires)) {
+    // A token that breaks PROTOCOL.md §5.3 (over 1024 characters) could never be sent back: a reconnection
+    // then logs in with the password instead.
+    if (typeof user === 'string' && typeof token === 'string' && token.length <= MAX_TOKEN_CHARS && typeof tokenExpires === 'number' && Number.isSafeInteger(tokenExpires)) {
       this.login = { user, token, tokenExpires };
     }
   }
@@ -379,11 +381,16 @@ function progress(options: TransferOptions): Pick<TransferOptions, 'onProgress' 
   return out;
 }
 
+/** PROTOCOL.md §5.3: a token is at most this long. */
+const MAX_TOKEN_CHARS = 1024;
+
 function uploadResult({ reply, digest, resumedFrom }: UploadOutcome, name: string): UploadResult {
   const { size, sha256, mtime } = reply;
   if (size !== digest.size || sha256 !== digest.sha256) throw bad('upload reply disagrees with the size or sha256 sent');
   if (!isTime(mtime)) throw bad('upload reply without a valid mtime');
-  return { name: typeof reply['name'] === 'string' ? reply['name'] : name, size: digest.size, sha256: digest.sha256, mtime, resumedFrom };
+  // The name is ours: a reply naming another file is out of protocol (and must not reach the terminal).
+  if (reply['name'] !== undefined && reply['name'] !== name) throw bad('upload reply names another file');
+  return { name, size: digest.size, sha256: digest.sha256, mtime, resumedFrom };
 }
 
 /**

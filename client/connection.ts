@@ -84,6 +84,8 @@ const QUIT_CLOSE_WAIT_MS = 2_000;
  */
 const KEEPALIVE_FRACTION = 1 / 3;
 const KEEPALIVE_DEFAULT_IDLE_SECONDS = 300;
+/** A day: longer idle timeouts are treated as this (setInterval takes at most 2^31 − 1 ms). */
+const KEEPALIVE_MAX_IDLE_SECONDS = 86_400;
 const KEEPALIVE_MIN_MS = 250;
 /** Idle time before TCP keep-alive probes start. */
 const TCP_KEEPALIVE_IDLE_MS = 30_000;
@@ -392,7 +394,8 @@ export class FtsConnection {
 
   private keepAliveMs(): number {
     const announced = this.hello['idleTimeout'];
-    const idleSeconds = typeof announced === 'number' && announced > 0 ? announced : KEEPALIVE_DEFAULT_IDLE_SECONDS;
+    // Clamped: a huge value would overflow the timer (which then fires every millisecond).
+    const idleSeconds = typeof announced === 'number' && announced > 0 ? Math.min(announced, KEEPALIVE_MAX_IDLE_SECONDS) : KEEPALIVE_DEFAULT_IDLE_SECONDS;
     return Math.max(KEEPALIVE_MIN_MS, idleSeconds * 1000 * KEEPALIVE_FRACTION);
   }
 

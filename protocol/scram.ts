@@ -99,7 +99,7 @@ export class ScramClient {
     const nonce = m?.[1] ?? '';
     const ours = this.clientFirstBare.slice(this.clientFirstBare.indexOf(',r=') + 3);
     const iterations = Number(m?.[3]);
-    if (!m || !nonce.startsWith(ours) || nonce.length <= ours.length || !Number.isSafeInteger(iterations) || iterations < 1 || iterations > 10_000_000) return null;
+    if (!m || !nonce.startsWith(ours) || nonce.length <= ours.length || !Number.isSafeInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) return null;
     this.salted = saltedPassword(this.password, Buffer.from(m[2] ?? '', 'base64'), iterations);
     const clientKey = hmac(this.salted, 'Client Key');
     const withoutProof = `c=biws,r=${nonce}`;

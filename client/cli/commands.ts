@@ -11,6 +11,9 @@ import { report, usageError } from './report.js';
 import { escapeForTerminal, formatJson, formatLong } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
+/** Lines of `list` output per write. */
+const LIST_WRITE_LINES = 10_000;
+
 /** Options that belong to particular commands (global options are handled by cli.ts). */
 export interface CommandOptions {
   long?: boolean;
@@ -213,8 +216,9 @@ export const COMMANDS: readonly Command[] = [
     async run(client, _args, options) {
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
-      const lines = options.json === true ? [formatJson(entries)] : long ? formatLong(entries) : entries.map((e) => e.name);
-      if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+      const lines = options.json === true ? formatJson(entries) : long ? formatLong(entries) : entries.map((e) => e.name);
+      // In slices: one string of millions of lines would exceed V8's maximum string length.
+      for (let at = 0; at < lines.length; at += LIST_WRITE_LINES) process.stdout.write(`${lines.slice(at, at + LIST_WRITE_LINES).join('\n')}\n`);
     },
   },
   {

@@ -41,12 +41,20 @@ export function exitCodeFor(err: unknown): number {
 }
 
 /**
- * Replaces control characters (C0 including newlines, DEL, C1) by \xNN. Messages can quote a server's
- * words or a file name; neither may drive the terminal or fake extra output lines.
+ * Replaces control characters (C0 including newlines, DEL, C1) by \xNN, and invisible format characters
+ * (zero-width, line/paragraph separators, bidirectional overrides and isolates, BOM) by \uNNNN; clips very
+ * long text. Messages can quote a server's words or a file name; neither may drive the terminal, fake extra
+ * output lines or display as something else.
  */
 export function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const clipped = text.length > MAX_PRINTED_CHARS ? `${text.slice(0, MAX_PRINTED_CHARS)}… (${text.length - MAX_PRINTED_CHARS} more characters)` : text;
+  return clipped
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(/[\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+/** A server's error message is printed up to this long: a megabyte of text is not a message. */
+const MAX_PRINTED_CHARS = 2000;
 
 /** `fts: <message> (<CODE>)` for errors from the server, `fts: <message>` otherwise. */
 export function formatError(err: unknown): string {

@@ -108,7 +108,8 @@ export function isoTime(ms: number | undefined): string {
 
 /** `SIZE<tab>MTIME<tab>NAME` lines, sizes right-aligned to the widest. */
 export function formatLong(entries: readonly ListEntry[]): string[] {
-  const width = Math.max(0, ...entries.map((e) => String(e.size ?? '?').length));
+  // Not Math.max(...array): spreading 150 000 arguments overflows the stack.
+  const width = entries.reduce((w, e) => Math.max(w, String(e.size ?? '?').length), 0);
   return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${e.name}`);
 }
 
@@ -116,10 +117,14 @@ export function formatLong(entries: readonly ListEntry[]): string[] {
  * The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string, and sha256
  * where the server sent one (large files with a recorded digest).
  */
-export function formatJson(entries: readonly ListEntry[]): string {
-  return JSON.stringify(
-    entries.map((e) => ({ name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) })),
-    null,
-    2,
-  );
+export function formatJson(entries: readonly ListEntry[]): string[] {
+  // Exactly JSON.stringify(array, null, 2), one element per line group: a single string of millions of
+  // entries would exceed V8's maximum string length.
+  if (entries.length === 0) return ['[]'];
+  const last = entries.length - 1;
+  const items = entries.map((e, i) => {
+    const item = { name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) };
+    return `  ${JSON.stringify(item, null, 2).replace(/\n/g, '\n  ')}${i < last ? ',' : ''}`;
+  });
+  return ['[', ...items, ']'];
 }
