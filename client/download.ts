@@ -9,14 +9,14 @@
  * stay, and the next download of the same name to the same target continues from there.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { lstat, open, rename, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rename, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, SHA256_PATTERN, VIEW_BYTES, type Header } from '../protocol/index.js';
 import { DirectWriter } from '../protocol/direct-writer.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
-import { KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
+import { isDirectoryTarget, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
 import { hashInto, type ProgressCallback } from './upload.js';
 
 /** The connection's read throttle, used to stop the network from outrunning the disk. */
@@ -216,7 +216,7 @@ export class FileDownload {
 
   private async openPart(): Promise<void> {
     let target = this.localPath ?? this.name;
-    if (target.endsWith('/') || target.endsWith(path.sep) || (await isDirectory(target))) target = path.join(target, this.name);
+    if (target.endsWith('/') || target.endsWith(path.sep) || (await isDirectoryTarget(target))) target = path.join(target, this.name);
     this.target = target;
     const paths = partPaths(target);
     const claims = claimsOf(target, paths);
@@ -461,13 +461,6 @@ export class FileDownload {
 /** prepare() stopped because the download was abandoned meanwhile. */
 class Abandoned extends Error {}
 
-async function isDirectory(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isDirectory();
-  } catch {
-    return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
-  }
-}
 
 /**
  * fsync of the directory makes the rename itself durable. Best effort: some file systems refuse it. Many

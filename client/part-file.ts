@@ -7,9 +7,9 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { MAX_FILE_SIZE } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE } from '../protocol/index.js';
 
 /** The server version a partial download belongs to. */
 export interface RemoteVersion {
@@ -73,12 +73,22 @@ function isSize(v: unknown): v is number {
  */
 export async function readSidecar(file: string): Promise<RemoteVersion | null | 'missing'> {
   let text: string;
+  let fh: FileHandle | null = null;
   try {
-    text = await readFile(file, 'utf8');
+    // Not readFile: in a shared directory someone else may have planted a symbolic link (to /dev/zero),
+    // a FIFO (which would block the open for ever) or a huge file under this predictable name.
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const st = await fh.stat();
+    if (!isOurs(st) || st.size > SIDECAR_MAX_BYTES) return null;
+    const buf = Buffer.alloc(SIDECAR_MAX_BYTES + 1);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead > SIDECAR_MAX_BYTES) return null;
+    text = buf.toString('utf8', 0, bytesRead);
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : null;
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
-  if (text.length > SIDECAR_MAX_BYTES) return null;
   try {
     const v: unknown = JSON.parse(text);
     if (typeof v !== 'object' || v === null) return null;
@@ -104,12 +114,58 @@ export async function writeSidecar(file: string, version: RemoteVersion): Promis
 }
 
 /**
- * Opens LOCAL.part for reading and writing without following a symbolic link; `fresh` truncates it (or
- * creates it). Without `fresh` a missing file is an ENOENT error, which the caller treats as "nothing kept".
+ * A file this process may trust as its own earlier work: a regular file of our user with a single link.
+ * In a directory shared with other users, a LOCAL.part or sidecar planted by one of them must neither
+ * receive the download (they could read it, or change it between our check and our rename) nor steer a
+ * resume.
  */
-export function openPart(file: string, fresh: boolean): Promise<FileHandle> {
-  const flags = constants.O_RDWR | constants.O_NOFOLLOW | (fresh ? constants.O_CREAT | constants.O_TRUNC : 0);
-  return open(file, flags, 0o666);
+export function isOurs(st: { isFile(): boolean; uid: number; nlink: number }): boolean {
+  const uid = process.getuid?.();
+  return st.isFile() && st.nlink === 1 && (uid === undefined || st.uid === uid);
+}
+
+/**
+ * Opens LOCAL.part for reading and writing without following a symbolic link. `fresh` creates a new file:
+ * exclusively (a file already there, perhaps someone else's, is removed first, and if it cannot be, the
+ * open fails). Without `fresh` the kept file is opened only if it is ours (isOurs); a missing or foreign one
+ * is an error, which the caller treats as "nothing kept".
+ */
+export async function openPart(file: string, fresh: boolean): Promise<FileHandle> {
+  if (!fresh) {
+    const fh = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
+    if (isOurs(await fh.stat().catch(() => ({ isFile: () => false, uid: -1, nlink: 0 })))) return fh;
+    await fh.close().catch(() => undefined);
+    throw Object.assign(new Error(`${file} is not a regular file of ours`), { code: 'EPERM' });
+  }
+  const create = (): Promise<FileHandle> => open(file, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_CREAT | constants.O_EXCL, 0o666);
+  try {
+    return await create();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await removeQuietly(file);
+    return create().catch((again: unknown) => {
+      if ((again as NodeJS.ErrnoException).code !== 'EEXIST') throw again;
+      throw new FtsError('IO_ERROR', `${file} exists and cannot be replaced (another user's file?); remove it or download elsewhere`);
+    });
+  }
+}
+
+/**
+ * Whether `target` names a directory to download into. A symbolic link counts only when it belongs to us
+ * (or root): one that another user planted in a shared directory must not redirect the download into
+ * a directory of their choosing (it is then an ordinary target, which the final rename replaces).
+ */
+export async function isDirectoryTarget(target: string): Promise<boolean> {
+  try {
+    const st = await lstat(target);
+    if (st.isDirectory()) return true;
+    if (!st.isSymbolicLink()) return false;
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid && st.uid !== 0) return false;
+    return (await stat(target)).isDirectory();
+  } catch {
+    return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
+  }
 }
 
 /** Removes a file if it exists. Never throws: it runs on cleanup paths. */

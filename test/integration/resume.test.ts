@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
@@ -626,6 +626,84 @@ describe('resumable transfers (end to end)', function () {
     expect((err as FtsError).code).to.equal('IO_ERROR');
     expect((err as FtsError).message).to.contain('replaced by another process');
     expect(await exists(local)).to.equal(false);
+  });
+
+  describe('a download into a directory shared with other users', () => {
+    const OTHER_UID = 65534; // nobody
+    const asRoot = process.getuid?.() === 0;
+
+    it('a LOCAL.part and sidecar planted by another user are neither written into nor resumed from', async function () {
+      if (!asRoot) this.skip(); // giving a file to another user needs root (CI runs as root)
+      const name = 'planted-part.bin';
+      const data = randomBytes(2 * MiB);
+      const client = await login(server.port);
+      await client.uploadBuffer(name, data);
+      const shared = path.join(dir, 'shared-part');
+      await mkdir(shared);
+      const local = path.join(shared, name);
+      const planted = randomBytes(MiB); // a "prefix" with a sidecar naming the right version
+      await writeFile(`${local}.part`, planted, { mode: 0o666 });
+      const st = (await client.list({ long: true })).find((e) => e.name === name)!;
+      await writeFile(`${local}.part.json`, JSON.stringify({ name, size: st.size, mtime: st.mtime }));
+      await chown(`${local}.part`, OTHER_UID, OTHER_UID);
+      await chown(`${local}.part.json`, OTHER_UID, OTHER_UID);
+      const plantedFile = await open(`${local}.part`, 'r'); // to read the planted inode afterwards
+      try {
+        const r = await client.download(name, local);
+        expect(r.resumedFrom, 'nothing resumed from a foreign .part').to.equal(0);
+        expect(sha256(await readFile(local))).to.equal(sha256(data));
+        const got = await stat(local);
+        expect(got.uid, 'LOCAL is our own file').to.equal(0);
+        expect(got.ino).to.not.equal((await plantedFile.stat()).ino);
+        const after = Buffer.alloc(planted.length);
+        await plantedFile.read(after, 0, after.length, 0);
+        expect(after.equals(planted), "the other user's file did not receive the download").to.equal(true);
+      } finally {
+        await plantedFile.close();
+      }
+    });
+
+    it('a symbolic link planted by another user at LOCAL does not redirect the download into its directory', async function () {
+      if (!asRoot) this.skip();
+      const name = 'planted-link.bin';
+      const data = randomBytes(64 * 1024);
+      const client = await login(server.port);
+      await client.uploadBuffer(name, data);
+      const shared = path.join(dir, 'shared-link');
+      const victim = path.join(dir, 'victim-home');
+      await mkdir(shared);
+      await mkdir(victim);
+      const local = path.join(shared, name);
+      await symlink(victim, local);
+      await lchown(local, OTHER_UID, OTHER_UID);
+      await client.download(name, local);
+      expect(await readdir(victim), 'nothing written into the link target').to.deep.equal([]);
+      expect((await lstat(local)).isFile(), 'LOCAL is now the downloaded file, the link replaced').to.equal(true);
+      expect(sha256(await readFile(local))).to.equal(sha256(data));
+      // Our own link to a directory is followed, as the user meant.
+      const mine = path.join(shared, 'my-link');
+      await symlink(victim, mine);
+      await client.download(name, mine);
+      expect(sha256(await readFile(path.join(victim, name)))).to.equal(sha256(data));
+    });
+
+    it('a FIFO or a link to /dev/zero planted as the sidecar neither blocks nor exhausts the download', async function () {
+      const name = 'planted-sidecar.bin';
+      const data = randomBytes(2 * MiB);
+      const client = await login(server.port);
+      await client.uploadBuffer(name, data);
+      const shared = path.join(dir, 'shared-sidecar');
+      await mkdir(shared);
+      const fifoTarget = path.join(shared, `${name}.fifo-case`);
+      await new Promise<void>((resolve, reject) => execFile('mkfifo', [`${fifoTarget}.part.json`], (err) => (err ? reject(err) : resolve())));
+      const zeroTarget = path.join(shared, `${name}.zero-case`);
+      await symlink('/dev/zero', `${zeroTarget}.part.json`);
+      for (const target of [fifoTarget, zeroTarget]) {
+        const r = await client.download(name, target);
+        expect(r.resumedFrom).to.equal(0);
+        expect(sha256(await readFile(target))).to.equal(sha256(data));
+      }
+    });
   });
 
   it('client connections use TCP keep-alive, so a peer that vanishes silently is eventually noticed', async () => {
