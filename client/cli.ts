@@ -37,13 +37,14 @@ const OPTION_SPECS = {
   retries: { type: 'string' },
   tls: { type: 'boolean' },
   ca: { type: 'string' },
+  'allow-plain': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   ...COMMAND_OPTION_SPECS,
 } as const;
 
 function usage(): string {
   return [
-    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--tls [--ca FILE]] [--quiet] [--retries N] <command> [args]',
+    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--tls [--ca FILE]] [--allow-plain] [--quiet] [--retries N] <command> [args]',
     '',
     'commands:',
     ...commandHelp(),
@@ -56,6 +57,8 @@ function usage(): string {
     '  --password-file FILE  read the password from the first line of FILE',
     '  --tls                 connect with TLS (env FTS_TLS=1); the certificate and host name are verified',
     '  --ca FILE             trust the CA certificate(s) in FILE (PEM) instead of the system CAs (env FTS_CA)',
+    '  --allow-plain         without TLS, send the password in plaintext if the server offers no SCRAM',
+    '                        (refused by default: it may mean someone on the way removed SCRAM)',
     '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
@@ -211,7 +214,8 @@ async function main(argv: string[]): Promise<number> {
     const resilient = command === 'shell' || command.transfers;
     const quiet = values.quiet === true || values.json === true;
     const tlsOptions = await resolveTls(values.tls, values.ca);
-    client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}) }, user, password, retries, quiet);
+    const allowPlain = values['allow-plain'] === true ? { allowPlainPassword: true } : {};
+    client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}), ...allowPlain }, user, password, retries, quiet);
     if (command === 'shell') {
       const { runShell } = await import('./cli/shell.js');
       const status = await runShell(client);

@@ -122,11 +122,15 @@ export class FtsClient implements FileClient {
   private readonly hashing = new Limiter(HASH_CONCURRENCY);
   private login: SessionInfo | null = null;
 
-  private constructor(private readonly conn: FtsConnection) {}
+  private constructor(
+    private readonly conn: FtsConnection,
+    /** auth() may fall back to `plain`: the connection is TLS, or the caller allowed it. */
+    private readonly plainAllowed: boolean,
+  ) {}
 
   /** Connects and reads the greeting. Default 127.0.0.1:5421, 10 s timeout. */
   static async connect(options: ConnectOptions = {}): Promise<FtsClient> {
-    return new FtsClient(await FtsConnection.open(options));
+    return new FtsClient(await FtsConnection.open(options), Boolean(options.tls) || options.allowPlainPassword === true);
   }
 
   /** The server's greeting (protocol, server, mechs, caps, maxHeader, maxChunk). */
@@ -154,12 +158,20 @@ export class FtsClient implements FileClient {
 
   /**
    * Logs in with the best mechanism the server offers: `scram-sha-256` (the password never crosses the
-   * wire, and the server proves it knows the verifier), else `plain`. A wrong user or password is the
-   * fatal AUTH_FAILED. Do not pipeline other requests behind a login.
+   * wire, and the server proves it knows the verifier), else `plain`, but `plain` without TLS only when
+   * ConnectOptions.allowPlainPassword says so (UNSUPPORTED_MECHANISM otherwise: every fts server offers
+   * SCRAM, so its absence on a plaintext connection may be a man in the middle after the password). A
+   * wrong user or password is the fatal AUTH_FAILED. Do not pipeline other requests behind a login.
    */
   async auth(user: string, password: string): Promise<void> {
     const mechs = this.conn.greeting['mechs'];
     if (Array.isArray(mechs) && mechs.includes('scram-sha-256')) return this.authScram(user, password);
+    if (!this.plainAllowed) {
+      throw new FtsError(
+        'UNSUPPORTED_MECHANISM',
+        'the server does not offer scram-sha-256, and the password is not sent in plaintext without TLS (something on the way may have removed SCRAM); use --tls, or --allow-plain on a network you trust',
+      );
+    }
     return this.authPlain(user, password);
   }
 

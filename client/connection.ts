@@ -71,6 +71,11 @@ export interface ConnectOptions {
    * `servername` (default: `host`).
    */
   tls?: boolean | { ca?: string | Buffer; servername?: string };
+  /**
+   * auth(): log in with `plain` over an unencrypted connection when the server offers no SCRAM. Default
+   * false: a man in the middle could have removed SCRAM from the greeting to read the password.
+   */
+  allowPlainPassword?: boolean;
 }
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;

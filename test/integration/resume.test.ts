@@ -532,7 +532,10 @@ describe('resumable transfers (end to end)', function () {
 
   it('a command whose work is done exits 0 when the server refuses its quit (draining): a scripted server', async () => {
     // Replies as a draining fts server does to a request made during the drain: the fatal SHUTTING_DOWN.
+    // It offers only `plain` (as a man in the middle stripping SCRAM would): without TLS the client sends
+    // no password unless told to with --allow-plain.
     const sockets = new Set<net.Socket>();
+    let passwordsSeen = 0;
     const fake = net.createServer((sock) => {
       sockets.add(sock);
       sock.on('error', () => undefined);
@@ -543,7 +546,10 @@ describe('resumable transfers (end to end)', function () {
         for (const f of decoder.push(chunk)) {
           if (f.kind !== 'header') continue;
           const id = f.header['id'];
-          if (f.header['op'] === 'auth') sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
+          if (f.header['op'] === 'auth') {
+            passwordsSeen += typeof f.header['password'] === 'string' ? 1 : 0;
+            sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
+          }
           else if (f.header['op'] === 'delete') sock.write(encodeHeader({ id, status: 'ok', name: f.header['name'] }));
           else sock.end(encodeHeader({ id, status: 'error', code: 'SHUTTING_DOWN', message: 'server is shutting down', fatal: true }));
         }
@@ -551,9 +557,15 @@ describe('resumable transfers (end to end)', function () {
     });
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
     try {
-      const r = await cli(['delete', 'gone.bin'], (fake.address() as net.AddressInfo).port);
+      const port = (fake.address() as net.AddressInfo).port;
+      const refused = await cli(['delete', 'gone.bin'], port);
+      expect(refused.code, describeRun(refused)).to.equal(3);
+      expect(refused.stderr).to.match(/scram-sha-256.*--allow-plain/);
+      expect(passwordsSeen, 'no password sent in plaintext').to.equal(0);
+      const r = await cli(['--allow-plain', 'delete', 'gone.bin'], port);
       expect(r.code, describeRun(r)).to.equal(0);
       expect(r.stderr).to.equal('');
+      expect(passwordsSeen).to.equal(1);
     } finally {
       for (const sock of sockets) sock.destroy();
       await new Promise((resolve) => fake.close(resolve));
