@@ -76,9 +76,17 @@ export interface ConnectOptions {
    * false: a man in the middle could have removed SCRAM from the greeting to read the password.
    */
   allowPlainPassword?: boolean;
+  /**
+   * Give up on the connection (IO_ERROR) when a request waits for its reply and no byte has moved in
+   * either direction for this long. Default 10 minutes: long enough for the server's own silent work
+   * (hashing the skipped part of a resumed download, copying a resumed upload's prefix), short enough that
+   * a server that stopped answering cannot hang a client for ever.
+   */
+  replyTimeoutMs?: number;
 }
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 
 /** How long quit() waits for the server to close the connection after its 'ok' before closing it itself. */
 const QUIT_CLOSE_WAIT_MS = 2_000;
@@ -191,6 +199,7 @@ export class FtsConnection {
     const port = options.port ?? DEFAULT_PORT;
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const conn = new FtsConnection(host, port, options.tls);
+    conn.watchReplies(options.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS);
     // One timer covers both the TCP connect and the greeting: the caller cares about "usable in time".
     const timer = setTimeout(() => {
       const what = !conn.tcpConnected ? `cannot connect to ${conn.address}` : `no greeting from ${conn.address}`;
@@ -202,6 +211,27 @@ export class FtsConnection {
       clearTimeout(timer);
     }
     return conn;
+  }
+
+  /**
+   * Fails the connection when a request has waited `timeoutMs` with no byte moving either way. Time spent
+   * idle (nothing awaited) or with reading paused by us (a slow local disk) does not count.
+   */
+  private watchReplies(timeoutMs: number): void {
+    let moved = -1;
+    let since = Date.now();
+    const timer = setInterval(() => {
+      const now = Date.now();
+      const bytes = this.socket.bytesRead + this.socket.bytesWritten;
+      if (bytes !== moved || !this.replies.waiting || this.pauseCount > 0) {
+        moved = bytes;
+        since = now;
+      } else if (now - since >= timeoutMs) {
+        this.fail(new FtsError('IO_ERROR', `no reply from ${this.address} in ${Math.round((now - since) / 1000)} s: giving up on the connection`));
+      }
+    }, Math.max(10, Math.min(timeoutMs / 4, 15_000)));
+    timer.unref();
+    this.failed.catch(() => clearInterval(timer));
   }
 
   /** The server's greeting (frozen). Its maxHeader and maxChunk bound what this connection sends. */

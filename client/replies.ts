@@ -62,6 +62,11 @@ export class ReplyRouter {
   /** Payload bytes the head request's data phase still expects; > 0 only inside a data phase. */
   private dataRemaining = 0;
 
+  /** Some request still waits for its final reply. */
+  get waiting(): boolean {
+    return this.queue.length > 0;
+  }
+
   /** Appends a request that has just been written. */
   add(entry: InFlight): void {
     this.queue.push(entry);

@@ -572,6 +572,38 @@ describe('resumable transfers (end to end)', function () {
     }
   });
 
+  it('a server that stops answering (here: after the login) does not hang the client: the request fails after replyTimeoutMs', async () => {
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => sockets.delete(sock));
+      sock.write(encodeHeader({ status: 'hello', protocol: 'fts/1', server: 'fake', mechs: ['plain'], caps: ['pipeline'], maxHeader: 16384, maxChunk: MiB }));
+      const decoder = new FrameDecoder();
+      sock.on('data', (chunk: Buffer) => {
+        for (const f of decoder.push(chunk)) {
+          if (f.kind === 'header' && f.header['op'] === 'auth') sock.write(encodeHeader({ id: f.header['id'], status: 'ok', user: ALICE.user }));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const client = await FtsClient.connect({ port: (silent.address() as net.AddressInfo).port, allowPlainPassword: true, replyTimeoutMs: 1_000 });
+      clients.push(client);
+      await client.auth(ALICE.user, ALICE.password);
+      await sleep(2_500); // idle time does not count
+      expect(client.connected, 'an idle connection is kept').to.equal(true);
+      const t0 = Date.now();
+      const err = await client.list().then(() => null, (e: unknown) => e);
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).message).to.match(/no reply from .* in \d+ s/);
+      expect(Date.now() - t0).to.be.below(10_000);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
   it('mget whose reader goes away (`| head -1`) still finishes every download and exits with its own status', async () => {
     const client = await login(server.port);
     const names = ['gone-reader-1.bin', 'gone-reader-2.bin'];
