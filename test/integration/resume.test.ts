@@ -530,12 +530,12 @@ describe('resumable transfers (end to end)', function () {
     expect(await s.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
   });
 
-  it('a command whose work is done exits 0 when the server refuses its quit (draining): a scripted server', async () => {
-    // Replies as a draining fts server does to a request made during the drain: the fatal SHUTTING_DOWN.
-    // It offers only `plain` (as a man in the middle stripping SCRAM would): without TLS the client sends
-    // no password unless told to with --allow-plain.
+  /**
+   * A scripted plain-only fts server on an ephemeral port: greets, then hands every header frame to
+   * `onHeader` with a reply function. close() ends its connections and stops it.
+   */
+  async function scriptedServer(onHeader: (h: Header, sock: net.Socket) => void): Promise<{ port: number; close: () => Promise<void> }> {
     const sockets = new Set<net.Socket>();
-    let passwordsSeen = 0;
     const fake = net.createServer((sock) => {
       sockets.add(sock);
       sock.on('error', () => undefined);
@@ -543,21 +543,34 @@ describe('resumable transfers (end to end)', function () {
       sock.write(encodeHeader({ status: 'hello', protocol: 'fts/1', server: 'fake', mechs: ['plain'], caps: ['pipeline'], maxHeader: 16384, maxChunk: MiB }));
       const decoder = new FrameDecoder();
       sock.on('data', (chunk: Buffer) => {
-        for (const f of decoder.push(chunk)) {
-          if (f.kind !== 'header') continue;
-          const id = f.header['id'];
-          if (f.header['op'] === 'auth') {
-            passwordsSeen += typeof f.header['password'] === 'string' ? 1 : 0;
-            sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
-          }
-          else if (f.header['op'] === 'delete') sock.write(encodeHeader({ id, status: 'ok', name: f.header['name'] }));
-          else sock.end(encodeHeader({ id, status: 'error', code: 'SHUTTING_DOWN', message: 'server is shutting down', fatal: true }));
-        }
+        for (const f of decoder.push(chunk)) if (f.kind === 'header') onHeader(f.header, sock);
       });
     });
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (fake.address() as net.AddressInfo).port,
+      close: async () => {
+        for (const sock of sockets) sock.destroy();
+        await new Promise((resolve) => fake.close(resolve));
+      },
+    };
+  }
+
+  it('a command whose work is done exits 0 when the server refuses its quit (draining): a scripted server', async () => {
+    // Replies as a draining fts server does to a request made during the drain: the fatal SHUTTING_DOWN.
+    // It offers only `plain` (as a man in the middle stripping SCRAM would): without TLS the client sends
+    // no password unless told to with --allow-plain.
+    let passwordsSeen = 0;
+    const fake = await scriptedServer((h, sock) => {
+      const id = h['id'];
+      if (h['op'] === 'auth') {
+        passwordsSeen += typeof h['password'] === 'string' ? 1 : 0;
+        sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
+      } else if (h['op'] === 'delete') sock.write(encodeHeader({ id, status: 'ok', name: h['name'] }));
+      else sock.end(encodeHeader({ id, status: 'error', code: 'SHUTTING_DOWN', message: 'server is shutting down', fatal: true }));
+    });
     try {
-      const port = (fake.address() as net.AddressInfo).port;
+      const port = fake.port;
       const refused = await cli(['delete', 'gone.bin'], port);
       expect(refused.code, describeRun(refused)).to.equal(3);
       expect(refused.stderr).to.match(/scram-sha-256.*--allow-plain/);
@@ -567,28 +580,16 @@ describe('resumable transfers (end to end)', function () {
       expect(r.stderr).to.equal('');
       expect(passwordsSeen).to.equal(1);
     } finally {
-      for (const sock of sockets) sock.destroy();
-      await new Promise((resolve) => fake.close(resolve));
+      await fake.close();
     }
   });
 
   it('a server that stops answering (here: after the login) does not hang the client: the request fails after replyTimeoutMs', async () => {
-    const sockets = new Set<net.Socket>();
-    const silent = net.createServer((sock) => {
-      sockets.add(sock);
-      sock.on('error', () => undefined);
-      sock.on('close', () => sockets.delete(sock));
-      sock.write(encodeHeader({ status: 'hello', protocol: 'fts/1', server: 'fake', mechs: ['plain'], caps: ['pipeline'], maxHeader: 16384, maxChunk: MiB }));
-      const decoder = new FrameDecoder();
-      sock.on('data', (chunk: Buffer) => {
-        for (const f of decoder.push(chunk)) {
-          if (f.kind === 'header' && f.header['op'] === 'auth') sock.write(encodeHeader({ id: f.header['id'], status: 'ok', user: ALICE.user }));
-        }
-      });
+    const silent = await scriptedServer((h, sock) => {
+      if (h['op'] === 'auth') sock.write(encodeHeader({ id: h['id'], status: 'ok', user: ALICE.user }));
     });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     try {
-      const client = await FtsClient.connect({ port: (silent.address() as net.AddressInfo).port, allowPlainPassword: true, replyTimeoutMs: 1_000 });
+      const client = await FtsClient.connect({ port: silent.port, allowPlainPassword: true, replyTimeoutMs: 1_000 });
       clients.push(client);
       await client.auth(ALICE.user, ALICE.password);
       await sleep(2_500); // idle time does not count
@@ -599,8 +600,7 @@ describe('resumable transfers (end to end)', function () {
       expect((err as FtsError).message).to.match(/no reply from .* in \d+ s/);
       expect(Date.now() - t0).to.be.below(10_000);
     } finally {
-      for (const sock of sockets) sock.destroy();
-      await new Promise((resolve) => silent.close(resolve));
+      await silent.close();
     }
   });
 
