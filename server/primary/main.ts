@@ -94,7 +94,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
   }
   const sweep = async (): Promise<void> => {
-    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000);
+    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000, (where, err) => log.warn({ path: where, err }, 'staging sweep skipped what it cannot read or remove'));
     if (removed > 0) log.info({ removed }, 'removed expired partial uploads');
   };
   await sweep();

@@ -391,7 +391,11 @@ function checkIdentity(size: number, tag: UploadTag): void {
 export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTag): Promise<number> {
   resolveName(userDirPath(t.root, t.user), t.name);
   checkIdentity(size, tag);
-  for (const { file } of await partialsOf(t, size, tag)) {
+  // A file-system failure (an unreadable staging directory) is IO_ERROR & co., not a server bug (INTERNAL).
+  const partials = await partialsOf(t, size, tag).catch((err: unknown) => {
+    throw fsError(err, t.name);
+  });
+  for (const { file } of partials) {
     let handle: FileHandle;
     try {
       handle = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
@@ -500,16 +504,25 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
 /**
  * Removes staging files not modified for `maxAgeMs` and returns how many it removed. A live upload writes
  * continuously, so `maxAgeMs` must be well above the stalled-transfer timeout. Safe to run from several
- * processes at once: a file that vanishes under us is simply not counted.
+ * processes at once: a file that vanishes under us is simply not counted. A user's staging directory (or
+ * file) that cannot be read or removed is reported through `problem` and skipped: one bad directory must
+ * neither stop the server from starting nor keep the other users' partial uploads for ever.
  */
-export async function sweepStaging(root: string, maxAgeMs: number): Promise<number> {
+export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
   const cutoff = Date.now() - maxAgeMs;
   let removed = 0;
   const users = await readdirOrEmpty(stagingRoot(root));
   for (const userEntry of users) {
     if (!userEntry.isDirectory()) continue;
     const dir = path.join(stagingRoot(root), userEntry.name);
-    for (const entry of await readdirOrEmpty(dir)) {
+    let entries: Dirent[];
+    try {
+      entries = await readdirOrEmpty(dir);
+    } catch (err) {
+      problem(dir, err);
+      continue;
+    }
+    for (const entry of entries) {
       const file = path.join(dir, entry.name);
       try {
         const st = await lstat(file);
@@ -517,7 +530,7 @@ export async function sweepStaging(root: string, maxAgeMs: number): Promise<numb
         await unlink(file);
         removed++;
       } catch (err) {
-        if (errnoOf(err) !== 'ENOENT') throw err;
+        if (errnoOf(err) !== 'ENOENT') problem(file, err);
       }
     }
   }

@@ -471,5 +471,21 @@ describe('storage', () => {
     it('returns 0 when there is no staging area', async () => {
       expect(await sweepStaging(path.join(tmp, 'nothing-here'), 0)).to.equal(0);
     });
+
+    it('an unreadable staging directory is IO_ERROR for offset (not INTERNAL); the sweep still serves the other users', async () => {
+      const staging = path.join(root, '.fts', 'staging', 'alice');
+      await rm(staging, { recursive: true, force: true });
+      await writeFile(staging, 'not a directory'); // what a broken mount or a stray file looks like: ENOTDIR
+      expect(await codeOf(alice.stagedOffset('f', 10, { sha256: sha(Buffer.from('x')) }))).to.equal('IO_ERROR');
+      // (As root a chmod 000 directory stays readable, so the sweep's skip of an unreadable one is not shown.)
+      const problems: string[] = [];
+      const bob = path.join(root, '.fts', 'staging', 'bob');
+      await mkdir(bob);
+      await writeFile(path.join(bob, 'old.part'), 'x');
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      await utimes(path.join(bob, 'old.part'), hourAgo, hourAgo);
+      expect(await sweepStaging(root, 60_000, (where) => problems.push(where))).to.equal(1);
+      expect(problems).to.deep.equal([]);
+    });
   });
 });
