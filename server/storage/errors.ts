@@ -17,6 +17,17 @@ export function fsError(err: unknown, what: string): FtsError {
   return new FtsError(code, `${what}: ${detail}`, {}, { cause: err });
 }
 
+/**
+ * A failure of the directory fsync after a rename or unlink: the change is made, and visible, but not known
+ * to be durable. The code is fsError's; the message says what happened, so that nobody is told "nothing
+ * was published" about a file that is in place.
+ */
+export function notDurable(err: unknown, what: string, done: 'published' | 'deleted'): FtsError {
+  const cause = fsError(err, what);
+  const why = cause.message.startsWith(`${what}: `) ? cause.message.slice(what.length + 2) : cause.message;
+  return new FtsError(cause.code, `${what}: ${done}, but syncing its directory failed (${why}); the change may not survive a crash`, {}, { cause: err });
+}
+
 /** The `code` property of a Node system error ('ENOENT', …), if there is one. */
 export function errnoOf(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err) {

@@ -6,7 +6,7 @@ import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { recordDigest } from './digest-records.js';
-import { errnoOf, fsError } from './errors.js';
+import { errnoOf, fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
@@ -320,12 +320,12 @@ export class StagedUpload {
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
       } else {
-        // Not known to be durable, or already renamed: if only the directory fsync failed, the file is
-        // visible but we cannot promise it is durable, so the client is told it failed; the unlink in
-        // abort() then finds nothing.
+        // Not known to be durable, or already renamed (the unlink in abort() then finds nothing).
         await this.abort();
       }
-      throw fsError(err, this.name);
+      // Renamed, and then the directory fsync failed: the file is in place but we cannot promise it is
+      // durable. The client gets an error, whose message says the file was published.
+      throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
     }
   }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
-import { errnoOf, fsError } from './errors.js';
+import { errnoOf, fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
@@ -174,17 +174,19 @@ export class UserStore {
   async delete(name: string): Promise<void> {
     const file = resolveName(this.#dir, name);
     await withLock(this.#root, this.user, name, async () => {
+      let unlinked = false;
       try {
         const st = await lstat(file);
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
         // Planted, like a symlink (fts never makes one): refused, as download and view refuse it.
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not deleted`);
         await unlink(file);
+        unlinked = true;
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
         await forgetDigest(this.#root, this.user, name);
       } catch (err) {
-        throw fsError(err, name);
+        throw unlinked ? notDurable(err, name, 'deleted') : fsError(err, name);
       }
     });
   }

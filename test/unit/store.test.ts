@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
 import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/storage/digest-records.js';
-import { fsError } from '../../server/storage/errors.js';
+import { fsError, notDurable } from '../../server/storage/errors.js';
 import { lockTarget } from '../../server/storage/paths.js';
 import { onLockCompromised, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
@@ -466,6 +466,13 @@ describe('storage', () => {
       await oldUp.abort();
       await newUp.abort();
       expect(await stagingFiles()).to.deep.equal([]);
+    });
+
+    it('a failed directory fsync after the rename or unlink says the change was made (notDurable)', () => {
+      const e = notDurable(Object.assign(new Error('no space'), { code: 'ENOSPC' }), 'f.bin', 'published');
+      expect(e.code).to.equal('NO_SPACE');
+      expect(e.message).to.match(/^f\.bin: published, but syncing its directory failed \(.+\); the change may not survive a crash$/);
+      expect(notDurable(Object.assign(new Error('eio'), { code: 'EIO' }), 'g', 'deleted').message).to.match(/^g: deleted, but .*\(EIO\)/);
     });
 
     it('returns 0 when there is no staging area', async () => {
