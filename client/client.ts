@@ -306,7 +306,9 @@ export class FtsClient implements FileClient {
         // corrupted (what came before it is good); dropped when the content is wrong or the file is gone.
         const corrupt = err instanceof FtsError && err.code === 'CHUNK_CORRUPT' && !isServerError(err) && this.connected && resends < MAX_RESENDS;
         const checksum = err instanceof FtsError && err.code === 'CHECKSUM_MISMATCH' && sink.resumedFrom > 0 && !restarted;
-        await sink.abandon(corrupt || !this.connected);
+        // A server error that says nothing about the bytes (IO_ERROR, LOCKED, SHUTTING_DOWN...) keeps them too:
+        // the next run continues, and the whole-file digest still checks them.
+        await sink.abandon(corrupt || !this.connected || !disowns(err));
         if (corrupt) resends++;
         else if (checksum) restarted = true;
         else throw err;
@@ -395,6 +397,11 @@ function progress(options: TransferOptions): Pick<TransferOptions, 'onProgress' 
 
 /** PROTOCOL.md §5.3: a token is at most this long. */
 const MAX_TOKEN_CHARS = 1024;
+
+/** A reply saying the kept part of a download is of no use: its bytes are wrong, or the file is gone. */
+function disowns(err: unknown): boolean {
+  return err instanceof FtsError && (err.code === 'CHECKSUM_MISMATCH' || err.code === 'NOT_FOUND' || err.code === 'NOT_A_FILE');
+}
 
 function uploadResult({ reply, digest, resumedFrom }: UploadOutcome, name: string): UploadResult {
   const { size, sha256, mtime } = reply;

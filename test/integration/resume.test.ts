@@ -11,7 +11,7 @@ import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, sym
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
-import { encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
+import { encodeData, encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
@@ -601,6 +601,38 @@ describe('resumable transfers (end to end)', function () {
       expect(Date.now() - t0).to.be.below(10_000);
     } finally {
       await silent.close();
+    }
+  });
+
+  it('a download refused half-way by a transient server error (IO_ERROR) keeps LOCAL.part for the next run; NOT_FOUND drops it', async () => {
+    const size = 2 * MiB;
+    const half = randomBytes(MiB);
+    let failWith = 'IO_ERROR';
+    const fake = await scriptedServer((h, sock) => {
+      const id = h['id'];
+      if (h['op'] === 'auth') sock.write(encodeHeader({ id, status: 'ok', user: ALICE.user }));
+      else if (h['op'] === 'download') {
+        sock.write(encodeHeader({ id, status: 'data', size, mtime: 1_700_000_000_000, offset: 0, length: size }));
+        sock.write(encodeData(half));
+        sock.write(encodeHeader({ id, status: 'error', code: failWith, message: 'injected', fatal: false }));
+      }
+    });
+    try {
+      const client = await FtsClient.connect({ port: fake.port, allowPlainPassword: true });
+      clients.push(client);
+      await client.auth(ALICE.user, ALICE.password);
+      const local = path.join(dir, 'transient.bin');
+      const first = await client.download('transient.bin', local).then(() => null, (e: unknown) => e);
+      expect((first as FtsError).code).to.equal('IO_ERROR');
+      expect(await fileSize(`${local}.part`), 'the received half is kept').to.equal(MiB);
+      expect(await exists(`${local}.part.json`)).to.equal(true);
+      failWith = 'NOT_FOUND';
+      const second = await client.download('transient.bin', local).then(() => null, (e: unknown) => e);
+      expect((second as FtsError).code).to.equal('NOT_FOUND');
+      expect(await exists(`${local}.part`), 'a file that is gone takes its part with it').to.equal(false);
+      expect(await exists(`${local}.part.json`)).to.equal(false);
+    } finally {
+      await fake.close();
     }
   });
 
