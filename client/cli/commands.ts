@@ -7,7 +7,7 @@ import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
-import { report, usageError } from './report.js';
+import { printable, report, usageError } from './report.js';
 import { escapeForTerminal, formatJson, formatLong } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
@@ -87,8 +87,8 @@ async function about<T>(name: string, op: Promise<T>): Promise<T> {
 
 /**
  * Runs `start` over the items with up to PIPELINE_WINDOW in flight on the one connection, printing each
- * result in item order. After the first failure nothing new starts; what is already in flight still
- * finishes and is printed. Every failure is reported as it comes; the first one is rethrown (already
+ * result in item order. After the first failure nothing new starts (the items never started are named on
+ * stderr); what is already in flight still finishes and is printed. Every failure is reported as it comes; the first one is rethrown (already
  * reported, so the caller does not print it again) to set the exit status.
  */
 async function pipelined<T>(
@@ -117,7 +117,12 @@ async function pipelined<T>(
     }
     fill();
   }
-  if (firstError !== null) throw firstError;
+  if (firstError !== null) {
+    // The user must learn which files were never tried, or a re-run of only the failed ones loses them.
+    const skipped = items.slice(next);
+    if (skipped.length > 0) process.stderr.write(`fts: stopped after the first failure; not attempted: ${skipped.map((s) => printable(s)).join(', ')}\n`);
+    throw firstError;
+  }
 }
 
 async function requireDirectory(dir: string): Promise<void> {

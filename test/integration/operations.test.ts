@@ -498,6 +498,12 @@ describe('operations through the CLI and the client library', function () {
       expect(partial.stderr).to.contain('NOT_FOUND');
       expect(await readdir(dst2)).to.not.include('not-there.bin');
       for (const f of await readdir(dst2)) expect(f).to.equal('m2.bin');
+
+      // After the first failure nothing new starts (16 are in flight at most); the rest are named.
+      const absent = Array.from({ length: 20 }, (_, i) => `absent-${String(i).padStart(2, '0')}`);
+      const stopped = await fts(['mget', ...absent, '--dir', dst2], ERIN);
+      expectExit(stopped, 4);
+      expect(stopped.stderr).to.contain('not attempted: absent-16, absent-17, absent-18, absent-19\n');
     });
 
     it('shell: a batch script on stdin runs several commands and exits 0', async function () {
