@@ -40,6 +40,9 @@ export interface RetryInfo {
 }
 
 /** A token this close to its expiry is not worth a round trip: log in with the password instead. */
+/** Refusals of a new connection that a later attempt may not meet. */
+const TURNED_AWAY: ReadonlySet<string> = new Set(['TOO_MANY_CONNECTIONS', 'SHUTTING_DOWN']);
+
 const TOKEN_MARGIN_MS = 5_000;
 
 export class ResilientClient implements FileClient {
@@ -59,16 +62,32 @@ export class ResilientClient implements FileClient {
     this.policy = reconnectPolicy(options.reconnect);
   }
 
-  /** Connects and logs in with the password. The first connection is not retried: errors come at once. */
+  /**
+   * Connects and logs in with the password. The first connection is retried (with the reconnect policy)
+   * only when the server turned it away for now: TOO_MANY_CONNECTIONS (a burst of logins over
+   * --max-startups) or SHUTTING_DOWN (a draining node; behind a proxy the next one lands elsewhere). Any
+   * other failure, a wrong address or password included, comes at once.
+   */
   static async connect(options: ResilientConnectOptions): Promise<ResilientClient> {
-    const client = await FtsClient.connect(options);
-    try {
-      await client.auth(options.user, options.password);
-    } catch (err) {
-      client.close();
-      throw err;
+    const policy = reconnectPolicy(options.reconnect);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const client = await FtsClient.connect(options);
+        try {
+          await client.auth(options.user, options.password);
+        } catch (err) {
+          client.close();
+          throw err;
+        }
+        return new ResilientClient(client, options);
+      } catch (err) {
+        const busy = isServerError(err) && TURNED_AWAY.has((err as FtsError).code);
+        if (!busy || attempt > policy.retries) throw err;
+        const delayMs = backoffMs(attempt, policy);
+        options.onRetry?.({ attempt, retries: policy.retries, delayMs, error: err });
+        await sleep(delayMs);
+      }
     }
-    return new ResilientClient(client, options);
   }
 
   /** The current connection is open (a dropped one is replaced by the next operation). */

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { FtsClient, FtsError } from '../../client/index.js';
+import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { encodeData, encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
@@ -633,6 +633,42 @@ describe('resumable transfers (end to end)', function () {
       expect(await exists(`${local}.part.json`)).to.equal(false);
     } finally {
       await fake.close();
+    }
+  });
+
+  it('the first connection is retried when the server turns it away for now (TOO_MANY_CONNECTIONS), not when the password is wrong', async () => {
+    // Its own server: the wrong password below must not add to the shared server's penalties for 127.0.0.1.
+    const target = await startServer({ workers: 1 });
+    let turnedAway = 0;
+    const sockets = new Set<net.Socket>();
+    const busy = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => sockets.delete(sock));
+      // Two refusals, as --max-startups gives them to a burst of logins, then a relay to the real server.
+      if (turnedAway < 2) {
+        turnedAway++;
+        sock.end(encodeHeader({ status: 'bye', code: 'TOO_MANY_CONNECTIONS', message: 'connection limit reached (startups)' }));
+        return;
+      }
+      const up = net.connect(target.port, '127.0.0.1');
+      up.on('error', () => sock.destroy());
+      sockets.add(up);
+      sock.pipe(up).pipe(sock);
+    });
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (busy.address() as net.AddressInfo).port;
+      const reconnect = { retries: 3, initialDelayMs: 20, maxDelayMs: 50 };
+      const client = await ResilientClient.connect({ port, user: ALICE.user, password: ALICE.password, reconnect });
+      expect(turnedAway).to.equal(2);
+      expect(await client.list()).to.be.an('array');
+      await client.quit();
+      const wrong = await ResilientClient.connect({ port, user: ALICE.user, password: 'wrong', reconnect }).then(() => null, (e: unknown) => e);
+      expect((wrong as FtsError).code, 'a wrong password is not retried').to.equal('AUTH_FAILED');
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => busy.close(resolve));
     }
   });
 
