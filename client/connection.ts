@@ -215,15 +215,18 @@ export class FtsConnection {
 
   /**
    * Fails the connection when a request has waited `timeoutMs` with no byte moving either way. Time spent
-   * idle (nothing awaited) or with reading paused by us (a slow local disk) does not count.
+   * idle (nothing awaited), with reading paused by us (a slow local disk), or before the first reply to a
+   * resumed transfer (the server may copy or hash gigabytes first, in silence) does not count. A timeout
+   * that is not a positive number turns the watch off.
    */
   private watchReplies(timeoutMs: number): void {
+    if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) return;
     let moved = -1;
-    let since = Date.now();
+    let since = performance.now(); // monotonic: a clock step or a suspend must not fail a request
     const timer = setInterval(() => {
-      const now = Date.now();
+      const now = performance.now();
       const bytes = this.socket.bytesRead + this.socket.bytesWritten;
-      if (bytes !== moved || !this.replies.waiting || this.pauseCount > 0) {
+      if (bytes !== moved || !this.replies.waiting || this.pauseCount > 0 || this.replies.quietHead) {
         moved = bytes;
         since = now;
       } else if (now - since >= timeoutMs) {
@@ -363,7 +366,9 @@ export class FtsConnection {
       if (n === null) return reject(new FtsError('INTERNAL', 'upload request without a valid size'));
       declared = n;
     }
-    const entry: InFlight = { id, op: header['op'], spec, resolve, reject, localError: null };
+    const offset = header['offset'];
+    const quietStart = (header['op'] === 'upload' || header['op'] === 'download') && typeof offset === 'number' && offset > 0;
+    const entry: InFlight = { id, op: header['op'], spec, resolve, reject, localError: null, quietStart };
     this.replies.add(entry);
     // The server closes the connection after answering quit: later requests would never be answered.
     if (header['op'] === 'quit') this.quitting = true;

@@ -304,8 +304,9 @@ export class FileDownload {
           }
           if (keepable) {
             this.sidecarOnDisk = true;
-            await writeSidecar(paths.sidecar, version);
-            this.kept = version;
+            // A sidecar that cannot be written (someone else's file or FIFO under its name) only costs the
+            // resumability of this download, not the download.
+            if (await writeSidecar(paths.sidecar, version).then(() => true, () => false)) this.kept = version;
           }
         });
       }

@@ -6,7 +6,7 @@
  * afresh, so two versions are never spliced. The whole-file SHA-256 check at the end is the final gate.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { lstat, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, MAX_FILE_SIZE } from '../protocol/index.js';
@@ -105,7 +105,10 @@ export async function readSidecar(file: string): Promise<RemoteVersion | null | 
  * the write to another file.
  */
 export async function writeSidecar(file: string, version: RemoteVersion): Promise<void> {
-  const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o666);
+  // A fresh file of ours (O_EXCL): never one planted under this name, and never a FIFO, whose open would
+  // block until a reader came.
+  await removeQuietly(file);
+  const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
   try {
     await fh.writeFile(`${JSON.stringify({ name: version.name, size: version.size, mtime: version.mtime })}\n`);
   } finally {
@@ -156,16 +159,22 @@ export async function openPart(file: string, fresh: boolean): Promise<FileHandle
  * a directory of their choosing (it is then an ordinary target, which the final rename replaces).
  */
 export async function isDirectoryTarget(target: string): Promise<boolean> {
+  let st: Stats;
   try {
-    const st = await lstat(target);
-    if (st.isDirectory()) return true;
-    if (!st.isSymbolicLink()) return false;
-    const uid = process.getuid?.();
-    if (uid !== undefined && st.uid !== uid && st.uid !== 0) return false;
-    return (await stat(target)).isDirectory();
+    st = await lstat(target);
+    if (!st.isDirectory() && !st.isSymbolicLink()) return false;
   } catch {
     return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
   }
+  const uid = process.getuid?.();
+  const trusted = uid === undefined || st.uid === uid || st.uid === 0;
+  if (st.isDirectory()) {
+    // Someone else's directory: they could swap our file inside it before or after the rename.
+    if (!trusted) throw new FtsError('IO_ERROR', `${target} is another user's directory; download into it only by naming it with a trailing /`);
+    return true;
+  }
+  if (!trusted) return false;
+  return (await stat(target).catch(() => null))?.isDirectory() === true;
 }
 
 /** Removes a file if it exists. Never throws: it runs on cleanup paths. */

@@ -55,6 +55,12 @@ export interface InFlight {
   readonly reject: (err: FtsError) => void;
   /** Set when the request already failed on our side; its replies are consumed and then this is reported. */
   localError: FtsError | null;
+  /**
+   * The server may work in silence before its first reply to this request (copying a resumed upload's
+   * kept prefix, hashing a resumed download's skipped one), for as long as that takes: cleared by the
+   * first frame that answers it.
+   */
+  quietStart?: boolean;
 }
 
 export class ReplyRouter {
@@ -65,6 +71,11 @@ export class ReplyRouter {
   /** Some request still waits for its final reply. */
   get waiting(): boolean {
     return this.queue.length > 0;
+  }
+
+  /** The oldest waiting request is one the server may legitimately be silent about (InFlight.quietStart). */
+  get quietHead(): boolean {
+    return this.queue[0]?.quietStart === true;
   }
 
   /** Appends a request that has just been written. */
@@ -80,6 +91,7 @@ export class ReplyRouter {
   route(frame: Frame): FtsError | null {
     if (frame.kind === 'bad-header') throw new FtsError('PROTOCOL_ERROR', `server sent a malformed header: ${frame.reason}`);
     const head = this.queue[0];
+    if (head !== undefined) head.quietStart = false;
     if (frame.kind === 'data') {
       const n = frame.payload.length;
       const outside = head === undefined || this.dataRemaining === 0;

@@ -39,10 +39,10 @@ export interface RetryInfo {
   error: unknown;
 }
 
-/** A token this close to its expiry is not worth a round trip: log in with the password instead. */
 /** Refusals of a new connection that a later attempt may not meet. */
 const TURNED_AWAY: ReadonlySet<string> = new Set(['TOO_MANY_CONNECTIONS', 'SHUTTING_DOWN']);
 
+/** A token this close to its expiry is not worth a round trip: log in with the password instead. */
 const TOKEN_MARGIN_MS = 5_000;
 
 export class ResilientClient implements FileClient {

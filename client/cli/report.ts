@@ -47,10 +47,11 @@ export function exitCodeFor(err: unknown): number {
  * output lines or display as something else.
  */
 export function printable(text: string): string {
-  const clipped = text.length > MAX_PRINTED_CHARS ? `${text.slice(0, MAX_PRINTED_CHARS)}… (${text.length - MAX_PRINTED_CHARS} more characters)` : text;
+  const chars = Array.from(text); // by code point: clipping must not split a surrogate pair
+  const clipped = chars.length > MAX_PRINTED_CHARS ? `${chars.slice(0, MAX_PRINTED_CHARS).join('')}… (${chars.length - MAX_PRINTED_CHARS} more characters)` : text;
   return clipped
-    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(/[\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    .replace(/\p{Cc}/gu, (c) => `\\x${c.codePointAt(0)!.toString(16).padStart(2, '0')}`)
+    .replace(/[\p{Cf}\p{Zl}\p{Zp}]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
 }
 
 /** A server's error message is printed up to this long: a megabyte of text is not a message. */

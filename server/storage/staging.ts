@@ -345,8 +345,8 @@ export class StagedUpload {
     await this.#writer.closeDirect();
     // A failed background sync: the bytes may not be on disk, so they cannot be offered for a resume.
     if (this.#writer.failed) return this.abort();
-    // Not a byte to continue from (cut before any data, or a zero-length file): a resume starts at 0
-    // anyway, and keeping the empty file would only hold an inode until the sweep.
+    // Not a byte to continue from (cut before any of a non-empty file's data arrived): a resume starts at
+    // 0 anyway, and keeping the empty file would only hold an inode until the sweep.
     if (this.#received === 0 && this.size > 0) return this.abort();
     const handle = this.#handle;
     this.#handle = undefined;

@@ -792,6 +792,14 @@ describe('resumable transfers (end to end)', function () {
       expect(await readdir(victim), 'nothing written into the link target').to.deep.equal([]);
       expect((await lstat(local)).isFile(), 'LOCAL is now the downloaded file, the link replaced').to.equal(true);
       expect(sha256(await readFile(local))).to.equal(sha256(data));
+      // Another user's directory is refused (they could swap the file inside it), unless named with a '/'.
+      const theirs = path.join(shared, 'their-dir');
+      await mkdir(theirs);
+      await chown(theirs, OTHER_UID, OTHER_UID);
+      const refused = await client.download(name, theirs).then(() => null, (e: unknown) => e);
+      expect((refused as FtsError).message).to.match(/another user's directory/);
+      await client.download(name, `${theirs}/`);
+      expect(sha256(await readFile(path.join(theirs, name)))).to.equal(sha256(data));
       // Our own link to a directory is followed, as the user meant.
       const mine = path.join(shared, 'my-link');
       await symlink(victim, mine);
