@@ -123,8 +123,13 @@ export async function writeSidecar(file: string, version: RemoteVersion): Promis
  * resume.
  */
 export function isOurs(st: { isFile(): boolean; uid: number; nlink: number }): boolean {
+  return st.isFile() && st.nlink === 1 && ownedByUs(st.uid);
+}
+
+/** An owner this process trusts: its own user (or root, with `orRoot`); everyone where there are no uids. */
+function ownedByUs(owner: number, orRoot = false): boolean {
   const uid = process.getuid?.();
-  return st.isFile() && st.nlink === 1 && (uid === undefined || st.uid === uid);
+  return uid === undefined || owner === uid || (orRoot && owner === 0);
 }
 
 /**
@@ -154,9 +159,11 @@ export async function openPart(file: string, fresh: boolean): Promise<FileHandle
 }
 
 /**
- * Whether `target` names a directory to download into. A symbolic link counts only when it belongs to us
- * (or root): one that another user planted in a shared directory must not redirect the download into
- * a directory of their choosing (it is then an ordinary target, which the final rename replaces).
+ * Whether `target` names a directory to download into. Only one that belongs to us (or root) counts: a
+ * symbolic link another user planted in a shared directory must not redirect the download into a directory
+ * of their choosing (it is then an ordinary target, which the final rename replaces), and another user's
+ * directory is refused outright (they could swap our file inside it), unless the caller named it with a
+ * trailing `/`, which never reaches here.
  */
 export async function isDirectoryTarget(target: string): Promise<boolean> {
   let st: Stats;
@@ -166,8 +173,7 @@ export async function isDirectoryTarget(target: string): Promise<boolean> {
   } catch {
     return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
   }
-  const uid = process.getuid?.();
-  const trusted = uid === undefined || st.uid === uid || st.uid === 0;
+  const trusted = ownedByUs(st.uid, true);
   if (st.isDirectory()) {
     // Someone else's directory: they could swap our file inside it before or after the rename.
     if (!trusted) throw new FtsError('IO_ERROR', `${target} is another user's directory; download into it only by naming it with a trailing /`);

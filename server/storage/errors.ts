@@ -10,10 +10,7 @@ import { FtsError, type ErrorCode } from '../../protocol/index.js';
  */
 export function fsError(err: unknown, what: string): FtsError {
   if (err instanceof FtsError) return err;
-  const errno = errnoOf(err);
-  const [code, phrase] = classify(errno);
-  // For the catch-all, the errno name helps an operator and reveals nothing about the server's layout.
-  const detail = code === 'IO_ERROR' && errno !== undefined ? `${phrase} (${errno})` : phrase;
+  const [code, detail] = describe(err);
   return new FtsError(code, `${what}: ${detail}`, {}, { cause: err });
 }
 
@@ -23,9 +20,16 @@ export function fsError(err: unknown, what: string): FtsError {
  * was published" about a file that is in place.
  */
 export function notDurable(err: unknown, what: string, done: 'published' | 'deleted'): FtsError {
-  const cause = fsError(err, what);
-  const why = cause.message.startsWith(`${what}: `) ? cause.message.slice(what.length + 2) : cause.message;
-  return new FtsError(cause.code, `${what}: ${done}, but syncing its directory failed (${why}); the change may not survive a crash`, {}, { cause: err });
+  const [code, detail] = err instanceof FtsError ? [err.code, err.message] : describe(err);
+  return new FtsError(code, `${what}: ${done}, but syncing its directory failed (${detail}); the change may not survive a crash`, {}, { cause: err });
+}
+
+/** The code and the path-free phrase for a file-system error. */
+function describe(err: unknown): [ErrorCode, string] {
+  const errno = errnoOf(err);
+  const [code, phrase] = classify(errno);
+  // For the catch-all, the errno name helps an operator and reveals nothing about the server's layout.
+  return [code, code === 'IO_ERROR' && errno !== undefined ? `${phrase} (${errno})` : phrase];
 }
 
 /** The `code` property of a Node system error ('ENOENT', …), if there is one. */

@@ -744,14 +744,20 @@ describe('resumable transfers (end to end)', function () {
     const OTHER_UID = 65534; // nobody
     const asRoot = process.getuid?.() === 0;
 
+    /** Uploads `size` random bytes as `name` and makes the empty local directory `sub` to download into. */
+    async function sharedSetup(name: string, size: number, sub: string): Promise<{ client: FtsClient; data: Buffer; shared: string }> {
+      const data = randomBytes(size);
+      const client = await login(server.port);
+      await client.uploadBuffer(name, data);
+      const shared = path.join(dir, sub);
+      await mkdir(shared);
+      return { client, data, shared };
+    }
+
     it('a LOCAL.part and sidecar planted by another user are neither written into nor resumed from', async function () {
       if (!asRoot) this.skip(); // giving a file to another user needs root (CI runs as root)
       const name = 'planted-part.bin';
-      const data = randomBytes(2 * MiB);
-      const client = await login(server.port);
-      await client.uploadBuffer(name, data);
-      const shared = path.join(dir, 'shared-part');
-      await mkdir(shared);
+      const { client, data, shared } = await sharedSetup(name, 2 * MiB, 'shared-part');
       const local = path.join(shared, name);
       const planted = randomBytes(MiB); // a "prefix" with a sidecar naming the right version
       await writeFile(`${local}.part`, planted, { mode: 0o666 });
@@ -778,12 +784,8 @@ describe('resumable transfers (end to end)', function () {
     it('a symbolic link planted by another user at LOCAL does not redirect the download into its directory', async function () {
       if (!asRoot) this.skip();
       const name = 'planted-link.bin';
-      const data = randomBytes(64 * 1024);
-      const client = await login(server.port);
-      await client.uploadBuffer(name, data);
-      const shared = path.join(dir, 'shared-link');
+      const { client, data, shared } = await sharedSetup(name, 64 * 1024, 'shared-link');
       const victim = path.join(dir, 'victim-home');
-      await mkdir(shared);
       await mkdir(victim);
       const local = path.join(shared, name);
       await symlink(victim, local);
@@ -809,11 +811,7 @@ describe('resumable transfers (end to end)', function () {
 
     it('a FIFO or a link to /dev/zero planted as the sidecar neither blocks nor exhausts the download', async function () {
       const name = 'planted-sidecar.bin';
-      const data = randomBytes(2 * MiB);
-      const client = await login(server.port);
-      await client.uploadBuffer(name, data);
-      const shared = path.join(dir, 'shared-sidecar');
-      await mkdir(shared);
+      const { client, data, shared } = await sharedSetup(name, 2 * MiB, 'shared-sidecar');
       const fifoTarget = path.join(shared, `${name}.fifo-case`);
       await new Promise<void>((resolve, reject) => execFile('mkfifo', [`${fifoTarget}.part.json`], (err) => (err ? reject(err) : resolve())));
       const zeroTarget = path.join(shared, `${name}.zero-case`);
