@@ -16,7 +16,7 @@ import { DirectWriter } from '../protocol/direct-writer.js';
 import { GroupCommit } from '../protocol/group-commit.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
-import { isDirectoryTarget, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeQuietly, writeSidecar, type PartPaths, type RemoteVersion } from './part-file.js';
+import { isDirectoryTarget, KEEP_PART_MIN_BYTES, openPart, partPaths, readSidecar, removeIfSame, removeQuietly, writeSidecar, type FileId, type PartPaths, type RemoteVersion } from './part-file.js';
 import { hashInto, type ProgressCallback } from './upload.js';
 
 /** The connection's read throttle, used to stop the network from outrunning the disk. */
@@ -178,8 +178,12 @@ export class FileDownload {
   private requested = 0;
   /** The version the sidecar on disk names, when it describes what LOCAL.part holds; else null. */
   private kept: RemoteVersion | null = null;
-  /** A sidecar may exist on disk (so commit must remove it); false saves an unlink per small download. */
-  private sidecarOnDisk = true;
+  /**
+   * Which files under the .part and sidecar names are ours (null: none, or not known): only those are
+   * removed by name. Null for the sidecar also saves an unlink per small download.
+   */
+  private partId: FileId | null = null;
+  private sidecarId: FileId | null = null;
   /** Disk writes (and sidecar updates) run one after another, in order; `queued` bytes are waiting. */
   private writes: Promise<void> = Promise.resolve();
   private queued = 0;
@@ -225,10 +229,12 @@ export class FileDownload {
     this.paths = paths;
     try {
       const sidecar = this.options.resume ? await readSidecar(paths.sidecar) : null;
-      if (sidecar !== null && sidecar !== 'missing' && (await this.openKept(paths, sidecar))) return;
+      if (sidecar !== null && sidecar !== 'missing' && (await this.openKept(paths, sidecar.version))) {
+        this.sidecarId = sidecar.id;
+        return;
+      }
       this.fh = await openPart(paths.part, true);
       if (sidecar !== 'missing') await removeQuietly(paths.sidecar); // it described bytes that are gone now
-      this.sidecarOnDisk = false;
     } catch (err) {
       if (err instanceof Abandoned) {
         this.release(); // nothing of ours was touched: abandon() must not remove anything
@@ -299,14 +305,15 @@ export class FileDownload {
         this.chain(async () => {
           const paths = this.requirePaths();
           if (restart) {
-            await removeQuietly(paths.sidecar);
+            await removeIfSame(paths.sidecar, this.sidecarId);
+            this.sidecarId = null;
             await this.fh?.truncate(0);
           }
           if (keepable) {
-            this.sidecarOnDisk = true;
             // A sidecar that cannot be written (someone else's file or FIFO under its name) only costs the
             // resumability of this download, not the download.
-            if (await writeSidecar(paths.sidecar, version).then(() => true, () => false)) this.kept = version;
+            this.sidecarId = await writeSidecar(paths.sidecar, version).catch(() => null);
+            if (this.sidecarId !== null) this.kept = version;
           }
         });
       }
@@ -393,6 +400,7 @@ export class FileDownload {
     try {
       await this.writer?.settle();
       const [, ours] = await Promise.all([fh.sync(), fh.stat(), this.closeWriter()]);
+      this.partId = { dev: ours.dev, ino: ours.ino };
       this.fh = null;
       await fh.close();
       // The rename goes by name: it must still name the file we wrote and verified, not one another
@@ -406,7 +414,7 @@ export class FileDownload {
       throw localFsError(err, this.target, 'IO_ERROR');
     }
     this.kept = null;
-    if (this.sidecarOnDisk) await removeQuietly(paths.sidecar);
+    await removeIfSame(paths.sidecar, this.sidecarId);
     await syncDirectory(path.dirname(this.target));
     this.release();
     return { size: this.phase.size, sha256, localPath: this.target };
@@ -435,14 +443,17 @@ export class FileDownload {
     this.fh = null;
     let length = 0;
     if (fh !== null) {
-      length = await fh.stat().then((st) => st.size, () => 0);
+      const st = await fh.stat().catch(() => null);
+      length = st?.size ?? 0;
+      if (st !== null) this.partId = { dev: st.dev, ino: st.ino };
       await fh.close().catch(() => undefined);
     }
     const paths = this.paths;
     const usable = keep && this.writeError === null && this.kept !== null && length > 0;
     if (paths !== null && !usable) {
-      await removeQuietly(paths.part);
-      await removeQuietly(paths.sidecar);
+      // By identity: after a failed commit, or a .part another process replaced, the names may be theirs.
+      await removeIfSame(paths.part, this.partId);
+      await removeIfSame(paths.sidecar, this.sidecarId);
     }
     this.release();
   }

@@ -5,7 +5,7 @@
  * when the server still has that version (ifSize/ifMtime, docs/PROTOCOL.md §6.3); otherwise both start
  * afresh, so two versions are never spliced. The whole-file SHA-256 check at the end is the final gate.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +21,18 @@ export interface RemoteVersion {
 export interface PartPaths {
   part: string;
   sidecar: string;
+}
+
+/** Which file a name pointed to when we looked: removal by name checks it still points there. */
+export interface FileId {
+  dev: number;
+  ino: number;
+}
+
+/** A sidecar that was read: the version it names, and which file it was. */
+export interface KeptSidecar {
+  version: RemoteVersion;
+  id: FileId;
 }
 
 /**
@@ -71,15 +83,17 @@ function isSize(v: unknown): v is number {
  * The sidecar's version, or null when it is unreadable or not one of ours (start afresh then), or
  * 'missing' when there is none (so there is nothing to remove either).
  */
-export async function readSidecar(file: string): Promise<RemoteVersion | null | 'missing'> {
+export async function readSidecar(file: string): Promise<KeptSidecar | null | 'missing'> {
   let text: string;
+  let id: FileId;
   let fh: FileHandle | null = null;
   try {
     // Not readFile: in a shared directory someone else may have planted a symbolic link (to /dev/zero),
     // a FIFO (which would block the open for ever) or a huge file under this predictable name.
     fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     const st = await fh.stat();
-    if (!isOurs(st) || st.size > SIDECAR_MAX_BYTES) return null;
+    if (!(await isOurs(st, path.dirname(file))) || st.size > SIDECAR_MAX_BYTES) return null;
+    id = { dev: st.dev, ino: st.ino };
     const buf = Buffer.alloc(SIDECAR_MAX_BYTES + 1);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     if (bytesRead > SIDECAR_MAX_BYTES) return null;
@@ -94,42 +108,88 @@ export async function readSidecar(file: string): Promise<RemoteVersion | null | 
     if (typeof v !== 'object' || v === null) return null;
     const { name, size, mtime } = v as Record<string, unknown>;
     if (typeof name !== 'string' || !isSize(size) || typeof mtime !== 'number' || !Number.isSafeInteger(mtime)) return null;
-    return { name, size, mtime };
+    return { version: { name, size, mtime }, id };
   } catch {
     return null; // torn by a crash mid-write, or edited: not trustworthy
   }
 }
 
 /**
- * Writes the sidecar. O_NOFOLLOW: the name is predictable, so something planted under it must not redirect
- * the write to another file.
+ * Writes the sidecar and returns which file it is (for removeIfSame). O_NOFOLLOW: the name is predictable,
+ * so something planted under it must not redirect the write to another file.
  */
-export async function writeSidecar(file: string, version: RemoteVersion): Promise<void> {
+export async function writeSidecar(file: string, version: RemoteVersion): Promise<FileId> {
   // A fresh file of ours (O_EXCL): never one planted under this name, and never a FIFO, whose open would
   // block until a reader came.
   await removeQuietly(file);
   const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
   try {
     await fh.writeFile(`${JSON.stringify({ name: version.name, size: version.size, mtime: version.mtime })}\n`);
+    const st = await fh.stat();
+    return { dev: st.dev, ino: st.ino };
+  } catch (err) {
+    await unlink(file).catch(() => undefined); // ours, created just now, and not trustworthy half-written
+    throw err;
   } finally {
-    await fh.close();
+    await fh.close().catch(() => undefined);
   }
 }
 
 /**
- * A file this process may trust as its own earlier work: a regular file of our user with a single link.
- * In a directory shared with other users, a LOCAL.part or sidecar planted by one of them must neither
- * receive the download (they could read it, or change it between our check and our rename) nor steer a
- * resume.
+ * A file this process may trust as its own earlier work: a regular file of our user with a single link,
+ * in `dir`. In a directory shared with other users, a LOCAL.part or sidecar planted by one of them must
+ * neither receive the download (they could read it, or change it between our check and our rename) nor
+ * steer a resume.
  */
-export function isOurs(st: { isFile(): boolean; uid: number; nlink: number }): boolean {
-  return st.isFile() && st.nlink === 1 && ownedByUs(st.uid);
+export async function isOurs(st: { isFile(): boolean; uid: number; nlink: number }, dir: string): Promise<boolean> {
+  return st.isFile() && st.nlink === 1 && (await ownedByUs(st.uid, dir));
 }
 
-/** An owner this process trusts: its own user (or root, with `orRoot`); everyone where there are no uids. */
-function ownedByUs(owner: number, orRoot = false): boolean {
+/**
+ * An owner this process trusts for a file in `dir`: its own user (or root, with `orRoot`), everyone where
+ * there are no uids, and otherwise the owner a file it creates in `dir` gets. The last is for mounts that
+ * map owners (NFS root_squash or all_squash, CIFS uid=, bindfs --force-user): there our own files carry
+ * another uid, and comparing with ours alone would never resume a download. On such a mount every user's
+ * files may map to that one owner, so it cannot tell them apart; SECURITY.md says so.
+ */
+async function ownedByUs(owner: number, dir: string, orRoot = false): Promise<boolean> {
   const uid = process.getuid?.();
-  return uid === undefined || owner === uid || (orRoot && owner === 0);
+  if (uid === undefined || owner === uid || (orRoot && owner === 0)) return true;
+  return owner === (await freshOwner(dir));
+}
+
+/** The owner each directory gives the files this process creates in it (probed at most once each). */
+const freshOwners = new Map<string, Promise<number | undefined>>();
+const FRESH_OWNERS_MAX = 64;
+
+/** The uid of a file this process creates in `dir`, found by creating one; undefined when it cannot. */
+function freshOwner(dir: string): Promise<number | undefined> {
+  const key = path.resolve(dir);
+  let known = freshOwners.get(key);
+  if (known === undefined) {
+    if (freshOwners.size >= FRESH_OWNERS_MAX) freshOwners.clear();
+    known = probeOwner(key);
+    freshOwners.set(key, known);
+  }
+  return known;
+}
+
+async function probeOwner(dir: string): Promise<number | undefined> {
+  const probe = path.join(dir, `.fts-owner-probe.${process.pid}.${randomBytes(6).toString('hex')}`);
+  let fh: FileHandle;
+  try {
+    fh = await open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch {
+    return undefined; // not writable: nothing will be downloaded here either
+  }
+  try {
+    return (await fh.stat()).uid;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close().catch(() => undefined);
+    await unlink(probe).catch(() => undefined);
+  }
 }
 
 /**
@@ -141,7 +201,7 @@ function ownedByUs(owner: number, orRoot = false): boolean {
 export async function openPart(file: string, fresh: boolean): Promise<FileHandle> {
   if (!fresh) {
     const fh = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
-    if (isOurs(await fh.stat().catch(() => ({ isFile: () => false, uid: -1, nlink: 0 })))) return fh;
+    if (await isOurs(await fh.stat().catch(() => ({ isFile: () => false, uid: -1, nlink: 0 })), path.dirname(file))) return fh;
     await fh.close().catch(() => undefined);
     throw Object.assign(new Error(`${file} is not a regular file of ours`), { code: 'EPERM' });
   }
@@ -173,7 +233,7 @@ export async function isDirectoryTarget(target: string): Promise<boolean> {
   } catch {
     return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
   }
-  const trusted = ownedByUs(st.uid, true);
+  const trusted = await ownedByUs(st.uid, path.dirname(target), true);
   if (st.isDirectory()) {
     // Someone else's directory: they could swap our file inside it before or after the rename.
     if (!trusted) throw new FtsError('IO_ERROR', `${target} is another user's directory; download into it only by naming it with a trailing /`);
@@ -186,4 +246,15 @@ export async function isDirectoryTarget(target: string): Promise<boolean> {
 /** Removes a file if it exists. Never throws: it runs on cleanup paths. */
 export async function removeQuietly(file: string): Promise<void> {
   await unlink(file).catch(() => undefined);
+}
+
+/**
+ * Removes `file` only if the name still points to the file `id` (nothing when `id` is null): another
+ * process may have put its own file under the name since (a second download to the same LOCAL), and
+ * that one is not ours to remove. Never throws.
+ */
+export async function removeIfSame(file: string, id: FileId | null): Promise<void> {
+  if (id === null) return;
+  const now = await lstat(file).catch(() => null);
+  if (now !== null && now.dev === id.dev && now.ino === id.ino) await removeQuietly(file);
 }

@@ -54,3 +54,12 @@ export async function unmount(dir: string): Promise<void> {
   }
   if (await isMountPoint(dir)) await run('umount', ['-l', dir]);
 }
+
+/**
+ * Mounts `source` at `dir` with every owner shown as nobody (bindfs --force-user), as NFS all_squash or
+ * CIFS uid= would: a file this process creates there is shown with another uid than its own.
+ * Needs bindfs and FUSE (the exit code says whether it worked); unmount with unmount().
+ */
+export async function mountOwnerMapped(source: string, dir: string): Promise<RunResult> {
+  return run('bindfs', ['--force-user=nobody', '--force-group=nogroup', source, dir]);
+}

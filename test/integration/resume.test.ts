@@ -18,6 +18,7 @@ import { exists, publishedSha256, sha256, sleep, waitUntil } from '../helpers/li
 import { CLIENT_CLI } from '../helpers/paths.js';
 import { FaultProxy, type FaultPlan } from '../helpers/proxy.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions } from '../helpers/server.js';
+import { mountOwnerMapped, unmount } from '../helpers/hardening-fs.js';
 import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -731,13 +732,16 @@ describe('resumable transfers (end to end)', function () {
     );
     await waitUntil('the download to be under way', async () => (await fileSize(`${local}.part`)) > MiB, 20_000);
     // What a second fts would do: put its own LOCAL.part in place by rename.
-    await writeFile(`${local}.other`, randomBytes(8 * MiB));
+    const theirs = randomBytes(8 * MiB);
+    await writeFile(`${local}.other`, theirs);
     await rename(`${local}.other`, `${local}.part`);
     const err = await download;
     expect(err, 'the download fails').to.be.instanceOf(FtsError);
     expect((err as FtsError).code).to.equal('IO_ERROR');
     expect((err as FtsError).message).to.contain('replaced by another process');
     expect(await exists(local)).to.equal(false);
+    // Its clean-up removes by identity: the other process's LOCAL.part is not ours to delete.
+    expect(sha256(await readFile(`${local}.part`)), "the other process's LOCAL.part is left alone").to.equal(sha256(theirs));
   });
 
   describe('a download into a directory shared with other users', () => {
@@ -807,6 +811,36 @@ describe('resumable transfers (end to end)', function () {
       await symlink(victim, mine);
       await client.download(name, mine);
       expect(sha256(await readFile(path.join(victim, name)))).to.equal(sha256(data));
+    });
+
+    it('on a mount that shows every owner as another uid (bindfs --force-user, like NFS all_squash), its own LOCAL.part resumes and its own directory is a target', async function () {
+      if (!asRoot) this.skip(); // FUSE mounts need root here (CI runs as root)
+      const name = 'mapped.bin';
+      const { client, data, shared } = await sharedSetup(name, 2 * MiB, 'mapped-source');
+      const mapped = path.join(dir, 'mapped');
+      await mkdir(mapped);
+      const mounted = await mountOwnerMapped(shared, mapped);
+      if (mounted.code !== 0) {
+        console.log(`      (skipped: bindfs failed: ${mounted.stderr.trim()}; .ci/install-debian installs it)`);
+        this.skip();
+      }
+      try {
+        const into = path.join(mapped, 'into');
+        await mkdir(into);
+        expect((await stat(into)).uid, 'the mount maps our own directory to another owner').to.equal(OTHER_UID);
+        const local = path.join(into, name);
+        await writeFile(`${local}.part`, data.subarray(0, MiB));
+        const st = (await client.list({ long: true })).find((e) => e.name === name)!;
+        await writeFile(`${local}.part.json`, JSON.stringify({ name, size: st.size, mtime: st.mtime }));
+        // Named without a trailing '/': the directory is ours although the mount shows another owner.
+        const r = await client.download(name, into);
+        expect(r.localPath).to.equal(local);
+        expect(r.resumedFrom, 'our own LOCAL.part is continued').to.equal(MiB);
+        expect(sha256(await readFile(local))).to.equal(sha256(data));
+        expect((await readdir(into)).sort(), 'no .part, sidecar or owner probe left').to.deep.equal([name]);
+      } finally {
+        await unmount(mapped);
+      }
     });
 
     it('a FIFO or a link to /dev/zero planted as the sidecar neither blocks nor exhausts the download', async function () {
