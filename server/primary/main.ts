@@ -93,8 +93,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     // still open upload's staged bytes (its publish then fails and the client starts again).
     log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
   }
+  // Each path the sweep cannot read or remove is logged once, not at every pass for as long as it lasts.
+  const reported = new Set<string>();
   const sweep = async (): Promise<void> => {
-    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000, (where, err) => log.warn({ path: where, err }, 'staging sweep skipped what it cannot read or remove'));
+    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000, (where, err) => {
+      if (reported.has(where)) return;
+      if (reported.size < 10_000) reported.add(where);
+      log.warn({ path: where, err }, 'staging sweep skipped what it cannot read or remove (logged once per path)');
+    });
     if (removed > 0) log.info({ removed }, 'removed expired partial uploads');
   };
   await sweep();

@@ -425,7 +425,8 @@ export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTa
  * continues a partial one: the first `offset` bytes of the identity's longest partial file are copied into
  * the new file and hashed on the way, so the digest checked at commit covers exactly what the new file
  * holds; the old file is then removed. An offset beyond what is staged is refused with OFFSET_MISMATCH
- * carrying the offset to continue from.
+ * carrying the offset to continue from. `copying` is called after each piece of the copy; an error it
+ * throws stops the copy (the partial file stays as it was) and is passed through as it is.
  */
 export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
   const target = resolveName(userDirPath(t.root, t.user), t.name);
@@ -455,11 +456,21 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     throw fsError(err, t.name);
   }
   const hash = createHash('sha256');
+  let stoppedBy: unknown = null;
+  const copied = (): void => {
+    try {
+      copying();
+    } catch (err) {
+      stoppedBy = err;
+      throw err;
+    }
+  };
   try {
-    if (source !== null) await copyPrefix(source, handle, offset, hash, copying);
+    if (source !== null) await copyPrefix(source, handle, offset, hash, copied);
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(stagingPath).catch(() => undefined);
+    if (err === stoppedBy) throw err;
     // ESTALE: on NFS, a partial file removed by another node while we copied it.
     if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESTALE' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
       // Another resume took the partial file first: tell the client where it may continue now.
@@ -508,13 +519,20 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
  * Removes staging files not modified for `maxAgeMs` and returns how many it removed. A live upload writes
  * continuously, so `maxAgeMs` must be well above the stalled-transfer timeout. Safe to run from several
  * processes at once: a file that vanishes under us is simply not counted. A user's staging directory (or
- * file) that cannot be read or removed is reported through `problem` and skipped: one bad directory must
- * neither stop the server from starting nor keep the other users' partial uploads for ever.
+ * file), or the staging root itself, that cannot be read or removed is reported through `problem` and
+ * skipped: one bad directory must neither stop the server from starting nor keep the other users' partial
+ * uploads for ever.
  */
 export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
   const cutoff = Date.now() - maxAgeMs;
   let removed = 0;
-  const users = await readdirOrEmpty(stagingRoot(root));
+  let users: Dirent[];
+  try {
+    users = await readdirOrEmpty(stagingRoot(root));
+  } catch (err) {
+    problem(stagingRoot(root), err); // uploads may still work: not a reason to refuse to start
+    return 0;
+  }
   for (const userEntry of users) {
     if (!userEntry.isDirectory()) continue;
     const dir = path.join(stagingRoot(root), userEntry.name);

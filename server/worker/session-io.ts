@@ -43,6 +43,8 @@ export interface SessionIo {
   /**
    * Says that the current request is making progress on its own before any byte moves on the socket
    * (hashing or copying a long prefix of a file), so that this time is not taken for a stalled peer.
+   * Throws ConnectionGone once the connection is gone: minutes of copying or hashing for a client that
+   * left would only hold the disk and the file.
    */
   working(): void;
   /** Records progress of the current operation: total payload bytes moved so far. */

@@ -520,7 +520,10 @@ export class Session {
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
-      working: () => this.progressed(),
+      working: () => {
+        if (this.socket.destroyed) throw new ConnectionGone();
+        this.progressed();
+      },
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;

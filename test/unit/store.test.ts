@@ -168,6 +168,29 @@ describe('storage', () => {
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
+    it('a resume whose prefix copy is stopped by its caller (the client left) keeps the partial file as it was and leaves no copy', async () => {
+      const MiB = 1024 * 1024;
+      const data = Buffer.alloc(3 * MiB, 7);
+      const tag = { sha256: sha(data) };
+      const first = await alice.beginUpload('cut', data.length, tag);
+      await first.write(data.subarray(0, 2 * MiB + 512));
+      await first.release();
+      const before = await stagingFiles();
+      expect(before).to.have.length(1);
+      const offset = await alice.stagedOffset('cut', data.length, tag);
+      expect(offset, 'more than one copy piece is staged').to.be.greaterThan(MiB);
+      let calls = 0;
+      const left = new Error('the client left');
+      const err = await alice.beginUpload('cut', data.length, tag, offset, () => {
+        calls++;
+        throw left;
+      }).then(() => null, (e: unknown) => e);
+      expect(err, 'the caller\'s error comes back as it is').to.equal(left);
+      expect(calls, 'the copy stopped at the first piece').to.equal(1);
+      expect(await stagingFiles(), 'the partial file stays, the copy is gone').to.deep.equal(before);
+      expect(await alice.stagedOffset('cut', data.length, tag)).to.equal(offset);
+    });
+
     it('records a digest only for the file it was given: a name that holds another file by now gets none', async () => {
       const target = path.join(root, 'alice', 'big.bin');
       await writeFile(target, Buffer.alloc(0));
@@ -493,6 +516,15 @@ describe('storage', () => {
       await utimes(path.join(bob, 'old.part'), hourAgo, hourAgo);
       expect(await sweepStaging(root, 60_000, (where) => problems.push(where))).to.equal(1);
       expect(problems).to.deep.equal([]);
+    });
+
+    it('a staging root that cannot be read is reported, not thrown (the server still starts)', async () => {
+      const stagingRoot = path.join(root, '.fts', 'staging');
+      await rm(stagingRoot, { recursive: true, force: true });
+      await writeFile(stagingRoot, 'not a directory');
+      const problems: Array<[string, string | undefined]> = [];
+      expect(await sweepStaging(root, 60_000, (where, err) => problems.push([where, (err as NodeJS.ErrnoException).code]))).to.equal(0);
+      expect(problems).to.deep.equal([[stagingRoot, 'ENOTDIR']]);
     });
   });
 });
