@@ -19,6 +19,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORT } from '../protocol/index.js';
 import type { FileClient } from './client.js';
+import type { RetryInfo } from './resilient.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
 import { obtainPassword } from './cli/password.js';
 import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, printable, report, usageError } from './cli/report.js';
@@ -125,11 +126,11 @@ function resolveRetries(flag: string | undefined): number {
  * The "connection lost; reconnecting" notice, for a person at a terminal only (like the progress line,
  * which it replaces on the current line; the next progress update draws that again).
  */
-function retryNotice(quiet: boolean): ((info: { attempt: number; retries: number; delayMs: number; error: unknown }) => void) | undefined {
+function retryNotice(quiet: boolean): ((info: RetryInfo) => void) | undefined {
   if (quiet || process.stderr.isTTY !== true) return undefined;
-  return ({ attempt, retries, delayMs, error }) => {
+  return ({ attempt, retries, delayMs, error, reconnecting }) => {
     const why = error instanceof Error ? error.message : describeErrno(error);
-    process.stderr.write(`\r\u001b[Kfts: ${printable(why)}; reconnecting in ${(delayMs / 1000).toFixed(1)} s (${attempt}/${retries})\n`);
+    process.stderr.write(`\r\u001b[Kfts: ${printable(why)}; ${reconnecting ? 'reconnecting' : 'trying again'} in ${(delayMs / 1000).toFixed(1)} s (${attempt}/${retries})\n`);
   };
 }
 

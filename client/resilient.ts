@@ -37,6 +37,8 @@ export interface RetryInfo {
   delayMs: number;
   /** Why: the failure of the connection (or of the last reconnection). */
   error: unknown;
+  /** False while the first connection is retried (the server turned it away for now), true after a drop. */
+  reconnecting: boolean;
 }
 
 /** Refusals of a new connection that a later attempt may not meet. */
@@ -84,7 +86,7 @@ export class ResilientClient implements FileClient {
         const busy = isServerError(err) && TURNED_AWAY.has((err as FtsError).code);
         if (!busy || attempt > policy.retries) throw err;
         const delayMs = backoffMs(attempt, policy);
-        options.onRetry?.({ attempt, retries: policy.retries, delayMs, error: err });
+        options.onRetry?.({ attempt, retries: policy.retries, delayMs, error: err, reconnecting: false });
         await sleep(delayMs);
       }
     }
@@ -212,7 +214,7 @@ export class ResilientClient implements FileClient {
       if (++failures > this.policy.retries) throw giveUp();
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
       const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
-      this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError });
+      this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
       if (delayMs > 0) await sleep(delayMs);
       if (this.closedByUser) throw lastError;
       try {

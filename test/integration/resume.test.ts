@@ -661,8 +661,14 @@ describe('resumable transfers (end to end)', function () {
     try {
       const port = (busy.address() as net.AddressInfo).port;
       const reconnect = { retries: 3, initialDelayMs: 20, maxDelayMs: 50 };
-      const client = await ResilientClient.connect({ port, user: ALICE.user, password: ALICE.password, reconnect });
+      const notices: Array<{ attempt: number; reconnecting: boolean }> = [];
+      const onRetry = ({ attempt, reconnecting }: { attempt: number; reconnecting: boolean }): number => notices.push({ attempt, reconnecting });
+      const client = await ResilientClient.connect({ port, user: ALICE.user, password: ALICE.password, reconnect, onRetry });
       expect(turnedAway).to.equal(2);
+      expect(notices, 'each retry announced, as a first connection (the CLI says "trying again", not "reconnecting")').to.deep.equal([
+        { attempt: 1, reconnecting: false },
+        { attempt: 2, reconnecting: false },
+      ]);
       expect(await client.list()).to.be.an('array');
       await client.quit();
       const wrong = await ResilientClient.connect({ port, user: ALICE.user, password: 'wrong', reconnect }).then(() => null, (e: unknown) => e);
