@@ -307,7 +307,12 @@ export class FileDownload {
           if (restart) {
             await removeIfSame(paths.sidecar, this.sidecarId);
             this.sidecarId = null;
-            await this.fh?.truncate(0);
+            // A new file, not the kept one truncated: another fts resuming the same LOCAL.part may be writing
+            // into that one, or may have renamed it to LOCAL by now.
+            const kept = this.fh;
+            this.fh = null;
+            await kept?.close();
+            this.fh = await openPart(paths.part, true);
           }
           if (keepable) {
             // A sidecar that cannot be written (someone else's file or FIFO under its name) only costs the

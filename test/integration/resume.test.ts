@@ -409,9 +409,24 @@ describe('resumable transfers (end to end)', function () {
 
     const b = randomBytes(a.length); // same size: only the mtime tells the versions apart
     await client.uploadBuffer(name, b);
-    const r = await cli(['download', name, local, '--json'], server.port);
-    expect(r.code, describeRun(r)).to.equal(0);
-    expect(parseJsonLine(r)).to.include({ resumedFrom: 0, sha256: sha256(b) });
+    // The kept LOCAL.part as another process resuming it at the same time would hold it: the restart must
+    // not truncate and rewrite that file, but start a new one.
+    const held = await open(`${local}.part`, 'r');
+    const contents = async (): Promise<Buffer> => {
+      const buf = Buffer.alloc((await held.stat()).size);
+      await held.read(buf, 0, buf.length, 0);
+      return buf;
+    };
+    try {
+      const keptBytes = await contents();
+      expect(keptBytes.length).to.be.at.least(2 * MiB);
+      const r = await cli(['download', name, local, '--json'], server.port);
+      expect(r.code, describeRun(r)).to.equal(0);
+      expect(parseJsonLine(r)).to.include({ resumedFrom: 0, sha256: sha256(b) });
+      expect(sha256(await contents()), 'the kept file itself is untouched').to.equal(sha256(keptBytes));
+    } finally {
+      await held.close();
+    }
     expect(sha256(await readFile(local))).to.equal(sha256(b));
     expect(await exists(`${local}.part`)).to.equal(false);
     expect(await exists(`${local}.part.json`)).to.equal(false);
