@@ -16,12 +16,13 @@
  *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
  */
 
+import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
-import { asReloadResult, isSessionList, isStatusResult } from './results.js';
+import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
 import { checkUsername, passwd, PasswdError, readNewPassword } from './passwd.js';
 
 const EXIT_OK = 0;
@@ -194,6 +195,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       if (result === null) throw unexpected('reload');
       for (const w of result.warnings) err(`warning: ${serverMessage(w)}`);
       out(`users reloaded: ${result.users} users`);
+      if (result.tlsReloaded) out('TLS certificate reloaded');
     },
   },
 
@@ -241,16 +243,29 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         throw e;
       }
       // Apply it at once when a server is running; otherwise it applies at the next start.
+      let result: ReloadResult | null;
       try {
-        const result = asReloadResult(await call(inv, { cmd: 'reload' }));
-        out(`server reloaded: ${result?.users ?? '?'} users`);
+        result = asReloadResult(await call(inv, { cmd: 'reload' }));
       } catch (e) {
-        if (e instanceof AdminClientError && e.kind === 'no-server') out('no server running; the change applies at its next start');
-        else throw e;
+        if (e instanceof AdminClientError && e.kind === 'no-server') return out('no server running; the change applies at its next start');
+        throw e;
       }
+      // Editing ./id_passwd.txt by default while the server reads another file would otherwise look like
+      // success: the reload re-read the server's own, unchanged file.
+      if (result?.usersFile !== undefined && !(await sameFile(result.usersFile, usersFile))) {
+        throw new CommandFailed(`the running server reads its users from ${safeText(result.usersFile)}, not ${safeText(usersFile)}, so it does not know this change; run again with --users ${safeText(result.usersFile)}`);
+      }
+      for (const w of result?.warnings ?? []) err(`warning: ${serverMessage(w)}`);
+      out(`server reloaded: ${result?.users ?? '?'} users`);
     },
   },
 };
+
+/** Whether two paths name one file (through links); compared as written when one cannot be resolved. */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const resolve = (p: string): Promise<string> => realpath(p).catch(() => path.resolve(p));
+  return (await resolve(a)) === (await resolve(b));
+}
 
 function parseTimeout(value: string): number {
   if (!/^\d+$/.test(value)) throw new UsageError(`--timeout must be a whole number of seconds, got '${safeText(value)}'`);

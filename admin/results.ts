@@ -48,13 +48,17 @@ export function isSessionList(v: unknown): v is SessionInfo[] {
 export interface ReloadResult {
   users: number;
   warnings: string[];
+  tlsReloaded: boolean;
+  /** The users file the server reads (absent from older servers). */
+  usersFile?: string;
 }
 
-/** The `reload` result: `{ users, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
-  if (w === undefined || w === null) return { users: v['users'], warnings: [] };
-  if (!Array.isArray(w)) return null;
-  return { users: v['users'], warnings: w.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) };
+  if (w !== undefined && w !== null && !Array.isArray(w)) return null;
+  const warnings = Array.isArray(w) ? w.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) : [];
+  const usersFile = typeof v['usersFile'] === 'string' ? { usersFile: v['usersFile'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile };
 }

@@ -1,13 +1,12 @@
 import type { Worker } from 'node:cluster';
-import { readFile } from 'node:fs/promises';
 import type { AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
-import { parseUsers } from '../auth/users.js';
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { SERVER_VERSION } from '../version.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
+import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
@@ -151,10 +150,23 @@ export class Controller {
   }
 
   /**
-   * Re-reads the users file, and the TLS certificate and key when TLS is on. A file that cannot be read or
-   * has any malformed line keeps the old table; a bad certificate pair keeps the old pair.
+   * Re-reads the users file, and the TLS certificate and key when TLS is on. The users file is judged as
+   * at start-up (readUsersFile), so a reload never accepts what the next start would refuse; it is checked
+   * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
+   * pair and the old table.
    */
   async reload(): Promise<AdminLine> {
+    let file: UsersFile;
+    try {
+      file = await readUsersFile(this.config.users, this.config.allowInsecureUsersFile);
+    } catch (err) {
+      if (!(err instanceof UsersFileRefused)) throw err;
+      return { ok: false, error: `${err.message}; the old user table is kept` };
+    }
+    if (file.problems.length > 0) {
+      const detail = file.problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
+      return { ok: false, error: `${this.config.users} has ${file.problems.length} malformed line(s) (${detail}); the old user table is kept` };
+    }
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
@@ -165,21 +177,12 @@ export class Controller {
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
     }
-    let text: string;
-    try {
-      text = await readFile(this.config.users, 'utf8');
-    } catch (err) {
-      return { ok: false, error: `cannot read ${this.config.users}: ${(err as NodeJS.ErrnoException).code ?? String(err)}; the old user table is kept` };
-    }
-    const { users, problems } = parseUsers(text);
-    if (problems.length > 0) {
-      const detail = problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
-      return { ok: false, error: `${this.config.users} has ${problems.length} malformed line(s) (${detail}); the old user table is kept` };
-    }
-    this.usersText = text;
-    this.pool.broadcast({ type: 'fts:users', text });
-    this.log.info({ users: users.size, tlsReloaded }, 'users file reloaded');
-    return { ok: true, result: { users: users.size, tlsReloaded } };
+    this.usersText = file.text;
+    this.pool.broadcast({ type: 'fts:users', text: file.text });
+    for (const w of file.warnings) this.log.warn(w.fields, w.message);
+    this.log.info({ users: file.users.size, tlsReloaded }, 'users file reloaded');
+    const warnings = file.warnings.map((w) => w.message);
+    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...(warnings.length > 0 ? { warnings } : {}) } };
   }
 
   async kick(session: string): Promise<AdminLine> {

@@ -1,7 +1,6 @@
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { parseUsers } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import type { Logger } from '../log.js';
@@ -11,20 +10,12 @@ import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
 import { MetricsEndpoint } from './metrics-endpoint.js';
+import { readUsersFile, UsersFileRefused } from './users-file.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A startup problem: reported as one line on stderr, exit code 1. */
 export class StartupError extends Error {
   override name = 'StartupError';
-}
-
-async function readUsersText(file: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new StartupError(`users file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err)}`);
-  }
 }
 
 /** How often expired partial uploads are removed while the server runs. */
@@ -63,19 +54,12 @@ async function loadSecret(config: Config): Promise<Buffer> {
  * It never touches client connections itself (apart from the cluster's round-robin hand-off).
  */
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
-  const usersText = await readUsersText(config.users);
-  const mode = (await stat(config.users)).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    const problem = `users file ${config.users} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`;
-    if (!config.allowInsecureUsersFile) throw new StartupError(`${problem}, or start with --allow-insecure-users-file`);
-    log.warn({ users: config.users, mode: mode.toString(8) }, problem);
-  }
-  const { users, problems } = parseUsers(usersText);
-  for (const p of problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
-  if (users.plaintextCount > 0) {
-    log.warn({ plaintext: users.plaintextCount }, `the users file holds ${users.plaintextCount} plaintext password(s); replace them with hashed entries (fts-admin passwd USER)`);
-  }
-  if (users.size === 0) log.warn({ users: config.users }, 'the users file defines no valid user: nobody can log in');
+  const usersFile = await readUsersFile(config.users, config.allowInsecureUsersFile).catch((err: unknown) => {
+    throw err instanceof UsersFileRefused ? new StartupError(err.message) : err;
+  });
+  for (const p of usersFile.problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
+  for (const w of usersFile.warnings) log.warn(w.fields, w.message);
+  const usersText = usersFile.text;
 
   if (config.tlsCert && config.tlsKey) {
     try {

@@ -4,7 +4,7 @@
  * operator runs it; the server's side is observed through real client connections and its storage.
  */
 import { expect } from 'chai';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
@@ -14,6 +14,7 @@ import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
+import { describeProc, runPasswd, writeWithMode } from '../helpers/tls-procs.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -209,6 +210,45 @@ describe('fts-admin (end to end)', function () {
         expect(await codeOf(login(server, 'dave', 'dave-pass')), 'dave from the refused file').to.equal('AUTH_FAILED');
       }
       await existing.noop();
+    });
+
+    it('judges the users file as a start does: a group-readable one is refused (old table kept), an empty one is applied with a warning', async () => {
+      const server = await startServer({ workers: 1 });
+      const carol = { user: 'carol', password: 'carol-pass' };
+      await writeFile(server.usersFile, [ALICE, BOB, carol].map((u) => `${u.user}:${u.password}\n`).join(''));
+      await chmod(server.usersFile, 0o644);
+      const insecure = await runAdmin(server.adminSocket, ['reload']);
+      expect(insecure.code, insecure.stdout).to.equal(1);
+      expect(insecure.stderr).to.match(/readable by group or others \(mode 644\)/);
+      expect(insecure.stderr).to.include('--allow-insecure-users-file');
+      expect(insecure.stderr).to.include('the old user table is kept');
+      expect(await codeOf(login(server, carol.user, carol.password)), 'carol from the refused file').to.equal('AUTH_FAILED');
+
+      await chmod(server.usersFile, 0o600);
+      await writeFile(server.usersFile, '# nobody here\n');
+      const empty = await runAdmin(server.adminSocket, ['reload']);
+      expect(empty.code, empty.stderr).to.equal(0);
+      expect(empty.stdout).to.match(/users reloaded: 0 users/);
+      expect(empty.stderr).to.match(/^fts-admin: warning: .*defines no valid user: nobody can log in/m);
+      expect(await codeOf(login(server)), 'alice is gone with the file').to.equal('AUTH_FAILED');
+    });
+
+    it('passwd on another file than the running server reads writes it, says the server does not know the change, and exits 1', async () => {
+      const server = await startServer({ workers: 1 });
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-passwd-'));
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      const other = path.join(dir, 'id_passwd.txt');
+      await writeWithMode(other, `${ALICE.user}:${ALICE.password}\n`, 0o600);
+      const wrong = await runPasswd('dave', other, server.adminSocket, 'dave-pass-1\n');
+      expect(wrong.code, describeProc('passwd', wrong)).to.equal(1);
+      expect(wrong.stdout).to.match(/added dave in /);
+      expect(wrong.stderr).to.include(`the running server reads its users from ${server.usersFile}, not ${other}`);
+      expect(await codeOf(login(server, 'dave', 'dave-pass-1'))).to.equal('AUTH_FAILED');
+
+      const right = await runPasswd('dave', server.usersFile, server.adminSocket, 'dave-pass-1\n');
+      expect(right.code, describeProc('passwd', right)).to.equal(0);
+      expect(right.stdout).to.match(/server reloaded: 3 users/);
+      await (await login(server, 'dave', 'dave-pass-1')).noop();
     });
   });
 

@@ -444,6 +444,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
         const from = server.lines.length;
         const r = await runAdmin(server.adminSocket, ['reload']);
         expect(r.code, `fts-admin reload: ${r.stdout} ${r.stderr}`).to.equal(0);
+        expect(r.stdout).to.match(/^TLS certificate reloaded$/m);
 
         const after = await peerFingerprints(server.port, 6);
         expect(after, 'every new connection presents the second certificate').to.deep.equal(Array<string>(6).fill(second.fingerprint256));
@@ -496,6 +497,21 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect(r.code, `fts-admin reload: ${r.stdout} ${r.stderr}`).to.equal(1);
       expect(r.stderr).to.match(/certificate|key/i);
       expect(await peerFingerprints(server.port, 4)).to.deep.equal(Array<string>(4).fill(second.fingerprint256));
+    });
+
+    it('a reload refused for its users file applies nothing: a new valid certificate is not taken either', async () => {
+      await copyFile(main.cert, certPath);
+      await copyFile(main.key, keyPath);
+      const users = await readFile(server.usersFile);
+      await writeFile(server.usersFile, `${ALICE.user}:${ALICE.password}\nno separator here\n`);
+      try {
+        const r = await runAdmin(server.adminSocket, ['reload']);
+        expect(r.code, `fts-admin reload: ${r.stdout} ${r.stderr}`).to.equal(1);
+        expect(r.stderr).to.match(/malformed/);
+        expect(await peerFingerprints(server.port, 4), 'still the certificate before the reload').to.deep.equal(Array<string>(4).fill(second.fingerprint256));
+      } finally {
+        await writeFile(server.usersFile, users);
+      }
     });
   });
 

@@ -1,0 +1,47 @@
+/**
+ * Reading and judging the users file, the same way at start-up and at `fts-admin reload`: a reload that
+ * accepted what a start refuses would leave a server that the next restart cannot bring back.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { parseUsers, type ParsedUsers } from '../auth/users.js';
+
+export interface UsersFile extends ParsedUsers {
+  text: string;
+  /** Problems that do not stop the table from being used, with fields for the log line. */
+  warnings: UsersFileWarning[];
+}
+
+export interface UsersFileWarning {
+  message: string;
+  fields: Record<string, string | number>;
+}
+
+/** The file cannot be used at all: unreadable, or readable by group or others without the override. */
+export class UsersFileRefused extends Error {
+  override name = 'UsersFileRefused';
+}
+
+export async function readUsersFile(file: string, allowInsecure: boolean): Promise<UsersFile> {
+  let text: string;
+  let mode: number;
+  try {
+    text = await readFile(file, 'utf8');
+    mode = (await stat(file)).mode & 0o777;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsersFileRefused(`users file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err)}`);
+  }
+  const warnings: UsersFileWarning[] = [];
+  if ((mode & 0o077) !== 0) {
+    const problem = `users file ${file} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`;
+    if (!allowInsecure) throw new UsersFileRefused(`${problem}, or start with --allow-insecure-users-file`);
+    warnings.push({ message: problem, fields: { users: file, mode: mode.toString(8) } });
+  }
+  const parsed = parseUsers(text);
+  const plaintext = parsed.users.plaintextCount;
+  if (plaintext > 0) {
+    warnings.push({ message: `the users file holds ${plaintext} plaintext password(s); replace them with hashed entries (fts-admin passwd USER)`, fields: { plaintext } });
+  }
+  if (parsed.users.size === 0) warnings.push({ message: `the users file ${file} defines no valid user: nobody can log in`, fields: { users: file } });
+  return { ...parsed, text, warnings };
+}
