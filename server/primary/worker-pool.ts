@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config.js';
 import type { PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../log.js';
+import { guardHandoffs } from './handoff-guard.js';
 
 /**
  * libuv's thread pool runs every file operation, fsync included. Its default of 4 threads caps a worker at
@@ -131,7 +132,9 @@ export class WorkerPool {
     });
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
-    this.log.info({ workerPid: worker.process.pid }, 'worker started');
+    const workerPid = worker.process.pid;
+    guardHandoffs(worker, (count) => this.log.warn({ workerPid, connections: count }, 'closed connections handed to a worker that died before taking them'));
+    this.log.info({ workerPid }, 'worker started');
     return worker;
   }
 
