@@ -118,7 +118,7 @@ export async function runWorker(config: Config): Promise<void> {
       if (admission.ok) ctx.gate.closed(id);
       return;
     }
-    const session = new Session(socket, ctx, admission, { id, ...(peer ? { peer } : {}) });
+    const session = new Session(socket, ctx, admission, { id, ...(peer ? { peer } : {}), healthCheck });
     sessions.add(session);
     void session.run().finally(() => {
       sessions.delete(session);

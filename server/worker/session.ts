@@ -50,6 +50,12 @@ export interface SessionOptions {
   id: string;
   /** The client's address from a PROXY protocol header, when a load balancer sits in between. */
   peer?: { address: string; port: number };
+  /**
+   * A PROXY LOCAL connection: the load balancer's own health check, every few seconds on every node. Not
+   * counted in fts_connections_total, and its session-end line is at debug level, or it would drown
+   * the audit log and the connection rate.
+   */
+  healthCheck?: boolean;
 }
 
 /** A fresh session id (also what `fts-admin kick` takes). */
@@ -112,6 +118,8 @@ export class Session {
   /** The socket is corked until the current tick ends (see corkTick). */
   private corked = false;
 
+  private readonly healthCheck: boolean;
+
   constructor(
     private readonly socket: Socket,
     private readonly ctx: WorkerContext,
@@ -119,6 +127,7 @@ export class Session {
     opts: SessionOptions,
   ) {
     this.id = opts.id;
+    this.healthCheck = opts.healthCheck === true;
     const peer = opts.peer;
     const address = peer?.address ?? socket.remoteAddress;
     this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
@@ -132,7 +141,7 @@ export class Session {
       if (this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.progressed();
     };
     socket.setNoDelay(true);
-    ctx.metrics.connection();
+    if (!this.healthCheck) ctx.metrics.connection();
     // Errors surface as 'close'; without a listener an ECONNRESET would crash the worker.
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
   }
@@ -232,7 +241,9 @@ export class Session {
       // After a graceful end() the linger timer destroys the socket: destroying it now could turn the
       // peer's next write into a reset that discards our last frame (the bye) before it is read.
       if (!this.ended && !this.socket.destroyed) this.socket.destroy();
-      this.log.info({ event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() }, 'session end');
+      const end = { event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() };
+      if (this.healthCheck) this.log.debug({ ...end, healthCheck: true }, 'session end');
+      else this.log.info(end, 'session end');
     }
   }
 

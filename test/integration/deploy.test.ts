@@ -11,7 +11,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseConfig } from '../../server/config.js';
 import { FtsClient } from '../../client/index.js';
-import { freePort } from '../helpers/lifecycle-util.js';
+import { freePort, waitUntil } from '../helpers/lifecycle-util.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { proxyV2Header, proxyV2Local } from '../helpers/multinode-direct.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEPLOY_HAPROXY_CFG, deriveHaproxyConfig, haproxyBinary, HaproxyProcess, INSTALL_SCRIPT, parseSections } from '../helpers/multinode-haproxy.js';
@@ -196,7 +197,7 @@ describe('deploy files', function () {
     });
 
     it('see the greeting even when the unauthenticated-connection limit (--max-startups) refuses clients', async function () {
-      node = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--max-startups', '1:100:1'] });
+      node = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--max-startups', '1:100:1', '--log-level', 'debug'] });
       const to = { address: '127.0.0.1', port: node.port };
       const first = await RawClient.greet({ port: node.port, preamble: proxyV2Header({ address: '192.0.2.10', port: 40000 }, to) });
       raws.push(first.client);
@@ -204,12 +205,21 @@ describe('deploy files', function () {
       const second = await RawClient.greet({ port: node.port, preamble: proxyV2Header({ address: '192.0.2.11', port: 40001 }, to) });
       raws.push(second.client);
       expect(second.first, 'a second client, while the first is not logged in').to.include({ status: 'bye', code: 'TOO_MANY_CONNECTIONS' });
+      const metricsPort = await metricsPortOf(node);
+      const connections = await metric(metricsPort, 'fts_connections_total');
       for (let i = 0; i < 3; i++) {
         const check = await RawClient.greet({ port: node.port, preamble: proxyV2Local() });
         raws.push(check.client);
         expect(check.first['status'], `health check ${i + 1} (PROXY LOCAL)`).to.equal('hello');
         check.client.close();
       }
+      // Every few seconds on every node: not in the connection count, and not in the info-level audit log.
+      const ends = await waitUntil('the session-end lines of the three health checks', () => {
+        const found = node!.lines.filter((l) => l['event'] === 'session-end' && l['healthCheck'] === true);
+        return found.length >= 3 ? found : undefined;
+      });
+      expect(ends.map((l) => l['level']), 'logged at debug level').to.deep.equal(['debug', 'debug', 'debug']);
+      expect(await metric(metricsPort, 'fts_connections_total'), 'fts_connections_total').to.equal(connections);
     });
   });
 
