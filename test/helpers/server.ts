@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { SERVER_MAIN } from './paths.js';
@@ -103,6 +104,8 @@ export class TestServer {
       env: { ...process.env, ...options.env },
     });
     const server = new TestServer(proc, dir, storage, usersFile, adminSocket, cleanup);
+    TestServer.live.add(server);
+    reapOnExit();
     try {
       await server.waitForLog((l) => l.msg?.startsWith('listening on') === true, 15_000);
     } catch (err) {
@@ -162,5 +165,44 @@ export class TestServer {
   async stop(): Promise<void> {
     await this.halt();
     await this.cleanupDir();
+    TestServer.live.delete(this);
   }
+
+  /** Servers started and not yet stopped: what reapOnExit ends if the test process goes first. */
+  static readonly live = new Set<TestServer>();
+
+  /** Synchronous last resort (process 'exit'): SIGKILL the server's processes, remove its directory. */
+  reapNow(): void {
+    // Only while the primary runs: a halted server's pids may belong to other processes by now (its workers
+    // exit with it).
+    const running = this.proc.exitCode === null && this.proc.signalCode === null;
+    for (const pid of running ? [this.proc.pid, ...this.workerPids()] : []) {
+      try {
+        if (pid !== undefined) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+let reaping = false;
+
+/**
+ * A test run that ends abnormally (mocha killed by a CI timeout's SIGTERM, an uncaught error, a bail) must
+ * not leave servers and their directories behind: the servers are our children, and outlive us otherwise.
+ */
+function reapOnExit(): void {
+  if (reaping) return;
+  reaping = true;
+  const reap = (): void => {
+    for (const s of TestServer.live) s.reapNow();
+    TestServer.live.clear();
+  };
+  process.once('exit', reap);
+  process.once('SIGTERM', () => {
+    reap();
+    process.exit(143);
+  });
 }
