@@ -52,6 +52,12 @@ function audit(server: TestServer, event: string, file: string): LogLine[] {
   return server.lines.filter((l) => l['event'] === event && l['file'] === file);
 }
 
+/** Control of withSlowLocalReads: when the first slowed read began, and how many slowed reads are left. */
+interface SlowReads {
+  firstRead: Promise<void>;
+  left: () => number;
+}
+
 describe('resumable transfers (end to end)', function () {
   this.timeout(60_000);
 
@@ -900,21 +906,26 @@ describe('resumable transfers (end to end)', function () {
      * (the client hashes a kept prefix, or a whole file, through FileHandle.read) take SLOW_READ_MS longer.
      * Three such reads outlast both server timeouts. The server runs in its own process and is unaffected.
      */
-    async function withSlowLocalReads<T>(fn: () => Promise<T>, slowReads = SLOW_READS): Promise<T> {
+    async function withSlowLocalReads<T>(fn: (slow: SlowReads) => Promise<T>, slowReads = SLOW_READS): Promise<T> {
       const probe = await open(dir, 'r');
       const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
       await probe.close();
       const original = proto.read;
       let left = slowReads;
+      let began: () => void = () => undefined;
+      const firstRead = new Promise<void>((resolve) => {
+        began = resolve;
+      });
       proto.read = async function (this: unknown, ...args: unknown[]) {
         if (left > 0) {
           left--;
+          began();
           await new Promise((resolve) => setTimeout(resolve, SLOW_READ_MS));
         }
         return original.apply(this, args);
       };
       try {
-        return await fn();
+        return await fn({ firstRead, left: () => left });
       } finally {
         proto.read = original;
       }
@@ -963,12 +974,12 @@ describe('resumable transfers (end to end)', function () {
       const name = 'rewritten-small.txt';
       const { file } = await localFile(name, 4096);
       const client = await login(s.port);
-      const err = await withSlowLocalReads(async () => {
+      const err = await withSlowLocalReads(async (slow) => {
         const upload = client.upload(file, name).then(
           () => null,
           (e: unknown) => e,
         );
-        await sleep(SLOW_READ_MS / 4);
+        await slow.firstRead; // the client has opened and checked the file, and its first read waits
         await writeFile(file, randomBytes(4096)); // rewritten in place while the read waits
         return upload;
       });
@@ -978,19 +989,24 @@ describe('resumable transfers (end to end)', function () {
       expect(await exists(path.join(s.storage, ALICE.user, name))).to.equal(false);
     });
 
-    /** Closes `client` 200 ms into `transfer` and returns how long the transfer took to give up after that. */
-    async function closeDuring(client: FtsClient, transfer: () => Promise<unknown>): Promise<{ err: unknown; ms: number }> {
-      return withSlowLocalReads(async () => {
+    const CLOSE_SLOW_READS = 6;
+
+    /**
+     * Closes `client` once `transfer` is hashing (its first slow read began) and returns its error and how
+     * many of the CLOSE_SLOW_READS slow reads it never made: a transfer that gives up at once makes at most
+     * the reads already in flight (two: the hashing reads one piece ahead).
+     */
+    async function closeDuring(client: FtsClient, transfer: () => Promise<unknown>): Promise<{ err: unknown; unread: number }> {
+      return withSlowLocalReads(async (slow) => {
         const running = transfer().then(
           () => null,
           (e: unknown) => e,
         );
-        await sleep(200);
-        const closedAt = Date.now();
+        await slow.firstRead;
         client.close();
         const err = await running;
-        return { err, ms: Date.now() - closedAt };
-      }, 6);
+        return { err, unread: slow.left() };
+      }, CLOSE_SLOW_READS);
     }
 
     it('a download closed while it hashes a kept LOCAL.part gives up at once and leaves LOCAL.part and its sidecar as they were', async () => {
@@ -998,9 +1014,9 @@ describe('resumable transfers (end to end)', function () {
       const data = randomBytes(8 * MiB);
       const kept = data.subarray(0, 6 * MiB);
       const { client, local, sidecar } = await keptDownload(server.port, name, data, kept, 'abandon-hashing.local');
-      const { err, ms } = await closeDuring(client, () => client.download(name, local));
+      const { err, unread } = await closeDuring(client, () => client.download(name, local));
       expect(err).to.be.instanceOf(FtsError);
-      expect(ms, 'ms from close to the failure (hashing the kept part takes 6 × 600 ms)').to.be.below(2_000);
+      expect(unread, `slow reads of the kept part never made (of ${CLOSE_SLOW_READS}): hashing stopped`).to.be.at.least(CLOSE_SLOW_READS - 2);
       expect((await readFile(`${local}.part`)).equals(kept), 'LOCAL.part untouched').to.equal(true);
       expect(await readFile(`${local}.part.json`, 'utf8')).to.equal(sidecar);
     });
@@ -1012,9 +1028,9 @@ describe('resumable transfers (end to end)', function () {
       await (await login(p.port)).upload(file, name).catch(() => undefined);
       await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
       const client = await login(server.port);
-      const { err, ms } = await closeDuring(client, () => client.upload(file, name));
+      const { err, unread } = await closeDuring(client, () => client.upload(file, name));
       expect(err).to.be.instanceOf(FtsError);
-      expect(ms, 'ms from close to the failure (hashing the prefix takes 6 × 600 ms)').to.be.below(2_000);
+      expect(unread, `slow reads of the prefix never made (of ${CLOSE_SLOW_READS}): hashing stopped`).to.be.at.least(CLOSE_SLOW_READS - 2);
     });
 
     it('against a server without upload-trailer, a file hashed before its header keeps the session alive meanwhile', async () => {
