@@ -72,8 +72,10 @@ export interface AdminRequestOptions {
 function isEvent(line: Record<string, unknown>): line is Record<string, unknown> & AdminEvent {
   switch (line['event']) {
     case 'progress':
-      return ['sessions', 'transfers', 'workers', 'secondsLeft'].every((k) => typeof line[k] === 'number');
+      return ['sessions', 'transfers', 'workers', 'secondsLeft'].every((k) => typeof line[k] === 'number')
+        && (line['notAnswering'] === undefined || typeof line['notAnswering'] === 'number');
     case 'replacing':
+    case 'killed':
     case 'restarted':
       return typeof line['old'] === 'number' && typeof line['new'] === 'number';
     case 'exited':

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatDrainProgress, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
+import { formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
 import { checkUsername, passwd, PasswdError, readNewPassword } from './passwd.js';
 
@@ -217,6 +217,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     async run(inv) {
       await call(inv, { cmd: 'restart-workers' }, (e) => {
         if (e.event === 'restarted') out(formatRestarted(e.old, e.new));
+        // The restart goes on; the final reply repeats it as a warning.
+        else if (e.event === 'killed') err(formatKilled(e.old));
       });
       out('all workers restarted');
     },

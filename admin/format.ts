@@ -136,9 +136,15 @@ export function formatSessions(sessions: readonly SessionInfo[]): string {
 
 export function formatDrainProgress(p: DrainProgress): string {
   const left = Math.max(0, Math.ceil(p.secondsLeft));
-  return `draining: ${p.sessions} sessions, ${p.transfers} transfers, ${p.workers} workers, ${left}s left`;
+  // Only when some are silent, so the usual line keeps its shape for scripts that parse it.
+  const silent = p.notAnswering !== undefined && p.notAnswering > 0 ? ` (${p.notAnswering} not answering)` : '';
+  return `draining: ${p.sessions} sessions, ${p.transfers} transfers, ${p.workers} workers${silent}, ${left}s left`;
 }
 
 export function formatRestarted(oldPid: number, newPid: number): string {
   return `worker ${oldPid} replaced by ${newPid}`;
+}
+
+export function formatKilled(oldPid: number): string {
+  return `worker ${oldPid} did not exit after draining; killed`;
 }

@@ -78,14 +78,21 @@ export interface DrainProgress {
   sessions: number;
   transfers: number;
   workers: number;
+  /**
+   * Of `workers`, how many did not answer in time (hung or stopped; their sessions and transfers are not
+   * in the counts). Added later: absent from older servers.
+   */
+  notAnswering?: number;
   secondsLeft: number;
 }
 
 /**
- * `replacing`: a rolling restart's new worker listens and the old one drains (repeated every few seconds
- * until it has exited); `restarted`: the old one has exited.
+ * Rolling restart events, with the old and the new worker's pids. `replacing`: the new worker is starting,
+ * or listens while the old one drains (repeated every few seconds until the old one has exited); `killed`:
+ * the old one did not exit after draining and was killed (added later; the restart goes on); `restarted`:
+ * the old one has exited.
  */
-export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'replacing' | 'restarted'; old: number; new: number };
+export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'replacing' | 'killed' | 'restarted'; old: number; new: number };
 
 export type AdminFinal =
   /** `warning`: the result is incomplete (a worker did not answer); fts-admin prints it on stderr. */

@@ -10,7 +10,13 @@ export type PrimaryToWorker =
   | { type: 'fts:drain'; deadline: number }
   /** Stop now: cut every connection (partial uploads stay staged for a resume, never published), then exit. */
   | { type: 'fts:abort' }
-  /** The users file text, already validated by the primary. Sent at start and on reload. */
+  /**
+   * The first message a worker waits for before it serves: the users file text (validated by the primary)
+   * and the token-signing secret (hex). The secret travels here, not in the worker's environment, which
+   * any process of the same user can read in /proc/PID/environ for as long as the worker runs.
+   */
+  | { type: 'fts:init'; users: string; secret: string; port: number }
+  /** The users file text, already validated by the primary. Sent on reload. */
   | { type: 'fts:users'; text: string }
   /** Re-read the TLS certificate and key (already validated by the primary). */
   | { type: 'fts:reload-tls' }
@@ -34,8 +40,8 @@ export type WorkerQuestion =
 export type WorkerToPrimary =
   | { type: 'fts:ask'; reqId: number; question: WorkerQuestion }
   | { type: 'fts:conn'; conn: string; event: 'authenticated' | 'closed' }
-  /** Sent once the worker's message handler is installed: the primary answers with fts:users. */
-  | { type: 'fts:need-users' }
+  /** Sent once the worker's message handler is installed: the primary answers with fts:init (or fts:abort). */
+  | { type: 'fts:need-init' }
   /** The worker's listener is up. */
   | { type: 'fts:listening'; address: string; port: number }
   | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } | MetricsJson }

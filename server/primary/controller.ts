@@ -48,6 +48,8 @@ export class Controller {
     private readonly pool: WorkerPool,
     /** The validated users file text that workers parse. */
     private usersText: string,
+    /** Signs session tokens; sent to each worker over IPC (fts:init), never through its environment or the log. */
+    private readonly secret: Buffer,
   ) {
     pool.onAllExited = () => {
       this.log.info('all workers exited');
@@ -56,12 +58,12 @@ export class Controller {
     };
   }
 
-  /** A worker asks for the user table once its message handler is in place. */
-  sendUsers(worker: Worker): void {
+  /** A worker asks for what it needs to serve (user table, token secret) once its message handler is in place. */
+  sendInit(worker: Worker): void {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:users', text: this.usersText });
+    else worker.send({ type: 'fts:init', users: this.usersText, secret: this.secret.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -96,15 +98,20 @@ export class Controller {
         }
         this.restarting = true;
         try {
-          await this.pool.rollingRestart(this.config.graceSeconds * 1000, {
-            // Sent while an old worker drains (up to --grace): fts-admin waits as long as these come.
+          const { killed } = await this.pool.rollingRestart(this.config.graceSeconds * 1000, {
+            // Sent while a replacement starts and while an old worker drains (up to --grace): fts-admin
+            // waits as long as these come.
             replacing: (oldPid, newPid) => reply({ event: 'replacing', old: oldPid, new: newPid }),
+            killed: (oldPid, newPid) => reply({ event: 'killed', old: oldPid, new: newPid }),
             replaced: (oldPid, newPid) => reply({ event: 'restarted', old: oldPid, new: newPid }),
           });
+          // Every worker was replaced; killing a hung one is what the restart is for, but say so.
+          if (killed.length === 0) reply({ ok: true });
+          else reply({ ok: true, warning: `${killed.length === 1 ? 'worker' : 'workers'} ${killed.join(', ')} did not exit after draining and ${killed.length === 1 ? 'was' : 'were'} killed` });
         } finally {
+          // A failure propagates to the admin server, which logs it and replies ok:false with its message.
           this.restarting = false;
         }
-        reply({ ok: true });
         return;
     }
   }
@@ -228,8 +235,11 @@ export class Controller {
     if (this.pool.workers.length === 0) return;
     const sessions = workers.reduce((n, w) => n + w.connections, 0);
     const transfers = workers.reduce((n, w) => n + w.transfers, 0);
+    // A hung or stopped worker reports zeros: without this count the drain would look idle but not end.
+    const notAnswering = workers.filter((w) => !w.responding).length;
     const secondsLeft = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-    this.log.info({ sessions, transfers, workers: workers.length, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers, ${secondsLeft}s left`);
-    for (const watcher of this.drainWatchers) watcher({ event: 'progress', sessions, transfers, workers: workers.length, secondsLeft });
+    const silent = notAnswering > 0 ? `, ${notAnswering} workers not answering` : '';
+    this.log.info({ sessions, transfers, workers: workers.length, notAnswering, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers${silent}, ${secondsLeft}s left`);
+    for (const watcher of this.drainWatchers) watcher({ event: 'progress', sessions, transfers, workers: workers.length, notAnswering, secondsLeft });
   }
 }

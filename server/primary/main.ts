@@ -91,8 +91,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   // Partial uploads expire while the server runs too, not only at start.
   setInterval(() => sweep().catch((err: unknown) => log.warn({ err }, 'staging sweep failed')), STAGING_SWEEP_INTERVAL_MS).unref();
 
-  const pool = new WorkerPool(config, log, await loadSecret(config));
-  const controller = new Controller(config, log, pool, usersText);
+  const pool = new WorkerPool(config, log);
+  const controller = new Controller(config, log, pool, usersText, await loadSecret(config));
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {
     throw new StartupError(err.message);
@@ -138,10 +138,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     } else if (m.type === 'fts:conn') {
       if (m.event === 'authenticated') gate.authenticated(m.conn);
       else gate.closed(m.conn);
-    } else if (m.type === 'fts:need-users') controller.sendUsers(worker);
+    } else if (m.type === 'fts:need-init') controller.sendInit(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);
     else if (m.type === 'fts:startup-failed') startupFailures.set(worker.process.pid ?? 0, m.reason);
+    if (m.type === 'fts:listening' && controller.port !== null && m.port !== controller.port) {
+      // Clients were told controller.port: a worker elsewhere serves nobody (see WorkerPool.portFor).
+      log.error({ workerPid: worker.process.pid, port: m.port, announced: controller.port }, 'worker listens on another port than the announced one');
+    }
     if (m.type === 'fts:listening' && controller.port === null && ++listeningWorkers >= config.workers) {
       // Announce only once every worker takes connections, so the round-robin spreads from the start.
       controller.port = m.port;

@@ -31,6 +31,8 @@ function monotonic(metrics: MetricsJson): MetricsJson {
  * Counters must never go backwards, so the primary remembers each worker's latest counters: a worker that
  * exits (drain, rolling restart, crash) is folded into a "retired" total, and a worker that does not answer
  * in time (hung, SIGSTOPped) contributes its last known counters while fts_scrape_errors_total counts the miss.
+ * A worker still starting (not listening yet) is not asked: it cannot answer before it has its users table,
+ * and it has served nothing, so leaving it out loses no count and is no error.
  */
 export class MetricsEndpoint {
   private readonly registry = new Registry();
@@ -123,9 +125,12 @@ export class MetricsEndpoint {
     return new Promise((resolve) => server.close(() => resolve()));
   }
 
-  /** Asks every worker for its metrics; a worker that does not answer in time gets its last known counters. */
+  /**
+   * Asks every listening worker for its metrics; one that does not answer in time gets its last known
+   * counters. Starting workers are skipped (see the class comment).
+   */
   private async gather(scrape: boolean): Promise<MetricsJson[]> {
-    const workers = this.pool.workers;
+    const workers = this.pool.listeningWorkers;
     const answers = await Promise.all(workers.map((w) => queryWorker(w, { type: 'fts:query', what: 'metrics' }, SCRAPE_TIMEOUT_MS) as Promise<MetricsJson | null>));
     // A worker that exited while we waited has already been folded into `retired`: counting its answer
     // too would count it twice (and then the total would fall back at the next scrape).

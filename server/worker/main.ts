@@ -33,21 +33,22 @@ export async function runWorker(config: Config): Promise<void> {
   const store = new Store(config.storage);
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
-  const users = await new Promise<UserTable>((resolve) => {
-    const onUsers = (msg: unknown): void => {
+  // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
+  const { users, secret, port } = await new Promise<{ users: UserTable; secret: Buffer; port: number }>((resolve) => {
+    const onInit = (msg: unknown): void => {
       if (!isFtsMessage(msg)) return;
       const m = msg as PrimaryToWorker;
-      if (m.type === 'fts:users') {
-        process.off('message', onUsers);
-        resolve(parseUsers(m.text).users);
+      if (m.type === 'fts:init') {
+        process.off('message', onInit);
+        resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
         log.info('stop requested before listening; exiting');
         process.exit(0);
       }
     };
-    process.on('message', onUsers);
-    send({ type: 'fts:need-users' });
+    process.on('message', onInit);
+    send({ type: 'fts:need-init' });
   });
 
   let exiting = false;
@@ -75,8 +76,6 @@ export async function runWorker(config: Config): Promise<void> {
     if (sessions.size === 0) exit(0);
   };
 
-  const secret = Buffer.from(process.env['FTS_SESSION_SECRET'] ?? '', 'hex');
-  delete process.env['FTS_SESSION_SECRET'];
   if (secret.length < 32) throw new Error('worker started without a session secret');
   const metrics = new WorkerMetrics();
   // Only ordering suffers (renames and unlinks are atomic), but it means clock skew or a stall: say so.
@@ -126,14 +125,14 @@ export async function runWorker(config: Config): Promise<void> {
     });
   };
   server.on('error', (err: NodeJS.ErrnoException) => {
-    const reason = `cannot listen on ${config.host}:${config.port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message}`;
+    const reason = `cannot listen on ${config.host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message}`;
     log.fatal({ err }, reason);
     process.exitCode = 1;
     // The primary prints the reason before it exits; exit once the message is on its way.
     if (process.connected) process.send?.({ type: 'fts:startup-failed', reason } satisfies WorkerToPrimary, undefined, {}, () => process.exit(1));
     else process.exit(1);
   });
-  server.listen({ host: config.host, port: config.port }, () => {
+  server.listen({ host: config.host, port }, () => {
     const address = server.address();
     if (address && typeof address === 'object') send({ type: 'fts:listening', address: address.address, port: address.port });
   });

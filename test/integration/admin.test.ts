@@ -461,6 +461,33 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('a worker that does not answer during a drain', () => {
+    it('drain progress says how many workers are not answering; the drain ends after its deadline, exit 0', async function () {
+      const server = await startServer({ workers: 2 });
+      const [silent] = server.workerPids();
+      process.kill(silent!, 'SIGSTOP');
+      try {
+        const admin = startAdmin(server.adminSocket, ['drain', '--timeout', '1'], 40_000);
+        admins.push(admin);
+        const r = await admin.done;
+        expect(r.code, `fts-admin drain: ${r.stderr}`).to.equal(0);
+        const out = lines(r.stdout);
+        // The other worker, idle, may still be counted in the first line (it exits at once).
+        expect(out.filter((l) => /^draining: 0 sessions, 0 transfers, [12] workers \(1 not answering\), \d+s left$/.test(l)).length, r.stdout).to.be.at.least(1);
+        expect(out.filter((l) => l.startsWith('draining: ') && !l.includes('(1 not answering)')), 'progress lines hiding the silent worker').to.deep.equal([]);
+        expect(out[out.length - 1]).to.equal('server stopped');
+        expect(await server.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
+        expect(server.lines.some((l) => l.msg === 'workers did not exit after the grace period; killing them'), 'the stopped worker was killed').to.equal(true);
+      } finally {
+        try {
+          process.kill(silent!, 'SIGCONT');
+        } catch {
+          // killed by the drain's deadline, as expected
+        }
+      }
+    });
+  });
+
   describe('no server', () => {
     it('exits 3 with a clear message when nothing is at the socket (missing path or stale socket)', async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-none-'));

@@ -555,6 +555,29 @@ describe('lifecycle (end to end)', function () {
     expect(contact instanceof Error ? contact.message : contact.header['status'], `port ${server.port} after the respawn`).to.equal('hello');
   });
 
+  it('with --port 0 and several workers all SIGKILLed at once, every respawned worker serves the announced port (none moves to another)', async () => {
+    const server = await startServer({ workers: 3 });
+    const victims = server.workerPids();
+    expect(victims).to.have.length(3);
+    for (const pid of victims) process.kill(pid, 'SIGKILL');
+    await waitUntil('three new workers answering', async () => {
+      const s = await statusJson(server.adminSocket);
+      return s.workers.length === 3 && s.workers.every((w) => w.responding && !victims.includes(w.pid)) ? s : undefined;
+    }, 30_000, 200);
+    // The cluster hands connections on one port round-robin to the workers that listen on it: logged-in
+    // sessions on the announced port must reach all three (a worker on another port gets none).
+    const reached = new Set<number>();
+    for (let i = 0; i < 12 && reached.size < 3; i++) {
+      const conn = await RawClient.login(server.port, DEFAULT_USERS[0]!.user, DEFAULT_USERS[0]!.password);
+      raws.push(conn);
+      const local = conn.socket.localPort;
+      const mine = await waitUntil('the session to be listed', async () => (await sessionsJson(server.adminSocket)).find((s) => s.remote.endsWith(`:${String(local)}`)), 10_000, 100);
+      reached.add(mine.worker);
+    }
+    expect(reached.size, 'workers serving the announced port').to.equal(3);
+    expect(server.lines.filter((l) => l.msg === 'worker listens on another port than the announced one'), 'no worker on another port').to.deep.equal([]);
+  });
+
   describe('admin socket single-instance guard', () => {
     it('a second server with the same --admin-socket is refused and the first keeps running', async () => {
       const first = await startServer({ workers: 1 });

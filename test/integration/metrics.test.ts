@@ -19,6 +19,7 @@ import { greetAndQuit } from '../helpers/raw-client.js';
 import { runPromtool } from '../helpers/promtool.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { WorkerHold } from '../helpers/worker-hold.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // The exposition format
@@ -718,6 +719,46 @@ describe('metrics endpoint (Prometheus)', function () {
       expectNotBackwards(before, after, 'after SIGCONT');
       expectCounts(after, tally, 'after SIGCONT');
       expect(after.get('fts_scrape_errors_total')).to.be.greaterThan(0);
+    });
+
+    it('a worker still starting is not asked and is no scrape error; counters of the worker it replaces are kept', async () => {
+      const hold = await WorkerHold.create();
+      cleanups.push(() => hold.dispose());
+      const { server, tally } = await startWarm({ env: hold.env });
+      const port = metricsPortOf(server);
+      await spreadTraffic(server, tally, 'h');
+      for (const c of clients.splice(0)) c.close();
+      await waitUntil('sessions to close', async () => (await scrape(port)).get('fts_sessions_active') === 0, 10_000, 100);
+      const before = await scrape(port);
+      expectCounts(before, tally, 'before');
+      expect(before.get('fts_scrape_errors_total')).to.equal(0);
+
+      // The killed worker's respawn is held before it listens: a worker that is starting.
+      await hold.hold();
+      const victim = (await statusJson(server.adminSocket)).workers[0]!.pid;
+      const forkedBefore = server.lines.filter((l) => l.msg === 'worker started').length;
+      process.kill(victim, 'SIGKILL');
+      await waitUntil('the respawned worker to be forked', () => server.lines.filter((l) => l.msg === 'worker started').length > forkedBefore, 15_000, 10);
+      let during: Exposition;
+      try {
+        during = await scrape(port);
+      } finally {
+        await hold.release();
+      }
+      expect(during.get('fts_scrape_errors_total'), 'fts_scrape_errors_total with a worker starting').to.equal(0);
+      expect(server.lines.some((l) => l.msg === 'worker did not answer the metrics scrape in time'), 'a miss was logged').to.equal(false);
+      expect(during.get('fts_workers'), 'the starting worker is alive').to.equal(2);
+      expectNotBackwards(before, during, 'while a worker starts');
+      expectCounts(during, tally, 'while a worker starts');
+
+      await waitUntil('the respawned worker to answer', async () => {
+        const st = await statusJson(server.adminSocket);
+        return st.workers.length === 2 && !st.workers.some((w) => w.pid === victim) && st.workers.every((w) => w.responding);
+      }, 20_000, 100);
+      const after = await scrape(port);
+      expectNotBackwards(during, after, 'once the worker listens');
+      expectCounts(after, tally, 'once the worker listens');
+      expect(after.get('fts_scrape_errors_total')).to.equal(0);
     });
 
     it('regression (fixed): counters jump up then go backwards when a worker dies while a scrape waits for a stopped worker', async () => {
