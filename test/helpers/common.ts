@@ -117,3 +117,15 @@ export function childExit(
     });
   });
 }
+
+/** Sends SIGCONT to the worker pids a test stopped (SIGSTOP) and forgets them: before their server is stopped. */
+export function continueStopped(stopped: Set<number>): void {
+  for (const pid of stopped) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  }
+  stopped.clear();
+}

@@ -11,7 +11,7 @@ import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { runAdmin, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
-import { codeOf, releaseAll } from '../helpers/common.js';
+import { codeOf, continueStopped, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { REPO_ROOT } from '../helpers/paths.js';
@@ -360,14 +360,7 @@ describe('metrics endpoint (Prometheus)', function () {
 
   afterEach(async function () {
     this.timeout(90_000);
-    for (const pid of stopped) {
-      try {
-        process.kill(pid, 'SIGCONT');
-      } catch {
-        // already gone
-      }
-    }
-    stopped.clear();
+    continueStopped(stopped);
     await releaseAll({ uploaders, clients, servers, admins, cleanups });
   });
 

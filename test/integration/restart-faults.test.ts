@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { runAdmin, startAdmin, statusJson, waitWorkersReady, type AdminRun } from '../helpers/admin-cli.js';
-import { releaseAll } from '../helpers/common.js';
+import { continueStopped, releaseAll } from '../helpers/common.js';
 import { processAlive, waitUntil } from '../helpers/lifecycle-util.js';
 import { TestServer, type LogLine } from '../helpers/server.js';
 import { WorkerHold } from '../helpers/worker-hold.js';
@@ -36,14 +36,7 @@ describe('restart-workers when workers fail (end to end)', function () {
 
   afterEach(async function () {
     this.timeout(90_000);
-    for (const pid of stopped) {
-      try {
-        process.kill(pid, 'SIGCONT');
-      } catch {
-        // already gone
-      }
-    }
-    stopped.clear();
+    continueStopped(stopped);
     for (const h of holds.splice(0)) {
       await h.release();
       cleanups.push(() => h.dispose());
