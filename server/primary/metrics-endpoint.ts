@@ -40,6 +40,8 @@ export class MetricsEndpoint {
   private readonly rejections: Counter<'reason'>;
   private readonly lastKnown = new Map<number, MetricsJson>();
   private retired: MetricsJson = [];
+  private readonly unfolded = new Set<MetricsJson>();
+  private folding: Promise<void> = Promise.resolve();
   private server: http.Server | null = null;
   port: number | null = null;
 
@@ -135,7 +137,7 @@ export class MetricsEndpoint {
     // A worker that exited while we waited has already been folded into `retired`: counting its answer
     // too would count it twice (and then the total would fall back at the next scrape).
     const live = new Set(this.pool.workers);
-    return answers.map((answer, i) => {
+    const parts = answers.map((answer, i) => {
       const worker = workers[i];
       const pid = worker?.process.pid ?? 0;
       if (worker === undefined || !live.has(worker) || !worker.isConnected()) return [];
@@ -149,25 +151,42 @@ export class MetricsEndpoint {
       }
       return monotonic(this.lastKnown.get(pid) ?? []);
     });
+    // A worker that has exited but whose channel has not closed yet ('disconnect' retires it, after its
+    // final snapshot) is in no list of the pool any more: its last counters still count. Taken in the same
+    // synchronous step as the live check above, so no worker is counted twice or not at all.
+    const livePids = new Set([...live].map((w) => w.process.pid ?? 0));
+    for (const [pid, last] of this.lastKnown) if (!livePids.has(pid)) parts.push(monotonic(last));
+    // Retired workers whose fold into `retired` has not finished yet.
+    parts.push(...this.unfolded, this.retired);
+    return parts;
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
     const parts = await this.gather(true);
-    parts.push(this.retired, await this.registry.getMetricsAsJSON());
+    parts.push(await this.registry.getMetricsAsJSON());
     const aggregated = AggregatorRegistry.aggregate(parts);
     return { contentType: aggregated.contentType, body: await aggregated.metrics() };
   }
 
+  /**
+   * Folds an exited worker's last counters into one running total, so the retired set does not grow with
+   * every restart. The fold is asynchronous: until it lands the counters stay in `unfolded`, and both change
+   * in one step, so a scrape in between counts them exactly once. Folds run one after another (two at once
+   * would each add to the same old total, and one would be lost).
+   */
   private retire(pid: number): void {
     const last = this.lastKnown.get(pid);
     this.lastKnown.delete(pid);
     if (!last) return;
-    // Fold into one running total so the retired set does not grow with every restart.
-    void AggregatorRegistry.aggregate([this.retired, monotonic(last)])
-      .getMetricsAsJSON()
-      .then((sum) => {
+    const entry = monotonic(last);
+    this.unfolded.add(entry);
+    this.folding = this.folding
+      .then(async () => {
+        const sum = await AggregatorRegistry.aggregate([this.retired, entry]).getMetricsAsJSON();
         this.retired = sum;
-      });
+        this.unfolded.delete(entry);
+      })
+      .catch((err: unknown) => this.log.error({ err }, 'folding the counters of an exited worker failed; they stay counted separately'));
   }
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -682,6 +682,30 @@ describe('metrics endpoint (Prometheus)', function () {
       expectCounts(end, tally, 'after traffic on the respawned workers');
     });
 
+    it('every worker SIGKILLed at once: the counters of all of them are kept (their folds into the retired total do not overwrite each other)', async () => {
+      const { server, tally } = await startWarm({ workers: 3 });
+      const port = metricsPortOf(server);
+      await spreadTraffic(server, tally, 'all');
+      for (const c of clients.splice(0)) c.close();
+      await waitUntil('sessions to close', async () => (await scrape(port)).get('fts_sessions_active') === 0, 10_000, 100);
+      const before = await scrape(port);
+      expectCounts(before, tally, 'before the SIGKILLs');
+      const victims = (await statusJson(server.adminSocket)).workers.map((w) => w.pid);
+      for (const pid of victims) process.kill(pid, 'SIGKILL');
+      await waitUntil(
+        'three new workers answering',
+        async () => {
+          const st = await statusJson(server.adminSocket);
+          return st.workers.length === 3 && st.workers.every((w) => w.responding && !victims.includes(w.pid));
+        },
+        30_000,
+        100,
+      );
+      const after = await scrape(port);
+      expectNotBackwards(before, after, 'after every worker was killed');
+      expectCounts(after, tally, 'after every worker was killed');
+    });
+
     it('a scrape while a worker is SIGSTOPped answers 200 within 10 s with its last known counters and counts the miss', async () => {
       const { server, tally } = await startWarm();
       const port = metricsPortOf(server);
