@@ -97,7 +97,7 @@ export function formatStatus(st: StatusResult): string {
     { header: 'TRANSFERS', right: true },
   ];
   const rows = st.workers.map((w) => [String(w.pid), String(w.connections), String(w.sessions), String(w.transfers)]);
-  const suffixes: (string | undefined)[] = st.workers.map((w) => (w.responding ? undefined : '(not responding)'));
+  const suffixes: (string | undefined)[] = st.workers.map((w) => (w.responding ? undefined : w.starting === true ? '(starting)' : '(not responding)'));
   rows.push(['total', String(st.connections), String(st.sessions), String(st.transfers)]);
   return `${head}\n${table(cols, rows, suffixes)}`;
 }

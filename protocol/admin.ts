@@ -42,6 +42,8 @@ export interface WorkerStatus {
   transfers: number;
   /** False when the worker did not answer in time (stopped or hung); its counts are then 0. */
   responding: boolean;
+  /** Present (true) for a worker still starting: it does not listen or answer yet (responding is false). */
+  starting?: boolean;
 }
 
 export interface StatusResult {

@@ -117,10 +117,14 @@ export class Controller {
   }
 
   async workerStats(): Promise<WorkerStatus[]> {
+    const listening = new Set(this.pool.listeningWorkers);
     return Promise.all(
       this.pool.workers.map(async (w) => {
+        const silent = { pid: w.process.pid ?? 0, connections: 0, sessions: 0, transfers: 0, responding: false };
+        // A worker still starting answers nothing yet; asking would only wait out the timeout.
+        if (!listening.has(w)) return { ...silent, starting: true };
         const data = (await queryWorker(w, { type: 'fts:query', what: 'stats' }, QUERY_TIMEOUT_MS)) as WorkerStats | null;
-        return data ? { ...data, responding: true } : { pid: w.process.pid ?? 0, connections: 0, sessions: 0, transfers: 0, responding: false };
+        return data ? { ...data, responding: true } : silent;
       }),
     );
   }

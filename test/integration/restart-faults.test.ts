@@ -87,6 +87,10 @@ describe('restart-workers when workers fail (end to end)', function () {
     const admin = startAdmin(server.adminSocket, ['restart-workers'], 60_000);
     admins.push(admin);
     const replacement = await nextForked(server, 1);
+    // While held it is starting, not hung: status says so.
+    const starting = await runAdmin(server.adminSocket, ['status']);
+    expect(starting.stdout, starting.stdout).to.match(new RegExp(`^${replacement} .*\\(starting\\)$`, 'm'));
+    expect((await statusJson(server.adminSocket)).workers.find((w) => w.pid === replacement), 'status --json').to.include({ responding: false, starting: true });
     process.kill(replacement, 'SIGKILL');
 
     const r = await admin.done;
