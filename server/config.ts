@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
+import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
 
 /**
  * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
@@ -23,6 +24,8 @@ export interface Config {
   readonly loginTimeoutSeconds: number;
   readonly idleTimeoutSeconds: number;
   readonly stallTimeoutSeconds: number;
+  /** Seconds a publish or delete waits for its name's lock, held by another operation, before LOCKED. */
+  readonly lockTimeoutSeconds: number;
   readonly maxHeaderBytes: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
@@ -120,6 +123,12 @@ export const FLAGS = {
   'login-timeout': { env: 'FTS_LOGIN_TIMEOUT', help: 'seconds to authenticate', default: () => '30', parse: integer(1, 3600) },
   'idle-timeout': { env: 'FTS_IDLE_TIMEOUT', help: 'seconds an idle session is kept', default: () => '300', parse: integer(1, 86_400) },
   'stall-timeout': { env: 'FTS_STALL_TIMEOUT', help: 'seconds a transfer may make no progress', default: () => '60', parse: integer(1, 86_400) },
+  'lock-timeout': {
+    env: 'FTS_LOCK_TIMEOUT',
+    help: "seconds an upload's publish or a delete waits for the file's lock before LOCKED",
+    default: () => String(DEFAULT_LOCK_WAIT_SECONDS),
+    parse: integer(1, MAX_LOCK_WAIT_SECONDS),
+  },
   'max-header-bytes': {
     env: 'FTS_MAX_HEADER_BYTES',
     help: 'largest header frame accepted',
@@ -213,6 +222,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     loginTimeoutSeconds: pick('login-timeout') as number,
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
+    lockTimeoutSeconds: pick('lock-timeout') as number,
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,
     maxConnectionsPerIp: pick('max-connections-per-ip') as number,

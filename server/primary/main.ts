@@ -77,6 +77,11 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     // still open upload's staged bytes (its publish then fails and the client starts again).
     log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
   }
+  if (config.lockTimeoutSeconds >= config.stallTimeoutSeconds) {
+    // Waiting for a lock moves no bytes, so the session's stall timer runs meanwhile: it would end the
+    // session (bye TRANSFER_STALLED) before the wait could end in LOCKED.
+    log.warn({ lockTimeout: config.lockTimeoutSeconds, stallTimeout: config.stallTimeoutSeconds }, '--lock-timeout is not below --stall-timeout: a request waiting for a busy lock may end its session with TRANSFER_STALLED instead of LOCKED');
+  }
   // Each path the sweep cannot read or remove is logged once, not at every pass for as long as it lasts.
   const reported = new Set<string>();
   const sweep = async (): Promise<void> => {

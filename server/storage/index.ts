@@ -1,7 +1,7 @@
 /** The storage layer's public surface: workers import from here, not from the individual modules. */
 export { fsError } from './errors.js';
 export { type ListEntry } from './listing.js';
-export { LOCK_OPTIONS, LOCK_WAIT_BUDGET_MS, lockCompromisedCount, onLockCompromised, withLock, type LockCompromise } from './locks.js';
+export { DEFAULT_LOCK_WAIT_SECONDS, LOCK_OPTIONS, lockCompromisedCount, MAX_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from './locks.js';
 export { lockTarget, resolveName, stagingDir, userDirPath } from './paths.js';
 export { StagedUpload, sweepStaging } from './staging.js';
 export { Store, UserStore, type ReadableFile } from './store.js';

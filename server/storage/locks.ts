@@ -15,8 +15,26 @@ import { lockTarget, resolveName, userDirPath } from './paths.js';
 const RETRY_FACTOR = 1.2;
 const RETRY_MIN_MS = 20;
 const RETRY_MAX_MS = 500;
-/** How long an operation waits for a busy lock before answering LOCKED. */
-export const LOCK_WAIT_BUDGET_MS = 30_000;
+/** How long an operation waits for a busy lock before answering LOCKED, unless configured (--lock-timeout). */
+export const DEFAULT_LOCK_WAIT_SECONDS = 30;
+/** The largest --lock-timeout: a wait longer than an hour is a hang, not a wait. */
+export const MAX_LOCK_WAIT_SECONDS = 3_600;
+
+/**
+ * This process's wait budget. Unlike `stale` and `update` it may differ between processes and nodes: it
+ * only decides how long this process's own callers wait before LOCKED, never whether someone else's lock
+ * is still valid. A worker sets it once at start from --lock-timeout (setLockWaitSeconds); any other
+ * process (the primary, tests, tools) keeps the default.
+ */
+let lockWaitBudgetMs = DEFAULT_LOCK_WAIT_SECONDS * 1000;
+
+/** Sets how long withLock waits for a held lock before it fails with LOCKED (whole seconds, 1 to 3600). */
+export function setLockWaitSeconds(seconds: number): void {
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_LOCK_WAIT_SECONDS) {
+    throw new RangeError(`lock wait must be an integer from 1 to ${MAX_LOCK_WAIT_SECONDS} seconds (got ${seconds})`);
+  }
+  lockWaitBudgetMs = seconds * 1000;
+}
 
 /** What a compromised lock looks like to whoever listens (the worker logs it and counts it). */
 export interface LockCompromise {
@@ -84,7 +102,8 @@ export const LOCK_OPTIONS = Object.freeze({
 
 /** Acquires the lock, waiting with capped exponential backoff while another holder has it. */
 async function acquire(target: string, lockfilePath: string): Promise<() => Promise<void>> {
-  const deadline = Date.now() + LOCK_WAIT_BUDGET_MS;
+  // Read per call, so a budget set at worker start applies to every later operation.
+  const deadline = Date.now() + lockWaitBudgetMs;
   for (let attempt = 0; ; attempt++) {
     try {
       return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });

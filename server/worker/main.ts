@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
 import { createLogger } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
-import { onLockCompromised } from '../storage/locks.js';
+import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -30,6 +30,9 @@ export async function runWorker(config: Config): Promise<void> {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
 
+  // Before the first session: every publish and delete of this worker waits at most --lock-timeout for a
+  // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
+  setLockWaitSeconds(config.lockTimeoutSeconds);
   const store = new Store(config.storage);
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.

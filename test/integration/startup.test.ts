@@ -16,7 +16,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--max-header-bytes', '--help',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--max-header-bytes', '--help',
 ];
 
 interface Fixture {
@@ -100,6 +100,21 @@ describe('fts-server startup with bad inputs', function () {
   it('--workers 0: exit 2, --workers named', async () => {
     const line = expectQuickFailure(await runServerOnce(withFlag('--workers', '0')), 2);
     expect(line).to.include('--workers');
+  });
+
+  it('--lock-timeout 0 and 3601: exit 2, --lock-timeout and the value named', async () => {
+    // 0 would answer LOCKED without ever waiting for a lock held for milliseconds; past an hour a wait is a hang.
+    for (const bad of ['0', '3601', '1.5']) {
+      const line = expectQuickFailure(await runServerOnce(withFlag('--lock-timeout', bad)), 2);
+      expect(line).to.include('--lock-timeout');
+      expect(line).to.include(`"${bad}"`);
+    }
+  });
+
+  it('FTS_LOCK_TIMEOUT=soon in the environment: exit 2, FTS_LOCK_TIMEOUT named', async () => {
+    const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_LOCK_TIMEOUT: 'soon' } }), 2);
+    expect(line).to.include('FTS_LOCK_TIMEOUT');
+    expect(line).to.include('soon');
   });
 
   it('a missing users file: exit 1, its path named', async () => {

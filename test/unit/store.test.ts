@@ -8,7 +8,7 @@ import { FtsError } from '../../protocol/index.js';
 import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/storage/digest-records.js';
 import { fsError, notDurable } from '../../server/storage/errors.js';
 import { lockTarget } from '../../server/storage/paths.js';
-import { onLockCompromised, withLock, type LockCompromise } from '../../server/storage/locks.js';
+import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 
@@ -428,6 +428,39 @@ describe('storage', () => {
       } finally {
         off();
       }
+    });
+
+    it('setLockWaitSeconds bounds the wait: a lock held for longer gets LOCKED, and the holder keeps it', async function () {
+      this.timeout(10_000);
+      let open!: () => void;
+      let entered!: () => void;
+      const taken = new Promise<void>((resolve) => {
+        entered = resolve;
+      });
+      const holding = withLock(root, 'alice', 'f', async () => {
+        entered();
+        await new Promise<void>((resolve) => {
+          open = resolve;
+        });
+        return 'holder done';
+      });
+      await taken;
+      setLockWaitSeconds(1);
+      try {
+        const err = await withLock(root, 'alice', 'f', async () => 'ran').then(() => null, (e: unknown) => e);
+        expect(err).to.be.instanceOf(FtsError);
+        expect((err as FtsError).code).to.equal('LOCKED');
+      } finally {
+        // Every other test in this process expects the default budget.
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+        open();
+      }
+      expect(await holding).to.equal('holder done');
+      expect(await withLock(root, 'alice', 'f', async () => 'after')).to.equal('after');
+    });
+
+    it('setLockWaitSeconds refuses what --lock-timeout refuses', () => {
+      for (const bad of [0, -1, 1.5, 3601, Number.NaN]) expect(() => setLockWaitSeconds(bad), String(bad)).to.throw(RangeError);
     });
 
     it('releases the lock when fn throws', async () => {
