@@ -5,6 +5,9 @@
  *   - corrupting one byte of the client→server stream, either at a raw stream position or at a position
  *     counted in data-frame payload bytes only (the proxy follows the frame boundaries, so the byte is
  *     certainly inside a payload and the frame's CRC32C no longer matches);
+ *   - corrupting one payload byte of the server→client data frames (a download), either leaving the frame's
+ *     CRC32C as it was (the client's per-frame check must catch it) or recomputing it over the altered
+ *     payload (the frame checks out, and only the whole-file SHA-256 of the final reply can catch it);
  *   - cutting the connection once N bytes went client→server or server→client (the bytes up to the cut are
  *     delivered, then that side sees end-of-stream and the other side is destroyed);
  *   - throttling either direction to a byte rate.
@@ -13,6 +16,7 @@
  * only the first connection is cut and a reconnection passes. close() destroys every socket.
  */
 import net from 'node:net';
+import { crc32c } from '../../protocol/crc32c.js';
 
 /** How long a side whose peer went away may take to flush what was forwarded to it. */
 const LINGER_MS = 2_000;
@@ -22,6 +26,13 @@ export interface FaultPlan {
   corruptUpAt?: number;
   /** XOR 0xff into the byte at this position of the client→server data-frame payloads (CRC bytes excluded). */
   corruptPayloadAt?: number;
+  /** XOR 0xff into the byte at this position of the server→client data-frame payloads (CRC bytes excluded). */
+  corruptDownPayloadAt?: number;
+  /**
+   * With corruptDownPayloadAt: also replace that frame's CRC32C by the CRC32C of the altered payload, so the
+   * frame is self-consistent and the corruption is invisible to the per-frame check.
+   */
+  corruptDownFixCrc?: boolean;
   /** Forward this many client→server bytes, then cut the connection. */
   cutUpAfter?: number;
   /** Forward this many server→client bytes, then cut the connection. */
@@ -72,6 +83,64 @@ class PayloadLocator {
   }
 }
 
+/**
+ * Corrupts payload byte number `target` (counted over all data-frame payloads of one direction), optionally
+ * fixing the frame's CRC32C. The CRC precedes the payload, so to recompute it the proxy holds the whole
+ * frame that contains the target back until it is complete; every other byte passes through as it comes
+ * (at most an incomplete 5-byte frame prefix is held until the rest of it arrives).
+ */
+class FrameCorrupter {
+  /** Bytes received and not yet released. */
+  private pending: Buffer = Buffer.alloc(0);
+  /** Bytes of the current frame (prefix included) that may pass through unexamined. */
+  private passLeft = 0;
+  private payloadSeen = 0;
+  private done = false;
+
+  constructor(
+    private readonly target: number,
+    private readonly fixCrc: boolean,
+    private readonly onCorrupt: () => void,
+  ) {}
+
+  /** Takes the next chunk of the stream; returns the bytes that may be forwarded now, in order. */
+  push(chunk: Buffer): Buffer {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.passLeft > 0) {
+        const n = Math.min(this.passLeft, this.pending.length);
+        if (n === 0) break;
+        out.push(this.pending.subarray(0, n));
+        this.pending = this.pending.subarray(n);
+        this.passLeft -= n;
+        continue;
+      }
+      if (this.pending.length < 5) break; // an incomplete frame prefix: wait for the rest of it
+      const bodyLength = this.pending.readUInt32BE(1);
+      const isData = this.pending[0] === 0x44 && bodyLength >= 4;
+      const payloadLength = isData ? bodyLength - 4 : 0;
+      const hits = isData && !this.done && this.target >= this.payloadSeen && this.target < this.payloadSeen + payloadLength;
+      if (!hits) {
+        this.payloadSeen += payloadLength;
+        this.passLeft = 5 + bodyLength;
+        continue;
+      }
+      if (this.pending.length < 5 + bodyLength) break; // the target frame: hold it until it is whole
+      const frame = Buffer.from(this.pending.subarray(0, 5 + bodyLength)); // our own copy: it is modified
+      this.pending = this.pending.subarray(5 + bodyLength);
+      const payload = frame.subarray(9);
+      payload[this.target - this.payloadSeen]! ^= 0xff;
+      if (this.fixCrc) frame.writeUInt32BE(crc32c(payload), 5);
+      this.payloadSeen += payloadLength;
+      this.done = true;
+      this.onCorrupt();
+      out.push(frame);
+    }
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+}
+
 interface Direction {
   from: net.Socket;
   to: net.Socket;
@@ -79,6 +148,8 @@ interface Direction {
   rate: number | undefined;
   corruptAt?: number | undefined;
   corruptPayloadAt?: number | undefined;
+  corruptDownPayloadAt?: number | undefined;
+  corruptDownFixCrc?: boolean | undefined;
 }
 
 export class FaultProxy {
@@ -148,7 +219,7 @@ export class FaultProxy {
     upstream.on('close', endOther(client));
     upstream.once('connect', () => {
       this.pipe({ from: client, to: upstream, cutAfter: plan.cutUpAfter, rate: plan.throttleUp, corruptAt: plan.corruptUpAt, corruptPayloadAt: plan.corruptPayloadAt });
-      this.pipe({ from: upstream, to: client, cutAfter: plan.cutDownAfter, rate: plan.throttleDown });
+      this.pipe({ from: upstream, to: client, cutAfter: plan.cutDownAfter, rate: plan.throttleDown, corruptDownPayloadAt: plan.corruptDownPayloadAt, corruptDownFixCrc: plan.corruptDownFixCrc });
       client.resume();
     });
   }
@@ -158,9 +229,19 @@ export class FaultProxy {
     let forwarded = 0;
     let cut = false;
     const locator = d.corruptPayloadAt !== undefined ? new PayloadLocator() : null;
+    const corrupter =
+      d.corruptDownPayloadAt !== undefined
+        ? new FrameCorrupter(d.corruptDownPayloadAt, d.corruptDownFixCrc === true, () => {
+            this.corruptions++;
+          })
+        : null;
     d.from.on('data', (data: Buffer) => {
       if (cut) return;
-      let chunk = Buffer.from(data); // our own copy: it may be modified
+      let chunk: Buffer = Buffer.from(data); // our own copy: it may be modified
+      if (corrupter !== null) {
+        chunk = corrupter.push(chunk);
+        if (chunk.length === 0) return; // all of it held back (part of the frame to corrupt)
+      }
       if (d.corruptAt !== undefined && d.corruptAt >= forwarded && d.corruptAt < forwarded + chunk.length) {
         chunk[d.corruptAt - forwarded]! ^= 0xff;
         this.corruptions++;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { FtsClient, FtsError, isServerError } from '../../client/index.js';
 import { READ_ONCE_MAX_BYTES } from '../../client/upload.js';
 import { mkfifo } from '../helpers/hardening-fs.js';
+import { FaultProxy } from '../helpers/proxy.js';
 import { describeRun, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -375,7 +376,7 @@ describe('operations through the CLI and the client library', function () {
       expect(await exists(path.join(server.storage, 'alice', 'a'))).to.equal(false);
     });
 
-    it('a failed download never leaves a file under the target name, nor temporary files', async function () {
+    it('a failed download (NOT_FOUND before any byte, CHECKSUM_MISMATCH after all of them) never leaves a file under the target name, nor temporary files', async function () {
       const dir = await freshDir('faildl');
       const r = await fts(['get', 'missing-file', path.join(dir, 'LOCAL')]);
       expectExit(r, 4);
@@ -392,6 +393,41 @@ describe('operations through the CLI and the client library', function () {
       expect(err.code).to.equal('NOT_FOUND');
       expect(isServerError(err)).to.equal(true);
       expect(await readdir(dir)).to.deep.equal(['precious']);
+
+      // A failure after the bytes arrived: a proxy alters one byte of a data frame on its way to the client
+      // and recomputes the frame's CRC32C, so every frame checks out and only the whole-file SHA-256 fails.
+      // README: LOCAL.part (and LOCAL.part.json) are dropped when the bytes are wrong (CHECKSUM_MISMATCH),
+      // and LOCAL only ever receives a verified file. 2 MiB: at least 1 MiB, so a sidecar was written too.
+      const data = randomBytes(2 * 1024 * 1024);
+      await c.uploadBuffer('forged.bin', data);
+      const proxy = await FaultProxy.start(server.port, { corruptDownPayloadAt: 1024 * 1024 + 7, corruptDownFixCrc: true });
+      try {
+        const r3 = await fts(['get', 'forged.bin', path.join(dir, 'precious')], ALICE, { port: proxy.port });
+        expectExit(r3, 1);
+        // Found by the client, not sent by the server: no "(CODE)" suffix (README, exit codes).
+        expect(r3.stderr, describeRun(r3)).to.match(/^fts: .*hash.*, the server announced [0-9a-f]{64}\n$/);
+        expect(proxy.corruptions, 'the byte was altered on the way').to.equal(1);
+        expect(proxy.connections, 'reported at once, not retried on a new connection').to.equal(1);
+      } finally {
+        await proxy.close();
+      }
+      expect(await readFile(path.join(dir, 'precious'), 'utf8')).to.equal('keep me');
+      expect(await readdir(dir), 'no precious.part, no precious.part.json').to.deep.equal(['precious']);
+      // Same through the library, into a new target: nothing at all is left.
+      const libProxy = await FaultProxy.start(server.port, { corruptDownPayloadAt: 1024 * 1024 + 7, corruptDownFixCrc: true });
+      try {
+        const viaProxy = await FtsClient.connect({ host: '127.0.0.1', port: libProxy.port });
+        clients.push(viaProxy);
+        await viaProxy.auth(ALICE.user, ALICE.password);
+        const err2 = await ftsErrorOf(viaProxy.download('forged.bin', path.join(dir, 'LIB')));
+        expect(err2.code).to.equal('CHECKSUM_MISMATCH');
+        expect(isServerError(err2), 'found by the client').to.equal(false);
+        expect(libProxy.corruptions).to.equal(1);
+      } finally {
+        await libProxy.close();
+      }
+      expect(await readdir(dir)).to.deep.equal(['precious']);
+      await c.delete('forged.bin');
     });
   });
 

@@ -11,7 +11,7 @@ import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, sym
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
-import { encodeData, encodeHeader, FrameDecoder, type Header } from '../../protocol/index.js';
+import { encodeData, encodeHeader, FrameDecoder, MAX_CHUNK_BYTES, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
@@ -262,6 +262,92 @@ describe('resumable transfers (end to end)', function () {
     // The audit's bytes are what that request carried: size − offset of the resend.
     const resentFrom = data.length - Number(ok[0]!['bytes']);
     expect(resentFrom, 'the resend started where the corrupted frame did').to.be.greaterThan(2 * MiB).and.at.most(corruptAt);
+  });
+
+  /** The byte counts of the server's audited downloads of `name`, once `count` of them are logged. */
+  async function downloadsSent(name: string, count: number): Promise<number[]> {
+    // The audit line may follow the final reply by a moment: wait for it (bounded) rather than race it.
+    return waitUntil(`${count} audited downloads of ${name}`, () => {
+      const sent = audit(server, 'download', name).map((l) => Number(l['bytes']));
+      return sent.length >= count ? sent : undefined;
+    });
+  }
+
+  it('a download frame corrupted on the way (its CRC32C no longer matches) is fetched again from the bytes before it, on the same connection, and the file arrives intact', async () => {
+    // README/PROTOCOL §6.3 + client.ts: the client checks each frame's CRC32C; a frame that arrives corrupted
+    // (CHUNK_CORRUPT, found by the client) makes it continue from the good bytes before it, and the caller
+    // never sees the error. Without the per-frame check the bad byte would reach LOCAL.part and only the
+    // final SHA-256 would catch it: the download would fail with CHECKSUM_MISMATCH instead.
+    const name = 'corrupt-down.bin';
+    const data = randomBytes(4 * MiB); // ≥ 1 MiB: the received prefix is kept for the resend
+    await (await login(server.port)).uploadBuffer(name, data);
+    const corruptAt = 2 * MiB + 1000;
+    const p = await proxy(server.port, (i) => (i === 0 ? { corruptDownPayloadAt: corruptAt } : {}));
+    const client = await login(p.port);
+    const local = path.join(dir, 'corrupt-down.local');
+
+    const r = await client.download(name, local);
+    expect(p.corruptions, 'one byte was flipped on the way').to.equal(1);
+    expect(p.connections, 'recovered without a new connection').to.equal(1);
+    expect(r).to.include({ size: data.length, sha256: sha256(data), resumedFrom: 0 });
+    expect((await readFile(local)).equals(data), 'LOCAL holds the exact bytes').to.equal(true);
+    expect(await exists(`${local}.part`), 'no .part left').to.equal(false);
+    expect(await exists(`${local}.part.json`), 'no sidecar left').to.equal(false);
+    // The server sent the whole file (the client read it to the end to stay in step), then, asked again,
+    // the rest from the client's kept prefix: everything before the corrupted frame, which began at most
+    // one frame (maxChunk) before the flipped byte.
+    const sent = await downloadsSent(name, 2);
+    expect(sent, 'the whole file, then one resend').to.have.length(2);
+    expect(sent[0]).to.equal(data.length);
+    const resentFrom = data.length - sent[1]!;
+    expect(resentFrom, 'the resend started where the corrupted frame did').to.be.greaterThan(corruptAt - MAX_CHUNK_BYTES).and.at.most(corruptAt);
+  });
+
+  it('a download frame altered on the way with its CRC32C recomputed fails the whole-file SHA-256: CHECKSUM_MISMATCH, LOCAL untouched, LOCAL.part and its sidecar dropped', async () => {
+    // The frame checks out, so only the final reply's SHA-256 (PROTOCOL §6.3) can tell. A download that
+    // started from 0 is not retried (client.ts: only a continued one starts over), and README: the .part
+    // and its sidecar are dropped when the bytes are wrong; LOCAL keeps whatever it held before.
+    const name = 'forged-down.bin';
+    const data = randomBytes(4 * MiB); // ≥ 1 MiB: a sidecar is written, so its removal is tested too
+    await (await login(server.port)).uploadBuffer(name, data);
+    const p = await proxy(server.port, { corruptDownPayloadAt: 2 * MiB + 1000, corruptDownFixCrc: true });
+    const client = await login(p.port);
+    const local = path.join(dir, 'forged-down.local');
+    await writeFile(local, 'what LOCAL held before');
+
+    const err = await client.download(name, local).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err, 'the download fails').to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('CHECKSUM_MISMATCH');
+    expect(p.corruptions).to.equal(1);
+    expect(await readFile(local, 'utf8'), 'LOCAL untouched').to.equal('what LOCAL held before');
+    expect(await exists(`${local}.part`), 'LOCAL.part dropped').to.equal(false);
+    expect(await exists(`${local}.part.json`), 'sidecar dropped').to.equal(false);
+    expect(await downloadsSent(name, 1), 'asked once, not retried').to.deep.equal([data.length]);
+  });
+
+  it('a continued download whose new bytes are altered on the way (CRC32C recomputed) fails its SHA-256 and is fetched once more from 0', async () => {
+    // client.ts: a failed verification of a continued download starts over from 0 once (the kept LOCAL.part
+    // might be what is wrong). Here the kept prefix is good and the corruption hits only the first attempt,
+    // so the second attempt, whole, succeeds.
+    const name = 'forged-resume.bin';
+    const data = randomBytes(4 * MiB);
+    const { local } = await keptDownload(server.port, name, data, data.subarray(0, MiB), 'forged-resume.local');
+    // Payload position 1 MiB of this connection lies in the first attempt's data (bytes MiB … 4 MiB − 1).
+    const p = await proxy(server.port, (i) => (i === 0 ? { corruptDownPayloadAt: MiB, corruptDownFixCrc: true } : {}));
+    const client = await login(p.port);
+
+    const r = await client.download(name, local);
+    expect(p.corruptions).to.equal(1);
+    expect(p.connections).to.equal(1);
+    expect(r.resumedFrom, 'the first attempt continued the .part').to.equal(MiB);
+    expect(r.sha256).to.equal(sha256(data));
+    expect((await readFile(local)).equals(data), 'LOCAL holds the exact bytes').to.equal(true);
+    expect(await exists(`${local}.part`)).to.equal(false);
+    expect(await exists(`${local}.part.json`)).to.equal(false);
+    expect(await downloadsSent(name, 2), 'the rest, then the whole file').to.deep.equal([data.length - MiB, data.length]);
   });
 
   it('continues an upload whose CLI was killed (SIGKILL) in the middle', async () => {
