@@ -124,6 +124,10 @@ describe('digests recorded at publish', function () {
     expect(err).to.be.instanceOf(FtsError);
     expect((err as FtsError).code).to.equal('CHECKSUM_MISMATCH');
     expect(await exists(out)).to.equal(false);
+    // README: the download's working files are dropped too when the bytes are wrong (CHECKSUM_MISMATCH);
+    // the file is over 1 MiB, so the sidecar was written during the transfer and must be gone as well.
+    expect(await exists(`${out}.part`), 'LOCAL.part dropped').to.equal(false);
+    expect(await exists(`${out}.part.json`), 'LOCAL.part.json dropped').to.equal(false);
   });
 
   it('a record names one exact version: another ctime alone (or inode, size, mtime) makes it unusable', async function () {
