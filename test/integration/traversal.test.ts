@@ -109,6 +109,51 @@ function naiveTargets(dir: string, payload: string): string[] {
   return out;
 }
 
+/**
+ * PROTOCOL.md §6's name rules, written out here independently of protocol/names.ts (the code under test),
+ * so that a loosened or tightened nameProblem() cannot move the line between the payloads that must work
+ * and those that must be refused. A legal name: well-formed Unicode (no unpaired surrogate: those do not
+ * survive a UTF-8 round trip), 1 to 255 UTF-8 bytes, no U+0000–U+001F, U+007F–U+009F, '/' or '\\', and
+ * not '.' or '..'.
+ */
+function legalPerProtocol(name: string): boolean {
+  const utf8 = Buffer.from(name, 'utf8');
+  if (utf8.toString('utf8') !== name) return false;
+  if (utf8.length < 1 || utf8.length > 255) return false;
+  if (/[\u0000-\u001f\u007f-\u009f/\\]/u.test(name)) return false;
+  return name !== '.' && name !== '..';
+}
+
+/** Edge cases of each rule, next to the corpus, for the agreement check. */
+const RULE_EDGES = [
+  'a',
+  '.',
+  '..',
+  '...',
+  '.a',
+  '',
+  'a'.repeat(255),
+  'a'.repeat(256),
+  'é'.repeat(127) + 'a', // 255 bytes
+  'é'.repeat(128), // 256 bytes in 128 characters
+  '😀'.repeat(63) + 'abc', // 255 bytes
+  '😀'.repeat(64), // 256 bytes
+  '\ud800',
+  'a\udc00b',
+  '\ud83d\ude00',
+  '\ufffd',
+  'x\u001fy',
+  'x\u0020y',
+  'x\u007ey',
+  'x\u007fy',
+  'x\u009fy',
+  'x\u00a0y',
+  'a/b',
+  'a\\b',
+  '%2f',
+  '%5c',
+];
+
 async function statOrNull(p: string): Promise<Stats | null> {
   try {
     return await lstat(p);
@@ -181,7 +226,7 @@ describe('directory traversal payloads', function () {
 
   before(async function () {
     payloads = await loadPayloads();
-    legal = new Set(payloads.filter((p) => nameProblem(p) === null));
+    legal = new Set(payloads.filter(legalPerProtocol));
     expect(payloads.length).to.be.greaterThan(6000);
     expect(legal.size, 'some payloads are legal names (percent-encodings etc.)').to.be.greaterThan(0);
 
@@ -222,6 +267,15 @@ describe('directory traversal payloads', function () {
     for (const r of raws.splice(0)) r.close();
     for (const c of cleanups.splice(0)) await c();
     await server?.stop();
+  });
+
+  it("the test's own reading of the §6 name rules and nameProblem() agree on every payload and rule edge", function () {
+    // Both the library and the server judge names with nameProblem(); every later test expects success or
+    // BAD_NAME according to legalPerProtocol(). A difference is reported here by name.
+    const disagreements = [...payloads, ...RULE_EDGES]
+      .filter((p) => legalPerProtocol(p) !== (nameProblem(p) === null))
+      .map((p) => `${JSON.stringify(p)}: protocol says ${legalPerProtocol(p) ? 'legal' : 'illegal'}, nameProblem says ${JSON.stringify(nameProblem(p))}`);
+    expect(disagreements, disagreements.slice(0, 20).join('\n')).to.deep.equal([]);
   });
 
   it('through FtsClient: upload, download, view, list, delete with every payload as the name', async function () {
