@@ -11,6 +11,7 @@ import { lockTarget } from '../../server/storage/paths.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -258,9 +259,14 @@ describe('storage', () => {
       const uploads = await Promise.all(versions.map((v) => alice.beginUpload('race', v.length, { sha256: sha(v) })));
       await Promise.all(uploads.map((u, i) => u.write(versions[i] as Buffer)));
       const results = await Promise.all(uploads.map((u) => u.commit()));
-      expect(results).to.have.length(8);
       const final = await readFile(path.join(root, 'alice', 'race'));
-      expect(versions.some((v) => v.equals(final))).to.equal(true);
+      // The versions differ in length, so the published one is known; its commit reported the mtime of
+      // exactly the file now under the name (each commit reports its own file's mtime, not a successor's).
+      const winner = versions.findIndex((v) => v.equals(final));
+      expect(winner, 'the published file is one complete version').to.be.at.least(0);
+      const published = await stat(path.join(root, 'alice', 'race'), { bigint: true });
+      expect(results[winner]!.mtime, "the winner's reported mtime").to.equal(Number(published.mtimeNs / 1_000_000n));
+      for (const r of results) expect(Number.isSafeInteger(r.mtime), 'every commit reports an integer mtime').to.equal(true);
       expect(await userFiles()).to.deep.equal(['race']);
       expect(await stagingFiles()).to.deep.equal([]);
     });
@@ -342,7 +348,8 @@ describe('storage', () => {
         });
         order.push('unlocking');
       });
-      while (order.length === 0) await new Promise((r) => setTimeout(r, 5));
+      // withLock runs fn once it holds the lock; bounded, so a lock never taken fails here instead of hanging.
+      await waitUntil('the lock to be held', () => order.length > 0, 5_000, 5);
       const deleting = alice.delete('busy').then(() => order.push('deleted'));
       await new Promise((r) => setTimeout(r, 100));
       expect(order).to.deep.equal(['locked']);
@@ -417,9 +424,10 @@ describe('storage', () => {
       try {
         const lockDir = `${lockTarget(root, 'alice', 'f')}.lock`;
         const result = await withLock(root, 'alice', 'f', async () => {
-          // Someone else removes our lock; the next refresh (every 2 s) notices.
+          // Someone else removes our lock; the next refresh (every 2 s: `update` in locks.ts) notices. Wait
+          // for that report itself (bounded) rather than sleep a little longer than one refresh period.
           await rm(lockDir, { recursive: true });
-          await new Promise((r) => setTimeout(r, 2_500));
+          await waitUntil('the compromised lock to be reported', () => events.length > 0, 8_000, 20);
           return 'done';
         });
         expect(result).to.equal('done');
