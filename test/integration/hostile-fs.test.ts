@@ -138,9 +138,9 @@ describe('hostile filesystem (real server)', function () {
       });
     }
 
-    it('regression (fixed): download/view of a UNIX socket in the user directory answers IO_ERROR (ENXIO) instead of NOT_A_FILE', async function () {
-      // open(2) of a socket fails with ENXIO, which server/storage/errors.ts maps to IO_ERROR ("server I/O
-      // error (ENXIO)"). The name exists and is not a regular file: PROTOCOL.md says NOT_A_FILE.
+    it('download/view of a UNIX socket in the user directory answer NOT_A_FILE, not IO_ERROR from open(2)\'s ENXIO (regression)', async function () {
+      // open(2) of a socket fails with ENXIO, which server/storage/errors.ts once mapped to IO_ERROR ("server
+      // I/O error (ENXIO)"). The name exists and is not a regular file: PROTOCOL.md says NOT_A_FILE.
       const codes: string[] = [];
       const seen: string[] = [];
       for (const [i, op] of (['download', 'view'] as const).entries()) {
@@ -354,7 +354,7 @@ describe('hostile filesystem (real server)', function () {
       }
     });
 
-    it('regression (fixed): EROFS: delete on read-only storage is not answered promptly (the lock retries EROFS for the whole 30 s lock budget)', async function () {
+    it('EROFS: delete on read-only storage is answered READ_ONLY promptly, without retrying the lock for the whole 30 s lock budget (regression)', async function () {
       if (!(await isMountPoint(mountDir))) this.skip();
       const { value: reply, ms } = await timed(async () => {
         client().sendHeader({ op: 'delete', id: 20, name: 'small.txt' });
