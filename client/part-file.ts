@@ -233,7 +233,9 @@ export async function isDirectoryTarget(target: string): Promise<boolean> {
   } catch {
     return false; // missing or unreadable: treat it as a file path; opening the .part reports problems
   }
-  const trusted = await ownedByUs(st.uid, path.dirname(target), true);
+  // A directory is compared with the owner a file created in it gets (the mount point of an owner-mapping
+  // mount is on that mount, its parent is not); a link with the owner of files next to it.
+  const trusted = await ownedByUs(st.uid, st.isDirectory() ? target : path.dirname(target), true);
   if (st.isDirectory()) {
     // Someone else's directory: they could swap our file inside it before or after the rename.
     if (!trusted) throw new FtsError('IO_ERROR', `${target} is another user's directory; download into it only by naming it with a trailing /`);

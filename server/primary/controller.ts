@@ -153,9 +153,12 @@ export class Controller {
     return { sessions: answers.flatMap((l) => (l as SessionInfo[] | null) ?? []), silent };
   }
 
-  /** Asks every live worker at once; `silent` lists the pids of those that did not answer in time. */
+  /**
+   * Asks every listening worker at once (one still starting holds no session and answers nothing yet);
+   * `silent` lists the pids of those that did not answer in time.
+   */
   private async askAll(message: Parameters<typeof queryWorker>[1]): Promise<{ answers: Array<Awaited<ReturnType<typeof queryWorker>>>; silent: number[] }> {
-    const workers = this.pool.workers;
+    const workers = this.pool.listeningWorkers;
     const answers = await Promise.all(workers.map((w) => queryWorker(w, message, QUERY_TIMEOUT_MS)));
     return { answers, silent: workers.filter((_w, i) => answers[i] === null).map((w) => w.process.pid ?? 0) };
   }
@@ -240,7 +243,7 @@ export class Controller {
     const sessions = workers.reduce((n, w) => n + w.connections, 0);
     const transfers = workers.reduce((n, w) => n + w.transfers, 0);
     // A hung or stopped worker reports zeros: without this count the drain would look idle but not end.
-    const notAnswering = workers.filter((w) => !w.responding).length;
+    const notAnswering = workers.filter((w) => !w.responding && w.starting !== true).length;
     const secondsLeft = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
     const silent = notAnswering > 0 ? `, ${notAnswering} workers not answering` : '';
     this.log.info({ sessions, transfers, workers: workers.length, notAnswering, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers${silent}, ${secondsLeft}s left`);

@@ -144,7 +144,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       if (m.event === 'authenticated') gate.authenticated(m.conn);
       else gate.closed(m.conn);
     } else if (m.type === 'fts:need-init') controller.sendInit(worker);
-    else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker.process.pid ?? 0, m.metrics);
+    else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);
     else if (m.type === 'fts:startup-failed') startupFailures.set(worker.process.pid ?? 0, m.reason);
     if (m.type === 'fts:listening' && controller.port !== null && m.port !== controller.port) {

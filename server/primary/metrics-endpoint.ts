@@ -1,4 +1,4 @@
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../log.js';
@@ -38,9 +38,12 @@ export class MetricsEndpoint {
   private readonly registry = new Registry();
   private readonly scrapeErrors: Counter;
   private readonly rejections: Counter<'reason'>;
+  /** By cluster worker id (a pid may be reused by a later worker). */
   private readonly lastKnown = new Map<number, MetricsJson>();
   private retired: MetricsJson = [];
   private readonly unfolded = new Set<MetricsJson>();
+  /** Workers whose final snapshot (finalMetrics) is in lastKnown. */
+  private readonly finals = new Set<number>();
   private folding: Promise<void> = Promise.resolve();
   private server: http.Server | null = null;
   port: number | null = null;
@@ -90,16 +93,23 @@ export class MetricsEndpoint {
     this.scrapeErrors.inc(0);
     collectDefaultMetrics({ register: this.registry });
     new AggregatorRegistry(); // installs prom-client's cluster listeners in the primary
-    cluster.on('disconnect', (worker) => this.retire(worker.process.pid ?? 0));
+    // Not cluster 'disconnect': Node 20 never emits it for a worker that died while a connection handed to
+    // it awaited its acknowledgement (handoff-guard.ts). The process's 'close' comes after both its exit and
+    // the end of its channel, so its final snapshot has arrived by then.
+    cluster.on('fork', (worker) => worker.process.once('close', () => this.retire(worker.id)));
   }
 
   rejected(reason: RejectReason): void {
     this.rejections.inc({ reason });
   }
 
-  /** A worker's own final snapshot, sent just before it exits on purpose. */
-  finalMetrics(pid: number, metrics: MetricsJson): void {
-    this.lastKnown.set(pid, metrics);
+  /**
+   * A worker's own final snapshot, sent just before it exits on purpose. It is never replaced by an answer
+   * to a scrape that was already on its way (older counters).
+   */
+  finalMetrics(worker: Worker, metrics: MetricsJson): void {
+    this.lastKnown.set(worker.id, metrics);
+    this.finals.add(worker.id);
   }
 
   async start(host: string, port: number): Promise<number> {
@@ -139,23 +149,24 @@ export class MetricsEndpoint {
     const live = new Set(this.pool.workers);
     const parts = answers.map((answer, i) => {
       const worker = workers[i];
-      const pid = worker?.process.pid ?? 0;
       if (worker === undefined || !live.has(worker) || !worker.isConnected()) return [];
+      const final = this.finals.has(worker.id) ? this.lastKnown.get(worker.id) : undefined;
+      if (final) return final;
       if (answer) {
-        this.lastKnown.set(pid, answer);
+        this.lastKnown.set(worker.id, answer);
         return answer;
       }
       if (scrape) {
         this.scrapeErrors.inc();
-        this.log.warn({ workerPid: pid }, 'worker did not answer the metrics scrape in time');
+        this.log.warn({ workerPid: worker.process.pid }, 'worker did not answer the metrics scrape in time');
       }
-      return monotonic(this.lastKnown.get(pid) ?? []);
+      return monotonic(this.lastKnown.get(worker.id) ?? []);
     });
-    // A worker that has exited but whose channel has not closed yet ('disconnect' retires it, after its
-    // final snapshot) is in no list of the pool any more: its last counters still count. Taken in the same
+    // A worker that has exited but whose process has not closed yet (retire() runs then, after its final
+    // snapshot) is in no list of the pool any more: its last counters still count. Taken in the same
     // synchronous step as the live check above, so no worker is counted twice or not at all.
-    const livePids = new Set([...live].map((w) => w.process.pid ?? 0));
-    for (const [pid, last] of this.lastKnown) if (!livePids.has(pid)) parts.push(monotonic(last));
+    const liveIds = new Set([...live].map((w) => w.id));
+    for (const [id, last] of this.lastKnown) if (!liveIds.has(id)) parts.push(monotonic(last));
     // Retired workers whose fold into `retired` has not finished yet.
     parts.push(...this.unfolded, this.retired);
     return parts;
@@ -174,9 +185,10 @@ export class MetricsEndpoint {
    * in one step, so a scrape in between counts them exactly once. Folds run one after another (two at once
    * would each add to the same old total, and one would be lost).
    */
-  private retire(pid: number): void {
-    const last = this.lastKnown.get(pid);
-    this.lastKnown.delete(pid);
+  private retire(id: number): void {
+    const last = this.lastKnown.get(id);
+    this.lastKnown.delete(id);
+    this.finals.delete(id);
     if (!last) return;
     const entry = monotonic(last);
     this.unfolded.add(entry);

@@ -2,7 +2,7 @@
  * Reading and judging the users file, the same way at start-up and at `fts-admin reload`: a reload that
  * accepted what a start refuses would leave a server that the next restart cannot bring back.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
 
 export interface UsersFile extends ParsedUsers {
@@ -24,12 +24,18 @@ export class UsersFileRefused extends Error {
 export async function readUsersFile(file: string, allowInsecure: boolean): Promise<UsersFile> {
   let text: string;
   let mode: number;
+  // One open file for both: `fts-admin passwd` replaces the file by rename, and the mode judged must be
+  // that of the text read.
+  let fh: FileHandle | null = null;
   try {
-    text = await readFile(file, 'utf8');
-    mode = (await stat(file)).mode & 0o777;
+    fh = await open(file, 'r');
+    mode = (await fh.stat()).mode & 0o777;
+    text = await fh.readFile('utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new UsersFileRefused(`users file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err)}`);
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
   const warnings: UsersFileWarning[] = [];
   if ((mode & 0o077) !== 0) {

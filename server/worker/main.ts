@@ -37,12 +37,23 @@ export async function runWorker(config: Config): Promise<void> {
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
+  // Messages that arrive after fts:init but before the main handler below is installed (a reload sent
+  // right behind the init is read in the same batch, and its 'message' event fires before the promise's
+  // continuation runs) are kept and replayed, or a reload could miss this worker.
+  const early: unknown[] = [];
+  let initialised = false;
+  let onEarly: (msg: unknown) => void = () => undefined;
   const { users, secret, port } = await new Promise<{ users: UserTable; secret: Buffer; port: number }>((resolve) => {
-    const onInit = (msg: unknown): void => {
+    onEarly = (msg: unknown): void => {
       if (!isFtsMessage(msg)) return;
+      if (initialised) {
+        early.push(msg);
+        return;
+      }
+      // Before the init, a broadcast (users, TLS) is older than what the init will carry: ignored.
       const m = msg as PrimaryToWorker;
       if (m.type === 'fts:init') {
-        process.off('message', onInit);
+        initialised = true;
         resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
@@ -50,7 +61,7 @@ export async function runWorker(config: Config): Promise<void> {
         process.exit(0);
       }
     };
-    process.on('message', onInit);
+    process.on('message', onEarly);
     send({ type: 'fts:need-init' });
   });
 
@@ -181,7 +192,7 @@ export async function runWorker(config: Config): Promise<void> {
     setTimeout(() => exit(0), ABORT_CLEANUP_MS).unref();
   };
 
-  process.on('message', (msg: unknown) => {
+  const onMessage = (msg: unknown): void => {
     if (!isFtsMessage(msg)) return; // prom-client shares this channel
     const m = msg as PrimaryToWorker;
     switch (m.type) {
@@ -217,7 +228,10 @@ export async function runWorker(config: Config): Promise<void> {
         break;
       }
     }
-  });
+  };
+  process.on('message', onMessage);
+  process.off('message', onEarly);
+  for (const msg of early.splice(0)) onMessage(msg);
   // The primary is gone: nobody coordinates us any more, so stop safely.
   process.on('disconnect', () => abort('primary disconnected'));
 }

@@ -51,9 +51,9 @@ export interface SessionOptions {
   /** The client's address from a PROXY protocol header, when a load balancer sits in between. */
   peer?: { address: string; port: number };
   /**
-   * A PROXY LOCAL connection: the load balancer's own health check, every few seconds on every node. Not
-   * counted in fts_connections_total, and its session-end line is at debug level, or it would drown
-   * the audit log and the connection rate.
+   * A PROXY LOCAL connection: the load balancer's own health check, every few seconds on every node. Unless
+   * it logs in, it is not counted in fts_connections_total and its session-end line is at debug level, or
+   * it would drown the audit log and the connection rate.
    */
   healthCheck?: boolean;
 }
@@ -242,7 +242,7 @@ export class Session {
       // peer's next write into a reset that discards our last frame (the bye) before it is read.
       if (!this.ended && !this.socket.destroyed) this.socket.destroy();
       const end = { event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() };
-      if (this.healthCheck) this.log.debug({ ...end, healthCheck: true }, 'session end');
+      if (this.healthCheck && this.user === null) this.log.debug({ ...end, healthCheck: true }, 'session end');
       else this.log.info(end, 'session end');
     }
   }
@@ -516,6 +516,8 @@ export class Session {
         this.user = user;
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();
+        // A PROXY LOCAL connection that logs in is a client after all: counted and audited as one.
+        if (this.healthCheck) this.ctx.metrics.connection();
         this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),

@@ -220,6 +220,14 @@ describe('deploy files', function () {
       });
       expect(ends.map((l) => l['level']), 'logged at debug level').to.deep.equal(['debug', 'debug', 'debug']);
       expect(await metric(metricsPort, 'fts_connections_total'), 'fts_connections_total').to.equal(connections);
+      // One that logs in is a client after all: counted, and its end is in the audit log.
+      const user = DEFAULT_USERS[0]!;
+      const client = await RawClient.login({ port: node.port, preamble: proxyV2Local() }, user.user, user.password);
+      raws.push(client);
+      client.close();
+      const audited = await waitUntil('the session end of the LOCAL connection that logged in', () => node!.lines.find((l) => l['event'] === 'session-end' && l['user'] === user.user));
+      expect(audited['level']).to.equal('info');
+      expect(await metric(metricsPort, 'fts_connections_total'), 'fts_connections_total').to.equal(connections + 1);
     });
   });
 

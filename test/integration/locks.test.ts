@@ -17,21 +17,13 @@ import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../
 import { withLock } from '../../server/storage/locks.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
 import { delay, RawClient } from '../helpers/raw-client.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const KIB = 1024;
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
-
-/** Polls `check` every 20 ms until it returns true; fails after `timeoutMs`. */
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await delay(20);
-  }
-}
 
 /** The data frames carrying `data`, each at most MAX_CHUNK_BYTES. */
 function dataFrames(data: Buffer): Buffer[] {

@@ -951,6 +951,10 @@ describe('resumable transfers (end to end)', function () {
         expect(r.resumedFrom, 'our own LOCAL.part is continued').to.equal(MiB);
         expect(sha256(await readFile(local))).to.equal(sha256(data));
         expect((await readdir(into)).sort(), 'no .part, sidecar or owner probe left').to.deep.equal([name]);
+        // The mount point itself: its parent is on another file system, where our files keep our uid.
+        const top = await client.download(name, mapped);
+        expect(top.localPath).to.equal(path.join(mapped, name));
+        expect(sha256(await readFile(top.localPath))).to.equal(sha256(data));
       } finally {
         await unmount(mapped);
       }
