@@ -14,6 +14,7 @@
  *      ones under 3 (e.g. permission denied)
  *   2  usage error: unknown command or flag, missing, extra or invalid argument
  *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
+ *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server
  */
 
 import { realpath } from 'node:fs/promises';
@@ -70,7 +71,8 @@ Exit status:
   0  success
   1  the server reported an error, the connection broke, or no reply within ${REPLY_TIMEOUT_MS / 1000} s
   2  usage error
-  3  no fts-server is running at the socket`;
+  3  no fts-server is running at the socket
+  130  interrupted (Ctrl+C); an interrupted drain goes on in the server`;
 }
 
 class UsageError extends Error {}

@@ -38,6 +38,11 @@ export type UploadTag = { sha256: string } | { version: string };
 export type Op = Request['op'];
 export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
 
+/** Whether `op` names one of the protocol's operations. */
+export function isOp(op: unknown): op is Op {
+  return typeof op === 'string' && (OPS as readonly string[]).includes(op);
+}
+
 /** One listing entry. */
 export interface Entry {
   name: string;
@@ -185,7 +190,7 @@ export function parseRequest(h: Header): Request {
 }
 
 /** Replies (server → client). `status` tells them apart; only "ok" and "error" are final. */
-export type ReplyStatus = 'hello' | 'ok' | 'error' | 'data' | 'entry' | 'bye';
+export type ReplyStatus = 'hello' | 'ok' | 'error' | 'data' | 'entry' | 'continue' | 'bye';
 
 export interface ErrorReply {
   id: number | null;

@@ -192,10 +192,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     throw new ConfigError((err as Error).message);
   }
   if (values['help']) return null;
-  const truthy = (v: string | undefined): boolean => v === '1' || v === 'true';
-  const proxyProtocol = values['proxy-protocol'] === true || truthy(env['FTS_PROXY_PROTOCOL']);
-  const insecureEnv = env['FTS_ALLOW_INSECURE_USERS_FILE'];
-  const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || insecureEnv === '1' || insecureEnv === 'true';
+  // An on/off variable with any other value is an error, like every other bad value: FTS_PROXY_PROTOCOL=yes
+  // silently meaning "off" would leave a node behind HAProxy reading PROXY headers as requests.
+  const onOff = (name: string): boolean => {
+    const v = env[name];
+    if (v === undefined || v === '' || v === '0' || v === 'false') return false;
+    if (v === '1' || v === 'true') return true;
+    throw new ConfigError(`${name} must be 1 or true (on), 0 or false (off), got '${v.slice(0, 40)}'`);
+  };
+  const proxyProtocol = values['proxy-protocol'] === true || onOff('FTS_PROXY_PROTOCOL');
+  const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || onOff('FTS_ALLOW_INSECURE_USERS_FILE');
   const pick = (name: FlagName): unknown => {
     const spec: FlagSpec = FLAGS[name];
     const fromFlag = values[name] as string | boolean | undefined;

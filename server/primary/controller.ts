@@ -165,7 +165,8 @@ export class Controller {
 
   /**
    * Re-reads the users file, and the TLS certificate and key when TLS is on. The users file is judged as
-   * at start-up (readUsersFile), so a reload never accepts what the next start would refuse; it is checked
+   * at start-up (readUsersFile), so a reload never accepts what the next start would refuse, and a file with
+   * a malformed line (which a start skips with a warning) keeps the old table; it is checked
    * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
    * pair and the old table.
    */

@@ -8,6 +8,7 @@ import {
   encodeHeader,
   errorReply,
   FtsError,
+  isOp,
   MAX_CHUNK_BYTES,
   parseRequest,
   PROTOCOL,
@@ -712,7 +713,10 @@ export class Session {
     const audit = result?.audit;
     this.log.info(
       {
-        event: typeof op === 'string' ? op.slice(0, 32) : 'unknown',
+        // Only our own op names become events: a client must not be able to write an audit line whose event
+        // reads "session-end" or "admin". What it sent is kept, clipped, in `op`.
+        event: isOp(op) ? op : 'unknown',
+        op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
         user: this.user,
         file: audit?.file ?? name ?? null,
         bytes: audit?.bytes ?? this.bytes,

@@ -391,4 +391,18 @@ describe('audit log (JSON lines on stdout)', function () {
     const auth = await waitForEvents(server, 'auth', 3);
     expect(auth.map((l) => String(l['result'])).sort(), `auth lines: ${JSON.stringify(auth)}`).to.deep.equal(['failure', 'failure', 'success']);
   });
+
+  it("a request with an op that is not the protocol's is audited as event \"unknown\" with the op clipped in \"op\": a client cannot write an audit line that reads \"session-end\" or \"admin\"", async () => {
+    const server = await startServer();
+    const { client: raw } = await RawClient.open(server.port);
+    raws.push(raw);
+    for (const [i, op] of ['session-end', 'admin', 'x'.repeat(100)].entries()) {
+      raw.sendHeader({ op, id: 10 + i });
+      await raw.reply().catch(() => undefined);
+    }
+    const lines = await waitForEvents(server, 'unknown', 3);
+    expect(lines.map((l) => l['op'])).to.deep.equal(['session-end', 'admin', 'x'.repeat(32)]);
+    expect(server.lines.filter((l) => l['event'] === 'admin'), 'no forged admin line').to.deep.equal([]);
+    expect(server.lines.filter((l) => l['event'] === 'session-end' && l['op'] !== undefined), 'no forged session-end line').to.deep.equal([]);
+  });
 });

@@ -117,6 +117,14 @@ describe('fts-server startup with bad inputs', function () {
     expect(line).to.include('soon');
   });
 
+  it('FTS_PROXY_PROTOCOL=yes (an on/off variable with another value): exit 2, the variable and value named', async () => {
+    for (const name of ['FTS_PROXY_PROTOCOL', 'FTS_ALLOW_INSECURE_USERS_FILE']) {
+      const line = expectQuickFailure(await runServerOnce(fx.good, { env: { [name]: 'yes' } }), 2);
+      expect(line).to.include(name);
+      expect(line).to.include("'yes'");
+    }
+  });
+
   it('a missing users file: exit 1, its path named', async () => {
     const missing = path.join(fx.dir, 'no-such-users.txt');
     const line = expectQuickFailure(await runServerOnce(withFlag('--users', missing)), 1);
