@@ -205,6 +205,10 @@ export class WorkerPool {
       if (this.live.has(worker.id)) this.listening.add(worker.id);
     });
     const workerPid = worker.process.pid;
+    // A send to a worker that has just died but whose channel end has not been read yet fails with EPIPE,
+    // emitted as 'error' on the worker: without a listener that would crash the primary. The exit that
+    // follows is handled as usual.
+    worker.on('error', (err) => this.log.warn({ err, workerPid }, 'message to a worker failed'));
     guardHandoffs(worker, (count) => this.log.warn({ workerPid, connections: count }, 'closed connections handed to a worker that died before taking them'));
     this.log.info({ workerPid }, 'worker started');
     return worker;

@@ -21,7 +21,7 @@ describe('worker killed while a connection is being handed to it', function () {
 
   const servers: TestServer[] = [];
   const raws: RawClient[] = [];
-  /** Workers this test stopped with SIGSTOP: killed by pid if a failed test left them stopped. */
+  /** Processes this test stopped with SIGSTOP: killed by pid if a failed test left them stopped. */
   const stopped: number[] = [];
 
   afterEach(async function () {
@@ -65,5 +65,25 @@ describe('worker killed while a connection is being handed to it', function () {
     const { client, first } = await RawClient.greet(server.port);
     raws.push(client);
     expect(first['status']).to.equal('hello');
+  });
+
+  it('a message to a worker that has just died (EPIPE before its exit is seen) does not crash the primary', async () => {
+    const server = await TestServer.start({ workers: 2 });
+    servers.push(server);
+    await waitWorkersReady(server.adminSocket, 2);
+    const [victim] = server.workerPids();
+    const primary = server.proc.pid!;
+    // Stopped for longer than the metrics endpoint's 5 s refresh: when the primary runs again its timer
+    // fires (timers run before I/O is polled) and queries the dead worker before its channel end is read.
+    process.kill(primary, 'SIGSTOP');
+    stopped.push(primary);
+    process.kill(victim!, 'SIGKILL');
+    await sleep(5_500);
+    process.kill(primary, 'SIGCONT');
+    stopped.splice(stopped.indexOf(primary), 1);
+    await server.waitForLog((l) => l.msg === 'worker died; restarting' && l['workerPid'] === victim, 10_000);
+    const st = await waitWorkersReady(server.adminSocket, 2);
+    expect(st.pid, 'the same primary answers').to.equal(primary);
+    expect(server.proc.exitCode, 'the primary is running').to.equal(null);
   });
 });
