@@ -163,11 +163,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   cluster.on('exit', (worker) => gate.workerGone(worker.id));
   /** Why a worker could not start, by pid, as it said before exiting. */
   const startupFailures = new Map<number, string>();
-  pool.onCrash = (worker, code) => {
-    // A worker failing before anyone listened means the listener cannot be opened (port in use, bad host).
+  pool.onCrash = (worker, code, signal) => {
+    // A worker failing before the server is announced: it said why (port in use, bad host), or it died
+    // (killed, crashed). Either way start-up failed; a supervisor (systemd) starts it again.
     if (controller.port === null) {
       const reason = startupFailures.get(worker.process.pid ?? 0);
-      process.stderr.write(reason ? `fts-server: ${reason}\n` : `fts-server: worker ${worker.process.pid} failed during startup (exit code ${code}); see the log above\n`);
+      const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+      process.stderr.write(reason ? `fts-server: ${reason}\n` : `fts-server: worker ${worker.process.pid} ${how} before the server was listening; see the log above\n`);
       pool.stop();
       pool.killAll('SIGKILL');
       void Promise.all([admin.close(), metrics.close()]).finally(() => process.exit(1));
