@@ -63,6 +63,8 @@ export class WorkerPool {
   private readonly listening = new Set<number>();
   /** The port each worker was told to listen on (portFor). */
   private readonly requestedPorts = new Map<number, number>();
+  /** Old workers told to drain by a rolling restart: their listener is closed, they left the shared handle. */
+  private readonly drained = new Set<number>();
   private quickFailures = 0;
   private port: number;
   private respawnTimer: NodeJS.Timeout | null = null;
@@ -149,6 +151,7 @@ export class WorkerPool {
           continue;
         }
         const exited = waitForExit(old, graceMs + 10_000);
+        this.drained.add(old.id);
         if (old.isConnected()) old.send({ type: 'fts:drain', deadline: Date.now() + graceMs } satisfies PrimaryToWorker);
         if (!(await exited)) {
           old.process.kill('SIGKILL');
@@ -181,6 +184,7 @@ export class WorkerPool {
   portFor(worker: Worker): number {
     let port = this.port;
     for (const id of this.listening) {
+      if (this.drained.has(id)) continue; // closed its listener: it holds no handle open
       const asked = this.requestedPorts.get(id);
       if (asked !== undefined) {
         port = asked;
@@ -220,6 +224,7 @@ export class WorkerPool {
     this.live.delete(worker.id);
     this.listening.delete(worker.id);
     this.requestedPorts.delete(worker.id);
+    this.drained.delete(worker.id);
     if (this.unready.delete(worker.id)) {
       // rollingRestart reports it; the worker it was to replace keeps serving.
       this.log.warn({ workerPid: worker.process.pid, code, signal }, 'replacement worker exited before listening; not respawned');

@@ -15,7 +15,7 @@ import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
-import { sessionsJson, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
+import { sessionsJson, startAdmin, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
 import { releaseAll } from '../helpers/common.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
@@ -576,6 +576,33 @@ describe('lifecycle (end to end)', function () {
     }
     expect(reached.size, 'workers serving the announced port').to.equal(3);
     expect(server.lines.filter((l) => l.msg === 'worker listens on another port than the announced one'), 'no worker on another port').to.deep.equal([]);
+  });
+
+  it('with --port 0, a replacement killed while the worker it replaces drains is respawned on the announced port', async () => {
+    const server = await startServer({ workers: 1, args: ['--grace', '30'] });
+    const [old] = server.workerPids();
+    // An upload in flight keeps the old worker draining (its listener closed) for the rest of the test.
+    const [up] = await startUploads(server, 1, 'drain-hold', { pauseAt: 256 * 1024 });
+    await up!.waitForSent(256 * 1024);
+    const restart = startAdmin(server.adminSocket, ['restart-workers'], 60_000);
+    cleanups.push(async () => {
+      restart.kill();
+      await restart.done.catch(() => undefined);
+    });
+    // The old worker drains only once its replacement listens.
+    await server.waitForLog((l) => l.msg === 'draining' && l['worker'] === old, 20_000);
+    const replacement = await waitUntil('the replacement to answer', async () => (await statusJson(server.adminSocket)).workers.find((w) => w.pid !== old && w.responding)?.pid, 20_000, 100);
+    process.kill(replacement, 'SIGKILL');
+    await server.waitForLog((l) => l.msg === 'worker died; restarting' && l['workerPid'] === replacement, 10_000);
+    const respawned = await waitUntil('the respawned worker to answer', async () => {
+      const s = await statusJson(server.adminSocket);
+      return s.workers.find((w) => w.pid !== old && w.pid !== replacement && w.responding)?.pid;
+    }, 20_000, 100);
+    expect(respawned).to.be.a('number');
+    const contact = await RawClient.firstContact(server.port, 5_000);
+    if (contact.kind === 'header') raws.push(contact.conn);
+    expect(contact.kind === 'header' ? contact.header['status'] : contact.kind, `the announced port ${server.port}`).to.equal('hello');
+    expect(server.lines.filter((l) => l.msg === 'worker listens on another port than the announced one')).to.deep.equal([]);
   });
 
   describe('admin socket single-instance guard', () => {
