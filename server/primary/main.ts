@@ -163,10 +163,11 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   cluster.on('exit', (worker) => gate.workerGone(worker.id));
   /** Why a worker could not start, by pid, as it said before exiting. */
   const startupFailures = new Map<number, string>();
-  pool.onCrash = (worker, code, signal) => {
-    // A worker failing before the server is announced: it said why (port in use, bad host), or it died
-    // (killed, crashed). Either way start-up failed; a supervisor (systemd) starts it again.
-    if (controller.port === null) {
+  pool.onCrash = (worker, code, signal, listened) => {
+    // A worker failing before it could listen, while the server is not announced yet: it said why (port in
+    // use, bad host), or it died (killed, crashed) starting. Start-up failed; a supervisor (systemd) starts
+    // it again. One that was already listening is respawned like any crash, even before the announcement.
+    if (controller.port === null && !listened) {
       const reason = startupFailures.get(worker.process.pid ?? 0);
       const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
       process.stderr.write(reason ? `fts-server: ${reason}\n` : `fts-server: worker ${worker.process.pid} ${how} before the server was listening; see the log above\n`);

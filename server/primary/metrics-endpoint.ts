@@ -4,6 +4,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } f
 import type { Logger } from '../log.js';
 import type { MetricsJson } from '../metrics/worker-metrics.js';
 import { queryWorker } from './cluster-query.js';
+import { MonotonicOutput } from './monotonic-output.js';
 import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
 import type { WorkerPool } from './worker-pool.js';
 
@@ -42,6 +43,7 @@ export class MetricsEndpoint {
   private readonly lastKnown = new Map<number, MetricsJson>();
   private retired: MetricsJson = [];
   private readonly unfolded = new Set<MetricsJson>();
+  private readonly monotonic = new MonotonicOutput();
   /** Workers whose final snapshot (finalMetrics) is in lastKnown. */
   private readonly finals = new Set<number>();
   private folding: Promise<void> = Promise.resolve();
@@ -175,7 +177,8 @@ export class MetricsEndpoint {
   async render(): Promise<{ contentType: string; body: string }> {
     const parts = await this.gather(true);
     parts.push(await this.registry.getMetricsAsJSON());
-    const aggregated = AggregatorRegistry.aggregate(parts);
+    const summed = await AggregatorRegistry.aggregate(parts).getMetricsAsJSON();
+    const aggregated = AggregatorRegistry.aggregate([this.monotonic.apply(summed)]);
     return { contentType: aggregated.contentType, body: await aggregated.metrics() };
   }
 

@@ -72,8 +72,8 @@ export class WorkerPool {
   restarts = 0;
   /** Called when the last worker has exited after stop(). */
   onAllExited: () => void = () => {};
-  /** Called for every unexpected worker exit. */
-  onCrash: (worker: Worker, code: number | null, signal: string | null) => void = () => {};
+  /** Called for every unexpected worker exit; `listened`: the worker had started listening. */
+  onCrash: (worker: Worker, code: number | null, signal: string | null, listened: boolean) => void = () => {};
 
   constructor(
     private readonly config: Config,
@@ -124,6 +124,9 @@ export class WorkerPool {
    */
   async rollingRestart(graceMs: number, report: RestartReport): Promise<{ killed: number[] }> {
     const killed: number[] = [];
+    // Every worker died and their respawns wait out the crash backoff: there is nothing to replace, and
+    // "all workers restarted" would be untrue.
+    if (this.workers.length === 0) throw new Error('no worker is running now (respawns after crashes are pending); try again shortly');
     for (const old of this.workers) {
       if (this.stopping) throw new Error('the server is draining');
       if (!this.live.has(old.id) || this.retiring.has(old.id)) continue;
@@ -220,6 +223,7 @@ export class WorkerPool {
 
   private exited(worker: Worker, code: number | null, signal: string | null): void {
     const lived = Date.now() - (this.started.get(worker.id) ?? Date.now());
+    const listened = this.listening.has(worker.id);
     this.started.delete(worker.id);
     this.live.delete(worker.id);
     this.listening.delete(worker.id);
@@ -236,7 +240,7 @@ export class WorkerPool {
       if (this.stopping && this.workers.length === 0) this.onAllExited();
       return;
     }
-    this.onCrash(worker, code, signal);
+    this.onCrash(worker, code, signal, listened);
     this.quickFailures = lived < HEALTHY_UPTIME_MS ? this.quickFailures + 1 : 0;
     const delay = this.quickFailures === 0 ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.quickFailures - 1));
     const fields = { workerPid: worker.process.pid, code, signal, livedMs: lived, restartInMs: delay };
