@@ -1,13 +1,7 @@
 import { constants } from 'node:fs';
-import path from 'node:path';
-import { open, statfs, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { directIoPrefix } from './aligned-slabs.js';
-
-/**
- * Files with at least this many bytes still to come are worth the extra open of a direct descriptor (and
- * background syncs); below it, the page cache is cheaper than the open.
- */
-const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
+import { DIRECT_MIN_BYTES, openDirect } from './direct-io.js';
 
 /**
  * A large file is synced in the background every this many bytes, so the device (and, on a VM, the host's
@@ -15,33 +9,6 @@ const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
  * do (it was ~0.7 s per GiB when everything waited for the end).
  */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
-
-/**
- * File systems (statfs f_type) where O_DIRECT is what it should be: a local block device, written
- * without the page cache. Elsewhere it is not used: on NFS, SMB or FUSE every direct write can become a
- * synchronous round trip to the server, and tmpfs has no device to bypass to.
- */
-const DIRECT_IO_FILE_SYSTEMS = new Set([
-  0xef53, // ext2/3/4
-  0x58465342, // xfs
-  0x9123683e, // btrfs
-]);
-
-/** Per directory, whether its file system is one of those (asked once per directory and process). */
-const directIoDirs = new Map<string, Promise<boolean>>();
-
-function directIoWanted(relative: string): Promise<boolean> {
-  const dir = path.resolve(relative);
-  let known = directIoDirs.get(dir);
-  if (known === undefined) {
-    known = statfs(dir).then(
-      (st) => DIRECT_IO_FILE_SYSTEMS.has(st.type),
-      () => false,
-    );
-    directIoDirs.set(dir, known);
-  }
-  return known;
-}
 
 /**
  * Writes a file being received (an upload's staging file on the server, a download's LOCAL.part on the
@@ -82,21 +49,11 @@ export class DirectWriter {
   /**
    * The writer for a file in directory `dir` with `bytesToCome` still to be written through `buffered`.
    * Below DIRECT_MIN_BYTES: the page cache only, no background syncs. From it on: background syncs, and
-   * where `dir` is on a local block file system (DIRECT_IO_FILE_SYSTEMS), a second descriptor of the
-   * file with O_DIRECT, opened through /proc/self/fd so that it is the same file whatever has happened to
-   * its name since; where that or O_DIRECT is not available, the page cache only.
+   * a second, O_DIRECT descriptor of the file where direct-io.ts allows one; otherwise the page cache only.
    */
   static async forFile(buffered: FileHandle, dir: string, bytesToCome: number): Promise<DirectWriter> {
     if (bytesToCome < DIRECT_MIN_BYTES) return new DirectWriter(buffered, undefined, Infinity);
-    const O_DIRECT = constants.O_DIRECT as number | undefined;
-    let direct: FileHandle | undefined;
-    if (O_DIRECT !== undefined && (await directIoWanted(dir))) {
-      try {
-        direct = await open(`/proc/self/fd/${buffered.fd}`, constants.O_WRONLY | O_DIRECT);
-      } catch {
-        // No /proc, or no direct I/O for this file after all: the page cache it is.
-      }
-    }
+    const direct = await openDirect(buffered, dir, bytesToCome, constants.O_WRONLY);
     return new DirectWriter(buffered, direct, SYNC_EVERY_BYTES);
   }
 

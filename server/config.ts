@@ -26,6 +26,8 @@ export interface Config {
   readonly stallTimeoutSeconds: number;
   /** Seconds a publish or delete waits for its name's lock, held by another operation, before LOCKED. */
   readonly lockTimeoutSeconds: number;
+  /** Large files bypass the page cache where the file system allows it (protocol/direct-io.ts). */
+  readonly directIo: boolean;
   readonly maxHeaderBytes: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
@@ -129,6 +131,16 @@ export const FLAGS = {
     default: () => String(DEFAULT_LOCK_WAIT_SECONDS),
     parse: integer(1, MAX_LOCK_WAIT_SECONDS),
   },
+  'direct-io': {
+    env: 'FTS_DIRECT_IO',
+    help: 'on|off: read and write files of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache',
+    default: () => 'on',
+    parse: (raw: string, flag: string) => {
+      const v = raw.trim().toLowerCase();
+      if (v !== 'on' && v !== 'off') throw new ConfigError(`--${flag}: must be on or off (got "${raw}")`);
+      return v === 'on';
+    },
+  },
   'max-header-bytes': {
     env: 'FTS_MAX_HEADER_BYTES',
     help: 'largest header frame accepted',
@@ -229,6 +241,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
     lockTimeoutSeconds: pick('lock-timeout') as number,
+    directIo: pick('direct-io') as boolean,
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,
     maxConnectionsPerIp: pick('max-connections-per-ip') as number,

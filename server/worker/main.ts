@@ -6,6 +6,7 @@ import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrim
 import { createLogger } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
+import { setDirectIo } from '../../protocol/direct-io.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -33,6 +34,7 @@ export async function runWorker(config: Config): Promise<void> {
   // Before the first session: every publish and delete of this worker waits at most --lock-timeout for a
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
   setLockWaitSeconds(config.lockTimeoutSeconds);
+  setDirectIo(config.directIo); // before the first transfer, like the lock wait
   const store = new Store(config.storage);
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.

@@ -433,3 +433,15 @@ export async function greetAndQuit(port: number): Promise<void> {
     client.close();
   }
 }
+
+/** One `download` of `name` from `offset` on a fresh, authenticated connection: its final reply and data payloads. */
+export async function downloadOnce(port: number, user: { user: string; password: string }, name: string, offset: number): Promise<Reply> {
+  const { client } = await RawClient.open(port);
+  try {
+    await client.auth(user.user, user.password);
+    void client.sendHeader({ op: 'download', id: 1, name, offset });
+    return await client.reply(30_000);
+  } finally {
+    client.close();
+  }
+}

@@ -16,7 +16,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--max-header-bytes', '--help',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--direct-io', '--max-header-bytes', '--help',
 ];
 
 interface Fixture {
@@ -109,6 +109,15 @@ describe('fts-server startup with bad inputs', function () {
       expect(line).to.include('--lock-timeout');
       expect(line).to.include(`"${bad}"`);
     }
+  });
+
+  it('--direct-io maybe, or FTS_DIRECT_IO=yes: exit 2, the flag or variable and the value named', async () => {
+    let line = expectQuickFailure(await runServerOnce(withFlag('--direct-io', 'maybe')), 2);
+    expect(line).to.include('--direct-io');
+    expect(line).to.include('"maybe"');
+    line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_DIRECT_IO: 'yes' } }), 2);
+    expect(line).to.include('FTS_DIRECT_IO');
+    expect(line).to.include('yes');
   });
 
   it('FTS_LOCK_TIMEOUT=soon in the environment: exit 2, FTS_LOCK_TIMEOUT named', async () => {

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { FtsError, MAX_CHUNK_BYTES, type Request } from '../../../protocol/index.js';
 import type { ReadableFile } from '../../storage/store.js';
-import { fsError } from '../../storage/errors.js';
+import { ChunkReader } from '../../storage/chunk-reader.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { workerPayloads } from '../payloads.js';
 
@@ -32,31 +32,12 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // skipped prefix); the client's check then also covers the time the file spent on disk.
     const recorded = await file.recordedDigest();
     const hash = recorded === null ? createHash('sha256') : null;
-    if (hash !== null) await hashRange(file, 0, offset, hash, () => io.working());
-    // The data reply goes out with the first data frame, so that both leave in one socket write (the
-    // session corks what is sent within one tick); a read that fails first is then the request's only reply.
-    const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
-    if (length === 0) io.send(dataReply);
-    let sent = 0;
-    // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
-    // pool and go back to it once the socket has handed them to the kernel.
-    let pending = length > 0 ? readChunk(file, offset) : null;
+    const reader = await ChunkReader.open(file.handle, file.directory, file.size, hash === null ? length : file.size, workerPayloads);
     try {
-      while (pending !== null) {
-        const chunk = await pending;
-        const position = offset + sent + chunk.length;
-        pending = position < file.size ? readChunk(file, position) : null;
-        pending?.catch(() => {}); // its error, if any, is raised when awaited above
-        if (sent === 0) io.send(dataReply);
-        hash?.update(chunk);
-        await io.sendData(chunk, () => workerPayloads.release(chunk));
-        io.ctx.metrics.transferBytes('download', chunk.length);
-        sent += chunk.length;
-        io.progress(sent, req.name);
-      }
+      if (hash !== null) await hashRange(reader, 0, offset, hash, () => io.working());
+      await sendRange(reader, file, offset, hash, req.name, io);
     } finally {
-      // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
-      pending?.then((chunk) => workerPayloads.release(chunk), () => undefined);
+      void reader.close(); // never rejects; waits for a read-ahead still in flight
     }
     // Everything is read and sent: the close runs in the background (it never rejects) instead of delaying
     // the final reply, which then leaves in the same socket write as the last data frame.
@@ -69,31 +50,43 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
   }
 }
 
-async function readChunk(file: ReadableFile, position: number): Promise<Buffer> {
-  const want = Math.min(READ_CHUNK_BYTES, file.size - position);
-  const buf = workerPayloads.take(want, false); // for the socket: no aligned memory needed
-  let filled = 0;
+/** Sends bytes offset … end of `file` as data frames after the data reply, hashing them into `hash` if given. */
+async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number, hash: Hash | null, name: string, io: SessionIo): Promise<void> {
+  // The data reply goes out with the first data frame, so that both leave in one socket write (the
+  // session corks what is sent within one tick); a read that fails first is then the request's only reply.
+  const length = file.size - offset;
+  const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
+  if (length === 0) io.send(dataReply);
+  let sent = 0;
+  // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
+  // pool and go back to it once the socket has handed them to the kernel.
+  let pending = length > 0 ? reader.read(offset, READ_CHUNK_BYTES) : null;
   try {
-    while (filled < want) {
-      const { bytesRead } = await file.handle.read(buf, filled, want - filled, position + filled);
-      if (bytesRead === 0) throw new FtsError('IO_ERROR', 'file shrank while it was being read');
-      filled += bytesRead;
+    while (pending !== null) {
+      const { data, memory } = await pending;
+      const position = offset + sent + data.length;
+      pending = position < file.size ? reader.read(position, READ_CHUNK_BYTES) : null;
+      pending?.catch(() => {}); // its error, if any, is raised when awaited above
+      if (sent === 0) io.send(dataReply);
+      hash?.update(data);
+      await io.sendData(data, () => workerPayloads.release(memory));
+      io.ctx.metrics.transferBytes('download', data.length);
+      sent += data.length;
+      io.progress(sent, name);
     }
-  } catch (err) {
-    workerPayloads.release(buf);
-    throw err instanceof FtsError ? err : fsError(err, 'read');
+  } finally {
+    // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
+    pending?.then((chunk) => workerPayloads.release(chunk.memory), () => undefined);
   }
-  return buf;
 }
 
 /** Hashes bytes from … to−1 (a resume's skipped prefix: no byte moves on the socket meanwhile, hence `working`). */
-async function hashRange(file: ReadableFile, from: number, to: number, hash: ReturnType<typeof createHash>, working: () => void): Promise<void> {
+async function hashRange(reader: ChunkReader, from: number, to: number, hash: Hash, working: () => void): Promise<void> {
   for (let position = from; position < to; ) {
-    const chunk = await readChunk(file, position);
-    const usable = chunk.subarray(0, Math.min(chunk.length, to - position));
-    hash.update(usable);
-    position += usable.length;
-    workerPayloads.release(chunk);
+    const { data, memory } = await reader.read(position, Math.min(READ_CHUNK_BYTES, to - position));
+    hash.update(data);
+    position += data.length;
+    workerPayloads.release(memory);
     working();
   }
 }

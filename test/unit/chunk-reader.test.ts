@@ -1,0 +1,124 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { mkdtemp, open, rm, statfs, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { AlignedSlabs } from '../../protocol/aligned-slabs.js';
+import { setDirectIo } from '../../protocol/direct-io.js';
+import { PayloadPool } from '../../protocol/payload-pool.js';
+import { FtsError } from '../../protocol/index.js';
+import { ChunkReader } from '../../server/storage/chunk-reader.js';
+
+const MiB = 1024 * 1024;
+
+/** Real files in a temporary directory, read as a download reads them, checked byte for byte. */
+describe('ChunkReader (download reads: O_DIRECT for large files where the file system allows it)', function () {
+  let dir: string;
+  let direct: boolean;
+  const source = randomBytes(9 * MiB + 12_345);
+
+  before(async function () {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'fts-chunks-'));
+    await writeFile(path.join(dir, 'big'), source);
+    direct = await supportsDirect(dir);
+  });
+  after(async function () {
+    setDirectIo(true);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * Reads `name` from `from` to its end in chunks of at most 1 MiB, checks that every chunk has what the file
+   * has there, releases every chunk, and returns the reader (closed) and the chunk lengths.
+   */
+  async function readAll(pool: PayloadPool, from: number, declared = source.length): Promise<{ reader: ChunkReader; lengths: number[] }> {
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, declared, declared - from, pool);
+    const lengths: number[] = [];
+    try {
+      for (let at = from; at < declared; ) {
+        const { data, memory } = await reader.read(at, MiB);
+        expect(data.length).to.be.within(1, MiB);
+        expect(data.equals(source.subarray(at, at + data.length)), `bytes at ${at}`).to.equal(true);
+        pool.release(memory);
+        lengths.push(data.length);
+        at += data.length;
+      }
+      return { reader, lengths };
+    } finally {
+      await reader.close();
+      await fh.close();
+    }
+  }
+
+  it('reads a large file from the start: directly where supported, full chunks and an unaligned tail', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+    expect(reader.direct).to.equal(direct);
+    await reader.close();
+    await fh.close();
+    const { lengths } = await readAll(pool, 0);
+    expect(lengths).to.deep.equal([...Array<number>(9).fill(MiB), 12_345]);
+  });
+
+  it('a resume at an unaligned offset reads up to the next 4 KiB boundary first, then whole chunks', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const { lengths } = await readAll(pool, 5000);
+    const total = lengths.reduce((a, b) => a + b, 0);
+    expect(total).to.equal(source.length - 5000);
+    if (direct) expect(lengths[0]).to.equal(8192 - 5000);
+  });
+
+  it('without aligned memory a direct read fails with EINVAL and the reader falls back to the page cache', async function () {
+    // Memory one byte past an allocation: never page-aligned, which O_DIRECT refuses with EINVAL.
+    const pool = { take: (n: number) => Buffer.alloc(n + 1).subarray(1), release: () => undefined } as unknown as PayloadPool;
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+    try {
+      const { data, memory } = await reader.read(0, MiB);
+      expect(data.equals(source.subarray(0, MiB))).to.equal(true);
+      pool.release(memory);
+      if (direct) expect(reader.direct, 'fell back').to.equal(false);
+    } finally {
+      await reader.close();
+      await fh.close();
+    }
+  });
+
+  it('below 8 MiB to read, or with direct I/O turned off (--direct-io off), only the page cache is used', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const fh = await open(path.join(dir, 'big'), 'r');
+    try {
+      const near = await ChunkReader.open(fh, dir, source.length, 8 * MiB - 1, pool);
+      expect(near.direct).to.equal(false);
+      setDirectIo(false);
+      const off = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+      expect(off.direct).to.equal(false);
+    } finally {
+      setDirectIo(true);
+      await fh.close();
+    }
+    expect((await readAll(pool, MiB + 1)).lengths.reduce((a, b) => a + b, 0)).to.equal(source.length - MiB - 1);
+  });
+
+  it('a file shorter than its size at open fails with IO_ERROR instead of sending short data', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const err = await readAll(pool, 0, source.length + MiB).then(() => null, (e: unknown) => e);
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('IO_ERROR');
+    expect((err as FtsError).message).to.match(/shrank/);
+  });
+});
+
+/** Whether `dir` is on a file system the reader uses O_DIRECT on, and takes it. */
+async function supportsDirect(dir: string): Promise<boolean> {
+  if (![0xef53, 0x58465342, 0x9123683e].includes((await statfs(dir)).type)) return false;
+  try {
+    await (await open(path.join(dir, 'big'), constants.O_RDONLY | constants.O_DIRECT)).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
