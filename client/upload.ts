@@ -14,10 +14,12 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
+import { ChunkReader, FileShrank, type Chunk } from '../protocol/chunk-reader.js';
 
 /** `done` counts from the start of the file, so a resumed transfer starts at its offset, not at 0. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -407,9 +409,15 @@ export async function sendFile(
   let sent = from;
   let problem: FtsError | null = null;
   let padding: Buffer | null = null; // zeros; never modified, so one buffer serves every padding frame
+  // Pool memory, given back once the socket has sent it: a fresh buffer per frame would make every frame
+  // fault in new pages (expensive on VMs) until a GC frees the old ones. A large file is read with O_DIRECT
+  // where its file system allows it (chunk-reader.ts): an upload of a file that is not in the page cache
+  // then costs no page-cache fills.
+  const failure = (err: unknown): FtsError => (err instanceof FileShrank ? shrank(displayPath) : localFsError(err, displayPath));
+  const reader = await ChunkReader.open(fh, path.dirname(displayPath), size, size - from, clientPayloads, failure);
   // Read-ahead: the next chunk is read from disk while the current one is checksummed and sent.
-  const readFrom = (position: number): Promise<Piece | FtsError> | null =>
-    position < size ? readAt(fh, Math.min(chunk, size - position), position, displayPath) : null;
+  const readFrom = (position: number): Promise<Chunk | FtsError> | null =>
+    position < size ? reader.read(position, chunk).catch((err: unknown) => err as FtsError) : null;
   let next = readFrom(sent);
   try {
     while (sent < size) {
@@ -437,32 +445,9 @@ export async function sendFile(
     // A send cut short (connection lost) leaves no read running on a handle the caller may close next.
     const unsent = await next;
     if (unsent != null && !(unsent instanceof FtsError)) clientPayloads.release(unsent.memory);
+    await reader.close();
   }
   return problem;
-}
-
-/** Bytes read from the file (`data`), in pool memory (`memory`, what goes back to the pool). */
-interface Piece {
-  data: Buffer;
-  memory: Buffer;
-}
-
-/** Up to `want` bytes at `position`, or the reason there are none (read error, or end of file). */
-async function readAt(fh: FileHandle, want: number, position: number, displayPath: string): Promise<Piece | FtsError> {
-  // Pool memory, given back once the socket has sent it: a fresh buffer per frame would make every frame
-  // fault in new pages (expensive on VMs) until a GC frees the old ones. Not aligned: it never goes to a file.
-  const buf = clientPayloads.take(want, false);
-  let keep = false;
-  try {
-    const { bytesRead } = await fh.read(buf, 0, want, position);
-    if (bytesRead === 0) return shrank(displayPath);
-    keep = true;
-    return { data: buf.subarray(0, bytesRead), memory: buf };
-  } catch (err) {
-    return localFsError(err, displayPath);
-  } finally {
-    if (!keep) clientPayloads.release(buf);
-  }
 }
 
 /** Sends bytes from … end of an in-memory buffer as data frames; the payloads are views, not copies. */

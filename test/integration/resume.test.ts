@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
+import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
@@ -469,6 +469,24 @@ describe('resumable transfers (end to end)', function () {
     expect(await publishedSha256(server.storage, ALICE.user, name), 'nothing published').to.equal(null);
     const staging = await readdir(path.join(server.storage, '.fts', 'staging', ALICE.user)).catch(() => [] as string[]);
     expect(staging.filter((f) => keys.some((k) => f.startsWith(`${k}.`))), 'nothing kept for a resume').to.deep.equal([]);
+  });
+
+  it('a file truncated while it is streamed (read with O_DIRECT where the file system allows) is not published: the client says it shrank', async () => {
+    const name = 'shrinking.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const p = await proxy(server.port, { throttleUp: THROTTLE });
+    const client = await login(p.port);
+    const outcome = client.upload(file, name).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    await waitUntil('the upload to be under way', async () => (await stagedBytes(server.storage, name, data)) >= 2 * MiB, 20_000);
+    await truncate(file, 8 * MiB); // well ahead of what has been read
+    const err = await outcome;
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('IO_ERROR');
+    expect((err as FtsError).message).to.include('shrank while it was being uploaded');
+    expect(await publishedSha256(server.storage, ALICE.user, name), 'nothing published').to.equal(null);
   });
 
   it('against a server without upload-trailer, a large file is hashed first and asks offset by digest (the older protocol)', async () => {

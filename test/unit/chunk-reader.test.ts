@@ -7,10 +7,13 @@ import path from 'node:path';
 import { AlignedSlabs } from '../../protocol/aligned-slabs.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { PayloadPool } from '../../protocol/payload-pool.js';
-import { FtsError } from '../../protocol/index.js';
-import { ChunkReader } from '../../server/storage/chunk-reader.js';
+import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
 
 const MiB = 1024 * 1024;
+
+/** What the callers do with a read's error: wrap it (the server in an FtsError, the client in a local error). */
+class Mapped extends Error {}
+const failure = (err: unknown): Error => new Mapped('mapped', { cause: err });
 
 /** Real files in a temporary directory, read as a download reads them, checked byte for byte. */
 describe('ChunkReader (download reads: O_DIRECT for large files where the file system allows it)', function () {
@@ -34,7 +37,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
    */
   async function readAll(pool: PayloadPool, from: number, declared = source.length): Promise<{ reader: ChunkReader; lengths: number[] }> {
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, declared, declared - from, pool);
+    const reader = await ChunkReader.open(fh, dir, declared, declared - from, pool, failure);
     const lengths: number[] = [];
     try {
       for (let at = from; at < declared; ) {
@@ -55,7 +58,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
   it('reads a large file from the start: directly where supported, full chunks and an unaligned tail', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
     expect(reader.direct).to.equal(direct);
     await reader.close();
     await fh.close();
@@ -75,7 +78,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     // Memory one byte past an allocation: never page-aligned, which O_DIRECT refuses with EINVAL.
     const pool = { take: (n: number) => Buffer.alloc(n + 1).subarray(1), release: () => undefined } as unknown as PayloadPool;
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
     try {
       const { data, memory } = await reader.read(0, MiB);
       expect(data.equals(source.subarray(0, MiB))).to.equal(true);
@@ -91,10 +94,10 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const fh = await open(path.join(dir, 'big'), 'r');
     try {
-      const near = await ChunkReader.open(fh, dir, source.length, 8 * MiB - 1, pool);
+      const near = await ChunkReader.open(fh, dir, source.length, 8 * MiB - 1, pool, failure);
       expect(near.direct).to.equal(false);
       setDirectIo(false);
-      const off = await ChunkReader.open(fh, dir, source.length, source.length, pool);
+      const off = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
       expect(off.direct).to.equal(false);
     } finally {
       setDirectIo(true);
@@ -103,12 +106,21 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     expect((await readAll(pool, MiB + 1)).lengths.reduce((a, b) => a + b, 0)).to.equal(source.length - MiB - 1);
   });
 
-  it('a file shorter than its size at open fails with IO_ERROR instead of sending short data', async function () {
+  it('a file shorter than its size at open fails (FileShrank, through the caller\'s mapping) instead of giving short data', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const err = await readAll(pool, 0, source.length + MiB).then(() => null, (e: unknown) => e);
-    expect(err).to.be.instanceOf(FtsError);
-    expect((err as FtsError).code).to.equal('IO_ERROR');
-    expect((err as FtsError).message).to.match(/shrank/);
+    expect(err).to.be.instanceOf(Mapped);
+    expect((err as Mapped).cause).to.be.instanceOf(FileShrank);
+  });
+
+  it('a read error reaches the caller through its mapping', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, source.length, 1, pool, failure); // small: the ordinary descriptor
+    await fh.close(); // reads now fail with EBADF
+    const err = await reader.read(0, MiB).then(() => null, (e: unknown) => e);
+    expect(err).to.be.instanceOf(Mapped);
+    expect(((err as Mapped).cause as NodeJS.ErrnoException).code).to.equal('EBADF');
   });
 });
 

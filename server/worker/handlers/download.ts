@@ -1,7 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { FtsError, MAX_CHUNK_BYTES, type Request } from '../../../protocol/index.js';
 import type { ReadableFile } from '../../storage/store.js';
-import { ChunkReader } from '../../storage/chunk-reader.js';
+import { ChunkReader, FileShrank } from '../../../protocol/chunk-reader.js';
+import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { workerPayloads } from '../payloads.js';
 
@@ -32,7 +33,7 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // skipped prefix); the client's check then also covers the time the file spent on disk.
     const recorded = await file.recordedDigest();
     const hash = recorded === null ? createHash('sha256') : null;
-    const reader = await ChunkReader.open(file.handle, file.directory, file.size, hash === null ? length : file.size, workerPayloads);
+    const reader = await ChunkReader.open(file.handle, file.directory, file.size, hash === null ? length : file.size, workerPayloads, readFailure);
     try {
       if (hash !== null) await hashRange(reader, 0, offset, hash, () => io.working());
       await sendRange(reader, file, offset, hash, req.name, io);
@@ -89,4 +90,8 @@ async function hashRange(reader: ChunkReader, from: number, to: number, hash: Ha
     workerPayloads.release(memory);
     working();
   }
+}
+
+function readFailure(err: unknown): Error {
+  return err instanceof FileShrank ? new FtsError('IO_ERROR', err.message) : fsError(err, 'read');
 }

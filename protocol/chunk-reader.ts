@@ -1,10 +1,8 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { FtsError } from '../../protocol/index.js';
-import { DIRECT_IO_ALIGNMENT } from '../../protocol/aligned-slabs.js';
-import { openDirect } from '../../protocol/direct-io.js';
-import type { PayloadPool } from '../../protocol/payload-pool.js';
-import { fsError } from './errors.js';
+import { DIRECT_IO_ALIGNMENT } from './aligned-slabs.js';
+import { openDirect } from './direct-io.js';
+import type { PayloadPool } from './payload-pool.js';
 
 /** One read: `data` is what to send, `memory` what to give back to the pool once it is sent. */
 export interface Chunk {
@@ -12,18 +10,26 @@ export interface Chunk {
   readonly memory: Buffer;
 }
 
+/** The file ended before the size it had when it was opened. */
+export class FileShrank extends Error {
+  constructor() {
+    super('file shrank while it was being read');
+  }
+}
+
 /**
- * Reads a published file for a download in payload-sized chunks taken from a payload pool. A large file on
- * a local block file system is read through a second, O_DIRECT descriptor of it (direct-io.ts), into
- * aligned pool memory.
+ * Reads a file being sent (a download on the server, an upload's local file on the client) in
+ * payload-sized chunks taken from a payload pool. A large file on a local block file system is read
+ * through a second, O_DIRECT descriptor of it (direct-io.ts), into aligned pool memory.
  *
- * Why: files of that size were themselves written with O_DIRECT (direct-writer.ts), so their first
- * download never finds them in the page cache, and on the reference VM filling the page cache on the way
- * costs ~2–2.9 s of system time per GiB in the worker's thread pool against ~0.15 s for direct reads; the
- * 1 GiB download went from ~310 to ~450 MiB/s. Reading a file that is in the cache directly was as fast as
- * reading it from the cache there; the cost is that repeated downloads of one large file always read the
- * device (--direct-io off keeps the page cache). Direct reads are coherent with the page cache: the
- * kernel writes back dirty cached pages of the range first.
+ * Why: a large file is often not in the page cache (the server wrote it with O_DIRECT, direct-writer.ts;
+ * a user's file was written long ago), and on the reference VM filling the page cache on the way cost
+ * ~1.5–3 s of system time per GiB in the thread pool against ~0.15 s for direct reads: the server's 1 GiB
+ * download went from ~310 to ~450 MiB/s, an upload of a local file that was not cached from 175–270 to 320–430 MiB/s (client system time 1.4–3.0 → 0.3–0.45 s/GiB).
+ * Reading a file that is in the cache directly was as fast as reading it from the cache there; the cost is
+ * that repeated reads of one large file always go to the device (the server's --direct-io off keeps the
+ * page cache). Direct reads are coherent with the page cache: the kernel writes back dirty cached pages of
+ * the range first.
  *
  * Unaligned positions (a resume) read up to the next 4 KiB boundary the ordinary way, then continue
  * directly; an EINVAL from a direct read (the device wants another alignment) falls back to the page cache
@@ -33,18 +39,23 @@ export class ChunkReader {
   readonly #file: FileHandle;
   readonly #size: number;
   readonly #pool: PayloadPool;
+  readonly #failure: (err: unknown) => Error;
   #direct: FileHandle | undefined;
 
-  private constructor(file: FileHandle, size: number, pool: PayloadPool, direct: FileHandle | undefined) {
+  private constructor(file: FileHandle, size: number, pool: PayloadPool, failure: (err: unknown) => Error, direct: FileHandle | undefined) {
     this.#file = file;
     this.#size = size;
     this.#pool = pool;
+    this.#failure = failure;
     this.#direct = direct;
   }
 
-  /** A reader of `file` (`size` bytes, in directory `dir`) of which `bytesToRead` will be read. */
-  static async open(file: FileHandle, dir: string, size: number, bytesToRead: number, pool: PayloadPool): Promise<ChunkReader> {
-    return new ChunkReader(file, size, pool, await openDirect(file, dir, bytesToRead, constants.O_RDONLY));
+  /**
+   * A reader of `file` (`size` bytes when opened, in directory `dir`) of which `bytesToRead` will be read.
+   * `failure` turns a read's error (an errno error, or FileShrank) into the one read() rejects with.
+   */
+  static async open(file: FileHandle, dir: string, size: number, bytesToRead: number, pool: PayloadPool, failure: (err: unknown) => Error): Promise<ChunkReader> {
+    return new ChunkReader(file, size, pool, failure, await openDirect(file, dir, bytesToRead, constants.O_RDONLY));
   }
 
   /** Whether direct reads are in use (for tests). */
@@ -54,7 +65,7 @@ export class ChunkReader {
 
   /**
    * Up to `max` bytes from `position` (fewer only at the end of the file, or to reach an aligned position).
-   * A file that is shorter than its size at open fails with IO_ERROR.
+   * A file that is shorter than its size at open fails (FileShrank, through `failure`).
    */
   async read(position: number, max: number): Promise<Chunk> {
     const want = Math.min(max, this.#size - position);
@@ -70,7 +81,7 @@ export class ChunkReader {
         return { data: want === memory.length ? memory : memory.subarray(0, want), memory };
       } catch (err) {
         this.#pool.release(memory);
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw readError(err);
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw this.#failure(err);
         this.#direct = undefined;
         await direct.close().catch(() => undefined);
       }
@@ -84,7 +95,7 @@ export class ChunkReader {
       await readFully(this.#file, memory, want, position);
     } catch (err) {
       this.#pool.release(memory);
-      throw readError(err);
+      throw this.#failure(err);
     }
     return { data: memory, memory };
   }
@@ -102,11 +113,7 @@ async function readFully(handle: FileHandle, into: Buffer, want: number, positio
   let filled = 0;
   while (filled < want) {
     const { bytesRead } = await handle.read(into, filled, into.length - filled, position + filled);
-    if (bytesRead === 0) throw new FtsError('IO_ERROR', 'file shrank while it was being read');
+    if (bytesRead === 0) throw new FileShrank();
     filled += bytesRead;
   }
-}
-
-function readError(err: unknown): FtsError {
-  return err instanceof FtsError ? err : fsError(err, 'read');
 }
