@@ -444,10 +444,11 @@ describe('resumable transfers (end to end)', function () {
     expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(b));
   });
 
-  it('a file written to while it is streamed is not published: the client says so, and the server discards what it got', async () => {
-    const name = 'changing.bin';
-    const { file, data } = await localFile(name, 16 * MiB);
-    const keys = await uploadStagingKeys(file, name, data.length, sha256(data)); // before the file changes
+  /**
+   * Starts a throttled upload of `file` and waits until 2 MiB of it are staged. `outcome` resolves to the
+   * upload's error, or null (wrapped: an async function would wait for a promise it returns).
+   */
+  async function throttledUploadUnderWay(file: string, name: string, data: Buffer): Promise<{ outcome: Promise<unknown> }> {
     const p = await proxy(server.port, { throttleUp: THROTTLE });
     const client = await login(p.port);
     const outcome = client.upload(file, name).then(
@@ -455,6 +456,14 @@ describe('resumable transfers (end to end)', function () {
       (e: unknown) => e,
     );
     await waitUntil('the upload to be under way', async () => (await stagedBytes(server.storage, name, data)) >= 2 * MiB, 20_000);
+    return { outcome };
+  }
+
+  it('a file written to while it is streamed is not published: the client says so, and the server discards what it got', async () => {
+    const name = 'changing.bin';
+    const { file, data } = await localFile(name, 16 * MiB);
+    const keys = await uploadStagingKeys(file, name, data.length, sha256(data)); // before the file changes
+    const { outcome } = await throttledUploadUnderWay(file, name, data);
     // Same size, other bytes at the end (not read yet): the bytes sent would hash consistently.
     const fh = await open(file, 'r+');
     try {
@@ -474,13 +483,7 @@ describe('resumable transfers (end to end)', function () {
   it('a file truncated while it is streamed (read with O_DIRECT where the file system allows) is not published: the client says it shrank', async () => {
     const name = 'shrinking.bin';
     const { file, data } = await localFile(name, 16 * MiB);
-    const p = await proxy(server.port, { throttleUp: THROTTLE });
-    const client = await login(p.port);
-    const outcome = client.upload(file, name).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    await waitUntil('the upload to be under way', async () => (await stagedBytes(server.storage, name, data)) >= 2 * MiB, 20_000);
+    const { outcome } = await throttledUploadUnderWay(file, name, data);
     await truncate(file, 8 * MiB); // well ahead of what has been read
     const err = await outcome;
     expect(err).to.be.instanceOf(FtsError);
