@@ -199,7 +199,7 @@ export class FtsClient implements FileClient {
       });
       // An early final reply (AUTH_FAILED on a malformed message) settles the race by rejecting.
       const first = await Promise.race([challenge, sent.reply]);
-      const clientFinal = typeof first['data'] === 'string' ? scram.final(first['data']) : null;
+      const clientFinal = typeof first['data'] === 'string' ? await scram.final(first['data']) : null;
       if (clientFinal === null) throw new FtsError('PROTOCOL_ERROR', 'malformed SCRAM server-first-message');
       w.continueWith({ op: 'auth', id: first['id'], mech: 'scram-sha-256', data: clientFinal });
       return sent.reply;

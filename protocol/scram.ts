@@ -93,14 +93,18 @@ export class ScramClient {
     return `n,,${this.clientFirstBare}`;
   }
 
-  /** Returns null when the server-first-message is malformed or does not extend our nonce. */
-  final(serverFirst: string): string | null {
+  /**
+   * Resolves to null when the server-first-message is malformed or does not extend our nonce. The PBKDF2
+   * runs on the thread pool: the server chooses the iteration count (up to 1,000,000, about a second of
+   * CPU), and a library must not stop its host application's event loop for that long.
+   */
+  async final(serverFirst: string): Promise<string | null> {
     const m = /^r=([^,]+),s=([A-Za-z0-9+/=]+),i=(\d+)(?:,.*)?$/.exec(serverFirst);
     const nonce = m?.[1] ?? '';
     const ours = this.clientFirstBare.slice(this.clientFirstBare.indexOf(',r=') + 3);
     const iterations = Number(m?.[3]);
     if (!m || !nonce.startsWith(ours) || nonce.length <= ours.length || !Number.isSafeInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) return null;
-    this.salted = saltedPassword(this.password, Buffer.from(m[2] ?? '', 'base64'), iterations);
+    this.salted = await saltedPasswordAsync(this.password, Buffer.from(m[2] ?? '', 'base64'), iterations);
     const clientKey = hmac(this.salted, 'Client Key');
     const withoutProof = `c=biws,r=${nonce}`;
     this.authMessage = `${this.clientFirstBare},${serverFirst},${withoutProof}`;

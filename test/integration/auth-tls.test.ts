@@ -660,7 +660,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
         expect(first.iterations).to.equal(stored.iterations);
         expect(cont, 'an interim reply is not final').to.not.have.property('code');
 
-        const clientFinal = scram.final(cont['data'] as string);
+        const clientFinal = await scram.final(cont['data'] as string);
         expect(clientFinal).to.be.a('string');
         expect(clientFinal!).to.match(/^c=biws,r=[^,]+,p=[A-Za-z0-9+/=]+$/);
         expect(clientFinal!, 'the proof, not the password, crosses the wire').to.not.include(DAVE.password);
@@ -702,7 +702,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
         try {
           const scram = new ScramClient(user, WRONG);
           const cont = await scramStart(raw, scram, 9);
-          raw.sendHeader({ op: 'auth', id: 9, mech: 'scram-sha-256', data: scram.final(cont['data'] as string) });
+          raw.sendHeader({ op: 'auth', id: 9, mech: 'scram-sha-256', data: await scram.final(cont['data'] as string) });
           const final = await raw.nextHeader(10_000);
           expect(await raw.waitClosed(3_000), 'AUTH_FAILED closes the connection').to.equal(true);
           return final;
@@ -731,7 +731,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       try {
         const scram = new ScramClient(DAVE.user, DAVE.password);
         const cont = await scramStart(raw, scram, 5);
-        raw.sendHeader({ op: 'auth', id: 6, mech: 'scram-sha-256', data: scram.final(cont['data'] as string) });
+        raw.sendHeader({ op: 'auth', id: 6, mech: 'scram-sha-256', data: await scram.final(cont['data'] as string) });
         const reply = await raw.nextHeader(10_000);
         expect(reply['status']).to.equal('error');
         expect(reply['code']).to.equal('AUTH_FAILED');

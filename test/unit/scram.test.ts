@@ -15,18 +15,18 @@ const RFC = {
 };
 
 describe('SCRAM-SHA-256', () => {
-  it('the client reproduces the RFC 7677 exchange', () => {
+  it('the client reproduces the RFC 7677 exchange', async () => {
     const client = new ScramClient(RFC.user, RFC.password, RFC.clientNonce);
     expect(client.first).to.equal(`n,,n=user,r=${RFC.clientNonce}`);
-    expect(client.final(RFC.serverFirst)).to.equal(RFC.clientFinal);
+    expect(await client.final(RFC.serverFirst)).to.equal(RFC.clientFinal);
     expect(client.verifyServer(RFC.serverFinal)).to.equal(true);
     expect(client.verifyServer('v=AAAA')).to.equal(false);
   });
 
-  it('the client refuses a server nonce that does not extend its own', () => {
+  it('the client refuses a server nonce that does not extend its own', async () => {
     const client = new ScramClient('user', 'pencil', 'abc');
-    expect(client.final('r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
-    expect(client.final('r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
+    expect(await client.final('r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
+    expect(await client.final('r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
   });
 
   it('verifiers round-trip through the PostgreSQL format and check passwords', () => {
@@ -41,20 +41,20 @@ describe('SCRAM-SHA-256', () => {
     expect(parseVerifier('plain-password')).to.equal(null);
   });
 
-  it('the server accepts the right proof and signs with ServerKey; refuses a wrong one', () => {
+  it('the server accepts the right proof and signs with ServerKey; refuses a wrong one', async () => {
     const verifier = deriveVerifier('pencil');
     const secret = Buffer.alloc(32, 1);
     const client = new ScramClient('user', 'pencil');
     const x = scramFirst(client.first, (u) => (u === 'user' ? verifier : null), secret);
     expect(x).to.not.equal(null);
-    const final = client.final(x!.serverFirst);
+    const final = await client.final(x!.serverFirst);
     const serverFinal = scramFinal(x!, final!);
     expect(serverFinal).to.be.a('string');
     expect(client.verifyServer(serverFinal!)).to.equal(true);
 
     const wrong = new ScramClient('user', 'pen');
     const y = scramFirst(wrong.first, () => verifier, secret);
-    expect(scramFinal(y!, wrong.final(y!.serverFirst)!)).to.equal(null);
+    expect(scramFinal(y!, (await wrong.final(y!.serverFirst))!)).to.equal(null);
   });
 
   it("c= must repeat the client-first-message's gs2 header (RFC 5802 §5.1)", () => {
@@ -78,14 +78,14 @@ describe('SCRAM-SHA-256', () => {
     expect(attempt('n,,', '')).to.equal(null);
   });
 
-  it('an unknown user gets a stable fake salt and always fails', () => {
+  it('an unknown user gets a stable fake salt and always fails', async () => {
     const secret = Buffer.alloc(32, 2);
     const a = scramFirst('n,,n=ghost,r=n1', () => null, secret);
     const b = scramFirst('n,,n=ghost,r=n2', () => null, secret);
     const saltOf = (s: string) => /,s=([^,]+),/.exec(s)?.[1];
     expect(saltOf(a!.serverFirst)).to.equal(saltOf(b!.serverFirst));
     const client = new ScramClient('ghost', 'anything', 'n1');
-    expect(scramFinal(a!, client.final(a!.serverFirst)!)).to.equal(null);
+    expect(scramFinal(a!, (await client.final(a!.serverFirst))!)).to.equal(null);
   });
 
   it("an unknown user's fake verifier announces the iteration count the users file uses, like a real one", () => {
