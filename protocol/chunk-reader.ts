@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { DIRECT_IO_ALIGNMENT } from './aligned-slabs.js';
+import { DIRECT_IO_ALIGNMENT, directIoPrefix } from './aligned-slabs.js';
 import { openDirect } from './direct-io.js';
 import type { PayloadPool } from './payload-pool.js';
 
@@ -33,7 +33,8 @@ export class FileShrank extends Error {
  *
  * Unaligned positions (a resume) read up to the next 4 KiB boundary the ordinary way, then continue
  * directly; an EINVAL from a direct read (the device wants another alignment) falls back to the page cache
- * for the rest of the file.
+ * for the rest of the file. A read that gets no aligned memory from the pool (under 64 KiB, or the arena
+ * all in use) goes through the page cache, and direct reads resume with the next one.
  */
 export class ChunkReader {
   readonly #file: FileHandle;
@@ -76,12 +77,18 @@ export class ChunkReader {
       // O_DIRECT wants an aligned length too: the tail is read into a rounded-up buffer (the read stops at
       // the end of the file).
       const memory = this.#pool.take(Math.ceil(want / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT, true);
+      // The pool gives aligned memory only for 64 KiB or more and while its arena has a free slab: a small
+      // read (a tail, the last piece of a resume's prefix) or one made while the arena is all in use goes
+      // through the page cache into the memory it got (kept, so that the pool's current slab fills up and
+      // the next read gets an arena slab again), and the reads after it are direct again. Only an EINVAL
+      // with aligned memory (the device wants another alignment) turns direct reads off for good.
+      const aligned = directIoPrefix([memory], position) === 1;
       try {
-        await readFully(direct, memory, want, position);
+        await readFully(aligned ? direct : this.#file, memory, want, position);
         return { data: want === memory.length ? memory : memory.subarray(0, want), memory };
       } catch (err) {
         this.#pool.release(memory);
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw this.#failure(err);
+        if (!aligned || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw this.#failure(err);
         this.#direct = undefined;
         await direct.close().catch(() => undefined);
       }

@@ -50,15 +50,19 @@ function directIoWanted(relative: string): Promise<boolean> {
 
 /**
  * A second descriptor of the file open on `handle`, with O_DIRECT and `access` (O_RDONLY or O_WRONLY), when
- * `bytes` (still to move) reach DIRECT_MIN_BYTES and `dir` is on a local block file system; otherwise, or
- * when the open fails, undefined (the caller uses `handle` and the page cache). Opened through
- * /proc/self/fd, so it is the same file whatever has happened to its name since.
+ * `bytes` (still to move) reach DIRECT_MIN_BYTES and both `dir` and the open file itself are on a local
+ * block file system; otherwise, or when the open fails, undefined (the caller uses `handle` and the page
+ * cache). Opened through /proc/self/fd, so it is the same file whatever has happened to its name since.
  */
 export async function openDirect(handle: FileHandle, dir: string, bytes: number, access: number): Promise<FileHandle | undefined> {
   const O_DIRECT = constants.O_DIRECT as number | undefined;
   if (!enabled || bytes < DIRECT_MIN_BYTES || O_DIRECT === undefined || !(await directIoWanted(dir))) return undefined;
+  const self = `/proc/self/fd/${handle.fd}`;
   try {
-    return await open(`/proc/self/fd/${handle.fd}`, access | O_DIRECT);
+    // The file itself may be elsewhere than its directory: a symbolic link (a client's local file linked
+    // to NFS or tmpfs), a bind-mounted file. statfs follows the /proc link to the open file.
+    if (!DIRECT_IO_FILE_SYSTEMS.has((await statfs(self)).type)) return undefined;
+    return await open(self, access | O_DIRECT);
   } catch {
     // No /proc, or no direct I/O for this file after all: the page cache it is.
     return undefined;

@@ -4,12 +4,13 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
 import { sha256 as sha } from '../helpers/lifecycle-util.js';
-import { downloadOnce } from '../helpers/raw-client.js';
+import { downloadOnce, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -17,6 +18,43 @@ const ALICE = DEFAULT_USERS[0]!;
 const MiB = 1024 * 1024;
 /** Above the 8 MiB direct-I/O threshold, with a tail that is not a multiple of 4 KiB. */
 const SIZE = 9 * MiB + 12_345;
+
+/** Open descriptors of process `pid` with O_DIRECT (octal 040000) among their flags. */
+function directDescriptors(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const flags = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
+      if (flags !== undefined && (parseInt(flags, 8) & 0o40000) !== 0) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+/**
+ * Starts `n` downloads of `name` whose clients read nothing (each keeps a send and a read-ahead of the
+ * server's in flight), counts the worker's O_DIRECT descriptors once they are stuck, then drops them.
+ */
+async function stalledDownloads(server: TestServer, name: string, n: number): Promise<number> {
+  const clients: RawClient[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const { client } = await RawClient.open(server.port);
+      clients.push(client);
+      await client.auth(ALICE.user, ALICE.password);
+      client.socket.pause();
+      void client.sendHeader({ op: 'download', id: 1, name, offset: 0 });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    return directDescriptors(server.workerPids()[0]!);
+  } finally {
+    for (const c of clients) c.socket.destroy();
+    await Promise.all(clients.map((c) => c.closed));
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the worker sees the closes
+  }
+}
 
 for (const mode of ['on', 'off'] as const) {
   describe(`large files with --direct-io ${mode}`, function () {
@@ -58,6 +96,18 @@ for (const mode of ['on', 'off'] as const) {
       expect(r.final['status']).to.equal('ok');
       expect(r.final['sha256']).to.equal(sha(data));
       expect(Buffer.concat(r.data).equals(data.subarray(offset))).to.equal(true);
+    });
+
+    it('downloads read directly only with direct I/O on, and still do after more of them than the aligned arena holds', async function () {
+      if (mode === 'on' && ![0xef53, 0x58465342, 0x9123683e].includes((await statfs(server.storage)).type)) this.skip();
+      // Large enough that a client reading nothing leaves the server with payloads in flight.
+      await writeFile(path.join(dir, 'huge'), randomBytes(64 * MiB));
+      await client.upload(path.join(dir, 'huge'), 'huge.bin');
+      const expected = (n: number): number => (mode === 'on' ? n : 0);
+      expect(await stalledDownloads(server, 'huge.bin', 4)).to.equal(expected(4));
+      // 40 downloads hold ~80 payloads: more than the worker's 48 aligned slabs of two.
+      expect(await stalledDownloads(server, 'huge.bin', 40)).to.equal(expected(40));
+      expect(await stalledDownloads(server, 'huge.bin', 4), 'after the arena was all in use').to.equal(expected(4));
     });
   });
 }

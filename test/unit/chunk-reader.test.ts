@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdtemp, open, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rm, statfs, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { AlignedSlabs } from '../../protocol/aligned-slabs.js';
@@ -74,19 +74,98 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     if (direct) expect(lengths[0]).to.equal(8192 - 5000);
   });
 
-  it('without aligned memory a direct read fails with EINVAL and the reader falls back to the page cache', async function () {
-    // Memory one byte past an allocation: never page-aligned, which O_DIRECT refuses with EINVAL.
-    const pool = { take: (n: number) => Buffer.alloc(n + 1).subarray(1), release: () => undefined } as unknown as PayloadPool;
+  it('a read that gets no aligned memory (arena all in use) goes through the page cache; direct reads go on with the next', async function () {
+    // Memory one byte past an allocation: never in an arena, never page-aligned.
+    let unaligned = 1;
+    const real = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const pool = {
+      take: (n: number, forFile: boolean) => (unaligned-- > 0 ? Buffer.alloc(n + 1).subarray(1) : real.take(n, forFile)),
+      release: (b: Buffer) => real.release(b),
+    } as unknown as PayloadPool;
     const fh = await open(path.join(dir, 'big'), 'r');
     const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+    try {
+      for (let at = 0; at < source.length; ) {
+        const { data, memory } = await reader.read(at, MiB);
+        expect(data.length).to.equal(Math.min(MiB, source.length - at));
+        expect(data.equals(source.subarray(at, at + data.length)), `bytes at ${at}`).to.equal(true);
+        pool.release(memory);
+        at += data.length;
+      }
+      expect(reader.direct, 'still direct after the unaligned chunk and the small tail').to.equal(direct);
+    } finally {
+      await reader.close();
+      await fh.close();
+    }
+  });
+
+  it('the last piece of a resume\'s hashed prefix (under 64 KiB, no aligned memory) does not turn direct reads off', async function () {
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+    try {
+      const to = 4 * MiB + 1234;
+      for (let at = 0; at < to; ) {
+        const { data, memory } = await reader.read(at, Math.min(MiB, to - at));
+        expect(data.equals(source.subarray(at, at + data.length))).to.equal(true);
+        pool.release(memory);
+        at += data.length;
+      }
+      expect(reader.direct).to.equal(direct);
+    } finally {
+      await reader.close();
+      await fh.close();
+    }
+  });
+
+  it('an EINVAL from a direct read into aligned memory falls back to the page cache for the rest of the file', async function () {
+    if (!direct) this.skip();
+    const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const fh = await open(path.join(dir, 'big'), 'r');
+    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+    // The device wants another alignment: every read on any descriptor but the ordinary one fails.
+    const proto = Object.getPrototypeOf(fh) as { read: (...a: unknown[]) => Promise<unknown> };
+    const read = proto.read;
+    proto.read = function (this: unknown, ...a: unknown[]) {
+      if (this === fh) return read.apply(this, a);
+      return Promise.reject(Object.assign(new Error('EINVAL: invalid argument, read'), { code: 'EINVAL' }));
+    };
     try {
       const { data, memory } = await reader.read(0, MiB);
       expect(data.equals(source.subarray(0, MiB))).to.equal(true);
       pool.release(memory);
-      if (direct) expect(reader.direct, 'fell back').to.equal(false);
+      expect(reader.direct, 'fell back').to.equal(false);
     } finally {
+      proto.read = read;
       await reader.close();
       await fh.close();
+    }
+  });
+
+  it('a file on another file system than its directory (a symbolic link to tmpfs) is not read directly', async function () {
+    if (!direct) this.skip();
+    let shm: string;
+    try {
+      shm = await mkdtemp('/dev/shm/fts-chunks-');
+    } catch {
+      this.skip();
+    }
+    try {
+      if ((await statfs(shm)).type !== 0x01021994) this.skip(); // TMPFS_MAGIC
+      await writeFile(path.join(shm, 'big'), source);
+      await symlink(path.join(shm, 'big'), path.join(dir, 'link'));
+      const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+      const fh = await open(path.join(dir, 'link'), 'r');
+      const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure); // dir: ext4/xfs/btrfs
+      try {
+        expect(reader.direct).to.equal(false);
+      } finally {
+        await reader.close();
+        await fh.close();
+      }
+    } finally {
+      await rm(path.join(dir, 'link'), { force: true });
+      await rm(shm, { recursive: true, force: true });
     }
   });
 
