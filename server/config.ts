@@ -133,7 +133,7 @@ export const FLAGS = {
   },
   'direct-io': {
     env: 'FTS_DIRECT_IO',
-    help: 'on|off: read and write files of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache',
+    help: 'on|off: read and write transfers of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache',
     default: () => 'on',
     parse: (raw: string, flag: string) => {
       const v = raw.trim().toLowerCase();
