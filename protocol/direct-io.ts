@@ -32,8 +32,12 @@ export function setDirectIo(on: boolean): void {
   enabled = on;
 }
 
-/** Per directory, whether its file system is one of those (asked once per directory and process). */
+/**
+ * Per directory, whether its file system is one of those (asked once per directory). Bounded: a
+ * long-running client library may move files in and out of any number of directories.
+ */
 const directIoDirs = new Map<string, Promise<boolean>>();
+const DIRECT_IO_DIRS_KEPT = 256;
 
 function directIoWanted(relative: string): Promise<boolean> {
   const dir = path.resolve(relative);
@@ -43,6 +47,7 @@ function directIoWanted(relative: string): Promise<boolean> {
       (st) => DIRECT_IO_FILE_SYSTEMS.has(st.type),
       () => false,
     );
+    if (directIoDirs.size >= DIRECT_IO_DIRS_KEPT) directIoDirs.clear();
     directIoDirs.set(dir, known);
   }
   return known;
