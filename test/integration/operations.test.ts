@@ -305,6 +305,19 @@ describe('operations through the CLI and the client library', function () {
       expectExit(noUser, 2);
       const pwFlag = await fts(['--password', 'x', 'ls']);
       expectExit(pwFlag, 2);
+      const directIo = await fts(['ls'], ALICE, { env: { FTS_DIRECT_IO: 'maybe' } });
+      expectExit(directIo, 2);
+      expect(directIo.stderr).to.contain('FTS_DIRECT_IO');
+    });
+
+    it('FTS_DIRECT_IO=off and on: a 9 MiB file (above the direct-I/O threshold) goes up and comes back intact', async function () {
+      const data = randomBytes(9 * 1024 * 1024 + 4321);
+      await writeFile(path.join(work, 'nine.bin'), data);
+      for (const mode of ['off', 'on']) {
+        expectExit(await fts(['upload', 'nine.bin', `nine-${mode}.bin`], ALICE, { env: { FTS_DIRECT_IO: mode } }), 0);
+        expectExit(await fts(['download', `nine-${mode}.bin`, `back-${mode}.bin`], ALICE, { env: { FTS_DIRECT_IO: mode } }), 0);
+        expect((await readFile(path.join(work, `back-${mode}.bin`))).equals(data), mode).to.equal(true);
+      }
     });
 
     it('no password (no FTS_PASSWORD, stdin not a TTY) exits 2 without connecting', async function () {
