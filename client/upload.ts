@@ -20,6 +20,7 @@ import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ChunkReader, FileShrank, type Chunk } from '../protocol/chunk-reader.js';
+import { DIRECT_MIN_BYTES } from '../protocol/direct-io.js';
 
 /** `done` counts from the start of the file, so a resumed transfer starts at its offset, not at 0. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -323,6 +324,10 @@ export async function digestFile(fh: FileHandle, displayPath: string, stop?: () 
  * stops after the read in progress and rejects. Also hashes a download's kept LOCAL.part.
  */
 export async function hashInto(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean = () => false): Promise<number> {
+  if (limit >= DIRECT_MIN_BYTES && limit < Number.MAX_SAFE_INTEGER) {
+    const direct = await hashDirectly(fh, hash, limit, displayPath, stop);
+    if (direct !== null) return direct;
+  }
   const buffers = [spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES), spareHashBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES)];
   let size = 0;
   let turn = 0;
@@ -351,6 +356,48 @@ export async function hashInto(fh: FileHandle, hash: Hash, limit: number, displa
     for (const buf of buffers) if (spareHashBuffers.length < SPARE_HASH_BUFFERS) spareHashBuffers.push(buf);
   }
   return size;
+}
+
+/**
+ * hashInto for a prefix of known length (a resume's kept bytes) read with O_DIRECT (chunk-reader.ts): a
+ * kept LOCAL.part was itself written with O_DIRECT and a file being uploaded may have been written long
+ * ago, so neither is likely to be in the page cache, and filling it is the most expensive part of reading
+ * on a VM. Null when direct reads are not available for this file (the caller reads it the ordinary way).
+ * A file that ends early yields the count of the whole chunks before its end (less than `limit`, which is
+ * all callers check).
+ */
+async function hashDirectly(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean): Promise<number | null> {
+  const reader = await ChunkReader.open(fh, path.dirname(displayPath), limit, limit, clientPayloads, (err) => err as Error);
+  if (!reader.direct) {
+    await reader.close();
+    return null;
+  }
+  let size = 0;
+  let next: Promise<Chunk> | null = reader.read(0, HASH_READ_BYTES);
+  try {
+    while (next !== null) {
+      let chunk: Chunk;
+      try {
+        chunk = await next;
+      } catch (err) {
+        next = null;
+        if (err instanceof FileShrank) return size;
+        throw localFsError(err, displayPath);
+      }
+      next = size + chunk.data.length < limit ? reader.read(size + chunk.data.length, HASH_READ_BYTES) : null;
+      next?.catch(() => undefined); // raised when awaited
+      hash.update(chunk.data);
+      size += chunk.data.length;
+      clientPayloads.release(chunk.memory);
+      // Abandoned (Ctrl+C, a lost connection): a long pass must not hold the caller up until it ends.
+      if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the transfer was abandoned`);
+    }
+    return size;
+  } finally {
+    const unread = await next?.catch(() => null);
+    if (unread) clientPayloads.release(unread.memory);
+    await reader.close();
+  }
 }
 
 /** Null if the open file still has the version it had when it was opened; else the problem to report. */
