@@ -2,7 +2,9 @@ import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { DirectWriter, writeAllAt } from '../../protocol/direct-writer.js';
+import { ChunkReader, FileShrank, type Chunk } from '../../protocol/chunk-reader.js';
+import { DirectWriter } from '../../protocol/direct-writer.js';
+import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { recordDigest } from './digest-records.js';
@@ -62,11 +64,6 @@ async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promi
 
 /** Read size when copying and hashing the staged prefix of a resumed upload. */
 const COPY_CHUNK_BYTES = 1024 * 1024;
-/**
- * The copy is flushed to disk every this many bytes: a large prefix left dirty in the page cache would
- * make the commit's fsync take as long as writing all of it, with nothing to show for it meanwhile.
- */
-const COPY_SYNC_BYTES = 64 * 1024 * 1024;
 
 /**
  * Received chunks are written in batches of this size (one writev each), fewer and larger syscalls than one
@@ -466,7 +463,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     }
   };
   try {
-    if (source !== null) await copyPrefix(source, handle, offset, hash, copied);
+    if (source !== null) await copyPrefix(source, handle, dir, offset, hash, copied);
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(stagingPath).catch(() => undefined);
@@ -495,22 +492,54 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
 
-/** Copies the first `length` bytes of `source` into `dest`, hashing them; calls `copied` after each piece. */
-async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash, copied: () => void): Promise<void> {
+/**
+ * Memory for prefix copies: two aligned slabs (4 MiB of address space, resident once a copy has used it),
+ * so that a large prefix is read and written with O_DIRECT.
+ */
+let copyPool: PayloadPool | null = null;
+
+/**
+ * Copies the first `length` bytes of `source` into `dest` (in `dir`), hashing them; calls `copied` after
+ * each piece. A large prefix is read and written with O_DIRECT where the file system allows (chunk-reader.ts,
+ * direct-writer.ts): the partial file was itself written with O_DIRECT and is not in the page cache, and
+ * filling the cache on both sides is the costliest part of a copy on a VM. The writer's background syncs
+ * keep the copy flushed as it goes (a prefix left dirty would make the caller's fsync take as long as the
+ * whole copy); the caller makes it durable.
+ */
+async function copyPrefix(source: string, dest: FileHandle, dir: string, length: number, hash: Hash, copied: () => void): Promise<void> {
   const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
+  copyPool ??= framePayloadPool(2);
+  const pool = copyPool;
+  const shrank = (err: unknown): Error => (err instanceof FileShrank ? new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 }) : (err as Error));
+  let reader: ChunkReader | null = null;
+  let writer: DirectWriter | null = null;
+  let next: Promise<Chunk> | null = null;
   try {
-    const buf = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, length));
+    reader = await ChunkReader.open(from, dir, length, length, pool, shrank);
+    writer = await DirectWriter.forFile(dest, dir, length);
+    // The next piece is read while the current one is hashed and written.
+    next = reader.read(0, COPY_CHUNK_BYTES);
     for (let position = 0; position < length; ) {
-      const { bytesRead } = await from.read(buf, 0, Math.min(buf.length, length - position), position);
-      if (bytesRead === 0) throw new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 });
-      const chunk = buf.subarray(0, bytesRead);
-      hash.update(chunk);
-      await writeAllAt(dest, [chunk], position);
-      position += bytesRead;
-      if (position % COPY_SYNC_BYTES < bytesRead) await dest.datasync();
+      const piece: Chunk = await next!;
+      const { data, memory } = piece;
+      const after = position + data.length;
+      next = after < length ? reader.read(after, COPY_CHUNK_BYTES) : null;
+      next?.catch(() => undefined); // raised when awaited
+      try {
+        hash.update(data);
+        await writer.writeAt([data], position);
+      } finally {
+        pool.release(memory);
+      }
+      position += data.length;
       copied();
     }
+    await writer.settle();
   } finally {
+    const unread = await next?.catch(() => null);
+    if (unread) pool.release(unread.memory);
+    await writer?.closeDirect();
+    await reader?.close();
     await from.close().catch(() => undefined);
   }
 }

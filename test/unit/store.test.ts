@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -190,6 +190,27 @@ describe('storage', () => {
       expect(calls, 'the copy stopped at the first piece').to.equal(1);
       expect(await stagingFiles(), 'the partial file stays, the copy is gone').to.deep.equal(before);
       expect(await alice.stagedOffset('cut', data.length, tag)).to.equal(offset);
+    });
+
+    it('a resume copies a large staged prefix (read and written with O_DIRECT where supported) and publishes exactly the file', async () => {
+      const MiB = 1024 * 1024;
+      const data = randomBytes(20 * MiB + 999);
+      const tag = { sha256: sha(data) };
+      const first = await alice.beginUpload('large-resume', data.length, tag);
+      for (let at = 0; at < 12 * MiB + 4321; at += MiB) await first.write(Buffer.from(data.subarray(at, Math.min(at + MiB, 12 * MiB + 4321))));
+      await first.release();
+      const offset = await alice.stagedOffset('large-resume', data.length, tag);
+      expect(offset).to.equal(12 * MiB + 4321);
+      let pieces = 0;
+      const second = await alice.beginUpload('large-resume', data.length, tag, offset, () => {
+        pieces++;
+      });
+      expect(pieces, 'copied piece by piece').to.be.greaterThan(1);
+      expect(await stagingFiles(), 'the old partial file is gone').to.have.length(1);
+      for (let at = offset; at < data.length; at += MiB) await second.write(Buffer.from(data.subarray(at, Math.min(at + MiB, data.length))));
+      await second.commit();
+      expect((await readFile(path.join(root, 'alice', 'large-resume'))).equals(data)).to.equal(true);
+      expect(await stagingFiles()).to.deep.equal([]);
     });
 
     it('records a digest only for the file it was given: a name that holds another file by now gets none', async () => {
