@@ -72,8 +72,9 @@ function usage(): string {
     'Transfers are resumable: an interrupted upload of the same file continues from what the server kept,',
     'and an interrupted download continues from LOCAL.part (its version is recorded in LOCAL.part.json).',
     'The password is taken from FTS_PASSWORD, else --password-file, else asked for on the terminal.',
-    'Local files of 8 MiB or more are read and written with O_DIRECT on ext4, xfs and btrfs (no page-cache',
-    'fills); FTS_DIRECT_IO=off keeps them in the page cache.',
+    'Transfers of 8 MiB or more (and a resume\'s kept prefix of 8 MiB or more, when it is hashed) read and',
+    'write local files with O_DIRECT on ext4, xfs and btrfs (no page-cache fills); FTS_DIRECT_IO=off keeps',
+    'them in the page cache.',
     'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found (the remote file, or the',
     'local file to upload), 130 interrupted (Ctrl+C).',
   ].join('\n');

@@ -386,9 +386,12 @@ async function hashDirectly(fh: FileHandle, hash: Hash, limit: number, displayPa
       }
       next = size + chunk.data.length < limit ? reader.read(size + chunk.data.length, HASH_READ_BYTES) : null;
       next?.catch(() => undefined); // raised when awaited
-      hash.update(chunk.data);
+      try {
+        hash.update(chunk.data);
+      } finally {
+        clientPayloads.release(chunk.memory); // aligned memory that is not given back is lost to the arena
+      }
       size += chunk.data.length;
-      clientPayloads.release(chunk.memory);
       // Abandoned (Ctrl+C, a lost connection): a long pass must not hold the caller up until it ends.
       if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the transfer was abandoned`);
     }

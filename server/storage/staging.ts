@@ -493,8 +493,10 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
 }
 
 /**
- * Memory for prefix copies: two aligned slabs (4 MiB of address space, resident once a copy has used it),
- * so that a large prefix is read and written with O_DIRECT.
+ * Memory for prefix copies: eight aligned slabs (16 MiB of address space, resident only as far as copies
+ * have used it; the lowest slabs are reused first). One copy holds up to two (the piece being written and
+ * the one read ahead), so about four copies at once in a worker are read and written with O_DIRECT; pieces
+ * of further ones get ordinary memory and go through the page cache, correctly.
  */
 let copyPool: PayloadPool | null = null;
 
@@ -508,7 +510,7 @@ let copyPool: PayloadPool | null = null;
  */
 async function copyPrefix(source: string, dest: FileHandle, dir: string, length: number, hash: Hash, copied: () => void): Promise<void> {
   const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
-  copyPool ??= framePayloadPool(2);
+  copyPool ??= framePayloadPool(8);
   const pool = copyPool;
   const shrank = (err: unknown): Error => (err instanceof FileShrank ? new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 }) : (err as Error));
   let reader: ChunkReader | null = null;
