@@ -25,9 +25,10 @@ export class FileShrank extends Error {
  * Why: a large file is often not in the page cache (the server wrote it with O_DIRECT, direct-writer.ts;
  * a user's file was written long ago), and on the reference VM filling the page cache on the way cost
  * ~1.5–3 s of system time per GiB in the thread pool against ~0.15 s for direct reads: the server's 1 GiB
- * download went from ~310 to ~450 MiB/s, an upload of a local file that was not cached from 175–270 to 320–430 MiB/s (client system time 1.4–3.0 → 0.3–0.45 s/GiB).
- * Reading a file that is in the cache directly was as fast as reading it from the cache there; the cost is
- * that repeated reads of one large file always go to the device (the server's --direct-io off keeps the
+ * download went from ~310 to ~450 MiB/s, an upload of a local file that was not cached from 175–270 to
+ * 320–430 MiB/s (client system time 1.4–3.0 → 0.3–0.45 s/GiB). Reading a file that is in the cache
+ * directly was as fast as reading it from the cache there; the cost is that repeated reads of one large
+ * file always go to the device (--direct-io off on the server, FTS_DIRECT_IO=off for the client, keep the
  * page cache). Direct reads are coherent with the page cache: the kernel writes back dirty cached pages of
  * the range first.
  *
