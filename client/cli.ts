@@ -18,7 +18,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORT } from '../protocol/index.js';
-import { setDirectIo } from '../protocol/direct-io.js';
+import { parseDirectIoSetting, setDirectIo } from '../protocol/direct-io.js';
 import type { FileClient } from './client.js';
 import type { RetryInfo } from './resilient.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
@@ -127,9 +127,9 @@ function parseCommandLine(argv: string[]): Invocation | 'help' {
 function resolveDirectIo(): boolean {
   const raw = process.env['FTS_DIRECT_IO'];
   if (raw === undefined || raw === '') return true;
-  const v = raw.trim().toLowerCase();
-  if (v !== 'on' && v !== 'off') throw usageError(`invalid FTS_DIRECT_IO ${JSON.stringify(raw.slice(0, 40))}: expected on or off`);
-  return v === 'on';
+  const on = parseDirectIoSetting(raw);
+  if (on === null) throw usageError(`invalid FTS_DIRECT_IO ${JSON.stringify(raw.slice(0, 40))}: expected on or off`);
+  return on;
 }
 
 function resolveRetries(flag: string | undefined): number {

@@ -324,7 +324,7 @@ export class FileDownload {
       }
     }
     this.chain(async () => {
-      if (this.fh !== null) this.writer = await DirectWriter.forFile(this.fh, path.dirname(this.requirePaths().part), size - offset);
+      if (this.fh !== null) this.writer = await DirectWriter.forFile(this.fh, size - offset);
     });
     this.options.onStart?.(offset, size);
   }

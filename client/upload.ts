@@ -14,12 +14,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
 import { DEFAULT_CHUNK_BYTES, FtsError } from '../protocol/index.js';
 import type { DataWriter } from './replies.js';
 import { localFsError } from './errors.js';
 import { clientPayloads } from './payloads.js';
-import { ChunkReader, FileShrank, type Chunk } from '../protocol/chunk-reader.js';
+import { ChunkReader, FileShrank } from '../protocol/chunk-reader.js';
 import { DIRECT_MIN_BYTES } from '../protocol/direct-io.js';
 
 /** `done` counts from the start of the file, so a resumed transfer starts at its offset, not at 0. */
@@ -367,38 +366,29 @@ export async function hashInto(fh: FileHandle, hash: Hash, limit: number, displa
  * all callers check).
  */
 async function hashDirectly(fh: FileHandle, hash: Hash, limit: number, displayPath: string, stop: () => boolean): Promise<number | null> {
-  const reader = await ChunkReader.open(fh, path.dirname(displayPath), limit, limit, clientPayloads, (err) => err as Error);
+  const failure = (err: unknown): Error => (err instanceof FileShrank ? err : localFsError(err, displayPath));
+  const reader = await ChunkReader.open(fh, limit, limit, clientPayloads, failure);
   if (!reader.direct) {
     await reader.close();
     return null;
   }
   let size = 0;
-  let next: Promise<Chunk> | null = reader.read(0, HASH_READ_BYTES);
   try {
-    while (next !== null) {
-      let chunk: Chunk;
+    for await (const { data, memory } of reader.chunks(0, limit, HASH_READ_BYTES)) {
       try {
-        chunk = await next;
-      } catch (err) {
-        next = null;
-        if (err instanceof FileShrank) return size;
-        throw localFsError(err, displayPath);
-      }
-      next = size + chunk.data.length < limit ? reader.read(size + chunk.data.length, HASH_READ_BYTES) : null;
-      next?.catch(() => undefined); // raised when awaited
-      try {
-        hash.update(chunk.data);
+        hash.update(data);
       } finally {
-        clientPayloads.release(chunk.memory); // aligned memory that is not given back is lost to the arena
+        clientPayloads.release(memory); // aligned memory that is not given back is lost to the arena
       }
-      size += chunk.data.length;
+      size += data.length;
       // Abandoned (Ctrl+C, a lost connection): a long pass must not hold the caller up until it ends.
       if (stop()) throw new FtsError('IO_ERROR', `${displayPath}: hashing stopped: the transfer was abandoned`);
     }
     return size;
+  } catch (err) {
+    if (err instanceof FileShrank) return size;
+    throw err;
   } finally {
-    const unread = await next?.catch(() => null);
-    if (unread) clientPayloads.release(unread.memory);
     await reader.close();
   }
 }
@@ -464,26 +454,23 @@ export async function sendFile(
   // where its file system allows it (chunk-reader.ts): an upload of a file that is not in the page cache
   // then costs no page-cache fills.
   const failure = (err: unknown): FtsError => (err instanceof FileShrank ? shrank(displayPath) : localFsError(err, displayPath));
-  const reader = await ChunkReader.open(fh, path.dirname(displayPath), size, size - from, clientPayloads, failure);
-  // Read-ahead: the next chunk is read from disk while the current one is checksummed and sent.
-  const readFrom = (position: number): Promise<Chunk | FtsError> | null =>
-    position < size ? reader.read(position, chunk).catch((err: unknown) => err as FtsError) : null;
-  let next = readFrom(sent);
+  const reader = await ChunkReader.open(fh, size, size - from, clientPayloads, failure);
+  // One chunk is read ahead while the current one is checksummed and sent.
+  const chunks = reader.chunks(from, size, chunk);
   try {
     while (sent < size) {
       const want = Math.min(chunk, size - sent);
       if (padding === null) {
-        const piece = await next!;
-        next = null;
-        if (!(piece instanceof FtsError)) {
-          next = readFrom(sent + piece.data.length);
+        const step = await chunks.next().catch((err: unknown) => err as FtsError);
+        const piece = step instanceof FtsError || step.done === true ? null : step.value;
+        if (piece !== null) {
           hash?.update(piece.data);
           await out.write(piece.data, false, () => clientPayloads.release(piece.memory));
           sent += piece.data.length;
           onProgress?.(sent, size);
           continue;
         }
-        problem = piece;
+        problem = step instanceof FtsError ? step : shrank(displayPath);
         padding = Buffer.alloc(chunk);
         await out.write(padding.subarray(0, want), true); // wrong CRC: the server must refuse this upload
       } else {
@@ -493,8 +480,7 @@ export async function sendFile(
     }
   } finally {
     // A send cut short (connection lost) leaves no read running on a handle the caller may close next.
-    const unsent = await next;
-    if (unsent != null && !(unsent instanceof FtsError)) clientPayloads.release(unsent.memory);
+    await chunks.return();
     await reader.close();
   }
   return problem;

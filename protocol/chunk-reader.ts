@@ -53,11 +53,11 @@ export class ChunkReader {
   }
 
   /**
-   * A reader of `file` (`size` bytes when opened, in directory `dir`) of which `bytesToRead` will be read.
-   * `failure` turns a read's error (an errno error, or FileShrank) into the one read() rejects with.
+   * A reader of `file` (`size` bytes when opened) of which `bytesToRead` will be read. `failure` turns a
+   * read's error (an errno error, or FileShrank) into the one read() and chunks() reject with.
    */
-  static async open(file: FileHandle, dir: string, size: number, bytesToRead: number, pool: PayloadPool, failure: (err: unknown) => Error): Promise<ChunkReader> {
-    return new ChunkReader(file, size, pool, failure, await openDirect(file, dir, bytesToRead, constants.O_RDONLY));
+  static async open(file: FileHandle, size: number, bytesToRead: number, pool: PayloadPool, failure: (err: unknown) => Error): Promise<ChunkReader> {
+    return new ChunkReader(file, size, pool, failure, await openDirect(file, bytesToRead, constants.O_RDONLY));
   }
 
   /** Whether direct reads are in use (for tests). */
@@ -95,6 +95,28 @@ export class ChunkReader {
       }
     }
     return this.#readBuffered(position, want);
+  }
+
+  /**
+   * Bytes from … to−1 as chunks of at most `max` bytes, in order, each read while the one before it is
+   * being used (one read ahead). Every chunk yielded is the caller's, to give back to the pool; a read still
+   * ahead when the caller stops early (break, throw) is awaited and given back here, so no read is left
+   * running on the descriptor. A read's error is thrown at the chunk it was for.
+   */
+  async *chunks(from: number, to: number, max: number): AsyncGenerator<Chunk, void, undefined> {
+    let next: Promise<Chunk> | null = from < to ? this.read(from, Math.min(max, to - from)) : null;
+    try {
+      for (let position = from; next !== null; ) {
+        const chunk: Chunk = await next;
+        position += chunk.data.length;
+        next = position < to ? this.read(position, Math.min(max, to - position)) : null;
+        next?.catch(() => undefined); // raised when its turn comes
+        yield chunk;
+      }
+    } finally {
+      const unread = await next?.catch(() => null);
+      if (unread) this.#pool.release(unread.memory);
+    }
   }
 
   async #readBuffered(position: number, want: number): Promise<Chunk> {

@@ -1,10 +1,10 @@
 import { constants } from 'node:fs';
-import path from 'node:path';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
 
 /**
- * When to bypass the page cache (O_DIRECT) for a file's data, shared by the direct writer and the server's
- * chunk reader. Pure policy plus the one open; the reads and writes are the callers'.
+ * When to bypass the page cache (O_DIRECT) for a file's data, shared by the direct writer and the chunk
+ * reader (server and client). Policy, the on/off setting and the one open; the reads and writes are the
+ * callers'.
  */
 
 /**
@@ -24,7 +24,7 @@ const DIRECT_IO_FILE_SYSTEMS = new Set([
   0x9123683e, // btrfs
 ]);
 
-/** Off for the whole process (the server's --direct-io off); on by default. */
+/** Off for the whole process (the server's --direct-io off, the client's FTS_DIRECT_IO=off); on by default. */
 let enabled = true;
 
 /** Sets whether this process uses direct I/O at all (once, before the first transfer). */
@@ -33,39 +33,27 @@ export function setDirectIo(on: boolean): void {
 }
 
 /**
- * Per directory, whether its file system is one of those (asked once per directory). Bounded: a
- * long-running client library may move files in and out of any number of directories.
+ * The value of the on/off settings (--direct-io, FTS_DIRECT_IO): true for on, false for off, null for
+ * anything else (the caller reports it as an error rather than guess).
  */
-const directIoDirs = new Map<string, Promise<boolean>>();
-const DIRECT_IO_DIRS_KEPT = 256;
-
-function directIoWanted(relative: string): Promise<boolean> {
-  const dir = path.resolve(relative);
-  let known = directIoDirs.get(dir);
-  if (known === undefined) {
-    known = statfs(dir).then(
-      (st) => DIRECT_IO_FILE_SYSTEMS.has(st.type),
-      () => false,
-    );
-    if (directIoDirs.size >= DIRECT_IO_DIRS_KEPT) directIoDirs.clear();
-    directIoDirs.set(dir, known);
-  }
-  return known;
+export function parseDirectIoSetting(raw: string): boolean | null {
+  const v = raw.trim().toLowerCase();
+  return v === 'on' ? true : v === 'off' ? false : null;
 }
 
 /**
  * A second descriptor of the file open on `handle`, with O_DIRECT and `access` (O_RDONLY or O_WRONLY), when
- * `bytes` (still to move) reach DIRECT_MIN_BYTES and both `dir` and the open file itself are on a local
- * block file system; otherwise, or when the open fails, undefined (the caller uses `handle` and the page
- * cache). Opened through /proc/self/fd, so it is the same file whatever has happened to its name since.
+ * `bytes` (still to move) reach DIRECT_MIN_BYTES and the open file is on a local block file system;
+ * otherwise, or when the open fails, undefined (the caller uses `handle` and the page cache). The file
+ * system is asked of the open file itself (statfs follows the /proc/self/fd link to it), not of its
+ * directory: a symbolic link (a client's local file linked to NFS or tmpfs) or a bind-mounted file may be
+ * elsewhere. Opened through /proc/self/fd, so it is the same file whatever has happened to its name since.
  */
-export async function openDirect(handle: FileHandle, dir: string, bytes: number, access: number): Promise<FileHandle | undefined> {
+export async function openDirect(handle: FileHandle, bytes: number, access: number): Promise<FileHandle | undefined> {
   const O_DIRECT = constants.O_DIRECT as number | undefined;
-  if (!enabled || bytes < DIRECT_MIN_BYTES || O_DIRECT === undefined || !(await directIoWanted(dir))) return undefined;
+  if (!enabled || bytes < DIRECT_MIN_BYTES || O_DIRECT === undefined) return undefined;
   const self = `/proc/self/fd/${handle.fd}`;
   try {
-    // The file itself may be elsewhere than its directory: a symbolic link (a client's local file linked
-    // to NFS or tmpfs), a bind-mounted file. statfs follows the /proc link to the open file.
     if (!DIRECT_IO_FILE_SYSTEMS.has((await statfs(self)).type)) return undefined;
     return await open(self, access | O_DIRECT);
   } catch {

@@ -47,13 +47,13 @@ export class DirectWriter {
   }
 
   /**
-   * The writer for a file in directory `dir` with `bytesToCome` still to be written through `buffered`.
+   * The writer for a file with `bytesToCome` still to be written through `buffered`.
    * Below DIRECT_MIN_BYTES: the page cache only, no background syncs. From it on: background syncs, and
    * a second, O_DIRECT descriptor of the file where direct-io.ts allows one; otherwise the page cache only.
    */
-  static async forFile(buffered: FileHandle, dir: string, bytesToCome: number): Promise<DirectWriter> {
+  static async forFile(buffered: FileHandle, bytesToCome: number): Promise<DirectWriter> {
     if (bytesToCome < DIRECT_MIN_BYTES) return new DirectWriter(buffered, undefined, Infinity);
-    const direct = await openDirect(buffered, dir, bytesToCome, constants.O_WRONLY);
+    const direct = await openDirect(buffered, bytesToCome, constants.O_WRONLY);
     return new DirectWriter(buffered, direct, SYNC_EVERY_BYTES);
   }
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
+import { parseDirectIoSetting } from '../protocol/direct-io.js';
 
 /**
  * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
@@ -136,9 +137,9 @@ export const FLAGS = {
     help: 'on|off: read and write transfers of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache',
     default: () => 'on',
     parse: (raw: string, flag: string) => {
-      const v = raw.trim().toLowerCase();
-      if (v !== 'on' && v !== 'off') throw new ConfigError(`--${flag}: must be on or off (got "${raw}")`);
-      return v === 'on';
+      const on = parseDirectIoSetting(raw);
+      if (on === null) throw new ConfigError(`--${flag}: must be on or off (got "${raw}")`);
+      return on;
     },
   },
   'max-header-bytes': {

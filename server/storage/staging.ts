@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto
 import { constants, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ChunkReader, FileShrank, type Chunk } from '../../protocol/chunk-reader.js';
+import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
 import { DirectWriter } from '../../protocol/direct-writer.js';
 import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
@@ -463,7 +463,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     }
   };
   try {
-    if (source !== null) await copyPrefix(source, handle, dir, offset, hash, copied);
+    if (source !== null) await copyPrefix(source, handle, offset, hash, copied);
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(stagingPath).catch(() => undefined);
@@ -488,7 +488,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     }
     await unlink(source).catch(() => undefined);
   }
-  const writer = await DirectWriter.forFile(handle, dir, size - offset);
+  const writer = await DirectWriter.forFile(handle, size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
 
@@ -501,32 +501,26 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
 let copyPool: PayloadPool | null = null;
 
 /**
- * Copies the first `length` bytes of `source` into `dest` (in `dir`), hashing them; calls `copied` after
+ * Copies the first `length` bytes of `source` into `dest`, hashing them; calls `copied` after
  * each piece. A large prefix is read and written with O_DIRECT where the file system allows (chunk-reader.ts,
  * direct-writer.ts): the partial file was itself written with O_DIRECT and is not in the page cache, and
  * filling the cache on both sides is the costliest part of a copy on a VM. The writer's background syncs
  * keep the copy flushed as it goes (a prefix left dirty would make the caller's fsync take as long as the
  * whole copy); the caller makes it durable.
  */
-async function copyPrefix(source: string, dest: FileHandle, dir: string, length: number, hash: Hash, copied: () => void): Promise<void> {
+async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash, copied: () => void): Promise<void> {
   const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
   copyPool ??= framePayloadPool(8);
   const pool = copyPool;
   const shrank = (err: unknown): Error => (err instanceof FileShrank ? new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 }) : (err as Error));
   let reader: ChunkReader | null = null;
   let writer: DirectWriter | null = null;
-  let next: Promise<Chunk> | null = null;
   try {
-    reader = await ChunkReader.open(from, dir, length, length, pool, shrank);
-    writer = await DirectWriter.forFile(dest, dir, length);
+    reader = await ChunkReader.open(from, length, length, pool, shrank);
+    writer = await DirectWriter.forFile(dest, length);
+    let position = 0;
     // The next piece is read while the current one is hashed and written.
-    next = reader.read(0, COPY_CHUNK_BYTES);
-    for (let position = 0; position < length; ) {
-      const piece: Chunk = await next!;
-      const { data, memory } = piece;
-      const after = position + data.length;
-      next = after < length ? reader.read(after, COPY_CHUNK_BYTES) : null;
-      next?.catch(() => undefined); // raised when awaited
+    for await (const { data, memory } of reader.chunks(0, length, COPY_CHUNK_BYTES)) {
       try {
         hash.update(data);
         await writer.writeAt([data], position);
@@ -538,8 +532,6 @@ async function copyPrefix(source: string, dest: FileHandle, dir: string, length:
     }
     await writer.settle();
   } finally {
-    const unread = await next?.catch(() => null);
-    if (unread) pool.release(unread.memory);
     await writer?.closeDirect();
     await reader?.close();
     await from.close().catch(() => undefined);

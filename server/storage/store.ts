@@ -19,8 +19,6 @@ export type { ListEntry } from './listing.js';
 /** An open published file. The handle pins this version: a later overwrite or delete does not affect it. */
 export interface ReadableFile {
   handle: FileHandle;
-  /** The directory holding the file (its file system decides whether direct reads are used). */
-  directory: string;
   size: number;
   /** Integer milliseconds since the epoch. */
   mtime: number;
@@ -154,7 +152,6 @@ export class UserStore {
       const size = Number(st.size);
       return {
         handle,
-        directory: this.#dir,
         size,
         mtime: mtimeOfBig(st),
         recordedDigest: () => recordedDigest(this.#root, this.user, name, st),

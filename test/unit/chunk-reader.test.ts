@@ -32,23 +32,30 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
   });
 
   /**
-   * Reads `name` from `from` to its end in chunks of at most 1 MiB, checks that every chunk has what the file
-   * has there, releases every chunk, and returns the reader (closed) and the chunk lengths.
+   * Reads the test file (declared `declared` bytes long) from `from` to `to` through reader.chunks() in
+   * chunks of at most 1 MiB, checks that every chunk has what the file has there, releases every chunk, and
+   * returns the chunk lengths and whether direct reads were in use at open and at the end.
    */
-  async function readAll(pool: PayloadPool, from: number, declared = source.length): Promise<{ reader: ChunkReader; lengths: number[] }> {
+  async function readAll(
+    pool: PayloadPool,
+    from: number,
+    { to = source.length, declared = source.length }: { to?: number; declared?: number } = {},
+  ): Promise<{ lengths: number[]; directAtOpen: boolean; directAfter: boolean }> {
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, declared, declared - from, pool, failure);
+    const reader = await ChunkReader.open(fh, declared, declared - from, pool, failure);
+    const directAtOpen = reader.direct;
     const lengths: number[] = [];
     try {
-      for (let at = from; at < declared; ) {
-        const { data, memory } = await reader.read(at, MiB);
+      let at = from;
+      for await (const { data, memory } of reader.chunks(from, to, MiB)) {
         expect(data.length).to.be.within(1, MiB);
         expect(data.equals(source.subarray(at, at + data.length)), `bytes at ${at}`).to.equal(true);
         pool.release(memory);
         lengths.push(data.length);
         at += data.length;
       }
-      return { reader, lengths };
+      expect(at).to.equal(to);
+      return { lengths, directAtOpen, directAfter: reader.direct };
     } finally {
       await reader.close();
       await fh.close();
@@ -57,12 +64,8 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
 
   it('reads a large file from the start: directly where supported, full chunks and an unaligned tail', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
-    const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
-    expect(reader.direct).to.equal(direct);
-    await reader.close();
-    await fh.close();
-    const { lengths } = await readAll(pool, 0);
+    const { lengths, directAtOpen } = await readAll(pool, 0);
+    expect(directAtOpen).to.equal(direct);
     expect(lengths).to.deep.equal([...Array<number>(9).fill(MiB), 12_345]);
   });
 
@@ -82,36 +85,39 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
       take: (n: number, forFile: boolean) => (unaligned-- > 0 ? Buffer.alloc(n + 1).subarray(1) : real.take(n, forFile)),
       release: (b: Buffer) => real.release(b),
     } as unknown as PayloadPool;
-    const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
-    try {
-      for (let at = 0; at < source.length; ) {
-        const { data, memory } = await reader.read(at, MiB);
-        expect(data.length).to.equal(Math.min(MiB, source.length - at));
-        expect(data.equals(source.subarray(at, at + data.length)), `bytes at ${at}`).to.equal(true);
-        pool.release(memory);
-        at += data.length;
-      }
-      expect(reader.direct, 'still direct after the unaligned chunk and the small tail').to.equal(direct);
-    } finally {
-      await reader.close();
-      await fh.close();
-    }
+    const { lengths, directAfter } = await readAll(pool, 0);
+    expect(lengths).to.deep.equal([...Array<number>(9).fill(MiB), 12_345]);
+    expect(directAfter, 'still direct after the unaligned chunk and the small tail').to.equal(direct);
   });
 
   it('the last piece of a resume\'s hashed prefix (under 64 KiB, no aligned memory) does not turn direct reads off', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    const { directAfter } = await readAll(pool, 0, { to: 4 * MiB + 1234 });
+    expect(directAfter).to.equal(direct);
+  });
+
+  it('a caller that stops after the first chunk leaves no read running: the chunk read ahead goes back to the pool', async function () {
+    const real = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
+    let out = 0;
+    const pool = {
+      take: (n: number, forFile: boolean) => {
+        out++;
+        return real.take(n, forFile);
+      },
+      release: (b: Buffer) => {
+        out--;
+        real.release(b);
+      },
+    } as unknown as PayloadPool;
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+    const reader = await ChunkReader.open(fh, source.length, source.length, pool, failure);
     try {
-      const to = 4 * MiB + 1234;
-      for (let at = 0; at < to; ) {
-        const { data, memory } = await reader.read(at, Math.min(MiB, to - at));
-        expect(data.equals(source.subarray(at, at + data.length))).to.equal(true);
+      for await (const { memory } of reader.chunks(0, source.length, MiB)) {
         pool.release(memory);
-        at += data.length;
+        expect(out, 'the next chunk is being read ahead').to.equal(1);
+        break;
       }
-      expect(reader.direct).to.equal(direct);
+      expect(out, 'the read-ahead was awaited and given back').to.equal(0);
     } finally {
       await reader.close();
       await fh.close();
@@ -122,7 +128,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     if (!direct) this.skip();
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+    const reader = await ChunkReader.open(fh, source.length, source.length, pool, failure);
     // The device wants another alignment: every read on any descriptor but the ordinary one fails.
     const proto = Object.getPrototypeOf(fh) as { read: (...a: unknown[]) => Promise<unknown> };
     const read = proto.read;
@@ -156,7 +162,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
       await symlink(path.join(shm, 'big'), path.join(dir, 'link'));
       const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
       const fh = await open(path.join(dir, 'link'), 'r');
-      const reader = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure); // dir: ext4/xfs/btrfs
+      const reader = await ChunkReader.open(fh, source.length, source.length, pool, failure); // the link is in an ext4/xfs/btrfs directory
       try {
         expect(reader.direct).to.equal(false);
       } finally {
@@ -173,10 +179,10 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const fh = await open(path.join(dir, 'big'), 'r');
     try {
-      const near = await ChunkReader.open(fh, dir, source.length, 8 * MiB - 1, pool, failure);
+      const near = await ChunkReader.open(fh, source.length, 8 * MiB - 1, pool, failure);
       expect(near.direct).to.equal(false);
       setDirectIo(false);
-      const off = await ChunkReader.open(fh, dir, source.length, source.length, pool, failure);
+      const off = await ChunkReader.open(fh, source.length, source.length, pool, failure);
       expect(off.direct).to.equal(false);
     } finally {
       setDirectIo(true);
@@ -187,7 +193,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
 
   it('a file shorter than its size at open fails (FileShrank, through the caller\'s mapping) instead of giving short data', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
-    const err = await readAll(pool, 0, source.length + MiB).then(() => null, (e: unknown) => e);
+    const err = await readAll(pool, 0, { to: source.length + MiB, declared: source.length + MiB }).then(() => null, (e: unknown) => e);
     expect(err).to.be.instanceOf(Mapped);
     expect((err as Mapped).cause).to.be.instanceOf(FileShrank);
   });
@@ -195,7 +201,7 @@ describe('ChunkReader (download reads: O_DIRECT for large files where the file s
   it('a read error reaches the caller through its mapping', async function () {
     const pool = new PayloadPool(2 * MiB, 2, new AlignedSlabs(2 * MiB, 4));
     const fh = await open(path.join(dir, 'big'), 'r');
-    const reader = await ChunkReader.open(fh, dir, source.length, 1, pool, failure); // small: the ordinary descriptor
+    const reader = await ChunkReader.open(fh, source.length, 1, pool, failure); // small: the ordinary descriptor
     await fh.close(); // reads now fail with EBADF
     const err = await reader.read(0, MiB).then(() => null, (e: unknown) => e);
     expect(err).to.be.instanceOf(Mapped);

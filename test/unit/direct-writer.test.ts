@@ -61,7 +61,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
   it('writes full aligned frames and an unaligned tail into one correct file', async function () {
     const source = randomBytes(9 * MiB + 12_345);
     const stored = await inFile('mixed', async (fh) => {
-      const writer = await DirectWriter.forFile(fh, dir, source.length);
+      const writer = await DirectWriter.forFile(fh, source.length);
       const direct = await supportsDirect();
       expect(writer.direct).to.equal(direct);
       const aligned = await receive(writer, source, MiB);
@@ -79,7 +79,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     const source = randomBytes(3 * MiB + 7);
     const stored = await inFile('odd', async (fh) => {
       // Declared large (as if more were to come), so the direct descriptor exists and is passed over.
-      const writer = await DirectWriter.forFile(fh, dir, 9 * MiB);
+      const writer = await DirectWriter.forFile(fh, 9 * MiB);
       expect(await receive(writer, source, 100_003)).to.equal(0);
       await writer.settle();
       await writer.closeDirect();
@@ -90,7 +90,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
   it('a file below the direct threshold (8 MiB to come) never opens a direct descriptor', async function () {
     const source = randomBytes(2 * MiB);
     const stored = await inFile('small', async (fh) => {
-      const writer = await DirectWriter.forFile(fh, dir, source.length);
+      const writer = await DirectWriter.forFile(fh, source.length);
       expect(writer.direct).to.equal(false);
       await receive(writer, source, MiB);
     });
@@ -102,7 +102,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     const block = randomBytes(MiB);
     const expected = createHash('sha256');
     const stored = await inFile('large', async (fh) => {
-      const writer = await DirectWriter.forFile(fh, dir, 130 * MiB);
+      const writer = await DirectWriter.forFile(fh, 130 * MiB);
       for (let i = 0; i < 130; i++) {
         const payload = pool.take(MiB);
         block.copy(payload);
@@ -126,7 +126,7 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     const fh = Object.create(real) as typeof real;
     fh.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
     try {
-      const writer = await DirectWriter.forFile(fh, dir, 65 * MiB);
+      const writer = await DirectWriter.forFile(fh, 65 * MiB);
       const payload = pool.take(MiB);
       payload.fill(7);
       for (let i = 0; i < 64; i++) await writer.writeAt([payload], i * MiB); // the 64th starts a sync

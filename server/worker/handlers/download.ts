@@ -33,12 +33,12 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // skipped prefix); the client's check then also covers the time the file spent on disk.
     const recorded = await file.recordedDigest();
     const hash = recorded === null ? createHash('sha256') : null;
-    const reader = await ChunkReader.open(file.handle, file.directory, file.size, hash === null ? length : file.size, workerPayloads, readFailure);
+    const reader = await ChunkReader.open(file.handle, file.size, hash === null ? length : file.size, workerPayloads, readFailure);
     try {
       if (hash !== null) await hashRange(reader, 0, offset, hash, () => io.working());
       await sendRange(reader, file, offset, hash, req.name, io);
     } finally {
-      void reader.close(); // never rejects; waits for a read-ahead still in flight
+      void reader.close(); // never rejects
     }
     // Everything is read and sent: the close runs in the background (it never rejects) instead of delaying
     // the final reply, which then leaves in the same socket write as the last data frame.
@@ -59,34 +59,22 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
   const dataReply = { status: 'data', size: file.size, mtime: file.mtime, offset, length };
   if (length === 0) io.send(dataReply);
   let sent = 0;
-  // Read ahead one chunk while the previous one is being sent. Chunks come from the worker's payload
+  // One chunk is read ahead while the previous one is being sent. Chunks come from the worker's payload
   // pool and go back to it once the socket has handed them to the kernel.
-  let pending = length > 0 ? reader.read(offset, READ_CHUNK_BYTES) : null;
-  try {
-    while (pending !== null) {
-      const { data, memory } = await pending;
-      const position = offset + sent + data.length;
-      pending = position < file.size ? reader.read(position, READ_CHUNK_BYTES) : null;
-      pending?.catch(() => {}); // its error, if any, is raised when awaited above
-      if (sent === 0) io.send(dataReply);
-      hash?.update(data);
-      await io.sendData(data, () => workerPayloads.release(memory));
-      io.ctx.metrics.transferBytes('download', data.length);
-      sent += data.length;
-      io.progress(sent, name);
-    }
-  } finally {
-    // A send that failed leaves the read-ahead running: its buffer goes back once it is done.
-    pending?.then((chunk) => workerPayloads.release(chunk.memory), () => undefined);
+  for await (const { data, memory } of reader.chunks(offset, file.size, READ_CHUNK_BYTES)) {
+    if (sent === 0) io.send(dataReply);
+    hash?.update(data);
+    await io.sendData(data, () => workerPayloads.release(memory));
+    io.ctx.metrics.transferBytes('download', data.length);
+    sent += data.length;
+    io.progress(sent, name);
   }
 }
 
 /** Hashes bytes from … to−1 (a resume's skipped prefix: no byte moves on the socket meanwhile, hence `working`). */
 async function hashRange(reader: ChunkReader, from: number, to: number, hash: Hash, working: () => void): Promise<void> {
-  for (let position = from; position < to; ) {
-    const { data, memory } = await reader.read(position, Math.min(READ_CHUNK_BYTES, to - position));
+  for await (const { data, memory } of reader.chunks(from, to, READ_CHUNK_BYTES)) {
     hash.update(data);
-    position += data.length;
     workerPayloads.release(memory);
     working();
   }
