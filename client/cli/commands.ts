@@ -8,7 +8,7 @@ import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
 import { printable, report, usageError } from './report.js';
-import { escapeForTerminal, formatJson, formatLong } from './text.js';
+import { escapeForTerminal, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
 /** Lines of `list` output per write. */
@@ -221,7 +221,9 @@ export const COMMANDS: readonly Command[] = [
     async run(client, _args, options) {
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
-      const lines = options.json === true ? formatJson(entries) : long ? formatLong(entries) : entries.map((e) => e.name);
+      // Exact names for pipes and files (scripts); on a terminal, names cannot rearrange the display.
+      const show: NameShown = process.stdout.isTTY === true ? nameForTerminal : (name) => name;
+      const lines = options.json === true ? formatJson(entries) : long ? formatLong(entries, show) : entries.map((e) => show(e.name));
       // In slices: one string of millions of lines would exceed V8's maximum string length.
       for (let at = 0; at < lines.length; at += LIST_WRITE_LINES) process.stdout.write(`${lines.slice(at, at + LIST_WRITE_LINES).join('\n')}\n`);
     },

@@ -106,16 +106,36 @@ export function isoTime(ms: number | undefined): string {
   return Number.isNaN(d.getTime()) ? '?' : d.toISOString();
 }
 
+/**
+ * Characters a legal name may hold (right-to-left names need bidirectional marks) that rearrange or break
+ * what a terminal shows: the Unicode Bidi_Control set (U+061C, U+200E, U+200F, U+202A–U+202E,
+ * U+2066–U+2069) and the line and paragraph separators. With U+202E, "report\u202Efdp.exe" displays as
+ * "reportexe.pdf". Control characters need no entry: nameProblem refuses them in every name.
+ */
+const DISPLAY_REORDERING = /[\p{Bidi_Control}\p{Zl}\p{Zp}]/gu;
+
+const codePointHex = (c: string): string => c.codePointAt(0)!.toString(16).padStart(4, '0');
+
+/** A file name for a terminal: the DISPLAY_REORDERING characters as \u{…}, everything else as it is. */
+export function nameForTerminal(name: string): string {
+  return name.replace(DISPLAY_REORDERING, (c) => `\\u{${codePointHex(c)}}`);
+}
+
+/** How a listing shows names: exactly, or (for a terminal) through nameForTerminal. */
+export type NameShown = (name: string) => string;
+
+const exactly: NameShown = (name) => name;
+
 /** `SIZE<tab>MTIME<tab>NAME` lines, sizes right-aligned to the widest. */
-export function formatLong(entries: readonly ListEntry[]): string[] {
+export function formatLong(entries: readonly ListEntry[], show: NameShown = exactly): string[] {
   // Not Math.max(...array): spreading 150 000 arguments overflows the stack.
   const width = entries.reduce((w, e) => Math.max(w, String(e.size ?? '?').length), 0);
-  return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${e.name}`);
+  return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${show(e.name)}`);
 }
 
 /**
  * The --json listing: an array of {name, size, mtime} with mtime as an ISO 8601 UTC string, and sha256
- * where the server sent one (large files with a recorded digest).
+ * where the server sent one (large files with a recorded digest). Names are exact (as JSON values).
  */
 export function formatJson(entries: readonly ListEntry[]): string[] {
   // Exactly JSON.stringify(array, null, 2), one element per line group: a single string of millions of
@@ -124,7 +144,10 @@ export function formatJson(entries: readonly ListEntry[]): string[] {
   const last = entries.length - 1;
   const items = entries.map((e, i) => {
     const item = { name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) };
-    return `  ${JSON.stringify(item, null, 2).replace(/\n/g, '\n  ')}${i < last ? ',' : ''}`;
+    // The DISPLAY_REORDERING characters as JSON escapes: the same JSON value, but one that cannot
+    // rearrange a terminal (JSON.stringify writes them raw). Nothing else in the text can hold them.
+    const json = JSON.stringify(item, null, 2).replace(DISPLAY_REORDERING, (c) => `\\u${codePointHex(c)}`);
+    return `  ${json.replace(/\n/g, '\n  ')}${i < last ? ',' : ''}`;
   });
   return ['[', ...items, ']'];
 }

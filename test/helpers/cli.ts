@@ -1,6 +1,6 @@
 /**
  * Runs the real `fts` CLI (dist/client/cli.js) as a child process, the way a user would: stdin is a pipe
- * (never a TTY), the password comes from FTS_PASSWORD, and no FTS_* variable leaks in from the test's own
+ * (never a TTY, unless `terminal` puts the whole process on one), the password comes from FTS_PASSWORD, and no FTS_* variable leaks in from the test's own
  * environment. Every run is bounded: a CLI still running after `timeoutMs` is killed and reported.
  */
 import { spawn } from 'node:child_process';
@@ -21,6 +21,11 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   /** Default 30 s. */
   timeoutMs?: number;
+  /**
+   * Runs the CLI with stdout and stderr on a pseudo-terminal (util-linux `script`), as a user at a terminal
+   * sees it; the terminal's CR LF line ends are turned back into LF, and stderr is merged into stdout.
+   */
+  terminal?: boolean;
 }
 
 export interface CliResult {
@@ -46,7 +51,9 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
   if (options.user !== undefined) argv.push('--user', options.user);
   argv.push(...args);
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const child = spawn(process.execPath, [CLIENT_CLI, ...argv], {
+  const command = [process.execPath, CLIENT_CLI, ...argv];
+  const [file, ...fileArgs] = options.terminal === true ? ['script', '-qfec', command.map(shellQuote).join(' '), '/dev/null'] : command;
+  const child = spawn(file!, fileArgs, {
     cwd: options.cwd,
     env: cliEnv(options.password, options.env),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -59,9 +66,15 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
     stderr += c;
   });
   return childExit(child, options.input ?? '', timeoutMs, () => `fts ${argv.join(' ')} (stderr: ${stderr})`).then(({ code, signal }) => {
-    const stdout = Buffer.concat(out);
+    const raw = Buffer.concat(out);
+    const stdout = options.terminal === true ? Buffer.from(raw.toString('latin1').replace(/\r\n/g, '\n'), 'latin1') : raw;
     return { code, signal, stdout, stderr, out: stdout.toString('utf8'), argv };
   });
+}
+
+/** One word for `sh -c`: single-quoted, with embedded single quotes spliced in. */
+function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /** A one-line description of a CLI result for assertion messages. */

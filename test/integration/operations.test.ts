@@ -249,6 +249,37 @@ describe('operations through the CLI and the client library', function () {
       for (const name of Object.keys(files)) await c.delete(name);
       expect(await c.list()).to.deep.equal([]);
     });
+
+    it('names that rearrange a terminal (bidi controls, line separators) are exact when piped and in --json values, escaped on a terminal', async function () {
+      const c = await client(CAROL);
+      // Legal names: only control characters are refused. U+202E would show the first as "reportexe.pdf".
+      const names = ['report\u202Efdp.exe', 'line\u2028break', 'rtl\u200Fmark', 'family-\u{1F468}\u200D\u{1F469}.jpg'];
+      for (const name of names) await c.uploadBuffer(name, Buffer.from(name));
+      try {
+        const expectedNames = byteOrder(names);
+        const plain = await fts(['ls'], CAROL);
+        expectExit(plain, 0);
+        expect(plain.out).to.equal(`${expectedNames.join('\n')}\n`);
+
+        const json = await fts(['ls', '--json'], CAROL);
+        expectExit(json, 0);
+        expect(json.out).to.not.match(/[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069\u2028\u2029]/u);
+        expect(json.out).to.include('report\\u202efdp.exe');
+        expect((JSON.parse(json.out) as Array<{ name: string }>).map((e) => e.name)).to.deep.equal(expectedNames);
+
+        const shown = expectedNames.map((n) => n.replace('\u202E', '\\u{202e}').replace('\u2028', '\\u{2028}').replace('\u200F', '\\u{200f}'));
+        expect(shown).to.include('report\\u{202e}fdp.exe');
+        expect(shown).to.include('family-\u{1F468}\u200D\u{1F469}.jpg'); // a zero-width joiner does not reorder: kept
+        const onTerminal = await fts(['ls'], CAROL, { terminal: true });
+        expectExit(onTerminal, 0);
+        expect(onTerminal.out).to.equal(`${shown.join('\n')}\n`);
+        const longOnTerminal = await fts(['ls', '--long'], CAROL, { terminal: true });
+        expectExit(longOnTerminal, 0);
+        expect(longOnTerminal.out.split('\n').slice(0, -1).map((line) => line.split('\t')[2])).to.deep.equal(shown);
+      } finally {
+        for (const name of names) await c.delete(name);
+      }
+    });
   });
 
   describe('errors and exit codes', function () {

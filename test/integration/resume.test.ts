@@ -1193,37 +1193,13 @@ describe('resumable transfers (end to end)', function () {
   });
 
   describe('CLI output', () => {
-    let scriptPath: string | null = null;
-
-    before(async () => {
-      scriptPath = await new Promise<string | null>((resolve) => {
-        execFile('sh', ['-c', 'command -v script'], (err, stdout) => resolve(err ? null : stdout.trim() || null));
-      });
-    });
-
-    /** Runs a CLI command under a pseudo-terminal (util-linux script); returns everything it wrote there. */
-    function underPty(args: readonly string[], port: number): Promise<{ code: number | null; output: string }> {
-      const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-      const command = [process.execPath, CLIENT_CLI, '--host', '127.0.0.1', '--port', String(port), '--user', ALICE.user, ...args].map(quote).join(' ');
-      return new Promise((resolve, reject) => {
-        const child = spawn(scriptPath!, ['-qfec', command, '/dev/null'], { cwd: dir, env: cliEnv(ALICE.password), stdio: ['ignore', 'pipe', 'pipe'] });
-        children.push(child);
-        let output = '';
-        child.stdout.setEncoding('utf8');
-        child.stdout.on('data', (c: string) => {
-          output += c;
-        });
-        child.stderr.resume();
-        const timer = setTimeout(() => reject(new Error(`script ${command} still running after 30 s`)), 30_000);
-        child.once('close', (code) => {
-          clearTimeout(timer);
-          resolve({ code, output });
-        });
-      });
+    /** Runs a CLI command under a pseudo-terminal; returns everything it wrote there. */
+    async function underPty(args: readonly string[], port: number): Promise<{ code: number | null; output: string }> {
+      const r = await runCli(args, { port, user: ALICE.user, password: ALICE.password, cwd: dir, terminal: true });
+      return { code: r.code, output: r.out };
     }
 
     it('draws a progress line on a terminal, none with --quiet or --json, and none when stderr is piped', async function () {
-      if (scriptPath === null) this.skip(); // util-linux `script` is needed for a pseudo-terminal
       const name = 'progress.bin';
       const { file } = await localFile(name, 8 * MiB);
       const p = await proxy(server.port, { throttleUp: 8 * MiB });
