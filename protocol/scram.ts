@@ -94,7 +94,8 @@ export class ScramClient {
   }
 
   /**
-   * Resolves to null when the server-first-message is malformed or does not extend our nonce. The PBKDF2
+   * Resolves to null when the server-first-message is malformed, does not extend our nonce, or asks for
+   * fewer than 4096 or more than 1,000,000 iterations. The PBKDF2
    * runs on the thread pool: the server chooses the iteration count (up to 1,000,000, about a second of
    * CPU), and a library must not stop its host application's event loop for that long.
    */
@@ -103,7 +104,9 @@ export class ScramClient {
     const nonce = m?.[1] ?? '';
     const ours = this.clientFirstBare.slice(this.clientFirstBare.indexOf(',r=') + 3);
     const iterations = Number(m?.[3]);
-    if (!m || !nonce.startsWith(ours) || nonce.length <= ours.length || !Number.isSafeInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) return null;
+    // Below 4096 (RFC 7677's floor, and fts servers' own): a man in the middle lowering the count to make
+    // our proof cheap to attack offline. Above the maximum: more CPU than a login is worth.
+    if (!m || !nonce.startsWith(ours) || nonce.length <= ours.length || !Number.isSafeInteger(iterations) || iterations < MIN_ITERATIONS || iterations > MAX_ITERATIONS) return null;
     this.salted = await saltedPasswordAsync(this.password, Buffer.from(m[2] ?? '', 'base64'), iterations);
     const clientKey = hmac(this.salted, 'Client Key');
     const withoutProof = `c=biws,r=${nonce}`;

@@ -493,7 +493,9 @@ export class Session {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
     }
-    if (!this.socket.destroyed) {
+    // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not
+    // a failure to report: nothing more will come, so no reply; the connection closes after earlier ones.
+    if (!this.socket.destroyed && !(failure !== null && disconnections.has(failure))) {
       if (failure) {
         if (failure.fatal) this.fatal(id, failure);
         else this.reply(id, errorReply(id, failure));

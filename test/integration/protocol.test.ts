@@ -10,6 +10,7 @@ import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { stagingFiles } from '../helpers/common.js';
 import { dataFrames, delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { rawHeaderFrame, corruptCrcData, prefix } from '../helpers/vectors.js';
 
@@ -486,6 +487,28 @@ describe('protocol (raw TCP against a real server)', function () {
     expect(await exists(path.join(server.storage, 'escape.bin'))).to.equal(false);
     expect(await exists(path.join(path.dirname(server.storage), 'escape.bin'))).to.equal(false);
     expect(await stagingFiles(server, 'alice'), 'a refused name stages nothing').to.deep.equal(staged);
+  });
+
+  it('an upload cut by a half-close in its data gets no reply (a dropped connection): the bytes received are kept for a resume', async function () {
+    const data = randomBytes(300_000);
+    const bytes = uploadBytes(51, 'half-closed.bin', data, 100_000);
+    const cut = await login();
+    // The header and the first two data frames, whole: 200 000 bytes the server can keep.
+    const twoFrames = bytes.length - (100_000 + 9);
+    await cut.write(encodeHeader({ op: 'noop', id: 50 }), bytes.subarray(0, twoFrames));
+    cut.socket.end();
+    expect((await cut.reply()).final, 'earlier requests are still answered').to.deep.equal({ id: 50, status: 'ok' });
+    expect(await cut.nextEvent(10_000), 'then the connection closes without a frame').to.deep.include({ kind: 'closed' });
+    const c = await login();
+    // The cut session releases its staging file as it closes; until then the offset may read lower.
+    let id = 100;
+    await waitUntil('the two whole frames to be staged', async () => {
+      c.write(encodeHeader({ op: 'offset', id: ++id, name: 'half-closed.bin', size: data.length, sha256: sha256(data) }));
+      return (await c.reply()).final['offset'] === 200_000;
+    }, 10_000, 50);
+    c.write(encodeHeader({ op: 'upload', id: 53, name: 'half-closed.bin', size: data.length, offset: 200_000, sha256: sha256(data) }), dataFrames(data.subarray(200_000), 100_000));
+    expect((await c.reply()).final).to.include({ id: 53, status: 'ok', size: data.length, sha256: sha256(data) });
+    await expectStoredThenDelete(c, 54, { 'half-closed.bin': data });
   });
 
   it('upload with offset other than 0 gets OFFSET_MISMATCH after its data; the session survives', async function () {

@@ -29,6 +29,17 @@ describe('SCRAM-SHA-256', () => {
     expect(await client.final('r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')).to.equal(null);
   });
 
+  it('the client refuses an iteration count below 4096 (a downgrade) or above 1,000,000', async () => {
+    for (const i of ['1', '4095', '1000001', '0']) {
+      const client = new ScramClient('user', 'pencil', 'abc');
+      expect(await client.final(`r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=${i}`), `i=${i}`).to.equal(null);
+    }
+    for (const i of ['4096', '1000000']) {
+      const client = new ScramClient('user', 'pencil', 'abc');
+      expect(await client.final(`r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=${i}`), `i=${i}`).to.be.a('string');
+    }
+  });
+
   it('verifiers round-trip through the PostgreSQL format and check passwords', () => {
     const v = deriveVerifier('s3cret:with:colons');
     const text = formatVerifier(v);
