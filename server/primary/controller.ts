@@ -3,7 +3,7 @@ import type { AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus }
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
-import { SERVER_VERSION } from '../version.js';
+import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
@@ -138,7 +138,7 @@ export class Controller {
       metricsPort: this.metricsPort,
       draining: this.draining,
       uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
-      version: SERVER_VERSION,
+      version: PACKAGE_VERSION,
       workers,
       connections: sum('connections'),
       sessions: sum('sessions'),

@@ -22,7 +22,7 @@ import {
 import type { Logger } from '../log.js';
 import { isCountedOp } from '../metrics/worker-metrics.js';
 import type { UserStore } from '../storage/store.js';
-import { SERVER_VERSION } from '../version.js';
+import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
@@ -216,7 +216,7 @@ export class Session {
         encodeHeader({
           status: 'hello',
           protocol: PROTOCOL,
-          server: `fts/${SERVER_VERSION}`,
+          server: `fts/${PACKAGE_VERSION}`,
           mechs: [...AUTH_MECHANISMS],
           caps: [...CAPABILITIES],
           maxHeader: this.ctx.config.maxHeaderBytes,

@@ -1,6 +1,10 @@
 import { readFileSync } from 'node:fs';
 
-/** The package version, read once from package.json (two levels up from dist/server/ and from server/). */
+/**
+ * The package version, read once from package.json (two levels up from dist/protocol/, one from protocol/),
+ * for the greeting, `fts-admin status` and each tool's --version. Not part of the protocol index: the codec
+ * stays free of file reads.
+ */
 function readVersion(): string {
   for (const rel of ['../../package.json', '../package.json']) {
     try {
@@ -13,4 +17,4 @@ function readVersion(): string {
   return '0.0.0';
 }
 
-export const SERVER_VERSION = readVersion();
+export const PACKAGE_VERSION = readVersion();
