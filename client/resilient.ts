@@ -12,7 +12,9 @@
  * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
  *
  * Operations are repeated after a drop; a repeated delete that finds nothing counts as done (its
- * first attempt may have happened), but a dropped connection is replaced before any later call. The
+ * first attempt may have happened), but a dropped connection is replaced before any later call. A
+ * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
+ * with KICKED. The
  * password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
@@ -188,6 +190,9 @@ export class ResilientClient implements FileClient {
     const repeat = how.repeat ?? true;
     const progress = how.progress ?? (() => 0);
     let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
+    // An administrator ended the session (fts-admin kick): that is final, also for the calls after it.
+    const kicked = client === null ? kickBye(this.current) : null;
+    if (kicked !== null) throw kicked;
     // The drain's bye that ended the connection being replaced (an idle session gets it at once): if no new
     // connection can be had either, the error reports that the server is shutting down, with the
     // reconnection's failure added, rather than only "connection refused".
@@ -202,6 +207,9 @@ export class ResilientClient implements FileClient {
           return await op(client);
         } catch (err) {
           if (!repeat || !this.mayRetry(err, client)) throw err;
+          // The kick's bye may come behind reply data, so the call fails as a lost connection: still final.
+          const kick = kickBye(client);
+          if (kick !== null) throw kick;
           lastError = err;
           drained = drainBye(client);
         }
@@ -276,6 +284,12 @@ export class ResilientClient implements FileClient {
     this.count++;
     return client;
   }
+}
+
+/** The server's KICKED that ended this connection, if that is what ended it. */
+function kickBye(client: FtsClient): FtsError | null {
+  const reason = client.endedBy;
+  return reason?.code === 'KICKED' ? reason : null;
 }
 
 /** The server's SHUTTING_DOWN that ended this connection, if that is what ended it. */

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FtsClient, FtsError } from '../../client/index.js';
+import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
 import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
@@ -280,6 +280,26 @@ describe('fts-admin (end to end)', function () {
       const invalid = await runAdmin(server.adminSocket, ['kick', 'not-hex!']);
       expect(invalid.code, 'a malformed id is a usage error').to.equal(2);
       await bystander.noop();
+    });
+  });
+
+  describe('kick and reconnecting clients', () => {
+    it('a ResilientClient does not reconnect after its session is kicked: that call and later ones fail with KICKED', async () => {
+      const server = await startServer({ workers: 2 });
+      const client = await ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 5, initialDelayMs: 10 } });
+      cleanups.push(async () => client.close());
+      expect(await client.list()).to.deep.equal([]);
+      const [info] = await sessionsJson(server.adminSocket);
+      expect(info, 'the one session').to.not.equal(undefined);
+      const r = await runAdmin(server.adminSocket, ['kick', info!.id]);
+      expect(r.code, r.stderr).to.equal(0);
+      // The idle client reads the bye; its next call finds the connection gone.
+      await waitUntil('the kicked connection to close', () => !client.connected, 5_000, 20);
+      expect(await codeOf(client.list())).to.equal('KICKED');
+      expect(await codeOf(client.view('kick-me.txt'))).to.equal('KICKED');
+      expect(client.reconnects, 'no new connection').to.equal(0);
+      await sleep(200);
+      expect(await sessionsJson(server.adminSocket), 'no session came back').to.deep.equal([]);
     });
   });
 
