@@ -19,6 +19,8 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORT } from '../protocol/index.js';
 import { parseDirectIoSetting, setDirectIo } from '../protocol/direct-io.js';
+import { argumentProblem } from '../protocol/arg-errors.js';
+import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import type { FileClient } from './client.js';
 import type { RetryInfo } from './resilient.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
@@ -41,12 +43,14 @@ const OPTION_SPECS = {
   ca: { type: 'string' },
   'allow-plain': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
   ...COMMAND_OPTION_SPECS,
 } as const;
 
 function usage(): string {
   return [
-    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--tls [--ca FILE]] [--allow-plain] [--quiet] [--retries N] <command> [args]',
+    'usage: fts [--host H] [--port P] [--user U] [--password-file FILE] [--tls [--ca FILE]] [--allow-plain] [--quiet] [--json] [--retries N] <command> [args]',
+    '       fts --help | --version',
     '',
     'commands:',
     ...commandHelp(),
@@ -68,10 +72,11 @@ function usage(): string {
     `  --retries N           transfers: reconnect up to N times in a row after a dropped connection`,
     `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped`,
     '  -h, --help            show this help',
+    '  --version             print the version',
     '',
     'Transfers are resumable: an interrupted upload of the same file continues from what the server kept,',
     'and an interrupted download continues from LOCAL.part (its version is recorded in LOCAL.part.json).',
-    'The password is taken from FTS_PASSWORD, else --password-file, else asked for on the terminal.',
+    'The password is taken from --password-file, else FTS_PASSWORD, else asked for on the terminal.',
     'Transfers of 8 MiB or more (and a resume\'s kept prefix of 8 MiB or more, when it is hashed) read and',
     'write local files with O_DIRECT on ext4, xfs and btrfs (no page-cache fills); FTS_DIRECT_IO=off keeps',
     'them in the page cache.',
@@ -90,7 +95,7 @@ function parse(argv: string[]) {
   return parseArgs({ args: argv, options: OPTION_SPECS, allowPositionals: true, strict: true });
 }
 
-function parseCommandLine(argv: string[]): Invocation | 'help' {
+function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   const end = argv.indexOf('--');
   for (const arg of end === -1 ? argv : argv.slice(0, end)) {
     if (arg === '--password' || arg.startsWith('--password=')) {
@@ -101,11 +106,12 @@ function parseCommandLine(argv: string[]): Invocation | 'help' {
   try {
     parsed = parse(argv);
   } catch (err) {
-    throw usageError(`${err instanceof Error ? err.message : String(err)}; try "fts --help"`);
+    throw usageError(`${argumentProblem(err)}; try "fts --help"`);
   }
   const { values, positionals } = parsed;
   const [verb, ...args] = positionals;
   if (values.help === true || verb === 'help') return 'help';
+  if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
   const { long, json, dir, quiet } = values;
   if (verb === 'shell') {
@@ -181,15 +187,21 @@ interface Target {
 /** --tls / FTS_TLS, with --ca / FTS_CA read here so that a missing file is a usage error. */
 async function resolveTls(flag: boolean | undefined, caFlag: string | undefined): Promise<Target['tls']> {
   const caFile = caFlag ?? (process.env['FTS_CA'] || undefined);
-  const on = flag === true || process.env['FTS_TLS'] === '1' || process.env['FTS_TLS'] === 'true' || caFile !== undefined;
+  const fromEnv = parseSwitch(process.env['FTS_TLS']);
+  if (fromEnv === null) throw usageError(badSwitchMessage('FTS_TLS', process.env['FTS_TLS'] ?? ''));
+  const on = flag === true || fromEnv || caFile !== undefined;
   if (!on) return undefined;
   if (caFile === undefined) return {};
+  let ca: Buffer;
   try {
     const { readFile } = await import('node:fs/promises');
-    return { ca: await readFile(caFile) };
+    ca = await readFile(caFile);
   } catch (err) {
     throw usageError(`cannot read CA file ${caFile}: ${describeErrno(err)}`);
   }
+  // A key or an empty file would only fail later as "self-signed certificate", which points elsewhere.
+  if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw usageError(`CA file ${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return { ca };
 }
 
 function resolvePort(flag: string | undefined): number {
@@ -208,6 +220,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${usage()}\n`);
     return EXIT_OK;
   }
+  if (invocation === 'version') {
+    const { PACKAGE_VERSION } = await import('../protocol/version.js');
+    process.stdout.write(`fts ${PACKAGE_VERSION}\n`);
+    return EXIT_OK;
+  }
   const { command, args, values } = invocation;
   const host = values.host ?? (process.env['FTS_HOST'] || DEFAULT_HOST);
   if (host === '') throw usageError('--host must not be empty');
@@ -216,6 +233,8 @@ async function main(argv: string[]): Promise<number> {
   setDirectIo(resolveDirectIo());
   const user = values.user ?? process.env['FTS_USER'];
   if (user === undefined || user === '') throw usageError('no user: pass --user U or set FTS_USER');
+  // Before the password: a bad TLS setting must not cost the user a prompt first.
+  const tlsOptions = await resolveTls(values.tls, values.ca);
   const password = await obtainPassword(values['password-file'], user);
 
   let client: FileClient | null = null;
@@ -232,7 +251,6 @@ async function main(argv: string[]): Promise<number> {
   try {
     const resilient = command === 'shell' || command.transfers;
     const quiet = values.quiet === true || values.json === true;
-    const tlsOptions = await resolveTls(values.tls, values.ca);
     const allowPlain = values['allow-plain'] === true ? { allowPlainPassword: true } : {};
     client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}), ...allowPlain }, user, password, retries, quiet);
     if (command === 'shell') {

@@ -1,6 +1,7 @@
 /**
- * Where the CLI gets the password: FTS_PASSWORD, else the first line of --password-file, else a prompt
- * without echo when stdin is a terminal. There is deliberately no command-line flag for the password
+ * Where the CLI gets the password: the first line of --password-file, else FTS_PASSWORD, else a prompt
+ * without echo when stdin is a terminal. The flag comes first, as every flag beats its variable: a stale
+ * exported FTS_PASSWORD must not silently override the file the user just named. There is deliberately no command-line flag for the password
  * itself: arguments are visible to every user through ps and /proc.
  */
 import { readFile } from 'node:fs/promises';
@@ -13,9 +14,9 @@ export const NO_PASSWORD_HELP =
   'no password: set FTS_PASSWORD, pass --password-file FILE (first line is the password), or run on a terminal to be prompted';
 
 export async function obtainPassword(passwordFile: string | undefined, user: string): Promise<string> {
+  if (passwordFile !== undefined) return readPasswordFile(passwordFile);
   const fromEnv = process.env['FTS_PASSWORD'];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
-  if (passwordFile !== undefined) return readPasswordFile(passwordFile);
   if (process.stdin.isTTY === true) return promptHidden(`Password for ${user}: `);
   throw usageError(NO_PASSWORD_HELP);
 }

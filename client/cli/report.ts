@@ -60,11 +60,18 @@ const MAX_PRINTED_CHARS = 2000;
 /** `fts: <message> (<CODE>)` for errors from the server, `fts: <message>` otherwise. */
 export function formatError(err: unknown): string {
   if (err instanceof FtsError) {
-    return `fts: ${printable(err.message)}${isServerError(err) ? ` (${err.code})` : ''}`;
+    return `fts: ${printable(err.message)}${retryHint(err)}${isServerError(err) ? ` (${err.code})` : ''}`;
   }
   // Not an FtsError: a bug. Say so rather than hide it behind a vague message.
   const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
   return `fts: internal error: ${text}`;
+}
+
+/** A ban's time left, which the server sends as `retryAfter` (seconds) with RATE_LIMITED. */
+function retryHint(err: FtsError): string {
+  const seconds = err.details['retryAfter'];
+  if (err.code !== 'RATE_LIMITED' || typeof seconds !== 'number' || !Number.isSafeInteger(seconds) || seconds < 0) return '';
+  return `; try again in ${seconds} s`;
 }
 
 /** Prints the error once (later calls for the same error object do nothing) and returns its exit status. */

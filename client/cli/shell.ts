@@ -10,6 +10,7 @@
  * the first failing command stops the script with its exit status.
  */
 import { parseArgs } from 'node:util';
+import { argumentProblem } from '../../protocol/arg-errors.js';
 import readline from 'node:readline';
 import type { FileClient } from '../client.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand } from './commands.js';
@@ -33,7 +34,7 @@ async function runWords(client: FileClient, words: readonly string[]): Promise<v
   try {
     parsed = parseArgs({ args: rest, options: COMMAND_OPTION_SPECS, allowPositionals: true, strict: true });
   } catch (err) {
-    throw usageError(err instanceof Error ? err.message : String(err));
+    throw usageError(argumentProblem(err));
   }
   checkInvocation(command, parsed.positionals, parsed.values);
   await command.run(client, parsed.positionals, parsed.values);

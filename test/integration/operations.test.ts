@@ -14,6 +14,8 @@ import { FaultProxy } from '../helpers/proxy.js';
 import { describeRun, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { REPO_ROOT } from '../helpers/paths.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 
 /**
  * These tests misbehave on purpose (bad names, protocol violations, failed logins) from one address, which
@@ -292,6 +294,78 @@ describe('operations through the CLI and the client library', function () {
         expect(r.out).to.equal('');
       }
       expect(await readdir(dir)).to.deep.equal([]);
+    });
+
+    it('--password-file beats FTS_PASSWORD (a stale exported password must not win); its first line counts, CR LF too', async function () {
+      const dir = await freshDir('password-file');
+      const file = path.join(dir, 'pw');
+      await writeFile(file, `${ALICE.password}\r\nsecond line ignored\n`, { mode: 0o600 });
+      const r = await fts(['ls', '--password-file', file], { user: ALICE.user, password: 'stale-and-wrong' });
+      expectExit(r, 0);
+      const wrongFile = path.join(dir, 'wrong');
+      await writeFile(wrongFile, 'not-her-password\n', { mode: 0o600 });
+      expectExit(await fts(['ls', '--password-file', wrongFile], ALICE), 3);
+      const missing = await fts(['ls', '--password-file', path.join(dir, 'absent')], ALICE);
+      expectExit(missing, 2);
+      expect(missing.stderr).to.match(/^fts: cannot read password file .*absent: /);
+    });
+
+    it('FTS_TLS takes 1/true or 0/false, anything else exits 2 before any connection; --ca must hold a certificate', async function () {
+      for (const value of ['yes', 'on', 'TRUE', '2']) {
+        const r = await fts(['ls'], ALICE, { env: { FTS_TLS: value } });
+        expectExit(r, 2);
+        expect(r.stderr).to.equal(`fts: FTS_TLS must be 1 or true (on), 0 or false (off), got '${value}'\n`);
+      }
+      expectExit(await fts(['ls'], ALICE, { env: { FTS_TLS: '0' } }), 0);
+      expectExit(await fts(['ls'], ALICE, { env: { FTS_TLS: 'false' } }), 0);
+      // On: this server speaks plain TCP, so the TLS handshake fails (exit 1), nothing is sent in clear.
+      const on = await fts(['ls'], ALICE, { env: { FTS_TLS: 'true' } });
+      expectExit(on, 1);
+      expect(on.stderr).to.include('does not speak TLS');
+
+      const dir = await freshDir('ca');
+      const notACert = path.join(dir, 'key.pem');
+      await writeFile(notACert, '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+      const ca = await fts(['ls', '--ca', notACert], ALICE);
+      expectExit(ca, 2);
+      expect(ca.stderr).to.equal(`fts: CA file ${notACert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)\n`);
+    });
+
+    it('malformed options get one-line messages of our own (exit 2); --version prints the version', async function () {
+      const cases: Array<[string[], string]> = [
+        [['--bogus', 'ls'], "fts: unknown option '--bogus'; try \"fts --help\"\n"],
+        [['-qz', 'ls'], "fts: unknown option '-z'; try \"fts --help\"\n"],
+        [['--retries', '-1', 'ls'], 'fts: option \'--retries\' needs a value (for one that starts with "-", write --retries=VALUE); try "fts --help"\n'],
+        [['ls', '--retries'], 'fts: option \'--retries\' needs a value; try "fts --help"\n'],
+        [['--tls=yes', 'ls'], 'fts: option \'--tls\' takes no value; try "fts --help"\n'],
+      ];
+      for (const [args, message] of cases) {
+        const r = await fts(args, ALICE);
+        expectExit(r, 2);
+        expect(r.stderr, describeRun(r)).to.equal(message);
+      }
+      const version = await runCli(['--version']);
+      expectExit(version, 0);
+      const { version: expected } = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+      expect(version.out).to.equal(`fts ${expected}\n`);
+    });
+
+    it('a banned address is told how long the ban lasts (RATE_LIMITED, exit 1)', async function () {
+      // A server of its own: the ban is on 127.0.0.1, which every other test here uses.
+      const strict = await TestServer.start({ workers: 1, users: USERS, args: ['--ban-threshold', '2', '--ban-duration', '600'] });
+      try {
+        const run = (password: string): Promise<CliResult> => runCli(['ls'], { port: strict.port, user: ALICE.user, password, cwd: work });
+        expectExit(await run('not-her-password'), 3);
+        const banned = await waitUntil('the ban to apply', async () => {
+          const r = await run(ALICE.password);
+          return r.code === 1 ? r : undefined;
+        }, 10_000, 100);
+        expect(banned.stderr).to.match(/^fts: too many failures from this address; try later \(banned\); try again in (\d+) s \(RATE_LIMITED\)\n$/);
+        const seconds = Number(/try again in (\d+) s/.exec(banned.stderr)?.[1]);
+        expect(seconds).to.be.within(590, 600);
+      } finally {
+        await strict.stop();
+      }
     });
 
     it('wrong password and unknown user exit 3 (AUTH_FAILED)', async function () {
