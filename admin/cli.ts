@@ -17,14 +17,13 @@
  *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server
  */
 
-import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
-import { checkUsername, passwd, PasswdError, readNewPassword } from './passwd.js';
+import { checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
@@ -57,7 +56,9 @@ Commands:
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
-                         the running server; the password is read without echo (or from stdin)
+                         the running server; the password is read without echo (or from stdin).
+                         Nothing is written if the running server reads another file; a missing
+                         file is created (mode 600) only if no server answers or it reads that file
   help                   show this text
 
 Options:
@@ -238,26 +239,32 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_USAGE); // a bad argument
         throw e;
       }
+      // Asked before writing (and before the password is typed): a file the running server does not read
+      // must not be written, and above all not created, as ./id_passwd.txt by default would be.
+      const served = await usersFileOfServer(inv);
+      if (served !== null && !(await sameFile(served, usersFile))) throw notTheServersFile(served, usersFile, '; nothing was written');
+      let outcome: { replaced: boolean; created: boolean };
       try {
-        const password = await readNewPassword(user);
-        const { replaced } = await passwd(usersFile, user, password);
-        out(`${replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);
+        outcome = await passwd(usersFile, user, await readNewPassword(user));
       } catch (e) {
         if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_FAILED);
         throw e;
       }
-      // Apply it at once when a server is running; otherwise it applies at the next start.
+      if (outcome.created) out(`created ${usersFile} with ${user} (SCRAM-SHA-256 verifier)`);
+      else out(`${outcome.replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);
+      // The socket is named so that an operator who meant another server notices.
+      const noServer = `no server running at ${inv.socket}; the change applies at its next start`;
+      if (served === null) return out(noServer);
       let result: ReloadResult | null;
       try {
         result = asReloadResult(await call(inv, { cmd: 'reload' }));
       } catch (e) {
-        if (e instanceof AdminClientError && e.kind === 'no-server') return out('no server running; the change applies at its next start');
+        if (e instanceof AdminClientError && e.kind === 'no-server') return out(noServer); // stopped meanwhile
         throw e;
       }
-      // Editing ./id_passwd.txt by default while the server reads another file would otherwise look like
-      // success: the reload re-read the server's own, unchanged file.
+      // Checked again: a server restarted on another file since it was asked would not know the change.
       if (result?.usersFile !== undefined && !(await sameFile(result.usersFile, usersFile))) {
-        throw new CommandFailed(`the running server reads its users from ${safeText(result.usersFile)}, not ${safeText(usersFile)}, so it does not know this change; run again with --users ${safeText(result.usersFile)}`);
+        throw notTheServersFile(result.usersFile, usersFile, ', so it does not know this change');
       }
       for (const w of result?.warnings ?? []) err(`warning: ${serverMessage(w)}`);
       out(`server reloaded: ${result?.users ?? '?'} users`);
@@ -265,10 +272,30 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
 };
 
-/** Whether two paths name one file (through links); compared as written when one cannot be resolved. */
-async function sameFile(a: string, b: string): Promise<boolean> {
-  const resolve = (p: string): Promise<string> => realpath(p).catch(() => path.resolve(p));
-  return (await resolve(a)) === (await resolve(b));
+/**
+ * The users file of the server at the socket, or null when no server answers there. Any other failure
+ * refuses the command: without the answer, passwd cannot know it writes the file the server reads.
+ */
+async function usersFileOfServer(inv: Invocation): Promise<string | null> {
+  let result: unknown;
+  try {
+    result = await call(inv, { cmd: 'status' });
+  } catch (e) {
+    if (e instanceof AdminClientError && e.kind === 'no-server') return null;
+    if (e instanceof AdminClientError || e instanceof CommandFailed) {
+      throw new CommandFailed(`${e.message}; cannot tell which users file the server reads, so nothing changed`);
+    }
+    throw e;
+  }
+  if (!isStatusResult(result)) throw unexpected('status');
+  if (result.usersFile === undefined) {
+    throw new CommandFailed(`the server at ${inv.socket} does not say which users file it reads (it is older than this fts-admin); nothing changed`);
+  }
+  return result.usersFile;
+}
+
+function notTheServersFile(served: string, usersFile: string, consequence: string): CommandFailed {
+  return new CommandFailed(`the running server reads its users from ${safeText(served)}, not ${safeText(usersFile)}${consequence}; run again with --users ${safeText(served)}`);
 }
 
 function parseTimeout(value: string): number {

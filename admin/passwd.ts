@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { lstat, open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { deriveVerifier, formatVerifier, isValidUsername } from '../protocol/index.js';
 import lockfile from 'proper-lockfile';
@@ -9,7 +9,8 @@ import { promptHidden } from '../client/cli/password.js';
 /**
  * `fts-admin passwd USER`: writes a SCRAM-SHA-256 verifier for USER into the users file, replacing the
  * user's line or appending one. The file is rewritten atomically (temp file, fsync, rename, fsync of the
- * directory), so a crash leaves either the old file or the new one, and it keeps mode 0600.
+ * directory), so a crash leaves either the old file or the new one, and it keeps mode 0600. A missing file
+ * is created (mode 0600); whether it may be is the caller's decision (see the passwd command in cli.ts).
  */
 
 export class PasswdError extends Error {
@@ -49,16 +50,51 @@ export function checkUsername(user: string): void {
   if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")`);
 }
 
+/** Whether two paths name one file, through symbolic links and relative paths, whether or not it exists yet. */
+export async function sameFile(a: string, b: string): Promise<boolean> {
+  return (await canonical(a)) === (await canonical(b));
+}
+
+async function canonical(file: string): Promise<string> {
+  const abs = path.resolve(file);
+  try {
+    return await realpath(abs);
+  } catch {
+    // Not created yet: its directory may still be reached through a link.
+    return realpath(path.dirname(abs)).then((dir) => path.join(dir, path.basename(abs)), () => abs);
+  }
+}
+
+/**
+ * The file to rewrite: the one a symbolic link names. Renaming over the link would replace the link itself
+ * and leave the file it names, which the server may read under that other name, unchanged.
+ */
+async function throughLinks(usersFile: string): Promise<string> {
+  try {
+    return await realpath(usersFile);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') throw new PasswdError(`cannot resolve ${usersFile}: ${code ?? String(err)}`);
+  }
+  // Creating the file would replace a dangling link rather than create what it names.
+  if (await lstat(usersFile).then((st) => st.isSymbolicLink(), () => false)) {
+    throw new PasswdError(`${usersFile} is a symbolic link to a missing file; nothing changed`);
+  }
+  return usersFile;
+}
+
 /**
  * Two `passwd` runs at once must not lose an update (read–modify–rename): they take a lock beside the
- * file (a proper-lockfile directory `<file>.lock`) for the read-modify-rename.
+ * file (a proper-lockfile directory `<file>.lock`, beside the file a link names, so that runs through
+ * different names share it) for the read-modify-rename.
  */
-export async function passwd(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
+export async function passwd(usersFile: string, user: string, password: string): Promise<{ replaced: boolean; created: boolean }> {
   checkUsername(user);
+  const file = await throughLinks(usersFile);
   let release: () => Promise<void>;
   try {
-    release = await lockfile.lock(usersFile, {
-      lockfilePath: `${usersFile}.lock`,
+    release = await lockfile.lock(file, {
+      lockfilePath: `${file}.lock`,
       realpath: false,
       stale: 10_000,
       update: 2_000,
@@ -66,16 +102,16 @@ export async function passwd(usersFile: string, user: string, password: string):
       onCompromised: () => undefined,
     });
   } catch (err) {
-    throw new PasswdError(`cannot lock ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new PasswdError(`cannot lock ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   try {
-    return await rewrite(usersFile, user, password);
+    return await rewrite(file, user, password);
   } finally {
     await release().catch(() => undefined);
   }
 }
 
-async function rewrite(usersFile: string, user: string, password: string): Promise<{ replaced: boolean }> {
+async function rewrite(usersFile: string, user: string, password: string): Promise<{ replaced: boolean; created: boolean }> {
   let text = '';
   let owner: { uid: number; gid: number } | null = null;
   try {
@@ -107,5 +143,5 @@ async function rewrite(usersFile: string, user: string, password: string): Promi
   }
   const mode = (await stat(usersFile)).mode & 0o777;
   if ((mode & 0o077) !== 0) throw new PasswdError(`${usersFile} has mode ${mode.toString(8)}; expected 600`);
-  return { replaced };
+  return { replaced, created: owner === null };
 }

@@ -32,7 +32,8 @@ export function isStatusResult(v: unknown): v is StatusResult {
   return isRecord(v) && isNum(v['pid']) && isNumOrNull(v['port']) && isNumOrNull(v['metricsPort'])
     && typeof v['draining'] === 'boolean' && isNum(v['uptimeSeconds']) && typeof v['version'] === 'string'
     && Array.isArray(v['workers']) && v['workers'].every(isWorkerStatus)
-    && isNum(v['connections']) && isNum(v['sessions']) && isNum(v['transfers']) && isNum(v['workerRestarts']);
+    && isNum(v['connections']) && isNum(v['sessions']) && isNum(v['transfers']) && isNum(v['workerRestarts'])
+    && (v['usersFile'] === undefined || typeof v['usersFile'] === 'string');
 }
 
 function isSessionInfo(v: unknown): v is SessionInfo {

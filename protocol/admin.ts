@@ -58,6 +58,11 @@ export interface StatusResult {
   sessions: number;
   transfers: number;
   workerRestarts: number;
+  /**
+   * The users file the server reads (absolute), so that `fts-admin passwd` can refuse to write another one
+   * before writing anything. Added later: absent from older servers.
+   */
+  usersFile?: string;
 }
 
 export interface SessionInfo {

@@ -144,6 +144,7 @@ export class Controller {
       sessions: sum('sessions'),
       transfers: sum('transfers'),
       workerRestarts: this.pool.restarts,
+      usersFile: this.config.users,
     };
   }
 

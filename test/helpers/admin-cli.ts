@@ -3,6 +3,7 @@
  * output for the tests. Every child is bounded: it is killed (by its own pid) if it outlives its timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { expect } from 'chai';
 import { onOutput } from './common.js';
 import { ADMIN_CLI } from './paths.js';
@@ -151,5 +152,47 @@ export async function waitWorkersReady(socket: string, workers: number, timeoutM
     }
     if (Date.now() > deadline) throw new Error(`${workers} responding workers not seen within ${timeoutMs} ms (last: ${last})`);
     await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/**
+ * A stand-in for a server's admin socket (an older or a misbehaving fts-server): answers every request
+ * line with `reply(request)` and records the requests, so a test can also see that nothing was asked.
+ */
+export class FakeAdminSocket {
+  readonly requests: unknown[] = [];
+  connections = 0;
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(private readonly server: net.Server) {}
+
+  static async listen(socketPath: string, reply: (request: unknown) => unknown): Promise<FakeAdminSocket> {
+    const fake: FakeAdminSocket = new FakeAdminSocket(net.createServer((socket) => {
+      fake.connections++;
+      fake.sockets.add(socket);
+      socket.on('close', () => fake.sockets.delete(socket));
+      socket.on('error', () => undefined);
+      let buffered = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => {
+        buffered += chunk;
+        for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+          const request = JSON.parse(buffered.slice(0, nl)) as unknown;
+          buffered = buffered.slice(nl + 1);
+          fake.requests.push(request);
+          socket.write(`${JSON.stringify(reply(request))}\n`);
+        }
+      });
+    }));
+    await new Promise<void>((resolve, reject) => {
+      fake.server.once('error', reject);
+      fake.server.listen(socketPath, () => resolve());
+    });
+    return fake;
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -21,10 +21,10 @@ export interface ProcResult {
 /** The test runner's environment without FTS_* variables. */
 export const cleanEnv = envWithoutFts;
 
-/** Runs `node <script> ...args` with `input` written to its stdin (a pipe, so never a TTY). */
-export function runNode(script: string, args: readonly string[], input: string | Buffer, timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
+/** Runs `node <script> ...args` with `input` written to its stdin (a pipe, so never a TTY), in `cwd` if given. */
+export function runNode(script: string, args: readonly string[], input: string | Buffer, timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<ProcResult> {
   const started = Date.now();
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env) });
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env), ...(cwd === undefined ? {} : { cwd }) });
   let stdout = '';
   let stderr = '';
   onOutput(
@@ -47,6 +47,14 @@ export function runNode(script: string, args: readonly string[], input: string |
  */
 export function runPasswd(user: string, usersFile: string, socket: string, input: string): Promise<ProcResult> {
   return runNode(ADMIN_CLI, ['passwd', user, '--users', usersFile, '--socket', socket], input);
+}
+
+/**
+ * `fts-admin ...args` with `input` on stdin, run in `cwd` without any FTS_* variable but those in `env`:
+ * for passwd runs that rely on the defaults (./id_passwd.txt, $FTS_ADMIN_SOCKET).
+ */
+export function runAdminIn(cwd: string, args: readonly string[], input: string, env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
+  return runNode(ADMIN_CLI, args, input, 30_000, env, cwd);
 }
 
 export function describeProc(what: string, r: ProcResult): string {

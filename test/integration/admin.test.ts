@@ -4,17 +4,18 @@
  * operator runs it; the server's side is observed through real client connections and its storage.
  */
 import { expect } from 'chai';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
-import { runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
+import { parseUsers } from '../../server/auth/users.js';
+import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
 import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
-import { describeProc, runPasswd, writeWithMode } from '../helpers/tls-procs.js';
+import { describeProc, modeOf, runAdminIn, runPasswd, snapshot, writeWithMode } from '../helpers/tls-procs.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -72,6 +73,13 @@ describe('fts-admin (end to end)', function () {
     return up;
   }
 
+  /** A temporary directory, removed after the test. */
+  async function scratch(prefix: string): Promise<string> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    return dir;
+  }
+
   describe('status', () => {
     it('status --json reports pid, port, metricsPort, draining, uptime, one entry per worker and consistent totals', async () => {
       const server = await startServer({ workers: 3 });
@@ -99,6 +107,7 @@ describe('fts-admin (end to end)', function () {
       expect(st.sessions).to.be.at.least(1);
       expect(st.connections).to.be.at.least(st.sessions);
       expect(st.transfers).to.equal(0);
+      expect(st['usersFile'], 'status.usersFile: the file passwd must write').to.equal(server.usersFile);
       // The session is counted on the worker that holds it.
       const mine = await sessionOf(server, conn.localPort);
       expect(st.workers.find((w) => w.pid === mine.worker)?.sessions).to.be.at.least(1);
@@ -232,23 +241,130 @@ describe('fts-admin (end to end)', function () {
       expect(empty.stderr).to.match(/^fts-admin: warning: .*defines no valid user: nobody can log in/m);
       expect(await codeOf(login(server)), 'alice is gone with the file').to.equal('AUTH_FAILED');
     });
+  });
 
-    it('passwd on another file than the running server reads writes it, says the server does not know the change, and exits 1', async () => {
+  describe('passwd', () => {
+    const FILE_PW = 'dave-pass-1';
+
+    it('on another file than the running server reads: exit 1 naming both files and --users, nothing written; on the server\'s file: reloaded', async () => {
+      // Changed deliberately: this run used to write the other file and only then say the server did not know it.
       const server = await startServer({ workers: 1 });
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-passwd-'));
-      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      const dir = await scratch('fts-admin-passwd-');
       const other = path.join(dir, 'id_passwd.txt');
       await writeWithMode(other, `${ALICE.user}:${ALICE.password}\n`, 0o600);
-      const wrong = await runPasswd('dave', other, server.adminSocket, 'dave-pass-1\n');
+      const before = await snapshot(other);
+      const wrong = await runPasswd('dave', other, server.adminSocket, `${FILE_PW}\n`);
       expect(wrong.code, describeProc('passwd', wrong)).to.equal(1);
-      expect(wrong.stdout).to.match(/added dave in /);
+      expect(wrong.stdout, 'nothing is reported written').to.equal('');
       expect(wrong.stderr).to.include(`the running server reads its users from ${server.usersFile}, not ${other}`);
-      expect(await codeOf(login(server, 'dave', 'dave-pass-1'))).to.equal('AUTH_FAILED');
+      expect(wrong.stderr).to.include('nothing was written');
+      expect(wrong.stderr).to.include(`--users ${server.usersFile}`);
+      const after = await snapshot(other);
+      expect(after.bytes.equals(before.bytes), 'the other file is unchanged').to.equal(true);
+      expect(after.ino, 'not rewritten').to.equal(before.ino);
+      expect(await readdir(dir), 'no temporary or lock file').to.deep.equal(['id_passwd.txt']);
+      expect(await codeOf(login(server, 'dave', FILE_PW))).to.equal('AUTH_FAILED');
 
-      const right = await runPasswd('dave', server.usersFile, server.adminSocket, 'dave-pass-1\n');
+      const right = await runPasswd('dave', server.usersFile, server.adminSocket, `${FILE_PW}\n`);
       expect(right.code, describeProc('passwd', right)).to.equal(0);
       expect(right.stdout).to.match(/server reloaded: 3 users/);
-      await (await login(server, 'dave', 'dave-pass-1')).noop();
+      await (await login(server, 'dave', FILE_PW)).noop();
+    });
+
+    it('regression (fixed): with no ./id_passwd.txt and the server reading another file, passwd created ./id_passwd.txt before saying so', async () => {
+      const server = await startServer({ workers: 1 });
+      const cwd = await scratch('fts-admin-cwd-');
+      const target = path.join(await realpath(cwd), 'id_passwd.txt');
+      // The socket given with --socket, then through FTS_ADMIN_SOCKET; FTS_USERS unset both times.
+      const runs: Array<{ how: string; args: string[]; env: NodeJS.ProcessEnv }> = [
+        { how: '--socket', args: ['--socket', server.adminSocket], env: {} },
+        { how: 'FTS_ADMIN_SOCKET', args: [], env: { FTS_ADMIN_SOCKET: server.adminSocket } },
+      ];
+      for (const { how, args, env } of runs) {
+        const r = await runAdminIn(cwd, ['passwd', 'carol', ...args], 'x\n', env);
+        expect(r.code, describeProc(`passwd (${how})`, r)).to.equal(1);
+        expect(r.stdout, how).to.equal('');
+        expect(r.stderr, how).to.include(`the running server reads its users from ${server.usersFile}, not ${target}; nothing was written`);
+        expect(r.stderr, how).to.include(`--users ${server.usersFile}`);
+        expect(await readdir(cwd), `${how}: no users file created, no temporary or lock file`).to.deep.equal([]);
+      }
+    });
+
+    it('the server\'s file under another name (the link it reads through, its target, a relative path) is its file: written through the link, reloaded', async () => {
+      const dir = await scratch('fts-admin-links-');
+      const real = path.join(dir, 'users.txt');
+      const link = path.join(dir, 'users-link.txt');
+      await writeWithMode(real, `${ALICE.user}:${ALICE.password}\n`, 0o600);
+      await symlink(real, link);
+      const server = await startServer({ workers: 1, users: [ALICE], args: ['--users', link] });
+      const runs = [
+        { user: 'dave', run: () => runPasswd('dave', real, server.adminSocket, `${FILE_PW}\n`) },
+        { user: 'erin', run: () => runPasswd('erin', link, server.adminSocket, `${FILE_PW}\n`) },
+        { user: 'frank', run: () => runAdminIn(dir, ['passwd', 'frank', '--users', 'users.txt', '--socket', server.adminSocket], `${FILE_PW}\n`) },
+      ];
+      for (const [i, { user, run }] of runs.entries()) {
+        const r = await run();
+        expect(r.code, describeProc(`passwd ${user}`, r)).to.equal(0);
+        expect(r.stdout).to.match(new RegExp(`added ${user} in .*\\nserver reloaded: ${i + 2} users\\n$`));
+        expect((await lstat(link)).isSymbolicLink(), `${user}: the link is still a link`).to.equal(true);
+        await (await login(server, user, FILE_PW)).noop();
+      }
+      expect(await modeOf(real)).to.equal(0o600);
+      expect((await readdir(dir)).sort(), 'no temporary or lock file').to.deep.equal(['users-link.txt', 'users.txt']);
+    });
+
+    it('a missing users file that the running server reads is created (mode 600) and reloaded', async () => {
+      const server = await startServer({ workers: 1 });
+      await rm(server.usersFile);
+      const r = await runPasswd('carol', server.usersFile, server.adminSocket, `${FILE_PW}\n`);
+      expect(r.code, describeProc('passwd', r)).to.equal(0);
+      expect(lines(r.stdout)).to.deep.equal([`created ${server.usersFile} with carol (SCRAM-SHA-256 verifier)`, 'server reloaded: 1 users']);
+      expect(await modeOf(server.usersFile)).to.equal(0o600);
+      await (await login(server, 'carol', FILE_PW)).noop();
+      expect(await codeOf(login(server)), 'alice went with the old file').to.equal('AUTH_FAILED');
+    });
+
+    it('no server at the socket: a missing users file is created (mode 600), and the message names the socket tried', async () => {
+      const dir = await scratch('fts-admin-first-');
+      const socket = path.join(dir, 'none.sock');
+      const target = path.join(await realpath(dir), 'id_passwd.txt');
+      const r = await runAdminIn(dir, ['passwd', 'carol', '--socket', socket], `${FILE_PW}\n`);
+      expect(r.code, describeProc('passwd', r)).to.equal(0);
+      expect(lines(r.stdout)).to.deep.equal([
+        `created ${target} with carol (SCRAM-SHA-256 verifier)`,
+        `no server running at ${socket}; the change applies at its next start`,
+      ]);
+      expect(r.stderr).to.equal('');
+      expect(await modeOf(target)).to.equal(0o600);
+      const parsed = parseUsers(await readFile(target, 'utf8'));
+      expect(parsed.problems).to.deep.equal([]);
+      expect(await parsed.users.verify('carol', FILE_PW)).to.equal(true);
+      expect(await readdir(dir), 'no temporary or lock file').to.deep.equal(['id_passwd.txt']);
+    });
+
+    it('a server that does not say which users file it reads (older), or fails to answer status: exit 1, nothing written', async () => {
+      const dir = await scratch('fts-admin-unknown-');
+      const file = path.join(dir, 'users.txt');
+      await writeWithMode(file, `${ALICE.user}:${ALICE.password}\n`, 0o600);
+      const before = await snapshot(file);
+      const olderStatus = { pid: 1, port: 5421, metricsPort: null, draining: false, uptimeSeconds: 1, version: '0.0.1', workers: [], connections: 0, sessions: 0, transfers: 0, workerRestarts: 0 };
+      const cases = [
+        { reply: { ok: true, result: olderStatus }, says: /does not say which users file it reads .*; nothing changed/ },
+        { reply: { ok: false, error: 'broken on purpose' }, says: /broken on purpose; cannot tell which users file the server reads, so nothing changed/ },
+      ];
+      for (const [i, { reply, says }] of cases.entries()) {
+        const socket = path.join(dir, `fake-${i}.sock`);
+        const fake = await FakeAdminSocket.listen(socket, () => reply);
+        cleanups.push(() => fake.close());
+        const r = await runPasswd('dave', file, socket, `${FILE_PW}\n`);
+        expect(r.code, describeProc('passwd', r)).to.equal(1);
+        expect(r.stdout).to.equal('');
+        expect(r.stderr).to.match(says);
+        expect(fake.requests, 'only status was asked').to.deep.equal([{ cmd: 'status' }]);
+      }
+      const after = await snapshot(file);
+      expect(after.bytes.equals(before.bytes)).to.equal(true);
+      expect(after.ino, 'not rewritten').to.equal(before.ino);
     });
   });
 
