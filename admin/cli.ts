@@ -20,6 +20,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
@@ -67,6 +68,7 @@ Options:
   --json                 print the server's reply as JSON (status, sessions)
   --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
   -h, --help             show this text
+  --version              print fts-admin's version
 
 Exit status:
   0  success
@@ -307,6 +309,7 @@ function parseTimeout(value: string): number {
 
 interface Parsed {
   help: boolean;
+  version: boolean;
   command: string | undefined;
   inv: Invocation;
   given: Flag[];
@@ -323,6 +326,7 @@ function parseCommandLine(argv: string[]): Parsed {
         timeout: { type: 'string' },
         users: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
       },
       strict: true,
       allowPositionals: true,
@@ -335,7 +339,7 @@ function parseCommandLine(argv: string[]): Parsed {
   const env = process.env['FTS_ADMIN_SOCKET'];
   const socket = values.socket ?? (env !== undefined && env !== '' ? env : defaultAdminSocket());
   const bytes = Buffer.byteLength(socket);
-  if (bytes > MAX_SOCKET_PATH_BYTES && values.help !== true) {
+  if (bytes > MAX_SOCKET_PATH_BYTES && values.help !== true && values.version !== true) {
     throw new UsageError(`socket path is ${bytes} bytes; UNIX socket paths must be at most ${MAX_SOCKET_PATH_BYTES} bytes`);
   }
   const given: Flag[] = [];
@@ -344,6 +348,7 @@ function parseCommandLine(argv: string[]): Parsed {
   if (values.users !== undefined) given.push('users');
   return {
     help: values.help === true,
+    version: values.version === true,
     command: positionals[0],
     inv: { socket, args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
     given,
@@ -374,6 +379,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (parsed.help || parsed.command === 'help') {
     out(usage());
+    return EXIT_OK;
+  }
+  if (parsed.version) {
+    out(`fts-admin ${PACKAGE_VERSION}`);
     return EXIT_OK;
   }
   const name = parsed.command;

@@ -15,6 +15,7 @@ import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
+import { REPO_ROOT } from '../helpers/paths.js';
 import { describeProc, modeOf, runAdminIn, runPasswd, snapshot, writeWithMode } from '../helpers/tls-procs.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -365,6 +366,30 @@ describe('fts-admin (end to end)', function () {
       const after = await snapshot(file);
       expect(after.bytes.equals(before.bytes)).to.equal(true);
       expect(after.ino, 'not rewritten').to.equal(before.ino);
+    });
+  });
+
+  describe('--version', () => {
+    it('prints "fts-admin <package version>" and exits 0 without contacting the server, wherever the flag is', async () => {
+      const dir = await scratch('fts-admin-version-');
+      const socket = path.join(dir, 'admin.sock');
+      const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: {} }));
+      cleanups.push(() => fake.close());
+      const { version } = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+      const runs: Array<[string | null, string[]]> = [
+        [socket, ['--version']],
+        [socket, ['status', '--version']],
+        [socket, ['--version', 'drain']],
+        // Like --help, not held up by a socket path fts-admin would refuse.
+        [`/${'x'.repeat(200)}`, ['--version']],
+      ];
+      for (const [sock, args] of runs) {
+        const r = await runAdmin(sock, args);
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(0);
+        expect(r.stdout, args.join(' ')).to.equal(`fts-admin ${version}\n`);
+        expect(r.stderr, args.join(' ')).to.equal('');
+      }
+      expect(fake.connections, 'no connection to the admin socket').to.equal(0);
     });
   });
 
