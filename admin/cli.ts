@@ -19,6 +19,7 @@
 
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { argumentProblem } from '../protocol/arg-errors.js';
 import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
@@ -332,7 +333,8 @@ function parseCommandLine(argv: string[]): Parsed {
       allowPositionals: true,
     });
   } catch (e) {
-    throw new UsageError(parseArgsMessage(e));
+    // Our one wording of parseArgs's errors; safeText because the option is whatever was typed.
+    throw new UsageError(safeText(argumentProblem(e)));
   }
   const { values, positionals } = parsed;
   if (values.socket === '') throw new UsageError('--socket needs a path');
@@ -355,19 +357,6 @@ function parseCommandLine(argv: string[]): Parsed {
   };
 }
 
-/** node:util parseArgs messages are long and suggest '--' tricks; keep the useful part. */
-function parseArgsMessage(e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
-  const code = typeof e === 'object' && e !== null && 'code' in e ? (e as { code: unknown }).code : undefined;
-  const option = /'(-[^' ]*)/.exec(message)?.[1];
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return `unknown option '${safeText(option)}'`;
-  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
-    return /argument missing|ambiguous/.test(message)
-      ? `option '${safeText(option)}' needs a value`
-      : `option '${safeText(option)}' does not take a value`;
-  }
-  return message;
-}
 
 async function main(argv: string[]): Promise<number> {
   let parsed: Parsed;
