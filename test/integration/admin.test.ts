@@ -391,6 +391,24 @@ describe('fts-admin (end to end)', function () {
       }
       expect(fake.connections, 'no connection to the admin socket').to.equal(0);
     });
+
+    it('malformed options get one line of our own each (exit 2), without contacting the server', async () => {
+      const dir = await scratch('fts-admin-options-');
+      const socket = path.join(dir, 'admin.sock');
+      const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: {} }));
+      cleanups.push(() => fake.close());
+      const cases: Array<[string[], string]> = [
+        [['--bogus', 'status'], "fts-admin: unknown option '--bogus' (see 'fts-admin --help')\n"],
+        [['drain', '--timeout'], "fts-admin: option '--timeout' needs a value (see 'fts-admin --help')\n"],
+        [['status', '--json=yes'], "fts-admin: option '--json' takes no value (see 'fts-admin --help')\n"],
+      ];
+      for (const [args, message] of cases) {
+        const r = await runAdmin(socket, args);
+        expect(r.code, args.join(' ')).to.equal(2);
+        expect(r.stderr, args.join(' ')).to.equal(message);
+      }
+      expect(fake.connections).to.equal(0);
+    });
   });
 
   describe('kick', () => {
