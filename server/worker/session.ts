@@ -486,6 +486,10 @@ export class Session {
       // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
       if (failure?.code === 'AUTH_FAILED' && req.mech !== 'token') {
         // Wrong password or unknown user: delay the answer (growing with the address's score), as vsftpd does.
+        // The answer is AUTH_FAILED whatever the login timeout: a delay longer than the time left must not
+        // turn it into LOGIN_TIMEOUT. No timer is needed meanwhile: the delay is capped (Gatekeeper) and so
+        // is the question to the primary (GateClient), and AUTH_FAILED is fatal, so the session ends after it.
+        this.clearTimer();
         const { delayMs } = await this.ctx.gate.penalty(this.ip, PENALTY.authFailure);
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       }

@@ -525,6 +525,24 @@ describe('limits and bans (real server)', function () {
       expect(bye).to.include({ code: 'LOGIN_TIMEOUT' });
     });
 
+    it('a failed login delayed past the login timeout is still answered AUTH_FAILED (not LOGIN_TIMEOUT), then the connection closes', async function () {
+      // The failed-login delay grows 1 s, 2 s, 3 s for one address (score 2, 4, 6 x 500 ms), each longer than
+      // what is left of the 1 s login timeout. The delay must not hand the answer to the login timer.
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const { client, first } = await h.greet('127.0.0.13');
+        expectHello(first, `connection ${attempt}`);
+        const started = Date.now();
+        client.sendHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: 'wrong-password' });
+        const r = await client.reply(15_000);
+        const took = Date.now() - started;
+        expect(r.final, `attempt ${attempt}: ${JSON.stringify(r.final)}`).to.include({ status: 'error', code: 'AUTH_FAILED', fatal: true });
+        expect(took, `attempt ${attempt}: answered after the delay (${attempt} s)`).to.be.at.least(attempt * 1_000 - 100);
+        expect(took, `attempt ${attempt}: the delay stays bounded`).to.be.below(8_000);
+        expect(await client.waitClosed(2_000), `attempt ${attempt}: AUTH_FAILED closes the connection at once`).to.equal(true);
+        client.close();
+      }
+    });
+
     it('idle for 1 s after auth: bye IDLE_TIMEOUT', async function () {
       const c = await h.login('127.0.0.5');
       const started = Date.now();
