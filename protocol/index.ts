@@ -3,6 +3,7 @@ export * from './codes.js';
 export * from './crc32c.js';
 export * from './decode.js';
 export * from './encode.js';
+export * from './errno.js';
 export * from './errors.js';
 export * from './frames.js';
 export * from './limits.js';

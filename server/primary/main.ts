@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { errnoOf, errnoReason } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import type { Logger } from '../log.js';
@@ -30,22 +31,21 @@ const MIN_SECRET_BYTES = 32;
  */
 async function loadSecret(config: Config): Promise<Buffer> {
   if (config.clusterSecretFile === null) return randomBytes(MIN_SECRET_BYTES);
-  let st;
-  try {
-    st = await stat(config.clusterSecretFile);
-  } catch (err) {
-    throw new StartupError(`cluster secret file ${config.clusterSecretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  if ((st.mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+  const file = config.clusterSecretFile;
+  const unusable = (err: unknown): never => {
+    throw new StartupError(`cluster secret file ${file}: ${errnoReason(err)}`);
+  };
+  const st = await stat(file).catch(unusable);
+  if ((st.mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${file}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
   // Raw bytes (a binary secret is fine); only ASCII whitespace at the ends (a trailing newline) is dropped.
-  const raw = await readFile(config.clusterSecretFile);
+  const raw = await readFile(file).catch(unusable);
   let start = 0;
   let end = raw.length;
   const space = (b: number | undefined): boolean => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
   while (start < end && space(raw[start])) start++;
   while (end > start && space(raw[end - 1])) end--;
   const secret = raw.subarray(start, end);
-  if (secret.length < MIN_SECRET_BYTES) throw new StartupError(`cluster secret file ${config.clusterSecretFile}: must hold at least ${MIN_SECRET_BYTES} bytes`);
+  if (secret.length < MIN_SECRET_BYTES) throw new StartupError(`cluster secret file ${file}: must hold at least ${MIN_SECRET_BYTES} bytes`);
   return secret;
 }
 
@@ -100,7 +100,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const controller = new Controller(config, log, pool, usersText, await loadSecret(config));
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {
-    throw new StartupError(err.message);
+    // A system error (making its directory, listening) says nothing of the socket it was about.
+    throw new StartupError(errnoOf(err) === undefined ? err.message : `admin socket ${config.adminSocket}: ${errnoReason(err)}`);
   });
 
   const gate = new Gatekeeper({
@@ -116,7 +117,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
       await admin.close();
-      throw new StartupError(`metrics endpoint ${config.metricsHost}:${config.metricsPort}: ${err.code ?? err.message}`);
+      throw new StartupError(`metrics endpoint ${config.metricsHost}:${config.metricsPort}: ${errnoReason(err)}`);
     });
   }
 

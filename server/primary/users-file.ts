@@ -3,6 +3,7 @@
  * accepted what a start refuses would leave a server that the next restart cannot bring back.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { errnoReason } from '../../protocol/index.js';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
 
 export interface UsersFile extends ParsedUsers {
@@ -32,8 +33,7 @@ export async function readUsersFile(file: string, allowInsecure: boolean): Promi
     mode = (await fh.stat()).mode & 0o777;
     text = await fh.readFile('utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UsersFileRefused(`users file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err)}`);
+    throw new UsersFileRefused(`users file ${file}: ${errnoReason(err)}`);
   } finally {
     await fh?.close().catch(() => undefined);
   }

@@ -1,4 +1,7 @@
-import { FtsError, type ErrorCode } from '../../protocol/index.js';
+import { errnoOf, FtsError, type ErrorCode } from '../../protocol/index.js';
+
+// The storage modules take errnoOf from here, beside fsError.
+export { errnoOf };
 
 /**
  * Translates a filesystem error into the FtsError a client may see.
@@ -32,14 +35,6 @@ function describe(err: unknown): [ErrorCode, string] {
   return [code, code === 'IO_ERROR' && errno !== undefined ? `${phrase} (${errno})` : phrase];
 }
 
-/** The `code` property of a Node system error ('ENOENT', …), if there is one. */
-export function errnoOf(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err) {
-    const code = (err as { code: unknown }).code;
-    if (typeof code === 'string') return code;
-  }
-  return undefined;
-}
 
 function classify(errno: string | undefined): [ErrorCode, string] {
   switch (errno) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
+import { errnoReason, FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError, notDurable } from './errors.js';
@@ -51,7 +51,7 @@ export class Store {
       try {
         return await fn();
       } catch (err) {
-        throw new Error(`storage root ${this.root}: ${what} failed (${errnoOf(err) ?? String(err)})`, { cause: err });
+        throw new Error(`storage root ${this.root}: ${what} failed: ${errnoReason(err)}`, { cause: err });
       }
     };
     for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root), digestsRoot(this.root)]) {

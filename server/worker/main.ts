@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { encodeHeader } from '../../protocol/index.js';
+import { encodeHeader, errnoWords } from '../../protocol/index.js';
 import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
@@ -141,7 +141,7 @@ export async function runWorker(config: Config): Promise<void> {
     });
   };
   server.on('error', (err: NodeJS.ErrnoException) => {
-    const reason = `cannot listen on ${config.host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message}`;
+    const reason = `cannot listen on ${config.host}:${port}: ${errnoWords(err)}`;
     log.fatal({ err }, reason);
     process.exitCode = 1;
     // The primary prints the reason before it exits; exit once the message is on its way.

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { encodeHeader, FtsError } from '../../protocol/index.js';
+import { encodeHeader, errnoReason, FtsError } from '../../protocol/index.js';
 
 /** A TLS client speaks first (ClientHello); a plaintext fts client waits for our greeting. */
 const SNIFF_MS = 2_000;
@@ -20,7 +20,7 @@ export function loadSecureContext(files: TlsFiles): tls.SecureContext {
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new Error(`cannot read TLS ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new Error(`cannot read TLS ${what} ${file}: ${errnoReason(err)}`);
     }
   };
   const cert = read('certificate', files.cert);

@@ -199,6 +199,33 @@ describe('fts-server startup with bad inputs', function () {
     }
   });
 
+  it('system errors at start-up are named in words, with the errno code: exit 1, one line each', async () => {
+    // The main port's own line ("the port is in use") is checked above; these come from the primary.
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const busy = String((holder.address() as net.AddressInfo).port);
+      const dir = path.join(fx.dir, 'a-directory');
+      await mkdir(dir, { mode: 0o700 });
+      const missing = path.join(fx.dir, 'missing.pem');
+      const proc = `/proc/fts-test-${process.pid}`;
+      const cases: Array<[string[], string]> = [
+        [withFlag('--metrics-port', busy), `metrics endpoint 127.0.0.1:${busy}: the port is in use (EADDRINUSE)`],
+        [withFlag('--users', dir), `users file ${dir}: is a directory (EISDIR)`],
+        [[...withFlag('--tls-cert', missing), '--tls-key', missing], `cannot read TLS certificate ${missing}: no such file or directory (ENOENT)`],
+        [withFlag('--cluster-secret-file', missing), `cluster secret file ${missing}: no such file or directory (ENOENT)`],
+        [withFlag('--cluster-secret-file', dir), `cluster secret file ${dir}: is a directory (EISDIR)`],
+        [withFlag('--storage', proc), `storage root ${proc}: creating ${proc} failed: no such file or directory (ENOENT)`],
+        [withFlag('--admin-socket', `${proc}/admin.sock`), `admin socket ${proc}/admin.sock: no such file or directory (ENOENT)`],
+      ];
+      for (const [args, problem] of cases) {
+        expect(expectQuickFailure(await runServerOnce(args), 1)).to.equal(`fts-server: ${problem}`);
+      }
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
+  });
+
   it('FTS_PORT=abc in the environment: exit 2, FTS_PORT named', async () => {
     const args = [...fx.good];
     args.splice(args.indexOf('--port'), 2);
