@@ -71,11 +71,12 @@ interface FlagSpec {
   parse: (raw: string, flag: string) => unknown;
 }
 
-function integer(min: number, max: number) {
+/** `orWord`: a word the flag also takes (parsed by the caller), named in the error so that nobody must guess it. */
+function integer(min: number, max: number, orWord?: string) {
   return (raw: string, flag: string): number => {
     const n = Number(raw);
     if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
-      throw new ConfigError(`--${flag}: must be an integer from ${min} to ${max} (got "${raw}")`);
+      throw new ConfigError(`--${flag}: must be an integer from ${min} to ${max}${orWord ? ` or ${orWord}` : ''} (got "${raw}")`);
     }
     return n;
   };
@@ -171,7 +172,7 @@ export const FLAGS = {
     env: 'FTS_METRICS_PORT',
     help: 'port of the /metrics endpoint (0 = ephemeral, off = disabled)',
     default: () => String(DEFAULT_METRICS_PORT),
-    parse: (raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535)(raw, flag)),
+    parse: (raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535, 'off')(raw, flag)),
   },
   'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
   'cluster-secret-file': {

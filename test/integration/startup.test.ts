@@ -97,6 +97,15 @@ describe('fts-server startup with bad inputs', function () {
     expect(line).to.include('abc');
   });
 
+  it('--metrics-port abc, or FTS_METRICS_PORT=abc: exit 2, the value named and both kinds of valid value (a port, or off)', async () => {
+    const line = expectQuickFailure(await runServerOnce(withFlag('--metrics-port', 'abc')), 2);
+    expect(line).to.equal(`fts-server: --metrics-port: must be an integer from 0 to 65535 or off (got "abc") (see 'fts-server --help')`);
+    const args = [...fx.good];
+    args.splice(args.indexOf('--metrics-port'), 2);
+    const fromEnv = expectQuickFailure(await runServerOnce(args, { env: { FTS_METRICS_PORT: 'abc' } }), 2);
+    expect(fromEnv).to.equal(`fts-server: FTS_METRICS_PORT: must be an integer from 0 to 65535 or off (got "abc") (see 'fts-server --help')`);
+  });
+
   it('--workers 0: exit 2, --workers named', async () => {
     const line = expectQuickFailure(await runServerOnce(withFlag('--workers', '0')), 2);
     expect(line).to.include('--workers');
