@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
+import { PENALTY } from './worker/gate-client.js';
 
 /**
  * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
@@ -162,7 +163,12 @@ export const FLAGS = {
       return { start, rate, full };
     },
   },
-  'ban-threshold': { env: 'FTS_BAN_THRESHOLD', help: 'penalty score that bans an address (failed login 2, bad name 1, protocol violation 3; 0 = off)', default: () => '20', parse: integer(0, 1_000_000) },
+  'ban-threshold': {
+    env: 'FTS_BAN_THRESHOLD',
+    help: `penalty score that bans an address (failed login ${PENALTY.authFailure}, illegal name ${PENALTY.badName}, unknown authentication mechanism ${PENALTY.unknownMechanism}, protocol violation ${PENALTY.protocolViolation}; 0 = never)`,
+    default: () => '20',
+    parse: integer(0, 1_000_000),
+  },
   'ban-window': { env: 'FTS_BAN_WINDOW', help: 'seconds penalty points count', default: () => '600', parse: integer(1, 86_400) },
   'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
   'tls-cert': { env: 'FTS_TLS_CERT', help: 'PEM certificate chain: serve TLS (with --tls-key)', default: () => '', parse: optionalPath },
@@ -177,7 +183,7 @@ export const FLAGS = {
   'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
   'cluster-secret-file': {
     env: 'FTS_CLUSTER_SECRET_FILE',
-    help: 'file with the secret shared by all nodes (signs session tokens); empty = random per start',
+    help: 'file with the secret shared by all nodes (signs session tokens; at least 32 bytes, mode 0600); empty = random per start',
     default: () => '',
     parse: (raw: string, flag: string) => (raw.trim() === '' ? null : absolutePath(raw, flag)),
   },

@@ -5,8 +5,11 @@ const ASK_TIMEOUT_MS = 1_000;
 
 export type Admission = { ok: true } | { ok: false; reason: string; retryAfterSeconds?: number };
 
-/** Penalty points, by what the address did. A failed login is also delayed (see Gatekeeper.penalty). */
-export const PENALTY = { authFailure: 2, badName: 1, protocolViolation: 3 } as const;
+/**
+ * Penalty points, by what the address did. A failed login is also delayed (see Gatekeeper.penalty).
+ * `fts-server --help` lists them from here, so that the help cannot drift from what is counted.
+ */
+export const PENALTY = { authFailure: 2, badName: 1, unknownMechanism: 1, protocolViolation: 3 } as const;
 
 /** `::ffff:127.0.0.2` and `127.0.0.2` are one address for limits and bans. */
 export function normaliseIp(address: string | undefined): string {

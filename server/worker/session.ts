@@ -349,7 +349,8 @@ export class Session {
       this.active = false;
       this.armTimer();
     }
-    if (err.code === 'BAD_NAME' || err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+    if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+    if (err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.unknownMechanism);
     if (header['op'] === 'auth') {
       // Refused before a mechanism ran (unknown mechanism, already logged in, malformed): still an attempt.
       const user = typeof header['user'] === 'string' ? header['user'].slice(0, 64) : this.user;

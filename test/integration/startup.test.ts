@@ -252,6 +252,16 @@ describe('fts-server startup with bad inputs', function () {
     for (const flag of FLAGS) expect(r.stdout, `--help mentions ${flag}`).to.match(new RegExp(`^\\s+${escape(flag)}\\b`, 'm'));
   });
 
+  it('--help: --ban-threshold lists every penalty README and SECURITY.md list, with its points', async () => {
+    const r = await runServerOnce(['--help']);
+    expect(r.code, r.stderr).to.equal(0);
+    const line = r.stdout.split('\n').find((l) => /^\s+--ban-threshold\b/.test(l));
+    expect(line, '--ban-threshold line').to.be.a('string');
+    for (const penalty of ['failed login 2', 'illegal name 1', 'unknown authentication mechanism 1', 'protocol violation 3', '0 = never']) {
+      expect(line, `--ban-threshold help names "${penalty}"`).to.include(penalty);
+    }
+  });
+
   it('with --port 0 the listening log line carries the real port, which accepts connections', async () => {
     const server = await TestServer.start({ workers: 1, args: ['--port', '0'] });
     servers.push(server);
