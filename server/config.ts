@@ -199,19 +199,27 @@ export function usage(): string {
   lines.push('  --proxy-protocol       expect a PROXY protocol v2 header on every connection (behind HAProxy) [FTS_PROXY_PROTOCOL=1]');
   lines.push('  --allow-insecure-users-file  accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]');
   lines.push('  --help                 show this help');
+  lines.push("  --version              print fts-server's version");
   return lines.join('\n');
 }
 
-/** Parses argv and env into a frozen Config. Throws ConfigError for anything wrong. Returns null for --help. */
-export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config | null {
+/** What to print instead of running the server. */
+export type InfoRequest = 'help' | 'version';
+
+/**
+ * Parses argv and env into a frozen Config. Throws ConfigError for anything wrong. Returns 'help' or
+ * 'version' for those flags, before anything else is judged: they must work on a host with no users file.
+ */
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config | InfoRequest {
   const options = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }]));
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, 'allow-insecure-users-file': { type: 'boolean' }, 'proxy-protocol': { type: 'boolean' } }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, 'allow-insecure-users-file': { type: 'boolean' }, 'proxy-protocol': { type: 'boolean' } }, strict: true, allowPositionals: false }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
-  if (values['help']) return null;
+  if (values['help']) return 'help';
+  if (values['version']) return 'version';
   // An on/off variable with any other value is an error, like every other bad value: FTS_PROXY_PROTOCOL=yes
   // silently meaning "off" would leave a node behind HAProxy reading PROXY headers as requests.
   const onOff = (name: string): boolean => {

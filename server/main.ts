@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster';
-import { ConfigError, parseConfig, usage, type Config } from './config.js';
+import { PACKAGE_VERSION } from '../protocol/version.js';
+import { ConfigError, parseConfig, usage, type Config, type InfoRequest } from './config.js';
 import { createLogger } from './log.js';
 import { runPrimary, StartupError } from './primary/main.js';
 import { runWorker } from './worker/main.js';
@@ -14,7 +15,7 @@ async function main(): Promise<void> {
     await runWorker(JSON.parse(process.env['FTS_WORKER_CONFIG'] ?? '{}') as Config);
     return;
   }
-  let config: Config | null;
+  let config: Config | InfoRequest;
   try {
     config = parseConfig(process.argv.slice(2));
   } catch (err) {
@@ -24,8 +25,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  if (config === null) {
-    process.stdout.write(`${usage()}\n`);
+  if (config === 'help' || config === 'version') {
+    process.stdout.write(`${config === 'help' ? usage() : `fts-server ${PACKAGE_VERSION}`}\n`);
     return;
   }
   try {

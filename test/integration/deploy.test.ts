@@ -271,7 +271,7 @@ describe('deploy files', function () {
       expect(path.basename(node), 'ExecStart runs node itself (npm/npx would not forward SIGTERM)').to.equal('node');
       expect(entry, 'ExecStart entry file').to.match(/\/dist\/server\/main\.js$/);
       const config = parseConfig(args, {});
-      if (config === null) throw new Error('ExecStart asks for --help');
+      if (typeof config === 'string') throw new Error(`ExecStart asks for --${config}`);
 
       const grace = config.graceSeconds;
       const stop = systemdSeconds(one(settings, 'TimeoutStopSec'));

@@ -6,17 +6,19 @@
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
+import { REPO_ROOT } from '../helpers/paths.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--direct-io', '--max-header-bytes', '--help',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -250,6 +252,21 @@ describe('fts-server startup with bad inputs', function () {
     expect(r.stderr).to.equal('');
     expect(r.stdout).to.match(/^Usage: fts-server/);
     for (const flag of FLAGS) expect(r.stdout, `--help mentions ${flag}`).to.match(new RegExp(`^\\s+${escape(flag)}\\b`, 'm'));
+  });
+
+  it('--version prints "fts-server <version>" and exits 0, in a directory with no users file, touching no storage', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    // Run where neither ./id_passwd.txt nor ./server_storage exists, and with flags naming unusable ones.
+    const storage = path.join(fx.dir, 'never-created');
+    for (const args of [['--version'], ['--users', path.join(fx.dir, 'missing.txt'), '--storage', storage, '--version']]) {
+      const r = await runServerOnce(args, { cwd: fx.dir });
+      expect(r.timedOut, r.stderr).to.equal(false);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr).to.equal('');
+      expect(r.stdout).to.equal(`fts-server ${version}\n`);
+    }
+    expect(existsSync(storage), 'storage created by --version').to.equal(false);
+    expect(existsSync(path.join(fx.dir, 'server_storage')), 'default storage created by --version').to.equal(false);
   });
 
   it('--help: --ban-threshold lists every penalty README and SECURITY.md list, with its points', async () => {
