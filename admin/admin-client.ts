@@ -4,7 +4,7 @@
  */
 
 import net from 'node:net';
-import { AdminLineDecoder, encodeAdminLine, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { AdminLineDecoder, encodeAdminLine, errnoOf, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 
 /**
  * Why a request failed without a server reply:
@@ -34,16 +34,8 @@ const NO_SERVER_CODES: Readonly<Record<string, string>> = {
   ENOTSOCK: 'not a socket',
 };
 
-function errnoCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err) {
-    const code = (err as { code: unknown }).code;
-    if (typeof code === 'string') return code;
-  }
-  return undefined;
-}
-
 function connectFailure(socketPath: string, err: unknown): AdminClientError {
-  const code = errnoCode(err);
+  const code = errnoOf(err);
   const reason = code === undefined ? undefined : NO_SERVER_CODES[code];
   if (reason !== undefined) {
     return new AdminClientError('no-server', `no fts-server is running at ${socketPath} (${reason})`, code);
@@ -183,7 +175,7 @@ export function adminRequest(socketPath: string, request: AdminRequest, options:
         finish(null, final);
         return;
       }
-      finish(new AdminClientError('broken', `connection to the server failed: ${err.message}`, errnoCode(err)));
+      finish(new AdminClientError('broken', `connection to the server failed: ${err.message}`, errnoOf(err)));
     });
 
     socket.on('close', () => {
@@ -203,7 +195,7 @@ export function probeSocket(socketPath: string): Promise<boolean> {
     });
     socket.on('error', (err) => {
       socket.destroy();
-      const code = errnoCode(err);
+      const code = errnoOf(err);
       // Anything other than "nothing there" (say EAGAIN, a full backlog) still means a live listener.
       resolve(!(code !== undefined && code in NO_SERVER_CODES));
     });

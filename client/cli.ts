@@ -17,7 +17,7 @@
  * readline only for `fts shell`.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_PORT } from '../protocol/index.js';
+import { DEFAULT_PORT, errnoWords } from '../protocol/index.js';
 import { parseDirectIoSetting, setDirectIo } from '../protocol/direct-io.js';
 import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
@@ -26,7 +26,7 @@ import type { RetryInfo } from './resilient.js';
 import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
 import { obtainPassword } from './cli/password.js';
 import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, printable, report, usageError } from './cli/report.js';
-import { describeErrno, localFsError } from './errors.js';
+import { localFsError } from './errors.js';
 
 const DEFAULT_HOST = '127.0.0.1';
 /** Reconnections in a row after a dropped connection (transfers and the shell); --retries overrides. */
@@ -152,7 +152,7 @@ function resolveRetries(flag: string | undefined): number {
 function retryNotice(quiet: boolean): ((info: RetryInfo) => void) | undefined {
   if (quiet || process.stderr.isTTY !== true) return undefined;
   return ({ attempt, retries, delayMs, error, reconnecting }) => {
-    const why = error instanceof Error ? error.message : describeErrno(error);
+    const why = error instanceof Error ? error.message : errnoWords(error);
     process.stderr.write(`\r\u001b[Kfts: ${printable(why)}; ${reconnecting ? 'reconnecting' : 'trying again'} in ${(delayMs / 1000).toFixed(1)} s (${attempt}/${retries})\n`);
   };
 }
@@ -197,7 +197,7 @@ async function resolveTls(flag: boolean | undefined, caFlag: string | undefined)
     const { readFile } = await import('node:fs/promises');
     ca = await readFile(caFile);
   } catch (err) {
-    throw usageError(`cannot read CA file ${caFile}: ${describeErrno(err)}`);
+    throw usageError(`cannot read CA file ${caFile}: ${errnoWords(err)}`);
   }
   // A key or an empty file would only fail later as "self-signed certificate", which points elsewhere.
   if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw usageError(`CA file ${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);

@@ -17,6 +17,7 @@ import {
   DEFAULT_PORT,
   encodeDataPrefix,
   encodeHeader,
+  errnoWords,
   FRAME_PREFIX_BYTES,
   FrameDecoder,
   FtsError,
@@ -28,7 +29,7 @@ import {
   type Frame,
   type Header,
 } from '../protocol/index.js';
-import { asFtsError, describeErrno, isServerError, serverError } from './errors.js';
+import { asFtsError, isServerError, serverError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
@@ -562,7 +563,7 @@ export class FtsConnection {
         ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeTlsAware(cause)}`, {}, { cause })
         : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
     } else if (cause !== null) {
-      err = new FtsError('IO_ERROR', `connection lost: ${describeErrno(cause)}`, {}, { cause });
+      err = new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause });
     } else {
       err = new FtsError('IO_ERROR', this.quitting ? 'connection closed (quit)' : 'connection closed by server');
     }
@@ -577,7 +578,7 @@ function describeTlsAware(cause: unknown): string {
   if (code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     return `TLS handshake failed: ${(cause as Error).message} (check --ca and the host name)`;
   }
-  return describeErrno(cause);
+  return errnoWords(cause);
 }
 
 function formatSeconds(ms: number): string {

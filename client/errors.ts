@@ -3,7 +3,7 @@
  * local failure gets and remembers which errors were sent by the server, because the CLI prints the code
  * only for those (a local "no such file" is not a server NOT_FOUND, even though it shares the code).
  */
-import { errorFromReply, FtsError, type ErrorCode, type Header } from '../protocol/index.js';
+import { errnoOf, errnoWords, errorFromReply, FtsError, type ErrorCode, type Header } from '../protocol/index.js';
 
 const fromServer = new WeakSet<FtsError>();
 
@@ -49,44 +49,6 @@ export function asFtsError(err: unknown, code: ErrorCode = 'INTERNAL'): FtsError
   return new FtsError(code, message, {}, { cause: err });
 }
 
-/** Short human texts for the errno codes a user is likely to meet, instead of libuv's "ENOENT: …" strings. */
-const ERRNO_TEXT: Readonly<Record<string, string>> = {
-  ENOENT: 'no such file or directory',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  EISDIR: 'is a directory',
-  ENOTDIR: 'not a directory',
-  ENOSPC: 'no space left on device',
-  EROFS: 'read-only file system',
-  EEXIST: 'file exists',
-  ENAMETOOLONG: 'file name too long',
-  EMFILE: 'too many open files',
-  EIO: 'input/output error',
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset by peer',
-  ECONNABORTED: 'connection aborted',
-  EPIPE: 'broken pipe',
-  ETIMEDOUT: 'timed out',
-  ENOTFOUND: 'host not found',
-  EAI_AGAIN: 'temporary failure in name resolution',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  EADDRNOTAVAIL: 'address not available',
-};
-
-export function errnoCode(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null) return undefined;
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-/** "connection refused" for an errno-style error, else the error's own message. */
-export function describeErrno(err: unknown): string {
-  const code = errnoCode(err);
-  if (code !== undefined && ERRNO_TEXT[code] !== undefined) return ERRNO_TEXT[code];
-  return err instanceof Error ? err.message : String(err);
-}
-
 /**
  * A local file-system failure as an FtsError: `<path>: <reason>`. The code follows the errno so that the CLI
  * exit status means the same thing for local and remote failures (a missing local file exits 4, like a
@@ -95,11 +57,11 @@ export function describeErrno(err: unknown): string {
  */
 export function localFsError(err: unknown, path: string, missing: ErrorCode = 'NOT_FOUND'): FtsError {
   if (err instanceof FtsError) return err;
-  const errno = errnoCode(err);
+  const errno = errnoOf(err);
   let code: ErrorCode = 'IO_ERROR';
   if (errno === 'ENOENT' || errno === 'ENOTDIR') code = missing;
   else if (errno === 'EISDIR') code = 'NOT_A_FILE';
   else if (errno === 'ENOSPC' || errno === 'EDQUOT') code = 'NO_SPACE';
   else if (errno === 'EROFS') code = 'READ_ONLY';
-  return new FtsError(code, `${path}: ${describeErrno(err)}`, {}, { cause: err });
+  return new FtsError(code, `${path}: ${errnoWords(err)}`, {}, { cause: err });
 }

@@ -1,6 +1,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { argumentProblem } from '../protocol/arg-errors.js';
+import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
@@ -216,17 +218,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   try {
     ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, 'allow-insecure-users-file': { type: 'boolean' }, 'proxy-protocol': { type: 'boolean' } }, strict: true, allowPositionals: false }));
   } catch (err) {
-    throw new ConfigError((err as Error).message);
+    throw new ConfigError(argumentProblem(err));
   }
   if (values['help']) return 'help';
   if (values['version']) return 'version';
   // An on/off variable with any other value is an error, like every other bad value: FTS_PROXY_PROTOCOL=yes
   // silently meaning "off" would leave a node behind HAProxy reading PROXY headers as requests.
   const onOff = (name: string): boolean => {
-    const v = env[name];
-    if (v === undefined || v === '' || v === '0' || v === 'false') return false;
-    if (v === '1' || v === 'true') return true;
-    throw new ConfigError(`${name} must be 1 or true (on), 0 or false (off), got '${v.slice(0, 40)}'`);
+    const on = parseSwitch(env[name]);
+    if (on === null) throw new ConfigError(badSwitchMessage(name, env[name] ?? ''));
+    return on;
   };
   const proxyProtocol = values['proxy-protocol'] === true || onOff('FTS_PROXY_PROTOCOL');
   const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || onOff('FTS_ALLOW_INSECURE_USERS_FILE');

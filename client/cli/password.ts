@@ -6,8 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import type { FtsError } from '../../protocol/index.js';
-import { describeErrno } from '../errors.js';
+import { errnoWords, type FtsError } from '../../protocol/index.js';
 import { interruptedError, usageError } from './report.js';
 
 export const NO_PASSWORD_HELP =
@@ -26,7 +25,7 @@ async function readPasswordFile(file: string): Promise<string> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw usageError(`cannot read password file ${file}: ${describeErrno(err)}`);
+    throw usageError(`cannot read password file ${file}: ${errnoWords(err)}`);
   }
   const newline = text.indexOf('\n');
   let line = newline === -1 ? text : text.slice(0, newline);
