@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { deriveVerifier, formatVerifier, isValidUsername } from '../protocol/index.js';
+import { deriveVerifier, errnoOf, errnoReason, formatVerifier, isValidUsername } from '../protocol/index.js';
+import { decodeStrictUtf8 } from '../protocol/strict-utf8.js';
 import lockfile from 'proper-lockfile';
 import { promptHidden } from '../client/cli/password.js';
 
@@ -112,15 +113,19 @@ export async function passwd(usersFile: string, user: string, password: string):
 }
 
 async function rewrite(usersFile: string, user: string, password: string): Promise<{ replaced: boolean; created: boolean }> {
-  let text = '';
+  let bytes = Buffer.alloc(0);
   let owner: { uid: number; gid: number } | null = null;
   try {
-    text = await readFile(usersFile, 'utf8');
+    bytes = await readFile(usersFile);
     const st = await stat(usersFile);
     owner = { uid: st.uid, gid: st.gid };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`cannot read ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    if (errnoOf(err) !== 'ENOENT') throw new PasswdError(`cannot read ${usersFile}: ${errnoReason(err)}`);
   }
+  const decoded = decodeStrictUtf8(bytes);
+  // Rewriting would turn the bad bytes into U+FFFD for good: another user's password would change.
+  if ('badLine' in decoded) throw new PasswdError(`${usersFile}: line ${decoded.badLine} is not valid UTF-8; nothing was written (re-save the file as UTF-8)`);
+  const { text } = decoded;
   const { text: updated, replaced } = setEntry(text, user, formatVerifier(deriveVerifier(password)));
   const dir = path.dirname(usersFile);
   const temp = path.join(dir, `.${path.basename(usersFile)}.${randomBytes(6).toString('hex')}.tmp`);

@@ -1,5 +1,4 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
 import { checkPasswordAsync, deriveVerifier, DEFAULT_ITERATIONS, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
@@ -172,26 +171,3 @@ export function parseUsers(text: string): ParsedUsers {
   return { users: new UserTable(entries), problems };
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * Reads and parses the users file. An unreadable file or one that is not UTF-8 is an Error naming the
- * path (a startup failure for the operator, never a client reply). Invalid UTF-8 is refused rather than
- * decoded to U+FFFD, which would silently change a password.
- */
-export async function loadUsers(path: string): Promise<ParsedUsers> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : String(err);
-    throw new Error(`cannot read users file ${path}: ${code}`, { cause: err });
-  }
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    throw new Error(`users file ${path} is not valid UTF-8`);
-  }
-  return parseUsers(text);
-}

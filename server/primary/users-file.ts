@@ -4,6 +4,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { errnoReason } from '../../protocol/index.js';
+import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
 
 export interface UsersFile extends ParsedUsers {
@@ -23,7 +24,7 @@ export class UsersFileRefused extends Error {
 }
 
 export async function readUsersFile(file: string, allowInsecure: boolean): Promise<UsersFile> {
-  let text: string;
+  let bytes: Buffer;
   let mode: number;
   // One open file for both: `fts-admin passwd` replaces the file by rename, and the mode judged must be
   // that of the text read.
@@ -31,12 +32,15 @@ export async function readUsersFile(file: string, allowInsecure: boolean): Promi
   try {
     fh = await open(file, 'r');
     mode = (await fh.stat()).mode & 0o777;
-    text = await fh.readFile('utf8');
+    bytes = await fh.readFile();
   } catch (err) {
     throw new UsersFileRefused(`users file ${file}: ${errnoReason(err)}`);
   } finally {
     await fh?.close().catch(() => undefined);
   }
+  const decoded = decodeStrictUtf8(bytes);
+  if ('badLine' in decoded) throw new UsersFileRefused(`users file ${file}: line ${decoded.badLine} is not valid UTF-8 (passwords are read as UTF-8; re-save the file as UTF-8)`);
+  const { text } = decoded;
   const warnings: UsersFileWarning[] = [];
   if ((mode & 0o077) !== 0) {
     const problem = `users file ${file} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`;

@@ -247,6 +247,18 @@ describe('fts-admin (end to end)', function () {
   describe('passwd', () => {
     const FILE_PW = 'dave-pass-1';
 
+    it('refuses a users file that is not UTF-8 (a rewrite would change another password for good): exit 1, the line named, the file unchanged', async () => {
+      const dir = await scratch('fts-passwd-latin1-');
+      const file = path.join(dir, 'users.txt');
+      const original = Buffer.concat([Buffer.from('bob:fine\n'), Buffer.from('alice:p\xe4ss\n', 'latin1')]);
+      await writeWithMode(file, original, 0o600);
+      const r = await runPasswd('carol', file, path.join(dir, 'no-server.sock'), 'carol-pass\n');
+      expect(r.code, describeProc('passwd', r)).to.equal(1);
+      expect(r.stderr).to.include(`${file}: line 2 is not valid UTF-8; nothing was written`);
+      expect(await readFile(file)).to.deep.equal(original);
+      expect(await readdir(dir), 'no temporary or lock file left').to.deep.equal(['users.txt']);
+    });
+
     it('on another file than the running server reads: exit 1 naming both files and --users, nothing written; on the server\'s file: reloaded', async () => {
       // Changed deliberately: this run used to write the other file and only then say the server did not know it.
       const server = await startServer({ workers: 1 });

@@ -3,7 +3,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { deriveVerifier, formatVerifier } from '../../server/auth/scram.js';
-import { loadUsers, parseUsers, verifyPassword } from '../../server/auth/users.js';
+import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
+import { parseUsers, verifyPassword } from '../../server/auth/users.js';
+import { readUsersFile, UsersFileRefused } from '../../server/primary/users-file.js';
 
 describe('users file', () => {
   describe('parseUsers', () => {
@@ -125,7 +127,7 @@ describe('users file', () => {
     });
   });
 
-  describe('loadUsers', () => {
+  describe('readUsersFile', () => {
     let dir: string;
     beforeEach(async () => {
       dir = await mkdtemp(path.join(os.tmpdir(), 'fts-users-'));
@@ -134,36 +136,46 @@ describe('users file', () => {
       await rm(dir, { recursive: true, force: true });
     });
 
+    async function refusal(file: string): Promise<string> {
+      try {
+        await readUsersFile(file, false);
+      } catch (err) {
+        expect(err).to.be.instanceOf(UsersFileRefused);
+        return (err as Error).message;
+      }
+      throw new Error('readUsersFile did not refuse the file');
+    }
+
     it('reads a file', async () => {
       const file = path.join(dir, 'id_passwd.txt');
-      await writeFile(file, 'alice:secret\nbroken\n');
-      const { users, problems } = await loadUsers(file);
+      await writeFile(file, 'alice:secret\nbroken\n', { mode: 0o600 });
+      const { users, problems } = await readUsersFile(file, false);
       expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
       expect(problems).to.deep.equal([{ line: 2, reason: problems[0]?.reason }]);
     });
 
-    it('throws an Error naming the path when the file is missing', async () => {
+    it('refuses a missing file, naming the path and the reason in words', async () => {
       const file = path.join(dir, 'missing.txt');
-      let error: unknown;
-      try {
-        await loadUsers(file);
-      } catch (err) {
-        error = err;
-      }
-      expect(error).to.be.instanceOf(Error);
-      expect((error as Error).message).to.include(file).and.include('ENOENT');
+      expect(await refusal(file)).to.equal(`users file ${file}: no such file or directory (ENOENT)`);
     });
 
-    it('refuses a file that is not UTF-8', async () => {
+    it('refuses a file that is not UTF-8, naming the line (a password must never be read as U+FFFD)', async () => {
       const file = path.join(dir, 'latin1.txt');
-      await writeFile(file, Buffer.from('alice:p\xe4ss\n', 'latin1'));
-      let error: unknown;
-      try {
-        await loadUsers(file);
-      } catch (err) {
-        error = err;
-      }
-      expect((error as Error).message).to.include(file).and.include('UTF-8');
+      await writeFile(file, Buffer.concat([Buffer.from('bob:fine\n'), Buffer.from('alice:p\xe4ss\n', 'latin1')]), { mode: 0o600 });
+      expect(await refusal(file)).to.equal(`users file ${file}: line 2 is not valid UTF-8 (passwords are read as UTF-8; re-save the file as UTF-8)`);
+    });
+  });
+
+  describe('decodeStrictUtf8', () => {
+    it('decodes valid UTF-8 and names the first line that is not', () => {
+      expect(decodeStrictUtf8(Buffer.from('a:b\nc:dé\n'))).to.deep.equal({ text: 'a:b\nc:dé\n' });
+      expect(decodeStrictUtf8(Buffer.alloc(0))).to.deep.equal({ text: '' });
+      expect(decodeStrictUtf8(Buffer.from([0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]))).to.deep.equal({ badLine: 3 });
+      expect(decodeStrictUtf8(Buffer.from([0xc3]))).to.deep.equal({ badLine: 1 });
+      // A character split across a newline is two bad lines; the first counts.
+      expect(decodeStrictUtf8(Buffer.from([0x78, 0xe2, 0x82, 0x0a, 0xac]))).to.deep.equal({ badLine: 1 });
+      // An encoded surrogate (CESU-8) is not UTF-8.
+      expect(decodeStrictUtf8(Buffer.from([0x0a, 0xed, 0xa0, 0x80]))).to.deep.equal({ badLine: 2 });
     });
   });
 });
