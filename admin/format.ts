@@ -89,6 +89,8 @@ export function formatStatus(st: StatusResult): string {
     `metrics ${st.metricsPort ?? 'off'}`,
     `uptime ${formatDuration(st.uptimeSeconds)}`,
     `draining ${st.draining ? 'yes' : 'no'}`,
+    // Last, as it may hold spaces; absent from servers older than the field.
+    ...(st.usersFile === undefined ? [] : [`users ${safeText(st.usersFile)}`]),
   ].join('  ');
   const cols: Column[] = [
     { header: 'WORKER', minWidth: 7 },

@@ -125,6 +125,8 @@ describe('fts-admin (end to end)', function () {
       expect(r.code, r.stderr).to.equal(0);
       const out = lines(r.stdout);
       expect(out[0], 'header line').to.match(new RegExp(`^fts-server pid ${server.pid}\\s+port ${server.port}\\b.*\\bdraining no\\b`));
+      expect(out[0], 'the users file, last').to.match(/ {2}users (\S.*)$/);
+      expect(/ {2}users (\S.*)$/.exec(out[0]!)?.[1]).to.equal(server.usersFile);
       expect(out[1], 'table header').to.match(/^WORKER\s+CONNS\s+SESSIONS\s+TRANSFERS$/);
       const rows = out.slice(2);
       expect(rows, r.stdout).to.have.length(3);
