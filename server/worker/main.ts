@@ -9,7 +9,7 @@ import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { Store } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
-import { readProxyHeader } from './proxy-protocol.js';
+import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
 import { TlsTerminator } from './tls.js';
@@ -105,6 +105,7 @@ export async function runWorker(config: Config): Promise<void> {
   // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
   // the replies (`printf … | nc`); the session answers them all, then closes its side.
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => void accept(raw));
+  const proxyRefusals = new ProxyRefusalLog((fields) => log.warn({ event: 'rejected', reason: 'proxy_header', ...fields }, 'connection closed: no valid PROXY protocol v2 header (is the load balancer sending send-proxy-v2, and do clients reach this port only through it?)'));
   const accept = async (raw: net.Socket): Promise<void> => {
     raw.on('error', () => undefined);
     if (ctx.draining) {
@@ -114,7 +115,9 @@ export async function runWorker(config: Config): Promise<void> {
       return;
     }
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
-    const proxied = config.proxyProtocol ? await readProxyHeader(raw) : null;
+    // Read now: a destroyed socket no longer knows its peer.
+    const from = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
+    const proxied = config.proxyProtocol ? await readProxyHeader(raw, (problem) => proxyRefusals.refused(from, problem)) : null;
     if (config.proxyProtocol && proxied === null) return;
     const peer = proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined;
     // Counted before any TLS handshake, so handshakes in progress take their place in every limit. A PROXY

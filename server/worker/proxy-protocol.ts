@@ -12,6 +12,30 @@ const HEADER_BYTES = 16;
 const MAX_HEADER_BYTES = 16 + 536;
 const READ_TIMEOUT_MS = 5_000;
 
+/** How often a worker may log connections refused for want of a PROXY header. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * Reports connections refused for want of a valid PROXY header: the first at once, then at most one line
+ * a minute with how many there were meanwhile. One such line is how an operator learns that the load
+ * balancer lacks `send-proxy-v2` (every client is refused) or that clients bypass it; a line per
+ * connection would let anyone who reaches the port flood the log.
+ */
+export class ProxyRefusalLog {
+  private lastAt = -Infinity;
+  private unreported = 0;
+
+  constructor(private readonly write: (fields: { remote: string; problem: string; refusedSinceLastLine: number }) => void) {}
+
+  refused(remote: string, problem: string, now = Date.now()): void {
+    this.unreported++;
+    if (now - this.lastAt < REFUSAL_LOG_INTERVAL_MS) return;
+    this.write({ remote, problem, refusedSinceLastLine: this.unreported });
+    this.lastAt = now;
+    this.unreported = 0;
+  }
+}
+
 export interface ProxiedAddress {
   /** Source address, or null for a LOCAL connection (the proxy's own health check). */
   address: string | null;
@@ -54,23 +78,26 @@ export function parseProxyV2(buf: Buffer): ProxyParse {
 /**
  * Reads the PROXY v2 header that must open every connection when --proxy-protocol is on. Resolves with the
  * client's address (bytes after the header are pushed back onto the socket), or null after destroying a
- * connection that does not start with a valid header in time.
+ * connection that does not start with a valid header in time (`refused` is told why).
  */
-export function readProxyHeader(socket: net.Socket): Promise<ProxiedAddress | null> {
+export function readProxyHeader(socket: net.Socket, refused: (reason: string) => void = () => undefined): Promise<ProxiedAddress | null> {
   return new Promise((resolve) => {
     let buffered = Buffer.alloc(0);
-    const finish = (value: ProxiedAddress | null): void => {
+    const finish = (value: ProxiedAddress | null, reason = ''): void => {
       clearTimeout(timer);
       socket.off('data', onData);
-      if (value === null) socket.destroy();
+      if (value === null) {
+        socket.destroy();
+        refused(reason);
+      }
       resolve(value);
     };
-    const timer = setTimeout(() => finish(null), READ_TIMEOUT_MS);
+    const timer = setTimeout(() => finish(null, `no PROXY protocol v2 header within ${READ_TIMEOUT_MS / 1000} s`), READ_TIMEOUT_MS);
     const onData = (chunk: Buffer): void => {
       buffered = Buffer.concat([buffered, chunk]);
       const parsed = parseProxyV2(buffered);
       if (!parsed.done) return;
-      if ('error' in parsed) return finish(null);
+      if ('error' in parsed) return finish(null, parsed.error);
       socket.pause();
       if (buffered.length > parsed.consumed) socket.unshift(buffered.subarray(parsed.consumed));
       finish(parsed.result);

@@ -184,6 +184,26 @@ describe('scale-out: two fts nodes on one storage behind HAProxy', function () {
     }
   });
 
+  it('--proxy-protocol: a connection without a PROXY v2 header is closed and reported at warn, once a minute at most', async function () {
+    const refusals = (): LogLine[] => A().lines.filter((l) => l['event'] === 'rejected' && l['reason'] === 'proxy_header');
+    const before = refusals().length;
+    for (let i = 0; i < 2; i++) {
+      // An fts client that bypasses the load balancer: its first bytes are a header frame, not a PROXY header.
+      const c = await RawClient.connect(A().port);
+      raws.push(c);
+      c.write(encodeHeader({ op: 'noop', id: 1 }));
+      expect(await c.waitClosed(10_000), `bad connection ${i + 1} closed`).to.equal(true);
+    }
+    const lines = await waitUntil('the refusal line', () => (refusals().length > 0 ? refusals() : undefined), 10_000, 50);
+    await sleep(300);
+    expect(refusals().length - before, 'two refusals in a minute: at most one line (one per worker, and either may take both)').to.be.at.most(WORKERS);
+    const last = lines[lines.length - 1]!;
+    expect(last['level']).to.equal('warn');
+    expect(last['problem']).to.equal('not a PROXY protocol v2 header');
+    expect(str(last['remote'])).to.match(/^127\.0\.0\.1:\d+$/);
+    expect(last['refusedSinceLastLine']).to.be.a('number').and.to.be.at.least(1);
+  });
+
   it('the PROXY v2 header carries the client address and port into the audit lines of whichever node serves it', async function () {
     const served: string[] = [];
     for (let i = 0; i < 2; i++) {
