@@ -25,7 +25,7 @@ import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
 import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
-import { checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
+import { asOwnerOf, checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
@@ -92,6 +92,8 @@ type Flag = 'json' | 'timeout' | 'users';
 
 interface Invocation {
   socket: string;
+  /** The socket came from --socket or FTS_ADMIN_SOCKET, not from the per-user default. */
+  socketNamed: boolean;
   args: string[];
   json: boolean;
   timeout: string | undefined;
@@ -242,19 +244,29 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_USAGE); // a bad argument
         throw e;
       }
+      // Root's default socket is root's own, never the service's: the check below would find "no server"
+      // and write a file the service may not read.
+      if (process.geteuid?.() === 0 && !inv.socketNamed) {
+        throw new CommandFailed("as root, name the service's admin socket (--socket PATH or FTS_ADMIN_SOCKET): root's default socket is not the service's; nothing changed", EXIT_USAGE);
+      }
       // Asked before writing (and before the password is typed): a file the running server does not read
       // must not be written, and above all not created, as ./id_passwd.txt by default would be.
       const served = await usersFileOfServer(inv);
       if (served !== null && !(await sameFile(served, usersFile))) throw notTheServersFile(served, usersFile, '; nothing was written');
       let outcome: { replaced: boolean; created: boolean };
       try {
-        outcome = await passwd(usersFile, user, await readNewPassword(user));
+        const password = await readNewPassword(user);
+        // As root, the file is read and written as the owner of its directory: a link or a file that owner
+        // planted there then gives them nothing they could not do themselves.
+        outcome = await asOwnerOf(path.dirname(usersFile), () => passwd(usersFile, user, password));
       } catch (e) {
-        if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_FAILED);
+        // Paths in these messages may come from links someone else planted: escaped for the terminal.
+        if (e instanceof PasswdError) throw new CommandFailed(safeText(e.message, false), EXIT_FAILED);
         throw e;
       }
-      if (outcome.created) out(`created ${usersFile} with ${user} (SCRAM-SHA-256 verifier)`);
-      else out(`${outcome.replaced ? 'updated' : 'added'} ${user} in ${usersFile} (SCRAM-SHA-256 verifier)`);
+      const shown = safeText(usersFile, false);
+      if (outcome.created) out(`created ${shown} with ${user} (SCRAM-SHA-256 verifier)`);
+      else out(`${outcome.replaced ? 'updated' : 'added'} ${user} in ${shown} (SCRAM-SHA-256 verifier)`);
       // The socket is named so that an operator who meant another server notices.
       const noServer = `no server running at ${inv.socket}; the change applies at its next start`;
       if (served === null) return out(noServer);
@@ -352,7 +364,7 @@ function parseCommandLine(argv: string[]): Parsed {
     help: values.help === true,
     version: values.version === true,
     command: positionals[0],
-    inv: { socket, args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
+    inv: { socket, socketNamed: values.socket !== undefined || (env !== undefined && env !== ''), args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
     given,
   };
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises';
+import { lstat, open, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { deriveVerifier, errnoOf, errnoReason, formatVerifier, isValidUsername } from '../protocol/index.js';
 import { decodeStrictUtf8 } from '../protocol/strict-utf8.js';
@@ -47,6 +47,38 @@ export function setEntry(text: string, user: string, secret: string): { text: st
   return { text: `${bom}${lines.join('\n')}\n`, replaced: at >= 0 };
 }
 
+/**
+ * Runs `fn` with the effective user and group of `dir`'s owner when called as root and that owner is not
+ * root, then becomes root again. The users file normally lives in the service account's directory, and
+ * that account could plant a link there (to /etc/shadow, say): root following it would overwrite a file
+ * the account cannot touch, or copy one it cannot read into the users file. As the owner, following the
+ * link gains nothing. The effective ids only (and the supplementary groups), so that root can still talk
+ * to a server's socket afterwards; glibc applies them to every thread, the file-system pool's included.
+ */
+export async function asOwnerOf<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  if (process.geteuid?.() !== 0 || !process.seteuid || !process.setegid || !process.setgroups || !process.getgroups) return fn();
+  let owner: { uid: number; gid: number };
+  try {
+    const st = await stat(dir);
+    owner = { uid: st.uid, gid: st.gid };
+  } catch (err) {
+    throw new PasswdError(`cannot use the directory ${dir}: ${errnoReason(err)}`);
+  }
+  if (owner.uid === 0) return fn();
+  const groups = process.getgroups();
+  const egid = process.getegid?.() ?? 0;
+  process.setgroups([owner.gid]);
+  process.setegid(owner.gid);
+  process.seteuid(owner.uid);
+  try {
+    return await fn();
+  } finally {
+    process.seteuid(0);
+    process.setegid(egid);
+    process.setgroups(groups);
+  }
+}
+
 export function checkUsername(user: string): void {
   if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")`);
 }
@@ -75,7 +107,7 @@ async function throughLinks(usersFile: string): Promise<string> {
     return await realpath(usersFile);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new PasswdError(`cannot resolve ${usersFile}: ${code ?? String(err)}`);
+    if (code !== 'ENOENT') throw new PasswdError(`cannot resolve ${usersFile}: ${errnoReason(err)}`);
   }
   // Creating the file would replace a dangling link rather than create what it names.
   if (await lstat(usersFile).then((st) => st.isSymbolicLink(), () => false)) {
@@ -103,7 +135,7 @@ export async function passwd(usersFile: string, user: string, password: string):
       onCompromised: () => undefined,
     });
   } catch (err) {
-    throw new PasswdError(`cannot lock ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new PasswdError(`cannot lock ${file}: ${errnoReason(err)}`);
   }
   try {
     return await rewrite(file, user, password);
@@ -116,10 +148,18 @@ async function rewrite(usersFile: string, user: string, password: string): Promi
   let bytes = Buffer.alloc(0);
   let owner: { uid: number; gid: number } | null = null;
   try {
-    bytes = await readFile(usersFile);
-    const st = await stat(usersFile);
-    owner = { uid: st.uid, gid: st.gid };
+    // One open file for the owner, the type and the bytes: two lookups of the name could see two files.
+    const handle = await open(usersFile, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new PasswdError(`${usersFile} is not a regular file; nothing changed`);
+      owner = { uid: st.uid, gid: st.gid };
+      bytes = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
   } catch (err) {
+    if (err instanceof PasswdError) throw err;
     if (errnoOf(err) !== 'ENOENT') throw new PasswdError(`cannot read ${usersFile}: ${errnoReason(err)}`);
   }
   const decoded = decodeStrictUtf8(bytes);
@@ -134,7 +174,7 @@ async function rewrite(usersFile: string, user: string, password: string): Promi
     try {
       await handle.writeFile(updated, 'utf8');
       // Run as root, keep the file owned by whoever owned it (the service account must still read it).
-      if (owner !== null && process.getuid?.() === 0) await handle.chown(owner.uid, owner.gid);
+      if (owner !== null && process.geteuid?.() === 0) await handle.chown(owner.uid, owner.gid);
       await handle.sync();
     } finally {
       await handle.close();
@@ -144,7 +184,7 @@ async function rewrite(usersFile: string, user: string, password: string): Promi
     await dirHandle.sync().finally(() => dirHandle.close());
   } catch (err) {
     await unlink(temp).catch(() => undefined);
-    throw new PasswdError(`cannot write ${usersFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new PasswdError(`cannot write ${usersFile}: ${errnoReason(err)}`);
   }
   const mode = (await stat(usersFile)).mode & 0o777;
   if ((mode & 0o077) !== 0) throw new PasswdError(`${usersFile} has mode ${mode.toString(8)}; expected 600`);

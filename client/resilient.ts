@@ -56,6 +56,8 @@ export class ResilientClient implements FileClient {
   private lastSession: SessionInfo | null;
   private readonly policy: ReconnectPolicy;
   private count = 0;
+  /** The KICKED that ended one of our connections: from then on, every call fails with it. */
+  private kickedBy: FtsError | null = null;
 
   private constructor(
     first: FtsClient,
@@ -191,8 +193,7 @@ export class ResilientClient implements FileClient {
     const progress = how.progress ?? (() => 0);
     let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
     // An administrator ended the session (fts-admin kick): that is final, also for the calls after it.
-    const kicked = client === null ? kickBye(this.current) : null;
-    if (kicked !== null) throw kicked;
+    this.throwIfKicked();
     // The drain's bye that ended the connection being replaced (an idle session gets it at once): if no new
     // connection can be had either, the error reports that the server is shutting down, with the
     // reconnection's failure added, rather than only "connection refused".
@@ -208,8 +209,7 @@ export class ResilientClient implements FileClient {
         } catch (err) {
           if (!repeat || !this.mayRetry(err, client)) throw err;
           // The kick's bye may come behind reply data, so the call fails as a lost connection: still final.
-          const kick = kickBye(client);
-          if (kick !== null) throw kick;
+          this.throwIfKicked(client);
           lastError = err;
           drained = drainBye(client);
         }
@@ -225,15 +225,24 @@ export class ResilientClient implements FileClient {
       this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
       if (delayMs > 0) await sleep(delayMs);
       if (this.closedByUser) throw lastError;
+      // Another call's new connection may have been kicked while this one waited.
+      this.throwIfKicked();
       try {
         client = await this.replace(client);
         drained = null; // a new connection: whatever ends it next has its own reason
       } catch (err) {
+        if (err === this.kickedBy) throw err;
         lastError = err;
         if (!this.mayRetry(err, null)) throw giveUp();
         client = null;
       }
     }
+  }
+
+  /** Throws the KICKED that ended `client`, the current connection, or any earlier one. */
+  private throwIfKicked(client?: FtsClient): void {
+    this.kickedBy ??= (client === undefined ? null : kickBye(client)) ?? kickBye(this.current);
+    if (this.kickedBy !== null) throw this.kickedBy;
   }
 
   /** A failure worth another connection: the transport's, on a connection now gone, not closed by us. */
@@ -251,6 +260,7 @@ export class ResilientClient implements FileClient {
   }
 
   private async reconnect(): Promise<FtsClient> {
+    this.throwIfKicked();
     this.current.close(); // it may be half-open: make sure nothing more goes out on it
     const session = this.session;
     let client = await FtsClient.connect(this.options);

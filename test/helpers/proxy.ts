@@ -187,6 +187,11 @@ export class FaultProxy {
     this.targetPort = port;
   }
 
+  /** Cuts every connection open now (as a network failure would); later ones are accepted as usual. */
+  dropAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();

@@ -4,7 +4,7 @@
  * operator runs it; the server's side is observed through real client connections and its storage.
  */
 import { expect } from 'chai';
-import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
@@ -12,7 +12,8 @@ import { parseUsers } from '../../server/auth/users.js';
 import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
 import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
-import { exists, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { exists, freePort, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { FaultProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
 import { REPO_ROOT } from '../helpers/paths.js';
@@ -249,6 +250,43 @@ describe('fts-admin (end to end)', function () {
   describe('passwd', () => {
     const FILE_PW = 'dave-pass-1';
 
+    it('as root, reads and writes as the owner of the file\'s directory: a link that owner planted to a root-only file gets nothing; a new file is the owner\'s', async function () {
+      if (process.geteuid?.() !== 0) this.skip(); // the attack needs root running passwd
+      const dir = await scratch('fts-passwd-owner-');
+      await chmod(dir, 0o711); // the service account may pass through, as through /etc
+      const service = path.join(dir, 'service');
+      await mkdir(service);
+      const NOBODY = 65534;
+      await chown(service, NOBODY, NOBODY);
+      const secret = path.join(dir, 'root-only');
+      await writeWithMode(secret, 'root:only\n', 0o600);
+      await symlink(secret, path.join(service, 'users.txt'));
+      const noServer = path.join(dir, 'none.sock');
+
+      const attack = await runPasswd('carol', path.join(service, 'users.txt'), noServer, 'carol-pass\n');
+      expect(attack.code, describeProc('passwd', attack)).to.equal(1);
+      expect(attack.stderr).to.include('permission denied');
+      expect(await readFile(secret, 'utf8'), 'the root-only file is untouched').to.equal('root:only\n');
+      expect((await lstat(secret)).mode & 0o777).to.equal(0o600);
+      expect((await readdir(dir)).sort(), 'nothing created beside it').to.deep.equal(['root-only', 'service']);
+
+      const fresh = path.join(service, 'fresh.txt');
+      const created = await runPasswd('carol', fresh, noServer, 'carol-pass\n');
+      expect(created.code, describeProc('passwd', created)).to.equal(0);
+      const st = await lstat(fresh);
+      expect([st.uid, st.gid, st.mode & 0o777], 'owned by the directory\'s owner, so the service can read it').to.deep.equal([NOBODY, NOBODY, 0o600]);
+      expect((await readFile(fresh, 'utf8')).startsWith('carol:SCRAM-SHA-256$')).to.equal(true);
+    });
+
+    it('as root, without --socket or FTS_ADMIN_SOCKET: exit 2, nothing written (root\'s default socket is not the service\'s)', async function () {
+      if (process.geteuid?.() !== 0) this.skip();
+      const dir = await scratch('fts-passwd-root-socket-');
+      const r = await runAdminIn(dir, ['passwd', 'carol', '--users', path.join(dir, 'users.txt')], 'carol-pass\n');
+      expect(r.code, describeProc('passwd', r)).to.equal(2);
+      expect(r.stderr).to.include("as root, name the service's admin socket");
+      expect(await readdir(dir)).to.deep.equal([]);
+    });
+
     it('refuses a users file that is not UTF-8 (a rewrite would change another password for good): exit 1, the line named, the file unchanged', async () => {
       const dir = await scratch('fts-passwd-latin1-');
       const file = path.join(dir, 'users.txt');
@@ -473,6 +511,33 @@ describe('fts-admin (end to end)', function () {
       expect(client.reconnects, 'no new connection').to.equal(0);
       await sleep(200);
       expect(await sessionsJson(server.adminSocket), 'no session came back').to.deep.equal([]);
+    });
+  });
+
+  describe('kick and a call waiting to reconnect', () => {
+    it('a call asleep in its reconnection backoff while another call\'s new connection is kicked fails with KICKED too, as do later ones', async function () {
+      const server = await startServer({ workers: 1 });
+      const proxy = await FaultProxy.start(server.port);
+      cleanups.push(() => proxy.close());
+      const client = await ResilientClient.connect({ port: proxy.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 5, initialDelayMs: 5_000, maxDelayMs: 10_000 } });
+      cleanups.push(async () => client.close());
+      // The network fails, and reconnecting fails for a while: call A goes to sleep in its backoff (~10 s).
+      proxy.retarget(await freePort());
+      proxy.dropAll();
+      await waitUntil('the dropped connection to be noticed', () => !client.connected, 5_000, 20);
+      const a = codeOf(client.list());
+      await sleep(500);
+      // The network is back: call B reconnects at once, and an administrator kicks that new session.
+      proxy.retarget(server.port);
+      expect(await client.list()).to.deep.equal([]);
+      expect(client.reconnects).to.equal(1);
+      const [session] = await sessionsJson(server.adminSocket);
+      expect((await runAdmin(server.adminSocket, ['kick', session!.id])).code).to.equal(0);
+      await waitUntil('the kicked connection to close', () => !client.connected, 5_000, 20);
+      expect(await a, 'call A, woken after the kick').to.equal('KICKED');
+      expect(await codeOf(client.list()), 'a later call').to.equal('KICKED');
+      expect(client.reconnects, 'no connection after the kick').to.equal(1);
+      expect(await sessionsJson(server.adminSocket)).to.deep.equal([]);
     });
   });
 
