@@ -1,4 +1,5 @@
-const strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading byte-order mark in the text: a rewrite must give it back (fts-admin passwd).
+const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Text files whose every byte matters (the users file: a password is its bytes) decoded without

@@ -107,18 +107,33 @@ export function isoTime(ms: number | undefined): string {
 }
 
 /**
- * Characters a legal name may hold (right-to-left names need bidirectional marks) that rearrange or break
- * what a terminal shows: the Unicode Bidi_Control set (U+061C, U+200E, U+200F, U+202A–U+202E,
- * U+2066–U+2069) and the line and paragraph separators. With U+202E, "report\u202Efdp.exe" displays as
- * "reportexe.pdf". Control characters need no entry: nameProblem refuses them in every name.
+ * Characters a legal name may hold that a terminal does not show as themselves: the invisible format
+ * characters (Unicode Cf: bidirectional controls, zero-width space and joiners, soft hyphen, BOM, tags…)
+ * and the line and paragraph separators. With U+202E, "report\u202Efdp.exe" displays as "reportexe.pdf";
+ * with U+200B, "report\u200B.pdf" as "report.pdf". Control characters need no entry: nameProblem refuses
+ * them in every name. One exception, see isEmojiJoiner.
  */
-const DISPLAY_REORDERING = /[\p{Bidi_Control}\p{Zl}\p{Zp}]/gu;
+const HIDDEN = /[\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+/**
+ * A zero-width joiner between two emoji (after an emoji, a skin-tone modifier or the emoji presentation
+ * selector, before an emoji) shows, as one joined emoji: "👩‍💻" is not "👩💻". Anywhere else it shows
+ * nothing and is escaped.
+ */
+function isEmojiJoiner(name: string, at: number): boolean {
+  return name[at] === '\u200D' && /[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]$/u.test(name.slice(Math.max(0, at - 2), at)) && /^\p{Extended_Pictographic}/u.test(name.slice(at + 1, at + 3));
+}
 
 const codePointHex = (c: string): string => c.codePointAt(0)!.toString(16).padStart(4, '0');
 
-/** A file name for a terminal: the DISPLAY_REORDERING characters as \u{…}, everything else as it is. */
+/** `name` with each HIDDEN character (but an emoji joiner) replaced by `escape(c)`. */
+function replaceHidden(name: string, escape: (c: string) => string): string {
+  return name.replace(HIDDEN, (c: string, at: number) => (isEmojiJoiner(name, at) ? c : escape(c)));
+}
+
+/** A file name for a terminal: the HIDDEN characters as \u{…}, everything else as it is. */
 export function nameForTerminal(name: string): string {
-  return name.replace(DISPLAY_REORDERING, (c) => `\\u{${codePointHex(c)}}`);
+  return replaceHidden(name, (c) => `\\u{${codePointHex(c)}}`);
 }
 
 /** How a listing shows names: exactly, or (for a terminal) through nameForTerminal. */
@@ -144,9 +159,9 @@ export function formatJson(entries: readonly ListEntry[]): string[] {
   const last = entries.length - 1;
   const items = entries.map((e, i) => {
     const item = { name: e.name, size: e.size ?? null, mtime: e.mtime === undefined ? null : isoTime(e.mtime), ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }) };
-    // The DISPLAY_REORDERING characters as JSON escapes: the same JSON value, but one that cannot
-    // rearrange a terminal (JSON.stringify writes them raw). Nothing else in the text can hold them.
-    const json = JSON.stringify(item, null, 2).replace(DISPLAY_REORDERING, (c) => `\\u${codePointHex(c)}`);
+    // The HIDDEN characters as JSON escapes: the same JSON value, but one a terminal shows as it is
+    // (JSON.stringify writes them raw). Only the name can hold them.
+    const json = replaceHidden(JSON.stringify(item, null, 2), (c) => `\\u${codePointHex(c)}`);
     return `  ${json.replace(/\n/g, '\n  ')}${i < last ? ',' : ''}`;
   });
   return ['[', ...items, ']'];

@@ -881,6 +881,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems, 'no duplicate or malformed line').to.deep.equal([]);
       expect(await parsed.users.verify('dave', NEW_PW), 'the new password is the one the server uses').to.equal(true);
+      expect((await readFile(file)).subarray(0, 3), 'the byte-order mark is kept').to.deep.equal(Buffer.from([0xef, 0xbb, 0xbf]));
     });
 
     it('regression (fixed): concurrent passwd runs on one file lose updates (read-modify-write without a lock)', async () => {

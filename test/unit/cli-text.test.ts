@@ -6,14 +6,18 @@ import { isValidName } from '../../protocol/index.js';
 const REORDERING = [0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x2028, 0x2029];
 
 describe('CLI text for terminals', function () {
-  it('nameForTerminal escapes every bidirectional control and line/paragraph separator, and only those', function () {
+  it('nameForTerminal escapes every bidirectional control, invisible format character and line/paragraph separator, and nothing else', function () {
     for (const cp of REORDERING) {
       const name = `a${String.fromCodePoint(cp)}b`;
       expect(isValidName(name), name).to.equal(true);
       expect(nameForTerminal(name)).to.equal(`a\\u{${cp.toString(16).padStart(4, '0')}}b`);
     }
     expect(nameForTerminal('report\u202Efdp.exe')).to.equal('report\\u{202e}fdp.exe');
-    for (const kept of ['plain.txt', 'ünïcödé', '文件.txt', '👩🏽‍💻 notes.txt', 'zero\u200Bwidth', 'שלום.txt', 'ملف.pdf', '\uFEFFbom']) {
+    // Invisible otherwise: "report\u200B.pdf" would show as "report.pdf".
+    const hidden: Array<[string, string]> = [['report\u200B.pdf', 'report\\u{200b}.pdf'], ['\uFEFFbom', '\\u{feff}bom'], ['soft\u00ADhyphen', 'soft\\u{00ad}hyphen'], ['word\u2060joiner', 'word\\u{2060}joiner'], ['a\u200Db', 'a\\u{200d}b'], ['tag\u{E0041}', 'tag\\u{e0041}']];
+    for (const [name, shown] of hidden) expect(nameForTerminal(name), JSON.stringify(name)).to.equal(shown);
+    // A zero-width joiner between emoji shows (as one joined emoji) and is kept.
+    for (const kept of ['plain.txt', 'ünïcödé', '文件.txt', '👩🏽‍💻 notes.txt', 'family-\u{1F468}\u200D\u{1F469}.jpg', '\u2764\uFE0F\u200D\u{1F525}', 'שלום.txt', 'ملف.pdf']) {
       expect(nameForTerminal(kept), kept).to.equal(kept);
     }
   });

@@ -170,6 +170,7 @@ describe('users file', () => {
     it('decodes valid UTF-8 and names the first line that is not', () => {
       expect(decodeStrictUtf8(Buffer.from('a:b\nc:dé\n'))).to.deep.equal({ text: 'a:b\nc:dé\n' });
       expect(decodeStrictUtf8(Buffer.alloc(0))).to.deep.equal({ text: '' });
+      expect(decodeStrictUtf8(Buffer.from('\uFEFFa:b\n')), 'a byte-order mark is kept, for a rewrite').to.deep.equal({ text: '\uFEFFa:b\n' });
       expect(decodeStrictUtf8(Buffer.from([0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]))).to.deep.equal({ badLine: 3 });
       expect(decodeStrictUtf8(Buffer.from([0xc3]))).to.deep.equal({ badLine: 1 });
       // A character split across a newline is two bad lines; the first counts.
