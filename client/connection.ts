@@ -29,7 +29,7 @@ import {
   type Frame,
   type Header,
 } from '../protocol/index.js';
-import { asFtsError, isServerError, serverError } from './errors.js';
+import { asFtsError, isServerError, lostAfterConnect, serverError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
@@ -203,8 +203,8 @@ export class FtsConnection {
     conn.watchReplies(options.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS);
     // One timer covers both the TCP connect and the greeting: the caller cares about "usable in time".
     const timer = setTimeout(() => {
-      const what = !conn.tcpConnected ? `cannot connect to ${conn.address}` : `no greeting from ${conn.address}`;
-      conn.fail(new FtsError('IO_ERROR', `${what}: timed out after ${formatSeconds(timeoutMs)}`));
+      if (!conn.tcpConnected) conn.fail(new FtsError('IO_ERROR', `cannot connect to ${conn.address}: timed out after ${formatSeconds(timeoutMs)}`));
+      else conn.fail(lostAfterConnect(new FtsError('IO_ERROR', `no greeting from ${conn.address}: timed out after ${formatSeconds(timeoutMs)}`)));
     }, timeoutMs);
     try {
       await conn.ready;
@@ -561,11 +561,11 @@ export class FtsConnection {
     if (this.phase === 'greeting') {
       err = !this.tcpConnected
         ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeTlsAware(cause)}`, {}, { cause })
-        : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
+        : lostAfterConnect(new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause }));
     } else if (cause !== null) {
-      err = new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause });
+      err = lostAfterConnect(new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause }));
     } else {
-      err = new FtsError('IO_ERROR', this.quitting ? 'connection closed (quit)' : 'connection closed by server');
+      err = this.quitting ? new FtsError('IO_ERROR', 'connection closed (quit)') : lostAfterConnect(new FtsError('IO_ERROR', 'connection closed by server'));
     }
     this.fail(err);
   }

@@ -37,6 +37,24 @@ export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
   return wrapped;
 }
 
+/** Transport failures of a connection that had been established (the TCP connect, and TLS, succeeded). */
+const afterConnect = new WeakSet<FtsError>();
+
+/** Marks `err` as the loss of an established connection (see isLostAfterConnect); returns it. */
+export function lostAfterConnect(err: FtsError): FtsError {
+  afterConnect.add(err);
+  return err;
+}
+
+/**
+ * The connection was accepted and then lost (closed, reset or silent before its greeting or a reply): what
+ * a server does when the worker holding it dies, unlike a refused connect, an unknown host or a failed TLS
+ * handshake, which a new attempt would only repeat.
+ */
+export function isLostAfterConnect(err: unknown): boolean {
+  return err instanceof FtsError && afterConnect.has(err);
+}
+
 /** True when the error was sent by the server (an error reply or 'bye'), false for errors raised locally. */
 export function isServerError(err: unknown): boolean {
   return err instanceof FtsError && fromServer.has(err);

@@ -18,7 +18,7 @@
  * password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
-import { isServerError, reconnectFailed } from './errors.js';
+import { isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
@@ -71,8 +71,10 @@ export class ResilientClient implements FileClient {
   /**
    * Connects and logs in with the password. The first connection is retried (with the reconnect policy)
    * only when the server turned it away for now: TOO_MANY_CONNECTIONS (a burst of logins over
-   * --max-startups) or SHUTTING_DOWN (a draining node; behind a proxy the next one lands elsewhere). Any
-   * other failure, a wrong address or password included, comes at once.
+   * --max-startups) or SHUTTING_DOWN (a draining node; behind a proxy the next one lands elsewhere); or
+   * accepted it and lost it before the login completed (closed, reset, or silent before a reply: the worker
+   * holding it died or hung, and another takes the next connection). Any other failure, a refused connect,
+   * a wrong address or password or a TLS certificate included, comes at once.
    */
   static async connect(options: ResilientConnectOptions): Promise<ResilientClient> {
     const policy = reconnectPolicy(options.reconnect);
@@ -87,7 +89,8 @@ export class ResilientClient implements FileClient {
         }
         return new ResilientClient(client, options);
       } catch (err) {
-        const busy = isServerError(err) && TURNED_AWAY.has((err as FtsError).code);
+        // Turned away for now, or accepted and then lost before the login completed (a worker died).
+        const busy = (isServerError(err) && TURNED_AWAY.has((err as FtsError).code)) || isLostAfterConnect(err);
         if (!busy || attempt > policy.retries) throw err;
         const delayMs = backoffMs(attempt, policy);
         options.onRetry?.({ attempt, retries: policy.retries, delayMs, error: err, reconnecting: false });

@@ -14,7 +14,7 @@ import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { encodeData, encodeHeader, FrameDecoder, MAX_CHUNK_BYTES, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
-import { exists, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { exists, freePort, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { CLIENT_CLI } from '../helpers/paths.js';
 import { FaultProxy, type FaultPlan } from '../helpers/proxy.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions } from '../helpers/server.js';
@@ -805,6 +805,27 @@ describe('resumable transfers (end to end)', function () {
       for (const sock of sockets) sock.destroy();
       await new Promise((resolve) => busy.close(resolve));
     }
+  });
+
+  it('the first connection is retried when it is accepted and then lost before the login (a worker that died), not when it is refused', async () => {
+    // The first two connections are closed before the greeting, as by a worker killed after the primary
+    // handed it the connection; the third goes through.
+    const p = await proxy(server.port, (index) => (index < 2 ? { cutDownAfter: 0 } : {}));
+    const local = path.join(dir, 'lost-first.txt');
+    await writeFile(local, 'first connection lost\n');
+    const r = await cli(['upload', local], p.port);
+    expect(r.code, describeRun(r)).to.equal(0);
+    expect(p.connections, 'two lost, the third served').to.equal(3);
+    expect(r.out).to.include('uploaded lost-first.txt');
+
+    const once = await proxy(server.port, (index) => (index < 1 ? { cutDownAfter: 0 } : {}));
+    const none = await runCli(['--retries', '0', 'upload', local], { port: once.port, user: ALICE.user, password: ALICE.password, cwd: dir });
+    expect(none.code, describeRun(none)).to.equal(1);
+    expect(none.stderr).to.equal(`fts: 127.0.0.1:${once.port} closed the connection before its greeting\n`);
+
+    const refused = await runCli(['upload', local], { port: await freePort(), user: ALICE.user, password: ALICE.password, cwd: dir });
+    expect(refused.code, describeRun(refused)).to.equal(1);
+    expect(refused.stderr, 'a refused connection is not retried').to.match(/^fts: cannot connect to 127\.0\.0\.1:\d+: connection refused\n$/);
   });
 
   it('mget whose reader goes away (`| head -1`) still finishes every download and exits with its own status', async () => {
