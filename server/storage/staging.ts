@@ -91,6 +91,8 @@ export class StagedUpload {
   /** The declared SHA-256; null until a streamed upload's trailer brings it. */
   #expected: Buffer | null;
   readonly #hash: Hash;
+  /** The upload's identity (with name and size), to find where a resume of it stands. */
+  readonly #tag: UploadTag;
   #handle: FileHandle | undefined;
   /** Writes the batches (through #handle, and with O_DIRECT where it can). */
   readonly #writer: DirectWriter;
@@ -121,6 +123,7 @@ export class StagedUpload {
     this.#expected = 'sha256' in t.tag ? Buffer.from(t.tag.sha256, 'hex') : null;
     this.#received = t.offset;
     this.#hash = t.hash;
+    this.#tag = t.tag;
   }
 
   /** Sets the digest of a streamed upload, from its trailer (before commit). */
@@ -300,9 +303,13 @@ export class StagedUpload {
             });
             await rename(this.#stagingPath, this.#target);
           } else {
-            // A resume of this identity took our staging file over (copied its prefix and removed it), or
-            // the partial-upload sweep removed it; a resumed upload publishes its own, verified copy.
-            throw new FtsError('IO_ERROR', `${this.name}: this upload's staged file was taken over by a resumed upload of the same file, or removed`);
+            // A resume of this identity took our staging file over (copied its prefix and removed it): the
+            // same file, uploaded again meanwhile on another connection. Answered like any other offset
+            // this upload cannot continue from, with where that upload now stands (0 once it is
+            // published), so that the client sends the rest from there (or the whole file again) rather
+            // than fail. The sweep removing a live upload's file (it was idle for --partial-ttl) ends the same.
+            const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
+            throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were taken over by another upload of the same file; continue from offset ${offset}`, { offset });
           }
         }
         renamed = true;
