@@ -545,9 +545,16 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
   }
 }
 
+/** Partials smaller than this are swept after SMALL_PARTIAL_MAX_AGE_MS already (see sweepStaging). */
+export const SMALL_PARTIAL_BYTES = 1024 * 1024;
+export const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
+
 /**
- * Removes staging files not modified for `maxAgeMs` and returns how many it removed. A live upload writes
- * continuously, so `maxAgeMs` must be well above the stalled-transfer timeout. Safe to run from several
+ * Removes staging files not modified for `maxAgeMs` and returns how many it removed; those holding less
+ * than SMALL_PARTIAL_BYTES go after SMALL_PARTIAL_MAX_AGE_MS (if shorter). Those are mostly the leftovers of
+ * small uploads cut by a crash, which fts clients never resume (they resend), and resending what one held
+ * costs less than a MiB. A live upload writes continuously, so `maxAgeMs` must be well above the
+ * stalled-transfer timeout. Safe to run from several
  * processes at once: a file that vanishes under us is simply not counted. A user's staging directory (or
  * file), or the staging root itself, that cannot be read or removed is reported through `problem` and
  * skipped: one bad directory must neither stop the server from starting nor keep the other users' partial
@@ -555,6 +562,7 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
  */
 export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
   const cutoff = Date.now() - maxAgeMs;
+  const smallCutoff = Date.now() - Math.min(maxAgeMs, SMALL_PARTIAL_MAX_AGE_MS);
   let removed = 0;
   let users: Dirent[];
   try {
@@ -577,7 +585,7 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
       const file = path.join(dir, entry.name);
       try {
         const st = await lstat(file);
-        if (!st.isFile() || st.mtimeMs >= cutoff) continue;
+        if (!st.isFile() || st.mtimeMs >= (st.size < SMALL_PARTIAL_BYTES ? smallCutoff : cutoff)) continue;
         await unlink(file);
         removed++;
       } catch (err) {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
 import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/storage/digest-records.js';
 import { fsError, notDurable } from '../../server/storage/errors.js';
+import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging.js';
 import { lockTarget } from '../../server/storage/paths.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
@@ -558,6 +559,25 @@ describe('storage', () => {
       expect(e.code).to.equal('NO_SPACE');
       expect(e.message).to.match(/^f\.bin: published, but syncing its directory failed \(.+\); the change may not survive a crash$/);
       expect(notDurable(Object.assign(new Error('eio'), { code: 'EIO' }), 'g', 'deleted').message).to.match(/^g: deleted, but .*\(EIO\)/);
+    });
+
+    it('partials under 1 MiB go after 10 minutes already (or the limit, if shorter); larger ones keep the limit', async () => {
+      const big = Buffer.alloc(SMALL_PARTIAL_BYTES, 7);
+      const small = await alice.beginUpload('small', 5, { sha256: sha(Buffer.from('12345')) });
+      await small.write(Buffer.from('12'));
+      await small.release();
+      const large = await alice.beginUpload('large', big.length + 1, { sha256: sha(Buffer.concat([big, Buffer.from('x')])) });
+      await large.write(big);
+      await large.release();
+      const files = await stagingFiles();
+      expect(files).to.have.length(2);
+      const elevenMinutesAgo = new Date(Date.now() - 11 * 60_000);
+      for (const f of files) await utimes(path.join(root, '.fts', 'staging', 'alice', f), elevenMinutesAgo, elevenMinutesAgo);
+      expect(await sweepStaging(root, 3_600_000), 'only the small one').to.equal(1);
+      const [left] = await stagingFiles();
+      expect((await stat(path.join(root, '.fts', 'staging', 'alice', left!))).size).to.equal(SMALL_PARTIAL_BYTES);
+      expect(await sweepStaging(root, 5 * 60_000), 'a limit shorter than 10 minutes applies to both').to.equal(1);
+      expect(await stagingFiles()).to.deep.equal([]);
     });
 
     it('returns 0 when there is no staging area', async () => {
