@@ -60,7 +60,9 @@ Commands:
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
                          the running server; the password is read without echo (or from stdin).
                          Nothing is written if the running server reads another file; a missing
-                         file is created (mode 600) only if no server answers or it reads that file
+                         file is created (mode 600) only if no server answers or it reads that file.
+                         As root: needs --socket or FTS_ADMIN_SOCKET, and works as the owner of the
+                         file's directory
   help                   show this text
 
 Options:
