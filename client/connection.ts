@@ -203,8 +203,10 @@ export class FtsConnection {
     conn.watchReplies(options.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS);
     // One timer covers both the TCP connect and the greeting: the caller cares about "usable in time".
     const timer = setTimeout(() => {
-      if (!conn.tcpConnected) conn.fail(new FtsError('IO_ERROR', `cannot connect to ${conn.address}: timed out after ${formatSeconds(timeoutMs)}`));
-      else conn.fail(lostAfterConnect(new FtsError('IO_ERROR', `no greeting from ${conn.address}: timed out after ${formatSeconds(timeoutMs)}`)));
+      // Not marked lostAfterConnect: a silent peer is more often a wrong port (a service that waits for us
+      // to speak) than a hung worker, and retrying it would make that mistake cost a minute.
+      const what = !conn.tcpConnected ? `cannot connect to ${conn.address}` : `no greeting from ${conn.address}`;
+      conn.fail(new FtsError('IO_ERROR', `${what}: timed out after ${formatSeconds(timeoutMs)}`));
     }, timeoutMs);
     try {
       await conn.ready;

@@ -47,7 +47,7 @@ export function lostAfterConnect(err: FtsError): FtsError {
 }
 
 /**
- * The connection was accepted and then lost (closed, reset or silent before its greeting or a reply): what
+ * The connection was accepted and then lost (closed or reset before its greeting or a reply): what
  * a server does when the worker holding it dies, unlike a refused connect, an unknown host or a failed TLS
  * handshake, which a new attempt would only repeat.
  */
