@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
-import { constants, type Dirent } from 'node:fs';
+import { constants, type BigIntStats, type Dirent } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
@@ -7,7 +7,7 @@ import { DirectWriter } from '../../protocol/direct-writer.js';
 import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
 import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
-import { recordDigest } from './digest-records.js';
+import { recordDigest, recordedDigest } from './digest-records.js';
 import { errnoOf, fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
@@ -290,6 +290,8 @@ export class StagedUpload {
       this.#handle = undefined;
       await handle.close();
       durable = true;
+      /** Set when the upload that took our file over has already published this very file (see below). */
+      let publishedByOther: BigIntStats | null = null;
       await withLock(this.#root, this.#user, this.name, async () => {
         try {
           await rename(this.#stagingPath, this.#target);
@@ -304,7 +306,13 @@ export class StagedUpload {
             await rename(this.#stagingPath, this.#target);
           } else {
             // A resume of this identity took our staging file over (copied its prefix and removed it): the
-            // same file, uploaded again meanwhile on another connection. Answered like any other offset
+            // same file, uploaded again meanwhile on another connection. If that upload has published it
+            // already (its digest record, written after the rename and the directory fsync, names our
+            // digest for the very file under the name), the name durably holds what we were asked to
+            // publish: that is our answer, without the client sending it again.
+            publishedByOther = await this.#publishedWith(expected);
+            if (publishedByOther !== null) return;
+            // Otherwise answered like any other offset
             // this upload cannot continue from, with where that upload now stands (0 once it is
             // published), so that the client sends the rest from there (or the whole file again) rather
             // than fail. The sweep removing a live upload's file (it was idle for --partial-ttl) ends the same.
@@ -317,7 +325,7 @@ export class StagedUpload {
         await recordDigest(this.#root, this.#user, this.name, this.#target, stats, expected.toString('hex'));
       });
       this.#state = 'committed';
-      return { mtime: mtimeOfBig(stats) };
+      return { mtime: mtimeOfBig(publishedByOther ?? stats) };
     } catch (err) {
       if (durable && !renamed) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
@@ -331,6 +339,14 @@ export class StagedUpload {
       // durable. The client gets an error, whose message says the file was published.
       throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
     }
+  }
+
+  /** The file under the name, when its recorded digest (files of RECORD_MIN_BYTES or more) is `digest`. */
+  async #publishedWith(digest: Buffer): Promise<BigIntStats | null> {
+    const st = await lstat(this.#target, { bigint: true }).catch(() => null);
+    if (st === null || !st.isFile()) return null;
+    const recorded = await recordedDigest(this.#root, this.#user, this.name, st);
+    return recorded === digest.toString('hex') ? st : null;
   }
 
   /**

@@ -511,38 +511,47 @@ describe('protocol (raw TCP against a real server)', function () {
     await expectStoredThenDelete(c, 54, { 'half-closed.bin': data });
   });
 
-  it('an upload whose staged bytes another connection\'s resume took over gets OFFSET_MISMATCH with where to continue (0 once published), not a failure', async function () {
-    const MiB = 1024 * 1024;
-    const data = randomBytes(3 * MiB);
-    const digest = sha256(data);
-    const name = 'taken-over.bin';
-    const stagedBefore = await stagingFiles(server, 'alice');
-    const frames = dataFrames(data, MiB);
-    const frameBytes = MiB + 9;
-    // A: the header and the first two MiB, then it pauses (a slow client, or one stopped for a while).
-    const a = await login();
-    await a.write(encodeHeader({ op: 'upload', id: 61, name, size: data.length, sha256: digest }), frames.subarray(0, 2 * frameBytes));
-    // B: the same file uploaded again on another connection resumes from A's staged bytes and publishes.
-    const b = await login();
-    let id = 200;
-    const staged = await waitUntil('A\'s two MiB to be staged', async () => {
-      b.write(encodeHeader({ op: 'offset', id: ++id, name, size: data.length, sha256: digest }));
-      const offset = Number((await b.reply()).final['offset']);
-      return offset === 2 * MiB ? offset : undefined;
-    }, 10_000, 50);
-    b.write(encodeHeader({ op: 'upload', id: 62, name, size: data.length, offset: staged, sha256: digest }), dataFrames(data.subarray(staged), MiB));
-    expect((await b.reply()).final).to.include({ id: 62, status: 'ok', sha256: digest });
-    // A sends the rest: its staged file is gone. It is told to continue from where this file's upload
-    // stands (nothing staged: it is published), and does, on the same connection.
-    a.write(frames.subarray(2 * frameBytes));
-    const cut = await a.reply();
-    expectError(cut, 'OFFSET_MISMATCH', false, 61);
-    expect(cut.final['offset']).to.equal(0);
-    a.write(uploadBytes(63, name, data, MiB));
-    expect((await a.reply()).final).to.include({ id: 63, status: 'ok', sha256: digest });
-    await expectStoredThenDelete(a, 64, { [name]: data });
-    expect(await stagingFiles(server, 'alice'), 'nothing left staged').to.deep.equal(stagedBefore);
-  });
+  for (const [mib, outcome] of [
+    [3, 'OFFSET_MISMATCH with where to continue (0: it is published), and publishes when it sends again'],
+    [9, 'ok at once: the other upload published this very file (its recorded digest, 8 MiB or more, is ours)'],
+  ] as const) {
+    it(`an upload of ${mib} MiB whose staged bytes another connection's resume took over, and published, gets ${outcome}`, async function () {
+      const MiB = 1024 * 1024;
+      const data = randomBytes(mib * MiB);
+      const digest = sha256(data);
+      const name = `taken-over-${mib}.bin`;
+      const stagedBefore = await stagingFiles(server, 'alice');
+      const frames = dataFrames(data, MiB);
+      const frameBytes = MiB + 9;
+      // A: the header and the first two MiB, then it pauses (a slow client, or one stopped for a while).
+      const a = await login();
+      await a.write(encodeHeader({ op: 'upload', id: 61, name, size: data.length, sha256: digest }), frames.subarray(0, 2 * frameBytes));
+      // B: the same file uploaded again on another connection resumes from A's staged bytes and publishes.
+      const b = await login();
+      let id = 200;
+      const staged = await waitUntil('A\'s two MiB to be staged', async () => {
+        b.write(encodeHeader({ op: 'offset', id: ++id, name, size: data.length, sha256: digest }));
+        const offset = Number((await b.reply()).final['offset']);
+        return offset === 2 * MiB ? offset : undefined;
+      }, 10_000, 50);
+      b.write(encodeHeader({ op: 'upload', id: 62, name, size: data.length, offset: staged, sha256: digest }), dataFrames(data.subarray(staged), MiB));
+      const published = (await b.reply()).final;
+      expect(published).to.include({ id: 62, status: 'ok', sha256: digest });
+      // A sends the rest, into a staged file that is gone.
+      a.write(frames.subarray(2 * frameBytes));
+      const answer = await a.reply();
+      if (mib < 8) {
+        expectError(answer, 'OFFSET_MISMATCH', false, 61);
+        expect(answer.final['offset']).to.equal(0);
+        a.write(uploadBytes(63, name, data, MiB));
+        expect((await a.reply()).final).to.include({ id: 63, status: 'ok', sha256: digest });
+      } else {
+        expect(answer.final, 'the name already holds exactly this file').to.include({ id: 61, status: 'ok', sha256: digest, mtime: published['mtime'] });
+      }
+      await expectStoredThenDelete(a, 64, { [name]: data });
+      expect(await stagingFiles(server, 'alice'), 'nothing left staged').to.deep.equal(stagedBefore);
+    });
+  }
 
   it('upload with offset other than 0 gets OFFSET_MISMATCH after its data; the session survives', async function () {
     const c = await login();
