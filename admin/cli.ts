@@ -353,7 +353,8 @@ function parseCommandLine(argv: string[]): Parsed {
   const { values, positionals } = parsed;
   if (values.socket === '') throw new UsageError('--socket needs a path');
   const env = process.env['FTS_ADMIN_SOCKET'];
-  const socket = values.socket ?? (env !== undefined && env !== '' ? env : defaultAdminSocket());
+  const named = values.socket ?? (env !== undefined && env !== '' ? env : undefined);
+  const socket = named ?? defaultAdminSocket();
   const bytes = Buffer.byteLength(socket);
   if (bytes > MAX_SOCKET_PATH_BYTES && values.help !== true && values.version !== true) {
     throw new UsageError(`socket path is ${bytes} bytes; UNIX socket paths must be at most ${MAX_SOCKET_PATH_BYTES} bytes`);
@@ -366,7 +367,7 @@ function parseCommandLine(argv: string[]): Parsed {
     help: values.help === true,
     version: values.version === true,
     command: positionals[0],
-    inv: { socket, socketNamed: values.socket !== undefined || (env !== undefined && env !== ''), args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
+    inv: { socket, socketNamed: named !== undefined, args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
     given,
   };
 }

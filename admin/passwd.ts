@@ -106,8 +106,7 @@ async function throughLinks(usersFile: string): Promise<string> {
   try {
     return await realpath(usersFile);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new PasswdError(`cannot resolve ${usersFile}: ${errnoReason(err)}`);
+    if (errnoOf(err) !== 'ENOENT') throw new PasswdError(`cannot resolve ${usersFile}: ${errnoReason(err)}`);
   }
   // Creating the file would replace a dangling link rather than create what it names.
   if (await lstat(usersFile).then((st) => st.isSymbolicLink(), () => false)) {

@@ -563,13 +563,14 @@ export class FtsConnection {
     if (this.phase === 'greeting') {
       err = !this.tcpConnected
         ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeTlsAware(cause)}`, {}, { cause })
-        : lostAfterConnect(new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause }));
+        : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
     } else if (cause !== null) {
-      err = lostAfterConnect(new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause }));
+      err = new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause });
     } else {
-      err = this.quitting ? new FtsError('IO_ERROR', 'connection closed (quit)') : lostAfterConnect(new FtsError('IO_ERROR', 'connection closed by server'));
+      err = new FtsError('IO_ERROR', this.quitting ? 'connection closed (quit)' : 'connection closed by server');
     }
-    this.fail(err);
+    // Established (TCP, and TLS), then lost, and not by our own quit: see isLostAfterConnect.
+    this.fail(this.tcpConnected && !this.quitting ? lostAfterConnect(err) : err);
   }
 }
 

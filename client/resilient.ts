@@ -14,8 +14,7 @@
  * Operations are repeated after a drop; a repeated delete that finds nothing counts as done (its
  * first attempt may have happened), but a dropped connection is replaced before any later call. A
  * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
- * with KICKED. The
- * password is kept in memory for the fallback login.
+ * with KICKED. The password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
 import { isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
@@ -229,8 +228,6 @@ export class ResilientClient implements FileClient {
       this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
       if (delayMs > 0) await sleep(delayMs);
       if (this.closedByUser) throw lastError;
-      // Another call's new connection may have been kicked while this one waited.
-      this.throwIfKicked();
       try {
         client = await this.replace(client);
         drained = null; // a new connection: whatever ends it next has its own reason
@@ -264,6 +261,7 @@ export class ResilientClient implements FileClient {
   }
 
   private async reconnect(): Promise<FtsClient> {
+    // Also for a call that slept in its backoff while another call's new connection was kicked.
     this.throwIfKicked();
     this.current.close(); // it may be half-open: make sure nothing more goes out on it
     const session = this.session;

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { DIRECT_IO_ALIGNMENT, directIoPrefix } from './aligned-slabs.js';
 import { openDirect } from './direct-io.js';
+import { errnoOf } from './errno.js';
 import type { PayloadPool } from './payload-pool.js';
 
 /** One read: `data` is what to send, `memory` what to give back to the pool once it is sent. */
@@ -89,7 +90,7 @@ export class ChunkReader {
         return { data: want === memory.length ? memory : memory.subarray(0, want), memory };
       } catch (err) {
         this.#pool.release(memory);
-        if (!aligned || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw this.#failure(err);
+        if (!aligned || errnoOf(err) !== 'EINVAL') throw this.#failure(err);
         this.#direct = undefined;
         await direct.close().catch(() => undefined);
       }

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { directIoPrefix } from './aligned-slabs.js';
 import { DIRECT_MIN_BYTES, openDirect } from './direct-io.js';
+import { errnoOf } from './errno.js';
 
 /**
  * A large file is synced in the background every this many bytes, so the device (and, on a VM, the host's
@@ -111,7 +112,7 @@ export class DirectWriter {
     } catch (err) {
       // EINVAL: this file system or device wants another alignment, or no direct I/O for this file. The
       // batch is written again the ordinary way (over whatever part of it landed), and so is the rest.
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      if (errnoOf(err) !== 'EINVAL') throw err;
       await this.closeDirect();
       return writeAllAt(this.#buffered, buffers, position);
     }

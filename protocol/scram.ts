@@ -95,9 +95,9 @@ export class ScramClient {
 
   /**
    * Resolves to null when the server-first-message is malformed, does not extend our nonce, or asks for
-   * fewer than 4096 or more than 1,000,000 iterations. The PBKDF2
-   * runs on the thread pool: the server chooses the iteration count (up to 1,000,000, about a second of
-   * CPU), and a library must not stop its host application's event loop for that long.
+   * fewer than 4096 or more than 1,000,000 iterations. The PBKDF2 runs on the thread pool: the server
+   * chooses the iteration count (up to 1,000,000, about a second of CPU), and a library must not stop its
+   * host application's event loop for that long.
    */
   async final(serverFirst: string): Promise<string | null> {
     const m = /^r=([^,]+),s=([A-Za-z0-9+/=]+),i=(\d+)(?:,.*)?$/.exec(serverFirst);

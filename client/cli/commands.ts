@@ -8,7 +8,7 @@ import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
 import { printable, report, usageError } from './report.js';
-import { escapeForTerminal, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
+import { escapeForTerminal, exactly, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
 /** Lines of `list` output per write. */
@@ -222,7 +222,7 @@ export const COMMANDS: readonly Command[] = [
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
       // Exact names for pipes and files (scripts); on a terminal, names cannot rearrange the display.
-      const show: NameShown = process.stdout.isTTY === true ? nameForTerminal : (name) => name;
+      const show: NameShown = process.stdout.isTTY === true ? nameForTerminal : exactly;
       const lines = options.json === true ? formatJson(entries) : long ? formatLong(entries, show) : entries.map((e) => show(e.name));
       // In slices: one string of millions of lines would exceed V8's maximum string length.
       for (let at = 0; at < lines.length; at += LIST_WRITE_LINES) process.stdout.write(`${lines.slice(at, at + LIST_WRITE_LINES).join('\n')}\n`);

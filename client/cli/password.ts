@@ -1,8 +1,8 @@
 /**
  * Where the CLI gets the password: the first line of --password-file, else FTS_PASSWORD, else a prompt
  * without echo when stdin is a terminal. The flag comes first, as every flag beats its variable: a stale
- * exported FTS_PASSWORD must not silently override the file the user just named. There is deliberately no command-line flag for the password
- * itself: arguments are visible to every user through ps and /proc.
+ * exported FTS_PASSWORD must not silently override the file the user just named. There is deliberately
+ * no command-line flag for the password itself: arguments are visible to every user through ps and /proc.
  */
 import { readFile } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';

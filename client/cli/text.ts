@@ -139,7 +139,7 @@ export function nameForTerminal(name: string): string {
 /** How a listing shows names: exactly, or (for a terminal) through nameForTerminal. */
 export type NameShown = (name: string) => string;
 
-const exactly: NameShown = (name) => name;
+export const exactly: NameShown = (name) => name;
 
 /** `SIZE<tab>MTIME<tab>NAME` lines, sizes right-aligned to the widest. */
 export function formatLong(entries: readonly ListEntry[], show: NameShown = exactly): string[] {

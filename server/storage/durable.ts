@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { GroupCommit } from '../../protocol/group-commit.js';
-import { errnoOf } from './errors.js';
+import { errnoOf } from '../../protocol/index.js';
 
 const dirSyncs = new GroupCommit(fsyncDirNow);
 

@@ -1,8 +1,5 @@
 import { errnoOf, FtsError, type ErrorCode } from '../../protocol/index.js';
 
-// The storage modules take errnoOf from here, beside fsError.
-export { errnoOf };
-
 /**
  * Translates a filesystem error into the FtsError a client may see.
  *

@@ -1,9 +1,8 @@
 import type { BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { nameProblem, type Entry } from '../../protocol/index.js';
+import { errnoOf, nameProblem, type Entry } from '../../protocol/index.js';
 import { mtimeOfBig } from './durable.js';
-import { errnoOf } from './errors.js';
 
 /** A listing entry; `size` and `mtime` are present only in a long listing. */
 export interface ListEntry {

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
-import { FtsError } from '../../protocol/index.js';
-import { errnoOf, fsError } from './errors.js';
+import { errnoOf, FtsError } from '../../protocol/index.js';
+import { fsError } from './errors.js';
 import { inPrivateDir } from './private-dir.js';
 import { lockTarget, resolveName, userDirPath } from './paths.js';
 

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoOf } from './errors.js';
+import { errnoOf } from '../../protocol/index.js';
 
 /**
  * `mkdir -p`, creating what is missing with `mode`. Not Node's `recursive: true`, which on some file

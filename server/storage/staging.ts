@@ -5,10 +5,10 @@ import path from 'node:path';
 import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
 import { DirectWriter } from '../../protocol/direct-writer.js';
 import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
-import { FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
+import { errnoOf, FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { recordDigest, recordedDigest } from './digest-records.js';
-import { errnoOf, fsError, notDurable } from './errors.js';
+import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
@@ -312,10 +312,10 @@ export class StagedUpload {
             // publish: that is our answer, without the client sending it again.
             publishedByOther = await this.#publishedWith(expected);
             if (publishedByOther !== null) return;
-            // Otherwise answered like any other offset
-            // this upload cannot continue from, with where that upload now stands (0 once it is
-            // published), so that the client sends the rest from there (or the whole file again) rather
-            // than fail. The sweep removing a live upload's file (it was idle for --partial-ttl) ends the same.
+            // Otherwise answered like any other offset this upload cannot continue from, with where that
+            // upload now stands (0 once it is published), so that the client sends the rest from there (or
+            // the whole file again) rather than fail. The sweep removing a live upload's file (idle for
+            // --partial-ttl) ends the same.
             const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
             throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were taken over by another upload of the same file; continue from offset ${offset}`, { offset });
           }
@@ -563,18 +563,17 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
 
 /** Partials smaller than this are swept after SMALL_PARTIAL_MAX_AGE_MS already (see sweepStaging). */
 export const SMALL_PARTIAL_BYTES = 1024 * 1024;
-export const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
+const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
 
 /**
  * Removes staging files not modified for `maxAgeMs` and returns how many it removed; those holding less
  * than SMALL_PARTIAL_BYTES go after SMALL_PARTIAL_MAX_AGE_MS (if shorter). Those are mostly the leftovers of
  * small uploads cut by a crash, which fts clients never resume (they resend), and resending what one held
  * costs less than a MiB. A live upload writes continuously, so `maxAgeMs` must be well above the
- * stalled-transfer timeout. Safe to run from several
- * processes at once: a file that vanishes under us is simply not counted. A user's staging directory (or
- * file), or the staging root itself, that cannot be read or removed is reported through `problem` and
- * skipped: one bad directory must neither stop the server from starting nor keep the other users' partial
- * uploads for ever.
+ * stalled-transfer timeout. Safe to run from several processes at once: a file that vanishes under us is
+ * simply not counted. A user's staging directory (or file), or the staging root itself, that cannot be read
+ * or removed is reported through `problem` and skipped: one bad directory must neither stop the server from
+ * starting nor keep the other users' partial uploads for ever.
  */
 export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
   const cutoff = Date.now() - maxAgeMs;

@@ -1,7 +1,8 @@
 /**
  * Runs the real `fts` CLI (dist/client/cli.js) as a child process, the way a user would: stdin is a pipe
- * (never a TTY, unless `terminal` puts the whole process on one), the password comes from FTS_PASSWORD, and no FTS_* variable leaks in from the test's own
- * environment. Every run is bounded: a CLI still running after `timeoutMs` is killed and reported.
+ * (never a TTY, unless `terminal` puts the whole process on one), the password comes from FTS_PASSWORD,
+ * and no FTS_* variable leaks in from the test's own environment. Every run is bounded: a CLI still
+ * running after `timeoutMs` is killed and reported.
  */
 import { spawn } from 'node:child_process';
 import { childExit, envWithoutFts } from './common.js';
