@@ -28,9 +28,9 @@ export class FileShrank extends Error {
  * ~1.5–3 s of system time per GiB in the thread pool against ~0.15 s for direct reads: the server's 1 GiB
  * download went from ~310 to ~450 MiB/s, an upload of a local file that was not cached from 175–270 to
  * 320–430 MiB/s (client system time 1.4–3.0 → 0.3–0.45 s/GiB). Reading a file that is in the cache
- * directly was as fast as reading it from the cache there; the cost is that repeated reads of one large
- * file always go to the device (--direct-io off on the server, FTS_DIRECT_IO=off for the client, keep the
- * page cache). Direct reads are coherent with the page cache: the kernel writes back dirty cached pages of
+ * directly was as fast as reading it from the cache there. Direct reads never use the cache, so the server
+ * reads a file that it sent recently through the cache (server/worker/recent-reads.ts); --direct-io off on
+ * the server and FTS_DIRECT_IO=off for the client keep the page cache for everything. Direct reads are coherent with the page cache: the kernel writes back dirty cached pages of
  * the range first.
  *
  * Unaligned positions (a resume) read up to the next 4 KiB boundary the ordinary way, then continue
@@ -55,10 +55,12 @@ export class ChunkReader {
 
   /**
    * A reader of `file` (`size` bytes when opened) of which `bytesToRead` will be read. `failure` turns a
-   * read's error (an errno error, or FileShrank) into the one read() and chunks() reject with.
+   * read's error (an errno error, or FileShrank) into the one read() and chunks() reject with. With
+   * `viaPageCache`, the file is read through the page cache whatever its size (a file read again soon).
    */
-  static async open(file: FileHandle, size: number, bytesToRead: number, pool: PayloadPool, failure: (err: unknown) => Error): Promise<ChunkReader> {
-    return new ChunkReader(file, size, pool, failure, await openDirect(file, bytesToRead, constants.O_RDONLY));
+  static async open(file: FileHandle, size: number, bytesToRead: number, pool: PayloadPool, failure: (err: unknown) => Error, viaPageCache = false): Promise<ChunkReader> {
+    const direct = viaPageCache ? undefined : await openDirect(file, bytesToRead, constants.O_RDONLY);
+    return new ChunkReader(file, size, pool, failure, direct);
   }
 
   /** Whether direct reads are in use (for tests). */

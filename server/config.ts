@@ -138,7 +138,7 @@ export const FLAGS = {
   },
   'direct-io': {
     env: 'FTS_DIRECT_IO',
-    help: 'on|off: read and write transfers of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache',
+    help: 'on|off: read and write transfers of 8 MiB or more with O_DIRECT (ext4, xfs, btrfs), bypassing the page cache (a file sent again within 30 min is read through it)',
     default: () => 'on',
     parse: (raw: string, flag: string) => {
       const on = parseDirectIoSetting(raw);

@@ -22,6 +22,8 @@ export interface ReadableFile {
   size: number;
   /** Integer milliseconds since the epoch. */
   mtime: number;
+  /** Names this version of this file (device, inode, size, modification time in ns): a rewrite changes it. */
+  version: string;
   /** The SHA-256 recorded when this very version was published (digest-records.ts), or null. */
   recordedDigest(): Promise<string | null>;
   /**
@@ -154,6 +156,7 @@ export class UserStore {
         handle,
         size,
         mtime: mtimeOfBig(st),
+        version: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`,
         recordedDigest: () => recordedDigest(this.#root, this.user, name, st),
         close: async () => {
           if (closed) return;

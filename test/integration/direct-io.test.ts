@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { readFile, rm, statfs, truncate, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
@@ -34,13 +34,13 @@ function directDescriptors(pid: number): number {
 }
 
 /**
- * Starts `n` downloads of `name` whose clients read nothing (each keeps a send and a read-ahead of the
+ * Starts a download of each of `names` whose client reads nothing (each keeps a send and a read-ahead of the
  * server's in flight), counts the worker's O_DIRECT descriptors once they are stuck, then drops them.
  */
-async function stalledDownloads(server: TestServer, name: string, n: number): Promise<number> {
+async function stalledDownloads(server: TestServer, names: readonly string[]): Promise<number> {
   const clients: RawClient[] = [];
   try {
-    for (let i = 0; i < n; i++) {
+    for (const name of names) {
       const { client } = await RawClient.open(server.port);
       clients.push(client);
       await client.auth(ALICE.user, ALICE.password);
@@ -56,6 +56,20 @@ async function stalledDownloads(server: TestServer, name: string, n: number): Pr
   }
 }
 
+/**
+ * `count` files of 64 MiB named `<prefix>-<i>.bin` in `dir`, sparse (no disk space, no writes), each a file
+ * the server has never sent. Large enough that a client reading nothing leaves the server with payloads
+ * in flight.
+ */
+async function sparseFiles(dir: string, prefix: string, count: number): Promise<string[]> {
+  const names = Array.from({ length: count }, (_, i) => `${prefix}-${i}.bin`);
+  for (const name of names) {
+    await writeFile(path.join(dir, name), '');
+    await truncate(path.join(dir, name), 64 * MiB);
+  }
+  return names;
+}
+
 for (const mode of ['on', 'off'] as const) {
   describe(`large files with --direct-io ${mode}`, function () {
     this.timeout(60_000);
@@ -64,9 +78,12 @@ for (const mode of ['on', 'off'] as const) {
     let cleanDir: () => Promise<void>;
     let client: FtsClient;
     let data: Buffer;
+    /** Whether the storage is on a file system where the server uses direct I/O (ext4, xfs, btrfs). */
+    let localBlockFs: boolean;
 
     before(async function () {
       server = await TestServer.start({ workers: 1, args: ['--direct-io', mode] });
+      localBlockFs = [0xef53, 0x58465342, 0x9123683e].includes((await statfs(server.storage)).type);
       ({ dir, cleanup: cleanDir } = await tempDir('fts-direct-io-'));
       client = await FtsClient.connect({ port: server.port });
       await client.auth(ALICE.user, ALICE.password);
@@ -91,6 +108,11 @@ for (const mode of ['on', 'off'] as const) {
     it('a download resumed at an unaligned offset, without a recorded digest, hashes the prefix and sends the rest intact', async function () {
       // Without the record the server reads the skipped prefix too, to hash the whole file.
       await rm(digestRecordPath(server.storage, ALICE.user, 'big.bin'));
+      // A new modification time makes it a version never sent, so it is read directly again (a file sent
+      // again soon goes through the page cache; see the last test).
+      const stored = path.join(server.storage, ALICE.user, 'big.bin');
+      const later = new Date(Date.now() + 30_000);
+      await utimes(stored, later, later);
       const offset = 4 * MiB + 1234;
       const r = await downloadOnce(server.port, ALICE, 'big.bin', offset);
       expect(r.final['status']).to.equal('ok');
@@ -99,15 +121,25 @@ for (const mode of ['on', 'off'] as const) {
     });
 
     it('downloads read directly only with direct I/O on, and still do after more of them than the aligned arena holds', async function () {
-      if (mode === 'on' && ![0xef53, 0x58465342, 0x9123683e].includes((await statfs(server.storage)).type)) this.skip();
-      // Large enough that a client reading nothing leaves the server with payloads in flight.
-      await writeFile(path.join(dir, 'huge'), randomBytes(64 * MiB));
-      await client.upload(path.join(dir, 'huge'), 'huge.bin');
+      if (mode === 'on' && !localBlockFs) this.skip();
+      const userDir = path.join(server.storage, ALICE.user);
       const expected = (n: number): number => (mode === 'on' ? n : 0);
-      expect(await stalledDownloads(server, 'huge.bin', 4)).to.equal(expected(4));
+      expect(await stalledDownloads(server, await sparseFiles(userDir, 'first', 4))).to.equal(expected(4));
       // 40 downloads hold ~80 payloads: more than the worker's 48 aligned slabs of two.
-      expect(await stalledDownloads(server, 'huge.bin', 40)).to.equal(expected(40));
-      expect(await stalledDownloads(server, 'huge.bin', 4), 'after the arena was all in use').to.equal(expected(4));
+      expect(await stalledDownloads(server, await sparseFiles(userDir, 'many', 40))).to.equal(expected(40));
+      expect(await stalledDownloads(server, await sparseFiles(userDir, 'after', 4)), 'after the arena was all in use').to.equal(expected(4));
+    });
+
+    it('a file sent again soon is read through the page cache; a new version of it directly again', async function () {
+      if (mode === 'on' && !localBlockFs) this.skip();
+      const userDir = path.join(server.storage, ALICE.user);
+      const [name] = await sparseFiles(userDir, 'again', 1);
+      const expected = (n: number): number => (mode === 'on' ? n : 0);
+      expect(await stalledDownloads(server, [name!]), 'the first download').to.equal(expected(1));
+      expect(await stalledDownloads(server, [name!, name!, name!]), 'three more').to.equal(0);
+      const later = new Date(Date.now() + 60_000);
+      await utimes(path.join(userDir, name!), later, later);
+      expect(await stalledDownloads(server, [name!]), 'the file changed').to.equal(expected(1));
     });
   });
 }

@@ -2,9 +2,11 @@ import { createHash, type Hash } from 'node:crypto';
 import { FtsError, MAX_CHUNK_BYTES, type Request } from '../../../protocol/index.js';
 import type { ReadableFile } from '../../storage/store.js';
 import { ChunkReader, FileShrank } from '../../../protocol/chunk-reader.js';
+import { DIRECT_MIN_BYTES } from '../../../protocol/direct-io.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { workerPayloads } from '../payloads.js';
+import { recentReads } from '../recent-reads.js';
 
 type DownloadRequest = Extract<Request, { op: 'download' }>;
 
@@ -33,7 +35,10 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // skipped prefix); the client's check then also covers the time the file spent on disk.
     const recorded = await file.recordedDigest();
     const hash = recorded === null ? createHash('sha256') : null;
-    const reader = await ChunkReader.open(file.handle, file.size, hash === null ? length : file.size, workerPayloads, readFailure);
+    const toRead = hash === null ? length : file.size;
+    // Only files large enough to be read directly are remembered, so small ones do not crowd them out.
+    const again = toRead >= DIRECT_MIN_BYTES && recentReads.note(file.version);
+    const reader = await ChunkReader.open(file.handle, file.size, toRead, workerPayloads, readFailure, again);
     try {
       if (hash !== null) await hashRange(reader, 0, offset, hash, () => io.working());
       await sendRange(reader, file, offset, hash, req.name, io);
