@@ -2,10 +2,14 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Session tokens let a client that lost its connection log in again without the password (mech "token").
- * A token is `v1.<payload>.<mac>`: base64url JSON {u: user, e: expiry ms, n: nonce} and its HMAC-SHA256
- * under the server secret. Every worker holds the secret, and so does every node configured with the same
- * --cluster-secret-file, so a token works wherever the reconnect lands. Tokens are not revocable one by
- * one: removing the user from the users file, or changing the secret, ends them.
+ * A token is `v2.<payload>.<mac>`: base64url JSON {u: user, e: expiry ms, n: nonce, c: credential tag} and
+ * its HMAC-SHA256 under the server secret. Every worker holds the secret, and so does every node configured
+ * with the same --cluster-secret-file, so a token works wherever the reconnect lands.
+ *
+ * The credential tag binds the token to the user's entry in the users file as it was at login (an HMAC of
+ * it under the secret, so the token reveals nothing about the password). Tokens are not revocable one by
+ * one, but changing the user's password (any change to their entry), removing the user, or changing the
+ * secret ends them: the tag no longer matches, and no state needs to be shared between workers or nodes.
  */
 
 export interface IssuedToken {
@@ -14,20 +18,33 @@ export interface IssuedToken {
   expires: number;
 }
 
-const VERSION = 'v1';
+/** The user's current credential (UserTable.credentialOf), or null for a user who does not exist. */
+export type CredentialLookup = (user: string) => Buffer | null;
+
+const VERSION = 'v2';
+const TAG_BYTES = 16;
 
 function mac(secret: Buffer, payload: string): Buffer {
   return createHmac('sha256', secret).update(`${VERSION}.${payload}`).digest();
 }
 
-export function issueToken(secret: Buffer, user: string, ttlMs: number, now = Date.now()): IssuedToken {
+function credentialTag(secret: Buffer, user: string, credential: Buffer): Buffer {
+  return createHmac('sha256', secret).update(`fts-token-credential\0${user}\0`).update(credential).digest().subarray(0, TAG_BYTES);
+}
+
+/** A token for `user`, valid for `ttlMs` and for as long as their credential is `credential`. */
+export function issueToken(secret: Buffer, user: string, credential: Buffer, ttlMs: number, now = Date.now()): IssuedToken {
   const expires = now + ttlMs;
-  const payload = Buffer.from(JSON.stringify({ u: user, e: expires, n: randomBytes(9).toString('base64url') })).toString('base64url');
+  const claims = { u: user, e: expires, n: randomBytes(9).toString('base64url'), c: credentialTag(secret, user, credential).toString('base64url') };
+  const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
   return { token: `${VERSION}.${payload}.${mac(secret, payload).toString('base64url')}`, expires };
 }
 
-/** The user a valid, unexpired token names, or null. The MAC comparison is constant-time. */
-export function verifyToken(secret: Buffer, token: string, now = Date.now()): string | null {
+/**
+ * The user a valid, unexpired token names, whose credential is still the one it was issued for; otherwise
+ * null. The comparisons are constant-time.
+ */
+export function verifyToken(secret: Buffer, token: string, credentialOf: CredentialLookup, now = Date.now()): string | null {
   if (token.length > 1024) return null;
   const parts = token.split('.');
   if (parts.length !== 3 || parts[0] !== VERSION) return null;
@@ -35,11 +52,16 @@ export function verifyToken(secret: Buffer, token: string, now = Date.now()): st
   const expected = mac(secret, payload);
   const actual = Buffer.from(given, 'base64url');
   if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) return null;
+  let claims: { u?: unknown; e?: unknown; c?: unknown };
   try {
-    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { u?: unknown; e?: unknown };
-    if (typeof claims.u !== 'string' || typeof claims.e !== 'number' || claims.e <= now) return null;
-    return claims.u;
+    claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as typeof claims;
   } catch {
     return null;
   }
+  if (typeof claims.u !== 'string' || typeof claims.e !== 'number' || claims.e <= now || typeof claims.c !== 'string') return null;
+  const credential = credentialOf(claims.u);
+  if (credential === null) return null;
+  const tag = Buffer.from(claims.c, 'base64url');
+  const current = credentialTag(secret, claims.u, credential);
+  return tag.length === current.length && timingSafeEqual(tag, current) ? claims.u : null;
 }

@@ -65,6 +65,19 @@ export class UserTable {
     return this.#entries.has(user);
   }
 
+  /**
+   * Bytes that identify the user's entry as it is now (the password's SHA-256, or the verifier's salt,
+   * iteration count and keys), or null for an unknown user. Session tokens are bound to them (tokens.ts),
+   * so that a changed password ends the tokens issued before.
+   */
+  credentialOf(user: string): Buffer | null {
+    const entry = this.#entries.get(user);
+    if (entry === undefined) return null;
+    if (entry.kind === 'plain') return Buffer.concat([Buffer.from('plain:'), entry.digest]);
+    const { salt, iterations, storedKey, serverKey } = entry.verifier;
+    return Buffer.concat([Buffer.from(`scram:${iterations}:${salt.length}:`), salt, storedKey, serverKey]);
+  }
+
   /** Usernames in file order. */
   names(): string[] {
     return [...this.#entries.keys()];

@@ -56,7 +56,7 @@ const INTERESTING_NUMBERS = [
 const INTERESTING_STRINGS = [
   '', 'a', 'x.txt', '.', '..', '...', '/', 'a/b', '../etc/passwd', '\\', 'a\\b', '\u0000', 'a\u0000b', '\u001f', '\u007f', '\u0085', '\ud800', '\udfff',
   '\ud83d\ude00', 'é', 'e\u0301', '%2e%2e', ' ', 'CON', 'nul', '.fts', '.lock', 'x'.repeat(255), 'x'.repeat(256), 'é'.repeat(128), 'plain', 'token',
-  'PLAIN', 'scram-sha-256', 'alice', 'fuzz', 'root', 'v1.', 'v1.a.b', 'v1..', EMPTY_SHA, EMPTY_SHA.toUpperCase(), 'g'.repeat(64), '0'.repeat(63),
+  'PLAIN', 'scram-sha-256', 'alice', 'fuzz', 'root', 'v2.', 'v2.a.b', 'v2..', 'v1.a.b', EMPTY_SHA, EMPTY_SHA.toUpperCase(), 'g'.repeat(64), '0'.repeat(63),
   'true', 'null', '{}', '[]', '"', '\n', '\r\n', '\u2028', '\ufeff', ...OPS,
 ];
 

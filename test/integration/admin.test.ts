@@ -225,6 +225,29 @@ describe('fts-admin (end to end)', function () {
       await existing.noop();
     });
 
+    it('a changed password ends that user\'s session tokens, on every worker; other users\' tokens keep working', async () => {
+      const server = await startServer({ workers: 2 });
+      const tokenOf = async (user: string, password: string): Promise<string> => (await login(server, user, password)).session!.token;
+      const withToken = async (token: string): Promise<void> => {
+        const c = await FtsClient.connect({ port: server.port });
+        clients.push(c);
+        await c.authToken(token);
+      };
+      const aliceOld = await tokenOf(ALICE.user, ALICE.password);
+      const bobs = await tokenOf(BOB.user, BOB.password);
+      const renewed = { user: ALICE.user, password: 'a new password for alice' };
+      await writeFile(server.usersFile, [renewed, BOB].map((u) => `${u.user}:${u.password}\n`).join(''));
+      const ok = await runAdmin(server.adminSocket, ['reload']);
+      expect(ok.code, ok.stderr).to.equal(0);
+      // Connections are spread over the workers: try each token several times.
+      for (let i = 0; i < 4; i++) {
+        expect(await codeOf(withToken(aliceOld)), `alice's token from before the change, try ${i}`).to.equal('AUTH_FAILED');
+        await withToken(bobs);
+      }
+      const aliceNew = await tokenOf(renewed.user, renewed.password);
+      for (let i = 0; i < 4; i++) await withToken(aliceNew);
+    });
+
     it('judges the users file as a start does: a group-readable one is refused (old table kept), an empty one is applied with a warning', async () => {
       const server = await startServer({ workers: 1 });
       const carol = { user: 'carol', password: 'carol-pass' };

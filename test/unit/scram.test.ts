@@ -137,19 +137,46 @@ describe('SCRAM-SHA-256', () => {
 
 describe('session tokens', () => {
   const secret = Buffer.alloc(32, 9);
+  const { users } = parseUsers('alice:alice-pass\nbob:bob-pass\n');
+  const current = (name: string): Buffer | null => users.credentialOf(name);
+  const alice = users.credentialOf('alice')!;
+
   it('a token names its user until it expires', () => {
-    const { token, expires } = issueToken(secret, 'alice', 60_000, 1_000);
+    const { token, expires } = issueToken(secret, 'alice', alice, 60_000, 1_000);
     expect(expires).to.equal(61_000);
-    expect(verifyToken(secret, token, 2_000)).to.equal('alice');
-    expect(verifyToken(secret, token, 61_000)).to.equal(null);
+    expect(verifyToken(secret, token, current, 2_000)).to.equal('alice');
+    expect(verifyToken(secret, token, current, 61_000)).to.equal(null);
   });
+
   it('a token signed with another secret, or altered, is refused', () => {
-    const { token } = issueToken(secret, 'alice', 60_000);
-    expect(verifyToken(Buffer.alloc(32, 8), token)).to.equal(null);
+    const { token } = issueToken(secret, 'alice', alice, 60_000);
+    expect(verifyToken(Buffer.alloc(32, 8), token, current)).to.equal(null);
     const [v, payload, mac] = token.split('.');
-    const forged = Buffer.from(JSON.stringify({ u: 'bob', e: Date.now() + 60_000, n: 'x' })).toString('base64url');
-    expect(verifyToken(secret, `${v}.${forged}.${mac}`)).to.equal(null);
-    expect(verifyToken(secret, `${v}.${payload}`)).to.equal(null);
-    expect(verifyToken(secret, 'x'.repeat(2000))).to.equal(null);
+    const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const forged = Buffer.from(JSON.stringify({ ...claims, u: 'bob' })).toString('base64url');
+    expect(verifyToken(secret, `${v}.${forged}.${mac}`, current)).to.equal(null);
+    expect(verifyToken(secret, `${v}.${payload}`, current)).to.equal(null);
+    expect(verifyToken(secret, `v1.${payload}.${mac}`, current), 'another version').to.equal(null);
+    expect(verifyToken(secret, 'x'.repeat(2000), current)).to.equal(null);
+  });
+
+  it('a token ends when its user\'s entry changes (a new password, the same one as a verifier) or is removed', () => {
+    const { token } = issueToken(secret, 'alice', alice, 60_000);
+    const newPassword = parseUsers('alice:another-pass\n').users;
+    expect(verifyToken(secret, token, (n) => newPassword.credentialOf(n))).to.equal(null);
+    const verifier = parseUsers(`alice:${formatVerifier(deriveVerifier('alice-pass'))}\n`).users;
+    expect(verifyToken(secret, token, (n) => verifier.credentialOf(n)), 'same password, now hashed').to.equal(null);
+    const removed = parseUsers('bob:bob-pass\n').users;
+    expect(verifyToken(secret, token, (n) => removed.credentialOf(n))).to.equal(null);
+    const unchanged = parseUsers('bob:bob-pass\nalice:alice-pass\n').users;
+    expect(verifyToken(secret, token, (n) => unchanged.credentialOf(n)), 'the same entry, re-read').to.equal('alice');
+  });
+
+  it('a token carries an HMAC of the credential, not the password or its digest', () => {
+    const { token } = issueToken(secret, 'alice', alice, 60_000);
+    const text = Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8');
+    expect(text).to.not.include('alice-pass');
+    expect(text).to.not.include(alice.subarray(6).toString('base64url'));
+    expect(text).to.not.include(alice.subarray(6).toString('hex'));
   });
 });

@@ -12,19 +12,21 @@ type Req<K extends Request['op']> = Extract<Request, { op: K }>;
  */
 export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResult> {
   const { ctx } = io;
+  // One table for the whole login (a reload may replace ctx.users meanwhile), so the token is bound to the
+  // very credential that was checked: a password changed during the login ends it like any other.
+  const users = ctx.users;
   let user: string | null;
   let serverFinal: string | undefined;
   switch (req.mech) {
     case 'plain':
-      user = (await verifyPassword(ctx.users, req.user, req.password)) ? req.user : null;
+      user = (await verifyPassword(users, req.user, req.password)) ? req.user : null;
       break;
     case 'token':
-      user = verifyToken(ctx.secret, req.token);
-      // A user removed from the users file loses their tokens at the next reload.
-      if (user !== null && !ctx.users.has(user)) user = null;
+      // Refused once the user's entry has changed (a new password) or is gone (tokens.ts).
+      user = verifyToken(ctx.secret, req.token, (name) => users.credentialOf(name));
       break;
     case 'scram-sha-256': {
-      const exchange = scramFirst(req.data, (name) => ctx.users.scramVerifier(name, ctx.secret), ctx.secret, ctx.users.fakeIterations);
+      const exchange = scramFirst(req.data, (name) => users.scramVerifier(name, ctx.secret), ctx.secret, users.fakeIterations);
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
       io.noteLoginUser(exchange.user);
       io.send({ status: 'continue', data: exchange.serverFirst });
@@ -37,9 +39,10 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
       break;
     }
   }
-  if (user === null) throw new FtsError('AUTH_FAILED');
+  const credential = user === null ? null : users.credentialOf(user);
+  if (user === null || credential === null) throw new FtsError('AUTH_FAILED');
   await io.authenticate(user);
-  const { token, expires } = issueToken(ctx.secret, user, ctx.config.tokenTtlSeconds * 1000);
+  const { token, expires } = issueToken(ctx.secret, user, credential, ctx.config.tokenTtlSeconds * 1000);
   return { reply: { user, token, tokenExpires: expires, ...(serverFinal ? { data: serverFinal } : {}) } };
 }
 
