@@ -48,7 +48,9 @@ export type WorkerToPrimary =
   /** The worker cannot start (its listener failed): the reason, for the primary's one stderr line. */
   | { type: 'fts:startup-failed'; reason: string }
   /** Sent just before a worker exits on purpose, so its counters outlive it (they must never go backwards). */
-  | { type: 'fts:final-metrics'; metrics: MetricsJson };
+  | { type: 'fts:final-metrics'; metrics: MetricsJson }
+  /** The worker's log output failed (log.ts whenLogOutputLost): the server must drain. */
+  | { type: 'fts:log-output-lost'; reason: string };
 
 export function isFtsMessage(msg: unknown): msg is { type: `fts:${string}` } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && (msg as { type: string }).type.startsWith('fts:');

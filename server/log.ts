@@ -19,6 +19,37 @@ export function createLogger(level: LogLevel, role: 'primary' | 'worker'): Logge
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
     },
-    pino.destination({ fd: 1, sync: true }),
+    stdoutUntilLost(),
   );
+}
+
+let outputLost: ((err: unknown) => void) | null = null;
+let lost = false;
+
+/**
+ * Calls `listener` once if this process's log output fails (a closed terminal: EIO; a log reader that
+ * exited: EPIPE). The server then drains and exits with status 1: it cannot keep an audit trail, and a
+ * supervisor restarts it with a working output. Lines written after the failure are dropped.
+ */
+export function whenLogOutputLost(listener: (err: unknown) => void): void {
+  outputLost = listener;
+}
+
+/**
+ * Standard output, written synchronously, until a write fails. Left to itself, the destination emits the
+ * error as an unhandled 'error' event, which kills the process on the spot (no drain), and it would keep
+ * every later line buffered for a retry that cannot succeed.
+ */
+function stdoutUntilLost(): { write(line: string): void } {
+  const destination = pino.destination({ fd: 1, sync: true });
+  destination.on('error', (err: unknown) => {
+    if (lost) return;
+    lost = true;
+    outputLost?.(err);
+  });
+  return {
+    write(line: string): void {
+      if (!lost) destination.write(line);
+    },
+  };
 }

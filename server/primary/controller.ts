@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster';
-import type { AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
+import type { AdminFinal, AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
@@ -171,7 +171,7 @@ export class Controller {
    * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
    * pair and the old table.
    */
-  async reload(): Promise<AdminLine> {
+  async reload(): Promise<AdminFinal> {
     let file: UsersFile;
     try {
       file = await readUsersFile(this.config.users, this.config.allowInsecureUsersFile);

@@ -1,10 +1,11 @@
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
+import { writeSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
-import type { Logger } from '../log.js';
+import { whenLogOutputLost, type Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { AdminServer } from './admin-server.js';
@@ -148,6 +149,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);
     else if (m.type === 'fts:startup-failed') startupFailures.set(worker.process.pid ?? 0, m.reason);
+    else if (m.type === 'fts:log-output-lost') onLogOutputLost(m.reason);
     if (m.type === 'fts:listening' && controller.port !== null && m.port !== controller.port) {
       // Clients were told controller.port: a worker elsewhere serves nobody (see WorkerPool.portFor).
       log.error({ workerPid: worker.process.pid, port: m.port, announced: controller.port }, 'worker listens on another port than the announced one');
@@ -177,12 +179,28 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       void Promise.all([admin.close(), metrics.close()]).finally(() => process.exit(1));
     }
   };
+  /** 1 when the server stopped because it could no longer log, so that a supervisor restarts it. */
+  let exitCode = 0;
   controller.onStopped = () => {
     void Promise.all([admin.close(), metrics.close()]).finally(() => {
       log.info('stopped');
-      process.exit(0);
+      process.exit(exitCode);
     });
   };
+  // Standard output is gone (a closed terminal, a dead log reader), in this process or a worker: drain as
+  // for SIGTERM, since what happens from now on could not be logged or audited.
+  const onLogOutputLost = (reason: string): void => {
+    if (exitCode === 1) return;
+    exitCode = 1;
+    try {
+      // Synchronous and guarded: standard error may be the same closed terminal.
+      writeSync(2, `fts-server: the log output (standard output) failed: ${reason}; draining, then exiting with status 1\n`);
+    } catch {
+      // Nowhere left to say it; the exit status does.
+    }
+    controller.drain('log output lost');
+  };
+  whenLogOutputLost((err) => onLogOutputLost(errnoReason(err)));
 
   const onSignal = (signal: NodeJS.Signals): void => {
     if (controller.draining) controller.forceStop();
@@ -190,6 +208,17 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // The daemon convention (sshd, nginx, PostgreSQL): SIGHUP reloads, as `fts-admin reload` does, instead of
+  // Node's default of exiting at once without a drain. reload() logs what it applied; a refusal is logged
+  // here, since nobody is waiting for its reply.
+  process.on('SIGHUP', () => {
+    controller.reload().then(
+      (line) => {
+        if (!line.ok) log.error({ signal: 'SIGHUP' }, `reload refused: ${line.error}`);
+      },
+      (err: unknown) => log.error({ err, signal: 'SIGHUP' }, 'reload failed'),
+    );
+  });
 
   pool.start();
 }

@@ -1,9 +1,9 @@
 import net from 'node:net';
-import { encodeHeader, errnoWords } from '../../protocol/index.js';
+import { encodeHeader, errnoReason, errnoWords } from '../../protocol/index.js';
 import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
-import { createLogger } from '../log.js';
+import { createLogger, whenLogOutputLost } from '../log.js';
 import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
@@ -27,9 +27,15 @@ function send(msg: WorkerToPrimary): void {
  */
 export async function runWorker(config: Config): Promise<void> {
   const log = createLogger(config.logLevel, 'worker').child({ worker: process.pid });
-  // Ctrl+C delivers SIGINT to the whole process group; the primary coordinates the drain.
+  // Ctrl+C delivers SIGINT to the whole process group (a closed terminal SIGHUP); the primary coordinates
+  // the drain and the reload.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
+  process.on('SIGHUP', () => {});
+  // The primary drains the whole server: this worker cannot log (or audit) any more.
+  whenLogOutputLost((err) => {
+    if (process.connected) send({ type: 'fts:log-output-lost', reason: errnoReason(err) });
+  });
 
   // Before the first session: every publish and delete of this worker waits at most --lock-timeout for a
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)

@@ -380,6 +380,56 @@ describe('lifecycle (end to end)', function () {
     expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
   });
 
+  it('SIGHUP reloads the users file like fts-admin reload, without a drain; a refused file is logged and the old table kept', async () => {
+    const server = await startServer({ workers: 2 });
+    const [up] = await startUploads(server, 1, 'during-hup');
+    await waitInFlight(server, [up!]);
+    const carol = { user: 'carol', password: 'carol-pass' };
+    await writeFile(server.usersFile, [ALICE, carol].map((u) => `${u.user}:${u.password}\n`).join(''));
+    server.signal('SIGHUP');
+    await server.waitForLog((l) => l.msg === 'users file reloaded' && l['users'] === 2);
+    // Connections are spread over the workers: every one has the new table.
+    for (let i = 0; i < 4; i++) {
+      const c = await FtsClient.connect({ port: server.port });
+      clients.push(c);
+      await c.auth(carol.user, carol.password);
+    }
+    await writeFile(server.usersFile, `${ALICE.user}:${ALICE.password}\nthis line has no separator\n`);
+    server.signal('SIGHUP');
+    const refused = await server.waitForLog((l) => l.level === 'error' && l['signal'] === 'SIGHUP');
+    expect(String(refused.msg)).to.match(/^reload refused: .*malformed line.*the old user table is kept/);
+    const again = await FtsClient.connect({ port: server.port });
+    clients.push(again);
+    await again.auth(carol.user, carol.password);
+    expect(server.lines.some((l) => l.msg === 'drain started'), 'no drain').to.equal(false);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o), 'the upload in flight across both SIGHUPs').to.equal('ok');
+    expect(server.proc.exitCode, 'still running').to.equal(null);
+  });
+
+  it('when its log output fails (the reader of its stdout is gone), the server drains, lets the transfer in flight finish, and exits 1', async () => {
+    const server = await startServer({ workers: 2 });
+    const [up] = await startUploads(server, 1, 'log-lost');
+    await waitInFlight(server, [up!]);
+    // Close our end of the server's stdout: its next log line fails with EPIPE.
+    server.proc.stdout!.destroy();
+    // A login makes a worker log.
+    const trigger = await RawClient.login(server.port, ALICE.user, ALICE.password).catch(() => null);
+    if (trigger !== null) raws.push(trigger);
+    await waitUntil('the drain', async () => ((await statusJson(server.adminSocket)).draining ? true : undefined), 10_000, 100);
+    const contact = await RawClient.firstContact(server.port, 5_000);
+    if (contact.kind === 'header') raws.push(contact.conn);
+    expect(contact.kind === 'header' ? contact.header['code'] : contact.kind, 'a new connection during the drain').to.be.oneOf(['refused', 'SHUTTING_DOWN']);
+    expect(up!.conn.isClosed, 'the upload in flight keeps its connection').to.equal(false);
+    up!.finish();
+    const o = await up!.outcome(20_000);
+    expect(o.kind === 'reply' ? o.header['status'] : describeOutcome(o)).to.equal('ok');
+    expect(await publishedSha256(server.storage, ALICE.user, up!.name)).to.equal(up!.sha256);
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 1, signal: null });
+    expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: broken pipe \(EPIPE\); draining, then exiting with status 1/);
+  });
+
   it('a second SIGINT during the drain stops at once: exit 0 well before --grace 60, nothing partial published', async () => {
     const server = await startServer({ workers: 2, args: ['--grace', '60'] });
     const ups = await startUploads(server, 2, 'forced');
