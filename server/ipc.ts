@@ -49,6 +49,8 @@ export type WorkerToPrimary =
   | { type: 'fts:startup-failed'; reason: string }
   /** Sent just before a worker exits on purpose, so its counters outlive it (they must never go backwards). */
   | { type: 'fts:final-metrics'; metrics: MetricsJson }
+  /** A connection refused before its greeting by the worker itself (counted in fts_rejections_total). */
+  | { type: 'fts:rejected'; reason: 'proxy_header' }
   /** The worker's log output failed (log.ts whenLogOutputLost): the server must drain. */
   | { type: 'fts:log-output-lost'; reason: string };
 

@@ -8,6 +8,14 @@ import { MonotonicOutput } from './monotonic-output.js';
 import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
 import type { WorkerPool } from './worker-pool.js';
 
+
+/**
+ * Why a connection was refused before its greeting: the primary's admission decisions, and a worker's
+ * refusal of a connection without a valid PROXY protocol header (--proxy-protocol), which it reports.
+ */
+export type RejectionReason = RejectReason | 'proxy_header';
+const REJECTION_REASONS: readonly RejectionReason[] = [...REJECT_REASONS, 'proxy_header'];
+
 /**
  * How long a scrape waits for each worker. prom-client's clusterMetrics() waits a fixed 5 s and then fails
  * the whole scrape; we ask every worker ourselves, in parallel, and answer with what arrived in time.
@@ -82,7 +90,7 @@ export class MetricsEndpoint {
     });
     this.scrapeErrors = new Counter({ name: 'fts_scrape_errors_total', help: 'Workers that did not answer a scrape in time', registers });
     this.rejections = new Counter({ name: 'fts_rejections_total', help: 'Connections refused, by reason', labelNames: ['reason'], registers });
-    for (const reason of REJECT_REASONS) this.rejections.inc({ reason }, 0);
+    for (const reason of REJECTION_REASONS) this.rejections.inc({ reason }, 0);
     new Gauge({
       name: 'fts_bans_active',
       help: 'Source addresses banned now',
@@ -101,7 +109,7 @@ export class MetricsEndpoint {
     cluster.on('fork', (worker) => worker.process.once('close', () => this.retire(worker.id)));
   }
 
-  rejected(reason: RejectReason): void {
+  rejected(reason: RejectionReason): void {
     this.rejections.inc({ reason });
   }
 

@@ -123,7 +123,13 @@ export async function runWorker(config: Config): Promise<void> {
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
     // Read now: a destroyed socket no longer knows its peer.
     const from = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
-    const proxied = config.proxyProtocol ? await readProxyHeader(raw, (problem) => proxyRefusals.refused(from, problem)) : null;
+    const proxied = config.proxyProtocol
+      ? await readProxyHeader(raw, (problem) => {
+          proxyRefusals.refused(from, problem);
+          // Counted by the primary, with the refusals it decides itself (the log line is rate-limited).
+          send({ type: 'fts:rejected', reason: 'proxy_header' });
+        })
+      : null;
     if (config.proxyProtocol && proxied === null) return;
     const peer = proxied?.address ? { address: proxied.address, port: proxied.port ?? 0 } : undefined;
     // Counted before any TLS handshake, so handshakes in progress take their place in every limit. A PROXY

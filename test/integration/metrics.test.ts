@@ -15,7 +15,8 @@ import { codeOf, continueStopped, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { REPO_ROOT } from '../helpers/paths.js';
-import { greetAndQuit } from '../helpers/raw-client.js';
+import { greetAndQuit, RawClient } from '../helpers/raw-client.js';
+import { encodeHeader } from '../../protocol/index.js';
 import { runPromtool } from '../helpers/promtool.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -577,6 +578,24 @@ describe('metrics endpoint (Prometheus)', function () {
         100,
       );
       expectCounts(after, tally, 'after two clients quit');
+    });
+
+    it('with --proxy-protocol, connections without a valid PROXY v2 header count as fts_rejections_total{reason="proxy_header"}, each one though the log line is rate-limited', async () => {
+      const server = await startServer({ args: ['--proxy-protocol'] });
+      const port = metricsPortOf(server);
+      expect((await scrape(port)).get('fts_rejections_total', { reason: 'proxy_header' }), 'on a fresh server').to.equal(0);
+      const n = 5;
+      for (let i = 0; i < n; i++) {
+        // A client that reached the port directly: its first bytes are a header frame, not a PROXY header.
+        const c = await RawClient.connect(server.port);
+        c.write(encodeHeader({ op: 'noop', id: 1 }));
+        expect(await c.waitClosed(10_000), `connection ${i + 1} closed`).to.equal(true);
+        c.close();
+      }
+      await waitUntil(`${n} proxy_header rejections`, async () => ((await scrape(port)).get('fts_rejections_total', { reason: 'proxy_header' }) === n ? true : undefined), 10_000, 100);
+      const e = await scrape(port);
+      for (const reason of ['max_connections', 'per_ip_limit', 'startups', 'banned']) expect(e.get('fts_rejections_total', { reason }), reason).to.equal(0);
+      expect(server.lines.filter((l) => l['reason'] === 'proxy_header').length, 'log lines: at most one per worker a minute').to.be.at.most(2);
     });
 
     it('an open upload is counted in fts_transfers_active and fts_sessions_active; fts_draining is 1 during a drain', async () => {
