@@ -17,14 +17,15 @@
  *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server
  */
 
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { argumentProblem } from '../protocol/arg-errors.js';
-import { defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { banAddress, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
-import { asReloadResult, isSessionList, isStatusResult, type ReloadResult } from './results.js';
+import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
+import { asReloadResult, isBanList, isSessionList, isStatusResult, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
@@ -55,6 +56,8 @@ Commands:
   reload                 re-read the users file (the old table is kept if the new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   restart-workers        replace the worker processes one at a time
+  bans [--json]          list the source addresses banned for failed logins, with the time left
+  unban ADDRESS          lift the ban on ADDRESS and forget its failed logins
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
@@ -68,7 +71,7 @@ Commands:
 Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
-  --json                 print the server's reply as JSON (status, sessions)
+  --json                 print the server's reply as JSON (status, sessions, bans)
   --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
   -h, --help             show this text
   --version              print fts-admin's version
@@ -218,6 +221,29 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       if (!SESSION_ID.test(id)) throw new UsageError(`invalid session id '${safeText(raw)}' (expected hex, as listed by 'sessions')`);
       await call(inv, { cmd: 'kick', session: id });
       out(`session ${id} ended`);
+    },
+  },
+
+  bans: {
+    args: [],
+    flags: ['json'],
+    async run(inv) {
+      const result = await call(inv, { cmd: 'bans' });
+      if (!isBanList(result)) throw unexpected('bans');
+      if (inv.json) printJson(result);
+      else out(formatBans(result));
+    },
+  },
+
+  unban: {
+    args: ['ADDRESS'],
+    flags: [],
+    async run(inv) {
+      const raw = inv.args[0] ?? '';
+      if (isIP(raw) === 0) throw new UsageError(`invalid address '${safeText(raw)}' (expected an IPv4 or IPv6 address, as listed by 'bans')`);
+      const address = banAddress(raw);
+      await call(inv, { cmd: 'unban', address });
+      out(`unbanned ${address}`);
     },
   },
 

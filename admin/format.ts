@@ -1,6 +1,6 @@
 /** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
 
-import type { DrainProgress, SessionInfo, StatusResult } from '../protocol/index.js';
+import type { BanInfo, DrainProgress, SessionInfo, StatusResult } from '../protocol/index.js';
 
 /**
  * Makes a server-supplied string safe to print on a terminal: C0/C1 control characters, DEL, bidi
@@ -134,6 +134,11 @@ export function formatSessions(sessions: readonly SessionInfo[]): string {
     formatSince(s.since),
   ]);
   return table(cols, rows);
+}
+
+export function formatBans(bans: readonly BanInfo[]): string {
+  if (bans.length === 0) return 'no address is banned';
+  return table([{ header: 'ADDRESS' }, { header: 'LEFT', right: true }], bans.map((b) => [safeText(b.address), formatDuration(b.secondsLeft)]));
 }
 
 export function formatDrainProgress(p: DrainProgress): string {

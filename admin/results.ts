@@ -3,7 +3,7 @@
  * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
  */
 
-import type { SessionInfo, StatusResult, WorkerStatus } from '../protocol/index.js';
+import type { BanInfo, SessionInfo, StatusResult, WorkerStatus } from '../protocol/index.js';
 
 type Rec = Record<string, unknown>;
 
@@ -44,6 +44,10 @@ function isSessionInfo(v: unknown): v is SessionInfo {
 
 export function isSessionList(v: unknown): v is SessionInfo[] {
   return Array.isArray(v) && v.every(isSessionInfo);
+}
+
+export function isBanList(v: unknown): v is BanInfo[] {
+  return Array.isArray(v) && v.every((b) => isRecord(b) && typeof b['address'] === 'string' && isNum(b['secondsLeft']));
 }
 
 export interface ReloadResult {

@@ -5,6 +5,7 @@
  * whose connection ends when the server exits (after an `{"event":"exited"}` line when it gets the chance).
  */
 
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -28,9 +29,41 @@ export type AdminRequest =
   | { cmd: 'drain'; timeout?: number }
   | { cmd: 'reload' }
   | { cmd: 'kick'; session: string }
-  | { cmd: 'restart-workers' };
+  | { cmd: 'restart-workers' }
+  /** The source addresses banned now (result: BanInfo[]). */
+  | { cmd: 'bans' }
+  /** Lifts a ban (`address`: an IPv4 or IPv6 address; IPv4-mapped IPv6 is its IPv4 form). */
+  | { cmd: 'unban'; address: string };
 
-export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers'] as const satisfies readonly AdminRequest['cmd'][];
+export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban'] as const satisfies readonly AdminRequest['cmd'][];
+
+/** A banned source address, and how long its ban has left. */
+export interface BanInfo {
+  address: string;
+  secondsLeft: number;
+}
+
+/**
+ * An address as the server keeps bans under it, the form it gets from the kernel: IPv6 compressed and in
+ * lower case (RFC 5952), and an IPv4-mapped IPv6 address (::ffff:1.2.3.4) as its IPv4 address.
+ */
+export function banAddress(address: string): string {
+  if (isIP(address) !== 6) return address;
+  // A link-local address may carry a zone (fe80::1%eth0), which URL does not parse; interface names keep their case.
+  const at = address.indexOf('%');
+  const zone = at < 0 ? '' : address.slice(at);
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${at < 0 ? address : address.slice(0, at)}]/`).hostname.slice(1, -1);
+  } catch {
+    return address.toLowerCase(); // not expected for what isIP accepts; compared as given
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canonical);
+  if (mapped === null) return canonical + zone;
+  const hi = parseInt(mapped[1]!, 16);
+  const lo = parseInt(mapped[2]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
 
 export interface WorkerStatus {
   pid: number;
@@ -140,7 +173,13 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'sessions':
     case 'reload':
     case 'restart-workers':
+    case 'bans':
       return { cmd: v['cmd'] };
+    case 'unban': {
+      const a = v['address'];
+      if (typeof a !== 'string' || isIP(a) === 0) throw new Error('address must be an IPv4 or IPv6 address');
+      return { cmd: 'unban', address: banAddress(a) };
+    }
     case 'drain': {
       const t = v['timeout'];
       if (t === undefined) return { cmd: 'drain' };

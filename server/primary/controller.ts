@@ -1,7 +1,8 @@
 import type { Worker } from 'node:cluster';
-import type { AdminFinal, AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
+import type { AdminFinal, AdminLine, AdminRequest, BanInfo, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
+import type { Gatekeeper } from './gatekeeper.js';
 import type { Logger } from '../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { loadSecureContext } from '../worker/tls.js';
@@ -46,6 +47,8 @@ export class Controller {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly pool: WorkerPool,
+    /** Admission and bans, for `bans` and `unban`. */
+    private readonly gate: Gatekeeper,
     /** The validated users file text that workers parse. */
     private usersText: string,
     /** Signs session tokens; sent to each worker over IPC (fts:init), never through its environment or the log. */
@@ -90,6 +93,17 @@ export class Controller {
         return;
       case 'kick':
         reply(await this.kick(req.session));
+        return;
+      case 'bans':
+        reply({ ok: true, result: this.gate.bans(Date.now()) satisfies BanInfo[] });
+        return;
+      case 'unban':
+        if (!this.gate.unban(req.address, Date.now())) {
+          reply({ ok: false, error: `${req.address} is not banned` });
+          return;
+        }
+        this.log.warn({ event: 'unban', ip: req.address }, `ban on ${req.address} lifted by fts-admin unban`);
+        reply({ ok: true });
         return;
       case 'restart-workers':
         if (this.draining || this.restarting) {

@@ -75,6 +75,23 @@ export class Gatekeeper {
     return n;
   }
 
+  /** The addresses banned now, longest remaining first (fts-admin bans). */
+  bans(now: number): Array<{ address: string; secondsLeft: number }> {
+    const list: Array<{ address: string; secondsLeft: number }> = [];
+    for (const [address, s] of this.scores) if (s.bannedUntil > now) list.push({ address, secondsLeft: Math.ceil((s.bannedUntil - now) / 1000) });
+    return list.sort((a, b) => b.secondsLeft - a.secondsLeft || (a.address < b.address ? -1 : 1));
+  }
+
+  /**
+   * Lifts the ban on `ip` and forgets its penalty points (fts-admin unban), so its next failed login
+   * starts from nothing. False when it was not banned.
+   */
+  unban(ip: string, now: number): boolean {
+    const banned = (this.scores.get(ip)?.bannedUntil ?? 0) > now;
+    if (banned) this.scores.delete(ip);
+    return banned;
+  }
+
   admit(id: string, ip: string, worker: number, now: number): Admission {
     const score = this.scores.get(ip);
     if (score && score.bannedUntil > now) return { ok: false, reason: 'banned', retryAfterSeconds: Math.ceil((score.bannedUntil - now) / 1000) };

@@ -97,14 +97,6 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   // Partial uploads expire while the server runs too, not only at start.
   setInterval(() => sweep().catch((err: unknown) => log.warn({ err }, 'staging sweep failed')), STAGING_SWEEP_INTERVAL_MS).unref();
 
-  const pool = new WorkerPool(config, log);
-  const controller = new Controller(config, log, pool, usersText, await loadSecret(config));
-  const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
-  await admin.start().catch((err: Error) => {
-    // A system error (making its directory, listening) says nothing of the socket it was about.
-    throw new StartupError(errnoOf(err) === undefined ? err.message : `admin socket ${config.adminSocket}: ${errnoReason(err)}`);
-  });
-
   const gate = new Gatekeeper({
     maxConnections: config.maxConnections,
     maxPerIp: config.maxConnectionsPerIp,
@@ -114,6 +106,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     banDurationMs: config.banSeconds * 1000,
   });
   setInterval(() => gate.prune(Date.now()), 60_000).unref();
+  const pool = new WorkerPool(config, log);
+  const controller = new Controller(config, log, pool, gate, usersText, await loadSecret(config));
+  const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
+  await admin.start().catch((err: Error) => {
+    // A system error (making its directory, listening) says nothing of the socket it was about.
+    throw new StartupError(errnoOf(err) === undefined ? err.message : `admin socket ${config.adminSocket}: ${errnoReason(err)}`);
+  });
+
   const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate);
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {

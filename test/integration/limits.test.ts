@@ -11,6 +11,7 @@ import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/pro
 import net from 'node:net';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
+import { runAdmin } from '../helpers/admin-cli.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { delay, rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256, type ConnectOptions } from '../helpers/raw-client.js';
@@ -390,6 +391,49 @@ describe('limits and bans (real server)', function () {
       expect(await metric(port, 'fts_bans_active')).to.equal(bansBefore + 1);
       expect(await metric(port, 'fts_rejections_total', { reason: 'banned' })).to.be.greaterThan(bannedBefore);
       await honestRoundTrip(h, 'violation-honest.txt');
+    });
+
+    it('fts-admin bans lists a banned address with the time left; unban lifts it (and its points) at once; errors are exit 1 and 2', async function () {
+      const banOf = async (): Promise<Array<{ address: string; secondsLeft: number }>> => {
+        const r = await runAdmin(h.server().adminSocket, ['bans', '--json']);
+        expect(r.code, r.stderr).to.equal(0);
+        return (JSON.parse(r.stdout) as Array<{ address: string; secondsLeft: number }>).filter((b) => b.address === '127.0.0.5');
+      };
+      expect(await banOf(), 'before').to.deep.equal([]);
+      for (const _ of [1, 2]) {
+        const { client, first } = await h.greet('127.0.0.5');
+        expectHello(first, 'a connection from 127.0.0.5');
+        client.write(Buffer.from([0x00, 0, 0, 0, 1, 0x7b])); // an unknown frame type: 3 points
+        expect(await client.waitClosed(5_000)).to.equal(true);
+      }
+      const [ban] = await waitUntil('the ban listed', async () => ((await banOf()).length === 1 ? banOf() : undefined), 5_000, 100);
+      expect(ban!.secondsLeft).to.be.within(1, 120);
+      const text = await runAdmin(h.server().adminSocket, ['bans']);
+      expect(text.code, text.stderr).to.equal(0);
+      expect(text.stdout.split('\n')[0]).to.match(/^ADDRESS\s+LEFT$/);
+      expect(text.stdout).to.match(/^127\.0\.0\.5\s+\S+$/m);
+
+      const lifted = await runAdmin(h.server().adminSocket, ['unban', '127.0.0.5']);
+      expect([lifted.code, lifted.stdout, lifted.stderr]).to.deep.equal([0, 'unbanned 127.0.0.5\n', '']);
+      expect(await banOf(), 'after unban').to.deep.equal([]);
+      const back = await h.greet('127.0.0.5');
+      expectHello(back.first, 'a connection from 127.0.0.5 after unban');
+      back.client.close();
+      // Its points went with the ban: one more violation (3 points) does not ban it again.
+      const { client, first } = await h.greet('127.0.0.5');
+      expectHello(first, 'again');
+      client.write(Buffer.from([0x00, 0, 0, 0, 1, 0x7b]));
+      expect(await client.waitClosed(5_000)).to.equal(true);
+      await delay(300);
+      const still = await h.greet('127.0.0.5');
+      expectHello(still.first, 'one violation after unban: not banned');
+      still.client.close();
+
+      const notBanned = await runAdmin(h.server().adminSocket, ['unban', '::ffff:127.0.0.5']);
+      expect([notBanned.code, notBanned.stdout, notBanned.stderr]).to.deep.equal([1, '', 'fts-admin: 127.0.0.5 is not banned\n']);
+      const bad = await runAdmin(h.server().adminSocket, ['unban', '127.0.0.999']);
+      expect(bad.code).to.equal(2);
+      expect(bad.stderr).to.match(/^fts-admin: invalid address '127\.0\.0\.999'/);
     });
 
     it('regression (fixed): a connection opened before a ban can still try passwords after the ban (the ban is only checked at connect)', async function () {
