@@ -21,7 +21,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { argumentProblem } from '../protocol/arg-errors.js';
-import { banAddress, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
@@ -56,7 +56,7 @@ Commands:
   reload                 re-read the users file (the old table is kept if the new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   restart-workers        replace the worker processes one at a time
-  bans [--json]          list the source addresses banned for failed logins, with the time left
+  bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
   unban ADDRESS          lift the ban on ADDRESS and forget its failed logins
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
@@ -241,7 +241,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     async run(inv) {
       const raw = inv.args[0] ?? '';
       if (isIP(raw) === 0) throw new UsageError(`invalid address '${safeText(raw)}' (expected an IPv4 or IPv6 address, as listed by 'bans')`);
-      const address = banAddress(raw);
+      const address = canonicalIp(raw);
       await call(inv, { cmd: 'unban', address });
       out(`unbanned ${address}`);
     },

@@ -6,6 +6,7 @@
  */
 
 import { isIP } from 'node:net';
+import { canonicalIp } from './ip-address.js';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -43,27 +44,6 @@ export interface BanInfo {
   secondsLeft: number;
 }
 
-/**
- * An address as the server keeps bans under it, the form it gets from the kernel: IPv6 compressed and in
- * lower case (RFC 5952), and an IPv4-mapped IPv6 address (::ffff:1.2.3.4) as its IPv4 address.
- */
-export function banAddress(address: string): string {
-  if (isIP(address) !== 6) return address;
-  // A link-local address may carry a zone (fe80::1%eth0), which URL does not parse; interface names keep their case.
-  const at = address.indexOf('%');
-  const zone = at < 0 ? '' : address.slice(at);
-  let canonical: string;
-  try {
-    canonical = new URL(`http://[${at < 0 ? address : address.slice(0, at)}]/`).hostname.slice(1, -1);
-  } catch {
-    return address.toLowerCase(); // not expected for what isIP accepts; compared as given
-  }
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canonical);
-  if (mapped === null) return canonical + zone;
-  const hi = parseInt(mapped[1]!, 16);
-  const lo = parseInt(mapped[2]!, 16);
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
 
 export interface WorkerStatus {
   pid: number;
@@ -178,7 +158,7 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'unban': {
       const a = v['address'];
       if (typeof a !== 'string' || isIP(a) === 0) throw new Error('address must be an IPv4 or IPv6 address');
-      return { cmd: 'unban', address: banAddress(a) };
+      return { cmd: 'unban', address: canonicalIp(a) };
     }
     case 'drain': {
       const t = v['timeout'];

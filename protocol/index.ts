@@ -10,4 +10,5 @@ export * from './limits.js';
 export * from './messages.js';
 export * from './names.js';
 export * from './admin.js';
+export * from './ip-address.js';
 export * from './scram.js';

@@ -24,15 +24,22 @@ export function createLogger(level: LogLevel, role: 'primary' | 'worker'): Logge
 }
 
 let outputLost: ((err: unknown) => void) | null = null;
-let lost = false;
+/** The error that ended the log output, once it has failed. */
+let lostWith: { err: unknown } | null = null;
 
 /**
  * Calls `listener` once if this process's log output fails (a closed terminal: EIO; a log reader that
- * exited: EPIPE). The server then drains and exits with status 1: it cannot keep an audit trail, and a
- * supervisor restarts it with a working output. Lines written after the failure are dropped.
+ * exited: EPIPE), or at once if it already has (a line logged before the listener existed). The server
+ * then drains and exits with status 1: it cannot keep an audit trail, and a supervisor restarts it with a
+ * working output. Lines written after the failure are dropped. The listener runs on its own turn of the
+ * event loop, never inside the log call that failed (which may be in the middle of a drain's own steps).
  */
 export function whenLogOutputLost(listener: (err: unknown) => void): void {
   outputLost = listener;
+  if (lostWith !== null) {
+    const { err } = lostWith;
+    setImmediate(() => listener(err));
+  }
 }
 
 /**
@@ -43,13 +50,14 @@ export function whenLogOutputLost(listener: (err: unknown) => void): void {
 function stdoutUntilLost(): { write(line: string): void } {
   const destination = pino.destination({ fd: 1, sync: true });
   destination.on('error', (err: unknown) => {
-    if (lost) return;
-    lost = true;
-    outputLost?.(err);
+    if (lostWith !== null) return;
+    lostWith = { err };
+    const listener = outputLost;
+    if (listener !== null) setImmediate(() => listener(err));
   });
   return {
     write(line: string): void {
-      if (!lost) destination.write(line);
+      if (lostWith === null) destination.write(line);
     },
   };
 }

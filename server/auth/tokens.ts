@@ -6,10 +6,12 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  * its HMAC-SHA256 under the server secret. Every worker holds the secret, and so does every node configured
  * with the same --cluster-secret-file, so a token works wherever the reconnect lands.
  *
- * The credential tag binds the token to the user's entry in the users file as it was at login (an HMAC of
- * it under the secret, so the token reveals nothing about the password). Tokens are not revocable one by
- * one, but changing the user's password (any change to their entry), removing the user, or changing the
- * secret ends them: the tag no longer matches, and no state needs to be shared between workers or nodes.
+ * The credential tag binds the token to the user's entry in the users file as it was at login. It is an
+ * HMAC of the entry under the secret: without the secret it tells nothing about the password; with it, a
+ * plaintext entry's tag allows offline guesses, but whoever holds the secret holds the users file too.
+ * Tokens are not revocable one by one, but changing the user's password (any change to their entry),
+ * removing the user, or changing the secret ends them: the tag no longer matches, and no state needs to be
+ * shared between workers or nodes.
  */
 
 export interface IssuedToken {

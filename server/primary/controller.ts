@@ -40,6 +40,8 @@ export class Controller {
   /** A rolling restart is running: a second one would replace the same workers twice at once. */
   private restarting = false;
   private drainWatchers = new Set<Reply>();
+  /** The reload in progress, if any (reload() runs them one after another). */
+  private reloading: Promise<unknown> = Promise.resolve();
   /** Called once every worker has exited after a drain; the primary then cleans up and exits. */
   onStopped: () => void = () => {};
 
@@ -185,7 +187,15 @@ export class Controller {
    * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
    * pair and the old table.
    */
-  async reload(): Promise<AdminFinal> {
+  reload(): Promise<AdminFinal> {
+    // One at a time (fts-admin reload, passwd, SIGHUP may come together): a reload that read the file
+    // before another must not broadcast its older table after the other's newer one.
+    const next = this.reloading.then(() => this.reloadOnce());
+    this.reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  private async reloadOnce(): Promise<AdminFinal> {
     let file: UsersFile;
     try {
       file = await readUsersFile(this.config.users, this.config.allowInsecureUsersFile);

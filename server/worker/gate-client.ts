@@ -1,3 +1,4 @@
+import { canonicalIp } from '../../protocol/index.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerQuestion, type WorkerToPrimary } from '../ipc.js';
 
 /** A question the primary does not answer in this long is answered locally (fail open: keep serving). */
@@ -11,10 +12,12 @@ export type Admission = { ok: true } | { ok: false; reason: string; retryAfterSe
  */
 export const PENALTY = { authFailure: 2, badName: 1, unknownMechanism: 1, protocolViolation: 3 } as const;
 
-/** `::ffff:127.0.0.2` and `127.0.0.2` are one address for limits and bans. */
+/**
+ * One address, one key for limits and bans, however it was written (`::ffff:127.0.0.2` and `127.0.0.2`; a
+ * PROXY header's uncompressed IPv6): the form `fts-admin bans` shows and `unban` takes.
+ */
 export function normaliseIp(address: string | undefined): string {
-  if (!address) return 'unknown';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  return address ? canonicalIp(address) : 'unknown';
 }
 
 /**

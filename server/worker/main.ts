@@ -18,7 +18,9 @@ import { TlsTerminator } from './tls.js';
 const ABORT_CLEANUP_MS = 3_000;
 
 function send(msg: WorkerToPrimary): void {
-  process.send?.(msg);
+  // Without the channel (the primary is gone and this worker is cleaning up) a send would throw
+  // ERR_IPC_CHANNEL_CLOSED as an unhandled 'error'.
+  if (process.connected) process.send?.(msg);
 }
 
 /**
@@ -33,9 +35,7 @@ export async function runWorker(config: Config): Promise<void> {
   process.on('SIGTERM', () => {});
   process.on('SIGHUP', () => {});
   // The primary drains the whole server: this worker cannot log (or audit) any more.
-  whenLogOutputLost((err) => {
-    if (process.connected) send({ type: 'fts:log-output-lost', reason: errnoReason(err) });
-  });
+  whenLogOutputLost((err) => send({ type: 'fts:log-output-lost', reason: errnoReason(err) }));
 
   // Before the first session: every publish and delete of this worker waits at most --lock-timeout for a
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)

@@ -18,6 +18,32 @@ function ipv4(address: string): Buffer {
   return Buffer.from(parts);
 }
 
+/** A PROXY v2 header announcing a TCP/IPv6 connection (family 0x21) from `src` to `dst`. */
+export function proxyV2HeaderIpv6(src: { address: string; port: number }, dst: { address: string; port: number }): Buffer {
+  const body = Buffer.alloc(36);
+  ipv6(src.address).copy(body, 0);
+  ipv6(dst.address).copy(body, 16);
+  body.writeUInt16BE(src.port, 32);
+  body.writeUInt16BE(dst.port, 34);
+  const head = Buffer.alloc(4);
+  head[0] = 0x21;
+  head[1] = 0x21;
+  head.writeUInt16BE(body.length, 2);
+  return Buffer.concat([SIGNATURE, head, body]);
+}
+
+/** The 16 bytes of an IPv6 address written with 8 groups or with `::`. */
+function ipv6(address: string): Buffer {
+  const [head = '', tail] = address.split('::');
+  const groups = (s: string): string[] => (s === '' ? [] : s.split(':'));
+  const missing = 8 - groups(head).length - groups(tail ?? '').length;
+  const all = tail === undefined ? groups(head) : [...groups(head), ...Array<string>(missing).fill('0'), ...groups(tail)];
+  if (all.length !== 8 || all.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) throw new Error(`not an IPv6 address: ${address}`);
+  const out = Buffer.alloc(16);
+  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
 /** A PROXY v2 header announcing a TCP/IPv4 connection from `src` to `dst`. */
 export function proxyV2Header(src: { address: string; port: number }, dst: { address: string; port: number }): Buffer {
   const body = Buffer.alloc(12);

@@ -10,13 +10,15 @@
  * staged, and the parts really resume (or are swept at the TTL)".
  */
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
 import { sessionsJson, startAdmin, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
-import { releaseAll } from '../helpers/common.js';
+import { envWithoutFts, releaseAll } from '../helpers/common.js';
+import { SERVER_MAIN } from '../helpers/paths.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
 import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
 import { exists, freePort, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
@@ -428,6 +430,29 @@ describe('lifecycle (end to end)', function () {
     expect(await publishedSha256(server.storage, ALICE.user, up!.name)).to.equal(up!.sha256);
     expect(await server.waitForExit(20_000)).to.deep.equal({ code: 1, signal: null });
     expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: broken pipe \(EPIPE\); draining, then exiting with status 1/);
+  });
+
+  it('a log output that is already gone when the server starts (its first lines fail) still makes it drain and exit 1, with no client', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-log-lost-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(path.join(dir, 'users'), `${ALICE.user}:${ALICE.password}\n`, { mode: 0o600 });
+    const proc = spawn(process.execPath, [SERVER_MAIN, '--port', '0', '--workers', '2', '--metrics-port', 'off', '--storage', path.join(dir, 'storage'), '--users', path.join(dir, 'users'), '--admin-socket', path.join(dir, 'admin.sock')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: envWithoutFts(),
+    });
+    // Before the primary writes its first line.
+    proc.stdout.destroy();
+    let stderr = '';
+    proc.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+    try {
+      expect(await exited, `exit status; stderr: ${stderr}`).to.equal(1);
+    } finally {
+      clearTimeout(timer);
+    }
+    expect(stderr).to.match(/^fts-server: the log output \(standard output\) failed: broken pipe \(EPIPE\); draining, then exiting with status 1$/m);
+    expect(await exists(path.join(dir, 'admin.sock')), 'the admin socket is removed as after any drain').to.equal(false);
   });
 
   it('a second SIGINT during the drain stops at once: exit 0 well before --grace 60, nothing partial published', async () => {

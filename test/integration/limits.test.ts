@@ -12,6 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { runAdmin } from '../helpers/admin-cli.js';
+import { proxyV2HeaderIpv6 } from '../helpers/multinode-direct.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { delay, rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256, type ConnectOptions } from '../helpers/raw-client.js';
@@ -497,6 +498,41 @@ describe('limits and bans (real server)', function () {
       expectBye(refusal, 'RATE_LIMITED', 'banned', 'after six bad names');
       expect(await rawAlive(c), 'a ban refuses new connections; the open session goes on').to.equal(true);
     });
+  });
+
+  describe('bans behind --proxy-protocol (the client address comes from the PROXY v2 header)', function () {
+    let server: TestServer | null = null;
+    before(async function () {
+      server = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--ban-threshold', '6', '--ban-window', '120', '--ban-duration', '120'] });
+    });
+    after(async function () {
+      await server?.stop();
+    });
+
+    for (const [client, listed, typed] of [
+      ['2001:db8::7', '2001:db8::7', '2001:DB8:0:0:0:0:0:7'],
+      ['::ffff:a01:203', '10.1.2.3', '::ffff:10.1.2.3'],
+    ] as const) {
+      it(`an IPv6 client ${client} is banned as ${listed}, and fts-admin unban ${typed} lifts it`, async function () {
+        const s = server!;
+        for (let i = 0; i < 2; i++) {
+          const c = await RawClient.connect(s.port);
+          // The header writes the address with 8 groups; then an unknown frame type (3 points).
+          await c.write(proxyV2HeaderIpv6({ address: client, port: 40_000 + i }, { address: '::1', port: s.port }), Buffer.from([0x00, 0, 0, 0, 1, 0x7b]));
+          expect(await c.waitClosed(5_000), `violation ${i + 1} closed`).to.equal(true);
+          c.close();
+        }
+        const bans = async (): Promise<string[]> => {
+          const r = await runAdmin(s.adminSocket, ['bans', '--json']);
+          expect(r.code, r.stderr).to.equal(0);
+          return (JSON.parse(r.stdout) as Array<{ address: string }>).map((b) => b.address);
+        };
+        await waitUntil(`${listed} banned`, async () => ((await bans()).includes(listed) ? true : undefined), 5_000, 100);
+        const r = await runAdmin(s.adminSocket, ['unban', typed]);
+        expect([r.code, r.stdout, r.stderr]).to.deep.equal([0, `unbanned ${listed}\n`, '']);
+        expect(await bans()).to.not.include(listed);
+      });
+    }
   });
 
   describe('timeouts and header limit (--login-timeout 1 --idle-timeout 1 --stall-timeout 1 --max-header-bytes 1024)', function () {

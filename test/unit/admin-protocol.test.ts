@@ -1,15 +1,20 @@
 import { expect } from 'chai';
-import { banAddress, parseAdminRequest } from '../../protocol/index.js';
+import { canonicalIp, parseAdminRequest } from '../../protocol/index.js';
 
 describe('admin protocol: bans and unban', function () {
-  it('banAddress gives the form the server keeps bans under (the kernel\'s): IPv6 compressed, lower case; IPv4-mapped as IPv4', function () {
-    expect(banAddress('203.0.113.7')).to.equal('203.0.113.7');
-    expect(banAddress('::1')).to.equal('::1');
-    expect(banAddress('FE80:0:0:0:0:0:0:1')).to.equal('fe80::1');
-    expect(banAddress('2001:DB8:0:0:1:0:0:1')).to.equal('2001:db8::1:0:0:1');
-    expect(banAddress('::ffff:203.0.113.7')).to.equal('203.0.113.7');
-    expect(banAddress('::FFFF:cb00:7107')).to.equal('203.0.113.7');
-    expect(banAddress('FE80:0::1%eth0')).to.equal('fe80::1%eth0');
+  it('canonicalIp gives the one form the server keeps bans under, whatever the source: IPv6 compressed, lower case; IPv4-mapped as IPv4', function () {
+    expect(canonicalIp('203.0.113.7')).to.equal('203.0.113.7');
+    expect(canonicalIp('::1')).to.equal('::1');
+    expect(canonicalIp('FE80:0:0:0:0:0:0:1')).to.equal('fe80::1');
+    expect(canonicalIp('2001:DB8:0:0:1:0:0:1')).to.equal('2001:db8::1:0:0:1');
+    expect(canonicalIp('::ffff:203.0.113.7')).to.equal('203.0.113.7');
+    expect(canonicalIp('::FFFF:cb00:7107')).to.equal('203.0.113.7');
+    expect(canonicalIp('FE80:0::1%eth0')).to.equal('fe80::1%eth0');
+    // As a PROXY v2 header's address is written (8 groups), and as the kernel writes the same addresses.
+    expect(canonicalIp('2001:db8:0:0:0:0:0:1')).to.equal(canonicalIp('2001:db8::1'));
+    expect(canonicalIp('0:0:0:0:0:ffff:a01:203')).to.equal('10.1.2.3');
+    expect(canonicalIp('::1.2.3.4')).to.equal(canonicalIp('0:0:0:0:0:0:102:304'));
+    expect(canonicalIp('not an address')).to.equal('not an address');
   });
 
   it('parses bans and unban; an unban address must be an IP address', function () {
