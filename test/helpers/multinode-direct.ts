@@ -18,18 +18,26 @@ function ipv4(address: string): Buffer {
   return Buffer.from(parts);
 }
 
-/** A PROXY v2 header announcing a TCP/IPv6 connection (family 0x21) from `src` to `dst`. */
-export function proxyV2HeaderIpv6(src: { address: string; port: number }, dst: { address: string; port: number }): Buffer {
-  const body = Buffer.alloc(36);
-  ipv6(src.address).copy(body, 0);
-  ipv6(dst.address).copy(body, 16);
-  body.writeUInt16BE(src.port, 32);
-  body.writeUInt16BE(dst.port, 34);
-  const head = Buffer.alloc(4);
-  head[0] = 0x21;
-  head[1] = 0x21;
-  head.writeUInt16BE(body.length, 2);
-  return Buffer.concat([SIGNATURE, head, body]);
+type Endpoint = { address: string; port: number };
+
+/** A PROXY v2 PROXY-command header: `family` (0x11 TCP/IPv4, 0x21 TCP/IPv6), then addresses and ports. */
+function proxyV2(family: number, src: Buffer, dst: Buffer, srcPort: number, dstPort: number): Buffer {
+  const head = Buffer.from([0x21, family, 0, 0]);
+  head.writeUInt16BE(src.length + dst.length + 4, 2);
+  const ports = Buffer.alloc(4);
+  ports.writeUInt16BE(srcPort, 0);
+  ports.writeUInt16BE(dstPort, 2);
+  return Buffer.concat([SIGNATURE, head, src, dst, ports]);
+}
+
+/** A PROXY v2 header announcing a TCP/IPv4 connection from `src` to `dst`. */
+export function proxyV2Header(src: Endpoint, dst: Endpoint): Buffer {
+  return proxyV2(0x11, ipv4(src.address), ipv4(dst.address), src.port, dst.port);
+}
+
+/** A PROXY v2 header announcing a TCP/IPv6 connection from `src` to `dst`. */
+export function proxyV2HeaderIpv6(src: Endpoint, dst: Endpoint): Buffer {
+  return proxyV2(0x21, ipv6(src.address), ipv6(dst.address), src.port, dst.port);
 }
 
 /** The 16 bytes of an IPv6 address written with 8 groups or with `::`. */
@@ -42,20 +50,6 @@ function ipv6(address: string): Buffer {
   const out = Buffer.alloc(16);
   all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
   return out;
-}
-
-/** A PROXY v2 header announcing a TCP/IPv4 connection from `src` to `dst`. */
-export function proxyV2Header(src: { address: string; port: number }, dst: { address: string; port: number }): Buffer {
-  const body = Buffer.alloc(12);
-  ipv4(src.address).copy(body, 0);
-  ipv4(dst.address).copy(body, 4);
-  body.writeUInt16BE(src.port, 8);
-  body.writeUInt16BE(dst.port, 10);
-  const head = Buffer.alloc(4);
-  head[0] = 0x21;
-  head[1] = 0x11;
-  head.writeUInt16BE(body.length, 2);
-  return Buffer.concat([SIGNATURE, head, body]);
 }
 
 /** A PROXY v2 LOCAL header: what HAProxy sends for its own health checks (no client address). */
