@@ -43,27 +43,32 @@ export function issueToken(secret: Buffer, user: string, credential: Buffer, ttl
 }
 
 /**
- * The user a valid, unexpired token names, whose credential is still the one it was issued for; otherwise
- * null. The comparisons are constant-time.
+ * `user` is the user of a valid, unexpired token whose credential is still the one it was issued for;
+ * otherwise null. `issuedTo` is the user a token signed with our secret names, even if it has expired or its
+ * credential has changed (a stale token of a known user, worth naming in the audit line of the failure),
+ * and null when the token is not ours. The comparisons are constant-time.
  */
-export function verifyToken(secret: Buffer, token: string, credentialOf: CredentialLookup, now = Date.now()): string | null {
-  if (token.length > 1024) return null;
+export function verifyToken(secret: Buffer, token: string, credentialOf: CredentialLookup, now = Date.now()): { user: string | null; issuedTo: string | null } {
+  const refused = { user: null, issuedTo: null };
+  if (token.length > 1024) return refused;
   const parts = token.split('.');
-  if (parts.length !== 3 || parts[0] !== VERSION) return null;
+  if (parts.length !== 3 || parts[0] !== VERSION) return refused;
   const [, payload = '', given = ''] = parts;
   const expected = mac(secret, payload);
   const actual = Buffer.from(given, 'base64url');
-  if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) return null;
+  if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) return refused;
   let claims: { u?: unknown; e?: unknown; c?: unknown };
   try {
     claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as typeof claims;
   } catch {
-    return null;
+    return refused;
   }
-  if (typeof claims.u !== 'string' || typeof claims.e !== 'number' || claims.e <= now || typeof claims.c !== 'string') return null;
-  const credential = credentialOf(claims.u);
-  if (credential === null) return null;
+  if (typeof claims.u !== 'string') return refused;
+  const issuedTo = claims.u;
+  if (typeof claims.e !== 'number' || claims.e <= now || typeof claims.c !== 'string') return { user: null, issuedTo };
+  const credential = credentialOf(issuedTo);
+  if (credential === null) return { user: null, issuedTo };
   const tag = Buffer.from(claims.c, 'base64url');
-  const current = credentialTag(secret, claims.u, credential);
-  return tag.length === current.length && timingSafeEqual(tag, current) ? claims.u : null;
+  const current = credentialTag(secret, issuedTo, credential);
+  return { user: tag.length === current.length && timingSafeEqual(tag, current) ? issuedTo : null, issuedTo };
 }

@@ -246,6 +246,20 @@ describe('fts-admin (end to end)', function () {
       }
       const aliceNew = await tokenOf(renewed.user, renewed.password);
       for (let i = 0; i < 4; i++) await withToken(aliceNew);
+      // The refused token was ours: its failures are audited with its user, not as an unknown one.
+      const refused = await waitUntil('the audit lines of the refused token', () => {
+        const lines = server.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'failure' && l['mech'] === 'token');
+        return lines.length >= 4 ? lines : undefined;
+      });
+      expect(refused.map((l) => l['user'])).to.deep.equal(Array(4).fill(ALICE.user));
+      const forged = await FtsClient.connect({ port: server.port });
+      clients.push(forged);
+      expect(await codeOf(forged.authToken(`${aliceNew}x`))).to.equal('AUTH_FAILED');
+      const last = await waitUntil('the forged token\'s audit line', () => {
+        const lines = server.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'failure' && l['mech'] === 'token');
+        return lines.length >= 5 ? lines[4] : undefined;
+      });
+      expect(last['user'], 'a token that is not ours names nobody').to.equal(null);
     });
 
     it('judges the users file as a start does: a group-readable one is refused (old table kept), an empty one is applied with a warning', async () => {

@@ -144,32 +144,32 @@ describe('session tokens', () => {
   it('a token names its user until it expires', () => {
     const { token, expires } = issueToken(secret, 'alice', alice, 60_000, 1_000);
     expect(expires).to.equal(61_000);
-    expect(verifyToken(secret, token, current, 2_000)).to.equal('alice');
-    expect(verifyToken(secret, token, current, 61_000)).to.equal(null);
+    expect(verifyToken(secret, token, current, 2_000).user).to.equal('alice');
+    expect(verifyToken(secret, token, current, 61_000), 'expired: still ours, so its user is named').to.deep.equal({ user: null, issuedTo: 'alice' });
   });
 
   it('a token signed with another secret, or altered, is refused', () => {
     const { token } = issueToken(secret, 'alice', alice, 60_000);
-    expect(verifyToken(Buffer.alloc(32, 8), token, current)).to.equal(null);
+    expect(verifyToken(Buffer.alloc(32, 8), token, current), 'another secret: names nobody').to.deep.equal({ user: null, issuedTo: null });
     const [v, payload, mac] = token.split('.');
     const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8')) as Record<string, unknown>;
     const forged = Buffer.from(JSON.stringify({ ...claims, u: 'bob' })).toString('base64url');
-    expect(verifyToken(secret, `${v}.${forged}.${mac}`, current)).to.equal(null);
-    expect(verifyToken(secret, `${v}.${payload}`, current)).to.equal(null);
-    expect(verifyToken(secret, `v1.${payload}.${mac}`, current), 'another version').to.equal(null);
-    expect(verifyToken(secret, 'x'.repeat(2000), current)).to.equal(null);
+    expect(verifyToken(secret, `${v}.${forged}.${mac}`, current), 'forged: names nobody').to.deep.equal({ user: null, issuedTo: null });
+    expect(verifyToken(secret, `${v}.${payload}`, current).user).to.equal(null);
+    expect(verifyToken(secret, `v1.${payload}.${mac}`, current).user, 'another version').to.equal(null);
+    expect(verifyToken(secret, 'x'.repeat(2000), current).user).to.equal(null);
   });
 
   it('a token ends when its user\'s entry changes (a new password, the same one as a verifier) or is removed', () => {
     const { token } = issueToken(secret, 'alice', alice, 60_000);
     const newPassword = parseUsers('alice:another-pass\n').users;
-    expect(verifyToken(secret, token, (n) => newPassword.credentialOf(n))).to.equal(null);
+    expect(verifyToken(secret, token, (n) => newPassword.credentialOf(n))).to.deep.equal({ user: null, issuedTo: 'alice' });
     const verifier = parseUsers(`alice:${formatVerifier(deriveVerifier('alice-pass'))}\n`).users;
-    expect(verifyToken(secret, token, (n) => verifier.credentialOf(n)), 'same password, now hashed').to.equal(null);
+    expect(verifyToken(secret, token, (n) => verifier.credentialOf(n)).user, 'same password, now hashed').to.equal(null);
     const removed = parseUsers('bob:bob-pass\n').users;
-    expect(verifyToken(secret, token, (n) => removed.credentialOf(n))).to.equal(null);
+    expect(verifyToken(secret, token, (n) => removed.credentialOf(n)).user).to.equal(null);
     const unchanged = parseUsers('bob:bob-pass\nalice:alice-pass\n').users;
-    expect(verifyToken(secret, token, (n) => unchanged.credentialOf(n)), 'the same entry, re-read').to.equal('alice');
+    expect(verifyToken(secret, token, (n) => unchanged.credentialOf(n)).user, 'the same entry, re-read').to.equal('alice');
   });
 
   it('a token carries an HMAC of the credential, not the password or its digest', () => {

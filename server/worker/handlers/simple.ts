@@ -21,10 +21,14 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
     case 'plain':
       user = (await verifyPassword(users, req.user, req.password)) ? req.user : null;
       break;
-    case 'token':
+    case 'token': {
       // Refused once the user's entry has changed (a new password) or is gone (tokens.ts).
-      user = verifyToken(ctx.secret, req.token, (name) => users.credentialOf(name));
+      const verdict = verifyToken(ctx.secret, req.token, (name) => users.credentialOf(name));
+      // A stale token of ours names its user in the audit line of the failure (a forged one names nobody).
+      if (verdict.issuedTo !== null) io.noteLoginUser(verdict.issuedTo);
+      user = verdict.user;
       break;
+    }
     case 'scram-sha-256': {
       const exchange = scramFirst(req.data, (name) => users.scramVerifier(name, ctx.secret), ctx.secret, users.fakeIterations);
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
