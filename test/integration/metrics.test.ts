@@ -43,6 +43,8 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_draining: 'gauge',
   fts_scrape_errors_total: 'counter',
   fts_lock_compromised_total: 'counter',
+  fts_rejections_total: 'counter',
+  fts_bans_active: 'gauge',
 };
 
 interface Sample {
