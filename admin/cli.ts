@@ -57,7 +57,7 @@ Commands:
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   restart-workers        replace the worker processes one at a time
   bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
-  unban ADDRESS          lift the ban on ADDRESS and forget its failed logins
+  unban ADDRESS          lift the ban on ADDRESS and forget its penalty points
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
