@@ -2,11 +2,11 @@ import type { Worker } from 'node:cluster';
 import type { AdminFinal, AdminLine, AdminRequest, BanInfo, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
-import type { Gatekeeper } from './gatekeeper.js';
 import type { Logger } from '../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
+import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
 import type { WorkerPool } from './worker-pool.js';
 
