@@ -55,6 +55,7 @@ Commands:
                          (default: the server's --grace), then stop the server; waits until it is gone
   reload                 re-read the users file (the old table is kept if the new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
+  kick-user USER         end every session of USER (exit 1 if there is none)
   restart-workers        replace the worker processes one at a time
   bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
   unban ADDRESS          lift the ban on ADDRESS and forget its penalty points
@@ -224,6 +225,37 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
+  'kick-user': {
+    args: ['USER'],
+    flags: [],
+    async run(inv) {
+      const user = inv.args[0] ?? '';
+      try {
+        checkUsername(user);
+      } catch (e) {
+        if (e instanceof PasswdError) throw new UsageError(safeText(e.message));
+        throw e;
+      }
+      const sessions = await call(inv, { cmd: 'sessions' });
+      if (!isSessionList(sessions)) throw unexpected('sessions');
+      const theirs = sessions.filter((s) => s.user === user);
+      if (theirs.length === 0) throw new CommandFailed(`no session of user ${user}`);
+      let ended = 0;
+      for (const s of theirs) {
+        try {
+          await call(inv, { cmd: 'kick', session: s.id });
+        } catch (e) {
+          // Ended by itself between the listing and the kick: what was asked for.
+          if (e instanceof CommandFailed && e.message.startsWith(`no session ${s.id}`)) continue;
+          throw e;
+        }
+        out(`session ${s.id} ended`);
+        ended++;
+      }
+      out(`${ended} ${ended === 1 ? 'session' : 'sessions'} of ${user} ended`);
+    },
+  },
+
   bans: {
     args: [],
     flags: ['json'],
@@ -269,7 +301,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       try {
         checkUsername(user); // before asking for the password, not after it was typed twice
       } catch (e) {
-        if (e instanceof PasswdError) throw new CommandFailed(e.message, EXIT_USAGE); // a bad argument
+        if (e instanceof PasswdError) throw new CommandFailed(safeText(e.message), EXIT_USAGE); // a bad argument
         throw e;
       }
       // Root's default socket is root's own, never the service's: the check below would find "no server"

@@ -531,6 +531,33 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('kick-user', () => {
+    it('ends every session of one user (whichever worker holds it) and no other; none left exits 1; a bad name exits 2', async () => {
+      const server = await startServer({ workers: 2 });
+      const victims: RawClient[] = [];
+      for (let i = 0; i < 4; i++) victims.push(await rawLogin(server));
+      const bystander = await login(server, BOB.user, BOB.password);
+      const ids = new Set<string>();
+      for (const v of victims) ids.add((await sessionOf(server, v.localPort)).id);
+
+      const r = await runAdmin(server.adminSocket, ['kick-user', ALICE.user]);
+      expect(r.code, r.stderr).to.equal(0);
+      const lines = r.stdout.trimEnd().split('\n');
+      expect(new Set(lines.slice(0, -1))).to.deep.equal(new Set([...ids].map((id) => `session ${id} ended`)));
+      expect(lines.at(-1)).to.equal(`4 sessions of ${ALICE.user} ended`);
+      for (const v of victims) await v.expectClosed(5_000);
+      await bystander.noop();
+      await waitUntil('alice\'s sessions to leave the list', async () => !(await sessionsJson(server.adminSocket)).some((s) => s.user === ALICE.user), 5_000, 100);
+
+      const none = await runAdmin(server.adminSocket, ['kick-user', ALICE.user]);
+      expect([none.code, none.stdout, none.stderr]).to.deep.equal([1, '', `fts-admin: no session of user ${ALICE.user}\n`]);
+      const bad = await runAdmin(server.adminSocket, ['kick-user', '../alice']);
+      expect(bad.code).to.equal(2);
+      expect(bad.stderr).to.match(/^fts-admin: invalid username '\.\.\/alice'/);
+      await bystander.noop();
+    });
+  });
+
   describe('kick and reconnecting clients', () => {
     it('a ResilientClient does not reconnect after its session is kicked: that call and later ones fail with KICKED', async () => {
       const server = await startServer({ workers: 2 });
