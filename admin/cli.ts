@@ -21,7 +21,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { argumentProblem } from '../protocol/arg-errors.js';
-import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
+import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest, type StatusResult } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
@@ -147,28 +147,42 @@ function printJson(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }
 
-const COMMANDS: Readonly<Record<string, Command>> = {
-  status: {
-    args: [],
-    flags: ['json'],
-    async run(inv) {
-      const result = await call(inv, { cmd: 'status' });
-      if (!isStatusResult(result)) throw unexpected('status');
-      if (inv.json) printJson(result);
-      else out(formatStatus(result));
-    },
-  },
+/** The result of a command that takes no argument, checked for its shape before anything uses it. */
+async function ask<T>(inv: Invocation, cmd: 'status' | 'sessions' | 'bans', isResult: (v: unknown) => v is T): Promise<T> {
+  const result = await call(inv, { cmd });
+  if (!isResult(result)) throw unexpected(cmd);
+  return result;
+}
 
-  sessions: {
+/** A command that prints one result: as JSON with --json, else as text. */
+function report<T>(cmd: 'status' | 'sessions' | 'bans', isResult: (v: unknown) => v is T, format: (result: T) => string): Command {
+  return {
     args: [],
     flags: ['json'],
     async run(inv) {
-      const result = await call(inv, { cmd: 'sessions' });
-      if (!isSessionList(result)) throw unexpected('sessions');
+      const result = await ask(inv, cmd, isResult);
       if (inv.json) printJson(result);
-      else out(formatSessions(result));
+      else out(format(result));
     },
-  },
+  };
+}
+
+/** A USER argument, checked before anything else happens (passwd: before the password is typed twice). */
+function userArgument(inv: Invocation): string {
+  const user = inv.args[0] ?? '';
+  try {
+    checkUsername(user);
+  } catch (e) {
+    if (e instanceof PasswdError) throw new UsageError(safeText(e.message));
+    throw e;
+  }
+  return user;
+}
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  status: report('status', isStatusResult, formatStatus),
+
+  sessions: report('sessions', isSessionList, formatSessions),
 
   drain: {
     args: [],
@@ -229,16 +243,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     args: ['USER'],
     flags: [],
     async run(inv) {
-      const user = inv.args[0] ?? '';
-      try {
-        checkUsername(user);
-      } catch (e) {
-        if (e instanceof PasswdError) throw new UsageError(safeText(e.message));
-        throw e;
-      }
-      const sessions = await call(inv, { cmd: 'sessions' });
-      if (!isSessionList(sessions)) throw unexpected('sessions');
-      const theirs = sessions.filter((s) => s.user === user);
+      const user = userArgument(inv);
+      const theirs = (await ask(inv, 'sessions', isSessionList)).filter((s) => s.user === user);
       if (theirs.length === 0) throw new CommandFailed(`no session of user ${user}`);
       let ended = 0;
       for (const s of theirs) {
@@ -256,16 +262,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
-  bans: {
-    args: [],
-    flags: ['json'],
-    async run(inv) {
-      const result = await call(inv, { cmd: 'bans' });
-      if (!isBanList(result)) throw unexpected('bans');
-      if (inv.json) printJson(result);
-      else out(formatBans(result));
-    },
-  },
+  bans: report('bans', isBanList, formatBans),
 
   unban: {
     args: ['ADDRESS'],
@@ -296,14 +293,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     args: ['USER'],
     flags: ['users'],
     async run(inv) {
-      const user = inv.args[0] ?? '';
+      const user = userArgument(inv);
       const usersFile = path.resolve(inv.users ?? process.env['FTS_USERS'] ?? './id_passwd.txt');
-      try {
-        checkUsername(user); // before asking for the password, not after it was typed twice
-      } catch (e) {
-        if (e instanceof PasswdError) throw new CommandFailed(safeText(e.message), EXIT_USAGE); // a bad argument
-        throw e;
-      }
       // Root's default socket is root's own, never the service's: the check below would find "no server"
       // and write a file the service may not read.
       if (process.geteuid?.() === 0 && !inv.socketNamed) {
@@ -352,9 +343,9 @@ const COMMANDS: Readonly<Record<string, Command>> = {
  * refuses the command: without the answer, passwd cannot know it writes the file the server reads.
  */
 async function usersFileOfServer(inv: Invocation): Promise<string | null> {
-  let result: unknown;
+  let result: StatusResult;
   try {
-    result = await call(inv, { cmd: 'status' });
+    result = await ask(inv, 'status', isStatusResult);
   } catch (e) {
     if (e instanceof AdminClientError && e.kind === 'no-server') return null;
     if (e instanceof AdminClientError || e instanceof CommandFailed) {
@@ -362,7 +353,6 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
     }
     throw e;
   }
-  if (!isStatusResult(result)) throw unexpected('status');
   if (result.usersFile === undefined) {
     throw new CommandFailed(`the server at ${inv.socket} does not say which users file it reads (it is older than this fts-admin); nothing changed`);
   }

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster';
-import type { AdminFinal, AdminLine, AdminRequest, BanInfo, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
+import type { AdminFinal, AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
@@ -97,7 +97,7 @@ export class Controller {
         reply(await this.kick(req.session));
         return;
       case 'bans':
-        reply({ ok: true, result: this.gate.bans(Date.now()) satisfies BanInfo[] });
+        reply({ ok: true, result: this.gate.bans(Date.now()) });
         return;
       case 'unban':
         if (!this.gate.unban(req.address, Date.now())) {

@@ -5,6 +5,8 @@
  * Pure bookkeeping: no sockets, no timers; time is passed in, so it is unit-testable.
  */
 
+import type { BanInfo } from '../../protocol/index.js';
+
 export interface GateLimits {
   maxConnections: number;
   maxPerIp: number;
@@ -76,8 +78,8 @@ export class Gatekeeper {
   }
 
   /** The addresses banned now, longest remaining first (fts-admin bans). */
-  bans(now: number): Array<{ address: string; secondsLeft: number }> {
-    const list: Array<{ address: string; secondsLeft: number }> = [];
+  bans(now: number): BanInfo[] {
+    const list: BanInfo[] = [];
     for (const [address, s] of this.scores) if (s.bannedUntil > now) list.push({ address, secondsLeft: Math.ceil((s.bannedUntil - now) / 1000) });
     return list.sort((a, b) => b.secondsLeft - a.secondsLeft || (a.address < b.address ? -1 : 1));
   }

@@ -150,7 +150,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     else if (m.type === 'fts:listening') controller.workerListening(worker);
     else if (m.type === 'fts:startup-failed') startupFailures.set(worker.process.pid ?? 0, m.reason);
     else if (m.type === 'fts:log-output-lost') onLogOutputLost(m.reason);
-    else if (m.type === 'fts:rejected' && m.reason === 'proxy_header') metrics.rejected(m.reason);
+    else if (m.type === 'fts:rejected') metrics.rejected(m.reason);
     if (m.type === 'fts:listening' && controller.port !== null && m.port !== controller.port) {
       // Clients were told controller.port: a worker elsewhere serves nobody (see WorkerPool.portFor).
       log.error({ workerPid: worker.process.pid, port: m.port, announced: controller.port }, 'worker listens on another port than the announced one');

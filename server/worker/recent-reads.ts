@@ -15,9 +15,9 @@
  */
 
 /** A file sent again within this time counts as hot. */
-export const RECENT_READ_WINDOW_MS = 30 * 60 * 1000;
+const RECENT_READ_WINDOW_MS = 30 * 60 * 1000;
 /** Versions remembered at most; the least recently sent are forgotten first. */
-export const RECENT_READ_CAPACITY = 4096;
+const RECENT_READ_CAPACITY = 4096;
 
 export class RecentReads {
   readonly #windowMs: number;
