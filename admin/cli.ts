@@ -89,7 +89,8 @@ class UsageError extends Error {}
 
 /** A command failure: main() prints `fts-admin: message` and exits with `code`. */
 class CommandFailed extends Error {
-  constructor(message: string, readonly code: number = EXIT_FAILED) {
+  /** @param serverCode the refusal's code, when the server gave one (AdminFinal). */
+  constructor(message: string, readonly code: number = EXIT_FAILED, readonly serverCode?: string) {
     super(message);
   }
 }
@@ -134,7 +135,7 @@ async function call(inv: Invocation, request: AdminRequest, onEvent?: (e: AdminE
 
 function resultOf(final: AdminFinal | null): unknown {
   if (final === null) throw new CommandFailed('the server closed the connection before replying');
-  if (!final.ok) throw new CommandFailed(serverMessage(final.error));
+  if (!final.ok) throw new CommandFailed(serverMessage(final.error), EXIT_FAILED, final.code);
   if (final.warning !== undefined) err(`warning: ${serverMessage(final.warning)}`);
   return final.result;
 }
@@ -251,8 +252,9 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         try {
           await call(inv, { cmd: 'kick', session: s.id });
         } catch (e) {
-          // Ended by itself between the listing and the kick: what was asked for.
-          if (e instanceof CommandFailed && e.message.startsWith(`no session ${s.id}`)) continue;
+          // Ended by itself between the listing and the kick: what was asked for. (Not when a worker that
+          // did not answer may still hold it: that fails the command.)
+          if (e instanceof CommandFailed && e.serverCode === 'NO_SESSION') continue;
           throw e;
         }
         out(`session ${s.id} ended`);

@@ -117,6 +117,10 @@ export type AdminEvent = DrainProgress | { event: 'exited' } | { event: 'replaci
 export type AdminFinal =
   /** `warning`: the result is incomplete (a worker did not answer); fts-admin prints it on stderr. */
   | { ok: true; result?: unknown; warning?: string }
+  /**
+   * `code`, where a client must tell one refusal from another without reading the words: `NO_SESSION`
+   * (kick: every worker answered and none holds the session). Clients ignore codes they do not know.
+   */
   | { ok: false; error: string; code?: string };
 
 export type AdminLine = AdminEvent | AdminFinal;

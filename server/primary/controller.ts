@@ -229,7 +229,8 @@ export class Controller {
     const { answers, silent } = await this.askAll({ type: 'fts:kick', session });
     const found = answers.some((a) => a !== null && !Array.isArray(a) && 'found' in a && a.found);
     if (found) return { ok: true };
-    return { ok: false, error: silent.length === 0 ? `no session ${session}` : `no session ${session} found; ${silentWorkers(silent)} and may hold it` };
+    if (silent.length === 0) return { ok: false, error: `no session ${session}`, code: 'NO_SESSION' };
+    return { ok: false, error: `no session ${session} found; ${silentWorkers(silent)} and may hold it` };
   }
 
   /**

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { canonicalIp } from '../../protocol/index.js';
 
 /**
  * PROXY protocol version 2 (the binary form HAProxy sends with `send-proxy-v2`), so that per-address
@@ -69,7 +70,8 @@ export function parseProxyV2(buf: Buffer): ProxyParse {
   if (family === 0x2 && body.length >= 36) {
     const groups: string[] = [];
     for (let i = 0; i < 16; i += 2) groups.push(body.readUInt16BE(i).toString(16));
-    return { done: true, result: { address: groups.join(':'), port: body.readUInt16BE(32) }, consumed };
+    // In the form the kernel gives for direct connections, so logs, sessions and bans show one address one way.
+    return { done: true, result: { address: canonicalIp(groups.join(':')), port: body.readUInt16BE(32) }, consumed };
   }
   // UNSPEC or UNIX: keep the connection's own address.
   return { done: true, result: { address: null, port: null }, consumed };

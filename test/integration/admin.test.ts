@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { parseUsers } from '../../server/auth/users.js';
+import { adminRequest } from '../../admin/admin-client.js';
 import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
 import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
@@ -525,6 +526,8 @@ describe('fts-admin (end to end)', function () {
       const unknown = await runAdmin(server.adminSocket, ['kick', 'ffffffffffff']);
       expect(unknown.code, unknown.stdout).to.equal(1);
       expect(unknown.stderr).to.match(/^fts-admin: .*no session ffffffffffff/);
+      // With every worker answering, the refusal carries its code (kick-user tells a session gone by it).
+      expect(await adminRequest(server.adminSocket, { cmd: 'kick', session: 'ffffffffffff' })).to.deep.equal({ ok: false, error: 'no session ffffffffffff', code: 'NO_SESSION' });
       const invalid = await runAdmin(server.adminSocket, ['kick', 'not-hex!']);
       expect(invalid.code, 'a malformed id is a usage error').to.equal(2);
       await bystander.noop();
@@ -555,6 +558,36 @@ describe('fts-admin (end to end)', function () {
       expect(bad.code).to.equal(2);
       expect(bad.stderr).to.match(/^fts-admin: invalid username '\.\.\/alice'/);
       await bystander.noop();
+    });
+  });
+
+  describe('kick-user against a server whose sessions change under it (fake admin socket)', () => {
+    const listed = ['a1', 'b2', 'c3'].map((id, i) => ({ id, user: ALICE.user, remote: `127.0.0.1:${40_000 + i}`, worker: 1, op: null, file: null, bytes: 0, since: new Date().toISOString() }));
+
+    it('a session gone before its kick (NO_SESSION) is not an error and is not counted', async () => {
+      const socket = path.join(await scratch('fts-admin-kick-user-'), 'admin.sock');
+      const fake = await FakeAdminSocket.listen(socket, (req) => {
+        const r = req as { cmd: string; session?: string };
+        if (r.cmd === 'sessions') return { ok: true, result: listed };
+        return r.session === 'b2' ? { ok: false, error: 'no session b2', code: 'NO_SESSION' } : { ok: true };
+      });
+      cleanups.push(() => fake.close());
+      const r = await runAdmin(socket, ['kick-user', ALICE.user]);
+      expect([r.code, r.stdout, r.stderr]).to.deep.equal([0, `session a1 ended\nsession c3 ended\n2 sessions of ${ALICE.user} ended\n`, '']);
+    });
+
+    it('a session that a silent worker may still hold fails the command (exit 1), saying so', async () => {
+      const socket = path.join(await scratch('fts-admin-kick-user-'), 'admin.sock');
+      const fake = await FakeAdminSocket.listen(socket, (req) => {
+        const r = req as { cmd: string; session?: string };
+        if (r.cmd === 'sessions') return { ok: true, result: listed };
+        return r.session === 'b2' ? { ok: false, error: 'no session b2 found; worker 7 did not answer and may hold it' } : { ok: true };
+      });
+      cleanups.push(() => fake.close());
+      const r = await runAdmin(socket, ['kick-user', ALICE.user]);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stdout).to.equal('session a1 ended\n');
+      expect(r.stderr).to.equal('fts-admin: no session b2 found; worker 7 did not answer and may hold it\n');
     });
   });
 
