@@ -12,7 +12,7 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
-import { FtsError, MAX_FILE_SIZE, nameProblem, ScramClient, SHA256_PATTERN, type Header } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
@@ -230,7 +230,7 @@ export class FtsClient implements FileClient {
 
   private remember(reply: Header): void {
     const { user, token, tokenExpires } = reply;
-    // A token that breaks PROTOCOL.md §5.3 (over 1024 characters) could never be sent back: a reconnection
+    // A token that breaks PROTOCOL.md §5.3 (over MAX_TOKEN_CHARS) could never be sent back: a reconnection
     // then logs in with the password instead.
     if (typeof user === 'string' && typeof token === 'string' && token.length <= MAX_TOKEN_CHARS && typeof tokenExpires === 'number' && Number.isSafeInteger(tokenExpires)) {
       this.login = { user, token, tokenExpires };
@@ -394,9 +394,6 @@ function progress(options: TransferOptions): Pick<TransferOptions, 'onProgress' 
   if (options.onStart) out.onStart = options.onStart;
   return out;
 }
-
-/** PROTOCOL.md §5.3: a token is at most this long. */
-const MAX_TOKEN_CHARS = 1024;
 
 /** A reply saying the kept part of a download is of no use: its bytes are wrong, or the file is gone. */
 function disowns(err: unknown): boolean {

@@ -17,6 +17,13 @@ export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 export const MIN_MAX_HEADER_BYTES = 1024;
 export const HARD_MAX_HEADER_BYTES = 1024 * 1024;
 
+/**
+ * Longest session token (ASCII characters) either side accepts. An auth header carrying one must fit the
+ * smallest header limit a server may set (MIN_MAX_HEADER_BYTES) with room to spare; fts tokens are ~250 at
+ * most (a 64-character user name).
+ */
+export const MAX_TOKEN_CHARS = 512;
+
 /** Largest payload of one data frame. Bounds per-connection buffering to about this much. */
 export const MAX_CHUNK_BYTES = 1024 * 1024;
 

@@ -159,6 +159,8 @@ export function parseRequest(h: Header): Request {
       const offset = size(h, 'offset', 0);
       if (offset > total) throw bad('"offset" is larger than "size"');
       if (trailer && h['sha256'] !== undefined) throw bad('an upload with "trailer": true carries "sha256" in its trailer, not in its header');
+      // Accepting it and ignoring it would let a client believe a plain upload is staged under its version.
+      if (!trailer && h['version'] !== undefined) throw bad('"version" identifies a streamed upload ("trailer": true); this upload is identified by "sha256"');
       const tag: UploadTag = trailer ? { version: hex64(h, 'version') } : { sha256: hex64(h, 'sha256') };
       return { op, id, name: name(h), size: total, tag, offset };
     }

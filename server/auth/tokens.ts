@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { MAX_TOKEN_CHARS } from '../../protocol/limits.js';
 
 /**
  * Session tokens let a client that lost its connection log in again without the password (mech "token").
@@ -50,7 +51,7 @@ export function issueToken(secret: Buffer, user: string, credential: Buffer, ttl
  */
 export function verifyToken(secret: Buffer, token: string, credentialOf: CredentialLookup, now = Date.now()): { user: string | null; issuedTo: string | null } {
   const refused = { user: null, issuedTo: null };
-  if (token.length > 1024) return refused;
+  if (token.length > MAX_TOKEN_CHARS) return refused;
   const parts = token.split('.');
   if (parts.length !== 3 || parts[0] !== VERSION) return refused;
   const [, payload = '', given = ''] = parts;

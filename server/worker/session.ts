@@ -318,8 +318,10 @@ export class Session {
     try {
       // Before login, anything but auth/noop/quit is AUTH_REQUIRED, whatever its fields say.
       if (this.phase === 'unauthenticated' && !(UNAUTHENTICATED_OPS as ReadonlySet<unknown>).has(header['op'])) throw new FtsError('AUTH_REQUIRED');
+      // After login, any auth is ALREADY_AUTHENTICATED whatever its fields say (an unknown mechanism in it
+      // must not earn a penalty point).
+      if (this.phase === 'authenticated' && header['op'] === 'auth') throw new FtsError('ALREADY_AUTHENTICATED');
       req = parseRequest(header);
-      if (this.phase === 'authenticated' && req.op === 'auth') throw new FtsError('ALREADY_AUTHENTICATED');
     } catch (err) {
       await this.refuse(id, header, asFtsError(err));
       return;

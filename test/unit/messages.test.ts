@@ -171,6 +171,8 @@ describe('protocol messages', function () {
       ['auth with non-string password', { op: 'auth', id: 1, mech: 'plain', user: 'a', password: 1234 }, 'BAD_REQUEST'],
       // streamed uploads (§6.1): a version tag instead of sha256, which comes in the trailer
       ['streamed upload with sha256 in its header', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: SHA, sha256: SHA }, 'BAD_REQUEST'],
+      ['plain upload with a version', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA, version: SHA }, 'BAD_REQUEST'],
+      ['plain upload (trailer false) with a version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: false, sha256: SHA, version: SHA }, 'BAD_REQUEST'],
       ['streamed upload without version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true }, 'BAD_REQUEST'],
       ['streamed upload with a short version', { op: 'upload', id: 2, name: 'a', size: 1, trailer: true, version: 'abc' }, 'BAD_REQUEST'],
       ['ordinary upload with a version tag but no sha256', { op: 'upload', id: 2, name: 'a', size: 1, version: SHA }, 'BAD_REQUEST'],

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { deriveVerifier, formatVerifier, hmac, parseVerifier, saltedPassword, ScramClient, checkPassword, sha256 } from '../../protocol/index.js';
+import { deriveVerifier, formatVerifier, hmac, parseVerifier, saltedPassword, ScramClient, checkPassword, MAX_TOKEN_CHARS, MIN_MAX_HEADER_BYTES, sha256 } from '../../protocol/index.js';
 import { scramFinal, scramFirst } from '../../server/auth/scram.js';
 import { issueToken, verifyToken } from '../../server/auth/tokens.js';
 import { parseUsers, verifyPassword } from '../../server/auth/users.js';
@@ -170,6 +170,17 @@ describe('session tokens', () => {
     expect(verifyToken(secret, token, (n) => removed.credentialOf(n)).user).to.equal(null);
     const unchanged = parseUsers('bob:bob-pass\nalice:alice-pass\n').users;
     expect(verifyToken(secret, token, (n) => unchanged.credentialOf(n)).user, 'the same entry, re-read').to.equal('alice');
+  });
+
+  it('the longest token (a 64-character user name) fits the limit, and its auth header fits the smallest header limit', () => {
+    const user = 'u'.repeat(64);
+    const { users: long } = parseUsers(`${user}:p\n`);
+    const { token } = issueToken(secret, user, long.credentialOf(user)!, 60_000, 9_999_999_999_999);
+    expect(token.length).to.be.at.most(MAX_TOKEN_CHARS);
+    expect(verifyToken(secret, token, (n) => long.credentialOf(n), 0).user).to.equal(user);
+    const header = JSON.stringify({ op: 'auth', id: 4294967295, mech: 'token', token: 'x'.repeat(MAX_TOKEN_CHARS) });
+    expect(Buffer.byteLength(header)).to.be.below(MIN_MAX_HEADER_BYTES);
+    expect(verifyToken(secret, 'x'.repeat(MAX_TOKEN_CHARS + 1), current)).to.deep.equal({ user: null, issuedTo: null });
   });
 
   it('a token carries an HMAC of the credential, not the password or its digest', () => {
