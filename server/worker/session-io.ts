@@ -18,8 +18,13 @@ export interface SessionIo {
   readonly log: Logger;
   /** The user's store; only handlers that run after authentication call it. */
   userStore(): UserStore;
-  /** Marks the session authenticated as `user` (creates the user directory on first login). */
-  authenticate(user: string): Promise<void>;
+  /**
+   * Marks the session authenticated as `user` (creates the user directory on first login), unless the
+   * user's entry in the users table is no longer `credential` (the one the login checked): a reload that
+   * changed the password while the login ran refuses it with AUTH_FAILED, so that once a reload has been
+   * applied no login with the old password can begin a session (which a kick-user after it would miss).
+   */
+  authenticate(user: string, credential: Buffer): Promise<void>;
   /** Sends an interim reply for the current request (`id` is added). */
   send(reply: Header): void;
   /** Sends several interim replies for the current request in one socket write. */

@@ -521,8 +521,13 @@ export class Session {
         if (this.store === null) throw new FtsError('AUTH_REQUIRED');
         return this.store;
       },
-      authenticate: async (user: string) => {
-        this.store = await this.ctx.store.user(user);
+      authenticate: async (user: string, credential: Buffer) => {
+        const store = await this.ctx.store.user(user);
+        // No await between this check and the phase change: a reload is applied on this event loop, so it
+        // came either before (refused here) or after (the session exists, and a kick finds it).
+        const current = this.ctx.users.credentialOf(user);
+        if (current === null || !current.equals(credential)) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
+        this.store = store;
         this.user = user;
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();

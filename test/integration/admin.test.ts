@@ -8,6 +8,7 @@ import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, s
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
+import { ScramClient } from '../../protocol/index.js';
 import { parseUsers } from '../../server/auth/users.js';
 import { adminRequest } from '../../admin/admin-client.js';
 import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
@@ -261,6 +262,28 @@ describe('fts-admin (end to end)', function () {
         return lines.length >= 5 ? lines[4] : undefined;
       });
       expect(last['user'], 'a token that is not ours names nobody').to.equal(null);
+    });
+
+    it('a SCRAM login begun before a password change and finished after the reload, with the old password, is refused', async () => {
+      const server = await startServer({ workers: 1 });
+      const { client } = await RawClient.open(server.port);
+      raws.push(client);
+      const scram = new ScramClient(ALICE.user, ALICE.password);
+      await client.send({ op: 'auth', id: 1, mech: 'scram-sha-256', data: scram.first });
+      const serverFirst = await client.nextHeader();
+      expect(serverFirst['status'], JSON.stringify(serverFirst)).to.equal('continue');
+      const clientFinal = await scram.final(serverFirst['data'] as string);
+      expect(clientFinal).to.be.a('string');
+
+      await writeFile(server.usersFile, [{ user: ALICE.user, password: 'alice, changed' }, BOB].map((u) => `${u.user}:${u.password}\n`).join(''));
+      const ok = await runAdmin(server.adminSocket, ['reload']);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await client.send({ op: 'auth', id: 1, mech: 'scram-sha-256', data: clientFinal });
+      const reply = await client.nextHeader(15_000);
+      expect(reply, 'the old password, checked against the old table, no longer opens a session').to.include({ id: 1, status: 'error', code: 'AUTH_FAILED' });
+      const kicked = await runAdmin(server.adminSocket, ['kick-user', ALICE.user]);
+      expect(kicked.code, 'no session of alice was begun').to.equal(1);
+      expect((await sessionsJson(server.adminSocket)).filter((s) => s.user === ALICE.user)).to.deep.equal([]);
     });
 
     it('judges the users file as a start does: a group-readable one is refused (old table kept), an empty one is applied with a warning', async () => {

@@ -45,7 +45,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
   }
   const credential = user === null ? null : users.credentialOf(user);
   if (user === null || credential === null) throw new FtsError('AUTH_FAILED');
-  await io.authenticate(user);
+  await io.authenticate(user, credential);
   const { token, expires } = issueToken(ctx.secret, user, credential, ctx.config.tokenTtlSeconds * 1000);
   return { reply: { user, token, tokenExpires: expires, ...(serverFinal ? { data: serverFinal } : {}) } };
 }
