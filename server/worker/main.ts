@@ -137,7 +137,7 @@ export async function runWorker(config: Config): Promise<void> {
     // it must see the greeting however many clients are logging in, or a burst of them would mark every
     // node DOWN, so it is not counted (it is not registered with the gate, whose later notices ignore it).
     const id = newSessionId();
-    const healthCheck = proxied !== null && proxied.address === null;
+    const healthCheck = proxied?.local === true;
     const admission = healthCheck ? ({ ok: true } as const) : await ctx.gate.admit(id, normaliseIp(peer?.address ?? raw.remoteAddress));
     // A refused TLS connection still completes its handshake (bounded by the terminator's timeouts), so
     // that the client reads the refusal and its code instead of a reset.

@@ -38,7 +38,16 @@ export class ProxyRefusalLog {
 }
 
 export interface ProxiedAddress {
-  /** Source address, or null for a LOCAL connection (the proxy's own health check). */
+  /**
+   * The proxy's own connection (command LOCAL: its health check), relaying no client. Only this makes a
+   * connection a health check; a relayed one without an address (below) is an ordinary client.
+   */
+  local: boolean;
+  /**
+   * The client's source address; null for LOCAL, and for a relayed client whose address the proxy does not
+   * know or that has none (family UNSPEC, or UNIX: a client of a UNIX-socket frontend): the connection's own
+   * address stands for it then, as the spec says, in every limit and ban.
+   */
   address: string | null;
   port: number | null;
 }
@@ -60,22 +69,31 @@ export function parseProxyV2(buf: Buffer): ProxyParse {
   if (buf.length < HEADER_BYTES + length) return { done: false };
   const consumed = HEADER_BYTES + length;
   const command = versionCommand & 0x0f;
-  if (command === 0x0) return { done: true, result: { address: null, port: null }, consumed }; // LOCAL
+  // LOCAL: the spec says to ignore the family and address block whatever they hold.
+  if (command === 0x0) return { done: true, result: { local: true, address: null, port: null }, consumed };
   if (command !== 0x1) return { done: true, error: 'unsupported PROXY command' };
   const family = buf[13]! >> 4;
+  const transport = buf[13]! & 0x0f;
   const body = buf.subarray(HEADER_BYTES, consumed);
-  if (family === 0x1 && body.length >= 12) {
-    return { done: true, result: { address: [...body.subarray(0, 4)].join('.'), port: body.readUInt16BE(8) }, consumed };
+  if (family === 0x0) return { done: true, result: { local: false, address: null, port: null }, consumed }; // UNSPEC
+  if (family > 0x3) return { done: true, error: 'unsupported PROXY address family' };
+  // fts is a stream protocol: a relayed datagram (or an unknown transport) is not one of its connections.
+  if (transport !== 0x1) return { done: true, error: 'unsupported PROXY transport (not a stream)' };
+  if (body.length < ADDRESS_BLOCK_BYTES[family]!) return { done: true, error: 'PROXY address block too short for its family' };
+  if (family === 0x1) {
+    return { done: true, result: { local: false, address: [...body.subarray(0, 4)].join('.'), port: body.readUInt16BE(8) }, consumed };
   }
-  if (family === 0x2 && body.length >= 36) {
+  if (family === 0x2) {
     const groups: string[] = [];
     for (let i = 0; i < 16; i += 2) groups.push(body.readUInt16BE(i).toString(16));
     // In the form the kernel gives for direct connections, so logs, sessions and bans show one address one way.
-    return { done: true, result: { address: canonicalIp(groups.join(':')), port: body.readUInt16BE(32) }, consumed };
+    return { done: true, result: { local: false, address: canonicalIp(groups.join(':')), port: body.readUInt16BE(32) }, consumed };
   }
-  // UNSPEC or UNIX: keep the connection's own address.
-  return { done: true, result: { address: null, port: null }, consumed };
+  return { done: true, result: { local: false, address: null, port: null }, consumed }; // UNIX
 }
+
+/** Address block length by family (spec §2.2): INET 2×4+2×2, INET6 2×16+2×2, UNIX 2×108. */
+const ADDRESS_BLOCK_BYTES = [0, 12, 36, 216];
 
 /**
  * Reads the PROXY v2 header that must open every connection when --proxy-protocol is on. Resolves with the

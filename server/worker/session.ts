@@ -314,6 +314,16 @@ export class Session {
       this.fatal(id, new FtsError('SHUTTING_DOWN'));
       return;
     }
+    if (this.healthCheck && header['op'] === 'auth') {
+      // A PROXY LOCAL connection is the load balancer's own and relays no client, and it is in no limit:
+      // a login on one can only come from someone who reaches this port without the proxy. Not a password
+      // guess either (no penalty: the address is the proxy's).
+      const mech = typeof header['mech'] === 'string' ? header['mech'].slice(0, 32) : null;
+      this.log.warn({ event: 'auth', result: 'failure', mech, healthCheck: true }, 'login refused on a PROXY LOCAL connection');
+      this.ctx.metrics.authAttempt(false);
+      this.fatal(id, new FtsError('AUTH_FAILED', 'a PROXY LOCAL connection (the load balancer\'s own) cannot log in'));
+      return;
+    }
     let req: Request;
     try {
       // Before login, anything but auth/noop/quit is AUTH_REQUIRED, whatever its fields say.
@@ -531,8 +541,6 @@ export class Session {
         this.user = user;
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();
-        // A PROXY LOCAL connection that logs in is a client after all: counted and audited as one.
-        if (this.healthCheck) this.ctx.metrics.connection();
         this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),

@@ -190,10 +190,11 @@ describe('deploy files', function () {
   describe('behind HAProxy (--proxy-protocol): its health checks', function () {
     let node: TestServer | null = null;
     const raws: RawClient[] = [];
-    after(async function () {
+    afterEach(async function () {
       this.timeout(30_000);
       for (const c of raws.splice(0)) c.close();
       await node?.stop();
+      node = null;
     });
 
     it('see the greeting even when the unauthenticated-connection limit (--max-startups) refuses clients', async function () {
@@ -220,14 +221,30 @@ describe('deploy files', function () {
       });
       expect(ends.map((l) => l['level']), 'logged at debug level').to.deep.equal(['debug', 'debug', 'debug']);
       expect(await metric(metricsPort, 'fts_connections_total'), 'fts_connections_total').to.equal(connections);
-      // One that logs in is a client after all: counted, and its end is in the audit log.
+      // It relays no client and is in no limit, so it cannot log in (someone who reaches the port without
+      // the proxy could otherwise open sessions past every limit): refused at once, logged at warn.
       const user = DEFAULT_USERS[0]!;
-      const client = await RawClient.login({ port: node.port, preamble: proxyV2Local() }, user.user, user.password);
-      raws.push(client);
-      client.close();
-      const audited = await waitUntil('the session end of the LOCAL connection that logged in', () => node!.lines.find((l) => l['event'] === 'session-end' && l['user'] === user.user));
-      expect(audited['level']).to.equal('info');
-      expect(await metric(metricsPort, 'fts_connections_total'), 'fts_connections_total').to.equal(connections + 1);
+      const local = await RawClient.open({ port: node.port, preamble: proxyV2Local() });
+      raws.push(local.client);
+      const refused = await local.client.request({ op: 'auth', id: 1, mech: 'plain', user: user.user, password: user.password });
+      expect(refused).to.include({ id: 1, status: 'error', code: 'AUTH_FAILED', fatal: true });
+      await local.client.expectClosed();
+      const warned = await waitUntil('the warning of the refused login', () => node!.lines.find((l) => l['event'] === 'auth' && l['healthCheck'] === true));
+      expect(warned).to.include({ level: 'warn', result: 'failure', mech: 'plain' });
+      expect(node.lines.some((l) => l['event'] === 'session-end' && l['user'] === user.user), 'no session of the user began').to.equal(false);
+    });
+
+    it('a relayed client whose address the proxy does not know (family UNSPEC) is counted under the connection\'s own address', async function () {
+      node = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--max-connections-per-ip', '2'] });
+      const unspec = Buffer.concat([proxyV2Local().subarray(0, 12), Buffer.from([0x21, 0x00, 0x00, 0x00])]);
+      const seen: Array<Record<string, unknown>> = [];
+      for (let i = 0; i < 3; i++) {
+        const c = await RawClient.greet({ port: node.port, preamble: unspec });
+        raws.push(c.client);
+        seen.push(c.first);
+      }
+      expect(seen.map((h) => h['status']), 'two per address, then refused').to.deep.equal(['hello', 'hello', 'bye']);
+      expect(seen[2]).to.include({ code: 'TOO_MANY_CONNECTIONS' });
     });
   });
 
