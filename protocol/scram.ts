@@ -33,6 +33,12 @@ export function deriveVerifier(password: string, salt: Buffer = randomBytes(16),
   return { iterations, salt, storedKey: sha256(hmac(salted, 'Client Key')), serverKey: hmac(salted, 'Server Key') };
 }
 
+/** deriveVerifier on the thread pool. */
+export async function deriveVerifierAsync(password: string, salt: Buffer, iterations: number): Promise<ScramVerifier> {
+  const salted = await saltedPasswordAsync(password, salt, iterations);
+  return { iterations, salt, storedKey: sha256(hmac(salted, 'Client Key')), serverKey: hmac(salted, 'Server Key') };
+}
+
 export function formatVerifier(v: ScramVerifier): string {
   return `${SCRAM_PREFIX}${v.iterations}:${v.salt.toString('base64')}$${v.storedKey.toString('base64')}:${v.serverKey.toString('base64')}`;
 }

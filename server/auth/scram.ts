@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { DEFAULT_ITERATIONS, hmac, sha256, type ScramVerifier } from '../../protocol/index.js';
 
-export { checkPasswordAsync, DEFAULT_ITERATIONS, deriveVerifier, formatVerifier, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from '../../protocol/index.js';
+export { checkPasswordAsync, DEFAULT_ITERATIONS, deriveVerifier, deriveVerifierAsync, formatVerifier, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from '../../protocol/index.js';
 
 /**
  * The server side of SCRAM-SHA-256 (RFC 5802, RFC 7677): a login in which the password never crosses the
@@ -34,13 +34,13 @@ function decodeSaslName(name: string): string | null {
  * Handles client-first-message (`n,,n=user,r=cnonce`). An unknown user gets a fake but stable salt (an HMAC
  * of the name under the server secret) so that the reply does not reveal whether the user exists.
  */
-export function scramFirst(clientFirst: string, lookup: (user: string) => ScramVerifier | null, secret: Buffer, fakeIterations = DEFAULT_ITERATIONS): ScramExchange | null {
+export async function scramFirst(clientFirst: string, lookup: (user: string) => Promise<ScramVerifier | null>, secret: Buffer, fakeIterations = DEFAULT_ITERATIONS): Promise<ScramExchange | null> {
   const m = /^([ny],,)(n=([^,]*),r=([^,]*)(?:,.*)?)$/.exec(clientFirst);
   if (!m) return null;
   const user = decodeSaslName(m[3] ?? '');
   const clientNonce = m[4] ?? '';
   if (user === null || user === '' || !NONCE_PATTERN.test(clientNonce) || clientNonce.length > 256) return null;
-  const real = lookup(user);
+  const real = await lookup(user);
   const verifier = real ?? {
     iterations: fakeIterations,
     salt: hmac(secret, `scram-fake-salt:${user}`).subarray(0, 16),

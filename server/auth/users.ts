@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { USERNAME_PATTERN } from '../../protocol/index.js';
-import { checkPasswordAsync, deriveVerifier, DEFAULT_ITERATIONS, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
+import { checkPasswordAsync, deriveVerifierAsync, DEFAULT_ITERATIONS, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
 /**
  * The users file (id_passwd.txt): one `username:password` per line, where the password is either the
@@ -27,7 +27,7 @@ export interface ParsedUsers {
 }
 
 /** One user's credential: a plaintext entry (the original format) or a SCRAM-SHA-256 verifier. */
-type Credential = { kind: 'plain'; digest: Buffer; password: string; derived?: ScramVerifier } | { kind: 'scram'; verifier: ScramVerifier };
+type Credential = { kind: 'plain'; digest: Buffer; password: string; derived?: Promise<ScramVerifier> } | { kind: 'scram'; verifier: ScramVerifier };
 
 /**
  * Usernames and their credentials. Plaintext entries are compared through SHA-256 digests (so every
@@ -107,13 +107,31 @@ export class UserTable {
    * and, with a cluster secret, on every node and after restarts, so the salt does not change between
    * connections (a changing salt would tell an attacker the user exists; unknown users get stable fake salts).
    */
-  scramVerifier(user: string, saltKey: Buffer): ScramVerifier | null {
+  async scramVerifier(user: string, saltKey: Buffer): Promise<ScramVerifier | null> {
     const entry = this.#entries.get(user);
     if (entry === undefined) return null;
     if (entry.kind === 'scram') return entry.verifier;
+    return this.#derived(user, entry, saltKey);
+  }
+
+  /**
+   * Derives the SCRAM verifiers of the plaintext entries in the background, one at a time on the thread
+   * pool, so that a SCRAM login does not wait for a PBKDF2 that an unknown user's login skips (which would
+   * tell that the user exists) and the pool is never flooded by a large file. A login that comes first
+   * waits for (or starts) its user's derivation.
+   */
+  async prepareScram(saltKey: Buffer): Promise<void> {
+    for (const [user, entry] of this.#entries) {
+      if (entry.kind === 'plain') await this.#derived(user, entry, saltKey).catch(() => undefined);
+    }
+  }
+
+  #derived(user: string, entry: Extract<Credential, { kind: 'plain' }>, saltKey: Buffer): Promise<ScramVerifier> {
     // With the file's iteration count, so that a plaintext entry's verifier cannot be told from a hashed one.
-    entry.derived ??= deriveVerifier(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
-    return entry.derived;
+    // PBKDF2 on the thread pool: at up to 1,000,000 iterations it would stall every session of the worker.
+    const derived = entry.derived ?? deriveVerifierAsync(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
+    entry.derived = derived;
+    return derived;
   }
 }
 

@@ -106,6 +106,7 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
+  void users.prepareScram(secret);
 
   const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;
   // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
@@ -221,6 +222,7 @@ export async function runWorker(config: Config): Promise<void> {
         break;
       case 'fts:users':
         ctx.users = parseUsers(m.text).users;
+        void ctx.users.prepareScram(ctx.secret);
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:reload-tls':

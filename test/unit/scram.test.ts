@@ -56,7 +56,7 @@ describe('SCRAM-SHA-256', () => {
     const verifier = deriveVerifier('pencil');
     const secret = Buffer.alloc(32, 1);
     const client = new ScramClient('user', 'pencil');
-    const x = scramFirst(client.first, (u) => (u === 'user' ? verifier : null), secret);
+    const x = await scramFirst(client.first, async (u) => (u === 'user' ? verifier : null), secret);
     expect(x).to.not.equal(null);
     const final = await client.final(x!.serverFirst);
     const serverFinal = scramFinal(x!, final!);
@@ -64,17 +64,17 @@ describe('SCRAM-SHA-256', () => {
     expect(client.verifyServer(serverFinal!)).to.equal(true);
 
     const wrong = new ScramClient('user', 'pen');
-    const y = scramFirst(wrong.first, () => verifier, secret);
+    const y = await scramFirst(wrong.first, async () => verifier, secret);
     expect(scramFinal(y!, (await wrong.final(y!.serverFirst))!)).to.equal(null);
   });
 
-  it("c= must repeat the client-first-message's gs2 header (RFC 5802 §5.1)", () => {
+  it("c= must repeat the client-first-message's gs2 header (RFC 5802 §5.1)", async () => {
     const verifier = deriveVerifier('pencil');
     const secret = Buffer.alloc(32, 6);
     // A correct proof over whatever c= the client sends: only the binding check can refuse it.
-    const attempt = (gs2: string, binding: string): string | null => {
+    const attempt = async (gs2: string, binding: string): Promise<string | null> => {
       const bare = 'n=user,r=cnonce';
-      const x = scramFirst(`${gs2}${bare}`, () => verifier, secret)!;
+      const x = (await scramFirst(`${gs2}${bare}`, async () => verifier, secret))!;
       const salt = Buffer.from(/,s=([^,]+),/.exec(x.serverFirst)![1]!, 'base64');
       const clientKey = hmac(saltedPassword('pencil', salt, verifier.iterations), 'Client Key');
       const withoutProof = `c=${binding},r=${x.nonce}`;
@@ -82,40 +82,59 @@ describe('SCRAM-SHA-256', () => {
       const proof = Buffer.from(clientKey.map((b, i) => b ^ (signature[i] ?? 0)));
       return scramFinal(x, `${withoutProof},p=${proof.toString('base64')}`);
     };
-    expect(attempt('n,,', 'biws')).to.be.a('string');
-    expect(attempt('y,,', 'eSws')).to.be.a('string');
-    expect(attempt('y,,', 'biws')).to.equal(null);
-    expect(attempt('n,,', 'eSws')).to.equal(null);
-    expect(attempt('n,,', '')).to.equal(null);
+    expect(await attempt('n,,', 'biws')).to.be.a('string');
+    expect(await attempt('y,,', 'eSws')).to.be.a('string');
+    expect(await attempt('y,,', 'biws')).to.equal(null);
+    expect(await attempt('n,,', 'eSws')).to.equal(null);
+    expect(await attempt('n,,', '')).to.equal(null);
   });
 
   it('an unknown user gets a stable fake salt and always fails', async () => {
     const secret = Buffer.alloc(32, 2);
-    const a = scramFirst('n,,n=ghost,r=n1', () => null, secret);
-    const b = scramFirst('n,,n=ghost,r=n2', () => null, secret);
+    const a = await scramFirst('n,,n=ghost,r=n1', async () => null, secret);
+    const b = await scramFirst('n,,n=ghost,r=n2', async () => null, secret);
     const saltOf = (s: string) => /,s=([^,]+),/.exec(s)?.[1];
     expect(saltOf(a!.serverFirst)).to.equal(saltOf(b!.serverFirst));
     const client = new ScramClient('ghost', 'anything', 'n1');
     expect(scramFinal(a!, (await client.final(a!.serverFirst))!)).to.equal(null);
   });
 
-  it("an unknown user's fake verifier announces the iteration count the users file uses, like a real one", () => {
+  it("an unknown user's fake verifier announces the iteration count the users file uses, like a real one", async () => {
     const secret = Buffer.alloc(32, 4);
     const { users } = parseUsers(`carol:${formatVerifier(deriveVerifier('pw', undefined, 10_000))}\n`);
     expect(users.fakeIterations).to.equal(10_000);
-    const real = scramFirst('n,,n=carol,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
-    const fake = scramFirst('n,,n=ghost,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
+    const real = await scramFirst('n,,n=carol,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
+    const fake = await scramFirst('n,,n=ghost,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
     const iterationsOf = (s: string) => /,i=(\d+)$/.exec(s)?.[1];
     expect(iterationsOf(fake!.serverFirst)).to.equal('10000');
     expect(iterationsOf(fake!.serverFirst)).to.equal(iterationsOf(real!.serverFirst));
     expect(parseUsers('alice:alice-pass\n').users.fakeIterations, 'plaintext only: the derived verifiers\' count').to.equal(4096);
   });
 
-  it('malformed client messages are refused', () => {
+  it('a plaintext entry\'s verifier is derived off the event loop, once (prepareScram derives them all ahead of logins)', async function () {
+    this.timeout(30_000);
+    // The file's costliest count applies to derived verifiers too: 1,000,000 iterations, ~0.3 s of PBKDF2.
+    const { users } = parseUsers(`carol:${formatVerifier(deriveVerifier('pw', undefined, 1_000_000))}\nalice:alice-pass\n`);
+    const key = Buffer.alloc(32, 7);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    try {
+      await users.prepareScram(key);
+    } finally {
+      clearInterval(timer);
+    }
+    expect(ticks, 'timers ran while the verifier was derived').to.be.greaterThan(0);
+    const first = users.scramVerifier('alice', key);
+    const again = users.scramVerifier('alice', key);
+    expect((await first)!.iterations).to.equal(1_000_000);
+    expect(await again, 'derived once').to.equal(await first);
+  });
+
+  it('malformed client messages are refused', async () => {
     const secret = Buffer.alloc(32, 3);
-    expect(scramFirst('garbage', () => null, secret)).to.equal(null);
-    expect(scramFirst('p=tls-unique,,n=user,r=abc', () => null, secret)).to.equal(null);
-    expect(scramFirst('n,,n=,r=abc', () => null, secret)).to.equal(null);
+    expect(await scramFirst('garbage', async () => null, secret)).to.equal(null);
+    expect(await scramFirst('p=tls-unique,,n=user,r=abc', async () => null, secret)).to.equal(null);
+    expect(await scramFirst('n,,n=,r=abc', async () => null, secret)).to.equal(null);
   });
 
   it('the users file mixes plaintext and SCRAM entries', async () => {
@@ -128,10 +147,14 @@ describe('SCRAM-SHA-256', () => {
     expect(await verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
     expect(await verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
     const key = Buffer.alloc(32, 5);
-    expect(users.scramVerifier('alice', key)).to.not.equal(null);
+    expect(await users.scramVerifier('alice', key)).to.not.equal(null);
     // Plaintext entries get a salt that does not change between connections or workers.
-    expect(parseUsers('alice:alice-pass\n').users.scramVerifier('alice', key)?.salt).to.deep.equal(users.scramVerifier('alice', key)?.salt);
-    expect(users.scramVerifier('nobody', key)).to.equal(null);
+    expect((await parseUsers('alice:alice-pass\n').users.scramVerifier('alice', key))?.salt).to.deep.equal((await users.scramVerifier('alice', key))?.salt);
+    expect(await users.scramVerifier('nobody', key)).to.equal(null);
+    // The derived verifier is the one a client computes from the password.
+    const derived = (await users.scramVerifier('alice', key))!;
+    expect(checkPassword(derived, 'alice-pass')).to.equal(true);
+    expect(checkPassword(derived, 'alice-pas')).to.equal(false);
   });
 });
 

@@ -30,7 +30,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
       break;
     }
     case 'scram-sha-256': {
-      const exchange = scramFirst(req.data, (name) => users.scramVerifier(name, ctx.secret), ctx.secret, users.fakeIterations);
+      const exchange = await scramFirst(req.data, (name) => users.scramVerifier(name, ctx.secret), ctx.secret, users.fakeIterations);
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
       io.noteLoginUser(exchange.user);
       io.send({ status: 'continue', data: exchange.serverFirst });
