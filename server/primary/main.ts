@@ -55,6 +55,13 @@ async function loadSecret(config: Config): Promise<Buffer> {
  * It never touches client connections itself (apart from the cluster's round-robin hand-off).
  */
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
+  // A SIGHUP during start-up (a log rotation's, say) must not kill the server (Node's default): it is kept
+  // and answered with a reload once the reload handler is in place below.
+  let hupDuringStart = false;
+  const onEarlyHup = (): void => {
+    hupDuringStart = true;
+  };
+  process.on('SIGHUP', onEarlyHup);
   const usersFile = await readUsersFile(config.users, config.allowInsecureUsersFile).catch((err: unknown) => {
     throw err instanceof UsersFileRefused ? new StartupError(err.message) : err;
   });
@@ -212,14 +219,17 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   // The daemon convention (sshd, nginx, PostgreSQL): SIGHUP reloads, as `fts-admin reload` does, instead of
   // Node's default of exiting at once without a drain. reload() logs what it applied; a refusal is logged
   // here, since nobody is waiting for its reply.
-  process.on('SIGHUP', () => {
+  const onHup = (): void => {
     controller.reload().then(
       (line) => {
         if (!line.ok) log.error({ signal: 'SIGHUP' }, `reload refused: ${line.error}`);
       },
       (err: unknown) => log.error({ err, signal: 'SIGHUP' }, 'reload failed'),
     );
-  });
+  };
+  process.on('SIGHUP', onHup);
+  process.off('SIGHUP', onEarlyHup);
+  if (hupDuringStart) onHup();
 
   pool.start();
 }

@@ -25,6 +25,8 @@ export interface ServerOptions {
   /** Start in a new process group, so a test can signal the whole group as Ctrl+C does. */
   detached?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Called once the process is spawned, before it listens (to act on it while it starts). */
+  whileStarting?: (server: TestServer) => void;
 }
 
 export interface LogLine {
@@ -106,6 +108,7 @@ export class TestServer {
     const server = new TestServer(proc, dir, storage, usersFile, adminSocket, cleanup);
     TestServer.live.add(server);
     reapOnExit();
+    options.whileStarting?.(server);
     try {
       await server.waitForLog((l) => l.msg?.startsWith('listening on') === true, 15_000);
     } catch (err) {

@@ -410,6 +410,31 @@ describe('lifecycle (end to end)', function () {
     expect(server.proc.exitCode, 'still running').to.equal(null);
   });
 
+  it('a SIGHUP while the server starts (after its first log line, before it listens) does not kill it: it is answered with a reload once started', async () => {
+    let hupAt = -1;
+    const server = await startServer({
+      workers: 1,
+      // The users file's plaintext warning is the primary's first line; the start goes on for a while
+      // after it (storage probe, sweep, admin socket) before the reload handler is in place.
+      whileStarting: (s) => {
+        const poll = setInterval(() => {
+          if (s.proc.exitCode !== null || s.proc.signalCode !== null) return clearInterval(poll);
+          const at = s.lines.findIndex((l) => String(l.msg).includes('plaintext password'));
+          if (at < 0) return;
+          clearInterval(poll);
+          hupAt = s.lines.length;
+          s.signal('SIGHUP');
+        }, 1);
+      },
+    });
+    expect(hupAt, 'the SIGHUP was sent').to.be.greaterThan(0);
+    await server.waitForLog((l) => l.msg === 'users file reloaded');
+    const c = await FtsClient.connect({ port: server.port });
+    clients.push(c);
+    await c.auth(ALICE.user, ALICE.password);
+    expect(server.proc.exitCode, 'still running').to.equal(null);
+  });
+
   it('when its log output fails (the reader of its stdout is gone), the server drains, lets the transfer in flight finish, and exits 1', async () => {
     const server = await startServer({ workers: 2 });
     const [up] = await startUploads(server, 1, 'log-lost');

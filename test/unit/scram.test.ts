@@ -181,6 +181,8 @@ describe('session tokens', () => {
     expect(verifyToken(secret, `${v}.${payload}`, current).user).to.equal(null);
     expect(verifyToken(secret, `v1.${payload}.${mac}`, current).user, 'another version').to.equal(null);
     expect(verifyToken(secret, 'x'.repeat(2000), current).user).to.equal(null);
+    expect(verifyToken(secret, `${token}=`, current).user, 'a padded MAC: another spelling of the same bytes').to.equal(null);
+    expect(verifyToken(secret, token, current).user, 'the token as issued').to.equal('alice');
   });
 
   it('a token ends when its user\'s entry changes (a new password, the same one as a verifier) or is removed', () => {
