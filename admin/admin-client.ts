@@ -3,6 +3,7 @@
  * Knows nothing about commands beyond the framing rules in protocol/admin.ts; the CLI interprets results.
  */
 
+import { lstatSync } from 'node:fs';
 import net from 'node:net';
 import { AdminLineDecoder, encodeAdminLine, errnoOf, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 
@@ -88,11 +89,31 @@ function asFinal(line: Record<string, unknown>): AdminFinal | null {
 }
 
 /**
+ * The server creates its socket as its own user, with mode 0600, so for anyone but root a socket owned by
+ * another user is not their server's: someone who could rename a directory on the path may have put it
+ * there to answer reload or kick with a false "ok". Nothing is sent to it. Root names the service's socket
+ * explicitly (admin/cli.ts) and talks to it whoever owns it.
+ */
+function foreignOwner(socketPath: string): AdminClientError | null {
+  const euid = process.geteuid?.();
+  if (euid === undefined || euid === 0) return null;
+  let uid: number;
+  try {
+    uid = lstatSync(socketPath).uid;
+  } catch {
+    return null; // connecting reports what is wrong with the path
+  }
+  return uid === euid ? null : new AdminClientError('connect', `cannot connect to ${socketPath}: it belongs to uid ${uid}, not to you (uid ${euid}), so it is not your fts-server's socket; nothing was sent`);
+}
+
+/**
  * Sends one request and collects the reply. Resolves with the final line (ok true or false; an
  * ok:false reply is not an exception), or with null when `untilClose` is set and the connection ended.
  * Rejects with AdminClientError when there is no usable reply.
  */
 export function adminRequest(socketPath: string, request: AdminRequest, options: AdminRequestOptions = {}): Promise<AdminFinal | null> {
+  const foreign = foreignOwner(socketPath);
+  if (foreign !== null) return Promise.reject(foreign);
   return new Promise((resolve, reject) => {
     const decoder = new AdminLineDecoder();
     const socket = net.createConnection({ path: socketPath });

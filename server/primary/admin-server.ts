@@ -1,4 +1,5 @@
-import { chmod, lstat, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, realpath, stat, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { AdminLineDecoder, encodeAdminLine, parseAdminRequest, type AdminLine, type AdminRequest } from '../../protocol/index.js';
@@ -46,12 +47,23 @@ function probe(socketPath: string): Promise<boolean> {
  */
 async function checkSocketDir(dir: string): Promise<void> {
   const st = await lstat(dir);
-  const uid = process.getuid?.() ?? 0;
   if (!st.isDirectory()) throw new Error(`admin socket directory ${dir} is not a directory`);
-  if (st.uid !== uid && st.uid !== 0) throw new Error(`admin socket directory ${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}); use a directory of your own (--admin-socket)`);
-  // A sticky directory (/tmp) lets nobody remove or rename another user's file, so our socket stays ours.
+  checkOwnedAndClosed(dir, st, 'admin socket directory');
+  // Every directory above it too (OpenSSH's secure_path): whoever can rename one of them can move the
+  // socket's directory aside and put one of their own in its place.
+  const real = await realpath(dir);
+  for (let above = path.dirname(real); ; above = path.dirname(above)) {
+    checkOwnedAndClosed(above, await lstat(above), 'directory above the admin socket');
+    if (above === path.dirname(above)) break;
+  }
+}
+
+function checkOwnedAndClosed(dir: string, st: Stats, what: string): void {
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== uid && st.uid !== 0) throw new Error(`${what} ${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}) or root; use a directory of your own (--admin-socket)`);
+  // A sticky directory (/tmp) lets nobody remove or rename another user's file, so what is ours stays ours.
   if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
-    throw new Error(`admin socket directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); use a directory only you can write to (--admin-socket)`);
+    throw new Error(`${what} ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); use a directory only you can write to (--admin-socket)`);
   }
 }
 

@@ -51,15 +51,15 @@ export class AdminRun {
 }
 
 /** Starts `fts-admin --socket <socket> ...args`. */
-export function startAdmin(socket: string | null, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): AdminRun {
+export function startAdmin(socket: string | null, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}, as?: { uid: number; gid: number }): AdminRun {
   const argv = socket === null ? [ADMIN_CLI, ...args] : [ADMIN_CLI, '--socket', socket, ...args];
-  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...as });
   return new AdminRun(proc, timeoutMs);
 }
 
 /** Runs fts-admin to completion. */
-export function runAdmin(socket: string | null, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<AdminResult> {
-  return startAdmin(socket, args, timeoutMs, env).done;
+export function runAdmin(socket: string | null, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}, as?: { uid: number; gid: number }): Promise<AdminResult> {
+  return startAdmin(socket, args, timeoutMs, env, as).done;
 }
 
 export interface WorkerStatusJson {

@@ -884,5 +884,27 @@ describe('fts-admin (end to end)', function () {
       expect(r.code, r.stderr).to.equal(3);
       expect(r.stderr).to.match(/no fts-server is running/);
     });
+
+    it('a socket owned by another user is not the server\'s: exit 1, nothing sent to it (the server makes its socket as its own user)', async function () {
+      if (process.getuid?.() !== 0) this.skip(); // needs root, to run fts-admin as nobody
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-admin-foreign-'));
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      await chmod(dir, 0o755);
+      const planted = path.join(dir, 'admin.sock');
+      const fake = await FakeAdminSocket.listen(planted, () => ({ ok: true, result: { reloaded: true, users: 0 } }));
+      cleanups.push(() => fake.close());
+      await chmod(planted, 0o666); // anyone could connect: only the owner check stops fts-admin
+      const nobody = { uid: 65534, gid: 65534 };
+      for (const cmd of [['status'], ['reload'], ['kick-user', 'alice']]) {
+        const r = await runAdmin(planted, cmd, 15_000, {}, nobody);
+        expect(r.code, `${cmd.join(' ')}: ${r.stderr}`).to.equal(1);
+        expect(r.stderr).to.include('belongs to uid 0, not to you (uid 65534)');
+      }
+      expect(fake.connections, 'nothing was sent to the planted socket').to.equal(0);
+      // Its owner (root here) uses it as before.
+      const own = await runAdmin(planted, ['reload'], 15_000);
+      expect(own.code, own.stderr).to.equal(0);
+      expect(fake.connections).to.equal(1);
+    });
   });
 });

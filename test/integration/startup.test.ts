@@ -200,6 +200,15 @@ describe('fts-server startup with bad inputs', function () {
     expect(line).to.match(/writable by others/);
   });
 
+  it('a directory above the admin socket\'s that others can write to (and could rename it in): exit 1, that directory named', async () => {
+    const shared = path.join(fx.dir, 'open-above');
+    const own = path.join(shared, 'run');
+    await mkdir(own, { recursive: true });
+    await chmod(shared, 0o777);
+    const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', path.join(own, 'admin.sock'))), 1);
+    expect(line).to.include(`directory above the admin socket ${shared} is writable by others`);
+  });
+
   it('a port already in use: exit 1, one line naming the address and the reason', async () => {
     const holder = net.createServer();
     await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
