@@ -43,14 +43,38 @@ export function whenLogOutputLost(listener: (err: unknown) => void): void {
 }
 
 /**
+ * How long standard output may accept nothing (a full pipe: a log reader that stopped reading without
+ * closing, a terminal stopped with Ctrl+S) before it counts as lost. The process sleeps meanwhile (the
+ * write is synchronous), so this bounds how long a stuck reader can freeze the server.
+ */
+const STALL_LIMIT_MS = 10_000;
+
+/**
  * Standard output, written synchronously, until a write fails. Left to itself, the destination emits the
  * error as an unhandled 'error' event, which kills the process on the spot (no drain), and it would keep
- * every later line buffered for a retry that cannot succeed.
+ * every later line buffered for a retry that cannot succeed. A full pipe (stdout is non-blocking: EAGAIN)
+ * is retried every 100 ms, forever by default, with the whole process asleep; here only for STALL_LIMIT_MS
+ * without a byte written.
  */
 function stdoutUntilLost(): { write(line: string): void } {
-  const destination = pino.destination({ fd: 1, sync: true });
-  destination.on('error', (err: unknown) => {
+  let stalledSince: number | null = null;
+  const destination = pino.destination({
+    fd: 1,
+    sync: true,
+    retryEAGAIN: () => {
+      const now = Date.now();
+      stalledSince ??= now;
+      return now - stalledSince < STALL_LIMIT_MS;
+    },
+  });
+  // A retry after the sleep reports 0 bytes: only real progress ends a stall.
+  destination.on('write', (n: number) => {
+    if (n > 0) stalledSince = null;
+  });
+  destination.on('error', (cause: unknown) => {
     if (lostWith !== null) return;
+    const code = (cause as NodeJS.ErrnoException | null)?.code;
+    const err = code === 'EAGAIN' || code === 'EBUSY' ? new Error(`it accepted nothing for ${STALL_LIMIT_MS / 1000} s (its reader stopped reading)`, { cause }) : cause;
     lostWith = { err };
     const listener = outputLost;
     if (listener !== null) setImmediate(() => listener(err));
