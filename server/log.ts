@@ -57,19 +57,11 @@ const STALL_LIMIT_MS = 10_000;
  * without a byte written.
  */
 function stdoutUntilLost(): { write(line: string): void } {
-  let stalledSince: number | null = null;
+  const stall = new StallClock(STALL_LIMIT_MS);
   const destination = pino.destination({
     fd: 1,
     sync: true,
-    retryEAGAIN: () => {
-      const now = Date.now();
-      stalledSince ??= now;
-      return now - stalledSince < STALL_LIMIT_MS;
-    },
-  });
-  // A retry after the sleep reports 0 bytes: only real progress ends a stall.
-  destination.on('write', (n: number) => {
-    if (n > 0) stalledSince = null;
+    retryEAGAIN: (_err: Error, unwritten: number) => stall.mayRetry(unwritten),
   });
   destination.on('error', (cause: unknown) => {
     if (lostWith !== null) return;
@@ -81,7 +73,37 @@ function stdoutUntilLost(): { write(line: string): void } {
   });
   return {
     write(line: string): void {
-      if (lostWith === null) destination.write(line);
+      if (lostWith === null) {
+        stall.lineStarted();
+        destination.write(line);
+      }
     },
   };
+}
+
+/**
+ * Decides whether a write that found the output full (EAGAIN) is retried: yes until the output has taken
+ * no byte for `limitMs`. Progress is seen by sonic-boom's own accounting: each retry reports the bytes of
+ * the write still unwritten, which shrink when the reader takes some (a partial write between two EAGAINs
+ * emits nothing else), and each new line starts afresh, so a slow reader that keeps reading is never lost.
+ */
+export class StallClock {
+  #since: number | null = null;
+  #unwritten = Infinity;
+
+  constructor(private readonly limitMs: number) {}
+
+  lineStarted(): void {
+    this.#since = null;
+    this.#unwritten = Infinity;
+  }
+
+  mayRetry(unwritten: number, now = Date.now()): boolean {
+    if (unwritten < this.#unwritten) {
+      this.#unwritten = unwritten;
+      this.#since = now;
+    }
+    this.#since ??= now;
+    return now - this.#since < this.limitMs;
+  }
 }

@@ -120,17 +120,37 @@ export class UserTable {
    * tell that the user exists) and the pool is never flooded by a large file. A login that comes first
    * waits for (or starts) its user's derivation.
    */
-  async prepareScram(saltKey: Buffer): Promise<void> {
+  async prepareScram(saltKey: Buffer, stillCurrent: () => boolean = () => true): Promise<void> {
     for (const [user, entry] of this.#entries) {
+      // A table replaced by a reload stops here: its successor derives (or adopts) its own.
+      if (!stillCurrent()) return;
       if (entry.kind === 'plain') await this.#derived(user, entry, saltKey).catch(() => undefined);
     }
   }
 
+  /**
+   * Takes over the verifiers `previous` derived (or is deriving) for plaintext entries that a reload left
+   * as they were (same password, same iteration count), so that a reload costs PBKDF2s only for what
+   * changed.
+   */
+  adoptDerived(previous: UserTable): void {
+    if (previous.fakeIterations !== this.fakeIterations) return;
+    for (const [user, entry] of this.#entries) {
+      const old = previous.#entries.get(user);
+      if (entry.kind === 'plain' && old?.kind === 'plain' && old.derived !== undefined && old.digest.equals(entry.digest)) entry.derived = old.derived;
+    }
+  }
+
   #derived(user: string, entry: Extract<Credential, { kind: 'plain' }>, saltKey: Buffer): Promise<ScramVerifier> {
+    if (entry.derived !== undefined) return entry.derived;
     // With the file's iteration count, so that a plaintext entry's verifier cannot be told from a hashed one.
     // PBKDF2 on the thread pool: at up to 1,000,000 iterations it would stall every session of the worker.
-    const derived = entry.derived ?? deriveVerifierAsync(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
+    const derived = deriveVerifierAsync(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
     entry.derived = derived;
+    // A failure is not kept: the next login (or the next reload) tries again.
+    derived.catch(() => {
+      if (entry.derived === derived) entry.derived = undefined;
+    });
     return derived;
   }
 }

@@ -50,11 +50,13 @@ async function checkSocketDir(dir: string): Promise<void> {
   if (!st.isDirectory()) throw new Error(`admin socket directory ${dir} is not a directory`);
   checkOwnedAndClosed(dir, st, 'admin socket directory');
   // Every directory above it too (OpenSSH's secure_path): whoever can rename one of them can move the
-  // socket's directory aside and put one of their own in its place.
-  const real = await realpath(dir);
-  for (let above = path.dirname(real); ; above = path.dirname(above)) {
-    checkOwnedAndClosed(above, await lstat(above), 'directory above the admin socket');
-    if (above === path.dirname(above)) break;
+  // socket's directory aside and put one of their own in its place. Both the path as written (a link on it
+  // can be replaced by whoever may write the directory holding the link) and the one it resolves to.
+  for (const start of new Set([path.resolve(dir), await realpath(dir)])) {
+    for (let above = path.dirname(start); ; above = path.dirname(above)) {
+      checkOwnedAndClosed(above, await lstat(above), 'directory above the admin socket');
+      if (above === path.dirname(above)) break;
+    }
   }
 }
 
@@ -62,7 +64,8 @@ function checkOwnedAndClosed(dir: string, st: Stats, what: string): void {
   const uid = process.getuid?.() ?? 0;
   if (st.uid !== uid && st.uid !== 0) throw new Error(`${what} ${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}) or root; use a directory of your own (--admin-socket)`);
   // A sticky directory (/tmp) lets nobody remove or rename another user's file, so what is ours stays ours.
-  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+  // A link's own mode means nothing (/var/run -> /run is 0777): only its owner, and its directory, matter.
+  if (!st.isSymbolicLink() && (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
     throw new Error(`${what} ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); use a directory only you can write to (--admin-socket)`);
   }
 }

@@ -532,11 +532,13 @@ export class Session {
         return this.store;
       },
       authenticate: async (user: string, credential: Buffer) => {
+        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true;
+        // Checked before the user's directory is made (a user a reload removed gets none), and again after:
+        // no await between that check and the phase change, and a reload is applied on this event loop, so
+        // it came either before (refused here) or after (the session exists, and a kick finds it).
+        if (!stillCurrent()) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
         const store = await this.ctx.store.user(user);
-        // No await between this check and the phase change: a reload is applied on this event loop, so it
-        // came either before (refused here) or after (the session exists, and a kick finds it).
-        const current = this.ctx.users.credentialOf(user);
-        if (current === null || !current.equals(credential)) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
+        if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
         this.store = store;
         this.user = user;
         this.phase = 'authenticated';

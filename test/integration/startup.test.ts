@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -207,6 +207,28 @@ describe('fts-server startup with bad inputs', function () {
     await chmod(shared, 0o777);
     const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', path.join(own, 'admin.sock'))), 1);
     expect(line).to.include(`directory above the admin socket ${shared} is writable by others`);
+  });
+
+  it('a link on the admin socket\'s path is judged where it is written: in a directory others can write to, refused; a link of root\'s in a closed directory (as /var/run), accepted', async () => {
+    // The socket's own directory may not be a link (refused before); here a link sits above it.
+    const own = path.join(fx.dir, 'own-run');
+    await mkdir(path.join(own, 'sub'), { recursive: true });
+    const open = path.join(fx.dir, 'open-links');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await symlink(own, path.join(open, 'run'));
+    const line = expectQuickFailure(await runServerOnce(withFlag('--admin-socket', path.join(open, 'run', 'sub', 'admin.sock'))), 1);
+    expect(line).to.include(`directory above the admin socket ${open} is writable by others`);
+
+    const closed = path.join(fx.dir, 'closed-links');
+    await mkdir(closed, { mode: 0o755 });
+    await symlink(own, path.join(closed, 'run'));
+    const server = await TestServer.start({ workers: 1, args: ['--admin-socket', path.join(closed, 'run', 'sub', 'admin.sock')] });
+    try {
+      expect(existsSync(path.join(own, 'sub', 'admin.sock')), 'the socket, through the link').to.equal(true);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('a port already in use: exit 1, one line naming the address and the reason', async () => {

@@ -130,6 +130,22 @@ describe('SCRAM-SHA-256', () => {
     expect(await again, 'derived once').to.equal(await first);
   });
 
+  it('a reload\'s table adopts the verifiers derived for unchanged plaintext entries, and only those', async () => {
+    const key = Buffer.alloc(32, 8);
+    const before = parseUsers('alice:alice-pass\nbob:bob-pass\n').users;
+    await before.prepareScram(key);
+    const after = parseUsers('alice:alice-pass\nbob:a new password\n').users;
+    after.adoptDerived(before);
+    expect(await after.scramVerifier('alice', key), 'alice unchanged: the same verifier object').to.equal(await before.scramVerifier('alice', key));
+    const bob = (await after.scramVerifier('bob', key))!;
+    expect(bob).to.not.equal(await before.scramVerifier('bob', key));
+    expect(checkPassword(bob, 'a new password')).to.equal(true);
+    // Another iteration count (a hashed entry added with more iterations) derives everything again.
+    const costlier = parseUsers(`alice:alice-pass\ncarol:${formatVerifier(deriveVerifier('pw', undefined, 5000))}\n`).users;
+    costlier.adoptDerived(before);
+    expect((await costlier.scramVerifier('alice', key))!.iterations).to.equal(5000);
+  });
+
   it('malformed client messages are refused', async () => {
     const secret = Buffer.alloc(32, 3);
     expect(await scramFirst('garbage', async () => null, secret)).to.equal(null);
