@@ -29,13 +29,15 @@ export function saltedPassword(password: string, salt: Buffer, iterations: numbe
 }
 
 export function deriveVerifier(password: string, salt: Buffer = randomBytes(16), iterations = DEFAULT_ITERATIONS): ScramVerifier {
-  const salted = saltedPassword(password, salt, iterations);
-  return { iterations, salt, storedKey: sha256(hmac(salted, 'Client Key')), serverKey: hmac(salted, 'Server Key') };
+  return verifierOf(saltedPassword(password, salt, iterations), salt, iterations);
 }
 
 /** deriveVerifier on the thread pool. */
 export async function deriveVerifierAsync(password: string, salt: Buffer, iterations: number): Promise<ScramVerifier> {
-  const salted = await saltedPasswordAsync(password, salt, iterations);
+  return verifierOf(await saltedPasswordAsync(password, salt, iterations), salt, iterations);
+}
+
+function verifierOf(salted: Buffer, salt: Buffer, iterations: number): ScramVerifier {
   return { iterations, salt, storedKey: sha256(hmac(salted, 'Client Key')), serverKey: hmac(salted, 'Server Key') };
 }
 

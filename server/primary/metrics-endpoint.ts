@@ -8,7 +8,6 @@ import { MonotonicOutput } from './monotonic-output.js';
 import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
 import type { WorkerPool } from './worker-pool.js';
 
-
 /**
  * Why a connection was refused before its greeting: the primary's admission decisions, and a worker's
  * refusal of a connection without a valid PROXY protocol header (--proxy-protocol), which it reports.

@@ -106,7 +106,13 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
-  void users.prepareScram(secret, () => ctx.users === users);
+  /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
+  const useUsers = (table: UserTable): void => {
+    if (table !== ctx.users) table.adoptDerived(ctx.users);
+    ctx.users = table;
+    void table.prepareScram(secret, () => ctx.users === table);
+  };
+  useUsers(users);
 
   const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;
   // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
@@ -220,14 +226,10 @@ export async function runWorker(config: Config): Promise<void> {
       case 'fts:abort':
         abort('forced stop');
         break;
-      case 'fts:users': {
-        const users = parseUsers(m.text).users;
-        users.adoptDerived(ctx.users);
-        ctx.users = users;
-        void users.prepareScram(ctx.secret, () => ctx.users === users);
-        log.info({ users: users.size }, 'users reloaded');
+      case 'fts:users':
+        useUsers(parseUsers(m.text).users);
+        log.info({ users: ctx.users.size }, 'users reloaded');
         break;
-      }
       case 'fts:reload-tls':
         try {
           tlsTerminator?.reload();

@@ -243,7 +243,8 @@ export class Session {
       // peer's next write into a reset that discards our last frame (the bye) before it is read.
       if (!this.ended && !this.socket.destroyed) this.socket.destroy();
       const end = { event: 'session-end', user: this.user, requests: this.requests, durationMs: Date.now() - this.since.getTime() };
-      if (this.healthCheck && this.user === null) this.log.debug({ ...end, healthCheck: true }, 'session end');
+      // A health check (PROXY LOCAL) cannot log in; every few seconds on every node, it stays out of the audit log.
+      if (this.healthCheck) this.log.debug({ ...end, healthCheck: true }, 'session end');
       else this.log.info(end, 'session end');
     }
   }

@@ -20,14 +20,22 @@ function ipv4(address: string): Buffer {
 
 type Endpoint = { address: string; port: number };
 
+/**
+ * Any PROXY v2 header: the version/command byte (0x21 PROXY, 0x20 LOCAL), the family/transport byte
+ * (0x11 TCP/IPv4, 0x21 TCP/IPv6, 0x00 UNSPEC…) and the address block as given, its length prefixed.
+ */
+export function proxyV2Raw(versionCommand: number, familyTransport: number, block: Buffer): Buffer {
+  const head = Buffer.from([versionCommand, familyTransport, 0, 0]);
+  head.writeUInt16BE(block.length, 2);
+  return Buffer.concat([SIGNATURE, head, block]);
+}
+
 /** A PROXY v2 PROXY-command header: `family` (0x11 TCP/IPv4, 0x21 TCP/IPv6), then addresses and ports. */
 function proxyV2(family: number, src: Buffer, dst: Buffer, srcPort: number, dstPort: number): Buffer {
-  const head = Buffer.from([0x21, family, 0, 0]);
-  head.writeUInt16BE(src.length + dst.length + 4, 2);
   const ports = Buffer.alloc(4);
   ports.writeUInt16BE(srcPort, 0);
   ports.writeUInt16BE(dstPort, 2);
-  return Buffer.concat([SIGNATURE, head, src, dst, ports]);
+  return proxyV2Raw(0x21, family, Buffer.concat([src, dst, ports]));
 }
 
 /** A PROXY v2 header announcing a TCP/IPv4 connection from `src` to `dst`. */
@@ -54,7 +62,7 @@ function ipv6(address: string): Buffer {
 
 /** A PROXY v2 LOCAL header: what HAProxy sends for its own health checks (no client address). */
 export function proxyV2Local(): Buffer {
-  return Buffer.concat([SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+  return proxyV2Raw(0x20, 0x00, Buffer.alloc(0));
 }
 
 /**

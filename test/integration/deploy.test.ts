@@ -13,7 +13,7 @@ import { parseConfig } from '../../server/config.js';
 import { FtsClient } from '../../client/index.js';
 import { freePort, waitUntil } from '../helpers/lifecycle-util.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
-import { proxyV2Header, proxyV2Local } from '../helpers/multinode-direct.js';
+import { proxyV2Header, proxyV2Local, proxyV2Raw } from '../helpers/multinode-direct.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEPLOY_HAPROXY_CFG, deriveHaproxyConfig, haproxyBinary, HaproxyProcess, INSTALL_SCRIPT, parseSections } from '../helpers/multinode-haproxy.js';
 import { REPO_ROOT } from '../helpers/paths.js';
@@ -236,7 +236,7 @@ describe('deploy files', function () {
 
     it('a relayed client whose address the proxy does not know (family UNSPEC) is counted under the connection\'s own address', async function () {
       node = await TestServer.start({ workers: 1, args: ['--proxy-protocol', '--max-connections-per-ip', '2'] });
-      const unspec = Buffer.concat([proxyV2Local().subarray(0, 12), Buffer.from([0x21, 0x00, 0x00, 0x00])]);
+      const unspec = proxyV2Raw(0x21, 0x00, Buffer.alloc(0));
       const seen: Array<Record<string, unknown>> = [];
       for (let i = 0; i < 3; i++) {
         const c = await RawClient.greet({ port: node.port, preamble: unspec });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { parseProxyV2, ProxyRefusalLog } from '../../server/worker/proxy-protocol.js';
-import { proxyV2Header, proxyV2HeaderIpv6, proxyV2Local } from '../helpers/multinode-direct.js';
+import { proxyV2Header, proxyV2HeaderIpv6, proxyV2Local, proxyV2Raw } from '../helpers/multinode-direct.js';
 
 describe('ProxyRefusalLog', function () {
   it('writes the first refusal at once, then at most one line a minute carrying the count since the last line', function () {
@@ -31,12 +31,6 @@ describe('parseProxyV2 addresses', function () {
     expect(src(proxyV2Local())).to.equal(null);
   });
 
-  /** A PROXY v2 header with the given version/command, family/transport and address block. */
-  const header = (versionCommand: number, familyTransport: number, block: Buffer): Buffer => {
-    const head = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, versionCommand, familyTransport, 0, 0]);
-    head.writeUInt16BE(block.length, 14);
-    return Buffer.concat([head, block]);
-  };
   const parse = (buf: Buffer): unknown => {
     const parsed = parseProxyV2(buf);
     if (!parsed.done) throw new Error('incomplete');
@@ -45,19 +39,19 @@ describe('parseProxyV2 addresses', function () {
 
   it('only the LOCAL command is the proxy\'s own connection; a relayed client without an address (UNSPEC, UNIX) is not', function () {
     expect(parse(proxyV2Local())).to.deep.equal({ local: true, address: null, port: null });
-    expect(parse(header(0x20, 0x11, Buffer.alloc(12))), 'LOCAL with an address block: still LOCAL').to.deep.equal({ local: true, address: null, port: null });
-    expect(parse(header(0x21, 0x00, Buffer.alloc(0))), 'UNSPEC').to.deep.equal({ local: false, address: null, port: null });
-    expect(parse(header(0x21, 0x31, Buffer.alloc(216))), 'UNIX stream').to.deep.equal({ local: false, address: null, port: null });
+    expect(parse(proxyV2Raw(0x20, 0x11, Buffer.alloc(12))), 'LOCAL with an address block: still LOCAL').to.deep.equal({ local: true, address: null, port: null });
+    expect(parse(proxyV2Raw(0x21, 0x00, Buffer.alloc(0))), 'UNSPEC').to.deep.equal({ local: false, address: null, port: null });
+    expect(parse(proxyV2Raw(0x21, 0x31, Buffer.alloc(216))), 'UNIX stream').to.deep.equal({ local: false, address: null, port: null });
     expect(parse(proxyV2Header({ address: '10.1.2.3', port: 7 }, { address: '127.0.0.1', port: 5421 }))).to.deep.equal({ local: false, address: '10.1.2.3', port: 7 });
   });
 
   it('refuses an address block shorter than its family needs, a datagram or unknown transport, and an unknown family', function () {
-    expect(parse(header(0x21, 0x11, Buffer.alloc(11)))).to.equal('PROXY address block too short for its family');
-    expect(parse(header(0x21, 0x21, Buffer.alloc(35)))).to.equal('PROXY address block too short for its family');
-    expect(parse(header(0x21, 0x31, Buffer.alloc(100)))).to.equal('PROXY address block too short for its family');
-    expect(parse(header(0x21, 0x12, Buffer.alloc(12))), 'IPv4 over UDP').to.equal('unsupported PROXY transport (not a stream)');
-    expect(parse(header(0x21, 0x10, Buffer.alloc(12))), 'IPv4, transport UNSPEC').to.equal('unsupported PROXY transport (not a stream)');
-    expect(parse(header(0x21, 0x13, Buffer.alloc(12)))).to.equal('unsupported PROXY transport (not a stream)');
-    expect(parse(header(0x21, 0x41, Buffer.alloc(12)))).to.equal('unsupported PROXY address family');
+    expect(parse(proxyV2Raw(0x21, 0x11, Buffer.alloc(11)))).to.equal('PROXY address block too short for its family');
+    expect(parse(proxyV2Raw(0x21, 0x21, Buffer.alloc(35)))).to.equal('PROXY address block too short for its family');
+    expect(parse(proxyV2Raw(0x21, 0x31, Buffer.alloc(100)))).to.equal('PROXY address block too short for its family');
+    expect(parse(proxyV2Raw(0x21, 0x12, Buffer.alloc(12))), 'IPv4 over UDP').to.equal('unsupported PROXY transport (not a stream)');
+    expect(parse(proxyV2Raw(0x21, 0x10, Buffer.alloc(12))), 'IPv4, transport UNSPEC').to.equal('unsupported PROXY transport (not a stream)');
+    expect(parse(proxyV2Raw(0x21, 0x13, Buffer.alloc(12)))).to.equal('unsupported PROXY transport (not a stream)');
+    expect(parse(proxyV2Raw(0x21, 0x41, Buffer.alloc(12)))).to.equal('unsupported PROXY address family');
   });
 });
