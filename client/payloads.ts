@@ -1,9 +1,17 @@
+import { MAX_CHUNK_BYTES } from '../protocol/limits.js';
 import { framePayloadPool } from '../protocol/payload-pool.js';
 
 /**
- * Received data-frame payloads of every connection in this process. A file download gives each payload
- * back once it is written to LOCAL.part (32 aligned slabs let large downloads write with O_DIRECT, see
- * protocol/direct-writer.ts); downloadBuffer and view give theirs back once copied into the result, and
- * frames that are dropped are given back at once.
+ * Reads of a local file being uploaded: several frames' worth at a time, since each read is a thread-pool
+ * hand-off and, for a large file, a device round trip (see sendFile in upload.ts).
  */
-export const clientPayloads = framePayloadPool(32);
+export const UPLOAD_READ_BYTES = 4 * MAX_CHUNK_BYTES;
+
+/**
+ * Received data-frame payloads of every connection in this process, and the reads of files being
+ * uploaded. A file download gives each payload back once it is written to LOCAL.part (the aligned slabs,
+ * 64 MiB, let large downloads write and large uploads read with O_DIRECT, see protocol/direct-writer.ts and
+ * chunk-reader.ts); downloadBuffer and view give theirs back once copied into the result, and frames that
+ * are dropped are given back at once. A slab holds two upload reads.
+ */
+export const clientPayloads = framePayloadPool(8, 2 * UPLOAD_READ_BYTES);

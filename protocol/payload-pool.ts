@@ -148,13 +148,12 @@ function startOf(slab: Slab, length: number): number {
 }
 
 /**
- * A pool sized for data frames: a slab holds two of the largest payloads, and eight free slabs (16 MiB)
- * are kept, enough for several concurrent transfers to recycle memory. Each process makes one (the server's
- * worker for all its connections, the client library for all its connections). With `alignedSlabs` > 0,
- * that many slabs come first from page-aligned memory, so that full-size payloads can be written to files
- * with O_DIRECT.
+ * A pool sized for data frames: by default a slab holds two of the largest payloads (`slabBytes` may be
+ * larger, for larger reads), and eight free slabs are kept, enough for several concurrent transfers to
+ * recycle memory. Each process makes one (the server's worker for all its connections, the client library
+ * for all its connections). With `alignedSlabs` > 0, that many slabs come first from page-aligned memory,
+ * so that full-size payloads can be written to files with O_DIRECT.
  */
-export function framePayloadPool(alignedSlabs = 0): PayloadPool {
-  const slabBytes = 2 * MAX_CHUNK_BYTES;
+export function framePayloadPool(alignedSlabs = 0, slabBytes = 2 * MAX_CHUNK_BYTES): PayloadPool {
   return new PayloadPool(slabBytes, 8, alignedSlabs > 0 ? new AlignedSlabs(slabBytes, alignedSlabs) : null);
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
 import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/storage/digest-records.js';
 import { fsError, notDurable } from '../../server/storage/errors.js';
-import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging.js';
+import { SMALL_PARTIAL_BYTES, spareWriteBatchBytes } from '../../server/storage/staging.js';
 import { lockTarget } from '../../server/storage/paths.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
@@ -232,6 +232,32 @@ describe('storage', () => {
       await put(alice, 'back.txt', data);
       expect((await readFile(path.join(root, 'alice', 'back.txt'))).equals(data)).to.equal(true);
       expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
+    });
+
+    it('concurrent large uploads in small pieces (batches growing while writes run) stage exactly their bytes, and give back what their batches borrowed', async function () {
+      this.timeout(60_000);
+      const MiB = 1024 * 1024;
+      const spare = spareWriteBatchBytes();
+      let lowest = spare;
+      const files = [0, 1, 2, 3].map(() => randomBytes(10 * MiB + 123));
+      const ups = await Promise.all(files.map((data, i) => alice.beginUpload(`big${i}`, data.length, { sha256: sha(data) })));
+      // 0 and 1 are published, 2 is kept for a resume after 7 MiB + 5, 3 is aborted after 5 MiB.
+      const stops = [Infinity, Infinity, 7 * MiB + 5, 5 * MiB];
+      await Promise.all(ups.map(async (up, i) => {
+        const data = files[i]!;
+        const end = Math.min(data.length, stops[i]!);
+        for (let at = 0; at < end; at += 192 * 1024) {
+          await up.write(Buffer.from(data.subarray(at, Math.min(at + 192 * 1024, end))));
+          lowest = Math.min(lowest, spareWriteBatchBytes());
+        }
+      }));
+      // Pieces arrive within microtasks, a write takes at least an event-loop turn: the batches did grow.
+      expect(lowest).to.be.lessThan(spare);
+      await Promise.all([ups[0]!.commit(), ups[1]!.commit(), ups[2]!.release(), ups[3]!.abort()]);
+      for (const i of [0, 1]) expect((await readFile(path.join(root, 'alice', `big${i}`))).equals(files[i]!), `big${i}`).to.equal(true);
+      expect(await alice.stagedOffset('big2', files[2]!.length, { sha256: sha(files[2]!) })).to.equal(7 * MiB + 5);
+      expect(await alice.stagedOffset('big3', files[3]!.length, { sha256: sha(files[3]!) })).to.equal(0);
+      expect(spareWriteBatchBytes()).to.equal(spare);
     });
 
     it('abort leaves nothing behind and is idempotent', async () => {
