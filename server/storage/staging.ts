@@ -71,16 +71,17 @@ const COPY_CHUNK_BYTES = 1024 * 1024;
  */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 /**
- * While a batch is being written, the next one may keep gathering up to this size instead of waiting, and is
- * written as soon as the disk is free. Why: each write costs a thread-pool hand-off and a device round trip
+ * While a batch is being written, the next one may keep gathering up to this size (plus the chunk that
+ * crosses it) instead of waiting, and is written as soon as the disk is free. Why: each write costs a thread-pool hand-off and a device round trip
  * (~1.5–2.5 ms for 1 MiB on the reference VM, measured in session 13), so 1 MiB writes one at a time held a
  * fast upload to ~400 MiB/s; batches that grow while the disk is busy amortise that cost where it matters,
  * and stay at 1 MiB where it does not (a slow sender never fills more than one batch per write).
  */
 const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
 /**
- * What all of this process's uploads together may gather beyond WRITE_BATCH_BYTES: a lone fast upload gets
- * the larger batches, many concurrent ones (each far slower) keep the memory they held before.
+ * What all of this process's uploads together may hold beyond WRITE_BATCH_BYTES per batch, gathering or
+ * being written: a lone fast upload gets the larger batches, many concurrent ones (each far slower) keep
+ * the memory they held before.
  */
 const SPARE_BATCH_BYTES = 8 * 1024 * 1024;
 let spareBatchBytes = SPARE_BATCH_BYTES;
@@ -212,7 +213,7 @@ export class StagedUpload {
    * reached MAX_WRITE_BATCH_BYTES or the process's spare is used up (the caller then waits, as before).
    */
   #borrow(): boolean {
-    if (this.#batchBytes > MAX_WRITE_BATCH_BYTES) return false;
+    if (this.#batchBytes >= MAX_WRITE_BATCH_BYTES) return false;
     const more = this.#batchBytes - WRITE_BATCH_BYTES - this.#borrowed;
     if (more > spareBatchBytes) return false;
     spareBatchBytes -= more;
@@ -236,15 +237,18 @@ export class StagedUpload {
 
   /** Starts writing the gathered batch in the background; its failure is kept for #raiseFailure. */
   #dispatch(): void {
+    // Nothing gathered: nothing to do, even while a write runs (release() after a write() that was
+    // waiting dispatched the last batch itself).
+    if (this.#batch.length === 0) return;
     if (this.#writing !== null) throw new Error('StagedUpload: writes must not overlap');
-    const { buffers, written, position } = this.#takeBatch();
-    if (buffers.length === 0) return;
+    const { buffers, written, position, borrowed } = this.#takeBatch();
     const write: Promise<void> = this.#writer.writeAt(buffers, position)
       .catch((err: unknown) => {
         this.#failure ??= err;
       })
       .finally(() => {
         if (this.#writing === write) this.#writing = null;
+        spareBatchBytes += borrowed;
         for (const done of written) done();
         // A batch that filled while this write ran goes next (see MAX_WRITE_BATCH_BYTES).
         if (this.#state === 'open' && this.#failure === null && this.#batchBytes >= WRITE_BATCH_BYTES) this.#dispatch();
@@ -263,18 +267,22 @@ export class StagedUpload {
 
   /** Drops the gathered chunks unwritten (their content will not be kept). */
   #discardBatch(): void {
-    for (const done of this.#takeBatch().written) done();
+    const { written, borrowed } = this.#takeBatch();
+    spareBatchBytes += borrowed;
+    for (const done of written) done();
   }
 
-  /** Empties the batch (and cancels its idle flush), returning what it held. */
-  #takeBatch(): { buffers: Buffer[]; written: Array<() => void>; position: number } {
+  /**
+   * Empties the batch (and cancels its idle flush), returning what it held; the caller gives `borrowed`
+   * back to the spare once the batch's memory is free.
+   */
+  #takeBatch(): { buffers: Buffer[]; written: Array<() => void>; position: number; borrowed: number } {
     clearTimeout(this.#idleFlush);
     this.#idleFlush = undefined;
-    const taken = { buffers: this.#batch, written: this.#written, position: this.#batchAt };
+    const taken = { buffers: this.#batch, written: this.#written, position: this.#batchAt, borrowed: this.#borrowed };
     this.#batch = [];
     this.#written = [];
     this.#batchBytes = 0;
-    spareBatchBytes += this.#borrowed;
     this.#borrowed = 0;
     return taken;
   }

@@ -260,6 +260,31 @@ describe('storage', () => {
       expect(spareWriteBatchBytes()).to.equal(spare);
     });
 
+    it('release while a write() waits for the disk keeps every byte written so far, once (writes never overlap)', async () => {
+      const MiB = 1024 * 1024;
+      const data = randomBytes(8 * MiB);
+      const tag = { sha256: sha(data) };
+      const up = await alice.beginUpload('waiting', data.length, tag);
+      // The first MiB starts a write; the next ones gather behind it until the batch is full and write() waits.
+      let at = 0;
+      let waiting: Promise<void> | null = null;
+      while (waiting === null) {
+        let settled = false;
+        const w = up.write(Buffer.from(data.subarray(at, at + MiB))).finally(() => {
+          settled = true;
+        });
+        at += MiB;
+        await Promise.resolve();
+        await Promise.resolve();
+        if (!settled) waiting = w;
+      }
+      expect(at, 'write() waited with a full batch').to.be.within(4 * MiB, 6 * MiB);
+      await Promise.all([waiting, up.release()]);
+      expect(await alice.stagedOffset('waiting', data.length, tag)).to.equal(at);
+      const kept = await readFile(path.join(root, '.fts', 'staging', 'alice', (await stagingFiles())[0]!));
+      expect(kept.equals(data.subarray(0, at))).to.equal(true);
+    });
+
     it('abort leaves nothing behind and is idempotent', async () => {
       const data = Buffer.from('abc');
       const up = await alice.beginUpload('a', data.length, { sha256: sha(data) });
