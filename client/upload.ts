@@ -458,7 +458,8 @@ export async function sendFile(
   // One read is made ahead while the current one is checksummed and sent. A read holds several frames
   // (UPLOAD_READ_BYTES): measured in session 13, 1 MiB reads one at a time held a 1 GiB upload to ~400
   // MiB/s on the reference VM; with 4 MiB reads and the server's growing write batches, ~480.
-  const chunks = reader.chunks(from, size, Math.max(chunk, UPLOAD_READ_BYTES - (UPLOAD_READ_BYTES % chunk)));
+  const readBytes = UPLOAD_READ_BYTES - (UPLOAD_READ_BYTES % chunk); // whole frames (chunk ≤ MAX_CHUNK_BYTES)
+  const chunks = reader.chunks(from, size, readBytes);
   try {
     while (sent < size) {
       const want = Math.min(chunk, size - sent);

@@ -72,10 +72,11 @@ const COPY_CHUNK_BYTES = 1024 * 1024;
 const WRITE_BATCH_BYTES = 1024 * 1024;
 /**
  * While a batch is being written, the next one may keep gathering up to this size (plus the chunk that
- * crosses it) instead of waiting, and is written as soon as the disk is free. Why: each write costs a thread-pool hand-off and a device round trip
- * (~1.5–2.5 ms for 1 MiB on the reference VM, measured in session 13), so 1 MiB writes one at a time held a
- * fast upload to ~400 MiB/s; batches that grow while the disk is busy amortise that cost where it matters,
- * and stay at 1 MiB where it does not (a slow sender never fills more than one batch per write).
+ * crosses it) instead of waiting, and is written as soon as the disk is free. Why: each write costs a
+ * thread-pool hand-off and a device round trip (~1.5–2.5 ms for 1 MiB on the reference VM, measured in
+ * session 13), so 1 MiB writes one at a time held a fast upload to ~400 MiB/s; batches that grow while the
+ * disk is busy amortise that cost where it matters, and stay at 1 MiB where it does not (a slow sender
+ * never fills more than one batch per write).
  */
 const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
 /**
@@ -84,14 +85,15 @@ const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
  * the memory they held before.
  */
 const SPARE_BATCH_BYTES = 8 * 1024 * 1024;
+/** A partly gathered batch is written once no chunk has arrived for this long. */
+const IDLE_FLUSH_MS = 100;
+
 let spareBatchBytes = SPARE_BATCH_BYTES;
 
 /** What this process's uploads may still gather beyond WRITE_BATCH_BYTES (for tests). */
 export function spareWriteBatchBytes(): number {
   return spareBatchBytes;
 }
-/** A partly gathered batch is written once no chunk has arrived for this long. */
-const IDLE_FLUSH_MS = 100;
 
 export interface StagingTarget {
   root: string;
@@ -165,8 +167,9 @@ export class StagedUpload {
    * Appends a chunk. Chunks are gathered into writes of WRITE_BATCH_BYTES or more; one batch is written
    * while the next is gathered, so the disk works while the caller goes on receiving and hashing (the
    * returned promise waits only when the next batch is full, MAX_WRITE_BATCH_BYTES or the process's spare
-   * reached, and the previous write still runs: that is the connection's backpressure). Writes stay strictly in order, one at a time, so the staging file never
-   * has a hole: its length is always a prefix a resume can trust. `written` is called once the chunk's
+   * reached, and the previous write still runs: that is the connection's backpressure). Writes stay
+   * strictly in order, one at a time, so the staging file never has a hole: its length is always a prefix
+   * a resume can trust. `written` is called once the chunk's
    * memory is no longer needed (written, or dropped because the upload failed). The caller must not
    * reuse `chunk`'s memory before `written` is called, and must not call write() again before the previous call resolved.
    * A failed write releases the upload (the bytes staged so far stay, for a resume) and its error is thrown

@@ -268,12 +268,14 @@ describe('storage', () => {
       // The first MiB starts a write; the next ones gather behind it until the batch is full and write() waits.
       let at = 0;
       let waiting: Promise<void> | null = null;
-      while (waiting === null) {
+      while (waiting === null && at < data.length) {
         let settled = false;
         const w = up.write(Buffer.from(data.subarray(at, at + MiB))).finally(() => {
           settled = true;
         });
         at += MiB;
+        // A write() that returns at once has settled after these two turns (its body, then the finally);
+        // one that waits for the disk cannot have: a write takes at least an event-loop turn.
         await Promise.resolve();
         await Promise.resolve();
         if (!settled) waiting = w;
