@@ -26,7 +26,9 @@ export interface RecordedDigests {
 const STAT_CONCURRENCY = 64;
 
 // fatal: a name that is not valid UTF-8 would decode to U+FFFD and list a name that addresses nothing.
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a legal name; stripping it would list the wrong name (or another
+// file's name twice).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 interface RawName {
   bytes: Buffer;

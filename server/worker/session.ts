@@ -184,7 +184,9 @@ export class Session {
       worker: process.pid,
       op: this.op,
       file: this.file,
-      bytes: this.bytes,
+      // this.bytes outlives its request (the audit line reads it after the reply); between requests
+      // nothing is being transferred.
+      bytes: this.op === null ? 0 : this.bytes,
       since: this.since.toISOString(),
     };
   }

@@ -188,6 +188,8 @@ describe('fts-admin (end to end)', function () {
       expect(o.kind === 'reply' ? o.header['status'] : o.kind).to.equal('ok');
       const after = await sessionOf(server, up.localPort);
       expect(after.op).to.equal(null);
+      expect(after.file).to.equal(null);
+      expect(after.bytes).to.equal(0);
     });
   });
 
