@@ -10,3 +10,9 @@ export type Frame =
   | { readonly kind: 'bad-header'; readonly reason: string }
   /** crcOk is false when the payload does not match its CRC32C; the framing itself is still intact. */
   | { readonly kind: 'data'; readonly payload: Buffer; readonly crcOk: boolean };
+
+/**
+ * A frame as FrameDecoder.pushUndecoded() returns it: a header frame's body not decoded yet (parseHeaderBody
+ * turns it into a 'header' or 'bad-header' frame), in its own memory.
+ */
+export type UndecodedFrame = Exclude<Frame, { kind: 'header' } | { kind: 'bad-header' }> | { readonly kind: 'header-body'; readonly body: Buffer };

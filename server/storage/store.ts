@@ -74,16 +74,28 @@ export class Store {
     }
   }
 
-  /** The store for one (already authenticated) user; creates their directory on first use. */
-  user(user: string): Promise<UserStore> {
+  /**
+   * The store for one (already authenticated) user; creates their directory on first use. The directory is
+   * checked at every login, not only the first: one replaced by a symlink later must not be followed.
+   */
+  async user(user: string): Promise<UserStore> {
     let pending = this.#users.get(user);
     if (pending === undefined) {
       pending = this.#openUser(user);
       this.#users.set(user, pending);
       // A failure is not cached: the next login retries (an operator may have fixed the directory).
       pending.catch(() => this.#users.delete(user));
+      return pending;
     }
-    return pending;
+    const store = await pending;
+    try {
+      await checkUserDir(userDirPath(this.root, user));
+      return store;
+    } catch {
+      // Gone (an operator removed it: made again) or replaced (refused): opened afresh as on first use.
+      if (this.#users.get(user) === pending) this.#users.delete(user);
+      return this.user(user);
+    }
   }
 
   async #openUser(user: string): Promise<UserStore> {
@@ -93,17 +105,23 @@ export class Store {
     } catch (err) {
       if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
     }
-    // lstat, not stat: O_NOFOLLOW only guards the last component of a path, so the user directory itself
-    // must not be a symlink that leads somewhere else.
-    let st: Stats;
-    try {
-      st = await lstat(dir);
-    } catch (err) {
-      throw fsError(err, 'user directory');
-    }
-    if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
+    await checkUserDir(dir);
     return new UserStore(this.root, user, dir);
   }
+}
+
+/**
+ * lstat, not stat: O_NOFOLLOW only guards the last component of a path, so the user directory itself must
+ * not be a symlink that leads somewhere else.
+ */
+async function checkUserDir(dir: string): Promise<void> {
+  let st: Stats;
+  try {
+    st = await lstat(dir);
+  } catch (err) {
+    throw fsError(err, 'user directory');
+  }
+  if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
 }
 
 /** One user's view of the storage. Every name goes through resolveName before it touches the fs. */

@@ -1,23 +1,32 @@
 import type { Socket } from 'node:net';
-import { FrameDecoder, FtsError, type Frame } from '../../protocol/index.js';
+import { FrameDecoder, FtsError, parseHeaderBody, type Frame, type UndecodedFrame } from '../../protocol/index.js';
 import { noteBufferChurn } from './buffer-gc.js';
 import { workerPayloads } from './payloads.js';
 
 /** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
 const HIGH_WATER_BYTES = 2 * 1024 * 1024;
+/**
+ * Above this many undelivered headers the socket is paused too: requests are read ahead 32 at a time at
+ * most, which is as many uploads as a session publishes at once.
+ */
+const HIGH_WATER_HEADERS = 32;
 
 export type SourceEvent = Frame | { kind: 'end' } | { kind: 'error'; error: FtsError };
 
 /**
- * What a queued header counts against the high-water mark: 32 of them pause the socket. A decoded header
- * can take far more memory than its bytes (a 16 KiB body of nested `{}` parses to ~300 KiB of objects), so
- * it is charged as if it were large; requests are read ahead 32 at a time at most, which is as many
- * uploads as a session publishes at once.
+ * What waits in the queue. A header waits as its bytes (counted against HIGH_WATER_BYTES) and is decoded
+ * when the session pulls it: decoded, a 16 KiB header can take ~30 times its size (nested `[`), so 32
+ * decoded headers could hold ~14 MiB where their bytes hold at most 512 KiB.
  */
-const HEADER_CHARGE_BYTES = 64 * 1024;
+type Queued = UndecodedFrame | { kind: 'end' } | { kind: 'error'; error: FtsError };
 
-function charge(event: SourceEvent): number {
-  return event.kind === 'data' ? event.payload.length : HEADER_CHARGE_BYTES;
+function decoded(event: Queued): SourceEvent {
+  return event.kind === 'header-body' ? parseHeaderBody(event.body) : event;
+}
+
+function bytesOf(event: Queued): number {
+  if (event.kind === 'data') return event.payload.length;
+  return event.kind === 'header-body' ? event.body.length : 0;
 }
 
 /**
@@ -28,8 +37,9 @@ function charge(event: SourceEvent): number {
  */
 export class FrameSource {
   private readonly decoder: FrameDecoder;
-  private readonly queue: SourceEvent[] = [];
+  private readonly queue: Queued[] = [];
   private queuedBytes = 0;
+  private queuedHeaders = 0;
   private waiter: ((event: SourceEvent) => void) | null = null;
   private finished = false;
   private paused = false;
@@ -48,12 +58,13 @@ export class FrameSource {
   next(): Promise<SourceEvent> {
     const event = this.queue.shift();
     if (event !== undefined) {
-      this.queuedBytes -= charge(event);
-      if (this.paused && this.queuedBytes < HIGH_WATER_BYTES / 2) {
+      this.queuedBytes -= bytesOf(event);
+      if (event.kind === 'header-body') this.queuedHeaders--;
+      if (this.paused && this.queuedBytes < HIGH_WATER_BYTES / 2 && this.queuedHeaders < HIGH_WATER_HEADERS / 2) {
         this.paused = false;
         this.socket.resume();
       }
-      return Promise.resolve(event);
+      return Promise.resolve(decoded(event));
     }
     if (this.finished) return Promise.resolve({ kind: 'end' });
     return new Promise((resolve) => {
@@ -65,9 +76,9 @@ export class FrameSource {
     if (this.finished) return;
     this.onBytes(chunk.length);
     noteBufferChurn(chunk.length);
-    let frames: Frame[];
+    let frames: UndecodedFrame[];
     try {
-      frames = this.decoder.push(chunk);
+      frames = this.decoder.pushUndecoded(chunk);
     } catch (err) {
       this.finish({ kind: 'error', error: err instanceof FtsError ? err : new FtsError('PROTOCOL_ERROR') });
       return;
@@ -78,20 +89,21 @@ export class FrameSource {
       this.finish({ kind: 'error', error: failure });
       return;
     }
-    if (!this.paused && this.queuedBytes >= HIGH_WATER_BYTES) {
+    if (!this.paused && (this.queuedBytes >= HIGH_WATER_BYTES || this.queuedHeaders >= HIGH_WATER_HEADERS)) {
       this.paused = true;
       this.socket.pause();
     }
   }
 
-  private deliver(event: SourceEvent): void {
+  private deliver(event: Queued): void {
     const waiter = this.waiter;
     if (waiter) {
       this.waiter = null;
-      waiter(event);
+      waiter(decoded(event));
       return;
     }
-    this.queuedBytes += charge(event);
+    this.queuedBytes += bytesOf(event);
+    if (event.kind === 'header-body') this.queuedHeaders++;
     this.queue.push(event);
   }
 
@@ -105,10 +117,11 @@ export class FrameSource {
     this.waiter = null;
     for (const event of this.queue.splice(0)) if (event.kind === 'data') workerPayloads.release(event.payload);
     this.queuedBytes = 0;
+    this.queuedHeaders = 0;
   }
 
   /** Ends the stream: pending frames are still delivered, then the terminal event. */
-  private finish(event: SourceEvent): void {
+  private finish(event: Queued): void {
     if (this.finished) return;
     this.finished = true;
     this.deliver(event);

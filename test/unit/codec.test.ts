@@ -14,6 +14,7 @@ import {
   encodeData,
   encodeDataPrefix,
   encodeHeader,
+  parseHeaderBody,
   type Frame,
 } from '../../protocol/index.js';
 import {
@@ -146,6 +147,17 @@ describe('protocol codec', function () {
 
     it('needs payloadBuffer (a payload cannot be a view of a reused chunk)', function () {
       expect(() => new FrameDecoder({ reusedChunks: true })).to.throw(TypeError);
+    });
+  });
+
+  describe('decoder with header bodies left undecoded (pushUndecoded)', function () {
+    it('gives every vector frame, each header as a copy of its body that parseHeaderBody decodes as push() does', function () {
+      const all = Buffer.concat(VECTORS.map((v) => v.bytes));
+      const expected = VECTORS.flatMap((v) => v.expected);
+      const decoder = new FrameDecoder();
+      const frames = decoder.pushUndecoded(all);
+      for (const f of frames) if (f.kind === 'header-body') expect(f.body.buffer, 'a header body does not pin the pushed chunk').to.not.equal(all.buffer);
+      expectFrames(frames.map((f) => (f.kind === 'header-body' ? parseHeaderBody(f.body) : f)), expected, 'undecoded');
     });
   });
 

@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { encodeData, encodeHeader } from '../../protocol/index.js';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { FRAME_HEADER, encodeData, encodeHeader } from '../../protocol/index.js';
 import { FrameSource } from '../../server/worker/frame-source.js';
 import { workerPayloads } from '../../server/worker/payloads.js';
 
@@ -38,6 +40,51 @@ describe('FrameSource (the worker reads frames only as fast as the session takes
       expect(fed, 'headers read before the socket was paused').to.equal(32);
       source.dispose();
     }
+  });
+
+  it('keeps queued headers as bytes and decodes each when it is taken, in order with data frames', async function () {
+    const socket = new FakeSocket();
+    const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+    // 16 KiB of nested arrays: decoded, ~450 KiB each; 32 of them queued would hold ~14 MiB of objects.
+    const depth = 8000;
+    const nested = '{"op":"noop","x":' + '['.repeat(depth) + ']'.repeat(depth) + '}';
+    const body = Buffer.from(nested);
+    const rawHeader = (b: Buffer): Buffer => {
+      const prefix = Buffer.alloc(5);
+      prefix[0] = FRAME_HEADER;
+      prefix.writeUInt32BE(b.length, 1);
+      return Buffer.concat([prefix, b]);
+    };
+    const collect = (): number => {
+      v8.setFlagsFromString('--expose-gc');
+      (vm.runInNewContext('gc') as () => void)();
+      return process.memoryUsage().heapUsed;
+    };
+    const before = collect();
+    const fed = feedUntilPaused(socket, Array.from({ length: 40 }, () => rawHeader(body)));
+    expect(fed).to.equal(32);
+    const grown = collect() - before;
+    expect(grown, `JavaScript heap held by 32 queued 16 KiB headers: ${grown} bytes`).to.be.below(4 * 1024 * 1024);
+    for (let i = 0; i < 32; i++) {
+      const event = await source.next();
+      expect(event.kind).to.equal('header');
+      if (event.kind === 'header') expect(event.header['op']).to.equal('noop');
+    }
+    expect(socket.paused).to.equal(false);
+    source.dispose();
+
+    // Order and decoding outcomes survive the queue: header, data, a body that is not JSON, header.
+    const mixed = new FakeSocket();
+    const second = new FrameSource(mixed as unknown as Socket, 16 * 1024);
+    mixed.emit('data', Buffer.concat([encodeHeader({ op: 'a' }), encodeData(Buffer.from('xyz')), rawHeader(Buffer.from('{nope')), encodeHeader({ op: 'b' })]));
+    const kinds: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const event = await second.next();
+      kinds.push(event.kind === 'header' ? `header ${String(event.header['op'])}` : event.kind);
+      if (event.kind === 'data') workerPayloads.release(event.payload);
+    }
+    expect(kinds).to.deep.equal(['header a', 'data', 'bad-header', 'header b']);
+    second.dispose();
   });
 
   it('resumes once the session has taken half of what was queued, and data frames count by their size', async function () {

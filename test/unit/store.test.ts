@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
@@ -100,6 +100,23 @@ describe('storage', () => {
 
     it('returns the same UserStore for the same user', async () => {
       expect(await store.user('alice')).to.equal(alice);
+    });
+
+    it('checks the user directory at every login: one replaced by a symlink is refused, one removed is made again', async () => {
+      await store.user('carol');
+      const carolDir = path.join(root, 'carol');
+      const elsewhere = path.join(tmp, 'carol-elsewhere');
+      await mkdir(elsewhere);
+      await rename(carolDir, path.join(tmp, 'carol-moved'));
+      await symlink(elsewhere, carolDir);
+      expect(await codeOf(store.user('carol'))).to.equal('IO_ERROR');
+      expect(await codeOf(store.user('carol')), 'still refused at the next login').to.equal('IO_ERROR');
+      await rm(carolDir);
+      const again = await store.user('carol');
+      expect((await lstat(carolDir)).isDirectory()).to.equal(true);
+      await put(again, 'x', Buffer.from('x'));
+      expect(await readdir(elsewhere)).to.deep.equal([]);
+      expect(await readdir(carolDir)).to.deep.equal(['x']);
     });
   });
 
