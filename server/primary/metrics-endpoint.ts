@@ -22,6 +22,16 @@ const REJECTION_REASONS: readonly RejectionReason[] = [...REJECT_REASONS, 'proxy
 const SCRAPE_TIMEOUT_MS = 2_000;
 /** Between scrapes the primary refreshes its copy of each worker's counters, for a worker that crashes. */
 const REFRESH_INTERVAL_MS = 5_000;
+/**
+ * Connections the endpoint holds at once; more are closed at once. Prometheus keeps one per target (two or
+ * three with HA pairs); a flood of scrapers must not keep the primary, which also answers every worker's
+ * admission questions, busy.
+ */
+const MAX_SCRAPE_CONNECTIONS = 32;
+/** A scraper that has not sent its request line and headers within this is cut (slowloris). */
+const SCRAPE_HEADERS_TIMEOUT_MS = 10_000;
+
+type Rendered = { contentType: string; body: string };
 
 /** Counters and histograms only ever grow, so they may be carried over from a worker that is gone. */
 function monotonic(metrics: MetricsJson): MetricsJson {
@@ -55,6 +65,9 @@ export class MetricsEndpoint {
   private readonly finals = new Set<number>();
   private folding: Promise<void> = Promise.resolve();
   private server: http.Server | null = null;
+  /** The render running now, and the one that scrapes arriving meanwhile will share (see renderFresh). */
+  private rendering: Promise<Rendered> | null = null;
+  private nextRender: Promise<Rendered> | null = null;
   port: number | null = null;
 
   constructor(
@@ -122,7 +135,8 @@ export class MetricsEndpoint {
   }
 
   async start(host: string, port: number): Promise<number> {
-    const server = http.createServer((req, res) => void this.serve(req, res));
+    const server = http.createServer({ headersTimeout: SCRAPE_HEADERS_TIMEOUT_MS, requestTimeout: SCRAPE_HEADERS_TIMEOUT_MS + SCRAPE_TIMEOUT_MS }, (req, res) => void this.serve(req, res));
+    server.maxConnections = MAX_SCRAPE_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host, port }, () => {
@@ -181,7 +195,29 @@ export class MetricsEndpoint {
     return parts;
   }
 
-  async render(): Promise<{ contentType: string; body: string }> {
+  /**
+   * One render at a time, however many scrapes arrive: a scrape never shares a render that had started
+   * before it arrived (it would miss what happened just before), so all that arrive during one render
+   * share the next. A flood of scrapes then costs the primary one render after another, never many at once.
+   */
+  private renderFresh(): Promise<Rendered> {
+    if (this.rendering === null) {
+      const running = this.render().finally(() => {
+        this.rendering = null;
+      });
+      this.rendering = running;
+      return running;
+    }
+    this.nextRender ??= this.rendering
+      .catch(() => undefined)
+      .then(() => {
+        this.nextRender = null;
+        return this.renderFresh();
+      });
+    return this.nextRender;
+  }
+
+  async render(): Promise<Rendered> {
     const parts = await this.gather(true);
     parts.push(await this.registry.getMetricsAsJSON());
     const summed = await AggregatorRegistry.aggregate(parts).getMetricsAsJSON();
@@ -222,7 +258,7 @@ export class MetricsEndpoint {
       return;
     }
     try {
-      const { contentType, body } = await this.render();
+      const { contentType, body } = await this.renderFresh();
       res.writeHead(200, { 'content-type': contentType }).end(req.method === 'HEAD' ? undefined : body);
     } catch (err) {
       this.log.error({ err }, 'metrics scrape failed');

@@ -1,8 +1,13 @@
 import { canonicalIp } from '../../protocol/index.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerQuestion, type WorkerToPrimary } from '../ipc.js';
 
-/** A question the primary does not answer in this long is answered locally (fail open: keep serving). */
+/**
+ * A question the primary does not answer in this long is answered locally: fail open (keep serving), except
+ * for an address this worker has been told is banned (see GateClient.knownBans).
+ */
 const ASK_TIMEOUT_MS = 1_000;
+/** Bans a worker remembers at most; past it the oldest is forgotten. */
+const MAX_KNOWN_BANS = 10_000;
 
 export type Admission = { ok: true } | { ok: false; reason: string; retryAfterSeconds?: number };
 
@@ -23,14 +28,28 @@ export function normaliseIp(address: string | undefined): string {
 /**
  * The worker's side of the primary's Gatekeeper: asks whether a connection may proceed and reports
  * penalties. If the primary is slow or gone the answer is "allowed, no delay": limits are a defence
- * against abuse, and must not turn a primary hiccup into an outage.
+ * against abuse, and must not turn a primary hiccup into an outage. A ban the primary has announced to this
+ * worker still holds then, until it ends: otherwise whoever can slow the primary down lifts every ban.
  */
+/** What GateClient uses of a cluster worker's process. */
+export interface GateChannel {
+  send?: (message: WorkerToPrimary) => boolean;
+  readonly connected?: boolean;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+}
+
 export class GateClient {
   private nextId = 1;
   private readonly pending = new Map<number, (data: unknown) => void>();
+  /** Banned addresses the primary named in its answers, with when each ban ends (ms since the epoch). */
+  private readonly knownBans = new Map<string, number>();
 
-  constructor() {
-    process.on('message', (msg: unknown) => {
+  /** @param channel the IPC channel to the primary: the worker's own process (a fake one in tests). */
+  constructor(
+    private readonly channel: GateChannel = process,
+    private readonly askTimeoutMs = ASK_TIMEOUT_MS,
+  ) {
+    channel.on('message', (msg: unknown) => {
       if (!isFtsMessage(msg)) return;
       const m = msg as PrimaryToWorker;
       if (m.type !== 'fts:answer') return;
@@ -38,38 +57,75 @@ export class GateClient {
     });
   }
 
-  private ask<T>(question: WorkerQuestion, fallback: T): Promise<T> {
-    if (!process.send || !process.connected) return Promise.resolve(fallback);
+  private ask<T>(question: WorkerQuestion, fallback: () => T): Promise<T> {
+    const channel = this.channel;
+    if (!channel.send || !channel.connected) return Promise.resolve(fallback());
     const reqId = this.nextId++;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => settle(fallback), ASK_TIMEOUT_MS);
+      const timer = setTimeout(() => settle(fallback()), this.askTimeoutMs);
       const settle = (value: T): void => {
         clearTimeout(timer);
         this.pending.delete(reqId);
         resolve(value);
       };
       this.pending.set(reqId, (data) => settle(data as T));
-      process.send?.({ type: 'fts:ask', reqId, question } satisfies WorkerToPrimary);
+      channel.send?.({ type: 'fts:ask', reqId, question } satisfies WorkerToPrimary);
     });
   }
 
-  admit(conn: string, ip: string): Promise<Admission> {
-    return this.ask<Admission>({ kind: 'admit', conn, ip }, { ok: true });
+  async admit(conn: string, ip: string): Promise<Admission> {
+    const answer = await this.ask<Admission>({ kind: 'admit', conn, ip }, () => {
+      const left = this.banSecondsLeft(ip);
+      return left === null ? { ok: true } : { ok: false, reason: 'banned', retryAfterSeconds: left };
+    });
+    if (!answer.ok && answer.reason === 'banned') this.noteBan(ip, answer.retryAfterSeconds);
+    else if (answer.ok) this.knownBans.delete(ip); // lifted (fts-admin unban) or over
+    return answer;
   }
 
   penalty(ip: string, points: number): Promise<{ delayMs: number; banned: boolean }> {
-    return this.ask({ kind: 'penalty', ip, points }, { delayMs: 0, banned: false });
+    return this.ask({ kind: 'penalty', ip, points }, () => ({ delayMs: 0, banned: this.banSecondsLeft(ip) !== null }));
   }
 
-  banned(ip: string): Promise<{ banned: boolean; retryAfterSeconds?: number }> {
-    return this.ask({ kind: 'banned', ip }, { banned: false });
+  async banned(ip: string): Promise<{ banned: boolean; retryAfterSeconds?: number }> {
+    const answer = await this.ask<{ banned: boolean; retryAfterSeconds?: number }>({ kind: 'banned', ip }, () => {
+      const left = this.banSecondsLeft(ip);
+      return left === null ? { banned: false } : { banned: true, retryAfterSeconds: left };
+    });
+    if (answer.banned) this.noteBan(ip, answer.retryAfterSeconds);
+    else this.knownBans.delete(ip); // lifted (fts-admin unban) or over
+    return answer;
+  }
+
+  private noteBan(ip: string, retryAfterSeconds: number | undefined): void {
+    if (retryAfterSeconds === undefined || retryAfterSeconds <= 0) return;
+    // Re-inserted, so the map stays in the order bans were announced; bans all last --ban-duration, so the
+    // first entry is about the first to end, and the one to forget when the map is full.
+    this.knownBans.delete(ip);
+    if (this.knownBans.size >= MAX_KNOWN_BANS) {
+      const first = this.knownBans.keys().next();
+      if (!first.done) this.knownBans.delete(first.value);
+    }
+    this.knownBans.set(ip, Date.now() + retryAfterSeconds * 1000);
+  }
+
+  /** Seconds left of a ban the primary announced for `ip`, or null. */
+  private banSecondsLeft(ip: string): number | null {
+    const until = this.knownBans.get(ip);
+    if (until === undefined) return null;
+    const left = until - Date.now();
+    if (left <= 0) {
+      this.knownBans.delete(ip);
+      return null;
+    }
+    return Math.ceil(left / 1000);
   }
 
   authenticated(conn: string): void {
-    if (process.connected) process.send?.({ type: 'fts:conn', conn, event: 'authenticated' } satisfies WorkerToPrimary);
+    if (this.channel.connected) this.channel.send?.({ type: 'fts:conn', conn, event: 'authenticated' } satisfies WorkerToPrimary);
   }
 
   closed(conn: string): void {
-    if (process.connected) process.send?.({ type: 'fts:conn', conn, event: 'closed' } satisfies WorkerToPrimary);
+    if (this.channel.connected) this.channel.send?.({ type: 'fts:conn', conn, event: 'closed' } satisfies WorkerToPrimary);
   }
 }

@@ -8,6 +8,7 @@
  */
 import { expect } from 'chai';
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { runAdmin, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
@@ -485,6 +486,41 @@ describe('metrics endpoint (Prometheus)', function () {
       const head = await get(port, '/metrics', 'HEAD');
       expect(head.status).to.equal(200);
       expect(head.body).to.equal('');
+    });
+
+    it('past 32 connections the endpoint closes new ones; concurrent scrapes all succeed and each sees what happened before it was sent', async () => {
+      const server = await startServer({ workers: 1 });
+      const port = metricsPortOf(server);
+      // First, on a fresh endpoint: no keep-alive connection of this process's fetch() is open yet.
+      const held: net.Socket[] = [];
+      let closed = 0;
+      try {
+        for (let i = 0; i < 40; i++) {
+          const socket = net.connect({ host: '127.0.0.1', port });
+          socket.on('error', () => undefined);
+          socket.on('close', () => closed++);
+          held.push(socket);
+          await new Promise<void>((resolve) => socket.once('connect', () => resolve()).once('close', () => resolve()));
+        }
+        await waitUntil('the connections past 32 to be closed', async () => (closed >= 8 ? true : undefined), 5_000, 50);
+        await sleep(300);
+        expect(closed, 'connections closed by the endpoint').to.equal(8);
+      } finally {
+        for (const socket of held) socket.destroy();
+      }
+
+      for (let round = 1; round <= 3; round++) {
+        const client = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+        client.close();
+        const all = await waitUntil('24 concurrent scrapes to succeed', async () => {
+          try {
+            return await Promise.all(Array.from({ length: 24 }, () => scrape(port)));
+          } catch {
+            return undefined; // the held sockets' slots are given back as their closes arrive
+          }
+        }, 5_000, 100);
+        for (const e of all) expect(e.get('fts_connections_total'), `round ${round}`).to.be.at.least(round);
+      }
     });
 
     it('the fts_* families pass `promtool check metrics` (exit 0, no output)', async () => {
