@@ -32,9 +32,15 @@ function decodeSaslName(name: string): string | null {
 
 /**
  * Handles client-first-message (`n,,n=user,r=cnonce`). An unknown user gets a fake but stable salt (an HMAC
- * of the name under the server secret) so that the reply does not reveal whether the user exists.
+ * of the name under `saltKey`, the storage's salt key) and the iteration count `fakeIterations` gives for
+ * the name, so that the reply does not reveal whether the user exists.
  */
-export async function scramFirst(clientFirst: string, lookup: (user: string) => Promise<ScramVerifier | null>, secret: Buffer, fakeIterations = DEFAULT_ITERATIONS): Promise<ScramExchange | null> {
+export async function scramFirst(
+  clientFirst: string,
+  lookup: (user: string) => Promise<ScramVerifier | null>,
+  saltKey: Buffer,
+  fakeIterations: (user: string) => number = () => DEFAULT_ITERATIONS,
+): Promise<ScramExchange | null> {
   const m = /^([ny],,)(n=([^,]*),r=([^,]*)(?:,.*)?)$/.exec(clientFirst);
   if (!m) return null;
   const user = decodeSaslName(m[3] ?? '');
@@ -42,8 +48,8 @@ export async function scramFirst(clientFirst: string, lookup: (user: string) => 
   if (user === null || user === '' || !NONCE_PATTERN.test(clientNonce) || clientNonce.length > 256) return null;
   const real = await lookup(user);
   const verifier = real ?? {
-    iterations: fakeIterations,
-    salt: hmac(secret, `scram-fake-salt:${user}`).subarray(0, 16),
+    iterations: fakeIterations(user),
+    salt: hmac(saltKey, `scram-fake-salt:${user}`).subarray(0, 16),
     storedKey: randomBytes(32),
     serverKey: randomBytes(32),
   };

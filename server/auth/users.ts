@@ -37,17 +37,20 @@ type Credential = { kind: 'plain'; digest: Buffer; password: string; derived?: P
 export class UserTable {
   readonly #entries: ReadonlyMap<string, Credential>;
   /**
-   * Where some entries are verifiers, checking one costs a PBKDF2; an unknown user or a plaintext entry
-   * then costs one too (a dummy, of the largest iteration count in the file), so that the time a `plain`
-   * login takes does not tell which users exist. 0 when the file has no verifiers.
+   * The iteration counts of the file's verifiers, in file order (empty when it has none). A name whose
+   * verifier the server makes itself (an unknown user's fake one, a plaintext entry's derived one) gets one
+   * of them, picked by a keyed hash of the name (iterationsFor): an unknown name then announces the counts
+   * real ones do, as often as they do, and the same one every time. And where the file has verifiers,
+   * checking a `plain` login costs the PBKDF2 of the count the name announces whatever the name, so that
+   * the time a login takes does not tell which users exist either.
    */
-  readonly #dummyIterations: number;
+  readonly #verifierCounts: readonly number[];
 
   constructor(entries: ReadonlyMap<string, Credential>) {
     this.#entries = entries;
-    let most = 0;
-    for (const c of entries.values()) if (c.kind === 'scram') most = Math.max(most, c.verifier.iterations);
-    this.#dummyIterations = most;
+    const counts: number[] = [];
+    for (const c of entries.values()) if (c.kind === 'scram') counts.push(c.verifier.iterations);
+    this.#verifierCounts = counts;
   }
 
   get size(): number {
@@ -84,18 +87,22 @@ export class UserTable {
   }
 
   /**
-   * The iteration count a SCRAM exchange announces for an unknown user: that of the hashed entries where
-   * there are some, so that a fake verifier looks like a real one.
+   * The iteration count SCRAM announces for `user` when the server makes its verifier (an unknown user, a
+   * plaintext entry): DEFAULT_ITERATIONS when the file has no verifiers, else one of theirs (see
+   * #verifierCounts), picked under `key` (the salt key, the same on every node and after restarts).
    */
-  get fakeIterations(): number {
-    return this.#dummyIterations > 0 ? this.#dummyIterations : DEFAULT_ITERATIONS;
+  iterationsFor(user: string, key: Buffer): number {
+    const counts = this.#verifierCounts;
+    if (counts.length === 0) return DEFAULT_ITERATIONS;
+    const pick = createHmac('sha256', key).update(`scram-iterations:${user}`).digest().readUInt32BE(0);
+    return counts[pick % counts.length]!;
   }
 
   /** See verifyPassword. */
-  async verify(user: string, password: string): Promise<boolean> {
+  async verify(user: string, password: string, key: Buffer): Promise<boolean> {
     const entry = this.#entries.get(user);
     if (entry?.kind === 'scram') return checkPasswordAsync(entry.verifier, password);
-    if (this.#dummyIterations > 0) await saltedPasswordAsync(password, DUMMY_SALT, this.#dummyIterations);
+    if (this.#verifierCounts.length > 0) await saltedPasswordAsync(password, DUMMY_SALT, this.iterationsFor(user, key));
     const equal = timingSafeEqual(digest(password), entry?.digest ?? DUMMY_DIGEST);
     // Both operands are always evaluated; the dummy is random, so no password can match it.
     return entry !== undefined && equal;
@@ -103,9 +110,9 @@ export class UserTable {
 
   /**
    * The SCRAM verifier of a user, or null for an unknown user. For a plaintext entry it is derived once,
-   * with a salt that is an HMAC of the name under `saltKey` (the server secret): the same in every worker
-   * and, with a cluster secret, on every node and after restarts, so the salt does not change between
-   * connections (a changing salt would tell an attacker the user exists; unknown users get stable fake salts).
+   * with a salt that is an HMAC of the name under `saltKey` (the storage's salt key, salt-key.ts): the same
+   * in every worker, on every node and after restarts, as a real verifier's salt is (a salt that changed
+   * would tell an attacker the user exists; unknown users get stable fake salts under the same key).
    */
   async scramVerifier(user: string, saltKey: Buffer): Promise<ScramVerifier | null> {
     const entry = this.#entries.get(user);
@@ -134,7 +141,8 @@ export class UserTable {
    * changed.
    */
   adoptDerived(previous: UserTable): void {
-    if (previous.fakeIterations !== this.fakeIterations) return;
+    // Other verifier counts: every name's pick (iterationsFor) may have changed.
+    if (previous.#verifierCounts.join(',') !== this.#verifierCounts.join(',')) return;
     for (const [user, entry] of this.#entries) {
       const old = previous.#entries.get(user);
       if (entry.kind === 'plain' && old?.kind === 'plain' && old.derived !== undefined && old.digest.equals(entry.digest)) entry.derived = old.derived;
@@ -143,9 +151,10 @@ export class UserTable {
 
   #derived(user: string, entry: Extract<Credential, { kind: 'plain' }>, saltKey: Buffer): Promise<ScramVerifier> {
     if (entry.derived !== undefined) return entry.derived;
-    // With the file's iteration count, so that a plaintext entry's verifier cannot be told from a hashed one.
-    // PBKDF2 on the thread pool: at up to 1,000,000 iterations it would stall every session of the worker.
-    const derived = deriveVerifierAsync(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.fakeIterations);
+    // With one of the file's iteration counts, so that a plaintext entry's verifier cannot be told from a
+    // hashed one. PBKDF2 on the thread pool: at up to 1,000,000 iterations it would stall every session of
+    // the worker.
+    const derived = deriveVerifierAsync(entry.password, createHmac('sha256', saltKey).update(`scram-salt:${user}`).digest().subarray(0, 16), this.iterationsFor(user, saltKey));
     entry.derived = derived;
     // A failure is not kept: the next login (or the next reload) tries again.
     derived.catch(() => {
@@ -167,11 +176,11 @@ function digest(password: string): Buffer {
  * True when `user` exists and `password` is theirs. PBKDF2 runs on the thread pool, never on the event
  * loop, so that a flood of logins cannot stall a worker's other sessions. For plaintext entries, unknown
  * user and wrong password take the same path: one SHA-256 and one constant-time comparison of 32 bytes,
- * plus, where the file also has hashed entries, a dummy PBKDF2 as costly as the costliest of them. A hashed
- * entry costs a PBKDF2 of its iteration count.
+ * plus, where the file also has hashed entries, a dummy PBKDF2 of the count SCRAM announces for the name
+ * (UserTable.iterationsFor under `key`, the salt key). A hashed entry costs a PBKDF2 of its iteration count.
  */
-export function verifyPassword(table: UserTable, user: string, password: string): Promise<boolean> {
-  return table.verify(user, password);
+export function verifyPassword(table: UserTable, user: string, password: string, key: Buffer): Promise<boolean> {
+  return table.verify(user, password, key);
 }
 
 /** Pure: parses the file's text. Duplicate usernames keep the first definition. */

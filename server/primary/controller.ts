@@ -55,6 +55,8 @@ export class Controller {
     private usersText: string,
     /** Signs session tokens; sent to each worker over IPC (fts:init), never through its environment or the log. */
     private readonly secret: Buffer,
+    /** The storage's SCRAM salt key (storage/salt-key.ts), sent the same way. */
+    private readonly saltKey: Buffer,
   ) {
     pool.onAllExited = () => {
       this.log.info('all workers exited');
@@ -68,7 +70,7 @@ export class Controller {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.usersText, secret: this.secret.toString('hex'), port: this.pool.portFor(worker) });
+    else worker.send({ type: 'fts:init', users: this.usersText, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */

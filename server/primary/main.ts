@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
+import { loadSaltKey } from '../storage/salt-key.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
@@ -114,7 +115,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   });
   setInterval(() => gate.prune(Date.now()), 60_000).unref();
   const pool = new WorkerPool(config, log);
-  const controller = new Controller(config, log, pool, gate, usersText, await loadSecret(config));
+  const saltKey = await loadSaltKey(config.storage).catch((err: Error) => {
+    throw new StartupError(`storage root ${config.storage}: SCRAM salt key: ${err.message}`);
+  });
+  const controller = new Controller(config, log, pool, gate, usersText, await loadSecret(config), saltKey);
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {
     // A system error (making its directory, listening) says nothing of the socket it was about.

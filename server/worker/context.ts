@@ -15,6 +15,11 @@ export interface WorkerContext {
   readonly gate: GateClient;
   /** Signs and checks session tokens; the same in every worker (and every node sharing the secret file). */
   readonly secret: Buffer;
+  /**
+   * Keys the salts and iteration counts of the SCRAM verifiers the server makes itself (unknown users,
+   * plaintext entries): stored on the storage, so the same on every node and after restarts.
+   */
+  readonly saltKey: Buffer;
   /** The current user table; replaced wholesale on reload, never mutated. */
   users: UserTable;
   /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */

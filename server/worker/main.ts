@@ -51,7 +51,7 @@ export async function runWorker(config: Config): Promise<void> {
   const early: unknown[] = [];
   let initialised = false;
   let onEarly: (msg: unknown) => void = () => undefined;
-  const { users, secret, port } = await new Promise<{ users: UserTable; secret: Buffer; port: number }>((resolve) => {
+  const { users, secret, saltKey, port } = await new Promise<{ users: UserTable; secret: Buffer; saltKey: Buffer; port: number }>((resolve) => {
     onEarly = (msg: unknown): void => {
       if (!isFtsMessage(msg)) return;
       if (initialised) {
@@ -62,7 +62,7 @@ export async function runWorker(config: Config): Promise<void> {
       const m = msg as PrimaryToWorker;
       if (m.type === 'fts:init') {
         initialised = true;
-        resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), port: m.port });
+        resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), saltKey: Buffer.from(m.saltKey, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
         log.info('stop requested before listening; exiting');
@@ -99,18 +99,19 @@ export async function runWorker(config: Config): Promise<void> {
   };
 
   if (secret.length < 32) throw new Error('worker started without a session secret');
+  if (saltKey.length < 32) throw new Error('worker started without a salt key');
   const metrics = new WorkerMetrics();
   // Only ordering suffers (renames and unlinks are atomic), but it means clock skew or a stall: say so.
   onLockCompromised(({ lockfile, error }) => {
     log.warn({ lockfile, err: error }, 'lock compromised: another process broke a lock this worker held');
     metrics.lockCompromised();
   });
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, users, draining: false, onSessionIdle: checkDrained };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, draining: false, onSessionIdle: checkDrained };
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {
     if (table !== ctx.users) table.adoptDerived(ctx.users);
     ctx.users = table;
-    void table.prepareScram(secret, () => ctx.users === table);
+    void table.prepareScram(saltKey, () => ctx.users === table);
   };
   useUsers(users);
 

@@ -454,7 +454,7 @@ describe('fts-admin (end to end)', function () {
       expect(await modeOf(target)).to.equal(0o600);
       const parsed = parseUsers(await readFile(target, 'utf8'));
       expect(parsed.problems).to.deep.equal([]);
-      expect(await parsed.users.verify('carol', FILE_PW)).to.equal(true);
+      expect(await parsed.users.verify('carol', FILE_PW, Buffer.alloc(32))).to.equal(true);
       expect(await readdir(dir), 'no temporary or lock file').to.deep.equal(['id_passwd.txt']);
     });
 

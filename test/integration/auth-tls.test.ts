@@ -726,6 +726,23 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect([...salts], 'one salt for erin across 6 connections (2 workers)').to.have.length(1);
     });
 
+    it('regression (fixed): across a restart without --cluster-secret-file, every name announces the salt and count it did before (a restart told unknown and plaintext names from hashed ones)', async () => {
+      const storage = path.join(dir, 'scram-restart-storage');
+      type Announced = { salt: string; iterations: number };
+      const announced = async (): Promise<{ ghost: Announced; erin: Announced; dave: Announced }> => {
+        const s = await TestServer.start({ workers: 1, users: [ALICE], storage, args: ['--users', usersFile, ...LENIENT_GATE] });
+        try {
+          return { ghost: await scramSalt(s.port, 'nobody-here'), erin: await scramSalt(s.port, ERIN.user), dave: await scramSalt(s.port, DAVE.user) };
+        } finally {
+          await s.stop();
+        }
+      };
+      const first = await announced();
+      const second = await announced();
+      expect(second, 'after a restart').to.deep.equal(first);
+      expect(first.ghost.salt).to.not.equal(first.erin.salt);
+    });
+
     it('a SCRAM continuation with another id fails with AUTH_FAILED (no login)', async () => {
       const { client: raw } = await RawClient.open(server.port);
       try {
@@ -880,7 +897,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect(r.code, describeProc('passwd', r)).to.equal(0);
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems, 'no duplicate or malformed line').to.deep.equal([]);
-      expect(await parsed.users.verify('dave', NEW_PW), 'the new password is the one the server uses').to.equal(true);
+      expect(await parsed.users.verify('dave', NEW_PW, Buffer.alloc(32)), 'the new password is the one the server uses').to.equal(true);
       expect((await readFile(file)).subarray(0, 3), 'the byte-order mark is kept').to.deep.equal(Buffer.from([0xef, 0xbb, 0xbf]));
     });
 
@@ -895,10 +912,10 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems).to.deep.equal([]);
       // Every run reported success, so every user must be in the file with their password.
-      const verified = await Promise.all(users.map((u) => parsed.users.verify(u, `pw-${u}`)));
+      const verified = await Promise.all(users.map((u) => parsed.users.verify(u, `pw-${u}`, Buffer.alloc(32))));
       const missing = users.filter((_u, i) => !verified[i]);
       expect(missing, 'users whose successful passwd was overwritten by a concurrent run').to.deep.equal([]);
-      expect(await parsed.users.verify('alice', 'alice-plain-pw')).to.equal(true);
+      expect(await parsed.users.verify('alice', 'alice-plain-pw', Buffer.alloc(32))).to.equal(true);
     });
 
     describe('with a running server (--socket)', () => {

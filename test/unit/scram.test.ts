@@ -99,16 +99,31 @@ describe('SCRAM-SHA-256', () => {
     expect(scramFinal(a!, (await client.final(a!.serverFirst))!)).to.equal(null);
   });
 
-  it("an unknown user's fake verifier announces the iteration count the users file uses, like a real one", async () => {
-    const secret = Buffer.alloc(32, 4);
-    const { users } = parseUsers(`carol:${formatVerifier(deriveVerifier('pw', undefined, 10_000))}\n`);
-    expect(users.fakeIterations).to.equal(10_000);
-    const real = await scramFirst('n,,n=carol,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
-    const fake = await scramFirst('n,,n=ghost,r=n1', (u) => users.scramVerifier(u, secret), secret, users.fakeIterations);
-    const iterationsOf = (s: string) => /,i=(\d+)$/.exec(s)?.[1];
-    expect(iterationsOf(fake!.serverFirst)).to.equal('10000');
-    expect(iterationsOf(fake!.serverFirst)).to.equal(iterationsOf(real!.serverFirst));
-    expect(parseUsers('alice:alice-pass\n').users.fakeIterations, 'plaintext only: the derived verifiers\' count').to.equal(4096);
+  it("names the server makes verifiers for (unknown users, plaintext entries) announce the file's own iteration counts, picked per name under the salt key", async () => {
+    const key = Buffer.alloc(32, 4);
+    const { users } = parseUsers(`carol:${formatVerifier(deriveVerifier('pw', undefined, 5000))}\nerin:${formatVerifier(deriveVerifier('pw', undefined, 7000))}\nalice:alice-pass\n`);
+    const iterationsOf = (s: string) => Number(/,i=(\d+)$/.exec(s)?.[1]);
+    const announced = async (name: string): Promise<number> => {
+      const x = await scramFirst(`n,,n=${name},r=n1`, (u) => users.scramVerifier(u, key), key, (u) => users.iterationsFor(u, key));
+      return iterationsOf(x!.serverFirst);
+    };
+    expect(await announced('carol')).to.equal(5000);
+    expect(await announced('erin')).to.equal(7000);
+    const seen = new Set<number>();
+    for (let i = 0; i < 40; i++) {
+      const ghost = `ghost${i}`;
+      const count = await announced(ghost);
+      expect([5000, 7000], ghost).to.include(count);
+      expect(await announced(ghost), `${ghost} again`).to.equal(count);
+      expect(users.iterationsFor(ghost, key)).to.equal(count);
+      seen.add(count);
+    }
+    expect([...seen].sort(), 'unknown names announce each of the counts real ones do').to.deep.equal([5000, 7000]);
+    // A plaintext entry's derived verifier uses its name's pick, as an unknown name would.
+    expect(await announced('alice')).to.equal(users.iterationsFor('alice', key));
+    const other = Buffer.alloc(32, 6);
+    expect(Array.from({ length: 40 }, (_, i) => users.iterationsFor(`ghost${i}`, other)), 'the pick depends on the key').to.not.deep.equal(Array.from({ length: 40 }, (_, i) => users.iterationsFor(`ghost${i}`, key)));
+    expect(parseUsers('alice:alice-pass\n').users.iterationsFor('ghost', key), "plaintext only: the derived verifiers' count").to.equal(4096);
   });
 
   it('a plaintext entry\'s verifier is derived off the event loop, once (prepareScram derives them all ahead of logins)', async function () {
@@ -159,9 +174,9 @@ describe('SCRAM-SHA-256', () => {
     expect(problems).to.have.length(1);
     expect(problems[0]?.line).to.equal(3);
     expect(users.plaintextCount).to.equal(1);
-    expect(await verifyPassword(users, 'dave', 'dave-pass')).to.equal(true);
-    expect(await verifyPassword(users, 'dave', 'alice-pass')).to.equal(false);
-    expect(await verifyPassword(users, 'alice', 'alice-pass')).to.equal(true);
+    expect(await verifyPassword(users, 'dave', 'dave-pass', Buffer.alloc(32, 5))).to.equal(true);
+    expect(await verifyPassword(users, 'dave', 'alice-pass', Buffer.alloc(32, 5))).to.equal(false);
+    expect(await verifyPassword(users, 'alice', 'alice-pass', Buffer.alloc(32, 5))).to.equal(true);
     const key = Buffer.alloc(32, 5);
     expect(await users.scramVerifier('alice', key)).to.not.equal(null);
     // Plaintext entries get a salt that does not change between connections or workers.

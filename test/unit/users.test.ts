@@ -7,6 +7,9 @@ import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import { parseUsers, verifyPassword } from '../../server/auth/users.js';
 import { readUsersFile, UsersFileRefused } from '../../server/primary/users-file.js';
 
+/** The salt key (any 32 bytes: these tests check which passwords match, not what a login announces). */
+const KEY = Buffer.alloc(32, 9);
+
 describe('users file', () => {
   describe('parseUsers', () => {
     it('reads users, skipping comments and blank lines', async () => {
@@ -14,24 +17,24 @@ describe('users file', () => {
       expect(problems).to.deep.equal([]);
       expect(users.names()).to.deep.equal(['alice', 'bob']);
       expect(users.size).to.equal(2);
-      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(await verifyPassword(users, 'bob', 'hunter2')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'bob', 'hunter2', KEY)).to.equal(true);
     });
 
     it('strips CRLF line endings and a byte-order mark', async () => {
       const { users, problems } = parseUsers('\uFEFFalice:secret\r\nbob:pw\r\n');
       expect(problems).to.deep.equal([]);
-      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(await verifyPassword(users, 'alice', 'secret\r')).to.equal(false);
-      expect(await verifyPassword(users, 'bob', 'pw')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret\r', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'bob', 'pw', KEY)).to.equal(true);
     });
 
     it('splits at the first colon, so passwords may contain colons and spaces', async () => {
       const { users } = parseUsers('alice:a:b::c\nbob: spaced pw \n');
-      expect(await verifyPassword(users, 'alice', 'a:b::c')).to.equal(true);
-      expect(await verifyPassword(users, 'alice', 'a')).to.equal(false);
-      expect(await verifyPassword(users, 'bob', ' spaced pw ')).to.equal(true);
-      expect(await verifyPassword(users, 'bob', 'spaced pw')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'a:b::c', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'a', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'bob', ' spaced pw ', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'bob', 'spaced pw', KEY)).to.equal(false);
     });
 
     it('reports malformed lines with their 1-based line numbers and skips them', () => {
@@ -56,8 +59,8 @@ describe('users file', () => {
       const { users, problems } = parseUsers('alice:first\nbob:x\nalice:second\n');
       expect(problems).to.have.length(1);
       expect(problems[0]?.line).to.equal(3);
-      expect(await verifyPassword(users, 'alice', 'first')).to.equal(true);
-      expect(await verifyPassword(users, 'alice', 'second')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'first', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'second', KEY)).to.equal(false);
     });
 
     it('never puts a password (or a whole bad line) into a problem', () => {
@@ -85,17 +88,17 @@ describe('users file', () => {
     const { users } = parseUsers('alice:secret\n');
 
     it('is true only for the right password', async () => {
-      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
-      expect(await verifyPassword(users, 'alice', 'Secret')).to.equal(false);
-      expect(await verifyPassword(users, 'alice', '')).to.equal(false);
-      expect(await verifyPassword(users, 'alice', 'secret ')).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'secret', KEY)).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'Secret', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'alice', '', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'alice', 'secret ', KEY)).to.equal(false);
     });
 
     it('is false for an unknown user, whatever the password', async () => {
-      expect(await verifyPassword(users, 'mallory', 'secret')).to.equal(false);
-      expect(await verifyPassword(users, 'mallory', '')).to.equal(false);
-      expect(await verifyPassword(users, '', '')).to.equal(false);
-      expect(await verifyPassword(users, 'Alice', 'secret')).to.equal(false);
+      expect(await verifyPassword(users, 'mallory', 'secret', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'mallory', '', KEY)).to.equal(false);
+      expect(await verifyPassword(users, '', '', KEY)).to.equal(false);
+      expect(await verifyPassword(users, 'Alice', 'secret', KEY)).to.equal(false);
     });
 
     it('with hashed entries in the file, an unknown user or a plaintext entry costs a PBKDF2 too (no timing tell)', async function () {
@@ -108,7 +111,7 @@ describe('users file', () => {
         let best = Infinity;
         for (let i = 0; i < 2; i++) {
           const started = process.hrtime.bigint();
-          expect(await verifyPassword(u, user, 'wrong')).to.equal(false);
+          expect(await verifyPassword(u, user, 'wrong', KEY)).to.equal(false);
           best = Math.min(best, Number(process.hrtime.bigint() - started));
         }
         return best;
@@ -116,14 +119,14 @@ describe('users file', () => {
       const known = await took('carol');
       expect((await took('mallory')) / known, 'unknown user vs hashed entry').to.be.above(0.3);
       expect((await took('dave')) / known, 'plaintext entry vs hashed entry').to.be.above(0.3);
-      expect(await verifyPassword(u, 'carol', 'secret')).to.equal(true);
-      expect(await verifyPassword(u, 'dave', 'plain-secret')).to.equal(true);
+      expect(await verifyPassword(u, 'carol', 'secret', KEY)).to.equal(true);
+      expect(await verifyPassword(u, 'dave', 'plain-secret', KEY)).to.equal(true);
     });
 
     it('handles non-ASCII passwords as UTF-8', async () => {
       const { users: u } = parseUsers('bob:pässwörd-名前\n');
-      expect(await verifyPassword(u, 'bob', 'pässwörd-名前')).to.equal(true);
-      expect(await verifyPassword(u, 'bob', 'pässwörd-名前'.normalize('NFD'))).to.equal(false);
+      expect(await verifyPassword(u, 'bob', 'pässwörd-名前', KEY)).to.equal(true);
+      expect(await verifyPassword(u, 'bob', 'pässwörd-名前'.normalize('NFD'), KEY)).to.equal(false);
     });
   });
 
@@ -150,7 +153,7 @@ describe('users file', () => {
       const file = path.join(dir, 'id_passwd.txt');
       await writeFile(file, 'alice:secret\nbroken\n', { mode: 0o600 });
       const { users, problems } = await readUsersFile(file, false);
-      expect(await verifyPassword(users, 'alice', 'secret')).to.equal(true);
+      expect(await verifyPassword(users, 'alice', 'secret', KEY)).to.equal(true);
       expect(problems).to.deep.equal([{ line: 2, reason: problems[0]?.reason }]);
     });
 

@@ -19,7 +19,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
   let serverFinal: string | undefined;
   switch (req.mech) {
     case 'plain':
-      user = (await verifyPassword(users, req.user, req.password)) ? req.user : null;
+      user = (await verifyPassword(users, req.user, req.password, ctx.saltKey)) ? req.user : null;
       break;
     case 'token': {
       // Refused once the user's entry has changed (a new password) or is gone (tokens.ts).
@@ -30,7 +30,7 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
       break;
     }
     case 'scram-sha-256': {
-      const exchange = await scramFirst(req.data, (name) => users.scramVerifier(name, ctx.secret), ctx.secret, users.fakeIterations);
+      const exchange = await scramFirst(req.data, (name) => users.scramVerifier(name, ctx.saltKey), ctx.saltKey, (name) => users.iterationsFor(name, ctx.saltKey));
       if (exchange === null) throw new FtsError('AUTH_FAILED', 'malformed SCRAM client-first-message');
       io.noteLoginUser(exchange.user);
       io.send({ status: 'continue', data: exchange.serverFirst });
