@@ -4,9 +4,11 @@ import type { LogLevel } from './config.js';
 export type { Logger };
 
 /**
- * JSON lines on stdout. The destination is synchronous: each line leaves in one write(2), so lines from
- * several worker processes sharing stdout never interleave, and nothing is lost when a process exits
- * right after logging. Audit lines stay far below PIPE_BUF (4096 bytes) because names are at most 255 bytes.
+ * JSON lines on stdout. The destination is synchronous: each line leaves in one write(2), and nothing is
+ * lost when a process exits right after logging. Only the primary writes to the server's standard output:
+ * a worker's goes to a pipe the primary reads and relays whole lines from (relayLogLines), so lines of
+ * several processes never interleave, and no other process shares (and resets) the flags of that output
+ * (see primary/worker-output.ts).
  *
  * Never pass a password, or an object that may hold one, to a log call.
  */
@@ -19,8 +21,24 @@ export function createLogger(level: LogLevel, role: 'primary' | 'worker'): Logge
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
     },
-    stdoutUntilLost(),
+    logOutput(),
   );
+}
+
+let output: { write(text: string): void } | null = null;
+
+/** This process's standard output for log lines, made once (createLogger and relayLogLines share it). */
+function logOutput(): { write(text: string): void } {
+  output ??= stdoutUntilLost();
+  return output;
+}
+
+/**
+ * Writes complete log lines (each ending in a newline) that another process produced, through this
+ * process's log output: the primary relays its workers' lines this way. Dropped once the output is lost.
+ */
+export function relayLogLines(text: string): void {
+  logOutput().write(text);
 }
 
 let outputLost: ((err: unknown) => void) | null = null;
@@ -72,10 +90,10 @@ function stdoutUntilLost(): { write(line: string): void } {
     if (listener !== null) setImmediate(() => listener(err));
   });
   return {
-    write(line: string): void {
+    write(text: string): void {
       if (lostWith === null) {
         stall.lineStarted();
-        destination.write(line);
+        destination.write(text);
       }
     },
   };

@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { guardHandoffs } from './handoff-guard.js';
+import { relayWorkerOutput, WORKER_STDIO } from './worker-output.js';
 
 /**
  * libuv's thread pool runs every file operation, fsync included. Its default of 4 threads caps a worker at
@@ -84,6 +85,7 @@ export class WorkerPool {
   }
 
   start(): void {
+    cluster.setupPrimary({ stdio: [...WORKER_STDIO] });
     for (let i = 0; i < this.config.workers; i++) this.fork();
   }
 
@@ -206,6 +208,7 @@ export class WorkerPool {
       UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? WORKER_THREADPOOL_SIZE,
       MALLOC_TOP_PAD_: process.env['MALLOC_TOP_PAD_'] ?? WORKER_MALLOC_TOP_PAD,
     });
+    relayWorkerOutput(worker);
     this.started.set(worker.id, Date.now());
     this.live.set(worker.id, worker);
     worker.once('listening', () => {

@@ -16,7 +16,7 @@ import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
-import { sessionsJson, startAdmin, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
+import { runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type SessionJson } from '../helpers/admin-cli.js';
 import { envWithoutFts, releaseAll } from '../helpers/common.js';
 import { SERVER_MAIN } from '../helpers/paths.js';
 import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifecycle-slow-uploader.js';
@@ -463,6 +463,26 @@ describe('lifecycle (end to end)', function () {
     // Stop reading the server's stdout: once our side's buffer and the socket's fill, its writes get EAGAIN.
     server.proc.stdout!.pause();
     // Each connection makes the worker log (connect, session end); bounded in count and time.
+    const deadline = Date.now() + 60_000;
+    let connections = 0;
+    while (server.proc.exitCode === null && connections < 5_000 && Date.now() < deadline) {
+      const contact = await RawClient.firstContact(server.port, 2_000).catch(() => null);
+      if (contact?.kind === 'header') contact.conn.close();
+      if (contact === null || contact.kind !== 'header') break; // frozen, draining or gone
+      connections++;
+    }
+    const exit = await server.waitForExit(60_000);
+    expect(exit, `after ${connections} connections`).to.deep.equal({ code: 1, signal: null });
+    expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: it accepted nothing for 10 s \(its reader stopped reading\); draining, then exiting with status 1/);
+  });
+
+  it('regression (fixed): after a rolling restart, a log output that accepts nothing still counts as lost after 10 s (worker exits used to make the shared output blocking, freezing the server for good)', async function () {
+    this.timeout(120_000);
+    const server = await startServer({ workers: 2 });
+    const restart = await runAdmin(server.adminSocket, ['restart-workers']);
+    expect(restart.code, restart.stderr).to.equal(0);
+    await waitWorkersReady(server.adminSocket, 2);
+    server.proc.stdout!.pause();
     const deadline = Date.now() + 60_000;
     let connections = 0;
     while (server.proc.exitCode === null && connections < 5_000 && Date.now() < deadline) {
