@@ -457,20 +457,28 @@ describe('lifecycle (end to end)', function () {
     expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: broken pipe \(EPIPE\); draining, then exiting with status 1/);
   });
 
-  it('a log output that accepts nothing (its reader stopped reading without closing) counts as lost after 10 s: the server drains and exits 1 instead of freezing', async function () {
-    this.timeout(120_000);
-    const server = await startServer({ workers: 1 });
-    // Stop reading the server's stdout: once our side's buffer and the socket's fill, its writes get EAGAIN.
-    server.proc.stdout!.pause();
-    // Each connection makes the worker log (connect, session end); bounded in count and time.
+  /**
+   * Connects and closes again and again (each connection makes a worker log: connect, session end) until a
+   * connection is not greeted (the server froze, drains or is gone); bounded in count and time.
+   */
+  async function connectUntilRefused(server: TestServer): Promise<number> {
     const deadline = Date.now() + 60_000;
     let connections = 0;
     while (server.proc.exitCode === null && connections < 5_000 && Date.now() < deadline) {
       const contact = await RawClient.firstContact(server.port, 2_000).catch(() => null);
       if (contact?.kind === 'header') contact.conn.close();
-      if (contact === null || contact.kind !== 'header') break; // frozen, draining or gone
+      if (contact === null || contact.kind !== 'header') break;
       connections++;
     }
+    return connections;
+  }
+
+  it('a log output that accepts nothing (its reader stopped reading without closing) counts as lost after 10 s: the server drains and exits 1 instead of freezing', async function () {
+    this.timeout(120_000);
+    const server = await startServer({ workers: 1 });
+    // Stop reading the server's stdout: once our side's buffer and the socket's fill, its writes get EAGAIN.
+    server.proc.stdout!.pause();
+    const connections = await connectUntilRefused(server);
     const exit = await server.waitForExit(60_000);
     expect(exit, `after ${connections} connections`).to.deep.equal({ code: 1, signal: null });
     expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: it accepted nothing for 10 s \(its reader stopped reading\); draining, then exiting with status 1/);
@@ -483,14 +491,7 @@ describe('lifecycle (end to end)', function () {
     expect(restart.code, restart.stderr).to.equal(0);
     await waitWorkersReady(server.adminSocket, 2);
     server.proc.stdout!.pause();
-    const deadline = Date.now() + 60_000;
-    let connections = 0;
-    while (server.proc.exitCode === null && connections < 5_000 && Date.now() < deadline) {
-      const contact = await RawClient.firstContact(server.port, 2_000).catch(() => null);
-      if (contact?.kind === 'header') contact.conn.close();
-      if (contact === null || contact.kind !== 'header') break; // frozen, draining or gone
-      connections++;
-    }
+    const connections = await connectUntilRefused(server);
     const exit = await server.waitForExit(60_000);
     expect(exit, `after ${connections} connections`).to.deep.equal({ code: 1, signal: null });
     expect(server.stderr).to.match(/fts-server: the log output \(standard output\) failed: it accepted nothing for 10 s \(its reader stopped reading\); draining, then exiting with status 1/);
