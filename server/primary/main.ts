@@ -78,9 +78,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     }
   }
   const store = new Store(config.storage);
-  await store.init().catch((err: Error) => {
+  const { full } = await store.init().catch((err: Error) => {
     throw new StartupError(err.message);
   });
+  if (full) log.warn({ storage: config.storage }, 'the storage is full (no space left, or over quota): uploads fail with NO_SPACE until space is freed; downloads, listings and deletes work');
   if (config.partialTtlSeconds <= config.stallTimeoutSeconds) {
     // A live upload writes at least once per stall timeout; below that, the sweep may take a stalled but
     // still open upload's staged bytes (its publish then fails and the client starts again).

@@ -424,12 +424,25 @@ export class StagedUpload {
     await this.#writer.closeDirect();
     // A failed background sync: the bytes may not be on disk, so they cannot be offered for a resume.
     if (this.#writer.failed) return this.abort();
+    // A failed write (a full disk, mostly): what made it to the file is kept only if it is worth a resume.
+    // Less than SMALL_PARTIAL_BYTES costs little to send again, and on a full disk every kept partial (empty
+    // ones included: the write that failed may have been the first) holds space other uploads need.
+    if (this.#failure !== null && (await this.#fileSize()) < SMALL_PARTIAL_BYTES) return this.abort();
     // Not a byte to continue from (cut before any of a non-empty file's data arrived): a resume starts at
     // 0 anyway, and keeping the empty file would only hold an inode until the sweep.
     if (this.#received === 0 && this.size > 0) return this.abort();
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
+  }
+
+  /** The staging file's size now; 0 if it cannot be read. */
+  async #fileSize(): Promise<number> {
+    try {
+      return (await this.#handle?.stat())?.size ?? 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** Closes and removes the staging file (its content is known bad). Idempotent, never throws. */

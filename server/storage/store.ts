@@ -46,9 +46,11 @@ export class Store {
 
   /**
    * Creates the layout and proves the root is writable and fsync-able now, at startup, so that a bad
-   * mount is one clear error instead of IO_ERROR on every upload.
+   * mount is one clear error instead of IO_ERROR on every upload. A full disk (or quota) is not such an
+   * error: the server still serves downloads, listings and the deletes that free space, so it starts, and
+   * the result says so (`full`) for the caller to warn.
    */
-  async init(): Promise<void> {
+  async init(): Promise<{ full: boolean }> {
     const step = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
       try {
         return await fn();
@@ -62,16 +64,30 @@ export class Store {
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
     }
     const probe = path.join(internalDir(this.root), `probe-${process.pid}-${randomBytes(6).toString('hex')}`);
-    const handle = await step('creating a probe file (is it writable?)', () =>
-      open(probe, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
-    );
+    const full = (err: unknown): boolean => {
+      const code = errnoOf(err instanceof Error && err.cause !== undefined ? err.cause : err);
+      return code === 'ENOSPC' || code === 'EDQUOT';
+    };
+    let handle: FileHandle;
+    try {
+      handle = await step('creating a probe file (is it writable?)', () =>
+        open(probe, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
+      );
+    } catch (err) {
+      if (full(err)) return { full: true };
+      throw err;
+    }
     try {
       await step('writing the probe file', () => handle.write(Buffer.from('fts\n')));
       await step('fsyncing the probe file', () => handle.sync());
+    } catch (err) {
+      if (full(err)) return { full: true };
+      throw err;
     } finally {
       await handle.close().catch(() => undefined);
       await unlink(probe).catch(() => undefined);
     }
+    return { full: false };
   }
 
   /**

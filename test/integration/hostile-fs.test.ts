@@ -9,7 +9,7 @@
  * map to their codes (NO_SPACE, READ_ONLY), nothing partial is ever published, and the server keeps serving.
  */
 import { expect } from 'chai';
-import { link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { isMountPoint, mkfifo, mknodChar, mountTmpfs, remountReadOnly, unmount } from '../helpers/hardening-fs.js';
@@ -327,6 +327,41 @@ describe('hostile filesystem (real server)', function () {
       expect(listed.names).to.deep.equal(['small.txt']);
       const d = await rawDownload(client(), 6, 'small.txt');
       expect(d.bytes.equals(SMALL)).to.equal(true);
+    });
+
+    it('ENOSPC on a nearly full disk: a small upload gets NO_SPACE and leaves no partial behind; a server started on the full disk starts and warns', async function () {
+      // Fill what is left with a file outside any user directory (bounded: the disk is 2 MiB).
+      const filler = path.join(srv().storage, 'filler');
+      const handle = await open(filler, 'w');
+      try {
+        for (let i = 0; i < 64; i++) await handle.write(Buffer.alloc(64 * 1024, 1));
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).to.equal('ENOSPC');
+      } finally {
+        await handle.close();
+      }
+      try {
+        const data = Buffer.alloc(900 * 1024, 7);
+        const reply = await rawUpload(client(), 7, 'no-room.bin', data, 30_000);
+        expect(reply, JSON.stringify(reply)).to.include({ status: 'error', code: 'NO_SPACE', fatal: false });
+        const staging = path.join(srv().storage, '.fts', 'staging', ALICE.user);
+        expect(await readdir(staging).catch(() => [] as string[]), 'partials left after NO_SPACE').to.deep.equal([]);
+
+        const second = await TestServer.start({ workers: 1, storage: mountDir });
+        try {
+          expect(second.lines.some((l) => String(l.msg).startsWith('the storage is full')), 'a warning that the storage is full').to.equal(true);
+          const other = await RawClient.login({ port: second.port }, ALICE.user, ALICE.password);
+          try {
+            expect((await rawList(other, 2)).names).to.deep.equal(['small.txt']);
+          } finally {
+            other.close();
+          }
+        } finally {
+          await second.stop();
+        }
+      } finally {
+        await rm(filler, { force: true });
+      }
     });
 
     it('EROFS: after a read-only remount, uploads get READ_ONLY; download, view and list still work', async function () {
