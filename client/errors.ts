@@ -26,14 +26,14 @@ export function withContext(err: unknown, context: string): unknown {
 }
 
 /**
- * The server ended the session (`reason`: its `bye` or fatal reply) and reconnecting then failed (`err`):
- * one error that says both and keeps the server's code, so that a drain shows as SHUTTING_DOWN rather than
- * as a bare "connection refused".
+ * The connection ended (`reason`: the server's `bye` or fatal reply, or the loss of the connection) and
+ * reconnecting then failed (`err`): one error that says both and keeps the reason's code, so that a drain
+ * shows as SHUTTING_DOWN, and a transfer cut mid-way as cut, rather than as a bare "connection refused".
  */
 export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
   const why = err instanceof Error ? err.message : String(err);
   const wrapped = new FtsError(reason.code, `${reason.message}; reconnecting failed: ${why}`, { ...reason.details }, { cause: err, fatal: true });
-  fromServer.add(wrapped);
+  if (fromServer.has(reason)) fromServer.add(wrapped);
   return wrapped;
 }
 

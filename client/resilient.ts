@@ -202,7 +202,14 @@ export class ResilientClient implements FileClient {
     // reconnection's failure added, rather than only "connection refused".
     let drained = client === null && !this.closedByUser ? drainBye(this.current) : null;
     let lastError: unknown = drained ?? new FtsError('IO_ERROR', 'not connected');
-    const giveUp = (): unknown => (drained === null || this.closedByUser || isServerError(lastError) ? lastError : reconnectFailed(drained, lastError));
+    // How the operation's own connection was lost (no bye): reported with the reconnections' failure too,
+    // or a transfer cut mid-way by a stopping server would read as a bare "connection refused".
+    let lost: FtsError | null = null;
+    const giveUp = (): unknown => {
+      if (this.closedByUser || isServerError(lastError)) return lastError;
+      const reason = drained ?? lost;
+      return reason === null || reason === lastError ? lastError : reconnectFailed(reason, lastError);
+    };
     let failures = 0;
     let reached = progress();
     for (;;) {
@@ -215,6 +222,7 @@ export class ResilientClient implements FileClient {
           this.throwIfKicked(client);
           lastError = err;
           drained = drainBye(client);
+          if (err instanceof FtsError) lost = err;
         }
         if (progress() > reached) {
           reached = progress();

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
+import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
 import { encodeData, encodeHeader, FrameDecoder, MAX_CHUNK_BYTES, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
@@ -826,6 +826,27 @@ describe('resumable transfers (end to end)', function () {
     const refused = await runCli(['upload', local], { port: await freePort(), user: ALICE.user, password: ALICE.password, cwd: dir });
     expect(refused.code, describeRun(refused)).to.equal(1);
     expect(refused.stderr, 'a refused connection is not retried').to.match(/^fts: cannot connect to 127\.0\.0\.1:\d+: connection refused\n$/);
+  });
+
+  it('a transfer whose connection is lost and that cannot reconnect reports the loss, not only the refused reconnection', async () => {
+    const local = path.join(dir, 'lost-then-refused.bin');
+    await writeFile(local, randomBytes(8 * MiB));
+    const p = await proxy(server.port, (index) => (index === 0 ? { cutUpAfter: 2 * MiB } : {}));
+    const client = await ResilientClient.connect({ port: p.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 2, initialDelayMs: 300, maxDelayMs: 300 } });
+    try {
+      const failed = client.upload(local, 'lost-then-refused.bin').then(() => null, (e: unknown) => e);
+      // Once the upload's connection is cut, nothing listens any more: every reconnection is refused.
+      await waitUntil('the cut', async () => (p.cuts > 0 ? true : undefined), 20_000, 10);
+      await p.close();
+      const err = await failed;
+      expect(err).to.be.instanceOf(FtsError);
+      const message = (err as FtsError).message;
+      expect(message, message).to.match(/; reconnecting failed: cannot connect to 127\.0\.0\.1:\d+: connection refused$/);
+      expect(message.startsWith('cannot connect'), message).to.equal(false);
+      expect(isServerError(err)).to.equal(false);
+    } finally {
+      client.close();
+    }
   });
 
   it('mget whose reader goes away (`| head -1`) still finishes every download and exits with its own status', async () => {
