@@ -151,7 +151,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       } else {
         const result = gate.penalty(q.ip, q.points, now);
         if (result.started) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);
-        data = result;
+        // How long a ban lasts, so that the worker knows it from the penalty that started it (gate-client.ts).
+        data = result.banned ? { ...result, retryAfterSeconds: gate.banStatus(q.ip, now).retryAfterSeconds } : result;
       }
       if (worker.isConnected()) worker.send({ type: 'fts:answer', reqId: m.reqId, data });
     } else if (m.type === 'fts:conn') {

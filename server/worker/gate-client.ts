@@ -83,8 +83,13 @@ export class GateClient {
     return answer;
   }
 
-  penalty(ip: string, points: number): Promise<{ delayMs: number; banned: boolean }> {
-    return this.ask({ kind: 'penalty', ip, points }, () => ({ delayMs: 0, banned: this.banSecondsLeft(ip) !== null }));
+  async penalty(ip: string, points: number): Promise<{ delayMs: number; banned: boolean }> {
+    const answer = await this.ask<{ delayMs: number; banned: boolean; retryAfterSeconds?: number }>({ kind: 'penalty', ip, points }, () => ({
+      delayMs: 0,
+      banned: this.banSecondsLeft(ip) !== null,
+    }));
+    if (answer.banned) this.noteBan(ip, answer.retryAfterSeconds);
+    return { delayMs: answer.delayMs, banned: answer.banned };
   }
 
   async banned(ip: string): Promise<{ banned: boolean; retryAfterSeconds?: number }> {

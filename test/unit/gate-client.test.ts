@@ -66,6 +66,16 @@ describe('GateClient (a worker asking the primary about admissions and bans)', f
     expect(await gate.admit('c3', OTHER_IP)).to.deep.equal({ ok: true });
   });
 
+  it('learns a ban from the penalty that starts it', async function () {
+    const primary = new FakePrimary();
+    const gate = new GateClient(primary, TIMEOUT_MS);
+    primary.answer = () => ({ delayMs: 5000, banned: true, started: true, retryAfterSeconds: 900 });
+    expect(await gate.penalty(BANNED_IP, 2)).to.deep.equal({ delayMs: 5000, banned: true });
+    primary.silent = true;
+    expect((await gate.admit('c1', BANNED_IP)).ok).to.equal(false);
+    expect(await gate.admit('c2', OTHER_IP)).to.deep.equal({ ok: true });
+  });
+
   it('forgets a ban the primary says is lifted, and one whose time is over', async function () {
     const primary = new FakePrimary();
     const gate = new GateClient(primary, TIMEOUT_MS);
