@@ -4,11 +4,15 @@ import type { LogLevel } from './config.js';
 export type { Logger };
 
 /**
- * JSON lines on stdout. The destination is synchronous: each line leaves in one write(2), and nothing is
- * lost when a process exits right after logging. Only the primary writes to the server's standard output:
- * a worker's goes to a pipe the primary reads and relays whole lines from (relayLogLines), so lines of
- * several processes never interleave, and no other process shares (and resets) the flags of that output
- * (see primary/worker-output.ts).
+ * The descriptor a worker logs to: the server's standard output, which the primary hands each worker as
+ * this descriptor rather than as the worker's own standard output (see primary/worker-output.ts for why).
+ */
+export const WORKER_LOG_FD = 4;
+
+/**
+ * JSON lines on the server's standard output. The destination is synchronous: each line leaves in one
+ * write(2), so lines from several processes never interleave, and nothing is lost when a process exits
+ * right after logging. Audit lines stay far below PIPE_BUF (4096 bytes) because names are at most 255 bytes.
  *
  * Never pass a password, or an object that may hold one, to a log call.
  */
@@ -21,24 +25,28 @@ export function createLogger(level: LogLevel, role: 'primary' | 'worker'): Logge
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
     },
-    logOutput(),
+    logOutput(role === 'primary' ? 1 : WORKER_LOG_FD),
   );
 }
 
 let output: { write(text: string): void } | null = null;
 
-/** This process's standard output for log lines, made once (createLogger and relayLogLines share it). */
-function logOutput(): { write(text: string): void } {
-  output ??= stdoutUntilLost();
+/**
+ * This process's log output on descriptor `fd` (standard output in the primary, WORKER_LOG_FD in a
+ * worker), made once: createLogger and relayLogLines share it.
+ */
+function logOutput(fd: number): { write(text: string): void } {
+  output ??= outputUntilLost(fd);
   return output;
 }
 
 /**
- * Writes complete log lines (each ending in a newline) that another process produced, through this
- * process's log output: the primary relays its workers' lines this way. Dropped once the output is lost.
+ * Writes complete lines (each ending in a newline) that another process produced through this process's
+ * log output: the primary relays what a worker writes to its own standard output this way (a dependency's
+ * console output, say). Dropped once the output is lost.
  */
 export function relayLogLines(text: string): void {
-  logOutput().write(text);
+  logOutput(1).write(text);
 }
 
 let outputLost: ((err: unknown) => void) | null = null;
@@ -68,16 +76,16 @@ export function whenLogOutputLost(listener: (err: unknown) => void): void {
 const STALL_LIMIT_MS = 10_000;
 
 /**
- * Standard output, written synchronously, until a write fails. Left to itself, the destination emits the
+ * The log output (`fd`), written synchronously, until a write fails. Left to itself, the destination emits the
  * error as an unhandled 'error' event, which kills the process on the spot (no drain), and it would keep
  * every later line buffered for a retry that cannot succeed. A full pipe (stdout is non-blocking: EAGAIN)
  * is retried every 100 ms, forever by default, with the whole process asleep; here only for STALL_LIMIT_MS
  * without a byte written.
  */
-function stdoutUntilLost(): { write(line: string): void } {
+function outputUntilLost(fd: number): { write(line: string): void } {
   const stall = new StallClock(STALL_LIMIT_MS);
   const destination = pino.destination({
-    fd: 1,
+    fd,
     sync: true,
     retryEAGAIN: (_err: Error, unwritten: number) => stall.mayRetry(unwritten),
   });

@@ -1,26 +1,29 @@
 import type { Worker } from 'node:cluster';
-import { relayLogLines } from '../log.js';
+import { relayLogLines, WORKER_LOG_FD } from '../log.js';
 
 /**
- * Workers' standard output and error, as the primary forks them: pipes of their own that the primary
- * relays (no standard input).
+ * What a worker gets as its descriptors: no standard input; standard output and error are pipes the primary
+ * relays (they carry only what a dependency prints, or a crash's stack trace); the IPC channel; and the
+ * server's standard output as WORKER_LOG_FD, which the worker logs to directly.
  *
- * Why not let workers inherit the server's standard output? Then every process shares one open file
- * description, and with it its O_NONBLOCK flag, which Node and libuv change behind our back: a fork clears
- * it (libuv makes a child's inherited stdio blocking before exec) and a worker's exit restores what that
- * worker found at its start (blocking). The log output's stall limit (log.ts) relies on the flag: with the
- * output blocking, a log reader that stops reading froze every process in write(2) for good, after the
- * first rolling restart or worker crash.
+ * Why not as the worker's own standard output? Every process then shares one open file description, and
+ * with it its O_NONBLOCK flag, which Node and libuv change for descriptors 0-2 only: a fork makes a child's
+ * standard descriptors blocking (libuv, before exec), and a worker's exit restores what that worker found at
+ * its start (blocking). The log output's stall limit (log.ts) relies on the flag: with the output blocking,
+ * a log reader that stopped reading froze every process in write(2) for good, after the first rolling
+ * restart or worker crash. A descriptor above 2 is left alone by both. (Standard error is not shared
+ * either: `2>&1` makes it the same description.)
  */
-export const WORKER_STDIO = ['ignore', 'pipe', 'pipe', 'ipc'] as const;
+export const WORKER_STDIO = ['ignore', 'pipe', 'pipe', 'ipc', 1] as const;
+if (WORKER_STDIO.length !== WORKER_LOG_FD + 1) throw new Error('WORKER_STDIO must put the log output at WORKER_LOG_FD');
 
 /** A worker line longer than this (no newline yet) is relayed as it is, so a runaway line cannot grow memory. */
 const MAX_PENDING_CHARS = 64 * 1024;
 
 /**
- * Relays what `worker` writes: whole log lines through the primary's own log output (each batch in one
- * write, so lines of several workers never interleave), its standard error to the primary's as it comes.
- * A worker's last unfinished line is relayed, with a newline, when its output ends.
+ * Relays what `worker` writes to its standard output through the primary's log output, in whole lines (so
+ * it cannot split a log line), and its standard error to the primary's as it comes. A worker's last
+ * unfinished line is relayed, with a newline, when its output ends.
  */
 export function relayWorkerOutput(worker: Worker): void {
   const stdout = worker.process.stdout;
