@@ -64,28 +64,20 @@ export class Store {
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
     }
     const probe = path.join(internalDir(this.root), `probe-${process.pid}-${randomBytes(6).toString('hex')}`);
-    const full = (err: unknown): boolean => {
-      const code = errnoOf(err instanceof Error && err.cause !== undefined ? err.cause : err);
-      return code === 'ENOSPC' || code === 'EDQUOT';
-    };
-    let handle: FileHandle;
     try {
-      handle = await step('creating a probe file (is it writable?)', () =>
+      const handle = await step('creating a probe file (is it writable?)', () =>
         open(probe, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
       );
+      try {
+        await step('writing the probe file', () => handle.write(Buffer.from('fts\n')));
+        await step('fsyncing the probe file', () => handle.sync());
+      } finally {
+        await handle.close().catch(() => undefined);
+        await unlink(probe).catch(() => undefined);
+      }
     } catch (err) {
-      if (full(err)) return { full: true };
+      if (fsError((err as Error).cause, 'storage root').code === 'NO_SPACE') return { full: true };
       throw err;
-    }
-    try {
-      await step('writing the probe file', () => handle.write(Buffer.from('fts\n')));
-      await step('fsyncing the probe file', () => handle.sync());
-    } catch (err) {
-      if (full(err)) return { full: true };
-      throw err;
-    } finally {
-      await handle.close().catch(() => undefined);
-      await unlink(probe).catch(() => undefined);
     }
     return { full: false };
   }

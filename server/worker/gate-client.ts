@@ -75,34 +75,36 @@ export class GateClient {
 
   async admit(conn: string, ip: string): Promise<Admission> {
     const answer = await this.ask<Admission>({ kind: 'admit', conn, ip }, () => {
-      const left = this.banSecondsLeft(ip);
-      return left === null ? { ok: true } : { ok: false, reason: 'banned', retryAfterSeconds: left };
+      const ban = this.knownBan(ip);
+      return ban.banned ? { ok: false, reason: 'banned', retryAfterSeconds: ban.retryAfterSeconds } : { ok: true };
     });
-    if (!answer.ok && answer.reason === 'banned') this.noteBan(ip, answer.retryAfterSeconds);
-    else if (answer.ok) this.knownBans.delete(ip); // lifted (fts-admin unban) or over
+    // Refused for another reason (a limit): that says nothing about a ban.
+    if (answer.ok) this.remember(ip, false);
+    else if (answer.reason === 'banned') this.remember(ip, true, answer.retryAfterSeconds);
     return answer;
   }
 
   async penalty(ip: string, points: number): Promise<{ delayMs: number; banned: boolean }> {
-    const answer = await this.ask<{ delayMs: number; banned: boolean; retryAfterSeconds?: number }>({ kind: 'penalty', ip, points }, () => ({
+    const { delayMs, banned, retryAfterSeconds } = await this.ask<{ delayMs: number; banned: boolean; retryAfterSeconds?: number }>({ kind: 'penalty', ip, points }, () => ({
       delayMs: 0,
-      banned: this.banSecondsLeft(ip) !== null,
+      banned: this.knownBan(ip).banned,
     }));
-    if (answer.banned) this.noteBan(ip, answer.retryAfterSeconds);
-    return { delayMs: answer.delayMs, banned: answer.banned };
+    this.remember(ip, banned, retryAfterSeconds);
+    return { delayMs, banned };
   }
 
   async banned(ip: string): Promise<{ banned: boolean; retryAfterSeconds?: number }> {
-    const answer = await this.ask<{ banned: boolean; retryAfterSeconds?: number }>({ kind: 'banned', ip }, () => {
-      const left = this.banSecondsLeft(ip);
-      return left === null ? { banned: false } : { banned: true, retryAfterSeconds: left };
-    });
-    if (answer.banned) this.noteBan(ip, answer.retryAfterSeconds);
-    else this.knownBans.delete(ip); // lifted (fts-admin unban) or over
+    const answer = await this.ask({ kind: 'banned', ip }, () => this.knownBan(ip));
+    this.remember(ip, answer.banned, answer.retryAfterSeconds);
     return answer;
   }
 
-  private noteBan(ip: string, retryAfterSeconds: number | undefined): void {
+  /** Keeps what the primary said of `ip`: banned for `retryAfterSeconds` more, or not banned (lifted, over). */
+  private remember(ip: string, banned: boolean, retryAfterSeconds?: number): void {
+    if (!banned) {
+      this.knownBans.delete(ip);
+      return;
+    }
     if (retryAfterSeconds === undefined || retryAfterSeconds <= 0) return;
     // Re-inserted, so the map stays in the order bans were announced; bans all last --ban-duration, so the
     // first entry is about the first to end, and the one to forget when the map is full.
@@ -114,16 +116,15 @@ export class GateClient {
     this.knownBans.set(ip, Date.now() + retryAfterSeconds * 1000);
   }
 
-  /** Seconds left of a ban the primary announced for `ip`, or null. */
-  private banSecondsLeft(ip: string): number | null {
+  /** A ban the primary announced for `ip` that still runs, as the primary would answer `banned`. */
+  private knownBan(ip: string): { banned: boolean; retryAfterSeconds?: number } {
     const until = this.knownBans.get(ip);
-    if (until === undefined) return null;
-    const left = until - Date.now();
+    const left = until === undefined ? 0 : until - Date.now();
     if (left <= 0) {
       this.knownBans.delete(ip);
-      return null;
+      return { banned: false };
     }
-    return Math.ceil(left / 1000);
+    return { banned: true, retryAfterSeconds: Math.ceil(left / 1000) };
   }
 
   authenticated(conn: string): void {
