@@ -30,6 +30,8 @@ export interface Config {
   readonly stallTimeoutSeconds: number;
   /** Seconds a publish or delete waits for its name's lock, held by another operation, before LOCKED. */
   readonly lockTimeoutSeconds: number;
+  /** Bytes each user may store, published files and partial uploads together; null = no limit. */
+  readonly quotaBytes: number | null;
   /** Large files bypass the page cache where the file system allows it (protocol/direct-io.ts). */
   readonly directIo: boolean;
   readonly maxHeaderBytes: number;
@@ -109,6 +111,20 @@ function socketPath(raw: string, flag: string): string {
   return resolved;
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** A byte count: digits with an optional K, M, G or T (powers of 1024), or `off`. */
+function quotaBytes(raw: string, flag: string): number | null {
+  const text = raw.trim();
+  if (text.toLowerCase() === 'off') return null;
+  const m = /^(\d+)([KMGT]?)$/i.exec(text);
+  const bytes = m ? Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]! : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 1) {
+    throw new ConfigError(`--${flag}: must be a number of bytes of at least 1, optionally with K, M, G or T (powers of 1024), or off (got "${raw}")`);
+  }
+  return bytes;
+}
+
 export const FLAGS = {
   host: { env: 'FTS_HOST', help: 'address to listen on', default: () => '127.0.0.1', parse: nonEmpty },
   port: { env: 'FTS_PORT', help: 'TCP port (0 = ephemeral)', default: () => String(DEFAULT_PORT), parse: integer(0, 65535) },
@@ -135,6 +151,12 @@ export const FLAGS = {
     help: "seconds an upload's publish or a delete waits for the file's lock before LOCKED",
     default: () => String(DEFAULT_LOCK_WAIT_SECONDS),
     parse: integer(1, MAX_LOCK_WAIT_SECONDS),
+  },
+  quota: {
+    env: 'FTS_QUOTA',
+    help: "bytes each user may store, published files and partial uploads together (K, M, G, T = powers of 1024; off = no limit); checked when an upload starts",
+    default: () => 'off',
+    parse: quotaBytes,
   },
   'direct-io': {
     env: 'FTS_DIRECT_IO',
@@ -258,6 +280,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     idleTimeoutSeconds: pick('idle-timeout') as number,
     stallTimeoutSeconds: pick('stall-timeout') as number,
     lockTimeoutSeconds: pick('lock-timeout') as number,
+    quotaBytes: pick('quota') as number | null,
     directIo: pick('direct-io') as boolean,
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,

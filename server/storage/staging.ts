@@ -158,6 +158,11 @@ export class StagedUpload {
     this.#expected = digest;
   }
 
+  /** Whether the upload has ended: published, kept for a resume, or discarded. */
+  get ended(): boolean {
+    return this.#state !== 'open' && this.#state !== 'committing';
+  }
+
   /** Bytes received so far (from offset 0), including any beyond `size` (counted but never written). */
   get received(): number {
     return this.#received;
@@ -512,6 +517,14 @@ export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTa
   return 0;
 }
 
+/** Validates an upload request's name, identity and offset; returns the path it would publish to. */
+export function checkUploadRequest(t: StagingTarget, size: number, tag: UploadTag, offset: number): string {
+  const target = resolveName(userDirPath(t.root, t.user), t.name);
+  checkIdentity(size, tag);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
+  return target;
+}
+
 /**
  * Validates the request and creates this attempt's own staging file. With `offset` > 0 the upload
  * continues a partial one: the first `offset` bytes of the identity's longest partial file are copied into
@@ -521,9 +534,7 @@ export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTa
  * throws stops the copy (the partial file stays as it was) and is passed through as it is.
  */
 export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
-  const target = resolveName(userDirPath(t.root, t.user), t.name);
-  checkIdentity(size, tag);
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
+  const target = checkUploadRequest(t, size, tag, offset);
 
   let source: string | null = null;
   if (offset > 0) {

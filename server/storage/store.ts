@@ -8,9 +8,10 @@ import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
-import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { digestsRoot, internalDir, locksRoot, resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { makeDirectories } from './private-dir.js';
-import { beginStagedUpload, stagedOffset, type StagedUpload } from './staging.js';
+import { bytesOfFiles, UserQuota } from './quota.js';
+import { beginStagedUpload, checkUploadRequest, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
 export { StagedUpload, sweepStaging } from './staging.js';
@@ -36,12 +37,15 @@ export interface ReadableFile {
 /** The storage root shared by every worker process (and later every node). */
 export class Store {
   readonly root: string;
+  /** Bytes each user may store (--quota); null = no limit. */
+  readonly quotaBytes: number | null;
   // One check per user per process: the promise is cached so concurrent first logins share it.
   readonly #users = new Map<string, Promise<UserStore>>();
 
-  constructor(root: string) {
+  constructor(root: string, options: { quotaBytes?: number | null } = {}) {
     if (!path.isAbsolute(root)) throw new Error(`storage root must be an absolute path, got "${root}"`);
     this.root = path.resolve(root);
+    this.quotaBytes = options.quotaBytes ?? null;
   }
 
   /**
@@ -114,7 +118,8 @@ export class Store {
       if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
     }
     await checkUserDir(dir);
-    return new UserStore(this.root, user, dir);
+    const quota = this.quotaBytes === null ? null : new UserQuota(this.quotaBytes, () => measureUsage(this.root, user, dir));
+    return new UserStore(this.root, user, dir, quota);
   }
 }
 
@@ -132,30 +137,68 @@ async function checkUserDir(dir: string): Promise<void> {
   if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
 }
 
+/**
+ * What a user holds on the storage, for the quota: their published files and their partial uploads. A
+ * failure to read it is the user's I/O error (IO_ERROR & co.), as for a listing.
+ */
+async function measureUsage(root: string, user: string, dir: string): Promise<number> {
+  try {
+    const [published, partial] = await Promise.all([bytesOfFiles(dir), bytesOfFiles(stagingDir(root, user), (n) => n.endsWith('.part'))]);
+    return published + partial;
+  } catch (err) {
+    throw fsError(err, 'quota');
+  }
+}
+
 /** One user's view of the storage. Every name goes through resolveName before it touches the fs. */
 export class UserStore {
   readonly user: string;
   readonly #root: string;
   readonly #dir: string;
+  /** null: no quota (--quota off). */
+  readonly #quota: UserQuota | null;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota | null = null) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;
+    this.#quota = quota;
   }
 
   /**
    * Starts (offset 0) or resumes (offset > 0) the staged upload with this identity. A resume copies the
-   * staged prefix first, calling `copying` after each piece of it.
+   * staged prefix first, calling `copying` after each piece of it. With a quota, the bytes still to send
+   * must fit (QUOTA_EXCEEDED otherwise), checked after the request itself (a bad name or offset is
+   * reported as such).
    */
-  beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
-    return beginStagedUpload({ root: this.#root, user: this.user, name }, size, tag, offset, copying);
+  async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
+    const target = { root: this.#root, user: this.user, name };
+    if (this.#quota === null) return beginStagedUpload(target, size, tag, offset, copying);
+    checkUploadRequest(target, size, tag, offset);
+    let staged: StagedUpload | null = null;
+    let failed = false;
+    await this.#quota.admit(size - offset, name, {
+      remaining: () => size - (staged?.received ?? offset),
+      ended: () => failed || (staged?.ended ?? false),
+    });
+    try {
+      staged = await beginStagedUpload(target, size, tag, offset, copying);
+      return staged;
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
   }
 
-  /** The durable offset a resume of this upload identity may continue from (0 when nothing is staged). */
-  stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
-    return stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
+  /**
+   * The durable offset a resume of this upload identity may continue from (0 when nothing is staged). With
+   * a quota, the rest of the upload must fit, so that a client learns it before sending the data.
+   */
+  async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
+    const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
+    await this.#quota?.check(size - offset, name);
+    return offset;
   }
 
   /**
@@ -211,6 +254,7 @@ export class UserStore {
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not deleted`);
         await unlink(file);
         unlinked = true;
+        this.#quota?.freed(st.size);
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
         await forgetDigest(this.#root, this.user, name);

@@ -41,7 +41,7 @@ export async function runWorker(config: Config): Promise<void> {
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
   setLockWaitSeconds(config.lockTimeoutSeconds);
   setDirectIo(config.directIo); // before the first transfer, like the lock wait
-  const store = new Store(config.storage);
+  const store = new Store(config.storage, { quotaBytes: config.quotaBytes });
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).

@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -122,6 +122,17 @@ describe('fts-server startup with bad inputs', function () {
       expect(line).to.include('--lock-timeout');
       expect(line).to.include(`"${bad}"`);
     }
+  });
+
+  it('--quota 0, -1, 1.5M, 3X, lots, or FTS_QUOTA=none: exit 2, the flag or variable and the value named', async () => {
+    for (const bad of ['0', '-1', '1.5M', '3X', 'lots']) {
+      const line = expectQuickFailure(await runServerOnce(withFlag('--quota', bad)), 2);
+      expect(line).to.include('--quota');
+      expect(line).to.include(`"${bad}"`);
+    }
+    const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_QUOTA: 'none' } }), 2);
+    expect(line).to.include('FTS_QUOTA');
+    expect(line).to.include('"none"');
   });
 
   it('--direct-io maybe, or FTS_DIRECT_IO=yes: exit 2, the flag or variable and the value named', async () => {

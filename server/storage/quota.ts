@@ -1,0 +1,150 @@
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { errnoOf, FtsError } from '../../protocol/index.js';
+
+/**
+ * Per-user storage quota (--quota): what a user's published files and kept partial uploads may hold
+ * together. It is a soft limit, as in SFTPGo and pure-ftpd: an upload is admitted or refused when it
+ * starts, against the user's usage plus the bytes the upload still has to send.
+ *
+ * Why measured and not kept in a shared counter: workers (and nodes behind HAProxy) share the storage, not
+ * memory, and a counter file would need a lock on every upload's hot path (and drifts after a crash). Each
+ * worker measures a user's usage from the storage (the sizes of their files, as a long listing reads them)
+ * when its last measurement is older than REFRESH_MS, and in between adds what its own uploads were
+ * admitted for. Uploads running at the same moment on other workers or nodes are seen at the next
+ * measurement, so they can together exceed the quota by what they send; the next upload is then refused.
+ */
+
+/**
+ * A worker measures a user's usage again when its last measurement is older than this. Short, so that
+ * what other workers and nodes published or deleted a moment ago counts (one `fts` command after another is
+ * always measured afresh: a process takes longer than this to start); not shorter, so that a burst of
+ * pipelined uploads measures a few times a second, not once per file.
+ */
+export const REFRESH_MS = 100;
+/** lstat calls in flight at once while measuring (as listing.ts). */
+const STAT_CONCURRENCY = 64;
+
+/** Bytes of the regular files directly in `dir` (0 for a missing directory); files gone meanwhile count 0. */
+export async function bytesOfFiles(dir: string, only: (name: string) => boolean = () => true): Promise<number> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && only(d.name)).map((d) => d.name);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return 0;
+    throw err;
+  }
+  let total = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      try {
+        const st = await lstat(path.join(dir, name));
+        if (st.isFile()) total += st.size;
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, names.length) }, worker));
+  return total;
+}
+
+/** An upload admitted against the quota, counted until it ends (its bytes are then on the storage, or gone). */
+export interface QuotaHold {
+  /** The upload's bytes still to arrive; called at each measurement while the upload runs. */
+  remaining(): number;
+  /** Whether the upload has ended (published, kept for a resume, or discarded). */
+  ended(): boolean;
+}
+
+/** One user's quota in one worker. */
+export class UserQuota {
+  readonly limit: number;
+  readonly #measure: () => Promise<number>;
+  readonly #now: () => number;
+  /** Usage at the last measurement plus what was admitted or deleted since; null before the first. */
+  #used: number | null = null;
+  #measuredAt = 0;
+  #measuring: Promise<void> | null = null;
+  readonly #holds = new Set<QuotaHold>();
+
+  /** `measure`: the bytes the user's published files and partial uploads hold on the storage now. */
+  constructor(limit: number, measure: () => Promise<number>, now: () => number = Date.now) {
+    this.limit = limit;
+    this.#measure = measure;
+    this.#now = now;
+  }
+
+  /** The user's usage as this worker knows it, measured afresh when stale. */
+  async used(): Promise<number> {
+    if (this.#used === null || this.#now() - this.#measuredAt > REFRESH_MS) await this.#fresh();
+    return this.#used!;
+  }
+
+  /** Throws QUOTA_EXCEEDED unless `bytes` more fit; checks only (the `offset` request). */
+  async check(bytes: number, name: string): Promise<void> {
+    await this.#settle(bytes);
+    this.#fits(bytes, name);
+  }
+
+  /**
+   * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. Admitted bytes count at
+   * once, so the next upload on this worker sees them; `hold` keeps the bytes not yet arrived counted
+   * across measurements (the ones on the storage are measured) until the upload ends.
+   */
+  async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
+    await this.#settle(bytes);
+    // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
+    // the same room.
+    this.#fits(bytes, name);
+    this.#used! += bytes;
+    this.#holds.add(hold);
+  }
+
+  /**
+   * Makes the usage current enough to decide on `bytes`. A refusal is never decided on a measurement taken
+   * before the request: a file deleted through another worker a moment ago must not refuse the upload
+   * that follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per
+   * file.)
+   */
+  async #settle(bytes: number): Promise<void> {
+    const asked = this.#now();
+    await this.used();
+    if (this.#used! + bytes > this.limit && this.#measuredAt <= asked) await this.#fresh();
+  }
+
+  /** Measures now, or joins the measurement that is running. */
+  async #fresh(): Promise<void> {
+    this.#measuring ??= this.#remeasure().finally(() => (this.#measuring = null));
+    await this.#measuring;
+  }
+
+  #fits(bytes: number, name: string): void {
+    const used = this.#used!;
+    if (used + bytes > this.limit) throw exceeded(name, bytes, used, this.limit);
+  }
+
+  /** A published file of `bytes` was deleted by this worker. */
+  freed(bytes: number): void {
+    if (this.#used !== null) this.#used = Math.max(0, this.#used - bytes);
+  }
+
+  async #remeasure(): Promise<void> {
+    const at = this.#now();
+    const stored = await this.#measure();
+    let coming = 0;
+    for (const hold of this.#holds) {
+      if (hold.ended()) this.#holds.delete(hold);
+      else coming += Math.max(0, hold.remaining());
+    }
+    this.#used = stored + coming;
+    this.#measuredAt = at;
+  }
+}
+
+function exceeded(name: string, bytes: number, used: number, limit: number): FtsError {
+  const left = Math.max(0, limit - used);
+  return new FtsError('QUOTA_EXCEEDED', `${name}: ${bytes} more bytes would exceed your quota: ${used} of ${limit} bytes used, ${left} left`, { used, quota: limit });
+}

@@ -1,0 +1,131 @@
+/**
+ * The per-user quota (--quota), end to end: a real fts-server, the `fts` CLI and the library. An upload is
+ * admitted or refused with QUOTA_EXCEEDED when it starts, against what the user's published files and
+ * partial uploads hold plus the bytes the upload still has to send; `offset` answers the same refusal, so
+ * a client learns it before sending a large file; nothing is published or staged by a refused upload;
+ * a delete makes room at once, on any worker; other users are not affected.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient } from '../../client/index.js';
+import { codeOf, stagingFiles } from '../helpers/common.js';
+import { runCli, describeRun } from '../helpers/cli.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
+const MIB = 1024 * 1024;
+
+describe('per-user quota (--quota)', function () {
+  this.timeout(60_000);
+
+  let server: TestServer;
+  let local: string;
+  let cleanupLocal: () => Promise<void>;
+  const clients: FtsClient[] = [];
+
+  async function connect(user = ALICE): Promise<FtsClient> {
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+    clients.push(c);
+    await c.auth(user.user, user.password);
+    return c;
+  }
+
+  async function localFile(name: string, bytes: number): Promise<string> {
+    const file = path.join(local, name);
+    await writeFile(file, randomBytes(bytes));
+    return file;
+  }
+
+  const published = async (user: string): Promise<string[]> => (await readdir(path.join(server.storage, user))).sort();
+
+  beforeEach(async function () {
+    // Two workers: a delete on one must make room for an upload on the other at once.
+    server = await TestServer.start({ workers: 2, args: ['--quota', '3M'] });
+    ({ dir: local, cleanup: cleanupLocal } = await tempDir('fts-quota-'));
+  });
+
+  afterEach(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server.stop();
+    await cleanupLocal();
+  });
+
+  it('the CLI uploads up to the quota; the upload that would pass it exits 1 with QUOTA_EXCEEDED, naming usage and quota, and nothing of it is kept', async function () {
+    const big = await localFile('big.bin', 2 * MIB);
+    const small = await localFile('small.bin', 600 * 1024);
+    const opts = { port: server.port, user: ALICE.user, password: ALICE.password };
+    const first = await runCli(['upload', big, 'a'], opts);
+    expect(first.code, describeRun(first)).to.equal(0);
+    // 2 MiB used of 3 MiB: 2 MiB more does not fit (refused at `offset`, before the data is sent).
+    const refused = await runCli(['upload', big, 'b'], opts);
+    expect(refused.code, describeRun(refused)).to.equal(1);
+    expect(refused.stderr).to.match(/^fts: b: 2097152 more bytes would exceed your quota: 2097152 of 3145728 bytes used, 1048576 left \(QUOTA_EXCEEDED\)\n$/);
+    expect(server.lines.some((l) => l['event'] === 'offset' && l['file'] === 'b' && l['code'] === 'QUOTA_EXCEEDED'), 'refused at `offset`, before any data').to.equal(true);
+    expect(server.lines.some((l) => l['event'] === 'upload' && l['file'] === 'b'), 'no upload request was sent').to.equal(false);
+    // A small file (no `offset` first) is refused after its data, by the upload itself.
+    const fits = await runCli(['upload', small, 'c'], opts);
+    expect(fits.code, describeRun(fits)).to.equal(0);
+    const over = await runCli(['upload', small, 'd'], opts);
+    expect(over.code, describeRun(over)).to.equal(1);
+    expect(over.stderr).to.include('(QUOTA_EXCEEDED)');
+    expect(await published(ALICE.user)).to.deep.equal(['a', 'c']);
+    expect(await stagingFiles(server, ALICE.user), 'nothing staged by refused uploads').to.deep.equal([]);
+  });
+
+  it('a delete makes room at once, whichever worker the next upload lands on; replacing a file counts the new size while the old one stays', async function () {
+    const big = await localFile('big.bin', 2 * MIB);
+    const opts = { port: server.port, user: ALICE.user, password: ALICE.password };
+    expect((await runCli(['upload', big, 'a'], opts)).code).to.equal(0);
+    for (let i = 0; i < 4; i++) {
+      // Alternating connections land on both workers; each delete is followed at once by the upload.
+      expect((await runCli(['delete', 'a'], opts)).code, `delete ${i}`).to.equal(0);
+      const again = await runCli(['upload', big, 'a'], opts);
+      expect(again.code, `upload ${i}: ${describeRun(again)}`).to.equal(0);
+    }
+    // Until the new version is published the old one holds its room too: 2 + 2 MiB do not fit in 3.
+    const replace = await runCli(['upload', big, 'a'], opts);
+    expect(replace.code, describeRun(replace)).to.equal(1);
+    expect(replace.stderr).to.include('(QUOTA_EXCEEDED)');
+  });
+
+  it('over the protocol: `upload` answers QUOTA_EXCEEDED (non-fatal, with used and quota); the session goes on', async function () {
+    const c = await connect();
+    await c.uploadBuffer('one.bin', randomBytes(3 * MIB - 10));
+    const data = randomBytes(11);
+    const err = await c.uploadBuffer('two.bin', data).then(
+      () => null,
+      (e: unknown) => e as { code: string; details: Record<string, unknown>; fatal: boolean },
+    );
+    expect(err, 'upload past the quota').to.not.equal(null);
+    expect(err!.code).to.equal('QUOTA_EXCEEDED');
+    expect(err!.fatal).to.equal(false);
+    expect(err!.details).to.include({ used: 3 * MIB - 10, quota: 3 * MIB });
+    // Exactly up to the quota fits.
+    await c.uploadBuffer('two.bin', data.subarray(0, 10));
+    expect(await codeOf(c.uploadBuffer('three.bin', Buffer.alloc(1))), 'one byte more').to.equal('QUOTA_EXCEEDED');
+    expect((await c.list()).map((e) => e.name), 'the session still works').to.deep.equal(['one.bin', 'two.bin']);
+  });
+
+  it('partial uploads count: a kept partial holds its room until it is resumed, published or swept', async function () {
+    // A partial of 2 MiB, staged by the test as an interrupted upload would leave it.
+    const dir = path.join(server.storage, '.fts', 'staging', ALICE.user);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(path.join(dir, `${'0'.repeat(64)}.${'1'.repeat(24)}.part`), randomBytes(2 * MIB), { mode: 0o600 });
+    const c = await connect();
+    expect(await codeOf(c.uploadBuffer('x.bin', randomBytes(MIB + 1))), 'upload past the quota with the partial').to.equal('QUOTA_EXCEEDED');
+    await c.uploadBuffer('x.bin', randomBytes(MIB));
+  });
+
+  it("one user's usage does not count against another's", async function () {
+    const a = await connect(ALICE);
+    await a.uploadBuffer('full.bin', randomBytes(3 * MIB));
+    expect(await codeOf(a.uploadBuffer('more.bin', Buffer.alloc(1)))).to.equal('QUOTA_EXCEEDED');
+    const b = await connect(BOB);
+    await b.uploadBuffer('full.bin', randomBytes(3 * MIB));
+    expect(await published(BOB.user)).to.deep.equal(['full.bin']);
+  });
+});
