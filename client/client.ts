@@ -78,6 +78,18 @@ export interface ListOptions {
   long?: boolean;
 }
 
+/** What the user stores on the server (the `usage` request). */
+export interface Usage {
+  /** Bytes counted against the quota: published files and partial uploads together. */
+  used: number;
+  /** Published files. */
+  files: number;
+  /** Bytes of partial uploads the server keeps for a resume. */
+  partial: number;
+  /** The user's quota in bytes; null when the server sets none. */
+  quota: number | null;
+}
+
 /** The login of a connection: a session token lets a new connection log in without the password. */
 export interface SessionInfo {
   user: string;
@@ -98,6 +110,7 @@ export interface FileClient {
   view(name: string): Promise<Buffer>;
   delete(name: string): Promise<void>;
   list(options?: ListOptions): Promise<ListEntry[]>;
+  usage(): Promise<Usage>;
   quit(): Promise<void>;
   close(): void;
 }
@@ -370,6 +383,19 @@ export class FtsClient implements FileClient {
       throw bad(`list announced ${String(reply['count'])} entries but sent ${entries.length}`);
     }
     return entries;
+  }
+
+  /** What the user stores and their quota. Servers that do not offer it (no `usage` capability): UNKNOWN_OP. */
+  async usage(): Promise<Usage> {
+    const caps = this.conn.greeting['caps'];
+    if (!Array.isArray(caps) || !caps.includes('usage')) throw new FtsError('UNKNOWN_OP', 'this server does not report usage (no "usage" capability)');
+    const reply = await this.conn.request({ header: { op: 'usage' } });
+    const count = (key: string): number => {
+      const v = reply[key];
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(`usage reply without a valid "${key}"`);
+      return v;
+    };
+    return { used: count('used'), files: count('files'), partial: count('partial'), quota: reply['quota'] === null ? null : count('quota') };
   }
 
   async noop(): Promise<void> {

@@ -26,6 +26,7 @@ export type {
   SessionInfo,
   TransferOptions,
   UploadResult,
+  Usage,
 } from './client.js';
 export { ResilientClient, type ReconnectOptions, type ResilientConnectOptions, type RetryInfo } from './resilient.js';
 export { isServerError } from './errors.js';

@@ -18,7 +18,7 @@
  */
 import { FtsError } from '../protocol/index.js';
 import { isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
-import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult } from './client.js';
+import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -130,6 +130,10 @@ export class ResilientClient implements FileClient {
 
   list(options: ListOptions = {}): Promise<ListEntry[]> {
     return this.retrying((c) => c.list(options));
+  }
+
+  usage(): Promise<Usage> {
+    return this.retrying((c) => c.usage());
   }
 
   /**

@@ -26,6 +26,8 @@ export type Request =
   | { op: 'view'; id: number; name: string }
   | { op: 'delete'; id: number; name: string }
   | { op: 'list'; id: number; long: boolean }
+  /** What the user stores, and their quota (§6.8). */
+  | { op: 'usage'; id: number }
   | { op: 'noop'; id: number }
   | { op: 'quit'; id: number };
 
@@ -36,7 +38,7 @@ export type Request =
 export type UploadTag = { sha256: string } | { version: string };
 
 export type Op = Request['op'];
-export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'noop', 'quit'] as const satisfies readonly Op[];
+export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'usage', 'noop', 'quit'] as const satisfies readonly Op[];
 
 /** Whether `op` names one of the protocol's operations. */
 export function isOp(op: unknown): op is Op {
@@ -183,6 +185,7 @@ export function parseRequest(h: Header): Request {
       if (typeof long !== 'boolean') throw bad('"long" must be a boolean');
       return { op, id, long };
     }
+    case 'usage':
     case 'noop':
     case 'quit':
       return { op, id };

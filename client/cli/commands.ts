@@ -5,8 +5,9 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
-import type { FileClient } from '../client.js';
+import type { FileClient, Usage } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
+import { formatBytes } from './progress.js';
 import { printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
@@ -229,6 +230,20 @@ export const COMMANDS: readonly Command[] = [
     },
   },
   {
+    name: 'usage',
+    aliases: ['df'],
+    synopsis: '[--json]',
+    summary: 'what you store on the server, and your quota (--json: one JSON object)',
+    minArgs: 0,
+    maxArgs: 0,
+    options: ['json'],
+    transfers: false,
+    async run(client, _args, options) {
+      const usage = await client.usage();
+      say(options.json === true ? JSON.stringify(usage) : usageLines(usage).join('\n'));
+    },
+  },
+  {
     name: 'mput',
     aliases: [],
     synopsis: 'LOCAL... [--json]',
@@ -285,6 +300,16 @@ export const COMMANDS: readonly Command[] = [
     },
   },
 ];
+
+/** `fts usage`: one line per figure, bytes exactly and for people. */
+export function usageLines(u: Usage): string[] {
+  const bytes = (n: number): string => `${n} bytes (${formatBytes(n)})`;
+  const quota =
+    u.quota === null
+      ? 'none'
+      : `${bytes(u.quota)}, ${u.quota === 0 ? 100 : ((100 * u.used) / u.quota).toFixed(1)} % used, ${bytes(Math.max(0, u.quota - u.used))} left`;
+  return [`used     ${bytes(u.used)}`, `quota    ${quota}`, `files    ${u.files}`, `partial  ${bytes(u.partial)} in unfinished uploads, kept for a resume`];
+}
 
 export function findCommand(word: string): Command | undefined {
   return COMMANDS.find((c) => c.name === word || c.aliases.includes(word));

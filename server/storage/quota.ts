@@ -25,30 +25,40 @@ export const REFRESH_MS = 100;
 /** lstat calls in flight at once while measuring (as listing.ts). */
 const STAT_CONCURRENCY = 64;
 
-/** Bytes of the regular files directly in `dir` (0 for a missing directory); files gone meanwhile count 0. */
-export async function bytesOfFiles(dir: string, only: (name: string) => boolean = () => true): Promise<number> {
+/** What the regular files directly in a directory hold. */
+export interface FilesTotal {
+  bytes: number;
+  files: number;
+}
+
+/** The regular files directly in `dir` (none for a missing directory); files gone meanwhile do not count. */
+export async function filesIn(dir: string, only: (name: string) => boolean = () => true): Promise<FilesTotal> {
   let names: string[];
   try {
     names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && only(d.name)).map((d) => d.name);
   } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return 0;
+    if (errnoOf(err) === 'ENOENT') return { bytes: 0, files: 0 };
     throw err;
   }
-  let total = 0;
+  let bytes = 0;
+  let files = 0;
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < names.length) {
       const name = names[next++]!;
       try {
         const st = await lstat(path.join(dir, name));
-        if (st.isFile()) total += st.size;
+        if (st.isFile()) {
+          bytes += st.size;
+          files++;
+        }
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT') throw err;
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, names.length) }, worker));
-  return total;
+  return { bytes, files };
 }
 
 /** An upload admitted against the quota, counted until it ends (its bytes are then on the storage, or gone). */

@@ -10,7 +10,7 @@ import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { makeDirectories } from './private-dir.js';
-import { bytesOfFiles, UserQuota } from './quota.js';
+import { filesIn, UserQuota } from './quota.js';
 import { beginStagedUpload, checkUploadRequest, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -118,7 +118,7 @@ export class Store {
       if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
     }
     await checkUserDir(dir);
-    const quota = this.quotaBytes === null ? null : new UserQuota(this.quotaBytes, () => measureUsage(this.root, user, dir));
+    const quota = this.quotaBytes === null ? null : new UserQuota(this.quotaBytes, async () => (await measureUsage(this.root, user, dir)).used);
     return new UserStore(this.root, user, dir, quota);
   }
 }
@@ -137,16 +137,28 @@ async function checkUserDir(dir: string): Promise<void> {
   if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
 }
 
+/** What a user stores (the `usage` request, §6.8); `used` is what counts against the quota. */
+export interface Usage {
+  /** Bytes of published files and partial uploads together. */
+  used: number;
+  /** Published files. */
+  files: number;
+  /** Bytes of partial uploads kept for a resume. */
+  partial: number;
+  /** The quota in bytes; null = no limit. */
+  quota: number | null;
+}
+
 /**
- * What a user holds on the storage, for the quota: their published files and their partial uploads. A
- * failure to read it is the user's I/O error (IO_ERROR & co.), as for a listing.
+ * What a user holds on the storage: their published files and their partial uploads. A failure to read it
+ * is the user's I/O error (IO_ERROR & co.), as for a listing.
  */
-async function measureUsage(root: string, user: string, dir: string): Promise<number> {
+async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
   try {
-    const [published, partial] = await Promise.all([bytesOfFiles(dir), bytesOfFiles(stagingDir(root, user), (n) => n.endsWith('.part'))]);
-    return published + partial;
+    const [published, partial] = await Promise.all([filesIn(dir), filesIn(stagingDir(root, user), (n) => n.endsWith('.part'))]);
+    return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
   } catch (err) {
-    throw fsError(err, 'quota');
+    throw fsError(err, 'usage');
   }
 }
 
@@ -262,6 +274,11 @@ export class UserStore {
         throw unlinked ? notDurable(err, name, 'deleted') : fsError(err, name);
       }
     });
+  }
+
+  /** What the user stores now, measured afresh, and their quota. */
+  async usage(): Promise<Usage> {
+    return { ...(await measureUsage(this.#root, this.user, this.#dir)), quota: this.#quota?.limit ?? null };
   }
 
   list(long: true): Promise<Entry[]>;

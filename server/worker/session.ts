@@ -42,7 +42,7 @@ const MAX_PUBLISHING = 32;
 /** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 

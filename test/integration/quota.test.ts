@@ -129,3 +129,63 @@ describe('per-user quota (--quota)', function () {
     expect(await published(BOB.user)).to.deep.equal(['full.bin']);
   });
 });
+
+describe('usage: what a user stores (fts usage, the `usage` request)', function () {
+  this.timeout(60_000);
+
+  let server: TestServer | null = null;
+  let local: string;
+  let cleanupLocal: () => Promise<void>;
+
+  beforeEach(async function () {
+    ({ dir: local, cleanup: cleanupLocal } = await tempDir('fts-usage-'));
+  });
+
+  afterEach(async function () {
+    await server?.stop();
+    server = null;
+    await cleanupLocal();
+  });
+
+  it('with a quota: bytes used, the quota with the share used and what is left, files and partial bytes; --json gives the same figures', async function () {
+    server = await TestServer.start({ args: ['--quota', '3M'] });
+    const file = path.join(local, 'f.bin');
+    await writeFile(file, randomBytes(1_000_000));
+    const opts = { port: server.port, user: ALICE.user, password: ALICE.password };
+    expect((await runCli(['upload', file, 'one'], opts)).code).to.equal(0);
+    const dir = path.join(server.storage, '.fts', 'staging', ALICE.user);
+    await writeFile(path.join(dir, `${'a'.repeat(64)}.${'b'.repeat(24)}.part`), randomBytes(48_576), { mode: 0o600 });
+    const text = await runCli(['usage'], opts);
+    expect(text.code, describeRun(text)).to.equal(0);
+    expect(text.out).to.equal(
+      [
+        'used     1048576 bytes (1.0 MiB)',
+        'quota    3145728 bytes (3.0 MiB), 33.3 % used, 2097152 bytes (2.0 MiB) left',
+        'files    1',
+        'partial  48576 bytes (47.4 KiB) in unfinished uploads, kept for a resume',
+        '',
+      ].join('\n'),
+    );
+    const json = await runCli(['df', '--json'], opts);
+    expect(json.code, describeRun(json)).to.equal(0);
+    expect(JSON.parse(json.out)).to.deep.equal({ used: 1_048_576, files: 1, partial: 48_576, quota: 3 * MIB });
+  });
+
+  it('without a quota: quota none (null in JSON); the greeting offers the capability; another user sees only their own', async function () {
+    server = await TestServer.start();
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+    try {
+      expect(c.greeting['caps']).to.include('usage');
+      await c.auth(BOB.user, BOB.password);
+      await c.uploadBuffer('x', Buffer.alloc(10));
+      expect(await c.usage()).to.deep.equal({ used: 10, files: 1, partial: 0, quota: null });
+    } finally {
+      c.close();
+    }
+    const text = await runCli(['usage'], { port: server.port, user: ALICE.user, password: ALICE.password });
+    expect(text.code, describeRun(text)).to.equal(0);
+    expect(text.out).to.equal('used     0 bytes (0 B)\nquota    none\nfiles    0\npartial  0 bytes (0 B) in unfinished uploads, kept for a resume\n');
+    const extra = await runCli(['usage', 'x'], { port: server.port, user: ALICE.user, password: ALICE.password });
+    expect(extra.code, 'an argument is a usage error').to.equal(2);
+  });
+});

@@ -83,6 +83,7 @@ describe('protocol messages', function () {
       ['list long true', { op: 'list', id: 6, long: true }, { op: 'list', id: 6, long: true }],
       ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
       ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
+      ['usage', { op: 'usage', id: 8 }, { op: 'usage', id: 8 }],
       ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { sha256: SHA } }],
       ['offset by version (streamed upload)', { op: 'offset', id: 9, name: 'big.iso', size: 10, version: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { version: SHA } }],
       [

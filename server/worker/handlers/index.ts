@@ -1,7 +1,7 @@
 import type { Request } from '../../../protocol/index.js';
 import type { HandlerOutcome, SessionIo } from '../session-io.js';
 import { download } from './download.js';
-import { auth, list, noop, offset, quit, remove } from './simple.js';
+import { auth, list, noop, offset, quit, remove, usage } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
 
@@ -16,6 +16,7 @@ export const HANDLERS = {
   view,
   delete: remove,
   list,
+  usage,
   noop,
   quit,
 } satisfies { [K in Request['op']]: Handler<K> };

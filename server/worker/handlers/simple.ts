@@ -75,6 +75,12 @@ export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResu
   return { reply: { count: entries.length }, audit: { bytes: 0 } };
 }
 
+/** What the user stores and their quota (§6.8). */
+export async function usage(_req: Req<'usage'>, io: SessionIo): Promise<HandlerResult> {
+  const { used, files, partial, quota } = await io.userStore().usage();
+  return { reply: { used, files, partial, quota } };
+}
+
 export async function noop(): Promise<HandlerResult> {
   return { reply: {} };
 }
