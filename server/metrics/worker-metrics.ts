@@ -28,6 +28,7 @@ export class WorkerMetrics {
   private readonly sessions: Gauge;
   private readonly auth: Counter<'result'>;
   private readonly operations: Counter<'op' | 'result'>;
+  private readonly quotaRefusals: Counter;
   private readonly bytes: Counter<'direction'>;
   private readonly duration: Histogram<'op'>;
   private readonly transfers: Gauge<'direction'>;
@@ -42,6 +43,7 @@ export class WorkerMetrics {
     this.bytes = new Counter({ name: 'fts_transfer_bytes_total', help: 'File payload bytes moved by uploads and downloads', labelNames: ['direction'], registers });
     this.duration = new Histogram({ name: 'fts_operation_duration_seconds', help: 'Duration of operations', labelNames: ['op'], buckets: DURATION_BUCKETS, registers });
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
+    this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
     for (const op of COUNTED_OPS) {
@@ -78,6 +80,10 @@ export class WorkerMetrics {
   operation(op: CountedOp, ok: boolean, seconds: number): void {
     this.operations.inc({ op, result: ok ? 'ok' : 'error' });
     this.duration.observe({ op }, seconds);
+  }
+
+  quotaRefused(): void {
+    this.quotaRefusals.inc();
   }
 
   transferBytes(direction: Direction, n: number): void {

@@ -511,6 +511,7 @@ export class Session {
       }
     } else {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
+      if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not

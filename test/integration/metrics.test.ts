@@ -44,6 +44,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_draining: 'gauge',
   fts_scrape_errors_total: 'counter',
   fts_lock_compromised_total: 'counter',
+  fts_quota_refusals_total: 'counter',
   fts_rejections_total: 'counter',
   fts_bans_active: 'gauge',
 };

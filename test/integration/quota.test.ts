@@ -19,6 +19,15 @@ const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
 const MIB = 1024 * 1024;
 
+/** fts_quota_refusals_total from the server's /metrics. */
+async function quotaRefusals(server: TestServer): Promise<number> {
+  const line = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics on http'));
+  const res = await fetch(`http://127.0.0.1:${String(line?.['port'])}/metrics`, { signal: AbortSignal.timeout(20_000) });
+  const m = /^fts_quota_refusals_total (\d+)$/m.exec(await res.text());
+  expect(m, 'fts_quota_refusals_total in /metrics').to.not.equal(null);
+  return Number(m![1]);
+}
+
 describe('per-user quota (--quota)', function () {
   this.timeout(60_000);
 
@@ -74,6 +83,7 @@ describe('per-user quota (--quota)', function () {
     expect(over.stderr).to.include('(QUOTA_EXCEEDED)');
     expect(await published(ALICE.user)).to.deep.equal(['a', 'c']);
     expect(await stagingFiles(server, ALICE.user), 'nothing staged by refused uploads').to.deep.equal([]);
+    expect(await quotaRefusals(server), 'fts_quota_refusals_total').to.equal(2);
   });
 
   it('a delete makes room at once, whichever worker the next upload lands on; replacing a file counts the new size while the old one stays', async function () {
