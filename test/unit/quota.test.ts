@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { FtsError } from '../../protocol/index.js';
-import { REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
+import { MEASURE_SPACING, REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
 import { codeOf } from '../helpers/common.js';
 
 describe('UserQuota', function () {
@@ -67,6 +67,31 @@ describe('UserQuota', function () {
     await quota.admit(500, 'a', hold(() => 500));
     expect(measurements).to.equal(2);
     expect(await quota.used()).to.equal(500);
+  });
+
+  it('after a slow measurement the next waits MEASURE_SPACING times as long (but a refusal still measures afresh)', async function () {
+    quota = new UserQuota(
+      1000,
+      async () => {
+        measurements++;
+        clock += 50; // the measurement takes 50 ms
+        return stored;
+      },
+      () => clock,
+    );
+    stored = 1000;
+    await quota.used();
+    clock += 400; // older than REFRESH_MS, younger than 10 × 50 ms
+    await quota.used();
+    expect(measurements).to.equal(1);
+    clock += 200;
+    await quota.used();
+    expect(measurements).to.equal(2);
+    stored = 0; // freed through another worker
+    clock += 1;
+    expect(await codeOf(quota.check(1, 'x'))).to.equal('OK');
+    expect(measurements, 'the would-be refusal measured afresh').to.equal(3);
+    expect(MEASURE_SPACING).to.equal(10);
   });
 
   it('freed() gives room back at once', async function () {
