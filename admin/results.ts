@@ -56,14 +56,17 @@ export interface ReloadResult {
   tlsReloaded: boolean;
   /** The users file the server reads (absent from older servers). */
   usersFile?: string;
+  /** Users the quota file names (present only when the server has --quota-file). */
+  quotaUsers?: number;
 }
 
-/** The `reload` result: `{ users, tlsReloaded?, usersFile?, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
   if (w !== undefined && w !== null && !Array.isArray(w)) return null;
   const warnings = Array.isArray(w) ? w.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) : [];
   const usersFile = typeof v['usersFile'] === 'string' ? { usersFile: v['usersFile'] } : {};
-  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile };
+  const quotaUsers = isNum(v['quotaUsers']) ? { quotaUsers: v['quotaUsers'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers };
 }

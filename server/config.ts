@@ -5,6 +5,7 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
+import { parseQuotaSize } from './storage/quota-limits.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
 import { PENALTY } from './worker/gate-client.js';
 
@@ -32,6 +33,8 @@ export interface Config {
   readonly lockTimeoutSeconds: number;
   /** Bytes each user may store, published files and partial uploads together; null = no limit. */
   readonly quotaBytes: number | null;
+  /** Per-user quotas (USER:SIZE lines) that replace quotaBytes for the users they name; null = none. */
+  readonly quotaFile: string | null;
   /** Large files bypass the page cache where the file system allows it (protocol/direct-io.ts). */
   readonly directIo: boolean;
   readonly maxHeaderBytes: number;
@@ -111,15 +114,10 @@ function socketPath(raw: string, flag: string): string {
   return resolved;
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
-
 /** A byte count: digits with an optional K, M, G or T (powers of 1024), or `off`. */
 function quotaBytes(raw: string, flag: string): number | null {
-  const text = raw.trim();
-  if (text.toLowerCase() === 'off') return null;
-  const m = /^(\d+)([KMGT]?)$/i.exec(text);
-  const bytes = m ? Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]! : NaN;
-  if (!Number.isSafeInteger(bytes) || bytes < 1) {
+  const bytes = parseQuotaSize(raw);
+  if (bytes === undefined) {
     throw new ConfigError(`--${flag}: must be a number of bytes of at least 1, optionally with K, M, G or T (powers of 1024), or off (got "${raw}")`);
   }
   return bytes;
@@ -157,6 +155,12 @@ export const FLAGS = {
     help: "bytes each user may store, published files and partial uploads together (K, M, G, T = powers of 1024; off = no limit); checked when an upload starts",
     default: () => 'off',
     parse: quotaBytes,
+  },
+  'quota-file': {
+    env: 'FTS_QUOTA_FILE',
+    help: 'file of USER:SIZE lines: per-user quotas (SIZE as for --quota, or off) that replace --quota for those users; re-read on reload',
+    default: () => '',
+    parse: optionalPath,
   },
   'direct-io': {
     env: 'FTS_DIRECT_IO',
@@ -281,6 +285,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     stallTimeoutSeconds: pick('stall-timeout') as number,
     lockTimeoutSeconds: pick('lock-timeout') as number,
     quotaBytes: pick('quota') as number | null,
+    quotaFile: pick('quota-file') as string | null,
     directIo: pick('direct-io') as boolean,
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,

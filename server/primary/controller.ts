@@ -8,6 +8,7 @@ import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
+import { QuotaFileRefused, readQuotaFile } from './quota-file.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
@@ -51,8 +52,8 @@ export class Controller {
     private readonly pool: WorkerPool,
     /** Admission and bans, for `bans` and `unban`. */
     private readonly gate: Gatekeeper,
-    /** The validated users file text that workers parse. */
-    private usersText: string,
+    /** The validated users file and quota file texts (quotas null without --quota-file) that workers parse. */
+    private texts: { users: string; quotas: string | null },
     /** Signs session tokens; sent to each worker over IPC (fts:init), never through its environment or the log. */
     private readonly secret: Buffer,
     /** The storage's SCRAM salt key (storage/salt-key.ts), sent the same way. */
@@ -70,7 +71,7 @@ export class Controller {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.usersText, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
+    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -209,6 +210,15 @@ export class Controller {
       const detail = file.problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
       return { ok: false, error: `${this.config.users} has ${file.problems.length} malformed line(s) (${detail}); the old user table is kept` };
     }
+    let quotas: { text: string; users: number } | null = null;
+    if (this.config.quotaFile !== null) {
+      try {
+        quotas = await readQuotaFile(this.config.quotaFile);
+      } catch (err) {
+        if (!(err instanceof QuotaFileRefused)) throw err;
+        return { ok: false, error: `${err.message}; the old quotas and user table are kept` };
+      }
+    }
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
@@ -219,12 +229,13 @@ export class Controller {
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
     }
-    this.usersText = file.text;
-    this.pool.broadcast({ type: 'fts:users', text: file.text });
+    this.texts = { users: file.text, quotas: quotas?.text ?? null };
+    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
-    this.log.info({ users: file.users.size, tlsReloaded }, 'users file reloaded');
+    const quotaUsers = quotas === null ? {} : { quotaUsers: quotas.users };
+    this.log.info({ users: file.users.size, tlsReloaded, ...quotaUsers }, 'users file reloaded');
     const warnings = file.warnings.map((w) => w.message);
-    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...(warnings.length > 0 ? { warnings } : {}) } };
+    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...quotaUsers, ...(warnings.length > 0 ? { warnings } : {}) } };
   }
 
   async kick(session: string): Promise<AdminLine> {

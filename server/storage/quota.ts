@@ -79,7 +79,7 @@ export interface QuotaHold {
 
 /** One user's quota in one worker. */
 export class UserQuota {
-  readonly limit: number;
+  readonly #limit: () => number | null;
   readonly #measure: () => Promise<number>;
   readonly #now: () => number;
   /** Usage at the last measurement plus what was admitted or deleted since; null before the first. */
@@ -90,11 +90,19 @@ export class UserQuota {
   #measuring: Promise<void> | null = null;
   readonly #holds = new Set<QuotaHold>();
 
-  /** `measure`: the bytes the user's published files and partial uploads hold on the storage now. */
-  constructor(limit: number, measure: () => Promise<number>, now: () => number = Date.now) {
-    this.limit = limit;
+  /**
+   * `limit`: the user's quota now (null: none; it may change at a reload). `measure`: the bytes the user's
+   * published files and partial uploads hold on the storage now.
+   */
+  constructor(limit: () => number | null, measure: () => Promise<number>, now: () => number = Date.now) {
+    this.#limit = limit;
     this.#measure = measure;
     this.#now = now;
+  }
+
+  /** The user's quota now; null = none. */
+  limit(): number | null {
+    return this.#limit();
   }
 
   /** The user's usage as this worker knows it, measured afresh when stale. */
@@ -105,8 +113,10 @@ export class UserQuota {
 
   /** Throws QUOTA_EXCEEDED unless `bytes` more fit; checks only (the `offset` request). */
   async check(bytes: number, name: string): Promise<void> {
-    await this.#settle(bytes);
-    this.#fits(bytes, name);
+    const limit = this.#limit();
+    if (limit === null) return;
+    await this.#settle(bytes, limit);
+    this.#fits(bytes, name, this.#limit());
   }
 
   /**
@@ -115,10 +125,13 @@ export class UserQuota {
    * across measurements (the ones on the storage are measured) until the upload ends.
    */
   async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
-    await this.#settle(bytes);
+    // Without a limit nothing is measured or counted (a limit set by a later reload measures afresh).
+    const limit = this.#limit();
+    if (limit === null) return;
+    await this.#settle(bytes, limit);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
-    this.#fits(bytes, name);
+    this.#fits(bytes, name, this.#limit());
     this.#used! += bytes;
     this.#holds.add(hold);
   }
@@ -129,10 +142,10 @@ export class UserQuota {
    * that follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per
    * file.)
    */
-  async #settle(bytes: number): Promise<void> {
+  async #settle(bytes: number, limit: number): Promise<void> {
     const asked = this.#now();
     await this.used();
-    if (this.#used! + bytes > this.limit && this.#measuredAt <= asked) await this.#fresh();
+    if (this.#used! + bytes > limit && this.#measuredAt <= asked) await this.#fresh();
   }
 
   /** Measures now, or joins the measurement that is running. */
@@ -141,9 +154,10 @@ export class UserQuota {
     await this.#measuring;
   }
 
-  #fits(bytes: number, name: string): void {
+  /** `limit` read again after the waits: a reload meanwhile may have changed (or lifted) it. */
+  #fits(bytes: number, name: string, limit: number | null): void {
     const used = this.#used!;
-    if (used + bytes > this.limit) throw exceeded(name, bytes, used, this.limit);
+    if (limit !== null && used + bytes > limit) throw exceeded(name, bytes, used, limit);
   }
 
   /** A published file of `bytes` was deleted by this worker. */

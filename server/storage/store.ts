@@ -11,6 +11,7 @@ import { withLock } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { makeDirectories } from './private-dir.js';
 import { filesIn, UserQuota } from './quota.js';
+import { QuotaLimits } from './quota-limits.js';
 import { beginStagedUpload, checkUploadRequest, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -37,15 +38,20 @@ export interface ReadableFile {
 /** The storage root shared by every worker process (and later every node). */
 export class Store {
   readonly root: string;
-  /** Bytes each user may store (--quota); null = no limit. */
-  readonly quotaBytes: number | null;
+  /** What each user may store (--quota, --quota-file); replaced at a reload. */
+  #limits: QuotaLimits;
   // One check per user per process: the promise is cached so concurrent first logins share it.
   readonly #users = new Map<string, Promise<UserStore>>();
 
-  constructor(root: string, options: { quotaBytes?: number | null } = {}) {
+  constructor(root: string, limits: QuotaLimits = new QuotaLimits(null)) {
     if (!path.isAbsolute(root)) throw new Error(`storage root must be an absolute path, got "${root}"`);
     this.root = path.resolve(root);
-    this.quotaBytes = options.quotaBytes ?? null;
+    this.#limits = limits;
+  }
+
+  /** New quotas, for sessions open now too (a reload). */
+  setLimits(limits: QuotaLimits): void {
+    this.#limits = limits;
   }
 
   /**
@@ -118,7 +124,10 @@ export class Store {
       if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
     }
     await checkUserDir(dir);
-    const quota = this.quotaBytes === null ? null : new UserQuota(this.quotaBytes, async () => (await measureUsage(this.root, user, dir)).used);
+    const quota = new UserQuota(
+      () => this.#limits.limitFor(user),
+      async () => (await measureUsage(this.root, user, dir)).used,
+    );
     return new UserStore(this.root, user, dir, quota);
   }
 }
@@ -167,11 +176,10 @@ export class UserStore {
   readonly user: string;
   readonly #root: string;
   readonly #dir: string;
-  /** null: no quota (--quota off). */
-  readonly #quota: UserQuota | null;
+  readonly #quota: UserQuota;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string, quota: UserQuota | null = null) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota = new UserQuota(() => null, async () => 0)) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;
@@ -186,7 +194,7 @@ export class UserStore {
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
     const target = { root: this.#root, user: this.user, name };
-    if (this.#quota === null) return beginStagedUpload(target, size, tag, offset, copying);
+    if (this.#quota.limit() === null) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
     let staged: StagedUpload | null = null;
     let failed = false;
@@ -209,7 +217,7 @@ export class UserStore {
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
-    await this.#quota?.check(size - offset, name);
+    await this.#quota.check(size - offset, name);
     return offset;
   }
 
@@ -266,7 +274,7 @@ export class UserStore {
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not deleted`);
         await unlink(file);
         unlinked = true;
-        this.#quota?.freed(st.size);
+        this.#quota.freed(st.size);
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
         await forgetDigest(this.#root, this.user, name);
@@ -278,7 +286,7 @@ export class UserStore {
 
   /** What the user stores now, measured afresh, and their quota. */
   async usage(): Promise<Usage> {
-    return { ...(await measureUsage(this.#root, this.user, this.#dir)), quota: this.#quota?.limit ?? null };
+    return { ...(await measureUsage(this.#root, this.user, this.#dir)), quota: this.#quota.limit() };
   }
 
   list(long: true): Promise<Entry[]>;

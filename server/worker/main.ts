@@ -8,6 +8,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { Store } from '../storage/store.js';
+import { parseQuotaFile, QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
@@ -41,7 +42,9 @@ export async function runWorker(config: Config): Promise<void> {
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
   setLockWaitSeconds(config.lockTimeoutSeconds);
   setDirectIo(config.directIo); // before the first transfer, like the lock wait
-  const store = new Store(config.storage, { quotaBytes: config.quotaBytes });
+  const store = new Store(config.storage, new QuotaLimits(config.quotaBytes));
+  /** The quotas: --quota, replaced for the users the quota file names (its text comes with the users file). */
+  const useQuotas = (text: string | null): void => store.setLimits(new QuotaLimits(config.quotaBytes, text === null ? new Map() : parseQuotaFile(text).perUser));
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
@@ -62,6 +65,7 @@ export async function runWorker(config: Config): Promise<void> {
       const m = msg as PrimaryToWorker;
       if (m.type === 'fts:init') {
         initialised = true;
+        useQuotas(m.quotas);
         resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), saltKey: Buffer.from(m.saltKey, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
@@ -229,6 +233,7 @@ export async function runWorker(config: Config): Promise<void> {
         break;
       case 'fts:users':
         useUsers(parseUsers(m.text).users);
+        useQuotas(m.quotas);
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:reload-tls':

@@ -12,12 +12,21 @@ import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
 import { runCli, describeRun } from '../helpers/cli.js';
-import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { runAdmin } from '../helpers/admin-cli.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
 const MIB = 1024 * 1024;
+
+/** A library client logged in as `user`, kept in `clients` for the test's clean-up. */
+async function login(server: TestServer, clients: FtsClient[], user: TestUser): Promise<FtsClient> {
+  const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+  clients.push(c);
+  await c.auth(user.user, user.password);
+  return c;
+}
 
 /** fts_quota_refusals_total from the server's /metrics. */
 async function quotaRefusals(server: TestServer): Promise<number> {
@@ -36,12 +45,7 @@ describe('per-user quota (--quota)', function () {
   let cleanupLocal: () => Promise<void>;
   const clients: FtsClient[] = [];
 
-  async function connect(user = ALICE): Promise<FtsClient> {
-    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
-    clients.push(c);
-    await c.auth(user.user, user.password);
-    return c;
-  }
+  const connect = (user = ALICE): Promise<FtsClient> => login(server, clients, user);
 
   async function localFile(name: string, bytes: number): Promise<string> {
     const file = path.join(local, name);
@@ -197,5 +201,61 @@ describe('usage: what a user stores (fts usage, the `usage` request)', function 
     expect(text.out).to.equal('used     0 bytes (0 B)\nquota    none\nfiles    0\npartial  0 bytes (0 B) in unfinished uploads, kept for a resume\n');
     const extra = await runCli(['usage', 'x'], { port: server.port, user: ALICE.user, password: ALICE.password });
     expect(extra.code, 'an argument is a usage error').to.equal(2);
+  });
+});
+
+describe('per-user quotas (--quota-file), and their reload', function () {
+  this.timeout(60_000);
+
+  let server: TestServer;
+  let local: string;
+  let cleanupLocal: () => Promise<void>;
+  let quotaFile: string;
+  const clients: FtsClient[] = [];
+
+  const connect = (user = ALICE): Promise<FtsClient> => login(server, clients, user);
+
+  beforeEach(async function () {
+    ({ dir: local, cleanup: cleanupLocal } = await tempDir('fts-quota-file-'));
+    quotaFile = path.join(local, 'quotas.txt');
+    // alice: her own 1 MiB; bob: no limit at all, whatever --quota says.
+    await writeFile(quotaFile, '# tiers\nalice:1M\nbob:off\n');
+    server = await TestServer.start({ workers: 2, args: ['--quota', '3M', '--quota-file', quotaFile] });
+  });
+
+  afterEach(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server.stop();
+    await cleanupLocal();
+  });
+
+  it('a user the file names gets their own quota (off: none), in refusals and in usage', async function () {
+    const a = await connect(ALICE);
+    expect(await codeOf(a.uploadBuffer('two.bin', randomBytes(2 * MIB))), 'alice: 2 MiB past her own 1 MiB').to.equal('QUOTA_EXCEEDED');
+    await a.uploadBuffer('one.bin', randomBytes(MIB));
+    expect((await a.usage()).quota).to.equal(MIB);
+    const b = await connect(BOB);
+    await b.uploadBuffer('four.bin', randomBytes(4 * MIB));
+    expect(await b.usage()).to.deep.include({ used: 4 * MIB, quota: null });
+  });
+
+  it('fts-admin reload applies a changed file to open sessions; a malformed file is refused (exit 1, line named) and the old quotas stay', async function () {
+    const a = await connect(ALICE);
+    await a.uploadBuffer('one.bin', randomBytes(MIB));
+    expect(await codeOf(a.uploadBuffer('more.bin', Buffer.alloc(1))), 'at her 1 MiB').to.equal('QUOTA_EXCEEDED');
+    await writeFile(quotaFile, 'alice:2M\n');
+    const reloaded = await runAdmin(server.adminSocket, ['reload']);
+    expect(reloaded.code, reloaded.stderr).to.equal(0);
+    expect(reloaded.stdout).to.include('quotas reloaded: 1 users with their own quota\n');
+    // The same session, after the reload: alice has 2 MiB now (both workers got the file).
+    await a.uploadBuffer('more.bin', randomBytes(MIB));
+    const b = await connect(BOB);
+    expect((await b.usage()).quota, 'bob is back under --quota').to.equal(3 * MIB);
+    await writeFile(quotaFile, 'alice:2M\nbob:2X\n');
+    const refused = await runAdmin(server.adminSocket, ['reload']);
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.include(`quota file ${quotaFile}: line 2: SIZE must be`);
+    expect(refused.stderr).to.include('the old quotas and user table are kept');
+    expect((await b.usage()).quota, 'bob keeps the quota of the last good file').to.equal(3 * MIB);
   });
 });

@@ -135,6 +135,16 @@ describe('fts-server startup with bad inputs', function () {
     expect(line).to.include('"none"');
   });
 
+  it('a --quota-file with a malformed line, or that cannot be read: exit 1, the file and each bad line named', async () => {
+    const file = path.join(fx.dir, 'quotas.txt');
+    await writeFile(file, 'alice:1M\nbob 2M\ncarol:lots\n');
+    let line = expectQuickFailure(await runServerOnce(withFlag('--quota-file', file)), 1);
+    expect(line).to.equal(`fts-server: quota file ${file}: line 2: expected USER:SIZE; line 3: SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off`);
+    line = expectQuickFailure(await runServerOnce(withFlag('--quota-file', path.join(fx.dir, 'missing.txt'))), 1);
+    expect(line).to.include(`quota file ${path.join(fx.dir, 'missing.txt')}`);
+    expect(line).to.include('ENOENT');
+  });
+
   it('--direct-io maybe, or FTS_DIRECT_IO=yes: exit 2, the flag or variable and the value named', async () => {
     let line = expectQuickFailure(await runServerOnce(withFlag('--direct-io', 'maybe')), 2);
     expect(line).to.include('--direct-io');

@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import { FtsError } from '../../protocol/index.js';
 import { MEASURE_SPACING, REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
+import { parseQuotaFile, parseQuotaSize, QuotaLimits } from '../../server/storage/quota-limits.js';
 import { codeOf } from '../helpers/common.js';
 
 describe('UserQuota', function () {
@@ -19,7 +20,7 @@ describe('UserQuota', function () {
     measurements = 0;
     clock = 1_000_000;
     quota = new UserQuota(
-      1000,
+      () => 1000,
       async () => {
         measurements++;
         return stored;
@@ -71,7 +72,7 @@ describe('UserQuota', function () {
 
   it('after a slow measurement the next waits MEASURE_SPACING times as long (but a refusal still measures afresh)', async function () {
     quota = new UserQuota(
-      1000,
+      () => 1000,
       async () => {
         measurements++;
         clock += 50; // the measurement takes 50 ms
@@ -109,5 +110,62 @@ describe('UserQuota', function () {
     expect(err?.message).to.equal('big.iso: 400 more bytes would exceed your quota: 700 of 1000 bytes used, 300 left');
     expect(err?.details).to.deep.equal({ used: 700, quota: 1000 });
     expect(err?.fatal).to.equal(false);
+  });
+});
+
+describe('UserQuota with a limit that changes (a reload)', function () {
+  it('without a limit nothing is measured or refused; a limit set later applies to the next upload', async function () {
+    let limit: number | null = null;
+    let measurements = 0;
+    const quota = new UserQuota(
+      () => limit,
+      async () => {
+        measurements++;
+        return 500;
+      },
+    );
+    await quota.admit(10 ** 12, 'huge', { remaining: () => 0, ended: () => true });
+    await quota.check(10 ** 12, 'huge');
+    expect(measurements, 'no limit: no measurement').to.equal(0);
+    limit = 1000;
+    expect(await codeOf(quota.check(501, 'x'))).to.equal('QUOTA_EXCEEDED');
+    await quota.check(500, 'x');
+    expect(measurements).to.be.greaterThan(0);
+  });
+});
+
+describe('quota sizes and the quota file', function () {
+  it('parseQuotaSize: bytes, K/M/G/T as powers of 1024 in any case, off; nothing else', function () {
+    expect(parseQuotaSize('1')).to.equal(1);
+    expect(parseQuotaSize(' 3M ')).to.equal(3 * 2 ** 20);
+    expect(parseQuotaSize('2g')).to.equal(2 * 2 ** 30);
+    expect(parseQuotaSize('1T')).to.equal(2 ** 40);
+    expect(parseQuotaSize('512k')).to.equal(512 * 1024);
+    expect(parseQuotaSize('OFF')).to.equal(null);
+    for (const bad of ['0', '', '-1', '1.5M', '3X', '1 M', '1MB', 'lots', '99999999999999999999', '9000000T']) {
+      expect(parseQuotaSize(bad), `"${bad}"`).to.equal(undefined);
+    }
+  });
+
+  it('parseQuotaFile: USER:SIZE lines, comments, blank lines and CRLF; every malformed line is reported with its number', function () {
+    const ok = parseQuotaFile('# tiers\nalice:10G\r\n\n  # indented comment\nbob: off\ncarol:500M\n');
+    expect(ok.problems).to.deep.equal([]);
+    expect([...ok.perUser]).to.deep.equal([
+      ['alice', 10 * 2 ** 30],
+      ['bob', null],
+      ['carol', 500 * 2 ** 20],
+    ]);
+    const bad = parseQuotaFile('alice 10G\n../x:1M\ndave:lots\nerin:1M\nerin:2M\n');
+    expect(bad.problems.map((p) => p.line)).to.deep.equal([1, 2, 3, 5]);
+    expect(bad.problems[0]!.reason).to.include('USER:SIZE');
+    expect(bad.problems[3]!.reason).to.include('twice');
+  });
+
+  it('QuotaLimits: a user the file names gets their own quota (off included), the others --quota', function () {
+    const limits = new QuotaLimits(100, new Map([['alice', 5], ['bob', null]]));
+    expect(limits.limitFor('alice')).to.equal(5);
+    expect(limits.limitFor('bob')).to.equal(null);
+    expect(limits.limitFor('carol')).to.equal(100);
+    expect(new QuotaLimits(null).limitFor('carol')).to.equal(null);
   });
 });
