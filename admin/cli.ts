@@ -24,8 +24,8 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest, type StatusResult } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, safeText } from './format.js';
-import { asReloadResult, isBanList, isSessionList, isStatusResult, type ReloadResult } from './results.js';
+import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
+import { asReloadResult, isBanList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
@@ -59,6 +59,7 @@ Commands:
   restart-workers        replace the worker processes one at a time
   bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
   unban ADDRESS          lift the ban on ADDRESS and forget its penalty points
+  usage [--json]         what every user stores (files and unfinished uploads) against their quota
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
@@ -72,7 +73,7 @@ Commands:
 Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
-  --json                 print the server's reply as JSON (status, sessions, bans)
+  --json                 print the server's reply as JSON (status, sessions, bans, usage)
   --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
   -h, --help             show this text
   --version              print fts-admin's version
@@ -149,14 +150,14 @@ function printJson(value: unknown): void {
 }
 
 /** The result of a command that takes no argument, checked for its shape before anything uses it. */
-async function ask<T>(inv: Invocation, cmd: 'status' | 'sessions' | 'bans', isResult: (v: unknown) => v is T): Promise<T> {
+async function ask<T>(inv: Invocation, cmd: 'status' | 'sessions' | 'bans' | 'usage', isResult: (v: unknown) => v is T): Promise<T> {
   const result = await call(inv, { cmd });
   if (!isResult(result)) throw unexpected(cmd);
   return result;
 }
 
 /** A command that prints one result: as JSON with --json, else as text. */
-function report<T>(cmd: 'status' | 'sessions' | 'bans', isResult: (v: unknown) => v is T, format: (result: T) => string): Command {
+function report<T>(cmd: 'status' | 'sessions' | 'bans' | 'usage', isResult: (v: unknown) => v is T, format: (result: T) => string): Command {
   return {
     args: [],
     flags: ['json'],
@@ -266,6 +267,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
 
   bans: report('bans', isBanList, formatBans),
+
+  usage: report('usage', isUsageList, formatUsage),
 
   unban: {
     args: ['ADDRESS'],

@@ -1,6 +1,7 @@
 /** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
 
-import type { BanInfo, DrainProgress, SessionInfo, StatusResult } from '../protocol/index.js';
+import type { BanInfo, DrainProgress, SessionInfo, StatusResult, UserUsage } from '../protocol/index.js';
+import { formatBytes } from '../protocol/format-bytes.js';
 
 /**
  * Makes a server-supplied string safe to print on a terminal: C0/C1 control characters, DEL, bidi
@@ -134,6 +135,22 @@ export function formatSessions(sessions: readonly SessionInfo[]): string {
     formatSince(s.since),
   ]);
   return table(cols, rows);
+}
+
+/** `fts-admin usage`: one row per user, sizes for people (--json has the exact bytes). */
+export function formatUsage(users: readonly UserUsage[]): string {
+  if (users.length === 0) return 'no user';
+  return table(
+    [{ header: 'USER' }, { header: 'USED', right: true }, { header: 'QUOTA', right: true }, { header: 'USE%', right: true }, { header: 'FILES', right: true }, { header: 'PARTIAL', right: true }],
+    users.map((u) => [
+      safeText(u.user),
+      formatBytes(u.used),
+      u.quota === null ? 'none' : formatBytes(u.quota),
+      u.quota === null ? '-' : `${((100 * u.used) / u.quota).toFixed(1)}%`,
+      String(u.files),
+      formatBytes(u.partial),
+    ]),
+  );
 }
 
 export function formatBans(bans: readonly BanInfo[]): string {

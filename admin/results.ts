@@ -3,7 +3,7 @@
  * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
  */
 
-import type { BanInfo, SessionInfo, StatusResult, WorkerStatus } from '../protocol/index.js';
+import type { BanInfo, SessionInfo, StatusResult, UserUsage, WorkerStatus } from '../protocol/index.js';
 
 type Rec = Record<string, unknown>;
 
@@ -44,6 +44,10 @@ function isSessionInfo(v: unknown): v is SessionInfo {
 
 export function isSessionList(v: unknown): v is SessionInfo[] {
   return Array.isArray(v) && v.every(isSessionInfo);
+}
+
+export function isUsageList(v: unknown): v is UserUsage[] {
+  return Array.isArray(v) && v.every((u) => isRecord(u) && typeof u['user'] === 'string' && isNum(u['used']) && isNum(u['files']) && isNum(u['partial']) && isNumOrNull(u['quota']));
 }
 
 export function isBanList(v: unknown): v is BanInfo[] {

@@ -34,9 +34,20 @@ export type AdminRequest =
   /** The source addresses banned now (result: BanInfo[]). */
   | { cmd: 'bans' }
   /** Lifts a ban (`address`: an IPv4 or IPv6 address; IPv4-mapped IPv6 is its IPv4 form). */
-  | { cmd: 'unban'; address: string };
+  | { cmd: 'unban'; address: string }
+  /** What every user stores, and their quota (result: UserUsage[]). */
+  | { cmd: 'usage' };
 
-export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban'] as const satisfies readonly AdminRequest['cmd'][];
+export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage'] as const satisfies readonly AdminRequest['cmd'][];
+
+/** What one user stores (bytes), as the `usage` request reports it to the user; quota null = none. */
+export interface UserUsage {
+  user: string;
+  used: number;
+  files: number;
+  partial: number;
+  quota: number | null;
+}
 
 /** A banned source address, and how long its ban has left. */
 export interface BanInfo {
@@ -158,6 +169,7 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'reload':
     case 'restart-workers':
     case 'bans':
+    case 'usage':
       return { cmd: v['cmd'] };
     case 'unban': {
       const a = v['address'];

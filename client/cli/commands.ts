@@ -7,7 +7,7 @@ import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient, Usage } from '../client.js';
 import { isServerError, localFsError, withContext } from '../errors.js';
-import { formatBytes } from './progress.js';
+import { formatBytes } from '../../protocol/format-bytes.js';
 import { printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';

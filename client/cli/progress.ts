@@ -3,6 +3,7 @@
  * redrawn in place with `\r` at most MAX_REDRAWS_PER_SECOND times a second. The caller decides whether to
  * show it at all (only when stderr is a terminal); this module only renders and throttles.
  */
+import { formatBytes } from '../../protocol/format-bytes.js';
 import { printable } from './report.js';
 
 const MIN_REDRAW_MS = 100; // at most ~10 redraws per second
@@ -82,18 +83,6 @@ export class ProgressBar {
   }
 }
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const;
-
-/** 1536 → "1.5 KiB"; whole bytes below 1 KiB. */
-export function formatBytes(n: number): string {
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < UNITS.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${UNITS[unit]}`;
-}
 
 /** Seconds as m:ss, or h:mm:ss from an hour on. */
 export function formatDuration(seconds: number): string {

@@ -9,6 +9,7 @@ import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
 import { QuotaFileRefused, readQuotaFile } from './quota-file.js';
+import { usageOfUsers } from './storage-usage.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
@@ -101,6 +102,13 @@ export class Controller {
         return;
       case 'bans':
         reply({ ok: true, result: this.gate.bans(Date.now()) });
+        return;
+      case 'usage':
+        try {
+          reply({ ok: true, result: await usageOfUsers(this.config.storage, this.config.quotaBytes, this.texts) });
+        } catch (err) {
+          reply({ ok: false, error: (err as Error).message });
+        }
         return;
       case 'unban':
         if (!this.gate.unban(req.address, Date.now())) {

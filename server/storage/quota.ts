@@ -1,6 +1,8 @@
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoOf, FtsError } from '../../protocol/index.js';
+import { fsError } from './errors.js';
+import { stagingDir } from './paths.js';
 
 /**
  * Per-user storage quota (--quota): what a user's published files and kept partial uploads may hold
@@ -67,6 +69,31 @@ export async function filesIn(dir: string, only: (name: string) => boolean = () 
   };
   await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, names.length) }, worker));
   return { bytes, files };
+}
+
+/** What a user stores (the `usage` request, §6.8); `used` is what counts against the quota. */
+export interface Usage {
+  /** Bytes of published files and partial uploads together. */
+  used: number;
+  /** Published files. */
+  files: number;
+  /** Bytes of partial uploads kept for a resume. */
+  partial: number;
+  /** The quota in bytes; null = no limit. */
+  quota: number | null;
+}
+
+/**
+ * What a user holds on the storage: their published files and their partial uploads. A failure to read it
+ * is the user's I/O error (IO_ERROR & co.), as for a listing.
+ */
+export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
+  try {
+    const [published, partial] = await Promise.all([filesIn(dir), filesIn(stagingDir(root, user), (n) => n.endsWith('.part'))]);
+    return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
+  } catch (err) {
+    throw fsError(err, 'usage');
+  }
 }
 
 /** An upload admitted against the quota, counted until it ends (its bytes are then on the storage, or gone). */

@@ -8,15 +8,16 @@ import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock } from './locks.js';
-import { digestsRoot, internalDir, locksRoot, resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
+import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { makeDirectories } from './private-dir.js';
-import { filesIn, UserQuota } from './quota.js';
+import { measureUsage, UserQuota, type Usage } from './quota.js';
 import { QuotaLimits } from './quota-limits.js';
 import { beginStagedUpload, checkUploadRequest, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
 export { StagedUpload, sweepStaging } from './staging.js';
 export type { ListEntry } from './listing.js';
+export type { Usage } from './quota.js';
 
 /** An open published file. The handle pins this version: a later overwrite or delete does not affect it. */
 export interface ReadableFile {
@@ -144,31 +145,6 @@ async function checkUserDir(dir: string): Promise<void> {
     throw fsError(err, 'user directory');
   }
   if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
-}
-
-/** What a user stores (the `usage` request, §6.8); `used` is what counts against the quota. */
-export interface Usage {
-  /** Bytes of published files and partial uploads together. */
-  used: number;
-  /** Published files. */
-  files: number;
-  /** Bytes of partial uploads kept for a resume. */
-  partial: number;
-  /** The quota in bytes; null = no limit. */
-  quota: number | null;
-}
-
-/**
- * What a user holds on the storage: their published files and their partial uploads. A failure to read it
- * is the user's I/O error (IO_ERROR & co.), as for a listing.
- */
-async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
-  try {
-    const [published, partial] = await Promise.all([filesIn(dir), filesIn(stagingDir(root, user), (n) => n.endsWith('.part'))]);
-    return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
-  } catch (err) {
-    throw fsError(err, 'usage');
-  }
 }
 
 /** One user's view of the storage. Every name goes through resolveName before it touches the fs. */

@@ -239,6 +239,32 @@ describe('per-user quotas (--quota-file), and their reload', function () {
     expect(await b.usage()).to.deep.include({ used: 4 * MIB, quota: null });
   });
 
+  it('fts-admin usage lists every user of the users file and every user directory, with their own quota; --json has the exact bytes', async function () {
+    const a = await connect(ALICE);
+    await a.uploadBuffer('half.bin', randomBytes(MIB / 2));
+    // A directory left by a user no longer in the users file still holds files: listed too.
+    await mkdir(path.join(server.storage, 'carol'), { mode: 0o700 });
+    await writeFile(path.join(server.storage, 'carol', 'old.bin'), randomBytes(1000));
+    const text = await runAdmin(server.adminSocket, ['usage']);
+    expect(text.code, text.stderr).to.equal(0);
+    expect(text.stdout).to.equal(
+      [
+        'USER        USED    QUOTA   USE%  FILES  PARTIAL',
+        'alice  512.0 KiB  1.0 MiB  50.0%      1      0 B',
+        'bob          0 B     none      -      0      0 B',
+        'carol     1000 B  3.0 MiB   0.0%      1      0 B',
+        '',
+      ].join('\n'),
+    );
+    const json = await runAdmin(server.adminSocket, ['usage', '--json']);
+    expect(json.code, json.stderr).to.equal(0);
+    expect(JSON.parse(json.stdout)).to.deep.equal([
+      { user: 'alice', used: MIB / 2, files: 1, partial: 0, quota: MIB },
+      { user: 'bob', used: 0, files: 0, partial: 0, quota: null },
+      { user: 'carol', used: 1000, files: 1, partial: 0, quota: 3 * MIB },
+    ]);
+  });
+
   it('fts-admin reload applies a changed file to open sessions; a malformed file is refused (exit 1, line named) and the old quotas stay', async function () {
     const a = await connect(ALICE);
     await a.uploadBuffer('one.bin', randomBytes(MIB));

@@ -1,0 +1,35 @@
+/**
+ * `fts-admin usage`: what every user stores, measured from the storage by the primary (the same
+ * measurement a worker makes for the quota and for the `usage` request).
+ */
+import { readdir } from 'node:fs/promises';
+import { errnoReason, USERNAME_PATTERN, type UserUsage } from '../../protocol/index.js';
+import { parseUsers } from '../auth/users.js';
+import { userDirPath } from '../storage/paths.js';
+import { measureUsage } from '../storage/quota.js';
+import { parseQuotaFile, QuotaLimits } from '../storage/quota-limits.js';
+
+/**
+ * The users of the users file and every user directory on the storage (a user removed from the file still
+ * holds their files), in name order. `texts` are the validated users and quota files the workers use.
+ */
+export async function usageOfUsers(storage: string, quotaBytes: number | null, texts: { users: string; quotas: string | null }): Promise<UserUsage[]> {
+  const names = new Set(parseUsers(texts.users).users.names());
+  let entries;
+  try {
+    entries = await readdir(storage, { withFileTypes: true });
+  } catch (err) {
+    throw new Error(`storage root ${storage}: ${errnoReason(err)}`);
+  }
+  // Internal directories (.fts) cannot be user names; neither can anything else that fails the pattern.
+  for (const e of entries) if (e.isDirectory() && USERNAME_PATTERN.test(e.name)) names.add(e.name);
+  const limits = new QuotaLimits(quotaBytes, texts.quotas === null ? new Map() : parseQuotaFile(texts.quotas).perUser);
+  const result: UserUsage[] = [];
+  for (const user of [...names].sort()) {
+    const measured = await measureUsage(storage, user, userDirPath(storage, user)).catch((err: Error) => {
+      throw new Error(`${user}: ${err.message}`);
+    });
+    result.push({ user, ...measured, quota: limits.limitFor(user) });
+  }
+  return result;
+}
