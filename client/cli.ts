@@ -68,7 +68,7 @@ function usage(): string {
     '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
-    '                        (no progress line); list: the listing as a JSON array',
+    '                        (no progress line); list: the listing as a JSON array; usage: one JSON object',
     `  --retries N           transfers: reconnect up to N times in a row after a dropped connection`,
     `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped`,
     '  -h, --help            show this help',

@@ -84,13 +84,46 @@ export interface Usage {
 }
 
 /**
+ * The bytes of the partial uploads in a user's staging directory, counting each upload identity once, by
+ * its largest file: a resume copies the kept prefix into a new file before it removes the old one, and two
+ * attempts of one identity hold copies of the same bytes; the user keeps one upload, not two.
+ */
+async function partialBytes(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && d.name.endsWith('.part')).map((d) => d.name);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return 0;
+    throw err;
+  }
+  const largest = new Map<string, number>();
+  for (const name of names) {
+    try {
+      const st = await lstat(path.join(dir, name));
+      // `<identity key>.<random>.part` (staging.ts)
+      const key = name.slice(0, name.indexOf('.'));
+      if (st.isFile()) largest.set(key, Math.max(largest.get(key) ?? 0, st.size));
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+    }
+  }
+  let total = 0;
+  for (const bytes of largest.values()) total += bytes;
+  return total;
+}
+
+/**
  * What a user holds on the storage: their published files and their partial uploads. A failure to read it
  * is the user's I/O error (IO_ERROR & co.), as for a listing.
+ *
+ * The staging directory is read before the user's directory, not beside it: a publish renames a file from
+ * the first to the second, so a file published meanwhile is counted once or twice, never missed.
  */
 export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
   try {
-    const [published, partial] = await Promise.all([filesIn(dir), filesIn(stagingDir(root, user), (n) => n.endsWith('.part'))]);
-    return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
+    const partial = await partialBytes(stagingDir(root, user));
+    const published = await filesIn(dir);
+    return { used: published.bytes + partial, files: published.files, partial };
   } catch (err) {
     throw fsError(err, 'usage');
   }
@@ -98,7 +131,9 @@ export async function measureUsage(root: string, user: string, dir: string): Pro
 
 /** An upload admitted against the quota, counted until it ends (its bytes are then on the storage, or gone). */
 export interface QuotaHold {
-  /** The upload's bytes still to arrive; called at each measurement while the upload runs. */
+  /** The upload's identity (user, name, size, digest or version): attempts of one identity share bytes. */
+  readonly identity: string;
+  /** The upload's bytes not yet written to its staging file. */
   remaining(): number;
   /** Whether the upload has ended (published, kept for a resume, or discarded). */
   ended(): boolean;
@@ -109,19 +144,28 @@ export class UserQuota {
   readonly #limit: () => number | null;
   readonly #measure: () => Promise<number>;
   readonly #now: () => number;
-  /** Usage at the last measurement plus what was admitted or deleted since; null before the first. */
+  /**
+   * The user's usage: the last measurement, plus what uploads in flight had not yet written when it began,
+   * plus what was admitted since (minus what this worker deleted); null before the first.
+   */
   #used: number | null = null;
   #measuredAt = 0;
   /** How old a measurement may be before the next one (REFRESH_MS, or more after a slow measurement). */
   #refreshMs = REFRESH_MS;
   #measuring: Promise<void> | null = null;
-  readonly #holds = new Set<QuotaHold>();
+  /** Measurements started so far, and the number of the one #used comes from. */
+  #started = 0;
+  #current = 0;
+  /** Bytes admitted while a measurement runs: the measurement's own snapshot of the holds predates them. */
+  #admittedMeanwhile = 0;
+  /** The uploads in flight, by identity. */
+  readonly #holds = new Map<string, Set<QuotaHold>>();
 
   /**
    * `limit`: the user's quota now (null: none; it may change at a reload). `measure`: the bytes the user's
-   * published files and partial uploads hold on the storage now.
+   * published files and partial uploads hold on the storage now. `now`: a monotonic clock in ms.
    */
-  constructor(limit: () => number | null, measure: () => Promise<number>, now: () => number = Date.now) {
+  constructor(limit: () => number | null, measure: () => Promise<number>, now: () => number = () => performance.now()) {
     this.#limit = limit;
     this.#measure = measure;
     this.#now = now;
@@ -138,41 +182,73 @@ export class UserQuota {
     return this.#used!;
   }
 
-  /** Throws QUOTA_EXCEEDED unless `bytes` more fit; checks only (the `offset` request). */
-  async check(bytes: number, name: string): Promise<void> {
+  /**
+   * Throws QUOTA_EXCEEDED unless an upload of this identity with `bytes` still to send fits; checks only
+   * (the `offset` request).
+   */
+  async check(bytes: number, identity: string, name: string): Promise<void> {
     const limit = this.#limit();
     if (limit === null) return;
-    await this.#settle(bytes, limit);
-    this.#fits(bytes, name, this.#limit());
+    await this.#settle(bytes, identity, limit);
+    this.#fits(this.#extra(bytes, identity), name, this.#limit());
   }
 
   /**
-   * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. Admitted bytes count at
-   * once, so the next upload on this worker sees them; `hold` keeps the bytes not yet arrived counted
-   * across measurements (the ones on the storage are measured) until the upload ends.
+   * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. What it adds counts at once,
+   * so the next upload on this worker sees it; `hold` keeps what it has not yet written counted across
+   * measurements (what it has written is measured) until the upload ends. An attempt of an identity that
+   * another attempt in flight already holds (a resume while the cut connection is still open) adds only
+   * what it sends beyond that one.
    */
   async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
     // Without a limit nothing is measured or counted (a limit set by a later reload measures afresh).
     const limit = this.#limit();
     if (limit === null) return;
-    await this.#settle(bytes, limit);
+    await this.#settle(bytes, hold.identity, limit);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
-    this.#fits(bytes, name, this.#limit());
-    this.#used! += bytes;
-    this.#holds.add(hold);
+    const extra = this.#extra(bytes, hold.identity);
+    this.#fits(extra, name, this.#limit());
+    this.#used! += extra;
+    if (this.#measuring !== null) this.#admittedMeanwhile += extra;
+    let attempts = this.#holds.get(hold.identity);
+    if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
+    attempts.add(hold);
+  }
+
+  /** A published file of `bytes` was deleted by this worker. */
+  freed(bytes: number): void {
+    if (this.#used !== null) this.#used = Math.max(0, this.#used - bytes);
+  }
+
+  /** What an upload of `identity` with `bytes` to send adds to what its attempts in flight already hold. */
+  #extra(bytes: number, identity: string): number {
+    return Math.max(0, bytes - this.#coming(identity));
+  }
+
+  /** The most any live attempt of `identity` has still to write; ended ones are forgotten. */
+  #coming(identity: string): number {
+    const attempts = this.#holds.get(identity);
+    if (attempts === undefined) return 0;
+    let most = 0;
+    for (const hold of attempts) {
+      if (hold.ended()) attempts.delete(hold);
+      else most = Math.max(most, hold.remaining());
+    }
+    if (attempts.size === 0) this.#holds.delete(identity);
+    return most;
   }
 
   /**
-   * Makes the usage current enough to decide on `bytes`. A refusal is never decided on a measurement taken
-   * before the request: a file deleted through another worker a moment ago must not refuse the upload
-   * that follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per
-   * file.)
+   * Makes the usage current enough to decide. A refusal is never decided on a measurement that began
+   * before the request: a file deleted through another worker a moment ago must not refuse the upload that
+   * follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per file.)
    */
-  async #settle(bytes: number, limit: number): Promise<void> {
-    const asked = this.#now();
+  async #settle(bytes: number, identity: string, limit: number): Promise<void> {
+    const before = this.#started;
     await this.used();
-    if (this.#used! + bytes > limit && this.#measuredAt <= asked) await this.#fresh();
+    // At most twice: a measurement already running when the request came is joined, then a new one runs.
+    while (this.#used! + this.#extra(bytes, identity) > limit && this.#current <= before) await this.#fresh();
   }
 
   /** Measures now, or joins the measurement that is running. */
@@ -182,25 +258,23 @@ export class UserQuota {
   }
 
   /** `limit` read again after the waits: a reload meanwhile may have changed (or lifted) it. */
-  #fits(bytes: number, name: string, limit: number | null): void {
+  #fits(extra: number, name: string, limit: number | null): void {
     const used = this.#used!;
-    if (limit !== null && used + bytes > limit) throw exceeded(name, bytes, used, limit);
-  }
-
-  /** A published file of `bytes` was deleted by this worker. */
-  freed(bytes: number): void {
-    if (this.#used !== null) this.#used = Math.max(0, this.#used - bytes);
+    // A request that adds nothing (a staged upload to publish, a takeover) is never refused.
+    if (limit !== null && extra > 0 && used + extra > limit) throw exceeded(name, extra, used, limit);
   }
 
   async #remeasure(): Promise<void> {
+    const number = ++this.#started;
     const at = this.#now();
-    const stored = await this.#measure();
+    // What the uploads in flight have still to write, taken before the storage is read: bytes they write
+    // meanwhile may be counted twice (until the next measurement), never missed.
     let coming = 0;
-    for (const hold of this.#holds) {
-      if (hold.ended()) this.#holds.delete(hold);
-      else coming += Math.max(0, hold.remaining());
-    }
-    this.#used = stored + coming;
+    for (const identity of [...this.#holds.keys()]) coming += this.#coming(identity);
+    this.#admittedMeanwhile = 0;
+    const stored = await this.#measure();
+    this.#used = stored + coming + this.#admittedMeanwhile;
+    this.#current = number;
     this.#measuredAt = at;
     this.#refreshMs = Math.max(REFRESH_MS, MEASURE_SPACING * (this.#now() - at));
   }

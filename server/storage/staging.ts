@@ -41,7 +41,8 @@ export function streamedStagingKey(name: string, size: number, version: string):
   return createHash('sha256').update(`${size}\0v${version}\0${name}`, 'utf8').digest('hex');
 }
 
-function keyOf(name: string, size: number, tag: UploadTag): string {
+/** The staging key of an upload identity, whichever kind (also the quota's name for it). */
+export function keyOf(name: string, size: number, tag: UploadTag): string {
   return 'sha256' in tag ? stagingKey(name, size, tag.sha256) : streamedStagingKey(name, size, tag.version);
 }
 
@@ -119,6 +120,8 @@ export class StagedUpload {
   /** Writes the batches (through #handle, and with O_DIRECT where it can). */
   readonly #writer: DirectWriter;
   #received = 0;
+  /** Bytes from offset 0 whose write has completed (what the staging file's length shows). */
+  #stored = 0;
   #state: State = 'open';
   /** Chunks gathered for the next write, and the file position of the first. */
   #batch: Buffer[] = [];
@@ -146,6 +149,7 @@ export class StagedUpload {
     this.#writer = t.writer;
     this.#expected = 'sha256' in t.tag ? Buffer.from(t.tag.sha256, 'hex') : null;
     this.#received = t.offset;
+    this.#stored = t.offset;
     this.#hash = t.hash;
     this.#tag = t.tag;
   }
@@ -161,6 +165,11 @@ export class StagedUpload {
   /** Whether the upload has ended: published, kept for a resume, or discarded. */
   get ended(): boolean {
     return this.#state !== 'open' && this.#state !== 'committing';
+  }
+
+  /** Bytes from offset 0 that are in the staging file (their write has completed). */
+  get stored(): number {
+    return this.#stored;
   }
 
   /** Bytes received so far (from offset 0), including any beyond `size` (counted but never written). */
@@ -250,7 +259,12 @@ export class StagedUpload {
     if (this.#batch.length === 0) return;
     if (this.#writing !== null) throw new Error('StagedUpload: writes must not overlap');
     const { buffers, written, position, borrowed } = this.#takeBatch();
+    let end = position;
+    for (const b of buffers) end += b.length;
     const write: Promise<void> = this.#writer.writeAt(buffers, position)
+      .then(() => {
+        this.#stored = Math.max(this.#stored, end);
+      })
       .catch((err: unknown) => {
         this.#failure ??= err;
       })

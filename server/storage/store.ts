@@ -12,7 +12,7 @@ import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirP
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
 import { QuotaLimits } from './quota-limits.js';
-import { beginStagedUpload, checkUploadRequest, stagedOffset, type StagedUpload } from './staging.js';
+import { beginStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
 export { StagedUpload, sweepStaging } from './staging.js';
@@ -175,7 +175,8 @@ export class UserStore {
     let staged: StagedUpload | null = null;
     let failed = false;
     await this.#quota.admit(size - offset, name, {
-      remaining: () => size - (staged?.received ?? offset),
+      identity: keyOf(name, size, tag),
+      remaining: () => size - (staged?.stored ?? offset),
       ended: () => failed || (staged?.ended ?? false),
     });
     try {
@@ -193,7 +194,7 @@ export class UserStore {
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
-    await this.#quota.check(size - offset, name);
+    await this.#quota.check(size - offset, keyOf(name, size, tag), name);
     return offset;
   }
 

@@ -15,6 +15,8 @@ import { runCli, describeRun } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 import { runAdmin } from '../helpers/admin-cli.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { createHash } from 'node:crypto';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -132,6 +134,40 @@ describe('per-user quota (--quota)', function () {
     const c = await connect();
     expect(await codeOf(c.uploadBuffer('x.bin', randomBytes(MIB + 1))), 'upload past the quota with the partial').to.equal('QUOTA_EXCEEDED');
     await c.uploadBuffer('x.bin', randomBytes(MIB));
+  });
+
+  it('a resume while the cut attempt is still open (half-open, same worker) is not refused: the bytes it will send are already counted once', async function () {
+    await server.stop();
+    server = await TestServer.start({ workers: 1, args: ['--quota', '3M'] });
+    const data = randomBytes(2_500_000);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const first = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    try {
+      // 1 MiB arrives, then the connection goes quiet without closing.
+      await first.send({ op: 'upload', name: 'big.bin', size: data.length, sha256 });
+      await first.sendData(data.subarray(0, MIB));
+      // Until the server has written it, the offset is below 1 MiB; wait for all of it.
+      const second = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      try {
+        let offset = 0;
+        for (let i = 0; i < 100 && offset < MIB; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          const reply = await second.request({ op: 'offset', name: 'big.bin', size: data.length, sha256 });
+          expect(reply, 'offset reply').to.include({ status: 'ok' });
+          offset = reply!['offset'] as number;
+        }
+        expect(offset, 'the kept bytes').to.equal(MIB);
+        // The resume of the remaining 1.4 MB: 1 MiB stored + 1.4 MB on its way (counted once) fit in 3 MiB.
+        await second.send({ op: 'upload', name: 'big.bin', size: data.length, sha256, offset });
+        for (let at = offset; at < data.length; at += MIB) await second.sendData(data.subarray(at, Math.min(at + MIB, data.length)));
+        const reply = await second.nextHeader();
+        expect(reply, 'the resumed upload').to.include({ status: 'ok', size: data.length, sha256 });
+      } finally {
+        second.socket.destroy();
+      }
+    } finally {
+      first.socket.destroy();
+    }
   });
 
   it("one user's usage does not count against another's", async function () {

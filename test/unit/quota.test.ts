@@ -4,8 +4,11 @@
  * uploads in flight; a refusal is only ever decided on a measurement taken after the request.
  */
 import { expect } from 'chai';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
-import { MEASURE_SPACING, REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
+import { MEASURE_SPACING, measureUsage, REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
 import { parseQuotaFile, parseQuotaSize, QuotaLimits } from '../../server/storage/quota-limits.js';
 import { codeOf } from '../helpers/common.js';
 
@@ -29,7 +32,9 @@ describe('UserQuota', function () {
     );
   });
 
-  const hold = (remaining: () => number, ended: () => boolean = () => false): QuotaHold => ({ remaining, ended });
+  let identities = 0;
+  /** A hold of a new identity, unless `identity` is given. */
+  const hold = (remaining: () => number, ended: () => boolean = () => false, identity = `id${identities++}`): QuotaHold => ({ identity, remaining, ended });
 
   it('admits up to the limit and counts what it admitted until the next measurement', async function () {
     stored = 200;
@@ -90,22 +95,92 @@ describe('UserQuota', function () {
     expect(measurements).to.equal(2);
     stored = 0; // freed through another worker
     clock += 1;
-    expect(await codeOf(quota.check(1, 'x'))).to.equal('OK');
+    expect(await codeOf(quota.check(1, 'k', 'x'))).to.equal('OK');
     expect(measurements, 'the would-be refusal measured afresh').to.equal(3);
     expect(MEASURE_SPACING).to.equal(10);
+  });
+
+  it('a second attempt of one identity (a resume while the cut connection is still open) adds only what it sends beyond the first', async function () {
+    let firstLeft = 900;
+    await quota.admit(900, 'a', hold(() => firstLeft, () => false, 'same'));
+    stored = 400; // the first attempt wrote 400 bytes, then its connection went quiet
+    firstLeft = 500;
+    clock += REFRESH_MS + 1;
+    expect(await quota.used(), 'measured: stored + what the first has still to write').to.equal(900);
+    // The resume continues from the 400 kept bytes: 500 to send, all of them already counted.
+    await quota.admit(500, 'a', hold(() => 500, () => false, 'same'));
+    expect(await quota.used()).to.equal(900);
+    expect(await codeOf(quota.check(500, 'same', 'a')), 'offset for the same identity').to.equal('OK');
+    firstLeft = 0;
+    clock += REFRESH_MS + 1;
+    expect(await quota.used(), 'the larger of the two attempts counts').to.equal(900);
+  });
+
+  it('a request that adds nothing is never refused, even over the quota (a staged upload to publish)', async function () {
+    stored = 1500; // over the quota (lowered, or overshot)
+    expect(await codeOf(quota.check(0, 'k', 'a'))).to.equal('OK');
+    await quota.admit(0, 'a', hold(() => 0));
+    expect(await codeOf(quota.check(1, 'k', 'a'))).to.equal('QUOTA_EXCEEDED');
+  });
+
+  it('a refusal is not decided on a measurement that was already running when the request came', async function () {
+    let release!: () => void;
+    let gate: Promise<void> | null = new Promise<void>((r) => (release = r));
+    quota = new UserQuota(
+      () => 1000,
+      async () => {
+        measurements++;
+        const value = stored;
+        if (gate !== null) await gate;
+        return value;
+      },
+      () => clock,
+    );
+    stored = 1000;
+    const first = quota.used(); // a measurement starts and reads 1000
+    stored = 0; // then a file is deleted through another worker
+    const checking = codeOf(quota.check(10, 'k', 'a')); // joins the running measurement
+    gate = null;
+    release();
+    await first;
+    expect(await checking, 'decided on a new measurement').to.equal('OK');
+    expect(measurements).to.equal(2);
+  });
+
+  it('bytes admitted while a measurement runs still count once it ends', async function () {
+    let release!: () => void;
+    let gate: Promise<void> | null = null;
+    quota = new UserQuota(
+      () => 1000,
+      async () => {
+        measurements++;
+        if (gate !== null) await gate;
+        return stored;
+      },
+      () => clock,
+    );
+    await quota.used();
+    gate = new Promise<void>((r) => (release = r));
+    clock += REFRESH_MS + 1;
+    const measuring = quota.used(); // stale: measures again, waiting on the gate
+    clock -= REFRESH_MS + 1; // ...while an admission sees the previous measurement as fresh
+    await quota.admit(600, 'a', hold(() => 600));
+    release();
+    await measuring;
+    expect(await quota.used()).to.equal(600);
   });
 
   it('freed() gives room back at once', async function () {
     stored = 1000;
     await quota.used();
     quota.freed(400);
-    await quota.check(400, 'a');
+    await quota.check(400, 'k', 'a');
     expect(measurements, 'no measurement needed').to.equal(1);
   });
 
   it('the refusal names the bytes, the usage and the quota, in the message and as fields', async function () {
     stored = 700;
-    const err = await quota.check(400, 'big.iso').then(() => null, (e: unknown) => e as FtsError);
+    const err = await quota.check(400, 'k', 'big.iso').then(() => null, (e: unknown) => e as FtsError);
     expect(err?.code).to.equal('QUOTA_EXCEEDED');
     expect(err?.message).to.equal('big.iso: 400 more bytes would exceed your quota: 700 of 1000 bytes used, 300 left');
     expect(err?.details).to.deep.equal({ used: 700, quota: 1000 });
@@ -124,12 +199,12 @@ describe('UserQuota with a limit that changes (a reload)', function () {
         return 500;
       },
     );
-    await quota.admit(10 ** 12, 'huge', { remaining: () => 0, ended: () => true });
-    await quota.check(10 ** 12, 'huge');
+    await quota.admit(10 ** 12, 'huge', { identity: 'k', remaining: () => 0, ended: () => true });
+    await quota.check(10 ** 12, 'k', 'huge');
     expect(measurements, 'no limit: no measurement').to.equal(0);
     limit = 1000;
-    expect(await codeOf(quota.check(501, 'x'))).to.equal('QUOTA_EXCEEDED');
-    await quota.check(500, 'x');
+    expect(await codeOf(quota.check(501, 'k', 'x'))).to.equal('QUOTA_EXCEEDED');
+    await quota.check(500, 'k', 'x');
     expect(measurements).to.be.greaterThan(0);
   });
 });
@@ -167,5 +242,32 @@ describe('quota sizes and the quota file', function () {
     expect(limits.limitFor('bob')).to.equal(null);
     expect(limits.limitFor('carol')).to.equal(100);
     expect(new QuotaLimits(null).limitFor('carol')).to.equal(null);
+  });
+});
+
+describe('measureUsage', function () {
+  let root: string;
+
+  beforeEach(async function () {
+    root = await mkdtemp(path.join(os.tmpdir(), 'fts-usage-'));
+  });
+
+  afterEach(async function () {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('counts published files, and each partial upload once, by its largest file (a resume copies the kept bytes before removing the old file)', async function () {
+    const dir = path.join(root, 'alice');
+    const staging = path.join(root, '.fts', 'staging', 'alice');
+    await mkdir(dir, { recursive: true });
+    await mkdir(staging, { recursive: true });
+    await writeFile(path.join(dir, 'a'), Buffer.alloc(1000));
+    await writeFile(path.join(dir, 'b'), Buffer.alloc(24));
+    await writeFile(path.join(staging, `${'1'.repeat(64)}.aaaa.part`), Buffer.alloc(100));
+    await writeFile(path.join(staging, `${'1'.repeat(64)}.bbbb.part`), Buffer.alloc(40));
+    await writeFile(path.join(staging, `${'2'.repeat(64)}.cccc.part`), Buffer.alloc(10));
+    await writeFile(path.join(staging, 'not-a-partial.tmp'), Buffer.alloc(5000));
+    expect(await measureUsage(root, 'alice', dir)).to.deep.equal({ used: 1024 + 110, files: 2, partial: 110 });
+    expect(await measureUsage(root, 'nobody', path.join(root, 'nobody')), 'a user with nothing yet').to.deep.equal({ used: 0, files: 0, partial: 0 });
   });
 });
