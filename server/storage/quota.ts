@@ -84,35 +84,6 @@ export interface Usage {
 }
 
 /**
- * The bytes of the partial uploads in a user's staging directory, counting each upload identity once, by
- * its largest file: a resume copies the kept prefix into a new file before it removes the old one, and two
- * attempts of one identity hold copies of the same bytes; the user keeps one upload, not two.
- */
-async function partialBytes(dir: string): Promise<number> {
-  let names: string[];
-  try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && d.name.endsWith('.part')).map((d) => d.name);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return 0;
-    throw err;
-  }
-  const largest = new Map<string, number>();
-  for (const name of names) {
-    try {
-      const st = await lstat(path.join(dir, name));
-      // `<identity key>.<random>.part` (staging.ts)
-      const key = name.slice(0, name.indexOf('.'));
-      if (st.isFile()) largest.set(key, Math.max(largest.get(key) ?? 0, st.size));
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw err;
-    }
-  }
-  let total = 0;
-  for (const bytes of largest.values()) total += bytes;
-  return total;
-}
-
-/**
  * What a user holds on the storage: their published files and their partial uploads. A failure to read it
  * is the user's I/O error (IO_ERROR & co.), as for a listing.
  *
@@ -121,9 +92,9 @@ async function partialBytes(dir: string): Promise<number> {
  */
 export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
   try {
-    const partial = await partialBytes(stagingDir(root, user));
+    const partial = await filesIn(stagingDir(root, user), (n) => n.endsWith('.part'));
     const published = await filesIn(dir);
-    return { used: published.bytes + partial, files: published.files, partial };
+    return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
   } catch (err) {
     throw fsError(err, 'usage');
   }
@@ -131,8 +102,13 @@ export async function measureUsage(root: string, user: string, dir: string): Pro
 
 /** An upload admitted against the quota, counted until it ends (its bytes are then on the storage, or gone). */
 export interface QuotaHold {
-  /** The upload's identity (user, name, size, digest or version): attempts of one identity share bytes. */
+  /** The upload's identity (user, name, size, digest or version). */
   readonly identity: string;
+  /**
+   * A resume (offset > 0): it takes over the bytes staged for its identity, so the attempts of that identity
+   * still in flight (a cut connection not yet closed) will write no more, and stop counting.
+   */
+  readonly resume: boolean;
   /** The upload's bytes not yet written to its staging file. */
   remaining(): number;
   /** Whether the upload has ended (published, kept for a resume, or discarded). */
@@ -186,33 +162,34 @@ export class UserQuota {
    * Throws QUOTA_EXCEEDED unless an upload of this identity with `bytes` still to send fits; checks only
    * (the `offset` request).
    */
-  async check(bytes: number, identity: string, name: string): Promise<void> {
+  async check(bytes: number, identity: string, resume: boolean, name: string): Promise<void> {
     const limit = this.#limit();
     if (limit === null) return;
-    await this.#settle(bytes, identity, limit);
-    this.#fits(this.#extra(bytes, identity), name, this.#limit());
+    await this.#settle(bytes, identity, resume, limit);
+    this.#fits(this.#extra(bytes, identity, resume), name, this.#limit());
   }
 
   /**
    * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. What it adds counts at once,
    * so the next upload on this worker sees it; `hold` keeps what it has not yet written counted across
-   * measurements (what it has written is measured) until the upload ends. An attempt of an identity that
-   * another attempt in flight already holds (a resume while the cut connection is still open) adds only
-   * what it sends beyond that one.
+   * measurements (what it has written is measured) until the upload ends. A resume replaces the attempts
+   * of its identity still in flight (a cut connection not yet closed): it takes their staged bytes over, so
+   * what they had still to send no longer counts.
    */
   async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
     // Without a limit nothing is measured or counted (a limit set by a later reload measures afresh).
     const limit = this.#limit();
     if (limit === null) return;
-    await this.#settle(bytes, hold.identity, limit);
+    await this.#settle(bytes, hold.identity, hold.resume, limit);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
-    const extra = this.#extra(bytes, hold.identity);
-    this.#fits(extra, name, this.#limit());
-    this.#used! += extra;
-    if (this.#measuring !== null) this.#admittedMeanwhile += extra;
+    const replaced = hold.resume ? this.#coming(hold.identity) : 0;
+    this.#fits(Math.max(0, bytes - replaced), name, this.#limit());
+    // The identity's attempts in flight go from `replaced` bytes to come to `bytes` (less, even).
+    this.#used! += bytes - replaced;
+    if (this.#measuring !== null) this.#admittedMeanwhile += bytes - replaced;
     let attempts = this.#holds.get(hold.identity);
-    if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
+    if (attempts === undefined || hold.resume) this.#holds.set(hold.identity, (attempts = new Set()));
     attempts.add(hold);
   }
 
@@ -221,22 +198,26 @@ export class UserQuota {
     if (this.#used !== null) this.#used = Math.max(0, this.#used - bytes);
   }
 
-  /** What an upload of `identity` with `bytes` to send adds to what its attempts in flight already hold. */
-  #extra(bytes: number, identity: string): number {
-    return Math.max(0, bytes - this.#coming(identity));
+  /**
+   * What an upload of `identity` with `bytes` to send adds: all of it, unless it is a resume, which takes
+   * over what the attempts in flight of its identity had still to send (`resume`; the `offset` request asks
+   * for a resume when its offset is above 0).
+   */
+  #extra(bytes: number, identity: string, resume: boolean): number {
+    return Math.max(0, bytes - (resume ? this.#coming(identity) : 0));
   }
 
-  /** The most any live attempt of `identity` has still to write; ended ones are forgotten. */
+  /** What the live attempts of `identity` have still to write, together; ended ones are forgotten. */
   #coming(identity: string): number {
     const attempts = this.#holds.get(identity);
     if (attempts === undefined) return 0;
-    let most = 0;
+    let total = 0;
     for (const hold of attempts) {
       if (hold.ended()) attempts.delete(hold);
-      else most = Math.max(most, hold.remaining());
+      else total += Math.max(0, hold.remaining());
     }
     if (attempts.size === 0) this.#holds.delete(identity);
-    return most;
+    return total;
   }
 
   /**
@@ -244,11 +225,11 @@ export class UserQuota {
    * before the request: a file deleted through another worker a moment ago must not refuse the upload that
    * follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per file.)
    */
-  async #settle(bytes: number, identity: string, limit: number): Promise<void> {
+  async #settle(bytes: number, identity: string, resume: boolean, limit: number): Promise<void> {
     const before = this.#started;
     await this.used();
     // At most twice: a measurement already running when the request came is joined, then a new one runs.
-    while (this.#used! + this.#extra(bytes, identity) > limit && this.#current <= before) await this.#fresh();
+    while (this.#used! + this.#extra(bytes, identity, resume) > limit && this.#current <= before) await this.#fresh();
   }
 
   /** Measures now, or joins the measurement that is running. */

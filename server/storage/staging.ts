@@ -162,9 +162,12 @@ export class StagedUpload {
     this.#expected = digest;
   }
 
-  /** Whether the upload has ended: published, kept for a resume, or discarded. */
-  get ended(): boolean {
-    return this.#state !== 'open' && this.#state !== 'committing';
+  /**
+   * Whether the upload has ended (published, kept for a resume, or discarded) and holds nothing in memory
+   * any more: what it gathered is written (or dropped), so its staging file shows all it will ever hold.
+   */
+  get settled(): boolean {
+    return this.#state !== 'open' && this.#state !== 'committing' && this.#writing === null && this.#batch.length === 0;
   }
 
   /** Bytes from offset 0 that are in the staging file (their write has completed). */

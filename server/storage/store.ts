@@ -176,8 +176,9 @@ export class UserStore {
     let failed = false;
     await this.#quota.admit(size - offset, name, {
       identity: keyOf(name, size, tag),
+      resume: offset > 0,
       remaining: () => size - (staged?.stored ?? offset),
-      ended: () => failed || (staged?.ended ?? false),
+      ended: () => failed || (staged?.settled ?? false),
     });
     try {
       staged = await beginStagedUpload(target, size, tag, offset, copying);
@@ -194,7 +195,7 @@ export class UserStore {
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
-    await this.#quota.check(size - offset, keyOf(name, size, tag), name);
+    await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name);
     return offset;
   }
 

@@ -34,7 +34,7 @@ describe('UserQuota', function () {
 
   let identities = 0;
   /** A hold of a new identity, unless `identity` is given. */
-  const hold = (remaining: () => number, ended: () => boolean = () => false, identity = `id${identities++}`): QuotaHold => ({ identity, remaining, ended });
+  const hold = (remaining: () => number, ended: () => boolean = () => false, identity = `id${identities++}`, resume = false): QuotaHold => ({ identity, resume, remaining, ended });
 
   it('admits up to the limit and counts what it admitted until the next measurement', async function () {
     stored = 200;
@@ -95,12 +95,12 @@ describe('UserQuota', function () {
     expect(measurements).to.equal(2);
     stored = 0; // freed through another worker
     clock += 1;
-    expect(await codeOf(quota.check(1, 'k', 'x'))).to.equal('OK');
+    expect(await codeOf(quota.check(1, 'k', false, 'x'))).to.equal('OK');
     expect(measurements, 'the would-be refusal measured afresh').to.equal(3);
     expect(MEASURE_SPACING).to.equal(10);
   });
 
-  it('a second attempt of one identity (a resume while the cut connection is still open) adds only what it sends beyond the first', async function () {
+  it('a resume while the cut attempt is still open replaces it: what the cut one had still to send stops counting; a fresh attempt of the same file counts in full', async function () {
     let firstLeft = 900;
     await quota.admit(900, 'a', hold(() => firstLeft, () => false, 'same'));
     stored = 400; // the first attempt wrote 400 bytes, then its connection went quiet
@@ -108,19 +108,19 @@ describe('UserQuota', function () {
     clock += REFRESH_MS + 1;
     expect(await quota.used(), 'measured: stored + what the first has still to write').to.equal(900);
     // The resume continues from the 400 kept bytes: 500 to send, all of them already counted.
-    await quota.admit(500, 'a', hold(() => 500, () => false, 'same'));
+    await quota.admit(500, 'a', hold(() => 500, () => false, 'same', true));
     expect(await quota.used()).to.equal(900);
-    expect(await codeOf(quota.check(500, 'same', 'a')), 'offset for the same identity').to.equal('OK');
-    firstLeft = 0;
+    expect(await codeOf(quota.check(500, 'same', true, 'a')), 'offset of a resume of the same identity').to.equal('OK');
+    expect(await codeOf(quota.check(900, 'same', false, 'a')), 'offset of a fresh attempt of the same identity: its own copy').to.equal('QUOTA_EXCEEDED');
     clock += REFRESH_MS + 1;
-    expect(await quota.used(), 'the larger of the two attempts counts').to.equal(900);
+    expect(await quota.used(), 'the cut attempt no longer counts once the resume took over').to.equal(900);
   });
 
   it('a request that adds nothing is never refused, even over the quota (a staged upload to publish)', async function () {
     stored = 1500; // over the quota (lowered, or overshot)
-    expect(await codeOf(quota.check(0, 'k', 'a'))).to.equal('OK');
+    expect(await codeOf(quota.check(0, 'k', false, 'a'))).to.equal('OK');
     await quota.admit(0, 'a', hold(() => 0));
-    expect(await codeOf(quota.check(1, 'k', 'a'))).to.equal('QUOTA_EXCEEDED');
+    expect(await codeOf(quota.check(1, 'k', false, 'a'))).to.equal('QUOTA_EXCEEDED');
   });
 
   it('a refusal is not decided on a measurement that was already running when the request came', async function () {
@@ -139,7 +139,7 @@ describe('UserQuota', function () {
     stored = 1000;
     const first = quota.used(); // a measurement starts and reads 1000
     stored = 0; // then a file is deleted through another worker
-    const checking = codeOf(quota.check(10, 'k', 'a')); // joins the running measurement
+    const checking = codeOf(quota.check(10, 'k', false, 'a')); // joins the running measurement
     gate = null;
     release();
     await first;
@@ -174,13 +174,13 @@ describe('UserQuota', function () {
     stored = 1000;
     await quota.used();
     quota.freed(400);
-    await quota.check(400, 'k', 'a');
+    await quota.check(400, 'k', false, 'a');
     expect(measurements, 'no measurement needed').to.equal(1);
   });
 
   it('the refusal names the bytes, the usage and the quota, in the message and as fields', async function () {
     stored = 700;
-    const err = await quota.check(400, 'k', 'big.iso').then(() => null, (e: unknown) => e as FtsError);
+    const err = await quota.check(400, 'k', false, 'big.iso').then(() => null, (e: unknown) => e as FtsError);
     expect(err?.code).to.equal('QUOTA_EXCEEDED');
     expect(err?.message).to.equal('big.iso: 400 more bytes would exceed your quota: 700 of 1000 bytes used, 300 left');
     expect(err?.details).to.deep.equal({ used: 700, quota: 1000 });
@@ -199,12 +199,28 @@ describe('UserQuota with a limit that changes (a reload)', function () {
         return 500;
       },
     );
-    await quota.admit(10 ** 12, 'huge', { identity: 'k', remaining: () => 0, ended: () => true });
-    await quota.check(10 ** 12, 'k', 'huge');
+    await quota.admit(10 ** 12, 'huge', { identity: 'k', resume: false, remaining: () => 0, ended: () => true });
+    await quota.check(10 ** 12, 'k', false, 'huge');
     expect(measurements, 'no limit: no measurement').to.equal(0);
     limit = 1000;
-    expect(await codeOf(quota.check(501, 'k', 'x'))).to.equal('QUOTA_EXCEEDED');
-    await quota.check(500, 'k', 'x');
+    expect(await codeOf(quota.check(501, 'k', false, 'x'))).to.equal('QUOTA_EXCEEDED');
+    await quota.check(500, 'k', false, 'x');
+    expect(measurements).to.be.greaterThan(0);
+  });
+
+  it('parallel fresh attempts of one identity each count in full (each writes its own copy)', async function () {
+    let measurements = 0;
+    const quota = new UserQuota(
+      () => 1000,
+      async () => {
+        measurements++;
+        return 0;
+      },
+    );
+    const same = (): QuotaHold => ({ identity: 'x', resume: false, remaining: () => 400, ended: () => false });
+    await quota.admit(400, 'x', same());
+    await quota.admit(400, 'x', same());
+    expect(await codeOf(quota.admit(400, 'x', same())), 'a third copy').to.equal('QUOTA_EXCEEDED');
     expect(measurements).to.be.greaterThan(0);
   });
 });
@@ -256,7 +272,7 @@ describe('measureUsage', function () {
     await rm(root, { recursive: true, force: true });
   });
 
-  it('counts published files, and each partial upload once, by its largest file (a resume copies the kept bytes before removing the old file)', async function () {
+  it('counts published files and every partial upload file, as they are on disk (two attempts of one file are two copies)', async function () {
     const dir = path.join(root, 'alice');
     const staging = path.join(root, '.fts', 'staging', 'alice');
     await mkdir(dir, { recursive: true });
@@ -267,7 +283,7 @@ describe('measureUsage', function () {
     await writeFile(path.join(staging, `${'1'.repeat(64)}.bbbb.part`), Buffer.alloc(40));
     await writeFile(path.join(staging, `${'2'.repeat(64)}.cccc.part`), Buffer.alloc(10));
     await writeFile(path.join(staging, 'not-a-partial.tmp'), Buffer.alloc(5000));
-    expect(await measureUsage(root, 'alice', dir)).to.deep.equal({ used: 1024 + 110, files: 2, partial: 110 });
+    expect(await measureUsage(root, 'alice', dir)).to.deep.equal({ used: 1024 + 150, files: 2, partial: 150 });
     expect(await measureUsage(root, 'nobody', path.join(root, 'nobody')), 'a user with nothing yet').to.deep.equal({ used: 0, files: 0, partial: 0 });
   });
 });
