@@ -105,8 +105,8 @@ export interface QuotaHold {
   /** The upload's identity (user, name, size, digest or version). */
   readonly identity: string;
   /**
-   * A resume (offset > 0): it takes over the bytes staged for its identity, so the attempts of that identity
-   * still in flight (a cut connection not yet closed) will write no more, and stop counting.
+   * A resume (offset > 0): it takes over the bytes one attempt of its identity staged, so that attempt, if
+   * still in flight (a cut connection not yet closed), will write no more, and stops counting.
    */
   readonly resume: boolean;
   /** The upload's bytes not yet written to its staging file. */
@@ -172,9 +172,9 @@ export class UserQuota {
   /**
    * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. What it adds counts at once,
    * so the next upload on this worker sees it; `hold` keeps what it has not yet written counted across
-   * measurements (what it has written is measured) until the upload ends. A resume replaces the attempts
-   * of its identity still in flight (a cut connection not yet closed): it takes their staged bytes over, so
-   * what they had still to send no longer counts.
+   * measurements (what it has written is measured) until the upload ends. A resume replaces the attempt of
+   * its identity still in flight whose bytes it takes over (a cut connection not yet closed), so what that
+   * one had still to send no longer counts.
    */
   async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
     // Without a limit nothing is measured or counted (a limit set by a later reload measures afresh).
@@ -183,13 +183,15 @@ export class UserQuota {
     await this.#settle(bytes, hold.identity, hold.resume, limit);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
-    const replaced = hold.resume ? this.#coming(hold.identity) : 0;
+    const taken = hold.resume ? this.#takenOver(hold.identity) : null;
+    const replaced = taken === null ? 0 : Math.max(0, taken.remaining());
     this.#fits(Math.max(0, bytes - replaced), name, this.#limit());
-    // The identity's attempts in flight go from `replaced` bytes to come to `bytes` (less, even).
+    // The attempt taken over goes from `replaced` bytes to come to this one's `bytes` (fewer, even).
     this.#used! += bytes - replaced;
     if (this.#measuring !== null) this.#admittedMeanwhile += bytes - replaced;
     let attempts = this.#holds.get(hold.identity);
-    if (attempts === undefined || hold.resume) this.#holds.set(hold.identity, (attempts = new Set()));
+    if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
+    if (taken !== null) attempts.delete(taken);
     attempts.add(hold);
   }
 
@@ -200,11 +202,24 @@ export class UserQuota {
 
   /**
    * What an upload of `identity` with `bytes` to send adds: all of it, unless it is a resume, which takes
-   * over what the attempts in flight of its identity had still to send (`resume`; the `offset` request asks
-   * for a resume when its offset is above 0).
+   * over what the attempt it continues had still to send (`resume`; the `offset` request asks for a resume
+   * when its offset is above 0).
    */
   #extra(bytes: number, identity: string, resume: boolean): number {
-    return Math.max(0, bytes - (resume ? this.#coming(identity) : 0));
+    const taken = resume ? this.#takenOver(identity) : null;
+    return Math.max(0, bytes - (taken === null ? 0 : taken.remaining()));
+  }
+
+  /**
+   * The attempt in flight a resume of `identity` takes over: the one with the most bytes staged (the fewest
+   * to come), as the staging copies the longest partial file. The other attempts keep writing their own
+   * copies, and keep counting.
+   */
+  #takenOver(identity: string): QuotaHold | null {
+    this.#coming(identity); // forgets the ended attempts
+    let best: QuotaHold | null = null;
+    for (const hold of this.#holds.get(identity) ?? []) if (best === null || hold.remaining() < best.remaining()) best = hold;
+    return best;
   }
 
   /** What the live attempts of `identity` have still to write, together; ended ones are forgotten. */

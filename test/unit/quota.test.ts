@@ -208,6 +208,22 @@ describe('UserQuota with a limit that changes (a reload)', function () {
     expect(measurements).to.be.greaterThan(0);
   });
 
+  it('a resume replaces only the attempt it takes over (the one with the most bytes staged); the others keep counting', async function () {
+    let stored = 0;
+    const quota = new UserQuota(
+      () => 1000,
+      async () => stored,
+    );
+    const attempt = (left: number, resume = false): QuotaHold => ({ identity: 'x', resume, remaining: () => left, ended: () => false });
+    await quota.admit(400, 'x', attempt(300)); // wrote 100
+    await quota.admit(400, 'x', attempt(350)); // wrote 50
+    stored = 150;
+    // A resume from 100: takes the first over (300 to come), sends 300.
+    await quota.admit(300, 'x', attempt(300, true));
+    expect(await quota.used(), '300 (the resume) + 350 (the other attempt, still writing its own copy)').to.equal(400 + 400 + 300 - 300);
+    expect(await codeOf(quota.check(301, 'y', false, 'y')), 'what is left: 1000 - (150 on disk + 300 + 350 to come)').to.equal('QUOTA_EXCEEDED');
+  });
+
   it('parallel fresh attempts of one identity each count in full (each writes its own copy)', async function () {
     let measurements = 0;
     const quota = new UserQuota(
