@@ -170,6 +170,40 @@ describe('per-user quota (--quota)', function () {
     }
   });
 
+  it('a resume takes over one cut attempt of its file; another attempt still in flight keeps counting (same worker)', async function () {
+    await server.stop();
+    server = await TestServer.start({ workers: 1, args: ['--quota', '3M'] });
+    const data = randomBytes(1_500_000);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const raws: RawClient[] = [];
+    try {
+      // Two fresh attempts of x: 100,000 bytes each, then quiet (their connections stay open).
+      for (let i = 0; i < 2; i++) {
+        const r = await RawClient.login(server.port, ALICE.user, ALICE.password);
+        raws.push(r);
+        await r.send({ op: 'upload', name: 'x', size: data.length, sha256 });
+        await r.sendData(data.subarray(0, 100_000));
+      }
+      const third = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      raws.push(third);
+      let offset = 0;
+      for (let i = 0; i < 100 && offset < 100_000; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        offset = ((await third.request({ op: 'offset', name: 'x', size: data.length, sha256 }))?.['offset'] as number | undefined) ?? 0;
+      }
+      expect(offset, 'the kept bytes').to.equal(100_000);
+      // The resume takes one attempt over and publishes x (1.5 MB).
+      await third.send({ op: 'upload', name: 'x', size: data.length, sha256, offset });
+      for (let at = offset; at < data.length; at += MIB) await third.sendData(data.subarray(at, Math.min(at + MIB, data.length)));
+      expect(await third.nextHeader(), 'the resume').to.include({ status: 'ok', size: data.length });
+      // x (1.5 MB) + the other attempt (100,000 written, 1.4 MB to come) + 1.4 MB would pass 3 MiB.
+      const c = await connect();
+      expect(await codeOf(c.uploadBuffer('y', randomBytes(1_400_000))), 'an upload that only fits if the other attempt is forgotten').to.equal('QUOTA_EXCEEDED');
+    } finally {
+      for (const r of raws) r.socket.destroy();
+    }
+  });
+
   it("one user's usage does not count against another's", async function () {
     const a = await connect(ALICE);
     await a.uploadBuffer('full.bin', randomBytes(3 * MIB));
