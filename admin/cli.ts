@@ -149,15 +149,18 @@ function printJson(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }
 
+/** The commands that take no argument and print one result. */
+type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage';
+
 /** The result of a command that takes no argument, checked for its shape before anything uses it. */
-async function ask<T>(inv: Invocation, cmd: 'status' | 'sessions' | 'bans' | 'usage', isResult: (v: unknown) => v is T): Promise<T> {
+async function ask<T>(inv: Invocation, cmd: ReportCommand, isResult: (v: unknown) => v is T): Promise<T> {
   const result = await call(inv, { cmd });
   if (!isResult(result)) throw unexpected(cmd);
   return result;
 }
 
 /** A command that prints one result: as JSON with --json, else as text. */
-function report<T>(cmd: 'status' | 'sessions' | 'bans' | 'usage', isResult: (v: unknown) => v is T, format: (result: T) => string): Command {
+function report<T>(cmd: ReportCommand, isResult: (v: unknown) => v is T, format: (result: T) => string): Command {
   return {
     args: [],
     flags: ['json'],

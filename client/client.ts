@@ -12,7 +12,7 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
-import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
@@ -79,16 +79,7 @@ export interface ListOptions {
 }
 
 /** What the user stores on the server (the `usage` request). */
-export interface Usage {
-  /** Bytes counted against the quota: published files and partial uploads together. */
-  used: number;
-  /** Published files. */
-  files: number;
-  /** Bytes of partial uploads the server keeps for a resume. */
-  partial: number;
-  /** The user's quota in bytes; null when the server sets none. */
-  quota: number | null;
-}
+export type Usage = StorageUsage;
 
 /** The login of a connection: a session token lets a new connection log in without the password. */
 export interface SessionInfo {

@@ -7,6 +7,7 @@
 
 import { isIP } from 'node:net';
 import { canonicalIp } from './ip-address.js';
+import type { StorageUsage } from './messages.js';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -41,12 +42,8 @@ export type AdminRequest =
 export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage'] as const satisfies readonly AdminRequest['cmd'][];
 
 /** What one user stores (bytes), as the `usage` request reports it to the user; quota null = none. */
-export interface UserUsage {
+export interface UserUsage extends StorageUsage {
   user: string;
-  used: number;
-  files: number;
-  partial: number;
-  quota: number | null;
 }
 
 /** A banned source address, and how long its ban has left. */

@@ -55,6 +55,18 @@ export interface Entry {
   sha256?: string;
 }
 
+/** The `usage` reply's figures (§6.8): what a user stores. */
+export interface StorageUsage {
+  /** Bytes counted against the quota: published files and partial uploads together. */
+  used: number;
+  /** Published files. */
+  files: number;
+  /** Bytes of partial uploads the server keeps for a resume. */
+  partial: number;
+  /** The user's quota in bytes; null when the server sets none. */
+  quota: number | null;
+}
+
 export const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 
 /** Reads the request id, or null when there is none usable (replies then carry "id": null). */

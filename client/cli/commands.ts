@@ -302,12 +302,12 @@ export const COMMANDS: readonly Command[] = [
 ];
 
 /** `fts usage`: one line per figure, bytes exactly and for people. */
-export function usageLines(u: Usage): string[] {
+function usageLines(u: Usage): string[] {
   const bytes = (n: number): string => `${n} bytes (${formatBytes(n)})`;
   const quota =
     u.quota === null
       ? 'none'
-      : `${bytes(u.quota)}, ${u.quota === 0 ? 100 : ((100 * u.used) / u.quota).toFixed(1)} % used, ${bytes(Math.max(0, u.quota - u.used))} left`;
+      : `${bytes(u.quota)}, ${((100 * u.used) / u.quota).toFixed(1)} % used, ${bytes(Math.max(0, u.quota - u.used))} left`; // a quota is at least 1 byte
   return [`used     ${bytes(u.used)}`, `quota    ${quota}`, `files    ${u.files}`, `partial  ${bytes(u.partial)} in unfinished uploads, kept for a resume`];
 }
 

@@ -7,7 +7,7 @@ import { errnoReason, USERNAME_PATTERN, type UserUsage } from '../../protocol/in
 import { parseUsers } from '../auth/users.js';
 import { userDirPath } from '../storage/paths.js';
 import { measureUsage } from '../storage/quota.js';
-import { parseQuotaFile, QuotaLimits } from '../storage/quota-limits.js';
+import { QuotaLimits } from '../storage/quota-limits.js';
 
 /**
  * The users of the users file and every user directory on the storage (a user removed from the file still
@@ -23,7 +23,7 @@ export async function usageOfUsers(storage: string, quotaBytes: number | null, t
   }
   // Internal directories (.fts) cannot be user names; neither can anything else that fails the pattern.
   for (const e of entries) if (e.isDirectory() && USERNAME_PATTERN.test(e.name)) names.add(e.name);
-  const limits = new QuotaLimits(quotaBytes, texts.quotas === null ? new Map() : parseQuotaFile(texts.quotas).perUser);
+  const limits = QuotaLimits.fromFile(quotaBytes, texts.quotas);
   const result: UserUsage[] = [];
   for (const user of [...names].sort()) {
     const measured = await measureUsage(storage, user, userDirPath(storage, user)).catch((err: Error) => {

@@ -23,7 +23,7 @@ export interface RecordedDigests {
 }
 
 /** lstat calls in flight at once: enough to hide latency on NFS, few enough not to starve the threadpool. */
-const STAT_CONCURRENCY = 64;
+export const STAT_CONCURRENCY = 64;
 
 // fatal: a name that is not valid UTF-8 would decode to U+FFFD and list a name that addresses nothing.
 // ignoreBOM: a leading U+FEFF is part of a legal name; stripping it would list the wrong name (or another
@@ -90,7 +90,7 @@ export function isServable(st: { isFile(): boolean; nlink: number | bigint }): b
 }
 
 /** Like Promise.all(items.map(fn)) but with at most `limit` calls in flight; keeps the input order. */
-async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   async function lane(): Promise<void> {

@@ -27,6 +27,11 @@ export class QuotaLimits {
     readonly perUser: ReadonlyMap<string, number | null> = new Map(),
   ) {}
 
+  /** --quota (`fallback`), replaced for the users a validated quota file's text names (null: no file). */
+  static fromFile(fallback: number | null, text: string | null): QuotaLimits {
+    return new QuotaLimits(fallback, text === null ? new Map() : parseQuotaFile(text).perUser);
+  }
+
   /** The user's quota in bytes; null = no limit. */
   limitFor(user: string): number | null {
     const own = this.perUser.get(user);

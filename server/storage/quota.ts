@@ -1,7 +1,8 @@
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoOf, FtsError } from '../../protocol/index.js';
+import { errnoOf, FtsError, type StorageUsage } from '../../protocol/index.js';
 import { fsError } from './errors.js';
+import { mapBounded, STAT_CONCURRENCY } from './listing.js';
 import { stagingDir } from './paths.js';
 
 /**
@@ -13,9 +14,9 @@ import { stagingDir } from './paths.js';
  * memory, and a counter file would need a lock on every upload's hot path (and drifts after a crash). Each
  * worker measures a user's usage from the storage (the sizes of their files, as a long listing reads them)
  * when its last measurement is older than REFRESH_MS (or MEASURE_SPACING times what the last one took), and
- * in between adds what its own uploads were
- * admitted for. Uploads running at the same moment on other workers or nodes are seen at the next
- * measurement, so they can together exceed the quota by what they send; the next upload is then refused.
+ * in between adds what its own uploads were admitted for. Uploads running at the same moment on other
+ * workers or nodes are seen at the next measurement, so they can together exceed the quota by what they
+ * send; the next upload is then refused.
  */
 
 /**
@@ -32,8 +33,6 @@ export const REFRESH_MS = 100;
  * 1000 pipelined 4 KiB uploads ran at 40–70 % of their speed without a quota when measured every 100 ms).
  */
 export const MEASURE_SPACING = 10;
-/** lstat calls in flight at once while measuring (as listing.ts). */
-const STAT_CONCURRENCY = 64;
 
 /** What the regular files directly in a directory hold. */
 export interface FilesTotal {
@@ -50,38 +49,27 @@ export async function filesIn(dir: string, only: (name: string) => boolean = () 
     if (errnoOf(err) === 'ENOENT') return { bytes: 0, files: 0 };
     throw err;
   }
+  const sizes = await mapBounded(names, STAT_CONCURRENCY, async (name): Promise<number | null> => {
+    try {
+      const st = await lstat(path.join(dir, name));
+      return st.isFile() ? st.size : null;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null; // deleted since readdir
+      throw err;
+    }
+  });
   let bytes = 0;
   let files = 0;
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < names.length) {
-      const name = names[next++]!;
-      try {
-        const st = await lstat(path.join(dir, name));
-        if (st.isFile()) {
-          bytes += st.size;
-          files++;
-        }
-      } catch (err) {
-        if (errnoOf(err) !== 'ENOENT') throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, names.length) }, worker));
+  for (const size of sizes) {
+    if (size === null) continue;
+    bytes += size;
+    files++;
+  }
   return { bytes, files };
 }
 
 /** What a user stores (the `usage` request, §6.8); `used` is what counts against the quota. */
-export interface Usage {
-  /** Bytes of published files and partial uploads together. */
-  used: number;
-  /** Published files. */
-  files: number;
-  /** Bytes of partial uploads kept for a resume. */
-  partial: number;
-  /** The quota in bytes; null = no limit. */
-  quota: number | null;
-}
+export type Usage = StorageUsage;
 
 /**
  * What a user holds on the storage: their published files and their partial uploads. A failure to read it
@@ -183,8 +171,7 @@ export class UserQuota {
     await this.#settle(bytes, hold.identity, hold.resume, limit);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
-    const taken = hold.resume ? this.#takenOver(hold.identity) : null;
-    const replaced = taken === null ? 0 : Math.max(0, taken.remaining());
+    const { taken, replaced } = this.#takeover(hold.identity, hold.resume);
     this.#fits(Math.max(0, bytes - replaced), name, this.#limit());
     // The attempt taken over goes from `replaced` bytes to come to this one's `bytes` (fewer, even).
     this.#used! += bytes - replaced;
@@ -206,33 +193,33 @@ export class UserQuota {
    * when its offset is above 0).
    */
   #extra(bytes: number, identity: string, resume: boolean): number {
-    const taken = resume ? this.#takenOver(identity) : null;
-    return Math.max(0, bytes - (taken === null ? 0 : taken.remaining()));
+    return Math.max(0, bytes - this.#takeover(identity, resume).replaced);
   }
 
   /**
-   * The attempt in flight a resume of `identity` takes over: the one with the most bytes staged (the fewest
-   * to come), as the staging copies the longest partial file. The other attempts keep writing their own
-   * copies, and keep counting.
+   * The attempt in flight a resume of `identity` takes over, and what it had still to write: the one with
+   * the most bytes staged (the fewest to come), as the staging copies the longest partial file. The other
+   * attempts keep writing their own copies, and keep counting. Nothing for an upload that is no resume.
    */
-  #takenOver(identity: string): QuotaHold | null {
-    this.#coming(identity); // forgets the ended attempts
-    let best: QuotaHold | null = null;
-    for (const hold of this.#holds.get(identity) ?? []) if (best === null || hold.remaining() < best.remaining()) best = hold;
-    return best;
+  #takeover(identity: string, resume: boolean): { taken: QuotaHold | null; replaced: number } {
+    let taken: QuotaHold | null = null;
+    if (resume) for (const hold of this.#live(identity)) if (taken === null || hold.remaining() < taken.remaining()) taken = hold;
+    return { taken, replaced: taken === null ? 0 : Math.max(0, taken.remaining()) };
   }
 
-  /** What the live attempts of `identity` have still to write, together; ended ones are forgotten. */
+  /** What the live attempts of `identity` have still to write, together. */
   #coming(identity: string): number {
-    const attempts = this.#holds.get(identity);
-    if (attempts === undefined) return 0;
     let total = 0;
-    for (const hold of attempts) {
-      if (hold.ended()) attempts.delete(hold);
-      else total += Math.max(0, hold.remaining());
-    }
-    if (attempts.size === 0) this.#holds.delete(identity);
+    for (const hold of this.#live(identity)) total += Math.max(0, hold.remaining());
     return total;
+  }
+
+  /** The attempts of `identity` in flight; ended ones are forgotten. */
+  #live(identity: string): Set<QuotaHold> {
+    const attempts = this.#holds.get(identity) ?? new Set<QuotaHold>();
+    for (const hold of attempts) if (hold.ended()) attempts.delete(hold);
+    if (attempts.size === 0) this.#holds.delete(identity);
+    return attempts;
   }
 
   /**

@@ -155,7 +155,7 @@ export class UserStore {
   readonly #quota: UserQuota;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string, quota: UserQuota = new UserQuota(() => null, async () => 0)) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;

@@ -8,7 +8,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { Store } from '../storage/store.js';
-import { parseQuotaFile, QuotaLimits } from '../storage/quota-limits.js';
+import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
@@ -44,7 +44,7 @@ export async function runWorker(config: Config): Promise<void> {
   setDirectIo(config.directIo); // before the first transfer, like the lock wait
   const store = new Store(config.storage, new QuotaLimits(config.quotaBytes));
   /** The quotas: --quota, replaced for the users the quota file names (its text comes with the users file). */
-  const useQuotas = (text: string | null): void => store.setLimits(new QuotaLimits(config.quotaBytes, text === null ? new Map() : parseQuotaFile(text).perUser));
+  const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, text));
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
