@@ -78,6 +78,11 @@ export interface ListOptions {
   long?: boolean;
 }
 
+export interface RenameOptions {
+  /** Replace a file already called `to` (default false: ALREADY_EXISTS). */
+  overwrite?: boolean;
+}
+
 /** What the user stores on the server (the `usage` request). */
 export type Usage = StorageUsage;
 
@@ -100,6 +105,7 @@ export interface FileClient {
   download(name: string, localPath?: string, options?: TransferOptions): Promise<DownloadResult>;
   view(name: string): Promise<Buffer>;
   delete(name: string): Promise<void>;
+  rename(name: string, to: string, options?: RenameOptions): Promise<void>;
   list(options?: ListOptions): Promise<ListEntry[]>;
   usage(): Promise<Usage>;
   quit(): Promise<void>;
@@ -362,6 +368,17 @@ export class FtsClient implements FileClient {
     await this.conn.request({ header: { op: 'delete', name } });
   }
 
+  /**
+   * Gives the file `name` the name `to` (§6.9). A file already called `to` is replaced only with
+   * `overwrite`; otherwise ALREADY_EXISTS. Servers that do not offer it (no `rename` capability): UNKNOWN_OP.
+   */
+  async rename(name: string, to: string, options: RenameOptions = {}): Promise<void> {
+    checkName(name);
+    checkName(to);
+    this.requireCap('rename', 'does not rename files');
+    await this.conn.request({ header: { op: 'rename', name, to, overwrite: options.overwrite ?? false } });
+  }
+
   /** The user's files in the server's order (ascending UTF-8 bytes of the names). */
   async list(options: ListOptions = {}): Promise<ListEntry[]> {
     const long = options.long ?? false;
@@ -378,8 +395,7 @@ export class FtsClient implements FileClient {
 
   /** What the user stores and their quota. Servers that do not offer it (no `usage` capability): UNKNOWN_OP. */
   async usage(): Promise<Usage> {
-    const caps = this.conn.greeting['caps'];
-    if (!Array.isArray(caps) || !caps.includes('usage')) throw new FtsError('UNKNOWN_OP', 'this server does not report usage (no "usage" capability)');
+    this.requireCap('usage', 'does not report usage');
     const reply = await this.conn.request({ header: { op: 'usage' } });
     const count = (key: string): number => {
       const v = reply[key];
@@ -387,6 +403,12 @@ export class FtsClient implements FileClient {
       return v;
     };
     return { used: count('used'), files: count('files'), partial: count('partial'), quota: reply['quota'] === null ? null : count('quota') };
+  }
+
+  /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */
+  private requireCap(cap: string, what: string): void {
+    const caps = this.conn.greeting['caps'];
+    if (!Array.isArray(caps) || !caps.includes(cap)) throw new FtsError('UNKNOWN_OP', `this server ${what} (no "${cap}" capability)`);
   }
 
   async noop(): Promise<void> {

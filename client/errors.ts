@@ -25,6 +25,13 @@ export function withContext(err: unknown, context: string): unknown {
   return wrapped;
 }
 
+/** The same error with a hint for the person at the command line appended to its message. */
+export function withHint(err: FtsError, hint: string): FtsError {
+  const wrapped = new FtsError(err.code, `${err.message}; ${hint}`, { ...err.details }, { cause: err, fatal: err.fatal });
+  if (fromServer.has(err)) fromServer.add(wrapped);
+  return wrapped;
+}
+
 /**
  * The connection ended (`reason`: the server's `bye` or fatal reply, or the loss of the connection) and
  * reconnecting then failed (`err`): one error that says both and keeps the reason's code, so that a drain

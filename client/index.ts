@@ -23,6 +23,7 @@ export type {
   ListEntry,
   ListOptions,
   ProgressCallback,
+  RenameOptions,
   SessionInfo,
   TransferOptions,
   UploadResult,

@@ -11,14 +11,14 @@
  * the server's `offset`, a download continues LOCAL.part. Failures that a new connection would not change
  * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
  *
- * Operations are repeated after a drop; a repeated delete that finds nothing counts as done (its
+ * Operations are repeated after a drop; a repeated delete or rename that finds nothing counts as done (its
  * first attempt may have happened), but a dropped connection is replaced before any later call. A
  * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
  * with KICKED. The password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
 import { isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
-import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
+import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type RenameOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -141,10 +141,15 @@ export class ResilientClient implements FileClient {
    * the file before the connection went, NOT_FOUND on a repeated attempt means the delete happened.
    */
   delete(name: string): Promise<void> {
+    return this.repeatable((c) => c.delete(name));
+  }
+
+  /** An operation that removes a name: NOT_FOUND on a repeat means an attempt before the drop did it. */
+  private repeatable(op: (c: FtsClient) => Promise<void>): Promise<void> {
     let attempts = 0;
     return this.retrying(async (c) => {
       try {
-        await c.delete(name);
+        await op(c);
       } catch (err) {
         if (attempts > 0 && err instanceof FtsError && err.code === 'NOT_FOUND') return;
         throw err;
@@ -152,6 +157,15 @@ export class ResilientClient implements FileClient {
         attempts++;
       }
     });
+  }
+
+  /**
+   * Repeated after a drop like delete, and for the same reason NOT_FOUND on a repeated attempt means the
+   * rename happened (the server checks the old name first, so a rename already made reads NOT_FOUND, not
+   * ALREADY_EXISTS).
+   */
+  rename(name: string, to: string, options: RenameOptions = {}): Promise<void> {
+    return this.repeatable((c) => c.rename(name, to, options));
   }
 
   /** Ends the session politely; a connection that is already gone is just closed. */

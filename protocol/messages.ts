@@ -25,6 +25,8 @@ export type Request =
   | { op: 'download'; id: number; name: string; offset: number; ifSize?: number; ifMtime?: number }
   | { op: 'view'; id: number; name: string }
   | { op: 'delete'; id: number; name: string }
+  /** Gives the file `name` the name `to`; `overwrite`: replace a file already called `to` (§6.9). */
+  | { op: 'rename'; id: number; name: string; to: string; overwrite: boolean }
   | { op: 'list'; id: number; long: boolean }
   /** What the user stores, and their quota (§6.8). */
   | { op: 'usage'; id: number }
@@ -38,7 +40,7 @@ export type Request =
 export type UploadTag = { sha256: string } | { version: string };
 
 export type Op = Request['op'];
-export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'list', 'usage', 'noop', 'quit'] as const satisfies readonly Op[];
+export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'rename', 'list', 'usage', 'noop', 'quit'] as const satisfies readonly Op[];
 
 /** Whether `op` names one of the protocol's operations. */
 export function isOp(op: unknown): op is Op {
@@ -130,11 +132,12 @@ function str(h: Header, key: string): string {
   return v;
 }
 
-function name(h: Header): string {
-  if (typeof h['name'] !== 'string') throw bad('"name" must be a string');
-  const problem = nameProblem(h['name']);
-  if (problem !== null) throw new FtsError('BAD_NAME', problem);
-  return h['name'] as string;
+function name(h: Header, key: 'name' | 'to' = 'name'): string {
+  const v = h[key];
+  if (typeof v !== 'string') throw bad(`"${key}" must be a string`);
+  const problem = nameProblem(v);
+  if (problem !== null) throw new FtsError('BAD_NAME', key === 'name' ? problem : `"to": ${problem}`);
+  return v;
 }
 
 function hex64(h: Header, key: 'sha256' | 'version'): string {
@@ -192,6 +195,11 @@ export function parseRequest(h: Header): Request {
     case 'view':
     case 'delete':
       return { op, id, name: name(h) };
+    case 'rename': {
+      const overwrite = h['overwrite'] === undefined ? false : h['overwrite'];
+      if (typeof overwrite !== 'boolean') throw bad('"overwrite" must be a boolean');
+      return { op, id, name: name(h), to: name(h, 'to'), overwrite };
+    }
     case 'list': {
       const long = h['long'] === undefined ? true : h['long'];
       if (typeof long !== 'boolean') throw bad('"long" must be a boolean');

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient, Usage } from '../client.js';
-import { isServerError, localFsError, withContext } from '../errors.js';
+import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
@@ -20,6 +20,8 @@ export interface CommandOptions {
   long?: boolean;
   json?: boolean;
   dir?: string;
+  /** rename: replace a file already called NEWNAME. */
+  force?: boolean;
   /** No progress line. Accepted by every command (it is a global flag); only transfers show progress. */
   quiet?: boolean;
 }
@@ -29,6 +31,7 @@ export const COMMAND_OPTION_SPECS = {
   long: { type: 'boolean', short: 'l' },
   json: { type: 'boolean' },
   dir: { type: 'string' },
+  force: { type: 'boolean', short: 'f' },
   quiet: { type: 'boolean', short: 'q' },
 } as const;
 
@@ -208,6 +211,24 @@ export const COMMANDS: readonly Command[] = [
     async run(client, [name]) {
       await about(name!, client.delete(remoteName(name!)));
       say(`deleted ${name!}`);
+    },
+  },
+  {
+    name: 'rename',
+    aliases: ['mv'],
+    synopsis: 'NAME NEWNAME [--force]',
+    summary: 'rename a file (--force: replace an existing NEWNAME)',
+    minArgs: 2,
+    maxArgs: 2,
+    options: ['force'],
+    transfers: false,
+    async run(client, [name, to], options) {
+      try {
+        await about(name!, client.rename(remoteName(name!), remoteName(to!), { overwrite: options.force === true }));
+      } catch (err) {
+        throw err instanceof FtsError && err.code === 'ALREADY_EXISTS' ? withHint(err, 'pass --force to replace it') : err;
+      }
+      say(`renamed ${name!} to ${to!}`);
     },
   },
   {

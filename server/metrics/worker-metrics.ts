@@ -3,8 +3,8 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefault
 /** One registry's metrics as prom-client serialises them for cluster aggregation. */
 export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
-/** Operations counted in fts_operations_total: the five user-facing ones (auth has its own family). */
-export const COUNTED_OPS = ['upload', 'download', 'view', 'delete', 'list'] as const;
+/** Operations counted in fts_operations_total: the user-facing ones (auth has its own family). */
+export const COUNTED_OPS = ['upload', 'download', 'view', 'delete', 'rename', 'list'] as const;
 export type CountedOp = (typeof COUNTED_OPS)[number];
 export type Direction = 'upload' | 'download';
 

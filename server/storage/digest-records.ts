@@ -73,3 +73,24 @@ export async function recordedDigest(root: string, user: string, name: string, s
 export async function forgetDigest(root: string, user: string, name: string): Promise<void> {
   await unlink(digestRecordPath(root, user, name)).catch(() => undefined);
 }
+
+/**
+ * After a rename of (user, from) to (user, to), under both names' locks: the record of the file that was at
+ * `from` (`before`: its lstat before the rename, with `sha256` the digest recorded for exactly that version,
+ * or null) now describes the file at `to`. A rename changes the file's ctime, so the record is written
+ * afresh for the version now at `target`, and only if that is still the same file with the same bytes
+ * (inode, size, mtime), so that no record ever describes a file it was not verified for. Both old records
+ * go (the one of `to` described the file the rename replaced). Never throws, like recordDigest.
+ */
+export async function moveDigest(root: string, user: string, from: string, to: string, target: string, before: BigIntStats, sha256: string | null): Promise<void> {
+  await forgetDigest(root, user, from);
+  await forgetDigest(root, user, to);
+  if (sha256 === null) return;
+  try {
+    const st = await stat(target, { bigint: true });
+    if (st.ino !== before.ino || st.size !== before.size || st.mtimeNs !== before.mtimeNs) return;
+    await recordDigest(root, user, to, target, st, sha256);
+  } catch {
+    // Without a record, downloads of the renamed file hash it instead.
+  }
+}

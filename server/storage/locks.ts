@@ -149,3 +149,15 @@ export async function withLock<T>(root: string, user: string, name: string, fn: 
     }
   }
 }
+
+/**
+ * withLock over several names of one user (a rename holds its source and its target). The locks are taken
+ * in ascending order of the names' UTF-8 bytes, the same order in every process and on every node, so that
+ * two operations needing the same pair (a rename of a to b and one of b to a) cannot each hold one lock and
+ * wait for the other. A name given twice is locked once.
+ */
+export async function withLocks<T>(root: string, user: string, names: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const ordered = [...new Set(names)].sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+  const hold = (at: number): Promise<T> => (at === ordered.length ? fn() : withLock(root, user, ordered[at]!, () => hold(at + 1)));
+  return hold(0);
+}

@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, type BigIntStats, type Stats } from 'node:fs';
+import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoOf, errnoReason, FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
-import { forgetDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
+import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
-import { withLock } from './locks.js';
+import { withLock, withLocks } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
@@ -147,6 +147,16 @@ async function checkUserDir(dir: string): Promise<void> {
   if (!st.isDirectory()) throw new FtsError('IO_ERROR', 'user directory is not a directory');
 }
 
+/** lstat of a name that may not exist (null then); other failures are reported against `name`. */
+async function lstatOrNull(file: string, name: string): Promise<BigIntStats | null> {
+  try {
+    return await lstat(file, { bigint: true });
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return null;
+    throw fsError(err, name);
+  }
+}
+
 /** One user's view of the storage. Every name goes through resolveName before it touches the fs. */
 export class UserStore {
   readonly user: string;
@@ -258,6 +268,45 @@ export class UserStore {
         await forgetDigest(this.#root, this.user, name);
       } catch (err) {
         throw unlinked ? notDurable(err, name, 'deleted') : fsError(err, name);
+      }
+    });
+  }
+
+  /**
+   * Gives the published file `name` the name `to`, durably (the directory is fsynced before it resolves).
+   * Under both names' locks, so it waits for concurrent publishes and deletes of either name, and the
+   * check that `to` is free cannot race with an upload publishing there (every fts operation that creates
+   * or removes a name takes its lock). Node has no renameat2(RENAME_NOREPLACE), and link + unlink would show
+   * the file with two links for a moment (refused by downloads then): hence the check under the locks.
+   * Only what fts serves is moved or replaced: a symlink, a directory or a file with more hard links,
+   * on either side, is NOT_A_FILE and left alone.
+   */
+  async rename(name: string, to: string, overwrite: boolean): Promise<void> {
+    const source = resolveName(this.#dir, name);
+    const target = resolveName(this.#dir, to);
+    await withLocks(this.#root, this.user, [name, to], async () => {
+      let renamed = false;
+      try {
+        const st = await lstat(source, { bigint: true });
+        if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
+        if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not renamed`);
+        if (name === to) return; // as rename(2): the file is already called that
+        const replaced = await lstatOrNull(target, to);
+        if (replaced !== null) {
+          if (!overwrite) throw new FtsError('ALREADY_EXISTS', `${name}: not renamed: ${to} already exists`);
+          if (!replaced.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} is not a regular file`);
+          if (!isServable(replaced)) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} has other hard links`);
+        }
+        const digest = await recordedDigest(this.#root, this.user, name, st);
+        await rename(source, target);
+        renamed = true;
+        if (replaced !== null) this.#quota.freed(Number(replaced.size));
+        await fsyncDir(this.#dir);
+        await moveDigest(this.#root, this.user, name, to, target, st, digest);
+      } catch (err) {
+        if (renamed) throw notDurable(err, name, 'renamed');
+        // The source exists by now, so a name too long for this file system can only be the new one.
+        throw fsError(err, errnoOf(err) === 'ENAMETOOLONG' ? to : name);
       }
     });
   }

@@ -42,7 +42,7 @@ const MAX_PUBLISHING = 32;
 /** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 
@@ -512,7 +512,7 @@ export class Session {
     } else {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
-      this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined);
+      this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined, req.op === 'rename' ? req.to : undefined);
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not
     // a failure to report: nothing more will come, so no reply; the connection closes after earlier ones.
@@ -737,7 +737,7 @@ export class Session {
     this.timer = null;
   }
 
-  private logAudit(op: unknown, result: HandlerResult | null, started: number, failure: FtsError | null, name?: string): void {
+  private logAudit(op: unknown, result: HandlerResult | null, started: number, failure: FtsError | null, name?: string, to?: string): void {
     const audit = result?.audit;
     this.log.info(
       {
@@ -747,6 +747,7 @@ export class Session {
         op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
         user: this.user,
         file: audit?.file ?? name ?? null,
+        to,
         bytes: audit?.bytes ?? this.bytes,
         sha256: audit?.sha256,
         durationMs: Date.now() - started,

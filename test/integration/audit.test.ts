@@ -12,7 +12,7 @@ import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { greetAndQuit, RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
-const OPS = ['upload', 'download', 'view', 'delete', 'list'] as const;
+const OPS = ['upload', 'download', 'view', 'delete', 'rename', 'list'] as const;
 
 const ALICE: TestUser = { user: 'alice', password: 'Zebra7Quartz-Alice-PW' };
 /** A password with ':' in it (the users file splits at the first one). */
@@ -131,7 +131,7 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(new Set(auth.map((l) => l['session'])).size, 'one session per attempt').to.equal(4);
   });
 
-  it('one line per completed or failed upload, download, view, delete and list, with its fields', async () => {
+  it('one line per completed or failed upload, download, view, delete, rename and list, with its fields', async () => {
     const server = await startServer();
     const c = await login(server, ALICE);
     const big = payload(3_000, 1);
@@ -142,6 +142,9 @@ describe('audit log (JSON lines on stdout)', function () {
     expect((await c.view('report a.bin')).length).to.equal(1024);
     expect((await c.view('small.txt')).length).to.equal(10);
     expect((await c.list()).map((e) => e.name).sort()).to.deep.equal(['report a.bin', 'small.txt']);
+    await c.rename('small.txt', 'small 2.txt');
+    await c.rename('small 2.txt', 'small.txt');
+    expect(await codeOf(c.rename('report a.bin', 'small.txt'))).to.equal('ALREADY_EXISTS');
     await c.delete('small.txt');
     expect(await codeOf(c.downloadBuffer('missing.bin'))).to.equal('NOT_FOUND');
     expect(await codeOf(c.view('missing.bin'))).to.equal('NOT_FOUND');
@@ -163,6 +166,7 @@ describe('audit log (JSON lines on stdout)', function () {
       download: { ok: 1, error: 1 },
       view: { ok: 2, error: 1 },
       delete: { ok: 1, error: 1 },
+      rename: { ok: 2, error: 1 },
       list: { ok: 1, error: 1 },
     };
     await waitForEvents(server, 'list', 2);
@@ -196,6 +200,9 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(one('view', 'ok', 'report a.bin')).to.include({ bytes: 1024 });
     expect(one('view', 'ok', 'small.txt')).to.include({ bytes: 10 });
     one('delete', 'ok', 'small.txt');
+    expect(one('rename', 'ok', 'small.txt')).to.include({ to: 'small 2.txt', user: 'alice' });
+    expect(one('rename', 'ok', 'small 2.txt')).to.include({ to: 'small.txt' });
+    expect(one('rename', 'error', 'report a.bin')).to.include({ to: 'small.txt', code: 'ALREADY_EXISTS' });
     expect(one('download', 'error', 'missing.bin')).to.include({ code: 'NOT_FOUND', user: 'alice' });
     expect(one('view', 'error', 'missing.bin')).to.include({ code: 'NOT_FOUND' });
     expect(one('delete', 'error', 'missing.bin')).to.include({ code: 'NOT_FOUND' });

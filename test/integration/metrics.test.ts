@@ -26,7 +26,7 @@ import { WorkerHold } from '../helpers/worker-hold.js';
 // ---------------------------------------------------------------------------------------------------------
 // The exposition format
 
-const OPS = ['upload', 'download', 'view', 'delete', 'list'] as const;
+const OPS = ['upload', 'download', 'view', 'delete', 'rename', 'list'] as const;
 type Op = (typeof OPS)[number];
 const DIRECTIONS = ['upload', 'download'] as const;
 
@@ -578,6 +578,9 @@ describe('metrics endpoint (Prometheus)', function () {
           if (i < 3) {
             await c.delete(name);
             tally.op('delete', true);
+          } else {
+            await c.rename(name, `renamed-${name}`);
+            tally.op('rename', true);
           }
         }),
       );
@@ -586,6 +589,8 @@ describe('metrics endpoint (Prometheus)', function () {
       tally.op('download', false);
       expect(await codeOf(last.delete('no-such-file.bin'))).to.equal('NOT_FOUND');
       tally.op('delete', false);
+      expect(await codeOf(last.rename('no-such-file.bin', 'x.bin'))).to.equal('NOT_FOUND');
+      tally.op('rename', false);
       await failedLogin(server, tally);
 
       const workers = (await statusJson(server.adminSocket)).workers.map((w) => w.pid);

@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError } from '../../client/index.js';
@@ -30,7 +30,8 @@ const CAROL: TestUser = { user: 'carol', password: 'carol pass with spaces' };
 const DAVE: TestUser = { user: 'dave', password: 'dävé-pässwörd' };
 const ERIN: TestUser = { user: 'erin', password: 'erin-secret' };
 const FRANK: TestUser = { user: 'frank', password: 'frank-secret' };
-const USERS = [ALICE, BOB, CAROL, DAVE, ERIN, FRANK];
+const GRACE: TestUser = { user: 'grace', password: 'grace-secret' };
+const USERS = [ALICE, BOB, CAROL, DAVE, ERIN, FRANK, GRACE];
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
@@ -280,6 +281,89 @@ describe('operations through the CLI and the client library', function () {
         expect(longOnTerminal.out.split('\n').slice(0, -1).map((line) => line.split('\t')[2])).to.deep.equal(shown);
       } finally {
         for (const name of names) await c.delete(name);
+      }
+    });
+  });
+
+  describe('rename', function () {
+    /** Grace's files and their contents, as the server stores them. */
+    async function graceFiles(): Promise<Record<string, string>> {
+      const dir = path.join(server.storage, GRACE.user);
+      const out: Record<string, string> = {};
+      for (const entry of await readdir(dir, { withFileTypes: true })) if (entry.isFile()) out[entry.name] = await readFile(path.join(dir, entry.name), 'utf8');
+      return out;
+    }
+
+    afterEach(async function () {
+      const c = await client(GRACE);
+      for (const e of await c.list()) await c.delete(e.name);
+    });
+
+    it('rename (alias mv) moves a file and prints one line; an existing NEWNAME needs --force (-f), otherwise exit 1 with ALREADY_EXISTS and nothing changes', async function () {
+      const dir = await freshDir('rename');
+      await writeFile(path.join(dir, 'a.txt'), 'first');
+      await writeFile(path.join(dir, 'b.txt'), 'second');
+      expectExit(await fts(['put', path.join(dir, 'a.txt'), 'draft.txt'], GRACE), 0);
+      const moved = await fts(['rename', 'draft.txt', 'final name.txt'], GRACE);
+      expectExit(moved, 0);
+      expect(moved.out).to.equal('renamed draft.txt to final name.txt\n');
+      expect(moved.stderr).to.equal('');
+      expect(await graceFiles()).to.deep.equal({ 'final name.txt': 'first' });
+
+      expectExit(await fts(['put', path.join(dir, 'b.txt'), 'other.txt'], GRACE), 0);
+      const refused = await fts(['mv', 'other.txt', 'final name.txt'], GRACE);
+      expectExit(refused, 1);
+      expect(refused.stderr).to.equal('fts: other.txt: not renamed: final name.txt already exists; pass --force to replace it (ALREADY_EXISTS)\n');
+      expect(refused.out).to.equal('');
+      expect(await graceFiles()).to.deep.equal({ 'final name.txt': 'first', 'other.txt': 'second' });
+
+      expectExit(await fts(['mv', '--force', 'other.txt', 'final name.txt'], GRACE), 0);
+      expect(await graceFiles()).to.deep.equal({ 'final name.txt': 'second' });
+      expectExit(await fts(['put', path.join(dir, 'a.txt'), 'again.txt'], GRACE), 0);
+      expectExit(await fts(['rename', 'again.txt', 'final name.txt', '-f'], GRACE), 0);
+      expect(await graceFiles()).to.deep.equal({ 'final name.txt': 'first' });
+      const got = await fts(['get', 'final name.txt', path.join(dir, 'got.txt')], GRACE);
+      expectExit(got, 0);
+      expect(await readFile(path.join(dir, 'got.txt'), 'utf8')).to.equal('first');
+    });
+
+    it('a missing file exits 4 (NOT_FOUND); a bad name, a missing argument or --force elsewhere exit 2 before anything is sent', async function () {
+      expectExit(await fts(['put', path.join(REPO_ROOT, 'package.json'), 'keep.json'], GRACE), 0);
+      const missing = await fts(['mv', 'no-such-file', 'x'], GRACE);
+      expectExit(missing, 4);
+      expect(missing.stderr).to.equal('fts: no-such-file: no such file (NOT_FOUND)\n');
+      for (const [args, message] of [
+        [['mv', 'keep.json', '../escape'], 'fts: "../escape": name contains "/"\n'],
+        [['rename', 'keep.json'], 'fts: rename: missing argument (usage: rename NAME NEWNAME [--force])\n'],
+        [['rename', 'keep.json', 'a', 'b'], 'fts: rename: too many arguments (usage: rename NAME NEWNAME [--force])\n'],
+        [['delete', 'keep.json', '--force'], 'fts: delete does not take --force\n'],
+      ] as const) {
+        const r = await fts(args, GRACE);
+        expectExit(r, 2);
+        expect(r.stderr, describeRun(r)).to.equal(message);
+      }
+      expect(Object.keys(await graceFiles())).to.deep.equal(['keep.json']);
+    });
+
+    it('in the shell, and through the library (overwrite option; NOT_A_FILE for what the server does not serve)', async function () {
+      const dir = await freshDir('rename-shell');
+      await writeFile(path.join(dir, 'one.txt'), 'one');
+      const batch = await fts(['shell'], GRACE, { cwd: dir, input: 'put one.txt\nrename one.txt two.txt\nmv two.txt three.txt --force\nls\n' });
+      expectExit(batch, 0);
+      expect(batch.out).to.match(/renamed one\.txt to two\.txt\nrenamed two\.txt to three\.txt\nthree\.txt\n$/);
+
+      const c = await client(GRACE);
+      await c.uploadBuffer('four.txt', Buffer.from('four'));
+      expect((await ftsErrorOf(c.rename('four.txt', 'three.txt'))).code).to.equal('ALREADY_EXISTS');
+      await c.rename('four.txt', 'three.txt', { overwrite: true });
+      expect(await graceFiles()).to.deep.equal({ 'three.txt': 'four' });
+      await mkdir(path.join(server.storage, GRACE.user, 'a-directory'));
+      try {
+        const err = await ftsErrorOf(c.rename('three.txt', 'a-directory', { overwrite: true }));
+        expect([err.code, isServerError(err)]).to.deep.equal(['NOT_A_FILE', true]);
+        expect(await graceFiles()).to.deep.equal({ 'three.txt': 'four' });
+      } finally {
+        await rmdir(path.join(server.storage, GRACE.user, 'a-directory'));
       }
     });
   });

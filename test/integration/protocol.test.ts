@@ -255,7 +255,7 @@ describe('protocol (raw TCP against a real server)', function () {
 
   it('unknown op gets UNKNOWN_OP (non-fatal)', async function () {
     const c = await login();
-    c.sendHeader({ op: 'rename', id: 77, from: 'a', to: 'b' });
+    c.sendHeader({ op: 'chmod', id: 77, name: 'a', mode: 420 });
     expectError(await c.reply(), 'UNKNOWN_OP', false, 77);
     await expectAlive(c);
   });

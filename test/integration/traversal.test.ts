@@ -377,6 +377,33 @@ describe('directory traversal payloads', function () {
       );
     }
 
+    // rename: an illegal name on either side is BAD_NAME and moves nothing; legal names go there and back.
+    const illegal = payloads.filter((p) => !legal.has(p));
+    await run(
+      (p, i, id) => encodeHeader({ op: 'rename', id, name: p, to: illegal[i % illegal.length]!, overwrite: true }),
+      (p, _i, r) => expectCode(r, 'BAD_NAME', p, 'rename to an illegal name'),
+    );
+    await run(
+      (p, _i, id) => encodeHeader({ op: 'rename', id, name: p, to: 'renamed-by-traversal', overwrite: true }),
+      (p, _i, r) => {
+        if (legal.has(p)) {
+          expect(r.final, `rename of ${JSON.stringify(p)}`).to.include({ status: 'ok', name: p, to: 'renamed-by-traversal' });
+          expect(legal.has('renamed-by-traversal'), 'the test name is not itself a payload').to.equal(false);
+        } else expectCode(r, 'BAD_NAME', p, 'rename from an illegal name');
+      },
+    );
+    // Each legal payload overwrote the one before under the same name: the last one's content is there.
+    const lastLegal = payloads.reduce((at, p, i) => (legal.has(p) ? i : at), -1);
+    expect((await readFile(path.join(aliceDir, 'renamed-by-traversal'))).equals(contentFor('raw', lastLegal))).to.equal(true);
+    expect((await readdir(aliceDir)).sort()).to.deep.equal(['renamed-by-traversal']);
+    await run(
+      (p, i, id) => (legal.has(p) ? uploadBytes(id, p, contentFor('raw', i)) : encodeHeader({ op: 'noop', id })),
+      (p, _i, r) => expect(r.final['status'], `upload again of ${JSON.stringify(p)}`).to.equal('ok'),
+    );
+    c.sendHeader({ op: 'delete', id: nextId++, name: 'renamed-by-traversal' });
+    expect((await c.reply()).final['status']).to.equal('ok');
+    await expectNothingOutsideTouched();
+
     c.sendHeader({ op: 'list', id: nextId++, long: true });
     const list = await c.reply();
     expect(list.interim.map((h: Header) => h['name']).sort()).to.deep.equal([...legal].sort());
@@ -404,7 +431,7 @@ describe('directory traversal payloads', function () {
     await expectNothingOutsideTouched();
   });
 
-  it('through the CLI: a sample of payloads for upload, download (no LOCAL), view and delete', async function () {
+  it('through the CLI: a sample of payloads for upload, download (no LOCAL), view, rename (both ways) and delete', async function () {
     const { dir: sandbox, cleanup } = await tempDir('fts-trav-cli-');
     cleanups.push(cleanup);
     const cwd = path.join(sandbox, 'a', 'b', 'c');
@@ -426,6 +453,8 @@ describe('directory traversal payloads', function () {
         ['upload', ['put', '--', source, p]],
         ['download', ['get', '--', p]],
         ['view', ['cat', '--', p]],
+        ['rename away', ['mv', '--', p, `cli-renamed-${sample.indexOf(p)}`]],
+        ['rename back', ['mv', '--', `cli-renamed-${sample.indexOf(p)}`, p]],
         ['delete', ['rm', '--', p]],
       ];
       for (const [what, args] of steps) {

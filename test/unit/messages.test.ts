@@ -84,6 +84,8 @@ describe('protocol messages', function () {
       ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
       ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
       ['usage', { op: 'usage', id: 8 }, { op: 'usage', id: 8 }],
+      ['rename without overwrite defaults it to false', { op: 'rename', id: 10, name: 'a', to: 'résumé 😀' }, { op: 'rename', id: 10, name: 'a', to: 'résumé 😀', overwrite: false }],
+      ['rename with overwrite', { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: true }, { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: true }],
       ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { sha256: SHA } }],
       ['offset by version (streamed upload)', { op: 'offset', id: 9, name: 'big.iso', size: 10, version: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { version: SHA } }],
       [
@@ -159,7 +161,7 @@ describe('protocol messages', function () {
       ['missing op', { id: 1 }, 'BAD_REQUEST'],
       ['non-string op', { id: 1, op: 5 }, 'BAD_REQUEST'],
       ['op inside __proto__ only', JSON.parse('{"__proto__":{"op":"noop","id":1}}') as Header, 'BAD_REQUEST'],
-      ['unknown op', { id: 1, op: 'rename' }, 'UNKNOWN_OP'],
+      ['unknown op', { id: 1, op: 'chmod' }, 'UNKNOWN_OP'],
       ['op with different case', { id: 1, op: 'NOOP' }, 'UNKNOWN_OP'],
       ['empty op', { id: 1, op: '' }, 'UNKNOWN_OP'],
       ['op named like an Object.prototype member', { id: 1, op: 'toString' }, 'UNKNOWN_OP'],
@@ -189,6 +191,11 @@ describe('protocol messages', function () {
       ['view with a lone surrogate', { op: 'view', id: 4, name: '\ud800' }, 'BAD_NAME'],
       ['delete with empty name', { op: 'delete', id: 5, name: '' }, 'BAD_NAME'],
       ['delete with 256-byte name', { op: 'delete', id: 5, name: 'n'.repeat(256) }, 'BAD_NAME'],
+      ['rename with bad name', { op: 'rename', id: 10, name: '..', to: 'b' }, 'BAD_NAME'],
+      ['rename with bad to', { op: 'rename', id: 10, name: 'a', to: '../b' }, 'BAD_NAME'],
+      ['rename without to', { op: 'rename', id: 10, name: 'a' }, 'BAD_REQUEST'],
+      ['rename with numeric to', { op: 'rename', id: 10, name: 'a', to: 1 }, 'BAD_REQUEST'],
+      ['rename with non-boolean overwrite', { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: 'yes' }, 'BAD_REQUEST'],
       // sha256
       ['sha256 63 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA.slice(1) }, 'BAD_REQUEST'],
       ['sha256 65 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA + '0' }, 'BAD_REQUEST'],
@@ -222,7 +229,7 @@ describe('protocol messages', function () {
     }
 
     it('a bad id is reported even when the op is unknown (id is checked first)', function () {
-      expectFtsError(() => parseRequest({ op: 'rename', id: -1 }), 'BAD_REQUEST');
+      expectFtsError(() => parseRequest({ op: 'chmod', id: -1 }), 'BAD_REQUEST');
     });
 
     it('truncates a very long unknown op or mech in the message', function () {

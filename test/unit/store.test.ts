@@ -9,7 +9,7 @@ import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/sto
 import { fsError, notDurable } from '../../server/storage/errors.js';
 import { SMALL_PARTIAL_BYTES, spareWriteBatchBytes } from '../../server/storage/staging.js';
 import { lockTarget } from '../../server/storage/paths.js';
-import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, type LockCompromise } from '../../server/storage/locks.js';
+import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -448,6 +448,147 @@ describe('storage', () => {
       release();
       await Promise.all([held, deleting]);
       expect(order).to.deep.equal(['locked', 'unlocking', 'deleted']);
+    });
+  });
+
+  describe('rename', () => {
+    const content = async (name: string): Promise<string> => readFile(path.join(root, 'alice', name), 'utf8');
+
+    it('moves the file: same bytes, size and mtime under the new name, nothing left under the old one', async () => {
+      await put(alice, 'draft', Buffer.from('text'));
+      const before = await stat(path.join(root, 'alice', 'draft'));
+      await alice.rename('draft', 'final', false);
+      expect(await userFiles()).to.deep.equal(['final']);
+      expect(await content('final')).to.equal('text');
+      const after = await stat(path.join(root, 'alice', 'final'));
+      expect([after.ino, after.size, after.mtimeMs]).to.deep.equal([before.ino, before.size, before.mtimeMs]);
+    });
+
+    it('ALREADY_EXISTS without overwrite (both files untouched); with overwrite the target is replaced', async () => {
+      await put(alice, 'a', Buffer.from('aaa'));
+      await put(alice, 'b', Buffer.from('bb'));
+      expect(await codeOf(alice.rename('a', 'b', false))).to.equal('ALREADY_EXISTS');
+      expect([await content('a'), await content('b')]).to.deep.equal(['aaa', 'bb']);
+      await alice.rename('a', 'b', true);
+      expect(await userFiles()).to.deep.equal(['b']);
+      expect(await content('b')).to.equal('aaa');
+    });
+
+    it('NOT_FOUND for a missing source, checked before the target (a repeated rename reads NOT_FOUND)', async () => {
+      await put(alice, 'b', Buffer.from('b'));
+      expect(await codeOf(alice.rename('never', 'b', false))).to.equal('NOT_FOUND');
+      expect(await codeOf(alice.rename('never', 'other', true))).to.equal('NOT_FOUND');
+      expect(await userFiles()).to.deep.equal(['b']);
+    });
+
+    it('a file renamed to its own name stays as it is; a missing one is NOT_FOUND', async () => {
+      await put(alice, 'same', Buffer.from('s'));
+      await alice.rename('same', 'same', false);
+      expect(await userFiles()).to.deep.equal(['same']);
+      expect(await codeOf(alice.rename('none', 'none', true))).to.equal('NOT_FOUND');
+    });
+
+    it('moves and replaces only what fts serves: a symlink, a directory or a hard-linked file on either side is NOT_A_FILE and left alone', async () => {
+      const outside = path.join(tmp, 'outside.txt');
+      await writeFile(outside, 'keep');
+      await symlink(outside, path.join(root, 'alice', 'link'));
+      await mkdir(path.join(root, 'alice', 'sub'));
+      await put(alice, 'plain', Buffer.from('p'));
+      await put(alice, 'linked', Buffer.from('l'));
+      execFileSync('ln', [path.join(root, 'alice', 'linked'), path.join(tmp, 'second-link')]);
+      for (const [from, to] of [['link', 'x'], ['sub', 'x'], ['linked', 'x'], ['plain', 'link'], ['plain', 'sub'], ['plain', 'linked']] as const) {
+        expect(await codeOf(alice.rename(from, to, true)), `${from} -> ${to}`).to.equal('NOT_A_FILE');
+      }
+      expect(await userFiles()).to.deep.equal(['link', 'linked', 'plain', 'sub']);
+      expect(await readFile(outside, 'utf8')).to.equal('keep');
+      expect((await lstat(path.join(root, 'alice', 'link'))).isSymbolicLink()).to.equal(true);
+      expect(await content('plain')).to.equal('p');
+    });
+
+    it('BAD_NAME for an illegal name on either side, before anything is touched', async () => {
+      await put(alice, 'ok', Buffer.from('o'));
+      for (const [from, to] of [['ok', '../escape'], ['../ok', 'x'], ['ok', '.'], ['ok', 'a/b']] as const) {
+        expect(await codeOf(alice.rename(from, to, true)), `${from} -> ${to}`).to.equal('BAD_NAME');
+      }
+      expect(await userFiles()).to.deep.equal(['ok']);
+      expect(await readdir(tmp)).to.deep.equal(['storage']);
+    });
+
+    it('carries the digest recorded at upload to the new name; the replaced file\'s record goes', async function () {
+      this.timeout(20_000);
+      const big = randomBytes(RECORD_MIN_BYTES);
+      await put(alice, 'big', big, 1 << 20);
+      await put(alice, 'other', randomBytes(RECORD_MIN_BYTES), 1 << 20);
+      await alice.rename('big', 'other', true);
+      const [entry] = await alice.list(true);
+      expect(entry).to.deep.include({ name: 'other', size: big.length, sha256: sha(big) });
+      expect(await readdir(path.join(root, '.fts', 'digests', 'alice'))).to.have.length(1);
+      const handle = await alice.openRead('other');
+      try {
+        expect(await handle.recordedDigest()).to.equal(sha(big));
+      } finally {
+        await handle.close();
+      }
+    });
+
+    it('waits for a lock held on either name', async () => {
+      await put(alice, 'from', Buffer.from('f'));
+      for (const held of ['from', 'to']) {
+        const [src, dst] = held === 'from' ? ['from', 'to'] : ['to', 'from'];
+        const order: string[] = [];
+        let release!: () => void;
+        const holding = withLock(root, 'alice', held, async () => {
+          order.push('locked');
+          await new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          order.push('unlocking');
+        });
+        await waitUntil('the lock to be held', () => order.length > 0, 5_000, 5);
+        const renaming = alice.rename(src, dst, false).then(() => order.push('renamed'));
+        await new Promise((r) => setTimeout(r, 100));
+        expect(order, held).to.deep.equal(['locked']);
+        release();
+        await Promise.all([holding, renaming]);
+        expect(order, held).to.deep.equal(['locked', 'unlocking', 'renamed']);
+      }
+      expect(await userFiles()).to.deep.equal(['from']);
+    });
+
+    it('renames in opposite directions at once never deadlock (locks in byte order): one wins, the other finds nothing', async function () {
+      this.timeout(20_000);
+      for (let round = 0; round < 10; round++) {
+        await put(alice, 'x', Buffer.from('x'));
+        const results = await Promise.allSettled([alice.rename('x', 'y', true), alice.rename('y', 'x', true)]);
+        expect(results.filter((r) => r.status === 'fulfilled').length, `round ${round}`).to.be.at.least(1);
+        for (const r of results) if (r.status === 'rejected') expect((r.reason as FtsError).code).to.equal('NOT_FOUND');
+        expect(await userFiles()).to.have.length(1);
+        await alice.delete((await userFiles())[0]!);
+      }
+    });
+
+    it('withLocks takes each name once, in UTF-8 byte order, holding the earlier ones while it waits for a later one', async () => {
+      const locked = async (name: string): Promise<boolean> => stat(`${lockTarget(root, 'alice', name)}.lock`).then(() => true, () => false);
+      let release!: () => void;
+      let held = false;
+      const holding = withLock(root, 'alice', 'z', async () => {
+        held = true;
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      });
+      await waitUntil('the lock to be held', () => held, 5_000, 5);
+      let inside: boolean[] = [];
+      const all = withLocks(root, 'alice', ['\u00e9', 'z', 'a', 'z'], async () => {
+        inside = await Promise.all(['a', 'z', '\u00e9'].map(locked));
+      });
+      await waitUntil("the lock of 'a' to be taken", () => locked('a'), 5_000, 5);
+      // 'a' (0x61) is held while 'z' (0x7a) waits; U+00E9 (0xc3 0xa9) comes last, so it is not taken yet.
+      expect(await locked('\u00e9')).to.equal(false);
+      release();
+      await Promise.all([holding, all]);
+      expect(inside).to.deep.equal([true, true, true]);
+      expect(await Promise.all(['a', 'z', '\u00e9'].map(locked))).to.deep.equal([false, false, false]);
     });
   });
 

@@ -1,7 +1,7 @@
 import type { Request } from '../../../protocol/index.js';
 import type { HandlerOutcome, SessionIo } from '../session-io.js';
 import { download } from './download.js';
-import { auth, list, noop, offset, quit, remove, usage } from './simple.js';
+import { auth, list, noop, offset, quit, remove, rename, usage } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
 
@@ -15,6 +15,7 @@ export const HANDLERS = {
   download,
   view,
   delete: remove,
+  rename,
   list,
   usage,
   noop,

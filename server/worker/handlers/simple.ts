@@ -61,6 +61,12 @@ export async function remove(req: Req<'delete'>, io: SessionIo): Promise<Handler
   return { reply: { name: req.name }, audit: { file: req.name } };
 }
 
+/** Gives a file another name (§6.9). */
+export async function rename(req: Req<'rename'>, io: SessionIo): Promise<HandlerResult> {
+  await io.userStore().rename(req.name, req.to, req.overwrite);
+  return { reply: { name: req.name, to: req.to } };
+}
+
 /** Entries sent per socket write: about 64 KiB of frames for typical names, then backpressure is checked. */
 const LIST_BATCH = 256;
 
