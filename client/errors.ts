@@ -14,6 +14,31 @@ export function serverError(reply: Header): FtsError {
   return err;
 }
 
+/** A mark that errors can carry without a field of their own (a WeakSet: marking keeps nothing alive). */
+function errorMark(): { mark(err: FtsError): FtsError; has(err: unknown): boolean } {
+  const marked = new WeakSet<FtsError>();
+  return {
+    mark: (err) => {
+      marked.add(err);
+      return err;
+    },
+    has: (err) => err instanceof FtsError && marked.has(err),
+  };
+}
+
+/** Errors that are the server's final reply to the request they fail: not a `bye`, not a lost connection. */
+const answers = errorMark();
+
+/** Marks `err` as the final error reply to the request it fails (see isAnswer); returns it. */
+export const markAnswer = answers.mark;
+
+/**
+ * The server answered the request with this error, so the request ended there and then: a final error reply
+ * means that it did nothing (§3.2), also a fatal SHUTTING_DOWN refusal during a drain. Anything else that
+ * fails a request (a `bye` while it ran, a lost connection) leaves open whether it took effect.
+ */
+export const isAnswer = answers.has;
+
 /**
  * The same error with `context: ` in front of its message (for example the file name, which the server's
  * generic messages leave out). Code, details and server origin are kept.
@@ -45,22 +70,17 @@ export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
 }
 
 /** Transport failures of a connection that had been established (the TCP connect, and TLS, succeeded). */
-const afterConnect = new WeakSet<FtsError>();
+const afterConnect = errorMark();
 
 /** Marks `err` as the loss of an established connection (see isLostAfterConnect); returns it. */
-export function lostAfterConnect(err: FtsError): FtsError {
-  afterConnect.add(err);
-  return err;
-}
+export const lostAfterConnect = afterConnect.mark;
 
 /**
  * The connection was accepted and then lost (closed or reset before its greeting or a reply): what
  * a server does when the worker holding it dies, unlike a refused connect, an unknown host or a failed TLS
  * handshake, which a new attempt would only repeat.
  */
-export function isLostAfterConnect(err: unknown): boolean {
-  return err instanceof FtsError && afterConnect.has(err);
-}
+export const isLostAfterConnect = afterConnect.has;
 
 /** True when the error was sent by the server (an error reply or 'bye'), false for errors raised locally. */
 export function isServerError(err: unknown): boolean {

@@ -8,7 +8,7 @@
  * while the stream stays in step.
  */
 import { FtsError, MAX_FILE_SIZE, type Frame, type Header } from '../protocol/index.js';
-import { asFtsError, serverError } from './errors.js';
+import { asFtsError, markAnswer, serverError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 
 /** Writes the data frames of one upload; handed to RequestSpec.body. */
@@ -130,7 +130,7 @@ export class ReplyRouter {
       this.queue.shift();
       if (status === 'error') {
         const err = serverError(h);
-        head.reject(head.localError ?? err);
+        head.reject(head.localError ?? markAnswer(err));
         if (err.fatal) return err; // the wire's `fatal`, or the code's when the reply omits it
       } else if (cutShort) {
         head.reject(new FtsError('PROTOCOL_ERROR', 'server sent its final reply before all announced data'));

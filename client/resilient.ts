@@ -11,13 +11,13 @@
  * the server's `offset`, a download continues LOCAL.part. Failures that a new connection would not change
  * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
  *
- * Operations are repeated after a drop; a repeated delete or rename that finds nothing counts as done (its
- * first attempt may have happened), but a dropped connection is replaced before any later call. A
+ * Operations are repeated after a drop (a dropped connection is replaced before any later call); a delete
+ * or rename whose earlier attempt may have run looks at what it finds first (see delete and rename). A
  * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
  * with KICKED. The password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
-import { isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
+import { isAnswer, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type RenameOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
@@ -137,35 +137,40 @@ export class ResilientClient implements FileClient {
   }
 
   /**
-   * Repeated after a drop or a SHUTTING_DOWN refusal like the others; because the server may have deleted
-   * the file before the connection went, NOT_FOUND on a repeated attempt means the delete happened.
+   * Repeated after a drop or a SHUTTING_DOWN refusal like the others. When an earlier attempt may have run
+   * (its connection was lost, or a `bye` came, before its reply), NOT_FOUND on the repeat means that one
+   * deleted the file; after a refusal (the server's reply to that attempt) it means what it says.
    */
   delete(name: string): Promise<void> {
-    return this.repeatable((c) => c.delete(name));
-  }
-
-  /** An operation that removes a name: NOT_FOUND on a repeat means an attempt before the drop did it. */
-  private repeatable(op: (c: FtsClient) => Promise<void>): Promise<void> {
-    let attempts = 0;
+    const attempts = new Attempts();
     return this.retrying(async (c) => {
       try {
-        await op(c);
+        await attempts.run(c.delete(name));
       } catch (err) {
-        if (attempts > 0 && err instanceof FtsError && err.code === 'NOT_FOUND') return;
+        if (attempts.uncertain && err instanceof FtsError && err.code === 'NOT_FOUND') return;
         throw err;
-      } finally {
-        attempts++;
       }
     });
   }
 
   /**
-   * Repeated after a drop like delete, and for the same reason NOT_FOUND on a repeated attempt means the
-   * rename happened (the server checks the old name first, so a rename already made reads NOT_FOUND, not
-   * ALREADY_EXISTS).
+   * Repeated after a drop or a SHUTTING_DOWN refusal like the others. When an earlier attempt may have run,
+   * the names are looked at first (with `view`), since repeating a rename that happened could move another
+   * file: NAME gone and NEWNAME there means it happened; both there cannot be told apart from a file
+   * uploaded as NAME since, so that fails (IO_ERROR, nothing moved); otherwise the rename is repeated.
    */
   rename(name: string, to: string, options: RenameOptions = {}): Promise<void> {
-    return this.repeatable((c) => c.rename(name, to, options));
+    const attempts = new Attempts();
+    return this.retrying(async (c) => {
+      if (attempts.uncertain && name !== to) {
+        const [from, dest] = await Promise.all([exists(c, name), exists(c, to)]);
+        if (!from && dest) return;
+        if (from && dest) {
+          throw new FtsError('IO_ERROR', `${name}: the connection was lost during its rename to ${to}, and both names exist now, so whether it was renamed cannot be told; nothing more was done (check with list)`);
+        }
+      }
+      await attempts.run(c.rename(name, to, options));
+    });
   }
 
   /** Ends the session politely; a connection that is already gone is just closed. */
@@ -334,4 +339,31 @@ function kickBye(client: FtsClient): FtsError | null {
 function drainBye(client: FtsClient): FtsError | null {
   const reason = client.endedBy;
   return reason?.code === 'SHUTTING_DOWN' ? reason : null;
+}
+
+/** The attempts of one operation that is not safe to repeat blindly: whether one of them may have run. */
+class Attempts {
+  uncertain = false;
+
+  async run(attempt: Promise<void>): Promise<void> {
+    try {
+      await attempt;
+    } catch (err) {
+      // A reply refused it (it did nothing); anything else may have come after the server did it.
+      if (!isAnswer(err)) this.uncertain = true;
+      throw err;
+    }
+  }
+}
+
+/** Whether the user has something called `name` (a file, or something the server will not serve). */
+async function exists(c: FtsClient, name: string): Promise<boolean> {
+  try {
+    await c.view(name);
+    return true;
+  } catch (err) {
+    if (err instanceof FtsError && isAnswer(err) && err.code === 'NOT_FOUND') return false;
+    if (err instanceof FtsError && isAnswer(err) && err.code === 'NOT_A_FILE') return true;
+    throw err;
+  }
 }

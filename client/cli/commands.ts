@@ -217,7 +217,7 @@ export const COMMANDS: readonly Command[] = [
     name: 'rename',
     aliases: ['mv'],
     synopsis: 'NAME NEWNAME [--force]',
-    summary: 'rename a file (--force: replace an existing NEWNAME)',
+    summary: 'rename a file (--force, -f: replace an existing NEWNAME)',
     minArgs: 2,
     maxArgs: 2,
     options: ['force'],

@@ -100,10 +100,8 @@ export const LOCK_OPTIONS = Object.freeze({
   onCompromised: (err: Error): void => reportCompromised(err),
 });
 
-/** Acquires the lock, waiting with capped exponential backoff while another holder has it. */
-async function acquire(target: string, lockfilePath: string): Promise<() => Promise<void>> {
-  // Read per call, so a budget set at worker start applies to every later operation.
-  const deadline = Date.now() + lockWaitBudgetMs;
+/** Acquires the lock, waiting with capped exponential backoff while another holder has it, until `deadline`. */
+async function acquire(target: string, lockfilePath: string, deadline: number): Promise<() => Promise<void>> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
@@ -117,19 +115,24 @@ async function acquire(target: string, lockfilePath: string): Promise<() => Prom
 
 /**
  * Runs `fn` while holding the cluster-wide lock for (user, name). Every operation that changes a name
- * (publish, delete) takes it, so they happen one after another.
+ * (publish, delete, rename) takes it, so they happen one after another.
  *
  * The lock directory lives at lockTarget(...)+'.lock' under <root>/.fts/locks, outside the user's
  * namespace; proper-lockfile is told the real target path only as its in-process bookkeeping key.
  */
-export async function withLock<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
+export function withLock<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
+  return withLocks(root, user, [name], fn);
+}
+
+/** withLock, with the lock wait ending at `deadline` (Date.now() ms). */
+async function lockedUntil<T>(root: string, user: string, name: string, deadline: number, fn: () => Promise<T>): Promise<T> {
   const target = resolveName(userDirPath(root, user), name);
   const lockfilePath = `${lockTarget(root, user, name)}.lock`;
 
   let release: () => Promise<void>;
   try {
     // acquire fails fast on ENOENT (it retries only ELOCKED), so a missing parent directory surfaces here.
-    release = await inPrivateDir(path.dirname(lockfilePath), () => acquire(target, lockfilePath));
+    release = await inPrivateDir(path.dirname(lockfilePath), () => acquire(target, lockfilePath, deadline));
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
       throw new FtsError('LOCKED', `${name}: the file is busy with another operation; retry later`, {}, { cause: err });
@@ -154,10 +157,13 @@ export async function withLock<T>(root: string, user: string, name: string, fn: 
  * withLock over several names of one user (a rename holds its source and its target). The locks are taken
  * in ascending order of the names' UTF-8 bytes, the same order in every process and on every node, so that
  * two operations needing the same pair (a rename of a to b and one of b to a) cannot each hold one lock and
- * wait for the other. A name given twice is locked once.
+ * wait for the other. A name given twice is locked once. All of them share one wait budget (--lock-timeout):
+ * an operation waits at most that long in all before LOCKED, so LOCKED still comes before the stall timeout.
  */
-export async function withLocks<T>(root: string, user: string, names: readonly string[], fn: () => Promise<T>): Promise<T> {
+export function withLocks<T>(root: string, user: string, names: readonly string[], fn: () => Promise<T>): Promise<T> {
+  // Read per call, so a budget set at worker start applies to every later operation.
+  const deadline = Date.now() + lockWaitBudgetMs;
   const ordered = [...new Set(names)].sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
-  const hold = (at: number): Promise<T> => (at === ordered.length ? fn() : withLock(root, user, ordered[at]!, () => hold(at + 1)));
+  const hold = (at: number): Promise<T> => (at === ordered.length ? fn() : lockedUntil(root, user, ordered[at]!, deadline, () => hold(at + 1)));
   return hold(0);
 }

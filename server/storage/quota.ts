@@ -76,7 +76,9 @@ export type Usage = StorageUsage;
  * is the user's I/O error (IO_ERROR & co.), as for a listing.
  *
  * The staging directory is read before the user's directory, not beside it: a publish renames a file from
- * the first to the second, so a file published meanwhile is counted once or twice, never missed.
+ * the first to the second, so a file published meanwhile is counted once or twice, never missed. A file
+ * renamed within the user's directory during the read may be missed (readdir gives no snapshot): it counts
+ * again at the next measurement, as the soft limit allows.
  */
 export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
   try {

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:
 import path from 'node:path';
 import { errnoOf, errnoReason, FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
-import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest } from './digest-records.js';
+import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest, recordVersion } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock, withLocks } from './locks.js';
@@ -291,22 +291,26 @@ export class UserStore {
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not renamed`);
         if (name === to) return; // as rename(2): the file is already called that
-        const replaced = await lstatOrNull(target, to);
+        const found = await lstatOrNull(target, to);
+        // The same file under another spelling (a case-insensitive file system): renamed, nothing replaced.
+        const replaced = found !== null && !(found.ino === st.ino && found.dev === st.dev) ? found : null;
         if (replaced !== null) {
-          if (!overwrite) throw new FtsError('ALREADY_EXISTS', `${name}: not renamed: ${to} already exists`);
+          // What would never be replaced is reported as such first, so that overwrite is not suggested in vain.
           if (!replaced.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} is not a regular file`);
           if (!isServable(replaced)) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} has other hard links`);
+          if (!overwrite) throw new FtsError('ALREADY_EXISTS', `${name}: not renamed: ${to} already exists`);
         }
-        const digest = await recordedDigest(this.#root, this.user, name, st);
+        let digest = await recordedDigest(this.#root, this.user, name, st);
+        // The record may only follow the very version it was checked against: one changed in place meanwhile
+        // (by something other than fts) would get a fresh record, with the ctime the rename gives it.
+        if (digest !== null && recordVersion(await lstat(source, { bigint: true })) !== recordVersion(st)) digest = null;
         await rename(source, target);
         renamed = true;
         if (replaced !== null) this.#quota.freed(Number(replaced.size));
-        await fsyncDir(this.#dir);
         await moveDigest(this.#root, this.user, name, to, target, st, digest);
+        await fsyncDir(this.#dir);
       } catch (err) {
-        if (renamed) throw notDurable(err, name, 'renamed');
-        // The source exists by now, so a name too long for this file system can only be the new one.
-        throw fsError(err, errnoOf(err) === 'ENAMETOOLONG' ? to : name);
+        throw renamed ? notDurable(err, name, 'renamed') : fsError(err, name);
       }
     });
   }

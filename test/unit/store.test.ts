@@ -496,8 +496,11 @@ describe('storage', () => {
       await put(alice, 'plain', Buffer.from('p'));
       await put(alice, 'linked', Buffer.from('l'));
       execFileSync('ln', [path.join(root, 'alice', 'linked'), path.join(tmp, 'second-link')]);
-      for (const [from, to] of [['link', 'x'], ['sub', 'x'], ['linked', 'x'], ['plain', 'link'], ['plain', 'sub'], ['plain', 'linked']] as const) {
-        expect(await codeOf(alice.rename(from, to, true)), `${from} -> ${to}`).to.equal('NOT_A_FILE');
+      for (const overwrite of [true, false]) {
+        // Also without overwrite: ALREADY_EXISTS would suggest an overwrite that would be refused too.
+        for (const [from, to] of [['link', 'x'], ['sub', 'x'], ['linked', 'x'], ['plain', 'link'], ['plain', 'sub'], ['plain', 'linked']] as const) {
+          expect(await codeOf(alice.rename(from, to, overwrite)), `${from} -> ${to}, overwrite ${overwrite}`).to.equal('NOT_A_FILE');
+        }
       }
       expect(await userFiles()).to.deep.equal(['link', 'linked', 'plain', 'sub']);
       expect(await readFile(outside, 'utf8')).to.equal('keep');
@@ -565,6 +568,35 @@ describe('storage', () => {
         expect(await userFiles()).to.have.length(1);
         await alice.delete((await userFiles())[0]!);
       }
+    });
+
+    it('waits for both locks within one --lock-timeout in all (LOCKED before the stall timeout), not one per name', async function () {
+      this.timeout(20_000);
+      await put(alice, 'first', Buffer.from('f'));
+      setLockWaitSeconds(2);
+      const releases: Array<() => void> = [];
+      const hold = (name: string): Promise<void> =>
+        withLock(root, 'alice', name, () => new Promise<void>((resolve) => releases.push(resolve)));
+      try {
+        const holdingFirst = hold('first');
+        const holdingSecond = hold('second');
+        await waitUntil('both locks to be held', () => releases.length === 2, 5_000, 5);
+        const started = Date.now();
+        const renaming = codeOf(alice.rename('first', 'second', false));
+        // 'first' comes free after 1.5 s and is taken; 'second' stays held. One budget for both ends the wait
+        // at ~2 s; a budget per lock would wait until ~3.5 s.
+        await new Promise((r) => setTimeout(r, 1_500));
+        releases[0]!();
+        await holdingFirst;
+        expect(await renaming).to.equal('LOCKED');
+        expect(Date.now() - started, 'ms waited for the two locks').to.be.below(3_200);
+        releases[1]!();
+        await holdingSecond;
+      } finally {
+        for (const release of releases) release();
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+      }
+      expect(await userFiles()).to.deep.equal(['first']);
     });
 
     it('withLocks takes each name once, in UTF-8 byte order, holding the earlier ones while it waits for a later one', async () => {
