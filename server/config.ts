@@ -35,6 +35,10 @@ export interface Config {
   readonly quotaBytes: number | null;
   /** Per-user quotas (USER:SIZE lines) that replace quotaBytes for the users they name; null = none. */
   readonly quotaFile: string | null;
+  /** Bytes per second each session may upload (data frames' payloads); null = no limit. */
+  readonly maxUploadRate: number | null;
+  /** Bytes per second each session may download; null = no limit. */
+  readonly maxDownloadRate: number | null;
   /** Large files bypass the page cache where the file system allows it (protocol/direct-io.ts). */
   readonly directIo: boolean;
   readonly maxHeaderBytes: number;
@@ -123,6 +127,21 @@ function quotaBytes(raw: string, flag: string): number | null {
   return bytes;
 }
 
+/**
+ * The lowest rate limit: one largest data frame (1 MiB) per 16 s. Slower, a client would see nothing move for
+ * minutes between frames (the reference client gives up a connection after 10 minutes without progress).
+ */
+export const MIN_RATE_BYTES = 64 * 1024;
+
+/** A rate: bytes per second as for quotaBytes, at least MIN_RATE_BYTES, or `off`. */
+function rateBytes(raw: string, flag: string): number | null {
+  const bytes = parseQuotaSize(raw);
+  if (bytes === undefined || (bytes !== null && bytes < MIN_RATE_BYTES)) {
+    throw new ConfigError(`--${flag}: must be bytes per second of at least 64K, optionally with K, M, G or T (powers of 1024), or off (got "${raw}")`);
+  }
+  return bytes;
+}
+
 export const FLAGS = {
   host: { env: 'FTS_HOST', help: 'address to listen on', default: () => '127.0.0.1', parse: nonEmpty },
   port: { env: 'FTS_PORT', help: 'TCP port (0 = ephemeral)', default: () => String(DEFAULT_PORT), parse: integer(0, 65535) },
@@ -161,6 +180,18 @@ export const FLAGS = {
     help: 'file of USER:SIZE lines: per-user quotas (SIZE as for --quota, or off) that replace --quota for those users; re-read on reload',
     default: () => '',
     parse: optionalPath,
+  },
+  'max-upload-rate': {
+    env: 'FTS_MAX_UPLOAD_RATE',
+    help: 'bytes per second each session may upload (K, M, G, T = powers of 1024; at least 64K; off = no limit)',
+    default: () => 'off',
+    parse: rateBytes,
+  },
+  'max-download-rate': {
+    env: 'FTS_MAX_DOWNLOAD_RATE',
+    help: 'bytes per second each session may download (as --max-upload-rate)',
+    default: () => 'off',
+    parse: rateBytes,
   },
   'direct-io': {
     env: 'FTS_DIRECT_IO',
@@ -286,6 +317,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     lockTimeoutSeconds: pick('lock-timeout') as number,
     quotaBytes: pick('quota') as number | null,
     quotaFile: pick('quota-file') as string | null,
+    maxUploadRate: pick('max-upload-rate') as number | null,
+    maxDownloadRate: pick('max-download-rate') as number | null,
     directIo: pick('direct-io') as boolean,
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,

@@ -33,6 +33,7 @@ export class WorkerMetrics {
   private readonly duration: Histogram<'op'>;
   private readonly transfers: Gauge<'direction'>;
   private readonly locksCompromised: Counter;
+  private readonly throttledSeconds: Counter<'direction'>;
 
   constructor() {
     const registers = [this.registry];
@@ -44,6 +45,7 @@ export class WorkerMetrics {
     this.duration = new Histogram({ name: 'fts_operation_duration_seconds', help: 'Duration of operations', labelNames: ['op'], buckets: DURATION_BUCKETS, registers });
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
     this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
+    this.throttledSeconds = new Counter({ name: 'fts_throttled_seconds_total', help: 'Seconds transfers waited for their session rate limit (--max-upload-rate, --max-download-rate)', labelNames: ['direction'], registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
     for (const op of COUNTED_OPS) {
@@ -53,6 +55,7 @@ export class WorkerMetrics {
     for (const direction of ['upload', 'download']) {
       this.bytes.inc({ direction }, 0);
       this.transfers.set({ direction }, 0);
+      this.throttledSeconds.inc({ direction }, 0);
     }
     collectDefaultMetrics({ register: this.registry });
     // Constructed in every process: in a worker this installs prom-client's IPC responder, so the stock
@@ -96,6 +99,10 @@ export class WorkerMetrics {
 
   transferEnded(direction: Direction): void {
     this.transfers.dec({ direction });
+  }
+
+  throttled(direction: Direction, seconds: number): void {
+    this.throttledSeconds.inc({ direction }, seconds);
   }
 
   lockCompromised(): void {

@@ -52,6 +52,12 @@ export interface SessionIo {
    * left would only hold the disk and the file.
    */
   working(): void;
+  /**
+   * Counts `bytes` of file data that moved in `direction` against the session's rate limit; returns what to
+   * await before moving more, or null when nothing need be awaited (no limit, or within it). Throws
+   * ConnectionGone (from the promise) if the connection ends meanwhile.
+   */
+  pace(direction: 'upload' | 'download', bytes: number): Promise<void> | null;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

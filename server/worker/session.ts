@@ -20,12 +20,13 @@ import {
   type SessionInfo,
 } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
-import { isCountedOp } from '../metrics/worker-metrics.js';
+import { isCountedOp, type Direction } from '../metrics/worker-metrics.js';
 import type { UserStore } from '../storage/store.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
+import { Pacer } from './pacer.js';
 import { workerPayloads } from './payloads.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
@@ -41,6 +42,8 @@ const CLOSE_LINGER_MS = 2_000;
 const MAX_PUBLISHING = 32;
 /** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
+/** A rate limit's wait is cut into slices this long (see paced): well below the shortest --stall-timeout, 1 s. */
+const PACE_SLICE_MS = 250;
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename'] as const;
 
@@ -118,6 +121,8 @@ export class Session {
   private bytes = 0;
   /** The socket is corked until the current tick ends (see corkTick). */
   private corked = false;
+  /** --max-upload-rate and --max-download-rate of this session; null = no limit. */
+  private readonly pacers: Readonly<Record<Direction, Pacer | null>>;
 
   private readonly healthCheck: boolean;
 
@@ -136,6 +141,8 @@ export class Session {
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
     this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
+    const { maxUploadRate, maxDownloadRate } = ctx.config;
+    this.pacers = { upload: maxUploadRate === null ? null : new Pacer(maxUploadRate), download: maxDownloadRate === null ? null : new Pacer(maxDownloadRate) };
     // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
     // but trickles bytes must not keep a download (and its file and buffers) open past the stall timeout.
     this.source.onBytes = () => {
@@ -566,6 +573,10 @@ export class Session {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
       },
+      pace: (direction: Direction, bytes: number) => {
+        const waitMs = this.pacers[direction]?.took(bytes) ?? 0;
+        return waitMs > 0 ? this.paced(direction, waitMs) : null;
+      },
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -574,6 +585,21 @@ export class Session {
         this.closeAfterReply = true;
       },
     };
+  }
+
+  /**
+   * Waits out a rate limit, in slices: the session is busy, not stalled, meanwhile (the stall timer starts
+   * over at each slice), and a connection that ends meanwhile ends the wait within a slice.
+   */
+  private async paced(direction: Direction, waitMs: number): Promise<void> {
+    this.ctx.metrics.throttled(direction, waitMs / 1000);
+    for (let left = waitMs; left > 0; left -= PACE_SLICE_MS) {
+      if (this.socket.destroyed) throw new ConnectionGone();
+      this.progressed();
+      await new Promise((resolve) => setTimeout(resolve, Math.min(left, PACE_SLICE_MS)));
+    }
+    if (this.socket.destroyed) throw new ConnectionGone();
+    this.progressed();
   }
 
   private async readData(): Promise<DataChunk> {

@@ -45,6 +45,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_scrape_errors_total: 'counter',
   fts_lock_compromised_total: 'counter',
   fts_quota_refusals_total: 'counter',
+  fts_throttled_seconds_total: 'counter',
   fts_rejections_total: 'counter',
   fts_bans_active: 'gauge',
 };
@@ -466,6 +467,8 @@ describe('metrics endpoint (Prometheus)', function () {
       }
       expect(e.find('fts_transfer_bytes_total')).to.have.length(2);
       expect(e.find('fts_transfers_active')).to.have.length(2);
+      for (const direction of DIRECTIONS) expect(e.get('fts_throttled_seconds_total', { direction })).to.equal(0);
+      expect(e.find('fts_throttled_seconds_total')).to.have.length(2);
       expect(e.get('fts_connections_total')).to.equal(0);
       expect(e.get('fts_sessions_active')).to.equal(0);
       expect(e.get('fts_workers')).to.equal(2);

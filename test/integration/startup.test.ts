@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -133,6 +133,20 @@ describe('fts-server startup with bad inputs', function () {
     const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_QUOTA: 'none' } }), 2);
     expect(line).to.include('FTS_QUOTA');
     expect(line).to.include('"none"');
+  });
+
+  it('--max-upload-rate and --max-download-rate below 64K or malformed, or FTS_MAX_UPLOAD_RATE=fast: exit 2, the flag or variable and the value named', async () => {
+    for (const flag of ['--max-upload-rate', '--max-download-rate']) {
+      for (const bad of ['0', '65535', '63K', '1.5M', 'fast']) {
+        const line = expectQuickFailure(await runServerOnce(withFlag(flag, bad)), 2);
+        expect(line).to.include(flag);
+        expect(line).to.include(`"${bad}"`);
+        expect(line).to.include('at least 64K');
+      }
+    }
+    const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_MAX_UPLOAD_RATE: 'fast' } }), 2);
+    expect(line).to.include('FTS_MAX_UPLOAD_RATE');
+    expect(line).to.include('"fast"');
   });
 
   it('a --quota-file with a malformed line, or that cannot be read: exit 1, the file and each bad line named', async () => {

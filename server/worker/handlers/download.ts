@@ -73,6 +73,8 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
     io.ctx.metrics.transferBytes('download', data.length);
     sent += data.length;
     io.progress(sent, name);
+    const wait = io.pace('download', data.length);
+    if (wait !== null) await wait;
   }
 }
 

@@ -43,17 +43,22 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     while (received < expected) {
       const chunk = await io.readData();
       const at = req.offset + received;
-      received += checkedLength(chunk, expected - received);
+      const length = checkedLength(chunk, expected - received);
+      received += length;
       io.progress(received, req.name);
       if (failure !== null || staged === null) {
         workerPayloads.release(chunk.payload);
-        continue;
+      } else {
+        try {
+          await stage(staged, chunk, at, io);
+        } catch (err) {
+          failure = asFtsError(err);
+        }
       }
-      try {
-        await stage(staged, chunk, at, io);
-      } catch (err) {
-        failure = asFtsError(err);
-      }
+      // After the frame is staged (its memory given back), before the next one is read: a rate-limited
+      // client's frames wait in its socket, not in ours. Skipped frames count too: they moved.
+      const wait = io.pace('upload', length);
+      if (wait !== null) await wait;
     }
     // A streamed upload's digest follows its data; it is read even when the upload already failed, so
     // that the next request starts on a frame boundary.
@@ -94,6 +99,8 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
       workerPayloads.release(chunk.payload);
       received += length;
       io.progress(received, req.name);
+      const wait = io.pace('upload', length);
+      if (wait !== null) await wait;
     }
   } catch (err) {
     // Cut short (connection lost, protocol violation): keep what arrived, as the streaming path does.
