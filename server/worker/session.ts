@@ -573,10 +573,7 @@ export class Session {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
       },
-      pace: (direction: Direction, bytes: number) => {
-        const waitMs = this.pacers[direction]?.took(bytes) ?? 0;
-        return waitMs > 0 ? this.paced(direction, waitMs) : null;
-      },
+      pace: (direction: Direction, bytes: number) => this.pace(direction, bytes),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -585,6 +582,12 @@ export class Session {
         this.closeAfterReply = true;
       },
     };
+  }
+
+  /** SessionIo.pace: what to await for `bytes` that moved, or null (no limit, or within it). */
+  private pace(direction: Direction, bytes: number): Promise<void> | null {
+    const waitMs = this.pacers[direction]?.took(bytes) ?? 0;
+    return waitMs > 0 ? this.paced(direction, waitMs) : null;
   }
 
   /**
@@ -655,6 +658,9 @@ export class Session {
       workerPayloads.release(chunk.payload);
       if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       left -= chunk.payload.length;
+      // Skipped data moved all the same: a refused upload is no way around the rate limit.
+      const wait = this.pace('upload', chunk.payload.length);
+      if (wait !== null) await wait;
     }
   }
 

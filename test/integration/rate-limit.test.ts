@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { FtsClient } from '../../client/index.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
+import { RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -25,12 +26,14 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
   this.timeout(60_000);
   let server: TestServer;
   const clients: FtsClient[] = [];
+  const raws: RawClient[] = [];
 
   before(async function () {
     server = await TestServer.start({ workers: 1, args: ['--max-upload-rate', '512K', '--max-download-rate', '1M', '--stall-timeout', '1'] });
   });
 
   after(async function () {
+    for (const c of raws.splice(0)) c.close();
     for (const c of clients.splice(0)) c.close();
     await server?.stop();
   });
@@ -82,5 +85,18 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     const waits = sample(await scrape(await metricsPortOf(server)), 'fts_throttled_seconds_total{direction="upload"}') - waitsBefore;
     expect(waits, 'seconds the two sessions waited').to.be.above(0).and.at.most(4.01);
     for (const name of ['one.bin', 'two.bin']) expect(sha((await a.downloadBuffer(name)).data)).to.equal(sha(data));
+  });
+
+  it('the data of a refused upload (read only to be skipped) is paced too: refusals are no way around the limit', async function () {
+    const raw = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    raws.push(raw);
+    const started = Date.now();
+    // Refused for its name before any byte is staged; its 1.5 MiB are read and dropped, at 512 KiB/s.
+    raw.write(uploadBytes(2, '../outside.bin', randomBytes(1536 * KiB), 1024 * KiB));
+    const r = await raw.reply(30_000);
+    expect(r.final).to.include({ id: 2, status: 'error', code: 'BAD_NAME', fatal: false });
+    expect(Date.now() - started, 'ms until the refusal').to.be.at.least(1_900);
+    raw.sendHeader({ op: 'noop', id: 3 });
+    expect((await raw.reply()).final).to.include({ id: 3, status: 'ok' });
   });
 });
