@@ -8,6 +8,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export interface DecoderOptions {
   /** Largest header body accepted; larger declared lengths are refused before any buffering. */
   maxHeaderBytes?: number;
+  /** Largest data payload accepted (the `maxChunk` a server announced); at most MAX_CHUNK_BYTES, the default. */
+  maxDataBytes?: number;
   /**
    * Where data-frame payloads go. Without it a payload is a view of the pushed chunk when it lies in one
    * (no copy) and a fresh buffer otherwise. With it, every payload is copied into a buffer of exactly
@@ -41,6 +43,7 @@ interface Filling {
  */
 export class FrameDecoder {
   private readonly maxHeaderBytes: number;
+  private readonly maxDataBytes: number;
   private readonly payloadBuffer: ((length: number) => Buffer) | null;
   private readonly reusedChunks: boolean;
   private pending: Buffer[] = [];
@@ -50,6 +53,7 @@ export class FrameDecoder {
 
   constructor(options: DecoderOptions = {}) {
     this.maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+    this.maxDataBytes = Math.min(options.maxDataBytes ?? MAX_CHUNK_BYTES, MAX_CHUNK_BYTES);
     this.payloadBuffer = options.payloadBuffer ?? null;
     this.reusedChunks = options.reusedChunks ?? false;
     if (this.reusedChunks && this.payloadBuffer === null) throw new TypeError('reusedChunks needs payloadBuffer');
@@ -137,8 +141,8 @@ export class FrameDecoder {
       }
     } else if (type === FRAME_DATA) {
       if (length <= DATA_CRC_BYTES) throw new FtsError('PROTOCOL_ERROR', 'data frame with an empty payload');
-      if (length > DATA_CRC_BYTES + MAX_CHUNK_BYTES) {
-        throw new FtsError('FRAME_TOO_LARGE', `data frame of ${length} bytes exceeds the limit of ${DATA_CRC_BYTES + MAX_CHUNK_BYTES}`);
+      if (length > DATA_CRC_BYTES + this.maxDataBytes) {
+        throw new FtsError('FRAME_TOO_LARGE', `data frame of ${length} bytes exceeds the limit of ${DATA_CRC_BYTES + this.maxDataBytes}`);
       }
     } else {
       throw new FtsError('PROTOCOL_ERROR', `unknown frame type 0x${type.toString(16).padStart(2, '0')}`);

@@ -128,8 +128,9 @@ function quotaBytes(raw: string, flag: string): number | null {
 }
 
 /**
- * The lowest rate limit: one largest data frame (1 MiB) per 16 s. Slower, a client would see nothing move for
- * minutes between frames (the reference client gives up a connection after 10 minutes without progress).
+ * The lowest rate limit: one of the smallest data frames a limited transfer uses (64 KiB, see pacer.ts) a
+ * second. Slower, the wire would be silent for seconds between frames, or the frames tiny (each costs a
+ * wake-up and a syscall or two on both sides).
  */
 export const MIN_RATE_BYTES = 64 * 1024;
 

@@ -4,7 +4,7 @@ import { noteBufferChurn } from './buffer-gc.js';
 import { workerPayloads } from './payloads.js';
 
 /** Above this many undelivered bytes the socket is paused, so a fast sender cannot grow our memory. */
-const HIGH_WATER_BYTES = 2 * 1024 * 1024;
+export const HIGH_WATER_BYTES = 2 * 1024 * 1024;
 /**
  * Above this many undelivered headers the socket is paused too: requests are read ahead 32 at a time at
  * most, which is as many uploads as a session publishes at once.
@@ -46,8 +46,15 @@ export class FrameSource {
   /** Called whenever bytes arrive, before decoding: lets the connection refresh its timers. */
   onBytes: (n: number) => void = () => {};
 
-  constructor(private readonly socket: Socket, maxHeaderBytes: number) {
-    this.decoder = new FrameDecoder({ maxHeaderBytes, payloadBuffer: (length) => workerPayloads.take(length) });
+  /** Undelivered bytes above which the socket is paused (HIGH_WATER_BYTES, or less for a rate-limited session). */
+  private readonly highWaterBytes: number;
+
+  constructor(
+    private readonly socket: Socket,
+    limits: { maxHeaderBytes: number; maxDataBytes: number; highWaterBytes: number },
+  ) {
+    this.highWaterBytes = limits.highWaterBytes;
+    this.decoder = new FrameDecoder({ maxHeaderBytes: limits.maxHeaderBytes, maxDataBytes: limits.maxDataBytes, payloadBuffer: (length) => workerPayloads.take(length) });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     // The socket may arrive paused (a PROXY header or a TLS sniff read ahead and pushed bytes back).
     socket.resume();
@@ -60,7 +67,7 @@ export class FrameSource {
     if (event !== undefined) {
       this.queuedBytes -= bytesOf(event);
       if (event.kind === 'header-body') this.queuedHeaders--;
-      if (this.paused && this.queuedBytes < HIGH_WATER_BYTES / 2 && this.queuedHeaders < HIGH_WATER_HEADERS / 2) {
+      if (this.paused && this.queuedBytes < this.highWaterBytes / 2 && this.queuedHeaders < HIGH_WATER_HEADERS / 2) {
         this.paused = false;
         this.socket.resume();
       }
@@ -89,7 +96,7 @@ export class FrameSource {
       this.finish({ kind: 'error', error: failure });
       return;
     }
-    if (!this.paused && (this.queuedBytes >= HIGH_WATER_BYTES || this.queuedHeaders >= HIGH_WATER_HEADERS)) {
+    if (!this.paused && (this.queuedBytes >= this.highWaterBytes || this.queuedHeaders >= HIGH_WATER_HEADERS)) {
       this.paused = true;
       this.socket.pause();
     }

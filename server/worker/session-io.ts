@@ -53,11 +53,14 @@ export interface SessionIo {
    */
   working(): void;
   /**
-   * Counts `bytes` of file data that moved in `direction` against the session's rate limit; returns what to
-   * await before moving more, or null when nothing need be awaited (no limit, or within it). Throws
-   * ConnectionGone (from the promise) if the connection ends meanwhile.
+   * What to await before the next data frame of `direction` moves (the session's rate limit), or null when
+   * nothing need be awaited (no limit, or within it). The promise throws ConnectionGone if the connection
+   * ends meanwhile. Call it before each frame, and `moved` after: the last frame's debt is then paid by the
+   * session's next transfer, not by this one's reply.
    */
-  pace(direction: 'upload' | 'download', bytes: number): Promise<void> | null;
+  pace(direction: 'upload' | 'download'): Promise<void> | null;
+  /** Counts a data frame of `bytes` payload that moved in `direction` against the session's rate limit. */
+  moved(direction: 'upload' | 'download', bytes: number): void;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

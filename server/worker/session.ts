@@ -4,12 +4,13 @@ import {
   declaredUploadBytes,
   declaresTrailer,
   checkTrailerFrame,
+  DATA_CRC_BYTES,
+  FRAME_PREFIX_BYTES,
   encodeDataPrefix,
   encodeHeader,
   errorReply,
   FtsError,
   isOp,
-  MAX_CHUNK_BYTES,
   parseRequest,
   PROTOCOL,
   requestId,
@@ -26,7 +27,7 @@ import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
-import { Pacer } from './pacer.js';
+import { Pacer, pacedFrameBytes, pacedReadAheadBytes } from './pacer.js';
 import { workerPayloads } from './payloads.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
@@ -139,10 +140,11 @@ export class Session {
     this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
     this.ip = normaliseIp(address);
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
-    this.source = new FrameSource(socket, ctx.config.maxHeaderBytes);
-    this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
     const { maxUploadRate, maxDownloadRate } = ctx.config;
     this.pacers = { upload: maxUploadRate === null ? null : new Pacer(maxUploadRate), download: maxDownloadRate === null ? null : new Pacer(maxDownloadRate) };
+    // A rate-limited upload is asked for smaller frames (the greeting's maxChunk) and read less far ahead.
+    this.source = new FrameSource(socket, { maxHeaderBytes: ctx.config.maxHeaderBytes, maxDataBytes: pacedFrameBytes(maxUploadRate), highWaterBytes: pacedReadAheadBytes(maxUploadRate) });
+    this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
     // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
     // but trickles bytes must not keep a download (and its file and buffers) open past the stall timeout.
     this.source.onBytes = () => {
@@ -229,7 +231,7 @@ export class Session {
           mechs: [...AUTH_MECHANISMS],
           caps: [...CAPABILITIES],
           maxHeader: this.ctx.config.maxHeaderBytes,
-          maxChunk: MAX_CHUNK_BYTES,
+          maxChunk: pacedFrameBytes(this.ctx.config.maxUploadRate),
           // So that a client busy preparing a request (hashing a large file) knows how often to send noop.
           idleTimeout: this.ctx.config.idleTimeoutSeconds,
         }),
@@ -573,7 +575,8 @@ export class Session {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
       },
-      pace: (direction: Direction, bytes: number) => this.pace(direction, bytes),
+      pace: (direction: Direction) => this.pace(direction),
+      moved: (direction: Direction, bytes: number) => this.moved(direction, bytes),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -584,25 +587,38 @@ export class Session {
     };
   }
 
-  /** SessionIo.pace: what to await for `bytes` that moved, or null (no limit, or within it). */
-  private pace(direction: Direction, bytes: number): Promise<void> | null {
-    const waitMs = this.pacers[direction]?.took(bytes) ?? 0;
-    return waitMs > 0 ? this.paced(direction, waitMs) : null;
+  /** SessionIo.pace: what to await before the next data frame moves, or null (no limit, or within it). */
+  private pace(direction: Direction): Promise<void> | null {
+    const pacer = this.pacers[direction];
+    return pacer === null || pacer.delay() === 0 ? null : this.paced(direction, pacer);
   }
 
   /**
-   * Waits out a rate limit, in slices: the session is busy, not stalled, meanwhile (the stall timer starts
-   * over at each slice), and a connection that ends meanwhile ends the wait within a slice.
+   * Counts a data frame of `payloadBytes` against the rate limit, with its prefix and CRC: a client sending
+   * tiny frames moves more than their payload over the wire, and is paced for all of it.
    */
-  private async paced(direction: Direction, waitMs: number): Promise<void> {
-    this.ctx.metrics.throttled(direction, waitMs / 1000);
-    for (let left = waitMs; left > 0; left -= PACE_SLICE_MS) {
+  private moved(direction: Direction, payloadBytes: number): void {
+    this.pacers[direction]?.moved(payloadBytes + FRAME_PREFIX_BYTES + DATA_CRC_BYTES);
+  }
+
+  /**
+   * Waits until the rate limit lets data move again, in slices: the session is busy, not stalled, meanwhile
+   * (the stall timer starts over at each slice), and a connection that ends meanwhile ends the wait within a
+   * slice. The time actually waited is counted, also when the wait is cut.
+   */
+  private async paced(direction: Direction, pacer: Pacer): Promise<void> {
+    const started = performance.now();
+    try {
+      for (let left = pacer.delay(); left > 0; left = pacer.delay()) {
+        if (this.socket.destroyed) throw new ConnectionGone();
+        this.progressed();
+        await new Promise((resolve) => setTimeout(resolve, Math.min(left, PACE_SLICE_MS)));
+      }
       if (this.socket.destroyed) throw new ConnectionGone();
       this.progressed();
-      await new Promise((resolve) => setTimeout(resolve, Math.min(left, PACE_SLICE_MS)));
+    } finally {
+      this.ctx.metrics.throttled(direction, (performance.now() - started) / 1000);
     }
-    if (this.socket.destroyed) throw new ConnectionGone();
-    this.progressed();
   }
 
   private async readData(): Promise<DataChunk> {
@@ -654,13 +670,14 @@ export class Session {
 
   private async skipData(bytes: number): Promise<void> {
     for (let left = bytes; left > 0; ) {
+      // Skipped data moves all the same: a refused upload is no way around the rate limit.
+      const wait = this.pace('upload');
+      if (wait !== null) await wait;
       const chunk = await this.readData();
       workerPayloads.release(chunk.payload);
+      this.moved('upload', chunk.payload.length);
       if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       left -= chunk.payload.length;
-      // Skipped data moved all the same: a refused upload is no way around the rate limit.
-      const wait = this.pace('upload', chunk.payload.length);
-      if (wait !== null) await wait;
     }
   }
 

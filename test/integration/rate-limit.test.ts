@@ -1,12 +1,13 @@
 /**
  * --max-upload-rate and --max-download-rate: each session's file data moves no faster than its limit, in
- * each direction, and a transfer that waits for its limit longer than --stall-timeout is not taken for a
- * stalled one. Only lower bounds of durations are asserted (a slow machine makes transfers slower, never
- * faster); the limits are what make them long.
+ * each direction, in frames of about a quarter second's worth. Durations are asserted as lower bounds (a slow
+ * machine makes transfers slower, never faster), except where only an upper bound can tell two designs apart,
+ * and then with a margin of about 2x.
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { FtsClient } from '../../client/index.js';
+import { encodeData, encodeHeader } from '../../protocol/index.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
 import { RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -29,7 +30,8 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
   const raws: RawClient[] = [];
 
   before(async function () {
-    server = await TestServer.start({ workers: 1, args: ['--max-upload-rate', '512K', '--max-download-rate', '1M', '--stall-timeout', '1'] });
+    // Upload frames of 128 KiB (a quarter second at 512 KiB/s), download frames of 256 KiB.
+    server = await TestServer.start({ workers: 1, args: ['--max-upload-rate', '512K', '--max-download-rate', '1M'] });
   });
 
   after(async function () {
@@ -45,58 +47,90 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     return c;
   }
 
-  it('an upload and a download move no faster than their limits, intact, and waits of over --stall-timeout do not stall them', async function () {
+  async function raw(): Promise<RawClient> {
+    const c = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    raws.push(c);
+    return c;
+  }
+
+  const waited = async (direction: 'upload' | 'download'): Promise<number> =>
+    sample(await scrape(await metricsPortOf(server)), `fts_throttled_seconds_total{direction="${direction}"}`);
+
+  it('an upload and a download move no faster than their limits, intact; the greeting asks for frames of a quarter second', async function () {
     const c = await client();
+    expect(c.greeting['maxChunk']).to.equal(128 * KiB);
     const data = randomBytes(2048 * KiB);
+    const uploadWaitsBefore = await waited('upload');
     let started = Date.now();
     await c.uploadBuffer('paced.bin', data);
-    // 2 MiB at 512 KiB/s, the first 512 KiB at once (a full bucket): at least 3 s, in waits of 1 and 2 s.
-    expect(Date.now() - started, 'ms for the upload').to.be.at.least(2_900);
+    const uploadMs = Date.now() - started;
+    // 2 MiB at 512 KiB/s, the first frame at once (the bucket starts empty): at least 3.75 s.
+    expect(uploadMs, 'ms for the upload').to.be.at.least(3_500);
+    const uploadWaits = (await waited('upload')) - uploadWaitsBefore;
+    expect(uploadWaits, 's waited by the upload').to.be.above(3).and.at.most(uploadMs / 1000);
 
     const big = randomBytes(3072 * KiB);
     await c.uploadBuffer('paced-3.bin', big);
+    // On a new session: this one's download bucket filled up (one second's worth) while it uploaded.
+    const d = await client();
     started = Date.now();
-    const got = await c.downloadBuffer('paced-3.bin');
-    // 3 MiB at 1 MiB/s, the first MiB at once: at least 2 s.
-    expect(Date.now() - started, 'ms for the download').to.be.at.least(1_900);
+    const got = await d.downloadBuffer('paced-3.bin');
+    // 3 MiB at 1 MiB/s in 256 KiB frames, the first at once: at least 2.75 s.
+    expect(Date.now() - started, 'ms for the download').to.be.at.least(2_500);
     expect(sha(got.data)).to.equal(sha(big));
     expect(got.sha256).to.equal(sha(big));
     expect(sha((await c.downloadBuffer('paced.bin')).data)).to.equal(sha(data));
-
-    const text = await scrape(await metricsPortOf(server));
-    // Counted as each wait begins. At most what the bytes overdrew ((2 MiB − 512 KiB) / 512 KiB, then 5 MiB
-    // after a bucket refilled by the time between: a slow machine refills it more and waits less).
-    const uploadWaits = sample(text, 'fts_throttled_seconds_total{direction="upload"}');
-    expect(uploadWaits).to.be.above(0).and.at.most(3 + 10 + 0.01);
-    const downloadWaits = sample(text, 'fts_throttled_seconds_total{direction="download"}');
-    expect(downloadWaits).to.be.above(0).and.at.most(2 + 2 + 0.01);
     expect(server.lines.filter((l) => l['code'] === 'TRANSFER_STALLED'), 'stalled transfers').to.deep.equal([]);
+  });
+
+  it('downloads come in frames of the rate\'s quarter second; a transfer\'s last frame is paid for by the next, not by its own reply', async function () {
+    const c = await client();
+    await c.uploadBuffer('quarter.bin', randomBytes(256 * KiB));
+    const r = await raw();
+    const before = await waited('download');
+    r.sendHeader({ op: 'download', id: 2, name: 'quarter.bin', offset: 0 });
+    const first = await r.reply(30_000);
+    expect(first.final).to.include({ id: 2, status: 'ok' });
+    expect(first.data.map((d) => d.length)).to.deep.equal([256 * KiB]);
+    // A new session's bucket is empty, not overdrawn: its first frame did not wait, and neither did the reply.
+    expect((await waited('download')) - before, 's waited by the first download').to.equal(0);
+    r.sendHeader({ op: 'download', id: 3, name: 'paced-3.bin', offset: 0 });
+    const second = await r.reply(30_000);
+    expect(second.final).to.include({ id: 3, status: 'ok', length: 3072 * KiB });
+    expect(second.data.length).to.equal(12);
+    for (const d of second.data) expect(d.length).to.equal(256 * KiB);
+    expect((await waited('download')) - before, 's waited by the second download (its 12 frames and the first one\'s debt)').to.be.at.least(2.9);
   });
 
   it('each session has its own budget: two sessions upload at once, each at the full rate', async function () {
     const [a, b] = [await client(), await client()];
     const data = randomBytes(1536 * KiB);
-    const waitsBefore = sample(await scrape(await metricsPortOf(server)), 'fts_throttled_seconds_total{direction="upload"}');
     const started = Date.now();
     await Promise.all([a.uploadBuffer('one.bin', data), b.uploadBuffer('two.bin', data)]);
-    // Each: (1.5 MiB − 512 KiB) / 512 KiB = 2 s of waits at most. One budget shared by both sessions would
-    // have overdrawn it by 2.5 MiB: 5 s for the pair at the least, with waits adding up to more.
-    expect(Date.now() - started, 'ms for two uploads side by side').to.be.at.least(1_900);
-    const waits = sample(await scrape(await metricsPortOf(server)), 'fts_throttled_seconds_total{direction="upload"}') - waitsBefore;
-    expect(waits, 'seconds the two sessions waited').to.be.above(0).and.at.most(4.01);
+    const ms = Date.now() - started;
+    // Each: (1.5 MiB − 128 KiB) / 512 KiB = 2.75 s. One budget for both would need (3 MiB − 128 KiB) / 512 KiB
+    // = 5.75 s, which the upper bound (2x margin for a loaded machine) tells apart.
+    expect(ms, 'ms for two uploads side by side').to.be.at.least(2_500).and.below(5_500);
     for (const name of ['one.bin', 'two.bin']) expect(sha((await a.downloadBuffer(name)).data)).to.equal(sha(data));
   });
 
   it('the data of a refused upload (read only to be skipped) is paced too: refusals are no way around the limit', async function () {
-    const raw = await RawClient.login(server.port, ALICE.user, ALICE.password);
-    raws.push(raw);
+    const r = await raw();
     const started = Date.now();
-    // Refused for its name before any byte is staged; its 1.5 MiB are read and dropped, at 512 KiB/s.
-    raw.write(uploadBytes(2, '../outside.bin', randomBytes(1536 * KiB), 1024 * KiB));
-    const r = await raw.reply(30_000);
-    expect(r.final).to.include({ id: 2, status: 'error', code: 'BAD_NAME', fatal: false });
-    expect(Date.now() - started, 'ms until the refusal').to.be.at.least(1_900);
-    raw.sendHeader({ op: 'noop', id: 3 });
-    expect((await raw.reply()).final).to.include({ id: 3, status: 'ok' });
+    // Refused for its name before any byte is staged; its 1.5 MiB are read and dropped at 512 KiB/s.
+    r.write(uploadBytes(2, '../outside.bin', randomBytes(1536 * KiB), 128 * KiB));
+    const reply = await r.reply(30_000);
+    expect(reply.final).to.include({ id: 2, status: 'error', code: 'BAD_NAME', fatal: false });
+    expect(Date.now() - started, 'ms until the refusal').to.be.at.least(2_500);
+    r.sendHeader({ op: 'noop', id: 3 });
+    expect((await r.reply()).final).to.include({ id: 3, status: 'ok' });
+  });
+
+  it('a data frame larger than the announced maxChunk is FRAME_TOO_LARGE (fatal)', async function () {
+    const r = await raw();
+    const payload = randomBytes(128 * KiB + 1);
+    r.write(encodeHeader({ op: 'upload', id: 2, name: 'too-big-frames.bin', size: payload.length, sha256: sha(payload) }), encodeData(payload));
+    const reply = await r.reply(30_000);
+    expect(reply.final).to.include({ status: 'error', code: 'FRAME_TOO_LARGE', fatal: true });
   });
 });

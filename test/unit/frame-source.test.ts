@@ -3,8 +3,11 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { FRAME_HEADER, encodeData, encodeHeader } from '../../protocol/index.js';
-import { FrameSource } from '../../server/worker/frame-source.js';
+import { FRAME_HEADER, MAX_CHUNK_BYTES, encodeData, encodeHeader } from '../../protocol/index.js';
+import { FrameSource, HIGH_WATER_BYTES } from '../../server/worker/frame-source.js';
+
+/** The limits of a session without a rate limit. */
+const LIMITS = { maxHeaderBytes: 16 * 1024, maxDataBytes: MAX_CHUNK_BYTES, highWaterBytes: HIGH_WATER_BYTES };
 import { workerPayloads } from '../../server/worker/payloads.js';
 
 /** Just what FrameSource uses of a socket: 'data'/'end'/'close' events, pause() and resume(). */
@@ -35,7 +38,7 @@ describe('FrameSource (the worker reads frames only as fast as the session takes
   it('a peer that pipelines requests nobody takes is paused after 32 headers, whatever their size', function () {
     for (const header of [{ op: 'noop', id: 1 }, { op: 'noop', id: 1, x: Array.from({ length: 3000 }, () => ({})) }]) {
       const socket = new FakeSocket();
-      const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+      const source = new FrameSource(socket as unknown as Socket, LIMITS);
       const fed = feedUntilPaused(socket, Array.from({ length: 1000 }, () => encodeHeader(header)));
       expect(fed, 'headers read before the socket was paused').to.equal(32);
       source.dispose();
@@ -44,7 +47,7 @@ describe('FrameSource (the worker reads frames only as fast as the session takes
 
   it('keeps queued headers as bytes and decodes each when it is taken, in order with data frames', async function () {
     const socket = new FakeSocket();
-    const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+    const source = new FrameSource(socket as unknown as Socket, LIMITS);
     // 16 KiB of nested arrays: decoded, ~450 KiB each; 32 of them queued would hold ~14 MiB of objects.
     const depth = 8000;
     const nested = '{"op":"noop","x":' + '['.repeat(depth) + ']'.repeat(depth) + '}';
@@ -75,7 +78,7 @@ describe('FrameSource (the worker reads frames only as fast as the session takes
 
     // Order and decoding outcomes survive the queue: header, data, a body that is not JSON, header.
     const mixed = new FakeSocket();
-    const second = new FrameSource(mixed as unknown as Socket, 16 * 1024);
+    const second = new FrameSource(mixed as unknown as Socket, LIMITS);
     mixed.emit('data', Buffer.concat([encodeHeader({ op: 'a' }), encodeData(Buffer.from('xyz')), rawHeader(Buffer.from('{nope')), encodeHeader({ op: 'b' })]));
     const kinds: string[] = [];
     for (let i = 0; i < 4; i++) {
@@ -89,7 +92,7 @@ describe('FrameSource (the worker reads frames only as fast as the session takes
 
   it('resumes once the session has taken half of what was queued, and data frames count by their size', async function () {
     const socket = new FakeSocket();
-    const source = new FrameSource(socket as unknown as Socket, 16 * 1024);
+    const source = new FrameSource(socket as unknown as Socket, LIMITS);
     const fed = feedUntilPaused(socket, Array.from({ length: 100 }, () => encodeData(Buffer.alloc(256 * 1024, 1))));
     expect(fed, '256 KiB data frames read before the pause (2 MiB)').to.equal(8);
     const take = async (): Promise<void> => {

@@ -6,6 +6,7 @@ import { DIRECT_MIN_BYTES } from '../../../protocol/direct-io.js';
 import { fsError } from '../../storage/errors.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { workerPayloads } from '../payloads.js';
+import { pacedFrameBytes } from '../pacer.js';
 import { recentReads } from '../recent-reads.js';
 
 type DownloadRequest = Extract<Request, { op: 'download' }>;
@@ -66,15 +67,24 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
   let sent = 0;
   // One chunk is read ahead while the previous one is being sent. Chunks come from the worker's payload
   // pool and go back to it once the socket has handed them to the kernel.
-  for await (const { data, memory } of reader.chunks(offset, file.size, READ_CHUNK_BYTES)) {
+  // A rate-limited download is sent in smaller frames (pacer.ts), so that its waits are short.
+  for await (const { data, memory } of reader.chunks(offset, file.size, pacedFrameBytes(io.ctx.config.maxDownloadRate))) {
     if (sent === 0) io.send(dataReply);
     hash?.update(data);
+    const wait = io.pace('download');
+    if (wait !== null) {
+      try {
+        await wait;
+      } catch (err) {
+        workerPayloads.release(memory);
+        throw err;
+      }
+    }
     await io.sendData(data, () => workerPayloads.release(memory));
+    io.moved('download', data.length);
     io.ctx.metrics.transferBytes('download', data.length);
     sent += data.length;
     io.progress(sent, name);
-    const wait = io.pace('download', data.length);
-    if (wait !== null) await wait;
   }
 }
 

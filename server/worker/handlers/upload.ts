@@ -41,9 +41,13 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
   try {
     let received = 0;
     while (received < expected) {
+      // The rate limit is waited for before a frame is taken, so a limited client's data waits in its socket.
+      const wait = io.pace('upload');
+      if (wait !== null) await wait;
       const chunk = await io.readData();
       const at = req.offset + received;
       const length = checkedLength(chunk, expected - received);
+      io.moved('upload', length);
       received += length;
       io.progress(received, req.name);
       if (failure !== null || staged === null) {
@@ -55,10 +59,6 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
           failure = asFtsError(err);
         }
       }
-      // After the frame is staged (its memory given back), before the next one is read: a rate-limited
-      // client's frames wait in its socket, not in ours. Skipped frames count too: they moved.
-      const wait = io.pace('upload', length);
-      if (wait !== null) await wait;
     }
     // A streamed upload's digest follows its data; it is read even when the upload already failed, so
     // that the next request starts on a frame boundary.
@@ -92,15 +92,16 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
   let good = expected;
   try {
     while (received < expected) {
+      const wait = io.pace('upload');
+      if (wait !== null) await wait;
       const chunk = await io.readData();
       const length = checkedLength(chunk, expected - received);
+      io.moved('upload', length);
       if (good === expected && !chunk.crcOk) good = received;
       if (good === expected) chunk.payload.copy(data, received);
       workerPayloads.release(chunk.payload);
       received += length;
       io.progress(received, req.name);
-      const wait = io.pace('upload', length);
-      if (wait !== null) await wait;
     }
   } catch (err) {
     // Cut short (connection lost, protocol violation): keep what arrived, as the streaming path does.
