@@ -44,6 +44,8 @@ export interface Config {
   readonly maxHeaderBytes: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
+  /** Sessions one user may have at once, across all workers (per node); 0 = no limit. */
+  readonly maxSessionsPerUser: number;
   /** OpenSSH MaxStartups for unauthenticated connections: start:rate:full. */
   readonly maxStartups: { start: number; rate: number; full: number };
   /** Score at which a source address is banned (0 = never). */
@@ -212,6 +214,12 @@ export const FLAGS = {
   },
   'max-connections': { env: 'FTS_MAX_CONNECTIONS', help: 'connections in total, across all workers', default: () => '2000', parse: integer(1, 1_000_000) },
   'max-connections-per-ip': { env: 'FTS_MAX_CONNECTIONS_PER_IP', help: 'connections from one address', default: () => '50', parse: integer(1, 1_000_000) },
+  'max-sessions-per-user': {
+    env: 'FTS_MAX_SESSIONS_PER_USER',
+    help: 'sessions one user may have at once (0 = no limit); a login over it gets TOO_MANY_CONNECTIONS',
+    default: () => '0',
+    parse: integer(0, 1_000_000),
+  },
   'max-startups': {
     env: 'FTS_MAX_STARTUPS',
     help: 'unauthenticated connections start:rate:full (random early drop)',
@@ -324,6 +332,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     maxHeaderBytes: pick('max-header-bytes') as number,
     maxConnections: pick('max-connections') as number,
     maxConnectionsPerIp: pick('max-connections-per-ip') as number,
+    maxSessionsPerUser: pick('max-sessions-per-user') as number,
     maxStartups: pick('max-startups') as { start: number; rate: number; full: number },
     banThreshold: pick('ban-threshold') as number,
     banWindowSeconds: pick('ban-window') as number,

@@ -36,11 +36,13 @@ export interface WorkerStats {
 export type WorkerQuestion =
   | { kind: 'admit'; conn: string; ip: string }
   | { kind: 'penalty'; ip: string; points: number }
-  | { kind: 'banned'; ip: string };
+  | { kind: 'banned'; ip: string }
+  /** The connection logged in as `user`: may it be one more of the user's sessions (--max-sessions-per-user)? */
+  | { kind: 'login'; conn: string; user: string };
 
 export type WorkerToPrimary =
   | { type: 'fts:ask'; reqId: number; question: WorkerQuestion }
-  | { type: 'fts:conn'; conn: string; event: 'authenticated' | 'closed' }
+  | { type: 'fts:conn'; conn: string; event: 'closed' }
   /** Sent once the worker's message handler is installed: the primary answers with fts:init (or fts:abort). */
   | { type: 'fts:need-init' }
   /** The worker's listener is up. */

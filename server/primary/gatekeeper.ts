@@ -10,6 +10,8 @@ import type { BanInfo } from '../../protocol/index.js';
 export interface GateLimits {
   maxConnections: number;
   maxPerIp: number;
+  /** Sessions (logged-in connections) one user may have at once; 0 = no limit. */
+  maxSessionsPerUser: number;
   /** MaxStartups: random early drop of unauthenticated connections from `start`, at `rate`%, up to `full`. */
   startups: { start: number; rate: number; full: number };
   /** Score at which an address is banned; 0 disables bans. */
@@ -19,15 +21,16 @@ export interface GateLimits {
   banDurationMs: number;
 }
 
-export type RejectReason = 'max_connections' | 'per_ip_limit' | 'startups' | 'banned';
-export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'per_ip_limit', 'startups', 'banned'];
+export type RejectReason = 'max_connections' | 'per_ip_limit' | 'startups' | 'banned' | 'per_user_limit';
+export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'per_ip_limit', 'startups', 'banned', 'per_user_limit'];
 
 export type Admission = { ok: true } | { ok: false; reason: RejectReason; retryAfterSeconds?: number };
 
 interface Conn {
   ip: string;
   worker: number;
-  authenticated: boolean;
+  /** The user it logged in as; null until then. */
+  user: string | null;
 }
 
 /**
@@ -53,6 +56,7 @@ const MAX_DELAY_MS = 5_000;
 export class Gatekeeper {
   private readonly conns = new Map<string, Conn>();
   private readonly perIp = new Map<string, number>();
+  private readonly perUser = new Map<string, number>();
   private readonly scores = new Map<string, Score>();
   private unauthenticated = 0;
 
@@ -106,24 +110,44 @@ export class Gatekeeper {
       const p = rate / 100 + (1 - rate / 100) * ((this.unauthenticated - start) / Math.max(1, full - start));
       if (this.random() < p) return { ok: false, reason: 'startups' };
     }
-    this.conns.set(id, { ip, worker, authenticated: false });
+    this.conns.set(id, { ip, worker, user: null });
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
     this.unauthenticated++;
     return { ok: true };
   }
 
-  authenticated(id: string): void {
+  /**
+   * A connection's login as `user` succeeded: it becomes one of the user's sessions, unless the user has as
+   * many as --max-sessions-per-user already (then it is refused, and stays unauthenticated until it closes).
+   * A connection this gatekeeper does not know (admitted by its worker while the primary did not answer) is
+   * let in uncounted, as its admission was.
+   */
+  login(id: string, user: string): Admission {
     const c = this.conns.get(id);
-    if (!c || c.authenticated) return;
-    c.authenticated = true;
+    if (!c || c.user !== null) return { ok: true };
+    const sessions = this.perUser.get(user) ?? 0;
+    if (this.limits.maxSessionsPerUser > 0 && sessions >= this.limits.maxSessionsPerUser) return { ok: false, reason: 'per_user_limit' };
+    c.user = user;
+    this.perUser.set(user, sessions + 1);
     this.unauthenticated--;
+    return { ok: true };
+  }
+
+  /** Sessions `user` has open now. */
+  sessionsOf(user: string): number {
+    return this.perUser.get(user) ?? 0;
   }
 
   closed(id: string): void {
     const c = this.conns.get(id);
     if (!c) return;
     this.conns.delete(id);
-    if (!c.authenticated) this.unauthenticated--;
+    if (c.user === null) this.unauthenticated--;
+    else {
+      const sessions = (this.perUser.get(c.user) ?? 1) - 1;
+      if (sessions <= 0) this.perUser.delete(c.user);
+      else this.perUser.set(c.user, sessions);
+    }
     const left = (this.perIp.get(c.ip) ?? 1) - 1;
     if (left <= 0) this.perIp.delete(c.ip);
     else this.perIp.set(c.ip, left);

@@ -118,6 +118,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const gate = new Gatekeeper({
     maxConnections: config.maxConnections,
     maxPerIp: config.maxConnectionsPerIp,
+    maxSessionsPerUser: config.maxSessionsPerUser,
     startups: config.maxStartups,
     banThreshold: config.banThreshold,
     banWindowMs: config.banWindowSeconds * 1000,
@@ -157,6 +158,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
         data = verdict;
       } else if (q.kind === 'banned') {
         data = gate.banStatus(q.ip, now);
+      } else if (q.kind === 'login') {
+        const verdict = gate.login(q.conn, q.user);
+        if (!verdict.ok) metrics.rejected(verdict.reason);
+        data = verdict;
       } else {
         const result = gate.penalty(q.ip, q.points, now);
         if (result.started) log.warn({ event: 'ban', ip: q.ip, seconds: config.banSeconds }, `banned ${q.ip} for ${config.banSeconds}s`);
@@ -165,8 +170,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       }
       if (worker.isConnected()) worker.send({ type: 'fts:answer', reqId: m.reqId, data });
     } else if (m.type === 'fts:conn') {
-      if (m.event === 'authenticated') gate.authenticated(m.conn);
-      else gate.closed(m.conn);
+      gate.closed(m.conn);
     } else if (m.type === 'fts:need-init') controller.sendInit(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);

@@ -127,8 +127,12 @@ export class GateClient {
     return { banned: true, retryAfterSeconds: Math.ceil(left / 1000) };
   }
 
-  authenticated(conn: string): void {
-    if (this.channel.connected) this.channel.send?.({ type: 'fts:conn', conn, event: 'authenticated' } satisfies WorkerToPrimary);
+  /**
+   * The connection logged in as `user`: may it be one more of the user's sessions? A primary that does not
+   * answer lets it in (fail open, as for admissions).
+   */
+  login(conn: string, user: string): Promise<Admission> {
+    return this.ask<Admission>({ kind: 'login', conn, user }, () => ({ ok: true }));
   }
 
   closed(conn: string): void {

@@ -506,7 +506,7 @@ export class Session {
   private async complete(id: number, req: Request, started: number, result: HandlerResult | null, failure: FtsError | null): Promise<void> {
     if (req.op === 'auth') {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : (this.user ?? this.loginUser);
-      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech }, 'auth');
+      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech, code: failure?.code }, 'auth');
       this.ctx.metrics.authAttempt(failure === null);
       // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
       if (failure?.code === 'AUTH_FAILED' && req.mech !== 'token') {
@@ -551,12 +551,16 @@ export class Session {
         // it came either before (refused here) or after (the session exists, and a kick finds it).
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
         const store = await this.ctx.store.user(user);
+        // Counted by the primary across the node's workers (--max-sessions-per-user); not a failed login.
+        const admitted = await this.ctx.gate.login(this.id, user);
+        if (!admitted.ok) {
+          throw new FtsError('TOO_MANY_CONNECTIONS', `${user} has as many sessions as the server allows at once (--max-sessions-per-user); end one, or try again later`);
+        }
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
         this.store = store;
         this.user = user;
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();
-        this.ctx.gate.authenticated(this.id);
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendMany: (replies: Header[]) => this.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),

@@ -32,11 +32,13 @@ describe('GateClient (a worker asking the primary about admissions and bans)', f
   it('passes the primary’s answers through', async function () {
     const primary = new FakePrimary();
     const gate = new GateClient(primary, TIMEOUT_MS);
-    primary.answer = (q) => (q['kind'] === 'admit' ? { ok: false, reason: 'per_ip_limit' } : q['kind'] === 'penalty' ? { delayMs: 1500, banned: false } : { banned: false });
+    primary.answer = (q) =>
+      q['kind'] === 'admit' ? { ok: false, reason: 'per_ip_limit' } : q['kind'] === 'penalty' ? { delayMs: 1500, banned: false } : q['kind'] === 'login' ? { ok: false, reason: 'per_user_limit' } : { banned: false };
     expect(await gate.admit('c1', OTHER_IP)).to.deep.equal({ ok: false, reason: 'per_ip_limit' });
     expect(await gate.penalty(OTHER_IP, 2)).to.deep.equal({ delayMs: 1500, banned: false });
     expect(await gate.banned(OTHER_IP)).to.deep.equal({ banned: false });
-    expect(primary.asked).to.equal(3);
+    expect(await gate.login('c1', 'alice')).to.deep.equal({ ok: false, reason: 'per_user_limit' });
+    expect(primary.asked).to.equal(4);
   });
 
   it('fails open when the primary does not answer in time and has announced no ban', async function () {
@@ -46,6 +48,7 @@ describe('GateClient (a worker asking the primary about admissions and bans)', f
     expect(await gate.admit('c1', OTHER_IP)).to.deep.equal({ ok: true });
     expect(await gate.penalty(OTHER_IP, 2)).to.deep.equal({ delayMs: 0, banned: false });
     expect(await gate.banned(OTHER_IP)).to.deep.equal({ banned: false });
+    expect(await gate.login('c1', 'alice'), 'a login is let in, as an admission is').to.deep.equal({ ok: true });
   });
 
   it('keeps a ban the primary announced while the primary is too slow to answer, for that address only', async function () {

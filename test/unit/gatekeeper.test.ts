@@ -11,6 +11,7 @@ function limits(over: Partial<GateLimits> = {}): GateLimits {
   return {
     maxConnections: 1000,
     maxPerIp: 1000,
+    maxSessionsPerUser: 0,
     startups: { start: 1000, rate: 30, full: 1000 },
     banThreshold: 20,
     banWindowMs: 600_000,
@@ -170,17 +171,49 @@ describe('Gatekeeper (unit)', function () {
       expect(g.admit('a', '10.0.0.1', 1, T0).ok).to.equal(true);
       expect(g.admit('b', '10.0.0.1', 1, T0).ok).to.equal(true);
       expect(g.admit('c', '10.0.0.1', 1, T0)).to.deep.equal({ ok: false, reason: 'startups' });
-      g.authenticated('a');
-      g.authenticated('a'); // twice: must not free two slots
-      g.authenticated('nobody');
+      g.login('a', 'alice');
+      g.login('a', 'alice'); // twice: must not free two slots
+      g.login('nobody', 'alice');
       expect(g.admit('d', '10.0.0.1', 1, T0).ok).to.equal(true);
       expect(g.admit('e', '10.0.0.1', 1, T0)).to.deep.equal({ ok: false, reason: 'startups' });
-      g.authenticated('b');
+      g.login('b', 'bob');
       g.closed('a'); // closing an authenticated connection does not touch the unauthenticated count
       expect(g.admit('f', '10.0.0.1', 1, T0).ok).to.equal(true);
       expect(g.admit('g', '10.0.0.1', 1, T0)).to.deep.equal({ ok: false, reason: 'startups' });
       g.closed('d'); // an unauthenticated one closing frees a startup slot
       expect(g.admit('h', '10.0.0.1', 1, T0).ok).to.equal(true);
+    });
+  });
+
+  describe('sessions per user (--max-sessions-per-user)', function () {
+    it('counts each user\'s logged-in connections across workers; a login over the limit is refused and stays unauthenticated; a close frees a slot', function () {
+      const g = new Gatekeeper(limits({ maxSessionsPerUser: 2 }), noRandom);
+      for (const [id, worker] of [['a1', 1], ['a2', 2], ['a3', 1], ['b1', 2]] as const) expect(g.admit(id, '10.0.0.1', worker, T0).ok).to.equal(true);
+      expect(g.login('a1', 'alice')).to.deep.equal({ ok: true });
+      expect(g.login('a2', 'alice')).to.deep.equal({ ok: true });
+      expect(g.login('a3', 'alice')).to.deep.equal({ ok: false, reason: 'per_user_limit' });
+      expect(g.login('b1', 'bob'), 'another user has slots of their own').to.deep.equal({ ok: true });
+      expect([g.sessionsOf('alice'), g.sessionsOf('bob')]).to.deep.equal([2, 1]);
+      g.closed('a3'); // the refused one closes: it was never a session
+      expect(g.sessionsOf('alice')).to.equal(2);
+      g.closed('a1');
+      expect(g.sessionsOf('alice')).to.equal(1);
+      expect(g.admit('a4', '10.0.0.1', 1, T0).ok).to.equal(true);
+      expect(g.login('a4', 'alice')).to.deep.equal({ ok: true });
+      g.workerGone(2); // a2 and b1 die with their worker
+      expect([g.sessionsOf('alice'), g.sessionsOf('bob')]).to.deep.equal([1, 0]);
+    });
+
+    it('0 is no limit; a connection the gatekeeper never admitted (its worker failed open) logs in uncounted', function () {
+      const g = new Gatekeeper(limits(), noRandom);
+      for (let i = 0; i < 50; i++) {
+        expect(g.admit(`c${i}`, '10.0.0.1', 1, T0).ok).to.equal(true);
+        expect(g.login(`c${i}`, 'alice').ok).to.equal(true);
+      }
+      expect(g.sessionsOf('alice')).to.equal(50);
+      const capped = new Gatekeeper(limits({ maxSessionsPerUser: 1 }), noRandom);
+      expect(capped.login('unknown', 'alice')).to.deep.equal({ ok: true });
+      expect(capped.sessionsOf('alice')).to.equal(0);
     });
   });
 
