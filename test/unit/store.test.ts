@@ -573,7 +573,7 @@ describe('storage', () => {
     it('waits for both locks within one --lock-timeout in all (LOCKED before the stall timeout), not one per name', async function () {
       this.timeout(20_000);
       await put(alice, 'first', Buffer.from('f'));
-      setLockWaitSeconds(2);
+      setLockWaitSeconds(3);
       const releases: Array<() => void> = [];
       const hold = (name: string): Promise<void> =>
         withLock(root, 'alice', name, () => new Promise<void>((resolve) => releases.push(resolve)));
@@ -583,13 +583,13 @@ describe('storage', () => {
         await waitUntil('both locks to be held', () => releases.length === 2, 5_000, 5);
         const started = Date.now();
         const renaming = codeOf(alice.rename('first', 'second', false));
-        // 'first' comes free after 1.5 s and is taken; 'second' stays held. One budget for both ends the wait
-        // at ~2 s; a budget per lock would wait until ~3.5 s.
-        await new Promise((r) => setTimeout(r, 1_500));
+        // 'first' comes free after 2.5 s and is taken; 'second' stays held. One budget for both ends the wait
+        // at ~3 s; a budget per lock would wait until ~5.5 s.
+        await new Promise((r) => setTimeout(r, 2_500));
         releases[0]!();
         await holdingFirst;
         expect(await renaming).to.equal('LOCKED');
-        expect(Date.now() - started, 'ms waited for the two locks').to.be.below(3_200);
+        expect(Date.now() - started, 'ms waited for the two locks').to.be.below(4_500);
         releases[1]!();
         await holdingSecond;
       } finally {
