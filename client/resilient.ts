@@ -70,7 +70,7 @@ export class ResilientClient implements FileClient {
   /**
    * Connects and logs in with the password. The first connection is retried (with the reconnect policy)
    * only when the server turned it away for now: TOO_MANY_CONNECTIONS (a burst of logins over
-   * --max-startups) or SHUTTING_DOWN (a draining node; behind a proxy the next one lands elsewhere); or
+   * --max-startups, or the user's sessions at --max-sessions-per-user) or SHUTTING_DOWN (a draining node; behind a proxy the next one lands elsewhere); or
    * accepted it and lost it before the login completed (closed or reset before a reply: the worker holding
    * it died, and another takes the next connection). Any other failure, a refused connect, a silent peer
    * (more often a wrong port than a hung worker), a wrong password or a TLS certificate included, comes at

@@ -43,6 +43,8 @@ export type WorkerQuestion =
 export type WorkerToPrimary =
   | { type: 'fts:ask'; reqId: number; question: WorkerQuestion }
   | { type: 'fts:conn'; conn: string; event: 'closed' }
+  /** The connection logged in as `user` without asking (no per-user limit, or the primary did not answer). */
+  | { type: 'fts:conn'; conn: string; event: 'logged-in'; user: string }
   /** Sent once the worker's message handler is installed: the primary answers with fts:init (or fts:abort). */
   | { type: 'fts:need-init' }
   /** The worker's listener is up. */

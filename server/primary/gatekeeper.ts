@@ -120,13 +120,14 @@ export class Gatekeeper {
    * A connection's login as `user` succeeded: it becomes one of the user's sessions, unless the user has as
    * many as --max-sessions-per-user already (then it is refused, and stays unauthenticated until it closes).
    * A connection this gatekeeper does not know (admitted by its worker while the primary did not answer) is
-   * let in uncounted, as its admission was.
+   * let in uncounted, as its admission was. `admitted`: the worker let the login in without asking (no limit
+   * is set, or the primary did not answer in time), so it is counted whatever the limit.
    */
-  login(id: string, user: string): Admission {
+  login(id: string, user: string, admitted = false): Admission {
     const c = this.conns.get(id);
     if (!c || c.user !== null) return { ok: true };
     const sessions = this.perUser.get(user) ?? 0;
-    if (this.limits.maxSessionsPerUser > 0 && sessions >= this.limits.maxSessionsPerUser) return { ok: false, reason: 'per_user_limit' };
+    if (!admitted && this.limits.maxSessionsPerUser > 0 && sessions >= this.limits.maxSessionsPerUser) return { ok: false, reason: 'per_user_limit' };
     c.user = user;
     this.perUser.set(user, sessions + 1);
     this.unauthenticated--;

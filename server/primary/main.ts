@@ -170,7 +170,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       }
       if (worker.isConnected()) worker.send({ type: 'fts:answer', reqId: m.reqId, data });
     } else if (m.type === 'fts:conn') {
-      gate.closed(m.conn);
+      if (m.event === 'logged-in') gate.login(m.conn, m.user, true);
+      else gate.closed(m.conn);
     } else if (m.type === 'fts:need-init') controller.sendInit(worker);
     else if (m.type === 'fts:final-metrics') metrics.finalMetrics(worker, m.metrics);
     else if (m.type === 'fts:listening') controller.workerListening(worker);

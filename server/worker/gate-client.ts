@@ -128,11 +128,20 @@ export class GateClient {
   }
 
   /**
-   * The connection logged in as `user`: may it be one more of the user's sessions? A primary that does not
-   * answer lets it in (fail open, as for admissions).
+   * The connection logged in as `user`: may it be one more of the user's sessions (a per-user limit is
+   * set)? A primary that does not answer in time lets it in (fail open, as for admissions), and is then told
+   * so, so that it counts the session even if it refused it late.
    */
   login(conn: string, user: string): Promise<Admission> {
-    return this.ask<Admission>({ kind: 'login', conn, user }, () => ({ ok: true }));
+    return this.ask<Admission>({ kind: 'login', conn, user }, () => {
+      this.loggedIn(conn, user);
+      return { ok: true };
+    });
+  }
+
+  /** The connection logged in as `user` without asking (no per-user limit): counted by the primary. */
+  loggedIn(conn: string, user: string): void {
+    if (this.channel.connected) this.channel.send?.({ type: 'fts:conn', conn, event: 'logged-in', user } satisfies WorkerToPrimary);
   }
 
   closed(conn: string): void {

@@ -507,7 +507,9 @@ export class Session {
     if (req.op === 'auth') {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : (this.user ?? this.loginUser);
       this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech, code: failure?.code }, 'auth');
-      this.ctx.metrics.authAttempt(failure === null);
+      // A login refused for the user's session count checked out (fts_rejections_total counts it): not a
+      // failed login, which alerts read as password guessing.
+      if (failure?.code !== 'TOO_MANY_CONNECTIONS') this.ctx.metrics.authAttempt(failure === null);
       // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
       if (failure?.code === 'AUTH_FAILED' && req.mech !== 'token') {
         // Wrong password or unknown user: delay the answer (growing with the address's score), as vsftpd does.
@@ -551,11 +553,19 @@ export class Session {
         // it came either before (refused here) or after (the session exists, and a kick finds it).
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
         const store = await this.ctx.store.user(user);
-        // Counted by the primary across the node's workers (--max-sessions-per-user); not a failed login.
-        const admitted = await this.ctx.gate.login(this.id, user);
-        if (!admitted.ok) {
-          throw new FtsError('TOO_MANY_CONNECTIONS', `${user} has as many sessions as the server allows at once (--max-sessions-per-user); end one, or try again later`);
+        if (this.ctx.config.maxSessionsPerUser > 0) {
+          // Counted by the primary across the node's workers; a refusal is not a failed login. Checked after
+          // the user's directory is made, so a slot is taken only by a login that can go on.
+          if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
+          const admitted = await this.ctx.gate.login(this.id, user);
+          if (!admitted.ok) {
+            throw new FtsError('TOO_MANY_CONNECTIONS', `${user} has as many sessions as the server allows at once (--max-sessions-per-user); end one, or try again later`);
+          }
+        } else {
+          this.ctx.gate.loggedIn(this.id, user);
         }
+        // Cut meanwhile (kick, login timeout, drain's deadline): no session to open.
+        if (this.socket.destroyed) throw new ConnectionGone();
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
         this.store = store;
         this.user = user;

@@ -18,7 +18,8 @@ describe('sessions per user (--max-sessions-per-user)', function () {
   const clients: FtsClient[] = [];
 
   before(async function () {
-    server = await TestServer.start({ workers: 2, args: ['--max-sessions-per-user', '2'] });
+    // A ban threshold of 2: were a refusal a penalty (a failed login is 2 points), the address would be banned.
+    server = await TestServer.start({ workers: 2, args: ['--max-sessions-per-user', '2', '--ban-threshold', '2'] });
   });
 
   after(async function () {
@@ -67,7 +68,10 @@ describe('sessions per user (--max-sessions-per-user)', function () {
     const text = await scrape(await metricsPortOf(server));
     const line = text.split('\n').find((l) => l.startsWith('fts_rejections_total{reason="per_user_limit"} '));
     expect(Number(line?.split(' ')[1]), 'fts_rejections_total{reason="per_user_limit"}').to.be.at.least(4);
-    // Refused for being busy, not for a bad password: no penalty, no ban, no auth failure delay.
+    // Refused for being busy, not for a bad password: no penalty (no ban at a threshold of 2), and not a
+    // failed login in the metrics either.
     expect(server.lines.filter((l) => l['event'] === 'ban')).to.deep.equal([]);
+    const failures = text.split('\n').find((l) => l.startsWith('fts_auth_attempts_total{result="failure"} '));
+    expect(Number(failures?.split(' ')[1]), 'fts_auth_attempts_total{result="failure"}').to.equal(0);
   });
 });

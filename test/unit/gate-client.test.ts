@@ -48,7 +48,14 @@ describe('GateClient (a worker asking the primary about admissions and bans)', f
     expect(await gate.admit('c1', OTHER_IP)).to.deep.equal({ ok: true });
     expect(await gate.penalty(OTHER_IP, 2)).to.deep.equal({ delayMs: 0, banned: false });
     expect(await gate.banned(OTHER_IP)).to.deep.equal({ banned: false });
+    const notices: unknown[] = [];
+    const send = primary.send;
+    primary.send = (message) => {
+      if (message.type === 'fts:conn') notices.push(message);
+      return send(message);
+    };
     expect(await gate.login('c1', 'alice'), 'a login is let in, as an admission is').to.deep.equal({ ok: true });
+    expect(notices, 'and the primary is told so, to count it').to.deep.equal([{ type: 'fts:conn', conn: 'c1', event: 'logged-in', user: 'alice' }]);
   });
 
   it('keeps a ban the primary announced while the primary is too slow to answer, for that address only', async function () {

@@ -204,6 +204,23 @@ describe('Gatekeeper (unit)', function () {
       expect([g.sessionsOf('alice'), g.sessionsOf('bob')]).to.deep.equal([1, 0]);
     });
 
+    it('a login the worker let in without asking (no answer in time) is counted even over the limit; a refused one stays unauthenticated', function () {
+      const g = new Gatekeeper(limits({ maxSessionsPerUser: 1, startups: { start: 2, rate: 100, full: 2 } }), noRandom);
+      expect(g.admit('a1', '10.0.0.1', 1, T0).ok).to.equal(true);
+      expect(g.admit('a2', '10.0.0.1', 1, T0).ok).to.equal(true);
+      expect(g.login('a1', 'alice').ok).to.equal(true);
+      expect(g.login('a2', 'alice')).to.deep.equal({ ok: false, reason: 'per_user_limit' });
+      // a2 still holds one of the two unauthenticated slots (MaxStartups full at 2 with the next one).
+      expect(g.admit('x', '10.0.0.2', 1, T0).ok).to.equal(true);
+      expect(g.admit('y', '10.0.0.3', 1, T0)).to.deep.equal({ ok: false, reason: 'startups' });
+      // Its worker did let it in (the refusal came too late): counted, and its startup slot given back.
+      expect(g.login('a2', 'alice', true)).to.deep.equal({ ok: true });
+      expect(g.sessionsOf('alice')).to.equal(2);
+      expect(g.admit('y', '10.0.0.3', 1, T0).ok).to.equal(true);
+      g.closed('a2');
+      expect(g.sessionsOf('alice')).to.equal(1);
+    });
+
     it('0 is no limit; a connection the gatekeeper never admitted (its worker failed open) logs in uncounted', function () {
       const g = new Gatekeeper(limits(), noRandom);
       for (let i = 0; i < 50; i++) {
