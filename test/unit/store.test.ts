@@ -574,26 +574,27 @@ describe('storage', () => {
       this.timeout(20_000);
       await put(alice, 'first', Buffer.from('f'));
       setLockWaitSeconds(3);
-      const releases: Array<() => void> = [];
+      // By name: the two holds take their locks in whichever order their mkdirs finish.
+      const releases = new Map<string, () => void>();
       const hold = (name: string): Promise<void> =>
-        withLock(root, 'alice', name, () => new Promise<void>((resolve) => releases.push(resolve)));
+        withLock(root, 'alice', name, () => new Promise<void>((resolve) => releases.set(name, resolve)));
       try {
         const holdingFirst = hold('first');
         const holdingSecond = hold('second');
-        await waitUntil('both locks to be held', () => releases.length === 2, 5_000, 5);
+        await waitUntil('both locks to be held', () => releases.size === 2, 5_000, 5);
         const started = Date.now();
         const renaming = codeOf(alice.rename('first', 'second', false));
         // 'first' comes free after 2.5 s and is taken; 'second' stays held. One budget for both ends the wait
         // at ~3 s; a budget per lock would wait until ~5.5 s.
         await new Promise((r) => setTimeout(r, 2_500));
-        releases[0]!();
+        releases.get('first')!();
         await holdingFirst;
         expect(await renaming).to.equal('LOCKED');
         expect(Date.now() - started, 'ms waited for the two locks').to.be.below(4_500);
-        releases[1]!();
+        releases.get('second')!();
         await holdingSecond;
       } finally {
-        for (const release of releases) release();
+        for (const release of releases.values()) release();
         setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
       }
       expect(await userFiles()).to.deep.equal(['first']);
