@@ -32,17 +32,18 @@ export function recordVersion(st: BigIntStats): string {
 }
 
 /**
- * Records the digest of the file (`file`: its fstat) just published at `target` as (user, name), if it is large
- * enough to be worth it. Call it under the name's lock, so that the record and the file it describes come
- * from the same publish; if the name holds another file by now anyway (a lock broken as stale, see
- * SCALE-OUT.md), nothing is recorded, so that a digest never describes another publish's file. Never throws:
- * without a record, downloads hash the file instead.
+ * Records the digest of the file (`file`: its fstat when it was verified) now at `target` as (user, name), if
+ * it is large enough to be worth it. Call it under the name's lock, so that the record and the file it
+ * describes come from the same publish (or rename); if the name holds another file by now anyway (a lock
+ * broken as stale, see SCALE-OUT.md), or the file's bytes changed (size or mtime), nothing is recorded, so
+ * that a digest never describes a file it was not verified for. Never throws: without a record, downloads
+ * hash the file instead.
  */
-export async function recordDigest(root: string, user: string, name: string, target: string, file: { ino: bigint; size: bigint }, sha256: string): Promise<void> {
+export async function recordDigest(root: string, user: string, name: string, target: string, file: { ino: bigint; size: bigint; mtimeNs: bigint }, sha256: string): Promise<void> {
   if (file.size < RECORD_MIN_BYTES) return;
   try {
     const st = await stat(target, { bigint: true });
-    if (st.ino !== file.ino) return;
+    if (st.ino !== file.ino || st.size !== file.size || st.mtimeNs !== file.mtimeNs) return;
     const record = `${JSON.stringify({ v: RECORD_VERSION, file: recordVersion(st), sha256 })}\n`;
     const where = digestRecordPath(root, user, name);
     await inPrivateDir(path.dirname(where), () => writeFile(where, record, { mode: 0o600 }));
@@ -78,19 +79,11 @@ export async function forgetDigest(root: string, user: string, name: string): Pr
  * After a rename of (user, from) to (user, to), under both names' locks: the record of the file that was at
  * `from` (`before`: its lstat before the rename, with `sha256` the digest recorded for exactly that version,
  * or null) now describes the file at `to`. A rename changes the file's ctime, so the record is written
- * afresh for the version now at `target`, and only if that is still the same file with the same bytes
- * (inode, size, mtime), so that no record ever describes a file it was not verified for. Both old records
- * go (the one of `to` described the file the rename replaced). Never throws, like recordDigest.
+ * afresh for the version now at `target` (recordDigest checks that it is still that file with those bytes).
+ * Both old records go (the one of `to` described the file the rename replaced). Never throws.
  */
 export async function moveDigest(root: string, user: string, from: string, to: string, target: string, before: BigIntStats, sha256: string | null): Promise<void> {
   await forgetDigest(root, user, from);
   await forgetDigest(root, user, to);
-  if (sha256 === null) return;
-  try {
-    const st = await stat(target, { bigint: true });
-    if (st.ino !== before.ino || st.size !== before.size || st.mtimeNs !== before.mtimeNs) return;
-    await recordDigest(root, user, to, target, st, sha256);
-  } catch {
-    // Without a record, downloads of the renamed file hash it instead.
-  }
+  if (sha256 !== null) await recordDigest(root, user, to, target, before, sha256);
 }

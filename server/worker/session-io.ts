@@ -33,10 +33,14 @@ export interface SessionIo {
   writable(): Promise<void>;
   /**
    * Sends one data frame, resolving once the socket can take more (backpressure). `sent` is called once the
-   * socket no longer needs `payload`'s memory (handed to the kernel, or the connection failed).
+   * socket no longer needs `payload`'s memory (handed to the kernel, or the connection failed). `paced`: a
+   * download's frame, sent no faster than the session's download rate limit allows (a view's is not).
    */
-  sendData(payload: Buffer, sent?: () => void): Promise<void>;
-  /** The next data frame of the current upload. Throws PROTOCOL_ERROR on anything else, ConnectionGone at end. */
+  sendData(payload: Buffer, sent?: () => void, paced?: boolean): Promise<void>;
+  /**
+   * The next data frame of the current upload, no faster than the session's upload rate limit allows.
+   * Throws PROTOCOL_ERROR on anything else, ConnectionGone at end.
+   */
   readData(): Promise<DataChunk>;
   /**
    * The next header frame of a multi-step request (an authentication continuation). Throws
@@ -52,15 +56,6 @@ export interface SessionIo {
    * left would only hold the disk and the file.
    */
   working(): void;
-  /**
-   * What to await before the next data frame of `direction` moves (the session's rate limit), or null when
-   * nothing need be awaited (no limit, or within it). The promise throws ConnectionGone if the connection
-   * ends meanwhile. Call it before each frame, and `moved` after: the last frame's debt is then paid by the
-   * session's next transfer, not by this one's reply.
-   */
-  pace(direction: 'upload' | 'download'): Promise<void> | null;
-  /** Counts a data frame of `bytes` payload that moved in `direction` against the session's rate limit. */
-  moved(direction: 'upload' | 'download', bytes: number): void;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

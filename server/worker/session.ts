@@ -553,20 +553,20 @@ export class Session {
         // it came either before (refused here) or after (the session exists, and a kick finds it).
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED'); // the same reply as any failed login
         const store = await this.ctx.store.user(user);
-        if (this.ctx.config.maxSessionsPerUser > 0) {
-          // Counted by the primary across the node's workers; a refusal is not a failed login. Checked after
-          // the user's directory is made, so a slot is taken only by a login that can go on.
-          if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
+        const limited = this.ctx.config.maxSessionsPerUser > 0;
+        // The primary counts sessions across the node's workers; with a limit it is asked, and only for a
+        // login that can still go on, so that a slot is never taken for one about to fail. A refusal is not a
+        // failed login.
+        if (limited && stillCurrent()) {
           const admitted = await this.ctx.gate.login(this.id, user);
           if (!admitted.ok) {
             throw new FtsError('TOO_MANY_CONNECTIONS', `${user} has as many sessions as the server allows at once (--max-sessions-per-user); end one, or try again later`);
           }
-        } else {
-          this.ctx.gate.loggedIn(this.id, user);
         }
         // Cut meanwhile (kick, login timeout, drain's deadline): no session to open.
         if (this.socket.destroyed) throw new ConnectionGone();
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
+        if (!limited) this.ctx.gate.loggedIn(this.id, user);
         this.store = store;
         this.user = user;
         this.phase = 'authenticated';
@@ -574,7 +574,7 @@ export class Session {
       },
       send: (reply: Header) => this.reply(id, { id, ...reply }),
       sendMany: (replies: Header[]) => this.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
-      sendData: (payload: Buffer, sent?: () => void) => this.sendData(payload, sent),
+      sendData: (payload: Buffer, sent?: () => void, paced?: boolean) => this.sendData(payload, sent, paced),
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();
         if (this.socket.writableNeedDrain) await this.drained();
@@ -589,8 +589,6 @@ export class Session {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
       },
-      pace: (direction: Direction) => this.pace(direction),
-      moved: (direction: Direction, bytes: number) => this.moved(direction, bytes),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -601,7 +599,11 @@ export class Session {
     };
   }
 
-  /** SessionIo.pace: what to await before the next data frame moves, or null (no limit, or within it). */
+  /**
+   * What to await before the next data frame of `direction` moves (readData, a paced sendData), or null
+   * (no limit, or within it). Waiting before a frame, not after, leaves the last frame's debt to the
+   * session's next transfer: a reply or a publish is never held back for data that has already moved.
+   */
   private pace(direction: Direction): Promise<void> | null {
     const pacer = this.pacers[direction];
     return pacer === null || pacer.delay() === 0 ? null : this.paced(direction, pacer);
@@ -635,10 +637,17 @@ export class Session {
     }
   }
 
+  /**
+   * The next data frame of an upload (taken or skipped). It waits for the session's upload rate limit first,
+   * so that a limited client's data waits in its own socket, not in our queue.
+   */
   private async readData(): Promise<DataChunk> {
+    const wait = this.pace('upload');
+    if (wait !== null) await wait;
     const event = await this.source.next();
     switch (event.kind) {
       case 'data':
+        this.moved('upload', event.payload.length);
         return event;
       case 'end':
         throw new ConnectionGone();
@@ -684,18 +693,24 @@ export class Session {
 
   private async skipData(bytes: number): Promise<void> {
     for (let left = bytes; left > 0; ) {
-      // Skipped data moves all the same: a refused upload is no way around the rate limit.
-      const wait = this.pace('upload');
-      if (wait !== null) await wait;
+      // Paced like any upload's data (readData): a refused upload is no way around the rate limit.
       const chunk = await this.readData();
       workerPayloads.release(chunk.payload);
-      this.moved('upload', chunk.payload.length);
       if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
       left -= chunk.payload.length;
     }
   }
 
-  private async sendData(payload: Buffer, sent?: () => void): Promise<void> {
+  private async sendData(payload: Buffer, sent?: () => void, paced = false): Promise<void> {
+    const wait = paced ? this.pace('download') : null;
+    if (wait !== null) {
+      try {
+        await wait;
+      } catch (err) {
+        sent?.();
+        throw err;
+      }
+    }
     if (this.socket.destroyed) {
       sent?.();
       throw new ConnectionGone();
@@ -703,6 +718,7 @@ export class Session {
     this.corkTick();
     this.socket.write(encodeDataPrefix(payload));
     const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
+    if (paced) this.moved('download', payload.length);
     this.progressed();
     if (!flushed) await this.drained();
     this.progressed();

@@ -237,7 +237,7 @@ describe('storage', () => {
       await truncate(target, RECORD_MIN_BYTES);
       const st = await stat(target, { bigint: true });
       const digest = 'ab'.repeat(32);
-      await recordDigest(root, 'alice', 'big.bin', target, { ino: st.ino + 1n, size: st.size }, digest);
+      await recordDigest(root, 'alice', 'big.bin', target, { ino: st.ino + 1n, size: st.size, mtimeNs: st.mtimeNs }, digest);
       expect(await recordedDigest(root, 'alice', 'big.bin', st), 'another publish\'s file').to.equal(null);
       await recordDigest(root, 'alice', 'big.bin', target, st, digest);
       expect(await recordedDigest(root, 'alice', 'big.bin', st)).to.equal(digest);

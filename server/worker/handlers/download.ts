@@ -71,17 +71,7 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
   for await (const { data, memory } of reader.chunks(offset, file.size, pacedFrameBytes(io.ctx.config.maxDownloadRate))) {
     if (sent === 0) io.send(dataReply);
     hash?.update(data);
-    const wait = io.pace('download');
-    if (wait !== null) {
-      try {
-        await wait;
-      } catch (err) {
-        workerPayloads.release(memory);
-        throw err;
-      }
-    }
-    await io.sendData(data, () => workerPayloads.release(memory));
-    io.moved('download', data.length);
+    await io.sendData(data, () => workerPayloads.release(memory), true);
     io.ctx.metrics.transferBytes('download', data.length);
     sent += data.length;
     io.progress(sent, name);

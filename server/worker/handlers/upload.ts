@@ -41,23 +41,18 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
   try {
     let received = 0;
     while (received < expected) {
-      // The rate limit is waited for before a frame is taken, so a limited client's data waits in its socket.
-      const wait = io.pace('upload');
-      if (wait !== null) await wait;
       const chunk = await io.readData();
       const at = req.offset + received;
-      const length = checkedLength(chunk, expected - received);
-      io.moved('upload', length);
-      received += length;
+      received += checkedLength(chunk, expected - received);
       io.progress(received, req.name);
       if (failure !== null || staged === null) {
         workerPayloads.release(chunk.payload);
-      } else {
-        try {
-          await stage(staged, chunk, at, io);
-        } catch (err) {
-          failure = asFtsError(err);
-        }
+        continue;
+      }
+      try {
+        await stage(staged, chunk, at, io);
+      } catch (err) {
+        failure = asFtsError(err);
       }
     }
     // A streamed upload's digest follows its data; it is read even when the upload already failed, so
@@ -92,11 +87,8 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
   let good = expected;
   try {
     while (received < expected) {
-      const wait = io.pace('upload');
-      if (wait !== null) await wait;
       const chunk = await io.readData();
       const length = checkedLength(chunk, expected - received);
-      io.moved('upload', length);
       if (good === expected && !chunk.crcOk) good = received;
       if (good === expected) chunk.payload.copy(data, received);
       workerPayloads.release(chunk.payload);
