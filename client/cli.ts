@@ -68,7 +68,7 @@ function usage(): string {
     '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
-    '                        (no progress line); list: the listing as a JSON array; usage: one JSON object',
+    '                        (no progress line); list, partials: a JSON array; usage: one JSON object',
     `  --retries N           transfers: reconnect up to N times in a row after a dropped connection`,
     `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped`,
     '  -h, --help            show this help',
@@ -113,15 +113,15 @@ function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   if (values.help === true || verb === 'help') return 'help';
   if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir, force, quiet } = values;
+  const { long, json, dir, force, all, quiet } = values;
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
-    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined) throw usageError('shell takes no command options');
+    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined) throw usageError('shell takes no command options');
     return { command: 'shell', args, values };
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir, force, quiet });
+  checkInvocation(command, args, { long, json, dir, force, all, quiet });
   return { command, args, values };
 }
 

@@ -12,7 +12,7 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
-import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type StorageUsage } from '../protocol/index.js';
+import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
@@ -86,6 +86,18 @@ export interface RenameOptions {
 /** What the user stores on the server (the `usage` request). */
 export type Usage = StorageUsage;
 
+/** One of the user's partial uploads (the `partials` request, PROTOCOL.md §6.10). */
+export type PartialUpload = PartialEntry;
+
+/** What `discard` removed. */
+export interface DiscardResult {
+  /**
+   * Bytes removed from the server's storage. null when a ResilientClient's repeat, after a connection lost
+   * during the first attempt, found the partial upload gone: that attempt removed it (or its upload ended).
+   */
+  bytes: number | null;
+}
+
 /** The login of a connection: a session token lets a new connection log in without the password. */
 export interface SessionInfo {
   user: string;
@@ -108,6 +120,8 @@ export interface FileClient {
   rename(name: string, to: string, options?: RenameOptions): Promise<void>;
   list(options?: ListOptions): Promise<ListEntry[]>;
   usage(): Promise<Usage>;
+  partials(): Promise<PartialUpload[]>;
+  discard(key: string): Promise<DiscardResult>;
   quit(): Promise<void>;
   close(): void;
 }
@@ -126,6 +140,10 @@ function bad(message: string): FtsError {
 
 function isTime(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 export class FtsClient implements FileClient {
@@ -405,6 +423,30 @@ export class FtsClient implements FileClient {
     return { used: count('used'), files: count('files'), partial: count('partial'), quota: reply['quota'] === null ? null : count('quota') };
   }
 
+  /**
+   * The user's partial uploads (by name; those the server cannot name last). Servers that do not offer it
+   * (no `partials` capability): UNKNOWN_OP.
+   */
+  async partials(): Promise<PartialUpload[]> {
+    this.requireCap('partials', 'does not list partial uploads');
+    const entries: PartialUpload[] = [];
+    const reply = await this.conn.request({ header: { op: 'partials' }, onInterim: (h) => entries.push(partialEntry(h)) });
+    if (reply['count'] !== entries.length) throw bad(`partials announced ${String(reply['count'])} entries but sent ${entries.length}`);
+    return entries;
+  }
+
+  /**
+   * Removes the partial upload whose key (from partials(), or stagingKey) is `key`: every staging file of
+   * that upload identity. NOT_FOUND when there is none.
+   */
+  async discard(key: string): Promise<DiscardResult> {
+    if (!SHA256_PATTERN.test(key)) throw new FtsError('BAD_REQUEST', `${JSON.stringify(key)}: a partial upload's key is 64 lowercase hex digits`);
+    this.requireCap('partials', 'does not discard partial uploads');
+    const reply = await this.conn.request({ header: { op: 'discard', key } });
+    if (!isCount(reply['bytes'])) throw bad('discard reply without a valid "bytes"');
+    return { bytes: reply['bytes'] };
+  }
+
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */
   private requireCap(cap: string, what: string): void {
     const caps = this.conn.greeting['caps'];
@@ -446,6 +488,21 @@ function uploadResult({ reply, digest, resumedFrom }: UploadOutcome, name: strin
   // The name is ours: a reply naming another file is out of protocol (and must not reach the terminal).
   if (reply['name'] !== undefined && reply['name'] !== name) throw bad('upload reply names another file');
   return { name, size: digest.size, sha256: digest.sha256, mtime, resumedFrom };
+}
+
+/** One 'entry' reply to `partials`, checked like a listing's (a name must be a legal name). */
+function partialEntry(h: Header): PartialUpload {
+  if (h['status'] !== 'entry') throw bad(`unexpected ${JSON.stringify(h['status'])} reply to partials`);
+  const { key, staged, bytes, mtime, expires, name, size, sha256, version } = h;
+  if (typeof key !== 'string' || !SHA256_PATTERN.test(key)) throw bad('partials entry without a valid key');
+  if (!isCount(staged) || !isCount(bytes) || !isTime(mtime) || !isTime(expires)) throw bad(`partials entry ${key} without valid staged, bytes, mtime and expires`);
+  const entry: PartialUpload = { key, staged, bytes, mtime, expires };
+  if (name === undefined) return entry;
+  if (typeof name !== 'string' || nameProblem(name) !== null) throw bad(`partials entry ${key} with an invalid name`);
+  if (!isCount(size) || size > MAX_FILE_SIZE) throw bad(`partials entry ${key} without a valid size`);
+  const tag = typeof sha256 === 'string' && SHA256_PATTERN.test(sha256) ? { sha256 } : typeof version === 'string' && SHA256_PATTERN.test(version) ? { version } : null;
+  if (tag === null) throw bad(`partials entry ${key} without a valid sha256 or version`);
+  return { ...entry, name, size, ...tag };
 }
 
 /**

@@ -17,11 +17,13 @@
 export { FtsClient } from './client.js';
 export type {
   ConnectOptions,
+  DiscardResult,
   DownloadBufferResult,
   DownloadResult,
   FileClient,
   ListEntry,
   ListOptions,
+  PartialUpload,
   ProgressCallback,
   RenameOptions,
   SessionInfo,

@@ -18,7 +18,7 @@
  */
 import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
-import { FtsClient, type ConnectOptions, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type RenameOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
+import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -170,6 +170,23 @@ export class ResilientClient implements FileClient {
         }
       }
       await attempts.run(c.rename(name, to, options));
+    });
+  }
+
+  partials(): Promise<PartialUpload[]> {
+    return this.retrying((c) => c.partials());
+  }
+
+  /** Repeated like delete: NOT_FOUND after an attempt that may have run means that one discarded it. */
+  discard(key: string): Promise<DiscardResult> {
+    const attempts = new Attempts();
+    return this.retrying(async (c) => {
+      try {
+        return await attempts.run(c.discard(key));
+      } catch (err) {
+        if (attempts.uncertain && err instanceof FtsError && err.code === 'NOT_FOUND') return { bytes: null };
+        throw err;
+      }
     });
   }
 
@@ -345,9 +362,9 @@ function drainBye(client: FtsClient): FtsError | null {
 class Attempts {
   uncertain = false;
 
-  async run(attempt: Promise<void>): Promise<void> {
+  async run<T>(attempt: Promise<T>): Promise<T> {
     try {
-      await attempt;
+      return await attempt;
     } catch (err) {
       // A reply refused it (it did nothing); anything else may have come after the server did it.
       if (!isAnswer(err)) this.uncertain = true;

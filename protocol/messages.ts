@@ -30,6 +30,10 @@ export type Request =
   | { op: 'list'; id: number; long: boolean }
   /** What the user stores, and their quota (§6.8). */
   | { op: 'usage'; id: number }
+  /** The user's partial uploads (§6.10). */
+  | { op: 'partials'; id: number }
+  /** Removes the partial upload of one identity, named by its key (§6.10). */
+  | { op: 'discard'; id: number; key: string }
   | { op: 'noop'; id: number }
   | { op: 'quit'; id: number };
 
@@ -40,7 +44,7 @@ export type Request =
 export type UploadTag = { sha256: string } | { version: string };
 
 export type Op = Request['op'];
-export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'rename', 'list', 'usage', 'noop', 'quit'] as const satisfies readonly Op[];
+export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'rename', 'list', 'usage', 'partials', 'discard', 'noop', 'quit'] as const satisfies readonly Op[];
 
 /** Whether `op` names one of the protocol's operations. */
 export function isOp(op: unknown): op is Op {
@@ -67,6 +71,25 @@ export interface StorageUsage {
   partial: number;
   /** The user's quota in bytes; null when the server sets none. */
   quota: number | null;
+}
+
+/** One partial upload, as `partials` reports it (§6.10). */
+export interface PartialEntry {
+  /** The identity's staging key: 64 lowercase hex digits (what `discard` takes). */
+  key: string;
+  /** The upload's name, size and SHA-256 or version tag, when the server knows them. */
+  name?: string;
+  size?: number;
+  sha256?: string;
+  version?: string;
+  /** Bytes staged: what the longest of its attempts holds (a resume continues from there). */
+  staged: number;
+  /** Bytes of all its staging files on disk (what the quota counts). */
+  bytes: number;
+  /** Last time bytes were written, milliseconds since the UNIX epoch. */
+  mtime: number;
+  /** From when the server's sweep may remove it, unless it progresses, milliseconds since the UNIX epoch. */
+  expires: number;
 }
 
 export const SHA256_PATTERN = /^[0-9a-f]{64}$/;
@@ -140,7 +163,7 @@ function name(h: Header, key: 'name' | 'to' = 'name'): string {
   return v;
 }
 
-function hex64(h: Header, key: 'sha256' | 'version'): string {
+function hex64(h: Header, key: 'sha256' | 'version' | 'key'): string {
   const v = str(h, key);
   if (!SHA256_PATTERN.test(v)) throw bad(`"${key}" must be 64 lowercase hex digits`);
   return v;
@@ -205,7 +228,10 @@ export function parseRequest(h: Header): Request {
       if (typeof long !== 'boolean') throw bad('"long" must be a boolean');
       return { op, id, long };
     }
+    case 'discard':
+      return { op, id, key: hex64(h, 'key') };
     case 'usage':
+    case 'partials':
     case 'noop':
     case 'quit':
       return { op, id };

@@ -9,7 +9,7 @@ import type { FileClient, Usage } from '../client.js';
 import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { printable, report, usageError } from './report.js';
-import { escapeForTerminal, exactly, formatJson, formatLong, nameForTerminal, type NameShown } from './text.js';
+import { escapeForTerminal, exactly, formatJson, formatLong, formatPartials, formatPartialsJson, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
 /** Lines of `list` output per write. */
@@ -22,6 +22,8 @@ export interface CommandOptions {
   dir?: string;
   /** rename: replace a file already called NEWNAME. */
   force?: boolean;
+  /** discard: every partial upload. */
+  all?: boolean;
   /** No progress line. Accepted by every command (it is a global flag); only transfers show progress. */
   quiet?: boolean;
 }
@@ -32,6 +34,7 @@ export const COMMAND_OPTION_SPECS = {
   json: { type: 'boolean' },
   dir: { type: 'string' },
   force: { type: 'boolean', short: 'f' },
+  all: { type: 'boolean', short: 'a' },
   quiet: { type: 'boolean', short: 'q' },
 } as const;
 
@@ -243,8 +246,7 @@ export const COMMANDS: readonly Command[] = [
     async run(client, _args, options) {
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
-      // Exact names for pipes and files (scripts); on a terminal, names cannot rearrange the display.
-      const show: NameShown = process.stdout.isTTY === true ? nameForTerminal : exactly;
+      const show = terminalNames();
       const lines = options.json === true ? formatJson(entries) : long ? formatLong(entries, show) : entries.map((e) => show(e.name));
       // In slices: one string of millions of lines would exceed V8's maximum string length.
       for (let at = 0; at < lines.length; at += LIST_WRITE_LINES) process.stdout.write(`${lines.slice(at, at + LIST_WRITE_LINES).join('\n')}\n`);
@@ -262,6 +264,59 @@ export const COMMANDS: readonly Command[] = [
     async run(client, _args, options) {
       const usage = await client.usage();
       say(options.json === true ? JSON.stringify(usage) : usageLines(usage).join('\n'));
+    },
+  },
+  {
+    name: 'partials',
+    aliases: [],
+    synopsis: '[--json]',
+    summary: 'list your unfinished uploads the server keeps for a resume (--json: JSON array)',
+    minArgs: 0,
+    maxArgs: 0,
+    options: ['json'],
+    transfers: false,
+    async run(client, _args, options) {
+      const entries = await client.partials();
+      if (options.json === true) say(formatPartialsJson(entries));
+      else if (entries.length > 0) say(formatPartials(entries, terminalNames()).join('\n'));
+    },
+  },
+  {
+    name: 'discard',
+    aliases: [],
+    synopsis: 'NAME... | --all',
+    summary: 'discard the unfinished uploads of NAME (--all, -a: all of them), freeing their space',
+    minArgs: 0,
+    maxArgs: Infinity,
+    options: ['all'],
+    transfers: false,
+    async run(client, names, options) {
+      const all = options.all === true;
+      if (all && names.length > 0) throw usageError('discard: give NAME... or --all, not both');
+      if (!all && names.length === 0) throw usageError(`discard: missing argument (usage: discard ${this.synopsis})`);
+      for (const name of names) remoteName(name);
+      const partials = await client.partials();
+      const show = terminalNames();
+      let firstError: unknown = null;
+      const fail = (err: unknown): void => {
+        firstError ??= err;
+        report(err);
+      };
+      for (const name of names) {
+        if (!partials.some((p) => p.name === name)) fail(new FtsError('NOT_FOUND', `${show(name)}: no unfinished upload of that name`));
+      }
+      for (const p of all ? partials : partials.filter((e) => e.name !== undefined && names.includes(e.name))) {
+        const label = p.name === undefined ? `the unfinished upload ${p.key}` : show(p.name);
+        try {
+          const { bytes } = await client.discard(p.key);
+          say(`discarded ${label} (${bytes ?? p.bytes} bytes)`);
+        } catch (err) {
+          // Published, resumed or swept since the listing: there is nothing left to discard.
+          if (err instanceof FtsError && isServerError(err) && err.code === 'NOT_FOUND') say(`${label}: ended meanwhile, nothing to discard`);
+          else fail(withContext(err, label));
+        }
+      }
+      if (firstError !== null) throw firstError;
     },
   },
   {
@@ -321,6 +376,11 @@ export const COMMANDS: readonly Command[] = [
     },
   },
 ];
+
+/** Exact names for pipes and files (scripts); on a terminal, names cannot rearrange the display. */
+function terminalNames(): NameShown {
+  return process.stdout.isTTY === true ? nameForTerminal : exactly;
+}
 
 /** `fts usage`: one line per figure, bytes exactly and for people. */
 function usageLines(u: Usage): string[] {

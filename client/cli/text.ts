@@ -2,7 +2,7 @@
  * Text helpers of the CLI: splitting shell lines into words, making file bytes safe for a terminal, and
  * formatting listings. Pure functions, no I/O.
  */
-import type { ListEntry } from '../client.js';
+import type { ListEntry, PartialUpload } from '../client.js';
 import { usageError } from './report.js';
 
 /**
@@ -146,6 +146,38 @@ export function formatLong(entries: readonly ListEntry[], show: NameShown = exac
   // Not Math.max(...array): spreading 150 000 arguments overflows the stack.
   const width = entries.reduce((w, e) => Math.max(w, String(e.size ?? '?').length), 0);
   return entries.map((e) => `${String(e.size ?? '?').padStart(width)}\t${isoTime(e.mtime)}\t${show(e.name)}`);
+}
+
+/** `fts partials`: one line per partial upload, saying which file it is, how far it got and how long it stays. */
+export function formatPartials(entries: readonly PartialUpload[], show: NameShown = exactly): string[] {
+  return entries.map((p) => {
+    const what = p.name === undefined ? `(name unknown, key ${p.key}): ${p.staged} bytes` : `${show(p.name)}: ${p.staged} of ${p.size ?? '?'} bytes (${percent(p.staged, p.size ?? 0)} %)`;
+    const extra = p.bytes !== p.staged ? `, ${p.bytes} bytes on disk` : '';
+    return `${what}${extra}, last written ${isoTime(p.mtime)}, kept until ${isoTime(p.expires)}`;
+  });
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? '100' : Math.floor((100 * part) / whole).toString();
+}
+
+/**
+ * `fts partials --json`: an array of {key, name, size, sha256 or version, staged, bytes, mtime, expires},
+ * times as ISO 8601 UTC strings, name and size null when the server does not know them.
+ */
+export function formatPartialsJson(entries: readonly PartialUpload[]): string {
+  const items = entries.map((p) => ({
+    key: p.key,
+    name: p.name ?? null,
+    size: p.size ?? null,
+    ...(p.sha256 === undefined ? {} : { sha256: p.sha256 }),
+    ...(p.version === undefined ? {} : { version: p.version }),
+    staged: p.staged,
+    bytes: p.bytes,
+    mtime: isoTime(p.mtime),
+    expires: isoTime(p.expires),
+  }));
+  return replaceHidden(JSON.stringify(items, null, 2), (c) => `\\u${codePointHex(c)}`);
 }
 
 /**

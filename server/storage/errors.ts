@@ -19,7 +19,7 @@ export function fsError(err: unknown, what: string): FtsError {
  * to be durable. The code is fsError's; the message says what happened, so that nobody is told "nothing
  * was published" about a file that is in place.
  */
-export function notDurable(err: unknown, what: string, done: 'published' | 'deleted' | 'renamed'): FtsError {
+export function notDurable(err: unknown, what: string, done: 'published' | 'deleted' | 'renamed' | 'discarded'): FtsError {
   const [code, detail] = err instanceof FtsError ? [err.code, err.message] : describe(err);
   return new FtsError(code, `${what}: ${done}, but syncing its directory failed (${detail}); the change may not survive a crash`, {}, { cause: err });
 }

@@ -12,6 +12,10 @@ import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
+import { forgetPartialNameIfUnused, keyOfNameRecord, keyOfPartFile, recordPartialName } from './partial-names.js';
+import { keyOf } from './staging-keys.js';
+
+export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
 
 /**
  * Partial uploads live in <root>/.fts/staging/<user>/, so nothing partial is ever visible in the user's
@@ -30,21 +34,6 @@ import { inPrivateDir } from './private-dir.js';
  * continues, a changed local file has another and starts from 0. The digest in the trailer is checked
  * against everything staged, copied prefix included, exactly as for the other uploads.
  */
-
-/** The staging key of an upload identity: fixed length, filesystem-safe, no user-chosen bytes. */
-export function stagingKey(name: string, size: number, sha256: string): string {
-  return createHash('sha256').update(`${size}\0${sha256}\0${name}`, 'utf8').digest('hex');
-}
-
-/** The staging key of a streamed upload ('v' is never a hex digit, so it cannot collide with stagingKey). */
-export function streamedStagingKey(name: string, size: number, version: string): string {
-  return createHash('sha256').update(`${size}\0v${version}\0${name}`, 'utf8').digest('hex');
-}
-
-/** The staging key of an upload identity, whichever kind (also the quota's name for it). */
-export function keyOf(name: string, size: number, tag: UploadTag): string {
-  return 'sha256' in tag ? stagingKey(name, size, tag.sha256) : streamedStagingKey(name, size, tag.version);
-}
 
 /** The partial files of one identity, each with its current length. */
 async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promise<Array<{ file: string; length: number }>> {
@@ -136,6 +125,8 @@ export class StagedUpload {
   #writing: Promise<void> | null = null;
   #failure: unknown = null;
   #aborting: Promise<void> | undefined;
+  /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
+  readonly #named: boolean;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
   constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
@@ -152,6 +143,7 @@ export class StagedUpload {
     this.#stored = t.offset;
     this.#hash = t.hash;
     this.#tag = t.tag;
+    this.#named = t.size >= SMALL_PARTIAL_BYTES || t.offset > 0;
   }
 
   /** Sets the digest of a streamed upload, from its trailer (before commit). */
@@ -406,6 +398,7 @@ export class StagedUpload {
         await recordDigest(this.#root, this.#user, this.name, this.#target, stats, expected.toString('hex'));
       });
       this.#state = 'committed';
+      await this.#forgetName();
       return { mtime: mtimeOfBig(publishedByOther ?? stats) };
     } catch (err) {
       if (durable && !renamed) {
@@ -456,6 +449,13 @@ export class StagedUpload {
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
+    // Kept: named, so that the user can tell which upload it is (partials) and discard it.
+    await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
+  }
+
+  /** Removes the identity's name record if this was its last partial file. */
+  async #forgetName(): Promise<void> {
+    if (this.#named) await forgetPartialNameIfUnused(path.dirname(this.#stagingPath), keyOf(this.name, this.size, this.#tag));
   }
 
   /** The staging file's size now; 0 if it cannot be read. */
@@ -491,6 +491,7 @@ export class StagedUpload {
     } catch {
       // ENOENT: already gone. Anything else: the staging sweep removes it later.
     }
+    await this.#forgetName();
   }
 }
 
@@ -611,6 +612,10 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
     }
     await unlink(source).catch(() => undefined);
   }
+  // Named from the start, not only when kept: a worker killed or a machine crashed mid-upload never gets to
+  // release() it. Small uploads only when kept: one more file per small upload would cost more than the
+  // name is worth (they are swept after 10 minutes, SMALL_PARTIAL_MAX_AGE_MS).
+  if (size >= SMALL_PARTIAL_BYTES) await recordPartialName(dir, { name: t.name, size, tag });
   const writer = await DirectWriter.forFile(handle, size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
@@ -665,6 +670,11 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
 export const SMALL_PARTIAL_BYTES = 1024 * 1024;
 const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
 
+/** How long a staging file of `length` bytes is kept without progress, with a sweep maximum age of `maxAgeMs`. */
+export function partialMaxAgeMs(length: number, maxAgeMs: number): number {
+  return length < SMALL_PARTIAL_BYTES ? Math.min(maxAgeMs, SMALL_PARTIAL_MAX_AGE_MS) : maxAgeMs;
+}
+
 /**
  * Removes staging files not modified for `maxAgeMs` and returns how many it removed; those holding less
  * than SMALL_PARTIAL_BYTES go after SMALL_PARTIAL_MAX_AGE_MS (if shorter). Those are mostly the leftovers of
@@ -676,8 +686,8 @@ const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
  * starting nor keep the other users' partial uploads for ever.
  */
 export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
-  const cutoff = Date.now() - maxAgeMs;
-  const smallCutoff = Date.now() - Math.min(maxAgeMs, SMALL_PARTIAL_MAX_AGE_MS);
+  const now = Date.now();
+  const smallCutoff = now - partialMaxAgeMs(0, maxAgeMs);
   let removed = 0;
   let users: Dirent[];
   try {
@@ -696,13 +706,36 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
       problem(dir, err);
       continue;
     }
+    /** Keys of the staging files left, and the name records (partial-names.ts) with their keys. */
+    const kept = new Set<string>();
+    const records: Array<{ file: string; key: string }> = [];
     for (const entry of entries) {
       const file = path.join(dir, entry.name);
+      const recordKey = keyOfNameRecord(entry.name);
+      if (recordKey !== null) {
+        records.push({ file, key: recordKey });
+        continue;
+      }
       try {
         const st = await lstat(file);
-        if (!st.isFile() || st.mtimeMs >= (st.size < SMALL_PARTIAL_BYTES ? smallCutoff : cutoff)) continue;
+        if (!st.isFile() || st.mtimeMs >= now - partialMaxAgeMs(st.size, maxAgeMs)) {
+          const key = keyOfPartFile(entry.name);
+          if (key !== null) kept.add(key);
+          continue;
+        }
         await unlink(file);
         removed++;
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') problem(file, err);
+      }
+    }
+    // A record outlives its partial files only by mishap (a crash between the two removals, or a race with a
+    // new attempt): it goes once it is orphaned and old enough that no upload is about to use it.
+    for (const { file, key } of records) {
+      if (kept.has(key)) continue;
+      try {
+        if ((await lstat(file)).mtimeMs >= smallCutoff) continue;
+        await unlink(file);
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT') problem(file, err);
       }

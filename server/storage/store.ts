@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { constants, type BigIntStats, type Stats } from 'node:fs';
 import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoOf, errnoReason, FtsError, type Entry, type UploadTag } from '../../protocol/index.js';
+import { errnoOf, errnoReason, FtsError, type Entry, type PartialEntry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
 import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest, recordVersion } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock, withLocks } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
 import { QuotaLimits } from './quota-limits.js';
@@ -313,6 +314,18 @@ export class UserStore {
         throw renamed ? notDurable(err, name, 'renamed') : fsError(err, name);
       }
     });
+  }
+
+  /** The user's partial uploads (PROTOCOL.md §6.10); `ttlMs` is the server's --partial-ttl. */
+  partials(ttlMs: number): Promise<PartialEntry[]> {
+    return listPartials(this.#root, this.user, ttlMs);
+  }
+
+  /** Removes the partial upload of the identity `key` (PROTOCOL.md §6.10); NOT_FOUND when there is none. */
+  async discard(key: string): Promise<{ bytes: number; name: string | null }> {
+    const discarded = await discardPartials(this.#root, this.user, key);
+    this.#quota.freed(discarded.bytes);
+    return discarded;
   }
 
   /** What the user stores now, measured afresh, and their quota. */

@@ -1,7 +1,7 @@
 import type { Request } from '../../../protocol/index.js';
 import type { HandlerOutcome, SessionIo } from '../session-io.js';
 import { download } from './download.js';
-import { auth, list, noop, offset, quit, remove, rename, usage } from './simple.js';
+import { auth, discard, list, noop, offset, partials, quit, remove, rename, usage } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
 
@@ -18,6 +18,8 @@ export const HANDLERS = {
   rename,
   list,
   usage,
+  partials,
+  discard,
   noop,
   quit,
 } satisfies { [K in Request['op']]: Handler<K> };

@@ -81,6 +81,22 @@ export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResu
   return { reply: { count: entries.length }, audit: { bytes: 0 } };
 }
 
+/** The user's partial uploads (§6.10), sent like a listing. */
+export async function partials(_req: Req<'partials'>, io: SessionIo): Promise<HandlerResult> {
+  const entries = await io.userStore().partials(io.ctx.config.partialTtlSeconds * 1000);
+  for (let at = 0; at < entries.length; at += LIST_BATCH) {
+    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => ({ status: 'entry', ...entry })));
+    await io.writable();
+  }
+  return { reply: { count: entries.length }, audit: { bytes: 0 } };
+}
+
+/** Removes one partial upload (§6.10). */
+export async function discard(req: Req<'discard'>, io: SessionIo): Promise<HandlerResult> {
+  const { bytes, name } = await io.userStore().discard(req.key);
+  return { reply: { key: req.key, bytes, ...(name === null ? {} : { name }) }, audit: { bytes, ...(name === null ? {} : { file: name }) } };
+}
+
 /** What the user stores and their quota (§6.8). */
 export async function usage(_req: Req<'usage'>, io: SessionIo): Promise<HandlerResult> {
   const { used, files, partial, quota } = await io.userStore().usage();
