@@ -80,8 +80,8 @@ function usage(): string {
     'Transfers of 8 MiB or more (and a resume\'s kept prefix of 8 MiB or more, when it is hashed) read and',
     'write local files with O_DIRECT on ext4, xfs and btrfs (no page-cache fills); FTS_DIRECT_IO=off keeps',
     'them in the page cache.',
-    'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found (the remote file, or the',
-    'local file to upload), 130 interrupted (Ctrl+C).',
+    'Exit status: 0 ok, 1 error, 2 usage error, 3 authentication failed, 4 not found (the remote file, the',
+    'local file to upload, or for discard the unfinished upload), 130 interrupted (Ctrl+C).',
   ].join('\n');
 }
 
