@@ -229,6 +229,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       for (const w of result.warnings) err(`warning: ${serverMessage(w)}`);
       out(`users reloaded: ${result.users} users`);
       if (result.quotaUsers !== undefined) out(`quotas reloaded: ${result.quotaUsers} users with their own quota`);
+      if (result.permissionUsers !== undefined) out(`permissions reloaded: ${result.permissionUsers} users with their own permissions`);
       if (result.tlsReloaded) out('TLS certificate reloaded');
     },
   },

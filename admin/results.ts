@@ -62,9 +62,11 @@ export interface ReloadResult {
   usersFile?: string;
   /** Users the quota file names (present only when the server has --quota-file). */
   quotaUsers?: number;
+  /** Users the permissions file names (present only when the server has --permissions-file). */
+  permissionUsers?: number;
 }
 
-/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
@@ -72,5 +74,6 @@ export function asReloadResult(v: unknown): ReloadResult | null {
   const warnings = Array.isArray(w) ? w.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) : [];
   const usersFile = typeof v['usersFile'] === 'string' ? { usersFile: v['usersFile'] } : {};
   const quotaUsers = isNum(v['quotaUsers']) ? { quotaUsers: v['quotaUsers'] } : {};
-  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers };
+  const permissionUsers = isNum(v['permissionUsers']) ? { permissionUsers: v['permissionUsers'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers };
 }

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   NOT_FOUND: { fatal: false, exit: 4, message: 'no such file' },
   NOT_A_FILE: { fatal: false, exit: 1, message: 'not a regular file' },
   ALREADY_EXISTS: { fatal: false, exit: 1, message: 'a file of that name already exists' },
+  PERMISSION_DENIED: { fatal: false, exit: 1, message: 'the server does not let you do that' },
   CHECKSUM_MISMATCH: { fatal: false, exit: 1, message: 'received bytes do not match the declared SHA-256' },
   CHUNK_CORRUPT: { fatal: false, exit: 1, message: 'a data frame failed its CRC32C check' },
   OFFSET_MISMATCH: { fatal: false, exit: 1, message: 'offset does not match the staged upload' },

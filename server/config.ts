@@ -35,6 +35,8 @@ export interface Config {
   readonly quotaBytes: number | null;
   /** Per-user quotas (USER:SIZE lines) that replace quotaBytes for the users they name; null = none. */
   readonly quotaFile: string | null;
+  /** USER:PERMS lines (server/storage/permissions.ts); null: every user may do everything. */
+  readonly permissionsFile: string | null;
   /** Bytes per second each session may upload (data frames' payloads); null = no limit. */
   readonly maxUploadRate: number | null;
   /** Bytes per second each session may download; null = no limit. */
@@ -184,6 +186,12 @@ export const FLAGS = {
     default: () => '',
     parse: optionalPath,
   },
+  'permissions-file': {
+    env: 'FTS_PERMISSIONS_FILE',
+    help: 'file of USER:PERMS lines: what each user may do (l list, r read, w write, o overwrite, m rename, d delete; - none; *:PERMS for users not named; default all); re-read on reload',
+    default: () => '',
+    parse: optionalPath,
+  },
   'max-upload-rate': {
     env: 'FTS_MAX_UPLOAD_RATE',
     help: 'bytes per second each session may upload (K, M, G, T = powers of 1024; at least 64K; off = no limit)',
@@ -326,6 +334,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     lockTimeoutSeconds: pick('lock-timeout') as number,
     quotaBytes: pick('quota') as number | null,
     quotaFile: pick('quota-file') as string | null,
+    permissionsFile: pick('permissions-file') as string | null,
     maxUploadRate: pick('max-upload-rate') as number | null,
     maxDownloadRate: pick('max-download-rate') as number | null,
     directIo: pick('direct-io') as boolean,

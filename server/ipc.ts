@@ -16,9 +16,9 @@ export type PrimaryToWorker =
    * in the worker's environment, which any process of the same user can read in /proc/PID/environ for as
    * long as the worker runs.
    */
-  | { type: 'fts:init'; users: string; quotas: string | null; secret: string; saltKey: string; port: number }
+  | { type: 'fts:init'; users: string; quotas: string | null; permissions: string | null; secret: string; saltKey: string; port: number }
   /** The users file and quota file texts (quotas null without --quota-file), validated by the primary. Sent on reload. */
-  | { type: 'fts:users'; text: string; quotas: string | null }
+  | { type: 'fts:users'; text: string; quotas: string | null; permissions: string | null }
   /** Re-read the TLS certificate and key (already validated by the primary). */
   | { type: 'fts:reload-tls' }
   | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }

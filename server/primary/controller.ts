@@ -8,7 +8,7 @@ import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
-import { QuotaFileRefused, readQuotaFile } from './quota-file.js';
+import { readRulesFiles, RulesFileRefused, type PolicyTexts, type RulesFile } from './rules-files.js';
 import { usageOfUsers } from './storage-usage.js';
 import type { WorkerPool } from './worker-pool.js';
 
@@ -54,7 +54,7 @@ export class Controller {
     /** Admission and bans, for `bans` and `unban`. */
     private readonly gate: Gatekeeper,
     /** The validated users file and quota file texts (quotas null without --quota-file) that workers parse. */
-    private texts: { users: string; quotas: string | null },
+    private texts: PolicyTexts,
     /** Signs session tokens; sent to each worker over IPC (fts:init), never through its environment or the log. */
     private readonly secret: Buffer,
     /** The storage's SCRAM salt key (storage/salt-key.ts), sent the same way. */
@@ -72,7 +72,7 @@ export class Controller {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
+    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -218,15 +218,14 @@ export class Controller {
       const detail = file.problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
       return { ok: false, error: `${this.config.users} has ${file.problems.length} malformed line(s) (${detail}); the old user table is kept` };
     }
-    let quotas: { text: string; users: number } | null = null;
-    if (this.config.quotaFile !== null) {
-      try {
-        quotas = await readQuotaFile(this.config.quotaFile);
-      } catch (err) {
-        if (!(err instanceof QuotaFileRefused)) throw err;
-        return { ok: false, error: `${err.message}; the old quotas and user table are kept` };
-      }
+    let rules: { quotas: RulesFile | null; permissions: RulesFile | null };
+    try {
+      rules = await readRulesFiles(this.config);
+    } catch (err) {
+      if (!(err instanceof RulesFileRefused)) throw err;
+      return { ok: false, error: `${err.message}; the old quotas, permissions and user table are kept` };
     }
+    const { quotas, permissions } = rules;
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
@@ -237,13 +236,13 @@ export class Controller {
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
     }
-    this.texts = { users: file.text, quotas: quotas?.text ?? null };
-    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas });
+    this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null };
+    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
-    const quotaUsers = quotas === null ? {} : { quotaUsers: quotas.users };
-    this.log.info({ users: file.users.size, tlsReloaded, ...quotaUsers }, 'users file reloaded');
+    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }) };
+    this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers }, 'users file reloaded');
     const warnings = file.warnings.map((w) => w.message);
-    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...quotaUsers, ...(warnings.length > 0 ? { warnings } : {}) } };
+    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, ...(warnings.length > 0 ? { warnings } : {}) } };
   }
 
   async kick(session: string): Promise<AdminLine> {

@@ -14,7 +14,7 @@ import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
 import { MetricsEndpoint } from './metrics-endpoint.js';
 import { readUsersFile, UsersFileRefused } from './users-file.js';
-import { QuotaFileRefused, readQuotaFile } from './quota-file.js';
+import { readRulesFiles, RulesFileRefused } from './rules-files.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A startup problem: reported as one line on stderr, exit code 1. */
@@ -70,14 +70,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   for (const p of usersFile.problems) log.warn({ line: p.line, reason: p.reason }, `users file line ${p.line} skipped: ${p.reason}`);
   for (const w of usersFile.warnings) log.warn(w.fields, w.message);
   const usersText = usersFile.text;
-  const quotasText =
-    config.quotaFile === null
-      ? null
-      : (
-          await readQuotaFile(config.quotaFile).catch((err: unknown) => {
-            throw err instanceof QuotaFileRefused ? new StartupError(err.message) : err;
-          })
-        ).text;
+  const rules = await readRulesFiles(config).catch((err: unknown) => {
+    throw err instanceof RulesFileRefused ? new StartupError(err.message) : err;
+  });
 
   if (config.tlsCert && config.tlsKey) {
     try {
@@ -129,7 +124,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const saltKey = await loadSaltKey(config.storage).catch((err: Error) => {
     throw new StartupError(`storage root ${config.storage}: SCRAM salt key: ${err.message}`);
   });
-  const controller = new Controller(config, log, pool, gate, { users: usersText, quotas: quotasText }, await loadSecret(config), saltKey);
+  const controller = new Controller(config, log, pool, gate, { users: usersText, quotas: rules.quotas?.text ?? null, permissions: rules.permissions?.text ?? null }, await loadSecret(config), saltKey);
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {
     // A system error (making its directory, listening) says nothing of the socket it was about.

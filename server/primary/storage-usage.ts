@@ -8,12 +8,13 @@ import { parseUsers } from '../auth/users.js';
 import { userDirPath } from '../storage/paths.js';
 import { measureUsage } from '../storage/quota.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
+import type { PolicyTexts } from './rules-files.js';
 
 /**
  * The users of the users file and every user directory on the storage (a user removed from the file still
  * holds their files), in name order. `texts` are the validated users and quota files the workers use.
  */
-export async function usageOfUsers(storage: string, quotaBytes: number | null, texts: { users: string; quotas: string | null }): Promise<UserUsage[]> {
+export async function usageOfUsers(storage: string, quotaBytes: number | null, texts: Pick<PolicyTexts, 'users' | 'quotas'>): Promise<UserUsage[]> {
   const names = new Set(parseUsers(texts.users).users.names());
   let entries;
   try {

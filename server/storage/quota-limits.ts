@@ -1,4 +1,4 @@
-import { USERNAME_PATTERN } from '../../protocol/index.js';
+import { parseRuleLines, type RuleLineProblem } from './rule-lines.js';
 
 /**
  * Which quota applies to which user: the per-user lines of the quota file (--quota-file), else the server's
@@ -39,32 +39,15 @@ export class QuotaLimits {
   }
 }
 
-export interface QuotaFileProblem {
-  line: number;
-  reason: string;
-}
-
 /**
- * The quota file: one `USER:SIZE` per line (SIZE as for --quota, or `off`: no limit for that user), blank
- * lines and lines starting with `#` ignored. Any other line is a problem: a quota that silently did not
- * apply would be worse than a server that refuses to start, so the caller refuses the whole file.
+ * The quota file: one `USER:SIZE` per line (SIZE as for --quota, or `off`: no limit for that user), in the
+ * syntax of rule-lines.ts.
  */
-export function parseQuotaFile(text: string): { perUser: Map<string, number | null>; problems: QuotaFileProblem[] } {
-  const perUser = new Map<string, number | null>();
-  const problems: QuotaFileProblem[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
-    const at = line.indexOf(':');
-    const user = at < 0 ? '' : line.slice(0, at).trim();
-    const size = at < 0 ? undefined : parseQuotaSize(line.slice(at + 1));
-    let reason: string | null = null;
-    if (at < 0) reason = 'expected USER:SIZE';
-    else if (!USERNAME_PATTERN.test(user)) reason = `"${user.slice(0, 64)}" is not a valid user name`;
-    else if (size === undefined) reason = 'SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off';
-    else if (perUser.has(user)) reason = `${user} is named twice`;
-    if (reason !== null) problems.push({ line: i + 1, reason });
-    else perUser.set(user, size!);
+export function parseQuotaFile(text: string): { perUser: Map<string, number | null>; problems: RuleLineProblem[] } {
+  const { perUser, problems } = parseRuleLines(text, {
+    name: 'SIZE',
+    parse: parseQuotaSize,
+    invalid: 'SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off',
   });
   return { perUser, problems };
 }

@@ -89,6 +89,8 @@ export interface StagingTarget {
   root: string;
   user: string;
   name: string;
+  /** False: the publish fails with PERMISSION_DENIED if the name is taken then (--permissions-file "o"). */
+  mayReplace?: boolean;
 }
 
 type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
@@ -127,6 +129,7 @@ export class StagedUpload {
   #aborting: Promise<void> | undefined;
   /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
   readonly #named: boolean;
+  readonly #mayReplace: boolean;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
   constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
@@ -144,6 +147,7 @@ export class StagedUpload {
     this.#hash = t.hash;
     this.#tag = t.tag;
     this.#named = t.size >= SMALL_PARTIAL_BYTES || t.offset > 0;
+    this.#mayReplace = t.mayReplace ?? true;
   }
 
   /** Sets the digest of a streamed upload, from its trailer (before commit). */
@@ -366,6 +370,10 @@ export class StagedUpload {
       /** Set when the upload that took our file over has already published this very file (see below). */
       let publishedByOther: BigIntStats | null = null;
       await withLock(this.#root, this.#user, this.name, async () => {
+        // Under the lock, so no publish or rename can take the name between this look and our rename.
+        if (!this.#mayReplace && (await exists(this.#target))) {
+          throw new FtsError('PERMISSION_DENIED', `${this.name}: already exists, and ${this.#user} may not replace files (permission "o")`);
+        }
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
@@ -405,6 +413,7 @@ export class StagedUpload {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
+        await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
       } else {
         // Not known to be durable, or already renamed (the unlink in abort() then finds nothing).
         await this.abort();

@@ -12,6 +12,7 @@ import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirP
 import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
+import { PermissionSet, Permissions, type Permission } from './permissions.js';
 import { QuotaLimits } from './quota-limits.js';
 import { beginStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
 
@@ -42,6 +43,8 @@ export class Store {
   readonly root: string;
   /** What each user may store (--quota, --quota-file); replaced at a reload. */
   #limits: QuotaLimits;
+  /** What each user may do (--permissions-file); replaced at a reload. */
+  #permissions = new Permissions();
   // One check per user per process: the promise is cached so concurrent first logins share it.
   readonly #users = new Map<string, Promise<UserStore>>();
 
@@ -54,6 +57,16 @@ export class Store {
   /** New quotas, for sessions open now too (a reload). */
   setLimits(limits: QuotaLimits): void {
     this.#limits = limits;
+  }
+
+  /** New permissions, for sessions open now too, from their next request (a reload). */
+  setPermissions(permissions: Permissions): void {
+    this.#permissions = permissions;
+  }
+
+  /** What `user` may do now. */
+  permissionsOf(user: string): PermissionSet {
+    return this.#permissions.of(user);
   }
 
   /**
@@ -130,7 +143,7 @@ export class Store {
       () => this.#limits.limitFor(user),
       async () => (await measureUsage(this.root, user, dir)).used,
     );
-    return new UserStore(this.root, user, dir, quota);
+    return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user));
   }
 }
 
@@ -164,13 +177,33 @@ export class UserStore {
   readonly #root: string;
   readonly #dir: string;
   readonly #quota: UserQuota;
+  /** What the user may do now (a reload may change it between two requests). */
+  readonly #permissions: () => PermissionSet;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string, quota: UserQuota) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota, permissions: () => PermissionSet = () => PermissionSet.ALL) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;
     this.#quota = quota;
+    this.#permissions = permissions;
+  }
+
+  /** The user's permissions now; PERMISSION_DENIED unless they include each of `needed`. */
+  #allowed(...needed: Permission[]): PermissionSet {
+    const granted = this.#permissions();
+    for (const p of needed) granted.require(p, this.user);
+    return granted;
+  }
+
+  /**
+   * For an upload of `name` (or the offset asked before it): PERMISSION_DENIED when the name is taken and
+   * the user may not replace files (checked again at publish, under the name's lock); whether they may.
+   */
+  async #mayUpload(name: string): Promise<boolean> {
+    const mayReplace = this.#allowed('w').has('o');
+    if (!mayReplace && (await lstatOrNull(resolveName(this.#dir, name), name)) !== null) this.#allowed('o');
+    return mayReplace;
   }
 
   /**
@@ -180,7 +213,7 @@ export class UserStore {
    * reported as such).
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
-    const target = { root: this.#root, user: this.user, name };
+    const target = { root: this.#root, user: this.user, name, mayReplace: await this.#mayUpload(name) };
     if (this.#quota.limit() === null) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
     let staged: StagedUpload | null = null;
@@ -205,6 +238,7 @@ export class UserStore {
    * a quota, the rest of the upload must fit, so that a client learns it before sending the data.
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
+    await this.#mayUpload(name);
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
     await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name);
     return offset;
@@ -216,6 +250,7 @@ export class UserStore {
    * it has no effect on regular files, which are the only thing we then accept.
    */
   async openRead(name: string): Promise<ReadableFile> {
+    this.#allowed('r');
     const file = resolveName(this.#dir, name);
     let handle: FileHandle;
     try {
@@ -253,6 +288,7 @@ export class UserStore {
    * name. unlink never follows a symlink, but we refuse symlinks anyway so a delete means what it says.
    */
   async delete(name: string): Promise<void> {
+    this.#allowed('d');
     const file = resolveName(this.#dir, name);
     await withLock(this.#root, this.user, name, async () => {
       let unlinked = false;
@@ -283,6 +319,7 @@ export class UserStore {
    * on either side, is NOT_A_FILE and left alone.
    */
   async rename(name: string, to: string, overwrite: boolean): Promise<void> {
+    const mayReplace = this.#allowed('m').has('o');
     const source = resolveName(this.#dir, name);
     const target = resolveName(this.#dir, to);
     await withLocks(this.#root, this.user, [name, to], async () => {
@@ -300,6 +337,7 @@ export class UserStore {
           if (!replaced.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} is not a regular file`);
           if (!isServable(replaced)) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} has other hard links`);
           if (!overwrite) throw new FtsError('ALREADY_EXISTS', `${name}: not renamed: ${to} already exists`);
+          if (!mayReplace) this.#allowed('o');
         }
         let digest = await recordedDigest(this.#root, this.user, name, st);
         // The record may only follow the very version it was checked against: one changed in place meanwhile
@@ -318,11 +356,13 @@ export class UserStore {
 
   /** The user's partial uploads (PROTOCOL.md §6.10); `ttlMs` is the server's --partial-ttl. */
   partials(ttlMs: number): Promise<PartialEntry[]> {
+    this.#allowed('w');
     return listPartials(this.#root, this.user, ttlMs);
   }
 
   /** Removes the partial upload of the identity `key` (PROTOCOL.md §6.10); NOT_FOUND when there is none. */
   async discard(key: string): Promise<{ bytes: number; name: string | null }> {
+    this.#allowed('w');
     const discarded = await discardPartials(this.#root, this.user, key);
     this.#quota.freed(discarded.bytes);
     return discarded;
@@ -336,6 +376,7 @@ export class UserStore {
   list(long: true): Promise<Entry[]>;
   list(long: boolean): Promise<ListEntry[]>;
   async list(long: boolean): Promise<ListEntry[]> {
+    this.#allowed('l');
     try {
       return await listUserDir(this.#dir, long, {
         minBytes: RECORD_MIN_BYTES,

@@ -8,6 +8,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics.js';
 import { onLockCompromised, setLockWaitSeconds } from '../storage/locks.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { Store } from '../storage/store.js';
+import { Permissions } from '../storage/permissions.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
@@ -45,6 +46,8 @@ export async function runWorker(config: Config): Promise<void> {
   const store = new Store(config.storage, new QuotaLimits(config.quotaBytes));
   /** The quotas: --quota, replaced for the users the quota file names (its text comes with the users file). */
   const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, text));
+  /** What each user may do (the permissions file's text comes with the users file too). */
+  const usePermissions = (text: string | null): void => store.setPermissions(Permissions.fromFile(text));
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
@@ -66,6 +69,7 @@ export async function runWorker(config: Config): Promise<void> {
       if (m.type === 'fts:init') {
         initialised = true;
         useQuotas(m.quotas);
+        usePermissions(m.permissions);
         resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), saltKey: Buffer.from(m.saltKey, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
@@ -234,6 +238,7 @@ export async function runWorker(config: Config): Promise<void> {
       case 'fts:users':
         useUsers(parseUsers(m.text).users);
         useQuotas(m.quotas);
+        usePermissions(m.permissions);
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:reload-tls':

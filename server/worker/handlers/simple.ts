@@ -47,7 +47,9 @@ export async function auth(req: Req<'auth'>, io: SessionIo): Promise<HandlerResu
   if (user === null || credential === null) throw new FtsError('AUTH_FAILED');
   await io.authenticate(user, credential);
   const { token, expires } = issueToken(ctx.secret, user, credential, ctx.config.tokenTtlSeconds * 1000);
-  return { reply: { user, token, tokenExpires: expires, ...(serverFinal ? { data: serverFinal } : {}) } };
+  // What the user may do (--permissions-file), for clients to know before they try; re-read at every request.
+  const perms = ctx.store.permissionsOf(user).letters;
+  return { reply: { user, token, tokenExpires: expires, perms, ...(serverFinal ? { data: serverFinal } : {}) } };
 }
 
 /** The durable offset of a partial upload, so a client knows where to resume. */
