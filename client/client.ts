@@ -105,6 +105,11 @@ export interface SessionInfo {
   token: string;
   /** Expiry of the token, milliseconds since the UNIX epoch. */
   tokenExpires: number;
+  /**
+   * What the user may do, as the login's reply said (PROTOCOL.md §5.4: letters of "lrwomd"); absent when the
+   * server did not say (everything, then). The server judges each request by the permissions of the moment.
+   */
+  permissions?: string;
 }
 
 /**
@@ -261,7 +266,8 @@ export class FtsClient implements FileClient {
     // A token that breaks PROTOCOL.md §5.3 (over MAX_TOKEN_CHARS) could never be sent back: a reconnection
     // then logs in with the password instead.
     if (typeof user === 'string' && typeof token === 'string' && token.length <= MAX_TOKEN_CHARS && typeof tokenExpires === 'number' && Number.isSafeInteger(tokenExpires)) {
-      this.login = { user, token, tokenExpires };
+      const perms = reply['perms'];
+      this.login = { user, token, tokenExpires, ...(typeof perms === 'string' && /^l?r?w?o?m?d?$/.test(perms) ? { permissions: perms } : {}) };
     }
   }
 
