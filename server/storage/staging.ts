@@ -413,7 +413,7 @@ export class StagedUpload {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
-        await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
+        await this.#recordName();
       } else {
         // Not known to be durable, or already renamed (the unlink in abort() then finds nothing).
         await this.abort();
@@ -459,7 +459,15 @@ export class StagedUpload {
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
     // Kept: named, so that the user can tell which upload it is (partials) and discard it.
-    await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
+    await this.#recordName();
+  }
+
+  /**
+   * Notes the identity of the kept staging file (partial-names.ts), unless it is gone: discarded, or taken
+   * over by a resume, meanwhile (a record without a partial file is only swept, later).
+   */
+  async #recordName(): Promise<void> {
+    if (await exists(this.#stagingPath)) await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
   }
 
   /** Removes the identity's name record if this was its last partial file. */

@@ -84,6 +84,9 @@ describe('protocol messages', function () {
       ['list long false', { op: 'list', id: 6, long: false }, { op: 'list', id: 6, long: false }],
       ['noop', { op: 'noop', id: 7 }, { op: 'noop', id: 7 }],
       ['usage', { op: 'usage', id: 8 }, { op: 'usage', id: 8 }],
+      ['partials', { op: 'partials', id: 11 }, { op: 'partials', id: 11 }],
+      ['partials ignores a key (it takes none)', { op: 'partials', id: 11, key: 'nonsense' }, { op: 'partials', id: 11 }],
+      ['discard', { op: 'discard', id: 12, key: SHA }, { op: 'discard', id: 12, key: SHA }],
       ['rename without overwrite defaults it to false', { op: 'rename', id: 10, name: 'a', to: 'résumé 😀' }, { op: 'rename', id: 10, name: 'a', to: 'résumé 😀', overwrite: false }],
       ['rename with overwrite', { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: true }, { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: true }],
       ['offset', { op: 'offset', id: 9, name: 'big.iso', size: 10, sha256: SHA }, { op: 'offset', id: 9, name: 'big.iso', size: 10, tag: { sha256: SHA } }],
@@ -220,6 +223,18 @@ describe('protocol messages', function () {
       // list
       ['list long as string', { op: 'list', id: 6, long: 'yes' }, 'BAD_REQUEST'],
       ['list long as number', { op: 'list', id: 6, long: 1 }, 'BAD_REQUEST'],
+      // discard (§6.10): the key is 64 lowercase hex digits
+      ['discard without key', { op: 'discard', id: 12 }, 'BAD_REQUEST'],
+      ['discard with a null key', { op: 'discard', id: 12, key: null }, 'BAD_REQUEST'],
+      ['discard with a numeric key', { op: 'discard', id: 12, key: 1234 }, 'BAD_REQUEST'],
+      ['discard with an empty key', { op: 'discard', id: 12, key: '' }, 'BAD_REQUEST'],
+      ['discard with a 63-digit key', { op: 'discard', id: 12, key: SHA.slice(1) }, 'BAD_REQUEST'],
+      ['discard with a 65-digit key', { op: 'discard', id: 12, key: SHA + '0' }, 'BAD_REQUEST'],
+      ['discard with an upper-case key', { op: 'discard', id: 12, key: SHA.toUpperCase() }, 'BAD_REQUEST'],
+      ['discard with a non-hex key', { op: 'discard', id: 12, key: 'g'.repeat(64) }, 'BAD_REQUEST'],
+      ['discard with a key and a trailing newline', { op: 'discard', id: 12, key: SHA + '\n' }, 'BAD_REQUEST'],
+      ['discard with a name instead of a key', { op: 'discard', id: 12, name: 'big.bin' }, 'BAD_REQUEST'],
+      ['discard with a bad id (checked before the key)', { op: 'discard', id: -1, key: SHA }, 'BAD_REQUEST'],
     ];
     for (const [label, input, code] of rejections) {
       it(`${label} → ${code}`, function () {
@@ -227,6 +242,16 @@ describe('protocol messages', function () {
         expect(err.fatal).to.equal(ERROR_CODES[code].fatal);
       });
     }
+
+    it('a discard with a bad key is BAD_REQUEST naming "key", not fatal (the session goes on), and keeps the id for the reply', function () {
+      const err = expectFtsError(() => parseRequest(overTheWire({ op: 'discard', id: 12, key: SHA.toUpperCase() })), 'BAD_REQUEST');
+      expect(err.message).to.include('"key"');
+      expect(err.fatal).to.equal(false);
+      expect(requestId({ op: 'discard', id: 12, key: 'x' })).to.equal(12);
+      // A key that is right crosses the codec unchanged.
+      expect(parseRequest(overTheWire({ op: 'discard', id: 13, key: SHA }))).to.deep.equal({ op: 'discard', id: 13, key: SHA });
+      expect(parseRequest(overTheWire({ op: 'partials', id: 14 }))).to.deep.equal({ op: 'partials', id: 14 });
+    });
 
     it('a bad id is reported even when the op is unknown (id is checked first)', function () {
       expectFtsError(() => parseRequest({ op: 'chmod', id: -1 }), 'BAD_REQUEST');
