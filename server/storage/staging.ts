@@ -409,7 +409,9 @@ export class StagedUpload {
       await this.#forgetName();
       return { mtime: mtimeOfBig(publishedByOther ?? stats) };
     } catch (err) {
-      if (durable && !renamed) {
+      // Refused because the name was taken meanwhile: no retry could publish these bytes, so nothing is kept.
+      const refused = err instanceof FtsError && err.code === 'PERMISSION_DENIED';
+      if (durable && !renamed && !refused) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';

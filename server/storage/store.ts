@@ -355,7 +355,7 @@ export class UserStore {
   }
 
   /** The user's partial uploads (PROTOCOL.md §6.10); `ttlMs` is the server's --partial-ttl. */
-  partials(ttlMs: number): Promise<PartialEntry[]> {
+  async partials(ttlMs: number): Promise<PartialEntry[]> {
     this.#allowed('w');
     return listPartials(this.#root, this.user, ttlMs);
   }
