@@ -53,7 +53,7 @@ Commands:
   sessions [--json]      list the sessions on all workers
   drain [--timeout S]    stop accepting connections, let transfers finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
-  reload                 re-read the users file and the quota file (the old ones are kept if a new one is bad)
+  reload                 re-read the users, quota and permissions files (the old ones are kept if a new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   kick-user USER         end every session of USER (exit 1 if there is none)
   restart-workers        replace the worker processes one at a time
