@@ -113,15 +113,15 @@ function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   if (values.help === true || verb === 'help') return 'help';
   if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir, force, all, quiet } = values;
+  const { long, json, dir, force, all, key, quiet } = values;
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
-    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined) throw usageError('shell takes no command options');
+    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined) throw usageError('shell takes no command options');
     return { command: 'shell', args, values };
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir, force, all, quiet });
+  checkInvocation(command, args, { long, json, dir, force, all, key, quiet });
   return { command, args, values };
 }
 

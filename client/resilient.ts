@@ -373,8 +373,16 @@ class Attempts {
   }
 }
 
-/** Whether the user has something called `name` (a file, or something the server will not serve). */
+/**
+ * Whether the user has something called `name` (a file, or something the server will not serve): by `view`,
+ * or by `list` for a user who may list but not read (PROTOCOL.md §5.4); IO_ERROR for one who may do neither.
+ */
 async function exists(c: FtsClient, name: string): Promise<boolean> {
+  const perms = c.session?.permissions;
+  if (perms !== undefined && !perms.includes('r')) {
+    if (!perms.includes('l')) throw new FtsError('IO_ERROR', `${name}: the connection was lost during its rename, and this user may neither read nor list files, so whether it was renamed cannot be told; nothing more was done`);
+    return (await c.list()).some((e) => e.name === name);
+  }
   try {
     await c.view(name);
     return true;

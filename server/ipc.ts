@@ -11,13 +11,13 @@ export type PrimaryToWorker =
   /** Stop now: cut every connection (partial uploads stay staged for a resume, never published), then exit. */
   | { type: 'fts:abort' }
   /**
-   * The first message a worker waits for before it serves: the users file and quota file texts (validated
+   * The first message a worker waits for before it serves: the users, quota and permissions file texts (validated
    * by the primary), the token-signing secret and the SCRAM salt key (both hex). Secrets travel here, not
    * in the worker's environment, which any process of the same user can read in /proc/PID/environ for as
    * long as the worker runs.
    */
   | { type: 'fts:init'; users: string; quotas: string | null; permissions: string | null; secret: string; saltKey: string; port: number }
-  /** The users file and quota file texts (quotas null without --quota-file), validated by the primary. Sent on reload. */
+  /** The users, quota and permissions file texts (null without --quota-file, --permissions-file), validated by the primary. Sent on reload. */
   | { type: 'fts:users'; text: string; quotas: string | null; permissions: string | null }
   /** Re-read the TLS certificate and key (already validated by the primary). */
   | { type: 'fts:reload-tls' }

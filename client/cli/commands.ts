@@ -24,6 +24,8 @@ export interface CommandOptions {
   force?: boolean;
   /** discard: every partial upload. */
   all?: boolean;
+  /** discard: partial uploads by key (the names of some are not known). */
+  key?: string[];
   /** No progress line. Accepted by every command (it is a global flag); only transfers show progress. */
   quiet?: boolean;
 }
@@ -35,6 +37,7 @@ export const COMMAND_OPTION_SPECS = {
   dir: { type: 'string' },
   force: { type: 'boolean', short: 'f' },
   all: { type: 'boolean', short: 'a' },
+  key: { type: 'string', multiple: true },
   quiet: { type: 'boolean', short: 'q' },
 } as const;
 
@@ -55,6 +58,8 @@ export interface Command {
    * may show progress. The other commands use a plain FtsClient, which keeps their start-up lean.
    */
   readonly transfers: boolean;
+  /** Checks the arguments further, before anything is asked or sent (usage errors, exit 2). */
+  check?(args: readonly string[], options: CommandOptions): void;
   run(client: FileClient, args: readonly string[], options: CommandOptions): Promise<void>;
 }
 
@@ -284,28 +289,32 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'discard',
     aliases: [],
-    synopsis: 'NAME... | --all',
-    summary: 'discard the unfinished uploads of NAME (--all, -a: all of them), freeing their space',
+    synopsis: 'NAME... | --key KEY... | --all',
+    summary: 'discard unfinished uploads of NAME (--key: by key, as partials shows; --all, -a: all), freeing their space',
     minArgs: 0,
     maxArgs: Infinity,
-    options: ['all'],
+    options: ['all', 'key'],
     transfers: false,
-    async run(client, names, options) {
-      const all = options.all === true;
-      if (all && names.length > 0) throw usageError('discard: give NAME... or --all, not both');
-      if (!all && names.length === 0) throw usageError(`discard: missing argument (usage: discard ${this.synopsis})`);
+    check(names, options) {
+      const keys = options.key ?? [];
+      const ways = [names.length > 0, keys.length > 0, options.all === true].filter(Boolean).length;
+      if (ways === 0) throw usageError(`discard: missing argument (usage: discard ${this.synopsis})`);
+      if (ways > 1) throw usageError('discard: give NAME..., --key KEY... or --all, only one of them');
       for (const name of names) remoteName(name);
+      for (const key of keys) if (!/^[0-9a-f]{64}$/.test(key)) throw usageError(`discard: ${JSON.stringify(key)} is not a key (64 lowercase hex digits, as partials shows)`);
+    },
+    async run(client, names, options) {
+      const keys = options.key ?? [];
       const partials = await client.partials();
       const show = terminalNames();
-      let firstError: unknown = null;
-      const fail = (err: unknown): void => {
-        firstError ??= err;
-        report(err);
-      };
-      for (const name of names) {
-        if (!partials.some((p) => p.name === name)) fail(new FtsError('NOT_FOUND', `${show(name)}: no unfinished upload of that name`));
-      }
-      for (const p of all ? partials : partials.filter((e) => e.name !== undefined && names.includes(e.name))) {
+      const chosen = options.all === true ? partials : partials.filter((p) => (p.name !== undefined && names.includes(p.name)) || keys.includes(p.key));
+      const missing = [
+        ...names.filter((name) => !partials.some((p) => p.name === name)).map((name) => `${show(name)}: no unfinished upload of that name`),
+        ...keys.filter((key) => !partials.some((p) => p.key === key)).map((key) => `${key}: no unfinished upload with that key`),
+      ];
+      /** The first failure of a discard, which sets the exit status before any "not found". */
+      let failed: unknown = null;
+      for (const p of chosen) {
         const label = p.name === undefined ? `the unfinished upload ${p.key}` : show(p.name);
         try {
           const { bytes } = await client.discard(p.key);
@@ -313,10 +322,16 @@ export const COMMANDS: readonly Command[] = [
         } catch (err) {
           // Published, resumed or swept since the listing: there is nothing left to discard.
           if (err instanceof FtsError && isServerError(err) && err.code === 'NOT_FOUND') say(`${label}: ended meanwhile, nothing to discard`);
-          else fail(withContext(err, label));
+          else {
+            const error = withContext(err, label);
+            report(error);
+            failed ??= error;
+          }
         }
       }
-      if (firstError !== null) throw firstError;
+      const notFound = missing.map((message) => new FtsError('NOT_FOUND', message));
+      for (const err of notFound) report(err);
+      if (failed !== null || notFound.length > 0) throw failed ?? notFound[0];
     },
   },
   {
@@ -405,6 +420,7 @@ export function checkInvocation(command: Command, args: readonly string[], optio
   const usage = `usage: ${command.name} ${command.synopsis}`.trimEnd();
   if (args.length < command.minArgs) throw usageError(`${command.name}: missing argument (${usage})`);
   if (args.length > command.maxArgs) throw usageError(`${command.name}: too many arguments (${usage})`);
+  command.check?.(args, options);
 }
 
 /** One line per command, for --help and the shell's help. */

@@ -1,15 +1,19 @@
-import { readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { lstat, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoOf, MAX_FILE_SIZE, nameProblem, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
+import { errnoOf, MAX_FILE_SIZE, nameProblem, SHA256_PATTERN, USERNAME_PATTERN, type UploadTag } from '../../protocol/index.js';
+import { partialNamesDir, partialNamesRoot, stagingDir } from './paths.js';
+import { inPrivateDir } from './private-dir.js';
 import { keyOf } from './staging-keys.js';
 
 /**
  * The identity behind a staging key. Staging files are named by a hash of their upload's identity (no
  * user-chosen bytes reach the file system), so the identity cannot be read back from the name: it is kept
- * in a small record beside them, `<key>.name`, for `partials` (PROTOCOL.md §6.10) to say which file a
- * partial upload is. The record is only information. It is written without an fsync (a crash may lose it:
- * the partial upload is then listed without a name), and a record that does not hash to its key is
- * ignored, so a torn or stale one can never name the wrong upload.
+ * in a small record, `<root>/.fts/partial-names/<user>/<key>`, for `partials` (PROTOCOL.md §6.10) to say
+ * which file a partial upload is. Apart from the staging files, so that the staging directory holds
+ * nothing but partial uploads. The record is only information: written without an fsync (a crash may lose
+ * it, and the partial upload is then listed without a name), replaced atomically (never seen torn), and
+ * ignored unless it hashes to its key, so a stale or damaged one can never name the wrong upload.
  */
 export interface PartialIdentity {
   name: string;
@@ -17,43 +21,42 @@ export interface PartialIdentity {
   tag: UploadTag;
 }
 
-export const PART_SUFFIX = '.part';
-export const NAME_SUFFIX = '.name';
-
 const PART_FILE = /^([0-9a-f]{64})\.[0-9a-f]{24}\.part$/;
-const NAME_FILE = /^([0-9a-f]{64})\.name$/;
 
 /** The key of a staging file's name (`<key>.<random>.part`), or null for anything else. */
 export function keyOfPartFile(file: string): string | null {
   return PART_FILE.exec(file)?.[1] ?? null;
 }
 
-/** The key of a name record's file name (`<key>.name`), or null for anything else. */
-export function keyOfNameRecord(file: string): string | null {
-  return NAME_FILE.exec(file)?.[1] ?? null;
-}
-
-function recordPath(dir: string, key: string): string {
-  return path.join(dir, `${key}${NAME_SUFFIX}`);
+/** A record's file name is its key; anything else in the directory (a temporary file) is not a record. */
+function isRecordName(file: string): boolean {
+  return SHA256_PATTERN.test(file);
 }
 
 /**
- * Writes the identity's record unless there is one (every upload of one identity writes the same bytes).
- * Never throws: a partial upload without a name still resumes, and can still be discarded.
+ * Writes (or rewrites, which also refreshes its time for the sweep) the identity's record. Never throws: a
+ * partial upload without a name still resumes, and can still be discarded.
  */
-export async function recordPartialName(dir: string, identity: PartialIdentity): Promise<void> {
+export async function recordPartialName(root: string, user: string, identity: PartialIdentity): Promise<void> {
   const { name, size, tag } = identity;
-  const body = JSON.stringify({ name, size, ...tag });
-  await writeFile(recordPath(dir, keyOf(name, size, tag)), body, { flag: 'wx', mode: 0o600 }).catch(() => undefined);
+  const dir = partialNamesDir(root, user);
+  const record = path.join(dir, keyOf(name, size, tag));
+  const temp = `${record}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await inPrivateDir(dir, () => writeFile(temp, JSON.stringify({ name, size, ...tag }), { flag: 'wx', mode: 0o600 }));
+    await rename(temp, record);
+  } catch {
+    await unlink(temp).catch(() => undefined);
+  }
 }
 
 /** The identity recorded for `key`, or null when there is none, or none that hashes to the key. */
-export async function readPartialName(dir: string, key: string): Promise<PartialIdentity | null> {
+export async function readPartialName(root: string, user: string, key: string): Promise<PartialIdentity | null> {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(recordPath(dir, key), 'utf8'));
+    parsed = JSON.parse(await readFile(path.join(partialNamesDir(root, user), key), 'utf8'));
   } catch {
-    return null; // missing, unreadable or torn: a partial upload without a name
+    return null; // missing, unreadable or damaged: a partial upload without a name
   }
   if (typeof parsed !== 'object' || parsed === null) return null;
   const { name, size, sha256, version } = parsed as Record<string, unknown>;
@@ -67,22 +70,71 @@ export async function readPartialName(dir: string, key: string): Promise<Partial
 }
 
 /** Removes the record of `key`; ENOENT is fine, other failures are thrown. */
-export async function forgetPartialName(dir: string, key: string): Promise<void> {
-  await unlink(recordPath(dir, key)).catch((err: unknown) => {
+export async function forgetPartialName(root: string, user: string, key: string): Promise<void> {
+  await unlink(path.join(partialNamesDir(root, user), key)).catch((err: unknown) => {
     if (errnoOf(err) !== 'ENOENT') throw err;
   });
 }
 
+/** The keys that have at least one staging file in `dir` (a user's staging directory). */
+async function stagedKeys(dir: string): Promise<Set<string>> {
+  const files = await readdir(dir).catch((err: unknown) => {
+    if (errnoOf(err) === 'ENOENT') return [];
+    throw err;
+  });
+  const keys = new Set<string>();
+  for (const f of files) {
+    const key = keyOfPartFile(f);
+    if (key !== null) keys.add(key);
+  }
+  return keys;
+}
+
 /**
  * Removes the record of `key` once no staging file of that key is left (its upload published or failed).
- * Never throws: a record left behind is removed by the sweep (sweepStaging).
+ * Never throws: a record left behind is removed by sweepPartialNames.
  */
-export async function forgetPartialNameIfUnused(dir: string, key: string): Promise<void> {
+export async function forgetPartialNameIfUnused(root: string, user: string, key: string): Promise<void> {
   try {
-    const prefix = `${key}.`;
-    if ((await readdir(dir)).some((f) => f.startsWith(prefix) && f.endsWith(PART_SUFFIX))) return;
-    await forgetPartialName(dir, key);
+    if (!(await stagedKeys(stagingDir(root, user))).has(key)) await forgetPartialName(root, user, key);
   } catch {
     // The sweep removes it.
+  }
+}
+
+/**
+ * Removes the records (and leftover temporary files) not modified since `cutoffMs` whose key has no
+ * staging file left: a record outlives its partial files only by mishap (a crash between the two removals,
+ * a race with a new attempt). Run after the staging sweep. What cannot be read or removed goes to `problem`.
+ */
+export async function sweepPartialNames(root: string, cutoffMs: number, problem: (path: string, err: unknown) => void): Promise<void> {
+  let users: string[];
+  try {
+    users = (await readdir(partialNamesRoot(root))).filter((u) => USERNAME_PATTERN.test(u));
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') problem(partialNamesRoot(root), err);
+    return;
+  }
+  for (const user of users) {
+    const dir = partialNamesDir(root, user);
+    let files: string[];
+    let staged: Set<string>;
+    try {
+      files = await readdir(dir);
+      staged = await stagedKeys(stagingDir(root, user));
+    } catch (err) {
+      problem(dir, err);
+      continue;
+    }
+    for (const f of files) {
+      if (isRecordName(f) && staged.has(f)) continue;
+      const file = path.join(dir, f);
+      try {
+        if ((await lstat(file)).mtimeMs >= cutoffMs) continue;
+        await unlink(file);
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') problem(file, err);
+      }
+    }
   }
 }

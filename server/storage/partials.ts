@@ -62,7 +62,7 @@ export async function listPartials(root: string, user: string, ttlMs: number): P
   try {
     const byKey = await partFiles(dir);
     const entries = await mapBounded([...byKey], STAT_CONCURRENCY, async ([key, files]) => {
-      const identity = await readPartialName(dir, key);
+      const identity = await readPartialName(root, user, key);
       // What a resume continues from is the longest file (staging.ts), so that is the one whose age counts.
       const longest = files.reduce((a, b) => (b.st.size > a.st.size ? b : a));
       const entry: PartialEntry = {
@@ -100,7 +100,7 @@ export async function discardPartials(root: string, user: string, key: string): 
   let identity: PartialIdentity | null = null;
   try {
     const files = (await partFiles(dir)).get(key) ?? [];
-    identity = await readPartialName(dir, key);
+    identity = await readPartialName(root, user, key);
     for (const { file, st } of files) {
       try {
         await unlink(file);
@@ -110,7 +110,7 @@ export async function discardPartials(root: string, user: string, key: string): 
         if (errnoOf(err) !== 'ENOENT') throw err; // published or swept meanwhile: not ours to count
       }
     }
-    if (removed > 0) await forgetPartialName(dir, key);
+    if (removed > 0) await forgetPartialName(root, user, key);
   } catch (err) {
     // What was removed before the failure stays removed (the next discard finds the rest).
     throw fsError(err, 'partial upload');

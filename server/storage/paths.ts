@@ -11,6 +11,7 @@ import { FtsError, isValidUsername, nameProblem } from '../../protocol/index.js'
  *   <root>/.fts/staging/<user>/<random>           partial uploads
  *   <root>/.fts/locks/<user>/<sha256(name)>.lock  proper-lockfile lock directories
  *   <root>/.fts/digests/<user>/<sha256(name)>     SHA-256 recorded when a large file was published
+ *   <root>/.fts/partial-names/<user>/<key>        the identity behind a staging key (partial-names.ts)
  * USERNAME_PATTERN cannot start with '.', so `.fts` is never a user directory.
  */
 
@@ -31,6 +32,15 @@ export function locksRoot(root: string): string {
 
 export function digestsRoot(root: string): string {
   return path.join(root, INTERNAL_DIR, 'digests');
+}
+
+export function partialNamesRoot(root: string): string {
+  return path.join(root, INTERNAL_DIR, 'partial-names');
+}
+
+export function partialNamesDir(root: string, user: string): string {
+  checkUser(user);
+  return path.join(partialNamesRoot(root), user);
 }
 
 /**

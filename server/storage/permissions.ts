@@ -10,11 +10,12 @@ import { parseRuleLines, type RuleLineProblem } from './rule-lines.js';
  * One letter per permission:
  *   l  list           list
  *   r  read           download, view
- *   w  write          upload a file under a free name; offset, partials, discard (the user's uploads)
+ *   w  write          upload a file under a free name (and offset, asked before an upload)
  *   o  overwrite      replace an existing file: an upload, or a rename with overwrite, onto a taken name
  *   m  move           rename
  *   d  delete         delete
- * `usage`, `noop` and `quit` need none.
+ * `usage`, `partials`, `discard`, `noop` and `quit` need none: they only show or free what the user stores
+ * (a user whose permissions were narrowed must still be able to free their partial uploads).
  */
 export const PERMISSION_LETTERS = 'lrwomd';
 export type Permission = 'l' | 'r' | 'w' | 'o' | 'm' | 'd';
@@ -51,9 +52,11 @@ export class PermissionSet {
     return this.letters.includes(p);
   }
 
-  /** PERMISSION_DENIED unless the set has `p`. */
-  require(p: Permission, user: string): void {
-    if (!this.has(p)) throw new FtsError('PERMISSION_DENIED', `${user} may not ${WHAT[p]} (permission "${p}"; the server grants "${this.letters === '' ? '-' : this.letters}")`);
+  /** PERMISSION_DENIED unless the set has `p`; `name`, the file the request is about, starts the message. */
+  require(p: Permission, user: string, name?: string): void {
+    if (this.has(p)) return;
+    const about = name === undefined ? '' : `${name}: `;
+    throw new FtsError('PERMISSION_DENIED', `${about}${user} may not ${WHAT[p]} (permission "${p}"; the server grants "${this.letters === '' ? '-' : this.letters}")`);
   }
 }
 

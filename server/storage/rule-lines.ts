@@ -7,7 +7,8 @@ export interface RuleLineProblem {
 
 /**
  * The shared syntax of the per-user rules files (--quota-file, --permissions-file): one `USER:VALUE` per
- * line, blank lines and lines starting with `#` ignored, a final CR dropped. With `star`, one `*:VALUE`
+ * line, blank lines and lines starting with `#` ignored, a `#` after white space ending the line (a
+ * comment after the value), a final CR dropped. With `star`, one `*:VALUE`
  * line may give the value of every user no line names. Any other line is a problem (the callers refuse
  * the whole file: a rule that silently did not apply would be worse than a server that refuses to start).
  */
@@ -24,7 +25,7 @@ export function parseRuleLines<T>(
     if (line.trim() === '' || line.trimStart().startsWith('#')) return;
     const at = line.indexOf(':');
     const user = at < 0 ? '' : line.slice(0, at).trim();
-    const parsed = at < 0 ? undefined : value.parse(line.slice(at + 1));
+    const parsed = at < 0 ? undefined : value.parse(line.slice(at + 1).replace(/\s#.*$/, ''));
     const isStar = star && user === '*';
     let reason: string | null = null;
     if (at < 0) reason = `expected USER:${value.name}`;

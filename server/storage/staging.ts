@@ -12,7 +12,9 @@ import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
 import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
-import { forgetPartialNameIfUnused, keyOfNameRecord, keyOfPartFile, recordPartialName } from './partial-names.js';
+import { forgetPartialNameIfUnused, keyOfPartFile, recordPartialName, sweepPartialNames } from './partial-names.js';
+import type { PermissionSet } from './permissions.js';
+import { holdsContent } from './same-content.js';
 import { keyOf } from './staging-keys.js';
 
 export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
@@ -38,10 +40,10 @@ export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
 /** The partial files of one identity, each with its current length. */
 async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promise<Array<{ file: string; length: number }>> {
   const dir = stagingDir(t.root, t.user);
-  const prefix = `${keyOf(t.name, size, tag)}.`;
+  const key = keyOf(t.name, size, tag);
   const found: Array<{ file: string; length: number }> = [];
   for (const entry of await readdirOrEmpty(dir)) {
-    if (!entry.isFile() || !entry.name.startsWith(prefix) || !entry.name.endsWith('.part')) continue;
+    if (!entry.isFile() || keyOfPartFile(entry.name) !== key) continue;
     const file = path.join(dir, entry.name);
     try {
       found.push({ file, length: (await lstat(file)).size });
@@ -75,6 +77,8 @@ const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
  * the memory they held before.
  */
 const SPARE_BATCH_BYTES = 8 * 1024 * 1024;
+/** How often a long upload checks that its staging file is still there (#checkStillStaged). */
+const STAGED_CHECK_MS = 1000;
 /** A partly gathered batch is written once no chunk has arrived for this long. */
 const IDLE_FLUSH_MS = 100;
 
@@ -89,8 +93,11 @@ export interface StagingTarget {
   root: string;
   user: string;
   name: string;
-  /** False: the publish fails with PERMISSION_DENIED if the name is taken then (--permissions-file "o"). */
-  mayReplace?: boolean;
+}
+
+/** An upload's target, with what its user may do now (judged again at the publish). */
+export interface UploadTarget extends StagingTarget {
+  permissions: () => PermissionSet;
 }
 
 type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
@@ -127,12 +134,15 @@ export class StagedUpload {
   #writing: Promise<void> | null = null;
   #failure: unknown = null;
   #aborting: Promise<void> | undefined;
+  /** When #checkStillStaged last looked (it starts counting from the upload's start). */
+  #stagedCheckedAt = Date.now();
   /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
   readonly #named: boolean;
-  readonly #mayReplace: boolean;
+  /** What the user may do now: a reload during the upload applies to its publish. */
+  readonly #permissions: () => PermissionSet;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: StagingTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
+  constructor(t: UploadTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
     this.name = t.name;
     this.size = t.size;
     this.#root = t.root;
@@ -147,7 +157,7 @@ export class StagedUpload {
     this.#hash = t.hash;
     this.#tag = t.tag;
     this.#named = t.size >= SMALL_PARTIAL_BYTES || t.offset > 0;
-    this.#mayReplace = t.mayReplace ?? true;
+    this.#permissions = t.permissions;
   }
 
   /** Sets the digest of a streamed upload, from its trailer (before commit). */
@@ -237,6 +247,21 @@ export class StagedUpload {
     return true;
   }
 
+  /**
+   * At most once per STAGED_CHECK_MS of writing: fails the upload (OFFSET_MISMATCH, with where its identity
+   * stands now) once its staging file is no longer linked, because the user discarded it, a resume took it
+   * over or the sweep removed it. Without this it would go on writing, up to its whole size, into a file no
+   * one can see, which neither the quota nor the disk-usage figures count, only to learn at its commit.
+   */
+  async #checkStillStaged(): Promise<void> {
+    const now = Date.now();
+    if (now - this.#stagedCheckedAt < STAGED_CHECK_MS || this.#handle === undefined) return;
+    this.#stagedCheckedAt = now;
+    if ((await this.#handle.stat()).nlink > 0) return;
+    const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
+    throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were discarded or taken over meanwhile; continue from offset ${offset}`, { offset });
+  }
+
   /** Waits until no write runs (the end of one may have dispatched the next). */
   async #writesDone(): Promise<void> {
     while (this.#writing !== null) await this.#writing;
@@ -263,6 +288,7 @@ export class StagedUpload {
     const write: Promise<void> = this.#writer.writeAt(buffers, position)
       .then(() => {
         this.#stored = Math.max(this.#stored, end);
+        return this.#checkStillStaged();
       })
       .catch((err: unknown) => {
         this.#failure ??= err;
@@ -369,11 +395,12 @@ export class StagedUpload {
       durable = true;
       /** Set when the upload that took our file over has already published this very file (see below). */
       let publishedByOther: BigIntStats | null = null;
+      /** Set when the name already holds exactly these bytes, for a user who may not replace files. */
+      let alreadyThere: BigIntStats | null = null;
       await withLock(this.#root, this.#user, this.name, async () => {
         // Under the lock, so no publish or rename can take the name between this look and our rename.
-        if (!this.#mayReplace && (await exists(this.#target))) {
-          throw new FtsError('PERMISSION_DENIED', `${this.name}: already exists, and ${this.#user} may not replace files (permission "o")`);
-        }
+        alreadyThere = await this.#judgePublish(expected.toString('hex'));
+        if (alreadyThere !== null) return;
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
@@ -405,6 +432,11 @@ export class StagedUpload {
         await fsyncDir(path.dirname(this.#target));
         await recordDigest(this.#root, this.#user, this.name, this.#target, stats, expected.toString('hex'));
       });
+      if (alreadyThere !== null) {
+        // Nothing to publish: the staged copy goes, and the answer is the file in place (§3.2 rule 4).
+        await this.abort();
+        return { mtime: mtimeOfBig(alreadyThere) };
+      }
       this.#state = 'committed';
       await this.#forgetName();
       return { mtime: mtimeOfBig(publishedByOther ?? stats) };
@@ -424,6 +456,29 @@ export class StagedUpload {
       // durable. The client gets an error, whose message says the file was published.
       throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
     }
+  }
+
+  /**
+   * The user's permissions at the publish (a reload may have narrowed them since the upload began):
+   * PERMISSION_DENIED without "w", or when the name is taken and they may not replace files ("o"), unless
+   * it already holds exactly these bytes: then that file (nothing to publish). A directory under the name is
+   * left to the rename, which reports NOT_A_FILE.
+   */
+  async #judgePublish(sha256: string): Promise<BigIntStats | null> {
+    const granted = this.#permissions();
+    granted.require('w', this.#user, this.name);
+    if (granted.has('o')) return null;
+    let st: BigIntStats;
+    try {
+      st = await lstat(this.#target, { bigint: true });
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw err; // not known to be free: nothing is replaced
+    }
+    if (st.isDirectory()) return null;
+    if (await holdsContent(this.#root, this.#user, this.name, this.#target, st, this.size, sha256)) return st;
+    granted.require('o', this.#user, this.name);
+    return null;
   }
 
   /** The file under the name, when its recorded digest (files of RECORD_MIN_BYTES or more) is `digest`. */
@@ -469,12 +524,12 @@ export class StagedUpload {
    * over by a resume, meanwhile (a record without a partial file is only swept, later).
    */
   async #recordName(): Promise<void> {
-    if (await exists(this.#stagingPath)) await recordPartialName(path.dirname(this.#stagingPath), { name: this.name, size: this.size, tag: this.#tag });
+    if (await exists(this.#stagingPath)) await recordPartialName(this.#root, this.#user, { name: this.name, size: this.size, tag: this.#tag });
   }
 
   /** Removes the identity's name record if this was its last partial file. */
   async #forgetName(): Promise<void> {
-    if (this.#named) await forgetPartialNameIfUnused(path.dirname(this.#stagingPath), keyOf(this.name, this.size, this.#tag));
+    if (this.#named) await forgetPartialNameIfUnused(this.#root, this.#user, keyOf(this.name, this.size, this.#tag));
   }
 
   /** The staging file's size now; 0 if it cannot be read. */
@@ -570,7 +625,7 @@ export function checkUploadRequest(t: StagingTarget, size: number, tag: UploadTa
  * carrying the offset to continue from. `copying` is called after each piece of the copy; an error it
  * throws stops the copy (the partial file stays as it was) and is passed through as it is.
  */
-export async function beginStagedUpload(t: StagingTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
+export async function beginStagedUpload(t: UploadTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
   const target = checkUploadRequest(t, size, tag, offset);
 
   let source: string | null = null;
@@ -634,7 +689,7 @@ export async function beginStagedUpload(t: StagingTarget, size: number, tag: Upl
   // Named from the start, not only when kept: a worker killed or a machine crashed mid-upload never gets to
   // release() it. Small uploads only when kept: one more file per small upload would cost more than the
   // name is worth (they are swept after 10 minutes, SMALL_PARTIAL_MAX_AGE_MS).
-  if (size >= SMALL_PARTIAL_BYTES) await recordPartialName(dir, { name: t.name, size, tag });
+  if (size >= SMALL_PARTIAL_BYTES) await recordPartialName(t.root, t.user, { name: t.name, size, tag });
   const writer = await DirectWriter.forFile(handle, size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
 }
@@ -725,41 +780,20 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
       problem(dir, err);
       continue;
     }
-    /** Keys of the staging files left, and the name records (partial-names.ts) with their keys. */
-    const kept = new Set<string>();
-    const records: Array<{ file: string; key: string }> = [];
     for (const entry of entries) {
       const file = path.join(dir, entry.name);
-      const recordKey = keyOfNameRecord(entry.name);
-      if (recordKey !== null) {
-        records.push({ file, key: recordKey });
-        continue;
-      }
       try {
         const st = await lstat(file);
-        if (!st.isFile() || st.mtimeMs >= now - partialMaxAgeMs(st.size, maxAgeMs)) {
-          const key = keyOfPartFile(entry.name);
-          if (key !== null) kept.add(key);
-          continue;
-        }
+        if (!st.isFile() || st.mtimeMs >= now - partialMaxAgeMs(st.size, maxAgeMs)) continue;
         await unlink(file);
         removed++;
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT') problem(file, err);
       }
     }
-    // A record outlives its partial files only by mishap (a crash between the two removals, or a race with a
-    // new attempt): it goes once it is orphaned and old enough that no upload is about to use it.
-    for (const { file, key } of records) {
-      if (kept.has(key)) continue;
-      try {
-        if ((await lstat(file)).mtimeMs >= smallCutoff) continue;
-        await unlink(file);
-      } catch (err) {
-        if (errnoOf(err) !== 'ENOENT') problem(file, err);
-      }
-    }
   }
+  // Then the names of what is gone, once old enough that no upload is about to use them.
+  await sweepPartialNames(root, smallCutoff, problem);
   return removed;
 }
 

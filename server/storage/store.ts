@@ -8,12 +8,13 @@ import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest, recordVersi
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock, withLocks } from './locks.js';
-import { digestsRoot, internalDir, locksRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { digestsRoot, internalDir, locksRoot, partialNamesRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
-import { PermissionSet, Permissions, type Permission } from './permissions.js';
+import { Permissions, type Permission, type PermissionSet } from './permissions.js';
 import { QuotaLimits } from './quota-limits.js';
+import { holdsContent } from './same-content.js';
 import { beginStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -83,7 +84,7 @@ export class Store {
         throw new Error(`storage root ${this.root}: ${what} failed: ${errnoReason(err)}`, { cause: err });
       }
     };
-    for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root), digestsRoot(this.root)]) {
+    for (const dir of [this.root, internalDir(this.root), stagingRoot(this.root), locksRoot(this.root), digestsRoot(this.root), partialNamesRoot(this.root)]) {
       await step(`creating ${dir}`, () => makeDirectories(dir));
       const st = await step(`checking ${dir}`, () => stat(dir));
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
@@ -181,7 +182,7 @@ export class UserStore {
   readonly #permissions: () => PermissionSet;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string, quota: UserQuota, permissions: () => PermissionSet = () => PermissionSet.ALL) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota, permissions: () => PermissionSet) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;
@@ -189,21 +190,28 @@ export class UserStore {
     this.#permissions = permissions;
   }
 
-  /** The user's permissions now; PERMISSION_DENIED unless they include each of `needed`. */
-  #allowed(...needed: Permission[]): PermissionSet {
+  /** The user's permissions now; PERMISSION_DENIED (about `name`) unless they include `needed`. */
+  #allowed(needed: Permission, name?: string): PermissionSet {
     const granted = this.#permissions();
-    for (const p of needed) granted.require(p, this.user);
+    granted.require(needed, this.user, name);
     return granted;
   }
 
   /**
-   * For an upload of `name` (or the offset asked before it): PERMISSION_DENIED when the name is taken and
-   * the user may not replace files (checked again at publish, under the name's lock); whether they may.
+   * Before an upload of `name` (or the offset asked before it): PERMISSION_DENIED when the user may not
+   * upload, or when the name is taken and they may not replace files, unless it may hold exactly these
+   * bytes (a repeat whose reply was lost: same size, and the same digest when the request names it). The
+   * publish judges again, under the name's lock, with the permissions of that moment (staging.ts).
    */
-  async #mayUpload(name: string): Promise<boolean> {
-    const mayReplace = this.#allowed('w').has('o');
-    if (!mayReplace && (await lstatOrNull(resolveName(this.#dir, name), name)) !== null) this.#allowed('o');
-    return mayReplace;
+  async #mayUpload(name: string, size: number, tag: UploadTag): Promise<void> {
+    const granted = this.#allowed('w', name);
+    if (granted.has('o')) return;
+    const file = resolveName(this.#dir, name);
+    const st = await lstatOrNull(file, name);
+    // Free, or a directory (which the upload reports as NOT_A_FILE).
+    if (st === null || st.isDirectory()) return;
+    const same = st.isFile() && Number(st.size) === size && (!('sha256' in tag) || (await holdsContent(this.#root, this.user, name, file, st, size, tag.sha256).catch(() => false)));
+    if (!same) granted.require('o', this.user, name);
   }
 
   /**
@@ -213,7 +221,8 @@ export class UserStore {
    * reported as such).
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
-    const target = { root: this.#root, user: this.user, name, mayReplace: await this.#mayUpload(name) };
+    await this.#mayUpload(name, size, tag);
+    const target = { root: this.#root, user: this.user, name, permissions: this.#permissions };
     if (this.#quota.limit() === null) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
     let staged: StagedUpload | null = null;
@@ -238,7 +247,7 @@ export class UserStore {
    * a quota, the rest of the upload must fit, so that a client learns it before sending the data.
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
-    await this.#mayUpload(name);
+    await this.#mayUpload(name, size, tag);
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
     await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name);
     return offset;
@@ -250,7 +259,7 @@ export class UserStore {
    * it has no effect on regular files, which are the only thing we then accept.
    */
   async openRead(name: string): Promise<ReadableFile> {
-    this.#allowed('r');
+    this.#allowed('r', name);
     const file = resolveName(this.#dir, name);
     let handle: FileHandle;
     try {
@@ -288,7 +297,7 @@ export class UserStore {
    * name. unlink never follows a symlink, but we refuse symlinks anyway so a delete means what it says.
    */
   async delete(name: string): Promise<void> {
-    this.#allowed('d');
+    this.#allowed('d', name);
     const file = resolveName(this.#dir, name);
     await withLock(this.#root, this.user, name, async () => {
       let unlinked = false;
@@ -319,7 +328,7 @@ export class UserStore {
    * on either side, is NOT_A_FILE and left alone.
    */
   async rename(name: string, to: string, overwrite: boolean): Promise<void> {
-    const mayReplace = this.#allowed('m').has('o');
+    const mayReplace = this.#allowed('m', name).has('o');
     const source = resolveName(this.#dir, name);
     const target = resolveName(this.#dir, to);
     await withLocks(this.#root, this.user, [name, to], async () => {
@@ -337,7 +346,7 @@ export class UserStore {
           if (!replaced.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} is not a regular file`);
           if (!isServable(replaced)) throw new FtsError('NOT_A_FILE', `${name}: not renamed: ${to} has other hard links`);
           if (!overwrite) throw new FtsError('ALREADY_EXISTS', `${name}: not renamed: ${to} already exists`);
-          if (!mayReplace) this.#allowed('o');
+          if (!mayReplace) this.#allowed('o', to);
         }
         let digest = await recordedDigest(this.#root, this.user, name, st);
         // The record may only follow the very version it was checked against: one changed in place meanwhile
@@ -356,13 +365,11 @@ export class UserStore {
 
   /** The user's partial uploads (PROTOCOL.md §6.10); `ttlMs` is the server's --partial-ttl. */
   async partials(ttlMs: number): Promise<PartialEntry[]> {
-    this.#allowed('w');
     return listPartials(this.#root, this.user, ttlMs);
   }
 
   /** Removes the partial upload of the identity `key` (PROTOCOL.md §6.10); NOT_FOUND when there is none. */
   async discard(key: string): Promise<{ bytes: number; name: string | null }> {
-    this.#allowed('w');
     const discarded = await discardPartials(this.#root, this.user, key);
     this.#quota.freed(discarded.bytes);
     return discarded;

@@ -270,7 +270,7 @@ describe('partial uploads: partials and discard (end to end)', function () {
     await cutUpload('twice.bin', data, MiB + 5);
     const lostData = randomBytes(2 * MiB);
     const lost = await cutUpload('a-lost-name.bin', lostData, MiB + 3);
-    await unlink(path.join(stagingDir(ALICE), `${lost}.name`));
+    await unlink(path.join(server.storage, '.fts', 'partial-names', ALICE.user, lost));
 
     const list = await (await login()).partials();
     expect(list.map((p) => [p.key, p.name ?? null, p.staged, p.bytes])).to.deep.equal([
@@ -350,7 +350,7 @@ describe('partial uploads: partials and discard (end to end)', function () {
     const two = randomBytes(3 * MiB);
     await cutUpload('one.bin', one, MiB + 1);
     const unnamed = await cutUpload('two.bin', two, 2 * MiB + 2);
-    await unlink(path.join(stagingDir(ALICE), `${unnamed}.name`));
+    await unlink(path.join(server.storage, '.fts', 'partial-names', ALICE.user, unnamed));
     const r = await cli(['discard', '--all']);
     expect({ code: r.code, out: r.out, err: r.stderr }, describeRun(r)).to.deep.equal({
       code: 0,

@@ -2,8 +2,8 @@
  * Per-user permissions (--permissions-file, FTS_PERMISSIONS_FILE), end to end: real fts-server processes on
  * port 0, the `fts` CLI, the library client, raw frames and `fts-admin reload`.
  *
- *   l list · r download, view · w upload to a free name, offset, partials, discard · o an upload or a rename
- *   --force onto a taken name · m rename · d delete; usage, noop and quit need none.
+ *   l list · r download, view · w upload to a free name, offset · o an upload or a rename --force onto a
+ *   taken name · m rename · d delete; usage, partials, discard, noop and quit need none.
  *
  * A refusal is the non-fatal PERMISSION_DENIED (the CLI exits 1): the session goes on, and a refused
  * upload's data is still read, so the next request on the connection works. An upload without "o" onto a
@@ -251,19 +251,15 @@ describe('per-user permissions (--permissions-file)', function () {
     expect(await stagingFiles(server, U.reader.user)).to.deep.equal([]);
   });
 
-  it('w: partials and discard are allowed with w and refused without', async function () {
-    expectOk(await fts(U.writer, ['partials']), 'writer partials');
-    expectOk(await fts(U.writer, ['discard', '--all']), 'writer discard --all (nothing to discard)');
-    expectDenied(await fts(U.reader, ['partials']), 'reader partials');
-    expectDenied(await fts(U.reader, ['discard', '--all']), 'reader discard --all');
-    const key = '0'.repeat(64);
-    const w = await login(U.writer);
-    expect(await w.partials()).to.deep.equal([]);
-    expect(await codeOf(w.discard(key)), 'writer discard of nothing: past the check').to.equal('NOT_FOUND');
-    const r = await login(U.reader);
-    expect(await codeOf(r.partials())).to.equal('PERMISSION_DENIED');
-    expect(await codeOf(r.discard(key))).to.equal('PERMISSION_DENIED');
-    await r.noop();
+  it('partials and discard need no permission: what a user stores they may always see and free', async function () {
+    for (const u of [U.writer, U.reader, U.none]) {
+      expectOk(await fts(u, ['partials']), `${u.user} partials`);
+      expectOk(await fts(u, ['discard', '--all']), `${u.user} discard --all (nothing to discard)`);
+      const c = await login(u);
+      expect(await c.partials()).to.deep.equal([]);
+      expect(await codeOf(c.discard('0'.repeat(64))), `${u.user} discard of nothing: past any check`).to.equal('NOT_FOUND');
+      await c.noop();
+    }
   });
 
   it('o: an upload onto a taken name needs o as well as w (refused: the old file stays, nothing staged); with o it replaces', async function () {
@@ -348,7 +344,7 @@ describe('per-user permissions (--permissions-file)', function () {
     expectOk(usage, 'nobody usage');
     expect(JSON.parse(usage.out)).to.include({ used: 1, files: 1 });
     const file = await localFile('n.txt', 'n');
-    for (const args of [['list'], ['download', 'f.txt', 'g.txt'], ['view', 'f.txt'], ['upload', file, 'n.txt'], ['upload', file, 'f.txt'], ['rename', 'f.txt', 'h.txt'], ['delete', 'f.txt'], ['partials']]) {
+    for (const args of [['list'], ['download', 'f.txt', 'g.txt'], ['view', 'f.txt'], ['upload', file, 'n.txt'], ['upload', file, 'f.txt'], ['rename', 'f.txt', 'h.txt'], ['delete', 'f.txt']]) {
       expectDenied(await fts(U.none, args), `nobody ${args[0]!}`);
     }
     expect(await storedNames(U.none)).to.deep.equal(['f.txt']);

@@ -1,7 +1,7 @@
 /**
  * Partial uploads as a user sees them (PROTOCOL.md §6.10), at the storage level: UserStore.partials and
- * UserStore.discard over a temporary storage root, the name records `<key>.name` that staging keeps beside
- * the staging files `<key>.<24 hex>.part` (written when an upload of 1 MiB or more begins, and when a partial
+ * UserStore.discard over a temporary storage root, the name records `.fts/partial-names/<user>/<key>` that
+ * staging keeps for the staging files `<key>.<24 hex>.part` (written when an upload of 1 MiB or more begins, and when a partial
  * is kept; removed with the last staging file of the key, or by the sweep once orphaned), and the sweep's
  * handling of those records.
  */
@@ -11,6 +11,7 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, unlink, utimes, 
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError, type PartialEntry, type UploadTag } from '../../protocol/index.js';
+import { PermissionSet } from '../../server/storage/permissions.js';
 import { measureUsage, UserQuota } from '../../server/storage/quota.js';
 import { keyOf, stagingKey, streamedStagingKey } from '../../server/storage/staging-keys.js';
 import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging.js';
@@ -50,9 +51,14 @@ describe('partial uploads: partials, discard and name records (storage)', functi
     await rm(tmp, { recursive: true, force: true });
   });
 
-  const stagingFiles = async (): Promise<string[]> => (await readdir(staging).catch(() => [] as string[])).sort();
+  /** The staging directory's files, and each name record as `<key>.name`: what partial uploads leave. */
+  const stagingFiles = async (): Promise<string[]> => {
+    const records = (await readdir(namesDir()).catch(() => [] as string[])).map((key) => `${key}.name`);
+    return [...(await readdir(staging).catch(() => [] as string[])), ...records].sort();
+  };
+  const namesDir = (): string => path.join(root, '.fts', 'partial-names', 'alice');
   const partFilesOf = async (key: string): Promise<string[]> => (await stagingFiles()).filter((f) => f.startsWith(`${key}.`) && f.endsWith('.part'));
-  const recordPath = (key: string): string => path.join(staging, `${key}.name`);
+  const recordPath = (key: string): string => path.join(namesDir(), key);
   const hasRecord = async (key: string): Promise<boolean> => lstat(recordPath(key)).then(() => true, () => false);
 
   /**
@@ -270,6 +276,7 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       const target = path.join(root, 'alice', 'precious.txt');
       await writeFile(target, 'the user\'s own file');
       await symlink(target, path.join(staging, `${key}.${'c'.repeat(24)}.part`));
+      await mkdir(namesDir(), { recursive: true });
       await writeFile(recordPath(key), JSON.stringify({ name: 'orphan.bin', size: 1, sha256: key }));
       expect(await alice.partials(TTL)).to.deep.equal([]);
       expect(await codeOf(alice.discard(key))).to.equal('NOT_FOUND');
@@ -362,7 +369,7 @@ describe('partial uploads: partials, discard and name records (storage)', functi
         },
         () => 0,
       );
-      const dave = new UserStore(root, 'dave', dir, quota);
+      const dave = new UserStore(root, 'dave', dir, quota, () => PermissionSet.ALL);
       const data = randomBytes(3 * MiB);
       const up = await dave.beginUpload('q.bin', data.length, { sha256: sha(data) });
       expect(measurements).to.equal(1);
@@ -467,9 +474,10 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       const [entry] = await alice.partials(TTL);
       expect(entry, 'the upload in progress is listed').to.include({ key, name: 'live.bin', staged: MiB, bytes: MiB });
       expect(await alice.discard(key)).to.deep.equal({ bytes: MiB, name: 'live.bin' });
-      await writeAll(up, data.subarray(MiB));
       let error: unknown;
       try {
+        // On a slow machine the upload may notice during these writes already (see the next test).
+        await writeAll(up, data.subarray(MiB));
         await up.commit();
       } catch (err) {
         error = err;
@@ -480,6 +488,33 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       await up.release();
       expect(await readdir(path.join(root, 'alice'))).to.deep.equal([]);
       expect(await alice.partials(TTL)).to.deep.equal([]);
+    });
+
+    it('an upload in progress whose partial is discarded stops writing within about a second (OFFSET_MISMATCH, offset 0), long before its end', async () => {
+      const size = 64 * MiB;
+      const piece = Buffer.alloc(64 * KiB, 1);
+      const up = await alice.beginUpload('long.bin', size, { sha256: '0'.repeat(64) });
+      await up.write(piece);
+      await up.durableOffset();
+      await alice.discard(keyOf('long.bin', size, { sha256: '0'.repeat(64) }));
+      let error: unknown = null;
+      let sent = piece.length;
+      // A slow sender: each piece is written after a pause (the idle flush). Bounded: 100 pieces, 20 s.
+      for (let i = 0; i < 100 && error === null; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        try {
+          await up.write(piece);
+          sent += piece.length;
+        } catch (err) {
+          error = err;
+        }
+      }
+      expect(error, 'the upload noticed').to.be.instanceOf(FtsError);
+      expect((error as FtsError).code).to.equal('OFFSET_MISMATCH');
+      expect((error as FtsError).details['offset']).to.equal(0);
+      expect(sent).to.be.lessThan(size);
+      await up.release();
+      expect(await stagingFiles()).to.deep.equal([]);
     });
   });
 

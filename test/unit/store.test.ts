@@ -73,9 +73,10 @@ describe('storage', () => {
       expect((await stat(path.join(root, '.fts', 'staging'))).isDirectory()).to.equal(true);
       expect((await stat(path.join(root, '.fts', 'locks'))).isDirectory()).to.equal(true);
       expect((await stat(path.join(root, '.fts', 'digests'))).mode & 0o777).to.equal(0o700);
+      expect((await stat(path.join(root, '.fts', 'partial-names'))).mode & 0o777).to.equal(0o700);
       expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
       // The writability probe cleaned up after itself.
-      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'staging']);
+      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', 'staging']);
     });
 
     it('init fails clearly when the root is not a directory', async () => {

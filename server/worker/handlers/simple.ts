@@ -1,4 +1,4 @@
-import { FtsError, type Request } from '../../../protocol/index.js';
+import { FtsError, type Header, type Request } from '../../../protocol/index.js';
 import { scramFinal, scramFirst } from '../../auth/scram.js';
 import { issueToken, verifyToken } from '../../auth/tokens.js';
 import { verifyPassword } from '../../auth/users.js';
@@ -72,25 +72,26 @@ export async function rename(req: Req<'rename'>, io: SessionIo): Promise<Handler
 /** Entries sent per socket write: about 64 KiB of frames for typical names, then backpressure is checked. */
 const LIST_BATCH = 256;
 
-export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResult> {
-  const entries = await io.userStore().list(req.long);
-  for (let at = 0; at < entries.length; at += LIST_BATCH) {
+/** Sends one interim `entry` reply per item, then gives the final reply's count. */
+async function sendEntries<T>(items: readonly T[], entry: (item: T) => Header, io: SessionIo): Promise<HandlerResult> {
+  for (let at = 0; at < items.length; at += LIST_BATCH) {
     // One socket write per batch of entries instead of one per entry (each is a syscall).
-    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => (req.long ? { status: 'entry', ...entry } : { status: 'entry', name: entry.name })));
+    io.sendMany(items.slice(at, at + LIST_BATCH).map((item) => ({ status: 'entry', ...entry(item) })));
     // A reader slower than the listing holds it here instead of making the server buffer it whole.
     await io.writable();
   }
-  return { reply: { count: entries.length }, audit: { bytes: 0 } };
+  return { reply: { count: items.length }, audit: { bytes: 0 } };
+}
+
+export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResult> {
+  const entries = await io.userStore().list(req.long);
+  return sendEntries(entries, (e) => (req.long ? { ...e } : { name: e.name }), io);
 }
 
 /** The user's partial uploads (§6.10), sent like a listing. */
 export async function partials(_req: Req<'partials'>, io: SessionIo): Promise<HandlerResult> {
   const entries = await io.userStore().partials(io.ctx.config.partialTtlSeconds * 1000);
-  for (let at = 0; at < entries.length; at += LIST_BATCH) {
-    io.sendMany(entries.slice(at, at + LIST_BATCH).map((entry) => ({ status: 'entry', ...entry })));
-    await io.writable();
-  }
-  return { reply: { count: entries.length }, audit: { bytes: 0 } };
+  return sendEntries(entries, (e) => ({ ...e }), io);
 }
 
 /** Removes one partial upload (§6.10). */
