@@ -366,6 +366,26 @@ describe('partial uploads: partials and discard (end to end)', function () {
     expect({ code: nothing.code, out: nothing.out, err: nothing.stderr }, 'nothing to discard').to.deep.equal({ code: 0, out: '', err: '' });
   });
 
+  it('`fts discard --key KEY` discards one by key (one without a name too); an unknown key exits 4; a malformed one exits 2 before connecting', async () => {
+    const named = await cutUpload('keyed.bin', randomBytes(2 * MiB), MiB + 4);
+    const unnamed = await cutUpload('lost.bin', randomBytes(2 * MiB), MiB + 6);
+    await unlink(path.join(server.storage, '.fts', 'partial-names', ALICE.user, unnamed));
+    const r = await cli(['discard', '--key', unnamed]);
+    expect({ code: r.code, out: r.out, err: r.stderr }, describeRun(r)).to.deep.equal({ code: 0, out: `discarded the unfinished upload ${unnamed} (${MiB + 6} bytes)\n`, err: '' });
+    expect((await (await login()).partials()).map((p) => p.key)).to.deep.equal([named]);
+    const unknown = 'f'.repeat(64);
+    const both = await cli(['discard', '--key', named, '--key', unknown]);
+    expect({ code: both.code, out: both.out, err: both.stderr }, describeRun(both)).to.deep.equal({
+      code: 4,
+      out: `discarded keyed.bin (${MiB + 4} bytes)\n`,
+      err: `fts: ${unknown}: no unfinished upload with that key\n`,
+    });
+    const malformed = await runCli(['discard', '--key', 'abc'], { port: 1, user: 'nobody', password: 'x' });
+    expect({ code: malformed.code, err: malformed.stderr }).to.deep.equal({ code: 2, err: 'fts: discard: "abc" is not a key (64 lowercase hex digits, as partials shows)\n' });
+    const mixed = await runCli(['discard', 'a.bin', '--all'], { port: 1, user: 'nobody', password: 'x' });
+    expect(mixed.code, 'NAME with --all: exit 2, not a connection error').to.equal(2);
+  });
+
   it('partials and discard before logging in are AUTH_REQUIRED (not fatal)', async () => {
     const { client: r } = await RawClient.open(server.port);
     raws.push(r);

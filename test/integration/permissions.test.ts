@@ -13,7 +13,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { runAdmin, sessionsJson } from '../helpers/admin-cli.js';
@@ -276,6 +276,23 @@ describe('per-user permissions (--permissions-file)', function () {
     expect(await stored(U.replacer, 'taken.txt')).to.equal('new content');
     // o alone is not w: not even a free name.
     expectDenied(await fts(U.moverOver, ['upload', file, 'free.txt']), 'moverover (o without w) upload');
+  });
+
+  it('without o, uploading exactly what a name holds again is ok (a repeat stays harmless); other bytes of the same size are refused at publish', async function () {
+    const small = await localFile('same.txt', 'same bytes');
+    expectOk(await fts(U.writer, ['upload', small, 'same.txt']), 'first upload');
+    const mtime = (await stat(path.join(server.storage, U.writer.user, 'same.txt'))).mtimeMs;
+    expectOk(await fts(U.writer, ['upload', small, 'same.txt']), 'the same bytes again');
+    expect((await stat(path.join(server.storage, U.writer.user, 'same.txt'))).mtimeMs, 'nothing was replaced').to.equal(mtime);
+    // 9 MiB: judged by the digest recorded at the first publish (a streamed upload: no digest before the data).
+    const big = await localFile('same.bin', randomBytes(9 * MIB));
+    expectOk(await fts(U.writer, ['upload', big, 'same.bin']), 'first large upload');
+    expectOk(await fts(U.writer, ['upload', big, 'same.bin']), 'the same large file again');
+    const other = await localFile('other.bin', randomBytes(9 * MIB));
+    const denied = await fts(U.writer, ['upload', other, 'same.bin']);
+    expectDenied(denied, 'other bytes of the same size');
+    expect((await readFile(path.join(server.storage, U.writer.user, 'same.bin'))).equals(await readFile(big))).to.equal(true);
+    expect(await stagingFiles(server, U.writer.user), 'the refused bytes are not kept').to.deep.equal([]);
   });
 
   it('o: a large upload onto a taken name without o is refused by `offset`, before any data is sent', async function () {

@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
@@ -199,6 +199,14 @@ describe('permissions: the quota file through the shared rule-lines syntax', fun
     expect([...f.perUser.keys()]).to.deep.equal(['alice']);
   });
 
+  it('a comment may follow the value after white space, in both files', function () {
+    const perms = parsePermissionsFile('reader:lr   # read-only\n*:- \t# nobody else\nbad:lr#no space\n');
+    expect(perms.problems.map((p) => p.line)).to.deep.equal([3]);
+    expect(perms.perUser.get('reader')?.letters).to.equal('lr');
+    expect(perms.fallback.letters).to.equal('');
+    expect(parseQuotaFile('alice:20G # plenty\n').perUser.get('alice')).to.equal(20 * 2 ** 30);
+  });
+
   it('parseRuleLines without `star` treats * as a user name; with it, one * line is its own value', function () {
     const value = { name: 'N', parse: (raw: string) => (/^\d+$/.test(raw.trim()) ? Number(raw.trim()) : undefined), invalid: 'N must be digits' };
     expect(parseRuleLines('*:1\n', value).problems).to.deep.equal([{ line: 1, reason: '"*" is not a valid user name' }]);
@@ -303,6 +311,41 @@ describe("permissions: the checks of a user's store", function () {
     expect(refused.message).to.include('race');
     expect(await readFile(userFile('race'), 'utf8')).to.equal('theirs');
     expect(await stagingFiles(), 'no retry could publish these bytes: not kept').to.deep.equal([]);
+  });
+
+  it('w without o: the same bytes uploaded again are ok and replace nothing; other bytes of the same size are refused at publish', async function () {
+    grant('lrw');
+    const data = Buffer.from('identical');
+    await put('same', data);
+    const before = await stat(userFile('same'), { bigint: true });
+    const again = await alice.beginUpload('same', data.length, { sha256: sha(data) });
+    await again.write(data);
+    const { mtime } = await again.commit();
+    const after = await stat(userFile('same'), { bigint: true });
+    expect(after.ino, 'the same file, not a replacement').to.equal(before.ino);
+    expect(mtime).to.equal(Math.floor(Number(before.mtimeNs) / 1e6));
+    expect(await stagingFiles()).to.deep.equal([]);
+    // A streamed upload (no digest at the start) of other bytes of that size: refused at its publish.
+    const other = Buffer.from('different');
+    const streamed = await alice.beginUpload('same', other.length, { version: '1'.repeat(64) });
+    await streamed.write(other);
+    streamed.expect(sha(other));
+    expect((await outcome(streamed.commit())).code).to.equal('PERMISSION_DENIED');
+    expect(await readFile(userFile('same'), 'utf8')).to.equal('identical');
+    // Declared in the header, a different digest is refused at the start already.
+    expect(await codeOf(alice.beginUpload('same', other.length, { sha256: sha(other) }))).to.equal('PERMISSION_DENIED');
+    expect(await stagingFiles()).to.deep.equal([]);
+  });
+
+  it('the publish judges the permissions of that moment: w taken away during an upload refuses it, and nothing is kept', async function () {
+    grant('w');
+    const data = Buffer.from('long upload');
+    const up = await alice.beginUpload('late', data.length, { sha256: sha(data) });
+    await up.write(data);
+    grant('lr'); // a reload while the upload runs
+    expect((await outcome(up.commit())).code).to.equal('PERMISSION_DENIED');
+    expect(await readdir(path.join(root, 'alice'))).to.deep.equal([]);
+    expect(await stagingFiles()).to.deep.equal([]);
   });
 
   it('a rename needs m; with overwrite onto a taken name it needs o too (ALREADY_EXISTS without overwrite, with or without o)', async function () {
