@@ -24,8 +24,8 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest, type StatusResult } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatBans, formatDrainProgress, formatKilled, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
-import { asReloadResult, isBanList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
+import { formatBans, formatDrainProgress, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
+import { asReloadResult, isBanList, isDiscarded, isPartialList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
@@ -60,6 +60,8 @@ Commands:
   bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
   unban ADDRESS          lift the ban on ADDRESS and forget its penalty points
   usage [--json]         what every user stores (files and unfinished uploads) against their quota
+  partials [--json]      every user's unfinished uploads (kept for a resume): name, bytes, times, key
+  discard USER KEY       remove one of USER's unfinished uploads, by the key 'partials' shows
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
@@ -73,7 +75,7 @@ Commands:
 Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
-  --json                 print the server's reply as JSON (status, sessions, bans, usage)
+  --json                 print the server's reply as JSON (status, sessions, bans, usage, partials)
   --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
   -h, --help             show this text
   --version              print fts-admin's version
@@ -150,7 +152,7 @@ function printJson(value: unknown): void {
 }
 
 /** The commands that take no argument and print one result. */
-type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage';
+type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage' | 'partials';
 
 /** The result of a command that takes no argument, checked for its shape before anything uses it. */
 async function ask<T>(inv: Invocation, cmd: ReportCommand, isResult: (v: unknown) => v is T): Promise<T> {
@@ -273,6 +275,21 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   bans: report('bans', isBanList, formatBans),
 
   usage: report('usage', isUsageList, formatUsage),
+
+  partials: report('partials', isPartialList, formatPartials),
+
+  discard: {
+    args: ['USER', 'KEY'],
+    flags: [],
+    async run(inv) {
+      const user = userArgument(inv);
+      const key = inv.args[1] ?? '';
+      if (!/^[0-9a-f]{64}$/.test(key)) throw new UsageError(`invalid key '${safeText(key)}' (expected 64 lowercase hex digits, as listed by 'partials')`);
+      const result = await call(inv, { cmd: 'discard', user, key });
+      if (!isDiscarded(result)) throw unexpected('discard');
+      out(`discarded ${result.name === null ? `the unfinished upload ${key}` : safeText(result.name)} of ${user} (${result.bytes} bytes)`);
+    },
+  },
 
   unban: {
     args: ['ADDRESS'],

@@ -1,6 +1,6 @@
 /** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
 
-import type { BanInfo, DrainProgress, SessionInfo, StatusResult, UserUsage } from '../protocol/index.js';
+import type { BanInfo, DrainProgress, SessionInfo, StatusResult, UserPartial, UserUsage } from '../protocol/index.js';
 import { formatBytes } from '../protocol/format-bytes.js';
 
 /**
@@ -149,6 +149,27 @@ export function formatUsage(users: readonly UserUsage[]): string {
       u.quota === null ? '-' : `${((100 * u.used) / u.quota).toFixed(1)}%`,
       String(u.files),
       formatBytes(u.partial),
+    ]),
+  );
+}
+
+/**
+ * `fts-admin partials`: one row per partial upload, sizes for people and times in UTC (--json has the exact
+ * figures); NAME is `-` when the server does not know it. KEY is what `fts-admin discard` takes.
+ */
+export function formatPartials(partials: readonly UserPartial[]): string {
+  if (partials.length === 0) return 'no unfinished upload';
+  const time = (ms: number): string => formatSince(new Date(ms).toISOString());
+  return table(
+    [{ header: 'USER' }, { header: 'NAME' }, { header: 'STAGED', right: true }, { header: 'SIZE', right: true }, { header: 'WRITTEN' }, { header: 'KEPT UNTIL' }, { header: 'KEY' }],
+    partials.map((p) => [
+      safeText(p.user),
+      p.name === undefined ? '-' : safeText(p.name),
+      formatBytes(p.staged),
+      p.size === undefined ? '?' : formatBytes(p.size),
+      time(p.mtime),
+      time(p.expires),
+      p.key,
     ]),
   );
 }

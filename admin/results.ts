@@ -3,7 +3,7 @@
  * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
  */
 
-import type { BanInfo, SessionInfo, StatusResult, UserUsage, WorkerStatus } from '../protocol/index.js';
+import type { BanInfo, DiscardedPartial, SessionInfo, StatusResult, UserPartial, UserUsage, WorkerStatus } from '../protocol/index.js';
 
 type Rec = Record<string, unknown>;
 
@@ -48,6 +48,18 @@ export function isSessionList(v: unknown): v is SessionInfo[] {
 
 export function isUsageList(v: unknown): v is UserUsage[] {
   return Array.isArray(v) && v.every((u) => isRecord(u) && typeof u['user'] === 'string' && isNum(u['used']) && isNum(u['files']) && isNum(u['partial']) && isNumOrNull(u['quota']));
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export function isPartialList(v: unknown): v is UserPartial[] {
+  return Array.isArray(v) && v.every((p) => isRecord(p) && typeof p['user'] === 'string' && typeof p['key'] === 'string' && HEX64.test(p['key'])
+    && (p['name'] === undefined || typeof p['name'] === 'string') && (p['size'] === undefined || isNum(p['size']))
+    && isNum(p['staged']) && isNum(p['bytes']) && isNum(p['mtime']) && isNum(p['expires']));
+}
+
+export function isDiscarded(v: unknown): v is DiscardedPartial {
+  return isRecord(v) && isNum(v['bytes']) && isStrOrNull(v['name']);
 }
 
 export function isBanList(v: unknown): v is BanInfo[] {

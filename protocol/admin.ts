@@ -7,7 +7,8 @@
 
 import { isIP } from 'node:net';
 import { canonicalIp } from './ip-address.js';
-import type { StorageUsage } from './messages.js';
+import { SHA256_PATTERN, type PartialEntry, type StorageUsage } from './messages.js';
+import { USERNAME_PATTERN } from './names.js';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -37,9 +38,24 @@ export type AdminRequest =
   /** Lifts a ban (`address`: an IPv4 or IPv6 address; IPv4-mapped IPv6 is its IPv4 form). */
   | { cmd: 'unban'; address: string }
   /** What every user stores, and their quota (result: UserUsage[]). */
-  | { cmd: 'usage' };
+  | { cmd: 'usage' }
+  /** Every user's partial uploads (result: UserPartial[]). */
+  | { cmd: 'partials' }
+  /** Removes one user's partial upload by key, as `discard` does for the user (result: DiscardedPartial). */
+  | { cmd: 'discard'; user: string; key: string };
 
-export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage'] as const satisfies readonly AdminRequest['cmd'][];
+export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage', 'partials', 'discard'] as const satisfies readonly AdminRequest['cmd'][];
+
+/** One partial upload of one user, as `partials` reports it to the user (PROTOCOL.md §6.10). */
+export interface UserPartial extends PartialEntry {
+  user: string;
+}
+
+/** What an admin `discard` removed. */
+export interface DiscardedPartial {
+  bytes: number;
+  name: string | null;
+}
 
 /** What one user stores (bytes), as the `usage` request reports it to the user; quota null = none. */
 export interface UserUsage extends StorageUsage {
@@ -127,7 +143,8 @@ export type AdminFinal =
   | { ok: true; result?: unknown; warning?: string }
   /**
    * `code`, where a client must tell one refusal from another without reading the words: `NO_SESSION`
-   * (kick: every worker answered and none holds the session). Clients ignore codes they do not know.
+   * (kick: every worker answered and none holds the session), `NOT_FOUND` (discard: no partial upload with
+   * that key). Clients ignore codes they do not know.
    */
   | { ok: false; error: string; code?: string };
 
@@ -167,7 +184,14 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'restart-workers':
     case 'bans':
     case 'usage':
+    case 'partials':
       return { cmd: v['cmd'] };
+    case 'discard': {
+      const { user, key } = v;
+      if (typeof user !== 'string' || !USERNAME_PATTERN.test(user)) throw new Error('user must be a user name');
+      if (typeof key !== 'string' || !SHA256_PATTERN.test(key)) throw new Error('key must be 64 lowercase hex digits');
+      return { cmd: 'discard', user, key };
+    }
     case 'unban': {
       const a = v['address'];
       if (typeof a !== 'string' || isIP(a) === 0) throw new Error('address must be an IPv4 or IPv6 address');

@@ -9,7 +9,9 @@ import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
 import { readRulesFiles, RulesFileRefused, type PolicyTexts, type RulesFile } from './rules-files.js';
-import { usageOfUsers } from './storage-usage.js';
+import { partialsOfUsers, usageOfUsers } from './storage-usage.js';
+import { discardPartials } from '../storage/partials.js';
+import { FtsError } from '../../protocol/index.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
@@ -108,6 +110,22 @@ export class Controller {
           reply({ ok: true, result: await usageOfUsers(this.config.storage, this.config.quotaBytes, this.texts) });
         } catch (err) {
           reply({ ok: false, error: (err as Error).message });
+        }
+        return;
+      case 'partials':
+        try {
+          reply({ ok: true, result: await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000) });
+        } catch (err) {
+          reply({ ok: false, error: (err as Error).message });
+        }
+        return;
+      case 'discard':
+        try {
+          const discarded = await discardPartials(this.config.storage, req.user, req.key);
+          this.log.warn({ event: 'discard', user: req.user, key: req.key, file: discarded.name, bytes: discarded.bytes }, `partial upload of ${req.user} discarded by fts-admin discard`);
+          reply({ ok: true, result: discarded });
+        } catch (err) {
+          reply({ ok: false, error: `${req.user}: ${(err as Error).message}`, ...(err instanceof FtsError ? { code: err.code } : {}) });
         }
         return;
       case 'unban':

@@ -3,9 +3,10 @@
  * measurement a worker makes for the quota and for the `usage` request).
  */
 import { readdir } from 'node:fs/promises';
-import { errnoReason, USERNAME_PATTERN, type UserUsage } from '../../protocol/index.js';
+import { errnoOf, errnoReason, USERNAME_PATTERN, type UserPartial, type UserUsage } from '../../protocol/index.js';
 import { parseUsers } from '../auth/users.js';
-import { userDirPath } from '../storage/paths.js';
+import { stagingRoot, userDirPath } from '../storage/paths.js';
+import { listPartials } from '../storage/partials.js';
 import { measureUsage } from '../storage/quota.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { PolicyTexts } from './rules-files.js';
@@ -31,6 +32,29 @@ export async function usageOfUsers(storage: string, quotaBytes: number | null, t
       throw new Error(`${user}: ${err.message}`);
     });
     result.push({ user, ...measured, quota: limits.limitFor(user) });
+  }
+  return result;
+}
+
+/**
+ * Every user's partial uploads (fts-admin partials), by user name: whoever has a staging directory, in
+ * the users file or not. `ttlMs` is the server's --partial-ttl, to say when each may be swept.
+ */
+export async function partialsOfUsers(storage: string, ttlMs: number): Promise<UserPartial[]> {
+  let entries;
+  try {
+    entries = await readdir(stagingRoot(storage), { withFileTypes: true });
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return [];
+    throw new Error(`staging directory ${stagingRoot(storage)}: ${errnoReason(err)}`);
+  }
+  const users = entries.filter((e) => e.isDirectory() && USERNAME_PATTERN.test(e.name)).map((e) => e.name).sort();
+  const result: UserPartial[] = [];
+  for (const user of users) {
+    const partials = await listPartials(storage, user, ttlMs).catch((err: Error) => {
+      throw new Error(`${user}: ${err.message}`);
+    });
+    for (const p of partials) result.push({ user, ...p });
   }
   return result;
 }

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient, type PartialUpload } from '../../client/index.js';
 import { encodeHeader, type Header } from '../../protocol/index.js';
 import { stagingKey } from '../../server/storage/staging-keys.js';
+import { runAdmin } from '../helpers/admin-cli.js';
 import { describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { metricsPortOf, sampleValue, scrape } from '../helpers/hardening-proc.js';
 import { sha256, waitUntil } from '../helpers/lifecycle-util.js';
@@ -384,6 +385,35 @@ describe('partial uploads: partials and discard (end to end)', function () {
     expect({ code: malformed.code, err: malformed.stderr }).to.deep.equal({ code: 2, err: 'fts: discard: "abc" is not a key (64 lowercase hex digits, as partials shows)\n' });
     const mixed = await runCli(['discard', 'a.bin', '--all'], { port: 1, user: 'nobody', password: 'x' });
     expect(mixed.code, 'NAME with --all: exit 2, not a connection error').to.equal(2);
+  });
+
+  it('fts-admin partials lists every user\'s unfinished uploads; fts-admin discard USER KEY removes one (unknown key: exit 1, malformed: exit 2)', async () => {
+    const none = await runAdmin(server.adminSocket, ['partials']);
+    expect({ code: none.code, out: none.stdout }).to.deep.equal({ code: 0, out: 'no unfinished upload\n' });
+    const aliceData = randomBytes(2 * MiB);
+    const aliceKey = await cutUpload('admin-a.bin', aliceData, MiB + 7);
+    const bobKey = await cutUpload('admin-b.bin', randomBytes(3 * MiB), MiB + 8, BOB);
+    const json = await runAdmin(server.adminSocket, ['partials', '--json']);
+    expect(json.code, json.stderr).to.equal(0);
+    const listed = JSON.parse(json.stdout) as Array<Record<string, unknown>>;
+    expect(listed.map((p) => [p['user'], p['name'], p['key'], p['staged']])).to.deep.equal([
+      [ALICE.user, 'admin-a.bin', aliceKey, MiB + 7],
+      [BOB.user, 'admin-b.bin', bobKey, MiB + 8],
+    ]);
+    const table = await runAdmin(server.adminSocket, ['partials']);
+    expect(table.stdout.split('\n')[0]).to.match(/^USER +NAME +STAGED +SIZE +WRITTEN +KEPT UNTIL +KEY$/);
+    expect(table.stdout).to.include(bobKey);
+
+    const done = await runAdmin(server.adminSocket, ['discard', BOB.user, bobKey]);
+    expect({ code: done.code, out: done.stdout }).to.deep.equal({ code: 0, out: `discarded admin-b.bin of ${BOB.user} (${MiB + 8} bytes)\n` });
+    expect(server.lines.some((l) => l['event'] === 'discard' && l['user'] === BOB.user && l['key'] === bobKey && l['bytes'] === MiB + 8), 'logged').to.equal(true);
+    const again = await runAdmin(server.adminSocket, ['discard', BOB.user, bobKey]);
+    expect({ code: again.code, err: again.stderr }).to.deep.equal({ code: 1, err: `fts-admin: ${BOB.user}: no partial upload with that key\n` });
+    const wrongUser = await runAdmin(server.adminSocket, ['discard', BOB.user, aliceKey]);
+    expect(wrongUser.code, 'alice\'s key under bob').to.equal(1);
+    expect((await runAdmin(server.adminSocket, ['discard', BOB.user, 'abc'])).code).to.equal(2);
+    expect((await runAdmin(server.adminSocket, ['discard', '../x', aliceKey])).code).to.equal(2);
+    expect((await (await login()).partials()).map((p) => p.key), 'alice\'s is still there').to.deep.equal([aliceKey]);
   });
 
   it('partials and discard before logging in are AUTH_REQUIRED (not fatal)', async () => {
