@@ -163,7 +163,7 @@ export class ResilientClient implements FileClient {
     const attempts = new Attempts();
     return this.retrying(async (c) => {
       if (attempts.uncertain && name !== to) {
-        const [from, dest] = await Promise.all([exists(c, name), exists(c, to)]);
+        const [from, dest] = await present(c, [name, to]);
         if (!from && dest) return;
         if (from && dest) {
           throw new FtsError('IO_ERROR', `${name}: the connection was lost during its rename to ${to}, and both names exist now, so whether it was renamed cannot be told; nothing more was done (check with list)`);
@@ -374,15 +374,31 @@ class Attempts {
 }
 
 /**
- * Whether the user has something called `name` (a file, or something the server will not serve): by `view`,
- * or by `list` for a user who may list but not read (PROTOCOL.md §5.4); IO_ERROR for one who may do neither.
+ * Whether the user has something called each of `names` (a file, or something the server will not serve):
+ * by `view`, or by one `list` for a user who may list but not read (PROTOCOL.md §5.4; a reload may have
+ * taken `r` away since the login); IO_ERROR for a user who may do neither.
  */
-async function exists(c: FtsClient, name: string): Promise<boolean> {
+async function present(c: FtsClient, names: readonly string[]): Promise<boolean[]> {
+  const denied = (err: unknown): boolean => err instanceof FtsError && isAnswer(err) && err.code === 'PERMISSION_DENIED';
   const perms = c.session?.permissions;
-  if (perms !== undefined && !perms.includes('r')) {
-    if (!perms.includes('l')) throw new FtsError('IO_ERROR', `${name}: the connection was lost during its rename, and this user may neither read nor list files, so whether it was renamed cannot be told; nothing more was done`);
-    return (await c.list()).some((e) => e.name === name);
+  if (perms === undefined || perms.includes('r')) {
+    try {
+      return await Promise.all(names.map((name) => viewable(c, name)));
+    } catch (err) {
+      if (!denied(err)) throw err;
+    }
   }
+  try {
+    const listed = new Set((await c.list()).map((e) => e.name));
+    return names.map((name) => listed.has(name));
+  } catch (err) {
+    if (!denied(err)) throw err;
+    throw new FtsError('IO_ERROR', `${names[0] ?? ''}: the connection was lost during its rename, and this user may neither read nor list files, so whether it was renamed cannot be told; nothing more was done`);
+  }
+}
+
+/** Whether `view` finds something called `name` (NOT_A_FILE: something the server will not serve). */
+async function viewable(c: FtsClient, name: string): Promise<boolean> {
   try {
     await c.view(name);
     return true;

@@ -427,6 +427,6 @@ export function checkInvocation(command: Command, args: readonly string[], optio
 export function commandHelp(): string[] {
   return COMMANDS.map((c) => {
     const names = [c.name, ...c.aliases].join(', ');
-    return `  ${`${names} ${c.synopsis}`.padEnd(38)} ${c.summary}`;
+    return `  ${`${names} ${c.synopsis}`.padEnd(37)}  ${c.summary}`;
   });
 }

@@ -29,6 +29,16 @@ async function fsyncDirNow(dir: string): Promise<void> {
   }
 }
 
+/** fsyncs a file by path (read-only descriptor, no symlink followed): its data and size on stable storage. */
+export async function fsyncFile(file: string): Promise<void> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * File times as the protocol carries them: integer milliseconds since the epoch, floored (also before 1970,
  * where bigint division would round up). From nanoseconds: a double's mtimeMs can round up to the next

@@ -91,12 +91,17 @@ async function stagedKeys(dir: string): Promise<Set<string>> {
 }
 
 /**
- * Removes the record of `key` once no staging file of that key is left (its upload published or failed).
- * Never throws: a record left behind is removed by sweepPartialNames.
+ * Removes the identity's record once no staging file of it is left (its upload published, failed or was
+ * discarded). A new attempt that began meanwhile may have written the record just before it went: then it
+ * is written again. Never throws: a record left behind is removed by sweepPartialNames.
  */
-export async function forgetPartialNameIfUnused(root: string, user: string, key: string): Promise<void> {
+export async function forgetPartialNameIfUnused(root: string, user: string, identity: PartialIdentity): Promise<void> {
+  const key = keyOf(identity.name, identity.size, identity.tag);
+  const dir = stagingDir(root, user);
   try {
-    if (!(await stagedKeys(stagingDir(root, user))).has(key)) await forgetPartialName(root, user, key);
+    if ((await stagedKeys(dir)).has(key)) return;
+    await forgetPartialName(root, user, key);
+    if ((await stagedKeys(dir)).has(key)) await recordPartialName(root, user, identity);
   } catch {
     // The sweep removes it.
   }

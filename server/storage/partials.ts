@@ -5,7 +5,7 @@ import { errnoOf, FtsError, SHA256_PATTERN, type PartialEntry } from '../../prot
 import { fsyncDir } from './durable.js';
 import { fsError, notDurable } from './errors.js';
 import { mapBounded, STAT_CONCURRENCY } from './listing.js';
-import { forgetPartialName, keyOfPartFile, readPartialName, type PartialIdentity } from './partial-names.js';
+import { forgetPartialName, forgetPartialNameIfUnused, keyOfPartFile, readPartialName, type PartialIdentity } from './partial-names.js';
 import { stagingDir } from './paths.js';
 import { partialMaxAgeMs } from './staging.js';
 
@@ -110,7 +110,7 @@ export async function discardPartials(root: string, user: string, key: string): 
         if (errnoOf(err) !== 'ENOENT') throw err; // published or swept meanwhile: not ours to count
       }
     }
-    if (removed > 0) await forgetPartialName(root, user, key);
+    if (removed > 0) await (identity === null ? forgetPartialName(root, user, key) : forgetPartialNameIfUnused(root, user, identity));
   } catch (err) {
     // What was removed before the failure stays removed (the next discard finds the rest).
     throw fsError(err, 'partial upload');

@@ -6,7 +6,7 @@ import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
 import { DirectWriter } from '../../protocol/direct-writer.js';
 import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
 import { errnoOf, FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
-import { fsyncDir, mtimeOfBig } from './durable.js';
+import { fsyncDir, fsyncFile, mtimeOfBig } from './durable.js';
 import { recordDigest, recordedDigest } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
@@ -134,6 +134,8 @@ export class StagedUpload {
   #writing: Promise<void> | null = null;
   #failure: unknown = null;
   #aborting: Promise<void> | undefined;
+  /** Set once the staging file is found gone: later bytes are hashed and counted, not written. */
+  #orphaned = false;
   /** When #checkStillStaged last looked (it starts counting from the upload's start). */
   #stagedCheckedAt = Date.now();
   /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
@@ -217,6 +219,11 @@ export class StagedUpload {
     }
     const data = position + chunk.length > this.size ? chunk.subarray(0, this.size - position) : chunk;
     this.#hash.update(data);
+    if (this.#orphaned) {
+      // Its staging file is gone (#checkStillStaged): hashed and counted, no longer stored.
+      written();
+      return;
+    }
     if (this.#batchBytes === 0) this.#batchAt = position;
     this.#batch.push(data);
     this.#written.push(written);
@@ -248,18 +255,20 @@ export class StagedUpload {
   }
 
   /**
-   * At most once per STAGED_CHECK_MS of writing: fails the upload (OFFSET_MISMATCH, with where its identity
-   * stands now) once its staging file is no longer linked, because the user discarded it, a resume took it
-   * over or the sweep removed it. Without this it would go on writing, up to its whole size, into a file no
-   * one can see, which neither the quota nor the disk-usage figures count, only to learn at its commit.
+   * At most once per STAGED_CHECK_MS of writing: notices that the staging file is gone from its name (the
+   * user discarded it, a resume took it over, the sweep removed it; looked up by path, since an NFS client
+   * keeps a file open on the same node linked under another name). Later bytes are then not written: they
+   * would go, up to the upload's whole size, into a file no one can see, which neither the quota nor the
+   * disk-usage figures count. The data is still read and hashed, and the commit answers as for any upload
+   * whose file was taken over (OFFSET_MISMATCH with where the identity stands then, or ok when the upload
+   * that took it over published this very file).
    */
   async #checkStillStaged(): Promise<void> {
     const now = Date.now();
-    if (now - this.#stagedCheckedAt < STAGED_CHECK_MS || this.#handle === undefined) return;
+    if (now - this.#stagedCheckedAt < STAGED_CHECK_MS || this.#handle === undefined || this.#orphaned) return;
     this.#stagedCheckedAt = now;
-    if ((await this.#handle.stat()).nlink > 0) return;
-    const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
-    throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were discarded or taken over meanwhile; continue from offset ${offset}`, { offset });
+    const [open, named] = await Promise.all([this.#handle.stat({ bigint: true }), lstat(this.#stagingPath, { bigint: true }).catch(() => null)]);
+    if (named === null || named.ino !== open.ino || named.dev !== open.dev) this.#orphaned = true;
   }
 
   /** Waits until no write runs (the end of one may have dispatched the next). */
@@ -400,7 +409,12 @@ export class StagedUpload {
       await withLock(this.#root, this.#user, this.name, async () => {
         // Under the lock, so no publish or rename can take the name between this look and our rename.
         alreadyThere = await this.#judgePublish(expected.toString('hex'));
-        if (alreadyThere !== null) return;
+        if (alreadyThere !== null) {
+          // "ok" means on stable storage (§6.1), also for the file an earlier attempt published.
+          await fsyncFile(this.#target);
+          await fsyncDir(path.dirname(this.#target));
+          return;
+        }
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
@@ -529,7 +543,7 @@ export class StagedUpload {
 
   /** Removes the identity's name record if this was its last partial file. */
   async #forgetName(): Promise<void> {
-    if (this.#named) await forgetPartialNameIfUnused(this.#root, this.#user, keyOf(this.name, this.size, this.#tag));
+    if (this.#named) await forgetPartialNameIfUnused(this.#root, this.#user, { name: this.name, size: this.size, tag: this.#tag });
   }
 
   /** The staging file's size now; 0 if it cannot be read. */

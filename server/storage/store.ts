@@ -14,7 +14,6 @@ import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type Usage } from './quota.js';
 import { Permissions, type Permission, type PermissionSet } from './permissions.js';
 import { QuotaLimits } from './quota-limits.js';
-import { holdsContent } from './same-content.js';
 import { beginStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -200,18 +199,18 @@ export class UserStore {
   /**
    * Before an upload of `name` (or the offset asked before it): PERMISSION_DENIED when the user may not
    * upload, or when the name is taken and they may not replace files, unless it may hold exactly these
-   * bytes (a repeat whose reply was lost: same size, and the same digest when the request names it). The
-   * publish judges again, under the name's lock, with the permissions of that moment (staging.ts).
+   * bytes (a repeat whose reply was lost): a file of the same size. Only the size, not the content, is
+   * looked at here: hashing here would let any header make the server read a file, and let a user who
+   * may not read files test guesses of one without sending a byte. The publish judges the content, under
+   * the name's lock, with the permissions of that moment (staging.ts).
    */
-  async #mayUpload(name: string, size: number, tag: UploadTag): Promise<void> {
+  async #mayUpload(name: string, size: number): Promise<void> {
     const granted = this.#allowed('w', name);
     if (granted.has('o')) return;
-    const file = resolveName(this.#dir, name);
-    const st = await lstatOrNull(file, name);
+    const st = await lstatOrNull(resolveName(this.#dir, name), name);
     // Free, or a directory (which the upload reports as NOT_A_FILE).
     if (st === null || st.isDirectory()) return;
-    const same = st.isFile() && Number(st.size) === size && (!('sha256' in tag) || (await holdsContent(this.#root, this.user, name, file, st, size, tag.sha256).catch(() => false)));
-    if (!same) granted.require('o', this.user, name);
+    if (!(st.isFile() && Number(st.size) === size)) granted.require('o', this.user, name);
   }
 
   /**
@@ -221,7 +220,7 @@ export class UserStore {
    * reported as such).
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
-    await this.#mayUpload(name, size, tag);
+    await this.#mayUpload(name, size);
     const target = { root: this.#root, user: this.user, name, permissions: this.#permissions };
     if (this.#quota.limit() === null) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
@@ -247,7 +246,7 @@ export class UserStore {
    * a quota, the rest of the upload must fit, so that a client learns it before sending the data.
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
-    await this.#mayUpload(name, size, tag);
+    await this.#mayUpload(name, size);
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
     await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name);
     return offset;

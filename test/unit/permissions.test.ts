@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
@@ -332,9 +332,21 @@ describe("permissions: the checks of a user's store", function () {
     streamed.expect(sha(other));
     expect((await outcome(streamed.commit())).code).to.equal('PERMISSION_DENIED');
     expect(await readFile(userFile('same'), 'utf8')).to.equal('identical');
-    // Declared in the header, a different digest is refused at the start already.
-    expect(await codeOf(alice.beginUpload('same', other.length, { sha256: sha(other) }))).to.equal('PERMISSION_DENIED');
+    // Only the size is looked at before the data (no guess is answered without an upload): a declared digest
+    // that differs is refused at the publish too.
+    expect(await alice.stagedOffset('same', other.length, { sha256: sha(other) })).to.equal(0);
+    const declared = await alice.beginUpload('same', other.length, { sha256: sha(other) });
+    await declared.write(other);
+    expect((await outcome(declared.commit())).code).to.equal('PERMISSION_DENIED');
+    expect(await codeOf(alice.stagedOffset('same', 3, { sha256: sha(Buffer.from('abc')) })), 'another size: at once').to.equal('PERMISSION_DENIED');
     expect(await stagingFiles()).to.deep.equal([]);
+    // A file older than the repeat window never matches, even with the same bytes.
+    const old = new Date(Date.now() - 11 * 60_000);
+    await utimes(userFile('same'), old, old);
+    const late = await alice.beginUpload('same', data.length, { sha256: sha(data) });
+    await late.write(data);
+    expect((await outcome(late.commit())).code).to.equal('PERMISSION_DENIED');
+    expect(await readFile(userFile('same'), 'utf8')).to.equal('identical');
   });
 
   it('the publish judges the permissions of that moment: w taken away during an upload refuses it, and nothing is kept', async function () {
