@@ -12,15 +12,18 @@
  * connection is final for an FtsClient; ResilientClient (resilient.ts) reconnects and calls again.
  */
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError } from './errors.js';
+import { StreamDownload, StreamPosition } from './stream-download.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
 import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
 
 export type { ConnectOptions } from './connection.js';
 export type { ProgressCallback } from './upload.js';
+export { StreamPosition } from './stream-download.js';
 
 export interface TransferOptions {
   /** Called after each data frame with the bytes of the file in place so far (from offset 0) and the total. */
@@ -54,6 +57,23 @@ export interface DownloadResult {
   /** Where the file was written. */
   localPath: string;
   /** The offset this call's data started at: > 0 when it continued LOCAL.part, else 0. */
+  resumedFrom: number;
+}
+
+export interface StreamDownloadOptions extends Pick<TransferOptions, 'onProgress' | 'onStart'> {
+  /**
+   * Where an earlier call's download into the same stream stopped (it failed with the connection): this
+   * call continues from there, if the server's file is still the same version. Updated as bytes are written.
+   */
+  position?: StreamPosition;
+}
+
+export interface StreamDownloadResult {
+  name: string;
+  size: number;
+  /** The SHA-256 of the whole file, checked against every byte written to the stream (also earlier calls'). */
+  sha256: string;
+  /** The offset this call's data started at: > 0 when it continued a position, else 0. */
   resumedFrom: number;
 }
 
@@ -120,6 +140,7 @@ export interface FileClient {
   readonly connected: boolean;
   upload(localPath: string, name?: string, options?: TransferOptions): Promise<UploadResult>;
   download(name: string, localPath?: string, options?: TransferOptions): Promise<DownloadResult>;
+  downloadStream(name: string, out: Writable, options?: StreamDownloadOptions): Promise<StreamDownloadResult>;
   view(name: string): Promise<Buffer>;
   delete(name: string): Promise<void>;
   rename(name: string, to: string, options?: RenameOptions): Promise<void>;
@@ -346,6 +367,38 @@ export class FtsClient implements FileClient {
         if (corrupt) resends++;
         else if (checksum) restarted = true;
         else throw err;
+      }
+    }
+  }
+
+  /**
+   * Downloads a file into `out` (standard output, a socket, any Writable) as its bytes arrive, and resolves
+   * once `out` has taken them all and the SHA-256 of the whole file matched. Unlike download(), the bytes
+   * are written before they are verified: a rejection (CHECKSUM_MISMATCH, a lost connection) means that
+   * what `out` received must not be used. A frame that arrives corrupted is asked for again, from where
+   * the stream stands; so is the rest after a dropped connection, by a later call given the same
+   * `position` (ResilientClient does that), provided the server's file is still the same version. An
+   * error of `out`, or a file changed since the stream began, closes this connection (the rest of the data
+   * would otherwise have to be received and thrown away) and rejects with that error.
+   */
+  async downloadStream(name: string, out: Writable, options: StreamDownloadOptions = {}): Promise<StreamDownloadResult> {
+    checkName(name);
+    const position = options.position ?? new StreamPosition();
+    const resumedFrom = position.written;
+    for (let resends = 0; ; resends++) {
+      if (position.written > 0 && !this.offers('download-offset')) {
+        throw new FtsError('IO_ERROR', `${name}: the server cannot continue a download at an offset (no download-offset capability); the stream is incomplete`);
+      }
+      const sink = new StreamDownload(this.conn, name, out, position, progress(options), () => this.conn.close());
+      try {
+        const reply = await this.conn.request({ header: sink.request(), onInterim: (h) => sink.onInterim(h), onData: (p) => sink.onData(p) });
+        return { name, ...(await sink.finish(reply)), resumedFrom };
+      } catch (err) {
+        if (sink.failure !== null) throw sink.failure;
+        const corrupt = err instanceof FtsError && err.code === 'CHUNK_CORRUPT' && !isServerError(err) && this.connected && resends < MAX_RESENDS;
+        if (!corrupt) throw err;
+      } finally {
+        sink.dispose();
       }
     }
   }

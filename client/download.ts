@@ -73,6 +73,12 @@ export class DataPhase {
     this.resume = { offset, prefix };
   }
 
+  /** Hashes into `hash` (fresh) instead of a hash of its own, for a caller that carries it on (stream-download.ts). */
+  useHash(hash: Hash): void {
+    if (this.kind !== 'download') throw new FtsError('INTERNAL', 'a view has no hash');
+    this.hash = hash;
+  }
+
   /** Validates the interim reply. Anything but 'data' is out of protocol for these operations. */
   begin(reply: Header): void {
     if (reply['status'] !== 'data') throw bad(`unexpected ${JSON.stringify(reply['status'])} reply`);

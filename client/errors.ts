@@ -69,6 +69,18 @@ export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
   return wrapped;
 }
 
+/** Local failures that end a transfer however the connection fares (its output failed, say). */
+const local = errorMark();
+
+/**
+ * Marks `err` as a local failure that closed the connection on purpose (see isLocalFailure); returns it.
+ * Its code may be a transport code (IO_ERROR), yet another connection would not help.
+ */
+export const markLocal = local.mark;
+
+/** A failure marked by markLocal: never retried on a new connection. */
+export const isLocalFailure = local.has;
+
 /** Transport failures of a connection that had been established (the TCP connect, and TLS, succeeded). */
 const afterConnect = errorMark();
 

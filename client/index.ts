@@ -14,7 +14,7 @@
  * Every error is an FtsError with a stable `code`; isServerError() tells the ones the server sent from
  * those raised locally (a missing local file, a name refused before sending, a lost connection).
  */
-export { FtsClient } from './client.js';
+export { FtsClient, StreamPosition } from './client.js';
 export type {
   ConnectOptions,
   DiscardResult,
@@ -27,6 +27,8 @@ export type {
   ProgressCallback,
   RenameOptions,
   SessionInfo,
+  StreamDownloadOptions,
+  StreamDownloadResult,
   TransferOptions,
   UploadResult,
   Usage,

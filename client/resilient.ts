@@ -17,8 +17,10 @@
  * with KICKED. The password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
-import { isAnswer, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
-import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type TransferOptions, type UploadResult, type Usage } from './client.js';
+import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
+import type { Writable } from 'node:stream';
+import { StreamPosition } from './stream-download.js';
+import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -122,6 +124,15 @@ export class ResilientClient implements FileClient {
   /** FtsClient.download, continued (from LOCAL.part) on a new connection after a drop. */
   download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
     return this.transfer(options, (c, o) => c.download(name, localPath, o));
+  }
+
+  /**
+   * FtsClient.downloadStream, continued on a new connection after a drop from where the stream stands, if
+   * the server's file is still the same version (what was written cannot be taken back).
+   */
+  downloadStream(name: string, out: Writable, options: StreamDownloadOptions = {}): Promise<StreamDownloadResult> {
+    const position = options.position ?? new StreamPosition();
+    return this.transfer(options, (c, o) => c.downloadStream(name, out, { ...o, position }));
   }
 
   view(name: string): Promise<Buffer> {
@@ -296,7 +307,7 @@ export class ResilientClient implements FileClient {
 
   /** A failure worth another connection: the transport's, on a connection now gone, not closed by us. */
   private mayRetry(err: unknown, client: FtsClient | null): boolean {
-    return !this.closedByUser && isTransportFailure(err) && (client === null || !client.connected);
+    return !this.closedByUser && isTransportFailure(err) && !isLocalFailure(err) && (client === null || !client.connected);
   }
 
   /** The connection to use after `failed` dropped: one reconnection shared by every operation that saw it. */

@@ -44,6 +44,16 @@ export const COMMAND_OPTION_SPECS = {
 /** Command options that every command accepts. */
 const GLOBAL_COMMAND_OPTIONS: ReadonlySet<keyof CommandOptions> = new Set(['quiet']);
 
+/** What runs a command: the one-shot command line, or the shell (whose standard input is its script). */
+export type Where = 'command-line' | 'shell';
+
+/** LOCAL `-`: standard input (upload) or output (download), on the command line only. */
+const STANDARD_STREAM = '-';
+
+function checkStandardStream(command: string, where: Where, stream: 'input' | 'output'): void {
+  if (where === 'shell') throw usageError(`${command} -: standard ${stream} belongs to the shell; name a local file (./- for a file called "-")`);
+}
+
 export interface Command {
   readonly name: string;
   readonly aliases: readonly string[];
@@ -58,8 +68,11 @@ export interface Command {
    * may show progress. The other commands use a plain FtsClient, which keeps their start-up lean.
    */
   readonly transfers: boolean;
-  /** Checks the arguments further, before anything is asked or sent (usage errors, exit 2). */
-  check?(args: readonly string[], options: CommandOptions): void;
+  /**
+   * Checks the arguments further, before anything is asked or sent (usage errors, exit 2). `where` says
+   * whether the command line or the shell runs it (in the shell, standard input and output are the shell's).
+   */
+  check?(args: readonly string[], options: CommandOptions, where: Where): void;
   run(client: FileClient, args: readonly string[], options: CommandOptions): Promise<void>;
 }
 
@@ -71,9 +84,9 @@ function say(line: string): void {
 }
 
 /** The output of a transfer command (progress line, result lines), loaded only when one runs. */
-async function transferOutput(mode: OutputMode): Promise<TransferOutput> {
+async function transferOutput(mode: OutputMode, dataOnStdout = false): Promise<TransferOutput> {
   const { TransferOutput } = await import('./transfers.js');
-  return new TransferOutput(mode);
+  return new TransferOutput(mode, dataOnStdout);
 }
 
 /** A remote name given on the command line, checked before anything is sent. */
@@ -152,19 +165,31 @@ export const COMMANDS: readonly Command[] = [
     name: 'upload',
     aliases: ['put'],
     synopsis: 'LOCAL [NAME] [--json]',
-    summary: 'upload a local file (as NAME, default its base name); continues a partial upload',
+    summary: 'upload a local file (as NAME, default its base name; LOCAL - : standard input, NAME required); continues a partial upload',
     minArgs: 1,
     maxArgs: 2,
     options: ['json'],
     transfers: true,
+    check([local, name], _options, where) {
+      if (local !== STANDARD_STREAM) {
+        remoteName(name ?? path.basename(local!));
+        return;
+      }
+      checkStandardStream('upload', where, 'input');
+      if (name === undefined) throw usageError('upload -: give the NAME to store standard input under (usage: upload - NAME)');
+      remoteName(name);
+      if (process.stdin.isTTY === true) throw usageError('upload -: standard input is a terminal; pipe or redirect the data to upload into fts');
+    },
     async run(client, [local, name], options) {
       const remote = remoteName(name ?? path.basename(local!));
+      const input = local === STANDARD_STREAM ? await (await import('./stdin-file.js')).stdinFile() : null;
       const out = await transferOutput(options);
       try {
         const t = out.track(remote);
-        out.uploaded(await about(remote, client.upload(local!, remote, t.options)), t);
+        out.uploaded(await about(remote, client.upload(input?.path ?? local!, remote, t.options)), t);
       } finally {
         out.close();
+        await input?.dispose();
       }
     },
   },
@@ -172,17 +197,23 @@ export const COMMANDS: readonly Command[] = [
     name: 'download',
     aliases: ['get'],
     synopsis: 'NAME [LOCAL] [--json]',
-    summary: 'download a file (to LOCAL, default NAME in the current directory); continues LOCAL.part',
+    summary: 'download a file (to LOCAL, default NAME in the current directory; LOCAL - : standard output); continues LOCAL.part',
     minArgs: 1,
     maxArgs: 2,
     options: ['json'],
     transfers: true,
+    check([name, local], _options, where) {
+      remoteName(name!);
+      if (local === STANDARD_STREAM) checkStandardStream('download', where, 'output');
+    },
     async run(client, [name, local], options) {
       const remote = remoteName(name!);
-      const out = await transferOutput(options);
+      const toStdout = local === STANDARD_STREAM;
+      const out = await transferOutput(options, toStdout);
       try {
         const t = out.track(remote);
-        out.downloaded(await about(remote, client.download(remote, local, t.options)), t);
+        if (toStdout) out.streamed(await about(remote, client.downloadStream(remote, process.stdout, t.options)), t);
+        else out.downloaded(await about(remote, client.download(remote, local, t.options)), t);
       } finally {
         out.close();
       }
@@ -412,7 +443,7 @@ export function findCommand(word: string): Command | undefined {
 }
 
 /** Checks argument count and options against the command's table entry; throws usage errors. */
-export function checkInvocation(command: Command, args: readonly string[], options: CommandOptions): void {
+export function checkInvocation(command: Command, args: readonly string[], options: CommandOptions, where: Where = 'command-line'): void {
   for (const key of Object.keys(options) as Array<keyof CommandOptions>) {
     if (options[key] === undefined || GLOBAL_COMMAND_OPTIONS.has(key)) continue;
     if (!command.options.includes(key)) throw usageError(`${command.name} does not take --${key}`);
@@ -420,7 +451,7 @@ export function checkInvocation(command: Command, args: readonly string[], optio
   const usage = `usage: ${command.name} ${command.synopsis}`.trimEnd();
   if (args.length < command.minArgs) throw usageError(`${command.name}: missing argument (${usage})`);
   if (args.length > command.maxArgs) throw usageError(`${command.name}: too many arguments (${usage})`);
-  command.check?.(args, options);
+  command.check?.(args, options, where);
 }
 
 /** One line per command, for --help and the shell's help. */

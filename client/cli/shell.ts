@@ -36,7 +36,7 @@ async function runWords(client: FileClient, words: readonly string[]): Promise<v
   } catch (err) {
     throw usageError(argumentProblem(err));
   }
-  checkInvocation(command, parsed.positionals, parsed.values);
+  checkInvocation(command, parsed.positionals, parsed.values, 'shell');
   await command.run(client, parsed.positionals, parsed.values);
 }
 

@@ -4,7 +4,7 @@
  * a terminal and neither --quiet nor --json was given. Loaded only by those commands, so `fts list` does
  * not pay for it.
  */
-import type { DownloadResult, TransferOptions, UploadResult } from '../client.js';
+import type { DownloadResult, StreamDownloadResult, TransferOptions, UploadResult } from '../client.js';
 import { ProgressBar } from './progress.js';
 import { report } from './report.js';
 
@@ -28,7 +28,14 @@ export function showsProgress(mode: OutputMode, stderrIsTty = process.stderr.isT
 export class TransferOutput {
   private readonly bar: ProgressBar | null;
 
-  constructor(private readonly mode: OutputMode) {
+  /**
+   * `dataOnStdout`: the file itself goes to standard output (`download NAME -`), so the result line goes to
+   * stderr instead, and --quiet leaves it out.
+   */
+  constructor(
+    private readonly mode: OutputMode,
+    private readonly dataOnStdout = false,
+  ) {
     this.bar = showsProgress(mode) ? new ProgressBar(process.stderr) : null;
   }
 
@@ -51,6 +58,11 @@ export class TransferOutput {
     this.result(r, t, `downloaded ${r.name} -> ${r.localPath} (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
   }
 
+  /** A download to standard output (`download NAME -`). */
+  streamed(r: StreamDownloadResult, t: Tracked): void {
+    this.result(r, t, `downloaded ${r.name} -> standard output (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
+  }
+
   /** Reports one file's failure (mput/mget go on with the files already in flight). */
   failed(err: unknown): void {
     this.bar?.clear();
@@ -62,13 +74,14 @@ export class TransferOutput {
     this.bar?.clear();
   }
 
-  private result(r: UploadResult | DownloadResult, t: Tracked, human: string): void {
+  private result(r: UploadResult | DownloadResult | StreamDownloadResult, t: Tracked, human: string): void {
     this.bar?.clear();
+    if (this.dataOnStdout && this.mode.quiet === true) return;
     const line =
       this.mode.json === true
         ? JSON.stringify({ name: r.name, bytes: r.size, sha256: r.sha256, resumedFrom: r.resumedFrom, seconds: (Date.now() - t.startedAt) / 1000 })
         : human;
-    process.stdout.write(`${line}\n`);
+    (this.dataOnStdout ? process.stderr : process.stdout).write(`${line}\n`);
   }
 }
 

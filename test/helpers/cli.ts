@@ -4,7 +4,9 @@
  * and no FTS_* variable leaks in from the test's own environment. Every run is bounded: a CLI still
  * running after `timeoutMs` is killed and reported.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { closeSync, openSync } from 'node:fs';
 import { childExit, envWithoutFts } from './common.js';
 import { CLIENT_CLI } from './paths.js';
 
@@ -18,6 +20,8 @@ export interface CliOptions {
   cwd?: string;
   /** Written to stdin, which is then closed (stdin is always a pipe, so never a TTY). */
   input?: string | Buffer;
+  /** Instead of a pipe, stdin is this file, opened for reading (`fts … < FILE`). */
+  stdinFile?: string;
   /** Extra environment variables (applied after the FTS_* variables were removed). */
   env?: NodeJS.ProcessEnv;
   /** Default 30 s. */
@@ -54,11 +58,17 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
   const timeoutMs = options.timeoutMs ?? 30_000;
   const command = [process.execPath, CLIENT_CLI, ...argv];
   const [file, ...fileArgs] = options.terminal === true ? ['script', '-qfec', command.map(shellQuote).join(' '), '/dev/null'] : command;
-  const child = spawn(file!, fileArgs, {
-    cwd: options.cwd,
-    env: cliEnv(options.password, options.env),
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const stdinFd = options.stdinFile === undefined ? null : openSync(options.stdinFile, 'r');
+  let child: ChildProcessByStdio<Writable | null, Readable, Readable>;
+  try {
+    child = spawn(file!, fileArgs, {
+      cwd: options.cwd,
+      env: cliEnv(options.password, options.env),
+      stdio: [stdinFd ?? 'pipe', 'pipe', 'pipe'],
+    }) as ChildProcessByStdio<Writable | null, Readable, Readable>;
+  } finally {
+    if (stdinFd !== null) closeSync(stdinFd); // the child has its own copy
+  }
   const out: Buffer[] = [];
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => out.push(c));
