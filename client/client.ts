@@ -16,7 +16,7 @@ import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
-import { isServerError } from './errors.js';
+import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
 import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
@@ -387,7 +387,7 @@ export class FtsClient implements FileClient {
     const resumedFrom = position.written;
     for (let resends = 0; ; resends++) {
       if (position.written > 0 && !this.offers('download-offset')) {
-        throw new FtsError('IO_ERROR', `${name}: the server cannot continue a download at an offset (no download-offset capability); the stream is incomplete`);
+        throw markLocal(new FtsError('IO_ERROR', `${name}: the server cannot continue a download at an offset (no download-offset capability); the output is incomplete`));
       }
       const sink = new StreamDownload(this.conn, name, out, position, progress(options), () => this.conn.close());
       try {

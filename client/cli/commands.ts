@@ -204,7 +204,10 @@ export const COMMANDS: readonly Command[] = [
     transfers: true,
     check([name, local], _options, where) {
       remoteName(name!);
-      if (local === STANDARD_STREAM) checkStandardStream('download', where, 'output');
+      if (local !== STANDARD_STREAM) return;
+      checkStandardStream('download', where, 'output');
+      // The file's bytes, raw, would garble the terminal (view shows the start of a file safely).
+      if (process.stdout.isTTY === true) throw usageError('download NAME -: standard output is a terminal; redirect or pipe it (fts view NAME shows the first 1024 bytes)');
     },
     async run(client, [name, local], options) {
       const remote = remoteName(name!);

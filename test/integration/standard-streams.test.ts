@@ -211,6 +211,12 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       expect(await readdir(dir), 'no local file named "-" or "-.part"').to.not.include.members(['-', '-.part']);
     });
 
+    it('standard output on a terminal is a usage error (exit 2): the raw bytes would garble it', async () => {
+      const r = await cli(['download', 'to-stdout.bin', '-'], { terminal: true });
+      expect(r.code, describeRun(r)).to.equal(2);
+      expect(r.out).to.include('standard output is a terminal');
+    });
+
     it('a missing file exits 4 with nothing on stdout', async () => {
       const r = await cli(['download', 'no-such-file.bin', '-']);
       expect(r.code, describeRun(r)).to.equal(4);
