@@ -8,6 +8,7 @@ import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient, Usage } from '../client.js';
 import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
+import { setDirectIo } from '../../protocol/direct-io.js';
 import { printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, formatPartials, formatPartialsJson, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
@@ -183,6 +184,9 @@ export const COMMANDS: readonly Command[] = [
     async run(client, [local, name], options) {
       const remote = remoteName(name ?? path.basename(local!));
       const input = local === STANDARD_STREAM ? await (await import('./stdin-file.js')).stdinFile() : null;
+      // The copy was just written, so its pages are in the page cache: O_DIRECT would first force them all
+      // to disk (measured: 1 GB piped in 6.3-7.2 s with it, 4.1-4.5 s without). This process uploads nothing else.
+      if (input?.spooled === true) setDirectIo(false);
       const out = await transferOutput(options);
       try {
         const t = out.track(remote);
