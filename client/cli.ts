@@ -242,9 +242,11 @@ async function main(argv: string[]): Promise<number> {
   // Ctrl+C outside the interactive shell: drop the connection (an interrupted download keeps LOCAL.part
   // and its sidecar for the next run; LOCAL itself is untouched), then exit 130. A second Ctrl+C exits at
   // once.
+  const interruption = new AbortController();
   const onInterrupt = (): void => {
     if (client === null || interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
+    interruption.abort();
     client.close();
   };
   process.on('SIGINT', onInterrupt);
@@ -260,7 +262,7 @@ async function main(argv: string[]): Promise<number> {
       if (interrupted) throw interruptedError();
       return status;
     }
-    await command.run(client, args, values);
+    await command.run(client, args, values, { signal: interruption.signal });
     // The command is done; a server that is draining (or gone) refusing the goodbye changes nothing.
     await client.quit().catch(() => undefined);
     return EXIT_OK;

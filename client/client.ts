@@ -148,6 +148,7 @@ export interface FileClient {
   usage(): Promise<Usage>;
   partials(): Promise<PartialUpload[]>;
   discard(key: string): Promise<DiscardResult>;
+  keepAliveWhile<T>(work: Promise<T>): Promise<T>;
   quit(): Promise<void>;
   close(): void;
 }
@@ -389,6 +390,8 @@ export class FtsClient implements FileClient {
       if (position.written > 0 && !this.offers('download-offset')) {
         throw markLocal(new FtsError('IO_ERROR', `${name}: the server cannot continue a download at an offset (no download-offset capability); the output is incomplete`));
       }
+      const unusable = StreamDownload.unusable(out);
+      if (unusable !== null) throw unusable;
       const sink = new StreamDownload(this.conn, name, out, position, progress(options), () => this.conn.close());
       try {
         const reply = await this.conn.request({ header: sink.request(), onInterim: (h) => sink.onInterim(h), onData: (p) => sink.onData(p) });
@@ -510,6 +513,20 @@ export class FtsClient implements FileClient {
   private requireCap(cap: string, what: string): void {
     const caps = this.conn.greeting['caps'];
     if (!Array.isArray(caps) || !caps.includes(cap)) throw new FtsError('UNKNOWN_OP', `this server ${what} (no "${cap}" capability)`);
+  }
+
+  /**
+   * Resolves (or rejects) as `work` does, sending `noop` meanwhile at a third of the idle timeout the server
+   * announced, so that the session outlives local work that comes before its next request (reading
+   * standard input, say). A failed noop is ignored: the next request reports the connection's state.
+   */
+  async keepAliveWhile<T>(work: Promise<T>): Promise<T> {
+    const timer = setInterval(() => this.noop().catch(() => undefined), this.conn.keepAliveIntervalMs());
+    try {
+      return await work;
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   async noop(): Promise<void> {

@@ -427,7 +427,7 @@ export class FtsConnection {
    */
   private async keepAliveWhile<T>(work: Promise<T>): Promise<T> {
     work.catch(() => undefined); // a connection failure may win the race; not unhandled then
-    const timer = setInterval(() => this.sendNoop(), this.keepAliveMs());
+    const timer = setInterval(() => this.sendNoop(), this.keepAliveIntervalMs());
     try {
       return await Promise.race([work, this.failed]);
     } finally {
@@ -435,7 +435,8 @@ export class FtsConnection {
     }
   }
 
-  private keepAliveMs(): number {
+  /** How often a session busy with local work sends `noop`: a third of the idle timeout the server announced. */
+  keepAliveIntervalMs(): number {
     const announced = this.hello['idleTimeout'];
     // Clamped: a huge value would overflow the timer (which then fires every millisecond).
     const idleSeconds = typeof announced === 'number' && announced > 0 ? Math.min(announced, KEEPALIVE_MAX_IDLE_SECONDS) : KEEPALIVE_DEFAULT_IDLE_SECONDS;

@@ -201,6 +201,14 @@ export class ResilientClient implements FileClient {
     });
   }
 
+  /**
+   * FtsClient.keepAliveWhile on the current connection (a connection lost meanwhile is replaced by the next
+   * operation, as always).
+   */
+  keepAliveWhile<T>(work: Promise<T>): Promise<T> {
+    return this.current.connected ? this.current.keepAliveWhile(work) : work;
+  }
+
   /** Ends the session politely; a connection that is already gone is just closed. */
   async quit(): Promise<void> {
     this.closedByUser = true;

@@ -46,6 +46,14 @@ export class StreamDownload {
   private idle: (() => void) | null = null;
   private readonly onError = (err: Error): void => this.fail(streamError(err));
   private readonly onDrain = (): void => this.unpause();
+  /** Closed (destroyed, say an HTTP response whose client went away) before the download ended. */
+  private readonly onClose = (): void => this.fail(closedError());
+  /**
+   * Whether a payload's memory can go to `out` as it is and back to the pool at its write callback:
+   * process.stdout calls back once the bytes are in the kernel's hands; a Writable in general may keep
+   * the chunk after calling back (a collector, a PassThrough's buffer), so it gets a copy.
+   */
+  private readonly lends: boolean;
 
   constructor(
     private readonly throttle: ReadThrottle,
@@ -59,8 +67,15 @@ export class StreamDownload {
     // The phase hashes into the position itself, so that a next attempt continues from its state.
     if (position.written > 0) this.phase.resumeAt(position.written, position.hash);
     else this.phase.useHash(position.hash);
+    this.lends = out === process.stdout;
     out.on('error', this.onError);
     out.on('drain', this.onDrain);
+    out.on('close', this.onClose);
+  }
+
+  /** The stream cannot take bytes any more: a local failure to report before anything is asked. */
+  static unusable(out: Writable): FtsError | null {
+    return out.destroyed || out.writableEnded ? closedError() : null;
   }
 
   /** The request: from where the stream stands, on the condition that the file is the same version. */
@@ -92,8 +107,14 @@ export class StreamDownload {
     this.phase.add(payload);
     this.position.written += payload.length;
     this.pending++;
-    const more = this.out.write(payload, () => {
+    let chunk = payload;
+    if (!this.lends) {
+      chunk = Buffer.from(payload);
       clientPayloads.release(payload);
+    }
+    const more = this.out.write(chunk, (err) => {
+      if (this.lends) clientPayloads.release(payload);
+      if (err) this.fail(streamError(err));
       if (--this.pending === 0) this.idle?.();
     });
     if (!more && !this.paused) {
@@ -114,6 +135,7 @@ export class StreamDownload {
   dispose(): void {
     this.out.off('error', this.onError);
     this.out.off('drain', this.onDrain);
+    this.out.off('close', this.onClose);
     this.unpause();
   }
 
@@ -137,6 +159,10 @@ export class StreamDownload {
     this.paused = false;
     this.throttle.resumeReading();
   }
+}
+
+function closedError(): FtsError {
+  return markLocal(new FtsError('IO_ERROR', 'output: closed before the download ended; the download was stopped'));
 }
 
 function streamError(err: Error): FtsError {

@@ -74,7 +74,13 @@ export interface Command {
    * whether the command line or the shell runs it (in the shell, standard input and output are the shell's).
    */
   check?(args: readonly string[], options: CommandOptions, where: Where): void;
-  run(client: FileClient, args: readonly string[], options: CommandOptions): Promise<void>;
+  run(client: FileClient, args: readonly string[], options: CommandOptions, context: RunContext): Promise<void>;
+}
+
+/** What the caller gives a running command besides its arguments. */
+export interface RunContext {
+  /** Aborted by Ctrl+C: local work that a closed connection does not stop (reading standard input) stops. */
+  readonly signal: AbortSignal;
 }
 
 /** Operations kept in flight at once by mput and mget on their one connection. */
@@ -181,9 +187,10 @@ export const COMMANDS: readonly Command[] = [
       remoteName(name);
       if (process.stdin.isTTY === true) throw usageError('upload -: standard input is a terminal; pipe or redirect the data to upload into fts');
     },
-    async run(client, [local, name], options) {
+    async run(client, [local, name], options, { signal }) {
       const remote = remoteName(name ?? path.basename(local!));
-      const input = local === STANDARD_STREAM ? await (await import('./stdin-file.js')).stdinFile() : null;
+      // The session is kept alive meanwhile: a pipe may take longer than the server's idle timeout.
+      const input = local === STANDARD_STREAM ? await client.keepAliveWhile((await import('./stdin-file.js')).stdinFile(signal)) : null;
       // The copy was just written, so its pages are in the page cache: O_DIRECT would first force them all
       // to disk (measured: 1 GB piped in 6.3-7.2 s with it, 4.1-4.5 s without). This process uploads nothing else.
       if (input?.spooled === true) setDirectIo(false);

@@ -25,6 +25,8 @@ const SHELL_HELP = [
   'Quote names with spaces: get "my file.txt" or get my\\ file.txt',
 ].join('\n');
 
+const NEVER_ABORTED = new AbortController().signal;
+
 /** Parses and runs one command line (already split into words). Throws FtsErrors, usage errors included. */
 async function runWords(client: FileClient, words: readonly string[]): Promise<void> {
   const [verb, ...rest] = words;
@@ -37,7 +39,8 @@ async function runWords(client: FileClient, words: readonly string[]): Promise<v
     throw usageError(argumentProblem(err));
   }
   checkInvocation(command, parsed.positionals, parsed.values, 'shell');
-  await command.run(client, parsed.positionals, parsed.values);
+  // `-` (standard input) is refused in the shell, so nothing it runs reads past a closed connection.
+  await command.run(client, parsed.positionals, parsed.values, { signal: NEVER_ABORTED });
 }
 
 /** Runs the shell until quit, end of input, a fatal error or (in batch mode) the first failure. */

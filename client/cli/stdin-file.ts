@@ -3,12 +3,16 @@
  * (§6.1: the quota is checked and a resume is matched before a byte is sent), so the whole input must be
  * known first. A regular file redirected to standard input, and read from its start, is that already: it is
  * uploaded as it is, through /dev/stdin, resumable like any file. Anything else (a pipe, a socket) is first
- * copied to a private temporary file (a directory of mode 0700 under $TMPDIR, or the system's temporary
- * directory), which is removed when the command ends, also after a failure or Ctrl+C; a dropped connection
- * is resumed from that copy.
+ * copied to a private temporary file under $TMPDIR (or the system's temporary directory), then uploaded
+ * from there, which also lets a dropped connection resume from the copy.
+ *
+ * The copy has no name while it is used: it is created in a private directory (mode 0700), and the file
+ * and the directory are removed at once, before a byte is written. It lives on as this process's open
+ * descriptor only (uploaded through /proc/self/fd/N), so no way of ending the process (Ctrl+C twice,
+ * SIGTERM, SIGKILL, an exit on an output error) can leave it behind: the kernel frees it with the process.
  */
-import { createWriteStream, fstatSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { constants, createWriteStream, fstatSync } from 'node:fs';
+import { mkdtemp, open, readFile, rm, unlink, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -21,7 +25,7 @@ export interface StdinFile {
   readonly path: string;
   /** True when standard input was copied to a temporary file first. */
   readonly spooled: boolean;
-  /** Removes the temporary copy, if any. Never throws. */
+  /** Closes the copy, if any (which frees it). Never throws. */
   dispose(): Promise<void>;
 }
 
@@ -33,43 +37,62 @@ const STDIN_PATH = '/dev/stdin';
  */
 const COPY_BUFFER_BYTES = 1024 * 1024;
 
-export async function stdinFile(): Promise<StdinFile> {
+/** `signal`: Ctrl+C, which stops the copy (the writer of the pipe may not have been interrupted). */
+export async function stdinFile(signal: AbortSignal): Promise<StdinFile> {
   if (await isWholeRegularFile()) return { path: STDIN_PATH, spooled: false, dispose: async () => undefined };
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'fts-stdin-')).catch((err: unknown) => {
-    throw localFsError(err, os.tmpdir(), 'IO_ERROR');
-  });
-  const dispose = (): Promise<void> => rm(dir, { recursive: true, force: true }).catch(() => undefined);
-  const file = path.join(dir, 'stdin');
-  // Ctrl+C while the input is still coming (the writer of the pipe may not have been interrupted): stop
-  // reading, so that the copy is removed and the command ends. The CLI's own handler sets the exit status.
-  const stop = (): void => {
-    process.stdin.destroy(new FtsError('IO_ERROR', 'interrupted while reading standard input'));
-  };
-  process.once('SIGINT', stop);
+  const copy = await anonymousFile();
+  const dispose = (): Promise<void> => copy.close().catch(() => undefined);
   try {
-    await pipeline(process.stdin, createWriteStream(file, { flags: 'wx', mode: 0o600, highWaterMark: COPY_BUFFER_BYTES }));
+    // By descriptor number: a stream of the FileHandle itself would hold the handle's close back until the
+    // stream closes, which one that must not close the descriptor (autoClose false) never does.
+    await pipeline(process.stdin, createWriteStream('', { fd: copy.fd, autoClose: false, highWaterMark: COPY_BUFFER_BYTES }), { signal });
   } catch (err) {
     await dispose();
-    if (err instanceof FtsError) throw err;
-    // A read error of the input carries no path; a write error names the copy (a full temporary directory).
-    const where = (err as NodeJS.ErrnoException).path === undefined ? 'standard input' : `${file} (the copy of standard input; set TMPDIR to put it elsewhere)`;
+    if (signal.aborted) throw new FtsError('IO_ERROR', 'interrupted while reading standard input');
+    // A read error of the input carries no path; a write error is the copy's (a full temporary directory).
+    const where = (err as NodeJS.ErrnoException).syscall === 'read' ? 'standard input' : `the copy of standard input in ${os.tmpdir()} (set TMPDIR to put it elsewhere)`;
     throw localFsError(err, where, 'IO_ERROR');
-  } finally {
-    process.off('SIGINT', stop);
   }
-  return { path: file, spooled: true, dispose };
+  return { path: `/proc/self/fd/${copy.fd}`, spooled: true, dispose };
+}
+
+/** A new, empty file that only the returned descriptor reaches (see the module comment). */
+async function anonymousFile(): Promise<FileHandle> {
+  const base = os.tmpdir();
+  let dir: string;
+  try {
+    dir = await mkdtemp(path.join(base, 'fts-stdin-'));
+  } catch (err) {
+    throw localFsError(err, `${base} (the temporary directory for the copy of standard input; set TMPDIR to use another)`, 'IO_ERROR');
+  }
+  const file = path.join(dir, 'stdin');
+  try {
+    const fh = await open(file, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
+    await unlink(file).catch(async (err: unknown) => {
+      await fh.close().catch(() => undefined);
+      throw err;
+    });
+    return fh;
+  } catch (err) {
+    throw localFsError(err, file, 'IO_ERROR');
+  } finally {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 /**
- * Standard input is a regular file positioned at its start (`fts upload - NAME < file`): then /dev/stdin
- * opens that same file whole. One read from elsewhere in it (the shell consumed a part) is copied instead,
- * from where it stands, as a pipe would be.
+ * Standard input is a regular file positioned at its start (`fts upload - NAME < file`) that this process
+ * may open again: then /dev/stdin opens that same file whole. One read from elsewhere in it (the shell
+ * consumed a part), or one this process could not open by itself (a shell with more rights opened it), is
+ * copied instead, from where it stands, as a pipe would be.
  */
 async function isWholeRegularFile(): Promise<boolean> {
   try {
     if (!fstatSync(0).isFile()) return false;
     const info = await readFile('/proc/self/fdinfo/0', 'utf8');
-    return /^pos:\s+0$/m.test(info);
+    if (!/^pos:\s+0$/m.test(info)) return false;
+    await (await open(STDIN_PATH, constants.O_RDONLY | constants.O_NONBLOCK)).close();
+    return true;
   } catch {
     return false;
   }

@@ -4,10 +4,10 @@
  * stream. README "Commands" and client/cli/stdin-file.ts, client/stream-download.ts say what is expected.
  */
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { FtsClient, FtsError, ResilientClient, StreamPosition } from '../../client/index.js';
@@ -22,7 +22,10 @@ import { tempDir } from '../helpers/temp.js';
 const ALICE = DEFAULT_USERS[0]!;
 const MiB = 1024 * 1024;
 
-/** A Writable that keeps what it is given (or fails on the first write, with `failWith`). */
+/**
+ * A Writable that keeps the very chunks it is given, without copying them (as collectors usually do: the
+ * download must not reuse their memory), or fails on the first write with `failWith`.
+ */
 class Collector extends Writable {
   readonly chunks: Buffer[] = [];
   constructor(private readonly failWith?: NodeJS.ErrnoException) {
@@ -33,7 +36,7 @@ class Collector extends Writable {
       done(this.failWith);
       return;
     }
-    this.chunks.push(Buffer.from(chunk));
+    this.chunks.push(chunk);
     done();
   }
   get data(): Buffer {
@@ -92,6 +95,30 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
 
   async function spoolLeftovers(): Promise<string[]> {
     return readdir(spoolDir);
+  }
+
+  /** The CLI as a process, all three streams piped (stdin stays open until the test ends it). */
+  function startFts(args: readonly string[], port = server.port): { child: ChildProcessWithoutNullStreams; stderr: () => string } {
+    const child = spawn(process.execPath, [CLIENT_CLI, '--host', '127.0.0.1', '--port', String(port), '--user', ALICE.user, ...args], {
+      cwd: dir,
+      env: cliEnv(ALICE.password, { TMPDIR: spoolDir }),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    child.stdin.on('error', () => undefined); // it may exit before reading everything
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    return { child, stderr: () => stderr };
+  }
+
+  /** Whether process `pid` holds the (nameless) copy of its standard input open. */
+  async function copyOpenIn(pid: number): Promise<boolean> {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (target.startsWith(spoolDir) && target.includes('fts-stdin-') && target.endsWith('(deleted)')) return true;
+    }
+    return false;
   }
 
   function auditOf(event: string, file: string): Array<Record<string, unknown>> {
@@ -164,32 +191,54 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       expect(await publishedSha256(server.storage, ALICE.user, 'from-shell.txt')).to.equal(null);
     });
 
-    it('a bad NAME is refused before the input is read or anything is sent', async () => {
+    it('a bad NAME is refused before the input is read or anything is sent (exit 2, as any name refused locally)', async () => {
+      const logins = server.lines.filter((l) => l['event'] === 'auth').length;
       const r = await cli(['upload', '-', '../escape'], { input: 'data' });
-      expect(r.code, describeRun(r)).to.not.equal(0);
-      expect(r.stderr).to.include('escape');
-      expect(await spoolLeftovers()).to.deep.equal([]);
+      expect(r.code, describeRun(r)).to.equal(2);
+      expect(r.stderr).to.include('"../escape"');
+      await sleep(200);
+      expect(server.lines.filter((l) => l['event'] === 'auth').length, 'no login was even tried').to.equal(logins);
     });
 
     it('Ctrl+C while standard input is still being read exits 130 and leaves no copy behind', async () => {
-      const child = spawn(process.execPath, [CLIENT_CLI, '--host', '127.0.0.1', '--port', String(server.port), '--user', ALICE.user, 'upload', '-', 'never-ends.bin'], {
-        cwd: dir,
-        env: cliEnv(ALICE.password, { TMPDIR: spoolDir }),
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      children.push(child);
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const { child, stderr } = startFts(['upload', '-', 'never-ends.bin']);
       child.stdin.write(randomBytes(256 * 1024)); // and the pipe stays open: the input never ends
-      await waitUntil('the copy of stdin to begin', async () => (await spoolLeftovers()).length > 0, 15_000);
+      await waitUntil('the copy of stdin to begin', () => copyOpenIn(child.pid!), 15_000);
+      expect(await spoolLeftovers(), 'the copy has no name while it is written').to.deep.equal([]);
       const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
       child.kill('SIGINT');
       const code = await Promise.race([exited, sleep(15_000).then(() => 'timeout' as const)]);
-      expect(code, stderr).to.equal(130);
+      expect(code, stderr()).to.equal(130);
       expect(await spoolLeftovers(), 'the copy is removed').to.deep.equal([]);
       expect(await publishedSha256(server.storage, ALICE.user, 'never-ends.bin')).to.equal(null);
       child.stdin.destroy();
     });
+  });
+
+  it('a pipe slower than the server\'s idle timeout keeps its one session alive meanwhile (noop), even with --retries 0', async () => {
+    const idle = await TestServer.start({ workers: 1, args: ['--idle-timeout', '1'] });
+    try {
+      const { child, stderr } = startFts(['--retries', '0', 'upload', '-', 'slow-pipe.txt'], idle.port);
+      child.stdin.write('first line\n');
+      await sleep(2_500); // well past the idle timeout
+      child.stdin.end('second line\n');
+      const exit = await childExit(child, '', 30_000, () => `slow pipe upload (stderr: ${stderr()})`);
+      expect(exit.code, stderr()).to.equal(0);
+      expect(await publishedSha256(idle.storage, ALICE.user, 'slow-pipe.txt')).to.equal(sha256(Buffer.from('first line\nsecond line\n')));
+      expect(idle.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'success'), 'one login, no reconnection').to.have.length(1);
+    } finally {
+      await idle.stop();
+    }
+  });
+
+  it('a copy being read when the CLI is killed (SIGKILL) leaves nothing behind', async () => {
+    const { child } = startFts(['upload', '-', 'killed-copy.bin']);
+    child.stdin.write(randomBytes(2 * MiB));
+    await waitUntil('the copy of stdin to begin', () => copyOpenIn(child.pid!), 15_000);
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code, signal) => resolve(signal)));
+    child.kill('SIGKILL');
+    expect(await exited).to.equal('SIGKILL');
+    expect(await spoolLeftovers()).to.deep.equal([]);
   });
 
   describe('download NAME -', () => {
@@ -321,22 +370,40 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       expect((await client.list()).some((e) => e.name === 'bad-output.bin')).to.equal(true);
     });
 
+    it('an output destroyed without an error (a client that went away) stops the download instead of hanging', async () => {
+      const data = randomBytes(8 * MiB);
+      await (await login()).uploadBuffer('destroyed-output.bin', data);
+      const client = await login();
+      let taken = 0;
+      const out = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          taken += chunk.length;
+          done();
+          if (taken >= MiB) this.destroy();
+        },
+      });
+      const err = await Promise.race([client.downloadStream('destroyed-output.bin', out).then(() => null, (e: unknown) => e), sleep(20_000).then(() => 'hung')]);
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).message).to.include('closed before the download ended');
+      // A stream already closed is refused before anything is asked.
+      const again = await login();
+      const before = auditOf('download', 'destroyed-output.bin').length;
+      const refused = await again.downloadStream('destroyed-output.bin', out).then(() => null, (e: unknown) => e);
+      expect((refused as FtsError).message).to.include('closed before the download ended');
+      expect(again.connected, 'nothing was sent, the session goes on').to.equal(true);
+      await sleep(100);
+      expect(auditOf('download', 'destroyed-output.bin').length).to.equal(before);
+    });
+
     it('a reader that goes away (`| head -c`) stops the download: exit 1, "broken pipe", the rest never sent', async () => {
       const data = randomBytes(16 * MiB);
       await (await login()).uploadBuffer('gone-reader.bin', data);
       const p = await proxy({ throttleDown: 4 * MiB });
-      const child = spawn(process.execPath, [CLIENT_CLI, '--host', '127.0.0.1', '--port', String(p.port), '--user', ALICE.user, 'download', 'gone-reader.bin', '-'], {
-        cwd: dir,
-        env: cliEnv(ALICE.password),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      children.push(child);
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const { child, stderr } = startFts(['download', 'gone-reader.bin', '-'], p.port);
       child.stdout.once('data', () => child.stdout.destroy()); // read a little, then go away
-      const exit = await childExit(child, '', 30_000, () => `download to a reader that went away (stderr: ${stderr})`);
-      expect(exit.code, stderr).to.equal(1);
-      expect(stderr).to.include('broken pipe');
+      const exit = await childExit(child, '', 30_000, () => `download to a reader that went away (stderr: ${stderr()})`);
+      expect(exit.code, stderr()).to.equal(1);
+      expect(stderr()).to.include('broken pipe');
       const ended = await waitUntil('the download audited', () => {
         const lines = auditOf('download', 'gone-reader.bin');
         return lines.length > 0 ? lines : undefined;
