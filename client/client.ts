@@ -77,6 +77,15 @@ export interface StreamDownloadResult {
   resumedFrom: number;
 }
 
+/** What `hash` answers: one version of a server file and its SHA-256. */
+export interface FileHash {
+  name: string;
+  size: number;
+  /** Modification time, milliseconds since the UNIX epoch. */
+  mtime: number;
+  sha256: string;
+}
+
 export interface DownloadBufferResult {
   data: Buffer;
   size: number;
@@ -148,6 +157,7 @@ export interface FileClient {
   usage(): Promise<Usage>;
   partials(): Promise<PartialUpload[]>;
   discard(key: string): Promise<DiscardResult>;
+  hash(name: string): Promise<FileHash>;
   keepAliveWhile<T>(work: Promise<T>): Promise<T>;
   quit(): Promise<void>;
   close(): void;
@@ -507,6 +517,23 @@ export class FtsClient implements FileClient {
     const reply = await this.conn.request({ header: { op: 'discard', key } });
     if (!isCount(reply['bytes'])) throw bad('discard reply without a valid "bytes"');
     return { bytes: reply['bytes'] };
+  }
+
+  /**
+   * The SHA-256 of the server's file `name` (PROTOCOL.md §6.11), without downloading it: the digest recorded
+   * when that version was uploaded, or one the server computes by reading it. Compare it with a local
+   * file's to know whether they are the same bytes.
+   */
+  async hash(name: string): Promise<FileHash> {
+    checkName(name);
+    this.requireCap('hash', 'does not hash files');
+    const reply = await this.conn.request({ header: { op: 'hash', name } });
+    const { size, mtime, sha256 } = reply;
+    if (reply['name'] !== name) throw bad(`hash reply names ${JSON.stringify(reply['name'])}, not ${JSON.stringify(name)}`);
+    if (!isCount(size) || size > MAX_FILE_SIZE || !isTime(mtime) || typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) {
+      throw bad(`hash reply for ${JSON.stringify(name)} without a valid size, mtime and sha256`);
+    }
+    return { name, size, mtime, sha256 };
   }
 
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */

@@ -21,6 +21,7 @@ export type {
   DownloadBufferResult,
   DownloadResult,
   FileClient,
+  FileHash,
   ListEntry,
   ListOptions,
   PartialUpload,

@@ -34,6 +34,8 @@ export type Request =
   | { op: 'partials'; id: number }
   /** Removes the partial upload of one identity, named by its key (§6.10). */
   | { op: 'discard'; id: number; key: string }
+  /** The SHA-256 of one file, without its bytes crossing the network (§6.11). */
+  | { op: 'hash'; id: number; name: string }
   | { op: 'noop'; id: number }
   | { op: 'quit'; id: number };
 
@@ -44,7 +46,7 @@ export type Request =
 export type UploadTag = { sha256: string } | { version: string };
 
 export type Op = Request['op'];
-export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'rename', 'list', 'usage', 'partials', 'discard', 'noop', 'quit'] as const satisfies readonly Op[];
+export const OPS = ['auth', 'upload', 'offset', 'download', 'view', 'delete', 'rename', 'list', 'usage', 'partials', 'discard', 'hash', 'noop', 'quit'] as const satisfies readonly Op[];
 
 /** Whether `op` names one of the protocol's operations. */
 export function isOp(op: unknown): op is Op {
@@ -217,6 +219,7 @@ export function parseRequest(h: Header): Request {
     }
     case 'view':
     case 'delete':
+    case 'hash':
       return { op, id, name: name(h) };
     case 'rename': {
       const overwrite = h['overwrite'] === undefined ? false : h['overwrite'];

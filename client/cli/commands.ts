@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
-import type { FileClient, Usage } from '../client.js';
+import type { FileClient, FileHash, Usage } from '../client.js';
 import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
@@ -154,6 +154,25 @@ async function pipelined<T>(
     const skipped = items.slice(next);
     if (skipped.length > 0) process.stderr.write(`fts: stopped after the first failure; not attempted: ${skipped.map((s) => printable(s)).join(', ')}\n`);
     throw firstError;
+  }
+}
+
+/**
+ * Runs `start` over every item with up to PIPELINE_WINDOW in flight on the one connection, and hands each
+ * outcome to `settle` in item order; unlike pipelined(), a failure does not stop the items after it.
+ */
+async function inWindows<T>(items: readonly string[], start: (item: string) => Promise<T>, settle: (outcome: { ok: true; value: T } | { ok: false; error: unknown }) => void): Promise<void> {
+  const running: Array<Promise<{ ok: true; value: T } | { ok: false; error: unknown }>> = [];
+  let next = 0;
+  const fill = (): void => {
+    while (next < items.length && running.length < PIPELINE_WINDOW) {
+      running.push(start(items[next++]!).then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error })));
+    }
+  };
+  fill();
+  for (let p = running.shift(); p !== undefined; p = running.shift()) {
+    settle(await p);
+    fill();
   }
 }
 
@@ -377,6 +396,38 @@ export const COMMANDS: readonly Command[] = [
       const notFound = missing.map((message) => new FtsError('NOT_FOUND', message));
       for (const err of notFound) report(err);
       if (failed !== null || notFound.length > 0) throw failed ?? notFound[0];
+    },
+  },
+  {
+    name: 'sum',
+    aliases: [],
+    synopsis: 'NAME... [--json]',
+    summary: 'print the SHA-256 of files on the server as sha256sum does (sha256sum -c checks local copies against it)',
+    minArgs: 1,
+    maxArgs: Infinity,
+    options: ['json'],
+    transfers: false,
+    check(names) {
+      for (const name of names) remoteName(name);
+    },
+    async run(client, names, options) {
+      const show = terminalNames();
+      const found: FileHash[] = [];
+      /** The first failure other than a missing file sets the exit status; else the first missing file's. */
+      let failed: unknown = null;
+      let missing: unknown = null;
+      await inWindows(names, (name) => about(name, client.hash(name)), (result) => {
+        if (result.ok) {
+          if (options.json === true) found.push(result.value);
+          else say(`${result.value.sha256}  ${show(result.value.name)}`);
+          return;
+        }
+        report(result.error);
+        if (result.error instanceof FtsError && result.error.code === 'NOT_FOUND') missing ??= result.error;
+        else failed ??= result.error;
+      });
+      if (options.json === true) say(JSON.stringify(found.map((h) => ({ name: h.name, size: h.size, mtime: new Date(h.mtime).toISOString(), sha256: h.sha256 }))));
+      if (failed !== null || missing !== null) throw failed ?? missing;
     },
   },
   {

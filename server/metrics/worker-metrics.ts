@@ -4,7 +4,7 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefault
 export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
 /** Operations counted in fts_operations_total: the user-facing ones (auth has its own family). */
-export const COUNTED_OPS = ['upload', 'download', 'view', 'delete', 'rename', 'discard', 'list'] as const;
+export const COUNTED_OPS = ['upload', 'download', 'view', 'delete', 'rename', 'discard', 'list', 'hash'] as const;
 export type CountedOp = (typeof COUNTED_OPS)[number];
 export type Direction = 'upload' | 'download';
 

@@ -46,7 +46,7 @@ const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 /** A rate limit's wait is cut into slices this long (see paced): well below the shortest --stall-timeout, 1 s. */
 const PACE_SLICE_MS = 250;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 

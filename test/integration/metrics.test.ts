@@ -26,7 +26,7 @@ import { WorkerHold } from '../helpers/worker-hold.js';
 // ---------------------------------------------------------------------------------------------------------
 // The exposition format
 
-const OPS = ['upload', 'download', 'view', 'delete', 'rename', 'discard', 'list'] as const;
+const OPS = ['upload', 'download', 'view', 'delete', 'rename', 'discard', 'list', 'hash'] as const;
 type Op = (typeof OPS)[number];
 const DIRECTIONS = ['upload', 'download'] as const;
 

@@ -112,6 +112,7 @@ describe('protocol messages', function () {
         { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
         { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
       ],
+      ['hash', { op: 'hash', id: 12, name: 'big.iso' }, { op: 'hash', id: 12, name: 'big.iso' }],
       ['quit', { op: 'quit', id: 8 }, { op: 'quit', id: 8 }],
       ['id 0', { op: 'noop', id: 0 }, { op: 'noop', id: 0 }],
       ['id 2^32 - 1', { op: 'noop', id: 4294967295 }, { op: 'noop', id: 4294967295 }],
@@ -169,6 +170,8 @@ describe('protocol messages', function () {
       ['empty op', { id: 1, op: '' }, 'UNKNOWN_OP'],
       ['op named like an Object.prototype member', { id: 1, op: 'toString' }, 'UNKNOWN_OP'],
       ['op __proto__', { id: 1, op: '__proto__' }, 'UNKNOWN_OP'],
+      ['hash without a name', { op: 'hash', id: 1 }, 'BAD_REQUEST'],
+      ['hash of a name with "/"', { op: 'hash', id: 1, name: 'a/b' }, 'BAD_NAME'],
       // auth
       ['auth with unsupported mech', { op: 'auth', id: 1, mech: 'kerberos-v5', user: 'a', password: 'p' }, 'UNSUPPORTED_MECHANISM'],
       ['auth with mech in upper case', { op: 'auth', id: 1, mech: 'PLAIN', user: 'a', password: 'p' }, 'UNSUPPORTED_MECHANISM'],

@@ -78,8 +78,11 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
   }
 }
 
-/** Hashes bytes from … to−1 (a resume's skipped prefix: no byte moves on the socket meanwhile, hence `working`). */
-async function hashRange(reader: ChunkReader, from: number, to: number, hash: Hash, working: () => void): Promise<void> {
+/**
+ * Hashes bytes from … to−1 (a resume's skipped prefix, or a whole file for `hash`: no byte moves on the
+ * socket meanwhile, hence `working`).
+ */
+export async function hashRange(reader: ChunkReader, from: number, to: number, hash: Hash, working: () => void): Promise<void> {
   for await (const { data, memory } of reader.chunks(from, to, READ_CHUNK_BYTES)) {
     hash.update(data);
     workerPayloads.release(memory);
@@ -87,6 +90,6 @@ async function hashRange(reader: ChunkReader, from: number, to: number, hash: Ha
   }
 }
 
-function readFailure(err: unknown): Error {
+export function readFailure(err: unknown): Error {
   return err instanceof FileShrank ? new FtsError('IO_ERROR', err.message) : fsError(err, 'read');
 }

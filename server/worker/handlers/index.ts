@@ -1,6 +1,7 @@
 import type { Request } from '../../../protocol/index.js';
 import type { HandlerOutcome, SessionIo } from '../session-io.js';
 import { download } from './download.js';
+import { hash } from './hash.js';
 import { auth, discard, list, noop, offset, partials, quit, remove, rename, usage } from './simple.js';
 import { upload } from './upload.js';
 import { view } from './view.js';
@@ -20,6 +21,7 @@ export const HANDLERS = {
   usage,
   partials,
   discard,
+  hash,
   noop,
   quit,
 } satisfies { [K in Request['op']]: Handler<K> };
