@@ -68,8 +68,8 @@ function usage(): string {
     '  -q, --quiet           no progress line (it is shown only when stderr is a terminal)',
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
-    '                        (no progress line); list, partials: a JSON array; usage: one JSON object',
-    `  --retries N           transfers: reconnect up to N times in a row after a dropped connection`,
+    '                        (no progress line); list, partials, sum: a JSON array; usage: one JSON object',
+    `  --retries N           transfers, sum: reconnect up to N times in a row after a dropped connection`,
     `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped`,
     '  -h, --help            show this help',
     '  --version             print the version',
@@ -113,15 +113,15 @@ function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   if (values.help === true || verb === 'help') return 'help';
   if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir, force, all, key, quiet } = values;
+  const { long, json, dir, force, all, key, quiet, verify } = values;
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
-    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined) throw usageError('shell takes no command options');
+    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined || verify !== undefined) throw usageError('shell takes no command options');
     return { command: 'shell', args, values };
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir, force, all, key, quiet });
+  checkInvocation(command, args, { long, json, dir, force, all, key, quiet, verify });
   return { command, args, values };
 }
 

@@ -84,6 +84,19 @@ export interface FileHash {
   /** Modification time, milliseconds since the UNIX epoch. */
   mtime: number;
   sha256: string;
+  /** The server read the file to answer (else it answered the digest verified when this version was uploaded). */
+  read: boolean;
+  /**
+   * The server read the file, and its bytes no longer match the digest verified when this very version was
+   * uploaded (bit rot on the server's storage): `sha256` is that of the bytes it holds now.
+   */
+  damaged: boolean;
+}
+
+/** Options of `hash`. */
+export interface HashOptions {
+  /** Have the server read and hash the file even when it holds the digest verified at its upload. */
+  read?: boolean;
 }
 
 export interface DownloadBufferResult {
@@ -157,7 +170,7 @@ export interface FileClient {
   usage(): Promise<Usage>;
   partials(): Promise<PartialUpload[]>;
   discard(key: string): Promise<DiscardResult>;
-  hash(name: string): Promise<FileHash>;
+  hash(name: string, options?: HashOptions): Promise<FileHash>;
   keepAliveWhile<T>(work: Promise<T>): Promise<T>;
   quit(): Promise<void>;
   close(): void;
@@ -524,16 +537,18 @@ export class FtsClient implements FileClient {
    * when that version was uploaded, or one the server computes by reading it. Compare it with a local
    * file's to know whether they are the same bytes.
    */
-  async hash(name: string): Promise<FileHash> {
+  async hash(name: string, options: HashOptions = {}): Promise<FileHash> {
     checkName(name);
     this.requireCap('hash', 'does not hash files');
-    const reply = await this.conn.request({ header: { op: 'hash', name } });
-    const { size, mtime, sha256 } = reply;
+    const reply = await this.conn.request({ header: { op: 'hash', name, ...(options.read === true ? { read: true } : {}) } });
+    const { size, mtime, sha256, read, damaged = false } = reply;
     if (reply['name'] !== name) throw bad(`hash reply names ${JSON.stringify(reply['name'])}, not ${JSON.stringify(name)}`);
     if (!isCount(size) || size > MAX_FILE_SIZE || !isTime(mtime) || typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) {
       throw bad(`hash reply for ${JSON.stringify(name)} without a valid size, mtime and sha256`);
     }
-    return { name, size, mtime, sha256 };
+    if (typeof read !== 'boolean' || typeof damaged !== 'boolean' || (damaged && !read)) throw bad(`hash reply for ${JSON.stringify(name)} without a valid "read" and "damaged"`);
+    if (options.read === true && !read) throw bad(`hash reply for ${JSON.stringify(name)} did not read the file as asked`);
+    return { name, size, mtime, sha256, read, damaged };
   }
 
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */

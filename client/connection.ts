@@ -219,7 +219,7 @@ export class FtsConnection {
   /**
    * Fails the connection when a request has waited `timeoutMs` with no byte moving either way. Time spent
    * idle (nothing awaited), with reading paused by us (a slow local disk), or before the first reply to a
-   * resumed transfer (the server may copy or hash gigabytes first, in silence) does not count. A timeout
+   * resumed transfer or to a hash (the server may copy or hash gigabytes first, in silence) does not count. A timeout
    * that is not a positive number turns the watch off.
    */
   private watchReplies(timeoutMs: number): void {
@@ -370,7 +370,9 @@ export class FtsConnection {
       declared = n;
     }
     const offset = header['offset'];
-    const quietStart = (header['op'] === 'upload' || header['op'] === 'download') && typeof offset === 'number' && offset > 0;
+    // The server may legitimately be silent for long before answering: a resumed transfer's kept prefix is
+    // copied or hashed first, and a hash reads a whole file.
+    const quietStart = header['op'] === 'hash' || ((header['op'] === 'upload' || header['op'] === 'download') && typeof offset === 'number' && offset > 0);
     const entry: InFlight = { id, op: header['op'], spec, resolve, reject, localError: null, quietStart };
     this.replies.add(entry);
     // The server closes the connection after answering quit: later requests would never be answered.

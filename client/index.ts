@@ -22,6 +22,7 @@ export type {
   DownloadResult,
   FileClient,
   FileHash,
+  HashOptions,
   ListEntry,
   ListOptions,
   PartialUpload,

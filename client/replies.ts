@@ -57,7 +57,7 @@ export interface InFlight {
   localError: FtsError | null;
   /**
    * The server may work in silence before its first reply to this request (copying a resumed upload's
-   * kept prefix, hashing a resumed download's skipped one), for as long as that takes: cleared by the
+   * kept prefix, hashing a resumed download's skipped one, reading a file to hash it), for as long as that takes: cleared by the
    * first frame that answers it.
    */
   quietStart?: boolean;

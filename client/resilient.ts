@@ -20,7 +20,7 @@ import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
-import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
+import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type HashOptions, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -188,8 +188,8 @@ export class ResilientClient implements FileClient {
     return this.retrying((c) => c.partials());
   }
 
-  hash(name: string): Promise<FileHash> {
-    return this.retrying((c) => c.hash(name));
+  hash(name: string, options?: HashOptions): Promise<FileHash> {
+    return this.retrying((c) => c.hash(name, options));
   }
 
   /** Repeated like delete: NOT_FOUND after an attempt that may have run means that one discarded it. */

@@ -35,7 +35,7 @@ export type Request =
   /** Removes the partial upload of one identity, named by its key (§6.10). */
   | { op: 'discard'; id: number; key: string }
   /** The SHA-256 of one file, without its bytes crossing the network (§6.11). */
-  | { op: 'hash'; id: number; name: string }
+  | { op: 'hash'; id: number; name: string; read: boolean }
   | { op: 'noop'; id: number }
   | { op: 'quit'; id: number };
 
@@ -219,8 +219,12 @@ export function parseRequest(h: Header): Request {
     }
     case 'view':
     case 'delete':
-    case 'hash':
       return { op, id, name: name(h) };
+    case 'hash': {
+      const read = h['read'] === undefined ? false : h['read'];
+      if (typeof read !== 'boolean') throw bad('"read" must be a boolean');
+      return { op, id, name: name(h), read };
+    }
     case 'rename': {
       const overwrite = h['overwrite'] === undefined ? false : h['overwrite'];
       if (typeof overwrite !== 'boolean') throw bad('"overwrite" must be a boolean');

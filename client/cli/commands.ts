@@ -29,6 +29,8 @@ export interface CommandOptions {
   key?: string[];
   /** No progress line. Accepted by every command (it is a global flag); only transfers show progress. */
   quiet?: boolean;
+  /** sum: have the server read every file now, not answer the digest verified at its upload. */
+  verify?: boolean;
 }
 
 /** The parseArgs descriptors of the command options, shared by cli.ts and the shell. */
@@ -40,6 +42,7 @@ export const COMMAND_OPTION_SPECS = {
   all: { type: 'boolean', short: 'a' },
   key: { type: 'string', multiple: true },
   quiet: { type: 'boolean', short: 'q' },
+  verify: { type: 'boolean' },
 } as const;
 
 /** Command options that every command accepts. */
@@ -112,9 +115,13 @@ async function about<T>(name: string, op: Promise<T>): Promise<T> {
   try {
     return await op;
   } catch (err) {
-    const perFile = err instanceof FtsError && (isServerError(err) ? !err.fatal : err.code === 'CHECKSUM_MISMATCH' || err.code === 'CHUNK_CORRUPT');
-    throw perFile ? withContext(err, name) : err;
+    throw isPerFile(err) ? withContext(err, name) : err;
   }
+}
+
+/** An error of one file, not of the whole session (which fails every request in flight with one error). */
+function isPerFile(err: unknown): boolean {
+  return err instanceof FtsError && (isServerError(err) ? !err.fatal : err.code === 'CHECKSUM_MISMATCH' || err.code === 'CHUNK_CORRUPT');
 }
 
 /**
@@ -161,9 +168,10 @@ async function pipelined<T>(
  * Runs `start` over every item with up to PIPELINE_WINDOW in flight on the one connection, and hands each
  * outcome to `settle` in item order; unlike pipelined(), a failure does not stop the items after it.
  */
-async function inWindows<T>(items: readonly string[], start: (item: string) => Promise<T>, settle: (outcome: { ok: true; value: T } | { ok: false; error: unknown }) => void): Promise<void> {
+async function inWindows<T>(items: readonly string[], start: (item: string) => Promise<T>, settle: (item: string, outcome: { ok: true; value: T } | { ok: false; error: unknown }) => void): Promise<void> {
   const running: Array<Promise<{ ok: true; value: T } | { ok: false; error: unknown }>> = [];
   let next = 0;
+  let settled = 0;
   const fill = (): void => {
     while (next < items.length && running.length < PIPELINE_WINDOW) {
       running.push(start(items[next++]!).then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error })));
@@ -171,7 +179,7 @@ async function inWindows<T>(items: readonly string[], start: (item: string) => P
   };
   fill();
   for (let p = running.shift(); p !== undefined; p = running.shift()) {
-    settle(await p);
+    settle(items[settled++]!, await p);
     fill();
   }
 }
@@ -401,33 +409,50 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'sum',
     aliases: [],
-    synopsis: 'NAME... [--json]',
-    summary: 'print the SHA-256 of files on the server as sha256sum does (sha256sum -c checks local copies against it)',
+    synopsis: 'NAME... [--verify] [--json]',
+    summary: 'print the SHA-256 of server files as sha256sum does (--verify: the server reads each file now and reports damage)',
     minArgs: 1,
     maxArgs: Infinity,
-    options: ['json'],
-    transfers: false,
+    options: ['verify', 'json'],
+    // Hashing many large files can take as long as a transfer: a dropped connection is retried the same way.
+    transfers: true,
     check(names) {
       for (const name of names) remoteName(name);
     },
     async run(client, names, options) {
       const show = terminalNames();
       const found: FileHash[] = [];
-      /** The first failure other than a missing file sets the exit status; else the first missing file's. */
+      const hashOptions = options.verify === true ? { read: true } : {};
+      /** Damage on the server, else the first failure other than a missing file sets the exit status; else the first missing file's. */
       let failed: unknown = null;
       let missing: unknown = null;
-      await inWindows(names, (name) => about(name, client.hash(name)), (result) => {
+      let damaged: unknown = null;
+      /** Names that failed with an error of the whole session (one report for all), which must each be named. */
+      const unhashed: string[] = [];
+      await inWindows(names, (name) => about(name, client.hash(name, hashOptions)), (name, result) => {
         if (result.ok) {
-          if (options.json === true) found.push(result.value);
-          else say(`${result.value.sha256}  ${show(result.value.name)}`);
+          const h = result.value;
+          if (options.json === true) found.push(h);
+          else say(`${h.sha256}  ${show(h.name)}`);
+          if (h.damaged) {
+            const err = new FtsError('IO_ERROR', `${show(h.name)}: damaged on the server: its bytes no longer match the SHA-256 verified when it was uploaded (the digest printed is of the bytes it holds now)`);
+            report(err);
+            damaged ??= err;
+          }
           return;
         }
         report(result.error);
         if (result.error instanceof FtsError && result.error.code === 'NOT_FOUND') missing ??= result.error;
-        else failed ??= result.error;
+        else {
+          failed ??= result.error;
+          if (!isPerFile(result.error)) unhashed.push(name);
+        }
       });
-      if (options.json === true) say(JSON.stringify(found.map((h) => ({ name: h.name, size: h.size, mtime: new Date(h.mtime).toISOString(), sha256: h.sha256 }))));
-      if (failed !== null || missing !== null) throw failed ?? missing;
+      if (options.json === true) {
+        say(JSON.stringify(found.map((h) => ({ name: h.name, size: h.size, mtime: new Date(h.mtime).toISOString(), sha256: h.sha256, read: h.read, damaged: h.damaged }))));
+      }
+      if (unhashed.length > 0) process.stderr.write(`fts: not hashed: ${unhashed.map((n) => printable(n)).join(', ')}\n`);
+      if (damaged !== null || failed !== null || missing !== null) throw damaged ?? failed ?? missing;
     },
   },
   {

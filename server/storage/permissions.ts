@@ -9,7 +9,7 @@ import { parseRuleLines, type RuleLineProblem } from './rule-lines.js';
  *
  * One letter per permission:
  *   l  list           list
- *   r  read           download, view
+ *   r  read           download, view, hash
  *   w  write          upload a file under a free name (and offset, asked before an upload)
  *   o  overwrite      replace an existing file: an upload, or a rename with overwrite, onto a taken name
  *   m  move           rename

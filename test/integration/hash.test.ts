@@ -10,8 +10,10 @@ import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FtsClient, FtsError, isServerError } from '../../client/index.js';
+import { recordDigest } from '../../server/storage/digest-records.js';
 import { describeRun, runCli, type CliResult } from '../helpers/cli.js';
-import { sha256 } from '../helpers/lifecycle-util.js';
+import { runAdmin, sessionsJson } from '../helpers/admin-cli.js';
+import { sha256, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -74,14 +76,15 @@ describe('hash: the SHA-256 of a server file without downloading it (`fts sum`)'
     const data = randomBytes(5000);
     const up = await client.uploadBuffer('small.bin', data);
     const h = await client.hash('small.bin');
-    expect(h).to.deep.equal({ name: 'small.bin', size: data.length, mtime: up.mtime, sha256: sha256(data) });
+    expect(h).to.deep.equal({ name: 'small.bin', size: data.length, mtime: up.mtime, sha256: sha256(data), read: true, damaged: false });
   });
 
   it('a large file uploaded through fts: the digest recorded at its upload; changed in place on the server\'s disk: the new bytes\' digest', async () => {
     const client = await login();
     const data = randomBytes(9 * MiB); // ≥ 8 MiB: the digest is recorded at publish
     await client.uploadBuffer('large.bin', data);
-    expect((await client.hash('large.bin')).sha256).to.equal(sha256(data));
+    expect(await client.hash('large.bin')).to.include({ sha256: sha256(data), read: false, damaged: false });
+    expect(await client.hash('large.bin', { read: true }), 'read when asked').to.include({ sha256: sha256(data), read: true, damaged: false });
     // Someone with access to the storage rewrites one byte in place: another version (its mtime changes),
     // so the record made for the uploaded version must not be answered for it.
     const before = await stat(stored('large.bin'));
@@ -96,6 +99,35 @@ describe('hash: the SHA-256 of a server file without downloading it (`fts sum`)'
     const h = await client.hash('large.bin');
     expect(h.sha256, 'the digest of what the file holds now').to.equal(sha256(changed));
     expect(h.sha256).to.not.equal(sha256(data));
+    expect(h).to.include({ read: true, damaged: false });
+  });
+
+  it('read: true re-reads a file whose record is still valid, and reports bytes that no longer match it as damaged (bit rot)', async () => {
+    const client = await login();
+    const data = randomBytes(9 * MiB);
+    await client.uploadBuffer('rot.bin', data);
+    // Bit rot changes the bytes but not the metadata the record names. The same state, made by hand: flip a
+    // byte, then record the uploaded digest for the version now there.
+    const fh = await open(stored('rot.bin'), 'r+');
+    try {
+      await fh.write(Buffer.from([data[5]! ^ 0x01]), 0, 1, 5);
+    } finally {
+      await fh.close();
+    }
+    const st = await stat(stored('rot.bin'), { bigint: true });
+    await recordDigest(server.storage, ALICE.user, 'rot.bin', stored('rot.bin'), st, sha256(data));
+    const rotten = sha256(await readFile(stored('rot.bin')));
+    expect(await client.hash('rot.bin'), 'without read: the record').to.include({ sha256: sha256(data), read: false, damaged: false });
+    expect(await client.hash('rot.bin', { read: true })).to.include({ sha256: rotten, read: true, damaged: true });
+    const r = await cli(['sum', '--verify', 'rot.bin']);
+    expect(r.code, describeRun(r)).to.equal(1);
+    expect(r.out).to.equal(`${rotten}  rot.bin\n`);
+    expect(r.stderr).to.match(/rot\.bin: damaged on the server/);
+    const json = await cli(['sum', '--verify', '--json', 'rot.bin']);
+    expect(json.code, describeRun(json)).to.equal(1);
+    expect(JSON.parse(json.out)).to.deep.equal([{ name: 'rot.bin', size: data.length, mtime: new Date(Number(st.mtimeMs)).toISOString(), sha256: rotten, read: true, damaged: true }]);
+    const logged = await server.waitForLog((l) => l['event'] === 'damaged');
+    expect(logged).to.include({ file: 'rot.bin', recorded: sha256(data), sha256: rotten, user: ALICE.user });
   });
 
   it('a large file put into the storage by other means (no record) is read and hashed', async () => {
@@ -150,13 +182,13 @@ describe('hash: the SHA-256 of a server file without downloading it (`fts sum`)'
       expect(checked.stdout).to.equal('sum b.bin: OK\nsum-a.bin: OK\n');
     });
 
-    it('--json: an array of {name, size, mtime (ISO 8601), sha256}', async () => {
+    it('--json: an array of {name, size, mtime (ISO 8601), sha256, read, damaged}', async () => {
       const client = await login();
       const data = randomBytes(100);
       const up = await client.uploadBuffer('sum-json.bin', data);
       const r = await cli(['sum', 'sum-json.bin', '--json']);
       expect(r.code, describeRun(r)).to.equal(0);
-      expect(JSON.parse(r.out)).to.deep.equal([{ name: 'sum-json.bin', size: 100, mtime: new Date(up.mtime).toISOString(), sha256: sha256(data) }]);
+      expect(JSON.parse(r.out)).to.deep.equal([{ name: 'sum-json.bin', size: 100, mtime: new Date(up.mtime).toISOString(), sha256: sha256(data), read: true, damaged: false }]);
     });
 
     it('a missing NAME is reported and exits 4, the others are still printed; a bad NAME exits 2 before connecting', async () => {
@@ -171,6 +203,35 @@ describe('hash: the SHA-256 of a server file without downloading it (`fts sum`)'
       const bad = await cli(['sum', 'ok.bin', 'a/b']);
       expect(bad.code, describeRun(bad)).to.equal(2);
       expect(bad.out).to.equal('');
+    });
+
+    it('the session ends in the middle (kicked while the server reads a large file): every name not hashed is named; fts-admin sessions shows the reading', async () => {
+      const client = await login();
+      const first = randomBytes(10);
+      await client.uploadBuffer('sum-first.bin', first);
+      await client.uploadBuffer('sum-after-1.bin', randomBytes(10));
+      await client.uploadBuffer('sum-after-2.bin', randomBytes(10));
+      // A sparse file put there by other means: reading its 64 GiB of holes takes many seconds, and it ends
+      // as soon as the session does.
+      const sparse = await open(stored('sum-sparse.bin'), 'w');
+      try {
+        await sparse.truncate(64 * 1024 * MiB);
+      } finally {
+        await sparse.close();
+      }
+      const run = cli(['sum', '--retries', '0', 'sum-first.bin', 'sum-sparse.bin', 'sum-after-1.bin', 'sum-after-2.bin']);
+      const reading = await waitUntil('the server to be reading sum-sparse.bin', async () => {
+        const s = (await sessionsJson(server.adminSocket)).find((x) => x.op === 'hash' && x.file === 'sum-sparse.bin' && x.bytes > 0);
+        return s ?? false;
+      }, 20_000, 50);
+      expect(reading.user).to.equal(ALICE.user);
+      expect((await runAdmin(server.adminSocket, ['kick-user', ALICE.user])).code).to.equal(0);
+      const r = await run;
+      expect(r.code, describeRun(r)).to.equal(1);
+      expect(r.out).to.equal(`${sha256(first)}  sum-first.bin\n`);
+      expect(r.stderr).to.include('fts: not hashed: sum-sparse.bin, sum-after-1.bin, sum-after-2.bin\n');
+      const audit = await server.waitForLog((l) => l['event'] === 'hash' && l['file'] === 'sum-sparse.bin');
+      expect(audit['bytes'], 'the bytes read before the kick').to.be.a('number').and.greaterThan(0);
     });
   });
 });

@@ -112,7 +112,8 @@ describe('protocol messages', function () {
         { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
         { op: 'download', id: 3, name: 'a', offset: 5, ifSize: 10, ifMtime: 1700000000000 },
       ],
-      ['hash', { op: 'hash', id: 12, name: 'big.iso' }, { op: 'hash', id: 12, name: 'big.iso' }],
+      ['hash', { op: 'hash', id: 12, name: 'big.iso' }, { op: 'hash', id: 12, name: 'big.iso', read: false }],
+      ['hash with read', { op: 'hash', id: 12, name: 'big.iso', read: true }, { op: 'hash', id: 12, name: 'big.iso', read: true }],
       ['quit', { op: 'quit', id: 8 }, { op: 'quit', id: 8 }],
       ['id 0', { op: 'noop', id: 0 }, { op: 'noop', id: 0 }],
       ['id 2^32 - 1', { op: 'noop', id: 4294967295 }, { op: 'noop', id: 4294967295 }],
@@ -171,6 +172,7 @@ describe('protocol messages', function () {
       ['op named like an Object.prototype member', { id: 1, op: 'toString' }, 'UNKNOWN_OP'],
       ['op __proto__', { id: 1, op: '__proto__' }, 'UNKNOWN_OP'],
       ['hash without a name', { op: 'hash', id: 1 }, 'BAD_REQUEST'],
+      ['hash with a non-boolean read', { op: 'hash', id: 1, name: 'a', read: 1 }, 'BAD_REQUEST'],
       ['hash of a name with "/"', { op: 'hash', id: 1, name: 'a/b' }, 'BAD_NAME'],
       // auth
       ['auth with unsupported mech', { op: 'auth', id: 1, mech: 'kerberos-v5', user: 'a', password: 'p' }, 'UNSUPPORTED_MECHANISM'],
