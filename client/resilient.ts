@@ -9,7 +9,9 @@
  * with the session token (mechanism `token`; with the password if the token is refused, for example by a
  * restarted server) and calls the operation again, which continues where the data stopped: an upload asks
  * the server's `offset`, a download continues LOCAL.part. Failures that a new connection would not change
- * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once.
+ * (AUTH_FAILED, NOT_FOUND, CHECKSUM_MISMATCH, NO_SPACE...) are reported at once. An operation refused with
+ * LOCKED (another one held the name's lock for longer than the server waits) is asked again after a backoff,
+ * on the same connection, as many times as a dropped connection is retried.
  *
  * Operations are repeated after a drop (a dropped connection is replaced before any later call); a delete
  * or rename whose earlier attempt may have run looks at what it finds first (see delete and rename). A
@@ -34,13 +36,16 @@ export interface ResilientConnectOptions extends ConnectOptions {
 }
 
 export interface RetryInfo {
-  /** 1 for the first reconnection in a row, up to `retries`. */
+  /** 1 for the first retry in a row, up to `retries`. */
   attempt: number;
   retries: number;
   delayMs: number;
-  /** Why: the failure of the connection (or of the last reconnection). */
+  /** Why: the failure of the connection (or of the last reconnection), or the LOCKED refusal. */
   error: unknown;
-  /** False while the first connection is retried (the server turned it away for now), true after a drop. */
+  /**
+   * True after a drop (a new connection follows); false while the first connection is retried (the server
+   * turned it away for now) and before a request refused with LOCKED is asked again.
+   */
   reconnecting: boolean;
 }
 
@@ -274,12 +279,23 @@ export class ResilientClient implements FileClient {
       return reason === null || reason === lastError ? lastError : reconnectFailed(reason, lastError);
     };
     let failures = 0;
+    let locked = 0;
     let reached = progress();
     for (;;) {
       if (client !== null) {
         try {
           return await op(client);
         } catch (err) {
+          // LOCKED: the server waited --lock-timeout for another operation on the name and did nothing (an
+          // upload's verified bytes stay staged, so the repeat only publishes them). Asked again later, on
+          // the same connection, up to policy.retries times.
+          if (repeat && isLocked(err) && client.connected && !this.closedByUser && locked < this.policy.retries) {
+            const delayMs = backoffMs(++locked, this.policy);
+            this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: err, reconnecting: false });
+            await sleep(delayMs);
+            if (this.closedByUser) throw err;
+            continue;
+          }
           if (!repeat || !this.mayRetry(err, client)) throw err;
           // The kick's bye may come behind reply data, so the call fails as a lost connection: still final.
           this.throwIfKicked(client);
@@ -382,6 +398,10 @@ function drainBye(client: FtsClient): FtsError | null {
 }
 
 /** The attempts of one operation that is not safe to repeat blindly: whether one of them may have run. */
+function isLocked(err: unknown): boolean {
+  return err instanceof FtsError && isServerError(err) && err.code === 'LOCKED';
+}
+
 class Attempts {
   uncertain = false;
 

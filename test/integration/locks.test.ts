@@ -9,10 +9,10 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, readFile, stat } from 'node:fs/promises';
+import { lstat, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { adminRequest } from '../../admin/admin-client.js';
-import { FtsClient } from '../../client/index.js';
+import { FtsClient, ResilientClient, type RetryInfo } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../../protocol/index.js';
 import { withLock } from '../../server/storage/locks.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
@@ -24,6 +24,7 @@ const ALICE = DEFAULT_USERS[0]!;
 const KIB = 1024;
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+const codeOfError = (err: unknown): string | null => (err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : null);
 
 /** The data frames carrying `data`, each at most MAX_CHUNK_BYTES. */
 function dataFrames(data: Buffer): Buffer[] {
@@ -159,6 +160,61 @@ describe('per-name locks held by another process (end to end)', function () {
       await release();
       await c.delete(name);
       expect(await lstat(target).then(() => 'exists', (err: NodeJS.ErrnoException) => err.code), 'the file after the delete').to.equal('ENOENT');
+    });
+
+    it('ResilientClient asks again after LOCKED, on the same connection: an upload publishes once the lock is free; a delete too', async function () {
+      const name = 'retry-locked.bin';
+      const target = path.join(server.storage, ALICE.user, name);
+      const data = randomBytes(300 * KIB + 1);
+      const retries: RetryInfo[] = [];
+      let release: (() => Promise<void>) | null = null;
+      const rc = await ResilientClient.connect({
+        port: server.port,
+        user: ALICE.user,
+        password: ALICE.password,
+        reconnect: { retries: 3, initialDelayMs: 100 },
+        onRetry: (info) => {
+          retries.push(info);
+          // The first refusal frees the lock: the repeat must then succeed.
+          void release?.();
+        },
+      });
+      try {
+        release = await holdLock(server, name);
+        const local = path.join(server.dir, 'retry-locked.local');
+        await writeFile(local, data);
+        const up = await rc.upload(local, name);
+        expect(up.sha256).to.equal(sha(data));
+        expect(sha(await readFile(target))).to.equal(sha(data));
+        expect(retries.map((r) => [codeOfError(r.error), r.reconnecting, r.attempt, r.retries])).to.deep.equal([['LOCKED', false, 1, 3]]);
+        expect(rc.reconnects, 'no new connection').to.equal(0);
+
+        retries.length = 0;
+        release = await holdLock(server, name);
+        await rc.delete(name);
+        expect(await lstat(target).then(() => 'exists', (err: NodeJS.ErrnoException) => err.code)).to.equal('ENOENT');
+        expect(retries.map((r) => codeOfError(r.error))).to.deep.equal(['LOCKED']);
+      } finally {
+        rc.close();
+      }
+    });
+
+    it('ResilientClient gives up after `retries` LOCKED refusals and reports LOCKED; with retries 0 at the first', async function () {
+      const name = 'retry-locked-forever.bin';
+      const c = await client(server);
+      await c.uploadBuffer(name, randomBytes(1000));
+      await holdLock(server, name);
+      for (const count of [0, 1]) {
+        const retries: RetryInfo[] = [];
+        const rc = await ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: count, initialDelayMs: 50 }, onRetry: (info) => retries.push(info) });
+        try {
+          expect(await codeOf(rc.delete(name))).to.equal('LOCKED');
+          expect(retries, `onRetry calls with retries ${count}`).to.have.length(count);
+        } finally {
+          rc.close();
+        }
+      }
+      expect((await c.list()).map((e) => e.name)).to.include(name);
     });
 
     it('a download while the lock is held is served the published version (downloads take no lock)', async function () {
