@@ -114,15 +114,15 @@ function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   if (values.help === true || verb === 'help') return 'help';
   if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir, force, all, key, quiet, verify } = values;
+  const { long, json, dir, force, all, key, quiet, verify, spool } = values;
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
-    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined || verify !== undefined) throw usageError('shell takes no command options');
+    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined || verify !== undefined || spool !== undefined) throw usageError('shell takes no command options');
     return { command: 'shell', args, values };
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir, force, all, key, quiet, verify });
+  checkInvocation(command, args, { long, json, dir, force, all, key, quiet, verify, spool });
   return { command, args, values };
 }
 

@@ -18,6 +18,7 @@ import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
+import { sendStream } from './stream-upload.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
 import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
 
@@ -163,6 +164,9 @@ export interface FileClient {
   upload(localPath: string, name?: string, options?: TransferOptions): Promise<UploadResult>;
   download(name: string, localPath?: string, options?: TransferOptions): Promise<DownloadResult>;
   downloadStream(name: string, out: Writable, options?: StreamDownloadOptions): Promise<StreamDownloadResult>;
+  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options?: Pick<TransferOptions, 'onProgress' | 'onStart'>): Promise<UploadResult>;
+  /** Whether the server's greeting lists the capability `cap` (PROTOCOL.md §4). */
+  offers(cap: string): boolean;
   view(name: string): Promise<Buffer>;
   delete(name: string): Promise<void>;
   rename(name: string, to: string, options?: RenameOptions): Promise<void>;
@@ -336,6 +340,19 @@ export class FtsClient implements FileClient {
     }
   }
 
+  /**
+   * Uploads a stream whose length is not known in advance (a pipe, standard input) as `name`, sending its
+   * bytes as they come (PROTOCOL.md §6.1 "Unsized uploads"; the server must offer `upload-unsized`). The
+   * stream is read once: a dropped connection or any other failure fails the upload and leaves nothing on
+   * the server (no resume). Progress totals are Infinity. Needs nothing of the local disk.
+   */
+  async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: Pick<TransferOptions, 'onProgress' | 'onStart'> = {}): Promise<UploadResult> {
+    checkName(name);
+    this.requireCap('upload-unsized', 'does not take uploads of unknown size');
+    const { reply, size, sha256 } = await sendStream(this.conn, name, source, progress(options));
+    return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);
+  }
+
   /** Uploads bytes held in memory (sent whole; resends after a corrupted frame as upload() does). */
   async uploadBuffer(name: string, data: Uint8Array): Promise<UploadResult> {
     checkName(name);
@@ -429,7 +446,8 @@ export class FtsClient implements FileClient {
     }
   }
 
-  private offers(capability: string): boolean {
+  /** Whether the server's greeting lists the capability (PROTOCOL.md §4). */
+  offers(capability: string): boolean {
     const caps = this.conn.greeting['caps'];
     return Array.isArray(caps) && caps.includes(capability);
   }

@@ -13,6 +13,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import {
   declaredUploadBytes,
+  declaresUnsized,
   DEFAULT_MAX_HEADER_BYTES,
   DEFAULT_PORT,
   encodeDataPrefix,
@@ -364,7 +365,8 @@ export class FtsConnection {
       return reject(new FtsError('FRAME_TOO_LARGE', `request header of ${bodyBytes} bytes exceeds the server's limit of ${this.maxHeader}`));
     }
     let declared = 0;
-    if (spec.body) {
+    if (spec.body && declaresUnsized(header)) declared = Infinity; // its data runs to its trailer
+    else if (spec.body) {
       const n = declaredUploadBytes(header);
       if (n === null) return reject(new FtsError('INTERNAL', 'upload request without a valid size'));
       declared = n;
@@ -403,9 +405,15 @@ export class FtsConnection {
             }
             await this.writeData(payload, corruptCrc, uncork, sent);
           },
+          keepAlive: async () => {
+            if (this.failure) throw this.failure;
+            const ok = this.socket.write(encodeHeader({ op: header['op'], id, keepalive: true }));
+            uncork();
+            if (!ok) await this.drained();
+          },
         };
         const problem = await spec.body(writer);
-        if (written !== declared) throw new FtsError('INTERNAL', `upload body wrote ${written} of the declared ${declared} bytes`);
+        if (written !== declared && declared !== Infinity) throw new FtsError('INTERNAL', `upload body wrote ${written} of the declared ${declared} bytes`);
         if (spec.trailer) {
           if (this.failure) throw this.failure;
           this.socket.write(encodeHeader({ ...spec.trailer(), op: header['op'], id }));

@@ -22,6 +22,11 @@ export interface DataWriter {
    * dropped because the connection failed, or never written): only then may its memory be reused.
    */
   write(payload: Uint8Array, corruptCrc?: boolean, sent?: () => void): Promise<void>;
+  /**
+   * An unsized upload's keep-alive: the header frame {op, id, "keepalive": true}, which moves bytes while the
+   * source has none to give (PROTOCOL.md §6.1 "Unsized uploads").
+   */
+  keepAlive(): Promise<void>;
 }
 
 export interface RequestSpec {

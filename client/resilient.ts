@@ -140,6 +140,19 @@ export class ResilientClient implements FileClient {
     return this.transfer(options, (c, o) => c.downloadStream(name, out, { ...o, position }));
   }
 
+  /**
+   * FtsClient.uploadStream. A stream is read once, so it is never repeated: a connection found dead before
+   * it starts is replaced first, and any failure after that is final.
+   */
+  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: Pick<TransferOptions, 'onProgress' | 'onStart'> = {}): Promise<UploadResult> {
+    return this.retrying((c) => c.uploadStream(source, name, options), { repeat: false });
+  }
+
+  /** Whether the server's greeting lists the capability (that of the current connection). */
+  offers(cap: string): boolean {
+    return this.current.offers(cap);
+  }
+
   view(name: string): Promise<Buffer> {
     return this.retrying((c) => c.view(name));
   }

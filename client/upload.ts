@@ -404,7 +404,8 @@ async function changedSince(fh: FileHandle, version: string, displayPath: string
 }
 
 /** A well-formed SHA-256 (hex) that differs from `sha256` in every digit. */
-function notThisDigest(sha256: string): string {
+/** Another valid-looking digest, which the server is sure to refuse. */
+export function notThisDigest(sha256: string): string {
   return sha256.replace(/[0-9a-f]/g, (d) => ((parseInt(d, 16) + 1) % 16).toString(16));
 }
 

@@ -19,6 +19,11 @@ export type Request =
   | { op: 'auth'; id: number; mech: 'scram-sha-256'; data: string }
   /** A `version` tag: a streamed upload ("trailer": true), whose digest follows its data in a trailer (§6.1). */
   | { op: 'upload'; id: number; name: string; size: number; tag: UploadTag; offset: number }
+  /**
+   * An unsized upload ("unsized": true, §6.1 "Unsized uploads"): data frames until the trailer, which brings
+   * the size and the digest. Not resumable.
+   */
+  | { op: 'upload'; id: number; name: string; unsized: true }
   /** The durable offset of a partial upload with this identity (0 when there is none). */
   | { op: 'offset'; id: number; name: string; size: number; tag: UploadTag }
   /** ifSize/ifMtime: resume only if the file is still that version; otherwise the whole file is sent. */
@@ -124,6 +129,14 @@ export function declaresTrailer(header: Header): boolean {
 }
 
 /**
+ * Whether an upload header announces an unsized upload: data frames up to its trailer, whatever else the
+ * header holds (so that a refused one is skipped to its trailer).
+ */
+export function declaresUnsized(header: Header): boolean {
+  return header['unsized'] === true;
+}
+
+/**
  * Reads the trailer of a streamed upload: a header frame {"op":"upload","id":<the upload's id>,"sha256":…}.
  * Another op or id means the client sent something else where the trailer belongs: the stream can no
  * longer be trusted, so that is fatal. A malformed digest in a proper trailer is an ordinary BAD_REQUEST.
@@ -131,6 +144,12 @@ export function declaresTrailer(header: Header): boolean {
 export function parseTrailer(h: Header, id: number): string {
   checkTrailerFrame(h, id);
   return hex64(h, 'sha256');
+}
+
+/** The trailer of an unsized upload: as parseTrailer, with the size of the whole file as well. */
+export function parseUnsizedTrailer(h: Header, id: number): { size: number; sha256: string } {
+  checkTrailerFrame(h, id);
+  return { size: size(h, 'size'), sha256: hex64(h, 'sha256') };
 }
 
 /**
@@ -197,6 +216,15 @@ export function parseRequest(h: Header): Request {
     case 'upload': {
       const trailer = h['trailer'] === undefined ? false : h['trailer'];
       if (typeof trailer !== 'boolean') throw bad('"trailer" must be a boolean');
+      const unsized = h['unsized'] === undefined ? false : h['unsized'];
+      if (typeof unsized !== 'boolean') throw bad('"unsized" must be a boolean');
+      if (unsized) {
+        if (!trailer) throw bad('an upload with "unsized": true needs "trailer": true (its size and digest follow its data)');
+        for (const field of ['size', 'offset', 'sha256', 'version']) {
+          if (h[field] !== undefined) throw bad(`an unsized upload carries no "${field}" (its size and digest are in its trailer; it cannot be resumed)`);
+        }
+        return { op, id, name: name(h), unsized: true };
+      }
       const total = size(h, 'size');
       const offset = size(h, 'offset', 0);
       if (offset > total) throw bad('"offset" is larger than "size"');

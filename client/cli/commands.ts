@@ -31,6 +31,8 @@ export interface CommandOptions {
   quiet?: boolean;
   /** sum: have the server read every file now, not answer the digest verified at its upload. */
   verify?: boolean;
+  /** upload -: copy standard input to a temporary file first (resumable), instead of streaming it. */
+  spool?: boolean;
 }
 
 /** The parseArgs descriptors of the command options, shared by cli.ts and the shell. */
@@ -43,6 +45,7 @@ export const COMMAND_OPTION_SPECS = {
   key: { type: 'string', multiple: true },
   quiet: { type: 'boolean', short: 'q' },
   verify: { type: 'boolean' },
+  spool: { type: 'boolean' },
 } as const;
 
 /** Command options that every command accepts. */
@@ -199,13 +202,14 @@ export const COMMANDS: readonly Command[] = [
     name: 'upload',
     aliases: ['put'],
     synopsis: 'LOCAL [NAME] [--json]',
-    summary: 'upload a local file (as NAME, default its base name; LOCAL - : standard input, NAME required); continues a partial upload',
+    summary: 'upload a local file (as NAME, default its base name); continues a partial upload; LOCAL - : standard input, NAME required, streamed (- NAME --spool: copied to a temporary file first, then resumable)',
     minArgs: 1,
     maxArgs: 2,
-    options: ['json'],
+    options: ['json', 'spool'],
     transfers: true,
-    check([local, name], _options, where) {
+    check([local, name], options, where) {
       if (local !== STANDARD_STREAM) {
+        if (options.spool === true) throw usageError('upload: --spool is for standard input (upload - NAME --spool)');
         remoteName(name ?? path.basename(local!));
         return;
       }
@@ -216,8 +220,20 @@ export const COMMANDS: readonly Command[] = [
     },
     async run(client, [local, name], options, { signal }) {
       const remote = remoteName(name ?? path.basename(local!));
+      const stdin = local === STANDARD_STREAM ? await import('./stdin-file.js') : null;
+      if (stdin !== null && options.spool !== true && client.offers('upload-unsized') && !(await stdin.isWholeRegularFile())) {
+        // Streamed as it comes: no local copy, and no resume (a pipe cannot be read again).
+        const out = await transferOutput(options);
+        try {
+          const t = out.track(remote);
+          out.uploaded(await about(remote, client.uploadStream(process.stdin, remote, t.options)), t);
+        } finally {
+          out.close();
+        }
+        return;
+      }
       // The session is kept alive meanwhile: a pipe may take longer than the server's idle timeout.
-      const input = local === STANDARD_STREAM ? await client.keepAliveWhile((await import('./stdin-file.js')).stdinFile(signal)) : null;
+      const input = stdin === null ? null : await client.keepAliveWhile(stdin.stdinFile(signal));
       // The copy was just written, so its pages are in the page cache: O_DIRECT would first force them all
       // to disk (measured: 1 GB piped in 6.3-7.2 s with it, 4.1-4.5 s without). This process uploads nothing else.
       if (input?.spooled === true) setDirectIo(false);

@@ -67,7 +67,7 @@ export class ProgressBar {
     this.visible = true;
   }
 
-  /** `12.0 MiB / 32.0 MiB  37%  8.1 MiB/s  ETA 0:03` */
+  /** `12.0 MiB / 32.0 MiB  37%  8.1 MiB/s  ETA 0:03`; `12.0 MiB  8.1 MiB/s` when the total is not known (Infinity). */
   private stats(): string {
     const percent = this.total > 0 ? Math.floor((this.done / this.total) * 100) : 100;
     const elapsed = this.now() - this.baseTime;
@@ -79,6 +79,8 @@ export class ProgressBar {
       rate = formatBytes(perSecond);
       eta = formatDuration((this.total - this.done) / perSecond);
     }
+    // A stream of unknown length (upload -): what moved and how fast, nothing about what is left.
+    if (!Number.isFinite(this.total)) return `${formatBytes(this.done)}  ${rate}/s`;
     return `${formatBytes(this.done)} / ${formatBytes(this.total)}  ${String(percent).padStart(3)}%  ${rate}/s  ETA ${eta}`;
   }
 }

@@ -86,7 +86,7 @@ async function anonymousFile(): Promise<FileHandle> {
  * consumed a part), or one this process could not open by itself (a shell with more rights opened it), is
  * copied instead, from where it stands, as a pipe would be.
  */
-async function isWholeRegularFile(): Promise<boolean> {
+export async function isWholeRegularFile(): Promise<boolean> {
   try {
     if (!fstatSync(0).isFile()) return false;
     const info = await readFile('/proc/self/fdinfo/0', 'utf8');

@@ -104,7 +104,10 @@ type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
 
 export class StagedUpload {
   readonly name: string;
-  readonly size: number;
+  /** The declared size; for an unsized upload MAX_FILE_SIZE until its trailer says (expect). */
+  #size: number;
+  /** An unsized upload (§6.1 "Unsized uploads"): no identity a client could resume, so nothing is kept. */
+  readonly #unsized: boolean;
   readonly #root: string;
   readonly #user: string;
   readonly #target: string;
@@ -144,9 +147,10 @@ export class StagedUpload {
   readonly #permissions: () => PermissionSet;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: UploadTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash }) {
+  constructor(t: UploadTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash; unsized: boolean }) {
     this.name = t.name;
-    this.size = t.size;
+    this.#size = t.size;
+    this.#unsized = t.unsized;
     this.#root = t.root;
     this.#user = t.user;
     this.#target = t.target;
@@ -158,13 +162,22 @@ export class StagedUpload {
     this.#stored = t.offset;
     this.#hash = t.hash;
     this.#tag = t.tag;
-    this.#named = t.size >= SMALL_PARTIAL_BYTES || t.offset > 0;
+    this.#named = !t.unsized && (t.size >= SMALL_PARTIAL_BYTES || t.offset > 0);
     this.#permissions = t.permissions;
   }
 
-  /** Sets the digest of a streamed upload, from its trailer (before commit). */
-  expect(sha256: string): void {
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Sets the digest of a streamed upload, from its trailer (before commit), and an unsized upload's size:
+   * the commit then checks that exactly that many bytes arrived.
+   */
+  expect(sha256: string, size?: number): void {
     if (!SHA256_PATTERN.test(sha256)) throw new FtsError('BAD_REQUEST', '"sha256" must be 64 lowercase hex digits');
+    if (this.#unsized !== (size !== undefined)) throw new Error('StagedUpload.expect: a size comes with an unsized upload, and only with one');
+    if (size !== undefined) this.#size = size;
     const digest = Buffer.from(sha256, 'hex');
     if (this.#expected !== null && !this.#expected.equals(digest)) throw new Error('StagedUpload.expect: the digest is already set');
     this.#expected = digest;
@@ -426,6 +439,9 @@ export class StagedUpload {
               if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr;
             });
             await rename(this.#stagingPath, this.#target);
+          } else if (this.#unsized) {
+            // No resume can take an unsized upload over: its file was discarded (fts discard) or swept.
+            throw new FtsError('IO_ERROR', `${this.name}: this upload's staged bytes were discarded while it ran; upload it again`);
           } else {
             // A resume of this identity took our staging file over (copied its prefix and removed it): the
             // same file, uploaded again meanwhile on another connection. If that upload has published it
@@ -457,7 +473,8 @@ export class StagedUpload {
     } catch (err) {
       // Refused because the name was taken meanwhile: no retry could publish these bytes, so nothing is kept.
       const refused = err instanceof FtsError && err.code === 'PERMISSION_DENIED';
-      if (durable && !renamed && !refused) {
+      // An unsized upload's bytes are kept for nobody: no client can ask for them again.
+      if (durable && !renamed && !refused && !this.#unsized) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
@@ -505,10 +522,12 @@ export class StagedUpload {
 
   /**
    * Closes the staging file but keeps it, so the upload can be resumed (dropped connection, kick, drain
-   * deadline). The partial-upload TTL sweep removes it if nobody comes back. Idempotent, never throws.
+   * deadline). The partial-upload TTL sweep removes it if nobody comes back. An unsized upload, which cannot
+ * be resumed, is removed instead. Idempotent, never throws.
    */
   async release(): Promise<void> {
     if (this.#state !== 'open' && this.#state !== 'committing') return;
+    if (this.#unsized) return this.abort();
     this.#state = 'released';
     // What was received is written before the file is kept for a resume (and writes in flight must end
     // before their descriptor is closed under them).
@@ -639,7 +658,7 @@ export function checkUploadRequest(t: StagingTarget, size: number, tag: UploadTa
  * carrying the offset to continue from. `copying` is called after each piece of the copy; an error it
  * throws stops the copy (the partial file stays as it was) and is passed through as it is.
  */
-export async function beginStagedUpload(t: UploadTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}): Promise<StagedUpload> {
+export async function beginStagedUpload(t: UploadTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}, unsized = false): Promise<StagedUpload> {
   const target = checkUploadRequest(t, size, tag, offset);
 
   let source: string | null = null;
@@ -703,9 +722,18 @@ export async function beginStagedUpload(t: UploadTarget, size: number, tag: Uplo
   // Named from the start, not only when kept: a worker killed or a machine crashed mid-upload never gets to
   // release() it. Small uploads only when kept: one more file per small upload would cost more than the
   // name is worth (they are swept after 10 minutes, SMALL_PARTIAL_MAX_AGE_MS).
-  if (size >= SMALL_PARTIAL_BYTES) await recordPartialName(t.root, t.user, { name: t.name, size, tag });
+  if (size >= SMALL_PARTIAL_BYTES && !unsized) await recordPartialName(t.root, t.user, { name: t.name, size, tag });
   const writer = await DirectWriter.forFile(handle, size - offset);
-  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash });
+  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash, unsized });
+}
+
+/**
+ * Creates the staging file of an unsized upload (§6.1 "Unsized uploads"): an identity of its own, which no
+ * client knows (so none can resume it or be taken over by it), and no name record; its size comes with its
+ * trailer (StagedUpload.expect). What it stages is removed unless it is published.
+ */
+export function beginUnsizedStagedUpload(t: UploadTarget): Promise<StagedUpload> {
+  return beginStagedUpload(t, MAX_FILE_SIZE, { version: randomBytes(32).toString('hex') }, 0, undefined, true);
 }
 
 /**

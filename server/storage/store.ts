@@ -11,15 +11,31 @@ import { withLock, withLocks } from './locks.js';
 import { digestsRoot, internalDir, locksRoot, partialNamesRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
-import { measureUsage, UserQuota, type Usage } from './quota.js';
+import { measureUsage, UserQuota, type QuotaHold, type Usage } from './quota.js';
 import { Permissions, type Permission, type PermissionSet } from './permissions.js';
 import { QuotaLimits } from './quota-limits.js';
-import { beginStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
+import { beginStagedUpload, beginUnsizedStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
+import { REPEAT_WINDOW_MS } from './same-content.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
 export { StagedUpload, sweepStaging } from './staging.js';
 export type { ListEntry } from './listing.js';
 export type { Usage } from './quota.js';
+
+/**
+ * The most room an unsized upload takes against the quota at a time beyond the bytes it needs now. Its
+ * steps double with what it already has (1, 2, 4 … MiB), so a large upload is admitted a few times a
+ * second at most, not for every chunk; and what it takes beyond its final size (counted until it ends) is
+ * at most this.
+ */
+const UNSIZED_ROOM_STEP = 16 * 1024 * 1024;
+
+/** An unsized upload begun (UserStore.beginUnsizedUpload). */
+export interface UnsizedUpload {
+  staged: StagedUpload;
+  /** Takes room for `total` bytes against the quota; QUOTA_EXCEEDED when they do not fit. */
+  room(total: number): Promise<void>;
+}
 
 /** An open published file. The handle pins this version: a later overwrite or delete does not affect it. */
 export interface ReadableFile {
@@ -204,13 +220,51 @@ export class UserStore {
    * may not read files test guesses of one without sending a byte. The publish judges the content, under
    * the name's lock, with the permissions of that moment (staging.ts).
    */
-  async #mayUpload(name: string, size: number): Promise<void> {
+  async #mayUpload(name: string, size: number | null): Promise<void> {
     const granted = this.#allowed('w', name);
     if (granted.has('o')) return;
     const st = await lstatOrNull(resolveName(this.#dir, name), name);
     // Free, or a directory (which the upload reports as NOT_A_FILE).
     if (st === null || st.isDirectory()) return;
-    if (!(st.isFile() && Number(st.size) === size)) granted.require('o', this.user, name);
+    // Only a repeat of the upload that put the file there (same bytes) can still be answered ok at the
+    // publish (StagedUpload's #judgePublish): an unsized one's size is not known yet, so only the file's age
+    // tells that it cannot be one.
+    const repeat = size === null ? Date.now() - Number(st.mtimeMs) <= REPEAT_WINDOW_MS : Number(st.size) === size;
+    if (!(st.isFile() && repeat)) granted.require('o', this.user, name);
+  }
+
+  /**
+   * Starts an unsized upload (§6.1 "Unsized uploads"). Its size is unknown until its trailer, so with a quota
+   * its room is admitted while its bytes arrive: `room(total)` before the bytes up to `total` are staged,
+   * QUOTA_EXCEEDED once they no longer fit. Room is taken in steps that double (up to UNSIZED_ROOM_STEP), so
+   * that the usage is not measured for every chunk; a step that does not fit is cut to the bytes needed, so
+   * an upload is refused only for bytes it has.
+   */
+  async beginUnsizedUpload(name: string): Promise<UnsizedUpload> {
+    await this.#mayUpload(name, null);
+    const staged = await beginUnsizedStagedUpload({ root: this.#root, user: this.user, name, permissions: this.#permissions });
+    if (this.#quota.limit() === null) return { staged, room: async () => undefined };
+    let granted = 0;
+    const hold: QuotaHold = {
+      identity: `unsized ${randomBytes(12).toString('hex')}`,
+      resume: false,
+      remaining: () => Math.max(0, granted - staged.stored),
+      ended: () => staged.settled,
+    };
+    const room = async (total: number): Promise<void> => {
+      if (total <= granted) return;
+      const needed = total - granted;
+      const step = Math.max(needed, Math.min(granted, UNSIZED_ROOM_STEP));
+      try {
+        await this.#quota.admit(step, name, hold);
+        granted += step;
+      } catch (err) {
+        if (!(err instanceof FtsError && err.code === 'QUOTA_EXCEEDED') || step === needed) throw err;
+        await this.#quota.admit(needed, name, hold);
+        granted = total;
+      }
+    };
+    return { staged, room };
   }
 
   /**

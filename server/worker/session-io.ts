@@ -47,6 +47,11 @@ export interface SessionIo {
    * PROTOCOL_ERROR on a data frame, ConnectionGone at end.
    */
   readContinuation(): Promise<Header>;
+  /**
+   * The next frame of an unsized upload: a data frame (paced as readData), or the header frame after its
+   * data (its trailer). BAD_REQUEST for a header frame that is not a JSON object, ConnectionGone at end.
+   */
+  readDataOrTrailer(): Promise<DataChunk | { trailer: Header }>;
   /** Records the user a login attempt is for, before it succeeds (for the audit line of a failure). */
   noteLoginUser(user: string): void;
   /**

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import {
   declaredUploadBytes,
   declaresTrailer,
+  declaresUnsized,
   checkTrailerFrame,
   DATA_CRC_BYTES,
   FRAME_PREFIX_BYTES,
@@ -46,7 +47,7 @@ const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 /** A rate limit's wait is cut into slices this long (see paced): well below the shortest --stall-timeout, 1 s. */
 const PACE_SLICE_MS = 250;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 
@@ -354,7 +355,7 @@ export class Session {
   /** Refuses a request before its handler runs; an upload's data is skipped to keep the stream in step. */
   private async refuse(id: number | null, header: Header, err: FtsError): Promise<void> {
     if (header['op'] === 'upload') {
-      const skip = declaredUploadBytes(header);
+      const skip = declaresUnsized(header) ? 'to-trailer' : declaredUploadBytes(header);
       if (skip === null) {
         await this.fatalInOrder(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size, offset or trailer flag is unusable, so what follows its header cannot be skipped`));
         return;
@@ -362,8 +363,11 @@ export class Session {
       this.active = true;
       this.armTimer();
       try {
-        await this.skipData(skip);
-        if (declaresTrailer(header)) await this.skipTrailer(id);
+        if (skip === 'to-trailer') await this.skipToTrailer(id);
+        else {
+          await this.skipData(skip);
+          if (declaresTrailer(header)) await this.skipTrailer(id);
+        }
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
@@ -582,6 +586,7 @@ export class Session {
       },
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
+      readDataOrTrailer: () => this.readDataOrTrailer(),
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
@@ -659,6 +664,29 @@ export class Session {
     }
   }
 
+  /**
+   * The next frame of an unsized upload: a data frame (paced as readData), or the header frame that ends
+   * its data, which must be its trailer. A header frame that is not a JSON object is BAD_REQUEST.
+   */
+  private async readDataOrTrailer(): Promise<DataChunk | { trailer: Header }> {
+    const wait = this.pace('upload');
+    if (wait !== null) await wait;
+    const event = await this.source.next();
+    switch (event.kind) {
+      case 'data':
+        this.moved('upload', event.payload.length);
+        return event;
+      case 'header':
+        return { trailer: event.header };
+      case 'end':
+        throw new ConnectionGone();
+      case 'error':
+        throw event.error;
+      case 'bad-header':
+        throw new FtsError('BAD_REQUEST', event.reason);
+    }
+  }
+
   private async readContinuation(): Promise<Header> {
     const event = await this.source.next();
     switch (event.kind) {
@@ -689,6 +717,25 @@ export class Session {
       throw err;
     }
     checkTrailerFrame(trailer, id);
+  }
+
+  /** Consumes the data and trailer of a refused unsized upload (a malformed trailer is consumed as it). */
+  private async skipToTrailer(id: number | null): Promise<void> {
+    for (;;) {
+      let frame: DataChunk | { trailer: Header };
+      try {
+        frame = await this.readDataOrTrailer();
+      } catch (err) {
+        if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
+        throw err;
+      }
+      if ('trailer' in frame) {
+        checkTrailerFrame(frame.trailer, id);
+        if (frame.trailer['keepalive'] === true) continue;
+        return;
+      }
+      workerPayloads.release(frame.payload);
+    }
   }
 
   private async skipData(bytes: number): Promise<void> {

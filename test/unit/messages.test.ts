@@ -7,11 +7,13 @@ import {
   OPS,
   declaredUploadBytes,
   declaresTrailer,
+  declaresUnsized,
   encodeHeader,
   errorFromReply,
   errorReply,
   parseRequest,
   parseTrailer,
+  parseUnsizedTrailer,
   requestId,
   type ErrorCode,
   type Header,
@@ -99,6 +101,16 @@ describe('protocol messages', function () {
       [
         'upload with an explicit "trailer": false is an ordinary upload',
         { op: 'upload', id: 2, name: 'r', size: 5, trailer: false, sha256: SHA },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0 },
+      ],
+      [
+        'unsized upload (its size and digest follow in its trailer)',
+        { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true },
+        { op: 'upload', id: 2, name: 'r', unsized: true },
+      ],
+      [
+        'unsized: false is an ordinary upload',
+        { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, unsized: false },
         { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0 },
       ],
       [
@@ -192,6 +204,13 @@ describe('protocol messages', function () {
       ['offset with neither sha256 nor version', { op: 'offset', id: 9, name: 'a', size: 1 }, 'BAD_REQUEST'],
       // names
       ['upload with bad name', { op: 'upload', id: 2, name: '../x', size: 1, sha256: SHA }, 'BAD_NAME'],
+      ['unsized upload without trailer', { op: 'upload', id: 2, name: 'a', unsized: true }, 'BAD_REQUEST'],
+      ['unsized upload with a size', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, size: 3 }, 'BAD_REQUEST'],
+      ['unsized upload with an offset', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, offset: 0 }, 'BAD_REQUEST'],
+      ['unsized upload with a version', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, version: SHA }, 'BAD_REQUEST'],
+      ['unsized upload with a sha256', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, sha256: SHA }, 'BAD_REQUEST'],
+      ['unsized not a boolean', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: 1 }, 'BAD_REQUEST'],
+      ['unsized upload with a bad name', { op: 'upload', id: 2, name: 'a/b', trailer: true, unsized: true }, 'BAD_NAME'],
       ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_REQUEST'],
       ['download with name ..', { op: 'download', id: 3, name: '..' }, 'BAD_NAME'],
       ['download with numeric name', { op: 'download', id: 3, name: 7 }, 'BAD_REQUEST'],
@@ -279,6 +298,18 @@ describe('protocol messages', function () {
     });
   });
 
+  describe('parseUnsizedTrailer', function () {
+    it('returns the size and digest of an unsized upload\'s trailer', function () {
+      expect(parseUnsizedTrailer({ op: 'upload', id: 7, size: 12, sha256: SHA }, 7)).to.deep.equal({ size: 12, sha256: SHA });
+    });
+    it('another id where the trailer belongs is fatal; a missing or bad size or digest is BAD_REQUEST', function () {
+      expectFtsError(() => parseUnsizedTrailer({ op: 'upload', id: 8, size: 1, sha256: SHA }, 7), 'PROTOCOL_ERROR');
+      for (const h of [{ op: 'upload', id: 7, sha256: SHA }, { op: 'upload', id: 7, size: -1, sha256: SHA }, { op: 'upload', id: 7, size: 1.5, sha256: SHA }, { op: 'upload', id: 7, size: 1 }]) {
+        expectFtsError(() => parseUnsizedTrailer(h, 7), 'BAD_REQUEST');
+      }
+    });
+  });
+
   describe('parseTrailer', function () {
     it('returns the digest of a trailer with the upload\'s op and id', function () {
       expect(parseTrailer({ op: 'upload', id: 7, sha256: SHA }, 7)).to.equal(SHA);
@@ -350,8 +381,16 @@ describe('protocol messages', function () {
     it('agrees with parseRequest on valid uploads (size - offset)', function () {
       const h = { op: 'upload', id: 1, name: 'f', size: 100, sha256: SHA, offset: 40 };
       const r = parseRequest(h);
-      if (r.op !== 'upload') throw new Error('expected an upload');
+      if (r.op !== 'upload' || 'unsized' in r) throw new Error('expected a sized upload');
       expect(declaredUploadBytes(h)).to.equal(r.size - r.offset);
+    });
+
+    it('an unsized upload declares no byte count (its data runs to its trailer)', function () {
+      const h = { op: 'upload', id: 1, name: 'f', trailer: true, unsized: true };
+      expect(declaredUploadBytes(h)).to.equal(null);
+      expect(declaresUnsized(h)).to.equal(true);
+      expect(declaresTrailer(h)).to.equal(true);
+      expect(declaresUnsized({ op: 'upload', id: 1, name: 'f', size: 3, sha256: SHA })).to.equal(false);
     });
   });
 

@@ -3,8 +3,9 @@ import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
 import type { DataChunk, DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
+import { unsizedUpload } from './unsized-upload.js';
 
-type UploadRequest = Extract<Request, { op: 'upload' }>;
+type UploadRequest = Extract<Request, { op: 'upload'; size: number }>;
 
 /**
  * Uploads of at most this many bytes are gathered in memory while their staging file opens (see
@@ -26,7 +27,8 @@ export const BUFFERED_UPLOAD_MAX_BYTES = 64 * 1024;
  * pipelined request while this file's fsyncs run, so a burst of small uploads publishes in parallel
  * (concurrent fsyncs share journal commits) instead of one fsync round trip after another.
  */
-export async function upload(req: UploadRequest, io: SessionIo): Promise<DeferredResult> {
+export async function upload(req: Extract<Request, { op: 'upload' }>, io: SessionIo): Promise<DeferredResult> {
+  if ('unsized' in req) return unsizedUpload(req, io);
   const expected = req.size - req.offset;
   if ('sha256' in req.tag && expected <= BUFFERED_UPLOAD_MAX_BYTES) return bufferedUpload(req, io, expected, req.tag.sha256);
   let failure: FtsError | null = null;
@@ -60,7 +62,7 @@ export async function upload(req: UploadRequest, io: SessionIo): Promise<Deferre
     const sha256 = 'sha256' in req.tag ? req.tag.sha256 : await readTrailer(req.id, io, failure);
     if (failure !== null || staged === null) throw failure ?? new FtsError('INTERNAL');
     staged.expect(sha256);
-    const later = publish(staged, req, expected, sha256);
+    const later = publish(staged, req.name, req.size, expected, sha256);
     handedOff = true;
     return { later };
   } finally {
@@ -114,7 +116,7 @@ async function bufferedUpload(req: UploadRequest, io: SessionIo, expected: numbe
       await staged.release();
       throw err;
     }
-    return publish(staged, req, expected, sha256);
+    return publish(staged, req.name, req.size, expected, sha256);
   })();
   return { later };
 }
@@ -152,7 +154,7 @@ async function stage(staged: StagedUpload, chunk: DataChunk, at: number, io: Ses
 }
 
 /** Appends bytes to the staging file and counts them; `written` is called once their memory is free. */
-async function append(staged: StagedUpload, bytes: Buffer, io: SessionIo, written?: () => void): Promise<void> {
+export async function append(staged: StagedUpload, bytes: Buffer, io: SessionIo, written?: () => void): Promise<void> {
   await staged.write(bytes, written);
   io.ctx.metrics.transferBytes('upload', bytes.length);
 }
@@ -166,14 +168,15 @@ async function chunkCorrupt(staged: StagedUpload, at: number): Promise<FtsError>
   return new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; resend from offset ${offset}`, { offset });
 }
 
-async function publish(staged: StagedUpload, req: UploadRequest, bytes: number, sha256: string): Promise<HandlerResult> {
+/** Publishes a verified upload of `size` bytes (`bytes` of them sent by this request). */
+export async function publish(staged: StagedUpload, name: string, size: number, bytes: number, sha256: string): Promise<HandlerResult> {
   let published = false;
   try {
     const { mtime } = await staged.commit();
     published = true;
     return {
-      reply: { name: req.name, size: req.size, sha256, mtime },
-      audit: { file: req.name, bytes, sha256 },
+      reply: { name, size, sha256, mtime },
+      audit: { file: name, bytes, sha256 },
     };
   } finally {
     if (!published) await staged.release();

@@ -1,0 +1,100 @@
+/**
+ * An upload of a stream whose length is not known in advance (a pipe): PROTOCOL.md §6.1 "Unsized uploads".
+ * The data frames carry the bytes as the stream gives them, hashed on the way; the trailer brings the size
+ * and the SHA-256, and the server publishes only if both match what it received. Nothing of it can be
+ * resumed (the stream cannot be read again): a failure of any kind leaves nothing on the server.
+ */
+import { createHash } from 'node:crypto';
+import { FtsError, type Header } from '../protocol/index.js';
+import type { FtsConnection } from './connection.js';
+import { localFsError } from './errors.js';
+import type { DataWriter } from './replies.js';
+import { notThisDigest, type ProgressCallback } from './upload.js';
+
+/**
+ * While the stream has nothing to give, a keep-alive frame goes out this often, so that the server's stall
+ * timeout (--stall-timeout, at least 1 s, not announced) does not end a session whose source is only slow.
+ */
+export const SILENT_SOURCE_KEEPALIVE_MS = 250;
+
+export interface StreamUploadProgress {
+  /** Called once, before the first byte, with offset 0 and total Infinity (the size is not known). */
+  onStart?: (offset: number, size: number) => void;
+  /** Called after each data frame with the bytes sent so far, and Infinity. */
+  onProgress?: ProgressCallback;
+}
+
+export interface StreamUploadOutcome {
+  reply: Header;
+  size: number;
+  sha256: string;
+}
+
+/** Sends `source` as the unsized upload `name` on `conn` and returns the server's final reply. */
+export async function sendStream(conn: FtsConnection, name: string, source: AsyncIterable<Uint8Array>, progress: StreamUploadProgress = {}): Promise<StreamUploadOutcome> {
+  const hash = createHash('sha256');
+  let size = 0;
+  let sha256 = '';
+  const reply = await conn.request({
+    header: { op: 'upload', name, trailer: true, unsized: true },
+    body: async (out) => {
+      progress.onStart?.(0, Infinity);
+      const problem = await copyInto(source, out, (piece) => {
+        hash.update(piece);
+        size += piece.length;
+        progress.onProgress?.(size, Infinity);
+      });
+      sha256 = hash.digest('hex');
+      // The source failed: the server must not publish what it got. A digest that cannot be right makes
+      // sure of it (CHECKSUM_MISMATCH), and the request then fails with the local problem.
+      if (problem !== null) sha256 = notThisDigest(sha256);
+      return problem;
+    },
+    trailer: () => ({ size, sha256 }),
+  });
+  return { reply, size, sha256 };
+}
+
+/**
+ * Writes the source's bytes as data frames (each at most out.maxChunk), with a keep-alive frame whenever
+ * the source has been silent for SILENT_SOURCE_KEEPALIVE_MS. Returns the source's failure, if it failed; a
+ * failure of the connection is thrown.
+ */
+async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent: (piece: Uint8Array) => void): Promise<FtsError | null> {
+  const it = source[Symbol.asyncIterator]();
+  let finished = false;
+  try {
+    for (;;) {
+      const next = it.next();
+      let step: IteratorResult<Uint8Array> | 'silent';
+      for (;;) {
+        try {
+          step = await Promise.race([next, silence(SILENT_SOURCE_KEEPALIVE_MS)]);
+        } catch (err) {
+          finished = true; // a failed iterator is done
+          return localFsError(err, 'the input', 'IO_ERROR');
+        }
+        if (step !== 'silent') break;
+        await out.keepAlive();
+      }
+      if (step.done === true) {
+        finished = true;
+        return null;
+      }
+      const chunk = step.value;
+      for (let at = 0; at < chunk.length; at += out.maxChunk) {
+        const piece = chunk.subarray(at, Math.min(chunk.length, at + out.maxChunk));
+        sent(piece);
+        await out.write(piece);
+      }
+    }
+  } finally {
+    // The connection failed while the source was still open: let it go (a Readable is destroyed).
+    if (!finished) void Promise.resolve(it.return?.()).catch(() => undefined);
+  }
+}
+
+function silence(ms: number): Promise<'silent'> {
+  return new Promise((resolve) => setTimeout(() => resolve('silent'), ms).unref());
+}
+
