@@ -5,6 +5,7 @@
  * resumed (the stream cannot be read again): a failure of any kind leaves nothing on the server.
  */
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection } from './connection.js';
 import { localFsError } from './errors.js';
@@ -89,9 +90,19 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent
       }
     }
   } finally {
-    // The connection failed while the source was still open: let it go (a Readable is destroyed).
-    if (!finished) void Promise.resolve(it.return?.()).catch(() => undefined);
+    if (!finished) abandon(source, it);
   }
+}
+
+/**
+ * The connection failed while the source was still open: let it go. An async iterator's return() waits for
+ * its pending next(), which a silent pipe may never settle, so a stream is destroyed first (which also
+ * lets a process whose standard input it was exit).
+ */
+function abandon(source: AsyncIterable<Uint8Array>, it: AsyncIterator<Uint8Array>): void {
+  const stream = source as Partial<Pick<Readable, 'destroy'>>;
+  if (typeof stream.destroy === 'function') stream.destroy();
+  void Promise.resolve(it.return?.()).catch(() => undefined);
 }
 
 function silence(ms: number): Promise<'silent'> {

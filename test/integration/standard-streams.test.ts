@@ -11,7 +11,8 @@ import { mkdir, readdir, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { FtsClient, FtsError, ResilientClient, StreamPosition } from '../../client/index.js';
-import { childExit } from '../helpers/common.js';
+import { childExit, stagingFiles } from '../helpers/common.js';
+import { sessionsJson } from '../helpers/admin-cli.js';
 import { cliEnv, describeRun, runCli, type CliResult, type CliOptions } from '../helpers/cli.js';
 import { publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { CLIENT_CLI } from '../helpers/paths.js';
@@ -125,14 +126,55 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
     return server.lines.filter((l) => l['event'] === event && l['file'] === file);
   }
 
+  /** Whether a session of the server is uploading `file` now, with bytes received. */
+  async function sessionUploading(file: string): Promise<boolean> {
+    return (await sessionsJson(server.adminSocket)).some((s) => s.op === 'upload' && s.file === file && s.bytes > 0);
+  }
+
   describe('upload - NAME', () => {
-    it('stores what comes through a pipe under NAME, verified, and removes its temporary copy', async () => {
+    it('streams what comes through a pipe under NAME, verified, with no local copy (an unsized upload)', async () => {
       const data = randomBytes(3 * MiB + 17);
-      const r = await cli(['upload', '-', 'piped.bin', '--json'], { input: data });
+      // TMPDIR that does not exist: a copy could not be made, so success shows none was.
+      const r = await cli(['upload', '-', 'piped.bin', '--json'], { input: data, env: { TMPDIR: path.join(dir, 'no-such-dir') } });
       expect(r.code, describeRun(r)).to.equal(0);
       expect(JSON.parse(r.out)).to.include({ name: 'piped.bin', bytes: data.length, sha256: sha256(data), resumedFrom: 0 });
       expect(await publishedSha256(server.storage, ALICE.user, 'piped.bin')).to.equal(sha256(data));
+    });
+
+    it('--spool: copies the pipe to a temporary file first, uploads it, and removes the copy', async () => {
+      const data = randomBytes(3 * MiB + 17);
+      const r = await cli(['upload', '-', 'spooled.bin', '--spool', '--json'], { input: data });
+      expect(r.code, describeRun(r)).to.equal(0);
+      expect(JSON.parse(r.out)).to.include({ name: 'spooled.bin', bytes: data.length, sha256: sha256(data), resumedFrom: 0 });
+      expect(await publishedSha256(server.storage, ALICE.user, 'spooled.bin')).to.equal(sha256(data));
       expect(await spoolLeftovers(), 'the copy of stdin is removed').to.deep.equal([]);
+      const notStdin = await cli(['upload', 'spooled.src', '--spool'], {});
+      expect(notStdin.code, describeRun(notStdin)).to.equal(2);
+      expect(notStdin.stderr).to.include('--spool is for standard input');
+    });
+
+    it('a streamed pipe cut by Ctrl+C exits 130 and leaves nothing on the server', async () => {
+      const { child, stderr } = startFts(['upload', '-', 'stream-interrupted.bin']);
+      child.stdin.write(randomBytes(2 * MiB)); // and the pipe stays open: the input never ends
+      await waitUntil('the upload to be under way', () => server.lines.length > 0 && sessionUploading('stream-interrupted.bin'), 15_000);
+      const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+      child.kill('SIGINT');
+      const code = await Promise.race([exited, sleep(15_000).then(() => 'timeout' as const)]);
+      expect(code, stderr()).to.equal(130);
+      await waitUntil('the upload to end on the server', () => auditOf('upload', 'stream-interrupted.bin').length > 0, 10_000);
+      expect(await publishedSha256(server.storage, ALICE.user, 'stream-interrupted.bin')).to.equal(null);
+      expect(await stagingFiles(server, ALICE.user), 'nothing staged').to.deep.equal([]);
+      child.stdin.destroy();
+    });
+
+    it('a streamed pipe whose connection drops fails at once (exit 1; a pipe cannot be sent again) and leaves nothing on the server', async () => {
+      const p = await proxy((i) => (i === 0 ? { cutUpAfter: 1 * MiB } : {}));
+      const r = await cli(['upload', '-', 'stream-dropped.bin'], { input: randomBytes(3 * MiB), port: p.port });
+      expect(r.code, describeRun(r)).to.equal(1);
+      expect(p.connections, 'no second connection').to.equal(1);
+      await waitUntil('the upload to end on the server', () => auditOf('upload', 'stream-dropped.bin').length > 0, 10_000);
+      expect(await publishedSha256(server.storage, ALICE.user, 'stream-dropped.bin')).to.equal(null);
+      expect(await stagingFiles(server, ALICE.user), 'nothing staged').to.deep.equal([]);
     });
 
     it('an empty pipe stores an empty file', async () => {
@@ -200,8 +242,8 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       expect(server.lines.filter((l) => l['event'] === 'auth').length, 'no login was even tried').to.equal(logins);
     });
 
-    it('Ctrl+C while standard input is still being read exits 130 and leaves no copy behind', async () => {
-      const { child, stderr } = startFts(['upload', '-', 'never-ends.bin']);
+    it('--spool: Ctrl+C while standard input is still being read exits 130 and leaves no copy behind', async () => {
+      const { child, stderr } = startFts(['upload', '-', 'never-ends.bin', '--spool']);
       child.stdin.write(randomBytes(256 * 1024)); // and the pipe stays open: the input never ends
       await waitUntil('the copy of stdin to begin', () => copyOpenIn(child.pid!), 15_000);
       expect(await spoolLeftovers(), 'the copy has no name while it is written').to.deep.equal([]);
@@ -215,24 +257,30 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
     });
   });
 
-  it('a pipe slower than the server\'s idle timeout keeps its one session alive meanwhile (noop), even with --retries 0', async () => {
-    const idle = await TestServer.start({ workers: 1, args: ['--idle-timeout', '1'] });
-    try {
-      const { child, stderr } = startFts(['--retries', '0', 'upload', '-', 'slow-pipe.txt'], idle.port);
-      child.stdin.write('first line\n');
-      await sleep(2_500); // well past the idle timeout
-      child.stdin.end('second line\n');
-      const exit = await childExit(child, '', 30_000, () => `slow pipe upload (stderr: ${stderr()})`);
-      expect(exit.code, stderr()).to.equal(0);
-      expect(await publishedSha256(idle.storage, ALICE.user, 'slow-pipe.txt')).to.equal(sha256(Buffer.from('first line\nsecond line\n')));
-      expect(idle.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'success'), 'one login, no reconnection').to.have.length(1);
-    } finally {
-      await idle.stop();
-    }
-  });
+  const slowPipes = [
+    { title: "a pipe slower than the server's stall timeout keeps its one session alive (keep-alive frames), even with --retries 0", server: ['--stall-timeout', '1'], extra: [] },
+    { title: "--spool: a pipe slower than the server's idle timeout keeps its one session alive while it is copied (noop), even with --retries 0", server: ['--idle-timeout', '1'], extra: ['--spool'] },
+  ];
+  for (const variant of slowPipes) {
+    it(variant.title, async () => {
+      const idle = await TestServer.start({ workers: 1, args: variant.server });
+      try {
+        const { child, stderr } = startFts(['--retries', '0', 'upload', '-', 'slow-pipe.txt', ...variant.extra], idle.port);
+        child.stdin.write('first line\n');
+        await sleep(2_500); // well past the timeout
+        child.stdin.end('second line\n');
+        const exit = await childExit(child, '', 30_000, () => `slow pipe upload (stderr: ${stderr()})`);
+        expect(exit.code, stderr()).to.equal(0);
+        expect(await publishedSha256(idle.storage, ALICE.user, 'slow-pipe.txt')).to.equal(sha256(Buffer.from('first line\nsecond line\n')));
+        expect(idle.lines.filter((l) => l['event'] === 'auth' && l['result'] === 'success'), 'one login, no reconnection').to.have.length(1);
+      } finally {
+        await idle.stop();
+      }
+    });
+  }
 
-  it('a copy being read when the CLI is killed (SIGKILL) leaves nothing behind', async () => {
-    const { child } = startFts(['upload', '-', 'killed-copy.bin']);
+  it('--spool: a copy being read when the CLI is killed (SIGKILL) leaves nothing behind', async () => {
+    const { child } = startFts(['upload', '-', 'killed-copy.bin', '--spool']);
     child.stdin.write(randomBytes(2 * MiB));
     await waitUntil('the copy of stdin to begin', () => copyOpenIn(child.pid!), 15_000);
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code, signal) => resolve(signal)));

@@ -1,0 +1,252 @@
+/**
+ * Unsized uploads (PROTOCOL.md §6.1 "Unsized uploads", capability `upload-unsized`), end to end on the wire
+ * and through the library: a real fts-server, a raw client that speaks the frames as the document says, and
+ * FtsClient.uploadStream. What is promised: data frames up to a trailer with `size` and `sha256`, published
+ * only if both match; keep-alive frames among the data; every failure leaves nothing staged; a refused
+ * header is skipped to its trailer; the quota is applied as the bytes arrive.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { FtsClient, FtsError } from '../../client/index.js';
+import { encodeData, encodeHeader, MAX_CHUNK_BYTES } from '../../protocol/index.js';
+import { stagingFiles } from '../helpers/common.js';
+import { publishedSha256, sha256, sleep } from '../helpers/lifecycle-util.js';
+import { dataFrames, RawClient } from '../helpers/raw-client.js';
+import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const KEEPER: TestUser = { user: 'keeper', password: 'keeper-pass' };
+const MiB = 1024 * 1024;
+
+describe('unsized uploads (upload-unsized): data until a trailer with size and sha256', function () {
+  this.timeout(60_000);
+
+  let server: TestServer;
+  let dir = '';
+  let cleanDir: () => Promise<void> = async () => undefined;
+  const raws: RawClient[] = [];
+  const clients: FtsClient[] = [];
+
+  before(async function () {
+    this.timeout(30_000);
+    ({ dir, cleanup: cleanDir } = await tempDir('fts-unsized-'));
+    const permissions = path.join(dir, 'permissions');
+    await writeFile(permissions, 'keeper:lrw\n');
+    server = await TestServer.start({ workers: 2, users: [ALICE, KEEPER], args: ['--permissions-file', permissions, '--stall-timeout', '2'] });
+  });
+
+  after(async function () {
+    this.timeout(30_000);
+    await server.stop();
+    await cleanDir();
+  });
+
+  afterEach(() => {
+    for (const r of raws.splice(0)) r.close();
+    for (const c of clients.splice(0)) c.close();
+  });
+
+  async function raw(user: TestUser = ALICE): Promise<RawClient> {
+    const r = await RawClient.login(server.port, user.user, user.password);
+    raws.push(r);
+    return r;
+  }
+
+  async function login(user: TestUser = ALICE, port = server.port): Promise<FtsClient> {
+    const c = await FtsClient.connect({ port });
+    clients.push(c);
+    await c.auth(user.user, user.password);
+    return c;
+  }
+
+  async function nothingStaged(user: TestUser = ALICE): Promise<void> {
+    // The staging file goes while the reply is on its way: give it a moment.
+    for (let i = 0; i < 50 && (await stagingFiles(server, user.user)).length > 0; i++) await sleep(50);
+    expect(await stagingFiles(server, user.user), 'nothing left staged').to.deep.equal([]);
+  }
+
+  it('the greeting lists upload-unsized', async () => {
+    const { client, greeting } = await RawClient.open(server.port);
+    raws.push(client);
+    expect(greeting['caps']).to.include('upload-unsized');
+  });
+
+  it('raw: header, data frames with a keep-alive among them, trailer {size, sha256} → ok, published; the session goes on', async () => {
+    const r = await raw();
+    const data = randomBytes(2 * MiB + 123);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw.bin', trailer: true, unsized: true }), dataFrames(data.subarray(0, MiB), MAX_CHUNK_BYTES));
+    await r.write(encodeHeader({ op: 'upload', id: 2, keepalive: true }));
+    await r.write(dataFrames(data.subarray(MiB), MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) }));
+    const reply = await r.reply();
+    expect(reply.final).to.include({ id: 2, status: 'ok', name: 'raw.bin', size: data.length, sha256: sha256(data) });
+    expect(reply.final['mtime']).to.be.a('number');
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw.bin')).to.equal(sha256(data));
+    expect(await r.request({ op: 'noop', id: 3 })).to.include({ id: 3, status: 'ok' });
+    await nothingStaged();
+  });
+
+  it('raw: an empty upload (header, then the trailer at once)', async () => {
+    const r = await raw();
+    const empty = Buffer.alloc(0);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-empty.bin', trailer: true, unsized: true }), encodeHeader({ op: 'upload', id: 2, size: 0, sha256: sha256(empty) }));
+    expect((await r.reply()).final).to.include({ id: 2, status: 'ok', size: 0 });
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-empty.bin')).to.equal(sha256(empty));
+  });
+
+  it('raw: a trailer whose size or digest does not match what arrived → CHECKSUM_MISMATCH (non-fatal), nothing published or kept', async () => {
+    const r = await raw();
+    const data = randomBytes(300_000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-bad.bin', trailer: true, unsized: true }), dataFrames(data, MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 2, size: data.length + 1, sha256: sha256(data) }));
+    expect((await r.reply()).final).to.include({ id: 2, status: 'error', code: 'CHECKSUM_MISMATCH', fatal: false });
+    await r.write(encodeHeader({ op: 'upload', id: 3, name: 'raw-bad.bin', trailer: true, unsized: true }), dataFrames(data, MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 3, size: data.length, sha256: sha256(randomBytes(8)) }));
+    expect((await r.reply()).final).to.include({ id: 3, status: 'error', code: 'CHECKSUM_MISMATCH', fatal: false });
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-bad.bin')).to.equal(null);
+    expect(await r.request({ op: 'noop', id: 4 })).to.include({ id: 4, status: 'ok' });
+    await nothingStaged();
+  });
+
+  it('raw: a header refused for its own fields (bad name, a size) gets its error after its data and trailer were skipped; the session goes on', async () => {
+    const r = await raw();
+    const data = randomBytes(100_000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: '../escape', trailer: true, unsized: true }), dataFrames(data, MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 2, keepalive: true }), encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) }));
+    expect((await r.reply()).final).to.include({ id: 2, status: 'error', code: 'BAD_NAME', fatal: false });
+    await r.write(encodeHeader({ op: 'upload', id: 3, name: 'x', trailer: true, unsized: true, size: 5 }), dataFrames(data, MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 3, size: data.length, sha256: sha256(data) }));
+    expect((await r.reply()).final).to.include({ id: 3, status: 'error', code: 'BAD_REQUEST', fatal: false });
+    expect(await r.request({ op: 'noop', id: 4 })).to.include({ id: 4, status: 'ok' });
+  });
+
+  it('raw: a data frame failing its CRC32C → CHUNK_CORRUPT after the trailer, nothing kept (an unsized upload cannot be continued)', async () => {
+    const r = await raw();
+    const data = randomBytes(3 * MiB);
+    const frames = [0, 1, 2].map((i) => encodeData(data.subarray(i * MiB, (i + 1) * MiB)));
+    frames[1]![frames[1]!.length - 1]! ^= 0xff; // a payload byte of the second frame
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-corrupt.bin', trailer: true, unsized: true }), ...frames, encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) }));
+    const final = (await r.reply()).final;
+    expect(final).to.include({ id: 2, status: 'error', code: 'CHUNK_CORRUPT', fatal: false });
+    expect(final['message']).to.include('cannot be continued');
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-corrupt.bin')).to.equal(null);
+    await nothingStaged();
+  });
+
+  it('raw: another request where the trailer belongs is the fatal PROTOCOL_ERROR, and nothing is kept', async () => {
+    const r = await raw();
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-cut.bin', trailer: true, unsized: true }), dataFrames(randomBytes(1000)), encodeHeader({ op: 'list', id: 3 }));
+    const final = (await r.reply()).final;
+    expect(final).to.include({ status: 'error', code: 'PROTOCOL_ERROR', fatal: true });
+    expect(await r.waitClosed()).to.equal(true);
+    await nothingStaged();
+  });
+
+  it('raw: a connection that ends in the middle leaves nothing staged', async () => {
+    const r = await raw();
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-dropped.bin', trailer: true, unsized: true }), dataFrames(randomBytes(2 * MiB), MAX_CHUNK_BYTES));
+    await sleep(200);
+    r.destroy();
+    await nothingStaged();
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-dropped.bin')).to.equal(null);
+  });
+
+  it('raw: keep-alive frames hold a silent upload open past the stall timeout (2 s here); without them the session ends TRANSFER_STALLED', async () => {
+    const r = await raw();
+    const data = randomBytes(1000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-slow.bin', trailer: true, unsized: true }), encodeData(data));
+    for (let i = 0; i < 6; i++) {
+      await sleep(500);
+      await r.sendHeader({ op: 'upload', id: 2, keepalive: true });
+    }
+    await r.sendHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) });
+    expect((await r.reply()).final).to.include({ id: 2, status: 'ok' });
+
+    const silent = await raw();
+    await silent.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-silent.bin', trailer: true, unsized: true }), encodeData(data));
+    const bye = await silent.nextHeader(10_000);
+    expect(bye).to.include({ status: 'bye', code: 'TRANSFER_STALLED' });
+    await nothingStaged();
+  });
+
+  it('library: uploadStream sends a stream of unknown length, with progress totals Infinity', async () => {
+    const client = await login();
+    const parts = [randomBytes(700_000), randomBytes(5), randomBytes(2 * MiB)];
+    const seen: Array<[number, number]> = [];
+    const result = await client.uploadStream(Readable.from(parts), 'lib.bin', { onProgress: (done, total) => seen.push([done, total]) });
+    const all = Buffer.concat(parts);
+    expect(result).to.include({ name: 'lib.bin', size: all.length, sha256: sha256(all), resumedFrom: 0 });
+    expect(await publishedSha256(server.storage, ALICE.user, 'lib.bin')).to.equal(sha256(all));
+    expect(seen.at(-1)).to.deep.equal([all.length, Infinity]);
+  });
+
+  it('library: a source that fails midway fails the upload with its own error; nothing is published, and the session goes on', async () => {
+    const client = await login();
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield randomBytes(100_000);
+      throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', syscall: 'read' });
+    }
+    const err = await client.uploadStream(failing(), 'lib-failed.bin').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('IO_ERROR');
+    expect((err as FtsError).message).to.include('the input');
+    expect(await publishedSha256(server.storage, ALICE.user, 'lib-failed.bin')).to.equal(null);
+    expect(client.connected).to.equal(true);
+    expect(await client.list()).to.be.an('array');
+    await nothingStaged();
+  });
+
+  it('a user who may not replace files (no "o") is refused PERMISSION_DENIED onto a name taken by an older file, before anything is staged', async () => {
+    const owner = await login(KEEPER);
+    await writeFile(path.join(server.storage, KEEPER.user, 'old.txt'), 'old');
+    const old = new Date(Date.now() - 3600_000);
+    const { utimes } = await import('node:fs/promises');
+    await utimes(path.join(server.storage, KEEPER.user, 'old.txt'), old, old);
+    const err = await owner.uploadStream(Readable.from([Buffer.from('new')]), 'old.txt').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect((err as FtsError).code).to.equal('PERMISSION_DENIED');
+    const fresh = await owner.uploadStream(Readable.from([Buffer.from('fresh')]), 'fresh.txt');
+    expect(fresh.size).to.equal(5);
+    await nothingStaged(KEEPER);
+  });
+
+  describe('with --quota', function () {
+    let quoted: TestServer;
+
+    before(async function () {
+      this.timeout(30_000);
+      quoted = await TestServer.start({ workers: 1, args: ['--quota', String(6 * MiB)] });
+    });
+
+    after(async function () {
+      this.timeout(30_000);
+      await quoted.stop();
+    });
+
+    it('room is taken as the bytes arrive: an upload that outgrows the quota gets QUOTA_EXCEEDED after its trailer, keeps nothing, and one that fits is published', async () => {
+      const client = await login(ALICE, quoted.port);
+      const big = randomBytes(8 * MiB);
+      const err = await client.uploadStream(Readable.from([big]), 'too-big.bin').then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect((err as FtsError).code).to.equal('QUOTA_EXCEEDED');
+      expect(client.connected, 'the session goes on').to.equal(true);
+      expect(await stagingFiles(quoted, ALICE.user)).to.deep.equal([]);
+      const fits = randomBytes(5 * MiB);
+      expect((await client.uploadStream(Readable.from([fits]), 'fits.bin')).size).to.equal(fits.length);
+      expect(await publishedSha256(quoted.storage, ALICE.user, 'fits.bin')).to.equal(sha256(fits));
+      // 1 MiB left: a small upload still fits exactly (a step that does not fit is cut to what is needed).
+      expect((await client.uploadStream(Readable.from([randomBytes(MiB)]), 'last.bin')).size).to.equal(MiB);
+      const over = await client.uploadStream(Readable.from([randomBytes(10)]), 'over.bin').then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect((over as FtsError).code).to.equal('QUOTA_EXCEEDED');
+    });
+  });
+});
