@@ -94,6 +94,9 @@ export interface FileHash {
   damaged: boolean;
 }
 
+/** Options of `uploadStream`: progress, and `signal` (an abort seen at the end keeps the upload from being published). */
+export type StreamUploadOptions = Pick<TransferOptions, 'onProgress' | 'onStart'> & { signal?: AbortSignal };
+
 /** Options of `hash`. */
 export interface HashOptions {
   /** Have the server read and hash the file even when it holds the digest verified at its upload. */
@@ -164,7 +167,7 @@ export interface FileClient {
   upload(localPath: string, name?: string, options?: TransferOptions): Promise<UploadResult>;
   download(name: string, localPath?: string, options?: TransferOptions): Promise<DownloadResult>;
   downloadStream(name: string, out: Writable, options?: StreamDownloadOptions): Promise<StreamDownloadResult>;
-  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options?: Pick<TransferOptions, 'onProgress' | 'onStart'>): Promise<UploadResult>;
+  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options?: StreamUploadOptions): Promise<UploadResult>;
   /** Whether the server's greeting lists the capability `cap` (PROTOCOL.md §4). */
   offers(cap: string): boolean;
   view(name: string): Promise<Buffer>;
@@ -346,10 +349,10 @@ export class FtsClient implements FileClient {
    * stream is read once: a dropped connection or any other failure fails the upload and leaves nothing on
    * the server (no resume). Progress totals are Infinity. Needs nothing of the local disk.
    */
-  async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: Pick<TransferOptions, 'onProgress' | 'onStart'> = {}): Promise<UploadResult> {
+  async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
     checkName(name);
     this.requireCap('upload-unsized', 'does not take uploads of unknown size');
-    const { reply, size, sha256 } = await sendStream(this.conn, name, source, progress(options));
+    const { reply, size, sha256 } = await sendStream(this.conn, name, source, { ...progress(options), ...(options.signal ? { signal: options.signal } : {}) });
     return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);
   }
 

@@ -22,7 +22,7 @@ import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
-import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type HashOptions, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
+import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type HashOptions, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamUploadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
 export type { ReconnectOptions } from './reconnect.js';
@@ -144,7 +144,7 @@ export class ResilientClient implements FileClient {
    * FtsClient.uploadStream. A stream is read once, so it is never repeated: a connection found dead before
    * it starts is replaced first, and any failure after that is final.
    */
-  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: Pick<TransferOptions, 'onProgress' | 'onStart'> = {}): Promise<UploadResult> {
+  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
     return this.retrying((c) => c.uploadStream(source, name, options), { repeat: false });
   }
 

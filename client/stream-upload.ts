@@ -18,7 +18,16 @@ import { notThisDigest, type ProgressCallback } from './upload.js';
  */
 export const SILENT_SOURCE_KEEPALIVE_MS = 250;
 
+/** How long after the end of the input a Ctrl+C still counts as cutting it (see StreamUploadProgress.signal). */
+const INTERRUPT_GRACE_MS = 100;
+
 export interface StreamUploadProgress {
+  /**
+   * Ctrl+C: checked once the source has ended, after a short pause. A shell's SIGINT reaches the writer of
+   * the pipe too, and its death can look like the end of the input before our own handler runs: then the
+   * trailer carries a digest that cannot match, so that a cut input is never published.
+   */
+  signal?: AbortSignal;
   /** Called once, before the first byte, with offset 0 and total Infinity (the size is not known). */
   onStart?: (offset: number, size: number) => void;
   /** Called after each data frame with the bytes sent so far, and Infinity. */
@@ -45,7 +54,16 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
         size += piece.length;
         progress.onProgress?.(size, Infinity);
       });
+      let interrupted: FtsError | null = null;
+      if (problem === null && progress.signal !== undefined) {
+        await new Promise((resolve) => setTimeout(resolve, INTERRUPT_GRACE_MS));
+        if (progress.signal.aborted) interrupted = new FtsError('IO_ERROR', 'interrupted before the end of the input was confirmed; nothing was published');
+      }
       sha256 = hash.digest('hex');
+      if (interrupted !== null) {
+        sha256 = notThisDigest(sha256);
+        return interrupted;
+      }
       // The source failed: the server must not publish what it got. A digest that cannot be right makes
       // sure of it (CHECKSUM_MISMATCH), and the request then fails with the local problem.
       if (problem !== null) sha256 = notThisDigest(sha256);

@@ -226,7 +226,7 @@ export const COMMANDS: readonly Command[] = [
         const out = await transferOutput(options);
         try {
           const t = out.track(remote);
-          out.uploaded(await about(remote, client.uploadStream(process.stdin, remote, t.options)), t);
+          out.uploaded(await about(remote, client.uploadStream(process.stdin, remote, { ...t.options, signal })), t);
         } finally {
           out.close();
         }
