@@ -23,7 +23,7 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import type { FileClient } from './client.js';
 import type { RetryInfo } from './resilient.js';
-import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, findCommand, type Command } from './cli/commands.js';
+import { checkInvocation, COMMAND_OPTION_SPECS, commandHelp, commandOptionsOf, findCommand, hasCommandOptions, type Command } from './cli/commands.js';
 import { obtainPassword } from './cli/password.js';
 import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, printable, report, usageError } from './cli/report.js';
 import { localFsError } from './errors.js';
@@ -114,15 +114,15 @@ function parseCommandLine(argv: string[]): Invocation | 'help' | 'version' {
   if (values.help === true || verb === 'help') return 'help';
   if (values.version === true) return 'version';
   if (verb === undefined) throw usageError('missing command; try "fts --help"');
-  const { long, json, dir, force, all, key, quiet, verify, spool } = values;
+  const options = commandOptionsOf(values);
   if (verb === 'shell') {
     if (args.length > 0) throw usageError('shell takes no arguments');
-    if (long !== undefined || json !== undefined || dir !== undefined || force !== undefined || all !== undefined || key !== undefined || verify !== undefined || spool !== undefined) throw usageError('shell takes no command options');
+    if (hasCommandOptions(options)) throw usageError('shell takes no command options');
     return { command: 'shell', args, values };
   }
   const command = findCommand(verb);
   if (command === undefined) throw usageError(`unknown command ${JSON.stringify(verb)}; try "fts --help"`);
-  checkInvocation(command, args, { long, json, dir, force, all, key, quiet, verify, spool });
+  checkInvocation(command, args, options);
   return { command, args, values };
 }
 

@@ -18,7 +18,7 @@ import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
-import { sendStream } from './stream-upload.js';
+import { sendStream, type StreamUploadOptions } from './stream-upload.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
 import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
 
@@ -94,8 +94,7 @@ export interface FileHash {
   damaged: boolean;
 }
 
-/** Options of `uploadStream`: progress, and `signal` (an abort seen at the end keeps the upload from being published). */
-export type StreamUploadOptions = Pick<TransferOptions, 'onProgress' | 'onStart'> & { signal?: AbortSignal };
+export type { StreamUploadOptions } from './stream-upload.js';
 
 /** Options of `hash`. */
 export interface HashOptions {
@@ -352,7 +351,7 @@ export class FtsClient implements FileClient {
   async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
     checkName(name);
     this.requireCap('upload-unsized', 'does not take uploads of unknown size');
-    const { reply, size, sha256 } = await sendStream(this.conn, name, source, { ...progress(options), ...(options.signal ? { signal: options.signal } : {}) });
+    const { reply, size, sha256 } = await sendStream(this.conn, name, source, options);
     return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);
   }
 

@@ -23,6 +23,7 @@ export type {
   FileClient,
   FileHash,
   HashOptions,
+  StreamUploadOptions,
   ListEntry,
   ListOptions,
   PartialUpload,

@@ -410,11 +410,12 @@ function drainBye(client: FtsClient): FtsError | null {
   return reason?.code === 'SHUTTING_DOWN' ? reason : null;
 }
 
-/** The attempts of one operation that is not safe to repeat blindly: whether one of them may have run. */
+/** A refusal because another operation held the name's lock past the server's --lock-timeout. */
 function isLocked(err: unknown): boolean {
   return err instanceof FtsError && isServerError(err) && err.code === 'LOCKED';
 }
 
+/** The attempts of one operation that is not safe to repeat blindly: whether one of them may have run. */
 class Attempts {
   uncertain = false;
 

@@ -10,6 +10,7 @@ import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection } from './connection.js';
 import { localFsError } from './errors.js';
 import type { DataWriter } from './replies.js';
+import { sleep } from './reconnect.js';
 import { notThisDigest, type ProgressCallback } from './upload.js';
 
 /**
@@ -18,10 +19,11 @@ import { notThisDigest, type ProgressCallback } from './upload.js';
  */
 export const SILENT_SOURCE_KEEPALIVE_MS = 250;
 
-/** How long after the end of the input a Ctrl+C still counts as cutting it (see StreamUploadProgress.signal). */
+/** How long after the end of the input a Ctrl+C still counts as cutting it (see StreamUploadOptions.signal). */
 const INTERRUPT_GRACE_MS = 100;
 
-export interface StreamUploadProgress {
+/** Options of FtsClient.uploadStream. */
+export interface StreamUploadOptions {
   /**
    * Ctrl+C: checked once the source has ended, after a short pause. A shell's SIGINT reaches the writer of
    * the pipe too, and its death can look like the end of the input before our own handler runs: then the
@@ -41,31 +43,26 @@ export interface StreamUploadOutcome {
 }
 
 /** Sends `source` as the unsized upload `name` on `conn` and returns the server's final reply. */
-export async function sendStream(conn: FtsConnection, name: string, source: AsyncIterable<Uint8Array>, progress: StreamUploadProgress = {}): Promise<StreamUploadOutcome> {
+export async function sendStream(conn: FtsConnection, name: string, source: AsyncIterable<Uint8Array>, options: StreamUploadOptions = {}): Promise<StreamUploadOutcome> {
   const hash = createHash('sha256');
   let size = 0;
   let sha256 = '';
   const reply = await conn.request({
     header: { op: 'upload', name, trailer: true, unsized: true },
     body: async (out) => {
-      progress.onStart?.(0, Infinity);
-      const problem = await copyInto(source, out, (piece) => {
+      options.onStart?.(0, Infinity);
+      let problem = await copyInto(source, out, (piece) => {
         hash.update(piece);
         size += piece.length;
-        progress.onProgress?.(size, Infinity);
+        options.onProgress?.(size, Infinity);
       });
-      let interrupted: FtsError | null = null;
-      if (problem === null && progress.signal !== undefined) {
-        await new Promise((resolve) => setTimeout(resolve, INTERRUPT_GRACE_MS));
-        if (progress.signal.aborted) interrupted = new FtsError('IO_ERROR', 'interrupted before the end of the input was confirmed; nothing was published');
+      if (problem === null && options.signal !== undefined) {
+        await sleep(INTERRUPT_GRACE_MS);
+        if (options.signal.aborted) problem = new FtsError('IO_ERROR', 'interrupted before the end of the input was confirmed; nothing was published');
       }
       sha256 = hash.digest('hex');
-      if (interrupted !== null) {
-        sha256 = notThisDigest(sha256);
-        return interrupted;
-      }
-      // The source failed: the server must not publish what it got. A digest that cannot be right makes
-      // sure of it (CHECKSUM_MISMATCH), and the request then fails with the local problem.
+      // The source failed or was cut: the server must not publish what it got. A digest that cannot be right
+      // makes sure of it (CHECKSUM_MISMATCH), and the request then fails with the local problem.
       if (problem !== null) sha256 = notThisDigest(sha256);
       return problem;
     },
@@ -88,7 +85,7 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent
       let step: IteratorResult<Uint8Array> | 'silent';
       for (;;) {
         try {
-          step = await Promise.race([next, silence(SILENT_SOURCE_KEEPALIVE_MS)]);
+          step = await orSilence(next, SILENT_SOURCE_KEEPALIVE_MS);
         } catch (err) {
           finished = true; // a failed iterator is done
           return localFsError(err, 'the input', 'IO_ERROR');
@@ -123,7 +120,13 @@ function abandon(source: AsyncIterable<Uint8Array>, it: AsyncIterator<Uint8Array
   void Promise.resolve(it.return?.()).catch(() => undefined);
 }
 
-function silence(ms: number): Promise<'silent'> {
-  return new Promise((resolve) => setTimeout(() => resolve('silent'), ms).unref());
+/** What `next` gives, or 'silent' if it gives nothing within `ms` (its timer is cleared either way). */
+async function orSilence<T>(next: Promise<T>, ms: number): Promise<T | 'silent'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([next, new Promise<'silent'>((resolve) => (timer = setTimeout(() => resolve('silent'), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 

@@ -51,6 +51,18 @@ export const COMMAND_OPTION_SPECS = {
 /** Command options that every command accepts. */
 const GLOBAL_COMMAND_OPTIONS: ReadonlySet<keyof CommandOptions> = new Set(['quiet']);
 
+/** The command options among parsed command-line values (which hold the global ones, --host and so on, too). */
+export function commandOptionsOf(values: Partial<Record<keyof CommandOptions, unknown>>): CommandOptions {
+  const options: Record<string, unknown> = {};
+  for (const key of Object.keys(COMMAND_OPTION_SPECS) as Array<keyof CommandOptions>) if (values[key] !== undefined) options[key] = values[key];
+  return options as CommandOptions;
+}
+
+/** Whether any option that not every command takes is given (the shell takes none). */
+export function hasCommandOptions(options: CommandOptions): boolean {
+  return (Object.keys(options) as Array<keyof CommandOptions>).some((key) => options[key] !== undefined && !GLOBAL_COMMAND_OPTIONS.has(key));
+}
+
 /** What runs a command: the one-shot command line, or the shell (whose standard input is its script). */
 export type Where = 'command-line' | 'shell';
 

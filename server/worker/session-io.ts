@@ -48,10 +48,11 @@ export interface SessionIo {
    */
   readContinuation(): Promise<Header>;
   /**
-   * The next frame of an unsized upload: a data frame (paced as readData), or the header frame after its
-   * data (its trailer). BAD_REQUEST for a header frame that is not a JSON object, ConnectionGone at end.
+   * The next frame of unsized upload `id`: a data frame (paced as readData), or the header frame after its
+   * data (its trailer); keep-alive frames are consumed. BAD_REQUEST for a header frame that is not a JSON
+   * object, PROTOCOL_ERROR for one of another op or id, ConnectionGone at end.
    */
-  readDataOrTrailer(): Promise<DataChunk | { trailer: Header }>;
+  readDataOrTrailer(id: number): Promise<DataChunk | { trailer: Header }>;
   /** Records the user a login attempt is for, before it succeeds (for the audit line of a failure). */
   noteLoginUser(user: string): void;
   /**

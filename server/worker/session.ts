@@ -17,6 +17,7 @@ import {
   requestId,
   AUTH_MECHANISMS,
   type ErrorCode,
+  type Frame,
   type Header,
   type Request,
   type SessionInfo,
@@ -586,7 +587,7 @@ export class Session {
       },
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
-      readDataOrTrailer: () => this.readDataOrTrailer(),
+      readDataOrTrailer: (id: number) => this.readDataOrTrailer(id),
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
@@ -643,47 +644,40 @@ export class Session {
   }
 
   /**
-   * The next data frame of an upload (taken or skipped). It waits for the session's upload rate limit first,
-   * so that a limited client's data waits in its own socket, not in our queue.
+   * The next frame of an upload's data phase (taken or skipped). It waits for the session's upload rate limit
+   * first, so that a limited client's data waits in its own socket, not in our queue; a data frame counts
+   * against that limit. The end of the connection is ConnectionGone.
    */
-  private async readData(): Promise<DataChunk> {
+  private async nextUploadFrame(): Promise<Frame> {
     const wait = this.pace('upload');
     if (wait !== null) await wait;
     const event = await this.source.next();
-    switch (event.kind) {
-      case 'data':
-        this.moved('upload', event.payload.length);
-        return event;
-      case 'end':
-        throw new ConnectionGone();
-      case 'error':
-        throw event.error;
-      case 'header':
-      case 'bad-header':
-        throw new FtsError('PROTOCOL_ERROR', "header frame inside an upload's data phase");
-    }
+    if (event.kind === 'end') throw new ConnectionGone();
+    if (event.kind === 'error') throw event.error;
+    if (event.kind === 'data') this.moved('upload', event.payload.length);
+    return event;
+  }
+
+  /** The next data frame of a sized upload; a header frame there is PROTOCOL_ERROR. */
+  private async readData(): Promise<DataChunk> {
+    const frame = await this.nextUploadFrame();
+    if (frame.kind !== 'data') throw new FtsError('PROTOCOL_ERROR', "header frame inside an upload's data phase");
+    return frame;
   }
 
   /**
-   * The next frame of an unsized upload: a data frame (paced as readData), or the header frame that ends
-   * its data, which must be its trailer. A header frame that is not a JSON object is BAD_REQUEST.
+   * The next frame of unsized upload `id` (null: a refused one whose id was unusable): a data frame, or the
+   * header frame that ends its data, which must be its trailer. Keep-alives ({op, id, "keepalive": true},
+   * sent while the client's source is silent) are consumed here: their bytes only had to move. A header frame
+   * that is not a JSON object is BAD_REQUEST; one of another op or id is the fatal PROTOCOL_ERROR.
    */
-  private async readDataOrTrailer(): Promise<DataChunk | { trailer: Header }> {
-    const wait = this.pace('upload');
-    if (wait !== null) await wait;
-    const event = await this.source.next();
-    switch (event.kind) {
-      case 'data':
-        this.moved('upload', event.payload.length);
-        return event;
-      case 'header':
-        return { trailer: event.header };
-      case 'end':
-        throw new ConnectionGone();
-      case 'error':
-        throw event.error;
-      case 'bad-header':
-        throw new FtsError('BAD_REQUEST', event.reason);
+  private async readDataOrTrailer(id: number | null): Promise<DataChunk | { trailer: Header }> {
+    for (;;) {
+      const frame = await this.nextUploadFrame();
+      if (frame.kind === 'data') return frame;
+      if (frame.kind === 'bad-header') throw new FtsError('BAD_REQUEST', frame.reason);
+      checkTrailerFrame(frame.header, id);
+      if (frame.header['keepalive'] !== true) return { trailer: frame.header };
     }
   }
 
@@ -724,16 +718,12 @@ export class Session {
     for (;;) {
       let frame: DataChunk | { trailer: Header };
       try {
-        frame = await this.readDataOrTrailer();
+        frame = await this.readDataOrTrailer(id);
       } catch (err) {
         if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
         throw err;
       }
-      if ('trailer' in frame) {
-        checkTrailerFrame(frame.trailer, id);
-        if (frame.trailer['keepalive'] === true) continue;
-        return;
-      }
+      if ('trailer' in frame) return;
       workerPayloads.release(frame.payload);
     }
   }

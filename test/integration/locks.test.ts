@@ -12,7 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { adminRequest } from '../../admin/admin-client.js';
-import { FtsClient, ResilientClient, type RetryInfo } from '../../client/index.js';
+import { FtsClient, FtsError, ResilientClient, type RetryInfo } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../../protocol/index.js';
 import { withLock } from '../../server/storage/locks.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
@@ -24,7 +24,6 @@ const ALICE = DEFAULT_USERS[0]!;
 const KIB = 1024;
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
-const codeOfError = (err: unknown): string | null => (err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : null);
 
 /** The data frames carrying `data`, each at most MAX_CHUNK_BYTES. */
 function dataFrames(data: Buffer): Buffer[] {
@@ -186,14 +185,14 @@ describe('per-name locks held by another process (end to end)', function () {
         const up = await rc.upload(local, name);
         expect(up.sha256).to.equal(sha(data));
         expect(sha(await readFile(target))).to.equal(sha(data));
-        expect(retries.map((r) => [codeOfError(r.error), r.reconnecting, r.attempt, r.retries])).to.deep.equal([['LOCKED', false, 1, 3]]);
+        expect(retries.map((r) => [(r.error as FtsError).code, r.reconnecting, r.attempt, r.retries])).to.deep.equal([['LOCKED', false, 1, 3]]);
         expect(rc.reconnects, 'no new connection').to.equal(0);
 
         retries.length = 0;
         release = await holdLock(server, name);
         await rc.delete(name);
         expect(await lstat(target).then(() => 'exists', (err: NodeJS.ErrnoException) => err.code)).to.equal('ENOENT');
-        expect(retries.map((r) => codeOfError(r.error))).to.deep.equal(['LOCKED']);
+        expect(retries.map((r) => (r.error as FtsError).code)).to.deep.equal(['LOCKED']);
       } finally {
         rc.close();
       }

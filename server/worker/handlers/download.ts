@@ -80,9 +80,8 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
 
 /**
  * Hashes bytes from … to−1 (a resume's skipped prefix, or a whole file for `hash`: no byte moves on the
- * socket meanwhile, hence `working`).
+ * socket meanwhile, hence `working`, called with the position reached after each chunk).
  */
-/** Hashes bytes from … to of the reader into `hash`, calling `working` with the position reached after each chunk. */
 export async function hashRange(reader: ChunkReader, from: number, to: number, hash: Hash, working: (position: number) => void): Promise<void> {
   let position = from;
   for await (const { data, memory } of reader.chunks(from, to, READ_CHUNK_BYTES)) {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request } from '../../../protocol/index.js';
 import { ChunkReader } from '../../../protocol/chunk-reader.js';
+import type { ReadableFile } from '../../storage/store.js';
 import { DIRECT_MIN_BYTES } from '../../../protocol/direct-io.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
 import { workerPayloads } from '../payloads.js';
@@ -21,22 +22,9 @@ export async function hash(req: HashRequest, io: SessionIo): Promise<HandlerResu
   const file = await store.openRead(req.name);
   try {
     const recorded = await file.recordedDigest();
-    const read = req.read || recorded === null;
-    let sha256 = recorded ?? '';
-    if (read) {
-      const digest = createHash('sha256');
-      const again = file.size >= DIRECT_MIN_BYTES && recentReads.note(file.version);
-      const reader = await ChunkReader.open(file.handle, file.size, file.size, workerPayloads, readFailure, again);
-      try {
-        await hashRange(reader, 0, file.size, digest, (position) => {
-          io.working();
-          io.progress(position, req.name); // what fts-admin sessions shows while a large file is read
-        });
-      } finally {
-        void reader.close(); // never rejects
-      }
-      sha256 = digest.digest('hex');
-    }
+    const answered = req.read ? null : recorded;
+    const read = answered === null;
+    const sha256 = answered ?? (await readDigest(file, req.name, io));
     // The record belongs to this very version (inode, size, mtime, ctime): bytes that no longer hash to it
     // changed under the file system's feet (bit rot, or a write that restored the times).
     const damaged = recorded !== null && recorded !== sha256;
@@ -45,4 +33,20 @@ export async function hash(req: HashRequest, io: SessionIo): Promise<HandlerResu
   } finally {
     await file.close();
   }
+}
+
+/** Reads the whole file and hashes it, as a download would read it. */
+async function readDigest(file: ReadableFile, name: string, io: SessionIo): Promise<string> {
+  const digest = createHash('sha256');
+  const again = file.size >= DIRECT_MIN_BYTES && recentReads.note(file.version);
+  const reader = await ChunkReader.open(file.handle, file.size, file.size, workerPayloads, readFailure, again);
+  try {
+    await hashRange(reader, 0, file.size, digest, (position) => {
+      io.working();
+      io.progress(position, name); // what fts-admin sessions shows while a large file is read
+    });
+  } finally {
+    void reader.close(); // never rejects
+  }
+  return digest.digest('hex');
 }

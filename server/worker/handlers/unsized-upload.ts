@@ -1,4 +1,4 @@
-import { checkTrailerFrame, FtsError, parseUnsizedTrailer, type Header, type Request } from '../../../protocol/index.js';
+import { FtsError, parseUnsizedTrailer, type Header, type Request } from '../../../protocol/index.js';
 import type { UnsizedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
@@ -12,9 +12,8 @@ type UnsizedRequest = Extract<Request, { op: 'upload'; unsized: true }>;
  * SHA-256 of the whole file; published only if exactly that many bytes with that digest arrived. Room is
  * taken against the quota as the bytes come (UserStore.beginUnsizedUpload). Nothing can resume it, so
  * whatever ends it other than its publish removes what it staged. Whatever goes wrong, the data is read
- * up to its trailer, so that the next request starts on a frame boundary. A header frame {op, id,
- * "keepalive": true} among the data is the client's keep-alive while its source (a pipe) is silent: its
- * bytes are progress for the stall timer, and nothing else.
+ * up to its trailer, so that the next request starts on a frame boundary. (Keep-alive frames among the data
+ * are consumed by the session: SessionIo.readDataOrTrailer.)
  */
 export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise<DeferredResult> {
   let failure: FtsError | null = null;
@@ -31,7 +30,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
     for (;;) {
       let frame: Awaited<ReturnType<SessionIo['readDataOrTrailer']>>;
       try {
-        frame = await io.readDataOrTrailer();
+        frame = await io.readDataOrTrailer(req.id);
       } catch (err) {
         // A header frame that is not a JSON object still ends the data: this upload fails with it (or with
         // its earlier failure), and the session goes on.
@@ -39,11 +38,6 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
         throw err;
       }
       if ('trailer' in frame) {
-        // A keep-alive while the client's source is silent: it only had to move bytes.
-        if (frame.trailer['keepalive'] === true) {
-          checkTrailerFrame(frame.trailer, req.id);
-          continue;
-        }
         trailer = frame.trailer;
         break;
       }
