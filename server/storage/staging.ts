@@ -79,6 +79,9 @@ const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
 const SPARE_BATCH_BYTES = 8 * 1024 * 1024;
 /** How often a long upload checks that its staging file is still there (#checkStillStaged). */
 const STAGED_CHECK_MS = 1000;
+
+/** touch() sets the times at most this often: far below the sweep's shortest age (10 minutes). */
+const TOUCH_MS = 1000;
 /** A partly gathered batch is written once no chunk has arrived for this long. */
 const IDLE_FLUSH_MS = 100;
 
@@ -139,6 +142,8 @@ export class StagedUpload {
   #aborting: Promise<void> | undefined;
   /** Set once the staging file is found gone: later bytes are hashed and counted, not written. */
   #orphaned = false;
+  /** When touch() last set the staging file's times (from the upload's start, when it was created). */
+  #touchedAt = Date.now();
   /** When #checkStillStaged last looked (it starts counting from the upload's start). */
   #stagedCheckedAt = Date.now();
   /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
@@ -168,6 +173,19 @@ export class StagedUpload {
 
   get size(): number {
     return this.#size;
+  }
+
+  /**
+   * Sets the staging file's times to now, at most once per TOUCH_MS: an upload whose client says it is alive
+   * while its source is silent (an unsized upload's keep-alives) is not taken by the sweep for one abandoned
+   * (sweepStaging judges by the file's mtime). Never throws; nothing to do once the upload has ended.
+   */
+  touch(): void {
+    const now = Date.now();
+    if (now - this.#touchedAt < TOUCH_MS || this.#state !== 'open' || this.#handle === undefined) return;
+    this.#touchedAt = now;
+    const when = new Date(now);
+    void this.#handle.utimes(when, when).catch(() => undefined);
   }
 
   /**

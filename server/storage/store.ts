@@ -243,7 +243,8 @@ export class UserStore {
   async beginUnsizedUpload(name: string): Promise<UnsizedUpload> {
     await this.#mayUpload(name, null);
     const staged = await beginUnsizedStagedUpload({ root: this.#root, user: this.user, name, permissions: this.#permissions });
-    if (this.#quota.limit() === null) return { staged, room: async () => undefined };
+    // Taken with or without a limit now (admit counts nothing without one): a quota set by a reload while
+    // the upload runs applies to the rest of its bytes.
     let granted = 0;
     const hold: QuotaHold = {
       identity: `unsized ${randomBytes(12).toString('hex')}`,

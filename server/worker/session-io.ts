@@ -49,10 +49,10 @@ export interface SessionIo {
   readContinuation(): Promise<Header>;
   /**
    * The next frame of unsized upload `id`: a data frame (paced as readData), or the header frame after its
-   * data (its trailer); keep-alive frames are consumed. BAD_REQUEST for a header frame that is not a JSON
-   * object, PROTOCOL_ERROR for one of another op or id, ConnectionGone at end.
+   * data (its trailer); keep-alive frames are consumed, calling `keptAlive`. BAD_REQUEST for a header frame
+   * that is not a JSON object, PROTOCOL_ERROR for one of another op or id, ConnectionGone at end.
    */
-  readDataOrTrailer(id: number): Promise<DataChunk | { trailer: Header }>;
+  readDataOrTrailer(id: number, keptAlive?: () => void): Promise<DataChunk | { trailer: Header }>;
   /** Records the user a login attempt is for, before it succeeds (for the audit line of a failure). */
   noteLoginUser(user: string): void;
   /**

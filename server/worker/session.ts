@@ -587,7 +587,7 @@ export class Session {
       },
       readData: () => this.readData(),
       readContinuation: () => this.readContinuation(),
-      readDataOrTrailer: (id: number) => this.readDataOrTrailer(id),
+      readDataOrTrailer: (id: number, keptAlive?: () => void) => this.readDataOrTrailer(id, keptAlive),
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
@@ -668,16 +668,18 @@ export class Session {
   /**
    * The next frame of unsized upload `id` (null: a refused one whose id was unusable): a data frame, or the
    * header frame that ends its data, which must be its trailer. Keep-alives ({op, id, "keepalive": true},
-   * sent while the client's source is silent) are consumed here: their bytes only had to move. A header frame
+   * sent while the client's source is silent) are consumed here, calling `keptAlive` (the handler keeps its
+   * staging file fresh, see StagedUpload.touch). A header frame
    * that is not a JSON object is BAD_REQUEST; one of another op or id is the fatal PROTOCOL_ERROR.
    */
-  private async readDataOrTrailer(id: number | null): Promise<DataChunk | { trailer: Header }> {
+  private async readDataOrTrailer(id: number | null, keptAlive?: () => void): Promise<DataChunk | { trailer: Header }> {
     for (;;) {
       const frame = await this.nextUploadFrame();
       if (frame.kind === 'data') return frame;
       if (frame.kind === 'bad-header') throw new FtsError('BAD_REQUEST', frame.reason);
       checkTrailerFrame(frame.header, id);
       if (frame.header['keepalive'] !== true) return { trailer: frame.header };
+      keptAlive?.();
     }
   }
 

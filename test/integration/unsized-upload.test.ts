@@ -13,7 +13,9 @@ import { Readable } from 'node:stream';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES } from '../../protocol/index.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
-import { publishedSha256, sha256, sleep } from '../helpers/lifecycle-util.js';
+import { publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
+import { runAdmin, sessionsJson } from '../helpers/admin-cli.js';
+import { sweepStaging } from '../../server/storage/staging.js';
 import { dataFrames, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -168,6 +170,21 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
     await nothingStaged();
   });
 
+  it('raw: keep-alives keep the staging file fresh, so the sweep does not take a live upload whose source is silent', async () => {
+    const r = await raw();
+    const data = randomBytes(1000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: 'raw-swept.bin', trailer: true, unsized: true }), encodeData(data));
+    for (let i = 0; i < 16; i++) {
+      await sleep(250);
+      await r.sendHeader({ op: 'upload', id: 2, keepalive: true });
+      // Files not written for 2 s count as abandoned; this upload's has had no byte for longer by now.
+      if (i === 12) expect(await sweepStaging(server.storage, 2000), 'files the sweep removed').to.equal(0);
+    }
+    await r.sendHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) });
+    expect((await r.reply()).final).to.include({ id: 2, status: 'ok' });
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-swept.bin')).to.equal(sha256(data));
+  });
+
   it('library: uploadStream sends a stream of unknown length, with progress totals Infinity', async () => {
     const client = await login();
     const parts = [randomBytes(700_000), randomBytes(5), randomBytes(2 * MiB)];
@@ -235,6 +252,53 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
       // 1 MiB left: a small upload still fits exactly (a step that does not fit is cut to what is needed).
       expect((await client.uploadStream(Readable.from([randomBytes(MiB)]), 'last.bin')).size).to.equal(MiB);
       expect(await codeOf(client.uploadStream(Readable.from([randomBytes(10)]), 'over.bin'))).to.equal('QUOTA_EXCEEDED');
+      for (const name of ['fits.bin', 'last.bin']) await client.delete(name);
+    });
+
+    it('an upload that outgrew the quota frees what it staged and the room it took at once, before its trailer', async () => {
+      const r = await RawClient.login(quoted.port, ALICE.user, ALICE.password);
+      raws.push(r);
+      const big = randomBytes(8 * MiB);
+      await r.write(encodeHeader({ op: 'upload', id: 2, name: 'outgrown.bin', trailer: true, unsized: true }), dataFrames(big, MAX_CHUNK_BYTES));
+      // No trailer yet: the upload is refused, and waits only for it.
+      const uploading = async (): Promise<boolean> => (await sessionsJson(quoted.adminSocket)).some((s) => s.op === 'upload' && s.bytes > 0);
+      await waitUntil('the upload to fail and free its staging file', async () => (await uploading()) && (await stagingFiles(quoted, ALICE.user)).length === 0, 15_000);
+      const other = await login(ALICE, quoted.port);
+      const small = randomBytes(100_000);
+      expect((await other.uploadBuffer('meanwhile.bin', small)).size, 'room for another upload meanwhile').to.equal(small.length);
+      await r.sendHeader({ op: 'upload', id: 2, size: big.length, sha256: sha256(big) });
+      expect((await r.reply()).final).to.include({ id: 2, status: 'error', code: 'QUOTA_EXCEEDED' });
+      await other.delete('meanwhile.bin');
+    });
+  });
+
+  describe('with --quota-file, reloaded during an upload', function () {
+    let reloaded: TestServer;
+    let quotaFile = '';
+
+    before(async function () {
+      this.timeout(30_000);
+      quotaFile = path.join(dir, 'quotas');
+      await writeFile(quotaFile, '');
+      reloaded = await TestServer.start({ workers: 1, args: ['--quota-file', quotaFile] });
+    });
+
+    after(async function () {
+      this.timeout(30_000);
+      await reloaded.stop();
+    });
+
+    it('a quota set while an unsized upload runs applies to the rest of its bytes', async () => {
+      const r = await RawClient.login(reloaded.port, ALICE.user, ALICE.password);
+      raws.push(r);
+      const data = randomBytes(6 * MiB);
+      await r.write(encodeHeader({ op: 'upload', id: 2, name: 'reloaded.bin', trailer: true, unsized: true }), dataFrames(data.subarray(0, MiB), MAX_CHUNK_BYTES));
+      await writeFile(quotaFile, 'alice:3M\n');
+      const reload = await runAdmin(reloaded.adminSocket, ['reload']);
+      expect(reload.code, reload.stderr).to.equal(0);
+      await r.write(dataFrames(data.subarray(MiB), MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) }));
+      expect((await r.reply()).final).to.include({ id: 2, status: 'error', code: 'QUOTA_EXCEEDED' });
+      expect(await publishedSha256(reloaded.storage, ALICE.user, 'reloaded.bin')).to.equal(null);
     });
   });
 });

@@ -30,7 +30,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
     for (;;) {
       let frame: Awaited<ReturnType<SessionIo['readDataOrTrailer']>>;
       try {
-        frame = await io.readDataOrTrailer(req.id);
+        frame = await io.readDataOrTrailer(req.id, () => upload?.staged.touch());
       } catch (err) {
         // A header frame that is not a JSON object still ends the data: this upload fails with it (or with
         // its earlier failure), and the session goes on.
@@ -51,18 +51,19 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
       io.progress(received, req.name);
       try {
         if (!frame.crcOk) {
+          workerPayloads.release(payload);
           throw new FtsError('CHUNK_CORRUPT', `data frame at offset ${at} failed its CRC32C check; an unsized upload cannot be continued: send it again whole`);
         }
-        await upload.room(received);
-      } catch (err) {
-        workerPayloads.release(payload);
-        failure = asFtsError(err);
-        continue;
-      }
-      try {
+        await upload.room(received).catch((err: unknown) => {
+          workerPayloads.release(payload);
+          throw err;
+        });
         await append(upload.staged, payload, io, () => workerPayloads.release(payload));
       } catch (err) {
         failure = asFtsError(err);
+        // Failed for good: what it staged and the quota room it took are freed now, not when (or if) the
+        // client sends its trailer; the rest of its data is only read.
+        await upload.staged.abort();
       }
     }
     let declared: { size: number; sha256: string };
