@@ -97,7 +97,8 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent
         finished = true;
         return null;
       }
-      const chunk = step.value;
+      // A Readable in text mode (setEncoding, Readable.from of strings) gives strings: their UTF-8 bytes.
+      const chunk: Uint8Array = typeof step.value === 'string' ? Buffer.from(step.value) : step.value;
       for (let at = 0; at < chunk.length; at += out.maxChunk) {
         const piece = chunk.subarray(at, Math.min(chunk.length, at + out.maxChunk));
         sent(piece);

@@ -196,6 +196,13 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
     expect(seen.at(-1)).to.deep.equal([all.length, Infinity]);
   });
 
+  it('library: a stream of strings uploads their UTF-8 bytes', async () => {
+    const client = await login();
+    const result = await client.uploadStream(Readable.from(['héllo ', 'wörld']), 'lib-text.txt');
+    expect(result.size).to.equal(Buffer.byteLength('héllo wörld'));
+    expect(await publishedSha256(server.storage, ALICE.user, 'lib-text.txt')).to.equal(sha256(Buffer.from('héllo wörld')));
+  });
+
   it('library: a source that fails midway fails the upload with its own error; nothing is published, and the session goes on', async () => {
     const client = await login();
     async function* failing(): AsyncGenerator<Buffer> {
