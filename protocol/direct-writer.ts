@@ -31,7 +31,13 @@ export class DirectWriter {
   readonly #buffered: FileHandle;
   #direct: FileHandle | undefined;
   /** SYNC_EVERY_BYTES for a large file; never for a small one. */
-  readonly #syncEvery: number;
+  #syncEvery: number;
+  /**
+   * A file of unknown size (null given to forFile): written as a small one until this many bytes have
+   * come, then as a large one. Undefined once decided.
+   */
+  #largeFrom: number | undefined;
+  #written = 0;
   /** Bytes written since the last background sync started. */
   #unsynced = 0;
   #syncing: Promise<void> | null = null;
@@ -41,18 +47,23 @@ export class DirectWriter {
    */
   #syncError: unknown = null;
 
-  private constructor(buffered: FileHandle, direct: FileHandle | undefined, syncEvery: number) {
+  private constructor(buffered: FileHandle, direct: FileHandle | undefined, syncEvery: number, largeFrom?: number) {
     this.#buffered = buffered;
     this.#direct = direct;
     this.#syncEvery = syncEvery;
+    this.#largeFrom = largeFrom;
   }
 
   /**
    * The writer for a file with `bytesToCome` still to be written through `buffered`.
    * Below DIRECT_MIN_BYTES: the page cache only, no background syncs. From it on: background syncs, and
    * a second, O_DIRECT descriptor of the file where direct-io.ts allows one; otherwise the page cache only.
+   * `null`, a size not known yet (an unsized upload): small until DIRECT_MIN_BYTES have been written, so
+   * that a short stream neither opens a descriptor it never uses nor waits on the device for each of its
+   * first writes.
    */
-  static async forFile(buffered: FileHandle, bytesToCome: number): Promise<DirectWriter> {
+  static async forFile(buffered: FileHandle, bytesToCome: number | null): Promise<DirectWriter> {
+    if (bytesToCome === null) return new DirectWriter(buffered, undefined, Infinity, DIRECT_MIN_BYTES);
     if (bytesToCome < DIRECT_MIN_BYTES) return new DirectWriter(buffered, undefined, Infinity);
     const direct = await openDirect(buffered, bytesToCome, constants.O_WRONLY);
     return new DirectWriter(buffered, direct, SYNC_EVERY_BYTES);
@@ -74,8 +85,11 @@ export class DirectWriter {
   /** Writes `buffers` contiguously at `position`; throws the error of a failed background sync. */
   async writeAt(buffers: Buffer[], position: number): Promise<void> {
     if (this.#syncError !== null) throw this.#syncError;
+    if (this.#largeFrom !== undefined && this.#written >= this.#largeFrom) await this.#becomeLarge();
     await this.#write(buffers, position);
-    for (const b of buffers) this.#unsynced += b.length;
+    const n = byteLength(buffers);
+    this.#written += n;
+    this.#unsynced += n;
     if (this.#unsynced >= this.#syncEvery && this.#syncing === null) this.#syncInBackground();
   }
 
@@ -86,6 +100,13 @@ export class DirectWriter {
   async settle(): Promise<void> {
     await this.#syncing;
     if (this.#syncError !== null) throw this.#syncError;
+  }
+
+  /** A file of unknown size has grown large: from now on, as forFile would have made it for its size. */
+  async #becomeLarge(): Promise<void> {
+    this.#largeFrom = undefined;
+    this.#direct = await openDirect(this.#buffered, DIRECT_MIN_BYTES, constants.O_WRONLY);
+    this.#syncEvery = SYNC_EVERY_BYTES;
   }
 
   #syncInBackground(): void {
@@ -127,6 +148,7 @@ export class DirectWriter {
     await this.#syncing;
     const direct = this.#direct;
     this.#direct = undefined;
+    this.#largeFrom = undefined; // closed for good: a file of unknown size that grows later stays buffered
     await direct?.close().catch(() => undefined);
   }
 }

@@ -2,6 +2,7 @@
  * The commands of `fts`, shared by the one-shot CLI and the interactive shell: a table of names, aliases,
  * argument counts and options, and one function per command that prints the documented output.
  */
+import { fstatSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
@@ -103,6 +104,15 @@ export interface RunContext {
 
 /** Operations kept in flight at once by mput and mget on their one connection. */
 const PIPELINE_WINDOW = 16;
+
+/** Whether descriptor `fd` is open on a directory (false when it cannot be asked). */
+function isDirectory(fd: number): boolean {
+  try {
+    return fstatSync(fd).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -213,7 +223,7 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'upload',
     aliases: ['put'],
-    synopsis: 'LOCAL [NAME] [--json]',
+    synopsis: 'LOCAL [NAME] [--spool] [--json]',
     summary: 'upload a local file (as NAME, default its base name); continues a partial upload; LOCAL - : standard input, NAME required, streamed (- NAME --spool: copied to a temporary file first, then resumable)',
     minArgs: 1,
     maxArgs: 2,
@@ -229,6 +239,8 @@ export const COMMANDS: readonly Command[] = [
       if (name === undefined) throw usageError('upload -: give the NAME to store standard input under (usage: upload - NAME)');
       remoteName(name);
       if (process.stdin.isTTY === true) throw usageError('upload -: standard input is a terminal; pipe or redirect the data to upload into fts');
+      // Node reads a directory on standard input as an empty stream: it would be uploaded as an empty file.
+      if (isDirectory(0)) throw new FtsError('NOT_A_FILE', 'upload -: standard input is a directory, not data to upload');
     },
     async run(client, [local, name], options, { signal }) {
       const remote = remoteName(name ?? path.basename(local!));

@@ -741,7 +741,7 @@ export async function beginStagedUpload(t: UploadTarget, size: number, tag: Uplo
   // release() it. Small uploads only when kept: one more file per small upload would cost more than the
   // name is worth (they are swept after 10 minutes, SMALL_PARTIAL_MAX_AGE_MS).
   if (size >= SMALL_PARTIAL_BYTES && !unsized) await recordPartialName(t.root, t.user, { name: t.name, size, tag });
-  const writer = await DirectWriter.forFile(handle, size - offset);
+  const writer = await DirectWriter.forFile(handle, unsized ? null : size - offset);
   return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash, unsized });
 }
 

@@ -184,6 +184,16 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       expect(await publishedSha256(server.storage, ALICE.user, 'empty-pipe.txt')).to.equal(sha256(Buffer.alloc(0)));
     });
 
+    it('a directory on standard input (`upload - NAME < DIR`) is refused: exit 1, named, nothing stored (not an empty file)', async () => {
+      const r = await cli(['upload', '-', 'from-dir.bin'], { stdinFile: dir });
+      expect(r.code, describeRun(r)).to.equal(1);
+      expect(r.stderr).to.include('standard input is a directory');
+      expect(await publishedSha256(server.storage, ALICE.user, 'from-dir.bin')).to.equal(null);
+      const spooled = await cli(['upload', '-', 'from-dir.bin', '--spool'], { stdinFile: dir });
+      expect(spooled.code, describeRun(spooled)).to.equal(1);
+      expect(await publishedSha256(server.storage, ALICE.user, 'from-dir.bin')).to.equal(null);
+    });
+
     it('a regular file redirected to standard input is uploaded as it is, without a copy', async () => {
       const data = randomBytes(2 * MiB);
       const file = path.join(dir, 'redirected.src');

@@ -97,6 +97,35 @@ describe('DirectWriter (O_DIRECT where aligned, the page cache otherwise)', func
     expect(stored.equals(source)).to.equal(true);
   });
 
+  it('a file of unknown size (null) is written through the page cache until 8 MiB have come, then as a large one', async function () {
+    const source = randomBytes(11 * MiB + 5);
+    const stored = await inFile('unknown', async (fh) => {
+      const writer = await DirectWriter.forFile(fh, null);
+      expect(writer.direct, 'nothing opened for what may stay short').to.equal(false);
+      await receive(writer, source.subarray(0, 8 * MiB), MiB);
+      expect(writer.direct, 'still none: it opens at the first write past 8 MiB').to.equal(false);
+      const payload = pool.take(source.length - 8 * MiB);
+      source.copy(payload, 0, 8 * MiB);
+      await writer.writeAt([payload], 8 * MiB);
+      pool.release(payload);
+      expect(writer.direct).to.equal(await supportsDirect());
+      await writer.settle();
+      await fh.sync();
+      await writer.closeDirect();
+    });
+    expect(stored.equals(source)).to.equal(true);
+  });
+
+  it('a short file of unknown size never opens a direct descriptor', async function () {
+    const source = randomBytes(MiB + 1);
+    const stored = await inFile('unknown-short', async (fh) => {
+      const writer = await DirectWriter.forFile(fh, null);
+      await receive(writer, source, 64 * 1024);
+      expect(writer.direct).to.equal(false);
+    });
+    expect(stored.equals(source)).to.equal(true);
+  });
+
   it('keeps a large file correct across its background syncs (one every 64 MiB)', async function () {
     this.timeout(120_000);
     const block = randomBytes(MiB);
