@@ -18,7 +18,7 @@ import { FtsConnection, type ConnectOptions } from './connection.js';
 import { FileDownload, MemoryDownload } from './download.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
-import { sendStream, type StreamUploadOptions } from './stream-upload.js';
+import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
 import { MAX_RESENDS, runUpload, type UploadOutcome } from './upload-resume.js';
 
@@ -352,6 +352,18 @@ export class FtsClient implements FileClient {
     checkName(name);
     this.requireCap('upload-unsized', 'does not take uploads of unknown size');
     const { reply, size, sha256 } = await sendStream(this.conn, name, source, options);
+    return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);
+  }
+
+  /**
+   * Publishes the bytes the server kept for an unsized upload it could not publish (`keptUpload(err)` of
+   * its error, LOCKED mostly): an upload of that size and sha256 at offset = size, with no data (PROTOCOL.md
+   * §6.1 "Unsized uploads"). OFFSET_MISMATCH when they are no longer kept (discarded, swept, published).
+   */
+  async publishKept(name: string, kept: KeptUpload): Promise<UploadResult> {
+    checkName(name);
+    const { size, sha256 } = kept;
+    const reply = await this.conn.request({ header: { op: 'upload', name, size, sha256, offset: size } });
     return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);
   }
 

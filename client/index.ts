@@ -38,6 +38,7 @@ export type {
 } from './client.js';
 export { ResilientClient, type ReconnectOptions, type ResilientConnectOptions, type RetryInfo } from './resilient.js';
 export { isServerError } from './errors.js';
+export { keptUpload, type KeptUpload } from './stream-upload.js';
 /** setDirectIo(false): large local files go through the page cache (the CLI's FTS_DIRECT_IO=off). */
 export { setDirectIo } from '../protocol/direct-io.js';
 export { FtsError, ERROR_CODES, type ErrorCode } from '../protocol/index.js';

@@ -22,6 +22,7 @@ import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
+import { keptUpload } from './stream-upload.js';
 import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type HashOptions, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamUploadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
@@ -144,8 +145,30 @@ export class ResilientClient implements FileClient {
    * FtsClient.uploadStream. A stream is read once, so it is never repeated: a connection found dead before
    * it starts is replaced first, and any failure after that is final.
    */
-  uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
-    return this.retrying((c) => c.uploadStream(source, name, options), { repeat: false });
+  async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
+    try {
+      return await this.retrying((c) => c.uploadStream(source, name, options), { repeat: false });
+    } catch (err) {
+      const kept = keptUpload(err);
+      if (kept === null || !isLocked(err)) throw err;
+      // The server kept the verified bytes (PROTOCOL.md §6.1 "Unsized uploads"): only their publish is
+      // asked again, as for any upload refused LOCKED. After an attempt that may have run (its reply lost),
+      // bytes no longer kept may be the ones it published: the name then holds exactly them.
+      const attempts = new Attempts();
+      return this.retrying(
+        async (c) => {
+          try {
+            return await attempts.run(c.publishKept(name, kept));
+          } catch (failure) {
+            if (!(attempts.uncertain && failure instanceof FtsError && isAnswer(failure) && failure.code === 'OFFSET_MISMATCH')) throw failure;
+            const there = await c.hash(name).catch(() => null);
+            if (there === null || there.size !== kept.size || there.sha256 !== kept.sha256) throw failure;
+            return { name, size: kept.size, sha256: kept.sha256, mtime: there.mtime, resumedFrom: 0 };
+          }
+        },
+        { lockedBy: err },
+      );
+    }
   }
 
   /** Whether the server's greeting lists the capability (that of the current connection). */
@@ -272,7 +295,7 @@ export class ResilientClient implements FileClient {
    * policy.retries reconnections in a row without progress. The first attempt starts synchronously when
    * the connection is open, so calls keep their order on the wire (FtsClient pipelines them).
    */
-  private async retrying<T>(op: (c: FtsClient) => Promise<T>, how: { repeat?: boolean; progress?: () => number } = {}): Promise<T> {
+  private async retrying<T>(op: (c: FtsClient) => Promise<T>, how: { repeat?: boolean; progress?: () => number; lockedBy?: unknown } = {}): Promise<T> {
     const repeat = how.repeat ?? true;
     const progress = how.progress ?? (() => 0);
     let client: FtsClient | null = this.current.connected && !this.closedByUser ? this.current : null;
@@ -294,9 +317,16 @@ export class ResilientClient implements FileClient {
     let failures = 0;
     let locked = 0;
     let reached = progress();
+    // `lockedBy`: this operation continues one refused LOCKED, whose refusal counts as this one's first.
+    let refusal: unknown = how.lockedBy;
     for (;;) {
       if (client !== null) {
         try {
+          if (refusal !== undefined) {
+            const err = refusal;
+            refusal = undefined;
+            throw err;
+          }
           return await op(client);
         } catch (err) {
           // LOCKED: the server waited --lock-timeout for another operation on the name and did nothing (an

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection } from './connection.js';
-import { localFsError } from './errors.js';
+import { isServerError, localFsError } from './errors.js';
 import type { DataWriter } from './replies.js';
 import { sleep } from './reconnect.js';
 import { notThisDigest, type ProgressCallback } from './upload.js';
@@ -42,11 +42,29 @@ export interface StreamUploadOutcome {
   sha256: string;
 }
 
+/** What an unsized upload sent, whose bytes the server kept when it could not publish them. */
+export interface KeptUpload {
+  size: number;
+  sha256: string;
+}
+
+const keptBy = new WeakMap<FtsError, KeptUpload>();
+
+/**
+ * The bytes the server kept for the unsized upload that failed with `err` (its error carried `offset`, all
+ * of them: a publish that failed after they were verified, LOCKED mostly), or null. They are published by
+ * FtsClient.publishKept, without the stream (PROTOCOL.md §6.1 "Unsized uploads").
+ */
+export function keptUpload(err: unknown): KeptUpload | null {
+  return err instanceof FtsError ? (keptBy.get(err) ?? null) : null;
+}
+
 /** Sends `source` as the unsized upload `name` on `conn` and returns the server's final reply. */
 export async function sendStream(conn: FtsConnection, name: string, source: AsyncIterable<Uint8Array>, options: StreamUploadOptions = {}): Promise<StreamUploadOutcome> {
   const hash = createHash('sha256');
   let size = 0;
   let sha256 = '';
+  let sent = false;
   const reply = await conn.request({
     header: { op: 'upload', name, trailer: true, unsized: true },
     body: async (out) => {
@@ -64,9 +82,13 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
       // The source failed or was cut: the server must not publish what it got. A digest that cannot be right
       // makes sure of it (CHECKSUM_MISMATCH), and the request then fails with the local problem.
       if (problem !== null) sha256 = notThisDigest(sha256);
+      else sent = true;
       return problem;
     },
     trailer: () => ({ size, sha256 }),
+  }).catch((err: unknown) => {
+    if (sent && isServerError(err) && (err as FtsError).details['offset'] === size) keptBy.set(err as FtsError, { size, sha256 });
+    throw err;
   });
   return { reply, size, sha256 };
 }

@@ -491,12 +491,15 @@ export class StagedUpload {
     } catch (err) {
       // Refused because the name was taken meanwhile: no retry could publish these bytes, so nothing is kept.
       const refused = err instanceof FtsError && err.code === 'PERMISSION_DENIED';
-      // An unsized upload's bytes are kept for nobody: no client can ask for them again.
       if (durable && !renamed && !refused && !this.#unsized) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
         await this.#recordName();
+      } else if (durable && !renamed && !refused && (await this.#keepAsOrdinary(expected.toString('hex')))) {
+        // An unsized upload's, kept too: its source may not be readable again (a pipe). The error says so.
+        const failed = fsError(err, this.name);
+        throw new FtsError(failed.code, `${failed.message}; its bytes are kept: publish them with an upload of this size and sha256 at offset ${this.#size}`, { ...failed.details, offset: this.#size }, { cause: err });
       } else {
         // Not known to be durable, or already renamed (the unlink in abort() then finds nothing).
         await this.abort();
@@ -504,6 +507,32 @@ export class StagedUpload {
       // Renamed, and then the directory fsync failed: the file is in place but we cannot promise it is
       // durable. The client gets an error, whose message says the file was published.
       throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
+    }
+  }
+
+  /**
+   * An unsized upload's verified, durable bytes that could not be published: kept as the partial upload of
+   * an ordinary upload of them (name, and the size and sha256 of its trailer; §6.1 "Unsized uploads"), which
+   * its client can publish without sending them again. False, with nothing kept, if they could not be moved.
+   */
+  async #keepAsOrdinary(sha256: string): Promise<boolean> {
+    this.#state = 'released';
+    const tag: UploadTag = { sha256 };
+    const dir = path.dirname(this.#stagingPath);
+    const kept = path.join(dir, `${keyOf(this.name, this.#size, tag)}.${randomBytes(12).toString('hex')}.part`);
+    try {
+      await rename(this.#stagingPath, kept);
+    } catch {
+      return false; // the caller's abort() removes it
+    }
+    try {
+      await fsyncDir(dir);
+      await recordPartialName(this.#root, this.#user, { name: this.name, size: this.#size, tag });
+      return true;
+    } catch {
+      // Not known to be durable under its new name: offered to nobody.
+      await unlink(kept).catch(() => undefined);
+      return false;
     }
   }
 

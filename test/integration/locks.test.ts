@@ -11,8 +11,9 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { adminRequest } from '../../admin/admin-client.js';
-import { FtsClient, FtsError, ResilientClient, type RetryInfo } from '../../client/index.js';
+import { FtsClient, FtsError, keptUpload, ResilientClient, type RetryInfo } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../../protocol/index.js';
 import { withLock } from '../../server/storage/locks.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
@@ -69,6 +70,29 @@ describe('per-name locks held by another process (end to end)', function () {
     };
     held.push(release);
     return release;
+  }
+
+  /**
+   * A ResilientClient (3 retries) whose retries release the lock `hold()` took (alice's, on `name`): the
+   * repeat must then succeed. `retries` records every onRetry.
+   */
+  async function releasingOnRetry(server: TestServer, name: string): Promise<{ rc: ResilientClient; retries: RetryInfo[]; hold: () => Promise<void> }> {
+    const retries: RetryInfo[] = [];
+    let release: (() => Promise<void>) | null = null;
+    const rc = await ResilientClient.connect({
+      port: server.port,
+      user: ALICE.user,
+      password: ALICE.password,
+      reconnect: { retries: 3, initialDelayMs: 100 },
+      onRetry: (info) => {
+        retries.push(info);
+        void release?.();
+      },
+    });
+    const hold = async (): Promise<void> => {
+      release = await holdLock(server, name);
+    };
+    return { rc, retries, hold };
   }
 
   async function client(server: TestServer): Promise<FtsClient> {
@@ -144,6 +168,79 @@ describe('per-name locks held by another process (end to end)', function () {
       await c.delete(name);
     });
 
+    it('an unsized upload answered LOCKED keeps its verified bytes as the ordinary upload of its size and sha256 (offset = size in the error); that upload at offset = size publishes them without data', async function () {
+      const name = 'unsized-locked.bin';
+      const data = randomBytes(MAX_CHUNK_BYTES + 200 * KIB + 9);
+      const earlier = new Set(await stagingFiles(server, ALICE.user));
+      const fresh = async (): Promise<string[]> => (await stagingFiles(server, ALICE.user)).filter((f) => !earlier.has(f));
+      const release = await holdLock(server, name);
+      const r = await raw(server);
+      await r.write(encodeHeader({ op: 'upload', id: 2, name, trailer: true, unsized: true }), ...dataFrames(data), encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha(data) }));
+      const locked = await r.reply(20_000);
+      expect(locked.final, 'reply to the unsized upload while the lock is held').to.include({ id: 2, status: 'error', code: 'LOCKED', fatal: false, offset: data.length });
+      expect(await lstat(path.join(server.storage, ALICE.user, name)).then(() => 'exists', (err: NodeJS.ErrnoException) => err.code), 'nothing published').to.equal('ENOENT');
+
+      const staged = await fresh();
+      expect(staged, 'staging files of the LOCKED unsized upload').to.have.length(1);
+      expect(sha(await readFile(path.join(server.storage, '.fts', 'staging', ALICE.user, staged[0]!))), 'the kept bytes').to.equal(sha(data));
+      const identity = { op: 'upload', name, size: data.length, sha256: sha(data) };
+      expect(await r.request({ op: 'offset', id: 3, name, size: data.length, sha256: sha(data) }), 'offset of the ordinary identity').to.include({ id: 3, status: 'ok', offset: data.length });
+      await r.sendHeader({ op: 'partials', id: 4 });
+      const partials = await r.reply();
+      expect(partials.interim.map((e) => [e['name'], e['size'], e['sha256'], e['bytes']]), 'listed under its name, size and sha256').to.deep.include([name, data.length, sha(data), data.length]);
+
+      await release();
+      await r.sendHeader({ ...identity, id: 5, offset: data.length });
+      expect((await r.reply(20_000)).final, 'the publish without data').to.include({ id: 5, status: 'ok', name, size: data.length, sha256: sha(data) });
+      expect(sha(await readFile(path.join(server.storage, ALICE.user, name))), 'published').to.equal(sha(data));
+      expect(await fresh(), 'staging after the publish').to.deep.equal([]);
+      const c = await client(server);
+      await c.delete(name);
+    });
+
+    it('ResilientClient.uploadStream answered LOCKED publishes the kept bytes once the lock is free, without the stream; with retries 0 the error names them (keptUpload) and FtsClient.publishKept publishes them', async function () {
+      const name = 'unsized-locked-retry.bin';
+      const target = path.join(server.storage, ALICE.user, name);
+      const data = randomBytes(3 * MAX_CHUNK_BYTES + 5);
+      const { rc, retries, hold } = await releasingOnRetry(server, name);
+      try {
+        await hold();
+        let reads = 0;
+        const source = (async function* () {
+          reads++;
+          yield data.subarray(0, MAX_CHUNK_BYTES);
+          yield data.subarray(MAX_CHUNK_BYTES);
+        })();
+        const up = await rc.uploadStream(source, name);
+        expect(up).to.include({ name, size: data.length, sha256: sha(data) });
+        expect(reads, 'the stream was read once').to.equal(1);
+        expect(sha(await readFile(target))).to.equal(sha(data));
+        expect(retries.map((r) => [(r.error as FtsError).code, r.reconnecting, r.attempt, r.retries])).to.deep.equal([['LOCKED', false, 1, 3]]);
+        expect(rc.reconnects, 'no new connection').to.equal(0);
+      } finally {
+        rc.close();
+      }
+
+      const other = randomBytes(100 * KIB);
+      const rc0 = await ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 0 } });
+      try {
+        const release = await holdLock(server, name);
+        const err = await rc0.uploadStream(Readable.from([other]), name).then(() => null, (e: unknown) => e);
+        expect(err).to.be.instanceOf(FtsError);
+        expect((err as FtsError).code).to.equal('LOCKED');
+        expect(keptUpload(err), 'the kept bytes named on the error').to.deep.equal({ size: other.length, sha256: sha(other) });
+        await release();
+        const c = await client(server);
+        const published = await c.publishKept(name, keptUpload(err)!);
+        expect(published).to.include({ name, size: other.length, sha256: sha(other) });
+        expect(sha(await readFile(target))).to.equal(sha(other));
+        expect(await codeOf(c.publishKept(name, keptUpload(err)!)), 'nothing kept any more').to.equal('OFFSET_MISMATCH');
+        await c.delete(name);
+      } finally {
+        rc0.close();
+      }
+    });
+
     it('a delete while the lock is held for longer than --lock-timeout is answered LOCKED and removes nothing; after the release it deletes', async function () {
       const name = 'delete-locked.bin';
       const target = path.join(server.storage, ALICE.user, name);
@@ -165,21 +262,9 @@ describe('per-name locks held by another process (end to end)', function () {
       const name = 'retry-locked.bin';
       const target = path.join(server.storage, ALICE.user, name);
       const data = randomBytes(300 * KIB + 1);
-      const retries: RetryInfo[] = [];
-      let release: (() => Promise<void>) | null = null;
-      const rc = await ResilientClient.connect({
-        port: server.port,
-        user: ALICE.user,
-        password: ALICE.password,
-        reconnect: { retries: 3, initialDelayMs: 100 },
-        onRetry: (info) => {
-          retries.push(info);
-          // The first refusal frees the lock: the repeat must then succeed.
-          void release?.();
-        },
-      });
+      const { rc, retries, hold } = await releasingOnRetry(server, name);
       try {
-        release = await holdLock(server, name);
+        await hold();
         const local = path.join(server.dir, 'retry-locked.local');
         await writeFile(local, data);
         const up = await rc.upload(local, name);
@@ -189,7 +274,7 @@ describe('per-name locks held by another process (end to end)', function () {
         expect(rc.reconnects, 'no new connection').to.equal(0);
 
         retries.length = 0;
-        release = await holdLock(server, name);
+        await hold();
         await rc.delete(name);
         expect(await lstat(target).then(() => 'exists', (err: NodeJS.ErrnoException) => err.code)).to.equal('ENOENT');
         expect(retries.map((r) => (r.error as FtsError).code)).to.deep.equal(['LOCKED']);
