@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { setImmediate } from 'node:timers/promises';
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection } from './connection.js';
 import { isServerError, localFsError } from './errors.js';
@@ -65,16 +66,23 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
   let size = 0;
   let sha256 = '';
   let sent = false;
+  // The server's `stop`: the upload has failed, and its final reply will say why. Sending the rest would
+  // only cost time (a stream can be long), so the trailer goes at once.
+  const stop = new AbortController();
   const reply = await conn.request({
-    header: { op: 'upload', name, trailer: true, unsized: true },
+    header: { op: 'upload', name, trailer: true, unsized: true, stoppable: true },
+    onInterim: (h) => {
+      if (h['status'] !== 'stop') throw new FtsError('PROTOCOL_ERROR', `unexpected ${JSON.stringify(h['status'])} reply to an upload`);
+      stop.abort();
+    },
     body: async (out) => {
       options.onStart?.(0, Infinity);
-      let problem = await copyInto(source, out, (piece) => {
+      let problem = await copyInto(source, out, stop.signal, (piece) => {
         hash.update(piece);
         size += piece.length;
         options.onProgress?.(size, Infinity);
       });
-      if (problem === null && options.signal !== undefined) {
+      if (problem === null && !stop.signal.aborted && options.signal !== undefined) {
         await sleep(INTERRUPT_GRACE_MS);
         if (options.signal.aborted) problem = new FtsError('IO_ERROR', 'interrupted before the end of the input was confirmed; nothing was published');
       }
@@ -93,25 +101,34 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
   return { reply, size, sha256 };
 }
 
+const STOPPED = Symbol('stopped');
+
+/** Bytes sent between two turns of the event loop at most (see copyInto). */
+const YIELD_EVERY_BYTES = 4 * 1024 * 1024;
+
 /**
  * Writes the source's bytes as data frames (each at most out.maxChunk), with a keep-alive frame whenever
- * the source has been silent for SILENT_SOURCE_KEEPALIVE_MS. Returns the source's failure, if it failed; a
- * failure of the connection is thrown.
+ * the source has been silent for SILENT_SOURCE_KEEPALIVE_MS, until the source ends or `stop` is aborted
+ * (the server said `stop`; the source is then let go, unread). Returns the source's failure, if it failed;
+ * a failure of the connection is thrown.
  */
-async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent: (piece: Uint8Array) => void): Promise<FtsError | null> {
+async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop: AbortSignal, sent: (piece: Uint8Array) => void): Promise<FtsError | null> {
   const it = source[Symbol.asyncIterator]();
+  const stopped = new Promise<typeof STOPPED>((resolve) => stop.addEventListener('abort', () => resolve(STOPPED), { once: true }));
   let finished = false;
+  let unyielded = 0;
   try {
     for (;;) {
       const next = it.next();
-      let step: IteratorResult<Uint8Array> | 'silent';
+      let step: IteratorResult<Uint8Array> | 'silent' | typeof STOPPED;
       for (;;) {
         try {
-          step = await orSilence(next, SILENT_SOURCE_KEEPALIVE_MS);
+          step = await Promise.race([orSilence(next, SILENT_SOURCE_KEEPALIVE_MS), stopped]);
         } catch (err) {
           finished = true; // a failed iterator is done
           return localFsError(err, 'the input', 'IO_ERROR');
         }
+        if (step === STOPPED) return null;
         if (step !== 'silent') break;
         await out.keepAlive();
       }
@@ -125,6 +142,14 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, sent
         const piece = chunk.subarray(at, Math.min(chunk.length, at + out.maxChunk));
         sent(piece);
         await out.write(piece);
+        unyielded += piece.length;
+        if (unyielded >= YIELD_EVERY_BYTES) {
+          // A source that gives at once and a socket that takes at once never leave the microtask queue,
+          // and a `stop` waiting on the socket would not be read until the whole source was sent.
+          unyielded = 0;
+          await setImmediate();
+        }
+        if (stop.aborted) return null;
       }
     }
   } finally {

@@ -23,7 +23,7 @@ export type Request =
    * An unsized upload ("unsized": true, §6.1 "Unsized uploads"): data frames until the trailer, which brings
    * the size and the digest. Not resumable.
    */
-  | { op: 'upload'; id: number; name: string; unsized: true }
+  | { op: 'upload'; id: number; name: string; unsized: true; stoppable: boolean }
   /** The durable offset of a partial upload with this identity (0 when there is none). */
   | { op: 'offset'; id: number; name: string; size: number; tag: UploadTag }
   /** ifSize/ifMtime: resume only if the file is still that version; otherwise the whole file is sent. */
@@ -223,8 +223,12 @@ export function parseRequest(h: Header): Request {
         for (const field of ['size', 'offset', 'sha256', 'version']) {
           if (h[field] !== undefined) throw bad(`an unsized upload carries no "${field}" (its size and digest are in its trailer; it cannot be resumed)`);
         }
-        return { op, id, name: name(h), unsized: true };
+        const stoppable = h['stoppable'] === undefined ? false : h['stoppable'];
+        if (typeof stoppable !== 'boolean') throw bad('"stoppable" must be a boolean');
+        return { op, id, name: name(h), unsized: true, stoppable };
       }
+      // Only an unsized upload's data can end early (with its trailer): any other must send all it declared.
+      if (h['stoppable'] !== undefined) throw bad('"stoppable" is for unsized uploads only (any other upload sends all the bytes it declares)');
       const total = size(h, 'size');
       const offset = size(h, 'offset', 0);
       if (offset > total) throw bad('"offset" is larger than "size"');
@@ -285,6 +289,14 @@ export interface ErrorReply {
   message: string;
   fatal: boolean;
   [extra: string]: unknown;
+}
+
+/**
+ * The interim `stop` of a stoppable unsized upload that has failed (§6.1 "Unsized uploads"): the client may
+ * send its trailer now; the final reply will be this error. No `fatal`: it ends nothing by itself.
+ */
+export function stopReply(id: number, err: FtsError): Header {
+  return { id, status: 'stop', code: err.code, message: err.message };
 }
 
 /** Builds the one wire reply for an error. */

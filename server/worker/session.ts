@@ -10,6 +10,7 @@ import {
   encodeDataPrefix,
   encodeHeader,
   errorReply,
+  stopReply,
   FtsError,
   isOp,
   parseRequest,
@@ -364,8 +365,11 @@ export class Session {
       this.active = true;
       this.armTimer();
       try {
-        if (skip === 'to-trailer') await this.skipToTrailer(id);
-        else {
+        if (skip === 'to-trailer') {
+          // A client that can stop sending is told at once, instead of after its whole stream.
+          if (header['stoppable'] === true && id !== null) this.deliver(() => this.reply(id, stopReply(id, err)));
+          await this.skipToTrailer(id);
+        } else {
           await this.skipData(skip);
           if (declaresTrailer(header)) await this.skipTrailer(id);
         }
@@ -577,7 +581,9 @@ export class Session {
         this.phase = 'authenticated';
         this.ctx.metrics.sessionOpened();
       },
-      send: (reply: Header) => this.reply(id, { id, ...reply }),
+      // After the replies still owed to earlier requests (an unsized upload's `stop` may come while an
+      // earlier upload publishes): replies keep request order.
+      send: (reply: Header) => this.deliver(() => this.reply(id, { id, ...reply })),
       sendMany: (replies: Header[]) => this.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
       sendData: (payload: Buffer, sent?: () => void, paced?: boolean) => this.sendData(payload, sent, paced),
       writable: async () => {

@@ -121,6 +121,46 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
     expect(await r.request({ op: 'noop', id: 4 })).to.include({ id: 4, status: 'ok' });
   });
 
+  it('raw: "stoppable": true — a refused header and a corrupt frame are told at once by an interim `stop` (before the trailer); the final reply after the trailer is that error', async () => {
+    const r = await raw();
+    const data = randomBytes(100_000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: '../escape', trailer: true, unsized: true, stoppable: true }), dataFrames(data, MAX_CHUNK_BYTES));
+    expect(await r.nextHeader(), 'stop for a refused header, trailer not sent yet').to.deep.include({ id: 2, status: 'stop', code: 'BAD_NAME' });
+    await r.sendHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) });
+    const refused = await r.reply();
+    expect(refused.interim).to.deep.equal([]);
+    expect(refused.final).to.include({ id: 2, status: 'error', code: 'BAD_NAME', fatal: false });
+
+    const frames = [encodeData(data.subarray(0, 50_000)), encodeData(data.subarray(50_000))];
+    frames[0]![frames[0]!.length - 1]! ^= 0xff;
+    await r.write(encodeHeader({ op: 'upload', id: 3, name: 'raw-stopped.bin', trailer: true, unsized: true, stoppable: true }), frames[0]!);
+    const stop = await r.nextHeader();
+    expect(stop, 'stop for a corrupt frame').to.deep.include({ id: 3, status: 'stop', code: 'CHUNK_CORRUPT' });
+    expect(stop).to.not.have.property('fatal');
+    // Frames already on their way are still read and dropped; then the trailer ends it.
+    await r.write(frames[1]!, encodeHeader({ op: 'upload', id: 3, size: 50_000, sha256: sha256(data.subarray(0, 50_000)) }));
+    expect((await r.reply()).final).to.include({ id: 3, status: 'error', code: 'CHUNK_CORRUPT', fatal: false });
+    expect(await publishedSha256(server.storage, ALICE.user, 'raw-stopped.bin')).to.equal(null);
+    expect(await r.request({ op: 'noop', id: 4 })).to.include({ id: 4, status: 'ok' });
+    await nothingStaged();
+  });
+
+  it('raw: without "stoppable" no `stop` comes; "stoppable" on a sized upload, or not a boolean, is BAD_REQUEST', async () => {
+    const r = await raw();
+    const data = randomBytes(10_000);
+    await r.write(encodeHeader({ op: 'upload', id: 2, name: '../escape', trailer: true, unsized: true }), dataFrames(data, MAX_CHUNK_BYTES), encodeHeader({ op: 'upload', id: 2, size: data.length, sha256: sha256(data) }));
+    const plain = await r.reply();
+    expect(plain.interim, 'no stop without stoppable').to.deep.equal([]);
+    expect(plain.final).to.include({ id: 2, code: 'BAD_NAME' });
+    await r.write(encodeHeader({ op: 'upload', id: 3, name: 'x', size: data.length, sha256: sha256(data), stoppable: true }), dataFrames(data, MAX_CHUNK_BYTES));
+    expect((await r.reply()).final).to.include({ id: 3, status: 'error', code: 'BAD_REQUEST', fatal: false });
+    await r.write(encodeHeader({ op: 'upload', id: 4, name: 'x', trailer: true, unsized: true, stoppable: 'yes' }), encodeHeader({ op: 'upload', id: 4, size: 0, sha256: sha256(Buffer.alloc(0)) }));
+    const odd = await r.reply();
+    expect(odd.interim, 'no stop for a stoppable that is not true').to.deep.equal([]);
+    expect(odd.final).to.include({ id: 4, status: 'error', code: 'BAD_REQUEST', fatal: false });
+    expect(await r.request({ op: 'noop', id: 5 })).to.include({ id: 5, status: 'ok' });
+  });
+
   it('raw: a data frame failing its CRC32C → CHUNK_CORRUPT after the trailer, nothing kept (an unsized upload cannot be continued)', async () => {
     const r = await raw();
     const data = randomBytes(3 * MiB);
@@ -260,6 +300,32 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
       expect((await client.uploadStream(Readable.from([randomBytes(MiB)]), 'last.bin')).size).to.equal(MiB);
       expect(await codeOf(client.uploadStream(Readable.from([randomBytes(10)]), 'over.bin'))).to.equal('QUOTA_EXCEEDED');
       for (const name of ['fits.bin', 'last.bin']) await client.delete(name);
+    });
+
+    it('library: an upload that outgrew the quota stops reading its source at the server\'s `stop`, instead of sending it all', async () => {
+      const client = await login(ALICE, quoted.port);
+      let produced = 0;
+      let destroyed = false;
+      const source = new Readable({
+        read() {
+          if (produced >= 512 * MiB) return void this.push(null);
+          produced += MiB;
+          this.push(randomBytes(MiB));
+        },
+        destroy(err, done) {
+          destroyed = true;
+          done(err);
+        },
+      });
+      expect(await codeOf(client.uploadStream(source, 'endless.bin'))).to.equal('QUOTA_EXCEEDED');
+      expect(destroyed, 'the source was let go').to.equal(true);
+      const read = produced;
+      await sleep(200);
+      expect(read, 'far less than the source holds was read (6 MiB of quota)').to.be.below(128 * MiB);
+      expect(produced, 'and nothing more afterwards').to.equal(read);
+      expect(client.connected, 'the session goes on').to.equal(true);
+      expect(await stagingFiles(quoted, ALICE.user)).to.deep.equal([]);
+      expect(await publishedSha256(quoted.storage, ALICE.user, 'endless.bin')).to.equal(null);
     });
 
     it('an upload that outgrew the quota frees what it staged and the room it took at once, before its trailer', async () => {

@@ -106,7 +106,12 @@ describe('protocol messages', function () {
       [
         'unsized upload (its size and digest follow in its trailer)',
         { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true },
-        { op: 'upload', id: 2, name: 'r', unsized: true },
+        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: false },
+      ],
+      [
+        'unsized upload whose client can stop when told to',
+        { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true, stoppable: true },
+        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: true },
       ],
       [
         'unsized: false is an ordinary upload',
@@ -209,6 +214,9 @@ describe('protocol messages', function () {
       ['unsized upload with an offset', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, offset: 0 }, 'BAD_REQUEST'],
       ['unsized upload with a version', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, version: SHA }, 'BAD_REQUEST'],
       ['unsized upload with a sha256', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, sha256: SHA }, 'BAD_REQUEST'],
+      ['unsized upload with a non-boolean stoppable', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, stoppable: 1 }, 'BAD_REQUEST'],
+      ['sized upload with stoppable', { op: 'upload', id: 2, name: 'a', size: 3, sha256: SHA, stoppable: true }, 'BAD_REQUEST'],
+      ['streamed upload with stoppable', { op: 'upload', id: 2, name: 'a', size: 3, trailer: true, version: SHA, stoppable: false }, 'BAD_REQUEST'],
       ['unsized not a boolean', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: 1 }, 'BAD_REQUEST'],
       ['unsized upload with a bad name', { op: 'upload', id: 2, name: 'a/b', trailer: true, unsized: true }, 'BAD_NAME'],
       ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_REQUEST'],

@@ -1,4 +1,4 @@
-import { FtsError, parseUnsizedTrailer, type Header, type Request } from '../../../protocol/index.js';
+import { FtsError, parseUnsizedTrailer, stopReply, type Header, type Request } from '../../../protocol/index.js';
 import type { UnsizedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
@@ -17,11 +17,16 @@ type UnsizedRequest = Extract<Request, { op: 'upload'; unsized: true }>;
  */
 export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise<DeferredResult> {
   let failure: FtsError | null = null;
+  /** The upload has failed for good: a client that can stop sending (`stoppable`) is told now. */
+  const fail = (err: unknown): void => {
+    failure = asFtsError(err);
+    if (req.stoppable) io.send(stopReply(req.id, failure));
+  };
   let upload: UnsizedUpload | null = null;
   try {
     upload = await io.userStore().beginUnsizedUpload(req.name);
   } catch (err) {
-    failure = asFtsError(err);
+    fail(err);
   }
   let handedOff = false;
   try {
@@ -60,7 +65,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
         });
         await append(upload.staged, payload, io, () => workerPayloads.release(payload));
       } catch (err) {
-        failure = asFtsError(err);
+        fail(err);
         // Failed for good: what it staged and the quota room it took are freed now, not when (or if) the
         // client sends its trailer; the rest of its data is only read.
         await upload.staged.abort();
