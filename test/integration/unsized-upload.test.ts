@@ -9,12 +9,12 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES } from '../../protocol/index.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
 import { publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
-import { runAdmin, sessionsJson } from '../helpers/admin-cli.js';
+import { runAdmin, sessionsJson, startAdmin, type SessionJson } from '../helpers/admin-cli.js';
 import { sweepStaging } from '../../server/storage/staging.js';
 import { dataFrames, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
@@ -272,6 +272,71 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
     const fresh = await owner.uploadStream(Readable.from([Buffer.from('fresh')]), 'fresh.txt');
     expect(fresh.size).to.equal(5);
     await nothingStaged(KEEPER);
+  });
+
+  /**
+   * A library upload of a stream this test feeds by hand: `feed` writes, `end` ends it. Resolves `started`
+   * once the server's session shows the upload with bytes received.
+   */
+  async function feedingUpload(client: FtsClient, name: string, first: Buffer, on: TestServer = server): Promise<{ source: PassThrough; outcome: Promise<unknown>; session: SessionJson }> {
+    const source = new PassThrough();
+    const outcome = client.uploadStream(source, name).then((r) => r, (e: unknown) => e);
+    source.write(first);
+    const session = await waitUntil(`the upload of ${name} to run`, async () => (await sessionsJson(on.adminSocket)).find((x) => x.op === 'upload' && x.file === name && x.bytes >= first.length), 15_000);
+    return { source, outcome, session };
+  }
+
+  it('fts-admin kick during an unsized upload ends it with KICKED; nothing is published or kept', async () => {
+    const client = await login();
+    const { source, outcome, session } = await feedingUpload(client, 'kicked-stream.bin', randomBytes(2 * MiB));
+    const r = await runAdmin(server.adminSocket, ['kick', session.id]);
+    expect(r.code, r.stderr).to.equal(0);
+    const err = await outcome;
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('KICKED');
+    source.destroy();
+    expect(await publishedSha256(server.storage, ALICE.user, 'kicked-stream.bin')).to.equal(null);
+    await waitUntil('nothing staged after the kick', async () => (await stagingFiles(server, ALICE.user)).length === 0, 10_000);
+  });
+
+  it('discard of a running unsized upload\'s key (listed without a name) fails it at its trailer; nothing is published', async () => {
+    const client = await login();
+    const watcher = await login();
+    const { source, outcome } = await feedingUpload(client, 'discarded-stream.bin', randomBytes(2 * MiB));
+    const running = (await watcher.partials()).filter((p) => p.name === undefined);
+    expect(running, 'the running upload, listed under a key of its own, with no name').to.have.length(1);
+    expect((await watcher.discard(running[0]!.key)).bytes).to.be.at.least(0);
+    source.end(randomBytes(MiB));
+    const err = await outcome;
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).message).to.include('discarded while it ran');
+    expect(client.connected, 'the session goes on').to.equal(true);
+    expect(await publishedSha256(server.storage, ALICE.user, 'discarded-stream.bin')).to.equal(null);
+    expect(await stagingFiles(server, ALICE.user)).to.deep.equal([]);
+  });
+
+  it('a drain lets a running unsized upload finish: it is published, then the server exits 0', async () => {
+    const draining = await TestServer.start({ workers: 1 });
+    try {
+      const client = await login(ALICE, draining.port);
+      const first = randomBytes(2 * MiB);
+      const rest = randomBytes(MiB + 5);
+      const { source, outcome } = await feedingUpload(client, 'drained-stream.bin', first, draining);
+      const admin = startAdmin(draining.adminSocket, ['drain'], 50_000);
+      try {
+        await waitUntil('a drain progress line', () => /^draining: /m.test(admin.stdout), 10_000);
+        source.end(rest);
+        const done = await outcome;
+        expect(done, String(done)).to.not.be.instanceOf(Error);
+        expect(await publishedSha256(draining.storage, ALICE.user, 'drained-stream.bin')).to.equal(sha256(Buffer.concat([first, rest])));
+        expect((await admin.done).code).to.equal(0);
+        expect(await draining.waitForExit(10_000)).to.deep.equal({ code: 0, signal: null });
+      } finally {
+        admin.kill();
+      }
+    } finally {
+      await draining.stop();
+    }
   });
 
   describe('with --quota', function () {
