@@ -13,8 +13,8 @@
  * Errors go to stderr as `fts: <message> (<CODE>)` when the server sent them, `fts: <message>` otherwise.
  *
  * Start-up is kept lean: the network client is loaded only once the command line is known to be valid,
- * the reconnecting client and the progress display only for transfers (and the shell), and the shell's
- * readline only for `fts shell`.
+ * the reconnecting client only for transfers, the commands that change files and the shell, the progress
+ * display only for transfers, and the shell's readline only for `fts shell`.
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORT, errnoWords } from '../protocol/index.js';
@@ -29,7 +29,7 @@ import { EXIT_INTERRUPTED, EXIT_OK, interruptedError, printable, report, usageEr
 import { localFsError } from './errors.js';
 
 const DEFAULT_HOST = '127.0.0.1';
-/** Reconnections in a row after a dropped connection (transfers and the shell); --retries overrides. */
+/** Reconnections in a row after a dropped connection (resilient commands and the shell); --retries overrides. */
 const DEFAULT_RETRIES = 5;
 const MAX_RETRIES = 100;
 
@@ -69,9 +69,10 @@ function usage(): string {
     '  --json                upload, download, mput, mget: print one JSON object per file on stdout,',
     '                        {"name","bytes","sha256","resumedFrom","seconds"}, instead of the result line',
     '                        (no progress line); list, partials, sum: a JSON array; usage: one JSON object',
-    `  --retries N           transfers, sum: reconnect up to N times in a row after a dropped connection`,
-    `                        (default ${DEFAULT_RETRIES}; 0 = never), then continue where the data stopped;`,
-    '                        also ask again after LOCKED (a name locked past the server\'s --lock-timeout)',
+    `  --retries N           transfers, sum, rm, mv, discard: reconnect up to N times in a row after a`,
+    `                        dropped connection (default ${DEFAULT_RETRIES}; 0 = never), then continue where the`,
+    '                        data stopped; also ask again after LOCKED (a name locked past the server\'s',
+    '                        --lock-timeout)',
     '  -h, --help            show this help',
     '  --version             print the version',
     '',
@@ -159,8 +160,9 @@ function retryNotice(quiet: boolean): ((info: RetryInfo) => void) | undefined {
 }
 
 /**
- * Transfers and the shell get a ResilientClient (reconnects, resumes); the other one-shot commands a
- * plain FtsClient, so that `fts list` loads no retry or progress code.
+ * Transfers, the commands that change files, and the shell get a ResilientClient (reconnects, resumes,
+ * asks again after LOCKED); the commands that only look a plain FtsClient, so that `fts list` loads no
+ * retry or progress code.
  */
 async function openClient(resilient: boolean, target: Target, user: string, password: string, retries: number, quiet: boolean): Promise<FileClient> {
   if (resilient) {
@@ -252,7 +254,7 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onInterrupt);
   try {
-    const resilient = command === 'shell' || command.transfers;
+    const resilient = command === 'shell' || command.resilient;
     const quiet = values.quiet === true || values.json === true;
     const allowPlain = values['allow-plain'] === true ? { allowPlainPassword: true } : {};
     client = await openClient(resilient, { host, port, ...(tlsOptions ? { tls: tlsOptions } : {}), ...allowPlain }, user, password, retries, quiet);

@@ -84,10 +84,12 @@ export interface Command {
   readonly maxArgs: number;
   readonly options: readonly (keyof CommandOptions)[];
   /**
-   * Moves file data: runs on a ResilientClient (reconnects and resumes after a dropped connection) and
-   * may show progress. The other commands use a plain FtsClient, which keeps their start-up lean.
+   * Runs on a ResilientClient: reconnects after a dropped connection (a transfer resumes; a delete, rename
+   * or discard that may have run is judged as ResilientClient says) and asks again after LOCKED. The
+   * commands that only look (list, view, usage, partials) use a plain FtsClient, which keeps their
+   * start-up lean.
    */
-  readonly transfers: boolean;
+  readonly resilient: boolean;
   /**
    * Checks the arguments further, before anything is asked or sent (usage errors, exit 2). `where` says
    * whether the command line or the shell runs it (in the shell, standard input and output are the shell's).
@@ -228,7 +230,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 2,
     options: ['json', 'spool'],
-    transfers: true,
+    resilient: true,
     check([local, name], options, where) {
       if (local !== STANDARD_STREAM) {
         if (options.spool === true) throw usageError('upload: --spool is for standard input (upload - NAME --spool)');
@@ -279,7 +281,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 2,
     options: ['json'],
-    transfers: true,
+    resilient: true,
     check([name, local], _options, where) {
       remoteName(name!);
       if (local !== STANDARD_STREAM) return;
@@ -308,7 +310,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 1,
     options: [],
-    transfers: false,
+    resilient: false,
     async run(client, [name]) {
       const data = await about(name!, client.view(remoteName(name!)));
       if (!process.stdout.isTTY) {
@@ -327,7 +329,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: 1,
     options: [],
-    transfers: false,
+    resilient: true,
     async run(client, [name]) {
       await about(name!, client.delete(remoteName(name!)));
       say(`deleted ${name!}`);
@@ -341,7 +343,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 2,
     maxArgs: 2,
     options: ['force'],
-    transfers: false,
+    resilient: true,
     async run(client, [name, to], options) {
       try {
         await about(name!, client.rename(remoteName(name!), remoteName(to!), { overwrite: options.force === true }));
@@ -359,7 +361,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 0,
     maxArgs: 0,
     options: ['long', 'json'],
-    transfers: false,
+    resilient: false,
     async run(client, _args, options) {
       const long = options.long === true || options.json === true;
       const entries = await client.list({ long });
@@ -377,7 +379,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 0,
     maxArgs: 0,
     options: ['json'],
-    transfers: false,
+    resilient: false,
     async run(client, _args, options) {
       const usage = await client.usage();
       say(options.json === true ? JSON.stringify(usage) : usageLines(usage).join('\n'));
@@ -391,7 +393,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 0,
     maxArgs: 0,
     options: ['json'],
-    transfers: false,
+    resilient: false,
     async run(client, _args, options) {
       const entries = await client.partials();
       if (options.json === true) say(formatPartialsJson(entries));
@@ -406,7 +408,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 0,
     maxArgs: Infinity,
     options: ['all', 'key'],
-    transfers: false,
+    resilient: true,
     check(names, options) {
       const keys = options.key ?? [];
       const ways = [names.length > 0, keys.length > 0, options.all === true].filter(Boolean).length;
@@ -455,7 +457,7 @@ export const COMMANDS: readonly Command[] = [
     maxArgs: Infinity,
     options: ['verify', 'json'],
     // Hashing many large files can take as long as a transfer: a dropped connection is retried the same way.
-    transfers: true,
+    resilient: true,
     check(names) {
       for (const name of names) remoteName(name);
     },
@@ -503,7 +505,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: Infinity,
     options: ['json'],
-    transfers: true,
+    resilient: true,
     async run(client, locals, options) {
       for (const local of locals) remoteName(path.basename(local)); // refuse bad names before sending anything
       const out = await transferOutput(options);
@@ -530,7 +532,7 @@ export const COMMANDS: readonly Command[] = [
     minArgs: 1,
     maxArgs: Infinity,
     options: ['dir', 'json'],
-    transfers: true,
+    resilient: true,
     async run(client, names, options) {
       for (const name of names) remoteName(name);
       const dir = options.dir ?? '.';

@@ -17,6 +17,7 @@ import { FtsClient, FtsError, keptUpload, ResilientClient, type RetryInfo } from
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../../protocol/index.js';
 import { withLock } from '../../server/storage/locks.js';
 import { codeOf, stagingFiles } from '../helpers/common.js';
+import { describeRun, runCli } from '../helpers/cli.js';
 import { delay, RawClient } from '../helpers/raw-client.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -281,6 +282,41 @@ describe('per-name locks held by another process (end to end)', function () {
       } finally {
         rc.close();
       }
+    });
+
+    /** The server's audit lines for requests on `name` refused LOCKED. */
+    function lockedRefusals(name: string): number {
+      return server.lines.filter((l) => l['file'] === name && l['code'] === 'LOCKED').length;
+    }
+
+    it('fts rm and fts mv ask again after LOCKED and succeed once the lock is free; with --retries 0 they exit 1 LOCKED and change nothing', async function () {
+      const c = await client(server);
+      const names = ['cli-rm-locked.bin', 'cli-mv-locked.bin'];
+      for (const name of names) await c.uploadBuffer(name, randomBytes(1000));
+      const opts = { port: server.port, user: ALICE.user, password: ALICE.password };
+      for (const name of names) {
+        const release = await holdLock(server, name);
+        const refused = await runCli(['--retries', '0', ...(name === names[0] ? ['rm', name] : ['mv', name, `${name}.moved`])], opts);
+        expect(refused.code, describeRun(refused)).to.equal(1);
+        expect(refused.stderr).to.include('LOCKED');
+        expect((await c.list()).map((e) => e.name)).to.include(name);
+        // Freed while the command waits: its first attempt is refused after --lock-timeout (1 s), a later one succeeds.
+        const freed = setTimeout(() => void release(), 1_500);
+        try {
+          const r = await runCli(name === names[0] ? ['rm', name] : ['mv', name, `${name}.moved`], opts);
+          expect(r.code, describeRun(r)).to.equal(0);
+          // (Its "trying again" notice is for a terminal only.) The server refused it at least once more.
+          await waitUntil('the refusal of the first attempt audited', () => lockedRefusals(name) >= 2, 10_000);
+          expect(r.out).to.equal(name === names[0] ? `deleted ${name}\n` : `renamed ${name} to ${name}.moved\n`);
+        } finally {
+          clearTimeout(freed);
+          await release();
+        }
+      }
+      const left = (await c.list()).map((e) => e.name);
+      expect(left).to.not.include.members(names);
+      expect(left).to.include(`${names[1]}.moved`);
+      await c.delete(`${names[1]}.moved`);
     });
 
     it('ResilientClient gives up after `retries` LOCKED refusals and reports LOCKED; with retries 0 at the first', async function () {
