@@ -22,7 +22,7 @@ import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
-import { keptUpload } from './stream-upload.js';
+import { keptUpload, noteKept } from './stream-upload.js';
 import { FtsClient, type ConnectOptions, type DiscardResult, type DownloadResult, type FileClient, type FileHash, type HashOptions, type ListEntry, type ListOptions, type PartialUpload, type RenameOptions, type SessionInfo, type StreamDownloadOptions, type StreamUploadOptions, type StreamDownloadResult, type TransferOptions, type UploadResult, type Usage } from './client.js';
 import { backoffMs, isTransportFailure, reconnectPolicy, sleep, type ReconnectOptions, type ReconnectPolicy } from './reconnect.js';
 
@@ -155,19 +155,25 @@ export class ResilientClient implements FileClient {
       // asked again, as for any upload refused LOCKED. After an attempt that may have run (its reply lost),
       // bytes no longer kept may be the ones it published: the name then holds exactly them.
       const attempts = new Attempts();
-      return this.retrying(
-        async (c) => {
-          try {
-            return await attempts.run(c.publishKept(name, kept));
-          } catch (failure) {
-            if (!(attempts.uncertain && failure instanceof FtsError && isAnswer(failure) && failure.code === 'OFFSET_MISMATCH')) throw failure;
-            const there = await c.hash(name).catch(() => null);
-            if (there === null || there.size !== kept.size || there.sha256 !== kept.sha256) throw failure;
-            return { name, size: kept.size, sha256: kept.sha256, mtime: there.mtime, resumedFrom: 0 };
-          }
-        },
-        { lockedBy: err },
-      );
+      try {
+        return await this.retrying(
+          async (c) => {
+            try {
+              return await attempts.run(c.publishKept(name, kept));
+            } catch (failure) {
+              if (!(attempts.uncertain && failure instanceof FtsError && isAnswer(failure) && failure.code === 'OFFSET_MISMATCH')) throw failure;
+              const there = await c.hash(name).catch(() => null);
+              if (there === null || there.size !== kept.size || there.sha256 !== kept.sha256) throw failure;
+              return { name, size: kept.size, sha256: kept.sha256, mtime: there.mtime, resumedFrom: 0 };
+            }
+          },
+          { lockedBy: err },
+        );
+      } catch (failure) {
+        // Still kept on the server unless it said otherwise: keptUpload() names them on this error too.
+        if (!(failure instanceof FtsError && failure.code === 'OFFSET_MISMATCH')) noteKept(failure, kept);
+        throw failure;
+      }
     }
   }
 
@@ -317,16 +323,19 @@ export class ResilientClient implements FileClient {
     let failures = 0;
     let locked = 0;
     let reached = progress();
-    // `lockedBy`: this operation continues one refused LOCKED, whose refusal counts as this one's first.
-    let refusal: unknown = how.lockedBy;
+    // `lockedBy`: this operation continues one refused LOCKED, whose refusal counts as this one's first:
+    // waited out as any LOCKED is (connected or not), or reported as it is when no retry is left.
+    if (how.lockedBy !== undefined) {
+      if (!repeat || locked >= this.policy.retries || this.closedByUser) throw how.lockedBy;
+      const delayMs = backoffMs(++locked, this.policy);
+      this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: how.lockedBy, reconnecting: false });
+      await sleep(delayMs);
+      if (this.closedByUser) throw how.lockedBy;
+      client = this.current.connected ? this.current : null;
+    }
     for (;;) {
       if (client !== null) {
         try {
-          if (refusal !== undefined) {
-            const err = refusal;
-            refusal = undefined;
-            throw err;
-          }
           return await op(client);
         } catch (err) {
           // LOCKED: the server waited --lock-timeout for another operation on the name and did nothing (an

@@ -60,6 +60,11 @@ export function keptUpload(err: unknown): KeptUpload | null {
   return err instanceof FtsError ? (keptBy.get(err) ?? null) : null;
 }
 
+/** Records that the bytes `kept` are still on the server for the upload that failed with `err`. */
+export function noteKept(err: unknown, kept: KeptUpload): void {
+  if (err instanceof FtsError) keptBy.set(err, kept);
+}
+
 /** Sends `source` as the unsized upload `name` on `conn` and returns the server's final reply. */
 export async function sendStream(conn: FtsConnection, name: string, source: AsyncIterable<Uint8Array>, options: StreamUploadOptions = {}): Promise<StreamUploadOutcome> {
   const hash = createHash('sha256');
@@ -95,7 +100,7 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
     },
     trailer: () => ({ size, sha256 }),
   }).catch((err: unknown) => {
-    if (sent && isServerError(err) && (err as FtsError).details['offset'] === size) keptBy.set(err as FtsError, { size, sha256 });
+    if (sent && isServerError(err) && (err as FtsError).details['offset'] === size) noteKept(err, { size, sha256 });
     throw err;
   });
   return { reply, size, sha256 };
@@ -114,7 +119,6 @@ const YIELD_EVERY_BYTES = 4 * 1024 * 1024;
  */
 async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop: AbortSignal, sent: (piece: Uint8Array) => void): Promise<FtsError | null> {
   const it = source[Symbol.asyncIterator]();
-  const stopped = new Promise<typeof STOPPED>((resolve) => stop.addEventListener('abort', () => resolve(STOPPED), { once: true }));
   let finished = false;
   let unyielded = 0;
   try {
@@ -123,7 +127,7 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop
       let step: IteratorResult<Uint8Array> | 'silent' | typeof STOPPED;
       for (;;) {
         try {
-          step = await Promise.race([orSilence(next, SILENT_SOURCE_KEEPALIVE_MS), stopped]);
+          step = await orSilence(next, SILENT_SOURCE_KEEPALIVE_MS, stop);
         } catch (err) {
           finished = true; // a failed iterator is done
           return localFsError(err, 'the input', 'IO_ERROR');
@@ -168,13 +172,27 @@ function abandon(source: AsyncIterable<Uint8Array>, it: AsyncIterator<Uint8Array
   void Promise.resolve(it.return?.()).catch(() => undefined);
 }
 
-/** What `next` gives, or 'silent' if it gives nothing within `ms` (its timer is cleared either way). */
-async function orSilence<T>(next: Promise<T>, ms: number): Promise<T | 'silent'> {
+/**
+ * What `next` gives; 'silent' if it gives nothing within `ms`; STOPPED once `stop` is aborted. The timer
+ * and the listener are removed either way: nothing of this step (its chunk above all) stays reachable from
+ * anything that lives as long as the upload.
+ */
+async function orSilence<T>(next: Promise<T>, ms: number, stop: AbortSignal): Promise<T | 'silent' | typeof STOPPED> {
+  if (stop.aborted) return STOPPED;
   let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
   try {
-    return await Promise.race([next, new Promise<'silent'>((resolve) => (timer = setTimeout(() => resolve('silent'), ms)))]);
+    return await Promise.race([
+      next,
+      new Promise<'silent'>((resolve) => (timer = setTimeout(() => resolve('silent'), ms))),
+      new Promise<typeof STOPPED>((resolve) => {
+        onAbort = () => resolve(STOPPED);
+        stop.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
   } finally {
     clearTimeout(timer);
+    if (onAbort !== undefined) stop.removeEventListener('abort', onAbort);
   }
 }
 

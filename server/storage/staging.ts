@@ -302,6 +302,14 @@ export class StagedUpload {
     if (named === null || named.ino !== open.ino || named.dev !== open.dev) this.#orphaned = true;
   }
 
+  /**
+   * Waits until no write runs (what is gathered for the next one stays gathered): the staging file then
+   * holds exactly `stored` bytes. Never throws (a failed write is reported by the next write or commit).
+   */
+  writesDone(): Promise<void> {
+    return this.#writesDone();
+  }
+
   /** Waits until no write runs (the end of one may have dispatched the next). */
   async #writesDone(): Promise<void> {
     while (this.#writing !== null) await this.#writing;

@@ -252,17 +252,29 @@ export class UserStore {
       remaining: () => Math.max(0, granted - staged.stored),
       ended: () => staged.settled,
     };
-    const room = async (total: number): Promise<void> => {
-      if (total <= granted) return;
+    const take = async (total: number): Promise<void> => {
       const needed = total - granted;
       const step = Math.max(needed, Math.min(granted, UNSIZED_ROOM_STEP));
       try {
         await this.#quota.admit(step, name, hold);
         granted += step;
       } catch (err) {
-        if (!(err instanceof FtsError && err.code === 'QUOTA_EXCEEDED') || step === needed) throw err;
+        if (!isQuotaExceeded(err) || step === needed) throw err;
         await this.#quota.admit(needed, name, hold);
         granted = total;
+      }
+    };
+    const room = async (total: number): Promise<void> => {
+      if (total <= granted) return;
+      try {
+        await take(total);
+      } catch (err) {
+        if (!isQuotaExceeded(err)) throw err;
+        // A measurement taken while this upload's own write ran counts those bytes twice: in its staging
+        // file and as still to come (quota.ts counts double rather than miss). Once its writes are done,
+        // a new measurement decides.
+        await staged.writesDone();
+        await take(total);
       }
     };
     return { staged, room };
@@ -447,4 +459,8 @@ export class UserStore {
       throw fsError(err, 'list');
     }
   }
+}
+
+function isQuotaExceeded(err: unknown): boolean {
+  return err instanceof FtsError && err.code === 'QUOTA_EXCEEDED';
 }

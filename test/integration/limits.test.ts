@@ -11,7 +11,7 @@ import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/pro
 import net from 'node:net';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
-import { runAdmin } from '../helpers/admin-cli.js';
+import { runAdmin, statusJson } from '../helpers/admin-cli.js';
 import { proxyV2HeaderIpv6 } from '../helpers/multinode-direct.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -138,6 +138,9 @@ describe('limits and bans (real server)', function () {
     });
 
     it('closing one connection frees exactly one slot', async function () {
+      // The previous test's connections, closed by afterEach, free their slots once their workers tell the
+      // primary: wait for that, or they would still count against 127.0.0.2 here.
+      await waitUntil('the earlier connections closed', async () => (await statusJson(h.server().adminSocket)).connections === 0, 10_000);
       const held: RawClient[] = [];
       for (let i = 0; i < 3; i++) {
         const { client, first } = await h.greet('127.0.0.2');

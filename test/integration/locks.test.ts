@@ -300,18 +300,17 @@ describe('per-name locks held by another process (end to end)', function () {
         expect(refused.code, describeRun(refused)).to.equal(1);
         expect(refused.stderr).to.include('LOCKED');
         expect((await c.list()).map((e) => e.name)).to.include(name);
-        // Freed while the command waits: its first attempt is refused after --lock-timeout (1 s), a later one succeeds.
-        const freed = setTimeout(() => void release(), 1_500);
+        // Freed once the command's first attempt was refused (after --lock-timeout, 1 s): a later one succeeds.
+        // (Its "trying again" notice is for a terminal only.)
+        const running = runCli(name === names[0] ? ['rm', name] : ['mv', name, `${name}.moved`], opts);
         try {
-          const r = await runCli(name === names[0] ? ['rm', name] : ['mv', name, `${name}.moved`], opts);
-          expect(r.code, describeRun(r)).to.equal(0);
-          // (Its "trying again" notice is for a terminal only.) The server refused it at least once more.
-          await waitUntil('the refusal of the first attempt audited', () => lockedRefusals(name) >= 2, 10_000);
-          expect(r.out).to.equal(name === names[0] ? `deleted ${name}\n` : `renamed ${name} to ${name}.moved\n`);
+          await waitUntil('the first attempt refused', () => lockedRefusals(name) >= 2, 20_000);
         } finally {
-          clearTimeout(freed);
           await release();
         }
+        const r = await running;
+        expect(r.code, describeRun(r)).to.equal(0);
+        expect(r.out).to.equal(name === names[0] ? `deleted ${name}\n` : `renamed ${name} to ${name}.moved\n`);
       }
       const left = (await c.list()).map((e) => e.name);
       expect(left).to.not.include.members(names);
