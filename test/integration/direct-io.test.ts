@@ -9,7 +9,8 @@ import { readFile, rm, statfs, truncate, utimes, writeFile } from 'node:fs/promi
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { digestRecordPath } from '../../server/storage/paths.js';
-import { sha256 as sha } from '../helpers/lifecycle-util.js';
+import { sha256 as sha, waitUntil } from '../helpers/lifecycle-util.js';
+import { sessionsJson, statusJson } from '../helpers/admin-cli.js';
 import { downloadOnce, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -39,6 +40,8 @@ function directDescriptors(pid: number): number {
  */
 async function stalledDownloads(server: TestServer, names: readonly string[]): Promise<number> {
   const clients: RawClient[] = [];
+  const connected = (): Promise<number> => statusJson(server.adminSocket).then((st) => st.connections);
+  const base = await connected();
   try {
     for (const name of names) {
       const { client } = await RawClient.open(server.port);
@@ -47,12 +50,14 @@ async function stalledDownloads(server: TestServer, names: readonly string[]): P
       client.socket.pause();
       void client.sendHeader({ op: 'download', id: 1, name, offset: 0 });
     }
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Every download has opened its file and sent from it (its read-ahead is then in flight too).
+    const wanted = new Set(names);
+    await waitUntil('every download to be sending', async () => (await sessionsJson(server.adminSocket)).filter((x) => x.op === 'download' && x.file !== null && wanted.has(x.file) && x.bytes > 0).length === names.length, 15_000);
     return directDescriptors(server.workerPids()[0]!);
   } finally {
     for (const c of clients) c.socket.destroy();
     await Promise.all(clients.map((c) => c.closed));
-    await new Promise((resolve) => setTimeout(resolve, 500)); // the worker sees the closes
+    await waitUntil('the worker to see the closes', async () => (await connected()) <= base, 15_000);
   }
 }
 
