@@ -232,6 +232,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       out(`users reloaded: ${result.users} users`);
       if (result.quotaUsers !== undefined) out(`quotas reloaded: ${result.quotaUsers} users with their own quota`);
       if (result.permissionUsers !== undefined) out(`permissions reloaded: ${result.permissionUsers} users with their own permissions`);
+      if (result.rateUsers !== undefined) out(`rates reloaded: ${result.rateUsers} users with their own rates`);
       if (result.tlsReloaded) out('TLS certificate reloaded');
     },
   },

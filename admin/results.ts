@@ -76,9 +76,11 @@ export interface ReloadResult {
   quotaUsers?: number;
   /** Users the permissions file names (present only when the server has --permissions-file). */
   permissionUsers?: number;
+  /** Users the rates file names (present only when the server has --rates-file). */
+  rateUsers?: number;
 }
 
-/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, rateUsers?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
@@ -87,5 +89,6 @@ export function asReloadResult(v: unknown): ReloadResult | null {
   const usersFile = typeof v['usersFile'] === 'string' ? { usersFile: v['usersFile'] } : {};
   const quotaUsers = isNum(v['quotaUsers']) ? { quotaUsers: v['quotaUsers'] } : {};
   const permissionUsers = isNum(v['permissionUsers']) ? { permissionUsers: v['permissionUsers'] } : {};
-  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers };
+  const rateUsers = isNum(v['rateUsers']) ? { rateUsers: v['rateUsers'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers };
 }

@@ -1,3 +1,4 @@
+import { parseRate } from './rate-limits.js';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,6 +38,8 @@ export interface Config {
   readonly quotaFile: string | null;
   /** USER:PERMS lines (server/storage/permissions.ts); null: every user may do everything. */
   readonly permissionsFile: string | null;
+  /** Per-user transfer rates (--rates-file), or null. */
+  readonly ratesFile: string | null;
   /** Bytes per second each session may upload (data frames' payloads); null = no limit. */
   readonly maxUploadRate: number | null;
   /** Bytes per second each session may download; null = no limit. */
@@ -131,17 +134,10 @@ function quotaBytes(raw: string, flag: string): number | null {
   return bytes;
 }
 
-/**
- * The lowest rate limit: one of the smallest data frames a limited transfer uses (64 KiB, see pacer.ts) a
- * second. Slower, the wire would be silent for seconds between frames, or the frames tiny (each costs a
- * wake-up and a syscall or two on both sides).
- */
-export const MIN_RATE_BYTES = 64 * 1024;
-
-/** A rate: bytes per second as for quotaBytes, at least MIN_RATE_BYTES, or `off`. */
+/** A rate: bytes per second as for quotaBytes, at least MIN_RATE_BYTES (rate-limits.ts), or `off`. */
 function rateBytes(raw: string, flag: string): number | null {
-  const bytes = parseQuotaSize(raw);
-  if (bytes === undefined || (bytes !== null && bytes < MIN_RATE_BYTES)) {
+  const bytes = parseRate(raw);
+  if (bytes === undefined) {
     throw new ConfigError(`--${flag}: must be bytes per second of at least 64K, optionally with K, M, G or T (powers of 1024), or off (got "${raw}")`);
   }
   return bytes;
@@ -189,6 +185,12 @@ export const FLAGS = {
   'permissions-file': {
     env: 'FTS_PERMISSIONS_FILE',
     help: 'file of USER:PERMS lines: what each user may do (l list, r read, w write, o overwrite, m rename, d delete; - none; *:PERMS for users not named; default all); re-read on reload',
+    default: () => '',
+    parse: optionalPath,
+  },
+  'rates-file': {
+    env: 'FTS_RATES_FILE',
+    help: 'file of USER:UPLOAD/DOWNLOAD lines (or USER:RATE for both): per-user transfer rates per session (as --max-upload-rate, or off) that replace the --max-*-rate flags for those users (*:… for users not named); re-read on reload',
     default: () => '',
     parse: optionalPath,
   },
@@ -335,6 +337,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     quotaBytes: pick('quota') as number | null,
     quotaFile: pick('quota-file') as string | null,
     permissionsFile: pick('permissions-file') as string | null,
+    ratesFile: pick('rates-file') as string | null,
     maxUploadRate: pick('max-upload-rate') as number | null,
     maxDownloadRate: pick('max-download-rate') as number | null,
     directIo: pick('direct-io') as boolean,

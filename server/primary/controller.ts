@@ -8,7 +8,7 @@ import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
-import { readRulesFiles, RulesFileRefused, type PolicyTexts, type RulesFile } from './rules-files.js';
+import { readRulesFiles, RulesFileRefused, type PolicyTexts, type RulesFiles } from './rules-files.js';
 import { partialsOfUsers, usageOfUsers } from './storage-usage.js';
 import { discardPartials } from '../storage/partials.js';
 import { FtsError } from '../../protocol/index.js';
@@ -74,7 +74,7 @@ export class Controller {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
+    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -236,14 +236,14 @@ export class Controller {
       const detail = file.problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
       return { ok: false, error: `${this.config.users} has ${file.problems.length} malformed line(s) (${detail}); the old user table is kept` };
     }
-    let rules: { quotas: RulesFile | null; permissions: RulesFile | null };
+    let rules: RulesFiles;
     try {
       rules = await readRulesFiles(this.config);
     } catch (err) {
       if (!(err instanceof RulesFileRefused)) throw err;
-      return { ok: false, error: `${err.message}; the old quotas, permissions and user table are kept` };
+      return { ok: false, error: `${err.message}; the old quotas, permissions, rates and user table are kept` };
     }
-    const { quotas, permissions } = rules;
+    const { quotas, permissions, rates } = rules;
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
@@ -254,10 +254,10 @@ export class Controller {
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
     }
-    this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null };
-    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions });
+    this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null };
+    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
-    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }) };
+    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }) };
     this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers }, 'users file reloaded');
     const warnings = file.warnings.map((w) => w.message);
     return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, ...(warnings.length > 0 ? { warnings } : {}) } };

@@ -1,5 +1,5 @@
 /**
- * Reading and judging the per-user rules files (--quota-file, --permissions-file), the same way at start-up
+ * Reading and judging the per-user rules files (--quota-file, --permissions-file, --rates-file), the same way at start-up
  * and at reload. Unlike the users file, a malformed line refuses the whole file: skipping it would leave
  * that user with the default quota or permissions without anyone noticing.
  */
@@ -9,6 +9,7 @@ import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import type { Config } from '../config.js';
 import { parsePermissionsFile } from '../storage/permissions.js';
 import { parseQuotaFile } from '../storage/quota-limits.js';
+import { parseRatesFile } from '../rate-limits.js';
 
 export class RulesFileRefused extends Error {
   override name = 'RulesFileRefused';
@@ -25,6 +26,7 @@ export interface PolicyTexts {
   users: string;
   quotas: string | null;
   permissions: string | null;
+  rates: string | null;
 }
 
 async function readRulesFile(kind: string, file: string, parse: (text: string) => { users: number; problems: Array<{ line: number; reason: string }> }): Promise<RulesFile> {
@@ -57,9 +59,24 @@ export function readPermissionsFile(file: string): Promise<RulesFile> {
   });
 }
 
+export function readRatesFile(file: string): Promise<RulesFile> {
+  return readRulesFile('rates file', file, (text) => {
+    const { perUser, problems } = parseRatesFile(text);
+    return { users: perUser.size, problems };
+  });
+}
+
+/** The configured rules files, validated. */
+export interface RulesFiles {
+  quotas: RulesFile | null;
+  permissions: RulesFile | null;
+  rates: RulesFile | null;
+}
+
 /** The configured rules files, read and validated (RulesFileRefused names the first bad one). */
-export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permissionsFile'>): Promise<{ quotas: RulesFile | null; permissions: RulesFile | null }> {
+export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permissionsFile' | 'ratesFile'>): Promise<RulesFiles> {
   const quotas = config.quotaFile === null ? null : await readQuotaFile(config.quotaFile);
   const permissions = config.permissionsFile === null ? null : await readPermissionsFile(config.permissionsFile);
-  return { quotas, permissions };
+  const rates = config.ratesFile === null ? null : await readRatesFile(config.ratesFile);
+  return { quotas, permissions, rates };
 }

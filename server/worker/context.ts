@@ -1,3 +1,4 @@
+import type { RateLimits } from '../rate-limits.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { UserTable } from '../auth/users.js';
@@ -22,6 +23,8 @@ export interface WorkerContext {
   readonly saltKey: Buffer;
   /** The current user table; replaced wholesale on reload, never mutated. */
   users: UserTable;
+  /** Each user's transfer rates (--max-*-rate, --rates-file); replaced wholesale on reload. */
+  rates: RateLimits;
   /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */
   draining: boolean;
   /** A session finished a request (or closed); the drain uses it to notice when the worker is idle. */

@@ -15,6 +15,7 @@ import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
 import { TlsTerminator } from './tls.js';
+import { RateLimits } from '../rate-limits.js';
 
 /** After an abort, sessions get this long to clean up their staging files before the worker exits anyway. */
 const ABORT_CLEANUP_MS = 3_000;
@@ -48,6 +49,16 @@ export async function runWorker(config: Config): Promise<void> {
   const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, text));
   /** What each user may do (the permissions file's text comes with the users file too). */
   const usePermissions = (text: string | null): void => store.setPermissions(Permissions.fromFile(text));
+  /** The context, once the init has come and it exists (a reload before that only sets initialRates). */
+  let context: WorkerContext | null = null;
+  /** Each user's transfer rates (the rates file's text comes with the users file too); in ctx once it exists. */
+  const rateFlags = { upload: config.maxUploadRate, download: config.maxDownloadRate };
+  let initialRates = new RateLimits(rateFlags);
+  const useRates = (text: string | null): void => {
+    const rates = RateLimits.fromFile(rateFlags, text);
+    initialRates = rates;
+    if (context !== null) context.rates = rates;
+  };
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
@@ -70,6 +81,7 @@ export async function runWorker(config: Config): Promise<void> {
         initialised = true;
         useQuotas(m.quotas);
         usePermissions(m.permissions);
+        useRates(m.rates);
         resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), saltKey: Buffer.from(m.saltKey, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
@@ -114,7 +126,8 @@ export async function runWorker(config: Config): Promise<void> {
     log.warn({ lockfile, err: error }, 'lock compromised: another process broke a lock this worker held');
     metrics.lockCompromised();
   });
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, draining: false, onSessionIdle: checkDrained };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, draining: false, onSessionIdle: checkDrained };
+  context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {
     if (table !== ctx.users) table.adoptDerived(ctx.users);
@@ -239,6 +252,7 @@ export async function runWorker(config: Config): Promise<void> {
         useUsers(parseUsers(m.text).users);
         useQuotas(m.quotas);
         usePermissions(m.permissions);
+        useRates(m.rates);
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:reload-tls':

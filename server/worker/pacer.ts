@@ -10,9 +10,11 @@ import { HIGH_WATER_BYTES } from './frame-source.js';
  *
  * The bucket starts empty (a new session has no head start) and fills at the rate up to one second's
  * worth, so a session that paused may move that much at once. Per session, not per user: a user with several
- * sessions has the rate in each, as with vsftpd.
+ * sessions has the rate in each, as with vsftpd. Each user may have rates of their own (--rates-file).
  */
 export class Pacer {
+  /** Bytes per second. */
+  readonly rate: number;
   readonly #bytesPerMs: number;
   readonly #capacity: number;
   readonly #now: () => number;
@@ -21,6 +23,7 @@ export class Pacer {
 
   constructor(bytesPerSecond: number, now: () => number = () => performance.now()) {
     if (!(bytesPerSecond > 0)) throw new RangeError(`a rate must be positive (got ${bytesPerSecond})`);
+    this.rate = bytesPerSecond;
     this.#bytesPerMs = bytesPerSecond / 1000;
     this.#capacity = bytesPerSecond;
     this.#now = now;

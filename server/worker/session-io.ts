@@ -62,6 +62,8 @@ export interface SessionIo {
    * left would only hold the disk and the file.
    */
   working(): void;
+  /** The session's rate limit in `direction` now, bytes per second (its user's, else the server's); null: none. */
+  rateLimit(direction: 'upload' | 'download'): number | null;
   /** Records progress of the current operation: total payload bytes moved so far. */
   progress(bytes: number, file?: string): void;
   /** Closes the connection once the final reply is sent. */

@@ -126,7 +126,8 @@ export class Session {
   /** The socket is corked until the current tick ends (see corkTick). */
   private corked = false;
   /** --max-upload-rate and --max-download-rate of this session; null = no limit. */
-  private readonly pacers: Readonly<Record<Direction, Pacer | null>>;
+  /** The rate limits' buckets (see pacer()). */
+  private readonly pacers: Record<Direction, Pacer | null> = { upload: null, download: null };
 
   private readonly healthCheck: boolean;
 
@@ -143,9 +144,10 @@ export class Session {
     this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
     this.ip = normaliseIp(address);
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
-    const { maxUploadRate, maxDownloadRate } = ctx.config;
-    this.pacers = { upload: maxUploadRate === null ? null : new Pacer(maxUploadRate), download: maxDownloadRate === null ? null : new Pacer(maxDownloadRate) };
+    const { maxUploadRate } = ctx.config;
     // A rate-limited upload is asked for smaller frames (the greeting's maxChunk) and read less far ahead.
+    // Both are settled before the login, by --max-upload-rate: a user's own rate (--rates-file) paces the
+    // frames, whatever their size.
     this.source = new FrameSource(socket, { maxHeaderBytes: ctx.config.maxHeaderBytes, maxDataBytes: pacedFrameBytes(maxUploadRate), highWaterBytes: pacedReadAheadBytes(maxUploadRate) });
     this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
     // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
@@ -601,6 +603,7 @@ export class Session {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
       },
+      rateLimit: (direction: Direction) => this.ctx.rates.rateFor(this.user, direction),
       progress: (bytes: number, file?: string) => {
         this.bytes = bytes;
         if (file !== undefined) this.file = file;
@@ -617,7 +620,7 @@ export class Session {
    * session's next transfer: a reply or a publish is never held back for data that has already moved.
    */
   private pace(direction: Direction): Promise<void> | null {
-    const pacer = this.pacers[direction];
+    const pacer = this.pacer(direction);
     return pacer === null || pacer.delay() === 0 ? null : this.paced(direction, pacer);
   }
 
@@ -626,7 +629,21 @@ export class Session {
    * tiny frames moves more than their payload over the wire, and is paced for all of it.
    */
   private moved(direction: Direction, payloadBytes: number): void {
-    this.pacers[direction]?.moved(payloadBytes + FRAME_PREFIX_BYTES + DATA_CRC_BYTES);
+    this.pacer(direction)?.moved(payloadBytes + FRAME_PREFIX_BYTES + DATA_CRC_BYTES);
+  }
+
+  /**
+   * The session's rate limit in `direction` now: its user's (--rates-file), else --max-*-rate. Looked up at
+   * every frame, so that the login and a reload apply at once, to a transfer running too; a new rate gets
+   * a new bucket, which starts empty as a new session's does.
+   */
+  private pacer(direction: Direction): Pacer | null {
+    const rate = this.ctx.rates.rateFor(this.user, direction);
+    const current = this.pacers[direction];
+    if ((current?.rate ?? null) === rate) return current;
+    const next = rate === null ? null : new Pacer(rate);
+    this.pacers[direction] = next;
+    return next;
   }
 
   /**

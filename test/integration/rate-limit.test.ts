@@ -6,11 +6,15 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { encodeData, encodeHeader } from '../../protocol/index.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
 import { RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { runAdmin } from '../helpers/admin-cli.js';
+import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const KiB = 1024;
@@ -132,5 +136,96 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     r.write(encodeHeader({ op: 'upload', id: 2, name: 'too-big-frames.bin', size: payload.length, sha256: sha(payload) }), encodeData(payload));
     const reply = await r.reply(30_000);
     expect(reply.final).to.include({ status: 'error', code: 'FRAME_TOO_LARGE', fatal: true });
+  });
+});
+
+describe('per-user rates (--rates-file), re-read on reload', function () {
+  this.timeout(90_000);
+  const BOB = DEFAULT_USERS[1]!;
+  let server: TestServer;
+  let dir = '';
+  let cleanDir: () => Promise<void> = async () => undefined;
+  let ratesFile = '';
+  const clients: FtsClient[] = [];
+
+  before(async function () {
+    ({ dir, cleanup: cleanDir } = await tempDir('fts-rates-'));
+    ratesFile = path.join(dir, 'rates');
+    // alice: 256 KiB/s up, 512 KiB/s down; bob (and anyone else) unlimited, as the server has no flags.
+    await writeFile(ratesFile, '# per-user rates\nalice: 256K/512K  # slow\n');
+    server = await TestServer.start({ workers: 1, args: ['--rates-file', ratesFile] });
+  });
+
+  after(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server?.stop();
+    await cleanDir();
+  });
+
+  async function login(user = ALICE): Promise<FtsClient> {
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+    clients.push(c);
+    await c.auth(user.user, user.password);
+    return c;
+  }
+
+  const waited = async (direction: 'upload' | 'download'): Promise<number> =>
+    sample(await scrape(await metricsPortOf(server)), `fts_throttled_seconds_total{direction="${direction}"}`);
+
+  it('a user the file names moves no faster than their rates, in frames of their quarter second down; a user it does not name is not paced', async function () {
+    const a = await login();
+    // No --max-upload-rate: the greeting (before any login) asks for full frames.
+    expect(a.greeting['maxChunk']).to.equal(1024 * KiB);
+    const data = randomBytes(2048 * KiB);
+    let started = Date.now();
+    await a.uploadBuffer('alice-paced.bin', data);
+    // Two frames of 1 MiB at 256 KiB/s, the first at once: at least 4 s.
+    expect(Date.now() - started, 'ms for alice\'s upload').to.be.at.least(3_500);
+    const r = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    try {
+      started = Date.now();
+      r.sendHeader({ op: 'download', id: 2, name: 'alice-paced.bin', offset: 0 });
+      const got = await r.reply(30_000);
+      expect(got.final).to.include({ id: 2, status: 'ok' });
+      expect(got.data.map((d) => d.length), 'frames of a quarter second at 512 KiB/s').to.deep.equal(Array<number>(16).fill(128 * KiB));
+      expect(sha(Buffer.concat(got.data))).to.equal(sha(data));
+      // (2 MiB − 128 KiB) at 512 KiB/s: at least 3.75 s.
+      expect(Date.now() - started, 'ms for alice\'s download').to.be.at.least(3_500);
+    } finally {
+      r.close();
+    }
+
+    const b = await login(BOB);
+    const [up, down] = [await waited('upload'), await waited('download')];
+    await b.uploadBuffer('bob-free.bin', data);
+    expect((await b.downloadBuffer('bob-free.bin')).sha256).to.equal(sha(data));
+    expect(await waited('upload'), 'bob\'s upload waited for nothing').to.equal(up);
+    expect(await waited('download'), 'bob\'s download waited for nothing').to.equal(down);
+  });
+
+  it('a reload applies new rates to open sessions (a *: line for everyone else); a malformed file is refused (exit 1, the line named) and the rates in force are kept', async function () {
+    const a = await login();
+    const b = await login(BOB);
+    const data = randomBytes(2048 * KiB);
+    await writeFile(ratesFile, 'alice:off\n*:256K\n');
+    const reloaded = await runAdmin(server.adminSocket, ['reload']);
+    expect(reloaded.code, reloaded.stderr).to.equal(0);
+    expect(reloaded.stdout).to.include('rates reloaded: 1 users with their own rates');
+    let before = await waited('upload');
+    await a.uploadBuffer('alice-free.bin', data);
+    expect(await waited('upload'), 'alice is no longer paced, on the session opened before the reload').to.equal(before);
+    let started = Date.now();
+    await b.uploadBuffer('bob-paced.bin', data);
+    expect(Date.now() - started, 'ms for bob\'s upload under *:256K').to.be.at.least(3_500);
+
+    await writeFile(ratesFile, 'alice:off\nbob:32K\n');
+    const refused = await runAdmin(server.adminSocket, ['reload']);
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.include('line 2').and.include('64K');
+    before = await waited('upload');
+    started = Date.now();
+    await b.uploadBuffer('bob-still-paced.bin', data);
+    expect(Date.now() - started, 'bob keeps *:256K').to.be.at.least(3_500);
+    expect(await waited('upload')).to.be.above(before);
   });
 });

@@ -159,6 +159,14 @@ describe('fts-server startup with bad inputs', function () {
     expect(line).to.include('ENOENT');
   });
 
+  it('a --rates-file with a malformed line: exit 1, the file and each bad line named', async () => {
+    const file = path.join(fx.dir, 'rates.txt');
+    await writeFile(file, 'alice:1M/2M\nbob:32K\ncarol:1M/2M/3M\n*:off\n*:1M\n');
+    const line = expectQuickFailure(await runServerOnce(withFlag('--rates-file', file)), 1);
+    const invalid = 'expected UPLOAD/DOWNLOAD or one RATE for both, each bytes per second of at least 64K (K, M, G, T: powers of 1024) or off';
+    expect(line).to.equal(`fts-server: rates file ${file}: line 2: ${invalid}; line 3: ${invalid}; line 5: * is named twice`);
+  });
+
   it('--direct-io maybe, or FTS_DIRECT_IO=yes: exit 2, the flag or variable and the value named', async () => {
     let line = expectQuickFailure(await runServerOnce(withFlag('--direct-io', 'maybe')), 2);
     expect(line).to.include('--direct-io');

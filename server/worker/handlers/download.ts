@@ -68,7 +68,7 @@ async function sendRange(reader: ChunkReader, file: ReadableFile, offset: number
   // One chunk is read ahead while the previous one is being sent. Chunks come from the worker's payload
   // pool and go back to it once the socket has handed them to the kernel.
   // A rate-limited download is sent in smaller frames (pacer.ts), so that its waits are short.
-  for await (const { data, memory } of reader.chunks(offset, file.size, pacedFrameBytes(io.ctx.config.maxDownloadRate))) {
+  for await (const { data, memory } of reader.chunks(offset, file.size, pacedFrameBytes(io.rateLimit('download')))) {
     if (sent === 0) io.send(dataReply);
     hash?.update(data);
     await io.sendData(data, () => workerPayloads.release(memory), true);
