@@ -47,7 +47,7 @@ export class FrameSource {
   onBytes: (n: number) => void = () => {};
 
   /** Undelivered bytes above which the socket is paused (HIGH_WATER_BYTES, or less for a rate-limited session). */
-  private readonly highWaterBytes: number;
+  private highWaterBytes: number;
 
   constructor(
     private readonly socket: Socket,
@@ -60,6 +60,15 @@ export class FrameSource {
     socket.resume();
     socket.on('end', () => this.finish({ kind: 'end' }));
     socket.on('close', () => this.finish({ kind: 'end' }));
+  }
+
+  /** A new read-ahead (the session's upload rate changed: its user's own, at the login or a reload). */
+  setHighWater(bytes: number): void {
+    this.highWaterBytes = bytes;
+    if (this.paused && this.queuedBytes < bytes / 2 && this.queuedHeaders < HIGH_WATER_HEADERS / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
   }
 
   next(): Promise<SourceEvent> {

@@ -48,6 +48,8 @@ const MAX_PUBLISHING = 32;
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 /** A rate limit's wait is cut into slices this long (see paced): well below the shortest --stall-timeout, 1 s. */
 const PACE_SLICE_MS = 250;
+/** The debt a data frame may leave to the session's next frame (pacer.ts sizes frames to about this). */
+const QUARTER_SECOND_MS = 250;
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
 
@@ -643,18 +645,21 @@ export class Session {
     if ((current?.rate ?? null) === rate) return current;
     const next = rate === null ? null : new Pacer(rate);
     this.pacers[direction] = next;
+    // A limited upload is read less far ahead: its data waits in the client's socket, not in our memory.
+    if (direction === 'upload') this.source.setHighWater(pacedReadAheadBytes(rate));
     return next;
   }
 
   /**
    * Waits until the rate limit lets data move again, in slices: the session is busy, not stalled, meanwhile
    * (the stall timer starts over at each slice), and a connection that ends meanwhile ends the wait within a
-   * slice. The time actually waited is counted, also when the wait is cut.
+   * slice. The time actually waited is counted, also when the wait is cut. `leftMs`: stop once only that
+   * much of the debt is left.
    */
-  private async paced(direction: Direction, pacer: Pacer): Promise<void> {
+  private async paced(direction: Direction, pacer: Pacer, leftMs = 0): Promise<void> {
     const started = performance.now();
     try {
-      for (let left = pacer.delay(); left > 0; left = pacer.delay()) {
+      for (let left = pacer.delay() - leftMs; left > 0; left = pacer.delay() - leftMs) {
         if (this.socket.destroyed) throw new ConnectionGone();
         this.progressed();
         await new Promise((resolve) => setTimeout(resolve, Math.min(left, PACE_SLICE_MS)));
@@ -677,7 +682,15 @@ export class Session {
     const event = await this.source.next();
     if (event.kind === 'end') throw new ConnectionGone();
     if (event.kind === 'error') throw event.error;
-    if (event.kind === 'data') this.moved('upload', event.payload.length);
+    if (event.kind === 'data') {
+      this.moved('upload', event.payload.length);
+      // A frame of more than a quarter second of the rate: the greeting's maxChunk follows
+      // --max-upload-rate, and a user's own rate may be lower. Its debt beyond a quarter second is paid now,
+      // or every new session's first such frame would go unpaid (a client reconnecting for each upload
+      // would beat the rate many times over).
+      const pacer = this.pacers.upload;
+      if (pacer !== null && event.payload.length > pacedFrameBytes(pacer.rate) && pacer.delay() > QUARTER_SECOND_MS) await this.paced('upload', pacer, QUARTER_SECOND_MS);
+    }
     return event;
   }
 

@@ -179,8 +179,8 @@ describe('per-user rates (--rates-file), re-read on reload', function () {
     const data = randomBytes(2048 * KiB);
     let started = Date.now();
     await a.uploadBuffer('alice-paced.bin', data);
-    // Two frames of 1 MiB at 256 KiB/s, the first at once: at least 4 s.
-    expect(Date.now() - started, 'ms for alice\'s upload').to.be.at.least(3_500);
+    // Two frames of 1 MiB at 256 KiB/s, each paid down to a quarter second's debt: at least 7.5 s.
+    expect(Date.now() - started, 'ms for alice\'s upload').to.be.at.least(7_000);
     const r = await RawClient.login(server.port, ALICE.user, ALICE.password);
     try {
       started = Date.now();
@@ -201,6 +201,21 @@ describe('per-user rates (--rates-file), re-read on reload', function () {
     expect((await b.downloadBuffer('bob-free.bin')).sha256).to.equal(sha(data));
     expect(await waited('upload'), 'bob\'s upload waited for nothing').to.equal(up);
     expect(await waited('download'), 'bob\'s download waited for nothing').to.equal(down);
+  });
+
+  it('a new session\'s first frame, larger than a quarter second of the user\'s rate (the greeting allowed it before the login), is paid for at once: reconnecting gains nothing', async function () {
+    for (let i = 0; i < 2; i++) {
+      const r = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      try {
+        const started = Date.now();
+        // One frame of 1 MiB: 4 s at 256 KiB/s, of which at most a quarter second is left to a next frame.
+        r.write(uploadBytes(2, `one-frame-${i}.bin`, randomBytes(1024 * KiB), 1024 * KiB));
+        expect((await r.reply(30_000)).final).to.include({ id: 2, status: 'ok' });
+        expect(Date.now() - started, `ms for the one-frame upload of session ${i + 1}`).to.be.at.least(3_500);
+      } finally {
+        r.close();
+      }
+    }
   });
 
   it('a reload applies new rates to open sessions (a *: line for everyone else); a malformed file is refused (exit 1, the line named) and the rates in force are kept', async function () {
