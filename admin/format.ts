@@ -141,13 +141,14 @@ export function formatSessions(sessions: readonly SessionInfo[]): string {
 export function formatUsage(users: readonly UserUsage[]): string {
   if (users.length === 0) return 'no user';
   return table(
-    [{ header: 'USER' }, { header: 'USED', right: true }, { header: 'QUOTA', right: true }, { header: 'USE%', right: true }, { header: 'FILES', right: true }, { header: 'PARTIAL', right: true }],
+    [{ header: 'USER' }, { header: 'USED', right: true }, { header: 'QUOTA', right: true }, { header: 'USE%', right: true }, { header: 'FILES', right: true }, { header: 'MAX FILES', right: true }, { header: 'PARTIAL', right: true }],
     users.map((u) => [
       safeText(u.user),
       formatBytes(u.used),
       u.quota === null ? 'none' : formatBytes(u.quota),
       u.quota === null ? '-' : `${((100 * u.used) / u.quota).toFixed(1)}%`,
       String(u.files),
+      u.maxFiles === null ? 'none' : String(u.maxFiles),
       formatBytes(u.partial),
     ]),
   );

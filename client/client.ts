@@ -537,7 +537,9 @@ export class FtsClient implements FileClient {
       if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(`usage reply without a valid "${key}"`);
       return v;
     };
-    return { used: count('used'), files: count('files'), partial: count('partial'), quota: reply['quota'] === null ? null : count('quota') };
+    // maxFiles came later (§6.8): a server that does not send it sets no file-count quota.
+    const maxFiles = reply['maxFiles'] === undefined || reply['maxFiles'] === null ? null : count('maxFiles');
+    return { used: count('used'), files: count('files'), partial: count('partial'), quota: reply['quota'] === null ? null : count('quota'), maxFiles };
   }
 
   /**

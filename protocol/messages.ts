@@ -78,6 +78,8 @@ export interface StorageUsage {
   partial: number;
   /** The user's quota in bytes; null when the server sets none. */
   quota: number | null;
+  /** The most published files the user may have; null when the server sets no limit (or is too old to report one). */
+  maxFiles: number | null;
 }
 
 /** One partial upload, as `partials` reports it (§6.10). */

@@ -6,7 +6,7 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
-import { parseQuotaSize } from './storage/quota-limits.js';
+import { parseFileCount, parseQuotaSize } from './storage/quota-limits.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
 import { PENALTY } from './worker/gate-client.js';
 
@@ -34,7 +34,9 @@ export interface Config {
   readonly lockTimeoutSeconds: number;
   /** Bytes each user may store, published files and partial uploads together; null = no limit. */
   readonly quotaBytes: number | null;
-  /** Per-user quotas (USER:SIZE lines) that replace quotaBytes for the users they name; null = none. */
+  /** The most published files a user may have (--max-files); null = no limit. */
+  readonly maxFiles: number | null;
+  /** Per-user quotas (USER:SIZE[/FILES] lines) that replace quotaBytes and maxFiles for the users they name; null = none. */
   readonly quotaFile: string | null;
   /** USER:PERMS lines (server/storage/permissions.ts); null: every user may do everything. */
   readonly permissionsFile: string | null;
@@ -134,6 +136,13 @@ function quotaBytes(raw: string, flag: string): number | null {
   return bytes;
 }
 
+/** A number of files of at least 1, or `off`. */
+function fileCount(raw: string, flag: string): number | null {
+  const count = parseFileCount(raw);
+  if (count === undefined) throw new ConfigError(`--${flag}: must be a number of files of at least 1, or off (got "${raw}")`);
+  return count;
+}
+
 /** A rate: bytes per second as for quotaBytes, at least MIN_RATE_BYTES (rate-limits.ts), or `off`. */
 function rateBytes(raw: string, flag: string): number | null {
   const bytes = parseRate(raw);
@@ -176,9 +185,15 @@ export const FLAGS = {
     default: () => 'off',
     parse: quotaBytes,
   },
+  'max-files': {
+    env: 'FTS_MAX_FILES',
+    help: 'published files each user may have (off = no limit); checked when an upload of a new name starts',
+    default: () => 'off',
+    parse: fileCount,
+  },
   'quota-file': {
     env: 'FTS_QUOTA_FILE',
-    help: 'file of USER:SIZE lines: per-user quotas (SIZE as for --quota, or off) that replace --quota for those users; re-read on reload',
+    help: 'file of USER:SIZE or USER:SIZE/FILES lines: per-user quotas (as --quota and --max-files, or off) that replace them for those users; re-read on reload',
     default: () => '',
     parse: optionalPath,
   },
@@ -335,6 +350,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     stallTimeoutSeconds: pick('stall-timeout') as number,
     lockTimeoutSeconds: pick('lock-timeout') as number,
     quotaBytes: pick('quota') as number | null,
+    maxFiles: pick('max-files') as number | null,
     quotaFile: pick('quota-file') as string | null,
     permissionsFile: pick('permissions-file') as string | null,
     ratesFile: pick('rates-file') as string | null,

@@ -567,7 +567,9 @@ function usageLines(u: Usage): string[] {
     u.quota === null
       ? 'none'
       : `${bytes(u.quota)}, ${((100 * u.used) / u.quota).toFixed(1)} % used, ${bytes(Math.max(0, u.quota - u.used))} left`; // a quota is at least 1 byte
-  return [`used     ${bytes(u.used)}`, `quota    ${quota}`, `files    ${u.files}`, `partial  ${bytes(u.partial)} in unfinished uploads, kept for a resume`];
+  // A file-count quota is at least 1 file.
+  const files = u.maxFiles === null ? `${u.files}` : `${u.files} of ${u.maxFiles}, ${((100 * u.files) / u.maxFiles).toFixed(1)} % used, ${Math.max(0, u.maxFiles - u.files)} left`;
+  return [`used     ${bytes(u.used)}`, `quota    ${quota}`, `files    ${files}`, `partial  ${bytes(u.partial)} in unfinished uploads, kept for a resume`];
 }
 
 export function findCommand(word: string): Command | undefined {

@@ -107,7 +107,7 @@ export class Controller {
         return;
       case 'usage':
         try {
-          reply({ ok: true, result: await usageOfUsers(this.config.storage, this.config.quotaBytes, this.texts) });
+          reply({ ok: true, result: await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts) });
         } catch (err) {
           reply({ ok: false, error: (err as Error).message });
         }

@@ -15,7 +15,7 @@ import type { PolicyTexts } from './rules-files.js';
  * The users of the users file and every user directory on the storage (a user removed from the file still
  * holds their files), in name order. `texts` are the validated users and quota files the workers use.
  */
-export async function usageOfUsers(storage: string, quotaBytes: number | null, texts: Pick<PolicyTexts, 'users' | 'quotas'>): Promise<UserUsage[]> {
+export async function usageOfUsers(storage: string, quotaBytes: number | null, maxFiles: number | null, texts: Pick<PolicyTexts, 'users' | 'quotas'>): Promise<UserUsage[]> {
   const names = new Set(parseUsers(texts.users).users.names());
   let entries;
   try {
@@ -25,13 +25,13 @@ export async function usageOfUsers(storage: string, quotaBytes: number | null, t
   }
   // Internal directories (.fts) cannot be user names; neither can anything else that fails the pattern.
   for (const e of entries) if (e.isDirectory() && USERNAME_PATTERN.test(e.name)) names.add(e.name);
-  const limits = QuotaLimits.fromFile(quotaBytes, texts.quotas);
+  const limits = QuotaLimits.fromFile(quotaBytes, maxFiles, texts.quotas);
   const result: UserUsage[] = [];
   for (const user of [...names].sort()) {
     const measured = await measureUsage(storage, user, userDirPath(storage, user)).catch((err: Error) => {
       throw new Error(`${user}: ${err.message}`);
     });
-    result.push({ user, ...measured, quota: limits.limitFor(user) });
+    result.push({ user, ...measured, quota: limits.limitFor(user), maxFiles: limits.filesFor(user) });
   }
   return result;
 }

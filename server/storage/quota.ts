@@ -7,8 +7,9 @@ import { stagingDir } from './paths.js';
 
 /**
  * Per-user storage quota (--quota): what a user's published files and kept partial uploads may hold
- * together. It is a soft limit, as in SFTPGo and pure-ftpd: an upload is admitted or refused when it
- * starts, against the user's usage plus the bytes the upload still has to send.
+ * together; and the file-count quota (--max-files): how many published files they may have. Both are soft
+ * limits, as in SFTPGo and pure-ftpd: an upload is admitted or refused when it starts, against the user's
+ * usage plus the bytes the upload still has to send, and plus one file when its name is free then.
  *
  * Why measured and not kept in a shared counter: workers (and nodes behind HAProxy) share the storage, not
  * memory, and a counter file would need a lock on every upload's hot path (and drifts after a crash). Each
@@ -80,7 +81,7 @@ export type Usage = StorageUsage;
  * renamed within the user's directory during the read may be missed (readdir gives no snapshot): it counts
  * again at the next measurement, as the soft limit allows.
  */
-export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota'>> {
+export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota' | 'maxFiles'>> {
   try {
     const partial = await filesIn(stagingDir(root, user), (n) => n.endsWith('.part'));
     const published = await filesIn(dir);
@@ -99,22 +100,46 @@ export interface QuotaHold {
    * still in flight (a cut connection not yet closed), will write no more, and stops counting.
    */
   readonly resume: boolean;
+  /**
+   * The name the upload will publish when that name was free at its start: it adds a file. null when it
+   * replaces one (or when no file-count quota applies).
+   */
+  readonly newName: string | null;
   /** The upload's bytes not yet written to its staging file. */
   remaining(): number;
   /** Whether the upload has ended (published, kept for a resume, or discarded). */
   ended(): boolean;
 }
 
+/** A user's quotas now: bytes (--quota) and published files (--max-files); null = no limit of that kind. */
+export interface QuotaLimit {
+  bytes: number | null;
+  files: number | null;
+}
+
+/** What a measurement finds on the storage: the bytes that count, and the published files. */
+export interface Measured {
+  bytes: number;
+  files: number;
+}
+
+/** What a request would add: bytes, and whether a file. */
+interface Extra {
+  bytes: number;
+  file: boolean;
+}
+
 /** One user's quota in one worker. */
 export class UserQuota {
-  readonly #limit: () => number | null;
-  readonly #measure: () => Promise<number>;
+  readonly #limit: () => QuotaLimit;
+  readonly #measure: () => Promise<Measured>;
   readonly #now: () => number;
   /**
-   * The user's usage: the last measurement, plus what uploads in flight had not yet written when it began,
-   * plus what was admitted since (minus what this worker deleted); null before the first.
+   * The user's usage: the last measurement, plus what uploads in flight had not yet written (and the new
+   * names they will publish) when it began, plus what was admitted since (minus what this worker deleted);
+   * null before the first.
    */
-  #used: number | null = null;
+  #used: Measured | null = null;
   #measuredAt = 0;
   /** How old a measurement may be before the next one (REFRESH_MS, or more after a slow measurement). */
   #refreshMs = REFRESH_MS;
@@ -122,80 +147,117 @@ export class UserQuota {
   /** Measurements started so far, and the number of the one #used comes from. */
   #started = 0;
   #current = 0;
-  /** Bytes admitted while a measurement runs: the measurement's own snapshot of the holds predates them. */
-  #admittedMeanwhile = 0;
+  /** What was admitted while a measurement runs: the measurement's own snapshot of the holds predates it. */
+  #admittedMeanwhile: Measured = { bytes: 0, files: 0 };
   /** The uploads in flight, by identity. */
   readonly #holds = new Map<string, Set<QuotaHold>>();
 
   /**
-   * `limit`: the user's quota now (null: none; it may change at a reload). `measure`: the bytes the user's
-   * published files and partial uploads hold on the storage now. `now`: a monotonic clock in ms.
+   * `limit`: the user's quotas now (they may change at a reload). `measure`: what the user's published
+   * files and partial uploads hold on the storage now. `now`: a monotonic clock in ms.
    */
-  constructor(limit: () => number | null, measure: () => Promise<number>, now: () => number = () => performance.now()) {
+  constructor(limit: () => QuotaLimit, measure: () => Promise<Measured>, now: () => number = () => performance.now()) {
     this.#limit = limit;
     this.#measure = measure;
     this.#now = now;
   }
 
-  /** The user's quota now; null = none. */
+  /** The user's quota in bytes now; null = none. */
   limit(): number | null {
-    return this.#limit();
+    return this.#limit().bytes;
   }
 
-  /** The user's usage as this worker knows it, measured afresh when stale. */
+  /** The most published files the user may have now; null = no limit. */
+  maxFiles(): number | null {
+    return this.#limit().files;
+  }
+
+  /** Whether any quota applies to the user now. */
+  limited(): boolean {
+    const limit = this.#limit();
+    return limit.bytes !== null || limit.files !== null;
+  }
+
+  /** The user's usage in bytes as this worker knows it, measured afresh when stale. */
   async used(): Promise<number> {
-    if (this.#used === null || this.#now() - this.#measuredAt > this.#refreshMs) await this.#fresh();
-    return this.#used!;
+    return (await this.#known()).bytes;
+  }
+
+  /** The user's published files as this worker knows them, measured afresh when stale. */
+  async usedFiles(): Promise<number> {
+    return (await this.#known()).files;
   }
 
   /**
-   * Throws QUOTA_EXCEEDED unless an upload of this identity with `bytes` still to send fits; checks only
-   * (the `offset` request).
+   * Throws QUOTA_EXCEEDED unless an upload of this identity with `bytes` still to send (publishing the new
+   * name `newName`, if any) fits; checks only (the `offset` request).
    */
-  async check(bytes: number, identity: string, resume: boolean, name: string): Promise<void> {
-    const limit = this.#limit();
-    if (limit === null) return;
-    await this.#settle(bytes, identity, resume, limit);
-    this.#fits(this.#extra(bytes, identity, resume), name, this.#limit());
+  async check(bytes: number, identity: string, resume: boolean, name: string, newName: string | null = null): Promise<void> {
+    if (!this.limited()) return;
+    await this.#settle(bytes, identity, resume, newName);
+    this.#fits(this.#extra(bytes, identity, resume, newName), name, this.#limit());
   }
 
   /**
    * Admits an upload that has `bytes` still to send, or throws QUOTA_EXCEEDED. What it adds counts at once,
-   * so the next upload on this worker sees it; `hold` keeps what it has not yet written counted across
-   * measurements (what it has written is measured) until the upload ends. A resume replaces the attempt of
-   * its identity still in flight whose bytes it takes over (a cut connection not yet closed), so what that
-   * one had still to send no longer counts.
+   * so the next upload on this worker sees it; `hold` keeps what it has not yet written (and the new name
+   * it will publish) counted across measurements (what it has written is measured) until the upload ends.
+   * A resume replaces the attempt of its identity still in flight whose bytes it takes over (a cut
+   * connection not yet closed), so what that one had still to send no longer counts.
    */
   async admit(bytes: number, name: string, hold: QuotaHold): Promise<void> {
     // Without a limit nothing is measured or counted (a limit set by a later reload measures afresh).
-    const limit = this.#limit();
-    if (limit === null) return;
-    await this.#settle(bytes, hold.identity, hold.resume, limit);
+    if (!this.limited()) return;
+    await this.#settle(bytes, hold.identity, hold.resume, hold.newName);
     // Compared and counted in one turn of the event loop: two uploads admitted at once cannot both take
     // the same room.
     const { taken, replaced } = this.#takeover(hold.identity, hold.resume);
-    this.#fits(Math.max(0, bytes - replaced), name, this.#limit());
+    const extra = { bytes: Math.max(0, bytes - replaced), file: this.#addsFile(hold.newName) };
+    this.#fits(extra, name, this.#limit());
     // The attempt taken over goes from `replaced` bytes to come to this one's `bytes` (fewer, even).
-    this.#used! += bytes - replaced;
-    if (this.#measuring !== null) this.#admittedMeanwhile += bytes - replaced;
+    const added = { bytes: bytes - replaced, files: extra.file ? 1 : 0 };
+    this.#add(this.#used!, added);
+    if (this.#measuring !== null) this.#add(this.#admittedMeanwhile, added);
     let attempts = this.#holds.get(hold.identity);
     if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
     if (taken !== null) attempts.delete(taken);
     attempts.add(hold);
   }
 
-  /** A published file of `bytes` was deleted by this worker. */
-  freed(bytes: number): void {
-    if (this.#used !== null) this.#used = Math.max(0, this.#used - bytes);
+  /** This worker removed `files` published files holding `bytes` (or partial uploads: no file). */
+  freed(bytes: number, files: number): void {
+    if (this.#used === null) return;
+    this.#used.bytes = Math.max(0, this.#used.bytes - bytes);
+    this.#used.files = Math.max(0, this.#used.files - files);
+  }
+
+  #add(to: Measured, what: Measured): void {
+    to.bytes += what.bytes;
+    to.files += what.files;
+  }
+
+  async #known(): Promise<Measured> {
+    if (this.#used === null || this.#now() - this.#measuredAt > this.#refreshMs) await this.#fresh();
+    return this.#used!;
   }
 
   /**
    * What an upload of `identity` with `bytes` to send adds: all of it, unless it is a resume, which takes
    * over what the attempt it continues had still to send (`resume`; the `offset` request asks for a resume
-   * when its offset is above 0).
+   * when its offset is above 0); and a file when it publishes a new name.
    */
-  #extra(bytes: number, identity: string, resume: boolean): number {
-    return Math.max(0, bytes - this.#takeover(identity, resume).replaced);
+  #extra(bytes: number, identity: string, resume: boolean, newName: string | null): Extra {
+    return { bytes: Math.max(0, bytes - this.#takeover(identity, resume).replaced), file: this.#addsFile(newName) };
+  }
+
+  /**
+   * Whether publishing `newName` adds a file the count does not hold yet: not when another upload in
+   * flight counts that name already (two uploads of one new name leave one file).
+   */
+  #addsFile(newName: string | null): boolean {
+    if (newName === null) return false;
+    for (const identity of [...this.#holds.keys()]) for (const hold of this.#live(identity)) if (hold.newName === newName) return false;
+    return true;
   }
 
   /**
@@ -207,13 +269,6 @@ export class UserQuota {
     let taken: QuotaHold | null = null;
     if (resume) for (const hold of this.#live(identity)) if (taken === null || hold.remaining() < taken.remaining()) taken = hold;
     return { taken, replaced: taken === null ? 0 : Math.max(0, taken.remaining()) };
-  }
-
-  /** What the live attempts of `identity` have still to write, together. */
-  #coming(identity: string): number {
-    let total = 0;
-    for (const hold of this.#live(identity)) total += Math.max(0, hold.remaining());
-    return total;
   }
 
   /** The attempts of `identity` in flight; ended ones are forgotten. */
@@ -229,11 +284,11 @@ export class UserQuota {
    * before the request: a file deleted through another worker a moment ago must not refuse the upload that
    * follows it. (A refused request therefore costs a measurement, as a long listing costs a stat per file.)
    */
-  async #settle(bytes: number, identity: string, resume: boolean, limit: number): Promise<void> {
+  async #settle(bytes: number, identity: string, resume: boolean, newName: string | null): Promise<void> {
     const before = this.#started;
-    await this.used();
+    await this.#known();
     // At most twice: a measurement already running when the request came is joined, then a new one runs.
-    while (this.#used! + this.#extra(bytes, identity, resume) > limit && this.#current <= before) await this.#fresh();
+    while (this.#over(this.#extra(bytes, identity, resume, newName), this.#limit()) !== null && this.#current <= before) await this.#fresh();
   }
 
   /** Measures now, or joins the measurement that is running. */
@@ -243,22 +298,43 @@ export class UserQuota {
   }
 
   /** `limit` read again after the waits: a reload meanwhile may have changed (or lifted) it. */
-  #fits(extra: number, name: string, limit: number | null): void {
+  #fits(extra: Extra, name: string, limit: QuotaLimit): void {
+    const over = this.#over(extra, limit);
+    if (over !== null) throw over(name);
+  }
+
+  /** The refusal of a request adding `extra`, or null when it fits. */
+  #over(extra: Extra, limit: QuotaLimit): ((name: string) => FtsError) | null {
     const used = this.#used!;
     // A request that adds nothing (a staged upload to publish, a takeover) is never refused.
-    if (limit !== null && extra > 0 && used + extra > limit) throw exceeded(name, extra, used, limit);
+    if (limit.bytes !== null && extra.bytes > 0 && used.bytes + extra.bytes > limit.bytes) {
+      const quota = limit.bytes;
+      return (name) => exceeded(name, extra.bytes, used.bytes, quota);
+    }
+    if (limit.files !== null && extra.file && used.files + 1 > limit.files) {
+      const maxFiles = limit.files;
+      return (name) => tooManyFiles(name, used.files, maxFiles);
+    }
+    return null;
   }
 
   async #remeasure(): Promise<void> {
     const number = ++this.#started;
     const at = this.#now();
-    // What the uploads in flight have still to write, taken before the storage is read: bytes they write
-    // meanwhile may be counted twice (until the next measurement), never missed.
+    // What the uploads in flight have still to write, and the new names they will publish, taken before
+    // the storage is read: what they write or publish meanwhile may be counted twice (until the next
+    // measurement), never missed.
     let coming = 0;
-    for (const identity of [...this.#holds.keys()]) coming += this.#coming(identity);
-    this.#admittedMeanwhile = 0;
+    const names = new Set<string>();
+    for (const identity of [...this.#holds.keys()]) {
+      for (const hold of this.#live(identity)) {
+        coming += Math.max(0, hold.remaining());
+        if (hold.newName !== null) names.add(hold.newName);
+      }
+    }
+    this.#admittedMeanwhile = { bytes: 0, files: 0 };
     const stored = await this.#measure();
-    this.#used = stored + coming + this.#admittedMeanwhile;
+    this.#used = { bytes: stored.bytes + coming + this.#admittedMeanwhile.bytes, files: stored.files + names.size + this.#admittedMeanwhile.files };
     this.#current = number;
     this.#measuredAt = at;
     this.#refreshMs = Math.max(REFRESH_MS, MEASURE_SPACING * (this.#now() - at));
@@ -268,4 +344,8 @@ export class UserQuota {
 function exceeded(name: string, bytes: number, used: number, limit: number): FtsError {
   const left = Math.max(0, limit - used);
   return new FtsError('QUOTA_EXCEEDED', `${name}: ${bytes} more bytes would exceed your quota: ${used} of ${limit} bytes used, ${left} left`, { used, quota: limit });
+}
+
+function tooManyFiles(name: string, files: number, maxFiles: number): FtsError {
+  return new FtsError('QUOTA_EXCEEDED', `${name}: a new file would exceed your file quota: ${files} of ${maxFiles} files`, { files, maxFiles });
 }

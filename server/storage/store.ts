@@ -57,7 +57,7 @@ export interface ReadableFile {
 /** The storage root shared by every worker process (and later every node). */
 export class Store {
   readonly root: string;
-  /** What each user may store (--quota, --quota-file); replaced at a reload. */
+  /** What each user may store (--quota, --max-files, --quota-file); replaced at a reload. */
   #limits: QuotaLimits;
   /** What each user may do (--permissions-file); replaced at a reload. */
   #permissions = new Permissions();
@@ -156,8 +156,11 @@ export class Store {
     }
     await checkUserDir(dir);
     const quota = new UserQuota(
-      () => this.#limits.limitFor(user),
-      async () => (await measureUsage(this.root, user, dir)).used,
+      () => ({ bytes: this.#limits.limitFor(user), files: this.#limits.filesFor(user) }),
+      async () => {
+        const { used, files } = await measureUsage(this.root, user, dir);
+        return { bytes: used, files };
+      },
     );
     return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user));
   }
@@ -219,18 +222,24 @@ export class UserStore {
    * looked at here: hashing here would let any header make the server read a file, and let a user who
    * may not read files test guesses of one without sending a byte. The publish judges the content, under
    * the name's lock, with the permissions of that moment (staging.ts).
+   *
+   * Returns `name` when a file-count quota applies and the name is free: the upload will add a file (a
+   * name taken meanwhile is then counted once too often, until the next measurement); null otherwise.
    */
-  async #mayUpload(name: string, size: number | null): Promise<void> {
+  async #mayUpload(name: string, size: number | null): Promise<string | null> {
     const granted = this.#allowed('w', name);
-    if (granted.has('o')) return;
+    const counting = this.#quota.maxFiles() !== null;
+    if (granted.has('o') && !counting) return null;
     const st = await lstatOrNull(resolveName(this.#dir, name), name);
-    // Free, or a directory (which the upload reports as NOT_A_FILE).
-    if (st === null || st.isDirectory()) return;
+    if (st === null) return counting ? name : null;
+    // Taken by a file the upload replaces, or by a directory (which the upload reports as NOT_A_FILE).
+    if (granted.has('o') || st.isDirectory()) return null;
     // Only a repeat of the upload that put the file there (same bytes) can still be answered ok at the
     // publish (StagedUpload's #judgePublish): an unsized one's size is not known yet, so only the file's age
     // tells that it cannot be one.
     const repeat = size === null ? Date.now() - Number(st.mtimeMs) <= REPEAT_WINDOW_MS : Number(st.size) === size;
     if (!(st.isFile() && repeat)) granted.require('o', this.user, name);
+    return null;
   }
 
   /**
@@ -241,7 +250,7 @@ export class UserStore {
    * an upload is refused only for bytes it has.
    */
   async beginUnsizedUpload(name: string): Promise<UnsizedUpload> {
-    await this.#mayUpload(name, null);
+    const newName = await this.#mayUpload(name, null);
     const staged = await beginUnsizedStagedUpload({ root: this.#root, user: this.user, name, permissions: this.#permissions });
     // Taken with or without a limit now (admit counts nothing without one): a quota set by a reload while
     // the upload runs applies to the rest of its bytes.
@@ -249,6 +258,7 @@ export class UserStore {
     const hold: QuotaHold = {
       identity: `unsized ${randomBytes(12).toString('hex')}`,
       resume: false,
+      newName,
       remaining: () => Math.max(0, granted - staged.stored),
       ended: () => staged.settled,
     };
@@ -277,6 +287,13 @@ export class UserStore {
         await take(total);
       }
     };
+    try {
+      // The file it may add is counted from the start: an empty stream takes no room but is a file.
+      await this.#quota.admit(0, name, hold);
+    } catch (err) {
+      await staged.abort();
+      throw err;
+    }
     return { staged, room };
   }
 
@@ -287,15 +304,16 @@ export class UserStore {
    * reported as such).
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
-    await this.#mayUpload(name, size);
+    const newName = await this.#mayUpload(name, size);
     const target = { root: this.#root, user: this.user, name, permissions: this.#permissions };
-    if (this.#quota.limit() === null) return beginStagedUpload(target, size, tag, offset, copying);
+    if (!this.#quota.limited()) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
     let staged: StagedUpload | null = null;
     let failed = false;
     await this.#quota.admit(size - offset, name, {
       identity: keyOf(name, size, tag),
       resume: offset > 0,
+      newName,
       remaining: () => size - (staged?.stored ?? offset),
       ended: () => failed || (staged?.settled ?? false),
     });
@@ -313,9 +331,9 @@ export class UserStore {
    * a quota, the rest of the upload must fit, so that a client learns it before sending the data.
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
-    await this.#mayUpload(name, size);
+    const newName = await this.#mayUpload(name, size);
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
-    await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name);
+    await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name, newName);
     return offset;
   }
 
@@ -374,7 +392,7 @@ export class UserStore {
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not deleted`);
         await unlink(file);
         unlinked = true;
-        this.#quota.freed(st.size);
+        this.#quota.freed(st.size, 1);
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
         await forgetDigest(this.#root, this.user, name);
@@ -420,7 +438,7 @@ export class UserStore {
         if (digest !== null && recordVersion(await lstat(source, { bigint: true })) !== recordVersion(st)) digest = null;
         await rename(source, target);
         renamed = true;
-        if (replaced !== null) this.#quota.freed(Number(replaced.size));
+        if (replaced !== null) this.#quota.freed(Number(replaced.size), 1);
         await moveDigest(this.#root, this.user, name, to, target, st, digest);
         await fsyncDir(this.#dir);
       } catch (err) {
@@ -437,13 +455,13 @@ export class UserStore {
   /** Removes the partial upload of the identity `key` (PROTOCOL.md §6.10); NOT_FOUND when there is none. */
   async discard(key: string): Promise<{ bytes: number; name: string | null }> {
     const discarded = await discardPartials(this.#root, this.user, key);
-    this.#quota.freed(discarded.bytes);
+    this.#quota.freed(discarded.bytes, 0);
     return discarded;
   }
 
   /** What the user stores now, measured afresh, and their quota. */
   async usage(): Promise<Usage> {
-    return { ...(await measureUsage(this.#root, this.user, this.#dir)), quota: this.#quota.limit() };
+    return { ...(await measureUsage(this.#root, this.user, this.#dir)), quota: this.#quota.limit(), maxFiles: this.#quota.maxFiles() };
   }
 
   list(long: true): Promise<Entry[]>;

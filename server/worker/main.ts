@@ -44,9 +44,9 @@ export async function runWorker(config: Config): Promise<void> {
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
   setLockWaitSeconds(config.lockTimeoutSeconds);
   setDirectIo(config.directIo); // before the first transfer, like the lock wait
-  const store = new Store(config.storage, new QuotaLimits(config.quotaBytes));
+  const store = new Store(config.storage, new QuotaLimits(config.quotaBytes, config.maxFiles));
   /** The quotas: --quota, replaced for the users the quota file names (its text comes with the users file). */
-  const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, text));
+  const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, config.maxFiles, text));
   /** What each user may do (the permissions file's text comes with the users file too). */
   const usePermissions = (text: string | null): void => store.setPermissions(Permissions.fromFile(text));
   /** The context, once the init has come and it exists (a reload before that only sets initialRates). */

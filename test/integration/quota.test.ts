@@ -252,7 +252,7 @@ describe('usage: what a user stores (fts usage, the `usage` request)', function 
     );
     const json = await runCli(['df', '--json'], opts);
     expect(json.code, describeRun(json)).to.equal(0);
-    expect(JSON.parse(json.out)).to.deep.equal({ used: 1_048_576, files: 1, partial: 48_576, quota: 3 * MIB });
+    expect(JSON.parse(json.out)).to.deep.equal({ used: 1_048_576, files: 1, partial: 48_576, quota: 3 * MIB, maxFiles: null });
   });
 
   it('without a quota: quota none (null in JSON); the greeting offers the capability; another user sees only their own', async function () {
@@ -262,7 +262,7 @@ describe('usage: what a user stores (fts usage, the `usage` request)', function 
       expect(c.greeting['caps']).to.include('usage');
       await c.auth(BOB.user, BOB.password);
       await c.uploadBuffer('x', Buffer.alloc(10));
-      expect(await c.usage()).to.deep.equal({ used: 10, files: 1, partial: 0, quota: null });
+      expect(await c.usage()).to.deep.equal({ used: 10, files: 1, partial: 0, quota: null, maxFiles: null });
     } finally {
       c.close();
     }
@@ -319,19 +319,19 @@ describe('per-user quotas (--quota-file), and their reload', function () {
     expect(text.code, text.stderr).to.equal(0);
     expect(text.stdout).to.equal(
       [
-        'USER        USED    QUOTA   USE%  FILES  PARTIAL',
-        'alice  512.0 KiB  1.0 MiB  50.0%      1      0 B',
-        'bob          0 B     none      -      0      0 B',
-        'carol     1000 B  3.0 MiB   0.0%      1      0 B',
+        'USER        USED    QUOTA   USE%  FILES  MAX FILES  PARTIAL',
+        'alice  512.0 KiB  1.0 MiB  50.0%      1       none      0 B',
+        'bob          0 B     none      -      0       none      0 B',
+        'carol     1000 B  3.0 MiB   0.0%      1       none      0 B',
         '',
       ].join('\n'),
     );
     const json = await runAdmin(server.adminSocket, ['usage', '--json']);
     expect(json.code, json.stderr).to.equal(0);
     expect(JSON.parse(json.stdout)).to.deep.equal([
-      { user: 'alice', used: MIB / 2, files: 1, partial: 0, quota: MIB },
-      { user: 'bob', used: 0, files: 0, partial: 0, quota: null },
-      { user: 'carol', used: 1000, files: 1, partial: 0, quota: 3 * MIB },
+      { user: 'alice', used: MIB / 2, files: 1, partial: 0, quota: MIB, maxFiles: null },
+      { user: 'bob', used: 0, files: 0, partial: 0, quota: null, maxFiles: null },
+      { user: 'carol', used: 1000, files: 1, partial: 0, quota: 3 * MIB, maxFiles: null },
     ]);
   });
 

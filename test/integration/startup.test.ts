@@ -153,7 +153,7 @@ describe('fts-server startup with bad inputs', function () {
     const file = path.join(fx.dir, 'quotas.txt');
     await writeFile(file, 'alice:1M\nbob 2M\ncarol:lots\n');
     let line = expectQuickFailure(await runServerOnce(withFlag('--quota-file', file)), 1);
-    expect(line).to.equal(`fts-server: quota file ${file}: line 2: expected USER:SIZE; line 3: SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off`);
+    expect(line).to.equal(`fts-server: quota file ${file}: line 2: expected USER:SIZE; line 3: SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off; FILES (after a /, optional) a number of files of at least 1, or off`);
     line = expectQuickFailure(await runServerOnce(withFlag('--quota-file', path.join(fx.dir, 'missing.txt'))), 1);
     expect(line).to.include(`quota file ${path.join(fx.dir, 'missing.txt')}`);
     expect(line).to.include('ENOENT');

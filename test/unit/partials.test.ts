@@ -348,11 +348,11 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       const key = await cut('usage.bin', data, 2 * MiB);
       const small = randomBytes(10 * KiB);
       const smallKey = await cut('usage-small.bin', small, 3 * KiB);
-      expect(await alice.usage()).to.deep.equal({ used: 1000 + 2 * MiB + 3 * KiB, files: 1, partial: 2 * MiB + 3 * KiB, quota: null });
+      expect(await alice.usage()).to.deep.equal({ used: 1000 + 2 * MiB + 3 * KiB, files: 1, partial: 2 * MiB + 3 * KiB, quota: null, maxFiles: null });
       await alice.discard(key);
-      expect(await alice.usage()).to.deep.equal({ used: 1000 + 3 * KiB, files: 1, partial: 3 * KiB, quota: null });
+      expect(await alice.usage()).to.deep.equal({ used: 1000 + 3 * KiB, files: 1, partial: 3 * KiB, quota: null, maxFiles: null });
       await alice.discard(smallKey);
-      expect(await alice.usage()).to.deep.equal({ used: 1000, files: 1, partial: 0, quota: null });
+      expect(await alice.usage()).to.deep.equal({ used: 1000, files: 1, partial: 0, quota: null, maxFiles: null });
     });
 
     it('with a quota, the discarded bytes count as freed at once: the next upload is admitted without measuring again', async () => {
@@ -362,10 +362,10 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       await mkdir(dir, { mode: 0o700 });
       let measurements = 0;
       const quota = new UserQuota(
-        () => 4 * MiB,
+        () => ({ bytes: 4 * MiB, files: null }),
         async () => {
           measurements++;
-          return (await measureUsage(root, 'dave', dir)).used;
+          return { bytes: (await measureUsage(root, 'dave', dir)).used, files: 0 };
         },
         () => 0,
       );

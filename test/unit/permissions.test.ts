@@ -181,14 +181,14 @@ describe('permissions: the quota file through the shared rule-lines syntax', fun
     const ok = parseQuotaFile('# tiers\r\nalice:10G\r\n\nbob: off\n');
     expect(ok.problems).to.deep.equal([]);
     expect([...ok.perUser]).to.deep.equal([
-      ['alice', 10 * 2 ** 30],
-      ['bob', null],
+      ['alice', { bytes: 10 * 2 ** 30 }],
+      ['bob', { bytes: null }],
     ]);
     const bad = parseQuotaFile('alice 10G\n../x:1M\ndave:lots\nerin:1M\nerin:2M\n');
     expect(bad.problems).to.deep.equal([
       { line: 1, reason: 'expected USER:SIZE' },
       { line: 2, reason: '"../x" is not a valid user name' },
-      { line: 3, reason: 'SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off' },
+      { line: 3, reason: 'SIZE must be a number of bytes of at least 1, optionally with K, M, G or T, or off; FILES (after a /, optional) a number of files of at least 1, or off' },
       { line: 5, reason: 'erin is named twice' },
     ]);
   });

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FtsError } from '../../protocol/index.js';
 import { MEASURE_SPACING, measureUsage, REFRESH_MS, UserQuota, type QuotaHold } from '../../server/storage/quota.js';
-import { parseQuotaFile, parseQuotaSize, QuotaLimits } from '../../server/storage/quota-limits.js';
+import { parseFileCount, parseQuotaFile, parseQuotaSize, QuotaLimits } from '../../server/storage/quota-limits.js';
 import { codeOf } from '../helpers/common.js';
 
 describe('UserQuota', function () {
@@ -23,10 +23,10 @@ describe('UserQuota', function () {
     measurements = 0;
     clock = 1_000_000;
     quota = new UserQuota(
-      () => 1000,
+      () => ({ bytes: 1000, files: null }),
       async () => {
         measurements++;
-        return stored;
+        return { bytes: stored, files: 0 };
       },
       () => clock,
     );
@@ -34,7 +34,7 @@ describe('UserQuota', function () {
 
   let identities = 0;
   /** A hold of a new identity, unless `identity` is given. */
-  const hold = (remaining: () => number, ended: () => boolean = () => false, identity = `id${identities++}`, resume = false): QuotaHold => ({ identity, resume, remaining, ended });
+  const hold = (remaining: () => number, ended: () => boolean = () => false, identity = `id${identities++}`, resume = false): QuotaHold => ({ identity, resume, newName: null, remaining, ended });
 
   it('admits up to the limit and counts what it admitted until the next measurement', async function () {
     stored = 200;
@@ -77,11 +77,11 @@ describe('UserQuota', function () {
 
   it('after a slow measurement the next waits MEASURE_SPACING times as long (but a refusal still measures afresh)', async function () {
     quota = new UserQuota(
-      () => 1000,
+      () => ({ bytes: 1000, files: null }),
       async () => {
         measurements++;
         clock += 50; // the measurement takes 50 ms
-        return stored;
+        return { bytes: stored, files: 0 };
       },
       () => clock,
     );
@@ -127,12 +127,12 @@ describe('UserQuota', function () {
     let release!: () => void;
     let gate: Promise<void> | null = new Promise<void>((r) => (release = r));
     quota = new UserQuota(
-      () => 1000,
+      () => ({ bytes: 1000, files: null }),
       async () => {
         measurements++;
         const value = stored;
         if (gate !== null) await gate;
-        return value;
+        return { bytes: value, files: 0 };
       },
       () => clock,
     );
@@ -151,11 +151,11 @@ describe('UserQuota', function () {
     let release!: () => void;
     let gate: Promise<void> | null = null;
     quota = new UserQuota(
-      () => 1000,
+      () => ({ bytes: 1000, files: null }),
       async () => {
         measurements++;
         if (gate !== null) await gate;
-        return stored;
+        return { bytes: stored, files: 0 };
       },
       () => clock,
     );
@@ -173,7 +173,7 @@ describe('UserQuota', function () {
   it('freed() gives room back at once', async function () {
     stored = 1000;
     await quota.used();
-    quota.freed(400);
+    quota.freed(400, 0);
     await quota.check(400, 'k', false, 'a');
     expect(measurements, 'no measurement needed').to.equal(1);
   });
@@ -193,13 +193,13 @@ describe('UserQuota with a limit that changes (a reload)', function () {
     let limit: number | null = null;
     let measurements = 0;
     const quota = new UserQuota(
-      () => limit,
+      () => ({ bytes: limit, files: null }),
       async () => {
         measurements++;
-        return 500;
+        return { bytes: 500, files: 0 };
       },
     );
-    await quota.admit(10 ** 12, 'huge', { identity: 'k', resume: false, remaining: () => 0, ended: () => true });
+    await quota.admit(10 ** 12, 'huge', { identity: 'k', resume: false, newName: null, remaining: () => 0, ended: () => true });
     await quota.check(10 ** 12, 'k', false, 'huge');
     expect(measurements, 'no limit: no measurement').to.equal(0);
     limit = 1000;
@@ -211,10 +211,10 @@ describe('UserQuota with a limit that changes (a reload)', function () {
   it('a resume replaces only the attempt it takes over (the one with the most bytes staged); the others keep counting', async function () {
     let stored = 0;
     const quota = new UserQuota(
-      () => 1000,
-      async () => stored,
+      () => ({ bytes: 1000, files: null }),
+      async () => ({ bytes: stored, files: 0 }),
     );
-    const attempt = (left: number, resume = false): QuotaHold => ({ identity: 'x', resume, remaining: () => left, ended: () => false });
+    const attempt = (left: number, resume = false): QuotaHold => ({ identity: 'x', resume, newName: null, remaining: () => left, ended: () => false });
     await quota.admit(400, 'x', attempt(300)); // wrote 100
     await quota.admit(400, 'x', attempt(350)); // wrote 50
     stored = 150;
@@ -227,17 +227,113 @@ describe('UserQuota with a limit that changes (a reload)', function () {
   it('parallel fresh attempts of one identity each count in full (each writes its own copy)', async function () {
     let measurements = 0;
     const quota = new UserQuota(
-      () => 1000,
+      () => ({ bytes: 1000, files: null }),
       async () => {
         measurements++;
-        return 0;
+        return { bytes: 0, files: 0 };
       },
     );
-    const same = (): QuotaHold => ({ identity: 'x', resume: false, remaining: () => 400, ended: () => false });
+    const same = (): QuotaHold => ({ identity: 'x', resume: false, newName: null, remaining: () => 400, ended: () => false });
     await quota.admit(400, 'x', same());
     await quota.admit(400, 'x', same());
     expect(await codeOf(quota.admit(400, 'x', same())), 'a third copy').to.equal('QUOTA_EXCEEDED');
     expect(measurements).to.be.greaterThan(0);
+  });
+});
+
+describe('UserQuota with a file-count quota (--max-files)', function () {
+  let storedFiles: number;
+  let measurements: number;
+  let clock: number;
+  let quota: UserQuota;
+  let bytesLimit: number | null;
+
+  beforeEach(function () {
+    storedFiles = 0;
+    measurements = 0;
+    clock = 1_000_000;
+    bytesLimit = null;
+    quota = new UserQuota(
+      () => ({ bytes: bytesLimit, files: 3 }),
+      async () => {
+        measurements++;
+        return { bytes: 0, files: storedFiles };
+      },
+      () => clock,
+    );
+  });
+
+  let identities = 0;
+  const upload = (newName: string | null, ended: () => boolean = () => false): QuotaHold => ({ identity: `f${identities++}`, resume: false, newName, remaining: () => 10, ended });
+
+  it('admits uploads of new names up to the limit; a replacement (no new name) always fits', async function () {
+    storedFiles = 1;
+    await quota.admit(10, 'a', upload('a'));
+    await quota.admit(10, 'b', upload('b'));
+    expect(await quota.usedFiles()).to.equal(3);
+    clock += 1;
+    expect(await codeOf(quota.admit(10, 'c', upload('c')))).to.equal('QUOTA_EXCEEDED');
+    expect(await codeOf(quota.check(10, 'k', false, 'c', 'c')), 'offset of a new name').to.equal('QUOTA_EXCEEDED');
+    expect(await codeOf(quota.admit(10, 'a', upload(null))), 'replacing a file').to.equal('OK');
+    expect(await codeOf(quota.check(10, 'k', false, 'x', null))).to.equal('OK');
+  });
+
+  it('the refusal names the files and the limit, in the message and as fields', async function () {
+    storedFiles = 3;
+    const err = await quota.check(10, 'k', false, 'new.txt', 'new.txt').then(() => null, (e: unknown) => e as FtsError);
+    expect(err?.code).to.equal('QUOTA_EXCEEDED');
+    expect(err?.message).to.equal('new.txt: a new file would exceed your file quota: 3 of 3 files');
+    expect(err?.details).to.deep.equal({ files: 3, maxFiles: 3 });
+    expect(err?.fatal).to.equal(false);
+  });
+
+  it('two uploads of one new name in flight count as one file (one replaces the other)', async function () {
+    storedFiles = 2;
+    await quota.admit(10, 'a', upload('a'));
+    await quota.admit(10, 'a', upload('a'));
+    expect(await quota.usedFiles()).to.equal(3);
+    clock += REFRESH_MS + 1;
+    expect(await quota.usedFiles(), 'measured: 2 stored + one name to come').to.equal(3);
+  });
+
+  it('uploads of new names admitted at the same moment cannot both take the last file', async function () {
+    storedFiles = 2;
+    const results = await Promise.all([quota.admit(10, 'a', upload('a')), quota.admit(10, 'b', upload('b'))].map(codeOf));
+    expect(results.sort()).to.deep.equal(['OK', 'QUOTA_EXCEEDED']);
+  });
+
+  it('a measurement counts the stored files plus the new names of uploads in flight; ended ones only as stored', async function () {
+    let ended = false;
+    await quota.admit(10, 'a', upload('a', () => ended));
+    clock += REFRESH_MS + 1;
+    expect(await quota.usedFiles()).to.equal(1);
+    ended = true;
+    storedFiles = 1; // published
+    clock += REFRESH_MS + 1;
+    expect(await quota.usedFiles()).to.equal(1);
+    ended = false;
+  });
+
+  it('freed() gives a file back at once; a refusal measures afresh (a file deleted elsewhere counts)', async function () {
+    storedFiles = 3;
+    await quota.usedFiles();
+    quota.freed(100, 1);
+    await quota.check(10, 'k', false, 'd', 'd');
+    expect(measurements, 'no measurement needed').to.equal(1);
+    await quota.admit(10, 'd', upload('d'));
+    storedFiles = 1; // 2 left on disk after the delete here, then one deleted through another worker
+    clock += 1;
+    await quota.admit(10, 'e', upload('e'));
+    expect(measurements, 'the would-be refusal measured afresh').to.equal(2);
+  });
+
+  it('an empty upload of a new name counts as a file; bytes and files are judged together', async function () {
+    storedFiles = 2;
+    bytesLimit = 100;
+    await quota.admit(0, 'empty', { ...upload('empty'), remaining: () => 0 });
+    expect(await codeOf(quota.admit(0, 'other', { ...upload('other'), remaining: () => 0 })), 'no room for another file').to.equal('QUOTA_EXCEEDED');
+    const err = await quota.admit(101, 'x', upload(null)).then(() => null, (e: unknown) => e as FtsError);
+    expect(err?.details, 'over the byte quota').to.deep.equal({ used: 0, quota: 100 });
   });
 });
 
@@ -258,9 +354,9 @@ describe('quota sizes and the quota file', function () {
     const ok = parseQuotaFile('# tiers\nalice:10G\r\n\n  # indented comment\nbob: off\ncarol:500M\n');
     expect(ok.problems).to.deep.equal([]);
     expect([...ok.perUser]).to.deep.equal([
-      ['alice', 10 * 2 ** 30],
-      ['bob', null],
-      ['carol', 500 * 2 ** 20],
+      ['alice', { bytes: 10 * 2 ** 30 }],
+      ['bob', { bytes: null }],
+      ['carol', { bytes: 500 * 2 ** 20 }],
     ]);
     const bad = parseQuotaFile('alice 10G\n../x:1M\ndave:lots\nerin:1M\nerin:2M\n');
     expect(bad.problems.map((p) => p.line)).to.deep.equal([1, 2, 3, 5]);
@@ -268,8 +364,39 @@ describe('quota sizes and the quota file', function () {
     expect(bad.problems[3]!.reason).to.include('twice');
   });
 
+  it('parseFileCount: a whole number of files of at least 1, or off; no units', function () {
+    expect(parseFileCount('1')).to.equal(1);
+    expect(parseFileCount(' 5000 ')).to.equal(5000);
+    expect(parseFileCount('Off')).to.equal(null);
+    for (const bad of ['0', '', '-1', '1.5', '10K', '1e3', 'many', '99999999999999999999']) expect(parseFileCount(bad), `"${bad}"`).to.equal(undefined);
+  });
+
+  it('parseQuotaFile: USER:SIZE/FILES gives a file-count quota too; a malformed FILES or a third part refuses the line', function () {
+    const ok = parseQuotaFile('alice:10G/5000\nbob:off/100\ncarol:1M/off # no file limit\ndave:2M\n');
+    expect(ok.problems).to.deep.equal([]);
+    expect([...ok.perUser]).to.deep.equal([
+      ['alice', { bytes: 10 * 2 ** 30, files: 5000 }],
+      ['bob', { bytes: null, files: 100 }],
+      ['carol', { bytes: 2 ** 20, files: null }],
+      ['dave', { bytes: 2 * 2 ** 20 }],
+    ]);
+    const bad = parseQuotaFile('a:1M/\nb:1M/0\nc:1M/2/3\nd:/5\ne:1M/10K\n');
+    expect(bad.problems.map((p) => p.line)).to.deep.equal([1, 2, 3, 4, 5]);
+    expect(bad.problems[0]!.reason).to.include('FILES (after a /, optional)');
+  });
+
+  it('QuotaLimits.filesFor: a line with FILES gives its own, a line without it and a user not named get --max-files', function () {
+    const limits = QuotaLimits.fromFile(null, 50, 'alice:1G/10\nbob:1G\ncarol:off/off\n');
+    expect(limits.filesFor('alice')).to.equal(10);
+    expect(limits.filesFor('bob')).to.equal(50);
+    expect(limits.filesFor('carol')).to.equal(null);
+    expect(limits.filesFor('dave')).to.equal(50);
+    expect(limits.limitFor('bob')).to.equal(2 ** 30);
+    expect(new QuotaLimits(null).filesFor('dave')).to.equal(null);
+  });
+
   it('QuotaLimits: a user the file names gets their own quota (off included), the others --quota', function () {
-    const limits = new QuotaLimits(100, new Map([['alice', 5], ['bob', null]]));
+    const limits = new QuotaLimits(100, null, new Map([['alice', { bytes: 5 }], ['bob', { bytes: null }]]));
     expect(limits.limitFor('alice')).to.equal(5);
     expect(limits.limitFor('bob')).to.equal(null);
     expect(limits.limitFor('carol')).to.equal(100);

@@ -102,8 +102,8 @@ export async function discard(req: Req<'discard'>, io: SessionIo): Promise<Handl
 
 /** What the user stores and their quota (§6.8). */
 export async function usage(_req: Req<'usage'>, io: SessionIo): Promise<HandlerResult> {
-  const { used, files, partial, quota } = await io.userStore().usage();
-  return { reply: { used, files, partial, quota } };
+  const { used, files, partial, quota, maxFiles } = await io.userStore().usage();
+  return { reply: { used, files, partial, quota, maxFiles } };
 }
 
 export async function noop(): Promise<HandlerResult> {
