@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -133,6 +133,16 @@ describe('fts-server startup with bad inputs', function () {
     const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_QUOTA: 'none' } }), 2);
     expect(line).to.include('FTS_QUOTA');
     expect(line).to.include('"none"');
+  });
+
+  it('--max-files 0, 10K, 1.5 or FTS_MAX_FILES=many: exit 2, the flag or variable and the value named', async () => {
+    for (const bad of ['0', '10K', '1.5']) {
+      const line = expectQuickFailure(await runServerOnce(withFlag('--max-files', bad)), 2);
+      expect(line).to.equal(`fts-server: --max-files: must be a number of files of at least 1, or off (got "${bad}") (see 'fts-server --help')`);
+    }
+    const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_MAX_FILES: 'many' } }), 2);
+    expect(line).to.include('FTS_MAX_FILES');
+    expect(line).to.include('"many"');
   });
 
   it('--max-upload-rate and --max-download-rate below 64K or malformed, or FTS_MAX_UPLOAD_RATE=fast: exit 2, the flag or variable and the value named', async () => {

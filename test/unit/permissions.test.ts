@@ -204,7 +204,7 @@ describe('permissions: the quota file through the shared rule-lines syntax', fun
     expect(perms.problems.map((p) => p.line)).to.deep.equal([3]);
     expect(perms.perUser.get('reader')?.letters).to.equal('lr');
     expect(perms.fallback.letters).to.equal('');
-    expect(parseQuotaFile('alice:20G # plenty\n').perUser.get('alice')).to.equal(20 * 2 ** 30);
+    expect(parseQuotaFile('alice:20G # plenty\n').perUser.get('alice')).to.deep.equal({ bytes: 20 * 2 ** 30 });
   });
 
   it('parseRuleLines without `star` treats * as a user name; with it, one * line is its own value', function () {
