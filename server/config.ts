@@ -34,6 +34,9 @@ export interface Config {
   readonly lockTimeoutSeconds: number;
   /** Bytes each user may store, published files and partial uploads together; null = no limit. */
   readonly quotaBytes: number | null;
+  /** A program to run after each published upload (--upload-hook); null = none. */
+  readonly uploadHook: string | null;
+  readonly uploadHookTimeoutSeconds: number;
   /** The most published files a user may have (--max-files); null = no limit. */
   readonly maxFiles: number | null;
   /** Per-user quotas (USER:SIZE[/FILES] lines) that replace quotaBytes and maxFiles for the users they name; null = none. */
@@ -209,6 +212,13 @@ export const FLAGS = {
     default: () => '',
     parse: optionalPath,
   },
+  'upload-hook': {
+    env: 'FTS_UPLOAD_HOOK',
+    help: 'program to run after each published upload, with the file\'s path as its argument and FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
+    default: () => '',
+    parse: optionalPath,
+  },
+  'upload-hook-timeout': { env: 'FTS_UPLOAD_HOOK_TIMEOUT', help: 'seconds an upload hook may run before it is killed', default: () => '60', parse: integer(1, 86_400) },
   'max-upload-rate': {
     env: 'FTS_MAX_UPLOAD_RATE',
     help: 'bytes per second each session may upload (K, M, G, T = powers of 1024; at least 64K; off = no limit)',
@@ -354,6 +364,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     quotaFile: pick('quota-file') as string | null,
     permissionsFile: pick('permissions-file') as string | null,
     ratesFile: pick('rates-file') as string | null,
+    uploadHook: pick('upload-hook') as string | null,
+    uploadHookTimeoutSeconds: pick('upload-hook-timeout') as number,
     maxUploadRate: pick('max-upload-rate') as number | null,
     maxDownloadRate: pick('max-download-rate') as number | null,
     directIo: pick('direct-io') as boolean,

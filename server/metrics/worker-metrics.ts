@@ -34,6 +34,7 @@ export class WorkerMetrics {
   private readonly transfers: Gauge<'direction'>;
   private readonly locksCompromised: Counter;
   private readonly throttledSeconds: Counter<'direction'>;
+  private readonly uploadHooks: Counter<'result'>;
 
   constructor() {
     const registers = [this.registry];
@@ -46,8 +47,10 @@ export class WorkerMetrics {
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
     this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
     this.throttledSeconds = new Counter({ name: 'fts_throttled_seconds_total', help: 'Seconds transfers waited for their session rate limit (--max-upload-rate, --max-download-rate)', labelNames: ['direction'], registers });
+    this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by result: ok, failed, timeout, dropped (queue full), unrun (the worker stopped first)', labelNames: ['result'], registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
+    for (const result of ['ok', 'failed', 'timeout', 'dropped', 'unrun']) this.uploadHooks.inc({ result }, 0);
     for (const op of COUNTED_OPS) {
       for (const result of ['ok', 'error']) this.operations.inc({ op, result }, 0);
       this.duration.zero({ op });
@@ -83,6 +86,10 @@ export class WorkerMetrics {
   operation(op: CountedOp, ok: boolean, seconds: number): void {
     this.operations.inc({ op, result: ok ? 'ok' : 'error' });
     this.duration.observe({ op }, seconds);
+  }
+
+  uploadHook(result: 'ok' | 'failed' | 'timeout' | 'dropped' | 'unrun'): void {
+    this.uploadHooks.inc({ result });
   }
 
   quotaRefused(): void {

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
-import { writeSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { constants, writeSync } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
@@ -73,6 +73,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const rules = await readRulesFiles(config).catch((err: unknown) => {
     throw err instanceof RulesFileRefused ? new StartupError(err.message) : err;
   });
+
+  if (config.uploadHook !== null) await checkUploadHook(config.uploadHook);
 
   if (config.tlsCert && config.tlsKey) {
     try {
@@ -247,4 +249,16 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   if (hupDuringStart) onHup();
 
   pool.start();
+}
+
+/** --upload-hook must be a program the server can run: found out at start, not at the first upload. */
+async function checkUploadHook(program: string): Promise<void> {
+  try {
+    const st = await stat(program);
+    if (!st.isFile()) throw new StartupError(`upload hook ${program}: not a regular file`);
+    await access(program, constants.X_OK);
+  } catch (err) {
+    if (err instanceof StartupError) throw err;
+    throw new StartupError(`upload hook ${program}: ${errnoReason(err)} (it must be a program the server may run)`);
+  }
 }

@@ -411,9 +411,10 @@ export class StagedUpload {
   /**
    * Publishes the file if exactly `size` bytes with the declared SHA-256 were received. Order: fsync the
    * data, close, then under the name's lock rename into place and fsync the directory, so that "ok" means
-   * both data and name are on stable storage. Any failure removes the staging file.
+   * both data and name are on stable storage. Any failure removes the staging file. `published`: this
+   * upload put its file under the name (not one already there, nor another upload's of the same bytes).
    */
-  async commit(): Promise<{ mtime: number }> {
+  async commit(): Promise<{ mtime: number; published: boolean }> {
     if (this.#state !== 'open') throw new Error(`StagedUpload.commit after ${this.#state}`);
     const handle = this.#handle;
     if (handle === undefined) throw new Error('StagedUpload has no open file');
@@ -491,11 +492,11 @@ export class StagedUpload {
       if (alreadyThere !== null) {
         // Nothing to publish: the staged copy goes, and the answer is the file in place (§3.2 rule 4).
         await this.abort();
-        return { mtime: mtimeOfBig(alreadyThere) };
+        return { mtime: mtimeOfBig(alreadyThere), published: false };
       }
       this.#state = 'committed';
       await this.#forgetName();
-      return { mtime: mtimeOfBig(publishedByOther ?? stats) };
+      return { mtime: mtimeOfBig(publishedByOther ?? stats), published: publishedByOther === null };
     } catch (err) {
       // Refused because the name was taken meanwhile: no retry could publish these bytes, so nothing is kept.
       const refused = err instanceof FtsError && err.code === 'PERMISSION_DENIED';

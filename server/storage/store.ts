@@ -208,6 +208,11 @@ export class UserStore {
     this.#permissions = permissions;
   }
 
+  /** The absolute path of the user's file `name` (a valid name; for --upload-hook). */
+  pathOf(name: string): string {
+    return resolveName(this.#dir, name);
+  }
+
   /** The user's permissions now; PERMISSION_DENIED (about `name`) unless they include `needed`. */
   #allowed(needed: Permission, name?: string): PermissionSet {
     const granted = this.#permissions();

@@ -5,6 +5,7 @@ import type { UserTable } from '../auth/users.js';
 import type { WorkerMetrics } from '../metrics/worker-metrics.js';
 import type { Store } from '../storage/store.js';
 import type { GateClient } from './gate-client.js';
+import type { UploadHooks } from './upload-hooks.js';
 
 /** What every session of one worker shares. */
 export interface WorkerContext {
@@ -25,6 +26,8 @@ export interface WorkerContext {
   users: UserTable;
   /** Each user's transfer rates (--max-*-rate, --rates-file); replaced wholesale on reload. */
   rates: RateLimits;
+  /** Runs --upload-hook after each published upload; null without one. */
+  readonly hooks: UploadHooks | null;
   /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */
   draining: boolean;
   /** A session finished a request (or closed); the drain uses it to notice when the worker is idle. */

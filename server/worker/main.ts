@@ -11,6 +11,7 @@ import { Store } from '../storage/store.js';
 import { Permissions } from '../storage/permissions.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
+import { UploadHooks } from './upload-hooks.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
@@ -98,6 +99,18 @@ export async function runWorker(config: Config): Promise<void> {
   const exit = (code: number): void => {
     if (exiting) return;
     exiting = true;
+    // Upload hooks queued or running get what is left of the drain's grace (none after an abort).
+    const hooks = context?.hooks ?? null;
+    if (hooks !== null && hooks.pending > 0) {
+      const deadline = Number.isFinite(drainDeadline) ? drainDeadline : Date.now();
+      log.info({ pending: hooks.pending, waitMs: Math.max(0, deadline - Date.now()) }, 'waiting for upload hooks');
+      void hooks.finish(deadline).finally(() => leave(code));
+    } else {
+      void hooks?.finish(Date.now());
+      leave(code);
+    }
+  };
+  const leave = (code: number): void => {
     log.info({ code }, 'worker exiting');
     const done = (): never => process.exit(code);
     setTimeout(done, 1_000).unref();
@@ -126,7 +139,8 @@ export async function runWorker(config: Config): Promise<void> {
     log.warn({ lockfile, err: error }, 'lock compromised: another process broke a lock this worker held');
     metrics.lockCompromised();
   });
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, draining: false, onSessionIdle: checkDrained };
+  const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics);
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, hooks, draining: false, onSessionIdle: checkDrained };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {
@@ -228,6 +242,8 @@ export async function runWorker(config: Config): Promise<void> {
 
   const abort = (reason: string): void => {
     ctx.draining = true;
+    // Nothing more is waited for, upload hooks included.
+    drainDeadline = Math.min(drainDeadline, Date.now());
     server.close();
     log.warn({ reason, sessions: sessions.size }, 'aborting open sessions');
     for (const s of sessions) {

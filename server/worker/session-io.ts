@@ -79,6 +79,8 @@ export class ConnectionGone extends Error {
 export interface HandlerResult {
   reply: Header;
   audit?: { file?: string; bytes?: number; sha256?: string };
+  /** An upload put this file under its name (for --upload-hook). */
+  published?: { name: string; size: number; sha256: string; mtime: number };
 }
 
 /**

@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--upload-hook', '--upload-hook-timeout', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {

@@ -170,15 +170,16 @@ async function chunkCorrupt(staged: StagedUpload, at: number): Promise<FtsError>
 
 /** Publishes a verified upload of `size` bytes (`bytes` of them sent by this request). */
 export async function publish(staged: StagedUpload, name: string, size: number, bytes: number, sha256: string): Promise<HandlerResult> {
-  let published = false;
+  let committed = false;
   try {
-    const { mtime } = await staged.commit();
-    published = true;
+    const { mtime, published } = await staged.commit();
+    committed = true;
     return {
       reply: { name, size, sha256, mtime },
       audit: { file: name, bytes, sha256 },
+      ...(published ? { published: { name, size, sha256, mtime } } : {}),
     };
   } finally {
-    if (!published) await staged.release();
+    if (!committed) await staged.release();
   }
 }

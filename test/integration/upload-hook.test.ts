@@ -1,0 +1,180 @@
+/**
+ * --upload-hook, end to end: a real fts-server runs a real program (a shell script written by the test)
+ * after each published upload. What is promised: the program gets the file's path as its argument and the
+ * details in FTS_* variables (and nothing of the server's environment beyond PATH and the like); no shell
+ * ever sees the name; the reply does not wait for it; every run's end is logged and counted (ok, failed,
+ * timeout, killed with what it started); a drain waits for runs in progress up to its deadline; a program
+ * the server cannot run refuses the start.
+ */
+import { expect } from 'chai';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient } from '../../client/index.js';
+import { runServerOnce } from '../helpers/lifecycle-spawn.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
+import { DEFAULT_USERS, TestServer, type LogLine } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+
+/** fts_upload_hooks_total by result, from the server's /metrics. */
+async function hookRuns(server: TestServer): Promise<Record<string, number>> {
+  const line = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics on http'));
+  const res = await fetch(`http://127.0.0.1:${String(line?.['port'])}/metrics`, { signal: AbortSignal.timeout(20_000) });
+  const runs: Record<string, number> = {};
+  for (const m of (await res.text()).matchAll(/^fts_upload_hooks_total\{result="([a-z]+)"\} (\d+)$/gm)) runs[m[1]!] = Number(m[2]);
+  return runs;
+}
+
+const hookLines = (server: TestServer): LogLine[] => server.lines.filter((l) => l['event'] === 'upload-hook' && l['result'] !== undefined);
+
+describe('upload hook (--upload-hook)', function () {
+  this.timeout(60_000);
+
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let server: TestServer | null = null;
+  const clients: FtsClient[] = [];
+
+  /** A hook script: `body` runs after it has noted its arguments and variables in `dir`/runs/<pid>. */
+  async function hook(body = ''): Promise<string> {
+    const file = path.join(dir, 'hook.sh');
+    await writeFile(
+      file,
+      [
+        '#!/bin/sh',
+        `out='${dir}/runs'`,
+        'mkdir -p "$out"',
+        // One line per value, then the environment as it came, then a digest of the file.
+        'printf "%s\\n" "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_SHA256" "$FTS_MTIME" "$FTS_REMOTE" > "$out/$$.tmp"',
+        'env | sort > "$out/$$.env"',
+        'sha256sum "$1" | cut -d" " -f1 >> "$out/$$.tmp"',
+        'mv "$out/$$.tmp" "$out/$$.run"',
+        body,
+        '',
+      ].join('\n'),
+    );
+    await chmod(file, 0o755);
+    return file;
+  }
+
+  async function runs(): Promise<string[][]> {
+    const names = await readdir(path.join(dir, 'runs')).catch(() => [] as string[]);
+    const result: string[][] = [];
+    for (const n of names.filter((n) => n.endsWith('.run')).sort()) result.push((await readFile(path.join(dir, 'runs', n), 'utf8')).split('\n').slice(0, -1));
+    return result;
+  }
+
+  async function connect(s: TestServer): Promise<FtsClient> {
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: s.port });
+    clients.push(c);
+    await c.auth(ALICE.user, ALICE.password);
+    return c;
+  }
+
+  beforeEach(async function () {
+    ({ dir, cleanup } = await tempDir('fts-hook-'));
+  });
+
+  afterEach(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await server?.stop();
+    server = null;
+    // A hook the test left waiting is released, then the directory goes.
+    await writeFile(path.join(dir, 'go'), '').catch(() => undefined);
+    await cleanup();
+  });
+
+  it('runs after each published upload with the path as its argument and the details in FTS_* variables; a name is never seen by a shell', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook()], env: { FTS_TEST_SECRET: 'not for hooks' } });
+    const c = await connect(server);
+    const data = randomBytes(5000);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const name = '$(touch pwned); `id` "x" \'y\' ; *.txt';
+    const up = await c.uploadBuffer(name, data);
+    await waitUntil('the hook ran', async () => (await runs()).length === 1, 10_000);
+    const [run] = await runs();
+    const file = path.join(server.storage, ALICE.user, name);
+    expect(run).to.deep.equal(['1', file, 'upload', ALICE.user, name, file, '5000', sha256, String(up.mtime), '127.0.0.1', sha256]);
+    const envNames = (await readdir(path.join(dir, 'runs'))).filter((n) => n.endsWith('.env'));
+    const env = await readFile(path.join(dir, 'runs', envNames[0]!), 'utf8');
+    expect(env, 'the server environment is not passed on').to.not.include('FTS_TEST_SECRET');
+    expect(env).to.match(/^PATH=/m);
+    expect((await readdir(dir)).filter((n) => n === 'pwned'), 'nothing was run from the name').to.deep.equal([]);
+    await waitUntil('the run logged', () => hookLines(server!).length === 1, 10_000);
+    expect(hookLines(server)[0]).to.include({ result: 'ok', user: ALICE.user, file: name, size: 5000, sha256, code: 0 });
+    expect(await hookRuns(server)).to.deep.include({ ok: 1, failed: 0, timeout: 0 });
+  });
+
+  it('the reply does not wait for the hook: an upload is answered while its hook still runs', async function () {
+    // The hook waits until the test creates `go`, which it does only after the upload's reply.
+    server = await TestServer.start({ args: ['--upload-hook', await hook(`while [ ! -e '${dir}/go' ]; do sleep 0.05; done`)] });
+    const c = await connect(server);
+    await c.uploadBuffer('a.txt', Buffer.from('a'));
+    await waitUntil('the hook started', async () => (await runs()).length === 1, 10_000);
+    expect(hookLines(server), 'not ended yet').to.deep.equal([]);
+    await writeFile(path.join(dir, 'go'), '');
+    await waitUntil('the hook ended', () => hookLines(server!).length === 1, 10_000);
+    expect(hookLines(server)[0]).to.include({ result: 'ok' });
+  });
+
+  it('a failing hook is logged with its exit code and output; one past --upload-hook-timeout is killed with what it started', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook(`if [ "$FTS_NAME" = slow ]; then sleep 300 & echo "$!" > '${dir}/child'; wait; fi\necho "scanner says no" >&2\nexit 3`), '--upload-hook-timeout', '1'] });
+    const c = await connect(server);
+    await c.uploadBuffer('bad', Buffer.from('x'));
+    await waitUntil('the failed run logged', () => hookLines(server!).length === 1, 10_000);
+    expect(hookLines(server)[0]).to.include({ result: 'failed', code: 3, file: 'bad', output: 'scanner says no\n', level: 'warn' });
+    await c.uploadBuffer('slow', Buffer.from('y'));
+    await waitUntil('the slow run killed', () => hookLines(server!).length === 2, 10_000);
+    expect(hookLines(server)[1]).to.include({ result: 'timeout', file: 'slow', signal: 'SIGKILL' });
+    const child = Number(await readFile(path.join(dir, 'child'), 'utf8'));
+    await waitUntil('the sleep the hook started is gone too', () => !alive(child), 5_000);
+    expect(await hookRuns(server)).to.deep.include({ ok: 0, failed: 1, timeout: 1 });
+    // Both files were published all the same: the hook's verdict is its own business.
+    expect((await c.list()).map((e) => e.name).sort()).to.deep.equal(['bad', 'slow']);
+  });
+
+  it('a drain (SIGINT) waits for a run in progress, within its grace; the run is logged before the server exits', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook(`while [ ! -e '${dir}/go' ]; do sleep 0.05; done`), '--grace', '20'] });
+    const c = await connect(server);
+    await c.uploadBuffer('a.txt', Buffer.from('a'));
+    await waitUntil('the hook started', async () => (await runs()).length === 1, 10_000);
+    c.close();
+    server.signal('SIGINT');
+    await waitUntil('the worker waits for the hook', () => server!.lines.some((l) => l.msg === 'waiting for upload hooks'), 10_000);
+    expect(server.proc.exitCode, 'still running').to.equal(null);
+    await writeFile(path.join(dir, 'go'), '');
+    const exit = await server.waitForExit(20_000);
+    expect(exit.code).to.equal(0);
+    expect(hookLines(server).map((l) => l['result'])).to.deep.equal(['ok']);
+  });
+
+  it('a program the server cannot run refuses the start (exit 1), naming it', async function () {
+    const users = path.join(dir, 'users.txt');
+    await writeFile(users, `${ALICE.user}:${ALICE.password}\n`, { mode: 0o600 });
+    const base = ['--port', '0', '--storage', path.join(dir, 'storage'), '--users', users, '--admin-socket', path.join(dir, 'admin.sock'), '--metrics-port', '0'];
+    const missing = path.join(dir, 'missing.sh');
+    let r = await runServerOnce([...base, '--upload-hook', missing]);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.include(`upload hook ${missing}: `);
+    const plain = path.join(dir, 'plain.sh');
+    await writeFile(plain, '#!/bin/sh\n', { mode: 0o644 });
+    r = await runServerOnce([...base, '--upload-hook', plain]);
+    // X_OK needs an execute bit, even for root.
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.include(`upload hook ${plain}: `);
+    r = await runServerOnce([...base, '--upload-hook', dir]);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.include(`upload hook ${dir}: not a regular file`);
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
