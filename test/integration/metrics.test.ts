@@ -48,6 +48,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_throttled_seconds_total: 'counter',
   fts_rejections_total: 'counter',
   fts_bans_active: 'gauge',
+  fts_upload_hooks_total: 'counter',
 };
 
 interface Sample {
