@@ -148,7 +148,8 @@ export function formatUsage(users: readonly UserUsage[]): string {
       u.quota === null ? 'none' : formatBytes(u.quota),
       u.quota === null ? '-' : `${((100 * u.used) / u.quota).toFixed(1)}%`,
       String(u.files),
-      u.maxFiles === null ? 'none' : String(u.maxFiles),
+      // A primary older than file-count quotas sends no maxFiles.
+      u.maxFiles === null || u.maxFiles === undefined ? 'none' : String(u.maxFiles),
       formatBytes(u.partial),
     ]),
   );

@@ -47,7 +47,7 @@ export function isSessionList(v: unknown): v is SessionInfo[] {
 }
 
 export function isUsageList(v: unknown): v is UserUsage[] {
-  return Array.isArray(v) && v.every((u) => isRecord(u) && typeof u['user'] === 'string' && isNum(u['used']) && isNum(u['files']) && isNum(u['partial']) && isNumOrNull(u['quota']) && isNumOrNull(u['maxFiles']));
+  return Array.isArray(v) && v.every((u) => isRecord(u) && typeof u['user'] === 'string' && isNum(u['used']) && isNum(u['files']) && isNum(u['partial']) && isNumOrNull(u['quota']) && (u['maxFiles'] === undefined || isNumOrNull(u['maxFiles'])));
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;

@@ -41,16 +41,19 @@ export interface FilesTotal {
   files: number;
 }
 
-/** The regular files directly in `dir` (none for a missing directory); files gone meanwhile do not count. */
-export async function filesIn(dir: string, only: (name: string) => boolean = () => true): Promise<FilesTotal> {
-  let names: string[];
+/**
+ * The regular files directly in `dir` (none for a missing directory); files gone meanwhile do not count.
+ * `names`, when given, receives the names of the files counted.
+ */
+export async function filesIn(dir: string, only: (name: string) => boolean = () => true, names?: Set<string>): Promise<FilesTotal> {
+  let found: string[];
   try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && only(d.name)).map((d) => d.name);
+    found = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && only(d.name)).map((d) => d.name);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return { bytes: 0, files: 0 };
     throw err;
   }
-  const sizes = await mapBounded(names, STAT_CONCURRENCY, async (name): Promise<number | null> => {
+  const sizes = await mapBounded(found, STAT_CONCURRENCY, async (name): Promise<number | null> => {
     try {
       const st = await lstat(path.join(dir, name));
       return st.isFile() ? st.size : null;
@@ -61,11 +64,12 @@ export async function filesIn(dir: string, only: (name: string) => boolean = () 
   });
   let bytes = 0;
   let files = 0;
-  for (const size of sizes) {
-    if (size === null) continue;
+  sizes.forEach((size, i) => {
+    if (size === null) return;
     bytes += size;
     files++;
-  }
+    names?.add(found[i]!);
+  });
   return { bytes, files };
 }
 
@@ -81,10 +85,10 @@ export type Usage = StorageUsage;
  * renamed within the user's directory during the read may be missed (readdir gives no snapshot): it counts
  * again at the next measurement, as the soft limit allows.
  */
-export async function measureUsage(root: string, user: string, dir: string): Promise<Omit<Usage, 'quota' | 'maxFiles'>> {
+export async function measureUsage(root: string, user: string, dir: string, names?: Set<string>): Promise<Omit<Usage, 'quota' | 'maxFiles'>> {
   try {
     const partial = await filesIn(stagingDir(root, user), (n) => n.endsWith('.part'));
-    const published = await filesIn(dir);
+    const published = await filesIn(dir, undefined, names);
     return { used: published.bytes + partial.bytes, files: published.files, partial: partial.bytes };
   } catch (err) {
     throw fsError(err, 'usage');
@@ -121,6 +125,11 @@ export interface QuotaLimit {
 export interface Measured {
   bytes: number;
   files: number;
+  /**
+   * The published files' names, when a file-count quota applies: an upload in flight whose new name is among
+   * them (published while the directory was read, or taken by another meanwhile) is not counted again.
+   */
+  names?: ReadonlySet<string>;
 }
 
 /** What a request would add: bytes, and whether a file. */
@@ -222,6 +231,21 @@ export class UserQuota {
     if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
     if (taken !== null) attempts.delete(taken);
     attempts.add(hold);
+  }
+
+  /**
+   * An upload that was not counted as adding a file is about to publish under a free name (the name's file
+   * was renamed or deleted while it ran): QUOTA_EXCEEDED unless one more file fits, judged as for a new
+   * upload; else the file counts from now.
+   */
+  async admitFile(name: string): Promise<void> {
+    if (this.maxFiles() === null) return;
+    await this.#settle(0, `publish ${name}`, false, name);
+    const extra = { bytes: 0, file: this.#addsFile(name) };
+    this.#fits(extra, name, this.#limit());
+    if (!extra.file) return;
+    this.#used!.files++;
+    if (this.#measuring !== null) this.#admittedMeanwhile.files++;
   }
 
   /** This worker removed `files` published files holding `bytes` (or partial uploads: no file). */
@@ -334,7 +358,9 @@ export class UserQuota {
     }
     this.#admittedMeanwhile = { bytes: 0, files: 0 };
     const stored = await this.#measure();
-    this.#used = { bytes: stored.bytes + coming + this.#admittedMeanwhile.bytes, files: stored.files + names.size + this.#admittedMeanwhile.files };
+    let newNames = 0;
+    for (const name of names) if (stored.names?.has(name) !== true) newNames++;
+    this.#used = { bytes: stored.bytes + coming + this.#admittedMeanwhile.bytes, files: stored.files + newNames + this.#admittedMeanwhile.files };
     this.#current = number;
     this.#measuredAt = at;
     this.#refreshMs = Math.max(REFRESH_MS, MEASURE_SPACING * (this.#now() - at));

@@ -101,6 +101,20 @@ export interface StagingTarget {
 /** An upload's target, with what its user may do now (judged again at the publish). */
 export interface UploadTarget extends StagingTarget {
   permissions: () => PermissionSet;
+  /** The file-count quota's say at the publish (store.ts); none when no such quota can apply. */
+  newFile?: NewFileCheck;
+}
+
+/**
+ * An upload that was not counted as adding a file when it started (its name was taken then) adds one all the
+ * same if the name is free when it publishes (the file was renamed or deleted meanwhile): judged then, under
+ * the name's lock, so that no sequence of uploads and renames gets past the file-count quota.
+ */
+export interface NewFileCheck {
+  /** Whether the publish must judge: a file-count quota applies now, and the upload was not counted. */
+  needed(): boolean;
+  /** QUOTA_EXCEEDED when one more file does not fit. */
+  check(): Promise<void>;
 }
 
 type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
@@ -150,6 +164,7 @@ export class StagedUpload {
   readonly #named: boolean;
   /** What the user may do now: a reload during the upload applies to its publish. */
   readonly #permissions: () => PermissionSet;
+  readonly #newFile: NewFileCheck | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
   constructor(t: UploadTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash; unsized: boolean }) {
@@ -169,6 +184,7 @@ export class StagedUpload {
     this.#tag = t.tag;
     this.#named = !t.unsized && (t.size >= SMALL_PARTIAL_BYTES || t.offset > 0);
     this.#permissions = t.permissions;
+    this.#newFile = t.newFile;
   }
 
   get size(): number {
@@ -498,8 +514,9 @@ export class StagedUpload {
       await this.#forgetName();
       return { mtime: mtimeOfBig(publishedByOther ?? stats), published: publishedByOther === null };
     } catch (err) {
-      // Refused because the name was taken meanwhile: no retry could publish these bytes, so nothing is kept.
-      const refused = err instanceof FtsError && err.code === 'PERMISSION_DENIED';
+      // Refused because the name was taken meanwhile (or, by the file-count quota, freed meanwhile): no
+      // retry could publish these bytes as they stand, so nothing is kept.
+      const refused = err instanceof FtsError && (err.code === 'PERMISSION_DENIED' || err.code === 'QUOTA_EXCEEDED');
       if (durable && !renamed && !refused && !this.#unsized) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
@@ -549,20 +566,23 @@ export class StagedUpload {
    * The user's permissions at the publish (a reload may have narrowed them since the upload began):
    * PERMISSION_DENIED without "w", or when the name is taken and they may not replace files ("o"), unless
    * it already holds exactly these bytes: then that file (nothing to publish). A directory under the name is
-   * left to the rename, which reports NOT_A_FILE.
+   * left to the rename, which reports NOT_A_FILE. A free name may still be refused by the file-count quota
+   * (NewFileCheck).
    */
   async #judgePublish(sha256: string): Promise<BigIntStats | null> {
     const granted = this.#permissions();
     granted.require('w', this.#user, this.name);
-    if (granted.has('o')) return null;
+    const counting = this.#newFile?.needed() ?? false;
+    if (granted.has('o') && !counting) return null;
     let st: BigIntStats;
     try {
       st = await lstat(this.#target, { bigint: true });
     } catch (err) {
-      if (errnoOf(err) === 'ENOENT') return null;
-      throw err; // not known to be free: nothing is replaced
+      if (errnoOf(err) !== 'ENOENT') throw err; // not known to be free: nothing is replaced
+      if (counting) await this.#newFile!.check();
+      return null;
     }
-    if (st.isDirectory()) return null;
+    if (granted.has('o') || st.isDirectory()) return null;
     if (await holdsContent(this.#root, this.#user, this.name, this.#target, st, this.size, sha256)) return st;
     granted.require('o', this.#user, this.name);
     return null;

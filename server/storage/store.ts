@@ -14,7 +14,7 @@ import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type QuotaHold, type Usage } from './quota.js';
 import { Permissions, type Permission, type PermissionSet } from './permissions.js';
 import { QuotaLimits } from './quota-limits.js';
-import { beginStagedUpload, beginUnsizedStagedUpload, checkUploadRequest, keyOf, stagedOffset, type StagedUpload } from './staging.js';
+import { beginStagedUpload, beginUnsizedStagedUpload, checkUploadRequest, keyOf, stagedOffset, type NewFileCheck, type StagedUpload } from './staging.js';
 import { REPEAT_WINDOW_MS } from './same-content.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
@@ -158,8 +158,10 @@ export class Store {
     const quota = new UserQuota(
       () => ({ bytes: this.#limits.limitFor(user), files: this.#limits.filesFor(user) }),
       async () => {
-        const { used, files } = await measureUsage(this.root, user, dir);
-        return { bytes: used, files };
+        // The names only when a file-count quota needs them (quota.ts).
+        const names = this.#limits.filesFor(user) === null ? undefined : new Set<string>();
+        const { used, files } = await measureUsage(this.root, user, dir, names);
+        return { bytes: used, files, ...(names === undefined ? {} : { names }) };
       },
     );
     return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user));
@@ -248,6 +250,17 @@ export class UserStore {
   }
 
   /**
+   * The file-count quota's check at the publish of an upload of `name` that was not counted as adding a
+   * file (`newName` null: the name was taken, or no such quota applied, when it started).
+   */
+  #newFile(name: string, newName: string | null): NewFileCheck {
+    return {
+      needed: () => newName === null && this.#quota.maxFiles() !== null,
+      check: () => this.#quota.admitFile(name),
+    };
+  }
+
+  /**
    * Starts an unsized upload (§6.1 "Unsized uploads"). Its size is unknown until its trailer, so with a quota
    * its room is admitted while its bytes arrive: `room(total)` before the bytes up to `total` are staged,
    * QUOTA_EXCEEDED once they no longer fit. Room is taken in steps that double (up to UNSIZED_ROOM_STEP), so
@@ -256,7 +269,7 @@ export class UserStore {
    */
   async beginUnsizedUpload(name: string): Promise<UnsizedUpload> {
     const newName = await this.#mayUpload(name, null);
-    const staged = await beginUnsizedStagedUpload({ root: this.#root, user: this.user, name, permissions: this.#permissions });
+    const staged = await beginUnsizedStagedUpload({ root: this.#root, user: this.user, name, permissions: this.#permissions, newFile: this.#newFile(name, newName) });
     // Taken with or without a limit now (admit counts nothing without one): a quota set by a reload while
     // the upload runs applies to the rest of its bytes.
     let granted = 0;
@@ -292,12 +305,14 @@ export class UserStore {
         await take(total);
       }
     };
-    try {
-      // The file it may add is counted from the start: an empty stream takes no room but is a file.
-      await this.#quota.admit(0, name, hold);
-    } catch (err) {
-      await staged.abort();
-      throw err;
+    // The file it adds is counted from the start: an empty stream takes no room but is a file.
+    if (newName !== null) {
+      try {
+        await this.#quota.admit(0, name, hold);
+      } catch (err) {
+        await staged.abort();
+        throw err;
+      }
     }
     return { staged, room };
   }
@@ -310,7 +325,7 @@ export class UserStore {
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
     const newName = await this.#mayUpload(name, size);
-    const target = { root: this.#root, user: this.user, name, permissions: this.#permissions };
+    const target = { root: this.#root, user: this.user, name, permissions: this.#permissions, newFile: this.#newFile(name, newName) };
     if (!this.#quota.limited()) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
     let staged: StagedUpload | null = null;

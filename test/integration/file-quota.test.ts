@@ -17,6 +17,7 @@ import { runAdmin } from '../helpers/admin-cli.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -98,6 +99,44 @@ describe('file-count quota (--max-files)', function () {
       expect(again.code, `upload ${i}: ${describeRun(again)}`).to.equal(0);
     }
     expect(await published(ALICE.user)).to.deep.equal(['b', 'c', 'd3']);
+    // Connections alternate between the workers: deletes and the uploads after them ran on both.
+    const workers = new Set(server.lines.filter((l) => l['event'] === 'delete' || l['event'] === 'upload').map((l) => l['worker']));
+    expect(workers.size, 'both workers took part').to.equal(2);
+  });
+
+  /** An upload of `name` held open until `release` is called: its data has come, its trailer not yet. */
+  function heldUpload(c: FtsClient, name: string, data: Buffer): { release: () => void; done: Promise<string> } {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const source = (async function* () {
+      yield data;
+      await gate;
+    })();
+    return { release, done: codeOf(c.uploadStream(source, name)) };
+  }
+
+  it('an upload onto a taken name cannot add a file past the limit by having the name renamed away meanwhile: its publish is refused', async function () {
+    await server.stop();
+    server = await TestServer.start({ workers: 2, args: ['--max-files', '1'] });
+    const c = await connect();
+    await c.uploadBuffer('a', Buffer.from('first'));
+    // Not counted when it starts: it would replace a.
+    const held = heldUpload(c, 'a', randomBytes(10_000));
+    const begun = (): Promise<boolean> => waitUntil('the upload has begun on the server', async () => (await stagingFiles(server, ALICE.user)).length > 0, 10_000);
+    await begun();
+    const other = await connect();
+    await other.rename('a', 'b');
+    held.release();
+    expect(await held.done).to.equal('QUOTA_EXCEEDED');
+    expect(await published(ALICE.user)).to.deep.equal(['b']);
+    expect(await stagingFiles(server, ALICE.user), 'nothing kept').to.deep.equal([]);
+    // With the name deleted instead, the publish fits (1 of 1 after the delete) and goes through.
+    const again = heldUpload(c, 'b', Buffer.from('third'));
+    await begun();
+    await other.delete('b');
+    again.release();
+    expect(await again.done).to.equal('OK');
+    expect(await published(ALICE.user)).to.deep.equal(['b']);
   });
 
   it('pipelined uploads of new names in one session: exactly the limit is published, the rest refused (mput stops at the first refusal)', async function () {

@@ -311,7 +311,6 @@ describe('UserQuota with a file-count quota (--max-files)', function () {
     storedFiles = 1; // published
     clock += REFRESH_MS + 1;
     expect(await quota.usedFiles()).to.equal(1);
-    ended = false;
   });
 
   it('freed() gives a file back at once; a refusal measures afresh (a file deleted elsewhere counts)', async function () {
@@ -325,6 +324,36 @@ describe('UserQuota with a file-count quota (--max-files)', function () {
     clock += 1;
     await quota.admit(10, 'e', upload('e'));
     expect(measurements, 'the would-be refusal measured afresh').to.equal(2);
+  });
+
+  it('a new name of an upload in flight that the measurement finds published already is counted once', async function () {
+    let names = new Set<string>(['old']);
+    quota = new UserQuota(
+      () => ({ bytes: null, files: 3 }),
+      async () => ({ bytes: 0, files: names.size, names }),
+      () => clock,
+    );
+    await quota.admit(10, 'a', upload('a'));
+    names = new Set(['old', 'a']); // published while the directory was read; its hold not yet ended
+    clock += REFRESH_MS + 1;
+    expect(await quota.usedFiles()).to.equal(2);
+    await quota.admit(10, 'b', upload('b'));
+    expect(await codeOf(quota.check(10, 'k', false, 'c', 'c'))).to.equal('QUOTA_EXCEEDED');
+  });
+
+  it('admitFile (a publish onto a name freed while the upload ran) refuses past the limit, else counts the file', async function () {
+    storedFiles = 2;
+    await quota.admitFile('x');
+    expect(await quota.usedFiles()).to.equal(3);
+    storedFiles = 3; // x published
+    clock += 1;
+    expect(await codeOf(quota.admitFile('y'))).to.equal('QUOTA_EXCEEDED');
+    storedFiles = 0; // everything deleted elsewhere meanwhile
+    clock += 1;
+    await quota.admit(10, 'z', upload('z'));
+    // 'z' is in flight as a new name: a publish onto it adds nothing more.
+    await quota.admitFile('z');
+    expect(await quota.usedFiles()).to.equal(1);
   });
 
   it('an empty upload of a new name counts as a file; bytes and files are judged together', async function () {
