@@ -214,7 +214,7 @@ export const FLAGS = {
   },
   'upload-hook': {
     env: 'FTS_UPLOAD_HOOK',
-    help: 'program to run after each published upload, with the file\'s path as its argument and FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
+    help: 'program to run after each published upload, with the file\'s path as its argument and FTS_EVENT, FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
     default: () => '',
     parse: optionalPath,
   },

@@ -94,6 +94,8 @@ export async function runWorker(config: Config): Promise<void> {
     send({ type: 'fts:need-init' });
   });
 
+  /** When the drain ends (ms since the epoch): sessions, then upload hooks, get until then. */
+  let drainDeadline = Infinity;
   let exiting = false;
   /** Hands our final counters to the primary, then exits. Bounded: a missing primary cannot keep us alive. */
   const exit = (code: number): void => {
@@ -221,12 +223,12 @@ export async function runWorker(config: Config): Promise<void> {
     return { pid: process.pid, connections: sessions.size, sessions: authenticated, transfers };
   };
 
-  let drainDeadline = Infinity;
   let graceTimer: NodeJS.Timeout | undefined;
   /** Starts the drain, or brings its deadline forward (a later, shorter `fts-admin drain --timeout`). */
   const drain = (deadline: number): void => {
     if (deadline >= drainDeadline) return;
     drainDeadline = deadline;
+    ctx.hooks?.hasten(deadline);
     clearTimeout(graceTimer);
     graceTimer = setTimeout(() => abort('grace period over'), Math.max(0, deadline - Date.now()));
     graceTimer.unref();
@@ -242,8 +244,10 @@ export async function runWorker(config: Config): Promise<void> {
 
   const abort = (reason: string): void => {
     ctx.draining = true;
-    // Nothing more is waited for, upload hooks included.
+    // Nothing more is waited for: no hook starts, and those running are killed (and logged).
     drainDeadline = Math.min(drainDeadline, Date.now());
+    ctx.hooks?.stop();
+    ctx.hooks?.hasten(drainDeadline);
     server.close();
     log.warn({ reason, sessions: sessions.size }, 'aborting open sessions');
     for (const s of sessions) {

@@ -11,6 +11,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
+import { describeRun, runCli } from '../helpers/cli.js';
+import { stagingFiles } from '../helpers/common.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine } from '../helpers/server.js';
@@ -47,8 +50,8 @@ describe('upload hook (--upload-hook)', function () {
         `out='${dir}/runs'`,
         'mkdir -p "$out"',
         // One line per value, then the environment as it came, then a digest of the file.
-        'printf "%s\\n" "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_SHA256" "$FTS_MTIME" "$FTS_REMOTE" > "$out/$$.tmp"',
         'env | sort > "$out/$$.env"',
+        'printf "%s\\n" "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_SHA256" "$FTS_MTIME" "$FTS_REMOTE" > "$out/$$.tmp"',
         'sha256sum "$1" | cut -d" " -f1 >> "$out/$$.tmp"',
         'mv "$out/$$.tmp" "$out/$$.run"',
         body,
@@ -79,12 +82,26 @@ describe('upload hook (--upload-hook)', function () {
 
   afterEach(async function () {
     for (const c of clients.splice(0)) c.close();
+    // A hook the test left waiting is released first, so that the drain does not wait for it.
+    await writeFile(path.join(dir, 'go'), '').catch(() => undefined);
     await server?.stop();
     server = null;
-    // A hook the test left waiting is released, then the directory goes.
-    await writeFile(path.join(dir, 'go'), '').catch(() => undefined);
+    // Whatever a hook left behind (each run is its own process group, which server.stop() does not reach).
+    for (const pid of await hookPids()) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
     await cleanup();
   });
+
+  /** The process ids of the runs so far (each its group's id). */
+  async function hookPids(): Promise<number[]> {
+    const names = await readdir(path.join(dir, 'runs')).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith('.env')).map((n) => Number(n.slice(0, -4)));
+  }
 
   it('runs after each published upload with the path as its argument and the details in FTS_* variables; a name is never seen by a shell', async function () {
     server = await TestServer.start({ args: ['--upload-hook', await hook()], env: { FTS_TEST_SECRET: 'not for hooks' } });
@@ -101,7 +118,8 @@ describe('upload hook (--upload-hook)', function () {
     const env = await readFile(path.join(dir, 'runs', envNames[0]!), 'utf8');
     expect(env, 'the server environment is not passed on').to.not.include('FTS_TEST_SECRET');
     expect(env).to.match(/^PATH=/m);
-    expect((await readdir(dir)).filter((n) => n === 'pwned'), 'nothing was run from the name').to.deep.equal([]);
+    // A shell would have run it in the hook's working directory: the server's (this process's).
+    for (const where of [dir, process.cwd(), server.dir]) expect((await readdir(where)).filter((n) => n === 'pwned'), `nothing was run from the name (${where})`).to.deep.equal([]);
     await waitUntil('the run logged', () => hookLines(server!).length === 1, 10_000);
     expect(hookLines(server)[0]).to.include({ result: 'ok', user: ALICE.user, file: name, size: 5000, sha256, code: 0 });
     expect(await hookRuns(server)).to.deep.include({ ok: 1, failed: 0, timeout: 0 });
@@ -148,6 +166,66 @@ describe('upload hook (--upload-hook)', function () {
     const exit = await server.waitForExit(20_000);
     expect(exit.code).to.equal(0);
     expect(hookLines(server).map((l) => l['result'])).to.deep.equal(['ok']);
+  });
+
+  it('several failing runs at once: each line keeps its own output (read to the end of the pipes)', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook('echo "no: $FTS_NAME" >&2\nexit 3')] });
+    const c = await connect(server);
+    const names = Array.from({ length: 12 }, (_, i) => `f${i}`);
+    await Promise.all(names.map((n) => c.uploadBuffer(n, Buffer.from(n))));
+    await waitUntil('every run logged', () => hookLines(server!).length === names.length, 20_000);
+    for (const l of hookLines(server)) expect(l, String(l['file'])).to.include({ result: 'failed', code: 3, output: `no: ${String(l['file'])}\n` });
+  });
+
+  it('what a run leaves in the background is killed when it exits: no run outlives its line', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook(`sleep 300 &\necho "$!" > '${dir}/child'\nexit 0`)] });
+    const c = await connect(server);
+    await c.uploadBuffer('a', Buffer.from('a'));
+    await waitUntil('the run logged', () => hookLines(server!).length === 1, 10_000);
+    expect(hookLines(server)[0]).to.include({ result: 'ok' });
+    const child = Number(await readFile(path.join(dir, 'child'), 'utf8'));
+    await waitUntil('the background sleep is gone', () => !alive(child), 5_000);
+  });
+
+  it('an unsized upload (fts upload - NAME) and a resumed upload run it too, once each', async function () {
+    server = await TestServer.start({ args: ['--upload-hook', await hook()] });
+    const piped = await runCli(['upload', '-', 'piped.txt'], { port: server.port, user: ALICE.user, password: ALICE.password, input: 'from a pipe' });
+    expect(piped.code, describeRun(piped)).to.equal(0);
+    // A resume: the first part staged by a raw upload cut off, the rest sent by the library.
+    const data = randomBytes(3 * 1024 * 1024);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const raw = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    await raw.send({ op: 'upload', name: 'big.bin', size: data.length, sha256 });
+    await raw.sendData(data.subarray(0, 1024 * 1024));
+    await waitUntil('the first part staged', async () => (await stagingFiles(server!, ALICE.user)).length > 0, 10_000);
+    raw.socket.destroy();
+    const local = path.join(dir, 'big.bin');
+    await writeFile(local, data);
+    const c = await connect(server);
+    await c.upload(local, 'big.bin');
+    await waitUntil('two runs logged', () => hookLines(server!).length === 2, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(hookLines(server).map((l) => [l['file'], l['result']]).sort()).to.deep.equal([['big.bin', 'ok'], ['piped.txt', 'ok']]);
+    expect((await runs()).map((r) => r[4]).sort()).to.deep.equal(['big.bin', 'piped.txt']);
+  });
+
+  it('a second Ctrl+C while the worker waits for hooks: runs are killed and logged as killed, queued ones as unrun; the server exits at once', async function () {
+    server = await TestServer.start({ workers: 1, args: ['--upload-hook', await hook(`while [ ! -e '${dir}/go' ]; do sleep 0.05; done`), '--grace', '60'] });
+    const c = await connect(server);
+    // Four run at once in a worker; two wait.
+    for (let i = 0; i < 6; i++) await c.uploadBuffer(`f${i}`, Buffer.from(String(i)));
+    await waitUntil('four runs started', async () => ((await hookPids()).length === 4 ? true : undefined), 10_000);
+    c.close();
+    server.signal('SIGINT');
+    await waitUntil('the worker waits for the hooks', () => server!.lines.some((l) => l.msg === 'waiting for upload hooks'), 10_000);
+    const started = Date.now();
+    server.signal('SIGINT');
+    const exit = await server.waitForExit(10_000);
+    expect(Date.now() - started, 'ms to exit after the second Ctrl+C').to.be.below(4_000);
+    expect(exit.code).to.not.equal(null);
+    const results = hookLines(server).map((l) => l['result']).sort();
+    expect(results).to.deep.equal(['killed', 'killed', 'killed', 'killed', 'unrun', 'unrun']);
+    for (const pid of await hookPids()) expect(alive(pid), `run ${pid}`).to.equal(false);
   });
 
   it('a program the server cannot run refuses the start (exit 1), naming it', async function () {
