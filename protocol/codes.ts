@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   LOCKED: { fatal: false, exit: 1, message: 'the file is locked by another operation; retry' },
   NO_SPACE: { fatal: false, exit: 1, message: 'no space left on the server' },
   QUOTA_EXCEEDED: { fatal: false, exit: 1, message: 'the upload would exceed your storage quota' },
+  FILE_TOO_LARGE: { fatal: false, exit: 1, message: 'the file is larger than the server accepts' },
   READ_ONLY: { fatal: false, exit: 1, message: 'server storage is read-only' },
   IO_ERROR: { fatal: false, exit: 1, message: 'server I/O error' },
   SHUTTING_DOWN: { fatal: true, exit: 1, message: 'server is shutting down' },

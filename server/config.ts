@@ -37,6 +37,8 @@ export interface Config {
   /** A program to run after each published upload (--upload-hook); null = none. */
   readonly uploadHook: string | null;
   readonly uploadHookTimeoutSeconds: number;
+  /** The largest file a user may upload (--max-file-size); null = no limit. */
+  readonly maxFileSize: number | null;
   /** The most published files a user may have (--max-files); null = no limit. */
   readonly maxFiles: number | null;
   /** Per-user quotas (USER:SIZE[/FILES] lines) that replace quotaBytes and maxFiles for the users they name; null = none. */
@@ -185,6 +187,12 @@ export const FLAGS = {
   quota: {
     env: 'FTS_QUOTA',
     help: "bytes each user may store, published files and partial uploads together (K, M, G, T = powers of 1024; off = no limit); checked when an upload starts",
+    default: () => 'off',
+    parse: quotaBytes,
+  },
+  'max-file-size': {
+    env: 'FTS_MAX_FILE_SIZE',
+    help: 'largest file a user may upload (K, M, G, T = powers of 1024; off = no limit); refused before the data when the size is known',
     default: () => 'off',
     parse: quotaBytes,
   },
@@ -361,6 +369,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     lockTimeoutSeconds: pick('lock-timeout') as number,
     quotaBytes: pick('quota') as number | null,
     maxFiles: pick('max-files') as number | null,
+    maxFileSize: pick('max-file-size') as number | null,
     quotaFile: pick('quota-file') as string | null,
     permissionsFile: pick('permissions-file') as string | null,
     ratesFile: pick('rates-file') as string | null,

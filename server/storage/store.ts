@@ -64,10 +64,14 @@ export class Store {
   // One check per user per process: the promise is cached so concurrent first logins share it.
   readonly #users = new Map<string, Promise<UserStore>>();
 
-  constructor(root: string, limits: QuotaLimits = new QuotaLimits(null)) {
+  /** The largest file a user may upload (--max-file-size); null = no limit. */
+  readonly #maxFileSize: number | null;
+
+  constructor(root: string, limits: QuotaLimits = new QuotaLimits(null), maxFileSize: number | null = null) {
     if (!path.isAbsolute(root)) throw new Error(`storage root must be an absolute path, got "${root}"`);
     this.root = path.resolve(root);
     this.#limits = limits;
+    this.#maxFileSize = maxFileSize;
   }
 
   /** New quotas, for sessions open now too (a reload). */
@@ -164,7 +168,7 @@ export class Store {
         return { bytes: used, files, ...(names === undefined ? {} : { names }) };
       },
     );
-    return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user));
+    return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user), this.#maxFileSize);
   }
 }
 
@@ -200,14 +204,24 @@ export class UserStore {
   readonly #quota: UserQuota;
   /** What the user may do now (a reload may change it between two requests). */
   readonly #permissions: () => PermissionSet;
+  readonly #maxFileSize: number | null;
 
   /** Use Store.user(), which checks the directory first. */
-  constructor(root: string, user: string, dir: string, quota: UserQuota, permissions: () => PermissionSet) {
+  constructor(root: string, user: string, dir: string, quota: UserQuota, permissions: () => PermissionSet, maxFileSize: number | null = null) {
     this.#root = root;
     this.user = user;
     this.#dir = dir;
     this.#quota = quota;
     this.#permissions = permissions;
+    this.#maxFileSize = maxFileSize;
+  }
+
+  /** FILE_TOO_LARGE when a file of `size` bytes is more than the server accepts (--max-file-size). */
+  #fitsMaxFileSize(name: string, size: number): void {
+    const max = this.#maxFileSize;
+    if (max !== null && size > max) {
+      throw new FtsError('FILE_TOO_LARGE', `${name}: ${size} bytes is more than the largest file this server accepts (${max} bytes)`, { size, maxFileSize: max });
+    }
   }
 
   /** The absolute path of the user's file `name` (a valid name; for --upload-hook). */
@@ -294,6 +308,8 @@ export class UserStore {
     };
     const room = async (total: number): Promise<void> => {
       if (total <= granted) return;
+      // Its size is known only at its end: refused once its bytes pass the limit, before they are staged.
+      this.#fitsMaxFileSize(name, total);
       try {
         await take(total);
       } catch (err) {
@@ -325,6 +341,7 @@ export class UserStore {
    */
   async beginUpload(name: string, size: number, tag: UploadTag, offset = 0, copying?: () => void): Promise<StagedUpload> {
     const newName = await this.#mayUpload(name, size);
+    this.#fitsMaxFileSize(name, size);
     const target = { root: this.#root, user: this.user, name, permissions: this.#permissions, newFile: this.#newFile(name, newName) };
     if (!this.#quota.limited()) return beginStagedUpload(target, size, tag, offset, copying);
     checkUploadRequest(target, size, tag, offset);
@@ -352,6 +369,7 @@ export class UserStore {
    */
   async stagedOffset(name: string, size: number, tag: UploadTag): Promise<number> {
     const newName = await this.#mayUpload(name, size);
+    this.#fitsMaxFileSize(name, size);
     const offset = await stagedOffset({ root: this.#root, user: this.user, name }, size, tag);
     await this.#quota.check(size - offset, keyOf(name, size, tag), offset > 0, name, newName);
     return offset;

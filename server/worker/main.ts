@@ -45,7 +45,7 @@ export async function runWorker(config: Config): Promise<void> {
   // name's lock. (stale and update are not configurable: every process must share them, locks.ts.)
   setLockWaitSeconds(config.lockTimeoutSeconds);
   setDirectIo(config.directIo); // before the first transfer, like the lock wait
-  const store = new Store(config.storage, new QuotaLimits(config.quotaBytes, config.maxFiles));
+  const store = new Store(config.storage, new QuotaLimits(config.quotaBytes, config.maxFiles), config.maxFileSize);
   /** The quotas: --quota, replaced for the users the quota file names (its text comes with the users file). */
   const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, config.maxFiles, text));
   /** What each user may do (the permissions file's text comes with the users file too). */

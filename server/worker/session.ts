@@ -241,6 +241,8 @@ export class Session {
           maxChunk: pacedFrameBytes(this.ctx.config.maxUploadRate),
           // So that a client busy preparing a request (hashing a large file) knows how often to send noop.
           idleTimeout: this.ctx.config.idleTimeoutSeconds,
+          // So that a client can tell before sending a file that the server would refuse it.
+          ...(this.ctx.config.maxFileSize === null ? {} : { maxFileSize: this.ctx.config.maxFileSize }),
         }),
       );
       this.armTimer();

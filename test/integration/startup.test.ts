@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--upload-hook', '--upload-hook-timeout', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--max-file-size', '--upload-hook', '--upload-hook-timeout', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -133,6 +133,16 @@ describe('fts-server startup with bad inputs', function () {
     const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_QUOTA: 'none' } }), 2);
     expect(line).to.include('FTS_QUOTA');
     expect(line).to.include('"none"');
+  });
+
+  it('--max-file-size 0, 1.5M or FTS_MAX_FILE_SIZE=big: exit 2, the flag or variable and the value named', async () => {
+    for (const bad of ['0', '1.5M']) {
+      const line = expectQuickFailure(await runServerOnce(withFlag('--max-file-size', bad)), 2);
+      expect(line).to.include('--max-file-size');
+      expect(line).to.include(`"${bad}"`);
+    }
+    const line = expectQuickFailure(await runServerOnce(fx.good, { env: { FTS_MAX_FILE_SIZE: 'big' } }), 2);
+    expect(line).to.include('FTS_MAX_FILE_SIZE');
   });
 
   it('--max-files 0, 10K, 1.5 or FTS_MAX_FILES=many: exit 2, the flag or variable and the value named', async () => {
