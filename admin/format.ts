@@ -185,7 +185,8 @@ export function formatDrainProgress(p: DrainProgress): string {
   const left = Math.max(0, Math.ceil(p.secondsLeft));
   // Only when some are silent, so the usual line keeps its shape for scripts that parse it.
   const silent = p.notAnswering !== undefined && p.notAnswering > 0 ? ` (${p.notAnswering} not answering)` : '';
-  return `draining: ${p.sessions} sessions, ${p.transfers} transfers, ${p.workers} workers${silent}, ${left}s left`;
+  const hooks = p.hooks !== undefined && p.hooks > 0 ? `, ${p.hooks} upload hook runs` : '';
+  return `draining: ${p.sessions} sessions, ${p.transfers} transfers${hooks}, ${p.workers} workers${silent}, ${left}s left`;
 }
 
 export function formatRestarted(oldPid: number, newPid: number): string {

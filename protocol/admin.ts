@@ -77,6 +77,8 @@ export interface WorkerStatus {
   sessions: number;
   /** Uploads and downloads in flight. */
   transfers: number;
+  /** Upload hook runs running and waiting (--upload-hook); absent without one. */
+  hooks?: number;
   /** False when the worker did not answer in time (stopped or hung); its counts are then 0. */
   responding: boolean;
   /** Present (true) for a worker still starting: it does not listen or answer yet (responding is false). */
@@ -127,6 +129,8 @@ export interface DrainProgress {
    * in the counts). Added later: absent from older servers.
    */
   notAnswering?: number;
+  /** Upload hook runs the workers still wait for (running and queued); absent when there are none. */
+  hooks?: number;
   secondsLeft: number;
 }
 

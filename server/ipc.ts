@@ -33,6 +33,8 @@ export interface WorkerStats {
   connections: number;
   sessions: number;
   transfers: number;
+  /** Upload hook runs running and waiting (--upload-hook); absent without one. */
+  hooks?: number;
 }
 
 /** Questions a worker asks the primary (the cluster-wide authority on connections and bans). */

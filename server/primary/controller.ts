@@ -309,9 +309,11 @@ export class Controller {
     const transfers = workers.reduce((n, w) => n + w.transfers, 0);
     // A hung or stopped worker reports zeros: without this count the drain would look idle but not end.
     const notAnswering = workers.filter((w) => !w.responding && w.starting !== true).length;
+    const hooks = workers.reduce((n, w) => n + (w.hooks ?? 0), 0);
     const secondsLeft = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
     const silent = notAnswering > 0 ? `, ${notAnswering} workers not answering` : '';
-    this.log.info({ sessions, transfers, workers: workers.length, notAnswering, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers${silent}, ${secondsLeft}s left`);
-    for (const watcher of this.drainWatchers) watcher({ event: 'progress', sessions, transfers, workers: workers.length, notAnswering, secondsLeft });
+    const hooksText = hooks > 0 ? `, ${hooks} upload hook runs` : '';
+    this.log.info({ sessions, transfers, hooks, workers: workers.length, notAnswering, secondsLeft }, `drain waiting for ${sessions} sessions, ${transfers} transfers${hooksText}${silent}, ${secondsLeft}s left`);
+    for (const watcher of this.drainWatchers) watcher({ event: 'progress', sessions, transfers, workers: workers.length, notAnswering, ...(hooks > 0 ? { hooks } : {}), secondsLeft });
   }
 }

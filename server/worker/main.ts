@@ -220,7 +220,7 @@ export async function runWorker(config: Config): Promise<void> {
       if (s.authenticated) authenticated++;
       if (s.transferring) transfers++;
     }
-    return { pid: process.pid, connections: sessions.size, sessions: authenticated, transfers };
+    return { pid: process.pid, connections: sessions.size, sessions: authenticated, transfers, ...(ctx.hooks === null ? {} : { hooks: ctx.hooks.pending }) };
   };
 
   let graceTimer: NodeJS.Timeout | undefined;

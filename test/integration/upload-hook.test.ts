@@ -162,6 +162,9 @@ describe('upload hook (--upload-hook)', function () {
     server.signal('SIGINT');
     await waitUntil('the worker waits for the hook', () => server!.lines.some((l) => l.msg === 'waiting for upload hooks'), 10_000);
     expect(server.proc.exitCode, 'still running').to.equal(null);
+    // The drain's progress counts it (once a second).
+    const progress = await waitUntil('progress counts the hook', () => server!.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('drain waiting for 0 sessions, 0 transfers, 1 upload hook runs')), 5_000);
+    expect(progress).to.include({ hooks: 1 });
     await writeFile(path.join(dir, 'go'), '');
     const exit = await server.waitForExit(20_000);
     expect(exit.code).to.equal(0);
