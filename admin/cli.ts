@@ -53,7 +53,7 @@ Commands:
   sessions [--json]      list the sessions on all workers
   drain [--timeout S]    stop accepting connections, let transfers finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
-  reload                 re-read the users, quota and permissions files (the old ones are kept if a new one is bad)
+  reload                 re-read the users file and the quota, permissions, rates and networks files (the old ones are kept if a new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   kick-user USER         end every session of USER (exit 1 if there is none)
   restart-workers        replace the worker processes one at a time
@@ -233,6 +233,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       if (result.quotaUsers !== undefined) out(`quotas reloaded: ${result.quotaUsers} users with their own quota`);
       if (result.permissionUsers !== undefined) out(`permissions reloaded: ${result.permissionUsers} users with their own permissions`);
       if (result.rateUsers !== undefined) out(`rates reloaded: ${result.rateUsers} users with their own rates`);
+      if (result.networkUsers !== undefined) out(`networks reloaded: ${result.networkUsers} users with their own networks`);
       if (result.tlsReloaded) out('TLS certificate reloaded');
     },
   },

@@ -78,9 +78,11 @@ export interface ReloadResult {
   permissionUsers?: number;
   /** Users the rates file names (present only when the server has --rates-file). */
   rateUsers?: number;
+  /** Users the networks file names (present only when the server has --networks-file). */
+  networkUsers?: number;
 }
 
-/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, rateUsers?, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, rateUsers?, networkUsers?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
@@ -90,5 +92,6 @@ export function asReloadResult(v: unknown): ReloadResult | null {
   const quotaUsers = isNum(v['quotaUsers']) ? { quotaUsers: v['quotaUsers'] } : {};
   const permissionUsers = isNum(v['permissionUsers']) ? { permissionUsers: v['permissionUsers'] } : {};
   const rateUsers = isNum(v['rateUsers']) ? { rateUsers: v['rateUsers'] } : {};
-  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers };
+  const networkUsers = isNum(v['networkUsers']) ? { networkUsers: v['networkUsers'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers, ...networkUsers };
 }

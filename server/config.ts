@@ -47,6 +47,8 @@ export interface Config {
   readonly permissionsFile: string | null;
   /** Per-user transfer rates (--rates-file), or null. */
   readonly ratesFile: string | null;
+  /** Where each user may log in from (USER:NETWORKS lines); null = no file, anywhere. */
+  readonly networksFile: string | null;
   /** Bytes per second each session may upload (data frames' payloads); null = no limit. */
   readonly maxUploadRate: number | null;
   /** Bytes per second each session may download; null = no limit. */
@@ -214,6 +216,12 @@ export const FLAGS = {
     default: () => '',
     parse: optionalPath,
   },
+  'networks-file': {
+    env: 'FTS_NETWORKS_FILE',
+    help: 'file of USER:NETWORKS lines: where each user may log in from (addresses and CIDR networks separated by commas, or any; *:… for users not named; default anywhere); re-read on reload',
+    default: () => '',
+    parse: optionalPath,
+  },
   'rates-file': {
     env: 'FTS_RATES_FILE',
     help: 'file of USER:UPLOAD/DOWNLOAD lines (or USER:RATE for both): per-user transfer rates per session (as --max-upload-rate, or off) that replace the --max-*-rate flags for those users (*:… for users not named); re-read on reload',
@@ -373,6 +381,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     quotaFile: pick('quota-file') as string | null,
     permissionsFile: pick('permissions-file') as string | null,
     ratesFile: pick('rates-file') as string | null,
+    networksFile: pick('networks-file') as string | null,
     uploadHook: pick('upload-hook') as string | null,
     uploadHookTimeoutSeconds: pick('upload-hook-timeout') as number,
     maxUploadRate: pick('max-upload-rate') as number | null,

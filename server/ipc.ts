@@ -16,12 +16,12 @@ export type PrimaryToWorker =
    * in the worker's environment, which any process of the same user can read in /proc/PID/environ for as
    * long as the worker runs.
    */
-  | { type: 'fts:init'; users: string; quotas: string | null; permissions: string | null; rates: string | null; secret: string; saltKey: string; port: number }
+  | { type: 'fts:init'; users: string; quotas: string | null; permissions: string | null; rates: string | null; networks: string | null; secret: string; saltKey: string; port: number }
   /**
    * The users, quota, permissions and rates file texts (null without --quota-file, --permissions-file,
    * --rates-file), validated by the primary. Sent on reload.
    */
-  | { type: 'fts:users'; text: string; quotas: string | null; permissions: string | null; rates: string | null }
+  | { type: 'fts:users'; text: string; quotas: string | null; permissions: string | null; rates: string | null; networks: string | null }
   /** Re-read the TLS certificate and key (already validated by the primary). */
   | { type: 'fts:reload-tls' }
   | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }

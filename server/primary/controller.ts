@@ -74,7 +74,7 @@ export class Controller {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
     if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
+    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -241,9 +241,9 @@ export class Controller {
       rules = await readRulesFiles(this.config);
     } catch (err) {
       if (!(err instanceof RulesFileRefused)) throw err;
-      return { ok: false, error: `${err.message}; the old quotas, permissions, rates and user table are kept` };
+      return { ok: false, error: `${err.message}; the old quotas, permissions, rates, networks and user table are kept` };
     }
-    const { quotas, permissions, rates } = rules;
+    const { quotas, permissions, rates, networks } = rules;
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
@@ -254,10 +254,10 @@ export class Controller {
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
     }
-    this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null };
-    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates });
+    this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
+    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
-    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }) };
+    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }), ...(networks === null ? {} : { networkUsers: networks.users }) };
     this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers }, 'users file reloaded');
     const warnings = file.warnings.map((w) => w.message);
     return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, ...(warnings.length > 0 ? { warnings } : {}) } };

@@ -126,7 +126,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const saltKey = await loadSaltKey(config.storage).catch((err: Error) => {
     throw new StartupError(`storage root ${config.storage}: SCRAM salt key: ${err.message}`);
   });
-  const controller = new Controller(config, log, pool, gate, { users: usersText, quotas: rules.quotas?.text ?? null, permissions: rules.permissions?.text ?? null, rates: rules.rates?.text ?? null }, await loadSecret(config), saltKey);
+  const controller = new Controller(config, log, pool, gate, { users: usersText, quotas: rules.quotas?.text ?? null, permissions: rules.permissions?.text ?? null, rates: rules.rates?.text ?? null, networks: rules.networks?.text ?? null }, await loadSecret(config), saltKey);
   const admin = new AdminServer(config.adminSocket, log, (req, reply) => controller.handle(req, reply));
   await admin.start().catch((err: Error) => {
     // A system error (making its directory, listening) says nothing of the socket it was about.

@@ -1,5 +1,5 @@
 /**
- * Reading and judging the per-user rules files (--quota-file, --permissions-file, --rates-file), the same way at start-up
+ * Reading and judging the per-user rules files (--quota-file, --permissions-file, --rates-file, --networks-file), the same way at start-up
  * and at reload. Unlike the users file, a malformed line refuses the whole file: skipping it would leave
  * that user with the default quota or permissions without anyone noticing.
  */
@@ -10,6 +10,7 @@ import type { Config } from '../config.js';
 import { parsePermissionsFile } from '../storage/permissions.js';
 import { parseQuotaFile } from '../storage/quota-limits.js';
 import { parseRatesFile } from '../rate-limits.js';
+import { parseNetworksFile } from '../auth/networks.js';
 
 export class RulesFileRefused extends Error {
   override name = 'RulesFileRefused';
@@ -27,6 +28,7 @@ export interface PolicyTexts {
   quotas: string | null;
   permissions: string | null;
   rates: string | null;
+  networks: string | null;
 }
 
 async function readRulesFile(kind: string, file: string, parse: (text: string) => { users: number; problems: Array<{ line: number; reason: string }> }): Promise<RulesFile> {
@@ -66,17 +68,26 @@ export function readRatesFile(file: string): Promise<RulesFile> {
   });
 }
 
+export function readNetworksFile(file: string): Promise<RulesFile> {
+  return readRulesFile('networks file', file, (text) => {
+    const { perUser, problems } = parseNetworksFile(text);
+    return { users: perUser.size, problems };
+  });
+}
+
 /** The configured rules files, validated. */
 export interface RulesFiles {
   quotas: RulesFile | null;
   permissions: RulesFile | null;
   rates: RulesFile | null;
+  networks: RulesFile | null;
 }
 
 /** The configured rules files, read and validated (RulesFileRefused names the first bad one). */
-export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permissionsFile' | 'ratesFile'>): Promise<RulesFiles> {
+export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permissionsFile' | 'ratesFile' | 'networksFile'>): Promise<RulesFiles> {
   const quotas = config.quotaFile === null ? null : await readQuotaFile(config.quotaFile);
   const permissions = config.permissionsFile === null ? null : await readPermissionsFile(config.permissionsFile);
   const rates = config.ratesFile === null ? null : await readRatesFile(config.ratesFile);
-  return { quotas, permissions, rates };
+  const networks = config.networksFile === null ? null : await readNetworksFile(config.networksFile);
+  return { quotas, permissions, rates, networks };
 }

@@ -1,4 +1,5 @@
 import type { RateLimits } from '../rate-limits.js';
+import type { Networks } from '../auth/networks.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { UserTable } from '../auth/users.js';
@@ -26,6 +27,8 @@ export interface WorkerContext {
   users: UserTable;
   /** Each user's transfer rates (--max-*-rate, --rates-file); replaced wholesale on reload. */
   rates: RateLimits;
+  /** Where each user may log in from (--networks-file); replaced wholesale on reload. */
+  networks: Networks;
   /** Runs --upload-hook after each published upload; null without one. */
   readonly hooks: UploadHooks | null;
   /** Set once a drain starts: new requests are refused with SHUTTING_DOWN. */

@@ -12,6 +12,7 @@ import { Permissions } from '../storage/permissions.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { UploadHooks } from './upload-hooks.js';
+import { Networks } from '../auth/networks.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
@@ -60,6 +61,13 @@ export async function runWorker(config: Config): Promise<void> {
     initialRates = rates;
     if (context !== null) context.rates = rates;
   };
+  /** Where each user may log in from (the networks file's text comes with the users file too). */
+  let initialNetworks = new Networks();
+  const useNetworks = (text: string | null): void => {
+    const networks = Networks.fromFile(text);
+    initialNetworks = networks;
+    if (context !== null) context.networks = networks;
+  };
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
   // The token secret comes with it (never through the environment: see fts:init in ipc.ts).
@@ -83,6 +91,7 @@ export async function runWorker(config: Config): Promise<void> {
         useQuotas(m.quotas);
         usePermissions(m.permissions);
         useRates(m.rates);
+        useNetworks(m.networks);
         resolve({ users: parseUsers(m.users).users, secret: Buffer.from(m.secret, 'hex'), saltKey: Buffer.from(m.saltKey, 'hex'), port: m.port });
       } else if (m.type === 'fts:drain' || m.type === 'fts:abort') {
         // Stopped before we ever listened: there is nothing to drain.
@@ -142,7 +151,7 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics);
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, hooks, draining: false, onSessionIdle: checkDrained };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, networks: initialNetworks, hooks, draining: false, onSessionIdle: checkDrained };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {
@@ -273,6 +282,7 @@ export async function runWorker(config: Config): Promise<void> {
         useQuotas(m.quotas);
         usePermissions(m.permissions);
         useRates(m.rates);
+        useNetworks(m.networks);
         log.info({ users: ctx.users.size }, 'users reloaded');
         break;
       case 'fts:reload-tls':

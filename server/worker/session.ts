@@ -357,6 +357,12 @@ export class Session {
       await this.refuse(id, header, asFtsError(err));
       return;
     }
+    // A reload took the session's address out of the user's networks: the session ends, as a kick ends it.
+    if (this.phase === 'authenticated' && this.user !== null && !this.ctx.networks.allows(this.user, this.ip)) {
+      this.log.warn({ event: 'kick', reason: 'networks' }, `session ended: ${this.ip} is no longer in ${this.user}'s networks (--networks-file)`);
+      await this.fatalInOrder(id, new FtsError('KICKED', `your address is no longer allowed for ${this.user} (--networks-file)`));
+      return;
+    }
     await this.handle(req.id, req);
   }
 
@@ -567,7 +573,13 @@ export class Session {
         return this.store;
       },
       authenticate: async (user: string, credential: Buffer) => {
-        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true;
+        if (!this.ctx.networks.allows(user, this.ip)) {
+          // The same reply as any failed login (nothing tells the address's owner that the password was
+          // right); the reason is the operator's.
+          this.log.warn({ user, reason: 'networks' }, `login refused: ${this.ip} is not in ${user}'s networks (--networks-file)`);
+          throw new FtsError('AUTH_FAILED');
+        }
+        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true && this.ctx.networks.allows(user, this.ip);
         // Checked before the user's directory is made (a user a reload removed gets none), and again after:
         // no await between that check and the phase change, and a reload is applied on this event loop, so
         // it came either before (refused here) or after (the session exists, and a kick finds it).

@@ -495,7 +495,7 @@ describe('per-user permissions (--permissions-file)', function () {
       const refused = await runAdmin(server.adminSocket, ['reload']);
       expect(refused.code, `${JSON.stringify(text)}: ${refused.stderr}`).to.equal(1);
       expect(refused.stderr, JSON.stringify(text)).to.include(`permissions file ${permissionsFile}: line ${line}: ${reason}`);
-      expect(refused.stderr).to.include('the old quotas, permissions, rates and user table are kept');
+      expect(refused.stderr).to.include('the old quotas, permissions, rates, networks and user table are kept');
       expect(refused.stdout).to.not.include('permissions reloaded');
     }
     expect(await codeOf(guest.list()), 'the open session keeps the last good rules').to.equal('PERMISSION_DENIED');

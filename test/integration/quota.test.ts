@@ -351,7 +351,7 @@ describe('per-user quotas (--quota-file), and their reload', function () {
     const refused = await runAdmin(server.adminSocket, ['reload']);
     expect(refused.code).to.equal(1);
     expect(refused.stderr).to.include(`quota file ${quotaFile}: line 2: SIZE must be`);
-    expect(refused.stderr).to.include('the old quotas, permissions, rates and user table are kept');
+    expect(refused.stderr).to.include('the old quotas, permissions, rates, networks and user table are kept');
     expect((await b.usage()).quota, 'bob keeps the quota of the last good file').to.equal(3 * MIB);
   });
 });

@@ -18,7 +18,7 @@ import { TestServer } from '../helpers/server.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
-  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--max-file-size', '--upload-hook', '--upload-hook-timeout', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
+  '--login-timeout', '--idle-timeout', '--stall-timeout', '--lock-timeout', '--quota', '--max-files', '--max-file-size', '--networks-file', '--upload-hook', '--upload-hook-timeout', '--max-upload-rate', '--max-download-rate', '--direct-io', '--max-header-bytes', '--help', '--version',
 ];
 
 interface Fixture {
@@ -177,6 +177,13 @@ describe('fts-server startup with bad inputs', function () {
     line = expectQuickFailure(await runServerOnce(withFlag('--quota-file', path.join(fx.dir, 'missing.txt'))), 1);
     expect(line).to.include(`quota file ${path.join(fx.dir, 'missing.txt')}`);
     expect(line).to.include('ENOENT');
+  });
+
+  it('a --networks-file with a malformed line: exit 1, the file and each bad line named', async () => {
+    const file = path.join(fx.dir, 'networks.txt');
+    await writeFile(file, 'alice:10.0.0.0/8\nbob:10.0.0.0/40\ncarol\n');
+    const line = expectQuickFailure(await runServerOnce(withFlag('--networks-file', file)), 1);
+    expect(line).to.equal(`fts-server: networks file ${file}: line 2: expected any, or addresses and networks (10.0.0.0/8, 192.0.2.7, 2001:db8::/32) separated by commas; line 3: expected USER:NETWORKS`);
   });
 
   it('a --rates-file with a malformed line: exit 1, the file and each bad line named', async () => {

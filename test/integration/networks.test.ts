@@ -1,0 +1,104 @@
+/**
+ * Per-user networks (--networks-file), end to end: a real fts-server with clients connecting from different
+ * loopback addresses (127.0.0.1 and 127.0.0.2). A user may log in only from their networks, whatever the
+ * mechanism, with the same AUTH_FAILED as a wrong password; a reload applies to new logins and ends open
+ * sessions whose address is no longer allowed (KICKED at their next request); a malformed file refuses the
+ * start and the reload.
+ */
+import { expect } from 'chai';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FtsClient } from '../../client/index.js';
+import { runAdmin } from '../helpers/admin-cli.js';
+import { describeRun, runCli } from '../helpers/cli.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { tempDir } from '../helpers/temp.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
+
+describe('per-user networks (--networks-file)', function () {
+  this.timeout(60_000);
+
+  let server: TestServer;
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let file: string;
+  const raws: RawClient[] = [];
+
+  /** Logs in over plain auth from `from`; the auth reply. */
+  async function loginFrom(from: string, user: string, password: string): Promise<Record<string, unknown>> {
+    const { client } = await RawClient.open({ port: server.port, localAddress: from });
+    raws.push(client);
+    const reply = await client.request({ op: 'auth', mech: 'plain', user, password }, 10_000);
+    return reply ?? {};
+  }
+
+  beforeEach(async function () {
+    ({ dir, cleanup } = await tempDir('fts-networks-'));
+    file = path.join(dir, 'networks.txt');
+    // alice only from 127.0.0.2; bob from anywhere on loopback.
+    await writeFile(file, '# who logs in from where\nalice:127.0.0.2/32\nbob:127.0.0.0/8, ::1\n');
+    server = await TestServer.start({ workers: 2, args: ['--networks-file', file] });
+  });
+
+  afterEach(async function () {
+    for (const r of raws.splice(0)) r.close();
+    await server.stop();
+    await cleanup();
+  });
+
+  it('a user logs in only from their networks; elsewhere the right password gets AUTH_FAILED, as a wrong one does', async function () {
+    expect(await loginFrom('127.0.0.2', ALICE.user, ALICE.password)).to.include({ status: 'ok', user: ALICE.user });
+    expect(await loginFrom('127.0.0.1', ALICE.user, ALICE.password)).to.include({ status: 'error', code: 'AUTH_FAILED', message: 'authentication failed' });
+    expect(await loginFrom('127.0.0.1', BOB.user, BOB.password)).to.include({ status: 'ok' });
+    await waitUntil('the refusal logged with its reason', () => server.lines.find((l) => l.msg === `login refused: 127.0.0.1 is not in alice's networks (--networks-file)`), 10_000);
+    // The CLI connects from 127.0.0.1: exit 3 (an authentication failure), as for a wrong password.
+    const cli = await runCli(['list'], { port: server.port, user: ALICE.user, password: ALICE.password });
+    expect(cli.code, describeRun(cli)).to.equal(3);
+    expect(cli.stderr).to.include('AUTH_FAILED');
+  });
+
+  it('a session token does not get past it either', async function () {
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+    try {
+      await c.auth(BOB.user, BOB.password);
+      const token = c.session!.token;
+      await writeFile(file, 'bob:127.0.0.2\n');
+      const reloaded = await runAdmin(server.adminSocket, ['reload']);
+      expect(reloaded.code, reloaded.stderr).to.equal(0);
+      const { client } = await RawClient.open({ port: server.port, localAddress: '127.0.0.1' });
+      raws.push(client);
+      expect(await client.request({ op: 'auth', mech: 'token', token }, 10_000)).to.include({ code: 'AUTH_FAILED' });
+    } finally {
+      c.close();
+    }
+  });
+
+  it('fts-admin reload applies a changed file: new logins follow it, and an open session whose address is no longer allowed ends at its next request (KICKED)', async function () {
+    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+    try {
+      await c.auth(BOB.user, BOB.password);
+      await c.list();
+      await writeFile(file, 'alice:any\nbob:10.0.0.0/8\n');
+      const reloaded = await runAdmin(server.adminSocket, ['reload']);
+      expect(reloaded.code, reloaded.stderr).to.equal(0);
+      expect(reloaded.stdout).to.include('networks reloaded: 2 users with their own networks\n');
+      const err = await c.list().then(() => null, (e: unknown) => e as { code: string });
+      expect(err?.code, 'the open session, at its next request').to.equal('KICKED');
+    } finally {
+      c.close();
+    }
+    expect(await loginFrom('127.0.0.1', ALICE.user, ALICE.password), 'alice: any now').to.include({ status: 'ok' });
+    expect(await loginFrom('127.0.0.1', BOB.user, BOB.password)).to.include({ code: 'AUTH_FAILED' });
+    // A malformed file is refused, naming the line; the networks in force stay.
+    await writeFile(file, 'alice:any\nbob:10.0.0.0/99\n');
+    const refused = await runAdmin(server.adminSocket, ['reload']);
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.include(`networks file ${file}: line 2: expected any, or addresses and networks`);
+    expect(refused.stderr).to.include('the old quotas, permissions, rates, networks and user table are kept');
+    expect(await loginFrom('127.0.0.1', BOB.user, BOB.password), 'still refused').to.include({ code: 'AUTH_FAILED' });
+  });
+});
