@@ -18,7 +18,9 @@ function parseNetwork(raw: string, into: BlockList): boolean {
   const slash = text.indexOf('/');
   const address = slash < 0 ? text : text.slice(0, slash);
   const family = isIP(address);
-  if (family === 0) return false;
+  // A zone (fe80::1%eth0) would be dropped by BlockList, and the rule would then match that address on
+  // every link: refused rather than widened.
+  if (family === 0 || address.includes('%')) return false;
   const max = family === 4 ? 32 : 128;
   let prefix = max;
   if (slash >= 0) {
@@ -50,7 +52,7 @@ export function parseNetworksFile(text: string): { star: UserNetworks | undefine
     {
       name: 'NETWORKS',
       parse: parseNetworks,
-      invalid: 'expected any, or addresses and networks (10.0.0.0/8, 192.0.2.7, 2001:db8::/32) separated by commas',
+      invalid: 'expected any, or addresses and networks (10.0.0.0/8, 192.0.2.7, 2001:db8::/32; no %zone) separated by commas',
     },
     true,
   );
@@ -80,7 +82,7 @@ export class Networks {
     try {
       return family !== 0 && networks.check(ip, family === 4 ? 'ipv4' : 'ipv6');
     } catch {
-      return false; // an address BlockList cannot judge (a zone index): not in any network
+      return false; // an address BlockList cannot judge: in no network
     }
   }
 }

@@ -307,9 +307,10 @@ export class UserStore {
       }
     };
     const room = async (total: number): Promise<void> => {
-      if (total <= granted) return;
-      // Its size is known only at its end: refused once its bytes pass the limit, before they are staged.
+      // Its size is known only at its end: refused once its bytes pass the limit, before they are staged
+      // (at every chunk: the room taken ahead, in doubling steps, may reach past the limit).
       this.#fitsMaxFileSize(name, total);
+      if (total <= granted) return;
       try {
         await take(total);
       } catch (err) {

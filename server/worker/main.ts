@@ -202,7 +202,7 @@ export async function runWorker(config: Config): Promise<void> {
       if (admission.ok) ctx.gate.closed(id);
       return;
     }
-    const session = new Session(socket, ctx, admission, { id, ...(peer ? { peer } : {}), healthCheck });
+    const session = new Session(socket, ctx, admission, { id, ...(peer ? { peer } : {}), healthCheck, addressUnknown: config.proxyProtocol && peer === undefined });
     sessions.add(session);
     void session.run().finally(() => {
       sessions.delete(session);

@@ -66,6 +66,11 @@ export interface SessionOptions {
    * it would drown the audit log and the connection rate.
    */
   healthCheck?: boolean;
+  /**
+   * Behind a PROXY protocol header that carried no address (UNSPEC, UNIX): the client's address is not
+   * known. The proxy's own stands in for counting and bans, never for a user's networks.
+   */
+  addressUnknown?: boolean;
 }
 
 /** A fresh session id (also what `fts-admin kick` takes). */
@@ -93,6 +98,8 @@ export class Session {
   readonly remote: string;
   /** The source address, as limits and bans count it. */
   readonly ip: string;
+  /** The address judged against the user's networks (--networks-file): `unknown` when it is not known. */
+  private readonly networkIp: string;
   readonly since = new Date();
   private admitted = false;
   private phase: Phase = 'unauthenticated';
@@ -145,6 +152,7 @@ export class Session {
     const address = peer?.address ?? socket.remoteAddress;
     this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
     this.ip = normaliseIp(address);
+    this.networkIp = opts.addressUnknown === true ? 'unknown' : this.ip;
     this.log = ctx.log.child({ session: this.id, remote: this.remote });
     const { maxUploadRate } = ctx.config;
     // A rate-limited upload is asked for smaller frames (the greeting's maxChunk) and read less far ahead.
@@ -358,8 +366,8 @@ export class Session {
       return;
     }
     // A reload took the session's address out of the user's networks: the session ends, as a kick ends it.
-    if (this.phase === 'authenticated' && this.user !== null && !this.ctx.networks.allows(this.user, this.ip)) {
-      this.log.warn({ event: 'kick', reason: 'networks' }, `session ended: ${this.ip} is no longer in ${this.user}'s networks (--networks-file)`);
+    if (this.phase === 'authenticated' && this.user !== null && !this.ctx.networks.allows(this.user, this.networkIp)) {
+      this.log.warn({ event: 'kick', reason: 'networks' }, `session ended: ${this.networkIp} is no longer in ${this.user}'s networks (--networks-file)`);
       await this.fatalInOrder(id, new FtsError('KICKED', `your address is no longer allowed for ${this.user} (--networks-file)`));
       return;
     }
@@ -573,13 +581,13 @@ export class Session {
         return this.store;
       },
       authenticate: async (user: string, credential: Buffer) => {
-        if (!this.ctx.networks.allows(user, this.ip)) {
+        if (!this.ctx.networks.allows(user, this.networkIp)) {
           // The same reply as any failed login (nothing tells the address's owner that the password was
           // right); the reason is the operator's.
-          this.log.warn({ user, reason: 'networks' }, `login refused: ${this.ip} is not in ${user}'s networks (--networks-file)`);
+          this.log.warn({ user, reason: 'networks' }, `login refused: ${this.networkIp} is not in ${user}'s networks (--networks-file)`);
           throw new FtsError('AUTH_FAILED');
         }
-        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true && this.ctx.networks.allows(user, this.ip);
+        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true && this.ctx.networks.allows(user, this.networkIp);
         // Checked before the user's directory is made (a user a reload removed gets none), and again after:
         // no await between that check and the phase change, and a reload is applied on this event loop, so
         // it came either before (refused here) or after (the session exists, and a kick finds it).

@@ -78,7 +78,14 @@ describe('largest file a user may upload (--max-file-size)', function () {
     expect(piped.code, describeRun(piped)).to.equal(1);
     expect(piped.stderr).to.include('is more than the largest file this server accepts');
     expect(piped.stderr).to.include('(FILE_TOO_LARGE)');
-    const fits = await runCli(['upload', '-', 'fits.bin'], { ...opts(), input: randomBytes(MIB) });
+    // A limit that is no power of two: the quota room an unsized upload takes ahead (1, 2, 4 MiB…) passes
+    // it before its bytes do, and every chunk is still judged.
+    await server.stop();
+    server = await TestServer.start({ args: ['--max-file-size', '3M'] });
+    const odd = await runCli(['upload', '-', 'odd.bin'], { ...opts(), input: randomBytes(4 * MIB) });
+    expect(odd.code, describeRun(odd)).to.equal(1);
+    expect(odd.stderr).to.include('(FILE_TOO_LARGE)');
+    const fits = await runCli(['upload', '-', 'fits.bin'], { ...opts(), input: randomBytes(3 * MIB) });
     expect(fits.code, describeRun(fits)).to.equal(0);
     expect(await published()).to.deep.equal(['fits.bin']);
     expect(await stagingFiles(server, ALICE.user)).to.deep.equal([]);

@@ -15,6 +15,7 @@ import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
+import { proxyV2Header, proxyV2Raw } from '../helpers/multinode-direct.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -34,6 +35,14 @@ describe('per-user networks (--networks-file)', function () {
     raws.push(client);
     const reply = await client.request({ op: 'auth', mech: 'plain', user, password }, 10_000);
     return reply ?? {};
+  }
+
+  /** fts-admin reload, then waits until both workers have applied it (the broadcast is not acknowledged). */
+  async function reload(): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const before = server.lines.filter((l) => l.msg === 'users reloaded').length;
+    const r = await runAdmin(server.adminSocket, ['reload']);
+    if (r.code === 0) await waitUntil('both workers applied the reload', () => server.lines.filter((l) => l.msg === 'users reloaded').length >= before + 2, 10_000);
+    return r;
   }
 
   beforeEach(async function () {
@@ -61,17 +70,40 @@ describe('per-user networks (--networks-file)', function () {
     expect(cli.stderr).to.include('AUTH_FAILED');
   });
 
+  it('behind --proxy-protocol the address the header carries is judged; a header without one (UNSPEC) is judged as unknown, never as the proxy', async function () {
+    await server.stop();
+    // The proxy (this test, on 127.0.0.1) is inside everyone's networks; alice's is 192.0.2.0/24; bob: any.
+    await writeFile(file, '*:127.0.0.0/8\nalice:192.0.2.0/24\nbob:any\n');
+    server = await TestServer.start({ args: ['--networks-file', file, '--proxy-protocol'] });
+    const via = async (preamble: Buffer, user: { user: string; password: string }): Promise<Record<string, unknown>> => {
+      const { client } = await RawClient.open({ port: server.port, preamble });
+      raws.push(client);
+      return (await client.request({ op: 'auth', mech: 'plain', user: user.user, password: user.password }, 10_000)) ?? {};
+    };
+    const to = { address: '127.0.0.1', port: server.port };
+    expect(await via(proxyV2Header({ address: '192.0.2.9', port: 5000 }, to), ALICE)).to.include({ status: 'ok' });
+    expect(await via(proxyV2Header({ address: '198.51.100.9', port: 5000 }, to), ALICE)).to.include({ code: 'AUTH_FAILED' });
+    expect(await via(proxyV2Raw(0x21, 0x00, Buffer.alloc(0)), ALICE), 'UNSPEC: the client address is unknown').to.include({ code: 'AUTH_FAILED' });
+    expect(await via(proxyV2Raw(0x21, 0x00, Buffer.alloc(0)), BOB), 'bob may log in from anywhere').to.include({ status: 'ok' });
+    await waitUntil('refused as unknown', () => server.lines.find((l) => l.msg === `login refused: unknown is not in alice's networks (--networks-file)`), 10_000);
+  });
+
   it('a session token does not get past it either', async function () {
     const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
     try {
       await c.auth(BOB.user, BOB.password);
       const token = c.session!.token;
       await writeFile(file, 'bob:127.0.0.2\n');
-      const reloaded = await runAdmin(server.adminSocket, ['reload']);
+      const reloaded = await reload();
       expect(reloaded.code, reloaded.stderr).to.equal(0);
       const { client } = await RawClient.open({ port: server.port, localAddress: '127.0.0.1' });
       raws.push(client);
       expect(await client.request({ op: 'auth', mech: 'token', token }, 10_000)).to.include({ code: 'AUTH_FAILED' });
+      await waitUntil('refused for the networks', () => server.lines.find((l) => l.msg === `login refused: 127.0.0.1 is not in bob's networks (--networks-file)`), 10_000);
+      // The same token from bob's network still works: it was refused for the address only.
+      const { client: inside } = await RawClient.open({ port: server.port, localAddress: '127.0.0.2' });
+      raws.push(inside);
+      expect(await inside.request({ op: 'auth', mech: 'token', token }, 10_000)).to.include({ status: 'ok', user: BOB.user });
     } finally {
       c.close();
     }
@@ -83,7 +115,7 @@ describe('per-user networks (--networks-file)', function () {
       await c.auth(BOB.user, BOB.password);
       await c.list();
       await writeFile(file, 'alice:any\nbob:10.0.0.0/8\n');
-      const reloaded = await runAdmin(server.adminSocket, ['reload']);
+      const reloaded = await reload();
       expect(reloaded.code, reloaded.stderr).to.equal(0);
       expect(reloaded.stdout).to.include('networks reloaded: 2 users with their own networks\n');
       const err = await c.list().then(() => null, (e: unknown) => e as { code: string });
@@ -95,7 +127,7 @@ describe('per-user networks (--networks-file)', function () {
     expect(await loginFrom('127.0.0.1', BOB.user, BOB.password)).to.include({ code: 'AUTH_FAILED' });
     // A malformed file is refused, naming the line; the networks in force stay.
     await writeFile(file, 'alice:any\nbob:10.0.0.0/99\n');
-    const refused = await runAdmin(server.adminSocket, ['reload']);
+    const refused = await reload();
     expect(refused.code).to.equal(1);
     expect(refused.stderr).to.include(`networks file ${file}: line 2: expected any, or addresses and networks`);
     expect(refused.stderr).to.include('the old quotas, permissions, rates, networks and user table are kept');

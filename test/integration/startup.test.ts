@@ -183,7 +183,7 @@ describe('fts-server startup with bad inputs', function () {
     const file = path.join(fx.dir, 'networks.txt');
     await writeFile(file, 'alice:10.0.0.0/8\nbob:10.0.0.0/40\ncarol\n');
     const line = expectQuickFailure(await runServerOnce(withFlag('--networks-file', file)), 1);
-    expect(line).to.equal(`fts-server: networks file ${file}: line 2: expected any, or addresses and networks (10.0.0.0/8, 192.0.2.7, 2001:db8::/32) separated by commas; line 3: expected USER:NETWORKS`);
+    expect(line).to.equal(`fts-server: networks file ${file}: line 2: expected any, or addresses and networks (10.0.0.0/8, 192.0.2.7, 2001:db8::/32; no %zone) separated by commas; line 3: expected USER:NETWORKS`);
   });
 
   it('a --rates-file with a malformed line: exit 1, the file and each bad line named', async () => {

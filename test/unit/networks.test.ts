@@ -14,10 +14,11 @@ describe('networks file (--networks-file)', function () {
   });
 
   it('reports every malformed line with its number', function () {
-    const { problems } = parseNetworksFile('a:10.0.0.0/33\nb:\nc:10.0.0.0/8,\nd:host.example\ne:::1/129\nf:10.0.0.1/x\ng:1.2.3.4/08\ng:1.2.3.4\n');
-    expect(problems.map((p) => p.line)).to.deep.equal([1, 2, 3, 4, 5, 6, 8]);
+    const { problems } = parseNetworksFile('a:10.0.0.0/33\nb:\nc:10.0.0.0/8,\nd:host.example\ne:::1/129\nf:10.0.0.1/x\ng:1.2.3.4/08\ng:1.2.3.4\nh:fe80::1%eth0\n');
+    expect(problems.map((p) => p.line)).to.deep.equal([1, 2, 3, 4, 5, 6, 8, 9]);
     expect(problems[0]!.reason).to.include('separated by commas');
     expect(problems[6]!.reason).to.include('twice');
+    expect(problems[7]!.reason, 'a zone would be dropped, widening the rule').to.include('no %zone');
   });
 
   it('allows a named user only from their networks; IPv4 clients on IPv6 sockets are judged as IPv4', function () {
