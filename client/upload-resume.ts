@@ -18,7 +18,7 @@
  */
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection, WriteTurn } from './connection.js';
-import { isServerError } from './errors.js';
+import { isServerError, serverError } from './errors.js';
 import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type StreamableSource, type UploadSource } from './upload.js';
 
 /** Files at least this large ask `offset` before sending (and are streamed where the server offers it). */
@@ -55,6 +55,7 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
   const first = conn.turn(async (w): Promise<Attempt> => {
     const source = plan.source;
     const size = await source.size();
+    refuseTooLarge(conn, plan.name, size);
     if (streams(conn, source, size)) {
       const version = await source.version();
       const from = plan.resume && offers(conn, 'upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
@@ -109,6 +110,19 @@ function streams(conn: FtsConnection, source: UploadSource, size: number): sourc
 }
 
 /** The server announces the capability (older servers lack `offset`, or streamed uploads). */
+/**
+ * A file larger than the greeting's maxFileSize (PROTOCOL.md §4) is refused here, without sending a byte (for
+ * a small file the server's refusal would come after its data). The refusal is the server's, announced
+ * ahead: reported as its reply would be.
+ */
+function refuseTooLarge(conn: FtsConnection, name: string, size: number): void {
+  const max = conn.greeting['maxFileSize'];
+  if (typeof max === 'number' && Number.isSafeInteger(max) && size > max) {
+    const message = `${name}: ${size} bytes is more than the largest file this server accepts (${max} bytes)`;
+    throw serverError({ status: 'error', code: 'FILE_TOO_LARGE', message, size, maxFileSize: max });
+  }
+}
+
 function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer'): boolean {
   const caps = conn.greeting['caps'];
   return Array.isArray(caps) && caps.includes(cap);
