@@ -51,7 +51,7 @@ Administers a running fts-server through its admin socket.
 Commands:
   status [--json]        server, per-worker and total connection/session/transfer counts
   sessions [--json]      list the sessions on all workers
-  drain [--timeout S]    stop accepting connections, let transfers finish for at most S seconds
+  drain [--timeout S]    stop accepting connections, let transfers (and upload hook runs) finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
   reload                 re-read the users file and the quota, permissions, rates and networks files (the old ones are kept if a new one is bad)
   kick SESSION_ID        end one session (ids as listed by 'sessions')

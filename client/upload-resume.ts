@@ -109,7 +109,6 @@ function streams(conn: FtsConnection, source: UploadSource, size: number): sourc
   return 'prepareStream' in source && 'version' in source && size >= STREAM_MIN_BYTES && offers(conn, 'upload-trailer');
 }
 
-/** The server announces the capability (older servers lack `offset`, or streamed uploads). */
 /**
  * A file larger than the greeting's maxFileSize (PROTOCOL.md §4) is refused here, without sending a byte (for
  * a small file the server's refusal would come after its data). The refusal is the server's, announced
@@ -123,6 +122,7 @@ function refuseTooLarge(conn: FtsConnection, name: string, size: number): void {
   }
 }
 
+/** The server announces the capability (older servers lack `offset`, or streamed uploads). */
 function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer'): boolean {
   const caps = conn.greeting['caps'];
   return Array.isArray(caps) && caps.includes(cap);

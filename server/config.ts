@@ -194,7 +194,7 @@ export const FLAGS = {
   },
   'max-file-size': {
     env: 'FTS_MAX_FILE_SIZE',
-    help: 'largest file a user may upload (K, M, G, T = powers of 1024; off = no limit); refused before the data when the size is known',
+    help: 'largest file a user may upload (K, M, G, T = powers of 1024; off = no limit); refused with FILE_TOO_LARGE, and announced in the greeting so that clients refuse it before sending',
     default: () => 'off',
     parse: quotaBytes,
   },
@@ -206,7 +206,7 @@ export const FLAGS = {
   },
   'quota-file': {
     env: 'FTS_QUOTA_FILE',
-    help: 'file of USER:SIZE or USER:SIZE/FILES lines: per-user quotas (as --quota and --max-files, or off) that replace them for those users; re-read on reload',
+    help: 'file of USER:SIZE or USER:SIZE/FILES lines: per-user quotas (as --quota and --max-files, or off) that replace --quota (and --max-files, when the line gives /FILES) for those users; re-read on reload',
     default: () => '',
     parse: optionalPath,
   },
