@@ -31,7 +31,12 @@ export interface PolicyTexts {
   networks: string | null;
 }
 
-async function readRulesFile(kind: string, file: string, parse: (text: string) => { users: number; problems: Array<{ line: number; reason: string }> }): Promise<RulesFile> {
+/** What a rules file's parser gives back: the users it names, and its malformed lines. */
+type RulesParser = (text: string) => { perUser: ReadonlyMap<string, unknown>; problems: ReadonlyArray<{ line: number; reason: string }> };
+
+/** Reads `file`, or null when it is not configured; RulesFileRefused (naming `kind`) when it is bad. */
+async function readRulesFile(kind: string, file: string | null, parse: RulesParser): Promise<RulesFile | null> {
+  if (file === null) return null;
   let bytes: Buffer;
   try {
     bytes = await readFile(file);
@@ -40,39 +45,11 @@ async function readRulesFile(kind: string, file: string, parse: (text: string) =
   }
   const decoded = decodeStrictUtf8(bytes);
   if ('badLine' in decoded) throw new RulesFileRefused(`${kind} ${file}: line ${decoded.badLine} is not valid UTF-8`);
-  const { users, problems } = parse(decoded.text);
+  const { perUser, problems } = parse(decoded.text);
   if (problems.length > 0) {
     throw new RulesFileRefused(`${kind} ${file}: ${problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ')}`);
   }
-  return { text: decoded.text, users };
-}
-
-export function readQuotaFile(file: string): Promise<RulesFile> {
-  return readRulesFile('quota file', file, (text) => {
-    const { perUser, problems } = parseQuotaFile(text);
-    return { users: perUser.size, problems };
-  });
-}
-
-export function readPermissionsFile(file: string): Promise<RulesFile> {
-  return readRulesFile('permissions file', file, (text) => {
-    const { perUser, problems } = parsePermissionsFile(text);
-    return { users: perUser.size, problems };
-  });
-}
-
-export function readRatesFile(file: string): Promise<RulesFile> {
-  return readRulesFile('rates file', file, (text) => {
-    const { perUser, problems } = parseRatesFile(text);
-    return { users: perUser.size, problems };
-  });
-}
-
-export function readNetworksFile(file: string): Promise<RulesFile> {
-  return readRulesFile('networks file', file, (text) => {
-    const { perUser, problems } = parseNetworksFile(text);
-    return { users: perUser.size, problems };
-  });
+  return { text: decoded.text, users: perUser.size };
 }
 
 /** The configured rules files, validated. */
@@ -85,9 +62,9 @@ export interface RulesFiles {
 
 /** The configured rules files, read and validated (RulesFileRefused names the first bad one). */
 export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permissionsFile' | 'ratesFile' | 'networksFile'>): Promise<RulesFiles> {
-  const quotas = config.quotaFile === null ? null : await readQuotaFile(config.quotaFile);
-  const permissions = config.permissionsFile === null ? null : await readPermissionsFile(config.permissionsFile);
-  const rates = config.ratesFile === null ? null : await readRatesFile(config.ratesFile);
-  const networks = config.networksFile === null ? null : await readNetworksFile(config.networksFile);
+  const quotas = await readRulesFile('quota file', config.quotaFile, parseQuotaFile);
+  const permissions = await readRulesFile('permissions file', config.permissionsFile, parsePermissionsFile);
+  const rates = await readRulesFile('rates file', config.ratesFile, parseRatesFile);
+  const networks = await readRulesFile('networks file', config.networksFile, parseNetworksFile);
   return { quotas, permissions, rates, networks };
 }

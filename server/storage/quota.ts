@@ -224,9 +224,7 @@ export class UserQuota {
     const extra = { bytes: Math.max(0, bytes - replaced), file: this.#addsFile(hold.newName) };
     this.#fits(extra, name, this.#limit());
     // The attempt taken over goes from `replaced` bytes to come to this one's `bytes` (fewer, even).
-    const added = { bytes: bytes - replaced, files: extra.file ? 1 : 0 };
-    this.#add(this.#used!, added);
-    if (this.#measuring !== null) this.#add(this.#admittedMeanwhile, added);
+    this.#count({ bytes: bytes - replaced, files: extra.file ? 1 : 0 });
     let attempts = this.#holds.get(hold.identity);
     if (attempts === undefined) this.#holds.set(hold.identity, (attempts = new Set()));
     if (taken !== null) attempts.delete(taken);
@@ -243,9 +241,7 @@ export class UserQuota {
     await this.#settle(0, `publish ${name}`, false, name);
     const extra = { bytes: 0, file: this.#addsFile(name) };
     this.#fits(extra, name, this.#limit());
-    if (!extra.file) return;
-    this.#used!.files++;
-    if (this.#measuring !== null) this.#admittedMeanwhile.files++;
+    if (extra.file) this.#count({ bytes: 0, files: 1 });
   }
 
   /** This worker removed `files` published files holding `bytes` (or partial uploads: no file). */
@@ -255,9 +251,12 @@ export class UserQuota {
     this.#used.files = Math.max(0, this.#used.files - files);
   }
 
-  #add(to: Measured, what: Measured): void {
-    to.bytes += what.bytes;
-    to.files += what.files;
+  /** What was just admitted counts at once, and across a measurement running now (its snapshot predates it). */
+  #count(added: Measured): void {
+    for (const to of this.#measuring === null ? [this.#used!] : [this.#used!, this.#admittedMeanwhile]) {
+      to.bytes += added.bytes;
+      to.files += added.files;
+    }
   }
 
   async #known(): Promise<Measured> {

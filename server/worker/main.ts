@@ -51,22 +51,22 @@ export async function runWorker(config: Config): Promise<void> {
   const useQuotas = (text: string | null): void => store.setLimits(QuotaLimits.fromFile(config.quotaBytes, config.maxFiles, text));
   /** What each user may do (the permissions file's text comes with the users file too). */
   const usePermissions = (text: string | null): void => store.setPermissions(Permissions.fromFile(text));
-  /** The context, once the init has come and it exists (a reload before that only sets initialRates). */
+  /** The context, once the init has come and it exists. */
   let context: WorkerContext | null = null;
-  /** Each user's transfer rates (the rates file's text comes with the users file too); in ctx once it exists. */
+  /**
+   * The rules the sessions read from the context (their files' texts come with the users file too): kept
+   * here until the context exists (the init comes before it), and set on the context afterwards.
+   */
   const rateFlags = { upload: config.maxUploadRate, download: config.maxDownloadRate };
-  let initialRates = new RateLimits(rateFlags);
+  const initialRules: Pick<WorkerContext, 'rates' | 'networks'> = { rates: new RateLimits(rateFlags), networks: new Networks() };
+  const rules = (): Pick<WorkerContext, 'rates' | 'networks'> => context ?? initialRules;
+  /** Each user's transfer rates. */
   const useRates = (text: string | null): void => {
-    const rates = RateLimits.fromFile(rateFlags, text);
-    initialRates = rates;
-    if (context !== null) context.rates = rates;
+    rules().rates = RateLimits.fromFile(rateFlags, text);
   };
-  /** Where each user may log in from (the networks file's text comes with the users file too). */
-  let initialNetworks = new Networks();
+  /** Where each user may log in from. */
   const useNetworks = (text: string | null): void => {
-    const networks = Networks.fromFile(text);
-    initialNetworks = networks;
-    if (context !== null) context.networks = networks;
+    rules().networks = Networks.fromFile(text);
   };
   const sessions = new Set<Session>();
   // The primary validated the users file and sends its text; we never read a file the primary rejected.
@@ -112,14 +112,14 @@ export async function runWorker(config: Config): Promise<void> {
     exiting = true;
     // Upload hooks queued or running get what is left of the drain's grace (none after an abort).
     const hooks = context?.hooks ?? null;
-    if (hooks !== null && hooks.pending > 0) {
-      const deadline = Number.isFinite(drainDeadline) ? drainDeadline : Date.now();
-      log.info({ pending: hooks.pending, waitMs: Math.max(0, deadline - Date.now()) }, 'waiting for upload hooks');
-      void hooks.finish(deadline).finally(() => leave(code));
-    } else {
-      void hooks?.finish(Date.now());
+    if (hooks === null || hooks.pending === 0) {
+      hooks?.stop();
       leave(code);
+      return;
     }
+    const deadline = Number.isFinite(drainDeadline) ? drainDeadline : Date.now();
+    log.info({ pending: hooks.pending, waitMs: Math.max(0, deadline - Date.now()) }, 'waiting for upload hooks');
+    void hooks.finish(deadline).finally(() => leave(code));
   };
   const leave = (code: number): void => {
     log.info({ code }, 'worker exiting');
@@ -151,7 +151,7 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics);
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, rates: initialRates, networks: initialNetworks, hooks, draining: false, onSessionIdle: checkDrained };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, ...initialRules, hooks, draining: false, onSessionIdle: checkDrained };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {

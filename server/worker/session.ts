@@ -366,7 +366,7 @@ export class Session {
       return;
     }
     // A reload took the session's address out of the user's networks: the session ends, as a kick ends it.
-    if (this.phase === 'authenticated' && this.user !== null && !this.ctx.networks.allows(this.user, this.networkIp)) {
+    if (this.phase === 'authenticated' && this.user !== null && !this.mayWorkFrom(this.user)) {
       this.log.warn({ event: 'kick', reason: 'networks' }, `session ended: ${this.networkIp} is no longer in ${this.user}'s networks (--networks-file)`);
       await this.fatalInOrder(id, new FtsError('KICKED', `your address is no longer allowed for ${this.user} (--networks-file)`));
       return;
@@ -572,6 +572,11 @@ export class Session {
     this.ctx.onSessionIdle();
   }
 
+  /** Whether `user` may log in, and work, from this session's address (--networks-file; a reload may change it). */
+  private mayWorkFrom(user: string): boolean {
+    return this.ctx.networks.allows(user, this.networkIp);
+  }
+
   private io(id: number): SessionIo {
     return {
       ctx: this.ctx,
@@ -581,13 +586,13 @@ export class Session {
         return this.store;
       },
       authenticate: async (user: string, credential: Buffer) => {
-        if (!this.ctx.networks.allows(user, this.networkIp)) {
+        if (!this.mayWorkFrom(user)) {
           // The same reply as any failed login (nothing tells the address's owner that the password was
           // right); the reason is the operator's.
           this.log.warn({ user, reason: 'networks' }, `login refused: ${this.networkIp} is not in ${user}'s networks (--networks-file)`);
           throw new FtsError('AUTH_FAILED');
         }
-        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true && this.ctx.networks.allows(user, this.networkIp);
+        const stillCurrent = (): boolean => this.ctx.users.credentialOf(user)?.equals(credential) === true && this.mayWorkFrom(user);
         // Checked before the user's directory is made (a user a reload removed gets none), and again after:
         // no await between that check and the phase change, and a reload is applied on this event loop, so
         // it came either before (refused here) or after (the session exists, and a kick finds it).

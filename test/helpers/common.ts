@@ -5,8 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { FtsError } from '../../client/index.js';
-import type { TestServer } from './server.js';
+import { FtsClient, FtsError } from '../../client/index.js';
+import type { TestServer, TestUser } from './server.js';
 
 const MiB = 1024 * 1024;
 
@@ -128,4 +128,12 @@ export function continueStopped(stopped: Set<number>): void {
     }
   }
   stopped.clear();
+}
+
+/** A library client logged in as `user`, kept in `clients` for the test's clean-up. */
+export async function loginClient(server: TestServer, clients: FtsClient[], user: TestUser): Promise<FtsClient> {
+  const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
+  clients.push(c);
+  await c.auth(user.user, user.password);
+  return c;
 }

@@ -11,7 +11,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { FtsClient } from '../../client/index.js';
-import { codeOf, stagingFiles } from '../helpers/common.js';
+import { codeOf, loginClient, stagingFiles } from '../helpers/common.js';
 import { describeRun, runCli } from '../helpers/cli.js';
 import { runAdmin } from '../helpers/admin-cli.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -30,12 +30,7 @@ describe('file-count quota (--max-files)', function () {
   let cleanupLocal: () => Promise<void>;
   const clients: FtsClient[] = [];
 
-  async function connect(user = ALICE): Promise<FtsClient> {
-    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
-    clients.push(c);
-    await c.auth(user.user, user.password);
-    return c;
-  }
+  const connect = (user = ALICE): Promise<FtsClient> => loginClient(server, clients, user);
 
   const published = async (user: string): Promise<string[]> => (await readdir(path.join(server.storage, user))).sort();
   const opts = (): { port: number; user: string; password: string } => ({ port: server.port, user: ALICE.user, password: ALICE.password });

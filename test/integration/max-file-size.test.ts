@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
-import { codeOf, stagingFiles } from '../helpers/common.js';
+import { codeOf, loginClient, stagingFiles } from '../helpers/common.js';
 import { describeRun, runCli } from '../helpers/cli.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
@@ -74,9 +74,7 @@ describe('largest file a user may upload (--max-file-size)', function () {
     } finally {
       raw2.close();
     }
-    const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
-    clients.push(c);
-    await c.auth(ALICE.user, ALICE.password);
+    const c = await loginClient(server, clients, ALICE);
     expect(await codeOf(c.uploadBuffer('big', randomBytes(2 * MIB + 10))), 'the library refuses it itself').to.equal('FILE_TOO_LARGE');
     await c.uploadBuffer('small', Buffer.from('still works'));
     expect(await published()).to.deep.equal(['small']);

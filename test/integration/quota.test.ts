@@ -10,9 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
-import { codeOf, stagingFiles } from '../helpers/common.js';
+import { codeOf, loginClient, stagingFiles } from '../helpers/common.js';
 import { runCli, describeRun } from '../helpers/cli.js';
-import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
 import { runAdmin } from '../helpers/admin-cli.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -22,13 +22,6 @@ const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
 const MIB = 1024 * 1024;
 
-/** A library client logged in as `user`, kept in `clients` for the test's clean-up. */
-async function login(server: TestServer, clients: FtsClient[], user: TestUser): Promise<FtsClient> {
-  const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
-  clients.push(c);
-  await c.auth(user.user, user.password);
-  return c;
-}
 
 /** fts_quota_refusals_total from the server's /metrics. */
 async function quotaRefusals(server: TestServer): Promise<number> {
@@ -47,7 +40,7 @@ describe('per-user quota (--quota)', function () {
   let cleanupLocal: () => Promise<void>;
   const clients: FtsClient[] = [];
 
-  const connect = (user = ALICE): Promise<FtsClient> => login(server, clients, user);
+  const connect = (user = ALICE): Promise<FtsClient> => loginClient(server, clients, user);
 
   async function localFile(name: string, bytes: number): Promise<string> {
     const file = path.join(local, name);
@@ -283,7 +276,7 @@ describe('per-user quotas (--quota-file), and their reload', function () {
   let quotaFile: string;
   const clients: FtsClient[] = [];
 
-  const connect = (user = ALICE): Promise<FtsClient> => login(server, clients, user);
+  const connect = (user = ALICE): Promise<FtsClient> => loginClient(server, clients, user);
 
   beforeEach(async function () {
     ({ dir: local, cleanup: cleanupLocal } = await tempDir('fts-quota-file-'));

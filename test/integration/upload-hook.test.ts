@@ -12,7 +12,8 @@ import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { describeRun, runCli } from '../helpers/cli.js';
-import { stagingFiles } from '../helpers/common.js';
+import { loginClient, stagingFiles } from '../helpers/common.js';
+import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -23,10 +24,8 @@ const ALICE = DEFAULT_USERS[0]!;
 
 /** fts_upload_hooks_total by result, from the server's /metrics. */
 async function hookRuns(server: TestServer): Promise<Record<string, number>> {
-  const line = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics on http'));
-  const res = await fetch(`http://127.0.0.1:${String(line?.['port'])}/metrics`, { signal: AbortSignal.timeout(20_000) });
   const runs: Record<string, number> = {};
-  for (const m of (await res.text()).matchAll(/^fts_upload_hooks_total\{result="([a-z]+)"\} (\d+)$/gm)) runs[m[1]!] = Number(m[2]);
+  for (const m of (await scrape(await metricsPortOf(server))).matchAll(/^fts_upload_hooks_total\{result="([a-z]+)"\} (\d+)$/gm)) runs[m[1]!] = Number(m[2]);
   return runs;
 }
 
@@ -69,12 +68,7 @@ describe('upload hook (--upload-hook)', function () {
     return result;
   }
 
-  async function connect(s: TestServer): Promise<FtsClient> {
-    const c = await FtsClient.connect({ host: '127.0.0.1', port: s.port });
-    clients.push(c);
-    await c.auth(ALICE.user, ALICE.password);
-    return c;
-  }
+  const connect = (s: TestServer): Promise<FtsClient> => loginClient(s, clients, ALICE);
 
   beforeEach(async function () {
     ({ dir, cleanup } = await tempDir('fts-hook-'));
