@@ -80,9 +80,11 @@ export interface ReloadResult {
   rateUsers?: number;
   /** Users the networks file names (present only when the server has --networks-file). */
   networkUsers?: number;
+  /** Workers that confirmed the new files are in force (absent from an older server, which did not wait). */
+  workersConfirmed?: number;
 }
 
-/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, rateUsers?, networkUsers?, warnings? }`. */
+/** The `reload` result: `{ users, tlsReloaded?, usersFile?, quotaUsers?, permissionUsers?, rateUsers?, networkUsers?, workersConfirmed?, warnings? }`. */
 export function asReloadResult(v: unknown): ReloadResult | null {
   if (!isRecord(v) || !isNum(v['users'])) return null;
   const w = v['warnings'];
@@ -93,5 +95,6 @@ export function asReloadResult(v: unknown): ReloadResult | null {
   const permissionUsers = isNum(v['permissionUsers']) ? { permissionUsers: v['permissionUsers'] } : {};
   const rateUsers = isNum(v['rateUsers']) ? { rateUsers: v['rateUsers'] } : {};
   const networkUsers = isNum(v['networkUsers']) ? { networkUsers: v['networkUsers'] } : {};
-  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers, ...networkUsers };
+  const workersConfirmed = isNum(v['workersConfirmed']) ? { workersConfirmed: v['workersConfirmed'] } : {};
+  return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers, ...networkUsers, ...workersConfirmed };
 }

@@ -18,10 +18,12 @@ export type PrimaryToWorker =
    */
   | { type: 'fts:init'; users: string; quotas: string | null; permissions: string | null; rates: string | null; networks: string | null; secret: string; saltKey: string; port: number }
   /**
-   * The users, quota, permissions and rates file texts (null without --quota-file, --permissions-file,
-   * --rates-file), validated by the primary. Sent on reload.
+   * The users, quota, permissions, rates and networks file texts (null without --quota-file,
+   * --permissions-file, --rates-file, --networks-file), validated by the primary. Sent on reload to every
+   * worker that has had its fts:init; the worker answers `{ applied: true }` once they are in force, so that
+   * `fts-admin reload` returns only when every worker uses them.
    */
-  | { type: 'fts:users'; text: string; quotas: string | null; permissions: string | null; rates: string | null; networks: string | null }
+  | { type: 'fts:users'; reqId: number; text: string; quotas: string | null; permissions: string | null; rates: string | null; networks: string | null }
   /** Re-read the TLS certificate and key (already validated by the primary). */
   | { type: 'fts:reload-tls' }
   | { type: 'fts:query'; reqId: number; what: 'stats' | 'sessions' | 'metrics' }
@@ -54,7 +56,7 @@ export type WorkerToPrimary =
   | { type: 'fts:need-init' }
   /** The worker's listener is up. */
   | { type: 'fts:listening'; address: string; port: number }
-  | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } | MetricsJson }
+  | { type: 'fts:reply'; reqId: number; data: WorkerStats | SessionInfo[] | { found: boolean } | { applied: true } | MetricsJson }
   /** The worker cannot start (its listener failed): the reason, for the primary's one stderr line. */
   | { type: 'fts:startup-failed'; reason: string }
   /** Sent just before a worker exits on purpose, so its counters outlive it (they must never go backwards). */

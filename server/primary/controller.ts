@@ -1,7 +1,7 @@
 import type { Worker } from 'node:cluster';
 import type { AdminFinal, AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
-import type { WorkerStats } from '../ipc.js';
+import type { PrimaryToWorker, WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { loadSecureContext } from '../worker/tls.js';
@@ -21,6 +21,12 @@ const QUERY_TIMEOUT_MS = 1_500;
 function silentWorkers(pids: number[]): string {
   return `${pids.length === 1 ? 'worker' : 'workers'} ${pids.join(', ')} did not answer within ${QUERY_TIMEOUT_MS / 1000} s`;
 }
+/**
+ * How long a reload waits for each worker to confirm that the new files are in force. Longer than a query's
+ * wait: an operator who revokes a permission is told it is in force everywhere, or which worker has not
+ * confirmed yet, and a busy worker should not be reported for a moment's delay.
+ */
+const RELOAD_CONFIRM_MS = 5_000;
 const DRAIN_PROGRESS_INTERVAL_MS = 1_000;
 /** Workers that have not exited this long after the drain deadline are killed. */
 const HARD_KILL_AFTER_DEADLINE_MS = 5_000;
@@ -46,6 +52,11 @@ export class Controller {
   private drainWatchers = new Set<Reply>();
   /** The reload in progress, if any (reload() runs them one after another). */
   private reloading: Promise<unknown> = Promise.resolve();
+  /**
+   * Workers sent their fts:init: only they apply a reload (one not yet initialised ignores it, and its init
+   * carries the texts in force when it is sent), so only they are asked to confirm one.
+   */
+  private initialised = new WeakSet<Worker>();
   /** Called once every worker has exited after a drain; the primary then cleans up and exits. */
   onStopped: () => void = () => {};
 
@@ -73,8 +84,12 @@ export class Controller {
   sendInit(worker: Worker): void {
     if (!worker.isConnected()) return;
     // A worker forked just before a drain began may have missed the broadcast: it must not start serving.
-    if (this.draining) worker.send({ type: 'fts:abort' });
-    else worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
+    if (this.draining) {
+      worker.send({ type: 'fts:abort' });
+      return;
+    }
+    this.initialised.add(worker);
+    worker.send({ type: 'fts:init', users: this.texts.users, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks, secret: this.secret.toString('hex'), saltKey: this.saltKey.toString('hex'), port: this.pool.portFor(worker) });
   }
 
   /** A worker started listening: if a drain began meanwhile, it drains too. */
@@ -255,12 +270,28 @@ export class Controller {
       tlsReloaded = true;
     }
     this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
-    this.pool.broadcast({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
+    const { confirmed, silent } = await this.sendReload({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
     const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }), ...(networks === null ? {} : { networkUsers: networks.users }) };
-    this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers }, 'users file reloaded');
+    this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
     const warnings = file.warnings.map((w) => w.message);
-    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, ...(warnings.length > 0 ? { warnings } : {}) } };
+    if (silent.length > 0) {
+      const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;
+      this.log.warn({ workers: silent }, unconfirmed);
+      warnings.push(unconfirmed);
+    }
+    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, workersConfirmed: confirmed, ...(warnings.length > 0 ? { warnings } : {}) } };
+  }
+
+  /**
+   * Sends a reload to every worker that has had its init and waits for each to confirm that it is in force.
+   * A worker forked meanwhile gets the new texts in its init instead; one that exits meanwhile serves no one.
+   */
+  private async sendReload(body: Omit<Extract<PrimaryToWorker, { type: 'fts:users' }>, 'reqId'>): Promise<{ confirmed: number; silent: number[] }> {
+    const workers = this.pool.workers.filter((w) => w.isConnected() && this.initialised.has(w));
+    const answers = await Promise.all(workers.map((w) => queryWorker(w, body, RELOAD_CONFIRM_MS)));
+    const silent = workers.filter((w, i) => answers[i] === null && w.isConnected()).map((w) => w.process.pid ?? 0);
+    return { confirmed: answers.filter((a) => a !== null).length, silent };
   }
 
   async kick(session: string): Promise<AdminLine> {

@@ -284,6 +284,7 @@ export async function runWorker(config: Config): Promise<void> {
         useRates(m.rates);
         useNetworks(m.networks);
         log.info({ users: ctx.users.size }, 'users reloaded');
+        send({ type: 'fts:reply', reqId: m.reqId, data: { applied: true } });
         break;
       case 'fts:reload-tls':
         try {

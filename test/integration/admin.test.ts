@@ -841,6 +841,31 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('a worker that does not confirm a reload', () => {
+    it('reload waits for every worker: a stopped one is named in a warning (exit 0) and applies the files once it runs again', async function () {
+      const server = await startServer({ workers: 2 });
+      const [silent, other] = server.workerPids();
+      const carol = { user: 'carol', password: 'carol-pass' };
+      await writeFile(server.usersFile, [ALICE, BOB, carol].map((u) => `${u.user}:${u.password}\n`).join(''));
+      const appliedBy = (pid: number): boolean => server.lines.some((l) => l.msg === 'users reloaded' && l['pid'] === pid);
+      process.kill(silent!, 'SIGSTOP');
+      try {
+        const r = await runAdmin(server.adminSocket, ['reload'], 20_000);
+        expect(r.code, r.stderr).to.equal(0);
+        expect(r.stdout).to.match(/^users reloaded: 3 users$/m);
+        expect(lines(r.stderr).filter((l) => l.includes('confirm')), r.stderr).to.deep.equal([`fts-admin: warning: worker ${silent!} did not confirm the reload within 5 s: it applies the new files only once it reads the message`]);
+        await waitUntil('the running worker\'s log line', async () => appliedBy(other!));
+        expect(appliedBy(silent!), 'the stopped worker applied nothing').to.equal(false);
+      } finally {
+        process.kill(silent!, 'SIGCONT');
+      }
+      await waitUntil('the continued worker applies the reload', async () => appliedBy(silent!));
+      const again = await runAdmin(server.adminSocket, ['reload'], 20_000);
+      expect(again.code, again.stderr).to.equal(0);
+      expect(again.stderr, 'every worker confirmed').to.not.include('confirm');
+    });
+  });
+
   describe('a worker that does not answer during a drain', () => {
     it('drain progress says how many workers are not answering; the drain ends after its deadline, exit 0', async function () {
       const server = await startServer({ workers: 2 });
