@@ -9,6 +9,7 @@ import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/lock
 import { parseFileCount, parseQuotaSize } from './storage/quota-limits.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
 import { PENALTY } from './worker/gate-client.js';
+import { HOOK_EVENTS, type HookEvent } from './worker/upload-hooks.js';
 
 /**
  * One frozen, validated configuration. Every flag can also come from an `FTS_*` environment variable
@@ -37,6 +38,8 @@ export interface Config {
   /** A program to run after each published upload (--upload-hook); null = none. */
   readonly uploadHook: string | null;
   readonly uploadHookTimeoutSeconds: number;
+  /** The changes the upload hook runs after (--hook-events). */
+  readonly hookEvents: readonly HookEvent[];
   /** The largest file a user may upload (--max-file-size); null = no limit. */
   readonly maxFileSize: number | null;
   /** The most published files a user may have (--max-files); null = no limit. */
@@ -159,6 +162,13 @@ function rateBytes(raw: string, flag: string): number | null {
   return bytes;
 }
 
+function hookEvents(raw: string, flag: string): HookEvent[] {
+  const words = raw.split(',').map((w) => w.trim());
+  const events = words.filter((w): w is HookEvent => (HOOK_EVENTS as readonly string[]).includes(w));
+  if (events.length !== words.length) throw new ConfigError(`--${flag}: must be a comma-separated list of ${HOOK_EVENTS.join(', ')} (got "${raw}")`);
+  return [...new Set(events)];
+}
+
 export const FLAGS = {
   host: { env: 'FTS_HOST', help: 'address to listen on', default: () => '127.0.0.1', parse: nonEmpty },
   port: { env: 'FTS_PORT', help: 'TCP port (0 = ephemeral)', default: () => String(DEFAULT_PORT), parse: integer(0, 65535) },
@@ -230,9 +240,15 @@ export const FLAGS = {
   },
   'upload-hook': {
     env: 'FTS_UPLOAD_HOOK',
-    help: 'program to run after each published upload, with the file\'s path as its argument and FTS_EVENT, FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
+    help: 'program to run after each published upload (and delete and rename, with --hook-events), with the file\'s path as its argument and FTS_EVENT, FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
     default: () => '',
     parse: optionalPath,
+  },
+  'hook-events': {
+    env: 'FTS_HOOK_EVENTS',
+    help: 'the changes --upload-hook runs after, a comma-separated list of upload, delete and rename (FTS_EVENT tells the program which)',
+    default: () => 'upload',
+    parse: hookEvents,
   },
   'upload-hook-timeout': { env: 'FTS_UPLOAD_HOOK_TIMEOUT', help: 'seconds an upload hook may run before it is killed', default: () => '60', parse: integer(1, 86_400) },
   'max-upload-rate': {
@@ -384,6 +400,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     networksFile: pick('networks-file') as string | null,
     uploadHook: pick('upload-hook') as string | null,
     uploadHookTimeoutSeconds: pick('upload-hook-timeout') as number,
+    hookEvents: pick('hook-events') as HookEvent[],
     maxUploadRate: pick('max-upload-rate') as number | null,
     maxDownloadRate: pick('max-download-rate') as number | null,
     directIo: pick('direct-io') as boolean,

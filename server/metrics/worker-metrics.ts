@@ -1,4 +1,4 @@
-import { HOOK_RESULTS, type HookResult } from '../worker/upload-hooks.js';
+import { HOOK_EVENTS, HOOK_RESULTS, type HookEvent, type HookResult } from '../worker/upload-hooks.js';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** One registry's metrics as prom-client serialises them for cluster aggregation. */
@@ -35,7 +35,7 @@ export class WorkerMetrics {
   private readonly transfers: Gauge<'direction'>;
   private readonly locksCompromised: Counter;
   private readonly throttledSeconds: Counter<'direction'>;
-  private readonly uploadHooks: Counter<'result'>;
+  private readonly uploadHooks: Counter<'event' | 'result'>;
 
   constructor() {
     const registers = [this.registry];
@@ -48,10 +48,10 @@ export class WorkerMetrics {
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
     this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
     this.throttledSeconds = new Counter({ name: 'fts_throttled_seconds_total', help: 'Seconds transfers waited for their session rate limit (--max-upload-rate, --max-download-rate)', labelNames: ['direction'], registers });
-    this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by result: ok, failed, timeout, killed (by a stop), dropped (queue full), unrun (the worker stopped first)', labelNames: ['result'], registers });
+    this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by the change that called for it (upload, delete, rename: --hook-events) and result: ok, failed, timeout, killed (by a stop), dropped (queue full), unrun (the worker stopped first)', labelNames: ['event', 'result'], registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
-    for (const result of HOOK_RESULTS) this.uploadHooks.inc({ result }, 0);
+    for (const event of HOOK_EVENTS) for (const result of HOOK_RESULTS) this.uploadHooks.inc({ event, result }, 0);
     for (const op of COUNTED_OPS) {
       for (const result of ['ok', 'error']) this.operations.inc({ op, result }, 0);
       this.duration.zero({ op });
@@ -89,8 +89,8 @@ export class WorkerMetrics {
     this.duration.observe({ op }, seconds);
   }
 
-  uploadHook(result: HookResult): void {
-    this.uploadHooks.inc({ result });
+  uploadHook(event: HookEvent, result: HookResult): void {
+    this.uploadHooks.inc({ event, result });
   }
 
   quotaRefused(): void {

@@ -31,6 +31,9 @@ export type { Usage } from './quota.js';
 const UNSIZED_ROOM_STEP = 16 * 1024 * 1024;
 
 /** An unsized upload begun (UserStore.beginUnsizedUpload). */
+/** A rename that moved a file: its size, and whether it replaced another file (null: the name was already `to`). */
+export type RenameOutcome = { size: number; replaced: boolean } | null;
+
 export interface UnsizedUpload {
   staged: StagedUpload;
   /** Takes room for `total` bytes against the quota; QUOTA_EXCEEDED when they do not fit. */
@@ -419,10 +422,11 @@ export class UserStore {
    * Removes a published file. Under the name's lock, so it waits for a concurrent publish of the same
    * name. unlink never follows a symlink, but we refuse symlinks anyway so a delete means what it says.
    */
-  async delete(name: string): Promise<void> {
+  /** Removes the published file `name`, durably; resolves with the size it had. */
+  async delete(name: string): Promise<{ size: number }> {
     this.#allowed('d', name);
     const file = resolveName(this.#dir, name);
-    await withLock(this.#root, this.user, name, async () => {
+    return withLock(this.#root, this.user, name, async () => {
       let unlinked = false;
       try {
         const st = await lstat(file);
@@ -435,6 +439,7 @@ export class UserStore {
         await fsyncDir(this.#dir);
         // Whatever its size now: a small file may have replaced a recorded large one.
         await forgetDigest(this.#root, this.user, name);
+        return { size: st.size };
       } catch (err) {
         throw unlinked ? notDurable(err, name, 'deleted') : fsError(err, name);
       }
@@ -450,17 +455,17 @@ export class UserStore {
    * Only what fts serves is moved or replaced: a symlink, a directory or a file with more hard links,
    * on either side, is NOT_A_FILE and left alone.
    */
-  async rename(name: string, to: string, overwrite: boolean): Promise<void> {
+  async rename(name: string, to: string, overwrite: boolean): Promise<RenameOutcome> {
     const mayReplace = this.#allowed('m', name).has('o');
     const source = resolveName(this.#dir, name);
     const target = resolveName(this.#dir, to);
-    await withLocks(this.#root, this.user, [name, to], async () => {
+    return withLocks(this.#root, this.user, [name, to], async () => {
       let renamed = false;
       try {
         const st = await lstat(source, { bigint: true });
         if (!st.isFile()) throw new FtsError('NOT_A_FILE', `${name}: not a regular file`);
         if (!isServable(st)) throw new FtsError('NOT_A_FILE', `${name}: has other hard links; not renamed`);
-        if (name === to) return; // as rename(2): the file is already called that
+        if (name === to) return null; // as rename(2): the file is already called that
         const found = await lstatOrNull(target, to);
         // The same file under another spelling (a case-insensitive file system): renamed, nothing replaced.
         const replaced = found !== null && !(found.ino === st.ino && found.dev === st.dev) ? found : null;
@@ -480,6 +485,7 @@ export class UserStore {
         if (replaced !== null) this.#quota.freed(Number(replaced.size), 1);
         await moveDigest(this.#root, this.user, name, to, target, st, digest);
         await fsyncDir(this.#dir);
+        return { size: Number(st.size), replaced: replaced !== null };
       } catch (err) {
         throw renamed ? notDurable(err, name, 'renamed') : fsError(err, name);
       }

@@ -150,7 +150,7 @@ export async function runWorker(config: Config): Promise<void> {
     log.warn({ lockfile, err: error }, 'lock compromised: another process broke a lock this worker held');
     metrics.lockCompromised();
   });
-  const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics);
+  const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics, config.hookEvents);
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, ...initialRules, hooks, draining: false, onSessionIdle: checkDrained };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */

@@ -553,10 +553,11 @@ export class Session {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined, req.op === 'rename' ? req.to : undefined);
-      // Published, whether or not the reply still reaches the client (§3.2 rule 4).
-      if (result?.published !== undefined && this.store !== null && this.ctx.hooks !== null) {
-        const { name } = result.published;
-        this.ctx.hooks.published({ ...result.published, user: this.store.user, path: this.store.pathOf(name), remote: this.ip });
+      // Done, whether or not the reply still reaches the client (§3.2 rule 4).
+      if (result?.changed !== undefined && this.store !== null && this.ctx.hooks !== null) {
+        const change = result.changed;
+        const fromPath = change.event === 'rename' ? { fromPath: this.store.pathOf(change.from) } : {};
+        this.ctx.hooks.changed({ ...change, user: this.store.user, path: this.store.pathOf(change.name), ...fromPath, remote: this.ip });
       }
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not

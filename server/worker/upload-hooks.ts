@@ -1,19 +1,23 @@
 /**
  * --upload-hook: a program the server runs after each upload it publishes, as pure-ftpd's uploadscript and
- * SFTPGo's upload actions do (a virus scan, a thumbnail, handing the file to an ingest pipeline).
+ * SFTPGo's upload actions do (a virus scan, a thumbnail, handing the file to an ingest pipeline), and, with
+ * --hook-events, after each delete and rename too (SFTPGo's delete and rename actions: keeping a mirror or
+ * an index in step).
  *
- * The hook never delays the upload: the client has its reply (and the file is durable) before it starts.
- * Each worker runs a few at a time and queues the rest, taking the users in turn so that one user's flood
- * of uploads cannot push the others' files out. Every run's end is logged (`"event":"upload-hook"`) and
- * counted, and so is every run that never happened (a full queue; a stop that came first) and every run a
- * stop cut short, with the file named, so that an operator can run it by hand. It is at most once: a
- * crashed or killed worker's queue is lost without a line (the audit log's upload lines are complete).
+ * The hook never delays the operation: the client has its reply (and the change is durable) before it
+ * starts. Each worker runs a few at a time and queues the rest, taking the users in turn so that one user's
+ * flood cannot push the others' files out. Runs that name the same file (for a rename, either name) run one
+ * after another in the order of the changes, so that a mirror sees an upload before the delete that
+ * follows it. Every run's end is logged (`"event":"upload-hook"`) and counted, and so is every run that
+ * never happened (a full queue; a stop that came first) and every run a stop cut short, with the file named,
+ * so that an operator can run it by hand. It is at most once: a crashed or killed worker's queue is lost
+ * without a line (the audit log's lines are complete).
  *
- * The program gets the published file's path as its only argument and the details in FTS_* variables, never
- * through a shell: a file name cannot inject anything. Each run is its own process group, which ends with
- * it: what the program leaves running in the background is killed when it exits (or times out), so neither
- * the timeout nor the limit of runs at once can be escaped by accident; a Ctrl+C at the server's terminal
- * does not reach it.
+ * The program gets the file's path as its only argument and the details in FTS_* variables, never through a
+ * shell: a file name cannot inject anything. Each run is its own process group, which ends with it: what
+ * the program leaves running in the background is killed when it exits (or times out), so neither the
+ * timeout nor the limit of runs at once can be escaped by accident; a Ctrl+C at the server's terminal does
+ * not reach it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log.js';
@@ -37,20 +41,29 @@ export interface UploadHookLimits {
 
 export const DEFAULT_HOOK_LIMITS: UploadHookLimits = { concurrency: 4, queuedPerUser: 1000 };
 
-/** A file an upload published, as the hook is told of it. */
-export interface PublishedFile {
+/** The changes a hook can run after (--hook-events). */
+export type HookEvent = 'upload' | 'delete' | 'rename';
+export const HOOK_EVENTS: readonly HookEvent[] = ['upload', 'delete', 'rename'];
+
+/** What an operation changed in a user's directory, as its handler reports it. */
+export type FileChange =
+  /** An upload put this file under its name. */
+  | { event: 'upload'; name: string; size: number; sha256: string; mtime: number }
+  /** A delete removed the file `name`, of `size` bytes. */
+  | { event: 'delete'; name: string; size: number }
+  /** A rename gave the file `from` the name `name`, replacing a file that had it when `replaced`. */
+  | { event: 'rename'; name: string; from: string; size: number; replaced: boolean };
+
+/** A change as the hook is told of it. */
+export type HookJob = FileChange & {
   user: string;
-  /** Its name in the user's directory. */
-  name: string;
-  /** Its absolute path on the storage. */
+  /** The absolute path of `name` on the storage (for a delete, where the file was). */
   path: string;
-  size: number;
-  sha256: string;
-  /** Milliseconds since the epoch. */
-  mtime: number;
+  /** For a rename, the absolute path of `from`. */
+  fromPath?: string;
   /** The client's address. */
   remote: string;
-}
+};
 
 export type HookResult = 'ok' | 'failed' | 'timeout' | 'killed' | 'dropped' | 'unrun';
 export const HOOK_RESULTS: readonly HookResult[] = ['ok', 'failed', 'timeout', 'killed', 'dropped', 'unrun'];
@@ -70,17 +83,21 @@ export class UploadHooks {
   readonly #log: Logger;
   readonly #metrics: WorkerMetrics;
   readonly #limits: UploadHookLimits;
+  readonly #events: ReadonlySet<HookEvent>;
   /** Waiting runs by user; the users in the order they are served (one run each in turn). */
-  readonly #queues = new Map<string, PublishedFile[]>();
+  readonly #queues = new Map<string, HookJob[]>();
   readonly #running = new Set<Run>();
+  /** The files (user NUL name) that runs in progress name: another run naming one of them waits. */
+  readonly #busy = new Set<string>();
   #stopped = false;
   /** Set while finish() waits: resolves it early (all done, or a nearer deadline reached). */
   #wake: (() => void) | null = null;
   #deadline = Infinity;
   #deadlineTimer: NodeJS.Timeout | undefined;
 
-  constructor(program: string, timeoutMs: number, log: Logger, metrics: WorkerMetrics, limits: UploadHookLimits = DEFAULT_HOOK_LIMITS) {
+  constructor(program: string, timeoutMs: number, log: Logger, metrics: WorkerMetrics, events: readonly HookEvent[] = ['upload'], limits: UploadHookLimits = DEFAULT_HOOK_LIMITS) {
     this.#program = program;
+    this.#events = new Set(events);
     this.#timeoutMs = timeoutMs;
     this.#log = log;
     this.#metrics = metrics;
@@ -94,15 +111,16 @@ export class UploadHooks {
     return this.#running.size + queued;
   }
 
-  /** An upload published `file`: its hook runs now, or when its turn comes. */
-  published(file: PublishedFile): void {
-    if (this.#stopped) return this.#end(file, 'unrun', { reason: 'the worker is stopping' });
-    let queue = this.#queues.get(file.user);
-    if (queue === undefined) this.#queues.set(file.user, (queue = []));
+  /** An operation changed a file: its hook runs now, or when its turn comes (nothing for an event not hooked). */
+  changed(job: HookJob): void {
+    if (!this.#events.has(job.event)) return;
+    if (this.#stopped) return this.#end(job, 'unrun', { reason: 'the worker is stopping' });
+    let queue = this.#queues.get(job.user);
+    if (queue === undefined) this.#queues.set(job.user, (queue = []));
     if (queue.length >= this.#limits.queuedPerUser) {
-      return this.#end(file, 'dropped', { reason: `${this.#limits.queuedPerUser} runs of this user already waiting in this worker` });
+      return this.#end(job, 'dropped', { reason: `${this.#limits.queuedPerUser} runs of this user already waiting in this worker` });
     }
-    queue.push(file);
+    queue.push(job);
     this.#next();
   }
 
@@ -137,46 +155,55 @@ export class UploadHooks {
   /** Starts no more runs: what is queued (and published from now on) is logged as not run. */
   stop(): void {
     this.#stopped = true;
-    for (const queue of this.#queues.values()) for (const file of queue.splice(0)) this.#end(file, 'unrun', { reason: 'the worker stopped first' });
+    for (const queue of this.#queues.values()) for (const job of queue.splice(0)) this.#end(job, 'unrun', { reason: 'the worker stopped first' });
     this.#queues.clear();
   }
 
   #next(): void {
     while (this.#running.size < this.#limits.concurrency && !this.#stopped) {
-      const file = this.#take();
-      if (file === null) break;
-      void this.#run(file).finally(() => {
+      const job = this.#take();
+      if (job === null) break;
+      const files = filesOf(job);
+      for (const f of files) this.#busy.add(f);
+      void this.#run(job).finally(() => {
+        for (const f of files) this.#busy.delete(f);
         this.#next();
         if (this.pending === 0) this.#wake?.();
       });
     }
   }
 
-  /** The next file, from the user served longest ago (who then goes to the back). */
-  #take(): PublishedFile | null {
+  /**
+   * The next run, from the user served longest ago that has one ready (who then goes to the back): the
+   * first of the user's waiting runs whose files neither a run in progress nor an earlier waiting run names.
+   */
+  #take(): HookJob | null {
     for (const [user, queue] of this.#queues) {
+      const at = this.#firstReady(queue);
+      if (at === -1) continue;
+      const [job] = queue.splice(at, 1);
       this.#queues.delete(user);
-      const file = queue.shift();
       if (queue.length > 0) this.#queues.set(user, queue);
-      if (file !== undefined) return file;
+      return job!;
     }
     return null;
   }
 
-  async #run(file: PublishedFile): Promise<void> {
+  #firstReady(queue: readonly HookJob[]): number {
+    const earlier = new Set<string>();
+    for (let i = 0; i < queue.length; i++) {
+      const files = filesOf(queue[i]!);
+      if (files.every((f) => !this.#busy.has(f) && !earlier.has(f))) return i;
+      for (const f of files) earlier.add(f);
+    }
+    return -1;
+  }
+
+  async #run(job: HookJob): Promise<void> {
     const started = performance.now();
     const env: NodeJS.ProcessEnv = {};
     for (const key of PASSED_ENV) if (process.env[key] !== undefined) env[key] = process.env[key];
-    Object.assign(env, {
-      FTS_EVENT: 'upload',
-      FTS_USER: file.user,
-      FTS_NAME: file.name,
-      FTS_PATH: file.path,
-      FTS_SIZE: String(file.size),
-      FTS_SHA256: file.sha256,
-      FTS_MTIME: String(file.mtime),
-      FTS_REMOTE: file.remote,
-    });
+    Object.assign(env, variablesOf(job));
     let output = '';
     let outputBytes = 0;
     const keep = (chunk: Buffer): void => {
@@ -189,7 +216,7 @@ export class UploadHooks {
     const outcome = await new Promise<{ result: HookResult; code?: number | null; signal?: string | null; error?: string }>((resolve) => {
       let child: ChildProcess;
       try {
-        child = spawn(this.#program, [file.path], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+        child = spawn(this.#program, [job.path], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       } catch (err) {
         resolve({ result: 'failed', error: (err as Error).message });
         return;
@@ -229,23 +256,44 @@ export class UploadHooks {
     const fields: Record<string, unknown> = { ms: Math.round(performance.now() - started), code: outcome.code, signal: outcome.signal ?? undefined };
     if (outcome.error !== undefined) fields['error'] = outcome.error;
     if (output !== '') fields['output'] = outputBytes > OUTPUT_LIMIT ? `${output}…` : output;
-    this.#end(file, outcome.result, fields);
+    this.#end(job, outcome.result, fields);
     logged();
   }
 
-  #end(file: PublishedFile, result: HookResult, fields: Record<string, unknown>): void {
-    this.#metrics.uploadHook(result);
-    const line = { event: 'upload-hook', result, user: file.user, file: file.name, size: file.size, sha256: file.sha256, ...fields };
+  #end(job: HookJob, result: HookResult, fields: Record<string, unknown>): void {
+    this.#metrics.uploadHook(job.event, result);
+    const details = job.event === 'upload' ? { sha256: job.sha256 } : job.event === 'rename' ? { from: job.from, replaced: job.replaced } : {};
+    const line = { event: 'upload-hook', trigger: job.event, result, user: job.user, file: job.name, size: job.size, ...details, ...fields };
+    const hook = `${job.event} hook`;
     const messages: Record<HookResult, string> = {
-      ok: 'upload hook ran',
-      failed: 'upload hook failed',
-      timeout: `upload hook killed after ${this.#timeoutMs / 1000} s`,
-      killed: 'upload hook killed: the worker stopped',
-      dropped: 'upload hook not run: too many waiting',
-      unrun: 'upload hook not run: the worker stopped first',
+      ok: `${hook} ran`,
+      failed: `${hook} failed`,
+      timeout: `${hook} killed after ${this.#timeoutMs / 1000} s`,
+      killed: `${hook} killed: the worker stopped`,
+      dropped: `${hook} not run: too many waiting`,
+      unrun: `${hook} not run: the worker stopped first`,
     };
     if (result === 'ok') this.#log.info(line, messages[result]);
     else this.#log.warn(line, messages[result]);
+  }
+}
+
+/** The files a run names, as keys of UploadHooks' busy set. */
+function filesOf(job: HookJob): string[] {
+  const key = (name: string): string => `${job.user}\0${name}`;
+  return job.event === 'rename' ? [key(job.from), key(job.name)] : [key(job.name)];
+}
+
+/** The FTS_* variables of a run (OPERATIONS.md "Upload hook" lists them for operators). */
+function variablesOf(job: HookJob): Record<string, string> {
+  const common = { FTS_EVENT: job.event, FTS_USER: job.user, FTS_NAME: job.name, FTS_PATH: job.path, FTS_SIZE: String(job.size), FTS_REMOTE: job.remote };
+  switch (job.event) {
+    case 'upload':
+      return { ...common, FTS_SHA256: job.sha256, FTS_MTIME: String(job.mtime) };
+    case 'delete':
+      return common;
+    case 'rename':
+      return { ...common, FTS_FROM_NAME: job.from, FTS_FROM_PATH: job.fromPath ?? '', FTS_REPLACED: job.replaced ? '1' : '0' };
   }
 }
 

@@ -8,7 +8,7 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { describeRun, runCli } from '../helpers/cli.js';
@@ -22,10 +22,12 @@ import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 
-/** fts_upload_hooks_total by result, from the server's /metrics. */
-async function hookRuns(server: TestServer): Promise<Record<string, number>> {
+/** fts_upload_hooks_total of one event (upload, delete, rename) by result, from the server's /metrics. */
+async function hookRuns(server: TestServer, event = 'upload'): Promise<Record<string, number>> {
   const runs: Record<string, number> = {};
-  for (const m of (await scrape(await metricsPortOf(server))).matchAll(/^fts_upload_hooks_total\{result="([a-z]+)"\} (\d+)$/gm)) runs[m[1]!] = Number(m[2]);
+  for (const m of (await scrape(await metricsPortOf(server))).matchAll(/^fts_upload_hooks_total\{event="([a-z]+)",result="([a-z]+)"\} (\d+)$/gm)) {
+    if (m[1] === event) runs[m[2]!] = Number(m[3]);
+  }
   return runs;
 }
 
@@ -117,6 +119,60 @@ describe('upload hook (--upload-hook)', function () {
     await waitUntil('the run logged', () => hookLines(server!).length === 1, 10_000);
     expect(hookLines(server)[0]).to.include({ result: 'ok', user: ALICE.user, file: name, size: 5000, sha256, code: 0 });
     expect(await hookRuns(server)).to.deep.include({ ok: 1, failed: 0, timeout: 0 });
+  });
+
+  it('--hook-events upload,delete,rename: a delete and a rename run it too, with FTS_EVENT and their own details; by default they do not', async function () {
+    const file = path.join(dir, 'events.sh');
+    // One line per run: the argument count and argument, then the variables a delete or rename sets.
+    await writeFile(file, `#!/bin/sh\nprintf '%s|' "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_FROM_NAME" "$FTS_FROM_PATH" "$FTS_REPLACED" "\${FTS_SHA256-unset}" "$FTS_REMOTE" >> '${dir}/events'\necho >> '${dir}/events'\n`);
+    await chmod(file, 0o755);
+    const events = async (): Promise<string[][]> => (await readFile(path.join(dir, 'events'), 'utf8').catch(() => '')).split('\n').filter((l) => l !== '').map((l) => l.split('|').slice(0, -1));
+    server = await TestServer.start({ workers: 1, args: ['--upload-hook', file, '--hook-events', 'upload, delete,rename'] });
+    const c = await connect(server);
+    const at = (name: string): string => path.join(server!.storage, ALICE.user, name);
+    await c.uploadBuffer('a.txt', Buffer.from('12345'));
+    await c.uploadBuffer('old.txt', Buffer.from('1'));
+    await c.rename('a.txt', 'b.txt');
+    await c.rename('b.txt', 'old.txt', { overwrite: true });
+    await c.delete('old.txt');
+    await waitUntil('five runs logged', () => hookLines(server!).length === 5, 10_000);
+    const seen = await events();
+    expect(seen.filter((e) => e[2] !== 'upload')).to.deep.equal([
+      ['1', at('b.txt'), 'rename', ALICE.user, 'b.txt', at('b.txt'), '5', 'a.txt', at('a.txt'), '0', 'unset', '127.0.0.1'],
+      ['1', at('old.txt'), 'rename', ALICE.user, 'old.txt', at('old.txt'), '5', 'b.txt', at('b.txt'), '1', 'unset', '127.0.0.1'],
+      ['1', at('old.txt'), 'delete', ALICE.user, 'old.txt', at('old.txt'), '5', '', '', '', 'unset', '127.0.0.1'],
+    ]);
+    expect(hookLines(server).map((l) => [l['trigger'], l['file'], l['result']])).to.deep.include.members([
+      ['rename', 'b.txt', 'ok'],
+      ['rename', 'old.txt', 'ok'],
+      ['delete', 'old.txt', 'ok'],
+    ]);
+    expect(hookLines(server).find((l) => l['trigger'] === 'rename' && l['file'] === 'old.txt')).to.include({ from: 'b.txt', replaced: true, msg: 'rename hook ran' });
+    expect(await hookRuns(server, 'rename')).to.deep.include({ ok: 2, failed: 0 });
+    expect(await hookRuns(server, 'delete')).to.deep.include({ ok: 1, failed: 0 });
+    expect(await hookRuns(server, 'upload')).to.deep.include({ ok: 2, failed: 0 });
+    await server.stop();
+
+    // The default is uploads only: a delete or a rename runs nothing.
+    await rm(path.join(dir, 'events'), { force: true });
+    server = await TestServer.start({ workers: 1, args: ['--upload-hook', file] });
+    const d = await connect(server);
+    await d.uploadBuffer('a.txt', Buffer.from('1'));
+    await d.rename('a.txt', 'b.txt');
+    await d.delete('b.txt');
+    await d.uploadBuffer('last.txt', Buffer.from('1'));
+    // A run for the rename or the delete would have started before the last upload's.
+    await waitUntil('two runs logged', () => hookLines(server!).length === 2, 10_000);
+    expect((await events()).map((e) => [e[2], e[4]])).to.deep.equal([
+      ['upload', 'a.txt'],
+      ['upload', 'last.txt'],
+    ]);
+  });
+
+  it('--hook-events with anything but upload, delete and rename refuses the start (exit 2)', async function () {
+    const r = await runServerOnce(['--port', '0', '--storage', path.join(dir, 'storage'), '--hook-events', 'upload,move']);
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr).to.include('--hook-events: must be a comma-separated list of upload, delete, rename (got "upload,move")');
   });
 
   it('the reply does not wait for the hook: an upload is answered while its hook still runs', async function () {
