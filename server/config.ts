@@ -240,13 +240,13 @@ export const FLAGS = {
   },
   'upload-hook': {
     env: 'FTS_UPLOAD_HOOK',
-    help: 'program to run after each published upload (and delete and rename, with --hook-events), with the file\'s path as its argument and FTS_EVENT, FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_SHA256, FTS_MTIME, FTS_REMOTE set; it does not delay the reply',
+    help: 'program to run after each published upload (and delete, rename and download, with --hook-events), with the file\'s path as its argument and FTS_EVENT, FTS_USER, FTS_NAME, FTS_PATH, FTS_SIZE, FTS_REMOTE set, and as the event has them FTS_SHA256, FTS_MTIME, FTS_OFFSET, FTS_LENGTH, FTS_FROM_NAME, FTS_FROM_PATH, FTS_REPLACED; it does not delay the reply',
     default: () => '',
     parse: optionalPath,
   },
   'hook-events': {
     env: 'FTS_HOOK_EVENTS',
-    help: 'the changes --upload-hook runs after, a comma-separated list of upload, delete and rename (FTS_EVENT tells the program which)',
+    help: 'the operations --upload-hook runs after, a comma-separated list of upload, delete, rename and download (FTS_EVENT tells the program which)',
     default: () => 'upload',
     parse: hookEvents,
   },

@@ -48,7 +48,7 @@ export class WorkerMetrics {
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
     this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
     this.throttledSeconds = new Counter({ name: 'fts_throttled_seconds_total', help: 'Seconds transfers waited for their session rate limit (--max-upload-rate, --max-download-rate)', labelNames: ['direction'], registers });
-    this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by the change that called for it (upload, delete, rename: --hook-events) and result: ok, failed, timeout, killed (by a stop), dropped (queue full), unrun (the worker stopped first)', labelNames: ['event', 'result'], registers });
+    this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by the operation that called for it (upload, delete, rename, download: --hook-events) and result: ok, failed, timeout, killed (by a stop), dropped (queue full), unrun (the worker stopped first)', labelNames: ['event', 'result'], registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
     for (const event of HOOK_EVENTS) for (const result of HOOK_RESULTS) this.uploadHooks.inc({ event, result }, 0);

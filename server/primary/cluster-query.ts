@@ -24,6 +24,25 @@ function install(): void {
   });
 }
 
+/** Per worker, what to do when its channel closes: one listener each, however many questions are open. */
+const goneWaiters = new WeakMap<Worker, Set<() => void>>();
+
+/** Calls `fn` once `worker`'s channel closes; returns the function that cancels it. */
+function whenGone(worker: Worker, fn: () => void): () => void {
+  let waiters = goneWaiters.get(worker);
+  if (waiters === undefined) {
+    const all = (waiters = new Set());
+    goneWaiters.set(worker, all);
+    worker.once('disconnect', () => {
+      for (const waiter of [...all]) waiter();
+      all.clear();
+    });
+  }
+  const mine = waiters;
+  mine.add(fn);
+  return () => mine.delete(fn);
+}
+
 /**
  * Asks one worker a question over IPC. Settles exactly once: with the answer, or with null when the worker
  * does not answer within `timeoutMs` (it may be stopped with SIGSTOP, hung, or exiting), so that a single
@@ -33,21 +52,21 @@ export function queryWorker(worker: Worker, body: QueryBody, timeoutMs: number):
   install();
   const reqId = nextReqId++;
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      pending.delete(reqId);
-      resolve(null);
-    }, timeoutMs);
-    pending.set(reqId, (data) => {
+    const settle = (data: ReplyData | null): void => {
       clearTimeout(timer);
+      pending.delete(reqId);
+      forget();
       resolve(data);
-    });
+    };
+    const timer = setTimeout(() => settle(null), timeoutMs);
+    pending.set(reqId, settle);
+    // A worker that exits (or whose channel closes) meanwhile will never answer: no need to wait out the timer.
+    const forget = whenGone(worker, () => settle(null));
     try {
       if (!worker.isConnected()) throw new Error('not connected');
       worker.send({ ...body, reqId } as Query);
     } catch {
-      clearTimeout(timer);
-      pending.delete(reqId);
-      resolve(null);
+      settle(null);
     }
   });
 }

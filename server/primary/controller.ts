@@ -231,15 +231,19 @@ export class Controller {
    * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
    * pair and the old table.
    */
-  reload(): Promise<AdminFinal> {
-    // One at a time (fts-admin reload, passwd, SIGHUP may come together): a reload that read the file
-    // before another must not broadcast its older table after the other's newer one.
+  async reload(): Promise<AdminFinal> {
+    // One at a time up to the send (fts-admin reload, passwd, SIGHUP may come together): a reload that read
+    // the file before another must not broadcast its older table after the other's newer one. The wait for
+    // the workers' confirmations is outside the queue (each worker's channel keeps the order), so that
+    // reloads behind one that waits for a hung worker do not wait for it in turn.
     const next = this.reloading.then(() => this.reloadOnce());
     this.reloading = next.catch(() => undefined);
-    return next;
+    const outcome = await next;
+    return 'confirmed' in outcome ? outcome.confirmed : outcome;
   }
 
-  private async reloadOnce(): Promise<AdminFinal> {
+  /** Reads, judges and sends a reload: a refusal, or the answer once the workers have confirmed. */
+  private async reloadOnce(): Promise<AdminFinal | { confirmed: Promise<AdminFinal> }> {
     let file: UsersFile;
     try {
       file = await readUsersFile(this.config.users, this.config.allowInsecureUsersFile);
@@ -270,22 +274,26 @@ export class Controller {
       tlsReloaded = true;
     }
     this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
-    const { confirmed, silent } = await this.sendReload({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
+    const sent = this.sendReload({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
     for (const w of file.warnings) this.log.warn(w.fields, w.message);
     const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }), ...(networks === null ? {} : { networkUsers: networks.users }) };
-    this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
-    const warnings = file.warnings.map((w) => w.message);
-    if (silent.length > 0) {
-      const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;
-      this.log.warn({ workers: silent }, unconfirmed);
-      warnings.push(unconfirmed);
-    }
-    return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, workersConfirmed: confirmed, ...(warnings.length > 0 ? { warnings } : {}) } };
+    const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
+      this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
+      const warnings = file.warnings.map((w) => w.message);
+      if (silent.length > 0) {
+        const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;
+        this.log.warn({ workers: silent }, unconfirmed);
+        warnings.push(unconfirmed);
+      }
+      return { ok: true, result: { users: file.users.size, tlsReloaded, usersFile: this.config.users, ...ruleUsers, workersConfirmed: confirmed, ...(warnings.length > 0 ? { warnings } : {}) } };
+    });
+    return { confirmed };
   }
 
   /**
-   * Sends a reload to every worker that has had its init and waits for each to confirm that it is in force.
-   * A worker forked meanwhile gets the new texts in its init instead; one that exits meanwhile serves no one.
+   * Sends a reload to every worker that has had its init (at once, before it returns) and waits for each to
+   * confirm that it is in force. A worker forked meanwhile gets the new texts in its init instead; one that
+   * exits meanwhile serves no one.
    */
   private async sendReload(body: Omit<Extract<PrimaryToWorker, { type: 'fts:users' }>, 'reqId'>): Promise<{ confirmed: number; silent: number[] }> {
     const workers = this.pool.workers.filter((w) => w.isConnected() && this.initialised.has(w));

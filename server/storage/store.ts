@@ -30,10 +30,10 @@ export type { Usage } from './quota.js';
  */
 const UNSIZED_ROOM_STEP = 16 * 1024 * 1024;
 
-/** An unsized upload begun (UserStore.beginUnsizedUpload). */
 /** A rename that moved a file: its size, and whether it replaced another file (null: the name was already `to`). */
 export type RenameOutcome = { size: number; replaced: boolean } | null;
 
+/** An unsized upload begun (UserStore.beginUnsizedUpload). */
 export interface UnsizedUpload {
   staged: StagedUpload;
   /** Takes room for `total` bytes against the quota; QUOTA_EXCEEDED when they do not fit. */
@@ -419,10 +419,10 @@ export class UserStore {
   }
 
   /**
-   * Removes a published file. Under the name's lock, so it waits for a concurrent publish of the same
-   * name. unlink never follows a symlink, but we refuse symlinks anyway so a delete means what it says.
+   * Removes a published file, durably, and resolves with the size it had. Under the name's lock, so it
+   * waits for a concurrent publish of the same name. unlink never follows a symlink, but we refuse symlinks
+   * anyway so a delete means what it says.
    */
-  /** Removes the published file `name`, durably; resolves with the size it had. */
   async delete(name: string): Promise<{ size: number }> {
     this.#allowed('d', name);
     const file = resolveName(this.#dir, name);

@@ -2,7 +2,7 @@ import type { Header } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
 import type { UserStore } from '../storage/store.js';
 import type { WorkerContext } from './context.js';
-import type { FileChange } from './upload-hooks.js';
+import type { FileEvent } from './upload-hooks.js';
 
 /** One data frame handed to an upload handler. */
 export interface DataChunk {
@@ -80,8 +80,8 @@ export class ConnectionGone extends Error {
 export interface HandlerResult {
   reply: Header;
   audit?: { file?: string; bytes?: number; sha256?: string };
-  /** What the operation changed in the user's directory (for --upload-hook). */
-  changed?: FileChange;
+  /** What the operation did to a file (for --upload-hook and --hook-events). */
+  hookEvent?: FileEvent;
 }
 
 /**

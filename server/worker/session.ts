@@ -446,6 +446,7 @@ export class Session {
         return;
       }
       result = outcome;
+      this.runHook(result);
     } catch (err) {
       failure = this.failureOf(err);
     } finally {
@@ -480,12 +481,27 @@ export class Session {
     return failure;
   }
 
+  /**
+   * Hands what a request did to a file to the hooks as soon as it is done, whether or not its reply still
+   * reaches the client (§3.2 rule 4), and not when its reply goes out: a pipelined upload's reply waits for
+   * the earlier ones, and a change that followed it elsewhere must not have its run first.
+   */
+  private runHook(result: HandlerResult): void {
+    const done = result.hookEvent;
+    if (done === undefined || this.store === null || this.ctx.hooks === null) return;
+    const fromPath = done.event === 'rename' ? { fromPath: this.store.pathOf(done.from) } : {};
+    this.ctx.hooks.happened({ ...done, user: this.store.user, path: this.store.pathOf(done.name), ...fromPath, remote: this.ip });
+  }
+
   /** Lets a publish run on while the next requests are read; its reply keeps its place in the order. */
   private defer(id: number, req: Request, started: number, later: Promise<HandlerResult>): void {
     const name = 'name' in req ? req.name : '';
     this.publishing.set(name, (this.publishing.get(name) ?? 0) + 1);
     const settled = later.then(
-      (result) => ({ result, failure: null }),
+      (result) => {
+        this.runHook(result);
+        return { result, failure: null };
+      },
       (err: unknown) => ({ result: null, failure: this.failureOf(err) }),
     );
     this.enqueue(async () => {
@@ -553,12 +569,6 @@ export class Session {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
       this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined, req.op === 'rename' ? req.to : undefined);
-      // Done, whether or not the reply still reaches the client (§3.2 rule 4).
-      if (result?.changed !== undefined && this.store !== null && this.ctx.hooks !== null) {
-        const change = result.changed;
-        const fromPath = change.event === 'rename' ? { fromPath: this.store.pathOf(change.from) } : {};
-        this.ctx.hooks.changed({ ...change, user: this.store.user, path: this.store.pathOf(change.name), ...fromPath, remote: this.ip });
-      }
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not
     // a failure to report: nothing more will come, so no reply; the connection closes after earlier ones.

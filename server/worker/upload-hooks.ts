@@ -1,10 +1,10 @@
 /**
  * --upload-hook: a program the server runs after each upload it publishes, as pure-ftpd's uploadscript and
  * SFTPGo's upload actions do (a virus scan, a thumbnail, handing the file to an ingest pipeline), and, with
- * --hook-events, after each delete and rename too (SFTPGo's delete and rename actions: keeping a mirror or
- * an index in step).
+ * --hook-events, after each delete, rename and download too (SFTPGo's actions of those names: keeping a
+ * mirror or an index in step, archiving a file once it was fetched).
  *
- * The hook never delays the operation: the client has its reply (and the change is durable) before it
+ * The hook never delays the operation: the client has its reply (and a change is durable) before it
  * starts. Each worker runs a few at a time and queues the rest, taking the users in turn so that one user's
  * flood cannot push the others' files out. Runs that name the same file (for a rename, either name) run one
  * after another in the order of the changes, so that a mirror sees an upload before the delete that
@@ -41,21 +41,23 @@ export interface UploadHookLimits {
 
 export const DEFAULT_HOOK_LIMITS: UploadHookLimits = { concurrency: 4, queuedPerUser: 1000 };
 
-/** The changes a hook can run after (--hook-events). */
-export type HookEvent = 'upload' | 'delete' | 'rename';
-export const HOOK_EVENTS: readonly HookEvent[] = ['upload', 'delete', 'rename'];
+/** The operations a hook can run after (--hook-events). */
+export type HookEvent = 'upload' | 'delete' | 'rename' | 'download';
+export const HOOK_EVENTS: readonly HookEvent[] = ['upload', 'delete', 'rename', 'download'];
 
-/** What an operation changed in a user's directory, as its handler reports it. */
-export type FileChange =
+/** What an operation did to a user's file, as its handler reports it. */
+export type FileEvent =
   /** An upload put this file under its name. */
   | { event: 'upload'; name: string; size: number; sha256: string; mtime: number }
+  /** A download sent the file from `offset` to its end (`length` bytes); `sha256` is the whole file's. */
+  | { event: 'download'; name: string; size: number; sha256: string; mtime: number; offset: number; length: number }
   /** A delete removed the file `name`, of `size` bytes. */
   | { event: 'delete'; name: string; size: number }
   /** A rename gave the file `from` the name `name`, replacing a file that had it when `replaced`. */
   | { event: 'rename'; name: string; from: string; size: number; replaced: boolean };
 
-/** A change as the hook is told of it. */
-export type HookJob = FileChange & {
+/** An event as the hook is told of it. */
+export type HookJob = FileEvent & {
   user: string;
   /** The absolute path of `name` on the storage (for a delete, where the file was). */
   path: string;
@@ -111,8 +113,8 @@ export class UploadHooks {
     return this.#running.size + queued;
   }
 
-  /** An operation changed a file: its hook runs now, or when its turn comes (nothing for an event not hooked). */
-  changed(job: HookJob): void {
+  /** An operation is done: its hook runs now, or when its turn comes (nothing for an event not hooked). */
+  happened(job: HookJob): void {
     if (!this.#events.has(job.event)) return;
     if (this.#stopped) return this.#end(job, 'unrun', { reason: 'the worker is stopping' });
     let queue = this.#queues.get(job.user);
@@ -262,7 +264,7 @@ export class UploadHooks {
 
   #end(job: HookJob, result: HookResult, fields: Record<string, unknown>): void {
     this.#metrics.uploadHook(job.event, result);
-    const details = job.event === 'upload' ? { sha256: job.sha256 } : job.event === 'rename' ? { from: job.from, replaced: job.replaced } : {};
+    const details = detailsOf(job);
     const line = { event: 'upload-hook', trigger: job.event, result, user: job.user, file: job.name, size: job.size, ...details, ...fields };
     const hook = `${job.event} hook`;
     const messages: Record<HookResult, string> = {
@@ -290,10 +292,26 @@ function variablesOf(job: HookJob): Record<string, string> {
   switch (job.event) {
     case 'upload':
       return { ...common, FTS_SHA256: job.sha256, FTS_MTIME: String(job.mtime) };
+    case 'download':
+      return { ...common, FTS_SHA256: job.sha256, FTS_MTIME: String(job.mtime), FTS_OFFSET: String(job.offset), FTS_LENGTH: String(job.length) };
     case 'delete':
       return common;
     case 'rename':
       return { ...common, FTS_FROM_NAME: job.from, FTS_FROM_PATH: job.fromPath ?? '', FTS_REPLACED: job.replaced ? '1' : '0' };
+  }
+}
+
+/** What a run's log line says of its event besides the user, name and size. */
+function detailsOf(job: HookJob): Record<string, unknown> {
+  switch (job.event) {
+    case 'upload':
+      return { sha256: job.sha256 };
+    case 'download':
+      return { sha256: job.sha256, offset: job.offset, length: job.length };
+    case 'delete':
+      return {};
+    case 'rename':
+      return { from: job.from, replaced: job.replaced };
   }
 }
 

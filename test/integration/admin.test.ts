@@ -842,7 +842,7 @@ describe('fts-admin (end to end)', function () {
   });
 
   describe('a worker that does not confirm a reload', () => {
-    it('reload waits for every worker: a stopped one is named in a warning (exit 0) and applies the files once it runs again', async function () {
+    it('reload waits for every worker: a stopped one is named in a warning (exit 0), reloads at once each wait for it side by side, and it applies the files once it runs again', async function () {
       const server = await startServer({ workers: 2 });
       const [silent, other] = server.workerPids();
       const carol = { user: 'carol', password: 'carol-pass' };
@@ -850,10 +850,14 @@ describe('fts-admin (end to end)', function () {
       const appliedBy = (pid: number): boolean => server.lines.some((l) => l.msg === 'users reloaded' && l['pid'] === pid);
       process.kill(silent!, 'SIGSTOP');
       try {
-        const r = await runAdmin(server.adminSocket, ['reload'], 20_000);
-        expect(r.code, r.stderr).to.equal(0);
-        expect(r.stdout).to.match(/^users reloaded: 3 users$/m);
-        expect(lines(r.stderr).filter((l) => l.includes('confirm')), r.stderr).to.deep.equal([`fts-admin: warning: worker ${silent!} did not confirm the reload within 5 s: it applies the new files only once it reads the message`]);
+        // Four at once: each waits for the confirmations on its own, not behind the others' waits (in turn,
+        // the fourth would wait 20 s, past fts-admin's 15 s for a reply).
+        const all = await Promise.all([1, 2, 3, 4].map(() => runAdmin(server.adminSocket, ['reload'], 30_000)));
+        for (const r of all) {
+          expect(r.code, r.stderr).to.equal(0);
+          expect(r.stdout).to.match(/^users reloaded: 3 users$/m);
+          expect(lines(r.stderr).filter((l) => l.includes('confirm')), r.stderr).to.deep.equal([`fts-admin: warning: worker ${silent!} did not confirm the reload within 5 s: it applies the new files only once it reads the message`]);
+        }
         await waitUntil('the running worker\'s log line', async () => appliedBy(other!));
         expect(appliedBy(silent!), 'the stopped worker applied nothing').to.equal(false);
       } finally {

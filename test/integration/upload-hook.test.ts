@@ -14,7 +14,8 @@ import { FtsClient } from '../../client/index.js';
 import { describeRun, runCli } from '../helpers/cli.js';
 import { loginClient, stagingFiles } from '../helpers/common.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { RawClient, uploadBytes } from '../helpers/raw-client.js';
+import { withLock } from '../../server/storage/locks.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine } from '../helpers/server.js';
@@ -121,26 +122,35 @@ describe('upload hook (--upload-hook)', function () {
     expect(await hookRuns(server)).to.deep.include({ ok: 1, failed: 0, timeout: 0 });
   });
 
-  it('--hook-events upload,delete,rename: a delete and a rename run it too, with FTS_EVENT and their own details; by default they do not', async function () {
+  it('--hook-events upload,delete,rename,download: deletes, renames and downloads run it too, with FTS_EVENT and their own details; by default they do not', async function () {
     const file = path.join(dir, 'events.sh');
     // One line per run: the argument count and argument, then the variables a delete or rename sets.
-    await writeFile(file, `#!/bin/sh\nprintf '%s|' "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_FROM_NAME" "$FTS_FROM_PATH" "$FTS_REPLACED" "\${FTS_SHA256-unset}" "$FTS_REMOTE" >> '${dir}/events'\necho >> '${dir}/events'\n`);
+    await writeFile(file, `#!/bin/sh\nprintf '%s|' "$#" "$1" "$FTS_EVENT" "$FTS_USER" "$FTS_NAME" "$FTS_PATH" "$FTS_SIZE" "$FTS_FROM_NAME" "$FTS_FROM_PATH" "$FTS_REPLACED" "\${FTS_SHA256-unset}" "$FTS_REMOTE" "\${FTS_OFFSET-unset}" "\${FTS_LENGTH-unset}" >> '${dir}/events'\necho >> '${dir}/events'\n`);
     await chmod(file, 0o755);
     const events = async (): Promise<string[][]> => (await readFile(path.join(dir, 'events'), 'utf8').catch(() => '')).split('\n').filter((l) => l !== '').map((l) => l.split('|').slice(0, -1));
-    server = await TestServer.start({ workers: 1, args: ['--upload-hook', file, '--hook-events', 'upload, delete,rename'] });
+    server = await TestServer.start({ workers: 1, args: ['--upload-hook', file, '--hook-events', 'upload, delete,rename,download'] });
     const c = await connect(server);
     const at = (name: string): string => path.join(server!.storage, ALICE.user, name);
+    const sha256 = createHash('sha256').update('12345').digest('hex');
     await c.uploadBuffer('a.txt', Buffer.from('12345'));
     await c.uploadBuffer('old.txt', Buffer.from('1'));
     await c.rename('a.txt', 'b.txt');
+    await c.downloadBuffer('b.txt');
+    // A resumed download: from offset 2.
+    const raw = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    await raw.send({ op: 'download', name: 'b.txt', offset: 2 });
+    expect((await raw.reply()).final).to.include({ status: 'ok', length: 3, sha256 });
+    raw.socket.destroy();
     await c.rename('b.txt', 'old.txt', { overwrite: true });
     await c.delete('old.txt');
-    await waitUntil('five runs logged', () => hookLines(server!).length === 5, 10_000);
+    await waitUntil('seven runs logged', () => hookLines(server!).length === 7, 10_000);
     const seen = await events();
     expect(seen.filter((e) => e[2] !== 'upload')).to.deep.equal([
-      ['1', at('b.txt'), 'rename', ALICE.user, 'b.txt', at('b.txt'), '5', 'a.txt', at('a.txt'), '0', 'unset', '127.0.0.1'],
-      ['1', at('old.txt'), 'rename', ALICE.user, 'old.txt', at('old.txt'), '5', 'b.txt', at('b.txt'), '1', 'unset', '127.0.0.1'],
-      ['1', at('old.txt'), 'delete', ALICE.user, 'old.txt', at('old.txt'), '5', '', '', '', 'unset', '127.0.0.1'],
+      ['1', at('b.txt'), 'rename', ALICE.user, 'b.txt', at('b.txt'), '5', 'a.txt', at('a.txt'), '0', 'unset', '127.0.0.1', 'unset', 'unset'],
+      ['1', at('b.txt'), 'download', ALICE.user, 'b.txt', at('b.txt'), '5', '', '', '', sha256, '127.0.0.1', '0', '5'],
+      ['1', at('b.txt'), 'download', ALICE.user, 'b.txt', at('b.txt'), '5', '', '', '', sha256, '127.0.0.1', '2', '3'],
+      ['1', at('old.txt'), 'rename', ALICE.user, 'old.txt', at('old.txt'), '5', 'b.txt', at('b.txt'), '1', 'unset', '127.0.0.1', 'unset', 'unset'],
+      ['1', at('old.txt'), 'delete', ALICE.user, 'old.txt', at('old.txt'), '5', '', '', '', 'unset', '127.0.0.1', 'unset', 'unset'],
     ]);
     expect(hookLines(server).map((l) => [l['trigger'], l['file'], l['result']])).to.deep.include.members([
       ['rename', 'b.txt', 'ok'],
@@ -150,18 +160,24 @@ describe('upload hook (--upload-hook)', function () {
     expect(hookLines(server).find((l) => l['trigger'] === 'rename' && l['file'] === 'old.txt')).to.include({ from: 'b.txt', replaced: true, msg: 'rename hook ran' });
     expect(await hookRuns(server, 'rename')).to.deep.include({ ok: 2, failed: 0 });
     expect(await hookRuns(server, 'delete')).to.deep.include({ ok: 1, failed: 0 });
+    expect(await hookRuns(server, 'download')).to.deep.include({ ok: 2, failed: 0 });
+    expect(hookLines(server).filter((l) => l['trigger'] === 'download').map((l) => [l['offset'], l['length'], l['msg']])).to.deep.equal([
+      [0, 5, 'download hook ran'],
+      [2, 3, 'download hook ran'],
+    ]);
     expect(await hookRuns(server, 'upload')).to.deep.include({ ok: 2, failed: 0 });
     await server.stop();
 
-    // The default is uploads only: a delete or a rename runs nothing.
+    // The default is uploads only: a delete, a rename or a download runs nothing.
     await rm(path.join(dir, 'events'), { force: true });
     server = await TestServer.start({ workers: 1, args: ['--upload-hook', file] });
     const d = await connect(server);
     await d.uploadBuffer('a.txt', Buffer.from('1'));
     await d.rename('a.txt', 'b.txt');
+    await d.downloadBuffer('b.txt');
     await d.delete('b.txt');
     await d.uploadBuffer('last.txt', Buffer.from('1'));
-    // A run for the rename or the delete would have started before the last upload's.
+    // A run for the rename, the download or the delete would have started before the last upload's.
     await waitUntil('two runs logged', () => hookLines(server!).length === 2, 10_000);
     expect((await events()).map((e) => [e[2], e[4]])).to.deep.equal([
       ['upload', 'a.txt'],
@@ -169,10 +185,46 @@ describe('upload hook (--upload-hook)', function () {
     ]);
   });
 
-  it('--hook-events with anything but upload, delete and rename refuses the start (exit 2)', async function () {
+  it('a pipelined upload runs its hook at its publish, not at its reply: a delete that followed the publish runs after it', async function () {
+    const file = path.join(dir, 'order.sh');
+    await writeFile(file, `#!/bin/sh\necho "$FTS_EVENT $FTS_NAME" >> '${dir}/order'\n`);
+    await chmod(file, 0o755);
+    server = await TestServer.start({ workers: 1, args: ['--upload-hook', file, '--hook-events', 'upload,delete'] });
+    // y.txt's publish waits for the lock this process holds, so its reply, and x.txt's after it, wait too.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const taken = new Promise<void>((resolve) => (entered = resolve));
+    const holding = withLock(server.storage, ALICE.user, 'y.txt', async () => {
+      entered();
+      await gate;
+    });
+    try {
+      await Promise.race([taken, holding]);
+      const a = await RawClient.login(server.port, ALICE.user, ALICE.password);
+      await a.write(uploadBytes(1, 'y.txt', Buffer.from('y')), uploadBytes(2, 'x.txt', Buffer.from('x')));
+      const x = path.join(server.storage, ALICE.user, 'x.txt');
+      await waitUntil('x.txt published', async () => (await readFile(x).catch(() => null)) !== null, 10_000);
+      const b = await connect(server);
+      await b.delete('x.txt');
+      release();
+      await holding;
+      expect((await a.reply()).final).to.include({ id: 1, status: 'ok' });
+      expect((await a.reply()).final).to.include({ id: 2, status: 'ok' });
+      a.destroy();
+    } finally {
+      release();
+      await holding.catch(() => undefined);
+    }
+    await waitUntil('three runs logged', () => hookLines(server!).length === 3, 10_000);
+    const order = (await readFile(path.join(dir, 'order'), 'utf8')).split('\n').filter((l) => l !== '');
+    expect(order.filter((l) => l.endsWith('x.txt'))).to.deep.equal(['upload x.txt', 'delete x.txt']);
+  });
+
+  it('--hook-events with anything but upload, delete, rename and download refuses the start (exit 2)', async function () {
     const r = await runServerOnce(['--port', '0', '--storage', path.join(dir, 'storage'), '--hook-events', 'upload,move']);
     expect(r.code, r.stderr).to.equal(2);
-    expect(r.stderr).to.include('--hook-events: must be a comma-separated list of upload, delete, rename (got "upload,move")');
+    expect(r.stderr).to.include('--hook-events: must be a comma-separated list of upload, delete, rename, download (got "upload,move")');
   });
 
   it('the reply does not wait for the hook: an upload is answered while its hook still runs', async function () {

@@ -53,8 +53,8 @@ describe('UploadHooks (the queue of --upload-hook runs)', function () {
     const { log, lines } = recorder();
     const hooks = new UploadHooks(program, 10_000, log, new WorkerMetrics(), ['upload'], { concurrency: 1, queuedPerUser: 3 });
     // One run at a time: mallory's first runs, then her flood waits; alice's file comes after it.
-    for (let i = 0; i < 5; i++) hooks.changed(file('mallory', `m${i}`));
-    hooks.changed(file('alice', 'a0'));
+    for (let i = 0; i < 5; i++) hooks.happened(file('mallory', `m${i}`));
+    hooks.happened(file('alice', 'a0'));
     expect(lines.filter((l) => l.result === 'dropped').map((l) => l.file), 'past 3 waiting').to.deep.equal(['m4']);
     await writeFile(path.join(dir, 'go'), '');
     await waitUntil('every run ended', () => (lines.filter((l) => l.result === 'ok').length === 5 ? true : undefined), 20_000);
@@ -67,11 +67,11 @@ describe('UploadHooks (the queue of --upload-hook runs)', function () {
   it('stop() logs what waits as not run, and so is anything published afterwards', async function () {
     const { log, lines } = recorder();
     const hooks = new UploadHooks(program, 10_000, log, new WorkerMetrics(), ['upload'], { concurrency: 1, queuedPerUser: 10 });
-    hooks.changed(file('alice', 'a0'));
-    hooks.changed(file('alice', 'a1'));
+    hooks.happened(file('alice', 'a0'));
+    hooks.happened(file('alice', 'a1'));
     await waitUntil('the first run started', async () => ((await order()).length === 1 ? true : undefined), 10_000);
     hooks.stop();
-    hooks.changed(file('alice', 'a2'));
+    hooks.happened(file('alice', 'a2'));
     expect(lines.map((l) => [l.file, l.result])).to.deep.equal([
       ['a1', 'unrun'],
       ['a2', 'unrun'],
@@ -87,11 +87,11 @@ describe('UploadHooks (the queue of --upload-hook runs)', function () {
     const hooks = new UploadHooks(program, 10_000, log, new WorkerMetrics(), ['upload', 'delete', 'rename'], { concurrency: 4, queuedPerUser: 10 });
     const at = (name: string): string => path.join(dir, name);
     const base = { user: 'alice', size: 1, remote: '127.0.0.1' };
-    hooks.changed({ ...base, event: 'upload', name: 'x', path: at('x'), sha256: '0'.repeat(64), mtime: 0 });
-    hooks.changed({ ...base, event: 'delete', name: 'x', path: at('x') });
-    hooks.changed({ ...base, event: 'upload', name: 'y', path: at('y'), sha256: '0'.repeat(64), mtime: 0 });
-    hooks.changed({ ...base, event: 'rename', name: 'z', from: 'y', path: at('z'), fromPath: at('y'), replaced: false });
-    hooks.changed({ ...base, event: 'delete', name: 'z', path: at('z') });
+    hooks.happened({ ...base, event: 'upload', name: 'x', path: at('x'), sha256: '0'.repeat(64), mtime: 0 });
+    hooks.happened({ ...base, event: 'delete', name: 'x', path: at('x') });
+    hooks.happened({ ...base, event: 'upload', name: 'y', path: at('y'), sha256: '0'.repeat(64), mtime: 0 });
+    hooks.happened({ ...base, event: 'rename', name: 'z', from: 'y', path: at('z'), fromPath: at('y'), replaced: false });
+    hooks.happened({ ...base, event: 'delete', name: 'z', path: at('z') });
     await waitUntil('the two uploads running', async () => ((await order()).length === 2 ? true : undefined), 10_000);
     await writeFile(path.join(dir, 'go'), '');
     await waitUntil('every run ended', () => (lines.filter((l) => l.result === 'ok').length === 5 ? true : undefined), 20_000);
@@ -104,7 +104,7 @@ describe('UploadHooks (the queue of --upload-hook runs)', function () {
   it('a change of a kind not in its events runs nothing and logs nothing', async function () {
     const { log, lines } = recorder();
     const hooks = new UploadHooks(program, 10_000, log, new WorkerMetrics(), ['upload'], { concurrency: 1, queuedPerUser: 10 });
-    hooks.changed({ event: 'delete', user: 'alice', name: 'x', path: path.join(dir, 'x'), size: 1, remote: '127.0.0.1' });
+    hooks.happened({ event: 'delete', user: 'alice', name: 'x', path: path.join(dir, 'x'), size: 1, remote: '127.0.0.1' });
     expect(hooks.pending).to.equal(0);
     expect(lines).to.deep.equal([]);
     await hooks.finish(Date.now());

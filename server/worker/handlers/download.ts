@@ -50,7 +50,11 @@ export async function download(req: DownloadRequest, io: SessionIo): Promise<Han
     // the final reply, which then leaves in the same socket write as the last data frame.
     closing = file.close();
     const sha256 = hash === null ? recorded! : hash.digest('hex');
-    return { reply: { name: req.name, size: file.size, length, sha256 }, audit: { file: req.name, bytes: length, sha256 } };
+    return {
+      reply: { name: req.name, size: file.size, length, sha256 },
+      audit: { file: req.name, bytes: length, sha256 },
+      hookEvent: { event: 'download', name: req.name, size: file.size, sha256, mtime: file.mtime, offset, length },
+    };
   } finally {
     // A failure closes the descriptor before its error reply.
     if (closing === null) await file.close();

@@ -60,14 +60,14 @@ export async function offset(req: Req<'offset'>, io: SessionIo): Promise<Handler
 
 export async function remove(req: Req<'delete'>, io: SessionIo): Promise<HandlerResult> {
   const { size } = await io.userStore().delete(req.name);
-  return { reply: { name: req.name }, audit: { file: req.name }, changed: { event: 'delete', name: req.name, size } };
+  return { reply: { name: req.name }, audit: { file: req.name }, hookEvent: { event: 'delete', name: req.name, size } };
 }
 
 /** Gives a file another name (§6.9). */
 export async function rename(req: Req<'rename'>, io: SessionIo): Promise<HandlerResult> {
   const moved = await io.userStore().rename(req.name, req.to, req.overwrite);
   const reply = { name: req.name, to: req.to };
-  return moved === null ? { reply } : { reply, changed: { event: 'rename', name: req.to, from: req.name, ...moved } };
+  return moved === null ? { reply } : { reply, hookEvent: { event: 'rename', name: req.to, from: req.name, ...moved } };
 }
 
 /** Entries sent per socket write: about 64 KiB of frames for typical names, then backpressure is checked. */

@@ -177,7 +177,7 @@ export async function publish(staged: StagedUpload, name: string, size: number, 
     return {
       reply: { name, size, sha256, mtime },
       audit: { file: name, bytes, sha256 },
-      ...(published ? { changed: { event: 'upload' as const, name, size, sha256, mtime } } : {}),
+      ...(published ? { hookEvent: { event: 'upload' as const, name, size, sha256, mtime } } : {}),
     };
   } finally {
     if (!committed) await staged.release();
