@@ -508,15 +508,18 @@ export class StagedUpload {
       if (alreadyThere !== null) {
         // Nothing to publish: the staged copy goes, and the answer is the file in place (§3.2 rule 4).
         await this.abort();
+        await this.#forgetName(await this.#removeOtherAttempts());
         return { mtime: mtimeOfBig(alreadyThere), published: false };
       }
       this.#state = 'committed';
-      await this.#forgetName();
+      await this.#forgetName(await this.#removeOtherAttempts());
       return { mtime: mtimeOfBig(publishedByOther ?? stats), published: publishedByOther === null };
     } catch (err) {
-      // Refused because the name was taken meanwhile (or, by the file-count quota, freed meanwhile): no
-      // retry could publish these bytes as they stand, so nothing is kept.
-      const refused = err instanceof FtsError && (err.code === 'PERMISSION_DENIED' || err.code === 'QUOTA_EXCEEDED');
+      // Refused because the name was taken meanwhile (or, by the file-count quota, freed meanwhile), or
+      // because something that is not a file holds it: no retry could publish these bytes as they stand,
+      // so nothing is kept.
+      const code = err instanceof FtsError ? err.code : fsError(err, this.name).code;
+      const refused = code === 'PERMISSION_DENIED' || code === 'QUOTA_EXCEEDED' || code === 'NOT_A_FILE';
       if (durable && !renamed && !refused && !this.#unsized) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
@@ -636,9 +639,35 @@ export class StagedUpload {
     if (await exists(this.#stagingPath)) await recordPartialName(this.#root, this.#user, { name: this.name, size: this.size, tag: this.#tag });
   }
 
-  /** Removes the identity's name record if this was its last partial file. */
-  async #forgetName(): Promise<void> {
-    if (this.#named) await forgetPartialNameIfUnused(this.#root, this.#user, { name: this.name, size: this.size, tag: this.#tag });
+  /** Removes the identity's name record if this was its last partial file (`others`: other attempts' files were removed). */
+  async #forgetName(others = false): Promise<void> {
+    if (this.#named || others) await forgetPartialNameIfUnused(this.#root, this.#user, { name: this.name, size: this.size, tag: this.#tag });
+  }
+
+  /**
+   * Once this identity is published (or found in place), removes the partial files other attempts at it
+   * left: a client that began again from offset 0 instead of resuming, an attempt cut on another
+   * connection. They can no longer be of use, and until the sweep they would count against the user's
+   * quota and show in `partials` (PROTOCOL.md §6.10). An attempt still writing one notices and ends as a
+   * taken-over upload, whose commit finds the file published. Not fsynced: one that a crash brings back
+   * is swept. An unsized upload has no identity an attempt could share. Returns whether any was removed.
+   */
+  async #removeOtherAttempts(): Promise<boolean> {
+    if (this.#unsized) return false;
+    const dir = stagingDir(this.#root, this.#user);
+    const prefix = `${keyOf(this.name, this.size, this.#tag)}.`;
+    const names = await readdir(dir).catch(() => [] as string[]);
+    let removed = false;
+    for (const n of names) {
+      if (!n.startsWith(prefix) || !n.endsWith('.part')) continue;
+      try {
+        await unlink(path.join(dir, n));
+        removed = true;
+      } catch {
+        // Removed meanwhile (by another publish, a discard or the sweep).
+      }
+    }
+    return removed;
   }
 
   /** The staging file's size now; 0 if it cannot be read. */

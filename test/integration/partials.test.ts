@@ -10,7 +10,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { lstat, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient, type PartialUpload } from '../../client/index.js';
@@ -290,6 +290,44 @@ describe('partial uploads: partials and discard (end to end)', function () {
     const items = JSON.parse(json.out) as Array<Record<string, unknown>>;
     expect(items[1]).to.deep.equal({ key: lost, name: null, size: null, staged: MiB + 3, bytes: MiB + 3, mtime: iso(list[1]!.mtime), expires: iso(list[1]!.expires) });
     expect(Object.keys(items[1]!)).to.deep.equal(['key', 'name', 'size', 'staged', 'bytes', 'mtime', 'expires']);
+  });
+
+  it('a publish removes the partial files other attempts at the same file left (one begun again from 0, not resumed): partials is empty, usage shows partial 0', async () => {
+    const data = randomBytes(3 * MiB);
+    await cutUpload('again.bin', data, 2 * MiB);
+    await cutUpload('again.bin', data, MiB + 7);
+    const small = randomBytes(120 * KiB);
+    await cutUpload('small.bin', small, 100 * KiB);
+    const c = await login();
+    expect((await c.partials()).map((p) => p.name).sort()).to.deep.equal(['again.bin', 'small.bin']);
+    // Sent whole, without asking where the partial upload stands.
+    await c.uploadBuffer('again.bin', data);
+    await c.uploadBuffer('small.bin', small);
+    expect(await c.partials()).to.deep.equal([]);
+    expect(await c.usage()).to.include({ partial: 0, used: data.length + small.length });
+    expect((await readdir(stagingDir(ALICE))).filter((f) => f.endsWith('.part')), 'staging files').to.deep.equal([]);
+    const names = await readdir(path.join(server.storage, '.fts', 'partial-names', ALICE.user)).catch(() => [] as string[]);
+    expect(names, 'name records of the published identities').to.deep.equal([]);
+  });
+
+  it('an upload onto a directory is NOT_A_FILE and keeps nothing (sized or unsized): no partial upload, nothing counted', async () => {
+    const dirName = 'a-directory';
+    await mkdir(path.join(server.storage, ALICE.user, dirName));
+    try {
+      const data = randomBytes(200 * KiB);
+      const r = await rawLogin();
+      await r.write(encodeHeader({ op: 'upload', id: 5, name: dirName, size: data.length, sha256: sha256(data) }), dataFrames(data));
+      expect((await r.reply()).final).to.include({ id: 5, status: 'error', code: 'NOT_A_FILE' });
+      await r.write(encodeHeader({ op: 'upload', id: 6, name: dirName, unsized: true, trailer: true }), dataFrames(data), encodeHeader({ op: 'upload', id: 6, size: data.length, sha256: sha256(data) }));
+      const unsized = (await r.reply()).final;
+      expect(unsized).to.include({ id: 6, status: 'error', code: 'NOT_A_FILE' });
+      expect(unsized, 'no offset to publish kept bytes from').to.not.have.property('offset');
+      const c = await login();
+      expect(await c.partials()).to.deep.equal([]);
+      expect(await c.usage()).to.include({ partial: 0 });
+    } finally {
+      await rm(path.join(server.storage, ALICE.user, dirName), { recursive: true, force: true });
+    }
   });
 
   it('`fts discard NAME` removes it (every attempt of it) and says so; then partials is empty and usage shows partial 0', async () => {
