@@ -15,7 +15,8 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
-import { FileDownload, MemoryDownload } from './download.js';
+import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
+import { holdsSame, serverDigest } from './skip-same.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
@@ -39,6 +40,12 @@ export interface TransferOptions {
    * (files of 1 MiB or more), a download continues from LOCAL.part. Default true.
    */
   resume?: boolean;
+  /**
+   * Send nothing when both ends already hold the same bytes (the same size and SHA-256; the server's as
+   * `hash` answers it): an upload whose name on the server holds the local file's bytes, a download whose
+   * local target holds the server file's. The result then says `skipped: true`. Default false.
+   */
+  skipSame?: boolean;
 }
 
 export interface UploadResult {
@@ -49,6 +56,8 @@ export interface UploadResult {
   mtime: number;
   /** The offset this call started sending from: > 0 when it continued a partial upload, else 0. */
   resumedFrom: number;
+  /** With `skipSame`: true when the server already held these bytes and nothing was sent (`mtime` is that file's). */
+  skipped?: boolean;
 }
 
 export interface DownloadResult {
@@ -59,6 +68,8 @@ export interface DownloadResult {
   localPath: string;
   /** The offset this call's data started at: > 0 when it continued LOCAL.part, else 0. */
   resumedFrom: number;
+  /** With `skipSame`: true when the local file already held these bytes and nothing was received. */
+  skipped?: boolean;
 }
 
 export interface StreamDownloadOptions extends Pick<TransferOptions, 'onProgress' | 'onStart'> {
@@ -333,6 +344,10 @@ export class FtsClient implements FileClient {
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
     const remote = name ?? path.basename(localPath);
     checkName(remote);
+    if (options.skipSame === true) {
+      const there = await serverDigest((n) => this.hash(n), remote);
+      if (there !== null && (await holdsSame(localPath, there))) return { name: remote, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+    }
     const source = new FileSource(localPath, this.hashing);
     try {
       return uploadResult(await runUpload(this.conn, { name: remote, source, resume: options.resume ?? true, ...progress(options) }), remote);
@@ -383,6 +398,11 @@ export class FtsClient implements FileClient {
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
     checkName(name);
+    if (options.skipSame === true) {
+      const there = await serverDigest((n) => this.hash(n), name);
+      const target = await downloadTarget(name, localPath);
+      if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
+    }
     const resume = (options.resume ?? true) && this.offers('download-offset');
     let resumedFrom: number | null = null;
     let resends = 0;

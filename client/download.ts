@@ -165,6 +165,12 @@ export interface FileDownloadOptions {
   onProgress?: ProgressCallback;
 }
 
+/** Where a download of `name` to `localPath` goes: the name in the current directory by default, inside `localPath` when it is a directory. */
+export async function downloadTarget(name: string, localPath: string | undefined): Promise<string> {
+  const target = localPath ?? name;
+  return target.endsWith('/') || target.endsWith(path.sep) || (await isDirectoryTarget(target)) ? path.join(target, name) : target;
+}
+
 /**
  * The paths (target, .part, sidecar) of downloads running in this process. A download whose paths meet
  * another's is refused: two downloads to one target would write one .part at once, and `mget x.part x`
@@ -230,8 +236,7 @@ export class FileDownload {
   }
 
   private async openPart(): Promise<void> {
-    let target = this.localPath ?? this.name;
-    if (target.endsWith('/') || target.endsWith(path.sep) || (await isDirectoryTarget(target))) target = path.join(target, this.name);
+    const target = await downloadTarget(this.name, this.localPath);
     this.target = target;
     const paths = partPaths(target);
     const claims = claimsOf(target, paths);

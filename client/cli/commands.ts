@@ -34,6 +34,8 @@ export interface CommandOptions {
   verify?: boolean;
   /** upload -: copy standard input to a temporary file first (resumable), instead of streaming it. */
   spool?: boolean;
+  /** upload, download, mput, mget: leave out a file both ends already hold with the same bytes. */
+  'skip-same'?: boolean;
 }
 
 /** The parseArgs descriptors of the command options, shared by cli.ts and the shell. */
@@ -47,6 +49,7 @@ export const COMMAND_OPTION_SPECS = {
   quiet: { type: 'boolean', short: 'q' },
   verify: { type: 'boolean' },
   spool: { type: 'boolean' },
+  'skip-same': { type: 'boolean' },
 } as const;
 
 /** Command options that every command accepts. */
@@ -225,13 +228,14 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'upload',
     aliases: ['put'],
-    synopsis: 'LOCAL [NAME] [--spool] [--json]',
-    summary: 'upload a local file (as NAME, default its base name); continues a partial upload; LOCAL - : standard input, NAME required, streamed (- NAME --spool: copied to a temporary file first, then resumable)',
+    synopsis: 'LOCAL [NAME] [--spool] [--skip-same] [--json]',
+    summary: 'upload a local file (as NAME, default its base name); continues a partial upload; LOCAL - : standard input, NAME required, streamed (- NAME --spool: copied to a temporary file first, then resumable); --skip-same: send nothing if the server holds the same bytes',
     minArgs: 1,
     maxArgs: 2,
-    options: ['json', 'spool'],
+    options: ['json', 'spool', 'skip-same'],
     resilient: true,
     check([local, name], options, where) {
+      if (local === STANDARD_STREAM && options['skip-same'] === true) throw usageError('upload -: --skip-same needs a local file to compare (upload LOCAL NAME --skip-same)');
       if (local !== STANDARD_STREAM) {
         if (options.spool === true) throw usageError('upload: --spool is for standard input (upload - NAME --spool)');
         remoteName(name ?? path.basename(local!));
@@ -276,15 +280,16 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'download',
     aliases: ['get'],
-    synopsis: 'NAME [LOCAL] [--json]',
-    summary: 'download a file (to LOCAL, default NAME in the current directory; LOCAL - : standard output); continues LOCAL.part',
+    synopsis: 'NAME [LOCAL] [--skip-same] [--json]',
+    summary: 'download a file (to LOCAL, default NAME in the current directory; LOCAL - : standard output); continues LOCAL.part; --skip-same: receive nothing if LOCAL holds the same bytes',
     minArgs: 1,
     maxArgs: 2,
-    options: ['json'],
+    options: ['json', 'skip-same'],
     resilient: true,
-    check([name, local], _options, where) {
+    check([name, local], options, where) {
       remoteName(name!);
       if (local !== STANDARD_STREAM) return;
+      if (options['skip-same'] === true) throw usageError('download NAME -: --skip-same needs a local file to compare (download NAME LOCAL --skip-same)');
       checkStandardStream('download', where, 'output');
       // The file's bytes, raw, would garble the terminal (view shows the start of a file safely).
       if (process.stdout.isTTY === true) throw usageError('download NAME -: standard output is a terminal; redirect or pipe it (fts view NAME shows the first 1024 bytes)');
@@ -500,11 +505,11 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'mput',
     aliases: [],
-    synopsis: 'LOCAL... [--json]',
-    summary: 'upload several files under their base names, pipelined',
+    synopsis: 'LOCAL... [--skip-same] [--json]',
+    summary: 'upload several files under their base names, pipelined (--skip-same: not those the server holds with the same bytes)',
     minArgs: 1,
     maxArgs: Infinity,
-    options: ['json'],
+    options: ['json', 'skip-same'],
     resilient: true,
     async run(client, locals, options) {
       for (const local of locals) remoteName(path.basename(local)); // refuse bad names before sending anything
@@ -527,11 +532,11 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'mget',
     aliases: [],
-    synopsis: 'NAME... [--dir DIR] [--json]',
-    summary: 'download several files into DIR (default the current directory), pipelined',
+    synopsis: 'NAME... [--dir DIR] [--skip-same] [--json]',
+    summary: 'download several files into DIR (default the current directory), pipelined (--skip-same: not those DIR holds with the same bytes)',
     minArgs: 1,
     maxArgs: Infinity,
-    options: ['dir', 'json'],
+    options: ['dir', 'json', 'skip-same'],
     resilient: true,
     async run(client, names, options) {
       for (const name of names) remoteName(name);

@@ -11,6 +11,8 @@ import { report } from './report.js';
 export interface OutputMode {
   json?: boolean;
   quiet?: boolean;
+  /** --skip-same: transfers whose two ends hold the same bytes are left out (and --json says `skipped`). */
+  'skip-same'?: boolean;
 }
 
 /** One file's transfer as the output follows it. */
@@ -42,7 +44,7 @@ export class TransferOutput {
   /** Starts following one file; `label` is what the progress line calls it. */
   track(label: string): Tracked {
     const bar = this.bar;
-    const options: TransferOptions = {};
+    const options: TransferOptions = this.mode['skip-same'] === true ? { skipSame: true } : {};
     if (bar !== null) {
       options.onStart = (offset, size) => bar.start(label, offset, size);
       options.onProgress = (done, total) => bar.update(done, total);
@@ -51,11 +53,13 @@ export class TransferOutput {
   }
 
   uploaded(r: UploadResult, t: Tracked): void {
-    this.result(r, t, `uploaded ${r.name} (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
+    if (r.skipped === true) this.result(r, t, `skipped ${r.name} (${r.size} bytes, sha256 ${r.sha256}): the server holds the same bytes`);
+    else this.result(r, t, `uploaded ${r.name} (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
   }
 
   downloaded(r: DownloadResult, t: Tracked): void {
-    this.result(r, t, `downloaded ${r.name} -> ${r.localPath} (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
+    if (r.skipped === true) this.result(r, t, `skipped ${r.name} -> ${r.localPath} (${r.size} bytes, sha256 ${r.sha256}): ${r.localPath} holds the same bytes`);
+    else this.result(r, t, `downloaded ${r.name} -> ${r.localPath} (${r.size} bytes, sha256 ${r.sha256}${resumed(r.resumedFrom)})`);
   }
 
   /** A download to standard output (`download NAME -`). */
@@ -77,9 +81,10 @@ export class TransferOutput {
   private result(r: UploadResult | DownloadResult | StreamDownloadResult, t: Tracked, human: string): void {
     this.bar?.clear();
     if (this.dataOnStdout && this.mode.quiet === true) return;
+    const skipped = this.mode['skip-same'] === true ? { skipped: 'skipped' in r && r.skipped === true } : {};
     const line =
       this.mode.json === true
-        ? JSON.stringify({ name: r.name, bytes: r.size, sha256: r.sha256, resumedFrom: r.resumedFrom, seconds: (Date.now() - t.startedAt) / 1000 })
+        ? JSON.stringify({ name: r.name, bytes: r.size, sha256: r.sha256, resumedFrom: r.resumedFrom, seconds: (Date.now() - t.startedAt) / 1000, ...skipped })
         : human;
     (this.dataOnStdout ? process.stderr : process.stdout).write(`${line}\n`);
   }

@@ -137,3 +137,48 @@ export async function loginClient(server: TestServer, clients: FtsClient[], user
   await c.auth(user.user, user.password);
   return c;
 }
+
+/**
+ * Takes `user`'s lock on `name` under `root` in this process and keeps it until the returned function is
+ * called. Resolves only once the lock is ours, so that whatever the caller does next meets a held lock.
+ */
+export async function holdLock(root: string, user: string, name: string): Promise<() => Promise<void>> {
+  const { withLock } = await import('../../server/storage/locks.js');
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  let entered!: () => void;
+  const taken = new Promise<void>((resolve) => (entered = resolve));
+  const holding = withLock(root, user, name, async () => {
+    entered();
+    await gate;
+  });
+  // A failure to take the lock rejects `holding`, which must not wait for a callback that never runs.
+  await Promise.race([taken, holding]);
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    open();
+    await holding;
+  };
+}
+
+/**
+ * Runs `fn` while this process holds `user`'s lock on `name` under `root`, with the lock wait cut to 1 s,
+ * so that a publish of that name inside `fn` fails with LOCKED (a publish that could not happen, whose
+ * verified bytes are kept). The lock wait goes back to its default afterwards.
+ */
+export async function whileLocked<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
+  const { DEFAULT_LOCK_WAIT_SECONDS, setLockWaitSeconds } = await import('../../server/storage/locks.js');
+  setLockWaitSeconds(1);
+  try {
+    const release = await holdLock(root, user, name);
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  } finally {
+    setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+  }
+}

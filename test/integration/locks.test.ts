@@ -15,8 +15,7 @@ import { Readable } from 'node:stream';
 import { adminRequest } from '../../admin/admin-client.js';
 import { FtsClient, FtsError, keptUpload, ResilientClient, type RetryInfo } from '../../client/index.js';
 import { encodeData, encodeHeader, MAX_CHUNK_BYTES, type SessionInfo } from '../../protocol/index.js';
-import { withLock } from '../../server/storage/locks.js';
-import { codeOf, stagingFiles } from '../helpers/common.js';
+import { codeOf, holdLock as holdLockOf, stagingFiles } from '../helpers/common.js';
 import { describeRun, runCli } from '../helpers/cli.js';
 import { delay, RawClient } from '../helpers/raw-client.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -42,33 +41,9 @@ describe('per-name locks held by another process (end to end)', function () {
   /** Releases of locks this test holds; afterEach runs any left, so a failed test never leaves one held. */
   const held: Array<() => Promise<void>> = [];
 
-  /**
-   * Takes alice's lock on `name` in this process and keeps it until the returned function is called.
-   * Resolves only once the lock is ours (withLock has entered its callback), so everything the test sends
-   * afterwards meets a held lock.
-   */
+  /** Takes alice's lock on `name` (common.ts holdLock), released by afterEach at the latest. */
   async function holdLock(server: TestServer, name: string): Promise<() => Promise<void>> {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    let entered!: () => void;
-    const taken = new Promise<void>((resolve) => {
-      entered = resolve;
-    });
-    const holding = withLock(server.storage, ALICE.user, name, async () => {
-      entered();
-      await gate;
-    });
-    // A failure to take the lock rejects `holding`, which must not wait for a callback that never runs.
-    await Promise.race([taken, holding]);
-    let released = false;
-    const release = async (): Promise<void> => {
-      if (released) return;
-      released = true;
-      open();
-      await holding;
-    };
+    const release = await holdLockOf(server.storage, ALICE.user, name);
     held.push(release);
     return release;
   }

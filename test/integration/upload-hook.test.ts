@@ -12,10 +12,9 @@ import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { describeRun, runCli } from '../helpers/cli.js';
-import { loginClient, stagingFiles } from '../helpers/common.js';
+import { holdLock, loginClient, stagingFiles } from '../helpers/common.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
 import { RawClient, uploadBytes } from '../helpers/raw-client.js';
-import { withLock } from '../../server/storage/locks.js';
 import { runServerOnce } from '../helpers/lifecycle-spawn.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type LogLine } from '../helpers/server.js';
@@ -191,30 +190,20 @@ describe('upload hook (--upload-hook)', function () {
     await chmod(file, 0o755);
     server = await TestServer.start({ workers: 1, args: ['--upload-hook', file, '--hook-events', 'upload,delete'] });
     // y.txt's publish waits for the lock this process holds, so its reply, and x.txt's after it, wait too.
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let entered!: () => void;
-    const taken = new Promise<void>((resolve) => (entered = resolve));
-    const holding = withLock(server.storage, ALICE.user, 'y.txt', async () => {
-      entered();
-      await gate;
-    });
+    const release = await holdLock(server.storage, ALICE.user, 'y.txt');
     try {
-      await Promise.race([taken, holding]);
       const a = await RawClient.login(server.port, ALICE.user, ALICE.password);
       await a.write(uploadBytes(1, 'y.txt', Buffer.from('y')), uploadBytes(2, 'x.txt', Buffer.from('x')));
       const x = path.join(server.storage, ALICE.user, 'x.txt');
       await waitUntil('x.txt published', async () => (await readFile(x).catch(() => null)) !== null, 10_000);
       const b = await connect(server);
       await b.delete('x.txt');
-      release();
-      await holding;
+      await release();
       expect((await a.reply()).final).to.include({ id: 1, status: 'ok' });
       expect((await a.reply()).final).to.include({ id: 2, status: 'ok' });
       a.destroy();
     } finally {
-      release();
-      await holding.catch(() => undefined);
+      await release();
     }
     await waitUntil('three runs logged', () => hookLines(server!).length === 3, 10_000);
     const order = (await readFile(path.join(dir, 'order'), 'utf8')).split('\n').filter((l) => l !== '');

@@ -16,7 +16,7 @@ import { measureUsage, UserQuota } from '../../server/storage/quota.js';
 import { keyOf, stagingKey, streamedStagingKey } from '../../server/storage/staging-keys.js';
 import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging.js';
 import { Store, sweepStaging, UserStore, type StagedUpload } from '../../server/storage/store.js';
-import { codeOf } from '../helpers/common.js';
+import { codeOf, whileLocked } from '../helpers/common.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -415,24 +415,34 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       }
     });
 
-    it('verified bytes that could not be published (the rename failed) are kept, and named, small ones too', async () => {
+    it('verified bytes that could not be published (the name stayed locked) are kept, and named, small ones too', async () => {
       for (const size of [100, 2 * MiB]) {
         const data = randomBytes(size);
         const tag = { sha256: sha(data) };
         const name = `blocked-${size}`;
-        // A directory with content where the file should go: the rename into place fails.
-        await mkdir(path.join(root, 'alice', name, 'inside'), { recursive: true });
         const up = await alice.beginUpload(name, size, tag);
         await writeAll(up, data);
-        expect(await codeOf(up.commit())).to.not.equal('CHECKSUM_MISMATCH');
+        expect(await whileLocked(root, 'alice', name, () => codeOf(up.commit()))).to.equal('LOCKED');
         await up.release();
         const key = keyOf(name, size, tag);
         const part = await onlyPart(key);
         const mtime = Math.floor(part.mtimeMs);
         const expires = mtime + (size < SMALL_PARTIAL_BYTES ? TEN_MINUTES : TTL);
         expect((await alice.partials(TTL)).find((e) => e.key === key), `${size} bytes`).to.deep.equal({ key, name, size, sha256: tag.sha256, staged: size, bytes: size, mtime, expires });
-        await rm(path.join(root, 'alice', name), { recursive: true });
       }
+    });
+
+    it('an upload onto a directory is refused NOT_A_FILE and keeps nothing, nor its record', async () => {
+      await mkdir(path.join(root, 'alice', 'a-dir', 'inside'), { recursive: true });
+      const data = randomBytes(2 * MiB);
+      const tag = { sha256: sha(data) };
+      const up = await alice.beginUpload('a-dir', data.length, tag);
+      await writeAll(up, data);
+      expect(await codeOf(up.commit())).to.equal('NOT_A_FILE');
+      await up.release();
+      expect(await stagingFiles()).to.deep.equal([]);
+      expect(await hasRecord(keyOf('a-dir', data.length, tag))).to.equal(false);
+      await rm(path.join(root, 'alice', 'a-dir'), { recursive: true });
     });
 
     it('an upload whose digest proves it wrong is removed with its record', async () => {
@@ -446,22 +456,28 @@ describe('partial uploads: partials, discard and name records (storage)', functi
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
-    it('a commit while another staging file of the same identity remains (an earlier cut attempt) keeps the record', async () => {
+    it('a commit removes the staging files other attempts at its identity left (an earlier cut attempt), and the record', async () => {
       const data = randomBytes(3 * MiB);
       const tag = { sha256: sha(data) };
       const key = await cut('again.bin', data, MiB + 100);
-      const earlier = await onlyPart(key);
-      // The same file sent again from 0 (not resumed), published; the cut attempt's file stays.
+      await cut('again.bin', data, 100);
+      expect(await partFilesOf(key)).to.have.length(2);
+      // The same file sent again from 0 (not resumed), published: the cut attempts are of no use any more.
       const up = await alice.beginUpload('again.bin', data.length, tag);
       await writeAll(up, data);
       await up.commit();
-      expect(await partFilesOf(key)).to.deep.equal([path.basename(earlier.file)]);
-      expect(await hasRecord(key), 'the record stays while a staging file of its key does').to.equal(true);
-      expect(await alice.partials(TTL)).to.deep.equal([
-        { key, name: 'again.bin', size: data.length, sha256: tag.sha256, staged: MiB + 100, bytes: MiB + 100, mtime: Math.floor(earlier.mtimeMs), expires: Math.floor(earlier.mtimeMs) + TTL },
-      ]);
-      expect(await alice.discard(key)).to.deep.equal({ bytes: MiB + 100, name: 'again.bin' });
+      expect(await partFilesOf(key)).to.deep.equal([]);
+      expect(await hasRecord(key), 'the record goes with the last staging file of its key').to.equal(false);
+      expect(await alice.partials(TTL)).to.deep.equal([]);
       expect(await stagingFiles()).to.deep.equal([]);
+      // Another identity's partial upload of the same name is left alone.
+      const other = randomBytes(2 * MiB);
+      const otherKey = await cut('again.bin', other, MiB);
+      const up2 = await alice.beginUpload('again.bin', data.length, tag);
+      await writeAll(up2, data);
+      await up2.commit();
+      expect((await alice.partials(TTL)).map((e) => e.key)).to.deep.equal([otherKey]);
+      await alice.discard(otherKey);
     });
 
     it('an upload in progress whose partial is discarded is answered OFFSET_MISMATCH (offset 0) at its commit, and publishes nothing', async () => {

@@ -13,6 +13,7 @@ import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withL
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
+import { whileLocked } from '../helpers/common.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -175,14 +176,11 @@ describe('storage', () => {
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
-    it('keeps verified bytes that could not be published (the rename failed): a retry resumes at offset = size', async () => {
+    it('keeps verified bytes that could not be published (the name stayed locked): a retry resumes at offset = size', async () => {
       const data = Buffer.from('verified, durable, not published');
       const tag = { sha256: sha(data) };
-      // A directory with content where the file should go: the rename into place fails.
-      await mkdir(path.join(root, 'alice', 'blocked', 'inside'), { recursive: true });
-      expect(await codeOf(put(alice, 'blocked', data))).to.not.equal('CHECKSUM_MISMATCH');
+      expect(await whileLocked(root, 'alice', 'blocked', () => codeOf(put(alice, 'blocked', data)))).to.equal('LOCKED');
       expect(await alice.stagedOffset('blocked', data.length, tag)).to.equal(data.length);
-      await rm(path.join(root, 'alice', 'blocked'), { recursive: true });
       await (await alice.beginUpload('blocked', data.length, tag, data.length)).commit();
       expect((await readFile(path.join(root, 'alice', 'blocked'))).equals(data)).to.equal(true);
       expect(await stagingFiles()).to.deep.equal([]);

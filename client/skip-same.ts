@@ -1,0 +1,52 @@
+/**
+ * `skipSame` (fts upload, download, mput, mget --skip-same): a transfer left out because both ends already
+ * hold the same bytes, as rsync --checksum and lftp's mirror do for repeated runs (a nightly upload of a
+ * directory sends only what changed). "The same" is the same size and the same SHA-256: the server's side
+ * is what `hash` (PROTOCOL.md §6.11) answers, the digest verified when that version was uploaded; the local
+ * side is read and hashed, but only when the sizes agree.
+ */
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { errnoOf, FtsError } from '../protocol/index.js';
+import { isServerError, localFsError } from './errors.js';
+import { digestFile } from './upload.js';
+
+/** What `hash` tells of a server file, as far as a comparison needs it. */
+export interface ServerDigest {
+  size: number;
+  sha256: string;
+  mtime: number;
+}
+
+/**
+ * The server's file `name`, or null when there is none this user may compare with (no such file, not a
+ * file, or no permission to read it): then nothing can be skipped and the transfer runs, to fail or not on
+ * its own terms. Any other failure is the caller's.
+ */
+export async function serverDigest(hash: (name: string) => Promise<ServerDigest>, name: string): Promise<ServerDigest | null> {
+  try {
+    return await hash(name);
+  } catch (err) {
+    if (err instanceof FtsError && isServerError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_A_FILE' || err.code === 'PERMISSION_DENIED')) return null;
+    throw err;
+  }
+}
+
+/** Whether the local regular file `file` holds exactly the bytes `there` describes; false when it does not exist. */
+export async function holdsSame(file: string, there: ServerDigest): Promise<boolean> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return false;
+    throw localFsError(err, file);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size !== there.size) return false;
+    const local = await digestFile(fh, file);
+    return local.size === there.size && local.sha256 === there.sha256;
+  } finally {
+    await fh.close();
+  }
+}
