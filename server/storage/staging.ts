@@ -591,12 +591,14 @@ export class StagedUpload {
     return null;
   }
 
-  /** The file under the name, when its recorded digest (files of RECORD_MIN_BYTES or more) is `digest`. */
+  /** The file under the name, when it holds `digest`'s bytes: by its recorded digest, or (a small, recent file) hashed. */
   async #publishedWith(digest: Buffer): Promise<BigIntStats | null> {
     const st = await lstat(this.#target, { bigint: true }).catch(() => null);
     if (st === null || !st.isFile()) return null;
-    const recorded = await recordedDigest(this.#root, this.#user, this.name, st);
-    return recorded === digest.toString('hex') ? st : null;
+    const hex = digest.toString('hex');
+    if ((await recordedDigest(this.#root, this.#user, this.name, st)) === hex) return st;
+    // A small file has no record: read and hashed (a large one without a record is not, as holdsContent says).
+    return (await holdsContent(this.#root, this.#user, this.name, this.#target, st, this.size, hex)) ? st : null;
   }
 
   /**

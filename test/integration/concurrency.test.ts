@@ -370,8 +370,8 @@ describe('concurrency', function () {
       });
       b!.write(encodeData(good.subarray(chunk)));
       const rb = await b!.reply(30_000);
-      // B sent the whole, right bytes into its own staging copy (§6.1: every attempt has its own), so it
-      // publishes them.
+      // B sent the whole, right bytes; A's publish removed B's staging copy (§6.10), and B's commit finds
+      // this very file published by A: ok, as for any taken-over upload of bytes already published (§6.1).
       expect(rb.final, "B's reply").to.include({ status: 'ok', size: good.length, sha256: sha(good) });
       const published = await readFile(path.join(server.storage, 'alice', 'stale.bin'));
       expect(published.length, 'published size after B').to.equal(good.length);
@@ -380,8 +380,8 @@ describe('concurrency', function () {
       const d = await r.downloadBuffer('stale.bin');
       expect(d.data.length, 'a reader gets the whole file').to.equal(good.length);
       c!.write(encodeData(good.subarray(chunk)));
-      // C, too, completes an upload of its own (from offset 0, not a resume: nothing took its copy over)
-      // with the right bytes: it publishes, and the file is still whole.
+      // C, too, completes (B's commit removed C's copy as A's removed B's, and C finds this very file
+      // published): ok, and the file is still whole.
       const rc = await c!.reply(30_000);
       expect(rc.final, "C's reply").to.include({ status: 'ok', size: good.length, sha256: sha(good) });
       expect(sha((await r.downloadBuffer('stale.bin')).data)).to.equal(sha(good));
