@@ -1,3 +1,4 @@
+import { lstat, mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
@@ -11,6 +12,21 @@ import { lockTarget, resolveName, userDirPath } from './paths.js';
  * Every process, and later every node sharing the storage over NFS, must use the same `stale` and
  * `update`: a process with a shorter `stale` would break a lock that its holder is still refreshing.
  */
+
+/**
+ * A lock whose mtime has not been refreshed for this long was left by a holder that died (or stalled that
+ * long): the next waiter breaks it. Holders refresh every UPDATE_MS. The same in every process and node.
+ */
+export const STALE_MS = 10_000;
+const UPDATE_MS = 2_000;
+/**
+ * What proper-lockfile is told: never to judge a lock stale itself. Its takeover is stat, rmdir, mkdir with
+ * nothing in between, so two waiters that both saw the same abandoned lock could both break it, the second
+ * removing the lock the first had just taken, and both would go on "holding" it (found by a chaos run: two
+ * renames onto one free name both answered ok, and one file was lost). breakIfAbandoned does it instead,
+ * one waiter per abandoned lock.
+ */
+const NEVER_STALE = Number.MAX_SAFE_INTEGER;
 
 const RETRY_FACTOR = 1.2;
 const RETRY_MIN_MS = 20;
@@ -93,24 +109,72 @@ function reportCompromised(error: Error, lockfile?: string): void {
  * only a lock that is held (ELOCKED) and fails fast on anything else.
  */
 export const LOCK_OPTIONS = Object.freeze({
-  stale: 10_000,
-  update: 2_000,
+  stale: NEVER_STALE,
+  update: UPDATE_MS,
   realpath: false,
   retries: 0,
   onCompromised: (err: Error): void => reportCompromised(err),
 });
 
-/** Acquires the lock, waiting with capped exponential backoff while another holder has it, until `deadline`. */
+/**
+ * Acquires the lock, waiting with capped exponential backoff while another holder has it, until `deadline`;
+ * a lock its holder abandoned is broken (breakIfAbandoned) and taken at once.
+ */
 async function acquire(target: string, lockfilePath: string, deadline: number): Promise<() => Promise<void>> {
+  let again = false;
   for (let attempt = 0; ; attempt++) {
     try {
       return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
     } catch (err) {
       if (errnoOf(err) !== 'ELOCKED' || Date.now() >= deadline) throw err;
+      // At once after a break, but not twice in a row: a file system that keeps disagreeing with itself (an
+      // attribute cache) must not turn the wait into a busy loop.
+      again = !again && (await breakIfAbandoned(lockfilePath));
+      if (again) continue;
       const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * RETRY_FACTOR ** attempt);
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
+}
+
+/**
+ * Removes the lock directory `lockDir` if its holder abandoned it (not refreshed for STALE_MS), and says
+ * whether the lock is free to try again now. Only one waiter breaks a given abandoned lock: the right to do
+ * so is a sibling directory named after that very lock (its inode and mtime), which mkdir gives to exactly
+ * one; that waiter looks again, and removes the lock only if it is still that very one, so a lock taken anew
+ * meanwhile (a new directory, or a fresh mtime) is never removed. The sibling is removed right after (a
+ * process killed in those few system calls leaves it behind, an empty directory that blocks nothing: the
+ * next abandoned lock has another inode or mtime).
+ */
+async function breakIfAbandoned(lockDir: string): Promise<boolean> {
+  const seen = await lstat(lockDir, { bigint: true }).catch((err: unknown) => (errnoOf(err) === 'ENOENT' ? null : undefined));
+  if (seen === null) return true; // released meanwhile
+  if (seen === undefined || Number(seen.mtimeMs) >= Date.now() - STALE_MS) return false;
+  const right = `${lockDir}.${seen.ino}-${seen.mtimeNs}.breaking`;
+  try {
+    await mkdir(right);
+  } catch {
+    return false; // another waiter is breaking it (EEXIST), or this one cannot: wait as for a held lock
+  }
+  try {
+    const now = await lstat(lockDir, { bigint: true }).catch(() => null);
+    if (now === null) return true;
+    if (now.ino !== seen.ino || now.mtimeNs !== seen.mtimeNs) return false;
+    await rmdir(lockDir);
+    abandonedBroken++;
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await rmdir(right).catch(() => undefined);
+  }
+}
+
+let abandonedBroken = 0;
+
+/** How many abandoned locks this process has broken since it started. */
+export function abandonedLocksBroken(): number {
+  return abandonedBroken;
 }
 
 /**

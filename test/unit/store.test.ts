@@ -9,7 +9,7 @@ import { RECORD_MIN_BYTES, recordDigest, recordedDigest } from '../../server/sto
 import { fsError, notDurable } from '../../server/storage/errors.js';
 import { SMALL_PARTIAL_BYTES, spareWriteBatchBytes } from '../../server/storage/staging.js';
 import { lockTarget } from '../../server/storage/paths.js';
-import { DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
+import { abandonedLocksBroken, DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -683,6 +683,52 @@ describe('storage', () => {
   });
 
   describe('locks', () => {
+    it('an abandoned lock (not refreshed for 10 s) is broken by one waiter only: waiters that all saw it never hold the name together', async function () {
+      this.timeout(60_000);
+      const lockDir = `${lockTarget(root, 'alice', 't')}.lock`;
+      const before = abandonedLocksBroken();
+      for (let round = 0; round < 20; round++) {
+        // What a holder killed by SIGKILL leaves: its lock directory, last refreshed 20 s ago.
+        await mkdir(lockDir, { recursive: true });
+        const past = new Date(Date.now() - 20_000);
+        await utimes(lockDir, past, past);
+        let inside = 0;
+        let most = 0;
+        let done = 0;
+        await Promise.all(
+          Array.from({ length: 6 }, () =>
+            withLock(root, 'alice', 't', async () => {
+              most = Math.max(most, ++inside);
+              await new Promise((resolve) => setTimeout(resolve, 15));
+              inside--;
+              done++;
+            }),
+          ),
+        );
+        expect({ round, most, done }).to.deep.equal({ round, most: 1, done: 6 });
+      }
+      expect(abandonedLocksBroken() - before, 'one break per abandoned lock').to.equal(20);
+      const leftovers = (await readdir(path.dirname(lockDir))).filter((n) => n.startsWith(path.basename(lockDir)));
+      expect(leftovers, 'nothing left beside the lock').to.deep.equal([]);
+    });
+
+    it('a lock refreshed within 10 s is not broken: a waiter gets LOCKED once its wait is over', async function () {
+      this.timeout(10_000);
+      const lockDir = `${lockTarget(root, 'alice', 'held')}.lock`;
+      // A live holder in another process: its lock directory, refreshed 5 s ago.
+      await mkdir(lockDir, { recursive: true });
+      const recent = new Date(Date.now() - 5_000);
+      await utimes(lockDir, recent, recent);
+      setLockWaitSeconds(1);
+      try {
+        expect(await codeOf(withLock(root, 'alice', 'held', async () => 'taken'))).to.equal('LOCKED');
+      } finally {
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+      }
+      expect((await lstat(lockDir)).isDirectory(), 'the holder\'s lock is still there').to.equal(true);
+      await rm(lockDir, { recursive: true });
+    });
+
     it('a compromised lock is reported, never thrown', async function () {
       this.timeout(10_000);
       const events: LockCompromise[] = [];
