@@ -171,6 +171,9 @@ export async function downloadTarget(name: string, localPath: string | undefined
   return target.endsWith('/') || target.endsWith(path.sep) || (await isDirectoryTarget(target)) ? path.join(target, name) : target;
 }
 
+/** The claim of the download begun last (FileDownload.openPart): the next one claims after it. */
+let claiming: Promise<unknown> = Promise.resolve();
+
 /**
  * The paths (target, .part, sidecar) of downloads running in this process. A download whose paths meet
  * another's is refused: two downloads to one target would write one .part at once, and `mget x.part x`
@@ -236,12 +239,19 @@ export class FileDownload {
   }
 
   private async openPart(): Promise<void> {
-    const target = await downloadTarget(this.name, this.localPath);
+    // Claimed one download after another, in the order the downloads began: which of two clashing
+    // downloads of a pipelined batch (mget x.part x) is refused must not depend on which stat returns first.
+    const claimed = claiming.then(async () => {
+      const target = await downloadTarget(this.name, this.localPath);
+      const paths = partPaths(target);
+      const claims = claimsOf(target, paths);
+      if (claims.some((p) => claimedPaths.has(p))) throw new FtsError('IO_ERROR', `${target}: another download in progress writes to this file or its ${path.basename(paths.part)}`);
+      for (const p of claims) claimedPaths.add(p);
+      return { target, paths };
+    });
+    claiming = claimed.catch(() => undefined);
+    const { target, paths } = await claimed;
     this.target = target;
-    const paths = partPaths(target);
-    const claims = claimsOf(target, paths);
-    if (claims.some((p) => claimedPaths.has(p))) throw new FtsError('IO_ERROR', `${target}: another download in progress writes to this file or its ${path.basename(paths.part)}`);
-    for (const p of claims) claimedPaths.add(p);
     this.paths = paths;
     try {
       const sidecar = this.options.resume ? await readSidecar(paths.sidecar) : null;
