@@ -16,7 +16,7 @@ import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
 import { FtsConnection, type ConnectOptions } from './connection.js';
 import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
-import { holdsSame, serverDigest } from './skip-same.js';
+import { holdsSame, isRegularFile, serverDigest } from './skip-same.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
@@ -344,7 +344,8 @@ export class FtsClient implements FileClient {
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
     const remote = name ?? path.basename(localPath);
     checkName(remote);
-    if (options.skipSame === true) {
+    // A server without `hash` cannot say what it holds: the file is sent, as without skipSame.
+    if (options.skipSame === true && this.offers('hash')) {
       const there = await serverDigest((n) => this.hash(n), remote);
       if (there !== null && (await holdsSame(localPath, there))) return { name: remote, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
     }
@@ -398,10 +399,14 @@ export class FtsClient implements FileClient {
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
     checkName(name);
-    if (options.skipSame === true) {
-      const there = await serverDigest((n) => this.hash(n), name);
+    if (options.skipSame === true && this.offers('hash')) {
+      // Without a local file there is nothing to compare: the server is not asked (a hash can mean reading
+      // the whole file there).
       const target = await downloadTarget(name, localPath);
-      if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
+      if (await isRegularFile(target)) {
+        const there = await serverDigest((n) => this.hash(n), name);
+        if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
+      }
     }
     const resume = (options.resume ?? true) && this.offers('download-offset');
     let resumedFrom: number | null = null;

@@ -292,7 +292,9 @@ export class ResilientClient implements FileClient {
         options.onProgress?.(done, total);
       },
     };
-    const result = await this.retrying((c) => run(c, watched), { progress: () => reached });
+    // Once data has moved, a repeat must not report the transfer as skipped: the bytes the two ends now share
+    // may be the ones this call sent (an upload whose reply was lost).
+    const result = await this.retrying((c) => run(c, firstOffset === null ? watched : { ...watched, skipSame: false }), { progress: () => reached });
     return { ...result, resumedFrom: firstOffset ?? result.resumedFrom };
   }
 

@@ -6,7 +6,7 @@
  * side is read and hashed, but only when the sizes agree.
  */
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { errnoOf, FtsError } from '../protocol/index.js';
 import { isServerError, localFsError } from './errors.js';
 import { digestFile } from './upload.js';
@@ -30,6 +30,13 @@ export async function serverDigest(hash: (name: string) => Promise<ServerDigest>
     if (err instanceof FtsError && isServerError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_A_FILE' || err.code === 'PERMISSION_DENIED')) return null;
     throw err;
   }
+}
+
+/** Whether `file` is a regular file (or a link to one): something a download could be compared with. */
+export async function isRegularFile(file: string): Promise<boolean> {
+  const st = await lstat(file).catch(() => null);
+  if (st === null) return false;
+  return st.isFile() || st.isSymbolicLink();
 }
 
 /** Whether the local regular file `file` holds exactly the bytes `there` describes; false when it does not exist. */

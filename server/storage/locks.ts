@@ -24,7 +24,8 @@ const UPDATE_MS = 2_000;
  * nothing in between, so two waiters that both saw the same abandoned lock could both break it, the second
  * removing the lock the first had just taken, and both would go on "holding" it (found by a chaos run: two
  * renames onto one free name both answered ok, and one file was lost). breakIfAbandoned does it instead,
- * one waiter per abandoned lock.
+ * one waiter per abandoned lock. (proper-lockfile also uses `stale` for a holder whose refreshes keep
+ * failing: such a holder now reports its lock compromised only once a refresh finds it gone or changed.)
  */
 const NEVER_STALE = Number.MAX_SAFE_INTEGER;
 
@@ -139,23 +140,17 @@ async function acquire(target: string, lockfilePath: string, deadline: number): 
 
 /**
  * Removes the lock directory `lockDir` if its holder abandoned it (not refreshed for STALE_MS), and says
- * whether the lock is free to try again now. Only one waiter breaks a given abandoned lock: the right to do
- * so is a sibling directory named after that very lock (its inode and mtime), which mkdir gives to exactly
- * one; that waiter looks again, and removes the lock only if it is still that very one, so a lock taken anew
- * meanwhile (a new directory, or a fresh mtime) is never removed. The sibling is removed right after (a
- * process killed in those few system calls leaves it behind, an empty directory that blocks nothing: the
- * next abandoned lock has another inode or mtime).
+ * whether the lock is free to try again now. Only one waiter breaks a given abandoned lock: it must first
+ * take the right to (takeRight), named after that very lock (its inode and mtime); it then looks again, and
+ * removes the lock only if it is still that very one, so a lock taken anew meanwhile (a new directory, or a
+ * fresh mtime) is never removed.
  */
 async function breakIfAbandoned(lockDir: string): Promise<boolean> {
   const seen = await lstat(lockDir, { bigint: true }).catch((err: unknown) => (errnoOf(err) === 'ENOENT' ? null : undefined));
   if (seen === null) return true; // released meanwhile
   if (seen === undefined || Number(seen.mtimeMs) >= Date.now() - STALE_MS) return false;
-  const right = `${lockDir}.${seen.ino}-${seen.mtimeNs}.breaking`;
-  try {
-    await mkdir(right);
-  } catch {
-    return false; // another waiter is breaking it (EEXIST), or this one cannot: wait as for a held lock
-  }
+  const right = await takeRight(`${lockDir}.${seen.ino}-${seen.mtimeNs}.breaking`);
+  if (right === null) return false; // another waiter is breaking it: wait as for a held lock
   try {
     const now = await lstat(lockDir, { bigint: true }).catch(() => null);
     if (now === null) return true;
@@ -169,6 +164,31 @@ async function breakIfAbandoned(lockDir: string): Promise<boolean> {
     await rmdir(right).catch(() => undefined);
   }
 }
+
+/**
+ * The right to break one abandoned lock: the first of `base`.0, `base`.1, … that mkdir creates, which it
+ * gives to exactly one waiter. A right older than STALE_MS belongs to a waiter that died while breaking (a
+ * break takes a few system calls): it is passed over, not removed (two waiters removing it at once could
+ * each take the next one), and stays behind as an empty directory that blocks nothing. Null while a live
+ * waiter holds the current right, or when no right can be made here.
+ */
+async function takeRight(base: string): Promise<string | null> {
+  for (let n = 0; n < MAX_RIGHTS; n++) {
+    const right = `${base}.${n}`;
+    try {
+      await mkdir(right);
+      return right;
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') return null;
+      const held = await lstat(right).catch(() => null);
+      if (held === null || held.mtimeMs >= Date.now() - STALE_MS) return null;
+    }
+  }
+  return null;
+}
+
+/** Rights passed over before a waiter gives up breaking one lock (each is a waiter that died mid-break). */
+const MAX_RIGHTS = 16;
 
 let abandonedBroken = 0;
 

@@ -598,7 +598,9 @@ export class StagedUpload {
     const hex = digest.toString('hex');
     if ((await recordedDigest(this.#root, this.#user, this.name, st)) === hex) return st;
     // A small file has no record: read and hashed (a large one without a record is not, as holdsContent says).
-    return (await holdsContent(this.#root, this.#user, this.name, this.#target, st, this.size, hex)) ? st : null;
+    // A file that cannot be read is not known to hold them: the upload is answered as taken over.
+    const same = await holdsContent(this.#root, this.#user, this.name, this.#target, st, this.size, hex).catch(() => false);
+    return same ? st : null;
   }
 
   /**

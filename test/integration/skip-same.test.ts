@@ -11,6 +11,7 @@ import path from 'node:path';
 import { describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { waitUntil } from '../helpers/lifecycle-util.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -41,6 +42,8 @@ describe('--skip-same (fts upload, download, mput, mget)', function () {
   const onServer = (name: string): string => path.join(server.storage, ALICE.user, name);
   /** Upload audit lines of `file` so far (one per upload that ran, whatever its result). */
   const uploadsOf = (file: string): number => server.lines.filter((l) => l['event'] === 'upload' && l['file'] === file).length;
+  /** Hash audit lines of `file` so far (the comparison asks the server for its digest). */
+  const hashesOf = (file: string): number => server.lines.filter((l) => l['event'] === 'hash' && l['file'] === file).length;
 
   async function ok(args: string[]): Promise<CliResult> {
     const r = await fts(args);
@@ -104,8 +107,11 @@ describe('--skip-same (fts upload, download, mput, mget)', function () {
     await writeFile(path.join(dir, 'up.bin'), data);
     await ok(['upload', 'up.bin', 'd.bin']);
     await ok(['upload', 'up.bin', 'e.bin']);
+    const hashed = hashesOf('d.bin');
     expect((await ok(['download', 'd.bin', '--skip-same'])).out).to.equal(`downloaded d.bin -> d.bin (50000 bytes, sha256 ${sha(data)})\n`);
+    expect(hashesOf('d.bin'), 'no local file: the server is not asked for its digest').to.equal(hashed);
     expect((await ok(['download', 'd.bin', '--skip-same'])).out).to.equal(`skipped d.bin -> d.bin (50000 bytes, sha256 ${sha(data)}): d.bin holds the same bytes\n`);
+    await waitUntil('the hash audit line', () => hashesOf('d.bin') === hashed + 1, 5_000);
     await writeFile(path.join(dir, 'd.bin'), randomBytes(50_000));
     expect((await ok(['download', 'd.bin', '--skip-same'])).out).to.match(/^downloaded d\.bin -> d\.bin /);
     expect(await readFile(path.join(dir, 'd.bin'))).to.deep.equal(data);

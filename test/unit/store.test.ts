@@ -712,6 +712,41 @@ describe('storage', () => {
       expect(leftovers, 'nothing left beside the lock').to.deep.equal([]);
     });
 
+    it('a waiter killed while it broke an abandoned lock does not keep the lock from being broken: its right is passed over', async function () {
+      this.timeout(20_000);
+      const lockDir = `${lockTarget(root, 'alice', 'wedged')}.lock`;
+      await mkdir(lockDir, { recursive: true });
+      const past = new Date(Date.now() - 60_000);
+      await utimes(lockDir, past, past);
+      // What a waiter killed between taking the right to break it and breaking it leaves: its right.
+      const st = await lstat(lockDir, { bigint: true });
+      const right = `${lockDir}.${st.ino}-${st.mtimeNs}.breaking.0`;
+      await mkdir(right);
+      await utimes(right, past, past);
+      setLockWaitSeconds(3);
+      try {
+        expect(await withLock(root, 'alice', 'wedged', async () => 'taken')).to.equal('taken');
+      } finally {
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+      }
+      // A right held by a live waiter (fresh) is respected: the abandoned lock is left to it.
+      await mkdir(lockDir);
+      const later = new Date(Date.now() - 30_000);
+      await utimes(lockDir, later, later);
+      const again = await lstat(lockDir, { bigint: true });
+      const live = `${lockDir}.${again.ino}-${again.mtimeNs}.breaking.0`;
+      await mkdir(live);
+      setLockWaitSeconds(1);
+      try {
+        expect(await codeOf(withLock(root, 'alice', 'wedged', async () => 'taken'))).to.equal('LOCKED');
+      } finally {
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+      }
+      await rm(lockDir, { recursive: true });
+      await rm(live, { recursive: true });
+      await rm(right, { recursive: true });
+    });
+
     it('a lock refreshed within 10 s is not broken: a waiter gets LOCKED once its wait is over', async function () {
       this.timeout(10_000);
       const lockDir = `${lockTarget(root, 'alice', 'held')}.lock`;
