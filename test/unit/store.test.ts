@@ -683,6 +683,16 @@ describe('storage', () => {
   });
 
   describe('locks', () => {
+    /** Runs `fn` with this process's lock wait cut to `seconds`, then puts the default back. */
+    async function waitingAtMost<T>(seconds: number, fn: () => Promise<T>): Promise<T> {
+      setLockWaitSeconds(seconds);
+      try {
+        return await fn();
+      } finally {
+        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
+      }
+    }
+
     it('an abandoned lock (not refreshed for 10 s) is broken by one waiter only: waiters that all saw it never hold the name together', async function () {
       this.timeout(60_000);
       const lockDir = `${lockTarget(root, 'alice', 't')}.lock`;
@@ -723,12 +733,7 @@ describe('storage', () => {
       const right = `${lockDir}.${st.ino}-${st.mtimeNs}.breaking.0`;
       await mkdir(right);
       await utimes(right, past, past);
-      setLockWaitSeconds(3);
-      try {
-        expect(await withLock(root, 'alice', 'wedged', async () => 'taken')).to.equal('taken');
-      } finally {
-        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
-      }
+      expect(await waitingAtMost(3, () => withLock(root, 'alice', 'wedged', async () => 'taken'))).to.equal('taken');
       // A right held by a live waiter (fresh) is respected: the abandoned lock is left to it.
       await mkdir(lockDir);
       const later = new Date(Date.now() - 30_000);
@@ -736,12 +741,7 @@ describe('storage', () => {
       const again = await lstat(lockDir, { bigint: true });
       const live = `${lockDir}.${again.ino}-${again.mtimeNs}.breaking.0`;
       await mkdir(live);
-      setLockWaitSeconds(1);
-      try {
-        expect(await codeOf(withLock(root, 'alice', 'wedged', async () => 'taken'))).to.equal('LOCKED');
-      } finally {
-        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
-      }
+      expect(await waitingAtMost(1, () => codeOf(withLock(root, 'alice', 'wedged', async () => 'taken')))).to.equal('LOCKED');
       await rm(lockDir, { recursive: true });
       await rm(live, { recursive: true });
       await rm(right, { recursive: true });
@@ -754,12 +754,7 @@ describe('storage', () => {
       await mkdir(lockDir, { recursive: true });
       const recent = new Date(Date.now() - 5_000);
       await utimes(lockDir, recent, recent);
-      setLockWaitSeconds(1);
-      try {
-        expect(await codeOf(withLock(root, 'alice', 'held', async () => 'taken'))).to.equal('LOCKED');
-      } finally {
-        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
-      }
+      expect(await waitingAtMost(1, () => codeOf(withLock(root, 'alice', 'held', async () => 'taken')))).to.equal('LOCKED');
       expect((await lstat(lockDir)).isDirectory(), 'the holder\'s lock is still there').to.equal(true);
       await rm(lockDir, { recursive: true });
     });
