@@ -169,15 +169,22 @@ export async function holdLock(root: string, user: string, name: string): Promis
  * verified bytes are kept). The lock wait goes back to its default afterwards.
  */
 export async function whileLocked<T>(root: string, user: string, name: string, fn: () => Promise<T>): Promise<T> {
-  const { DEFAULT_LOCK_WAIT_SECONDS, setLockWaitSeconds } = await import('../../server/storage/locks.js');
-  setLockWaitSeconds(1);
-  try {
+  return withLockWait(1, async () => {
     const release = await holdLock(root, user, name);
     try {
       return await fn();
     } finally {
       await release();
     }
+  });
+}
+
+/** Runs `fn` with this process's lock wait (--lock-timeout) cut to `seconds`, then puts the default back. */
+export async function withLockWait<T>(seconds: number, fn: () => Promise<T>): Promise<T> {
+  const { DEFAULT_LOCK_WAIT_SECONDS, setLockWaitSeconds } = await import('../../server/storage/locks.js');
+  setLockWaitSeconds(seconds);
+  try {
+    return await fn();
   } finally {
     setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
   }

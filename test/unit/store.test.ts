@@ -13,7 +13,7 @@ import { abandonedLocksBroken, DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, set
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
-import { whileLocked } from '../helpers/common.js';
+import { whileLocked, withLockWait } from '../helpers/common.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -683,25 +683,22 @@ describe('storage', () => {
   });
 
   describe('locks', () => {
-    /** Runs `fn` with this process's lock wait cut to `seconds`, then puts the default back. */
-    async function waitingAtMost<T>(seconds: number, fn: () => Promise<T>): Promise<T> {
-      setLockWaitSeconds(seconds);
-      try {
-        return await fn();
-      } finally {
-        setLockWaitSeconds(DEFAULT_LOCK_WAIT_SECONDS);
-      }
+    /** What a holder that stopped refreshing leaves: alice's lock directory of `name`, last refreshed `ageMs` ago. */
+    async function lockLeft(name: string, ageMs: number): Promise<string> {
+      const lockDir = `${lockTarget(root, 'alice', name)}.lock`;
+      await mkdir(lockDir, { recursive: true });
+      const then = new Date(Date.now() - ageMs);
+      await utimes(lockDir, then, then);
+      return lockDir;
     }
 
     it('an abandoned lock (not refreshed for 10 s) is broken by one waiter only: waiters that all saw it never hold the name together', async function () {
       this.timeout(60_000);
-      const lockDir = `${lockTarget(root, 'alice', 't')}.lock`;
       const before = abandonedLocksBroken();
+      let lockDir = '';
       for (let round = 0; round < 20; round++) {
         // What a holder killed by SIGKILL leaves: its lock directory, last refreshed 20 s ago.
-        await mkdir(lockDir, { recursive: true });
-        const past = new Date(Date.now() - 20_000);
-        await utimes(lockDir, past, past);
+        lockDir = await lockLeft('t', 20_000);
         let inside = 0;
         let most = 0;
         let done = 0;
@@ -724,24 +721,20 @@ describe('storage', () => {
 
     it('a waiter killed while it broke an abandoned lock does not keep the lock from being broken: its right is passed over', async function () {
       this.timeout(20_000);
-      const lockDir = `${lockTarget(root, 'alice', 'wedged')}.lock`;
-      await mkdir(lockDir, { recursive: true });
+      const lockDir = await lockLeft('wedged', 60_000);
       const past = new Date(Date.now() - 60_000);
-      await utimes(lockDir, past, past);
       // What a waiter killed between taking the right to break it and breaking it leaves: its right.
       const st = await lstat(lockDir, { bigint: true });
       const right = `${lockDir}.${st.ino}-${st.mtimeNs}.breaking.0`;
       await mkdir(right);
       await utimes(right, past, past);
-      expect(await waitingAtMost(3, () => withLock(root, 'alice', 'wedged', async () => 'taken'))).to.equal('taken');
+      expect(await withLockWait(3, () => withLock(root, 'alice', 'wedged', async () => 'taken'))).to.equal('taken');
       // A right held by a live waiter (fresh) is respected: the abandoned lock is left to it.
-      await mkdir(lockDir);
-      const later = new Date(Date.now() - 30_000);
-      await utimes(lockDir, later, later);
+      await lockLeft('wedged', 30_000);
       const again = await lstat(lockDir, { bigint: true });
       const live = `${lockDir}.${again.ino}-${again.mtimeNs}.breaking.0`;
       await mkdir(live);
-      expect(await waitingAtMost(1, () => codeOf(withLock(root, 'alice', 'wedged', async () => 'taken')))).to.equal('LOCKED');
+      expect(await withLockWait(1, () => codeOf(withLock(root, 'alice', 'wedged', async () => 'taken')))).to.equal('LOCKED');
       await rm(lockDir, { recursive: true });
       await rm(live, { recursive: true });
       await rm(right, { recursive: true });
@@ -749,12 +742,9 @@ describe('storage', () => {
 
     it('a lock refreshed within 10 s is not broken: a waiter gets LOCKED once its wait is over', async function () {
       this.timeout(10_000);
-      const lockDir = `${lockTarget(root, 'alice', 'held')}.lock`;
       // A live holder in another process: its lock directory, refreshed 5 s ago.
-      await mkdir(lockDir, { recursive: true });
-      const recent = new Date(Date.now() - 5_000);
-      await utimes(lockDir, recent, recent);
-      expect(await waitingAtMost(1, () => codeOf(withLock(root, 'alice', 'held', async () => 'taken')))).to.equal('LOCKED');
+      const lockDir = await lockLeft('held', 5_000);
+      expect(await withLockWait(1, () => codeOf(withLock(root, 'alice', 'held', async () => 'taken')))).to.equal('LOCKED');
       expect((await lstat(lockDir)).isDirectory(), 'the holder\'s lock is still there').to.equal(true);
       await rm(lockDir, { recursive: true });
     });
