@@ -3,26 +3,8 @@ import type { Config } from '../config.js';
 import type { PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { guardHandoffs } from './handoff-guard.js';
+import { workerEnv, workerExecArgv } from './worker-flags.js';
 import { relayWorkerOutput, WORKER_STDIO } from './worker-output.js';
-
-/**
- * libuv's thread pool runs every file operation, fsync included. Its default of 4 threads caps a worker at
- * 4 fsyncs in flight, which is what limits parallel publishes of small files; fsync threads mostly sleep
- * in the kernel, so more of them cost little. An operator's UV_THREADPOOL_SIZE wins.
- */
-const WORKER_THREADPOOL_SIZE = '16';
-
-/**
- * glibc gives freed memory at the top of its heap back to the system as soon as 128 KiB are free there, and
- * takes it back on the next allocations, one page fault per page. A worker frees its socket reads (64 KiB
- * each, Node's own) in bursts at every collection, so a transfer kept faulting the same memory back in:
- * 0.4–0.5 s of system time per GiB uploaded, and each fault is expensive on a VM. Keeping 8 MiB of padding
- * at the top of the heap stops that (4 MiB gave half the gain, 16 MiB no more than 8), at the cost of at
- * most 8 MiB per worker that stays resident after a burst. Setting it also fixes glibc's mmap threshold at
- * 128 KiB (no dynamic adjustment), which suits a worker: its large buffers are the payload pool's slabs,
- * allocated once and reused. An operator's MALLOC_TOP_PAD_ wins.
- */
-const WORKER_MALLOC_TOP_PAD = String(8 * 1024 * 1024);
 
 /** A worker that lived less than this counts as a crash-loop failure for the backoff. */
 const HEALTHY_UPTIME_MS = 10_000;
@@ -85,7 +67,7 @@ export class WorkerPool {
   }
 
   start(): void {
-    cluster.setupPrimary({ stdio: [...WORKER_STDIO] });
+    cluster.setupPrimary({ stdio: [...WORKER_STDIO], execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) });
     for (let i = 0; i < this.config.workers; i++) this.fork();
   }
 
@@ -205,8 +187,7 @@ export class WorkerPool {
       // No secret here: a process's initial environment stays readable in /proc/PID/environ for its
       // lifetime. The token secret comes over IPC (fts:init), and so does the port to listen on (portFor).
       FTS_WORKER_CONFIG: JSON.stringify(this.config),
-      UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? WORKER_THREADPOOL_SIZE,
-      MALLOC_TOP_PAD_: process.env['MALLOC_TOP_PAD_'] ?? WORKER_MALLOC_TOP_PAD,
+      ...workerEnv(process.env),
     });
     relayWorkerOutput(worker);
     this.started.set(worker.id, Date.now());
