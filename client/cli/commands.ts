@@ -137,6 +137,25 @@ function remoteName(name: string): string {
 }
 
 /**
+ * mput and mget take each remote name once: two local files with one base name would overwrite each other
+ * on the server (the last upload wins, and both report success), and one name twice would fetch it twice
+ * into one target. Refused before anything is sent.
+ */
+function refuseRepeatedNames(command: string, args: readonly string[], nameOf: (arg: string) => string): void {
+  const seen = new Map<string, string>();
+  for (const arg of args) {
+    const name = nameOf(arg);
+    const earlier = seen.get(name);
+    if (earlier === undefined) {
+      seen.set(name, arg);
+      continue;
+    }
+    const what = earlier === arg ? `${printable(arg)} is given twice` : `${printable(earlier)} and ${printable(arg)} would both be stored as ${printable(name)}`;
+    throw usageError(`${command}: ${what}; each remote name may appear once${command === 'mput' ? ' (fts upload LOCAL NAME stores a file under another name)' : ''}`);
+  }
+}
+
+/**
  * Puts the remote name in front of an error that is about that one file (the server's messages are
  * generic: "no such file"). Fatal and connection-level errors are left alone: they are about the session,
  * and mput/mget print one shared error only once.
@@ -511,8 +530,11 @@ export const COMMANDS: readonly Command[] = [
     maxArgs: Infinity,
     options: ['json', 'skip-same'],
     resilient: true,
+    check(locals) {
+      for (const local of locals) remoteName(path.basename(local));
+      refuseRepeatedNames('mput', locals, (local) => path.basename(local));
+    },
     async run(client, locals, options) {
-      for (const local of locals) remoteName(path.basename(local)); // refuse bad names before sending anything
       const out = await transferOutput(options);
       try {
         await pipelined(
@@ -538,8 +560,11 @@ export const COMMANDS: readonly Command[] = [
     maxArgs: Infinity,
     options: ['dir', 'json', 'skip-same'],
     resilient: true,
-    async run(client, names, options) {
+    check(names) {
       for (const name of names) remoteName(name);
+      refuseRepeatedNames('mget', names, (name) => name);
+    },
+    async run(client, names, options) {
       const dir = options.dir ?? '.';
       await requireDirectory(dir);
       const out = await transferOutput(options);

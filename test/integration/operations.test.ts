@@ -744,6 +744,27 @@ describe('operations through the CLI and the client library', function () {
       expect(stopped.stderr).to.contain('not attempted: absent-16, absent-17, absent-18, absent-19\n');
     });
 
+    it('mput of two files with one base name, or mget of one name twice, exits 2 before anything is sent (one would overwrite the other)', async function () {
+      const src = await freshDir('mput-clash');
+      await mkdir(path.join(src, 'one'));
+      await mkdir(path.join(src, 'two'));
+      await writeFile(path.join(src, 'one', 'clash.txt'), 'first\n');
+      await writeFile(path.join(src, 'two', 'clash.txt'), 'second, longer\n');
+      const put = await fts(['mput', 'one/clash.txt', 'two/clash.txt'], ERIN, { cwd: src });
+      expectExit(put, 2);
+      expect(put.stderr).to.equal('fts: mput: one/clash.txt and two/clash.txt would both be stored as clash.txt; each remote name may appear once (fts upload LOCAL NAME stores a file under another name)\n');
+      const twice = await fts(['mput', 'one/clash.txt', 'one/clash.txt'], ERIN, { cwd: src });
+      expectExit(twice, 2);
+      expect(twice.stderr).to.contain('one/clash.txt is given twice');
+      const c = await client(ERIN);
+      expect((await c.list()).map((e) => e.name), 'nothing was uploaded').to.not.include('clash.txt');
+
+      const get = await fts(['mget', 'm2.bin', 'm3.bin', 'm2.bin', '--dir', src], ERIN);
+      expectExit(get, 2);
+      expect(get.stderr).to.equal('fts: mget: m2.bin is given twice; each remote name may appear once\n');
+      expect(await readdir(src), 'nothing was downloaded').to.have.members(['one', 'two']);
+    });
+
     it('shell: a batch script on stdin runs several commands and exits 0', async function () {
       const dir = await freshDir('shell');
       await writeFile(path.join(dir, 'a.txt'), 'alpha\n');
