@@ -14,7 +14,7 @@
  *      ones under 3 (e.g. permission denied)
  *   2  usage error: unknown command or flag, missing, extra or invalid argument
  *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
- *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server
+ *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server, or at passwd's prompt
  */
 
 import { isIP } from 'node:net';
@@ -26,12 +26,13 @@ import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
 import { formatBans, formatDrainProgress, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
 import { asReloadResult, isBanList, isDiscarded, isPartialList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
-import { asOwnerOf, checkUsername, passwd, PasswdError, readNewPassword, sameFile } from './passwd.js';
+import { asOwnerOf, checkUsername, passwd, PasswdCancelled, PasswdError, readNewPassword, sameFile } from './passwd.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_NO_SERVER = 3;
+const EXIT_INTERRUPTED = 130;
 
 /** How long a command other than drain waits for its final line (restarted by each event line). */
 const REPLY_TIMEOUT_MS = 15_000;
@@ -86,7 +87,7 @@ Exit status:
   1  the server reported an error, the connection broke, or no reply within ${REPLY_TIMEOUT_MS / 1000} s
   2  usage error
   3  no fts-server is running at the socket
-  130  interrupted (Ctrl+C); an interrupted drain goes on in the server`;
+  130  interrupted (Ctrl+C, or Ctrl+D at passwd's prompt); an interrupted drain goes on in the server`;
 }
 
 class UsageError extends Error {}
@@ -201,7 +202,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       // Interrupting fts-admin does not cancel the drain; say so instead of dying silently.
       const onInterrupt = (): void => {
         err('interrupted; the server keeps draining');
-        process.exit(130);
+        process.exit(EXIT_INTERRUPTED);
       };
       process.once('SIGINT', onInterrupt);
       try {
@@ -342,7 +343,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         outcome = await asOwnerOf(path.dirname(usersFile), () => passwd(usersFile, user, password));
       } catch (e) {
         // Paths in these messages may come from links someone else planted: escaped for the terminal.
-        if (e instanceof PasswdError) throw new CommandFailed(safeText(e.message, false), EXIT_FAILED);
+        if (e instanceof PasswdError) throw new CommandFailed(safeText(e.message, false), e instanceof PasswdCancelled ? EXIT_INTERRUPTED : EXIT_FAILED);
         throw e;
       }
       const shown = safeText(usersFile, false);

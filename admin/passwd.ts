@@ -6,6 +6,7 @@ import { deriveVerifier, errnoOf, errnoReason, formatVerifier, isValidUsername }
 import { decodeStrictUtf8 } from '../protocol/strict-utf8.js';
 import lockfile from 'proper-lockfile';
 import { promptHidden } from '../client/cli/password.js';
+import { EXIT_INTERRUPTED, exitCodeFor } from '../client/cli/report.js';
 
 /**
  * `fts-admin passwd USER`: writes a SCRAM-SHA-256 verifier for USER into the users file, replacing the
@@ -18,12 +19,26 @@ export class PasswdError extends Error {
   override name = 'PasswdError';
 }
 
+/** Ctrl+C or Ctrl+D at the password prompt: abandoned, not failed (exit 130). */
+export class PasswdCancelled extends PasswdError {
+  override name = 'PasswdCancelled';
+}
+
+async function askHidden(prompt: string): Promise<string> {
+  try {
+    return await promptHidden(prompt);
+  } catch (e) {
+    if (exitCodeFor(e) === EXIT_INTERRUPTED) throw new PasswdCancelled('password entry cancelled; nothing changed');
+    throw e;
+  }
+}
+
 /** The new password: asked twice without echo on a terminal, else the first line of stdin (for scripts). */
 export async function readNewPassword(user: string): Promise<string> {
   let password: string;
   if (process.stdin.isTTY === true) {
-    password = await promptHidden(`New password for ${user}: `);
-    const again = await promptHidden('Repeat it: ');
+    password = await askHidden(`New password for ${user}: `);
+    const again = await askHidden('Repeat it: ');
     if (again !== password) throw new PasswdError('the passwords do not match; nothing changed');
   } else {
     const chunks: Buffer[] = [];

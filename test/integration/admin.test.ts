@@ -4,6 +4,7 @@
  * operator runs it; the server's side is observed through real client connections and its storage.
  */
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +19,7 @@ import { exists, freePort, leaveStaleSocket, publishedSha256, sleep, waitUntil }
 import { FaultProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type ServerOptions } from '../helpers/server.js';
-import { REPO_ROOT } from '../helpers/paths.js';
+import { ADMIN_CLI, REPO_ROOT } from '../helpers/paths.js';
 import { describeProc, modeOf, runAdminIn, runPasswd, snapshot, writeWithMode } from '../helpers/tls-procs.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -348,6 +349,31 @@ describe('fts-admin (end to end)', function () {
       expect(r.code, describeProc('passwd', r)).to.equal(2);
       expect(r.stderr).to.include("as root, name the service's admin socket");
       expect(await readdir(dir)).to.deep.equal([]);
+    });
+
+    it('Ctrl+C or Ctrl+D at the password prompt (a terminal, through script(1)): exit 130, one line, nothing written', async () => {
+      const dir = await scratch('fts-passwd-cancel-');
+      const file = path.join(dir, 'users.txt');
+      await writeWithMode(file, 'bob:old\n', 0o600);
+      for (const key of ['\u0003', '\u0004']) {
+        const command = [process.execPath, ADMIN_CLI, '--socket', path.join(dir, 'no-server.sock'), 'passwd', 'bob', '--users', file].map((a) => `'${a}'`).join(' ');
+        const child = spawn('script', ['-qefc', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+        const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+        try {
+          await waitUntil('the prompt', () => output.includes('New password for bob: '), 15_000);
+          child.stdin.write(key);
+          const code = await Promise.race([exited, sleep(15_000).then(() => 'timeout' as const)]);
+          expect(code, `${JSON.stringify(key)}: ${JSON.stringify(output)}`).to.equal(130);
+        } finally {
+          child.stdin.end();
+          if (child.exitCode === null) child.kill('SIGKILL');
+        }
+        expect(output, JSON.stringify(key)).to.include('fts-admin: password entry cancelled; nothing changed');
+        expect(output, 'no stack trace').to.not.include('    at ');
+        expect(await readFile(file, 'utf8')).to.equal('bob:old\n');
+      }
     });
 
     it('refuses a users file that is not UTF-8 (a rewrite would change another password for good): exit 1, the line named, the file unchanged', async () => {
