@@ -243,12 +243,17 @@ export function parseRequest(h: Header): Request {
     case 'offset': {
       if ((h['sha256'] === undefined) === (h['version'] === undefined)) throw bad('"offset" needs exactly one of "sha256" and "version"');
       const tag: UploadTag = h['sha256'] !== undefined ? { sha256: hex64(h, 'sha256') } : { version: hex64(h, 'version') };
-      return { op, id, name: name(h), size: size(h, 'size'), tag };
+      // Every malformed field is reported before an illegal name (§6), as for an upload.
+      const total = size(h, 'size');
+      return { op, id, name: name(h), size: total, tag };
     }
     case 'download': {
-      const req: Request = { op, id, name: name(h), offset: size(h, 'offset', 0) };
-      if (h['ifSize'] !== undefined) req.ifSize = size(h, 'ifSize');
-      if (h['ifMtime'] !== undefined) req.ifMtime = size(h, 'ifMtime');
+      const offset = size(h, 'offset', 0);
+      const ifSize = h['ifSize'] === undefined ? undefined : size(h, 'ifSize');
+      const ifMtime = h['ifMtime'] === undefined ? undefined : size(h, 'ifMtime');
+      const req: Request = { op, id, name: name(h), offset };
+      if (ifSize !== undefined) req.ifSize = ifSize;
+      if (ifMtime !== undefined) req.ifMtime = ifMtime;
       return req;
     }
     case 'view':
@@ -262,6 +267,7 @@ export function parseRequest(h: Header): Request {
     case 'rename': {
       const overwrite = h['overwrite'] === undefined ? false : h['overwrite'];
       if (typeof overwrite !== 'boolean') throw bad('"overwrite" must be a boolean');
+      str(h, 'to'); // a missing or non-string "to" is BAD_REQUEST, before an illegal "name" is BAD_NAME (§6.9)
       return { op, id, name: name(h), to: name(h, 'to'), overwrite };
     }
     case 'list': {

@@ -231,6 +231,18 @@ describe('protocol messages', function () {
       ['rename without to', { op: 'rename', id: 10, name: 'a' }, 'BAD_REQUEST'],
       ['rename with numeric to', { op: 'rename', id: 10, name: 'a', to: 1 }, 'BAD_REQUEST'],
       ['rename with non-boolean overwrite', { op: 'rename', id: 10, name: 'a', to: 'b', overwrite: 'yes' }, 'BAD_REQUEST'],
+      // §6: a malformed or missing field is named before an illegal name (which earns a penalty point)
+      ['rename with an illegal name and no to', { op: 'rename', id: 10, name: 'a/b' }, 'BAD_REQUEST'],
+      ['rename with an illegal name and a numeric to', { op: 'rename', id: 10, name: 'a/b', to: 5 }, 'BAD_REQUEST'],
+      ['rename with an illegal name and a non-boolean overwrite', { op: 'rename', id: 10, name: 'a/b', to: 'b', overwrite: 'yes' }, 'BAD_REQUEST'],
+      ['download with an illegal name and a string offset', { op: 'download', id: 3, name: 'a/b', offset: 'x' }, 'BAD_REQUEST'],
+      ['download with an illegal name and a string ifSize', { op: 'download', id: 3, name: 'a/b', ifSize: 'x' }, 'BAD_REQUEST'],
+      ['download with an illegal name and a negative ifMtime', { op: 'download', id: 3, name: 'a/b', ifMtime: -1 }, 'BAD_REQUEST'],
+      ['offset with an illegal name and no size', { op: 'offset', id: 9, name: 'a/b', sha256: SHA }, 'BAD_REQUEST'],
+      ['offset with an illegal name and a string size', { op: 'offset', id: 9, name: 'a/b', size: '3', sha256: SHA }, 'BAD_REQUEST'],
+      ['offset with an illegal name and a bad sha256', { op: 'offset', id: 9, name: 'a/b', size: 3, sha256: 'x' }, 'BAD_REQUEST'],
+      ['hash with an illegal name and a non-boolean read', { op: 'hash', id: 1, name: 'a/b', read: 'x' }, 'BAD_REQUEST'],
+      ['upload with an illegal name and a missing sha256', { op: 'upload', id: 2, name: 'a/b', size: 1 }, 'BAD_REQUEST'],
       // sha256
       ['sha256 63 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA.slice(1) }, 'BAD_REQUEST'],
       ['sha256 65 digits', { op: 'upload', id: 2, name: 'a', size: 1, sha256: SHA + '0' }, 'BAD_REQUEST'],
