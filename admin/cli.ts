@@ -60,7 +60,7 @@ Commands:
   kick-user USER         end every session of USER (exit 1 if there is none)
   restart-workers        replace the worker processes one at a time
   bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
-  unban ADDRESS          lift the ban on ADDRESS and forget its penalty points
+  unban ADDRESS          lift the ban on ADDRESS and forget its penalty points (also when it is not banned)
   usage [--json]         what every user stores (files and unfinished uploads) against their quota
   partials [--json]      every user's unfinished uploads (kept for a resume): name, bytes, times, key
   discard USER KEY       remove one of USER's unfinished uploads, by the key 'partials' shows
@@ -302,8 +302,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       const raw = inv.args[0] ?? '';
       if (isIP(raw) === 0) throw new UsageError(`invalid address '${safeText(raw)}' (expected an IPv4 or IPv6 address, as listed by 'bans')`);
       const address = canonicalIp(raw);
-      await call(inv, { cmd: 'unban', address });
-      out(`unbanned ${address}`);
+      const result = await call(inv, { cmd: 'unban', address });
+      // An older server replies with no result: it lifts bans only.
+      const lifted = typeof result === 'object' && result !== null ? (result as { banned?: unknown; points?: unknown }) : {};
+      if (lifted.banned === false && typeof lifted.points === 'number') out(`${address} was not banned; forgot its ${lifted.points} penalty points`);
+      else out(`unbanned ${address}`);
     },
   },
 

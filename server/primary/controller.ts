@@ -143,14 +143,17 @@ export class Controller {
           reply({ ok: false, error: `${req.user}: ${(err as Error).message}`, ...(err instanceof FtsError ? { code: err.code } : {}) });
         }
         return;
-      case 'unban':
-        if (!this.gate.unban(req.address, Date.now())) {
-          reply({ ok: false, error: `${req.address} is not banned` });
+      case 'unban': {
+        const lifted = this.gate.unban(req.address, Date.now());
+        if (lifted === null) {
+          reply({ ok: false, error: `${req.address} is not banned and has no penalty points` });
           return;
         }
-        this.log.warn({ event: 'unban', ip: req.address }, `ban on ${req.address} lifted by fts-admin unban`);
-        reply({ ok: true });
+        if (lifted.banned) this.log.warn({ event: 'unban', ip: req.address }, `ban on ${req.address} lifted by fts-admin unban`);
+        else this.log.warn({ event: 'unban', ip: req.address, points: lifted.points }, `penalty points of ${req.address} (${lifted.points}, not banned) forgotten by fts-admin unban`);
+        reply({ ok: true, result: lifted });
         return;
+      }
       case 'restart-workers':
         if (this.draining || this.restarting) {
           reply({ ok: false, error: this.draining ? 'the server is draining' : 'a rolling restart is already running' });

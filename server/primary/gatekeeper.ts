@@ -90,12 +90,16 @@ export class Gatekeeper {
 
   /**
    * Lifts the ban on `ip` and forgets its penalty points (fts-admin unban), so its next failed login
-   * starts from nothing. False when it was not banned.
+   * starts from nothing and without a delay. An address that is not banned but has points (its failed
+   * logins are answered ever more slowly) is forgiven too. Null when it had neither.
    */
-  unban(ip: string, now: number): boolean {
-    const banned = (this.scores.get(ip)?.bannedUntil ?? 0) > now;
-    if (banned) this.scores.delete(ip);
-    return banned;
+  unban(ip: string, now: number): { banned: boolean; points: number } | null {
+    const score = this.scores.get(ip);
+    if (score === undefined) return null;
+    expire(score, now - this.limits.banWindowMs);
+    const banned = score.bannedUntil > now;
+    this.scores.delete(ip);
+    return banned || score.total > 0 ? { banned, points: banned ? 0 : score.total } : null;
   }
 
   admit(id: string, ip: string, worker: number, now: number): Admission {

@@ -341,7 +341,7 @@ describe('Gatekeeper (unit)', function () {
       expect(g.penalty('10.0.0.1', 1, T0 + 60_000).banned, 'and no longer once the ban is over').to.equal(false);
     });
 
-    it('bans() lists the banned addresses, longest left first; unban() lifts a ban with its points, and only a ban', function () {
+    it('bans() lists the banned addresses, longest left first; unban() lifts a ban with its points, or forgets the points of an address not banned', function () {
       const g = new Gatekeeper(limits({ banThreshold: 4, banDurationMs: 60_000 }), noRandom);
       g.penalty('10.0.0.1', 4, T0);
       g.penalty('2001:db8::1', 4, T0 + 10_000);
@@ -350,13 +350,14 @@ describe('Gatekeeper (unit)', function () {
         { address: '2001:db8::1', secondsLeft: 60 },
         { address: '10.0.0.1', secondsLeft: 50 },
       ]);
-      expect(g.unban('10.0.0.3', T0 + 10_000), 'not banned').to.equal(false);
-      expect(g.unban('10.0.0.9', T0 + 10_000), 'unknown').to.equal(false);
-      expect(g.unban('10.0.0.1', T0 + 10_000)).to.equal(true);
+      expect(g.unban('10.0.0.3', T0 + 10_000), 'not banned, with points').to.deep.equal({ banned: false, points: 2 });
+      expect(g.penalty('10.0.0.3', 2, T0 + 10_001).delayMs, 'its next failure starts from nothing').to.equal(1_000);
+      expect(g.unban('10.0.0.9', T0 + 10_000), 'unknown').to.equal(null);
+      expect(g.unban('10.0.0.1', T0 + 10_000)).to.deep.equal({ banned: true, points: 0 });
       expect(g.admit('a', '10.0.0.1', 1, T0 + 10_000).ok).to.equal(true);
       expect(g.penalty('10.0.0.1', 2, T0 + 10_001).banned, 'its points went with the ban').to.equal(false);
       expect(g.bans(T0 + 10_001).map((b) => b.address)).to.deep.equal(['2001:db8::1']);
-      expect(g.unban('2001:db8::1', T0 + 70_000), 'expired').to.equal(false);
+      expect(g.unban('2001:db8::1', T0 + 70_000), 'expired').to.equal(null);
       expect(g.bans(T0 + 70_000)).to.deep.equal([]);
     });
 
