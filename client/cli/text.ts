@@ -48,9 +48,20 @@ export function splitWords(line: string): string[] {
 const hex = (b: number): string => `\\x${b.toString(16).padStart(2, '0')}`;
 
 /**
+ * The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069). In a file's
+ * text they reorder what a terminal shows of the characters after them, so that shown text differs from
+ * the bytes (Trojan Source, CVE-2021-42574). Other format characters (the zero-width joiners, the
+ * left-to-right and right-to-left marks) are part of ordinary Arabic, Persian or emoji text and stay.
+ */
+function isBidiControl(cp: number): boolean {
+  return (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/**
  * Bytes as text for a terminal: valid UTF-8 passes through, except control characters (C0, DEL and the C1
  * range U+0080–U+009F, which some terminals obey as escape sequences); those and every byte of invalid
- * UTF-8 become \xNN. Newline and tab are kept so that text files still read as text.
+ * UTF-8 become \xNN, and the bidirectional controls (isBidiControl) become \u{…}, as in listings. Newline
+ * and tab are kept so that text files still read as text.
  */
 export function escapeForTerminal(bytes: Uint8Array): string {
   let out = '';
@@ -70,6 +81,7 @@ export function escapeForTerminal(bytes: Uint8Array): string {
     }
     const cp = decodeCodePoint(bytes, i, n);
     if (cp >= 0x80 && cp <= 0x9f) for (let k = 0; k < n; k++) out += hex(bytes[i + k]!);
+    else if (isBidiControl(cp)) out += `\\u{${cp.toString(16).padStart(4, '0')}}`;
     else out += String.fromCodePoint(cp);
     i += n;
   }

@@ -40,4 +40,10 @@ describe('CLI text for terminals', function () {
     expect(escapeForTerminal(Buffer.from([0x1b, 0x5b, 0x33, 0x31, 0x6d, 0x7f]))).to.equal('\\x1b[31m\\x7f');
     expect(escapeForTerminal(Buffer.from([0xc2, 0x9b, 0xff, 0x41]))).to.equal('\\xc2\\x9b\\xffA');
   });
+
+  it('escapeForTerminal shows the bidirectional controls as \\u{…} (they reorder what follows: Trojan Source), and keeps joiners and marks of ordinary text', function () {
+    expect(escapeForTerminal(Buffer.from('if (a) {\u202E } \u2066x\u2069\u202A\u202D'))).to.equal('if (a) {\\u{202e} } \\u{2066}x\\u{2069}\\u{202a}\\u{202d}');
+    const ordinary = 'می\u200Cخواهم \u200F\u200E 👩\u200D💻 \uFEFF\u00AD';
+    expect(escapeForTerminal(Buffer.from(ordinary))).to.equal(ordinary);
+  });
 });
