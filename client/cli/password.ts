@@ -16,7 +16,12 @@ export async function obtainPassword(passwordFile: string | undefined, user: str
   if (passwordFile !== undefined) return readPasswordFile(passwordFile);
   const fromEnv = process.env['FTS_PASSWORD'];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
-  if (process.stdin.isTTY === true) return promptHidden(`Password for ${user}: `);
+  if (process.stdin.isTTY === true) {
+    const typed = await promptHidden(`Password for ${user}: `);
+    // No account has an empty password: sending one would only count as a failed login against this address.
+    if (typed === '') throw usageError('no password entered');
+    return typed;
+  }
   throw usageError(NO_PASSWORD_HELP);
 }
 
@@ -30,6 +35,7 @@ async function readPasswordFile(file: string): Promise<string> {
   const newline = text.indexOf('\n');
   let line = newline === -1 ? text : text.slice(0, newline);
   if (line.endsWith('\r')) line = line.slice(0, -1); // a file written on Windows
+  if (line === '') throw usageError(`password file ${file}: its first line is empty (it must hold the password)`);
   return line;
 }
 

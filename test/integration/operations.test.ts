@@ -392,6 +392,23 @@ describe('operations through the CLI and the client library', function () {
       const missing = await fts(['ls', '--password-file', path.join(dir, 'absent')], ALICE);
       expectExit(missing, 2);
       expect(missing.stderr).to.match(/^fts: cannot read password file .*absent: /);
+      // An empty first line is no password (no account has one): refused before connecting, not sent as a
+      // failed login that counts toward a ban.
+      for (const text of ['', '\n', '\r\nsecond\n']) {
+        const emptyFile = path.join(dir, 'empty');
+        await writeFile(emptyFile, text, { mode: 0o600 });
+        const empty = await fts(['ls', '--password-file', emptyFile], ALICE, { port: 1 });
+        expectExit(empty, 2);
+        expect(empty.stderr, JSON.stringify(text)).to.equal(`fts: password file ${emptyFile}: its first line is empty (it must hold the password)\n`);
+      }
+    });
+
+    it('a user name no server accepts exits 2 before connecting (not a failed login)', async function () {
+      for (const user of ['bad/user', '.hidden', '-dash', 'x'.repeat(65), 'sp ace']) {
+        const r = await runCli(['ls'], { port: 1, password: 'whatever', cwd: work, env: { FTS_USER: user } });
+        expectExit(r, 2);
+        expect(r.stderr, user).to.match(/^fts: invalid user name .*: 1 to 64 of A-Z a-z 0-9 _ \. -, not starting with \. or -\n$/);
+      }
     });
 
     it('FTS_TLS takes 1/true or 0/false, anything else exits 2 before any connection; --ca must hold a certificate', async function () {
