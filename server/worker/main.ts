@@ -210,7 +210,7 @@ export async function runWorker(config: Config): Promise<void> {
     });
   };
   server.on('error', (err: NodeJS.ErrnoException) => {
-    const reason = `cannot listen on ${config.host}:${port}: ${errnoWords(err)}`;
+    const reason = `cannot listen on ${config.host}:${port}: ${errnoReason(err)}`;
     log.fatal({ err }, reason);
     process.exitCode = 1;
     // The primary prints the reason before it exits; exit once the message is on its way.

@@ -307,7 +307,7 @@ describe('fts-server startup with bad inputs', function () {
     try {
       const port = String((holder.address() as net.AddressInfo).port);
       const line = expectQuickFailure(await runServerOnce(withFlag('--port', port)), 1);
-      expect(line).to.equal(`fts-server: cannot listen on 127.0.0.1:${port}: the port is in use`);
+      expect(line).to.equal(`fts-server: cannot listen on 127.0.0.1:${port}: the port is in use (EADDRINUSE)`);
     } finally {
       await new Promise((resolve) => holder.close(resolve));
     }
