@@ -3,7 +3,7 @@
  * Knows nothing about commands beyond the framing rules in protocol/admin.ts; the CLI interprets results.
  */
 
-import { lstatSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { AdminLineDecoder, encodeAdminLine, errnoOf, type AdminEvent, type AdminFinal, type AdminRequest } from '../protocol/index.js';
 
@@ -35,9 +35,23 @@ const NO_SERVER_CODES: Readonly<Record<string, string>> = {
   ENOTSOCK: 'not a socket',
 };
 
+/**
+ * Linux answers a connect to a path that is not a socket (a file, a directory) with ECONNREFUSED, which
+ * reads as a server that died: say what the path is instead.
+ */
+function notASocket(socketPath: string): string | undefined {
+  try {
+    const st = statSync(socketPath); // through a link, as connect goes
+    if (st.isSocket()) return undefined;
+    return `${st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : 'a special file'}, not a socket`;
+  } catch {
+    return undefined;
+  }
+}
+
 function connectFailure(socketPath: string, err: unknown): AdminClientError {
   const code = errnoOf(err);
-  const reason = code === undefined ? undefined : NO_SERVER_CODES[code];
+  const reason = code === undefined ? undefined : code === 'ECONNREFUSED' ? (notASocket(socketPath) ?? NO_SERVER_CODES[code]) : NO_SERVER_CODES[code];
   if (reason !== undefined) {
     return new AdminClientError('no-server', `no fts-server is running at ${socketPath} (${reason})`, code);
   }

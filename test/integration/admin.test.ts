@@ -939,7 +939,14 @@ describe('fts-admin (end to end)', function () {
       await leaveStaleSocket(stale);
       const r = await runAdmin(stale, ['status'], 15_000);
       expect(r.code, r.stderr).to.equal(3);
-      expect(r.stderr).to.match(/no fts-server is running/);
+      expect(r.stderr).to.equal(`fts-admin: no fts-server is running at ${stale} (connection refused)\n`);
+      // Linux refuses a connect to a file or a directory as it refuses a dead socket: the message says which.
+      const file = path.join(dir, 'users.txt');
+      await writeFile(file, 'x:y\n');
+      for (const [where, what] of [[file, 'a regular file'], [dir, 'a directory']] as const) {
+        const wrong = await runAdmin(where, ['status'], 15_000);
+        expect([wrong.code, wrong.stderr]).to.deep.equal([3, `fts-admin: no fts-server is running at ${where} (${what}, not a socket)\n`]);
+      }
     });
 
     it('a socket owned by another user is not the server\'s: exit 1, nothing sent to it (the server makes its socket as its own user)', async function () {
