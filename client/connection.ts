@@ -522,7 +522,9 @@ export class FtsConnection {
 
   private failFraming(err: unknown): void {
     const e = asFtsError(err, 'PROTOCOL_ERROR');
-    this.fail(new FtsError(e.code, `${this.address} sent a malformed frame: ${e.message}`, {}, { cause: e }));
+    // Before any greeting, bytes that are not a frame mean another kind of server (HTTP, SSH, SMTP…).
+    const what = this.phase === 'greeting' ? `${this.address} is not an fts server (what it sent first is not an fts frame: ${e.message})` : `${this.address} sent a malformed frame: ${e.message}`;
+    this.fail(new FtsError(e.code, what, {}, { cause: e }));
   }
 
   private onGreeting(frame: Frame): void {

@@ -532,6 +532,20 @@ describe('operations through the CLI and the client library', function () {
       expect(r.stderr).to.contain('password');
     });
 
+    it('a port where another kind of server answers (HTTP) exits 1 saying it is not an fts server', async function () {
+      const http = net.createServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n'));
+      await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+      try {
+        const address = http.address();
+        const port = typeof address === 'object' && address !== null ? address.port : 0;
+        const r = await runCli(['ls'], { port, user: 'alice', password: ALICE.password, cwd: work });
+        expectExit(r, 1);
+        expect(r.stderr).to.match(new RegExp(`^fts: 127\\.0\\.0\\.1:${port} is not an fts server \\(what it sent first is not an fts frame: `));
+      } finally {
+        await new Promise<void>((resolve) => http.close(() => resolve()));
+      }
+    });
+
     it('connection refused exits 1', async function () {
       const probe = net.createServer();
       await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
