@@ -33,7 +33,7 @@ export const ERROR_CODES = {
   IDLE_TIMEOUT: { fatal: true, exit: 1, message: 'session idle for too long' },
   TRANSFER_STALLED: { fatal: true, exit: 1, message: 'no transfer progress for too long' },
   TOO_MANY_CONNECTIONS: { fatal: true, exit: 1, message: 'connection limit reached' },
-  RATE_LIMITED: { fatal: true, exit: 1, message: 'too many failures from this address; try later' },
+  RATE_LIMITED: { fatal: true, exit: 1, message: 'this address is banned after too many failures' },
   KICKED: { fatal: true, exit: 1, message: 'session ended by an administrator' },
   TLS_REQUIRED: { fatal: true, exit: 1, message: 'this server requires TLS; connect with TLS (fts --tls)' },
   INTERNAL: { fatal: false, exit: 1, message: 'internal server error' },

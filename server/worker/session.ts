@@ -223,7 +223,9 @@ export class Session {
       this.log.info({ event: 'rejected', reason: admission.reason }, 'connection refused');
       const code = admission.reason === 'banned' ? 'RATE_LIMITED' : 'TOO_MANY_CONNECTIONS';
       const retry = admission.retryAfterSeconds;
-      this.sendFrame(encodeHeader({ status: 'bye', code, message: `${new FtsError(code).message} (${admission.reason})`, ...(retry ? { retryAfter: retry } : {}) }));
+      // The ban needs no reason in words; a connection limit says which one it was.
+      const message = code === 'RATE_LIMITED' ? new FtsError(code).message : `${new FtsError(code).message} (${admission.reason})`;
+      this.sendFrame(encodeHeader({ status: 'bye', code, message, ...(retry ? { retryAfter: retry } : {}) }));
       this.phase = 'closed';
       this.source.dispose();
       this.socket.end();

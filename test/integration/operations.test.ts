@@ -461,7 +461,7 @@ describe('operations through the CLI and the client library', function () {
           const r = await run(ALICE.password);
           return r.code === 1 ? r : undefined;
         }, 10_000, 100);
-        expect(banned.stderr).to.match(/^fts: too many failures from this address; try later \(banned\); try again in (\d+) s \(RATE_LIMITED\)\n$/);
+        expect(banned.stderr).to.match(/^fts: this address is banned after too many failures; try again in (\d+) s \(RATE_LIMITED\)\n$/);
         const seconds = Number(/try again in (\d+) s/.exec(banned.stderr)?.[1]);
         expect(seconds).to.be.within(590, 600);
       } finally {
