@@ -219,11 +219,15 @@ export class UserStore {
     this.#maxFileSize = maxFileSize;
   }
 
-  /** FILE_TOO_LARGE when a file of `size` bytes is more than the server accepts (--max-file-size). */
-  #fitsMaxFileSize(name: string, size: number): void {
+  /**
+   * FILE_TOO_LARGE when a file of `size` bytes is more than the server accepts (--max-file-size). For an
+   * unsized upload `size` is only what had arrived when it passed the limit, not the stream's length.
+   */
+  #fitsMaxFileSize(name: string, size: number, unsized = false): void {
     const max = this.#maxFileSize;
     if (max !== null && size > max) {
-      throw new FtsError('FILE_TOO_LARGE', `${name}: ${size} bytes is more than the largest file this server accepts (${max} bytes)`, { size, maxFileSize: max });
+      const what = unsized ? `the stream passed the largest file this server accepts (${max} bytes): stopped after ${size} bytes` : `${size} bytes is more than the largest file this server accepts (${max} bytes)`;
+      throw new FtsError('FILE_TOO_LARGE', `${name}: ${what}`, { size, maxFileSize: max });
     }
   }
 
@@ -312,7 +316,7 @@ export class UserStore {
     const room = async (total: number): Promise<void> => {
       // Its size is known only at its end: refused once its bytes pass the limit, before they are staged
       // (at every chunk: the room taken ahead, in doubling steps, may reach past the limit).
-      this.#fitsMaxFileSize(name, total);
+      this.#fitsMaxFileSize(name, total, true);
       if (total <= granted) return;
       try {
         await take(total);
