@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
@@ -102,6 +104,99 @@ function reportCompromised(error: Error, lockfile?: string): void {
   }
 }
 
+/** A lock directory this process made and holds: which directory it is, and since when (monotonic ms). */
+interface HeldLock {
+  ino: number;
+  /** Its birth time (statx), 0 where the file system does not keep one. */
+  birthMs: number;
+  since: number;
+}
+
+/**
+ * proper-lockfile releases a lock with a plain rmdir of its path. A holder stalled for more than STALE_MS
+ * (SIGSTOP, a VM paused, swap) may have had its lock broken and taken by another process meanwhile; if its
+ * operation ends before its refresh timer notices, that rmdir removed the successor's lock, silently, and a
+ * third operation could then run beside the successor (found by a chaos run). So the file system calls
+ * proper-lockfile makes go through LOCK_FS, which remembers the directory each lock made (from the stat
+ * that follows its mkdir) and removes it only if it is still that directory. Only a lock held for half of
+ * STALE_MS or more can have been broken, so a quick operation pays nothing extra.
+ */
+const held = new Map<string, HeldLock>();
+const justMade = new Set<string>();
+
+type Callback<T = void> = (err: NodeJS.ErrnoException | null, value?: T) => void;
+
+function notOurs(lockPath: string, why: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${lockPath}: ${why} while this process held it, stalled for ${STALE_MS / 1000} s or more (another process broke it as abandoned); left as it is`), { code: 'ENOTOURS' });
+}
+
+/** The lock this process made at `lockPath`, if it held it long enough to have been broken meanwhile. */
+function heldLong(lockPath: string): HeldLock | undefined {
+  const mine = held.get(lockPath);
+  held.delete(lockPath);
+  return mine !== undefined && performance.now() - mine.since >= STALE_MS / 2 ? mine : undefined;
+}
+
+function sameLock(mine: HeldLock, st: fs.Stats): boolean {
+  return st.ino === mine.ino && (mine.birthMs === 0 || st.birthtimeMs === mine.birthMs);
+}
+
+function removeIfOurs(lockPath: string, callback: Callback): void {
+  const mine = heldLong(lockPath);
+  if (mine === undefined) {
+    fs.rmdir(lockPath, callback);
+    return;
+  }
+  fs.lstat(lockPath, (err, st) => {
+    if (err) {
+      callback(err.code === 'ENOENT' ? notOurs(lockPath, 'the lock was removed') : err);
+      return;
+    }
+    if (!sameLock(mine, st)) {
+      callback(notOurs(lockPath, 'the lock was replaced by another holder\'s'));
+      return;
+    }
+    fs.rmdir(lockPath, callback);
+  });
+}
+
+/**
+ * The file system proper-lockfile uses (its `fs` option): node's, with lock removal guarded (removeIfOurs).
+ * Not frozen: proper-lockfile caches the file system's mtime precision on this object.
+ */
+const LOCK_FS = {
+  realpath: fs.realpath,
+  utimes: fs.utimes,
+  mkdir(lockPath: string, callback: Callback): void {
+    fs.mkdir(lockPath, (err) => {
+      if (err === null) justMade.add(lockPath);
+      callback(err);
+    });
+  },
+  stat(file: string, callback: Callback<fs.Stats>): void {
+    fs.stat(file, (err, st) => {
+      if (err === null && justMade.delete(file)) held.set(file, { ino: st.ino, birthMs: st.birthtimeMs, since: performance.now() });
+      callback(err, st);
+    });
+  },
+  rmdir: removeIfOurs,
+  /** proper-lockfile's exit handler removes the locks still held when the process exits. */
+  rmdirSync(lockPath: string): void {
+    const mine = heldLong(lockPath);
+    if (mine !== undefined) {
+      const st = fs.lstatSync(lockPath, { throwIfNoEntry: false });
+      if (st === undefined || !sameLock(mine, st)) return;
+    }
+    fs.rmdirSync(lockPath);
+  },
+};
+
+/** Forgets what LOCK_FS knew of `lockPath`, however its release went. */
+function forgetHeld(lockPath: string): void {
+  held.delete(lockPath);
+  justMade.delete(lockPath);
+}
+
 /**
  * The shared options. `lockfilePath` is the only per-call addition (it depends on the target), and
  * withLock adds a per-call onCompromised only so the report can say which lock it was.
@@ -114,6 +209,7 @@ export const LOCK_OPTIONS = Object.freeze({
   update: UPDATE_MS,
   realpath: false,
   retries: 0,
+  fs: LOCK_FS,
   onCompromised: (err: Error): void => reportCompromised(err),
 });
 
@@ -127,6 +223,7 @@ async function acquire(target: string, lockfilePath: string, deadline: number): 
     try {
       return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
     } catch (err) {
+      forgetHeld(lockfilePath); // a directory made, then given up (its probe failed), is not held
       if (errnoOf(err) !== 'ELOCKED' || Date.now() >= deadline) throw err;
       // At once after a break, but not twice in a row: a file system that keeps disagreeing with itself (an
       // attribute cache) must not turn the wait into a busy loop.
@@ -230,9 +327,12 @@ async function lockedUntil<T>(root: string, user: string, name: string, deadline
     try {
       await release();
     } catch (err) {
-      // ERELEASED: it was compromised and already reported. Anything else leaves a lock directory that
-      // goes stale after `stale` ms; not worth failing an operation that has already succeeded.
+      // ERELEASED: it was compromised and already reported. ENOTOURS: it was broken while we stalled, and
+      // the directory there now is someone else's (removeIfOurs). Anything else leaves a lock directory
+      // that goes stale after STALE_MS; not worth failing an operation that has already succeeded.
       if (errnoOf(err) !== 'ERELEASED') reportCompromised(err instanceof Error ? err : new Error(String(err)), lockfilePath);
+    } finally {
+      forgetHeld(lockfilePath);
     }
   }
 }

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -765,6 +766,41 @@ describe('storage', () => {
         expect(result).to.equal('done');
         expect(events).to.have.length(1);
         expect(events[0]?.lockfile).to.equal(lockDir);
+      } finally {
+        off();
+      }
+    });
+
+    it("a holder that stalled while its lock was broken and taken (SIGSTOP, a paused VM) leaves the new holder's lock in place and reports it (regression)", async function () {
+      this.timeout(60_000);
+      const events: LockCompromise[] = [];
+      const off = onLockCompromised((e) => events.push(e));
+      const lockDir = `${lockTarget(root, 'alice', 'stalled')}.lock`;
+      /** Holds the lock for 5.5 s without letting a timer run (the refresh cannot notice), then `meanwhile`. */
+      const stalled = (meanwhile: () => void): Promise<string> =>
+        withLock(root, 'alice', 'stalled', async () => {
+          const until = Date.now() + 5_500;
+          while (Date.now() < until) {
+            // stopped
+          }
+          meanwhile();
+          return 'done';
+        });
+      try {
+        for (const successor of [true, false]) {
+          events.length = 0;
+          // Another process broke it as abandoned, and (or not) took it.
+          expect(await stalled(() => (rmdirSync(lockDir), successor ? mkdirSync(lockDir) : undefined))).to.equal('done');
+          expect(events.map((e) => e.lockfile), `successor ${successor}`).to.deep.equal([lockDir]);
+          expect(events[0]!.error.message).to.include(successor ? "replaced by another holder's" : 'the lock was removed');
+          expect(existsSync(lockDir), "the successor's lock is left in place").to.equal(successor);
+          if (successor) rmdirSync(lockDir);
+        }
+        // Stalled as long, but nobody touched its lock: released as usual, nothing reported.
+        events.length = 0;
+        expect(await stalled(() => undefined)).to.equal('done');
+        expect(events).to.deep.equal([]);
+        expect(existsSync(lockDir)).to.equal(false);
       } finally {
         off();
       }
