@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import { lstat, mkdir, rmdir } from 'node:fs/promises';
-import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
@@ -104,98 +103,108 @@ function reportCompromised(error: Error, lockfile?: string): void {
   }
 }
 
-/** A lock directory this process made and holds: which directory it is, and since when (monotonic ms). */
-interface HeldLock {
-  ino: number;
-  /** Its birth time (statx), 0 where the file system does not keep one. */
-  birthMs: number;
-  since: number;
-}
-
 /**
- * proper-lockfile releases a lock with a plain rmdir of its path. A holder stalled for more than STALE_MS
- * (SIGSTOP, a VM paused, swap) may have had its lock broken and taken by another process meanwhile; if its
- * operation ends before its refresh timer notices, that rmdir removed the successor's lock, silently, and a
- * third operation could then run beside the successor (found by a chaos run). So the file system calls
- * proper-lockfile makes go through LOCK_FS, which remembers the directory each lock made (from the stat
- * that follows its mkdir) and removes it only if it is still that directory. Only a lock held for half of
- * STALE_MS or more can have been broken, so a quick operation pays nothing extra.
+ * proper-lockfile releases a lock with a plain rmdir of its path. A holder that stalled for more than
+ * STALE_MS (SIGSTOP, a paused VM, swap), or whose clock is behind another node's, may have had its lock
+ * broken and taken by another process meanwhile; if its operation ended before its refresh timer noticed,
+ * that rmdir removed the successor's lock, silently, and a third operation could then run beside the
+ * successor (found by a chaos run). So each acquisition hands proper-lockfile a file system of its own
+ * (lockFs): node's calls, but it remembers which directory its mkdir made (the inode, from the stat that
+ * follows) and the mtimes it has set on it since (each refresh's), and its rmdir removes the directory
+ * only if it is still that one with such an mtime. A successor's directory carries its own mtime even when
+ * the file system hands it the same inode (ext4 reuses a freed one at once). The cost is one lstat per
+ * release. What remains is the window between that lstat and the rmdir.
  */
-const held = new Map<string, HeldLock>();
-const justMade = new Set<string>();
+interface OwnLock {
+  /** Whether this acquisition's mkdir made the directory (a failed one leaves someone else's). */
+  made: boolean;
+  ino: number | null;
+  /** The mtime (ms, as proper-lockfile compares them) last seen or set, and one being set right now. */
+  mtime: number | null;
+  setting: number | null;
+}
 
 type Callback<T = void> = (err: NodeJS.ErrnoException | null, value?: T) => void;
 
+/**
+ * Whether `st` is this acquisition's directory. Plain Stats, whose mtime is the Date that proper-lockfile
+ * sets and compares (BigIntStats' Date truncates where utimes rounded, and would not match half the time).
+ */
+function ownedBy(own: OwnLock, st: fs.Stats): boolean {
+  const ms = st.mtime.getTime();
+  return st.ino === own.ino && (ms === own.mtime || ms === own.setting);
+}
+
 function notOurs(lockPath: string, why: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(`${lockPath}: ${why} while this process held it, stalled for ${STALE_MS / 1000} s or more (another process broke it as abandoned); left as it is`), { code: 'ENOTOURS' });
-}
-
-/** The lock this process made at `lockPath`, if it held it long enough to have been broken meanwhile. */
-function heldLong(lockPath: string): HeldLock | undefined {
-  const mine = held.get(lockPath);
-  held.delete(lockPath);
-  return mine !== undefined && performance.now() - mine.since >= STALE_MS / 2 ? mine : undefined;
-}
-
-function sameLock(mine: HeldLock, st: fs.Stats): boolean {
-  return st.ino === mine.ino && (mine.birthMs === 0 || st.birthtimeMs === mine.birthMs);
-}
-
-function removeIfOurs(lockPath: string, callback: Callback): void {
-  const mine = heldLong(lockPath);
-  if (mine === undefined) {
-    fs.rmdir(lockPath, callback);
-    return;
-  }
-  fs.lstat(lockPath, (err, st) => {
-    if (err) {
-      callback(err.code === 'ENOENT' ? notOurs(lockPath, 'the lock was removed') : err);
-      return;
-    }
-    if (!sameLock(mine, st)) {
-      callback(notOurs(lockPath, 'the lock was replaced by another holder\'s'));
-      return;
-    }
-    fs.rmdir(lockPath, callback);
-  });
+  return Object.assign(new Error(`${lockPath}: ${why} while this process held it (it stalled for ${STALE_MS / 1000} s or more, or its clock is behind, and another process broke the lock as abandoned); left as it is`), { code: 'ENOTOURS' });
 }
 
 /**
- * The file system proper-lockfile uses (its `fs` option): node's, with lock removal guarded (removeIfOurs).
- * Not frozen: proper-lockfile caches the file system's mtime precision on this object.
+ * The prototype of every lockFs. proper-lockfile caches the file system's mtime precision as a property of
+ * its `fs` object; adoptCache moves it here so that later acquisitions find it and skip the probe's utimes.
  */
-const LOCK_FS = {
-  realpath: fs.realpath,
-  utimes: fs.utimes,
-  mkdir(lockPath: string, callback: Callback): void {
-    fs.mkdir(lockPath, (err) => {
-      if (err === null) justMade.add(lockPath);
-      callback(err);
-    });
-  },
-  stat(file: string, callback: Callback<fs.Stats>): void {
-    fs.stat(file, (err, st) => {
-      if (err === null && justMade.delete(file)) held.set(file, { ino: st.ino, birthMs: st.birthtimeMs, since: performance.now() });
-      callback(err, st);
-    });
-  },
-  rmdir: removeIfOurs,
-  /** proper-lockfile's exit handler removes the locks still held when the process exits. */
-  rmdirSync(lockPath: string): void {
-    const mine = heldLong(lockPath);
-    if (mine !== undefined) {
-      const st = fs.lstatSync(lockPath, { throwIfNoEntry: false });
-      if (st === undefined || !sameLock(mine, st)) return;
-    }
-    fs.rmdirSync(lockPath);
-  },
-};
+const BASE_FS: Record<string | symbol, unknown> = { realpath: fs.realpath };
 
-/** Forgets what LOCK_FS knew of `lockPath`, however its release went. */
-function forgetHeld(lockPath: string): void {
-  held.delete(lockPath);
-  justMade.delete(lockPath);
+function adoptCache(own: object): void {
+  for (const key of Object.getOwnPropertySymbols(own)) {
+    if (!(key in BASE_FS)) Object.defineProperty(BASE_FS, key, { value: (own as Record<symbol, unknown>)[key] });
+  }
 }
+
+/** The file system one acquisition of a lock gives proper-lockfile (its `fs` option). */
+function lockFs(): object {
+  const own: OwnLock = { made: false, ino: null, mtime: null, setting: null };
+  const guarded = Object.create(BASE_FS) as Record<string, unknown>;
+  Object.assign(guarded, {
+    mkdir(lockPath: string, callback: Callback): void {
+      fs.mkdir(lockPath, (err) => {
+        if (err === null) own.made = true;
+        callback(err);
+      });
+    },
+    stat(lockPath: string, callback: Callback<fs.Stats>): void {
+      fs.stat(lockPath, (err, st) => {
+        if (err === null && own.made && own.ino === null) {
+          own.ino = st.ino;
+          own.mtime = st.mtime.getTime();
+        }
+        callback(err, st);
+      });
+    },
+    utimes(lockPath: string, atime: Date, mtime: Date, callback: Callback): void {
+      own.setting = mtime.getTime();
+      fs.utimes(lockPath, atime, mtime, (err) => {
+        if (err === null) own.mtime = own.setting;
+        own.setting = null;
+        callback(err);
+      });
+    },
+    rmdir(lockPath: string, callback: Callback): void {
+      // A directory made whose probe failed is removed as it is: nothing was recorded of it yet.
+      if (own.ino === null) {
+        fs.rmdir(lockPath, callback);
+        return;
+      }
+      fs.lstat(lockPath, (err, st) => {
+        if (err) callback(err.code === 'ENOENT' ? notOurs(lockPath, 'the lock was removed') : err);
+        else if (!ownedBy(own, st)) callback(notOurs(lockPath, "the lock was replaced by another holder's"));
+        else fs.rmdir(lockPath, callback);
+      });
+    },
+    /** proper-lockfile's exit handler removes the locks still held when the process exits. */
+    rmdirSync(lockPath: string): void {
+      if (own.ino !== null) {
+        const st = fs.lstatSync(lockPath, { throwIfNoEntry: false });
+        if (st === undefined || !ownedBy(own, st)) return;
+      }
+      fs.rmdirSync(lockPath);
+    },
+  });
+  return guarded;
+}
+
+/** Each acquisition's key in proper-lockfile's table of held locks, which is per target path otherwise. */
+let acquisitions = 0;
 
 /**
  * The shared options. `lockfilePath` is the only per-call addition (it depends on the target), and
@@ -209,7 +218,6 @@ export const LOCK_OPTIONS = Object.freeze({
   update: UPDATE_MS,
   realpath: false,
   retries: 0,
-  fs: LOCK_FS,
   onCompromised: (err: Error): void => reportCompromised(err),
 });
 
@@ -221,9 +229,14 @@ async function acquire(target: string, lockfilePath: string, deadline: number): 
   let again = false;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await lockfile.lock(target, { ...LOCK_OPTIONS, lockfilePath, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
+      // proper-lockfile keys its table of held locks by this path (realpath is off, so it is only a key):
+      // one of its own per acquisition, so that a release after a compromise can never find, and end, a
+      // later acquisition of the same lock in this process.
+      const guarded = lockFs();
+      const release = await lockfile.lock(`${target}\0${++acquisitions}`, { ...LOCK_OPTIONS, lockfilePath, fs: guarded, onCompromised: (err: Error) => reportCompromised(err, lockfilePath) });
+      adoptCache(guarded);
+      return release;
     } catch (err) {
-      forgetHeld(lockfilePath); // a directory made, then given up (its probe failed), is not held
       if (errnoOf(err) !== 'ELOCKED' || Date.now() >= deadline) throw err;
       // At once after a break, but not twice in a row: a file system that keeps disagreeing with itself (an
       // attribute cache) must not turn the wait into a busy loop.
@@ -327,12 +340,10 @@ async function lockedUntil<T>(root: string, user: string, name: string, deadline
     try {
       await release();
     } catch (err) {
-      // ERELEASED: it was compromised and already reported. ENOTOURS: it was broken while we stalled, and
-      // the directory there now is someone else's (removeIfOurs). Anything else leaves a lock directory
-      // that goes stale after STALE_MS; not worth failing an operation that has already succeeded.
+      // ERELEASED: it was compromised and already reported. ENOTOURS: it was broken meanwhile, and what is
+      // there now is not ours (lockFs). Anything else leaves a lock directory that goes stale after
+      // STALE_MS; not worth failing an operation that has already succeeded.
       if (errnoOf(err) !== 'ERELEASED') reportCompromised(err instanceof Error ? err : new Error(String(err)), lockfilePath);
-    } finally {
-      forgetHeld(lockfilePath);
     }
   }
 }

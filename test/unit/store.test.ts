@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmdirSync, utimesSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -771,18 +771,28 @@ describe('storage', () => {
       }
     });
 
-    it("a holder that stalled while its lock was broken and taken (SIGSTOP, a paused VM) leaves the new holder's lock in place and reports it (regression)", async function () {
+    it("a holder whose lock was broken and taken meanwhile (it stalled, or its clock is behind) leaves the new holder's lock in place and reports it (regression)", async function () {
       this.timeout(60_000);
       const events: LockCompromise[] = [];
       const off = onLockCompromised((e) => events.push(e));
       const lockDir = `${lockTarget(root, 'alice', 'stalled')}.lock`;
-      /** Holds the lock for 5.5 s without letting a timer run (the refresh cannot notice), then `meanwhile`. */
-      const stalled = (meanwhile: () => void): Promise<string> =>
+      /**
+       * What a successor leaves: its own lock directory, made at least STALE_MS after the holder's last
+       * refresh (only then is a lock broken), so with its own mtime even where it gets the same inode.
+       */
+      const takeOver = (): void => {
+        rmdirSync(lockDir);
+        mkdirSync(lockDir);
+        const later = new Date(Date.now() + 10_000);
+        utimesSync(lockDir, later, later);
+      };
+      /**
+       * Holds the lock and, with no timer running in between (as in a stopped process: the refresh cannot
+       * notice), lets `meanwhile` stand for what other processes did; `firstMs` of ordinary holding first.
+       */
+      const holding = (meanwhile: () => void, firstMs = 0): Promise<string> =>
         withLock(root, 'alice', 'stalled', async () => {
-          const until = Date.now() + 5_500;
-          while (Date.now() < until) {
-            // stopped
-          }
+          if (firstMs > 0) await new Promise((resolve) => setTimeout(resolve, firstMs));
           meanwhile();
           return 'done';
         });
@@ -790,15 +800,40 @@ describe('storage', () => {
         for (const successor of [true, false]) {
           events.length = 0;
           // Another process broke it as abandoned, and (or not) took it.
-          expect(await stalled(() => (rmdirSync(lockDir), successor ? mkdirSync(lockDir) : undefined))).to.equal('done');
+          expect(await holding(() => (successor ? takeOver() : rmdirSync(lockDir)))).to.equal('done');
           expect(events.map((e) => e.lockfile), `successor ${successor}`).to.deep.equal([lockDir]);
           expect(events[0]!.error.message).to.include(successor ? "replaced by another holder's" : 'the lock was removed');
           expect(existsSync(lockDir), "the successor's lock is left in place").to.equal(successor);
           if (successor) rmdirSync(lockDir);
         }
-        // Stalled as long, but nobody touched its lock: released as usual, nothing reported.
+
+        // The same with a waiter for the name in this very process: the waiter's failed attempts must not
+        // switch the check off, and it must not get in beside the successor.
         events.length = 0;
-        expect(await stalled(() => undefined)).to.equal('done');
+        let waiterIn = false;
+        let entered!: () => void;
+        const inside = new Promise<void>((resolve) => (entered = resolve));
+        let finish!: () => void;
+        const holder = withLock(root, 'alice', 'stalled', async () => {
+          entered();
+          await new Promise<void>((resolve) => (finish = resolve));
+          takeOver();
+          return 'done';
+        });
+        await inside;
+        const waiter = withLockWait(2, () => codeOf(withLock(root, 'alice', 'stalled', async () => (waiterIn = true))));
+        await new Promise((resolve) => setTimeout(resolve, 300)); // a few of its attempts fail meanwhile
+        finish();
+        expect(await holder).to.equal('done');
+        expect(await waiter, 'the waiter waits for the successor').to.equal('LOCKED');
+        expect(waiterIn).to.equal(false);
+        expect(events.map((e) => e.error.message.includes("replaced by another holder's"))).to.deep.equal([true]);
+        expect(existsSync(lockDir)).to.equal(true);
+        rmdirSync(lockDir);
+
+        // A lock held through refreshes (each sets a new mtime) and touched by nobody: released as usual.
+        events.length = 0;
+        expect(await holding(() => undefined, 2_500)).to.equal('done');
         expect(events).to.deep.equal([]);
         expect(existsSync(lockDir)).to.equal(false);
       } finally {
