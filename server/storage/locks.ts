@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
@@ -111,17 +112,25 @@ function reportCompromised(error: Error, lockfile?: string): void {
  * successor (found by a chaos run). So each acquisition hands proper-lockfile a file system of its own
  * (lockFs): node's calls, but it remembers which directory its mkdir made (the inode, from the stat that
  * follows) and the mtimes it has set on it since (each refresh's), and its rmdir removes the directory
- * only if it is still that one with such an mtime. A successor's directory carries its own mtime even when
- * the file system hands it the same inode (ext4 reuses a freed one at once). The cost is one lstat per
- * release. What remains is the window between that lstat and the rmdir.
+ * only if it is still that one with such an mtime; a refresh checks the same before it stamps anything. A
+ * successor's directory carries its own mtime even when the file system hands it the same inode (ext4
+ * reuses a freed one at once). The cost is one lstat per release and per refresh. What remains is the
+ * window between such an lstat and the call it guards.
  */
 interface OwnLock {
   /** Whether this acquisition's mkdir made the directory (a failed one leaves someone else's). */
   made: boolean;
+  /** When its mkdir was issued (monotonic ms). */
+  started: number;
+  /** The directory's inode; NaN when it cannot be known to be ours (it matches nothing). */
   ino: number | null;
-  /** The mtime (ms, as proper-lockfile compares them) last seen or set, and one being set right now. */
-  mtime: number | null;
-  setting: number | null;
+  /**
+   * Every mtime (ms, as proper-lockfile compares them) this acquisition saw on its directory or set on it:
+   * one per refresh, so a refresh that overlaps the release is still recognised. A successor's are at
+   * least STALE_MS later.
+   */
+  mtimes: Set<number>;
+  released: boolean;
 }
 
 type Callback<T = void> = (err: NodeJS.ErrnoException | null, value?: T) => void;
@@ -131,12 +140,15 @@ type Callback<T = void> = (err: NodeJS.ErrnoException | null, value?: T) => void
  * sets and compares (BigIntStats' Date truncates where utimes rounded, and would not match half the time).
  */
 function ownedBy(own: OwnLock, st: fs.Stats): boolean {
-  const ms = st.mtime.getTime();
-  return st.ino === own.ino && (ms === own.mtime || ms === own.setting);
+  return st.ino === own.ino && own.mtimes.has(st.mtime.getTime());
+}
+
+function lockError(lockPath: string, why: string, code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${lockPath}: ${why}`), { code });
 }
 
 function notOurs(lockPath: string, why: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(`${lockPath}: ${why} while this process held it (it stalled for ${STALE_MS / 1000} s or more, or its clock is behind, and another process broke the lock as abandoned); left as it is`), { code: 'ENOTOURS' });
+  return lockError(lockPath, `${why} while this process held it (it stalled for ${STALE_MS / 1000} s or more, or its clock is behind, and another process broke the lock as abandoned); left as it is`, 'ENOTOURS');
 }
 
 /**
@@ -153,10 +165,11 @@ function adoptCache(own: object): void {
 
 /** The file system one acquisition of a lock gives proper-lockfile (its `fs` option). */
 function lockFs(): object {
-  const own: OwnLock = { made: false, ino: null, mtime: null, setting: null };
+  const own: OwnLock = { made: false, started: 0, ino: null, mtimes: new Set(), released: false };
   const guarded = Object.create(BASE_FS) as Record<string, unknown>;
   Object.assign(guarded, {
     mkdir(lockPath: string, callback: Callback): void {
+      own.started = performance.now();
       fs.mkdir(lockPath, (err) => {
         if (err === null) own.made = true;
         callback(err);
@@ -165,18 +178,39 @@ function lockFs(): object {
     stat(lockPath: string, callback: Callback<fs.Stats>): void {
       fs.stat(lockPath, (err, st) => {
         if (err === null && own.made && own.ino === null) {
+          // The stat right after our mkdir names our directory, unless we stalled so long in between that
+          // it may have been broken and made anew by someone else: then it is not taken as ours, and the
+          // attempt counts as finding the lock held (acquire waits, and breaks it once it is abandoned).
+          if (performance.now() - own.started >= STALE_MS / 2) {
+            own.ino = Number.NaN;
+            callback(lockError(lockPath, 'stalled while taking the lock', 'ELOCKED'));
+            return;
+          }
           own.ino = st.ino;
-          own.mtime = st.mtime.getTime();
+          own.mtimes.add(st.mtime.getTime());
         }
         callback(err, st);
       });
     },
     utimes(lockPath: string, atime: Date, mtime: Date, callback: Callback): void {
-      own.setting = mtime.getTime();
-      fs.utimes(lockPath, atime, mtime, (err) => {
-        if (err === null) own.mtime = own.setting;
-        own.setting = null;
-        callback(err);
+      if (own.released) {
+        callback(null); // a refresh that was under way when the lock was released: nothing to refresh
+        return;
+      }
+      if (own.ino === null) {
+        // The probe's, on the directory just made.
+        own.mtimes.add(mtime.getTime());
+        fs.utimes(lockPath, atime, mtime, callback);
+        return;
+      }
+      // A refresh, issued after a stat that may be long past: never stamp a successor's directory.
+      fs.lstat(lockPath, (err, st) => {
+        if (err) callback(err);
+        else if (!ownedBy(own, st)) callback(lockError(lockPath, "the lock was replaced by another holder's", 'ENOENT')); // proper-lockfile: compromised
+        else {
+          own.mtimes.add(mtime.getTime());
+          fs.utimes(lockPath, atime, mtime, callback);
+        }
       });
     },
     rmdir(lockPath: string, callback: Callback): void {
@@ -185,6 +219,7 @@ function lockFs(): object {
         fs.rmdir(lockPath, callback);
         return;
       }
+      own.released = true;
       fs.lstat(lockPath, (err, st) => {
         if (err) callback(err.code === 'ENOENT' ? notOurs(lockPath, 'the lock was removed') : err);
         else if (!ownedBy(own, st)) callback(notOurs(lockPath, "the lock was replaced by another holder's"));
