@@ -242,8 +242,8 @@ function lockFs(): object {
 let acquisitions = 0;
 
 /**
- * The shared options. `lockfilePath` is the only per-call addition (it depends on the target), and
- * withLock adds a per-call onCompromised only so the report can say which lock it was.
+ * The shared options. Each acquisition adds its `lockfilePath` (it depends on the target), its own `fs`
+ * (lockFs), and an onCompromised of its own only so the report can say which lock it was.
  * realpath:false because the target often does not exist yet (a new upload). retries:0 because
  * proper-lockfile would retry every error (EROFS, ENOSPC, EACCES…) for the whole budget; withLock retries
  * only a lock that is held (ELOCKED) and fails fast on anything else.
