@@ -27,12 +27,12 @@ import { AdminClientError, adminRequest, waitForSocketGone } from './admin-clien
 import { formatBans, formatDrainProgress, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
 import { asReloadResult, isBanList, isDiscarded, isPartialList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdCancelled, PasswdError, readNewPassword, sameFile } from './passwd.js';
+import { EXIT_INTERRUPTED } from '../client/cli/report.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_NO_SERVER = 3;
-const EXIT_INTERRUPTED = 130;
 
 /** How long a command other than drain waits for its final line (restarted by each event line). */
 const REPLY_TIMEOUT_MS = 15_000;

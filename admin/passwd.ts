@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { deriveVerifier, errnoOf, errnoReason, formatVerifier, isValidUsername } from '../protocol/index.js';
+import { deriveVerifier, errnoOf, errnoReason, formatVerifier, isValidUsername, USERNAME_RULE } from '../protocol/index.js';
 import { decodeStrictUtf8 } from '../protocol/strict-utf8.js';
 import lockfile from 'proper-lockfile';
 import { promptHidden } from '../client/cli/password.js';
@@ -95,7 +95,7 @@ export async function asOwnerOf<T>(dir: string, fn: () => Promise<T>): Promise<T
 }
 
 export function checkUsername(user: string): void {
-  if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")`);
+  if (!isValidUsername(user)) throw new PasswdError(`invalid username '${user}' (${USERNAME_RULE})`);
 }
 
 /** Whether two paths name one file, through symbolic links and relative paths, whether or not it exists yet. */

@@ -17,7 +17,7 @@
  * display only for transfers, and the shell's readline only for `fts shell`.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_PORT, errnoWords, isValidUsername } from '../protocol/index.js';
+import { DEFAULT_PORT, errnoWords, isValidUsername, USERNAME_RULE } from '../protocol/index.js';
 import { parseDirectIoSetting, setDirectIo } from '../protocol/direct-io.js';
 import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
@@ -239,7 +239,7 @@ async function main(argv: string[]): Promise<number> {
   const user = values.user ?? process.env['FTS_USER'];
   if (user === undefined || user === '') throw usageError('no user: pass --user U or set FTS_USER');
   // Checked here, as remote names are: a name no server accepts would only count as a failed login.
-  if (!isValidUsername(user)) throw usageError(`invalid user name ${printable(user)}: 1 to 64 of A-Z a-z 0-9 _ . -, not starting with . or -`);
+  if (!isValidUsername(user)) throw usageError(`invalid user name ${printable(user)} (${USERNAME_RULE})`);
   // Before the password: a bad TLS setting must not cost the user a prompt first.
   const tlsOptions = await resolveTls(values.tls, values.ca);
   const password = await obtainPassword(values['password-file'], user);

@@ -32,6 +32,9 @@ export function isValidName(name: unknown): name is string {
 /** Usernames become directory names, so they use a deliberately small character set. */
 export const USERNAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
+/** USERNAME_PATTERN in words, for the messages that refuse a name (users file, fts, fts-admin passwd). */
+export const USERNAME_RULE = '1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-"';
+
 export function isValidUsername(user: unknown): user is string {
   return typeof user === 'string' && USERNAME_PATTERN.test(user);
 }

@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { USERNAME_PATTERN } from '../../protocol/index.js';
+import { USERNAME_PATTERN, USERNAME_RULE } from '../../protocol/index.js';
 import { checkPasswordAsync, deriveVerifierAsync, DEFAULT_ITERATIONS, parseVerifier, saltedPasswordAsync, SCRAM_PREFIX, type ScramVerifier } from './scram.js';
 
 /**
@@ -202,7 +202,7 @@ export function parseUsers(text: string): ParsedUsers {
     const user = content.slice(0, colon);
     const password = content.slice(colon + 1);
     if (!USERNAME_PATTERN.test(user)) {
-      problems.push({ line, reason: 'invalid username (1-64 of A-Z a-z 0-9 _ . -, not starting with "." or "-")' });
+      problems.push({ line, reason: `invalid username (${USERNAME_RULE})` });
       return;
     }
     if (password === '') {

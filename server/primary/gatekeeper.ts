@@ -99,7 +99,8 @@ export class Gatekeeper {
     expire(score, now - this.limits.banWindowMs);
     const banned = score.bannedUntil > now;
     this.scores.delete(ip);
-    return banned || score.total > 0 ? { banned, points: banned ? 0 : score.total } : null;
+    // A ban resets the points (penalty), so `total` is what had accrued since, banned or not.
+    return banned || score.total > 0 ? { banned, points: score.total } : null;
   }
 
   admit(id: string, ip: string, worker: number, now: number): Admission {

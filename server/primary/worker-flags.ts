@@ -27,9 +27,9 @@ const WORKER_MALLOC_TOP_PAD = String(8 * 1024 * 1024);
  * survives a scavenge, and rarely shrinks it again. A worker's garbage is many small short-lived objects
  * (frames, replies, sessions), so a burst of connections left each worker ~25 MiB larger for good: the
  * fuzz test's 20,000 hostile cases grew the server by 120–150 MiB with the default and by 61–77 MiB in
- * most runs with 2 MiB, and 1000 idle sessions cost 37 against 18 MiB. Throughput did not move (alternated bench runs:
- * small files, 1 GiB and 16 × 64 MiB rows within noise), since a transfer's payloads live outside the JS
- * heap. An operator's --max-semi-space-size (in NODE_OPTIONS or on node's command line) wins.
+ * most runs with 2 MiB, and 1000 idle sessions cost 37 against 18 MiB. Throughput did not move
+ * (alternated bench runs: small files, 1 GiB and 16 × 64 MiB rows within noise), since a transfer's
+ * payloads live outside the JS heap. An operator's --max-semi-space-size (in NODE_OPTIONS or on node's command line) wins.
  */
 const WORKER_SEMI_SPACE_MIB = 2;
 

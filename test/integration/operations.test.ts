@@ -407,7 +407,7 @@ describe('operations through the CLI and the client library', function () {
       for (const user of ['bad/user', '.hidden', '-dash', 'x'.repeat(65), 'sp ace']) {
         const r = await runCli(['ls'], { port: 1, password: 'whatever', cwd: work, env: { FTS_USER: user } });
         expectExit(r, 2);
-        expect(r.stderr, user).to.match(/^fts: invalid user name .*: 1 to 64 of A-Z a-z 0-9 _ \. -, not starting with \. or -\n$/);
+        expect(r.stderr, user).to.match(/^fts: invalid user name .* \(1-64 of A-Z a-z 0-9 _ \. -, not starting with "\." or "-"\)\n$/);
       }
     });
 
