@@ -24,8 +24,8 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest, type StatusResult } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatBans, formatDrainProgress, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
-import { asReloadResult, isBanList, isDiscarded, isPartialList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
+import { formatBans, formatDrainProgress, formatScored, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
+import { asReloadResult, isBanList, isDiscarded, isPartialList, isScoredList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdCancelled, PasswdError, readNewPassword, sameFile } from './passwd.js';
 import { EXIT_INTERRUPTED } from '../client/cli/report.js';
 
@@ -59,7 +59,9 @@ Commands:
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   kick-user USER         end every session of USER (exit 1 if there is none)
   restart-workers        replace the worker processes one at a time
-  bans [--json]          list the addresses banned (failed logins, protocol violations), with the time left
+  bans [--json] [--points]
+                         list the addresses banned (failed logins, protocol violations), with the time left;
+                         --points: also those with penalty points that are not banned yet, with their points
   unban ADDRESS          lift the ban on ADDRESS and forget its penalty points (also when it is not banned)
   usage [--json]         what every user stores (files and unfinished uploads) against their quota
   partials [--json]      every user's unfinished uploads (kept for a resume): name, bytes, times, key
@@ -79,6 +81,7 @@ Options:
                          ${defaultAdminSocket()}
   --json                 print the server's reply as JSON (status, sessions, bans, usage, partials)
   --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
+  --points               bans: also list addresses with penalty points, and the points of each
   -h, --help             show this text
   --version              print fts-admin's version
 
@@ -100,7 +103,7 @@ class CommandFailed extends Error {
   }
 }
 
-type Flag = 'json' | 'timeout' | 'users';
+type Flag = 'json' | 'timeout' | 'users' | 'points';
 
 interface Invocation {
   socket: string;
@@ -108,6 +111,7 @@ interface Invocation {
   socketNamed: boolean;
   args: string[];
   json: boolean;
+  points: boolean;
   timeout: string | undefined;
   users: string | undefined;
 }
@@ -276,7 +280,22 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
-  bans: report('bans', isBanList, formatBans),
+  bans: {
+    args: [],
+    flags: ['json', 'points'],
+    async run(inv) {
+      if (!inv.points) {
+        const bans = await ask(inv, 'bans', isBanList);
+        return inv.json ? printJson(bans) : out(formatBans(bans));
+      }
+      const result = await call(inv, { cmd: 'bans', points: true });
+      if (!isScoredList(result)) {
+        throw isBanList(result) ? new CommandFailed('the server does not report penalty points (it is older than this fts-admin)') : unexpected('bans');
+      }
+      if (inv.json) printJson(result);
+      else out(formatScored(result));
+    },
+  },
 
   usage: report('usage', isUsageList, formatUsage),
 
@@ -420,6 +439,7 @@ function parseCommandLine(argv: string[]): Parsed {
       options: {
         socket: { type: 'string' },
         json: { type: 'boolean' },
+        points: { type: 'boolean' },
         timeout: { type: 'string' },
         users: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -443,13 +463,14 @@ function parseCommandLine(argv: string[]): Parsed {
   }
   const given: Flag[] = [];
   if (values.json !== undefined) given.push('json');
+  if (values.points !== undefined) given.push('points');
   if (values.timeout !== undefined) given.push('timeout');
   if (values.users !== undefined) given.push('users');
   return {
     help: values.help === true,
     version: values.version === true,
     command: positionals[0],
-    inv: { socket, socketNamed: named !== undefined, args: positionals.slice(1), json: values.json === true, timeout: values.timeout, users: values.users },
+    inv: { socket, socketNamed: named !== undefined, args: positionals.slice(1), json: values.json === true, points: values.points === true, timeout: values.timeout, users: values.users },
     given,
   };
 }

@@ -1,6 +1,6 @@
 /** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
 
-import type { BanInfo, DrainProgress, SessionInfo, StatusResult, UserPartial, UserUsage } from '../protocol/index.js';
+import type { BanInfo, DrainProgress, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage } from '../protocol/index.js';
 import { formatBytes } from '../protocol/format-bytes.js';
 
 /**
@@ -179,6 +179,15 @@ export function formatPartials(partials: readonly UserPartial[]): string {
 export function formatBans(bans: readonly BanInfo[]): string {
   if (bans.length === 0) return 'no address is banned';
   return table([{ header: 'ADDRESS' }, { header: 'LEFT', right: true }], bans.map((b) => [safeText(b.address), formatDuration(b.secondsLeft)]));
+}
+
+/** `bans --points`: LEFT is `-` for an address that is not banned. */
+export function formatScored(scored: readonly ScoredAddress[]): string {
+  if (scored.length === 0) return 'no address is banned or has penalty points';
+  return table(
+    [{ header: 'ADDRESS' }, { header: 'LEFT', right: true }, { header: 'POINTS', right: true }],
+    scored.map((b) => [safeText(b.address), b.secondsLeft > 0 ? formatDuration(b.secondsLeft) : '-', String(b.points)]),
+  );
 }
 
 export function formatDrainProgress(p: DrainProgress): string {

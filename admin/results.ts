@@ -3,7 +3,7 @@
  * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
  */
 
-import type { BanInfo, DiscardedPartial, SessionInfo, StatusResult, UserPartial, UserUsage, WorkerStatus } from '../protocol/index.js';
+import type { BanInfo, DiscardedPartial, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage, WorkerStatus } from '../protocol/index.js';
 
 type Rec = Record<string, unknown>;
 
@@ -64,6 +64,11 @@ export function isDiscarded(v: unknown): v is DiscardedPartial {
 
 export function isBanList(v: unknown): v is BanInfo[] {
   return Array.isArray(v) && v.every((b) => isRecord(b) && typeof b['address'] === 'string' && isNum(b['secondsLeft']));
+}
+
+/** A `bans --points` result; false also for a server that ignores `points` (it lists no points). */
+export function isScoredList(v: unknown): v is ScoredAddress[] {
+  return Array.isArray(v) && v.every((b) => isRecord(b) && typeof b['address'] === 'string' && isNum(b['secondsLeft']) && isNum(b['points']));
 }
 
 export interface ReloadResult {

@@ -33,8 +33,11 @@ export type AdminRequest =
   | { cmd: 'reload' }
   | { cmd: 'kick'; session: string }
   | { cmd: 'restart-workers' }
-  /** The source addresses banned now (result: BanInfo[]). */
-  | { cmd: 'bans' }
+  /**
+   * The source addresses banned now (result: BanInfo[]); with `points`, also those with penalty points that
+   * are not banned, each with its points (result: ScoredAddress[]).
+   */
+  | { cmd: 'bans'; points?: true }
   /** Lifts a ban (`address`: an IPv4 or IPv6 address; IPv4-mapped IPv6 is its IPv4 form). */
   | { cmd: 'unban'; address: string }
   /** What every user stores, and their quota (result: UserUsage[]). */
@@ -66,6 +69,14 @@ export interface UserUsage extends StorageUsage {
 export interface BanInfo {
   address: string;
   secondsLeft: number;
+}
+
+/**
+ * A source address that is banned (`secondsLeft` > 0) or has penalty points within the ban window
+ * (`secondsLeft` 0). A ban resets the points, so a banned address has the points it earned since.
+ */
+export interface ScoredAddress extends BanInfo {
+  points: number;
 }
 
 
@@ -186,10 +197,15 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'sessions':
     case 'reload':
     case 'restart-workers':
-    case 'bans':
     case 'usage':
     case 'partials':
       return { cmd: v['cmd'] };
+    case 'bans': {
+      const p = v['points'];
+      if (p === undefined || p === false) return { cmd: 'bans' };
+      if (p !== true) throw new Error('points must be true or false');
+      return { cmd: 'bans', points: true };
+    }
     case 'discard': {
       const { user, key } = v;
       if (typeof user !== 'string' || !USERNAME_PATTERN.test(user)) throw new Error('user must be a user name');

@@ -118,7 +118,7 @@ export class Controller {
         reply(await this.kick(req.session));
         return;
       case 'bans':
-        reply({ ok: true, result: this.gate.bans(Date.now()) });
+        reply({ ok: true, result: req.points === true ? this.gate.scored(Date.now()) : this.gate.bans(Date.now()) });
         return;
       case 'usage':
         try {

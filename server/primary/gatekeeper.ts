@@ -5,7 +5,7 @@
  * Pure bookkeeping: no sockets, no timers; time is passed in, so it is unit-testable.
  */
 
-import type { BanInfo } from '../../protocol/index.js';
+import type { BanInfo, ScoredAddress } from '../../protocol/index.js';
 
 export interface GateLimits {
   maxConnections: number;
@@ -86,6 +86,20 @@ export class Gatekeeper {
     const list: BanInfo[] = [];
     for (const [address, s] of this.scores) if (s.bannedUntil > now) list.push({ address, secondsLeft: Math.ceil((s.bannedUntil - now) / 1000) });
     return list.sort((a, b) => b.secondsLeft - a.secondsLeft || (a.address < b.address ? -1 : 1));
+  }
+
+  /**
+   * The addresses banned now or with penalty points in the window (fts-admin bans --points): banned first,
+   * longest remaining first, then by points, most first, so that an attack building up is at the top.
+   */
+  scored(now: number): ScoredAddress[] {
+    const list: ScoredAddress[] = [];
+    for (const [address, s] of this.scores) {
+      expire(s, now - this.limits.banWindowMs);
+      const secondsLeft = s.bannedUntil > now ? Math.ceil((s.bannedUntil - now) / 1000) : 0;
+      if (secondsLeft > 0 || s.total > 0) list.push({ address, secondsLeft, points: s.total });
+    }
+    return list.sort((a, b) => b.secondsLeft - a.secondsLeft || b.points - a.points || (a.address < b.address ? -1 : 1));
   }
 
   /**

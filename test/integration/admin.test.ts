@@ -542,6 +542,7 @@ describe('fts-admin (end to end)', function () {
         [['--bogus', 'status'], "fts-admin: unknown option '--bogus' (see 'fts-admin --help')\n"],
         [['drain', '--timeout'], "fts-admin: option '--timeout' needs a value (see 'fts-admin --help')\n"],
         [['status', '--json=yes'], "fts-admin: option '--json' takes no value (see 'fts-admin --help')\n"],
+        [['status', '--points'], "fts-admin: status does not take --points (see 'fts-admin --help')\n"],
       ];
       for (const [args, message] of cases) {
         const r = await runAdmin(socket, args);
@@ -549,6 +550,31 @@ describe('fts-admin (end to end)', function () {
         expect(r.stderr, args.join(' ')).to.equal(message);
       }
       expect(fake.connections).to.equal(0);
+    });
+  });
+
+  describe('bans --points', () => {
+    it('asks for the points and prints them; a server that lists no points (older) is an error, not an empty table', async () => {
+      const dir = await scratch('fts-admin-points-');
+      const socket = path.join(dir, 'admin.sock');
+      let scored = true;
+      const fake = await FakeAdminSocket.listen(socket, () => ({
+        ok: true,
+        result: scored
+          ? [{ address: '10.1.2.3', secondsLeft: 75, points: 0 }, { address: '2001:db8::7', secondsLeft: 0, points: 12 }]
+          : [{ address: '10.1.2.3', secondsLeft: 75 }],
+      }));
+      cleanups.push(() => fake.close());
+      const text = await runAdmin(socket, ['bans', '--points']);
+      expect([text.code, text.stderr]).to.deep.equal([0, '']);
+      expect(text.stdout.split('\n').map((l) => l.trim().split(/\s+/))).to.deep.equal([['ADDRESS', 'LEFT', 'POINTS'], ['10.1.2.3', '1m15s', '0'], ['2001:db8::7', '-', '12'], ['']]);
+      const json = await runAdmin(socket, ['bans', '--json', '--points']);
+      expect(json.code, json.stderr).to.equal(0);
+      expect(JSON.parse(json.stdout)).to.deep.equal([{ address: '10.1.2.3', secondsLeft: 75, points: 0 }, { address: '2001:db8::7', secondsLeft: 0, points: 12 }]);
+      expect(fake.requests).to.deep.equal([{ cmd: 'bans', points: true }, { cmd: 'bans', points: true }]);
+      scored = false;
+      const older = await runAdmin(socket, ['bans', '--points']);
+      expect([older.code, older.stdout, older.stderr]).to.deep.equal([1, '', 'fts-admin: the server does not report penalty points (it is older than this fts-admin)\n']);
     });
   });
 

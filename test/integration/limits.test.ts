@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
+import { encodeData, encodeHeader, type Header, type ScoredAddress } from '../../protocol/index.js';
 import { runAdmin, statusJson } from '../helpers/admin-cli.js';
 import { proxyV2HeaderIpv6 } from '../helpers/multinode-direct.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
@@ -105,6 +105,21 @@ async function honestRoundTrip(h: ReturnType<typeof harness>, name: string, gree
   expect(down.final, JSON.stringify(down.final)).to.include({ status: 'ok', sha256: sha256(data) });
   expect(down.bytes.equals(data)).to.equal(true);
   c.close();
+}
+
+/**
+ * Waits until the primary holds exactly `points` penalty points for `address`, not banned (`fts-admin bans
+ * --points`): a penalty travels worker -> primary asynchronously, so a probe made before would prove nothing.
+ */
+async function scoredAt(adminSocket: string, address: string, points: number): Promise<void> {
+  await waitUntil(`${address} at ${points} points, not banned`, async () => {
+    const r = await runAdmin(adminSocket, ['bans', '--points', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const seen = (JSON.parse(r.stdout) as ScoredAddress[]).filter((b) => b.address === address);
+    // Thrown, so that a timeout names what was listed last.
+    if (JSON.stringify(seen) !== JSON.stringify([{ address, secondsLeft: 0, points }])) throw new Error(`listed: ${JSON.stringify(seen)}`);
+    return true;
+  }, 5_000, 50);
 }
 
 describe('limits and bans (real server)', function () {
@@ -375,7 +390,7 @@ describe('limits and bans (real server)', function () {
         expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: i === 0 ? 'PROTOCOL_ERROR' : 'FRAME_TOO_LARGE', fatal: true, id: null });
         expect(await client.waitClosed(5_000)).to.equal(true);
         if (i === 0) {
-          await delay(300);
+          await scoredAt(h.server().adminSocket, '127.0.0.4', 3);
           const probe = await h.greet('127.0.0.4');
           expectHello(probe.first, 'after one violation (score 3)');
           probe.client.close();
@@ -428,7 +443,12 @@ describe('limits and bans (real server)', function () {
       expectHello(first, 'again');
       client.write(Buffer.from([0x00, 0, 0, 0, 1, 0x7b]));
       expect(await client.waitClosed(5_000)).to.equal(true);
-      await delay(300);
+      // Once the primary has the 3 points (bans --points shows them), the address is still admitted.
+      await scoredAt(h.server().adminSocket, '127.0.0.5', 3);
+      const listed = await runAdmin(h.server().adminSocket, ['bans', '--points']);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout.split('\n')[0]).to.match(/^ADDRESS\s+LEFT\s+POINTS$/);
+      expect(listed.stdout).to.match(/^127\.0\.0\.5\s+-\s+3$/m);
       const still = await h.greet('127.0.0.5');
       expectHello(still.first, 'one violation after unban: not banned');
       still.client.close();
@@ -444,7 +464,7 @@ describe('limits and bans (real server)', function () {
       expectHello(once.first, 'after the points were forgotten');
       once.client.write(Buffer.from([0x00, 0, 0, 0, 1, 0x7b]));
       expect(await once.client.waitClosed(5_000)).to.equal(true);
-      await delay(300);
+      await scoredAt(h.server().adminSocket, '127.0.0.5', 3); // only the new violation counts
       const notBanned = await h.greet('127.0.0.5');
       expectHello(notBanned.first, 'one violation after the points were forgotten: not banned');
       notBanned.client.close();
@@ -495,7 +515,7 @@ describe('limits and bans (real server)', function () {
         const r = await c.reply();
         expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'BAD_NAME', fatal: false });
       }
-      await delay(300);
+      await scoredAt(h.server().adminSocket, '127.0.0.9', 5);
       const probe = await h.greet('127.0.0.9');
       expectHello(probe.first, 'score 5: not banned yet');
       probe.client.close();

@@ -19,6 +19,11 @@ describe('admin protocol: bans and unban', function () {
 
   it('parses bans and unban; an unban address must be an IP address', function () {
     expect(parseAdminRequest({ cmd: 'bans' })).to.deep.equal({ cmd: 'bans' });
+    expect(parseAdminRequest({ cmd: 'bans', points: true })).to.deep.equal({ cmd: 'bans', points: true });
+    expect(parseAdminRequest({ cmd: 'bans', points: false })).to.deep.equal({ cmd: 'bans' });
+    for (const points of [1, 'yes', null]) {
+      expect(() => parseAdminRequest({ cmd: 'bans', points }), JSON.stringify(points)).to.throw('points must be true or false');
+    }
     expect(parseAdminRequest({ cmd: 'unban', address: '::ffff:10.0.0.1' })).to.deep.equal({ cmd: 'unban', address: '10.0.0.1' });
     for (const address of [undefined, 7, '', '10.0.0', '10.0.0.256', 'example.com', '10.0.0.1/24', '[::1]']) {
       expect(() => parseAdminRequest({ cmd: 'unban', address }), JSON.stringify(address)).to.throw('address must be an IPv4 or IPv6 address');

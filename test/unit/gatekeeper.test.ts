@@ -361,6 +361,30 @@ describe('Gatekeeper (unit)', function () {
       expect(g.bans(T0 + 70_000)).to.deep.equal([]);
     });
 
+    it('scored() lists banned addresses and those with points in the window: banned first, then most points; points expire with the window', function () {
+      const g = new Gatekeeper(limits({ banThreshold: 6, banWindowMs: 10_000, banDurationMs: 60_000 }), noRandom);
+      g.penalty('10.0.0.1', 6, T0); // banned, points reset
+      g.penalty('10.0.0.2', 2, T0);
+      g.penalty('10.0.0.3', 3, T0 + 5_000);
+      g.penalty('10.0.0.2', 2, T0 + 5_000);
+      g.penalty('2001:db8::1', 3, T0 + 5_000);
+      expect(g.scored(T0 + 5_000)).to.deep.equal([
+        { address: '10.0.0.1', secondsLeft: 55, points: 0 },
+        { address: '10.0.0.2', secondsLeft: 0, points: 4 },
+        { address: '10.0.0.3', secondsLeft: 0, points: 3 },
+        { address: '2001:db8::1', secondsLeft: 0, points: 3 },
+      ]);
+      // T0's points leave the window at T0 + 10 s; the banned address keeps its ban, with no points.
+      expect(g.scored(T0 + 10_000)).to.deep.equal([
+        { address: '10.0.0.1', secondsLeft: 50, points: 0 },
+        { address: '10.0.0.3', secondsLeft: 0, points: 3 },
+        { address: '2001:db8::1', secondsLeft: 0, points: 3 },
+        { address: '10.0.0.2', secondsLeft: 0, points: 2 },
+      ]);
+      expect(g.bans(T0 + 10_000), 'bans() still lists only the banned').to.deep.equal([{ address: '10.0.0.1', secondsLeft: 50 }]);
+      expect(g.scored(T0 + 60_000), 'everything expired').to.deep.equal([]);
+    });
+
     it('prune forgets expired scores and expired bans, keeps live ones', function () {
       const g = new Gatekeeper(limits({ banThreshold: 4, banWindowMs: 10_000, banDurationMs: 20_000 }), noRandom);
       g.penalty('10.0.0.1', 1, T0); // score only
