@@ -7,7 +7,7 @@ import { fsError, notDurable } from './errors.js';
 import { mapBounded, STAT_CONCURRENCY } from './listing.js';
 import { forgetPartialName, forgetPartialNameIfUnused, keyOfPartFile, readPartialName, type PartialIdentity } from './partial-names.js';
 import { stagingDir } from './paths.js';
-import { partialMaxAgeMs } from './staging.js';
+import { partialMaxAgeMs } from './staging-sweep.js';
 
 /**
  * What a user can see and do about their partial uploads (PROTOCOL.md §6.10): the staging files are theirs

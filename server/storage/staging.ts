@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
-import { constants, type BigIntStats, type Dirent } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
@@ -10,12 +10,13 @@ import { fsyncDir, fsyncFile, mtimeOfBig } from './durable.js';
 import { recordDigest, recordedDigest } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
-import { resolveName, stagingDir, stagingRoot, userDirPath } from './paths.js';
+import { resolveName, stagingDir, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
-import { forgetPartialNameIfUnused, keyOfPartFile, recordPartialName, sweepPartialNames } from './partial-names.js';
+import { forgetPartialNameIfUnused, keyOfPartFile, recordPartialName } from './partial-names.js';
 import type { PermissionSet } from './permissions.js';
 import { holdsContent } from './same-content.js';
 import { keyOf } from './staging-keys.js';
+import { SMALL_PARTIAL_BYTES } from './staging-sweep.js';
 
 export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
 
@@ -42,7 +43,11 @@ async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promi
   const dir = stagingDir(t.root, t.user);
   const key = keyOf(t.name, size, tag);
   const found: Array<{ file: string; length: number }> = [];
-  for (const entry of await readdirOrEmpty(dir)) {
+  const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
+    if (errnoOf(err) === 'ENOENT') return [];
+    throw err;
+  });
+  for (const entry of entries) {
     if (!entry.isFile() || keyOfPartFile(entry.name) !== key) continue;
     const file = path.join(dir, entry.name);
     try {
@@ -891,75 +896,9 @@ async function copyPrefix(source: string, dest: FileHandle, length: number, hash
   }
 }
 
-/** Partials smaller than this are swept after SMALL_PARTIAL_MAX_AGE_MS already (see sweepStaging). */
-export const SMALL_PARTIAL_BYTES = 1024 * 1024;
-const SMALL_PARTIAL_MAX_AGE_MS = 10 * 60_000;
-
-/** How long a staging file of `length` bytes is kept without progress, with a sweep maximum age of `maxAgeMs`. */
-export function partialMaxAgeMs(length: number, maxAgeMs: number): number {
-  return length < SMALL_PARTIAL_BYTES ? Math.min(maxAgeMs, SMALL_PARTIAL_MAX_AGE_MS) : maxAgeMs;
-}
-
-/**
- * Removes staging files not modified for `maxAgeMs` and returns how many it removed; those holding less
- * than SMALL_PARTIAL_BYTES go after SMALL_PARTIAL_MAX_AGE_MS (if shorter). Those are mostly the leftovers of
- * small uploads cut by a crash, which fts clients never resume (they resend), and resending what one held
- * costs less than a MiB. A live upload writes continuously, so `maxAgeMs` must be well above the
- * stalled-transfer timeout. Safe to run from several processes at once: a file that vanishes under us is
- * simply not counted. A user's staging directory (or file), or the staging root itself, that cannot be read
- * or removed is reported through `problem` and skipped: one bad directory must neither stop the server from
- * starting nor keep the other users' partial uploads for ever.
- */
-export async function sweepStaging(root: string, maxAgeMs: number, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
-  const now = Date.now();
-  const smallCutoff = now - partialMaxAgeMs(0, maxAgeMs);
-  let removed = 0;
-  let users: Dirent[];
-  try {
-    users = await readdirOrEmpty(stagingRoot(root));
-  } catch (err) {
-    problem(stagingRoot(root), err); // uploads may still work: not a reason to refuse to start
-    return 0;
-  }
-  for (const userEntry of users) {
-    if (!userEntry.isDirectory()) continue;
-    const dir = path.join(stagingRoot(root), userEntry.name);
-    let entries: Dirent[];
-    try {
-      entries = await readdirOrEmpty(dir);
-    } catch (err) {
-      problem(dir, err);
-      continue;
-    }
-    for (const entry of entries) {
-      const file = path.join(dir, entry.name);
-      try {
-        const st = await lstat(file);
-        if (!st.isFile() || st.mtimeMs >= now - partialMaxAgeMs(st.size, maxAgeMs)) continue;
-        await unlink(file);
-        removed++;
-      } catch (err) {
-        if (errnoOf(err) !== 'ENOENT') problem(file, err);
-      }
-    }
-  }
-  // Then the names of what is gone, once old enough that no upload is about to use them.
-  await sweepPartialNames(root, smallCutoff, problem);
-  return removed;
-}
-
 async function exists(file: string): Promise<boolean> {
   return lstat(file).then(
     () => true,
     () => false,
   );
-}
-
-async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return [];
-    throw err;
-  }
 }

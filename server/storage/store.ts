@@ -18,7 +18,8 @@ import { beginStagedUpload, beginUnsizedStagedUpload, checkUploadRequest, keyOf,
 import { REPEAT_WINDOW_MS } from './same-content.js';
 
 // The upload and listing types are part of the store's surface; they live in their own modules for size.
-export { StagedUpload, sweepStaging } from './staging.js';
+export { StagedUpload } from './staging.js';
+export { sweepStaging } from './staging-sweep.js';
 export type { ListEntry } from './listing.js';
 export type { Usage } from './quota.js';
 

@@ -15,7 +15,7 @@ import { encodeData, encodeHeader, MAX_CHUNK_BYTES } from '../../protocol/index.
 import { codeOf, stagingFiles } from '../helpers/common.js';
 import { publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { runAdmin, sessionsJson, startAdmin, type SessionJson } from '../helpers/admin-cli.js';
-import { sweepStaging } from '../../server/storage/staging.js';
+import { sweepStaging } from '../../server/storage/staging-sweep.js';
 import { dataFrames, RawClient } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';

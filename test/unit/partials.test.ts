@@ -14,7 +14,7 @@ import { FtsError, type PartialEntry, type UploadTag } from '../../protocol/inde
 import { PermissionSet } from '../../server/storage/permissions.js';
 import { measureUsage, UserQuota } from '../../server/storage/quota.js';
 import { keyOf, stagingKey, streamedStagingKey } from '../../server/storage/staging-keys.js';
-import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging.js';
+import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging-sweep.js';
 import { Store, sweepStaging, UserStore, type StagedUpload } from '../../server/storage/store.js';
 import { codeOf, whileLocked } from '../helpers/common.js';
 
