@@ -28,8 +28,14 @@ const REFRESH_INTERVAL_MS = 5_000;
  * admission questions, busy.
  */
 const MAX_SCRAPE_CONNECTIONS = 32;
-/** A scraper that has not sent its request line and headers within this is cut (slowloris). */
+/**
+ * A scraper that has not sent its request line and headers within this is cut (slowloris), and so is a
+ * connection silent for this long. Node enforces headersTimeout only when it checks (every
+ * connectionsCheckingInterval, 30 s by default) and never for a connection that has sent no byte: the
+ * socket's idle timeout covers those, or 32 silent connections would keep every scrape out.
+ */
 const SCRAPE_HEADERS_TIMEOUT_MS = 10_000;
+const CONNECTIONS_CHECK_MS = 1_000;
 
 type Rendered = { contentType: string; body: string };
 
@@ -135,8 +141,13 @@ export class MetricsEndpoint {
   }
 
   async start(host: string, port: number): Promise<number> {
-    const server = http.createServer({ headersTimeout: SCRAPE_HEADERS_TIMEOUT_MS, requestTimeout: SCRAPE_HEADERS_TIMEOUT_MS + SCRAPE_TIMEOUT_MS }, (req, res) => void this.serve(req, res));
+    const server = http.createServer(
+      { headersTimeout: SCRAPE_HEADERS_TIMEOUT_MS, requestTimeout: SCRAPE_HEADERS_TIMEOUT_MS + SCRAPE_TIMEOUT_MS, connectionsCheckingInterval: CONNECTIONS_CHECK_MS },
+      (req, res) => void this.serve(req, res),
+    );
     server.maxConnections = MAX_SCRAPE_CONNECTIONS;
+    // With no 'timeout' listener, Node destroys a socket idle this long (a render takes at most ~2 s).
+    server.timeout = SCRAPE_HEADERS_TIMEOUT_MS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host, port }, () => {

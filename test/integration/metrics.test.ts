@@ -528,6 +528,35 @@ describe('metrics endpoint (Prometheus)', function () {
       }
     });
 
+    it('32 connections that send nothing (or half a request) are cut after 10 s, and scrapes get through again', async () => {
+      const server = await startServer({ workers: 1 });
+      const port = metricsPortOf(server);
+      const held: Array<{ socket: net.Socket; closedAt: number | null }> = [];
+      const opened = Date.now();
+      try {
+        for (let i = 0; i < 32; i++) {
+          const socket = net.connect({ host: '127.0.0.1', port });
+          const entry = { socket, closedAt: null as number | null };
+          socket.on('error', () => undefined);
+          socket.on('close', () => (entry.closedAt = Date.now()));
+          held.push(entry);
+          await new Promise<void>((resolve) => socket.once('connect', () => resolve()).once('close', () => resolve()));
+          // Half of them start a request and never finish its headers.
+          if (i % 2 === 1) socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+        }
+        await sleep(500);
+        expect(held.filter((h) => h.closedAt !== null).length, 'none closed yet').to.equal(0);
+        let refused = 0;
+        await scrape(port).catch(() => refused++);
+        expect(refused, 'a scrape while 32 connections are held is refused').to.equal(1);
+        await waitUntil('the 32 silent connections to be cut', async () => (held.every((h) => h.closedAt !== null) ? true : undefined), 20_000, 100);
+        for (const h of held) expect(h.closedAt! - opened, 'cut after about 10 s').to.be.within(9_000, 20_000);
+        expect((await scrape(port)).get('fts_workers'), 'a scrape afterwards').to.equal(1);
+      } finally {
+        for (const h of held) h.socket.destroy();
+      }
+    });
+
     it('the fts_* families pass `promtool check metrics` (exit 0, no output)', async () => {
       const server = await startServer();
       const tally = new Tally();
