@@ -938,11 +938,12 @@ export class Session {
 
   private logAudit(op: unknown, result: HandlerResult | null, started: number, failure: FtsError | null, name?: string, to?: string): void {
     const audit = result?.audit;
+    // Only our own op names become events or messages: a client must not be able to write an audit line
+    // whose event or message reads "session-end", "admin" or "banned …". What it sent is kept, clipped, in `op`.
+    const event = isOp(op) ? op : 'unknown';
     this.log.info(
       {
-        // Only our own op names become events: a client must not be able to write an audit line whose event
-        // reads "session-end" or "admin". What it sent is kept, clipped, in `op`.
-        event: isOp(op) ? op : 'unknown',
+        event,
         op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
         user: this.user,
         file: audit?.file ?? name ?? null,
@@ -954,7 +955,7 @@ export class Session {
         code: failure?.code,
         disconnected: failure !== null && disconnections.has(failure) ? true : undefined,
       },
-      failure ? `${String(op)} failed` : `${String(op)} ok`,
+      failure ? `${event} failed` : `${event} ok`,
     );
   }
 }

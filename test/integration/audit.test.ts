@@ -399,16 +399,19 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(auth.map((l) => String(l['result'])).sort(), `auth lines: ${JSON.stringify(auth)}`).to.deep.equal(['failure', 'failure', 'success']);
   });
 
-  it("a request with an op that is not the protocol's is audited as event \"unknown\" with the op clipped in \"op\": a client cannot write an audit line that reads \"session-end\" or \"admin\"", async () => {
+  it("a request with an op that is not the protocol's is audited as event \"unknown\" with the op clipped in \"op\": a client cannot write an audit line (event or message) that reads \"session-end\", \"admin\" or \"banned …\"", async () => {
     const server = await startServer();
     const { client: raw } = await RawClient.open(server.port);
     raws.push(raw);
-    for (const [i, op] of ['session-end', 'admin', 'x'.repeat(100)].entries()) {
+    const forged = `banned 10.9.9.9 for 900s${'A'.repeat(5000)}`;
+    for (const [i, op] of ['session-end', 'admin', 'x'.repeat(100), forged].entries()) {
       raw.sendHeader({ op, id: 10 + i });
       await raw.reply().catch(() => undefined);
     }
-    const lines = await waitForEvents(server, 'unknown', 3);
-    expect(lines.map((l) => l['op'])).to.deep.equal(['session-end', 'admin', 'x'.repeat(32)]);
+    const lines = await waitForEvents(server, 'unknown', 4);
+    expect(lines.map((l) => l['op'])).to.deep.equal(['session-end', 'admin', 'x'.repeat(32), forged.slice(0, 32)]);
+    // Nor its message: that is ours, whatever the op was.
+    expect(lines.map((l) => l['msg'])).to.deep.equal(['unknown failed', 'unknown failed', 'unknown failed', 'unknown failed']);
     expect(server.lines.filter((l) => l['event'] === 'admin'), 'no forged admin line').to.deep.equal([]);
     expect(server.lines.filter((l) => l['event'] === 'session-end' && l['op'] !== undefined), 'no forged session-end line').to.deep.equal([]);
   });
