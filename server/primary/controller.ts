@@ -8,7 +8,7 @@ import { loadSecureContext } from '../worker/tls.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
-import { readRulesFiles, RulesFileRefused, type PolicyTexts, type RulesFiles } from './rules-files.js';
+import { knownUsersIn, readRulesFiles, RulesFileRefused, strangersIn, type PolicyTexts, type RulesFiles } from './rules-files.js';
 import { partialsOfUsers, usageOfUsers } from './storage-usage.js';
 import { discardPartials } from '../storage/partials.js';
 import { FtsError } from '../../protocol/index.js';
@@ -278,11 +278,19 @@ export class Controller {
     }
     this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
     const sent = this.sendReload({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
-    for (const w of file.warnings) this.log.warn(w.fields, w.message);
-    const ruleUsers = { ...(quotas === null ? {} : { quotaUsers: quotas.users }), ...(permissions === null ? {} : { permissionUsers: permissions.users }), ...(rates === null ? {} : { rateUsers: rates.users }), ...(networks === null ? {} : { networkUsers: networks.users }) };
+    const isUser = (name: string): boolean => file.users.has(name);
+    const strangers = strangersIn(rules, isUser);
+    for (const w of [...file.warnings, ...strangers]) this.log.warn(w.fields, w.message);
+    // Users of the users file only: a line for someone else applies to no one (warned above).
+    const ruleUsers = {
+      ...(quotas === null ? {} : { quotaUsers: knownUsersIn(quotas, isUser) }),
+      ...(permissions === null ? {} : { permissionUsers: knownUsersIn(permissions, isUser) }),
+      ...(rates === null ? {} : { rateUsers: knownUsersIn(rates, isUser) }),
+      ...(networks === null ? {} : { networkUsers: knownUsersIn(networks, isUser) }),
+    };
     const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
       this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
-      const warnings = file.warnings.map((w) => w.message);
+      const warnings = [...file.warnings, ...strangers].map((w) => w.message);
       if (silent.length > 0) {
         const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;
         this.log.warn({ workers: silent }, unconfirmed);

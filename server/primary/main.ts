@@ -14,7 +14,7 @@ import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
 import { MetricsEndpoint } from './metrics-endpoint.js';
 import { readUsersFile, UsersFileRefused } from './users-file.js';
-import { readRulesFiles, RulesFileRefused } from './rules-files.js';
+import { readRulesFiles, RulesFileRefused, strangersIn } from './rules-files.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A startup problem: reported as one line on stderr, exit code 1. */
@@ -73,6 +73,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const rules = await readRulesFiles(config).catch((err: unknown) => {
     throw err instanceof RulesFileRefused ? new StartupError(err.message) : err;
   });
+  for (const w of strangersIn(rules, (name) => usersFile.users.has(name))) log.warn(w.fields, w.message);
 
   if (config.uploadHook !== null) await checkUploadHook(config.uploadHook);
 

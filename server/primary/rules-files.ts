@@ -16,10 +16,12 @@ export class RulesFileRefused extends Error {
   override name = 'RulesFileRefused';
 }
 
-/** A validated rules file: its text (what workers parse) and the number of users it names. */
+/** A validated rules file: its text (what workers parse) and the users it names (`*` aside). */
 export interface RulesFile {
+  kind: string;
+  file: string;
   text: string;
-  users: number;
+  names: readonly string[];
 }
 
 /** The validated texts the workers use: the users file, and the rules files (null when not configured). */
@@ -49,7 +51,7 @@ async function readRulesFile(kind: string, file: string | null, parse: RulesPars
   if (problems.length > 0) {
     throw new RulesFileRefused(`${kind} ${file}: ${problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ')}`);
   }
-  return { text: decoded.text, users: perUser.size };
+  return { kind, file, text: decoded.text, names: [...perUser.keys()] };
 }
 
 /** The configured rules files, validated. */
@@ -67,4 +69,34 @@ export async function readRulesFiles(config: Pick<Config, 'quotaFile' | 'permiss
   const rates = await readRulesFile('rates file', config.ratesFile, parseRatesFile);
   const networks = await readRulesFile('networks file', config.networksFile, parseNetworksFile);
   return { quotas, permissions, rates, networks };
+}
+
+/** A rules file's lines for users the users file does not have: they apply to no one. */
+export interface StrangerWarning {
+  message: string;
+  fields: { file: string; users: string[] };
+}
+
+/**
+ * One warning per rules file that names users the users file does not define. Such a line is not an
+ * error (a user removed from the users file may keep their line), but a misspelt name leaves the user it
+ * was meant for with the defaults, which for permissions means every right: this must not pass unnoticed.
+ */
+export function strangersIn(rules: RulesFiles, isUser: (name: string) => boolean): StrangerWarning[] {
+  const warnings: StrangerWarning[] = [];
+  for (const f of [rules.quotas, rules.permissions, rules.rates, rules.networks]) {
+    const strangers = f === null ? [] : f.names.filter((n) => !isUser(n));
+    if (f === null || strangers.length === 0) continue;
+    const shown = strangers.slice(0, 10).join(', ') + (strangers.length > 10 ? ` and ${strangers.length - 10} more` : '');
+    warnings.push({
+      message: `${f.kind} ${f.file} names ${strangers.length === 1 ? 'a user' : `${strangers.length} users`} not in the users file (${shown}): ${strangers.length === 1 ? 'its line applies' : 'their lines apply'} to no one; a misspelt name leaves the user it was meant for with the defaults`,
+      fields: { file: f.file, users: strangers.slice(0, 100) },
+    });
+  }
+  return warnings;
+}
+
+/** How many users of the users file have a line of their own in `f` (the reload's summary). */
+export function knownUsersIn(f: RulesFile, isUser: (name: string) => boolean): number {
+  return f.names.filter(isUser).length;
 }

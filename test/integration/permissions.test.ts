@@ -475,6 +475,29 @@ describe('per-user permissions (--permissions-file)', function () {
     expectDenied(await fts(U.writer, ['upload', file]), 'writer upload after the reload');
   });
 
+  it('a line for a user the users file does not have (a misspelt name) is a warning at reload and at start, and is not counted', async function () {
+    await writeFile(permissionsFile, 'reader:l\nreadr:lrwomd\n*:lr\nghost:-\n');
+    const reloaded = await runAdmin(server.adminSocket, ['reload']);
+    expect(reloaded.code, reloaded.stderr).to.equal(0);
+    expect(reloaded.stdout).to.include('permissions reloaded: 1 users with their own permissions\n');
+    expect(reloaded.stderr.split('\n').filter((l) => !l.includes('plaintext password'))).to.deep.equal([
+      `fts-admin: warning: permissions file ${permissionsFile} names 2 users not in the users file (readr, ghost): their lines apply to no one; a misspelt name leaves the user it was meant for with the defaults`,
+      '',
+    ]);
+    expect(server.lines.filter((l) => Array.isArray(l['users']) && l['file'] === permissionsFile).map((l) => [l['level'], l['users']])).to.deep.equal([['warn', ['readr', 'ghost']]]);
+    expect(await authReply(server, U.reader)).to.include({ perms: 'l' });
+
+    // The same file at start: the server starts, and says so in its log.
+    const again = await TestServer.start({ users: USERS, args: ['--permissions-file', permissionsFile] });
+    try {
+      expect(again.lines.filter((l) => Array.isArray(l['users']) && l['file'] === permissionsFile).map((l) => l['msg'])).to.deep.equal([
+        `permissions file ${permissionsFile} names 2 users not in the users file (readr, ghost): their lines apply to no one; a misspelt name leaves the user it was meant for with the defaults`,
+      ]);
+    } finally {
+      await again.stop();
+    }
+  });
+
   it('fts-admin reload of a malformed file: exit 1, the file and line named, and the old permissions (and user table) are kept', async function () {
     const guest = await login(U.guest);
     await seed(U.guest, 'g.txt', 'G');
