@@ -39,6 +39,9 @@ type Reply = (line: AdminLine) => void;
  * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
  * Nothing here touches client connections; workers do that.
  */
+/** Who asked for a reload: `fts-admin reload` or `passwd` (the admin socket), or a SIGHUP. */
+export type ReloadSource = 'admin' | 'SIGHUP';
+
 export class Controller {
   readonly startedAt = Date.now();
   port: number | null = null;
@@ -52,6 +55,12 @@ export class Controller {
   private drainWatchers = new Set<Reply>();
   /** The reload in progress, if any (reload() runs them one after another). */
   private reloading: Promise<unknown> = Promise.resolve();
+  /**
+   * Whether the last reload was applied, and when the files in force were (start-up counts as one), for
+   * fts_config_last_reload_*: a refused reload leaves the old files in force with nobody told but the
+   * one who asked.
+   */
+  lastReload: { successful: boolean; appliedAt: number } = { successful: true, appliedAt: this.startedAt };
   /**
    * Workers sent their fts:init: only they apply a reload (one not yet initialised ignores it, and its init
    * carries the texts in force when it is sent), so only they are asked to confirm one.
@@ -112,7 +121,7 @@ export class Controller {
         this.drain('admin', req.timeout);
         return;
       case 'reload':
-        reply(await this.reload());
+        reply(await this.reload('admin'));
         return;
       case 'kick':
         reply(await this.kick(req.session));
@@ -234,19 +243,30 @@ export class Controller {
    * before anything is applied, so a refused reload changes nothing. A bad certificate pair keeps the old
    * pair and the old table.
    */
-  async reload(): Promise<AdminFinal> {
+  async reload(source: ReloadSource): Promise<AdminFinal> {
     // One at a time up to the send (fts-admin reload, passwd, SIGHUP may come together): a reload that read
     // the file before another must not broadcast its older table after the other's newer one. The wait for
     // the workers' confirmations is outside the queue (each worker's channel keeps the order), so that
     // reloads behind one that waits for a hung worker do not wait for it in turn.
-    const next = this.reloading.then(() => this.reloadOnce());
+    const next = this.reloading.then(() => this.reloadOnce(source));
     this.reloading = next.catch(() => undefined);
-    const outcome = await next;
-    return 'confirmed' in outcome ? outcome.confirmed : outcome;
+    const fields = { source, ...(source === 'SIGHUP' ? { signal: source } : {}) };
+    let outcome: Awaited<typeof next>;
+    try {
+      outcome = await next;
+    } catch (err) {
+      this.lastReload = { ...this.lastReload, successful: false };
+      this.log.error({ err, ...fields }, 'reload failed');
+      throw err;
+    }
+    if ('confirmed' in outcome) return outcome.confirmed;
+    this.lastReload = { ...this.lastReload, successful: false };
+    if (!outcome.ok) this.log.error(fields, `reload refused: ${outcome.error}`);
+    return outcome;
   }
 
   /** Reads, judges and sends a reload: a refusal, or the answer once the workers have confirmed. */
-  private async reloadOnce(): Promise<AdminFinal | { confirmed: Promise<AdminFinal> }> {
+  private async reloadOnce(source: ReloadSource): Promise<AdminFinal | { confirmed: Promise<AdminFinal> }> {
     let file: UsersFile;
     try {
       file = await readUsersFile(this.config.users, this.config.allowInsecureUsersFile);
@@ -289,7 +309,8 @@ export class Controller {
       ...(networks === null ? {} : { networkUsers: knownUsersIn(networks, isUser) }),
     };
     const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
-      this.log.info({ users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
+      this.lastReload = { successful: true, appliedAt: Date.now() };
+      this.log.info({ source, users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
       const warnings = [...file.warnings, ...strangers].map((w) => w.message);
       if (silent.length > 0) {
         const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;

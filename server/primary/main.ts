@@ -134,7 +134,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     throw new StartupError(errnoOf(err) === undefined ? err.message : `admin socket ${config.adminSocket}: ${errnoReason(err)}`);
   });
 
-  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate);
+  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload);
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
       await admin.close();
@@ -235,15 +235,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // The daemon convention (sshd, nginx, PostgreSQL): SIGHUP reloads, as `fts-admin reload` does, instead of
-  // Node's default of exiting at once without a drain. reload() logs what it applied; a refusal is logged
-  // here, since nobody is waiting for its reply.
+  // Node's default of exiting at once without a drain. reload() logs what it applied or refused.
   const onHup = (): void => {
-    controller.reload().then(
-      (line) => {
-        if (!line.ok) log.error({ signal: 'SIGHUP' }, `reload refused: ${line.error}`);
-      },
-      (err: unknown) => log.error({ err, signal: 'SIGHUP' }, 'reload failed'),
-    );
+    controller.reload('SIGHUP').catch(() => undefined);
   };
   process.on('SIGHUP', onHup);
   process.off('SIGHUP', onEarlyHup);

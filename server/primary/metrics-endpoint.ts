@@ -81,6 +81,7 @@ export class MetricsEndpoint {
     private readonly pool: WorkerPool,
     isDraining: () => boolean,
     gate: Gatekeeper,
+    lastReload: () => { successful: boolean; appliedAt: number },
   ) {
     const registers = [this.registry];
     new Gauge({
@@ -115,6 +116,23 @@ export class MetricsEndpoint {
       registers,
       collect() {
         this.set(gate.activeBans(Date.now()));
+      },
+    });
+    // As Prometheus's own prometheus_config_last_reload_*: a refused reload leaves the old files in force.
+    new Gauge({
+      name: 'fts_config_last_reload_successful',
+      help: '1 if the last reload (fts-admin reload or passwd, SIGHUP) was applied, or none was asked since the start; 0 if it was refused',
+      registers,
+      collect() {
+        this.set(lastReload().successful ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'fts_config_last_reload_success_timestamp_seconds',
+      help: 'When the users and rules files in force were applied (start or last successful reload), Unix time',
+      registers,
+      collect() {
+        this.set(Math.floor(lastReload().appliedAt / 1000));
       },
     });
     restarts.inc(0);

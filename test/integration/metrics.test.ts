@@ -49,7 +49,12 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_rejections_total: 'counter',
   fts_bans_active: 'gauge',
   fts_upload_hooks_total: 'counter',
+  fts_config_last_reload_successful: 'gauge',
+  fts_config_last_reload_success_timestamp_seconds: 'gauge',
 };
+
+/** Gauges that are not 0 on a fresh server. */
+const NONZERO_AT_START = new Set(['fts_workers', 'fts_config_last_reload_successful', 'fts_config_last_reload_success_timestamp_seconds']);
 
 interface Sample {
   name: string;
@@ -440,7 +445,7 @@ describe('metrics endpoint (Prometheus)', function () {
   }
 
   describe('exposition', () => {
-    it('every known label set is exported at 0 on a fresh server, with HELP and the right TYPE; nothing else is non-zero but fts_workers', async () => {
+    it('every known label set is exported at 0 on a fresh server, with HELP and the right TYPE; nothing else is non-zero but fts_workers and the last reload\'s gauges', async () => {
       const server = await startServer();
       const port = metricsPortOf(server);
       expect((await statusJson(server.adminSocket)).metricsPort, 'status --json metricsPort = the logged port').to.equal(port);
@@ -451,7 +456,7 @@ describe('metrics endpoint (Prometheus)', function () {
       for (const name of [...e.types.keys()].filter((n) => n.startsWith('fts_'))) expect(e.helps.get(name) ?? '', `# HELP ${name}`).to.not.equal('');
       for (const s of e.samples.filter((x) => x.name.startsWith('fts_'))) {
         expect(e.familyOf(s.name), `family of ${s.name}`).to.not.equal(null);
-        if (s.name !== 'fts_workers') expect(s.value, `${seriesKey(s)} on a fresh server`).to.equal(0);
+        if (!NONZERO_AT_START.has(s.name)) expect(s.value, `${seriesKey(s)} on a fresh server`).to.equal(0);
       }
       for (const op of OPS) {
         for (const result of ['ok', 'error']) expect(e.get('fts_operations_total', { op, result }), `${op}/${result}`).to.equal(0);
@@ -476,6 +481,8 @@ describe('metrics endpoint (Prometheus)', function () {
       expect(e.get('fts_worker_restarts_total')).to.equal(0);
       expect(e.get('fts_draining')).to.equal(0);
       expect(e.get('fts_scrape_errors_total')).to.equal(0);
+      expect(e.get('fts_config_last_reload_successful'), 'the files read at start count as applied').to.equal(1);
+      expect(e.get('fts_config_last_reload_success_timestamp_seconds')).to.be.within(Date.now() / 1000 - 120, Date.now() / 1000);
       expectHistogramsConsistent(e);
     });
 
@@ -673,6 +680,37 @@ describe('metrics endpoint (Prometheus)', function () {
       const e = await scrape(port);
       for (const reason of ['max_connections', 'per_ip_limit', 'startups', 'banned', 'per_user_limit']) expect(e.get('fts_rejections_total', { reason }), reason).to.equal(0);
       expect(server.lines.filter((l) => l['reason'] === 'proxy_header').length, 'log lines: at most one per worker a minute').to.be.at.most(2);
+    });
+
+    it('fts_config_last_reload_successful is 0 after a refused reload (admin or SIGHUP, logged at error with its source) and 1 again after one applied, which moves the timestamp', async () => {
+      const server = await startServer({ workers: 1 });
+      const port = metricsPortOf(server);
+      const started = (await scrape(port)).get('fts_config_last_reload_success_timestamp_seconds');
+      const good = await readFile(server.usersFile, 'utf8');
+      await writeFile(server.usersFile, `${good}this line has no separator\n`);
+      const refused = await runAdmin(server.adminSocket, ['reload']);
+      expect(refused.code, refused.stdout).to.equal(1);
+      const logged = await server.waitForLog((l) => l.level === 'error' && String(l.msg).startsWith('reload refused: '));
+      expect(logged['source']).to.equal('admin');
+      let e = await scrape(port);
+      expect(e.get('fts_config_last_reload_successful'), 'after the refused reload').to.equal(0);
+      expect(e.get('fts_config_last_reload_success_timestamp_seconds'), 'the files in force are still those of the start').to.equal(started);
+
+      await sleep(1_100); // a whole second later, so that the timestamp can move
+      await writeFile(server.usersFile, good);
+      const applied = await runAdmin(server.adminSocket, ['reload']);
+      expect(applied.code, applied.stderr).to.equal(0);
+      expect((await server.waitForLog((l) => l.msg === 'users file reloaded'))['source']).to.equal('admin');
+      e = await scrape(port);
+      expect(e.get('fts_config_last_reload_successful'), 'after the applied reload').to.equal(1);
+      expect(e.get('fts_config_last_reload_success_timestamp_seconds')).to.be.greaterThan(started);
+
+      await writeFile(server.usersFile, `${good}this line has no separator\n`);
+      server.signal('SIGHUP');
+      const hup = await server.waitForLog((l) => l.level === 'error' && l['source'] === 'SIGHUP');
+      expect(String(hup.msg)).to.match(/^reload refused: /);
+      expect(hup['signal']).to.equal('SIGHUP');
+      expect((await scrape(port)).get('fts_config_last_reload_successful'), 'after the refused SIGHUP').to.equal(0);
     });
 
     it('an open upload is counted in fts_transfers_active and fts_sessions_active; fts_draining is 1 during a drain', async () => {
