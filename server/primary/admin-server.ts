@@ -157,7 +157,8 @@ export class AdminServer {
         reply({ ok: false, error: (err as Error).message });
         return;
       }
-      this.log.info({ event: 'admin', cmd: req.cmd }, `admin command: ${req.cmd}`);
+      // With what it acts on (session, address, user, key, timeout), validated by parseAdminRequest.
+      this.log.info({ event: 'admin', ...req }, `admin command: ${req.cmd}`);
       this.handle(req, reply, conn).catch((err: unknown) => {
         this.log.error({ err }, 'admin command failed');
         reply({ ok: false, error: err instanceof Error ? err.message : String(err) });

@@ -194,7 +194,7 @@ export class Session {
    * stay staged for a resume); one whose data is all in finishes its publish without its reply.
    */
   kick(): void {
-    this.log.info({ event: 'kick' }, 'session kicked by an administrator');
+    this.log.info({ event: 'kick', user: this.user }, 'session kicked by an administrator');
     const busy = this.busy;
     this.bye('KICKED');
     if (busy) this.socket.destroy();
@@ -369,7 +369,7 @@ export class Session {
     }
     // A reload took the session's address out of the user's networks: the session ends, as a kick ends it.
     if (this.phase === 'authenticated' && this.user !== null && !this.mayWorkFrom(this.user)) {
-      this.log.warn({ event: 'kick', reason: 'networks' }, `session ended: ${this.networkIp} is no longer in ${this.user}'s networks (--networks-file)`);
+      this.log.warn({ event: 'kick', reason: 'networks', user: this.user }, `session ended: ${this.networkIp} is no longer in ${this.user}'s networks (--networks-file)`);
       await this.fatalInOrder(id, new FtsError('KICKED', `your address is no longer allowed for ${this.user} (--networks-file)`));
       return;
     }

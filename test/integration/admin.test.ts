@@ -595,6 +595,9 @@ describe('fts-admin (end to end)', function () {
       }
       await victim.expectClosed(5_000);
       await waitUntil('the kicked session to leave the list', async () => !(await sessionsJson(server.adminSocket)).some((s) => s.id === info.id), 5_000, 100);
+      // The log says who kicked what: the admin line names the session, the worker's line its user.
+      expect(server.lines.filter((l) => l['event'] === 'admin' && l['cmd'] === 'kick').map((l) => l['session'])).to.deep.equal([info.id]);
+      expect(server.lines.filter((l) => l['event'] === 'kick').map((l) => [l['session'], l['user']])).to.deep.equal([[info.id, ALICE.user]]);
 
       await bystander.noop();
       await bystander.uploadBuffer('after-kick.txt', Buffer.from('fine\n'));
