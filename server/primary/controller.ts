@@ -28,6 +28,11 @@ function silentWorkers(pids: number[]): string {
  */
 const RELOAD_CONFIRM_MS = 5_000;
 const DRAIN_PROGRESS_INTERVAL_MS = 1_000;
+/**
+ * How long a drain's progress report waits for each worker: below the interval, so that a stopped worker
+ * (which never answers) delays no line past its second and reports do not pile up.
+ */
+const DRAIN_PROGRESS_QUERY_MS = 800;
 /** Workers that have not exited this long after the drain deadline are killed. */
 const HARD_KILL_AFTER_DEADLINE_MS = 5_000;
 /** After a forced stop, workers get this long before SIGKILL. */
@@ -188,17 +193,20 @@ export class Controller {
     }
   }
 
-  async workerStats(): Promise<WorkerStatus[]> {
+  async workerStats(timeoutMs = QUERY_TIMEOUT_MS): Promise<WorkerStatus[]> {
     const listening = new Set(this.pool.listeningWorkers);
-    return Promise.all(
-      this.pool.workers.map(async (w) => {
+    const stats = await Promise.all(
+      this.pool.workers.map(async (w): Promise<WorkerStatus | null> => {
         const silent = { pid: w.process.pid ?? 0, connections: 0, sessions: 0, transfers: 0, responding: false };
         // A worker still starting answers nothing yet; asking would only wait out the timeout.
         if (!listening.has(w)) return { ...silent, starting: true };
-        const data = (await queryWorker(w, { type: 'fts:query', what: 'stats' }, QUERY_TIMEOUT_MS)) as WorkerStats | null;
-        return data ? { ...data, responding: true } : silent;
+        const data = (await queryWorker(w, { type: 'fts:query', what: 'stats' }, timeoutMs)) as WorkerStats | null;
+        if (data) return { ...data, responding: true };
+        // One that exited while asked (a drained worker leaves at once) is gone, not silent.
+        return w.isConnected() ? silent : null;
       }),
     );
+    return stats.filter((s): s is WorkerStatus => s !== null);
   }
 
   async status(): Promise<StatusResult> {
@@ -356,7 +364,11 @@ export class Controller {
     this.log.info({ reason, graceSeconds }, first ? 'drain started' : 'drain deadline brought forward');
     this.pool.stop();
     this.pool.broadcast({ type: 'fts:drain', deadline });
-    if (first) setInterval(() => void this.reportDrain(), DRAIN_PROGRESS_INTERVAL_MS).unref();
+    if (first) {
+      // The first report at once: with a short grace period, one a second later could come after the end.
+      void this.reportDrain();
+      setInterval(() => void this.reportDrain(), DRAIN_PROGRESS_INTERVAL_MS).unref();
+    }
     clearTimeout(this.hardKill);
     this.hardKill = setTimeout(() => {
       this.log.error({ workers: this.pool.workers.length }, 'workers did not exit after the grace period; killing them');
@@ -374,8 +386,8 @@ export class Controller {
 
   private async reportDrain(): Promise<void> {
     const deadline = this.drainDeadline;
-    const workers = await this.workerStats();
-    if (this.pool.workers.length === 0) return;
+    const workers = await this.workerStats(DRAIN_PROGRESS_QUERY_MS);
+    if (workers.length === 0 || this.pool.workers.length === 0) return;
     const sessions = workers.reduce((n, w) => n + w.connections, 0);
     const transfers = workers.reduce((n, w) => n + w.transfers, 0);
     // A hung or stopped worker reports zeros: without this count the drain would look idle but not end.
