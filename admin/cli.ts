@@ -54,7 +54,8 @@ Commands:
   sessions [--json]      list the sessions on all workers
   drain [--timeout S]    stop accepting connections, let transfers (and upload hook runs) finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
-  reload                 re-read the users file and the quota, permissions, rates and networks files (the old ones are kept if a new one is bad);
+  reload                 re-read the users file, the quota, permissions, rates and networks files and the TLS certificate
+                         (the old ones are all kept if a new one is bad);
                          returns once every worker uses them (a worker that has not within 5 s is named in a warning)
   kick SESSION_ID        end one session (ids as listed by 'sessions')
   kick-user USER         end every session of USER (exit 1 if there is none)
