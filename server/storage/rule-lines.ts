@@ -29,6 +29,7 @@ export function parseRuleLines<T>(
     const isStar = star && user === '*';
     let reason: string | null = null;
     if (at < 0) reason = `expected USER:${value.name}`;
+    else if (!star && user === '*') reason = `"*" is not a valid user name (here the server's own flags apply to everyone the file does not name)`;
     else if (!isStar && !USERNAME_PATTERN.test(user)) reason = `"${user.slice(0, 64)}" is not a valid user name${star ? ' (or * for everyone else)' : ''}`;
     else if (parsed === undefined) reason = value.invalid;
     else if (isStar ? starValue !== null : perUser.has(user)) reason = `${user} is named twice`;

@@ -193,9 +193,9 @@ describe('permissions: the quota file through the shared rule-lines syntax', fun
     ]);
   });
 
-  it('`*` is not allowed in the quota file (a bad user name, without the "or *" hint)', function () {
+  it('`*` is not allowed in the quota file (a bad user name, without the "or *" hint, saying what applies instead)', function () {
     const f = parseQuotaFile('*:1M\nalice:2M\n');
-    expect(f.problems).to.deep.equal([{ line: 1, reason: '"*" is not a valid user name' }]);
+    expect(f.problems).to.deep.equal([{ line: 1, reason: '"*" is not a valid user name (here the server\'s own flags apply to everyone the file does not name)' }]);
     expect([...f.perUser.keys()]).to.deep.equal(['alice']);
   });
 
@@ -209,7 +209,7 @@ describe('permissions: the quota file through the shared rule-lines syntax', fun
 
   it('parseRuleLines without `star` treats * as a user name; with it, one * line is its own value', function () {
     const value = { name: 'N', parse: (raw: string) => (/^\d+$/.test(raw.trim()) ? Number(raw.trim()) : undefined), invalid: 'N must be digits' };
-    expect(parseRuleLines('*:1\n', value).problems).to.deep.equal([{ line: 1, reason: '"*" is not a valid user name' }]);
+    expect(parseRuleLines('*:1\n', value).problems).to.deep.equal([{ line: 1, reason: '"*" is not a valid user name (here the server\'s own flags apply to everyone the file does not name)' }]);
     const starred = parseRuleLines('a:1\n*:2\n', value, true);
     expect(starred.problems).to.deep.equal([]);
     expect(starred.star).to.equal(2);
