@@ -104,13 +104,21 @@ interface FlagSpec {
 
 /** `orWord`: a word the flag also takes (parsed by the caller), named in the error so that nobody must guess it. */
 function integer(min: number, max: number, orWord?: string) {
-  return (raw: string, flag: string): number => {
+  const parse = (raw: string, flag: string): number => {
     const n = Number(raw);
     if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
       throw new ConfigError(`--${flag}: must be an integer from ${min} to ${max}${orWord ? ` or ${orWord}` : ''} (got "${raw}")`);
     }
     return n;
   };
+  // Shown by --help, so that the limits are known before a value is refused.
+  return Object.assign(parse, { range: `${min}-${max}${orWord ? ` or ${orWord}` : ''}` });
+}
+
+/** The accepted range of a flag's value, when its parser has one (integer()). */
+function rangeOf(spec: FlagSpec): string | undefined {
+  const range = (spec.parse as { range?: unknown }).range;
+  return typeof range === 'string' ? range : undefined;
 }
 
 function nonEmpty(raw: string, flag: string): string {
@@ -313,7 +321,7 @@ export const FLAGS = {
     env: 'FTS_METRICS_PORT',
     help: 'port of the /metrics endpoint (0 = ephemeral, off = disabled)',
     default: () => String(DEFAULT_METRICS_PORT),
-    parse: (raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535, 'off')(raw, flag)),
+    parse: Object.assign((raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535, 'off')(raw, flag)), { range: integer(0, 65535, 'off').range }),
   },
   'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
   'cluster-secret-file': {
@@ -329,7 +337,8 @@ type FlagName = keyof typeof FLAGS;
 export function usage(): string {
   const lines = ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):'];
   for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
-    lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}]`);
+    const range = rangeOf(spec);
+    lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}${range === undefined ? '' : `, ${range}`}]`);
   }
   lines.push('  --proxy-protocol       expect a PROXY protocol v2 header on every connection (behind HAProxy) [FTS_PROXY_PROTOCOL=1]');
   lines.push('  --allow-insecure-users-file  accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]');
