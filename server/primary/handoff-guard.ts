@@ -22,6 +22,20 @@ function ackOf(msg: unknown): number | undefined {
   return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && typeof m.ack === 'number' ? m.ack : undefined;
 }
 
+/** child_process's own answer to a message that carried a handle: received (ACK) or arrived without it (NACK). */
+function handleAnswerOf(msg: unknown): 'ack' | 'nack' | undefined {
+  const cmd = (msg as { cmd?: unknown } | null)?.cmd;
+  return cmd === 'NODE_HANDLE_ACK' ? 'ack' : cmd === 'NODE_HANDLE_NACK' ? 'nack' : undefined;
+}
+
+/** What happened to connections handed to a worker that never took them. */
+export interface HandoffLosses {
+  /** The worker died before taking `count` connections; they were closed. */
+  died(count: number): void;
+  /** A connection reached the worker without its socket (it had no free file descriptor); it was closed. */
+  undelivered(): void;
+}
+
 /**
  * Closes the connections node:cluster handed to a worker that died before taking them.
  *
@@ -39,20 +53,40 @@ function ackOf(msg: unknown): number | undefined {
  * had the worker taken it and died. Internal message shapes are matched defensively: if a future Node
  * changes them, this does nothing and the old behaviour stays.
  */
-export function guardHandoffs(worker: Worker, onLost: (count: number) => void): void {
+export function guardHandoffs(worker: Worker, losses: HandoffLosses): void {
   const proc = worker.process as Worker['process'] & { send?: (...args: unknown[]) => boolean };
   const originalSend = proc.send;
   if (typeof originalSend !== 'function') return;
   const unacknowledged = new Map<number, RawHandle>();
+  // Connections sent with their socket whose delivery child_process has not confirmed yet, oldest first: it
+  // sends one handle at a time and queues the rest, so each ACK or NACK answers the oldest.
+  const inDelivery: number[] = [];
   proc.send = function guardedSend(this: unknown, ...args: unknown[]): boolean {
     const [message, handle] = args;
-    if (isNewConn(message) && typeof (handle as Partial<RawHandle> | undefined)?.close === 'function') unacknowledged.set(message.seq, handle as RawHandle);
+    if (isNewConn(message) && typeof (handle as Partial<RawHandle> | undefined)?.close === 'function') {
+      unacknowledged.set(message.seq, handle as RawHandle);
+      inDelivery.push(message.seq);
+    }
     return originalSend.apply(this, args);
   };
   // 'internalMessage' carries the NODE_* messages; node:cluster's own listener, added by fork(), runs first.
   proc.on('internalMessage', (message: unknown) => {
     const ack = ackOf(message);
     if (ack !== undefined) unacknowledged.delete(ack);
+    const answer = handleAnswerOf(message);
+    if (answer === undefined) return;
+    const seq = inDelivery.shift();
+    if (answer === 'ack' || seq === undefined || !unacknowledged.has(seq)) return;
+    // NACK: the worker received the message but not the socket (MSG_CTRUNC: it had no free descriptor) and
+    // dropped both. Node neither re-sends a raw handle nor tells node:cluster, whose round robin then waits
+    // for ever for this worker's answer and never gives it another connection: one EMFILE would take the
+    // worker out of service for good. So the worker's answer is given in its place, as accepted, which
+    // makes node:cluster close the primary's copy (the client sees the connection closed, as when a server
+    // is out of descriptors) and hand the worker the next connection. Re-sending instead could loop for as
+    // long as the worker has no descriptor.
+    unacknowledged.delete(seq);
+    proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', ack: seq, accepted: true });
+    losses.undelivered();
   });
   proc.once('close', () => {
     const lost = unacknowledged.size;
@@ -64,6 +98,6 @@ export function guardHandoffs(worker: Worker, onLost: (count: number) => void): 
       }
     }
     unacknowledged.clear();
-    if (lost > 0) onLost(lost);
+    if (lost > 0) losses.died(lost);
   });
 }

@@ -56,6 +56,16 @@ async function loadSecret(config: Config): Promise<Buffer> {
  * The primary: validates what workers will need, forks them, serves the admin socket and owns the drain.
  * It never touches client connections itself (apart from the cluster's round-robin hand-off).
  */
+/** Descriptors a process needs besides its connections' (listening sockets, IPC, log, files in transfer). */
+const FD_RESERVE = 100;
+
+/** RLIMIT_NOFILE as this process has it (Node raises the soft limit to the hard one at start), or null. */
+function openFileLimit(): number | null {
+  const report = process.report?.getReport() as { userLimits?: { open_files?: { soft?: unknown } } } | undefined;
+  const soft = report?.userLimits?.open_files?.soft;
+  return typeof soft === 'number' && Number.isFinite(soft) ? soft : null;
+}
+
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
   // A SIGHUP during start-up (a log rotation's, say) must not kill the server (Node's default): it is kept
   // and answered with a reload once the reload handler is in place below.
@@ -93,6 +103,15 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     // A live upload writes at least once per stall timeout; below that, the sweep may take a stalled but
     // still open upload's staged bytes (its publish then fails and the client starts again).
     log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
+  }
+  const openFiles = openFileLimit();
+  if (openFiles !== null && openFiles < config.maxConnections + FD_RESERVE) {
+    // Each connection is a descriptor in the worker that holds it, plus the file of its transfer; a worker
+    // that has none left cannot receive the next connection handed to it (handoff-guard.ts closes it).
+    log.warn(
+      { openFiles, maxConnections: config.maxConnections },
+      `the open-file limit (${openFiles}) is below --max-connections (${config.maxConnections}) + ${FD_RESERVE}: connections beyond what the workers' descriptors hold are closed (fts_rejections_total{reason="no_descriptor"}); raise the limit (LimitNOFILE=, ulimit -n) or lower --max-connections`,
+    );
   }
   if (config.lockTimeoutSeconds >= config.stallTimeoutSeconds) {
     // Waiting for a lock moves no bytes, so the session's stall timer runs meanwhile: it would end the
@@ -135,6 +154,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   });
 
   const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload);
+  pool.onUndelivered = () => metrics.rejected('no_descriptor');
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
       await admin.close();

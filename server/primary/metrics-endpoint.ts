@@ -12,8 +12,9 @@ import type { WorkerPool } from './worker-pool.js';
  * Why a connection was refused before its greeting: the primary's admission decisions, and a worker's
  * refusal of a connection without a valid PROXY protocol header (--proxy-protocol), which it reports.
  */
-export type RejectionReason = RejectReason | 'proxy_header';
-const REJECTION_REASONS: readonly RejectionReason[] = [...REJECT_REASONS, 'proxy_header'];
+/** `no_descriptor`: handed to a worker that had no free file descriptor to receive it (handoff-guard.ts). */
+export type RejectionReason = RejectReason | 'proxy_header' | 'no_descriptor';
+const REJECTION_REASONS: readonly RejectionReason[] = [...REJECT_REASONS, 'proxy_header', 'no_descriptor'];
 
 /**
  * How long a scrape waits for each worker. prom-client's clusterMetrics() waits a fixed 5 s and then fails

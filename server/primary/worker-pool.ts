@@ -6,6 +6,8 @@ import { guardHandoffs } from './handoff-guard.js';
 import { workerEnv, workerExecArgv } from './worker-flags.js';
 import { relayWorkerOutput, WORKER_STDIO } from './worker-output.js';
 
+/** Lines about connections that could not be handed to a worker: at most one per this long. */
+const UNDELIVERED_LINE_INTERVAL_MS = 60_000;
 /** A worker that lived less than this counts as a crash-loop failure for the backoff. */
 const HEALTHY_UPTIME_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
@@ -57,6 +59,11 @@ export class WorkerPool {
   onAllExited: () => void = () => {};
   /** Called for every unexpected worker exit; `listened`: the worker had started listening. */
   onCrash: (worker: Worker, code: number | null, signal: string | null, listened: boolean) => void = () => {};
+  /** A connection could not be handed to a worker (it had no free file descriptor) and was closed. */
+  onUndelivered: () => void = () => {};
+  /** Undelivered connections since the last line about them, and when that line was written. */
+  private undeliveredSinceLine = 0;
+  private undeliveredLineAt = 0;
 
   constructor(
     private readonly config: Config,
@@ -200,9 +207,29 @@ export class WorkerPool {
     // emitted as 'error' on the worker: without a listener that would crash the primary. The exit that
     // follows is handled as usual.
     worker.on('error', (err) => this.log.warn({ err, workerPid }, 'message to a worker failed'));
-    guardHandoffs(worker, (count) => this.log.warn({ workerPid, connections: count }, 'closed connections handed to a worker that died before taking them'));
+    guardHandoffs(worker, {
+      died: (count) => this.log.warn({ workerPid, connections: count }, 'closed connections handed to a worker that died before taking them'),
+      undelivered: () => this.undelivered(workerPid ?? 0),
+    });
     this.log.info({ workerPid }, 'worker started');
     return worker;
+  }
+
+  /**
+   * A worker out of file descriptors: logged at once, then at most once a minute with the count since, so
+   * that a flood of connections against a full descriptor table does not also flood the log.
+   */
+  private undelivered(workerPid: number): void {
+    this.onUndelivered();
+    this.undeliveredSinceLine++;
+    const now = Date.now();
+    if (now - this.undeliveredLineAt < UNDELIVERED_LINE_INTERVAL_MS) return;
+    this.log.error(
+      { workerPid, connections: this.undeliveredSinceLine },
+      'a connection could not be handed to a worker: it has no free file descriptor (EMFILE); closed it. Raise the open-file limit (LimitNOFILE) or lower --max-connections',
+    );
+    this.undeliveredSinceLine = 0;
+    this.undeliveredLineAt = now;
   }
 
   private exited(worker: Worker, code: number | null, signal: string | null): void {

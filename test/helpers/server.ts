@@ -27,6 +27,8 @@ export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Called once the process is spawned, before it listens (to act on it while it starts). */
   whileStarting?: (server: TestServer) => void;
+  /** The open-file limit (soft and hard) of the server and its workers, as `ulimit -n` sets it. */
+  openFiles?: number;
 }
 
 export interface LogLine {
@@ -100,7 +102,9 @@ export class TestServer {
       '--metrics-port', '0',
       ...(options.args ?? []),
     ];
-    const proc = spawn(process.execPath, args, {
+    // Through sh's ulimit then exec, so that the process (and its pid) is still node's.
+    const [command, argv] = options.openFiles === undefined ? [process.execPath, args] : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(options.openFiles), process.execPath, ...args]];
+    const proc = spawn(command, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: options.detached ?? false,
       env: { ...process.env, ...options.env },

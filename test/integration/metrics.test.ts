@@ -678,7 +678,7 @@ describe('metrics endpoint (Prometheus)', function () {
       }
       await waitUntil(`${n} proxy_header rejections`, async () => ((await scrape(port)).get('fts_rejections_total', { reason: 'proxy_header' }) === n ? true : undefined), 10_000, 100);
       const e = await scrape(port);
-      for (const reason of ['max_connections', 'per_ip_limit', 'startups', 'banned', 'per_user_limit']) expect(e.get('fts_rejections_total', { reason }), reason).to.equal(0);
+      for (const reason of ['max_connections', 'per_ip_limit', 'startups', 'banned', 'per_user_limit', 'no_descriptor']) expect(e.get('fts_rejections_total', { reason }), reason).to.equal(0);
       expect(server.lines.filter((l) => l['reason'] === 'proxy_header').length, 'log lines: at most one per worker a minute').to.be.at.most(2);
     });
 

@@ -10,11 +10,12 @@
  * is SIGKILLed.
  */
 import { expect } from 'chai';
-import { waitWorkersReady } from '../helpers/admin-cli.js';
+import { statusJson, waitWorkersReady } from '../helpers/admin-cli.js';
 import { releaseAll } from '../helpers/common.js';
 import { processAlive, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { rawAlive, RawClient } from '../helpers/raw-client.js';
-import { TestServer } from '../helpers/server.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 
 describe('worker killed while a connection is being handed to it', function () {
   this.timeout(60_000);
@@ -87,3 +88,55 @@ describe('worker killed while a connection is being handed to it', function () {
     expect(server.proc.exitCode, 'the primary is running').to.equal(null);
   });
 });
+
+describe('a worker with no free file descriptor when a connection is handed to it (EMFILE)', function () {
+  this.timeout(120_000);
+
+  const servers: TestServer[] = [];
+  const raws: RawClient[] = [];
+
+  afterEach(async function () {
+    this.timeout(90_000);
+    await releaseAll({ raws, servers });
+  });
+
+  it('that connection is closed and counted; the worker keeps getting connections once descriptors are free again (it was out of the rotation for good)', async () => {
+    // 64 descriptors for one worker: about 40 sessions fit. The socket of a connection handed over beyond that
+    // arrives without its descriptor (MSG_CTRUNC), and node:cluster never offered that worker another one.
+    const server = await TestServer.start({ workers: 1, openFiles: 64, args: ['--max-connections-per-ip', '500', '--max-startups', '100:100:200'] });
+    servers.push(server);
+    expect(server.lines.filter((l) => String(l.msg).startsWith('the open-file limit (64) is below --max-connections (2000) + 100')).map((l) => l.level), 'the start warns of it').to.deep.equal(['warn']);
+    const held: RawClient[] = [];
+    let refused = 0;
+    for (let i = 0; i < 80; i += 5) {
+      const batch = await Promise.allSettled([0, 1, 2, 3, 4].map(() => RawClient.login({ port: server.port, timeoutMs: 10_000 }, ALICE.user, ALICE.password)));
+      for (const r of batch) {
+        if (r.status === 'fulfilled') held.push(r.value);
+        else refused++;
+      }
+    }
+    raws.push(...held);
+    expect(refused, `logins that failed with ${held.length} sessions open`).to.be.greaterThan(0);
+    const port = await metricsPortOf(server);
+    const undelivered = await metric(port, 'fts_rejections_total', { reason: 'no_descriptor' });
+    expect(undelivered, 'fts_rejections_total{reason="no_descriptor"}').to.be.within(1, refused);
+    const lines = server.lines.filter((l) => String(l.msg).startsWith('a connection could not be handed to a worker'));
+    expect(lines.length, 'one log line, not one per connection').to.equal(1);
+    expect(lines[0]!['level']).to.equal('error');
+
+    for (const c of held) c.close();
+    await waitUntil('the worker to have closed the sessions', async () => ((await sessionsCount(server)) === 0 ? true : undefined), 20_000, 200);
+    for (let i = 0; i < 5; i++) {
+      const fresh = await RawClient.login({ port: server.port, timeoutMs: 5_000 }, ALICE.user, ALICE.password);
+      raws.push(fresh);
+      expect(await rawAlive(fresh, 200 + i), `fresh session ${i + 1}`).to.equal(true);
+      fresh.close();
+    }
+  });
+});
+
+async function sessionsCount(server: TestServer): Promise<number> {
+  return (await statusJson(server.adminSocket)).sessions;
+}
+
+const ALICE = DEFAULT_USERS[0]!;
