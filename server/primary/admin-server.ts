@@ -8,6 +8,14 @@ import { makeDirectories } from '../storage/private-dir.js';
 
 /** How long the startup probe waits for an existing server to answer on the socket. */
 const PROBE_TIMEOUT_MS = 1_000;
+/**
+ * A connection that has not sent a whole request line within this is closed, as is one that ends its side
+ * before sending one: with allowHalfOpen nothing else would close them, and each kept a descriptor of the
+ * primary for good (a liveness check, a refused second server's probe).
+ */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** Admin connections at once; more are closed at once (fts-admin needs one per command). */
+const MAX_ADMIN_CONNECTIONS = 64;
 
 export class AdminSocketInUse extends Error {
   override name = 'AdminSocketInUse';
@@ -96,6 +104,7 @@ export class AdminServer {
     await unlink(this.socketPath).catch(() => undefined);
     // allowHalfOpen: a client may send its request and shut down its side while it waits for the answer.
     const server = net.createServer({ allowHalfOpen: true }, (conn) => this.serve(conn));
+    server.maxConnections = MAX_ADMIN_CONNECTIONS;
     // The socket is created 0600 (not 0777 & ~umask, then chmod): nobody else can connect in between.
     const umask = process.umask(0o177);
     try {
@@ -138,6 +147,13 @@ export class AdminServer {
       if (!conn.destroyed) conn.write(encodeAdminLine(line));
       if ('ok' in line) conn.end();
     };
+    // Only until the request is in: a drain's connection stays open for as long as the drain lasts.
+    conn.setTimeout(REQUEST_TIMEOUT_MS, () => {
+      if (!handled) conn.destroy();
+    });
+    conn.on('end', () => {
+      if (!handled) conn.destroy();
+    });
     conn.on('data', (chunk: string) => {
       if (handled) return;
       let values: unknown[];
@@ -145,11 +161,13 @@ export class AdminServer {
         values = decoder.push(chunk);
       } catch (err) {
         handled = true;
+        conn.setTimeout(0);
         reply({ ok: false, error: `bad request: ${(err as Error).message}` });
         return;
       }
       if (values.length === 0) return;
       handled = true;
+      conn.setTimeout(0);
       let req: AdminRequest;
       try {
         req = parseAdminRequest(values[0]);

@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
@@ -952,6 +953,33 @@ describe('fts-admin (end to end)', function () {
           // killed by the drain's deadline, as expected
         }
       }
+    });
+  });
+
+  describe('connections that never send a request', () => {
+    it('are closed: one that ends its side at once (a liveness probe) or after half a line, and one that sends nothing for 10 s; the primary keeps no descriptor for them', async function () {
+      this.timeout(60_000);
+      const server = await startServer({ workers: 1 });
+      const fds = async (): Promise<number> => (await readdir(`/proc/${server.proc.pid}/fd`)).length;
+      const silent = net.connect(server.adminSocket);
+      silent.on('error', () => undefined);
+      const silentClosed = new Promise<number>((resolve) => silent.once('close', () => resolve(Date.now())));
+      const opened = Date.now();
+      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+      const before = await fds();
+      for (let i = 0; i < 60; i++) {
+        const probe = net.connect(server.adminSocket);
+        probe.on('error', () => undefined);
+        await new Promise<void>((resolve) => probe.once('connect', () => resolve()));
+        // Half of them send a part of a request line first.
+        if (i % 2 === 0) probe.end();
+        else probe.end('{"cmd":"sta');
+        await new Promise<void>((resolve) => probe.once('close', () => resolve()));
+      }
+      await waitUntil('the primary to have closed the 60 connections', async () => ((await fds()) <= before + 2 ? true : undefined), 5_000, 100);
+      expect((await statusJson(server.adminSocket)).pid, 'the admin socket still answers').to.equal(server.proc.pid);
+      const closedAt = await silentClosed;
+      expect(closedAt - opened, 'the silent connection is closed after about 10 s').to.be.within(9_000, 20_000);
     });
   });
 
