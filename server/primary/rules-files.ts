@@ -3,14 +3,13 @@
  * and at reload. Unlike the users file, a malformed line refuses the whole file: skipping it would leave
  * that user with the default quota or permissions without anyone noticing.
  */
-import { readFile } from 'node:fs/promises';
-import { errnoReason } from '../../protocol/index.js';
 import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import type { Config } from '../config.js';
 import { parsePermissionsFile } from '../storage/permissions.js';
 import { parseQuotaFile } from '../storage/quota-limits.js';
 import { parseRatesFile } from '../rate-limits.js';
 import { parseNetworksFile } from '../auth/networks.js';
+import { ConfigFileUnusable, readConfigFile } from './config-file.js';
 
 export class RulesFileRefused extends Error {
   override name = 'RulesFileRefused';
@@ -41,9 +40,10 @@ async function readRulesFile(kind: string, file: string | null, parse: RulesPars
   if (file === null) return null;
   let bytes: Buffer;
   try {
-    bytes = await readFile(file);
+    ({ bytes } = await readConfigFile(file));
   } catch (err) {
-    throw new RulesFileRefused(`${kind} ${file}: ${errnoReason(err)}`);
+    if (!(err instanceof ConfigFileUnusable)) throw err;
+    throw new RulesFileRefused(`${kind} ${file}: ${err.message}`);
   }
   const decoded = decodeStrictUtf8(bytes);
   if ('badLine' in decoded) throw new RulesFileRefused(`${kind} ${file}: line ${decoded.badLine} is not valid UTF-8`);

@@ -2,10 +2,9 @@
  * Reading and judging the users file, the same way at start-up and at `fts-admin reload`: a reload that
  * accepted what a start refuses would leave a server that the next restart cannot bring back.
  */
-import { open, type FileHandle } from 'node:fs/promises';
-import { errnoReason } from '../../protocol/index.js';
 import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
+import { ConfigFileUnusable, readConfigFile } from './config-file.js';
 
 export interface UsersFile extends ParsedUsers {
   text: string;
@@ -28,15 +27,11 @@ export async function readUsersFile(file: string, allowInsecure: boolean): Promi
   let mode: number;
   // One open file for both: `fts-admin passwd` replaces the file by rename, and the mode judged must be
   // that of the text read.
-  let fh: FileHandle | null = null;
   try {
-    fh = await open(file, 'r');
-    mode = (await fh.stat()).mode & 0o777;
-    bytes = await fh.readFile();
+    ({ bytes, mode } = await readConfigFile(file));
   } catch (err) {
-    throw new UsersFileRefused(`users file ${file}: ${errnoReason(err)}`);
-  } finally {
-    await fh?.close().catch(() => undefined);
+    if (!(err instanceof ConfigFileUnusable)) throw err;
+    throw new UsersFileRefused(`users file ${file}: ${err.message}`);
   }
   const decoded = decodeStrictUtf8(bytes);
   if ('badLine' in decoded) throw new UsersFileRefused(`users file ${file}: line ${decoded.badLine} is not valid UTF-8 (passwords are read as UTF-8; re-save the file as UTF-8)`);

@@ -312,6 +312,36 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('reload of a file that is not a regular file', () => {
+    it('a FIFO (users file) or a device (a rules file) is refused at once, the old files kept, and the next reload works', async function () {
+      this.timeout(60_000);
+      const dir = await scratch('fts-reload-fifo-');
+      const quotas = path.join(dir, 'quotas.txt');
+      await writeFile(quotas, 'alice:1G\n');
+      const server = await startServer({ workers: 1, args: ['--quota-file', quotas] });
+      const good = await readFile(server.usersFile, 'utf8');
+      await rm(server.usersFile);
+      await new Promise<void>((resolve, reject) => spawn('mkfifo', ['-m', '600', server.usersFile]).once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`mkfifo exit ${code}`)))).once('error', reject));
+      const started = Date.now();
+      const fifo = await runAdmin(server.adminSocket, ['reload']);
+      expect([fifo.code, fifo.stderr]).to.deep.equal([1, `fts-admin: users file ${server.usersFile}: is not a regular file (a FIFO, socket or device); the old user table is kept\n`]);
+      expect(Date.now() - started, 'answered at once, not blocked on the FIFO').to.be.below(5_000);
+      await rm(server.usersFile);
+      await writeFile(server.usersFile, good, { mode: 0o600 });
+
+      await rm(quotas);
+      await symlink('/dev/zero', quotas);
+      const zero = await runAdmin(server.adminSocket, ['reload']);
+      expect(zero.code, zero.stdout).to.equal(1);
+      expect(zero.stderr).to.equal(`fts-admin: quota file ${quotas}: is not a regular file (a FIFO, socket or device); the old quotas, permissions, rates, networks and user table are kept\n`);
+      await rm(quotas);
+      await writeFile(quotas, 'alice:2G\n');
+      const ok = await runAdmin(server.adminSocket, ['reload']);
+      expect(ok.code, ok.stderr).to.equal(0);
+      expect(ok.stdout).to.include('quotas reloaded: 1 users with their own quota\n');
+    });
+  });
+
   describe('passwd', () => {
     const FILE_PW = 'dave-pass-1';
 

@@ -1,0 +1,47 @@
+/**
+ * Reading a file the operator names (the users file, the rules files) without letting a wrong one hang or
+ * swamp the primary: a FIFO would block the read for ever (and every reload queued behind it, and the exit),
+ * /dev/zero would never end. Only a regular file of reasonable size is read.
+ */
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { errnoReason } from '../../protocol/index.js';
+
+/** Far above any users or rules file (hundreds of thousands of users with SCRAM verifiers). */
+export const MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024;
+
+export class ConfigFileUnusable extends Error {
+  override name = 'ConfigFileUnusable';
+}
+
+/**
+ * The bytes of `file` and its permission bits, from one open file (a file replaced by rename meanwhile is
+ * judged as the one read). ConfigFileUnusable, with the reason in words, for anything else.
+ */
+export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mode: number }> {
+  let fh: FileHandle | null = null;
+  try {
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer; a regular file ignores the flag.
+    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const st = await fh.stat();
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    if (!st.isFile()) throw new ConfigFileUnusable('is not a regular file (a FIFO, socket or device)');
+    if (st.size > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+    // Read to its end, within the limit, even if it grew since the stat.
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const { bytesRead, buffer } = await fh.read({ buffer: Buffer.alloc(Math.max(64 * 1024, st.size + 1)) });
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+      chunks.push(buffer.subarray(0, bytesRead));
+    }
+    return { bytes: Buffer.concat(chunks, total), mode: st.mode & 0o777 };
+  } catch (err) {
+    if (err instanceof ConfigFileUnusable) throw err;
+    throw new ConfigFileUnusable(errnoReason(err));
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
