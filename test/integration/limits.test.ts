@@ -7,11 +7,13 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { appendFile, mkdir, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { existsSync, writeFileSync } from 'node:fs';
+import { appendFile, mkdir, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { encodeData, encodeHeader, type Header, type ScoredAddress } from '../../protocol/index.js';
-import { runAdmin, statusJson } from '../helpers/admin-cli.js';
+import { runAdmin, sessionsJson, statusJson } from '../helpers/admin-cli.js';
 import { proxyV2HeaderIpv6 } from '../helpers/multinode-direct.js';
 import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
@@ -20,6 +22,7 @@ import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { stagingKey } from '../../server/storage/staging.js';
 
 const ALICE = DEFAULT_USERS[0]!;
+const BOB = DEFAULT_USERS[1]!;
 
 function expectHello(first: Header, what: string): void {
   expect(first['status'], `${what}: ${JSON.stringify(first)}`).to.equal('hello');
@@ -569,6 +572,62 @@ describe('limits and bans (real server)', function () {
         expect(await bans()).to.not.include(listed);
       });
     }
+  });
+
+  describe('listings per user (two at once in a worker; the others wait)', function () {
+    const h = harness();
+    const paused: net.Socket[] = [];
+
+    let storage = '';
+
+    before(async function () {
+      this.timeout(60_000);
+      // On tmpfs when there is one: creating 50,000 files on a journalled disk takes half a minute on a small VM.
+      storage = await mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'fts-listings-'));
+      // Long names, so that one long listing (~15 MB of entries) is more than the socket buffers hold.
+      const dir = path.join(storage, ALICE.user);
+      await mkdir(dir, { recursive: true });
+      const stem = 'n'.repeat(232);
+      for (let i = 0; i < 50_000; i++) writeFileSync(path.join(dir, `${stem}${String(i).padStart(6, '0')}`), '');
+      await h.start(['--storage', storage], 1);
+    });
+    afterEach(() => {
+      for (const socket of paused.splice(0)) socket.destroy();
+      h.closeAll();
+    });
+    after(async () => {
+      await h.stop();
+      if (storage !== '') await rm(storage, { recursive: true, force: true });
+    });
+
+    /** A session of alice that asks for a long listing and then reads nothing. */
+    async function unreadListing(): Promise<net.Socket> {
+      const socket = net.connect(h.server().port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      paused.push(socket);
+      await new Promise<void>((resolve) => socket.once('data', () => resolve())); // the greeting
+      socket.write(Buffer.concat([encodeHeader({ op: 'auth', id: 1, mech: 'plain', user: ALICE.user, password: ALICE.password }), encodeHeader({ op: 'list', id: 2, long: true })]));
+      socket.pause();
+      return socket;
+    }
+
+    it("a third listing of the same user waits while two unread ones hold their turn; another user's does not; it runs once one ends", async function () {
+      this.timeout(90_000);
+      const held = [await unreadListing(), await unreadListing()];
+      await waitUntil('both listings under way', async () => ((await sessionsJson(h.server().adminSocket)).filter((s) => s.user === ALICE.user && s.op === 'list').length === 2 ? true : undefined), 30_000, 200);
+      const third = await h.login();
+      void third.sendHeader({ op: 'list', id: 3 });
+      const pending = third.reply(60_000);
+      const early = await Promise.race([pending.then(() => 'answered'), delay(10_000).then(() => 'waiting')]);
+      expect(early, 'the third listing of alice').to.equal('waiting');
+      const bob = h.track(await RawClient.login(h.server().port, BOB.user, BOB.password));
+      expect((await rawList(bob, 4)).final, "bob's listing meanwhile").to.include({ status: 'ok', count: 0 });
+
+      held[0]!.destroy(); // its listing ends (ConnectionGone): the third takes the turn
+      const r = await pending;
+      expect(r.final).to.include({ status: 'ok', id: 3, count: 50_000 });
+      expect(r.interim.filter((x) => x['status'] === 'entry')).to.have.length(50_000);
+    });
   });
 
   describe('timeouts and header limit (--login-timeout 1 --idle-timeout 1 --stall-timeout 1 --max-header-bytes 1024)', function () {

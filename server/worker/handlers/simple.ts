@@ -3,6 +3,7 @@ import { scramFinal, scramFirst } from '../../auth/scram.js';
 import { issueToken, verifyToken } from '../../auth/tokens.js';
 import { verifyPassword } from '../../auth/users.js';
 import type { HandlerResult, SessionIo } from '../session-io.js';
+import { KeyedSlots } from '../keyed-slots.js';
 
 type Req<K extends Request['op']> = Extract<Request, { op: K }>;
 
@@ -84,15 +85,32 @@ async function sendEntries<T>(items: readonly T[], entry: (item: T) => Header, i
   return { reply: { count: items.length }, audit: { bytes: 0 } };
 }
 
+/**
+ * Listings (list, partials) one user may have in a worker at once; more wait their turn. A listing is whole
+ * in memory until sent (about 1 KiB per entry for long names), and a reader that reads nothing keeps it for
+ * up to --stall-timeout: without this, a user's many sessions could each hold the directory.
+ */
+const LISTINGS_PER_USER = 2;
+const listingSlots = new KeyedSlots(LISTINGS_PER_USER);
+
+/** Runs `build` then sends its entries, within one of the user's listing slots. */
+async function listing<T>(io: SessionIo, build: () => Promise<readonly T[]>, entry: (item: T) => Header): Promise<HandlerResult> {
+  const release = await listingSlots.acquire(io.userStore().user);
+  try {
+    await io.writable(); // a session cut while it waited for the slot builds nothing
+    return await sendEntries(await build(), entry, io);
+  } finally {
+    release();
+  }
+}
+
 export async function list(req: Req<'list'>, io: SessionIo): Promise<HandlerResult> {
-  const entries = await io.userStore().list(req.long);
-  return sendEntries(entries, (e) => (req.long ? { ...e } : { name: e.name }), io);
+  return listing(io, () => io.userStore().list(req.long), (e) => (req.long ? { ...e } : { name: e.name }));
 }
 
 /** The user's partial uploads (§6.10), sent like a listing. */
 export async function partials(_req: Req<'partials'>, io: SessionIo): Promise<HandlerResult> {
-  const entries = await io.userStore().partials(io.ctx.config.partialTtlSeconds * 1000);
-  return sendEntries(entries, (e) => ({ ...e }), io);
+  return listing(io, () => io.userStore().partials(io.ctx.config.partialTtlSeconds * 1000), (e) => ({ ...e }));
 }
 
 /** Removes one partial upload (§6.10). */

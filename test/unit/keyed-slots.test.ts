@@ -1,0 +1,30 @@
+import { expect } from 'chai';
+import { KeyedSlots } from '../../server/worker/keyed-slots.js';
+
+/** Lets queued promise continuations run. */
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('KeyedSlots (at most N holders per key, the others wait in order)', function () {
+  it('a key past its limit waits, first come first served; other keys do not; a release passes the slot on', async function () {
+    const slots = new KeyedSlots(2);
+    const order: string[] = [];
+    const a1 = await slots.acquire('alice');
+    const a2 = await slots.acquire('alice');
+    const waiting = ['a3', 'a4'].map((name) => slots.acquire('alice').then((release) => (order.push(name), release)));
+    const b1 = await slots.acquire('bob');
+    await settle();
+    expect(order, 'alice waits, bob does not').to.deep.equal([]);
+    expect([slots.holders('alice'), slots.holders('bob')]).to.deep.equal([2, 1]);
+    a1();
+    a1(); // a second call gives back nothing more
+    await settle();
+    expect(order).to.deep.equal(['a3']);
+    expect(slots.holders('alice')).to.equal(2);
+    a2();
+    await settle();
+    expect(order).to.deep.equal(['a3', 'a4']);
+    for (const release of await Promise.all(waiting)) release();
+    b1();
+    expect([slots.holders('alice'), slots.holders('bob')], 'nothing left held').to.deep.equal([0, 0]);
+  });
+});
