@@ -6,17 +6,38 @@
  */
 export class KeyedSlots {
   private readonly held = new Map<string, number>();
-  private readonly waiting = new Map<string, Array<() => void>>();
+  /** Waiters in order; `grant` hands one the slot being given back. */
+  private readonly waiting = new Map<string, Array<{ grant: () => void }>>();
 
   constructor(private readonly limit: number) {}
 
-  /** Waits for a slot of `key`; call the returned function exactly once to give it back. */
-  async acquire(key: string): Promise<() => void> {
+  /**
+   * Waits for a slot of `key`; call the returned function exactly once to give it back. Aborting `signal`
+   * while still waiting leaves the queue and rejects with its reason (a waiter whose connection is gone must
+   * not hold its session open until a slot frees up); once granted, the slot is the caller's to give back.
+   */
+  async acquire(key: string, signal?: AbortSignal): Promise<() => void> {
+    signal?.throwIfAborted();
     if ((this.held.get(key) ?? 0) >= this.limit) {
-      await new Promise<void>((resolve) => {
+      await new Promise<void>((resolve, reject) => {
+        const waiter = {
+          grant: () => {
+            signal?.removeEventListener('abort', onAbort);
+            resolve();
+          },
+        };
+        const onAbort = (): void => {
+          const queue = this.waiting.get(key);
+          const at = queue?.indexOf(waiter) ?? -1;
+          if (at < 0) return; // granted meanwhile: the slot is ours, and released by the caller
+          queue!.splice(at, 1);
+          if (queue!.length === 0) this.waiting.delete(key);
+          reject(signal!.reason);
+        };
         const queue = this.waiting.get(key) ?? [];
-        queue.push(resolve);
+        queue.push(waiter);
         this.waiting.set(key, queue);
+        signal?.addEventListener('abort', onAbort, { once: true });
       });
     } else {
       this.held.set(key, (this.held.get(key) ?? 0) + 1);
@@ -34,12 +55,17 @@ export class KeyedSlots {
     return this.held.get(key) ?? 0;
   }
 
+  /** Callers waiting for a slot of `key` now. */
+  waiters(key: string): number {
+    return this.waiting.get(key)?.length ?? 0;
+  }
+
   private release(key: string): void {
     const queue = this.waiting.get(key);
     const next = queue?.shift();
     if (queue !== undefined && queue.length === 0) this.waiting.delete(key);
     // The slot passes straight to the next waiter: the count stays as it is.
-    if (next !== undefined) return next();
+    if (next !== undefined) return next.grant();
     const left = (this.held.get(key) ?? 1) - 1;
     if (left <= 0) this.held.delete(key);
     else this.held.set(key, left);

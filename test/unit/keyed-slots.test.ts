@@ -1,6 +1,9 @@
 import { expect } from 'chai';
 import { KeyedSlots } from '../../server/worker/keyed-slots.js';
 
+/** The message a promise is rejected with, or null if it resolves. */
+const rejection = (p: Promise<unknown>): Promise<string | null> => p.then(() => null, (e: Error) => e.message);
+
 /** Lets queued promise continuations run. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -26,5 +29,29 @@ describe('KeyedSlots (at most N holders per key, the others wait in order)', fun
     for (const release of await Promise.all(waiting)) release();
     b1();
     expect([slots.holders('alice'), slots.holders('bob')], 'nothing left held').to.deep.equal([0, 0]);
+  });
+
+  it('a waiter whose signal is aborted leaves the queue (rejected with the reason) and takes no slot; one aborted after its grant keeps it', async function () {
+    const slots = new KeyedSlots(1);
+    const first = await slots.acquire('k');
+    const gone = new AbortController();
+    const abandoned = slots.acquire('k', gone.signal);
+    const next = slots.acquire('k');
+    expect(slots.waiters('k')).to.equal(2);
+    gone.abort(new Error('connection gone'));
+    expect(await rejection(abandoned)).to.equal('connection gone');
+    expect(slots.waiters('k')).to.equal(1);
+    first();
+    const second = await next; // the slot went to the waiter behind the abandoned one
+    expect(slots.holders('k')).to.equal(1);
+    const late = new AbortController();
+    const granted = slots.acquire('k', late.signal);
+    second();
+    late.abort(new Error('too late'));
+    (await granted)();
+    expect([slots.holders('k'), slots.waiters('k')]).to.deep.equal([0, 0]);
+    const already = new AbortController();
+    already.abort(new Error('before asking'));
+    expect(await rejection(slots.acquire('k', already.signal))).to.equal('before asking');
   });
 });

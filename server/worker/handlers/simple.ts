@@ -93,9 +93,32 @@ async function sendEntries<T>(items: readonly T[], entry: (item: T) => Header, i
 const LISTINGS_PER_USER = 2;
 const listingSlots = new KeyedSlots(LISTINGS_PER_USER);
 
+/** How often a listing waiting for its turn tells the session it is not stalled (and checks it is still there). */
+const SLOT_WAIT_TICK_MS = 1_000;
+
+/**
+ * One of the user's listing slots. Waiting is not stalling (the session's stall timer would end an innocent
+ * session waiting behind another's unread listing), but a session that ends meanwhile stops waiting at once.
+ */
+async function listingSlot(io: SessionIo): Promise<() => void> {
+  const gone = new AbortController();
+  const tick = setInterval(() => {
+    try {
+      io.working();
+    } catch (err) {
+      gone.abort(err); // ConnectionGone
+    }
+  }, SLOT_WAIT_TICK_MS);
+  try {
+    return await listingSlots.acquire(io.userStore().user, gone.signal);
+  } finally {
+    clearInterval(tick);
+  }
+}
+
 /** Runs `build` then sends its entries, within one of the user's listing slots. */
 async function listing<T>(io: SessionIo, build: () => Promise<readonly T[]>, entry: (item: T) => Header): Promise<HandlerResult> {
-  const release = await listingSlots.acquire(io.userStore().user);
+  const release = await listingSlot(io);
   try {
     await io.writable(); // a session cut while it waited for the slot builds nothing
     return await sendEntries(await build(), entry, io);
