@@ -27,17 +27,23 @@ export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mod
     if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
     if (!st.isFile()) throw new ConfigFileUnusable('is not a regular file (a FIFO, socket or device)');
     if (st.size > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
-    // Read to its end, within the limit, even if it grew since the stat.
-    const chunks: Buffer[] = [];
+    // Read to its end into one buffer (short reads fill it in turn), within the limit, even if it grew
+    // since the stat: then the buffer grows.
+    let buffer = Buffer.allocUnsafe(Math.min(st.size, MAX_CONFIG_FILE_BYTES) + 1);
     let total = 0;
     for (;;) {
-      const { bytesRead, buffer } = await fh.read({ buffer: Buffer.alloc(Math.max(64 * 1024, st.size + 1)) });
+      if (total === buffer.length) {
+        if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+        const grown = Buffer.allocUnsafe(Math.min(buffer.length * 2, MAX_CONFIG_FILE_BYTES + 1));
+        buffer.copy(grown, 0, 0, total);
+        buffer = grown;
+      }
+      const { bytesRead } = await fh.read(buffer, total, buffer.length - total, total);
       if (bytesRead === 0) break;
       total += bytesRead;
-      if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
-      chunks.push(buffer.subarray(0, bytesRead));
     }
-    return { bytes: Buffer.concat(chunks, total), mode: st.mode & 0o777 };
+    if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+    return { bytes: buffer.subarray(0, total), mode: st.mode & 0o777 };
   } catch (err) {
     if (err instanceof ConfigFileUnusable) throw err;
     throw new ConfigFileUnusable(errnoReason(err));

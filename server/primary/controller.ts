@@ -305,6 +305,9 @@ export class Controller {
       tlsReloaded = true;
     }
     this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
+    // Here, inside the queue, when the files take force: set at the workers' confirmation, a later reload
+    // refused meanwhile would be overwritten and read as applied.
+    this.lastReload = { successful: true, appliedAt: Date.now() };
     const sent = this.sendReload({ type: 'fts:users', text: file.text, quotas: this.texts.quotas, permissions: this.texts.permissions, rates: this.texts.rates, networks: this.texts.networks });
     const isUser = (name: string): boolean => file.users.has(name);
     const strangers = strangersIn(rules, isUser);
@@ -317,7 +320,6 @@ export class Controller {
       ...(networks === null ? {} : { networkUsers: knownUsersIn(networks, isUser) }),
     };
     const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
-      this.lastReload = { successful: true, appliedAt: Date.now() };
       this.log.info({ source, users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
       const warnings = [...file.warnings, ...strangers].map((w) => w.message);
       if (silent.length > 0) {

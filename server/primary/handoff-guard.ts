@@ -58,14 +58,18 @@ export function guardHandoffs(worker: Worker, losses: HandoffLosses): void {
   const originalSend = proc.send;
   if (typeof originalSend !== 'function') return;
   const unacknowledged = new Map<number, RawHandle>();
-  // Connections sent with their socket whose delivery child_process has not confirmed yet, oldest first: it
-  // sends one handle at a time and queues the rest, so each ACK or NACK answers the oldest.
-  const inDelivery: number[] = [];
+  // Every message sent with a handle whose delivery child_process has not confirmed yet, oldest first (the
+  // connection's seq, or null for any other handle): it sends one handle at a time and queues the rest, so
+  // each ACK or NACK answers the oldest.
+  const inDelivery: Array<number | null> = [];
   proc.send = function guardedSend(this: unknown, ...args: unknown[]): boolean {
     const [message, handle] = args;
+    const hasHandle = handle !== undefined && handle !== null && typeof handle !== 'function';
     if (isNewConn(message) && typeof (handle as Partial<RawHandle> | undefined)?.close === 'function') {
       unacknowledged.set(message.seq, handle as RawHandle);
       inDelivery.push(message.seq);
+    } else if (hasHandle) {
+      inDelivery.push(null);
     }
     return originalSend.apply(this, args);
   };
@@ -76,7 +80,7 @@ export function guardHandoffs(worker: Worker, losses: HandoffLosses): void {
     const answer = handleAnswerOf(message);
     if (answer === undefined) return;
     const seq = inDelivery.shift();
-    if (answer === 'ack' || seq === undefined || !unacknowledged.has(seq)) return;
+    if (answer === 'ack' || seq === undefined || seq === null || !unacknowledged.has(seq)) return;
     // NACK: the worker received the message but not the socket (MSG_CTRUNC: it had no free descriptor) and
     // dropped both. Node neither re-sends a raw handle nor tells node:cluster, whose round robin then waits
     // for ever for this worker's answer and never gives it another connection: one EMFILE would take the

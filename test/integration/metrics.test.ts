@@ -713,6 +713,27 @@ describe('metrics endpoint (Prometheus)', function () {
       expect((await scrape(port)).get('fts_config_last_reload_successful'), 'after the refused SIGHUP').to.equal(0);
     });
 
+    it('a reload refused while an earlier one waits for a stopped worker\'s confirmation leaves the gauge at 0', async () => {
+      const server = await startServer({ workers: 2 });
+      const port = metricsPortOf(server);
+      const good = await readFile(server.usersFile, 'utf8');
+      const [victim] = server.workerPids();
+      process.kill(victim!, 'SIGSTOP');
+      stopped.add(victim!);
+      const slow = startAdmin(server.adminSocket, ['reload'], 30_000); // applied, then waits up to 5 s for the stopped worker
+      admins.push(slow);
+      await sleep(1_000);
+      await writeFile(server.usersFile, `${good}this line has no separator\n`);
+      const refused = await runAdmin(server.adminSocket, ['reload']);
+      expect(refused.code, refused.stdout).to.equal(1);
+      const r = await slow.done;
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr, 'the slow reload waited for the stopped worker').to.match(/did not confirm the reload/);
+      expect((await scrape(port)).get('fts_config_last_reload_successful'), 'the last reload was the refused one').to.equal(0);
+      process.kill(victim!, 'SIGCONT');
+      stopped.delete(victim!);
+    });
+
     it('an open upload is counted in fts_transfers_active and fts_sessions_active; fts_draining is 1 during a drain', async () => {
       const server = await startServer();
       const port = metricsPortOf(server);
