@@ -297,7 +297,7 @@ export class Controller {
     let tlsReloaded = false;
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
-        loadSecureContext({ cert: this.config.tlsCert, key: this.config.tlsKey });
+        await loadSecureContext({ cert: this.config.tlsCert, key: this.config.tlsKey });
       } catch (err) {
         return { ok: false, error: `${(err as Error).message}; the old certificate and user table are kept` };
       }

@@ -1,9 +1,10 @@
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { constants, writeSync } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason } from '../../protocol/index.js';
 import type { Config } from '../config.js';
+import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
@@ -35,13 +36,11 @@ const MIN_SECRET_BYTES = 32;
 async function loadSecret(config: Config): Promise<Buffer> {
   if (config.clusterSecretFile === null) return randomBytes(MIN_SECRET_BYTES);
   const file = config.clusterSecretFile;
-  const unusable = (err: unknown): never => {
-    throw new StartupError(`cluster secret file ${file}: ${errnoReason(err)}`);
-  };
-  const st = await stat(file).catch(unusable);
-  if ((st.mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${file}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+  const { bytes: raw, mode } = await readConfigFile(file).catch((err: unknown) => {
+    throw err instanceof ConfigFileUnusable ? new StartupError(`cluster secret file ${file}: ${err.message}`) : err;
+  });
+  if ((mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${file}: readable by group or others (mode ${mode.toString(8)}); chmod 600 it`);
   // Raw bytes (a binary secret is fine); only ASCII whitespace at the ends (a trailing newline) is dropped.
-  const raw = await readFile(file).catch(unusable);
   let start = 0;
   let end = raw.length;
   const space = (b: number | undefined): boolean => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
@@ -89,7 +88,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
   if (config.tlsCert && config.tlsKey) {
     try {
-      loadSecureContext({ cert: config.tlsCert, key: config.tlsKey });
+      await loadSecureContext({ cert: config.tlsCert, key: config.tlsKey });
     } catch (err) {
       throw new StartupError((err as Error).message);
     }

@@ -9,7 +9,7 @@ import { parsePermissionsFile } from '../storage/permissions.js';
 import { parseQuotaFile } from '../storage/quota-limits.js';
 import { parseRatesFile } from '../rate-limits.js';
 import { parseNetworksFile } from '../auth/networks.js';
-import { ConfigFileUnusable, readConfigFile } from './config-file.js';
+import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 
 export class RulesFileRefused extends Error {
   override name = 'RulesFileRefused';

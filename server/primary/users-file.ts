@@ -4,7 +4,7 @@
  */
 import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
-import { ConfigFileUnusable, readConfigFile } from './config-file.js';
+import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 
 export interface UsersFile extends ParsedUsers {
   text: string;

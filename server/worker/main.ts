@@ -161,7 +161,7 @@ export async function runWorker(config: Config): Promise<void> {
   };
   useUsers(users);
 
-  const tlsTerminator = config.tlsCert && config.tlsKey ? new TlsTerminator({ cert: config.tlsCert, key: config.tlsKey }) : null;
+  const tlsTerminator = config.tlsCert && config.tlsKey ? await TlsTerminator.create({ cert: config.tlsCert, key: config.tlsKey }) : null;
   // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
   // the replies (`printf … | nc`); the session answers them all, then closes its side.
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => void accept(raw));
@@ -287,12 +287,10 @@ export async function runWorker(config: Config): Promise<void> {
         send({ type: 'fts:reply', reqId: m.reqId, data: { applied: true } });
         break;
       case 'fts:reload-tls':
-        try {
-          tlsTerminator?.reload();
-          log.info('TLS certificate reloaded');
-        } catch (err) {
-          log.error({ err }, 'TLS certificate reload failed; keeping the old one');
-        }
+        tlsTerminator?.reload().then(
+          () => log.info('TLS certificate reloaded'),
+          (err: unknown) => log.error({ err }, 'TLS certificate reload failed; keeping the old one'),
+        );
         break;
       case 'fts:query':
         if (m.what === 'metrics') {

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { encodeHeader, errnoReason, FtsError } from '../../protocol/index.js';
+import { encodeHeader, FtsError } from '../../protocol/index.js';
+import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 
 /** A TLS client speaks first (ClientHello); a plaintext fts client waits for our greeting. */
 const SNIFF_MS = 2_000;
@@ -14,17 +14,21 @@ export interface TlsFiles {
   key: string;
 }
 
-/** Loads and checks the certificate and key; throws an Error naming the problem. */
-export function loadSecureContext(files: TlsFiles): tls.SecureContext {
-  const read = (what: string, file: string): Buffer => {
+/**
+ * Loads and checks the certificate and key; throws an Error naming the problem. Asynchronous, and only
+ * from regular files: a FIFO read synchronously would stop the whole process, admission answers included.
+ */
+export async function loadSecureContext(files: TlsFiles): Promise<tls.SecureContext> {
+  const read = async (what: string, file: string): Promise<Buffer> => {
     try {
-      return readFileSync(file);
+      return (await readConfigFile(file)).bytes;
     } catch (err) {
-      throw new Error(`cannot read TLS ${what} ${file}: ${errnoReason(err)}`);
+      if (!(err instanceof ConfigFileUnusable)) throw err;
+      throw new Error(`cannot read TLS ${what} ${file}: ${err.message}`);
     }
   };
-  const cert = read('certificate', files.cert);
-  const key = read('key', files.key);
+  const cert = await read('certificate', files.cert);
+  const key = await read('key', files.key);
   try {
     return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
   } catch (err) {
@@ -38,15 +42,18 @@ export function loadSecureContext(files: TlsFiles): tls.SecureContext {
  * first byte is not a TLS handshake) we tell the client in plain fts framing that TLS is required.
  */
 export class TlsTerminator {
-  private context: tls.SecureContext;
+  private constructor(
+    private readonly files: TlsFiles,
+    private context: tls.SecureContext,
+  ) {}
 
-  constructor(private readonly files: TlsFiles) {
-    this.context = loadSecureContext(files);
+  static async create(files: TlsFiles): Promise<TlsTerminator> {
+    return new TlsTerminator(files, await loadSecureContext(files));
   }
 
   /** Re-reads the certificate and key (fts-admin reload); a bad pair keeps the old one and throws. */
-  reload(): void {
-    this.context = loadSecureContext(this.files);
+  async reload(): Promise<void> {
+    this.context = await loadSecureContext(this.files);
   }
 
   upgrade(socket: net.Socket): Promise<tls.TLSSocket | null> {

@@ -5,8 +5,9 @@
  * until the product is fixed.
  */
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { checkPassword, deriveVerifier, formatVerifier, parseVerifier, ScramClient, type Header } from '../../protocol/index.js';
@@ -501,6 +502,23 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect(r.code, `fts-admin reload: ${r.stdout} ${r.stderr}`).to.equal(1);
       expect(r.stderr).to.match(/certificate|key/i);
       expect(await peerFingerprints(server.port, 4)).to.deep.equal(Array<string>(4).fill(second.fingerprint256));
+    });
+
+    it('reload with a key that is a FIFO: refused at once (exit 1), the server keeps answering and keeps its certificate', async () => {
+      await copyFile(main.cert, certPath);
+      await rm(keyPath);
+      expect(spawnSync('mkfifo', ['-m', '600', keyPath]).status, 'mkfifo').to.equal(0);
+      try {
+        const started = Date.now();
+        const r = await runAdmin(server.adminSocket, ['reload']);
+        expect(r.code, `fts-admin reload: ${r.stdout} ${r.stderr}`).to.equal(1);
+        expect(r.stderr).to.include(`cannot read TLS key ${keyPath}: is not a regular file`);
+        expect(Date.now() - started, 'not blocked on the FIFO').to.be.below(10_000);
+        expect(await peerFingerprints(server.port, 4)).to.deep.equal(Array<string>(4).fill(second.fingerprint256));
+      } finally {
+        await rm(keyPath, { force: true });
+        await copyFile(second.key, keyPath);
+      }
     });
 
     it('a reload refused for its users file applies nothing: a new valid certificate is not taken either', async () => {

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { mkdir, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigFileUnusable, MAX_CONFIG_FILE_BYTES, readConfigFile } from '../../server/primary/config-file.js';
+import { ConfigFileUnusable, MAX_CONFIG_FILE_BYTES, readConfigFile } from '../../server/config-file.js';
 import { tempDir } from '../helpers/temp.js';
 
 async function problemOf(file: string): Promise<string | null> {

@@ -1,11 +1,12 @@
 /**
- * Reading a file the operator names (the users file, the rules files) without letting a wrong one hang or
+ * Reading a file the operator names (the users file, the rules files, the TLS certificate and key, the
+ * cluster secret) without letting a wrong one hang or
  * swamp the primary: a FIFO would block the read for ever (and every reload queued behind it, and the exit),
  * /dev/zero would never end. Only a regular file of reasonable size is read.
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { errnoReason } from '../../protocol/index.js';
+import { errnoReason } from '../protocol/index.js';
 
 /** Far above any users or rules file (hundreds of thousands of users with SCRAM verifiers). */
 export const MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024;
