@@ -286,6 +286,11 @@ export class Controller {
       const detail = file.problems.map((p) => `line ${p.line}: ${p.reason}`).join('; ');
       return { ok: false, error: `${this.config.users} has ${file.problems.length} malformed line(s) (${detail}); the old user table is kept` };
     }
+    // Stricter than a start, which warns: on a running server an empty file is far more often a truncated
+    // copy from configuration management than a wish to lock everyone out (stopping the server does that).
+    if (file.users.size === 0) {
+      return { ok: false, error: `${this.config.users} defines no valid user, so nobody could log in; the old user table is kept (to let nobody in, stop the server)` };
+    }
     let rules: RulesFiles;
     try {
       rules = await readRulesFiles(this.config);
