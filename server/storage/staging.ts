@@ -319,7 +319,11 @@ export class StagedUpload {
     const now = Date.now();
     if (now - this.#stagedCheckedAt < STAGED_CHECK_MS || this.#handle === undefined || this.#orphaned) return;
     this.#stagedCheckedAt = now;
-    const [open, named] = await Promise.all([this.#handle.stat({ bigint: true }), lstat(this.#stagingPath, { bigint: true }).catch(() => null)]);
+    // Only a name that is gone (or names another file) says the file was taken: any other failure of the
+    // lookup (a directory briefly unsearchable, EIO or a timeout on NFS) says nothing, and is looked at again
+    // later. Taken as "gone", it stopped the writes of an upload whose file was still there.
+    const [open, named] = await Promise.all([this.#handle.stat({ bigint: true }), this.#lookUpStaged()]);
+    if (named === undefined) return;
     if (named === null || named.ino !== open.ino || named.dev !== open.dev) this.#orphaned = true;
   }
 
@@ -455,6 +459,8 @@ export class StagedUpload {
     /** The staged bytes are verified and on stable storage, and the file is closed. */
     let durable = false;
     let renamed = false;
+    /** The file holds fewer bytes than were received (see below). */
+    let short = false;
     try {
       // The mtime the reply reports is this file's own (fstat of our descriptor: no racing successor's),
       // read while the fsync runs; the fsync does not change it and nothing writes to the file any more.
@@ -475,6 +481,17 @@ export class StagedUpload {
           await fsyncFile(this.#target);
           await fsyncDir(path.dirname(this.#target));
           return;
+        }
+        // The digest covers the bytes received, not the bytes stored: the file must hold all of them (an
+        // upload that took its file for taken over stopped writing it). A short file still under its name is
+        // never published; what it holds is a true prefix, kept for a resume from where it ends. One that is
+        // gone was taken over indeed: the rename below fails, and that case is answered there.
+        if (stats.size !== BigInt(this.size) && (await this.#mayStillBeStaged(stats))) {
+          short = true;
+          const stored = `${this.name}: only ${stats.size} of the ${this.size} bytes received were stored`;
+          // An unsized upload cannot be continued (its source may be a pipe): nothing of it is kept.
+          if (this.#unsized) throw new FtsError('IO_ERROR', `${stored}; upload it again`);
+          throw new FtsError('OFFSET_MISMATCH', `${stored}; continue from offset ${stats.size}`, { offset: Number(stats.size) });
         }
         try {
           await rename(this.#stagingPath, this.#target);
@@ -530,7 +547,7 @@ export class StagedUpload {
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
         await this.#recordName();
-      } else if (durable && !renamed && !refused && (await this.#keepAsOrdinary(expected.toString('hex')))) {
+      } else if (durable && !renamed && !refused && !short && (await this.#keepAsOrdinary(expected.toString('hex')))) {
         // An unsized upload's, kept too: its source may not be readable again (a pipe). The error says so.
         const failed = fsError(err, this.name);
         throw new FtsError(failed.code, `${failed.message}; its bytes are kept: publish them with an upload of this size and sha256 at offset ${this.#size}`, { ...failed.details, offset: this.#size }, { cause: err });
@@ -542,6 +559,21 @@ export class StagedUpload {
       // durable. The client gets an error, whose message says the file was published.
       throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
     }
+  }
+
+  /**
+   * Whether the staging path may still name the file this upload wrote (`stats`): only a name that is gone,
+   * or that names another file, says no.
+   */
+  async #mayStillBeStaged(stats: BigIntStats): Promise<boolean> {
+    const named = await this.#lookUpStaged();
+    if (named === undefined) return true;
+    return named !== null && named.ino === stats.ino && named.dev === stats.dev;
+  }
+
+  /** What the staging path names now: null once the name is gone; undefined if the lookup failed otherwise. */
+  #lookUpStaged(): Promise<BigIntStats | null | undefined> {
+    return lstat(this.#stagingPath, { bigint: true }).catch((err: unknown) => (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESTALE' ? null : undefined));
   }
 
   /**

@@ -178,6 +178,39 @@ describe('storage', () => {
       expect(await stagingFiles()).to.deep.equal([]);
     });
 
+    it('regression (fixed): a staging file that only looked gone for a moment is never published short: OFFSET_MISMATCH at the bytes it holds, kept for a resume', async () => {
+      // The staging file is renamed away and back, as a lookup that failed for a moment (an unsearchable
+      // directory, an NFS timeout) looked to the upload: it took its file for taken over and stopped
+      // writing, yet the commit renamed the short file into place and answered ok (its digest covers the
+      // bytes received, not the bytes stored).
+      const MiB = 1024 * 1024;
+      const data = randomBytes(4 * MiB);
+      const tag = { sha256: sha(data) };
+      const up = await alice.beginUpload('blink.bin', data.length, tag);
+      await up.write(data.subarray(0, MiB));
+      await up.writesDone();
+      const [file] = await stagingFiles();
+      const staged = path.join(root, '.fts', 'staging', 'alice', file!);
+      await rename(staged, `${staged}.away`);
+      await new Promise((resolve) => setTimeout(resolve, 1_100)); // past the once-a-second check
+      await up.write(data.subarray(MiB, 2 * MiB)); // written, then the check finds no file under the name
+      await up.writesDone();
+      await rename(`${staged}.away`, staged);
+      await up.write(data.subarray(2 * MiB));
+      const err = await up.commit().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, 'the commit').to.be.instanceOf(FtsError);
+      expect([(err as FtsError).code, (err as FtsError).details['offset']]).to.deep.equal(['OFFSET_MISMATCH', 2 * MiB]);
+      expect(await userFiles(), 'nothing published').to.deep.equal([]);
+      expect(await alice.stagedOffset('blink.bin', data.length, tag), 'the prefix is kept').to.equal(2 * MiB);
+      const resumed = await alice.beginUpload('blink.bin', data.length, tag, 2 * MiB);
+      await resumed.write(data.subarray(2 * MiB));
+      await resumed.commit();
+      expect((await readFile(path.join(root, 'alice', 'blink.bin'))).equals(data)).to.equal(true);
+    });
+
     it('keeps verified bytes that could not be published (the name stayed locked): a retry resumes at offset = size', async () => {
       const data = Buffer.from('verified, durable, not published');
       const tag = { sha256: sha(data) };
