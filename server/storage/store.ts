@@ -8,6 +8,7 @@ import { forgetDigest, moveDigest, RECORD_MIN_BYTES, recordedDigest, recordVersi
 import { fsError, notDurable } from './errors.js';
 import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock, withLocks } from './locks.js';
+import { makeSpaceReserve, withSpaceForLock } from './space-reserve.js';
 import { digestsRoot, internalDir, locksRoot, partialNamesRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
 import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
@@ -112,6 +113,7 @@ export class Store {
       const st = await step(`checking ${dir}`, () => stat(dir));
       if (!st.isDirectory()) throw new Error(`storage root ${this.root}: ${dir} is not a directory`);
     }
+    await makeSpaceReserve(this.root);
     const probe = path.join(internalDir(this.root), `probe-${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
       const handle = await step('creating a probe file (is it writable?)', () =>
@@ -431,7 +433,8 @@ export class UserStore {
   async delete(name: string): Promise<{ size: number }> {
     this.#allowed('d', name);
     const file = resolveName(this.#dir, name);
-    return withLock(this.#root, this.user, name, async () => {
+    // Deletes are what frees a full disk: their lock may use the space reserve (space-reserve.ts).
+    return withSpaceForLock(this.#root, (inside) => withLock(this.#root, this.user, name, () => inside(async () => {
       let unlinked = false;
       try {
         const st = await lstat(file);
@@ -448,7 +451,7 @@ export class UserStore {
       } catch (err) {
         throw unlinked ? notDurable(err, name, 'deleted') : fsError(err, name);
       }
-    });
+    })));
   }
 
   /**
@@ -464,7 +467,8 @@ export class UserStore {
     const mayReplace = this.#allowed('m', name).has('o');
     const source = resolveName(this.#dir, name);
     const target = resolveName(this.#dir, to);
-    return withLocks(this.#root, this.user, [name, to], async () => {
+    // As a delete, a rename may free space (onto a taken name): its locks may use the space reserve too.
+    return withSpaceForLock(this.#root, (inside) => withLocks(this.#root, this.user, [name, to], () => inside(async () => {
       let renamed = false;
       try {
         const st = await lstat(source, { bigint: true });
@@ -494,7 +498,7 @@ export class UserStore {
       } catch (err) {
         throw renamed ? notDurable(err, name, 'renamed') : fsError(err, name);
       }
-    });
+    })));
   }
 
   /** The user's partial uploads (PROTOCOL.md §6.10); `ttlMs` is the server's --partial-ttl. */

@@ -31,8 +31,8 @@ export async function mknodChar(file: string, major: number, minor: number): Pro
   return r.code === 0;
 }
 
-export async function mountTmpfs(dir: string, size: string): Promise<RunResult> {
-  return run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
+export async function mountTmpfs(dir: string, size: string, inodes?: number): Promise<RunResult> {
+  return run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700${inodes === undefined ? '' : `,nr_inodes=${inodes}`}`, 'tmpfs', dir]);
 }
 
 export async function remountReadOnly(dir: string): Promise<RunResult> {

@@ -262,6 +262,62 @@ describe('hostile filesystem (real server)', function () {
     });
   });
 
+  describe('no inode left (tmpfs with 48 inodes as the storage root; root only)', function () {
+    let mountDir = '';
+    let cleanupMount: (() => Promise<void>) | null = null;
+    let mounted = false;
+    let server: TestServer | null = null;
+    let alice: RawClient | null = null;
+
+    before(async function () {
+      const t = await tempDir('fts-inodes-');
+      mountDir = t.dir;
+      cleanupMount = t.cleanup;
+      const r = await mountTmpfs(mountDir, '8m', 48);
+      if (r.code !== 0) {
+        await cleanupMount();
+        cleanupMount = null;
+        console.log(`      (skipped: mount -t tmpfs failed: ${r.stderr.trim()}; these tests need root / CAP_SYS_ADMIN)`);
+        this.skip();
+      }
+      mounted = true;
+      server = await TestServer.start({ workers: 1, storage: mountDir });
+      alice = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
+    });
+
+    after(async function () {
+      alice?.close();
+      await server?.stop().catch(() => undefined);
+      if (mounted) await unmount(mountDir);
+      if (cleanupMount) {
+        if (await isMountPoint(mountDir)) throw new Error(`could not unmount ${mountDir}`);
+        await cleanupMount();
+      }
+    });
+
+    it('deletes and renames, which need a lock directory (an inode), still work when none is left: they free space', async function () {
+      this.timeout(60_000);
+      const c = alice!;
+      let stored = 0;
+      for (let i = 0; i < 60; i++) {
+        const reply = await rawUpload(c, 100 + i, `f${i}.txt`, Buffer.from(`file ${i}\n`));
+        if (reply['status'] !== 'ok') {
+          expect(reply, JSON.stringify(reply)).to.include({ status: 'error', code: 'NO_SPACE' });
+          break;
+        }
+        stored++;
+      }
+      expect(stored, 'files stored before the inodes ran out').to.be.within(3, 59);
+      c.sendHeader({ op: 'delete', id: 200, name: 'f0.txt' });
+      expect((await c.reply()).final, 'a delete on a file system with no inode left').to.include({ status: 'ok', id: 200 });
+      c.sendHeader({ op: 'rename', id: 201, name: 'f1.txt', to: 'f2.txt', overwrite: true });
+      expect((await c.reply()).final, 'a rename onto a taken name').to.include({ status: 'ok', id: 201 });
+      expect((await rawList(c, 202)).names).to.not.include.members(['f0.txt', 'f1.txt']);
+      expect((await rawDownload(c, 203, 'f2.txt')).bytes.toString()).to.equal('file 1\n');
+      expect(await rawAlive(c, 204)).to.equal(true);
+    });
+  });
+
   describe('a full disk and a read-only disk (2 MiB tmpfs as the storage root; root only)', function () {
     let mountDir = '';
     let cleanupMount: (() => Promise<void>) | null = null;

@@ -78,8 +78,10 @@ describe('storage', () => {
       expect((await stat(path.join(root, '.fts', 'digests'))).mode & 0o777).to.equal(0o700);
       expect((await stat(path.join(root, '.fts', 'partial-names'))).mode & 0o777).to.equal(0o700);
       expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
-      // The writability probe cleaned up after itself.
-      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', 'staging']);
+      // The writability probe cleaned up after itself; the space reserve (space-reserve.ts) stays, private.
+      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', 'space-reserve', 'staging']);
+      const reserve = await stat(path.join(root, '.fts', 'space-reserve'));
+      expect([reserve.isFile(), reserve.size, reserve.mode & 0o777]).to.deep.equal([true, 64 * 1024, 0o600]);
     });
 
     it('init fails clearly when the root is not a directory', async () => {
