@@ -3,6 +3,7 @@
  * system tools, and a small tmpfs mount (root only). Every command is bounded in time.
  */
 import { execFile } from 'node:child_process';
+import { tempDir } from './temp.js';
 
 export interface RunResult {
   code: number;
@@ -62,4 +63,39 @@ export async function unmount(dir: string): Promise<void> {
  */
 export async function mountOwnerMapped(source: string, dir: string): Promise<RunResult> {
   return run('bindfs', ['--force-user=nobody', '--force-group=nogroup', source, dir]);
+}
+
+/**
+ * A tmpfs mounted on a fresh temporary directory, for a `describe` whose storage root it is: `mount()` in
+ * `before` (false, with a line saying why, when mounting is not allowed: not root), `release()` in `after`
+ * (unmounts, then removes the directory; throws if it stays mounted).
+ */
+export function tmpfsStorage(prefix: string, size: string, inodes?: number): { dir: () => string; mount: () => Promise<boolean>; release: () => Promise<void> } {
+  let dir = '';
+  let cleanup: (() => Promise<void>) | null = null;
+  let mounted = false;
+  return {
+    dir: () => dir,
+    mount: async () => {
+      const t = await tempDir(prefix);
+      dir = t.dir;
+      cleanup = t.cleanup;
+      const r = await mountTmpfs(dir, size, inodes);
+      if (r.code !== 0) {
+        await cleanup();
+        cleanup = null;
+        console.log(`      (skipped: mount -t tmpfs failed: ${r.stderr.trim()}; these tests need root / CAP_SYS_ADMIN)`);
+        return false;
+      }
+      mounted = true;
+      return true;
+    },
+    release: async () => {
+      if (mounted) await unmount(dir);
+      if (cleanup) {
+        if (await isMountPoint(dir)) throw new Error(`could not unmount ${dir}`);
+        await cleanup();
+      }
+    },
+  };
 }

@@ -12,7 +12,7 @@ import { expect } from 'chai';
 import { link, lstat, mkdir, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { isMountPoint, mkfifo, mknodChar, mountTmpfs, remountReadOnly, unmount } from '../helpers/hardening-fs.js';
+import { isMountPoint, mkfifo, mknodChar, mountTmpfs, remountReadOnly, tmpfsStorage, unmount } from '../helpers/hardening-fs.js';
 import { rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256 } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -263,36 +263,21 @@ describe('hostile filesystem (real server)', function () {
   });
 
   describe('no inode left (tmpfs with 48 inodes as the storage root; root only)', function () {
-    let mountDir = '';
-    let cleanupMount: (() => Promise<void>) | null = null;
-    let mounted = false;
+    const disk = tmpfsStorage('fts-inodes-', '8m', 48);
     let server: TestServer | null = null;
     let alice: RawClient | null = null;
 
     before(async function () {
-      const t = await tempDir('fts-inodes-');
-      mountDir = t.dir;
-      cleanupMount = t.cleanup;
-      const r = await mountTmpfs(mountDir, '8m', 48);
-      if (r.code !== 0) {
-        await cleanupMount();
-        cleanupMount = null;
-        console.log(`      (skipped: mount -t tmpfs failed: ${r.stderr.trim()}; these tests need root / CAP_SYS_ADMIN)`);
-        this.skip();
-      }
-      mounted = true;
-      server = await TestServer.start({ workers: 1, storage: mountDir });
+      if (!(await disk.mount())) this.skip();
+      server = await TestServer.start({ workers: 1, storage: disk.dir() });
       alice = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     });
 
     after(async function () {
       alice?.close();
+      // The server must be gone before the unmount (it may hold files open).
       await server?.stop().catch(() => undefined);
-      if (mounted) await unmount(mountDir);
-      if (cleanupMount) {
-        if (await isMountPoint(mountDir)) throw new Error(`could not unmount ${mountDir}`);
-        await cleanupMount();
-      }
+      await disk.release();
     });
 
     it('deletes and renames, which need a lock directory (an inode), still work when none is left: they free space', async function () {
