@@ -542,12 +542,15 @@ export class StagedUpload {
       // so nothing is kept.
       const code = err instanceof FtsError ? err.code : fsError(err, this.name).code;
       const refused = code === 'PERMISSION_DENIED' || code === 'QUOTA_EXCEEDED' || code === 'NOT_A_FILE';
-      if (durable && !renamed && !refused && !this.#unsized) {
+      // On a full disk a small file's bytes are not worth the inode they hold (fts sends small files again
+      // rather than resume them), and each retry would keep one more: as for a small upload's write error.
+      const notWorthKeeping = code === 'NO_SPACE' && this.size < SMALL_PARTIAL_BYTES;
+      if (durable && !renamed && !refused && !notWorthKeeping && !this.#unsized) {
         // Verified, durable bytes that could not be published (LOCKED after waiting for the name's lock, a
         // failed rename): kept like a cut upload, so a retry resumes at offset = size instead of resending.
         this.#state = 'released';
         await this.#recordName();
-      } else if (durable && !renamed && !refused && !short && (await this.#keepAsOrdinary(expected.toString('hex')))) {
+      } else if (durable && !renamed && !refused && !short && !notWorthKeeping && (await this.#keepAsOrdinary(expected.toString('hex')))) {
         // An unsized upload's, kept too: its source may not be readable again (a pipe). The error says so.
         const failed = fsError(err, this.name);
         throw new FtsError(failed.code, `${failed.message}; its bytes are kept: publish them with an upload of this size and sha256 at offset ${this.#size}`, { ...failed.details, offset: this.#size }, { cause: err });

@@ -293,6 +293,8 @@ describe('hostile filesystem (real server)', function () {
         stored++;
       }
       expect(stored, 'files stored before the inodes ran out').to.be.within(3, 59);
+      // The refused small upload kept nothing (its inode would be gone for 10 minutes, one more per retry).
+      expect(await readdir(path.join(disk.dir(), '.fts', 'staging', ALICE.user)), 'partials kept after NO_SPACE').to.deep.equal([]);
       c.sendHeader({ op: 'delete', id: 200, name: 'f0.txt' });
       expect((await c.reply()).final, 'a delete on a file system with no inode left').to.include({ status: 'ok', id: 200 });
       c.sendHeader({ op: 'rename', id: 201, name: 'f1.txt', to: 'f2.txt', overwrite: true });
