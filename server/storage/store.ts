@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type BigIntStats, type Stats } from 'node:fs';
-import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoOf, errnoReason, FtsError, type Entry, type PartialEntry, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, mtimeOfBig } from './durable.js';
@@ -129,6 +129,19 @@ export class Store {
     } catch (err) {
       if (fsError((err as Error).cause, 'storage root').code === 'NO_SPACE') return { full: true };
       throw err;
+    }
+    // Uploads stage under staging/ and every publish, delete and rename makes a directory under locks/: a
+    // server that cannot would start, then fail each of them with IO_ERROR.
+    for (const [dir, what] of [[stagingRoot(this.root), 'staging'], [locksRoot(this.root), 'lock']] as const) {
+      // Starting with ".": never taken for a user of the staging or locks tree, should one be left behind.
+      const probeDir = path.join(dir, `.probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+      try {
+        await step(`creating a ${what} probe in ${dir} (is it writable?)`, () => mkdir(probeDir, { mode: 0o700 }));
+      } catch (err) {
+        if (fsError((err as Error).cause, 'storage root').code === 'NO_SPACE') return { full: true };
+        throw err;
+      }
+      await rmdir(probeDir).catch(() => undefined);
     }
     return { full: false };
   }

@@ -97,6 +97,28 @@ describe('storage', () => {
       expect((error as Error).message).to.include(file);
     });
 
+    it('init fails clearly when staging/ or locks/ cannot be written (every upload or delete would fail), and leaves no probe', async function () {
+      // chattr +i refuses writes even to root; where it is not supported (tmpfs, no e2fsprogs) this is skipped.
+      for (const sub of ['staging', 'locks']) {
+        const dir = path.join(root, '.fts', sub);
+        try {
+          execFileSync('chattr', ['+i', dir], { stdio: 'ignore' });
+        } catch {
+          this.skip();
+        }
+        try {
+          const error = await new Store(root).init().then(() => null, (err: unknown) => err);
+          expect(error, sub).to.be.instanceOf(Error);
+          expect((error as Error).message).to.include(`probe in ${dir} (is it writable?) failed`);
+        } finally {
+          execFileSync('chattr', ['-i', dir]);
+        }
+        expect((await readdir(dir)).filter((n) => n.startsWith('.probe-')), `probes left in ${sub}`).to.deep.equal([]);
+      }
+      await new Store(root).init(); // and starts once it can
+      for (const sub of ['staging', 'locks']) expect((await readdir(path.join(root, '.fts', sub))).filter((n) => n.startsWith('.probe-'))).to.deep.equal([]);
+    });
+
     it('refuses a user directory that is a symlink', async () => {
       const elsewhere = path.join(tmp, 'elsewhere');
       await mkdir(elsewhere);
