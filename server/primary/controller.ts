@@ -9,7 +9,7 @@ import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
 import { knownUsersIn, readRulesFiles, RulesFileRefused, strangersIn, type PolicyTexts, type RulesFiles } from './rules-files.js';
-import { partialsOfUsers, usageOfUsers } from './storage-usage.js';
+import { partialsOfUsers, usageOfUsers, type PerUser } from './storage-usage.js';
 import { discardPartials } from '../storage/partials.js';
 import { FtsError } from '../../protocol/index.js';
 import type { WorkerPool } from './worker-pool.js';
@@ -44,6 +44,11 @@ type Reply = (line: AdminLine) => void;
  * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
  * Nothing here touches client connections; workers do that.
  */
+/** The users a report covers, with a warning naming those it could not (fts-admin prints it on stderr). */
+function perUserReply<T>({ result, failed }: PerUser<T>): AdminFinal {
+  return failed.length === 0 ? { ok: true, result } : { ok: true, result, warning: `not listed, could not be read: ${failed.join('; ')}` };
+}
+
 /** Who asked for a reload: `fts-admin reload` or `passwd` (the admin socket), or a SIGHUP. */
 export type ReloadSource = 'admin' | 'SIGHUP';
 
@@ -136,14 +141,14 @@ export class Controller {
         return;
       case 'usage':
         try {
-          reply({ ok: true, result: await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts) });
+          reply(perUserReply(await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts)));
         } catch (err) {
           reply({ ok: false, error: (err as Error).message });
         }
         return;
       case 'partials':
         try {
-          reply({ ok: true, result: await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000) });
+          reply(perUserReply(await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000)));
         } catch (err) {
           reply({ ok: false, error: (err as Error).message });
         }

@@ -15,7 +15,7 @@ import type { PolicyTexts } from './rules-files.js';
  * The users of the users file and every user directory on the storage (a user removed from the file still
  * holds their files), in name order. `texts` are the validated users and quota files the workers use.
  */
-export async function usageOfUsers(storage: string, quotaBytes: number | null, maxFiles: number | null, texts: Pick<PolicyTexts, 'users' | 'quotas'>): Promise<UserUsage[]> {
+export async function usageOfUsers(storage: string, quotaBytes: number | null, maxFiles: number | null, texts: Pick<PolicyTexts, 'users' | 'quotas'>): Promise<PerUser<UserUsage>> {
   const names = new Set(parseUsers(texts.users).users.names());
   let entries;
   try {
@@ -27,34 +27,48 @@ export async function usageOfUsers(storage: string, quotaBytes: number | null, m
   for (const e of entries) if (e.isDirectory() && USERNAME_PATTERN.test(e.name)) names.add(e.name);
   const limits = QuotaLimits.fromFile(quotaBytes, maxFiles, texts.quotas);
   const result: UserUsage[] = [];
+  const failed: string[] = [];
   for (const user of [...names].sort()) {
-    const measured = await measureUsage(storage, user, userDirPath(storage, user)).catch((err: Error) => {
-      throw new Error(`${user}: ${err.message}`);
-    });
-    result.push({ user, ...measured, quota: limits.limitFor(user), maxFiles: limits.filesFor(user) });
+    try {
+      const measured = await measureUsage(storage, user, userDirPath(storage, user));
+      result.push({ user, ...measured, quota: limits.limitFor(user), maxFiles: limits.filesFor(user) });
+    } catch (err) {
+      failed.push(`${user}: ${(err as Error).message}`);
+    }
   }
-  return result;
+  return { result, failed };
+}
+
+/**
+ * A report over every user, and the users it could not cover (`user: reason`): one unreadable directory
+ * must not hide everyone else's figures.
+ */
+export interface PerUser<T> {
+  result: T[];
+  failed: string[];
 }
 
 /**
  * Every user's partial uploads (fts-admin partials), by user name: whoever has a staging directory, in
  * the users file or not. `ttlMs` is the server's --partial-ttl, to say when each may be swept.
  */
-export async function partialsOfUsers(storage: string, ttlMs: number): Promise<UserPartial[]> {
+export async function partialsOfUsers(storage: string, ttlMs: number): Promise<PerUser<UserPartial>> {
   let entries;
   try {
     entries = await readdir(stagingRoot(storage), { withFileTypes: true });
   } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return [];
+    if (errnoOf(err) === 'ENOENT') return { result: [], failed: [] };
     throw new Error(`staging directory ${stagingRoot(storage)}: ${errnoReason(err)}`);
   }
   const users = entries.filter((e) => e.isDirectory() && USERNAME_PATTERN.test(e.name)).map((e) => e.name).sort();
   const result: UserPartial[] = [];
+  const failed: string[] = [];
   for (const user of users) {
-    const partials = await listPartials(storage, user, ttlMs).catch((err: Error) => {
-      throw new Error(`${user}: ${err.message}`);
-    });
-    for (const p of partials) result.push({ user, ...p });
+    try {
+      for (const p of await listPartials(storage, user, ttlMs)) result.push({ user, ...p });
+    } catch (err) {
+      failed.push(`${user}: ${(err as Error).message}`);
+    }
   }
-  return result;
+  return { result, failed };
 }

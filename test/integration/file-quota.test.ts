@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { FtsClient } from '../../client/index.js';
@@ -244,5 +244,17 @@ describe('file-count quotas per user (USER:SIZE/FILES in --quota-file), and thei
     expect(reloaded.code, reloaded.stderr).to.equal(0);
     expect((await runCli(['upload', '-', 'a2'], { ...alice, input: 'a' })).code, 'alice: no file limit now').to.equal(0);
     expect((await runCli(['upload', '-', 'b3'], { ...bob, input: 'b' })).code, 'bob: still --max-files').to.equal(1);
+  });
+
+  it('fts-admin usage lists the users it can read and names, on stderr, one whose directory it cannot (not a directory here)', async function () {
+    const alice = { port: server.port, user: ALICE.user, password: ALICE.password };
+    expect((await runCli(['upload', '-', 'a1'], { ...alice, input: 'a' })).code).to.equal(0);
+    const bobDir = path.join(server.storage, BOB.user);
+    await rm(bobDir, { recursive: true, force: true });
+    await writeFile(bobDir, 'not a directory');
+    const table = await runAdmin(server.adminSocket, ['usage', '--json']);
+    expect(table.code, table.stderr).to.equal(0);
+    expect((JSON.parse(table.stdout) as Array<{ user: string }>).map((u) => u.user)).to.deep.equal([ALICE.user]);
+    expect(table.stderr).to.match(/^fts-admin: warning: not listed, could not be read: bob: usage: .*\n$/);
   });
 });
