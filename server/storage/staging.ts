@@ -430,7 +430,8 @@ export class StagedUpload {
     } catch (err) {
       throw fsError(err, this.name);
     }
-    return Math.min(this.#received, this.size);
+    // Once orphaned, what arrived is no longer what the file holds.
+    return Math.min(this.#orphaned ? this.#stored : this.#received, this.size);
   }
 
   /**
@@ -469,11 +470,27 @@ export class StagedUpload {
       this.#handle = undefined;
       await handle.close();
       durable = true;
+      // The digest covers the bytes received, not the bytes stored: our file must hold all of them (an
+      // upload that took its file for taken over stopped writing it). A short file is never renamed into
+      // place. Still under its name, it holds a true prefix, kept for a resume from where it ends; gone (or
+      // another file under its name), it was taken over indeed, answered as such under the lock below.
+      const whole = stats.size === BigInt(this.size);
+      if (!whole && (await this.#mayStillBeStaged(stats))) {
+        short = true;
+        const stored = `${this.name}: only ${stats.size} of the ${this.size} bytes received were stored`;
+        // An unsized upload cannot be continued (its source may be a pipe): nothing of it is kept.
+        if (this.#unsized) throw new FtsError('IO_ERROR', `${stored}; upload it again`);
+        throw new FtsError('OFFSET_MISMATCH', `${stored}; continue from offset ${stats.size}`, { offset: Number(stats.size) });
+      }
       /** Set when the upload that took our file over has already published this very file (see below). */
       let publishedByOther: BigIntStats | null = null;
       /** Set when the name already holds exactly these bytes, for a user who may not replace files. */
       let alreadyThere: BigIntStats | null = null;
       await withLock(this.#root, this.#user, this.name, async () => {
+        if (!whole) {
+          publishedByOther = await this.#takenOver(expected);
+          return;
+        }
         // Under the lock, so no publish or rename can take the name between this look and our rename.
         alreadyThere = await this.#judgePublish(expected.toString('hex'));
         if (alreadyThere !== null) {
@@ -482,46 +499,20 @@ export class StagedUpload {
           await fsyncDir(path.dirname(this.#target));
           return;
         }
-        // The digest covers the bytes received, not the bytes stored: the file must hold all of them (an
-        // upload that took its file for taken over stopped writing it). A short file still under its name is
-        // never published; what it holds is a true prefix, kept for a resume from where it ends. One that is
-        // gone was taken over indeed: the rename below fails, and that case is answered there.
-        if (stats.size !== BigInt(this.size) && (await this.#mayStillBeStaged(stats))) {
-          short = true;
-          const stored = `${this.name}: only ${stats.size} of the ${this.size} bytes received were stored`;
-          // An unsized upload cannot be continued (its source may be a pipe): nothing of it is kept.
-          if (this.#unsized) throw new FtsError('IO_ERROR', `${stored}; upload it again`);
-          throw new FtsError('OFFSET_MISMATCH', `${stored}; continue from offset ${stats.size}`, { offset: Number(stats.size) });
-        }
         try {
           await rename(this.#stagingPath, this.#target);
         } catch (err) {
           if (errnoOf(err) !== 'ENOENT') throw err;
-          if (await exists(this.#stagingPath)) {
-            // The user's directory is gone (an operator removed it while the server ran): made again, as
-            // at a first login.
-            await mkdir(path.dirname(this.#target), { mode: 0o700 }).catch((mkdirErr: unknown) => {
-              if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr;
-            });
-            await rename(this.#stagingPath, this.#target);
-          } else if (this.#unsized) {
-            // No resume can take an unsized upload over: its file was discarded (fts discard) or swept.
-            throw new FtsError('IO_ERROR', `${this.name}: this upload's staged bytes were discarded while it ran; upload it again`);
-          } else {
-            // A resume of this identity took our staging file over (copied its prefix and removed it): the
-            // same file, uploaded again meanwhile on another connection. If that upload has published it
-            // already (its digest record, written after the rename and the directory fsync, names our
-            // digest for the very file under the name), the name durably holds what we were asked to
-            // publish: that is our answer, without the client sending it again.
-            publishedByOther = await this.#publishedWith(expected);
-            if (publishedByOther !== null) return;
-            // Otherwise answered like any other offset this upload cannot continue from, with where that
-            // upload now stands (0 once it is published), so that the client sends the rest from there (or
-            // the whole file again) rather than fail. The sweep removing a live upload's file (idle for
-            // --partial-ttl) ends the same.
-            const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
-            throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were taken over by another upload of the same file; continue from offset ${offset}`, { offset });
+          if (!(await exists(this.#stagingPath))) {
+            publishedByOther = await this.#takenOver(expected);
+            return;
           }
+          // The user's directory is gone (an operator removed it while the server ran): made again, as
+          // at a first login.
+          await mkdir(path.dirname(this.#target), { mode: 0o700 }).catch((mkdirErr: unknown) => {
+            if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr;
+          });
+          await rename(this.#stagingPath, this.#target);
         }
         renamed = true;
         await fsyncDir(path.dirname(this.#target));
@@ -562,6 +553,24 @@ export class StagedUpload {
       // durable. The client gets an error, whose message says the file was published.
       throw renamed ? notDurable(err, this.name, 'published') : fsError(err, this.name);
     }
+  }
+
+  /**
+   * Our staging file is no longer under its name: a resume of this identity took it over (copied its
+   * prefix and removed it), the same file uploaded again meanwhile on another connection; or the user
+   * discarded it, or the sweep removed it. If that upload has published it already (its digest record,
+   * written after the rename and the directory fsync, names our digest for the very file under the name),
+   * the name durably holds what we were asked to publish: that is our answer (its stats), without the
+   * client sending it again. Otherwise OFFSET_MISMATCH with where that upload now stands (0 once it is
+   * published), so that the client sends the rest from there (or the whole file again) rather than fail.
+   * An unsized upload, which no resume can take over, was discarded or swept: IO_ERROR.
+   */
+  async #takenOver(expected: Buffer): Promise<BigIntStats> {
+    if (this.#unsized) throw new FtsError('IO_ERROR', `${this.name}: this upload's staged bytes were discarded while it ran; upload it again`);
+    const published = await this.#publishedWith(expected);
+    if (published !== null) return published;
+    const offset = await stagedOffset({ root: this.#root, user: this.#user, name: this.name }, this.size, this.#tag).catch(() => 0);
+    throw new FtsError('OFFSET_MISMATCH', `${this.name}: this upload's staged bytes were taken over by another upload of the same file; continue from offset ${offset}`, { offset });
   }
 
   /**

@@ -79,9 +79,12 @@ describe('storage', () => {
       expect((await stat(path.join(root, '.fts', 'partial-names'))).mode & 0o777).to.equal(0o700);
       expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
       // The writability probe cleaned up after itself; the space reserve (space-reserve.ts) stays, private.
-      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', 'space-reserve', 'staging']);
-      const reserve = await stat(path.join(root, '.fts', 'space-reserve'));
-      expect([reserve.isFile(), reserve.size, reserve.mode & 0o777]).to.deep.equal([true, 64 * 1024, 0o600]);
+      const reserve = [0, 1, 2, 3].map((i) => `space-reserve.${i}`);
+      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', ...reserve, 'staging']);
+      for (const file of reserve) {
+        const st = await stat(path.join(root, '.fts', file));
+        expect([st.isFile(), st.size, st.mode & 0o777], file).to.deep.equal([true, 16 * 1024, 0o600]);
+      }
     });
 
     it('init fails clearly when the root is not a directory', async () => {
