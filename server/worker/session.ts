@@ -11,6 +11,7 @@ import {
   encodeHeader,
   errorReply,
   stopReply,
+  errnoOf,
   FtsError,
   isOp,
   parseRequest,
@@ -50,6 +51,15 @@ const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 const PACE_SLICE_MS = 250;
 /** The debt a data frame may leave to the session's next frame (pacer.ts sizes frames to about this). */
 const QUARTER_SECOND_MS = 250;
+
+/** An error's message with the errno of its cause, when the message does not already name it. */
+function withErrno(err: FtsError): string {
+  const errno = errnoOf(err.cause);
+  return errno === undefined || err.message.includes(errno) ? err.message : `${err.message} (${errno})`;
+}
+
+/** Error codes that say the storage failed, rather than the client or the request. */
+const STORAGE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['IO_ERROR', 'NO_SPACE', 'READ_ONLY']);
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
 
@@ -941,7 +951,12 @@ export class Session {
     // Only our own op names become events or messages: a client must not be able to write an audit line
     // whose event or message reads "session-end", "admin" or "banned …". What it sent is kept, clipped, in `op`.
     const event = isOp(op) ? op : 'unknown';
-    this.log.info(
+    const disconnected = failure !== null && disconnections.has(failure);
+    // A failure of the storage itself (not of the client) is the operator's business: at warn, with the
+    // reason in words and its errno, which the client was told and the log did not say.
+    const storageFailure = failure !== null && !disconnected && STORAGE_FAILURES.has(failure.code);
+    (storageFailure ? this.log.warn : this.log.info).call(
+      this.log,
       {
         event,
         op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
@@ -953,7 +968,8 @@ export class Session {
         durationMs: Date.now() - started,
         result: failure ? 'error' : 'ok',
         code: failure?.code,
-        disconnected: failure !== null && disconnections.has(failure) ? true : undefined,
+        disconnected: disconnected ? true : undefined,
+        reason: storageFailure ? withErrno(failure) : undefined,
       },
       failure ? `${event} failed` : `${event} ok`,
     );

@@ -415,6 +415,10 @@ describe('hostile filesystem (real server)', function () {
       }
       const up = await rawUpload(client(), 10, 'on-ro.txt', Buffer.from('cannot be stored\n'));
       expect(up, JSON.stringify(up)).to.include({ status: 'error', code: 'READ_ONLY', fatal: false });
+      // The storage's failure is the operator's business: audited at warn, with the reason and its errno.
+      const audited = await srv().waitForLog((l) => l['event'] === 'upload' && l['file'] === 'on-ro.txt');
+      expect([audited.level, audited['code']]).to.deep.equal(['warn', 'READ_ONLY']);
+      expect(String(audited['reason'])).to.match(/\(EROFS\)$/);
       const overwrite = await rawUpload(client(), 11, 'small.txt', Buffer.from('replacement\n'));
       expect(overwrite, JSON.stringify(overwrite)).to.include({ status: 'error', code: 'READ_ONLY' });
       const d = await rawDownload(client(), 12, 'small.txt');
