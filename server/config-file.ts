@@ -11,6 +11,8 @@ import { errnoReason } from '../protocol/index.js';
 /** Far above any users or rules file (hundreds of thousands of users with SCRAM verifiers). */
 export const MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024;
 
+const TOO_LARGE = `is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`;
+
 export class ConfigFileUnusable extends Error {
   override name = 'ConfigFileUnusable';
 }
@@ -27,14 +29,14 @@ export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mod
     const st = await fh.stat();
     if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
     if (!st.isFile()) throw new ConfigFileUnusable('is not a regular file (a FIFO, socket or device)');
-    if (st.size > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+    if (st.size > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(TOO_LARGE);
     // Read to its end into one buffer (short reads fill it in turn), within the limit, even if it grew
     // since the stat: then the buffer grows.
     let buffer = Buffer.allocUnsafe(Math.min(st.size, MAX_CONFIG_FILE_BYTES) + 1);
     let total = 0;
     for (;;) {
       if (total === buffer.length) {
-        if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+        if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(TOO_LARGE);
         const grown = Buffer.allocUnsafe(Math.min(buffer.length * 2, MAX_CONFIG_FILE_BYTES + 1));
         buffer.copy(grown, 0, 0, total);
         buffer = grown;
@@ -43,7 +45,7 @@ export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mod
       if (bytesRead === 0) break;
       total += bytesRead;
     }
-    if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(`is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`);
+    if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(TOO_LARGE);
     return { bytes: buffer.subarray(0, total), mode: st.mode & 0o777 };
   } catch (err) {
     if (err instanceof ConfigFileUnusable) throw err;

@@ -177,6 +177,9 @@ function hookEvents(raw: string, flag: string): HookEvent[] {
   return [...new Set(events)];
 }
 
+/** --metrics-port: a port, or `off` (parsed by the flag itself). */
+const METRICS_PORT = integer(0, 65535, 'off');
+
 export const FLAGS = {
   host: { env: 'FTS_HOST', help: 'address to listen on', default: () => '127.0.0.1', parse: nonEmpty },
   port: { env: 'FTS_PORT', help: 'TCP port (0 = ephemeral)', default: () => String(DEFAULT_PORT), parse: integer(0, 65535) },
@@ -321,7 +324,7 @@ export const FLAGS = {
     env: 'FTS_METRICS_PORT',
     help: 'port of the /metrics endpoint (0 = ephemeral, off = disabled)',
     default: () => String(DEFAULT_METRICS_PORT),
-    parse: Object.assign((raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : integer(0, 65535, 'off')(raw, flag)), { range: integer(0, 65535, 'off').range }),
+    parse: Object.assign((raw: string, flag: string) => (raw.trim().toLowerCase() === 'off' ? null : METRICS_PORT(raw, flag)), { range: METRICS_PORT.range }),
   },
   'token-ttl': { env: 'FTS_TOKEN_TTL', help: 'seconds a session token stays valid for reconnects', default: () => '3600', parse: integer(1, 30 * 86_400) },
   'cluster-secret-file': {

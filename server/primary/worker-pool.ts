@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config.js';
 import type { PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../log.js';
+import { ThrottledLines } from '../throttled-lines.js';
 import { guardHandoffs } from './handoff-guard.js';
 import { workerEnv, workerExecArgv } from './worker-flags.js';
 import { relayWorkerOutput, WORKER_STDIO } from './worker-output.js';
@@ -61,9 +62,12 @@ export class WorkerPool {
   onCrash: (worker: Worker, code: number | null, signal: string | null, listened: boolean) => void = () => {};
   /** A connection could not be handed to a worker (it had no free file descriptor) and was closed. */
   onUndelivered: () => void = () => {};
-  /** Undelivered connections since the last line about them, and when that line was written. */
-  private undeliveredSinceLine = 0;
-  private undeliveredLineAt = 0;
+  private readonly undeliveredLines = new ThrottledLines<{ workerPid: number }>(UNDELIVERED_LINE_INTERVAL_MS, ({ workerPid }, connections) =>
+    this.log.error(
+      { workerPid, connections },
+      'a connection could not be handed to a worker: it has no free file descriptor (EMFILE); closed it. Raise the open-file limit (LimitNOFILE) or lower --max-connections',
+    ),
+  );
 
   constructor(
     private readonly config: Config,
@@ -215,21 +219,10 @@ export class WorkerPool {
     return worker;
   }
 
-  /**
-   * A worker out of file descriptors: logged at once, then at most once a minute with the count since, so
-   * that a flood of connections against a full descriptor table does not also flood the log.
-   */
+  /** A worker out of file descriptors: counted, and logged throttled (a flood of connections must not flood the log). */
   private undelivered(workerPid: number): void {
     this.onUndelivered();
-    this.undeliveredSinceLine++;
-    const now = Date.now();
-    if (now - this.undeliveredLineAt < UNDELIVERED_LINE_INTERVAL_MS) return;
-    this.log.error(
-      { workerPid, connections: this.undeliveredSinceLine },
-      'a connection could not be handed to a worker: it has no free file descriptor (EMFILE); closed it. Raise the open-file limit (LimitNOFILE) or lower --max-connections',
-    );
-    this.undeliveredSinceLine = 0;
-    this.undeliveredLineAt = now;
+    this.undeliveredLines.note({ workerPid });
   }
 
   private exited(worker: Worker, code: number | null, signal: string | null): void {

@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoOf, FtsError } from '../../protocol/index.js';
+import { errnoOf } from '../../protocol/index.js';
+import { fsError } from './errors.js';
 import { internalDir } from './paths.js';
 
 /** Files of the reserve: each freed one gives back an inode and its blocks. */
@@ -81,12 +82,6 @@ async function freeOneReserveFile(root: string): Promise<boolean> {
   return false;
 }
 
-/** ENOSPC or EDQUOT, as it comes or as withLock reports it (NO_SPACE). */
-function isNoSpace(err: unknown): boolean {
-  if (err instanceof FtsError) return err.code === 'NO_SPACE';
-  const code = errnoOf(err);
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
 
 /**
  * Runs `locked`, which takes its locks and calls the function it is given inside them. While taking the
@@ -105,7 +100,8 @@ export async function withSpaceForLock<T>(root: string, locked: (inside: <R>(fn:
       try {
         return await locked(inside);
       } catch (err) {
-        if (entered || !isNoSpace(err) || attempt > RESERVE_FILES) throw err;
+        // NO_SPACE as withLock reports it, or ENOSPC/EDQUOT as the file system does (errors.ts maps both).
+        if (entered || fsError(err, 'lock').code !== 'NO_SPACE' || attempt > RESERVE_FILES) throw err;
         if (!(await freeOneReserveFile(root).catch(() => false)) && attempt > 0) throw err;
       }
     }

@@ -126,22 +126,17 @@ export class Store {
         await handle.close().catch(() => undefined);
         await unlink(probe).catch(() => undefined);
       }
+      // Uploads stage under staging/ and every publish, delete and rename makes a directory under locks/:
+      // a server that cannot would start, then fail each of them with IO_ERROR.
+      for (const [dir, what] of [[stagingRoot(this.root), 'staging'], [locksRoot(this.root), 'lock']] as const) {
+        // Starting with ".": never taken for a user of the staging or locks tree, should one be left behind.
+        const probeDir = path.join(dir, `.probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+        await step(`creating a ${what} probe in ${dir} (is it writable?)`, () => mkdir(probeDir, { mode: 0o700 }));
+        await rmdir(probeDir).catch(() => undefined);
+      }
     } catch (err) {
       if (fsError((err as Error).cause, 'storage root').code === 'NO_SPACE') return { full: true };
       throw err;
-    }
-    // Uploads stage under staging/ and every publish, delete and rename makes a directory under locks/: a
-    // server that cannot would start, then fail each of them with IO_ERROR.
-    for (const [dir, what] of [[stagingRoot(this.root), 'staging'], [locksRoot(this.root), 'lock']] as const) {
-      // Starting with ".": never taken for a user of the staging or locks tree, should one be left behind.
-      const probeDir = path.join(dir, `.probe-${process.pid}-${randomBytes(6).toString('hex')}`);
-      try {
-        await step(`creating a ${what} probe in ${dir} (is it writable?)`, () => mkdir(probeDir, { mode: 0o700 }));
-      } catch (err) {
-        if (fsError((err as Error).cause, 'storage root').code === 'NO_SPACE') return { full: true };
-        throw err;
-      }
-      await rmdir(probeDir).catch(() => undefined);
     }
     return { full: false };
   }

@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import { canonicalIp } from '../../protocol/index.js';
+import { ThrottledLines } from '../throttled-lines.js';
 
 /**
  * PROXY protocol version 2 (the binary form HAProxy sends with `send-proxy-v2`), so that per-address
@@ -17,23 +18,19 @@ const READ_TIMEOUT_MS = 5_000;
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /**
- * Reports connections refused for want of a valid PROXY header: the first at once, then at most one line
- * a minute with how many there were meanwhile. One such line is how an operator learns that the load
- * balancer lacks `send-proxy-v2` (every client is refused) or that clients bypass it; a line per
- * connection would let anyone who reaches the port flood the log.
+ * Reports connections refused for want of a valid PROXY header, throttled (ThrottledLines). One such line
+ * is how an operator learns that the load balancer lacks `send-proxy-v2` (every client is refused) or that
+ * clients bypass it.
  */
 export class ProxyRefusalLog {
-  private lastAt = -Infinity;
-  private unreported = 0;
+  private readonly lines: ThrottledLines<{ remote: string; problem: string }>;
 
-  constructor(private readonly write: (fields: { remote: string; problem: string; refusedSinceLastLine: number }) => void) {}
+  constructor(write: (fields: { remote: string; problem: string; refusedSinceLastLine: number }) => void) {
+    this.lines = new ThrottledLines(REFUSAL_LOG_INTERVAL_MS, (fields, refusedSinceLastLine) => write({ ...fields, refusedSinceLastLine }));
+  }
 
   refused(remote: string, problem: string, now = Date.now()): void {
-    this.unreported++;
-    if (now - this.lastAt < REFUSAL_LOG_INTERVAL_MS) return;
-    this.write({ remote, problem, refusedSinceLastLine: this.unreported });
-    this.lastAt = now;
-    this.unreported = 0;
+    this.lines.note({ remote, problem }, now);
   }
 }
 
