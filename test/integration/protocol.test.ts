@@ -227,9 +227,10 @@ describe('protocol (raw TCP against a real server)', function () {
       encodeHeader({ op: 'download', id: 12, name: 'early.txt' }),
       encodeHeader({ op: 'view', id: 13, name: 'early.txt' }),
       encodeHeader({ op: 'delete', id: 14, name: 'early.txt' }),
+      encodeHeader({ op: 'list' }), // §3.2 rule 5: AUTH_REQUIRED before the missing id is looked at
       encodeHeader({ op: 'noop', id: 15 }),
     );
-    for (const id of [10, 11, 12, 13, 14]) {
+    for (const id of [10, 11, 12, 13, 14, null]) {
       const r = await client.reply();
       expectError(r, 'AUTH_REQUIRED', false, id);
       expect(r.interim).to.deep.equal([]);
@@ -279,6 +280,9 @@ describe('protocol (raw TCP against a real server)', function () {
     expectError(await c.reply(), 'BAD_REQUEST', false, null);
     c.sendHeader({ op: 'list', id: 9, long: 'yes' });
     expectError(await c.reply(), 'BAD_REQUEST', false, 9);
+    // §3.2 rule 5: an auth after login is ALREADY_AUTHENTICATED before its id is looked at.
+    c.sendHeader({ op: 'auth', mech: 'plain' });
+    expectError(await c.reply(), 'ALREADY_AUTHENTICATED', false, null);
     await expectAlive(c);
   });
 
