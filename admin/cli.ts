@@ -9,9 +9,9 @@
  *
  * Exit codes:
  *   0  success
- *   1  the server reported an error (ok:false), the connection broke mid-command, the reply was not
- *      understood, no final reply came within 15 s, or connecting failed for a reason other than the
- *      ones under 3 (e.g. permission denied)
+ *   1  the server reported an error (ok:false) or is not ready (ready), the connection broke mid-command,
+ *      the reply was not understood, no final reply came within 15 s, or connecting failed for a reason
+ *      other than the ones under 3 (e.g. permission denied)
  *   2  usage error: unknown command or flag, missing, extra or invalid argument
  *   3  no fts-server is running at the socket (ENOENT, ECONNREFUSED or ENOTSOCK on connect)
  *   130  interrupted (Ctrl+C) while waiting for a drain, which goes on in the server, or at passwd's prompt
@@ -38,6 +38,8 @@ const EXIT_NO_SERVER = 3;
 const REPLY_TIMEOUT_MS = 15_000;
 /** After a drain's connection ends, how long to wait for the socket to stop accepting connections. */
 const STOP_CONFIRM_MS = 5_000;
+/** How often `ready --timeout` asks again. */
+const READY_POLL_MS = 200;
 /** Limit of the drain grace period accepted by the server (parseAdminRequest). */
 const MAX_DRAIN_TIMEOUT = 86_400;
 const SESSION_ID = /^[0-9a-f]{1,64}$/;
@@ -54,6 +56,9 @@ Commands:
   sessions [--json]      list the sessions on all workers
   drain [--timeout S]    stop accepting connections, let transfers (and upload hook runs) finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
+  ready [--timeout S]    exit 0 once the server answers, all its workers listen and it is not draining
+                         (prints the port); --timeout S: wait up to S seconds for that (for a service
+                         manager's start-up check, or a rolling deploy's next step)
   reload                 re-read the users file, the quota, permissions, rates and networks files and the TLS certificate
                          (the old ones are all kept if a new one is bad);
                          returns once every worker uses them (a worker that has not within 5 s is named in a warning)
@@ -81,14 +86,14 @@ Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
   --json                 print the server's reply as JSON (status, sessions, bans, usage, partials)
-  --timeout S            drain grace period, whole seconds 0-${MAX_DRAIN_TIMEOUT}
+  --timeout S            drain grace period, or how long ready waits: whole seconds 0-${MAX_DRAIN_TIMEOUT}
   --points               bans: also list addresses with penalty points, and the points of each
   -h, --help             show this text
   --version              print fts-admin's version
 
 Exit status:
   0  success
-  1  the server reported an error, the connection broke, or no reply within ${REPLY_TIMEOUT_MS / 1000} s
+  1  the server reported an error or is not ready, the connection broke, or no reply within ${REPLY_TIMEOUT_MS / 1000} s
   2  usage error
   3  no fts-server is running at the socket
   130  interrupted (Ctrl+C, or Ctrl+D at passwd's prompt); an interrupted drain goes on in the server`;
@@ -226,6 +231,21 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         process.removeListener('SIGINT', onInterrupt);
       }
       out('server stopped');
+    },
+  },
+
+  ready: {
+    args: [],
+    flags: ['timeout'],
+    async run(inv) {
+      const deadline = Date.now() + (inv.timeout === undefined ? 0 : parseTimeout(inv.timeout) * 1000);
+      for (;;) {
+        const notYet = await notReadyBecause(inv);
+        if (notYet === null) return;
+        const left = deadline - Date.now();
+        if (left <= 0) throw notYet;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(READY_POLL_MS, left)));
+      }
     },
   },
 
@@ -411,6 +431,27 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
     throw new CommandFailed(`the server at ${inv.socket} does not say which users file it reads (it is older than this fts-admin); nothing changed`);
   }
   return result.usersFile;
+}
+
+/**
+ * One look for `ready`: null once the server is ready (after printing its port), else why not yet, as the
+ * error to end with if time runs out. A draining server never becomes ready again, so that ends the wait.
+ * No server at the socket (yet) and a connection that broke (a server starting or stopping) are waited out;
+ * any other failure (permission denied, no reply) ends it.
+ */
+async function notReadyBecause(inv: Invocation): Promise<CommandFailed | AdminClientError | null> {
+  let status: StatusResult;
+  try {
+    status = await ask(inv, 'status', isStatusResult);
+  } catch (e) {
+    if (e instanceof AdminClientError && (e.kind === 'no-server' || e.kind === 'broken')) return e;
+    throw e;
+  }
+  if (status.draining) throw new CommandFailed('not ready: the server is draining');
+  // The port is announced once every worker listens (a start that fails exits instead).
+  if (status.port === null) return new CommandFailed(`not ready: the server (pid ${status.pid}) is starting; its workers do not all listen yet`);
+  out(`ready: listening on port ${status.port}`);
+  return null;
 }
 
 function notTheServersFile(served: string, usersFile: string, consequence: string): CommandFailed {

@@ -582,6 +582,87 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('ready', () => {
+    it('exits 0 with the port on a running server; waits with --timeout for a server not started yet; exit 3 without one', async () => {
+      const dir = await scratch('fts-admin-ready-');
+      const none = await runAdmin(path.join(dir, 'none.sock'), ['ready']);
+      expect(none.code, none.stderr).to.equal(3);
+      expect(none.stdout).to.equal('');
+      expect(none.stderr).to.match(/^fts-admin: no fts-server is running at .*none\.sock \(no such socket\)\n$/);
+      const t0 = Date.now();
+      const late = await runAdmin(path.join(dir, 'none.sock'), ['ready', '--timeout', '1']);
+      expect(late.code, late.stderr).to.equal(3);
+      expect(Date.now() - t0, 'it waited for the timeout').to.be.at.least(900);
+
+      const server = await startServer({ workers: 2 });
+      const r = await runAdmin(server.adminSocket, ['ready']);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout).to.equal(`ready: listening on port ${server.port}\n`);
+      expect(r.stderr).to.equal('');
+
+      // A server whose socket appears later (a service manager runs ready right after starting it).
+      const socket = path.join(dir, 'later.sock');
+      const waiting = startAdmin(socket, ['ready', '--timeout', '20']);
+      admins.push(waiting);
+      await sleep(700);
+      expect(waiting.exited, 'still waiting for a server').to.equal(false);
+      const status = { pid: 1, port: null as number | null, metricsPort: null, draining: false, uptimeSeconds: 0, version: '0.0.1', workers: [], connections: 0, sessions: 0, transfers: 0, workerRestarts: 0 };
+      const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: status }));
+      cleanups.push(() => fake.close());
+      await waitUntil('ready asked the server', () => fake.requests.length >= 2, 10_000);
+      expect(waiting.exited, 'not ready while the workers do not all listen (port null)').to.equal(false);
+      status.port = 5421;
+      const done = await waiting.done;
+      expect(done.code, done.stderr).to.equal(0);
+      expect(done.stdout).to.equal('ready: listening on port 5421\n');
+      expect(fake.requests.every((q) => JSON.stringify(q) === '{"cmd":"status"}')).to.equal(true);
+    });
+
+    it('a server still starting: exit 1 at once without --timeout, after it with one; a draining server: exit 1 at once', async () => {
+      const dir = await scratch('fts-admin-ready-');
+      const socket = path.join(dir, 'admin.sock');
+      const status = { pid: 7, port: null, metricsPort: null, draining: false, uptimeSeconds: 0, version: '0.0.1', workers: [], connections: 0, sessions: 0, transfers: 0, workerRestarts: 0 };
+      const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: status }));
+      cleanups.push(() => fake.close());
+      const once = await runAdmin(socket, ['ready']);
+      expect(once.code).to.equal(1);
+      expect(once.stdout).to.equal('');
+      expect(once.stderr).to.equal('fts-admin: not ready: the server (pid 7) is starting; its workers do not all listen yet\n');
+      const t0 = Date.now();
+      const waited = await runAdmin(socket, ['ready', '--timeout', '1']);
+      expect(waited.code).to.equal(1);
+      expect(waited.stderr).to.equal(once.stderr);
+      expect(Date.now() - t0).to.be.at.least(900);
+
+      const server = await startServer({ workers: 1, args: ['--grace', '60'] });
+      await uploadInFlight(server, 'ready-drain.bin');
+      server.signal('SIGTERM'); // a drain with 60 s of grace, held by the upload
+      await waitUntil('the drain', async () => server.lines.some((l) => l.msg === 'drain started'));
+      const t1 = Date.now();
+      const draining = await runAdmin(server.adminSocket, ['ready', '--timeout', '30']);
+      expect(draining.code).to.equal(1);
+      expect(draining.stderr).to.equal('fts-admin: not ready: the server is draining\n');
+      expect(Date.now() - t1, 'a drain ends the wait at once').to.be.below(10_000);
+    });
+
+    it('takes no argument and no flag but --timeout (exit 2, nothing sent)', async () => {
+      const dir = await scratch('fts-admin-ready-');
+      const socket = path.join(dir, 'admin.sock');
+      const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: {} }));
+      cleanups.push(() => fake.close());
+      for (const [args, message] of [
+        [['ready', 'now'], "fts-admin: ready: unexpected argument 'now' (see 'fts-admin --help')\n"],
+        [['ready', '--json'], "fts-admin: ready does not take --json (see 'fts-admin --help')\n"],
+        [['ready', '--timeout', '1.5'], "fts-admin: --timeout must be a whole number of seconds, got '1.5' (see 'fts-admin --help')\n"],
+      ] as const) {
+        const r = await runAdmin(socket, [...args]);
+        expect(r.code, args.join(' ')).to.equal(2);
+        expect(r.stderr, args.join(' ')).to.equal(message);
+      }
+      expect(fake.connections).to.equal(0);
+    });
+  });
+
   describe('bans --points', () => {
     it('asks for the points and prints them; a server that lists no points (older) is an error, not an empty table', async () => {
       const dir = await scratch('fts-admin-points-');

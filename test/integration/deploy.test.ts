@@ -300,6 +300,14 @@ describe('deploy files', function () {
       const runtimeDirs = one(settings, 'RuntimeDirectory').split(/\s+/).map((d) => path.join('/run', d));
       expect(runtimeDirs, `the admin socket ${config.adminSocket} lives in a RuntimeDirectory=`).to.include(path.dirname(config.adminSocket));
       expect(one(settings, 'ExecReload'), 'ExecReload reloads through the same admin socket').to.include(`--socket ${config.adminSocket}`);
+
+      // Started means serving: systemctl start (and what is ordered after the unit) waits for fts-admin ready,
+      // within systemd's default start timeout (90 s).
+      expect(one(settings, 'Type'), 'Type').to.equal('exec');
+      const post = one(settings, 'ExecStartPost');
+      expect(post, 'ExecStartPost runs fts-admin ready through the same admin socket').to.match(new RegExp(`/dist/admin/cli\\.js --socket ${config.adminSocket} ready --timeout (\\d+)$`));
+      const readyWait = Number(/--timeout (\d+)$/.exec(post)?.[1]);
+      expect(readyWait, 'ready --timeout (s) within TimeoutStartSec').to.be.above(0).and.below(systemdSeconds(settings.get('TimeoutStartSec')?.[0] ?? '90'));
     });
   });
 });
