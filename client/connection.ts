@@ -23,6 +23,7 @@ import {
   FrameDecoder,
   FtsError,
   HARD_MAX_HEADER_BYTES,
+  hostPort,
   MAX_CHUNK_BYTES,
   MAX_REQUEST_ID,
   MIN_MAX_HEADER_BYTES,
@@ -248,7 +249,7 @@ export class FtsConnection {
 
   /** host:port, with brackets around an IPv6 address. */
   get address(): string {
-    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return hostPort(this.host, this.port);
   }
 
   /** False once the connection failed, was closed, or the server closed it. */

@@ -24,3 +24,11 @@ export function canonicalIp(address: string): string {
   const lo = parseInt(mapped[2]!, 16);
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
+
+/**
+ * `host:port` as URLs and most tools write it, with an IPv6 address in brackets (`[::1]:5421`): without
+ * them the port cannot be told from the address's last group.
+ */
+export function hostPort(host: string, port: number | string): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { constants, writeSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { errnoOf, errnoReason } from '../../protocol/index.js';
+import { errnoOf, errnoReason, hostPort } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
@@ -157,7 +157,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {
       await admin.close();
-      throw new StartupError(`metrics endpoint ${config.metricsHost}:${config.metricsPort}: ${errnoReason(err)}`);
+      throw new StartupError(`metrics endpoint ${hostPort(config.metricsHost, config.metricsPort ?? '')}: ${errnoReason(err)}`);
     });
   }
 
@@ -205,7 +205,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       // With --port 0, later workers must bind the port we got: if every worker died, the cluster's
       // shared handle is gone and a fresh listen(0) would pick another port.
       pool.setPort(m.port);
-      log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${m.address}:${m.port}`);
+      log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${hostPort(m.address, m.port)}`);
     }
   });
   cluster.on('exit', (worker) => gate.workerGone(worker.id));

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { hostPort } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
 import type { MetricsJson } from '../metrics/worker-metrics.js';
 import { queryWorker } from './cluster-query.js';
@@ -178,7 +179,7 @@ export class MetricsEndpoint {
     this.port = address && typeof address === 'object' ? address.port : port;
     this.server = server;
     setInterval(() => void this.gather(false), REFRESH_INTERVAL_MS).unref();
-    this.log.info({ address: host, port: this.port }, `metrics on http://${host}:${this.port}/metrics`);
+    this.log.info({ address: host, port: this.port }, `metrics on http://${hostPort(host, this.port)}/metrics`);
     return this.port;
   }
 

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { encodeHeader, errnoReason, errnoWords } from '../../protocol/index.js';
+import { encodeHeader, errnoReason, errnoWords, hostPort } from '../../protocol/index.js';
 import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
 import { isFtsMessage, type PrimaryToWorker, type WorkerStats, type WorkerToPrimary } from '../ipc.js';
@@ -176,7 +176,7 @@ export async function runWorker(config: Config): Promise<void> {
     }
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
     // Read now: a destroyed socket no longer knows its peer.
-    const from = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
+    const from = hostPort(raw.remoteAddress ?? '?', raw.remotePort ?? '?');
     const proxied = config.proxyProtocol
       ? await readProxyHeader(raw, (problem) => {
           proxyRefusals.refused(from, problem);
@@ -210,7 +210,7 @@ export async function runWorker(config: Config): Promise<void> {
     });
   };
   server.on('error', (err: NodeJS.ErrnoException) => {
-    const reason = `cannot listen on ${config.host}:${port}: ${errnoReason(err)}`;
+    const reason = `cannot listen on ${hostPort(config.host, port)}: ${errnoReason(err)}`;
     log.fatal({ err }, reason);
     process.exitCode = 1;
     // The primary prints the reason before it exits; exit once the message is on its way.

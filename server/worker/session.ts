@@ -18,6 +18,7 @@ import {
   PROTOCOL,
   requestId,
   AUTH_MECHANISMS,
+  hostPort,
   type ErrorCode,
   type Frame,
   type Header,
@@ -160,7 +161,7 @@ export class Session {
     this.healthCheck = opts.healthCheck === true;
     const peer = opts.peer;
     const address = peer?.address ?? socket.remoteAddress;
-    this.remote = `${address ?? '?'}:${peer?.port ?? socket.remotePort ?? 0}`;
+    this.remote = hostPort(address ?? '?', peer?.port ?? socket.remotePort ?? 0);
     this.ip = normaliseIp(address);
     this.networkIp = opts.addressUnknown === true ? 'unknown' : this.ip;
     this.log = ctx.log.child({ session: this.id, remote: this.remote });

@@ -14,7 +14,8 @@ import path from 'node:path';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
 import { REPO_ROOT } from '../helpers/paths.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { TestServer } from '../helpers/server.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+import { FtsClient } from '../../client/index.js';
 
 const FLAGS = [
   '--host', '--port', '--storage', '--users', '--workers', '--admin-socket', '--log-level', '--grace', '--partial-ttl',
@@ -397,5 +398,25 @@ describe('fts-server startup with bad inputs', function () {
     if (contact.kind !== 'header') return;
     expect(contact.header['status']).to.equal('hello');
     expect(contact.header['protocol']).to.equal('fts/1');
+  });
+
+  it('on IPv6 (::1) the log writes addresses with brackets ([::1]:port), as URLs do: listening, metrics, a session\'s remote', async function () {
+    const server = await TestServer.start({ workers: 1, args: ['--host', '::1', '--metrics-host', '::1'] });
+    servers.push(server);
+    const listening = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'));
+    expect(listening?.msg).to.equal(`listening on [::1]:${server.port}`);
+    const metrics = server.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics on'));
+    expect(metrics?.msg).to.match(/^metrics on http:\/\/\[::1\]:\d+\/metrics$/);
+    const url = new URL(/(http:\S+)/.exec(metrics?.msg ?? '')?.[1] ?? 'x:');
+    expect(url.hostname, 'the logged URL parses').to.equal('[::1]');
+    const client = await FtsClient.connect({ host: '::1', port: server.port });
+    try {
+      await client.auth(DEFAULT_USERS[0]!.user, DEFAULT_USERS[0]!.password);
+      await client.list();
+      const audit = await server.waitForLog((l) => l['event'] === 'list');
+      expect(audit['remote']).to.match(/^\[::1\]:\d+$/);
+    } finally {
+      client.close();
+    }
   });
 });

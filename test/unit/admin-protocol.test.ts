@@ -1,7 +1,14 @@
 import { expect } from 'chai';
-import { canonicalIp, parseAdminRequest } from '../../protocol/index.js';
+import { canonicalIp, hostPort, parseAdminRequest } from '../../protocol/index.js';
 
 describe('admin protocol: bans and unban', function () {
+  it('hostPort brackets an IPv6 address (so its port can be told from its last group), and only that', function () {
+    expect(hostPort('127.0.0.1', 5421)).to.equal('127.0.0.1:5421');
+    expect(hostPort('::1', 5421)).to.equal('[::1]:5421');
+    expect(hostPort('::ffff:127.0.0.1', '?')).to.equal('[::ffff:127.0.0.1]:?');
+    expect(hostPort('localhost', 0)).to.equal('localhost:0');
+  });
+
   it('canonicalIp gives the one form the server keeps bans under, whatever the source: IPv6 compressed, lower case; IPv4-mapped as IPv4', function () {
     expect(canonicalIp('203.0.113.7')).to.equal('203.0.113.7');
     expect(canonicalIp('::1')).to.equal('::1');
