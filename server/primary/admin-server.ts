@@ -1,4 +1,5 @@
-import { chmod, lstat, realpath, stat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, realpath, rename, stat, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -16,6 +17,8 @@ const PROBE_TIMEOUT_MS = 1_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 /** Admin connections at once; more are closed at once (fts-admin needs one per command). */
 const MAX_ADMIN_CONNECTIONS = 64;
+/** sun_path holds 108 bytes with the NUL (config.ts refuses a longer --admin-socket). */
+const MAX_SOCKET_PATH_BYTES = 107;
 
 export class AdminSocketInUse extends Error {
   override name = 'AdminSocketInUse';
@@ -45,6 +48,29 @@ function probe(socketPath: string): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** What is at the socket's path, when it is something a server must not remove: anything but a socket. */
+async function notASocket(socketPath: string): Promise<string | null> {
+  let st: Stats;
+  try {
+    st = await lstat(socketPath);
+  } catch {
+    return null; // nothing there (or nothing we could see: listen() will say why)
+  }
+  if (st.isSocket()) return null;
+  return st.isFile() ? 'a regular file' : st.isDirectory() ? 'a directory' : st.isSymbolicLink() ? 'a symbolic link' : 'a special file';
+}
+
+/**
+ * A name beside the socket's to listen on before renaming into place, or null when none fits in sun_path.
+ * Node (libuv) unlinks the path a UNIX socket was bound to when the server closes, whatever is there by
+ * then: bound under a name of its own, a server that stops can never remove a newer server's socket (or
+ * anything else) at the real path.
+ */
+function bindingPath(socketPath: string): string | null {
+  const name = path.join(path.dirname(socketPath), `.fts-admin-${randomBytes(6).toString('hex')}`);
+  return Buffer.byteLength(name) <= MAX_SOCKET_PATH_BYTES ? name : null;
 }
 
 /**
@@ -97,20 +123,25 @@ export class AdminServer {
     const dir = path.dirname(this.socketPath);
     await makeDirectories(dir);
     await checkSocketDir(dir);
+    // Only a socket is ever replaced: a file given as --admin-socket by mistake is not ours to remove.
+    const other = await notASocket(this.socketPath);
+    if (other !== null) throw new Error(`admin socket ${this.socketPath} is ${other}, not a socket; not replacing it (remove it, or choose another --admin-socket)`);
     if (await probe(this.socketPath)) {
       throw new AdminSocketInUse(`another fts-server is already running (admin socket ${this.socketPath} answers)`);
     }
-    // Stale socket from a crash (or nothing there): remove it, or listen() fails with EADDRINUSE.
-    await unlink(this.socketPath).catch(() => undefined);
     // allowHalfOpen: a client may send its request and shut down its side while it waits for the answer.
     const server = net.createServer({ allowHalfOpen: true }, (conn) => this.serve(conn));
     server.maxConnections = MAX_ADMIN_CONNECTIONS;
+    // Bound beside the path, then renamed over it: a stale socket from a crash is replaced in one step. Only
+    // when no such name fits in sun_path is the stale socket removed first and the path bound itself.
+    const binding = bindingPath(this.socketPath);
+    if (binding === null) await unlink(this.socketPath).catch(() => undefined);
     // The socket is created 0600 (not 0777 & ~umask, then chmod): nobody else can connect in between.
     const umask = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(this.socketPath, () => {
+        server.listen(binding ?? this.socketPath, () => {
           server.off('error', reject);
           resolve();
         });
@@ -118,7 +149,13 @@ export class AdminServer {
     } finally {
       process.umask(umask);
     }
-    await chmod(this.socketPath, 0o600);
+    try {
+      await chmod(binding ?? this.socketPath, 0o600);
+      if (binding !== null) await rename(binding, this.socketPath);
+    } catch (err) {
+      server.close();
+      throw err;
+    }
     const st = await stat(this.socketPath);
     this.inode = { dev: st.dev, ino: st.ino };
     server.on('error', (err) => this.log.error({ err }, 'admin socket error'));
@@ -126,7 +163,7 @@ export class AdminServer {
     this.log.info({ socket: this.socketPath }, 'admin socket ready');
   }
 
-  /** Stops listening and removes the socket file. */
+  /** Stops listening and removes the socket file, if it is still ours. */
   async close(): Promise<void> {
     const server = this.server;
     this.server = null;

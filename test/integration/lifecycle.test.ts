@@ -12,7 +12,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
@@ -784,6 +784,41 @@ describe('lifecycle (end to end)', function () {
       // A stop removes the socket it created.
       expect(await server.halt()).to.deep.equal({ code: 0, signal: null });
       expect(await exists(stale), 'admin socket removed at exit').to.equal(false);
+    });
+
+    it('only a socket is replaced: a regular file or a directory at --admin-socket is left as it is (exit 1, named)', async () => {
+      const { dir, cleanup } = await tempDirFor('fts-notsock-');
+      cleanups.push(cleanup);
+      const file = path.join(dir, 'notes.txt');
+      await writeFile(file, 'precious\n');
+      const folder = path.join(dir, 'folder');
+      await mkdir(folder);
+      await writeFile(path.join(dir, 'users'), `${ALICE.user}:${ALICE.password}\n`);
+      await chmod(path.join(dir, 'users'), 0o600);
+      for (const [target, what] of [[file, 'a regular file'], [folder, 'a directory']] as const) {
+        const r = await runServerOnce(
+          ['--port', '0', '--host', '127.0.0.1', '--metrics-port', '0', '--storage', path.join(dir, 'storage'), '--users', path.join(dir, 'users'), '--workers', '1', '--admin-socket', target],
+          { timeoutMs: 15_000 },
+        );
+        expect(r.timedOut).to.equal(false);
+        expect(r.code, r.stderr).to.equal(1);
+        expect(r.stderr).to.equal(`fts-server: admin socket ${target} is ${what}, not a socket; not replacing it (remove it, or choose another --admin-socket)\n`);
+      }
+      expect(await readFile(file, 'utf8')).to.equal('precious\n');
+      expect((await lstat(folder)).isDirectory()).to.equal(true);
+    });
+
+    it('a server whose socket path was taken over by a newer server leaves the newer one\'s socket when it stops', async () => {
+      const first = await startServer({ workers: 1 });
+      await rm(first.adminSocket); // an operator removed it, and started another server there
+      const { dir, cleanup } = await tempDirFor('fts-takeover-');
+      cleanups.push(cleanup);
+      const second = await startServer({ workers: 1, args: ['--admin-socket', first.adminSocket], storage: path.join(dir, 'storage') }, first.adminSocket);
+      expect((await statusJson(first.adminSocket)).pid).to.equal(second.pid);
+      expect(await first.halt()).to.deep.equal({ code: 0, signal: null });
+      expect((await lstat(first.adminSocket)).isSocket(), 'the newer server\'s socket is still there').to.equal(true);
+      expect((await statusJson(first.adminSocket)).pid).to.equal(second.pid);
+      expect((await readdir(path.dirname(first.adminSocket))).filter((n) => n.startsWith('.fts-admin-')), 'no binding name left').to.deep.equal([]);
     });
   });
 });
