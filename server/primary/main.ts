@@ -8,6 +8,7 @@ import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
+import { sweepAbandonedLocks } from '../storage/locks.js';
 import { loadSaltKey } from '../storage/salt-key.js';
 import { loadSecureContext } from '../worker/tls.js';
 import { AdminServer } from './admin-server.js';
@@ -119,13 +120,16 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   }
   // Each path the sweep cannot read or remove is logged once, not at every pass for as long as it lasts.
   const reported = new Set<string>();
+  const skipped = (what: string) => (where: string, err: unknown): void => {
+    if (reported.has(where)) return;
+    if (reported.size < 10_000) reported.add(where);
+    log.warn({ path: where, err }, `${what} sweep skipped what it cannot read or remove (logged once per path)`);
+  };
   const sweep = async (): Promise<void> => {
-    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000, (where, err) => {
-      if (reported.has(where)) return;
-      if (reported.size < 10_000) reported.add(where);
-      log.warn({ path: where, err }, 'staging sweep skipped what it cannot read or remove (logged once per path)');
-    });
+    const removed = await sweepStaging(config.storage, config.partialTtlSeconds * 1000, skipped('staging'));
     if (removed > 0) log.info({ removed }, 'removed expired partial uploads');
+    const locks = await sweepAbandonedLocks(config.storage, skipped('lock'));
+    if (locks > 0) log.info({ removed: locks }, 'removed abandoned locks');
   };
   await sweep();
   // Partial uploads expire while the server runs too, not only at start.

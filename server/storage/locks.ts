@@ -1,12 +1,12 @@
-import fs from 'node:fs';
-import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import fs, { type Dirent } from 'node:fs';
+import { lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
 import { fsError } from './errors.js';
 import { inPrivateDir } from './private-dir.js';
-import { lockTarget, resolveName, userDirPath } from './paths.js';
+import { locksRoot, lockTarget, resolveName, userDirPath } from './paths.js';
 
 /**
  * The one wrapper around proper-lockfile (no release since 2021, so nothing else imports it).
@@ -340,6 +340,69 @@ let abandonedBroken = 0;
 /** How many abandoned locks this process has broken since it started. */
 export function abandonedLocksBroken(): number {
   return abandonedBroken;
+}
+
+/** A right to break one lock (takeRight): `<lock dir>.<ino>-<mtimeNs>.breaking.<n>`. */
+const RIGHT_NAME = /^(.+\.lock)\.(\d+)-(\d+)\.breaking\.\d+$/;
+
+/**
+ * Removes what dead processes left under the locks root: locks abandoned for STALE_MS or more (broken as a
+ * waiter breaks them, so a lock taken meanwhile is never removed) and rights to break a lock that no longer
+ * exists as it was (a waiter that died while breaking it; nobody can ask for that right again, since a
+ * right is named after the very directory and mtime it breaks). Run by the primary at start and with the
+ * staging sweep: without it, a lock left by a crash stays on disk until an operation on the same name
+ * comes. Safe beside live processes and other nodes. Returns how many it removed; what it cannot read or
+ * remove goes to `problem`.
+ */
+export async function sweepAbandonedLocks(root: string, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
+  let removed = 0;
+  const users = await entriesOf(locksRoot(root), problem);
+  for (const user of users) {
+    if (!user.isDirectory()) continue;
+    const dir = path.join(locksRoot(root), user.name);
+    const entries = (await entriesOf(dir, problem)).filter((e) => e.isDirectory());
+    // Locks first: breaking one passes over an old right to break it, which is then dead and goes below.
+    for (const entry of entries.filter((e) => e.name.endsWith('.lock'))) {
+      const where = path.join(dir, entry.name);
+      try {
+        const st = await lstat(where);
+        if (st.mtimeMs >= Date.now() - STALE_MS) continue;
+        const before = abandonedBroken;
+        await breakIfAbandoned(where);
+        if (abandonedBroken > before) removed++;
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') problem(where, err);
+      }
+    }
+    for (const entry of entries) {
+      const right = RIGHT_NAME.exec(entry.name);
+      if (right === null) continue;
+      const where = path.join(dir, entry.name);
+      try {
+        const st = await lstat(where);
+        if (st.mtimeMs >= Date.now() - STALE_MS) continue;
+        const lock = await lstat(path.join(dir, right[1]!), { bigint: true }).catch((err: unknown) => {
+          if (errnoOf(err) === 'ENOENT') return null;
+          throw err;
+        });
+        if (lock !== null && String(lock.ino) === right[2] && String(lock.mtimeNs) === right[3]) continue; // still that lock
+        await rmdir(where);
+        removed++;
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') problem(where, err);
+      }
+    }
+  }
+  return removed;
+}
+
+async function entriesOf(dir: string, problem: (path: string, err: unknown) => void): Promise<Dirent[]> {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') problem(dir, err);
+    return [];
+  }
 }
 
 /**

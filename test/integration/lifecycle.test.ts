@@ -12,7 +12,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
@@ -255,11 +255,20 @@ describe('lifecycle (end to end)', function () {
     // (one identity-keyed .part per upload, outside the user's directory) until --partial-ttl.
     await expectOnlyResumableParts(server, ups);
 
-    // A restart with --partial-ttl 1 sweeps them: nothing partial is visible, the staging area is empty.
+    // A lock left by a holder that died (a worker SIGKILLed mid-rename on another node, say): last refreshed
+    // a minute ago.
+    const leftLock = path.join(server.storage, '.fts', 'locks', ALICE.user, `${'0'.repeat(64)}.lock`);
+    await mkdir(leftLock, { recursive: true });
+    await utimes(leftLock, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+
+    // A restart with --partial-ttl 1 sweeps them: nothing partial is visible, the staging area is empty, and
+    // the abandoned lock is gone (issue #3: lock artifacts older than their staleness).
     await sleep(1_200);
     const again = await startServer({ workers: 1, storage: server.storage, args: ['--partial-ttl', '1'] });
     const swept = await again.waitForLog((l) => l.msg === 'removed expired partial uploads', 5_000);
     expect(swept['removed']).to.equal(ups.length);
+    expect((await again.waitForLog((l) => l.msg === 'removed abandoned locks', 5_000))['removed']).to.equal(1);
+    expect(await exists(leftLock), 'the abandoned lock').to.equal(false);
     const client = await FtsClient.connect({ port: again.port });
     clients.push(client);
     await client.auth(ALICE.user, ALICE.password);

@@ -11,10 +11,10 @@ import { fsError, notDurable } from '../../server/storage/errors.js';
 import { spareWriteBatchBytes } from '../../server/storage/staging.js';
 import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging-sweep.js';
 import { lockTarget } from '../../server/storage/paths.js';
-import { abandonedLocksBroken, DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
+import { abandonedLocksBroken, DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, sweepAbandonedLocks, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
-import { waitUntil } from '../helpers/lifecycle-util.js';
+import { exists, waitUntil } from '../helpers/lifecycle-util.js';
 import { whileLocked, withLockWait } from '../helpers/common.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
@@ -800,6 +800,42 @@ describe('storage', () => {
       await rm(lockDir, { recursive: true });
       await rm(live, { recursive: true });
       await rm(right, { recursive: true });
+    });
+
+    it('the start-up sweep removes abandoned locks and the rights of dead breakers, and leaves live locks and live rights alone', async function () {
+      const past = new Date(Date.now() - 60_000);
+      const abandoned = await lockLeft('gone-holder', 60_000);
+      const live = await lockLeft('live-holder', 2_000);
+      // A waiter that died while breaking a lock that has since been broken and released: its right is dead.
+      const deadRight = `${lockTarget(root, 'alice', 'other')}.lock.123-456.breaking.0`;
+      await mkdir(deadRight);
+      await utimes(deadRight, past, past);
+      // An old right to break a lock that is still there: its breaker died; the sweep passes it over as a
+      // waiter does, breaks the lock, and then removes the right.
+      const passedOver = await lockLeft('dead-breaker', 60_000);
+      const seen = await lstat(passedOver, { bigint: true });
+      const oldRight = `${passedOver}.${seen.ino}-${seen.mtimeNs}.breaking.0`;
+      await mkdir(oldRight);
+      await utimes(oldRight, past, past);
+      // A fresh right (a live breaker, maybe slow): its lock is left to it, and the right stays.
+      const wedged = await lockLeft('wedged-still', 60_000);
+      const st = await lstat(wedged, { bigint: true });
+      const standing = `${wedged}.${st.ino}-${st.mtimeNs}.breaking.0`;
+      await mkdir(standing);
+      const problems: string[] = [];
+      const removed = await sweepAbandonedLocks(root, (where) => problems.push(where));
+      expect(problems).to.deep.equal([]);
+      expect(await exists(abandoned), 'abandoned lock').to.equal(false);
+      expect(await exists(deadRight), 'dead right').to.equal(false);
+      expect(await exists(live), 'live lock').to.equal(true);
+      expect(await exists(passedOver), 'a lock whose breaker died').to.equal(false);
+      expect(await exists(oldRight), "the dead breaker's right").to.equal(false);
+      expect(await exists(wedged), 'a lock a live breaker holds the right to').to.equal(true);
+      expect(await exists(standing), "the live breaker's right").to.equal(true);
+      expect(removed).to.equal(4);
+      const leftovers = await readdir(path.dirname(abandoned));
+      expect(leftovers.sort()).to.deep.equal([path.basename(live), path.basename(wedged), path.basename(standing)].sort());
+      for (const dir of [live, wedged, standing]) await rm(dir, { recursive: true });
     });
 
     it('a lock refreshed within 10 s is not broken: a waiter gets LOCKED once its wait is over', async function () {
