@@ -250,11 +250,14 @@ async function main(argv: string[]): Promise<number> {
   // and its sidecar for the next run; LOCAL itself is untouched), then exit 130. A second Ctrl+C exits at
   // once.
   const interruption = new AbortController();
+  // What the operations in progress fail with, so that mput, mget and sum report the Ctrl+C (once), not a
+  // connection closed under them.
+  const stop = interruptedError();
   const onInterrupt = (): void => {
     if (client === null || interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
     interruption.abort();
-    client.close();
+    client.close(stop);
   };
   process.on('SIGINT', onInterrupt);
   try {
@@ -266,7 +269,7 @@ async function main(argv: string[]): Promise<number> {
       const { runShell } = await import('./cli/shell.js');
       const status = await runShell(client);
       // Without a terminal, Ctrl+C reaches us, not the shell's line reader: the shell saw a closed client.
-      if (interrupted) throw interruptedError();
+      if (interrupted) throw stop;
       return status;
     }
     await command.run(client, args, values, { signal: interruption.signal });
@@ -274,7 +277,7 @@ async function main(argv: string[]): Promise<number> {
     await client.quit().catch(() => undefined);
     return EXIT_OK;
   } catch (err) {
-    if (interrupted) throw interruptedError();
+    if (interrupted) throw stop;
     throw err;
   } finally {
     process.off('SIGINT', onInterrupt);

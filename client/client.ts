@@ -190,7 +190,8 @@ export interface FileClient {
   hash(name: string, options?: HashOptions): Promise<FileHash>;
   keepAliveWhile<T>(work: Promise<T>): Promise<T>;
   quit(): Promise<void>;
-  close(): void;
+  /** Closes at once; what is in progress fails with `reason` (the CLI's Ctrl+C), by default IO_ERROR. */
+  close(reason?: FtsError): void;
 }
 
 /** Files hashed at the same time at most, however many uploads are pipelined. */
@@ -639,9 +640,9 @@ export class FtsClient implements FileClient {
     await this.conn.quit();
   }
 
-  /** Closes the connection at once; outstanding requests fail with IO_ERROR. */
-  close(): void {
-    this.conn.close();
+  /** Closes the connection at once; outstanding requests fail with `reason`, by default IO_ERROR. */
+  close(reason?: FtsError): void {
+    this.conn.close(reason);
   }
 }
 

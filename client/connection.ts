@@ -320,9 +320,9 @@ export class FtsConnection {
     clearTimeout(timer);
   }
 
-  /** Destroys the socket at once; every outstanding request fails. */
-  close(): void {
-    this.fail(new FtsError('IO_ERROR', 'connection closed by client'));
+  /** Destroys the socket at once; every outstanding request fails, with `reason` when given. */
+  close(reason: FtsError = new FtsError('IO_ERROR', 'connection closed by client')): void {
+    this.fail(reason);
   }
 
   /**

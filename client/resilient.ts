@@ -60,6 +60,8 @@ export class ResilientClient implements FileClient {
   private current: FtsClient;
   private pending: Promise<FtsClient> | null = null;
   private closedByUser = false;
+  /** The reason close() was given, which calls in progress or waiting to reconnect end with. */
+  private closedWith: FtsError | null = null;
   private lastSession: SessionInfo | null;
   private readonly policy: ReconnectPolicy;
   private count = 0;
@@ -267,10 +269,16 @@ export class ResilientClient implements FileClient {
     else this.current.close();
   }
 
-  /** Closes the connection at once and reconnects no more; operations in progress fail. */
-  close(): void {
+  /** Closes the connection at once and reconnects no more; operations in progress fail (with `reason`). */
+  close(reason?: FtsError): void {
     this.closedByUser = true;
-    this.current.close();
+    this.closedWith = reason ?? null;
+    this.current.close(reason);
+  }
+
+  /** What a call ends with once the user closed: the close's reason, if it gave one. */
+  private stopped(otherwise: unknown): unknown {
+    return this.closedWith ?? otherwise;
   }
 
   /**
@@ -318,7 +326,8 @@ export class ResilientClient implements FileClient {
     // or a transfer cut mid-way by a stopping server would read as a bare "connection refused".
     let lost: FtsError | null = null;
     const giveUp = (): unknown => {
-      if (this.closedByUser || isServerError(lastError)) return lastError;
+      if (this.closedByUser) return this.stopped(lastError);
+      if (isServerError(lastError)) return lastError;
       const reason = drained ?? lost;
       return reason === null || reason === lastError ? lastError : reconnectFailed(reason, lastError);
     };
@@ -328,11 +337,12 @@ export class ResilientClient implements FileClient {
     // `lockedBy`: this operation continues one refused LOCKED, whose refusal counts as this one's first:
     // waited out as any LOCKED is (connected or not), or reported as it is when no retry is left.
     if (how.lockedBy !== undefined) {
-      if (!repeat || locked >= this.policy.retries || this.closedByUser) throw how.lockedBy;
+      if (this.closedByUser) throw this.stopped(how.lockedBy);
+      if (!repeat || locked >= this.policy.retries) throw how.lockedBy;
       const delayMs = backoffMs(++locked, this.policy);
       this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: how.lockedBy, reconnecting: false });
       await sleep(delayMs);
-      if (this.closedByUser) throw how.lockedBy;
+      if (this.closedByUser) throw this.stopped(how.lockedBy);
       client = this.current.connected ? this.current : null;
     }
     for (;;) {
@@ -347,7 +357,7 @@ export class ResilientClient implements FileClient {
             const delayMs = backoffMs(++locked, this.policy);
             this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: err, reconnecting: false });
             await sleep(delayMs);
-            if (this.closedByUser) throw err;
+            if (this.closedByUser) throw this.stopped(err);
             continue;
           }
           if (!repeat || !this.mayRetry(err, client)) throw err;
@@ -362,13 +372,13 @@ export class ResilientClient implements FileClient {
           failures = 0;
         }
       }
-      if (this.closedByUser) throw lastError;
+      if (this.closedByUser) throw this.stopped(lastError);
       if (++failures > this.policy.retries) throw giveUp();
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
       const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
       this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
       if (delayMs > 0) await sleep(delayMs);
-      if (this.closedByUser) throw lastError;
+      if (this.closedByUser) throw this.stopped(lastError);
       try {
         client = await this.replace(client);
         drained = null; // a new connection: whatever ends it next has its own reason
@@ -430,7 +440,7 @@ export class ResilientClient implements FileClient {
   private adopt(client: FtsClient): FtsClient {
     if (this.closedByUser) {
       client.close();
-      throw new FtsError('IO_ERROR', 'connection closed by client');
+      throw this.stopped(new FtsError('IO_ERROR', 'connection closed by client'));
     }
     this.current = client;
     this.lastSession = client.session ?? this.lastSession;

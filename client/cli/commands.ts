@@ -10,7 +10,7 @@ import type { FileClient, FileHash, Usage } from '../client.js';
 import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
-import { printable, report, usageError } from './report.js';
+import { EXIT_INTERRUPTED, exitCodeFor, printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, formatPartials, formatPartialsJson, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
@@ -208,7 +208,8 @@ async function pipelined<T>(
   if (firstError !== null) {
     // The user must learn which files were never tried, or a re-run of only the failed ones loses them.
     const skipped = items.slice(next);
-    if (skipped.length > 0) process.stderr.write(`fts: stopped after the first failure; not attempted: ${skipped.map((s) => printable(s)).join(', ')}\n`);
+    const why = exitCodeFor(firstError) === EXIT_INTERRUPTED ? 'not attempted' : 'stopped after the first failure; not attempted';
+    if (skipped.length > 0) process.stderr.write(`fts: ${why}: ${skipped.map((s) => printable(s)).join(', ')}\n`);
     throw firstError;
   }
 }

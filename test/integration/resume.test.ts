@@ -13,6 +13,7 @@ import path from 'node:path';
 import { FtsClient, FtsError, isServerError, ResilientClient } from '../../client/index.js';
 import { encodeData, encodeHeader, FrameDecoder, MAX_CHUNK_BYTES, type Header } from '../../protocol/index.js';
 import { uploadStagingKeys } from '../helpers/staging-keys.js';
+import { sessionsJson } from '../helpers/admin-cli.js';
 import { cliEnv, describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { exists, freePort, publishedSha256, sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { CLIENT_CLI } from '../helpers/paths.js';
@@ -877,6 +878,37 @@ describe('resumable transfers (end to end)', function () {
     expect(r.code, describeRun(r)).to.equal(130);
     expect(await exists(`${local}.part`), 'LOCAL.part kept').to.equal(true);
     expect(await exists(local)).to.equal(false);
+  });
+
+  it('Ctrl+C during mget (and mput) exits 130 with the one line `fts: interrupted`, and names the files not attempted: no error of a connection closed under it', async () => {
+    const names = Array.from({ length: 20 }, (_, i) => `ctrlc-${i}.bin`);
+    const data = randomBytes(2 * MiB);
+    const client = await login(server.port);
+    for (const name of names) await client.uploadBuffer(name, data);
+    const p = await proxy(server.port, { throttleDown: THROTTLE, throttleUp: THROTTLE });
+    const into = path.join(dir, 'ctrlc');
+    await mkdir(into);
+    const get = startCli(['mget', ...names, '--dir', into], p.port);
+    await waitUntil('a download under way', async () => (await readdir(into)).some((n) => n.endsWith('.part')) || (get.child.exitCode !== null ? 'exited' : false), 20_000);
+    get.child.kill('SIGINT');
+    const r = await get.result;
+    expect(r.code, describeRun(r)).to.equal(130);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines.filter((l) => l !== 'fts: interrupted' && !l.startsWith('fts: not attempted: ')), describeRun(r)).to.deep.equal([]);
+    expect(lines.filter((l) => l === 'fts: interrupted'), describeRun(r)).to.have.length(1);
+    expect(lines.find((l) => l.startsWith('fts: not attempted: ')), 'the 20 files do not all fit in one window of 16').to.include(names[19]);
+
+    const locals = await Promise.all(names.slice(0, 4).map(async (name) => {
+      const local = path.join(dir, `up-${name}`);
+      await writeFile(local, data);
+      return local;
+    }));
+    const put = startCli(['mput', ...locals], p.port);
+    await waitUntil('an upload under way', async () => (await sessionsJson(server.adminSocket)).some((x) => x.op === 'upload' && x.bytes > 0) || (put.child.exitCode !== null ? 'exited' : false), 20_000, 50);
+    put.child.kill('SIGINT');
+    const u = await put.result;
+    expect(u.code, describeRun(u)).to.equal(130);
+    expect(u.stderr, describeRun(u)).to.equal('fts: interrupted\n');
   });
 
   it("mget x.part x: the second download, whose LOCAL.part is the first one's target, is refused and nothing is mixed up", async () => {
