@@ -4,23 +4,16 @@ import {
   declaredUploadBytes,
   declaresTrailer,
   declaresUnsized,
-  checkTrailerFrame,
-  DATA_CRC_BYTES,
-  FRAME_PREFIX_BYTES,
-  encodeDataPrefix,
   encodeHeader,
   errorReply,
   stopReply,
-  errnoOf,
   FtsError,
-  isOp,
   parseRequest,
   PROTOCOL,
   requestId,
   AUTH_MECHANISMS,
   hostPort,
   type ErrorCode,
-  type Frame,
   type Header,
   type Request,
   type SessionInfo,
@@ -32,11 +25,17 @@ import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { WorkerContext } from './context.js';
 import { asFtsError } from './errors.js';
 import { FrameSource } from './frame-source.js';
-import { Pacer, pacedFrameBytes, pacedReadAheadBytes } from './pacer.js';
+import { pacedFrameBytes, pacedReadAheadBytes } from './pacer.js';
 import { workerPayloads } from './payloads.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
-import { ConnectionGone, isDeferred, type DataChunk, type HandlerResult, type SessionIo } from './session-io.js';
+import { RequestFrames } from './request-frames.js';
+import { disconnection, isDisconnection, logAudit } from './session-audit.js';
+import { ConnectionGone, isDeferred, type HandlerResult, type SessionIo } from './session-io.js';
+import { SessionOutput } from './session-output.js';
+import { Outbox } from './session-outbox.js';
+import { SessionPacing } from './session-pacing.js';
+import { SessionTimer } from './session-timer.js';
 
 /** After we end our side, a peer that never closes its side is cut off after this long. */
 const CLOSE_LINGER_MS = 2_000;
@@ -48,19 +47,6 @@ const CLOSE_LINGER_MS = 2_000;
 const MAX_PUBLISHING = 32;
 /** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
-/** A rate limit's wait is cut into slices this long (see paced): well below the shortest --stall-timeout, 1 s. */
-const PACE_SLICE_MS = 250;
-/** The debt a data frame may leave to the session's next frame (pacer.ts sizes frames to about this). */
-const QUARTER_SECOND_MS = 250;
-
-/** An error's message with the errno of its cause, when the message does not already name it. */
-function withErrno(err: FtsError): string {
-  const errno = errnoOf(err.cause);
-  return errno === undefined || err.message.includes(errno) ? err.message : `${err.message} (${errno})`;
-}
-
-/** Error codes that say the storage failed, rather than the client or the request. */
-const STORAGE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['IO_ERROR', 'NO_SPACE', 'READ_ONLY']);
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
 
@@ -92,9 +78,6 @@ export function newSessionId(): string {
 /** What `fts-admin sessions` shows about a session: the admin protocol's own type. */
 export type SessionSnapshot = SessionInfo;
 
-/** Failures that are the client's connection going away (audited with "disconnected": true, never sent). */
-const disconnections = new WeakSet<FtsError>();
-
 /**
  * One connection, as an explicit state machine: unauthenticated → authenticated → closed. Requests are
  * read one at a time in arrival order, each handled by its handler in handlers/. The one overlap: an upload
@@ -117,12 +100,10 @@ export class Session {
   private user: string | null = null;
   private store: UserStore | null = null;
   private readonly source: FrameSource;
+  private readonly frames: RequestFrames;
+  private readonly output: SessionOutput;
   private log: Logger;
-  private timer: NodeJS.Timeout | null = null;
-  /** Only the stall timer is refreshed by traffic; the login deadline is fixed at connect. */
-  private timerIsStall = false;
-  /** Epoch ms by which the client must have logged in, whatever it sends meanwhile. */
-  private readonly loginDeadline: number;
+  private readonly timer: SessionTimer;
   private closeAfterReply = false;
   /** The user named by the login attempt in progress (SCRAM names it inside its first message). */
   private loginUser: string | null = null;
@@ -136,18 +117,12 @@ export class Session {
   /** True while a request is being read and handled. */
   private active = false;
   /** Replies (and the closes that follow fatal ones) waiting for earlier deferred replies, in order. */
-  private outbox: Promise<void> = Promise.resolve();
-  private queued = 0;
+  private readonly outbox: Outbox;
   /** Names with a publish in flight, and how many. */
   private readonly publishing = new Map<string, number>();
   private op: string | null = null;
   private file: string | null = null;
   private bytes = 0;
-  /** The socket is corked until the current tick ends (see corkTick). */
-  private corked = false;
-  /** --max-upload-rate and --max-download-rate of this session; null = no limit. */
-  /** The rate limits' buckets (see pacer()). */
-  private readonly pacers: Record<Direction, Pacer | null> = { upload: null, download: null };
 
   private readonly healthCheck: boolean;
 
@@ -170,11 +145,29 @@ export class Session {
     // Both are settled before the login, by --max-upload-rate: a user's own rate (--rates-file) paces the
     // frames, whatever their size.
     this.source = new FrameSource(socket, { maxHeaderBytes: ctx.config.maxHeaderBytes, maxDataBytes: pacedFrameBytes(maxUploadRate), highWaterBytes: pacedReadAheadBytes(maxUploadRate) });
-    this.loginDeadline = Date.now() + ctx.config.loginTimeoutSeconds * 1000;
+    this.timer = new SessionTimer(ctx.config, (code) => {
+      this.log.info({ code }, 'closing session on timeout');
+      this.bye(code);
+      // A transfer blocked on a stalled peer must not wait for the linger: cut it so the handler cleans up.
+      if (this.busy) this.socket.destroy();
+    });
+    const pacing = new SessionPacing({
+      rateFor: (direction) => this.ctx.rates.rateFor(this.user, direction),
+      source: this.source,
+      socketGone: () => this.socket.destroyed,
+      progressed: () => this.timer.progressed(),
+      metrics: ctx.metrics,
+    });
+    this.frames = new RequestFrames(this.source, pacing);
+    this.output = new SessionOutput(socket, pacing, () => this.timer.progressed());
+    this.outbox = new Outbox(this.log, () => {
+      this.armTimer();
+      this.ctx.onSessionIdle();
+    });
     // Bytes from the peer are progress, except while we send it a reply's data: a peer that reads nothing
     // but trickles bytes must not keep a download (and its file and buffers) open past the stall timeout.
     this.source.onBytes = () => {
-      if (this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.progressed();
+      if (this.op !== 'download' && this.op !== 'view' && this.op !== 'list') this.timer.progressed();
     };
     socket.setNoDelay(true);
     if (!this.healthCheck) ctx.metrics.connection();
@@ -192,7 +185,7 @@ export class Session {
 
   /** A request is in progress, or a publish has not been answered yet. */
   get busy(): boolean {
-    return this.active || this.queued > 0;
+    return this.active || this.outbox.queued > 0;
   }
 
   /** An upload or download is in flight. */
@@ -236,7 +229,7 @@ export class Session {
       const retry = admission.retryAfterSeconds;
       // The ban needs no reason in words; a connection limit says which one it was.
       const message = code === 'RATE_LIMITED' ? new FtsError(code).message : `${new FtsError(code).message} (${admission.reason})`;
-      this.sendFrame(encodeHeader({ status: 'bye', code, message, ...(retry ? { retryAfter: retry } : {}) }));
+      this.output.sendFrame(encodeHeader({ status: 'bye', code, message, ...(retry ? { retryAfter: retry } : {}) }));
       this.phase = 'closed';
       this.source.dispose();
       this.socket.end();
@@ -251,7 +244,7 @@ export class Session {
         this.bye('SHUTTING_DOWN');
         return;
       }
-      this.sendFrame(
+      this.output.sendFrame(
         encodeHeader({
           status: 'hello',
           protocol: PROTOCOL,
@@ -270,7 +263,7 @@ export class Session {
       await this.loop();
       // The client may half-close after its last request: publishes still running deserve their replies,
       // and then our side closes gracefully, so that they are delivered before the FIN.
-      await this.settle();
+      await this.outbox.settle();
       if (this.peerEnded) this.end();
     } catch (err) {
       this.log.error({ err }, 'session failed');
@@ -278,7 +271,7 @@ export class Session {
       if (this.user !== null) this.ctx.metrics.sessionClosed();
       if (this.admitted) this.ctx.gate.closed(this.id);
       this.phase = 'closed';
-      this.clearTimer();
+      this.timer.clear();
       this.source.dispose();
       // After a graceful end() the linger timer destroys the socket: destroying it now could turn the
       // peer's next write into a reset that discards our last frame (the bye) before it is read.
@@ -295,7 +288,7 @@ export class Session {
     if (this.phase === 'closed' || this.socket.destroyed) return;
     const err = new FtsError(code, message);
     this.byeCode = code;
-    this.sendFrame(encodeHeader({ status: 'bye', code, message: err.message }));
+    this.output.sendFrame(encodeHeader({ status: 'bye', code, message: err.message }));
     this.end();
   }
 
@@ -307,10 +300,10 @@ export class Session {
   private async loop(): Promise<void> {
     while (this.phase !== 'closed' && !this.socket.destroyed) {
       // A peer that does not read its replies stops getting requests served: replies never pile up.
-      if (this.socket.writableNeedDrain) await this.drained().catch(() => undefined);
+      if (this.socket.writableNeedDrain) await this.output.drained().catch(() => undefined);
       // Nor do replies waiting behind publishes: a peer that floods refused or malformed requests while its
       // uploads publish waits for them, instead of growing the outbox without bound.
-      if (this.queued >= MAX_QUEUED_REPLIES) await this.settle();
+      if (this.outbox.queued >= MAX_QUEUED_REPLIES) await this.outbox.settle();
       const event = await this.source.next();
       // Ended on our side (timeout, bye, fatal error) while waiting: whatever arrives now is not served,
       // and a data frame's payload goes back to the pool (an aligned slab never given back is lost for good).
@@ -332,7 +325,7 @@ export class Session {
           return;
         case 'bad-header': {
           const err = new FtsError('BAD_REQUEST', event.reason);
-          this.deliver(() => this.reply(null, errorReply(null, err)));
+          this.outbox.deliver(() => this.output.reply(errorReply(null, err)));
           break;
         }
         case 'header':
@@ -349,7 +342,7 @@ export class Session {
   private async request(header: Header): Promise<void> {
     const id = requestId(header);
     this.requests++;
-    if (this.queued > 0 && !this.mayOverlap(header)) await this.settle();
+    if (this.outbox.queued > 0 && !this.mayOverlap(header)) await this.outbox.settle();
     // An earlier reply may have ended the session meanwhile (a fatal error): nothing after it runs.
     if ((this.phase as Phase) === 'closed') return;
     if (this.ctx.draining) {
@@ -400,16 +393,16 @@ export class Session {
       try {
         if (skip === 'to-trailer') {
           // A client that can stop sending is told at once, instead of after its whole stream.
-          if (header['stoppable'] === true && id !== null) this.deliver(() => this.reply(id, stopReply(id, err)));
-          await this.skipToTrailer(id);
+          if (header['stoppable'] === true && id !== null) this.outbox.deliver(() => this.output.reply(stopReply(id, err)));
+          await this.frames.skipToTrailer(id);
         } else {
-          await this.skipData(skip);
-          if (declaresTrailer(header)) await this.skipTrailer(id);
+          await this.frames.skipData(skip);
+          if (declaresTrailer(header)) await this.frames.skipTrailer(id);
         }
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
-        else this.logAudit(header['op'], null, Date.now(), err); // refused, whatever cut the connection after
+        else this.auditRefused(header['op'], err); // refused, whatever cut the connection after
         return;
       }
       this.active = false;
@@ -423,12 +416,16 @@ export class Session {
       const mech = typeof header['mech'] === 'string' ? header['mech'].slice(0, 32) : null;
       this.log.info({ event: 'auth', result: 'failure', user, mech, code: err.code }, 'auth');
       this.ctx.metrics.authAttempt(false);
-      this.reply(id, errorReply(id, err));
+      this.output.reply(errorReply(id, err));
       return;
     }
-    this.logAudit(header['op'], null, Date.now(), err);
+    this.auditRefused(header['op'], err);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
-    this.deliver(() => this.reply(id, errorReply(id, err)));
+    this.outbox.deliver(() => this.output.reply(errorReply(id, err)));
+  }
+
+  private auditRefused(op: unknown, err: FtsError): void {
+    logAudit(this.log, { op, user: this.user, result: null, started: Date.now(), failure: err, bytes: this.bytes });
   }
 
   private async handle(id: number, req: Request): Promise<void> {
@@ -471,9 +468,9 @@ export class Session {
     }
     // A fatal failure is answered after the earlier replies, and before anything else is read: requests
     // pipelined after it must not run (the client is told the connection ends there).
-    if (this.queued > 0 && !failure?.fatal) this.enqueue(() => this.complete(id, req, started, result, failure));
+    if (this.outbox.queued > 0 && !failure?.fatal) this.outbox.enqueue(() => this.complete(id, req, started, result, failure));
     else {
-      await this.settle();
+      await this.outbox.settle();
       await this.complete(id, req, started, result, failure);
     }
   }
@@ -485,9 +482,7 @@ export class Session {
     // that fails its checksum or its fsync) keeps its code, whatever happened to the connection since.
     if (err instanceof ConnectionGone || (this.socket.destroyed && !(err instanceof FtsError))) {
       if (this.byeCode !== null) return new FtsError(this.byeCode);
-      const gone = new FtsError('IO_ERROR', 'connection closed during the request');
-      disconnections.add(gone);
-      return gone;
+      return disconnection();
     }
     const failure = asFtsError(err);
     if (failure.code === 'INTERNAL') this.log.error({ err }, 'request failed');
@@ -517,7 +512,7 @@ export class Session {
       },
       (err: unknown) => ({ result: null, failure: this.failureOf(err) }),
     );
-    this.enqueue(async () => {
+    this.outbox.enqueue(async () => {
       const { result, failure } = await settled;
       const left = (this.publishing.get(name) ?? 1) - 1;
       if (left === 0) this.publishing.delete(name);
@@ -532,31 +527,8 @@ export class Session {
     return header['op'] === 'upload' && typeof name === 'string' && !this.publishing.has(name) && this.publishing.size < MAX_PUBLISHING && !this.ctx.draining;
   }
 
-  /** Runs `send` now if nothing is waiting in the outbox, otherwise after everything that is. */
-  private deliver(send: () => void): void {
-    if (this.queued > 0) this.enqueue(send);
-    else send();
-  }
-
-  private enqueue(step: () => void | Promise<void>): void {
-    this.queued++;
-    this.outbox = this.outbox
-      .then(step)
-      .catch((err: unknown) => this.log.error({ err }, 'sending a deferred reply failed'))
-      .finally(() => {
-        if (--this.queued > 0) return;
-        this.armTimer();
-        this.ctx.onSessionIdle();
-      });
-  }
-
-  /** Waits until every queued reply has been sent. */
-  private async settle(): Promise<void> {
-    while (this.queued > 0) await this.outbox;
-  }
-
   private async fatalInOrder(id: number | null, err: FtsError): Promise<void> {
-    await this.settle();
+    await this.outbox.settle();
     this.fatal(id, err);
   }
 
@@ -574,23 +546,23 @@ export class Session {
         // The answer is AUTH_FAILED whatever the login timeout: a delay longer than the time left must not
         // turn it into LOGIN_TIMEOUT. No timer is needed meanwhile: the delay is capped (Gatekeeper) and so
         // is the question to the primary (GateClient), and AUTH_FAILED is fatal, so the session ends after it.
-        this.clearTimer();
+        this.timer.clear();
         const { delayMs } = await this.ctx.gate.penalty(this.ip, PENALTY.authFailure);
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       }
     } else {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
-      this.logAudit(req.op, result, started, failure, 'name' in req ? req.name : undefined, req.op === 'rename' ? req.to : undefined);
+      logAudit(this.log, { op: req.op, user: this.user, result, started, failure, bytes: this.bytes, name: 'name' in req ? req.name : undefined, to: req.op === 'rename' ? req.to : undefined });
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not
     // a failure to report: nothing more will come, so no reply; the connection closes after earlier ones.
-    if (!this.socket.destroyed && !(failure !== null && disconnections.has(failure))) {
+    if (!this.socket.destroyed && !isDisconnection(failure)) {
       if (failure) {
         if (failure.fatal) this.fatal(id, failure);
-        else this.reply(id, errorReply(id, failure));
+        else this.output.reply(errorReply(id, failure));
       } else if (result) {
-        this.reply(id, { id, status: 'ok', ...result.reply });
+        this.output.reply({ id, status: 'ok', ...result.reply });
       }
     }
     this.ctx.onSessionIdle();
@@ -643,23 +615,23 @@ export class Session {
       },
       // After the replies still owed to earlier requests (an unsized upload's `stop` may come while an
       // earlier upload publishes): replies keep request order.
-      send: (reply: Header) => this.deliver(() => this.reply(id, { id, ...reply })),
-      sendMany: (replies: Header[]) => this.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
-      sendData: (payload: Buffer, sent?: () => void, paced?: boolean) => this.sendData(payload, sent, paced),
+      send: (reply: Header) => this.outbox.deliver(() => this.output.reply({ id, ...reply })),
+      sendMany: (replies: Header[]) => this.output.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
+      sendData: (payload: Buffer, sent?: () => void, paced?: boolean) => this.output.sendData(payload, sent, paced),
       writable: async () => {
         if (this.socket.destroyed) throw new ConnectionGone();
-        if (this.socket.writableNeedDrain) await this.drained();
-        this.progressed();
+        if (this.socket.writableNeedDrain) await this.output.drained();
+        this.timer.progressed();
       },
-      readData: () => this.readData(),
-      readContinuation: () => this.readContinuation(),
-      readDataOrTrailer: (id: number, keptAlive?: () => void) => this.readDataOrTrailer(id, keptAlive),
+      readData: () => this.frames.readData(),
+      readContinuation: () => this.frames.readContinuation(),
+      readDataOrTrailer: (id: number, keptAlive?: () => void) => this.frames.readDataOrTrailer(id, keptAlive),
       noteLoginUser: (user: string) => {
         this.loginUser = user.slice(0, 64);
       },
       working: () => {
         if (this.socket.destroyed) throw new ConnectionGone();
-        this.progressed();
+        this.timer.progressed();
       },
       rateLimit: (direction: Direction) => this.ctx.rates.rateFor(this.user, direction),
       progress: (bytes: number, file?: string) => {
@@ -672,237 +644,12 @@ export class Session {
     };
   }
 
-  /**
-   * What to await before the next data frame of `direction` moves (readData, a paced sendData), or null
-   * (no limit, or within it). Waiting before a frame, not after, leaves the last frame's debt to the
-   * session's next transfer: a reply or a publish is never held back for data that has already moved.
-   */
-  private pace(direction: Direction): Promise<void> | null {
-    const pacer = this.pacer(direction);
-    return pacer === null || pacer.delay() === 0 ? null : this.paced(direction, pacer);
-  }
-
-  /**
-   * Counts a data frame of `payloadBytes` against the rate limit, with its prefix and CRC: a client sending
-   * tiny frames moves more than their payload over the wire, and is paced for all of it.
-   */
-  private moved(direction: Direction, payloadBytes: number): void {
-    this.pacer(direction)?.moved(payloadBytes + FRAME_PREFIX_BYTES + DATA_CRC_BYTES);
-  }
-
-  /**
-   * The session's rate limit in `direction` now: its user's (--rates-file), else --max-*-rate. Looked up at
-   * every frame, so that the login and a reload apply at once, to a transfer running too; a new rate gets
-   * a new bucket, which starts empty as a new session's does.
-   */
-  private pacer(direction: Direction): Pacer | null {
-    const rate = this.ctx.rates.rateFor(this.user, direction);
-    const current = this.pacers[direction];
-    if ((current?.rate ?? null) === rate) return current;
-    const next = rate === null ? null : new Pacer(rate);
-    this.pacers[direction] = next;
-    // A limited upload is read less far ahead: its data waits in the client's socket, not in our memory.
-    if (direction === 'upload') this.source.setHighWater(pacedReadAheadBytes(rate));
-    return next;
-  }
-
-  /**
-   * Waits until the rate limit lets data move again, in slices: the session is busy, not stalled, meanwhile
-   * (the stall timer starts over at each slice), and a connection that ends meanwhile ends the wait within a
-   * slice. The time actually waited is counted, also when the wait is cut. `leftMs`: stop once only that
-   * much of the debt is left.
-   */
-  private async paced(direction: Direction, pacer: Pacer, leftMs = 0): Promise<void> {
-    const started = performance.now();
-    try {
-      for (let left = pacer.delay() - leftMs; left > 0; left = pacer.delay() - leftMs) {
-        if (this.socket.destroyed) throw new ConnectionGone();
-        this.progressed();
-        await new Promise((resolve) => setTimeout(resolve, Math.min(left, PACE_SLICE_MS)));
-      }
-      if (this.socket.destroyed) throw new ConnectionGone();
-      this.progressed();
-    } finally {
-      this.ctx.metrics.throttled(direction, (performance.now() - started) / 1000);
-    }
-  }
-
-  /**
-   * The next frame of an upload's data phase (taken or skipped). It waits for the session's upload rate limit
-   * first, so that a limited client's data waits in its own socket, not in our queue; a data frame counts
-   * against that limit. The end of the connection is ConnectionGone.
-   */
-  private async nextUploadFrame(): Promise<Frame> {
-    const wait = this.pace('upload');
-    if (wait !== null) await wait;
-    const event = await this.source.next();
-    if (event.kind === 'end') throw new ConnectionGone();
-    if (event.kind === 'error') throw event.error;
-    if (event.kind === 'data') {
-      this.moved('upload', event.payload.length);
-      // A frame of more than a quarter second of the rate: the greeting's maxChunk follows
-      // --max-upload-rate, and a user's own rate may be lower. Its debt beyond a quarter second is paid now,
-      // or every new session's first such frame would go unpaid (a client reconnecting for each upload
-      // would beat the rate many times over).
-      const pacer = this.pacers.upload;
-      if (pacer !== null && event.payload.length > pacedFrameBytes(pacer.rate) && pacer.delay() > QUARTER_SECOND_MS) await this.paced('upload', pacer, QUARTER_SECOND_MS);
-    }
-    return event;
-  }
-
-  /** The next data frame of a sized upload; a header frame there is PROTOCOL_ERROR. */
-  private async readData(): Promise<DataChunk> {
-    const frame = await this.nextUploadFrame();
-    if (frame.kind !== 'data') throw new FtsError('PROTOCOL_ERROR', "header frame inside an upload's data phase");
-    return frame;
-  }
-
-  /**
-   * The next frame of unsized upload `id` (null: a refused one whose id was unusable): a data frame, or the
-   * header frame that ends its data, which must be its trailer. Keep-alives ({op, id, "keepalive": true},
-   * sent while the client's source is silent) are consumed here, calling `keptAlive` (the handler keeps its
-   * staging file fresh, see StagedUpload.touch). A header frame
-   * that is not a JSON object is BAD_REQUEST; one of another op or id is the fatal PROTOCOL_ERROR.
-   */
-  private async readDataOrTrailer(id: number | null, keptAlive?: () => void): Promise<DataChunk | { trailer: Header }> {
-    for (;;) {
-      const frame = await this.nextUploadFrame();
-      if (frame.kind === 'data') return frame;
-      if (frame.kind === 'bad-header') throw new FtsError('BAD_REQUEST', frame.reason);
-      checkTrailerFrame(frame.header, id);
-      if (frame.header['keepalive'] !== true) return { trailer: frame.header };
-      keptAlive?.();
-    }
-  }
-
-  private async readContinuation(): Promise<Header> {
-    const event = await this.source.next();
-    switch (event.kind) {
-      case 'header':
-        return event.header;
-      case 'end':
-        throw new ConnectionGone();
-      case 'error':
-        throw event.error;
-      case 'bad-header':
-        throw new FtsError('BAD_REQUEST', event.reason);
-      case 'data':
-        workerPayloads.release(event.payload);
-        throw new FtsError('PROTOCOL_ERROR', 'data frame where a continuation header (authentication step or upload trailer) was expected');
-    }
-  }
-
-  /**
-   * Consumes the digest trailer of a refused streamed upload. As for an accepted one, a frame that is not
-   * its trailer (a data frame, another op or id) is fatal, and a malformed header frame is consumed as it.
-   */
-  private async skipTrailer(id: number | null): Promise<void> {
-    let trailer: Header;
-    try {
-      trailer = await this.readContinuation();
-    } catch (err) {
-      if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
-      throw err;
-    }
-    checkTrailerFrame(trailer, id);
-  }
-
-  /** Consumes the data and trailer of a refused unsized upload (a malformed trailer is consumed as it). */
-  private async skipToTrailer(id: number | null): Promise<void> {
-    for (;;) {
-      let frame: DataChunk | { trailer: Header };
-      try {
-        frame = await this.readDataOrTrailer(id);
-      } catch (err) {
-        if (err instanceof FtsError && err.code === 'BAD_REQUEST') return;
-        throw err;
-      }
-      if ('trailer' in frame) return;
-      workerPayloads.release(frame.payload);
-    }
-  }
-
-  private async skipData(bytes: number): Promise<void> {
-    for (let left = bytes; left > 0; ) {
-      // Paced like any upload's data (readData): a refused upload is no way around the rate limit.
-      const chunk = await this.readData();
-      workerPayloads.release(chunk.payload);
-      if (chunk.payload.length > left) throw new FtsError('PROTOCOL_ERROR', 'data frame goes past the declared upload size');
-      left -= chunk.payload.length;
-    }
-  }
-
-  private async sendData(payload: Buffer, sent?: () => void, paced = false): Promise<void> {
-    const wait = paced ? this.pace('download') : null;
-    if (wait !== null) {
-      try {
-        await wait;
-      } catch (err) {
-        sent?.();
-        throw err;
-      }
-    }
-    if (this.socket.destroyed) {
-      sent?.();
-      throw new ConnectionGone();
-    }
-    this.corkTick();
-    this.socket.write(encodeDataPrefix(payload));
-    const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
-    if (paced) this.moved('download', payload.length);
-    this.progressed();
-    if (!flushed) await this.drained();
-    this.progressed();
-  }
-
-  private drained(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const done = (err?: Error) => {
-        this.socket.off('drain', onDrain);
-        this.socket.off('close', onClose);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onDrain = () => done();
-      const onClose = () => done(new ConnectionGone());
-      this.socket.on('drain', onDrain);
-      this.socket.on('close', onClose);
-    });
-  }
-
-  private reply(_id: number | null, reply: Header): void {
-    this.sendFrame(encodeHeader(reply));
-  }
-
-  private sendFrame(frame: Buffer): void {
-    if (!this.socket.destroyed && this.socket.writable) {
-      this.corkTick();
-      this.socket.write(frame);
-    }
-  }
-
-  /**
-   * Everything sent within one tick leaves in one socket write: a small download's data reply, data frame
-   * and final reply, or the replies of several publishes that finish together. Each write costs a system
-   * call here and a wake-up in the client. The uncork runs once the current microtasks have run, so it
-   * never waits for I/O; end() uncorks by itself.
-   */
-  private corkTick(): void {
-    if (this.corked) return;
-    this.corked = true;
-    this.socket.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      this.socket.uncork();
-    });
-  }
-
   /** Sends a fatal error and closes: the stream cannot (or may not) continue. */
   private fatal(id: number | null, err: FtsError): void {
     if (err.code === 'PROTOCOL_ERROR' || err.code === 'FRAME_TOO_LARGE') void this.ctx.gate.penalty(this.ip, PENALTY.protocolViolation);
     const reply = errorReply(id, err);
     reply.fatal = true;
-    this.reply(id, reply);
+    this.output.reply(reply);
     this.end();
   }
 
@@ -911,68 +658,14 @@ export class Session {
     if (this.phase === 'closed') return;
     this.ended = true;
     this.phase = 'closed';
-    this.clearTimer();
+    this.timer.clear();
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   /** (Re)arms the one timer for the current phase. */
   private armTimer(): void {
-    this.clearTimer();
-    if (this.phase === 'closed') return;
-    const { config } = this.ctx;
-    let code: ErrorCode;
-    let seconds: number;
-    // Before login the one deadline counts, busy or not: requests and data must not extend it.
-    if (this.phase === 'unauthenticated') [code, seconds] = ['LOGIN_TIMEOUT', Math.max(0, (this.loginDeadline - Date.now()) / 1000)];
-    else if (this.busy) [code, seconds] = ['TRANSFER_STALLED', config.stallTimeoutSeconds];
-    else [code, seconds] = ['IDLE_TIMEOUT', config.idleTimeoutSeconds];
-    this.timerIsStall = code === 'TRANSFER_STALLED';
-    this.timer = setTimeout(() => {
-      this.log.info({ code }, 'closing session on timeout');
-      this.bye(code);
-      // A transfer blocked on a stalled peer must not wait for the linger: cut it so the handler cleans up.
-      if (this.busy) this.socket.destroy();
-    }, seconds * 1000);
-    this.timer.unref();
-  }
-
-  /** Something moved (bytes, or the handler's own work): the stall timer, if it is the one running, starts over. */
-  private progressed(): void {
-    if (this.timerIsStall) this.timer?.refresh();
-  }
-
-  private clearTimer(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
-  private logAudit(op: unknown, result: HandlerResult | null, started: number, failure: FtsError | null, name?: string, to?: string): void {
-    const audit = result?.audit;
-    // Only our own op names become events or messages: a client must not be able to write an audit line
-    // whose event or message reads "session-end", "admin" or "banned …". What it sent is kept, clipped, in `op`.
-    const event = isOp(op) ? op : 'unknown';
-    const disconnected = failure !== null && disconnections.has(failure);
-    // A failure of the storage itself (not of the client) is the operator's business: at warn, with the
-    // reason in words and its errno, which the client was told and the log did not say.
-    const storageFailure = failure !== null && !disconnected && STORAGE_FAILURES.has(failure.code);
-    (storageFailure ? this.log.warn : this.log.info).call(
-      this.log,
-      {
-        event,
-        op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
-        user: this.user,
-        file: audit?.file ?? name ?? null,
-        to,
-        bytes: audit?.bytes ?? this.bytes,
-        sha256: audit?.sha256,
-        durationMs: Date.now() - started,
-        result: failure ? 'error' : 'ok',
-        code: failure?.code,
-        disconnected: disconnected ? true : undefined,
-        reason: storageFailure ? withErrno(failure) : undefined,
-      },
-      failure ? `${event} failed` : `${event} ok`,
-    );
+    if (this.phase === 'closed') this.timer.clear();
+    else this.timer.arm(this.phase, this.busy);
   }
 }
