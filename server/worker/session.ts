@@ -47,6 +47,8 @@ const CLOSE_LINGER_MS = 2_000;
 const MAX_PUBLISHING = 32;
 /** Replies waiting in the outbox (publishes and what follows them) before the session stops reading. */
 const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
+/** What a refused request's names, and a violation's message, are clipped to in the log: a header may hold 16 KiB of them. */
+const MAX_AUDITED_NAME_CHARS = 512;
 
 export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
 
@@ -382,6 +384,7 @@ export class Session {
 
   /** Refuses a request before its handler runs; an upload's data is skipped to keep the stream in step. */
   private async refuse(id: number | null, header: Header, err: FtsError): Promise<void> {
+    const started = Date.now();
     if (header['op'] === 'upload') {
       const skip = declaresUnsized(header) ? 'to-trailer' : declaredUploadBytes(header);
       if (skip === null) {
@@ -402,7 +405,7 @@ export class Session {
       } catch (skipErr) {
         this.active = false;
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
-        else this.auditRefused(header['op'], err); // refused, whatever cut the connection after
+        else this.auditRefused(header, err, started); // refused, whatever cut the connection after
         return;
       }
       this.active = false;
@@ -411,21 +414,29 @@ export class Session {
     if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
     if (err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.unknownMechanism);
     if (header['op'] === 'auth') {
-      // Refused before a mechanism ran (unknown mechanism, already logged in, malformed): still an attempt.
+      // Refused before a mechanism ran (unknown mechanism, malformed): still an attempt, and audited as one.
+      // An auth after login (ALREADY_AUTHENTICATED) is audited the same way but is no login attempt
+      // (PROTOCOL.md §5): not counted, or a logged-in user could make the failed-login alert fire at will.
       const user = typeof header['user'] === 'string' ? header['user'].slice(0, 64) : this.user;
       const mech = typeof header['mech'] === 'string' ? header['mech'].slice(0, 32) : null;
       this.log.info({ event: 'auth', result: 'failure', user, mech, code: err.code }, 'auth');
-      this.ctx.metrics.authAttempt(false);
+      if (err.code !== 'ALREADY_AUTHENTICATED') this.ctx.metrics.authAttempt(false);
       this.output.reply(errorReply(id, err));
       return;
     }
-    this.auditRefused(header['op'], err);
+    this.auditRefused(header, err, started);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
     this.outbox.deliver(() => this.output.reply(errorReply(id, err)));
   }
 
-  private auditRefused(op: unknown, err: FtsError): void {
-    logAudit(this.log, { op, user: this.user, result: null, started: Date.now(), failure: err, bytes: this.bytes });
+  /**
+   * The audit line of a request refused before its handler ran: with the names it sent (clipped: a refused
+   * name may be anything, and a traversal attempt is what an auditor looks for), no bytes stored, and the
+   * time a refused upload's data took to skip.
+   */
+  private auditRefused(header: Header, err: FtsError, started: number): void {
+    const sent = (field: string): string | undefined => (typeof header[field] === 'string' ? (header[field] as string).slice(0, MAX_AUDITED_NAME_CHARS) : undefined);
+    logAudit(this.log, { op: header['op'], user: this.user, result: null, started, failure: err, bytes: 0, name: sent('name'), to: header['op'] === 'rename' ? sent('to') : undefined });
   }
 
   private async handle(id: number, req: Request): Promise<void> {
@@ -646,7 +657,11 @@ export class Session {
 
   /** Sends a fatal error and closes: the stream cannot (or may not) continue. */
   private fatal(id: number | null, err: FtsError): void {
-    if (err.code === 'PROTOCOL_ERROR' || err.code === 'FRAME_TOO_LARGE') void this.ctx.gate.penalty(this.ip, PENALTY.protocolViolation);
+    if (err.code === 'PROTOCOL_ERROR' || err.code === 'FRAME_TOO_LARGE') {
+      // Penalised, so the operator can see for what (outside a request nothing else names it).
+      this.log.warn({ event: 'violation', user: this.user, code: err.code, reason: err.message.slice(0, MAX_AUDITED_NAME_CHARS), points: PENALTY.protocolViolation }, 'protocol violation');
+      void this.ctx.gate.penalty(this.ip, PENALTY.protocolViolation);
+    }
     const reply = errorReply(id, err);
     reply.fatal = true;
     this.output.reply(reply);

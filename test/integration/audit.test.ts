@@ -11,6 +11,7 @@ import { codeOf } from '../helpers/common.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { greetAndQuit, RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 
 const OPS = ['upload', 'download', 'view', 'delete', 'rename', 'list'] as const;
 
@@ -397,6 +398,49 @@ describe('audit log (JSON lines on stdout)', function () {
 
     const auth = await waitForEvents(server, 'auth', 3);
     expect(auth.map((l) => String(l['result'])).sort(), `auth lines: ${JSON.stringify(auth)}`).to.deep.equal(['failure', 'failure', 'success']);
+  });
+
+  it('a request refused before it ran is audited with the names it sent, no bytes, and the time its data took to skip; an auth after login is no login attempt for the metric', async () => {
+    const server = await startServer({ workers: 1 });
+    const raw = await rawLogin(server, ALICE);
+    // A download first, so that a session-wide byte count would show in the lines below if it leaked.
+    raw.write(uploadBytes(1, 'first.bin', payload(300_000, 1)));
+    expect((await raw.reply()).final['status']).to.equal('ok');
+    raw.sendHeader({ op: 'download', id: 2, name: 'first.bin' });
+    expect((await raw.reply()).final['status']).to.equal('ok');
+    const data = payload(200_000, 2);
+    raw.write(uploadBytes(3, 'valid-name.txt', data, 64 * 1024, 'NOTHEX'));
+    expect((await raw.reply()).final['code']).to.equal('BAD_REQUEST');
+    raw.sendHeader({ op: 'delete', id: 4, name: '../../../etc/shadow' });
+    expect((await raw.reply()).final['code']).to.equal('BAD_NAME');
+    raw.sendHeader({ op: 'rename', id: 5, name: 'first.bin', to: 'a/b' });
+    expect((await raw.reply()).final['code']).to.equal('BAD_NAME');
+    const failuresBefore = await metric(await metricsPortOf(server), 'fts_auth_attempts_total', { result: 'failure' });
+    for (let id = 6; id < 11; id++) {
+      raw.sendHeader({ op: 'auth', id, mech: 'plain', user: ALICE.user, password: ALICE.password });
+      expect((await raw.reply()).final['code']).to.equal('ALREADY_AUTHENTICATED');
+    }
+    const [upload] = (await waitForEvents(server, 'upload', 2)).filter((l) => l['code'] === 'BAD_REQUEST');
+    expect(upload, 'the refused upload').to.include({ file: 'valid-name.txt', bytes: 0, result: 'error' });
+    const del = (await waitForEvents(server, 'delete', 1))[0];
+    expect(del).to.include({ file: '../../../etc/shadow', bytes: 0, code: 'BAD_NAME' });
+    const rename = (await waitForEvents(server, 'rename', 1))[0];
+    expect(rename).to.include({ file: 'first.bin', to: 'a/b', bytes: 0, code: 'BAD_NAME' });
+    // Audited as refused logins, but not counted as failed ones (PROTOCOL.md §5): FtsAuthFailureSpike cannot
+    // be set off by a user who is logged in.
+    await waitForEvents(server, 'auth', 6);
+    await sleep(300);
+    expect(await metric(await metricsPortOf(server), 'fts_auth_attempts_total', { result: 'failure' })).to.equal(failuresBefore);
+  });
+
+  it('a protocol violation outside a request (an unknown frame type) leaves a "violation" line at warn naming it, with the penalty points', async () => {
+    const server = await startServer({ workers: 1 });
+    const raw = await rawLogin(server, ALICE);
+    raw.write(Buffer.from([0x00, 0, 0, 0, 1, 0x7b]));
+    expect((await raw.reply()).final).to.include({ code: 'PROTOCOL_ERROR', fatal: true });
+    const [line] = await waitForEvents(server, 'violation', 1);
+    expect(line).to.include({ level: 'warn', user: ALICE.user, code: 'PROTOCOL_ERROR', points: 3, msg: 'protocol violation' });
+    expect(line?.['reason']).to.match(/unknown frame type 0x00/);
   });
 
   it("a request with an op that is not the protocol's is audited as event \"unknown\" with the op clipped in \"op\": a client cannot write an audit line (event or message) that reads \"session-end\", \"admin\" or \"banned …\"", async () => {
