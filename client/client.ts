@@ -28,7 +28,11 @@ export type { ProgressCallback } from './upload.js';
 export { StreamPosition } from './stream-download.js';
 
 export interface TransferOptions {
-  /** Called after each data frame with the bytes of the file in place so far (from offset 0) and the total. */
+  /**
+   * Called with the bytes of the file moved so far (from offset 0) and the total: a download after each data
+   * frame; an upload as the server reports what it has received (about four times a second, then once with
+   * the total when it answers), or, from a server without `upload-progress`, after each data frame sent.
+   */
   onProgress?: ProgressCallback;
   /**
    * Called whenever data starts to move, with the offset it starts from and the file size: once per

@@ -13,6 +13,7 @@ import { isServerError, localFsError } from './errors.js';
 import type { DataWriter } from './replies.js';
 import { sleep } from './reconnect.js';
 import { notThisDigest, type ProgressCallback } from './upload.js';
+import { receivedOf } from './upload-resume.js';
 
 /**
  * While the stream has nothing to give, a keep-alive frame goes out this often, so that the server's stall
@@ -33,7 +34,10 @@ export interface StreamUploadOptions {
   signal?: AbortSignal;
   /** Called once, before the first byte, with offset 0 and total Infinity (the size is not known). */
   onStart?: (offset: number, size: number) => void;
-  /** Called after each data frame with the bytes sent so far, and Infinity. */
+  /**
+   * Called with the bytes moved so far, and Infinity: as the server reports what it has received (then once
+   * with the whole size when it answers), or, from a server without `upload-progress`, after each frame sent.
+   */
   onProgress?: ProgressCallback;
 }
 
@@ -74,9 +78,16 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
   // The server's `stop`: the upload has failed, and its final reply will say why. Sending the rest would
   // only cost time (a stream can be long), so the trailer goes at once.
   const stop = new AbortController();
+  // What the server received, where it says so (PROTOCOL.md §6.1 "Progress"), rather than what was sent.
+  const caps = conn.greeting['caps'];
+  const acked = options.onProgress !== undefined && Array.isArray(caps) && caps.includes('upload-progress');
   const reply = await conn.request({
-    header: { op: 'upload', name, trailer: true, unsized: true, stoppable: true },
+    header: { op: 'upload', name, trailer: true, unsized: true, stoppable: true, ...(acked ? { progress: true } : {}) },
     onInterim: (h) => {
+      if (acked && h['status'] === 'progress') {
+        options.onProgress?.(receivedOf(h, Number.MAX_SAFE_INTEGER), Infinity);
+        return;
+      }
       if (h['status'] !== 'stop') throw new FtsError('PROTOCOL_ERROR', `unexpected ${JSON.stringify(h['status'])} reply to an upload`);
       stop.abort();
     },
@@ -85,7 +96,7 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
       let problem = await copyInto(source, out, stop.signal, (piece) => {
         hash.update(piece);
         size += piece.length;
-        options.onProgress?.(size, Infinity);
+        if (!acked) options.onProgress?.(size, Infinity);
       });
       if (problem === null && !stop.signal.aborted && options.signal !== undefined) {
         await sleep(INTERRUPT_GRACE_MS);
@@ -103,6 +114,7 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
     if (sent && isServerError(err) && (err as FtsError).details['offset'] === size) noteKept(err, { size, sha256 });
     throw err;
   });
+  if (acked) options.onProgress?.(size, Infinity);
   return { reply, size, sha256 };
 }
 

@@ -18,6 +18,7 @@
  */
 import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection, WriteTurn } from './connection.js';
+import type { RequestSpec } from './replies.js';
 import { isServerError, serverError } from './errors.js';
 import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type StreamableSource, type UploadSource } from './upload.js';
 
@@ -52,6 +53,7 @@ export interface UploadOutcome {
 export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome> {
   // Without streamed uploads the digest goes first: hash ahead, overlapping earlier requests still being sent.
   if (!offers(conn, 'upload-trailer')) plan.source.prepareDigest();
+  const acked = offers(conn, 'upload-progress');
   const first = conn.turn(async (w): Promise<Attempt> => {
     const source = plan.source;
     const size = await source.size();
@@ -59,14 +61,14 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
     if (streams(conn, source, size)) {
       const version = await source.version();
       const from = plan.resume && offers(conn, 'upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
-      const resend: Attempt['resend'] = (at) => (turn) => sendStreamed(turn, plan, source, size, version, at);
+      const resend: Attempt['resend'] = (at) => (turn) => sendStreamed(turn, plan, source, size, version, at, acked);
       return { from, size, sent: await resend(from)(w), resend };
     }
     // Without streamed uploads the file is hashed before its header (it may still be hashing now).
     const digest = await w.keepAlive(source.digest());
     const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offers(conn, 'upload-resume');
     const from = ask ? await askOffset(w, plan.name, digest.size, { sha256: digest.sha256 }) : 0;
-    const resend: Attempt['resend'] = (at) => (turn) => sendUpload(turn, plan, digest, at);
+    const resend: Attempt['resend'] = (at) => (turn) => sendUpload(turn, plan, digest, at, acked);
     return { from, size: digest.size, sent: await resend(from)(w), resend };
   });
   const attempt = await first;
@@ -77,6 +79,8 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
   for (;;) {
     try {
       const reply = await sent.reply;
+      // With the server's progress replies the last one came before the end of the data.
+      if (acked) plan.onProgress?.(attempt.size, attempt.size);
       // A streamed upload hashed the file as it sent it: this does not read it again.
       return { reply, digest: await plan.source.digest(), resumedFrom };
     } catch (err) {
@@ -123,7 +127,7 @@ function refuseTooLarge(conn: FtsConnection, name: string, size: number): void {
 }
 
 /** The server announces the capability (older servers lack `offset`, or streamed uploads). */
-function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer'): boolean {
+function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer' | 'upload-progress'): boolean {
   const caps = conn.greeting['caps'];
   return Array.isArray(caps) && caps.includes(cap);
 }
@@ -145,14 +149,16 @@ async function askOffset(w: WriteTurn, name: string, size: number, tag: { sha256
  * kept prefix is hashed before the header is written, keeping the session alive meanwhile: once the server
  * has the header, a pause before the data would count against its stall timeout.
  */
-async function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSource, size: number, version: string, from: number): Promise<{ reply: Promise<Header> }> {
+async function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSource, size: number, version: string, from: number, acked: boolean): Promise<{ reply: Promise<Header> }> {
   const prepared = await w.keepAlive(source.prepareStream(from));
   plan.onStart?.(from, size);
   let sha256 = '';
+  const progress = progressOf(plan, size, acked);
   return w.send({
-    header: { op: 'upload', name: plan.name, size, trailer: true, version, offset: from },
+    header: { op: 'upload', name: plan.name, size, trailer: true, version, offset: from, ...progress.header },
+    ...progress.replies,
     body: async (out) => {
-      const streamed = await prepared.send(out, plan.onProgress);
+      const streamed = await prepared.send(out, progress.sent);
       sha256 = streamed.sha256;
       return streamed.problem;
     },
@@ -160,10 +166,36 @@ async function sendStreamed(w: WriteTurn, plan: UploadPlan, source: StreamableSo
   });
 }
 
-function sendUpload(w: WriteTurn, plan: UploadPlan, digest: Digest, from: number): Promise<{ reply: Promise<Header> }> {
+function sendUpload(w: WriteTurn, plan: UploadPlan, digest: Digest, from: number, acked: boolean): Promise<{ reply: Promise<Header> }> {
   plan.onStart?.(from, digest.size);
+  const progress = progressOf(plan, digest.size, acked);
   return w.send({
-    header: { op: 'upload', name: plan.name, size: digest.size, sha256: digest.sha256, offset: from },
-    body: (out) => plan.source.send(out, from, plan.onProgress),
+    header: { op: 'upload', name: plan.name, size: digest.size, sha256: digest.sha256, offset: from, ...progress.header },
+    ...progress.replies,
+    body: (out) => plan.source.send(out, from, progress.sent),
   });
+}
+
+/**
+ * How an upload reports its progress: from the server's `progress` replies where it offers them (what it
+ * has received; PROTOCOL.md §6.1 "Progress"), else as the data is handed to the socket, which runs ahead by
+ * what the sockets buffer. Nothing is asked for without a callback.
+ */
+function progressOf(plan: UploadPlan, size: number, acked: boolean): { header: { progress?: true }; replies: Pick<RequestSpec, 'onInterim'>; sent: ProgressCallback | undefined } {
+  const onProgress = plan.onProgress;
+  if (onProgress === undefined || !acked) return { header: {}, replies: {}, sent: onProgress };
+  return {
+    header: { progress: true },
+    replies: { onInterim: (h) => onProgress(receivedOf(h, size), size) },
+    sent: undefined,
+  };
+}
+
+/** The `received` of a `progress` reply to an upload of `size` bytes; anything else is a protocol error. */
+export function receivedOf(h: Header, size: number): number {
+  const received = h['received'];
+  if (h['status'] !== 'progress' || typeof received !== 'number' || !Number.isSafeInteger(received) || received < 0 || received > size) {
+    throw new FtsError('PROTOCOL_ERROR', `unexpected ${JSON.stringify(h['status'])} reply to an upload`);
+  }
+  return received;
 }

@@ -18,12 +18,12 @@ export type Request =
   /** SCRAM-SHA-256: `data` is the SCRAM message (client-first, then client-final in a continuation). */
   | { op: 'auth'; id: number; mech: 'scram-sha-256'; data: string }
   /** A `version` tag: a streamed upload ("trailer": true), whose digest follows its data in a trailer (§6.1). */
-  | { op: 'upload'; id: number; name: string; size: number; tag: UploadTag; offset: number }
+  | { op: 'upload'; id: number; name: string; size: number; tag: UploadTag; offset: number; progress: boolean }
   /**
    * An unsized upload ("unsized": true, §6.1 "Unsized uploads"): data frames until the trailer, which brings
    * the size and the digest. Not resumable.
    */
-  | { op: 'upload'; id: number; name: string; unsized: true; stoppable: boolean }
+  | { op: 'upload'; id: number; name: string; unsized: true; stoppable: boolean; progress: boolean }
   /** The durable offset of a partial upload with this identity (0 when there is none). */
   | { op: 'offset'; id: number; name: string; size: number; tag: UploadTag }
   /** ifSize/ifMtime: resume only if the file is still that version; otherwise the whole file is sent. */
@@ -220,6 +220,8 @@ export function parseRequest(h: Header): Request {
       if (typeof trailer !== 'boolean') throw bad('"trailer" must be a boolean');
       const unsized = h['unsized'] === undefined ? false : h['unsized'];
       if (typeof unsized !== 'boolean') throw bad('"unsized" must be a boolean');
+      const progress = h['progress'] === undefined ? false : h['progress'];
+      if (typeof progress !== 'boolean') throw bad('"progress" must be a boolean');
       if (unsized) {
         if (!trailer) throw bad('an upload with "unsized": true needs "trailer": true (its size and digest follow its data)');
         for (const field of ['size', 'offset', 'sha256', 'version']) {
@@ -227,7 +229,7 @@ export function parseRequest(h: Header): Request {
         }
         const stoppable = h['stoppable'] === undefined ? false : h['stoppable'];
         if (typeof stoppable !== 'boolean') throw bad('"stoppable" must be a boolean');
-        return { op, id, name: name(h), unsized: true, stoppable };
+        return { op, id, name: name(h), unsized: true, stoppable, progress };
       }
       // Only an unsized upload's data can end early (with its trailer): any other must send all it declared.
       if (h['stoppable'] !== undefined) throw bad('"stoppable" is for unsized uploads only (any other upload sends all the bytes it declares)');
@@ -238,7 +240,7 @@ export function parseRequest(h: Header): Request {
       // Accepting it and ignoring it would let a client believe a plain upload is staged under its version.
       if (!trailer && h['version'] !== undefined) throw bad('"version" identifies a streamed upload ("trailer": true); this upload is identified by "sha256"');
       const tag: UploadTag = trailer ? { version: hex64(h, 'version') } : { sha256: hex64(h, 'sha256') };
-      return { op, id, name: name(h), size: total, tag, offset };
+      return { op, id, name: name(h), size: total, tag, offset, progress };
     }
     case 'offset': {
       if ((h['sha256'] === undefined) === (h['version'] === undefined)) throw bad('"offset" needs exactly one of "sha256" and "version"');

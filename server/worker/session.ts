@@ -50,7 +50,7 @@ const MAX_QUEUED_REPLIES = 2 * MAX_PUBLISHING;
 /** What a refused request's names, and a violation's message, are clipped to in the log: a header may hold 16 KiB of them. */
 const MAX_AUDITED_NAME_CHARS = 512;
 
-export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized'] as const;
+export const CAPABILITIES = ['pipeline', 'crc32c', 'download-offset', 'upload-resume', 'upload-trailer', 'usage', 'rename', 'partials', 'hash', 'upload-unsized', 'upload-progress'] as const;
 
 type Phase = 'unauthenticated' | 'authenticated' | 'closed';
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
 import { encodeData, encodeHeader } from '../../protocol/index.js';
 import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
-import { RawClient, uploadBytes } from '../helpers/raw-client.js';
+import { dataFrames, RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { runAdmin } from '../helpers/admin-cli.js';
 import { tempDir } from '../helpers/temp.js';
@@ -85,6 +85,69 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     expect(got.sha256).to.equal(sha(big));
     expect(sha((await c.downloadBuffer('paced.bin')).data)).to.equal(sha(data));
     expect(server.lines.filter((l) => l['code'] === 'TRANSFER_STALLED'), 'stalled transfers').to.deep.equal([]);
+  });
+
+  it('an upload with "progress": true gets progress replies of what the server received, growing at the rate, before its final reply; without it, none (PROTOCOL.md §6.1 "Progress")', async function () {
+    const c = await client();
+    expect(c.greeting['caps']).to.include('upload-progress');
+    const data = randomBytes(1536 * KiB);
+    const r = await raw();
+    r.write(Buffer.concat([encodeHeader({ op: 'upload', id: 7, name: 'progress.bin', size: data.length, sha256: sha(data), progress: true }), dataFrames(data, 128 * KiB)]));
+    const started = Date.now();
+    const reply = await r.reply(30_000);
+    const ms = Date.now() - started;
+    expect(reply.final).to.include({ id: 7, status: 'ok', size: data.length });
+    const received = reply.interim.map((h) => {
+      expect(h).to.have.all.keys('id', 'status', 'received');
+      expect(h).to.include({ id: 7, status: 'progress' });
+      return h['received'] as number;
+    });
+    // 1.5 MiB at 512 KiB/s: about 3 s, one reply at most every 250 ms.
+    expect(received.length, JSON.stringify(received)).to.be.at.least(4).and.at.most(Math.ceil(ms / 250));
+    expect([...received].sort((a, b) => a - b), 'growing').to.deep.equal(received);
+    expect(new Set(received).size, 'growing').to.equal(received.length);
+    expect(received.every((n) => n > 0 && n < data.length), 'none once the last byte is in').to.equal(true);
+    expect(received.every((n) => n % (128 * KiB) === 0), 'counted in whole frames read').to.equal(true);
+
+    r.write(uploadBytes(8, 'quiet.bin', data, 128 * KiB));
+    const quiet = await r.reply(30_000);
+    expect(quiet.final).to.include({ id: 8, status: 'ok' });
+    expect(quiet.interim).to.deep.equal([]);
+
+    // Unsized (§6.1 "Unsized uploads"): `received` counts the data bytes read, as the trailer's size will.
+    const trailer = encodeHeader({ op: 'upload', id: 9, size: data.length, sha256: sha(data) });
+    r.write(Buffer.concat([encodeHeader({ op: 'upload', id: 9, name: 'unsized-progress.bin', trailer: true, unsized: true, progress: true }), dataFrames(data, 128 * KiB), trailer]));
+    const unsized = await r.reply(30_000);
+    expect(unsized.final).to.include({ id: 9, status: 'ok', size: data.length });
+    const counts = unsized.interim.map((h) => (expect(h).to.include({ id: 9, status: 'progress' }), h['received'] as number));
+    expect(counts.length, JSON.stringify(counts)).to.be.at.least(4);
+    expect(counts.every((n, i) => n > 0 && n <= data.length && (i === 0 || n > counts[i - 1]!)), JSON.stringify(counts)).to.equal(true);
+  });
+
+  it('the client reports the server\'s progress, not what its socket took: a paced upload does not reach its total before the server has it', async function () {
+    const c = await client();
+    const data = randomBytes(1536 * KiB);
+    const seen: Array<{ ms: number; done: number }> = [];
+    const started = Date.now();
+    const { dir, cleanup } = await tempDir('fts-progress-');
+    let ms: number;
+    try {
+      const local = path.join(dir, 'progress-local.bin');
+      await writeFile(local, data);
+      await c.upload(local, 'progress-lib.bin', { onProgress: (done) => seen.push({ ms: Date.now() - started, done }) });
+      ms = Date.now() - started;
+    } finally {
+      await cleanup();
+    }
+    expect(seen.length, JSON.stringify(seen)).to.be.at.least(4);
+    const last = seen[seen.length - 1]!;
+    expect(last.done).to.equal(data.length);
+    // 1.5 MiB at 512 KiB/s takes about 3 s; the local socket buffers would take it all at once.
+    const total = seen.find((p) => p.done === data.length)!;
+    expect(total.ms, 'ms until the total was reported').to.be.at.least(2_000);
+    const half = seen.find((p) => p.done >= data.length / 2)!;
+    expect(half.ms, 'ms until half was reported').to.be.at.least(700);
+    expect(ms).to.be.at.least(total.ms);
   });
 
   it('downloads come in frames of the rate\'s quarter second; a transfer\'s last frame is paid for by the next, not by its own reply', async function () {

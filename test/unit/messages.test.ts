@@ -47,27 +47,27 @@ describe('protocol messages', function () {
       [
         'upload without offset defaults offset to 0',
         { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA },
-        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 0, progress: false },
       ],
       [
         'upload with offset',
         { op: 'upload', id: 2, name: 'report.pdf', size: 5, sha256: SHA, offset: 3 },
-        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 3 },
+        { op: 'upload', id: 2, name: 'report.pdf', size: 5, tag: { sha256: SHA }, offset: 3, progress: false },
       ],
       [
         'upload with offset equal to size',
         { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, offset: 5 },
-        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 5 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 5, progress: false },
       ],
       [
         'upload of size 0',
         { op: 'upload', id: 2, name: 'empty', size: 0, sha256: SHA },
-        { op: 'upload', id: 2, name: 'empty', size: 0, tag: { sha256: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'empty', size: 0, tag: { sha256: SHA }, offset: 0, progress: false },
       ],
       [
         'upload of size MAX_SAFE_INTEGER',
         { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, sha256: SHA },
-        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, tag: { sha256: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'huge', size: Number.MAX_SAFE_INTEGER, tag: { sha256: SHA }, offset: 0, progress: false },
       ],
       [
         'download without offset defaults offset to 0',
@@ -96,32 +96,42 @@ describe('protocol messages', function () {
       [
         'streamed upload (trailer, version)',
         { op: 'upload', id: 2, name: 'r', size: 5, trailer: true, version: SHA },
-        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 0, progress: false },
       ],
       [
         'upload with an explicit "trailer": false is an ordinary upload',
         { op: 'upload', id: 2, name: 'r', size: 5, trailer: false, sha256: SHA },
-        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0, progress: false },
       ],
       [
         'unsized upload (its size and digest follow in its trailer)',
         { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true },
-        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: false },
+        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: false, progress: false },
       ],
       [
         'unsized upload whose client can stop when told to',
         { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true, stoppable: true },
-        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: true },
+        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: true, progress: false },
       ],
       [
         'unsized: false is an ordinary upload',
         { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, unsized: false },
-        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0, progress: false },
+      ],
+      [
+        'upload asking for progress replies',
+        { op: 'upload', id: 2, name: 'r', size: 5, sha256: SHA, progress: true },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { sha256: SHA }, offset: 0, progress: true },
+      ],
+      [
+        'unsized upload asking for progress replies',
+        { op: 'upload', id: 2, name: 'r', trailer: true, unsized: true, progress: true },
+        { op: 'upload', id: 2, name: 'r', unsized: true, stoppable: false, progress: true },
       ],
       [
         'streamed upload resumed at an offset',
         { op: 'upload', id: 2, name: 'r', size: 5, trailer: true, version: SHA, offset: 2 },
-        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 2 },
+        { op: 'upload', id: 2, name: 'r', size: 5, tag: { version: SHA }, offset: 2, progress: false },
       ],
       ['auth with a token', { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }, { op: 'auth', id: 1, mech: 'token', token: 'v1.a.b' }],
       [
@@ -160,6 +170,7 @@ describe('protocol messages', function () {
         size: 6,
         tag: { sha256: SHA },
         offset: 0,
+        progress: false,
       });
       expect(parseRequest(overTheWire({ op: 'download', id: 4, name: 'hello.txt', offset: 0 }))).to.deep.equal({
         op: 'download',
@@ -217,6 +228,7 @@ describe('protocol messages', function () {
       ['unsized upload with a non-boolean stoppable', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: true, stoppable: 1 }, 'BAD_REQUEST'],
       ['sized upload with stoppable', { op: 'upload', id: 2, name: 'a', size: 3, sha256: SHA, stoppable: true }, 'BAD_REQUEST'],
       ['streamed upload with stoppable', { op: 'upload', id: 2, name: 'a', size: 3, trailer: true, version: SHA, stoppable: false }, 'BAD_REQUEST'],
+      ['upload with a non-boolean progress', { op: 'upload', id: 2, name: 'a', size: 3, sha256: SHA, progress: 'yes' }, 'BAD_REQUEST'],
       ['unsized not a boolean', { op: 'upload', id: 2, name: 'a', trailer: true, unsized: 1 }, 'BAD_REQUEST'],
       ['unsized upload with a bad name', { op: 'upload', id: 2, name: 'a/b', trailer: true, unsized: true }, 'BAD_NAME'],
       ['upload without name', { op: 'upload', id: 2, size: 1, sha256: SHA }, 'BAD_REQUEST'],

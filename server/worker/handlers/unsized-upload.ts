@@ -4,6 +4,7 @@ import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
 import type { DeferredResult, SessionIo } from '../session-io.js';
 import { append, publish } from './upload.js';
+import { progressReplies } from './progress-replies.js';
 
 type UnsizedRequest = Extract<Request, { op: 'upload'; unsized: true }>;
 
@@ -29,6 +30,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
     fail(err);
   }
   let handedOff = false;
+  const tell = progressReplies(io, req.progress);
   try {
     let received = 0;
     let trailer: Header | null = null;
@@ -54,6 +56,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
       const at = received;
       received += payload.length;
       io.progress(received, req.name);
+      tell(received);
       try {
         if (!frame.crcOk) {
           workerPayloads.release(payload);

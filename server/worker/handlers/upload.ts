@@ -3,6 +3,7 @@ import type { StagedUpload } from '../../storage/store.js';
 import { asFtsError } from '../errors.js';
 import { workerPayloads } from '../payloads.js';
 import type { DataChunk, DeferredResult, HandlerResult, SessionIo } from '../session-io.js';
+import { progressReplies } from './progress-replies.js';
 import { unsizedUpload } from './unsized-upload.js';
 
 type UploadRequest = Extract<Request, { op: 'upload'; size: number }>;
@@ -40,6 +41,7 @@ export async function upload(req: Extract<Request, { op: 'upload' }>, io: Sessio
     failure = asFtsError(err);
   }
   let handedOff = false;
+  const tell = progressReplies(io, req.progress);
   try {
     let received = 0;
     while (received < expected) {
@@ -47,6 +49,7 @@ export async function upload(req: Extract<Request, { op: 'upload' }>, io: Sessio
       const at = req.offset + received;
       received += checkedLength(chunk, expected - received);
       io.progress(received, req.name);
+      if (received < expected && failure === null) tell(req.offset + received);
       if (failure !== null || staged === null) {
         workerPayloads.release(chunk.payload);
         continue;
