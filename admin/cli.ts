@@ -240,7 +240,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     async run(inv) {
       const deadline = Date.now() + (inv.timeout === undefined ? 0 : parseTimeout(inv.timeout) * 1000);
       for (;;) {
-        const notYet = await notReadyBecause(inv);
+        const notYet = await notReadyBecause(inv, deadline);
         if (notYet === null) return;
         const left = deadline - Date.now();
         if (left <= 0) throw notYet;
@@ -436,20 +436,25 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
 /**
  * One look for `ready`: null once the server is ready (after printing its port), else why not yet, as the
  * error to end with if time runs out. A draining server never becomes ready again, so that ends the wait.
- * No server at the socket (yet) and a connection that broke (a server starting or stopping) are waited out;
- * any other failure (permission denied, no reply) ends it.
+ * No server at the socket (yet), a connection that broke (a server starting or stopping) and a server slow
+ * to answer are waited out until `deadline`; any other failure (permission denied) ends it. A look waits for
+ * its answer until the deadline (at least a second), so --timeout is not overrun by a slow answer.
  */
-async function notReadyBecause(inv: Invocation): Promise<CommandFailed | AdminClientError | null> {
-  let status: StatusResult;
+async function notReadyBecause(inv: Invocation, deadline: number): Promise<CommandFailed | AdminClientError | null> {
+  let status: unknown;
   try {
-    status = await ask(inv, 'status', isStatusResult);
+    const timeoutMs = Math.min(REPLY_TIMEOUT_MS, Math.max(1_000, deadline - Date.now()));
+    status = resultOf(await adminRequest(inv.socket, { cmd: 'status' }, { timeoutMs }));
   } catch (e) {
-    if (e instanceof AdminClientError && (e.kind === 'no-server' || e.kind === 'broken')) return e;
+    if (e instanceof AdminClientError && (e.kind === 'no-server' || e.kind === 'broken' || e.kind === 'timeout')) return e;
     throw e;
   }
+  if (!isStatusResult(status)) throw unexpected('status');
   if (status.draining) throw new CommandFailed('not ready: the server is draining');
-  // The port is announced once every worker listens (a start that fails exits instead).
+  // The port is announced once every worker listens (a start that fails exits instead); later, a worker
+  // respawned after a crash, or replaced by restart-workers, is "starting" until it listens again.
   if (status.port === null) return new CommandFailed(`not ready: the server (pid ${status.pid}) is starting; its workers do not all listen yet`);
+  if (!status.workers.some((w) => w.starting !== true)) return new CommandFailed(`not ready: no worker of the server (pid ${status.pid}) listens now`);
   out(`ready: listening on port ${status.port}`);
   return null;
 }

@@ -290,7 +290,7 @@ export function parseRequest(h: Header): Request {
 }
 
 /** Replies (server → client). `status` tells them apart; only "ok" and "error" are final. */
-export type ReplyStatus = 'hello' | 'ok' | 'error' | 'data' | 'entry' | 'continue' | 'bye';
+export type ReplyStatus = 'hello' | 'ok' | 'error' | 'data' | 'entry' | 'continue' | 'stop' | 'progress' | 'bye';
 
 export interface ErrorReply {
   id: number | null;

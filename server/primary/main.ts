@@ -131,9 +131,13 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     const locks = await sweepAbandonedLocks(config.storage, skipped('lock'));
     if (locks > 0) log.info({ removed: locks }, 'removed abandoned locks');
   };
-  await sweep();
+  const sweepFailed = (err: unknown): void => log.warn({ err }, 'sweep of partial uploads and locks failed');
+  // Not waited for: on a large or slow (NFS) storage it may take minutes, and the server need not wait to
+  // serve (a sweep is safe beside live uploads and locks: it runs every 10 minutes anyway). A start that
+  // waited would keep `fts-admin ready`, and so the systemd unit's start, waiting with it.
+  void sweep().catch(sweepFailed);
   // Partial uploads expire while the server runs too, not only at start.
-  setInterval(() => sweep().catch((err: unknown) => log.warn({ err }, 'staging sweep failed')), STAGING_SWEEP_INTERVAL_MS).unref();
+  setInterval(() => sweep().catch(sweepFailed), STAGING_SWEEP_INTERVAL_MS).unref();
 
   const gate = new Gatekeeper({
     maxConnections: config.maxConnections,

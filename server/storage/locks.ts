@@ -351,8 +351,10 @@ const RIGHT_NAME = /^(.+\.lock)\.(\d+)-(\d+)\.breaking\.\d+$/;
  * exists as it was (a waiter that died while breaking it; nobody can ask for that right again, since a
  * right is named after the very directory and mtime it breaks). Run by the primary at start and with the
  * staging sweep: without it, a lock left by a crash stays on disk until an operation on the same name
- * comes. Safe beside live processes and other nodes. Returns how many it removed; what it cannot read or
- * remove goes to `problem`.
+ * comes. Safe beside live processes and other nodes whose clocks agree with ours (as every waiter's breaking
+ * is: SCALE-OUT.md asks for synchronised clocks; a node whose clock runs more than STALE_MS ahead takes live
+ * locks for abandoned, and with this sweep it does so every 10 minutes, not only when it waits for a name).
+ * Returns how many it removed; what it cannot read or remove goes to `problem`.
  */
 export async function sweepAbandonedLocks(root: string, problem: (path: string, err: unknown) => void = () => undefined): Promise<number> {
   let removed = 0;

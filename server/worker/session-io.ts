@@ -26,8 +26,13 @@ export interface SessionIo {
    * applied no login with the old password can begin a session (which a kick-user after it would miss).
    */
   authenticate(user: string, credential: Buffer): Promise<void>;
-  /** Sends an interim reply for the current request (`id` is added). */
+  /** Sends an interim reply for the current request (`id` is added), after the replies owed to earlier ones. */
   send(reply: Header): void;
+  /**
+   * Sends an interim reply now if no reply owed to an earlier request waits (a pipelined publish), and says
+   * whether it did: for replies that are worth sending only now (progress), not queued one after another.
+   */
+  sendIfNothingWaits(reply: Header): boolean;
   /** Sends several interim replies for the current request in one socket write. */
   sendMany(replies: Header[]): void;
   /** Resolves once the socket can take more (a slow reader makes a long listing wait here). */

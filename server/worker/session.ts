@@ -388,7 +388,9 @@ export class Session {
     if (header['op'] === 'upload') {
       const skip = declaresUnsized(header) ? 'to-trailer' : declaredUploadBytes(header);
       if (skip === null) {
-        await this.fatalInOrder(id, new FtsError('BAD_REQUEST', `${err.message}; the upload's size, offset or trailer flag is unusable, so what follows its header cannot be skipped`));
+        const fatal = new FtsError('BAD_REQUEST', `${err.message}; the upload's size, offset or trailer flag is unusable, so what follows its header cannot be skipped`);
+        this.auditRefused(header, fatal, started);
+        await this.fatalInOrder(id, fatal);
         return;
       }
       this.active = true;
@@ -404,8 +406,10 @@ export class Session {
         }
       } catch (skipErr) {
         this.active = false;
+        // Refused, whatever cut the connection or broke the stream after: on record with what it sent.
+        this.auditRefused(header, err, started);
+        if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
-        else this.auditRefused(header, err, started); // refused, whatever cut the connection after
         return;
       }
       this.active = false;
@@ -627,6 +631,11 @@ export class Session {
       // After the replies still owed to earlier requests (an unsized upload's `stop` may come while an
       // earlier upload publishes): replies keep request order.
       send: (reply: Header) => this.outbox.deliver(() => this.output.reply({ id, ...reply })),
+      sendIfNothingWaits: (reply: Header) => {
+        if (this.outbox.queued > 0) return false;
+        this.output.reply({ id, ...reply });
+        return true;
+      },
       sendMany: (replies: Header[]) => this.output.sendFrame(Buffer.concat(replies.map((reply) => encodeHeader({ id, ...reply })))),
       sendData: (payload: Buffer, sent?: () => void, paced?: boolean) => this.output.sendData(payload, sent, paced),
       writable: async () => {

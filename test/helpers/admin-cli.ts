@@ -68,6 +68,7 @@ export interface WorkerStatusJson {
   sessions: number;
   transfers: number;
   responding: boolean;
+  starting?: boolean;
 }
 
 export interface StatusJson {

@@ -13,7 +13,7 @@ import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { ScramClient } from '../../protocol/index.js';
 import { parseUsers } from '../../server/auth/users.js';
 import { adminRequest } from '../../admin/admin-client.js';
-import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson } from '../helpers/admin-cli.js';
+import { FakeAdminSocket, runAdmin, sessionsJson, startAdmin, statusJson, waitWorkersReady, type AdminRun, type SessionJson, type WorkerStatusJson } from '../helpers/admin-cli.js';
 import { codeOf, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { exists, freePort, leaveStaleSocket, publishedSha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
@@ -606,12 +606,17 @@ describe('fts-admin (end to end)', function () {
       admins.push(waiting);
       await sleep(700);
       expect(waiting.exited, 'still waiting for a server').to.equal(false);
-      const status = { pid: 1, port: null as number | null, metricsPort: null, draining: false, uptimeSeconds: 0, version: '0.0.1', workers: [], connections: 0, sessions: 0, transfers: 0, workerRestarts: 0 };
+      const starting: WorkerStatusJson = { pid: 2, connections: 0, sessions: 0, transfers: 0, responding: false, starting: true };
+      const status = { pid: 1, port: null as number | null, metricsPort: null, draining: false, uptimeSeconds: 0, version: '0.0.1', workers: [starting], connections: 0, sessions: 0, transfers: 0, workerRestarts: 0 };
       const fake = await FakeAdminSocket.listen(socket, () => ({ ok: true, result: status }));
       cleanups.push(() => fake.close());
       await waitUntil('ready asked the server', () => fake.requests.length >= 2, 10_000);
       expect(waiting.exited, 'not ready while the workers do not all listen (port null)').to.equal(false);
-      status.port = 5421;
+      status.port = 5421; // announced, but its one worker (respawned, say) does not listen yet
+      const asked = fake.requests.length;
+      await waitUntil('ready asked again', () => fake.requests.length >= asked + 2, 10_000);
+      expect(waiting.exited, 'not ready while no worker listens').to.equal(false);
+      status.workers = [{ pid: 2, connections: 0, sessions: 0, transfers: 0, responding: true }] as WorkerStatusJson[];
       const done = await waiting.done;
       expect(done.code, done.stderr).to.equal(0);
       expect(done.stdout).to.equal('ready: listening on port 5421\n');

@@ -400,7 +400,7 @@ describe('audit log (JSON lines on stdout)', function () {
     expect(auth.map((l) => String(l['result'])).sort(), `auth lines: ${JSON.stringify(auth)}`).to.deep.equal(['failure', 'failure', 'success']);
   });
 
-  it('a request refused before it ran is audited with the names it sent, no bytes, and the time its data took to skip; an auth after login is no login attempt for the metric', async () => {
+  it('a request refused before it ran is audited with the names it sent and no bytes; an auth after login is no login attempt for the metric', async () => {
     const server = await startServer({ workers: 1 });
     const raw = await rawLogin(server, ALICE);
     // A download first, so that a session-wide byte count would show in the lines below if it leaked.
@@ -415,6 +415,11 @@ describe('audit log (JSON lines on stdout)', function () {
     expect((await raw.reply()).final['code']).to.equal('BAD_NAME');
     raw.sendHeader({ op: 'rename', id: 5, name: 'first.bin', to: 'a/b' });
     expect((await raw.reply()).final['code']).to.equal('BAD_NAME');
+    // Fatal (its data cannot be skipped), and on record all the same.
+    const other = await rawLogin(server, ALICE);
+    other.sendHeader({ op: 'upload', id: 1, name: '../../etc/shadow', size: 'x' });
+    expect((await other.reply()).final).to.include({ code: 'BAD_REQUEST', fatal: true });
+    expect((await waitForEvents(server, 'upload', 3)).find((l) => l['file'] === '../../etc/shadow')).to.include({ code: 'BAD_REQUEST', bytes: 0 });
     const failuresBefore = await metric(await metricsPortOf(server), 'fts_auth_attempts_total', { result: 'failure' });
     for (let id = 6; id < 11; id++) {
       raw.sendHeader({ op: 'auth', id, mech: 'plain', user: ALICE.user, password: ALICE.password });

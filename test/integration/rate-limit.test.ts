@@ -14,6 +14,7 @@ import { metricsPortOf, scrape } from '../helpers/hardening-proc.js';
 import { dataFrames, RawClient, uploadBytes } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { runAdmin } from '../helpers/admin-cli.js';
+import { holdLock } from '../helpers/common.js';
 import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -122,6 +123,42 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     const counts = unsized.interim.map((h) => (expect(h).to.include({ id: 9, status: 'progress' }), h['received'] as number));
     expect(counts.length, JSON.stringify(counts)).to.be.at.least(4);
     expect(counts.every((n, i) => n > 0 && n <= data.length && (i === 0 || n > counts[i - 1]!)), JSON.stringify(counts)).to.equal(true);
+  });
+
+  it('no progress reply is sent while an earlier pipelined upload\'s reply is owed (its publish waits for a lock): they do not pile up and leave in a burst', async function () {
+    const r = await raw();
+    const small = randomBytes(4 * KiB);
+    const data = randomBytes(2048 * KiB);
+    const release = await holdLock(server.storage, ALICE.user, 'held.bin');
+    let released = false;
+    try {
+      r.write(Buffer.concat([
+        uploadBytes(20, 'held.bin', small),
+        encodeHeader({ op: 'upload', id: 21, name: 'behind.bin', size: data.length, sha256: sha(data), progress: true }),
+        dataFrames(data, 128 * KiB),
+      ]));
+      // The second upload's data (4 s at 512 KiB/s) is read while the first waits for its lock.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await release();
+      released = true;
+      const arrivals: Array<{ at: number; header: Record<string, unknown> }> = [];
+      for (;;) {
+        const frame = await r.next(30_000);
+        if (frame === null || frame.kind !== 'header') throw new Error(`unexpected ${frame === null ? 'end' : frame.kind}`);
+        arrivals.push({ at: Date.now(), header: frame.header });
+        if (frame.header['id'] === 21 && frame.header['status'] !== 'progress') break;
+      }
+      const firstOk = arrivals.find((a) => a.header['id'] === 20);
+      expect(firstOk?.header).to.include({ status: 'ok' });
+      expect(arrivals[arrivals.length - 1]!.header).to.include({ id: 21, status: 'ok' });
+      const progress = arrivals.filter((a) => a.header['status'] === 'progress');
+      expect(progress.length, 'progress after the first reply').to.be.at.least(2);
+      // Queued, the progress measured during the 2 s wait would all arrive with the first upload's reply.
+      const burst = progress.filter((a) => a.at - firstOk!.at < 100);
+      expect(burst.length, JSON.stringify(arrivals.map((a) => [a.at - firstOk!.at, a.header['received'] ?? a.header['status']]))).to.be.at.most(2);
+    } finally {
+      if (!released) await release();
+    }
   });
 
   it('the client reports the server\'s progress, not what its socket took: a paced upload does not reach its total before the server has it', async function () {

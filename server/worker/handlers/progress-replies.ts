@@ -12,7 +12,9 @@ export const PROGRESS_INTERVAL_MS = 250;
  * The `progress` interim replies of one upload: call it with the bytes of the file received so far after
  * each data frame; it sends at most one reply per PROGRESS_INTERVAL_MS, none unless `wanted`. The client's
  * own count of what it sent runs ahead of this by whatever the sockets buffer (megabytes), and by much more
- * when the server paces the upload (--max-upload-rate).
+ * when the server paces the upload (--max-upload-rate). None is sent while replies to earlier pipelined
+ * requests wait (a publish waiting for a lock): queued, they would all leave together once those are sent,
+ * and count against the session's outbox limit; the next one after them says where the upload stands.
  */
 export function progressReplies(io: SessionIo, wanted: boolean): (received: number) => void {
   if (!wanted) return () => undefined;
@@ -20,7 +22,6 @@ export function progressReplies(io: SessionIo, wanted: boolean): (received: numb
   return (received) => {
     const now = performance.now();
     if (now - last < PROGRESS_INTERVAL_MS) return;
-    last = now;
-    io.send({ status: 'progress', received });
+    if (io.sendIfNothingWaits({ status: 'progress', received })) last = now;
   };
 }

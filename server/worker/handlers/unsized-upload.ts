@@ -56,7 +56,6 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
       const at = received;
       received += payload.length;
       io.progress(received, req.name);
-      tell(received);
       try {
         if (!frame.crcOk) {
           workerPayloads.release(payload);
@@ -67,6 +66,7 @@ export async function unsizedUpload(req: UnsizedRequest, io: SessionIo): Promise
           throw err;
         });
         await append(upload.staged, payload, io, () => workerPayloads.release(payload));
+        tell(received); // only bytes that passed their checks: a `stop` never follows a report of its frame
       } catch (err) {
         fail(err);
         // Failed for good: what it staged and the quota room it took are freed now, not when (or if) the

@@ -49,7 +49,6 @@ export async function upload(req: Extract<Request, { op: 'upload' }>, io: Sessio
       const at = req.offset + received;
       received += checkedLength(chunk, expected - received);
       io.progress(received, req.name);
-      if (received < expected && failure === null) tell(req.offset + received);
       if (failure !== null || staged === null) {
         workerPayloads.release(chunk.payload);
         continue;
@@ -59,6 +58,7 @@ export async function upload(req: Extract<Request, { op: 'upload' }>, io: Sessio
       } catch (err) {
         failure = asFtsError(err);
       }
+      if (failure === null && received < expected) tell(req.offset + received);
     }
     // A streamed upload's digest follows its data; it is read even when the upload already failed, so
     // that the next request starts on a frame boundary.
