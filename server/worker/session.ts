@@ -431,6 +431,9 @@ export class Session {
     this.auditRefused(header, err, started);
     if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
     this.outbox.deliver(() => this.output.reply(errorReply(id, err)));
+    // A refused upload kept the session busy while its data was skipped: a drain that began meanwhile
+    // waits for this to say goodbye now, as it does after a handled request (complete()).
+    this.ctx.onSessionIdle();
   }
 
   /**

@@ -331,6 +331,27 @@ describe('lifecycle (end to end)', function () {
     expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
   });
 
+  it('a session whose refused upload was still being skipped when the drain began gets its error, then bye at once: the stop does not wait for the grace period', async () => {
+    const server = await startServer({ workers: 1 });
+    const c = await RawClient.login(server.port, ALICE.user, ALICE.password);
+    raws.push(c);
+    const data = Buffer.alloc(256 * 1024, 7);
+    const bytes = uploadBytes(5, 'a/b', data); // BAD_NAME: its data is read and discarded
+    const cut = bytes.length - 100_000;
+    await c.write(bytes.subarray(0, cut));
+    await sleep(300);
+    server.signal('SIGINT');
+    await server.waitForLog((l) => l.msg === 'draining', 10_000);
+    const t0 = Date.now();
+    await c.write(bytes.subarray(cut));
+    const reply = await c.nextHeader(5_000);
+    expect(reply).to.include({ id: 5, status: 'error', code: 'BAD_NAME', fatal: false });
+    const bye = await c.nextHeaderOrNull(5_000);
+    expect(bye).to.include({ status: 'bye', code: 'SHUTTING_DOWN' });
+    expect(await server.waitForExit(20_000)).to.deep.equal({ code: 0, signal: null });
+    expect(Date.now() - t0, 'ms until the server stopped (--grace 30)').to.be.below(10_000);
+  });
+
   it('a reconnecting client whose idle session the drain ended reports SHUTTING_DOWN, not just the refused reconnection', async () => {
     const server = await startServer({ workers: 1 });
     // The paused upload keeps the server draining, with its listener closed, for as long as the test needs.
