@@ -63,7 +63,7 @@ export async function listPartials(root: string, user: string, ttlMs: number): P
     const byKey = await partFiles(dir);
     const entries = await mapBounded([...byKey], STAT_CONCURRENCY, async ([key, files]) => {
       const identity = await readPartialName(root, user, key);
-      // What a resume continues from is the longest file (staging.ts), so that is the one whose age counts.
+      // What a resume continues from is the longest file (staging-begin.ts), so that is the one whose age counts.
       const longest = files.reduce((a, b) => (b.st.size > a.st.size ? b : a));
       const entry: PartialEntry = {
         key,

@@ -1,24 +1,25 @@
-import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
-import { constants, type BigIntStats } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
+import { lstat, mkdir, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
-import { DirectWriter } from '../../protocol/direct-writer.js';
-import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
+import type { DirectWriter } from '../../protocol/direct-writer.js';
 import { errnoOf, FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir, fsyncFile, mtimeOfBig } from './durable.js';
 import { recordDigest, recordedDigest } from './digest-records.js';
 import { fsError, notDurable } from './errors.js';
 import { withLock } from './locks.js';
-import { resolveName, stagingDir, userDirPath } from './paths.js';
-import { inPrivateDir } from './private-dir.js';
-import { forgetPartialNameIfUnused, keyOfPartFile, recordPartialName } from './partial-names.js';
+import { stagingDir } from './paths.js';
+import { forgetPartialNameIfUnused, recordPartialName } from './partial-names.js';
 import type { PermissionSet } from './permissions.js';
 import { holdsContent } from './same-content.js';
+import { openStagingFile, stagedOffset, type StagingFile, type StagingTarget } from './staging-begin.js';
 import { keyOf } from './staging-keys.js';
 import { SMALL_PARTIAL_BYTES } from './staging-sweep.js';
+import { StagedWrites } from './staging-writes.js';
 
+export { checkUploadRequest, stagedOffset, type StagingTarget } from './staging-begin.js';
 export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
+export { spareWriteBatchBytes } from './staging-writes.js';
 
 /**
  * Partial uploads live in <root>/.fts/staging/<user>/, so nothing partial is ever visible in the user's
@@ -38,70 +39,11 @@ export { keyOf, stagingKey, streamedStagingKey } from './staging-keys.js';
  * against everything staged, copied prefix included, exactly as for the other uploads.
  */
 
-/** The partial files of one identity, each with its current length. */
-async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promise<Array<{ file: string; length: number }>> {
-  const dir = stagingDir(t.root, t.user);
-  const key = keyOf(t.name, size, tag);
-  const found: Array<{ file: string; length: number }> = [];
-  const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
-    if (errnoOf(err) === 'ENOENT') return [];
-    throw err;
-  });
-  for (const entry of entries) {
-    if (!entry.isFile() || keyOfPartFile(entry.name) !== key) continue;
-    const file = path.join(dir, entry.name);
-    try {
-      found.push({ file, length: (await lstat(file)).size });
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw err;
-    }
-  }
-  return found.sort((a, b) => b.length - a.length);
-}
-
-/** Read size when copying and hashing the staged prefix of a resumed upload. */
-const COPY_CHUNK_BYTES = 1024 * 1024;
-
-/**
- * Received chunks are written in batches of at least this size (one writev each), fewer and larger syscalls
- * than one write per data frame.
- */
-const WRITE_BATCH_BYTES = 1024 * 1024;
-/**
- * While a batch is being written, the next one may keep gathering up to this size (plus the chunk that
- * crosses it) instead of waiting, and is written as soon as the disk is free. Why: each write costs a
- * thread-pool hand-off and a device round trip (~1.5–2.5 ms for 1 MiB on the reference VM, measured in
- * session 13), so 1 MiB writes one at a time held a fast upload to ~400 MiB/s; batches that grow while the
- * disk is busy amortise that cost where it matters, and stay at 1 MiB where it does not (a slow sender
- * never fills more than one batch per write).
- */
-const MAX_WRITE_BATCH_BYTES = 4 * 1024 * 1024;
-/**
- * What all of this process's uploads together may hold beyond WRITE_BATCH_BYTES per batch, gathering or
- * being written: a lone fast upload gets the larger batches, many concurrent ones (each far slower) keep
- * the memory they held before.
- */
-const SPARE_BATCH_BYTES = 8 * 1024 * 1024;
 /** How often a long upload checks that its staging file is still there (#checkStillStaged). */
 const STAGED_CHECK_MS = 1000;
 
 /** touch() sets the times at most this often: far below the sweep's shortest age (10 minutes). */
 const TOUCH_MS = 1000;
-/** A partly gathered batch is written once no chunk has arrived for this long. */
-const IDLE_FLUSH_MS = 100;
-
-let spareBatchBytes = SPARE_BATCH_BYTES;
-
-/** What this process's uploads may still gather beyond WRITE_BATCH_BYTES (for tests). */
-export function spareWriteBatchBytes(): number {
-  return spareBatchBytes;
-}
-
-export interface StagingTarget {
-  root: string;
-  user: string;
-  name: string;
-}
 
 /** An upload's target, with what its user may do now (judged again at the publish). */
 export interface UploadTarget extends StagingTarget {
@@ -136,28 +78,14 @@ export class StagedUpload {
   readonly #stagingPath: string;
   /** The declared SHA-256; null until a streamed upload's trailer brings it. */
   #expected: Buffer | null;
-  readonly #hash: Hash;
   /** The upload's identity (with name and size), to find where a resume of it stands. */
   readonly #tag: UploadTag;
   #handle: FileHandle | undefined;
   /** Writes the batches (through #handle, and with O_DIRECT where it can). */
   readonly #writer: DirectWriter;
-  #received = 0;
-  /** Bytes from offset 0 whose write has completed (what the staging file's length shows). */
-  #stored = 0;
+  /** What was received: counted, hashed, and gathered into the writes of #writer. */
+  readonly #writes: StagedWrites;
   #state: State = 'open';
-  /** Chunks gathered for the next write, and the file position of the first. */
-  #batch: Buffer[] = [];
-  /** The callers' `written` callbacks for the chunks in #batch. */
-  #written: Array<() => void> = [];
-  #batchBytes = 0;
-  #batchAt = 0;
-  /** Of spareBatchBytes, what this upload's batch holds beyond WRITE_BATCH_BYTES. */
-  #borrowed = 0;
-  #idleFlush: NodeJS.Timeout | undefined;
-  /** The one write in flight (writes never overlap, so the staging file never has a hole). */
-  #writing: Promise<void> | null = null;
-  #failure: unknown = null;
   #aborting: Promise<void> | undefined;
   /** Set once the staging file is found gone: later bytes are hashed and counted, not written. */
   #orphaned = false;
@@ -172,7 +100,7 @@ export class StagedUpload {
   readonly #newFile: NewFileCheck | undefined;
 
   /** Use beginStagedUpload(); the constructor only assembles already-validated parts. */
-  constructor(t: UploadTarget & { target: string; stagingPath: string; handle: FileHandle; writer: DirectWriter; size: number; tag: UploadTag; offset: number; hash: Hash; unsized: boolean }) {
+  constructor(t: UploadTarget & StagingFile & { size: number; tag: UploadTag; offset: number; unsized: boolean }) {
     this.name = t.name;
     this.#size = t.size;
     this.#unsized = t.unsized;
@@ -183,13 +111,23 @@ export class StagedUpload {
     this.#handle = t.handle;
     this.#writer = t.writer;
     this.#expected = 'sha256' in t.tag ? Buffer.from(t.tag.sha256, 'hex') : null;
-    this.#received = t.offset;
-    this.#stored = t.offset;
-    this.#hash = t.hash;
     this.#tag = t.tag;
     this.#named = !t.unsized && (t.size >= SMALL_PARTIAL_BYTES || t.offset > 0);
     this.#permissions = t.permissions;
     this.#newFile = t.newFile;
+    this.#writes = new StagedWrites(
+      {
+        name: this.name,
+        size: () => this.#size,
+        open: () => this.#state === 'open',
+        orphaned: () => this.#orphaned,
+        checkStillStaged: () => this.#checkStillStaged(),
+        release: () => this.release(),
+      },
+      t.writer,
+      t.hash,
+      t.offset,
+    );
   }
 
   get size(): number {
@@ -227,83 +165,38 @@ export class StagedUpload {
    * any more: what it gathered is written (or dropped), so its staging file shows all it will ever hold.
    */
   get settled(): boolean {
-    return this.#state !== 'open' && this.#state !== 'committing' && this.#writing === null && this.#batch.length === 0;
+    return this.#state !== 'open' && this.#state !== 'committing' && this.#writes.idle;
   }
 
   /** Bytes from offset 0 that are in the staging file (their write has completed). */
   get stored(): number {
-    return this.#stored;
+    return this.#writes.stored;
   }
 
   /** Bytes received so far (from offset 0), including any beyond `size` (counted but never written). */
   get received(): number {
-    return this.#received;
+    return this.#writes.received;
   }
 
   /**
-   * Appends a chunk. Chunks are gathered into writes of WRITE_BATCH_BYTES or more; one batch is written
-   * while the next is gathered, so the disk works while the caller goes on receiving and hashing (the
-   * returned promise waits only when the next batch is full, MAX_WRITE_BATCH_BYTES or the process's spare
-   * reached, and the previous write still runs: that is the connection's backpressure). Writes stay
-   * strictly in order, one at a time, so the staging file never has a hole: its length is always a prefix
-   * a resume can trust. `written` is called once the chunk's
-   * memory is no longer needed (written, or dropped because the upload failed). The caller must not
-   * reuse `chunk`'s memory before `written` is called, and must not call write() again before the previous call resolved.
+   * Appends a chunk (StagedWrites.write says how chunks are gathered and written, and when the returned
+   * promise waits: the connection's backpressure). `written` is called once the chunk's memory is no
+   * longer needed (written, or dropped because the upload failed). The caller must not reuse `chunk`'s
+   * memory before `written` is called, and must not call write() again before the previous call resolved.
    * A failed write releases the upload (the bytes staged so far stay, for a resume) and its error is thrown
    * by this or a later call.
    */
-  async write(chunk: Buffer, written: () => void = () => {}): Promise<void> {
-    if (this.#state !== 'open' || this.#handle === undefined) {
-      written();
-      throw new Error(`StagedUpload.write after ${this.#state}`);
-    }
-    if (this.#failure !== null) {
-      written();
-      await this.#raiseFailure();
-    }
-    const position = this.#received;
-    this.#received += chunk.length;
-    // Bytes beyond the declared size are a protocol violation the decoder already refuses; if any get
-    // here they are counted (so commit fails) but not written, so a liar cannot fill the disk.
-    if (position >= this.size) {
-      written();
-      return;
-    }
-    const data = position + chunk.length > this.size ? chunk.subarray(0, this.size - position) : chunk;
-    this.#hash.update(data);
-    if (this.#orphaned) {
-      // Its staging file is gone (#checkStillStaged): hashed and counted, no longer stored.
-      written();
-      return;
-    }
-    if (this.#batchBytes === 0) this.#batchAt = position;
-    this.#batch.push(data);
-    this.#written.push(written);
-    this.#batchBytes += data.length;
-    if (this.#batchBytes < WRITE_BATCH_BYTES) {
-      this.#idleFlush ??= setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
-      return;
-    }
-    if (this.#writing !== null) {
-      if (this.#borrow()) return;
-      // Full: wait for the running write, whose end dispatches this batch (unless it failed).
-      await this.#writing;
-    }
-    await this.#raiseFailure();
-    if (this.#writing === null) this.#dispatch();
+  write(chunk: Buffer, written: () => void = () => {}): Promise<void> {
+    if (this.#state !== 'open' || this.#handle === undefined) return this.#refuseWrite(written);
+    // Its own promise, not awaited: a write() that need not wait for the disk settles as soon as it did
+    // (store.test.ts counts the turns).
+    return this.#writes.write(chunk, written);
   }
 
-  /**
-   * Lets the batch, already at WRITE_BATCH_BYTES or more, keep gathering while a write runs: false once it
-   * reached MAX_WRITE_BATCH_BYTES or the process's spare is used up (the caller then waits, as before).
-   */
-  #borrow(): boolean {
-    if (this.#batchBytes >= MAX_WRITE_BATCH_BYTES) return false;
-    const more = this.#batchBytes - WRITE_BATCH_BYTES - this.#borrowed;
-    if (more > spareBatchBytes) return false;
-    spareBatchBytes -= more;
-    this.#borrowed += more;
-    return true;
+  /** write() once the upload has ended: async, so that it fails by rejecting, whatever `written` does. */
+  async #refuseWrite(written: () => void): Promise<void> {
+    written();
+    throw new Error(`StagedUpload.write after ${this.#state}`);
   }
 
   /**
@@ -332,86 +225,7 @@ export class StagedUpload {
    * holds exactly `stored` bytes. Never throws (a failed write is reported by the next write or commit).
    */
   writesDone(): Promise<void> {
-    return this.#writesDone();
-  }
-
-  /** Waits until no write runs (the end of one may have dispatched the next). */
-  async #writesDone(): Promise<void> {
-    while (this.#writing !== null) await this.#writing;
-  }
-
-  /** A slow upload's bytes do not wait in memory for a batch to fill: they go to the file after a pause. */
-  #onIdle(): void {
-    this.#idleFlush = undefined;
-    if (this.#state !== 'open' || this.#failure !== null) return;
-    // One write at a time: if one runs, the next write() or the next pause dispatches.
-    if (this.#writing === null) this.#dispatch();
-    else this.#idleFlush = setTimeout(() => this.#onIdle(), IDLE_FLUSH_MS);
-  }
-
-  /** Starts writing the gathered batch in the background; its failure is kept for #raiseFailure. */
-  #dispatch(): void {
-    // Nothing gathered: nothing to do, even while a write runs (release() after a write() that was
-    // waiting dispatched the last batch itself).
-    if (this.#batch.length === 0) return;
-    if (this.#writing !== null) throw new Error('StagedUpload: writes must not overlap');
-    const { buffers, written, position, borrowed } = this.#takeBatch();
-    let end = position;
-    for (const b of buffers) end += b.length;
-    const write: Promise<void> = this.#writer.writeAt(buffers, position)
-      .then(() => {
-        this.#stored = Math.max(this.#stored, end);
-        return this.#checkStillStaged();
-      })
-      .catch((err: unknown) => {
-        this.#failure ??= err;
-      })
-      .finally(() => {
-        if (this.#writing === write) this.#writing = null;
-        spareBatchBytes += borrowed;
-        for (const done of written) done();
-        // A batch that filled while this write ran goes next (see MAX_WRITE_BATCH_BYTES).
-        if (this.#state === 'open' && this.#failure === null && this.#batchBytes >= WRITE_BATCH_BYTES) this.#dispatch();
-      });
-    this.#writing = write;
-  }
-
-  /** Writes what is gathered and waits for it; throws the first write error, if any. */
-  async #flush(): Promise<void> {
-    await this.#writesDone();
-    await this.#raiseFailure();
-    this.#dispatch();
-    await this.#writesDone();
-    await this.#raiseFailure();
-  }
-
-  /** Drops the gathered chunks unwritten (their content will not be kept). */
-  #discardBatch(): void {
-    const { written, borrowed } = this.#takeBatch();
-    spareBatchBytes += borrowed;
-    for (const done of written) done();
-  }
-
-  /**
-   * Empties the batch (and cancels its idle flush), returning what it held; the caller gives `borrowed`
-   * back to the spare once the batch's memory is free.
-   */
-  #takeBatch(): { buffers: Buffer[]; written: Array<() => void>; position: number; borrowed: number } {
-    clearTimeout(this.#idleFlush);
-    this.#idleFlush = undefined;
-    const taken = { buffers: this.#batch, written: this.#written, position: this.#batchAt, borrowed: this.#borrowed };
-    this.#batch = [];
-    this.#written = [];
-    this.#batchBytes = 0;
-    this.#borrowed = 0;
-    return taken;
-  }
-
-  async #raiseFailure(): Promise<void> {
-    if (this.#failure === null) return;
-    const err = this.#failure;
-    await this.release();
-    throw fsError(err, this.name);
+    return this.#writes.writesDone();
   }
 
   /**
@@ -421,7 +235,7 @@ export class StagedUpload {
   async durableOffset(): Promise<number> {
     const handle = this.#handle;
     if (handle === undefined) throw new Error('StagedUpload.durableOffset needs an open upload');
-    await this.#flush();
+    await this.#writes.flush();
     try {
       await this.#writer.settle();
       await handle.sync();
@@ -431,7 +245,7 @@ export class StagedUpload {
       throw fsError(err, this.name);
     }
     // Once orphaned, what arrived is no longer what the file holds.
-    return Math.min(this.#orphaned ? this.#stored : this.#received, this.size);
+    return Math.min(this.#orphaned ? this.#writes.stored : this.#writes.received, this.size);
   }
 
   /**
@@ -444,14 +258,14 @@ export class StagedUpload {
     if (this.#state !== 'open') throw new Error(`StagedUpload.commit after ${this.#state}`);
     const handle = this.#handle;
     if (handle === undefined) throw new Error('StagedUpload has no open file');
-    await this.#flush();
-    if (this.#received !== this.size) {
+    await this.#writes.flush();
+    if (this.#writes.received !== this.size) {
       await this.abort();
-      throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: received ${this.#received} bytes, expected ${this.size}`);
+      throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: received ${this.#writes.received} bytes, expected ${this.size}`);
     }
     const expected = this.#expected;
     if (expected === null) throw new Error('StagedUpload.commit before the digest is known');
-    const actual = this.#hash.digest();
+    const actual = this.#writes.digest();
     if (!timingSafeEqual(actual, expected)) {
       await this.abort();
       throw new FtsError('CHECKSUM_MISMATCH', `${this.name}: SHA-256 of the received bytes does not match`);
@@ -663,20 +477,20 @@ export class StagedUpload {
     this.#state = 'released';
     // What was received is written before the file is kept for a resume (and writes in flight must end
     // before their descriptor is closed under them).
-    await this.#writesDone();
-    if (this.#failure === null) this.#dispatch();
-    else this.#discardBatch();
-    await this.#writesDone();
+    await this.#writes.writesDone();
+    if (!this.#writes.failed) this.#writes.dispatch();
+    else this.#writes.discard();
+    await this.#writes.writesDone();
     await this.#writer.closeDirect();
     // A failed background sync: the bytes may not be on disk, so they cannot be offered for a resume.
     if (this.#writer.failed) return this.abort();
     // A failed write (a full disk, mostly): what made it to the file is kept only if it is worth a resume.
     // Less than SMALL_PARTIAL_BYTES costs little to send again, and on a full disk every kept partial (empty
     // ones included: the write that failed may have been the first) holds space other uploads need.
-    if (this.#failure !== null && (await this.#fileSize()) < SMALL_PARTIAL_BYTES) return this.abort();
+    if (this.#writes.failed && (await this.#fileSize()) < SMALL_PARTIAL_BYTES) return this.abort();
     // Not a byte to continue from (cut before any of a non-empty file's data arrived): a resume starts at
     // 0 anyway, and keeping the empty file would only hold an inode until the sweep.
-    if (this.#received === 0 && this.size > 0) return this.abort();
+    if (this.#writes.received === 0 && this.size > 0) return this.abort();
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => undefined);
@@ -741,8 +555,8 @@ export class StagedUpload {
 
   async #doAbort(): Promise<void> {
     this.#state = 'aborted';
-    this.#discardBatch();
-    await this.#writesDone();
+    this.#writes.discard();
+    await this.#writes.writesDone();
     await this.#writer.closeDirect();
     const handle = this.#handle;
     this.#handle = undefined;
@@ -760,129 +574,13 @@ export class StagedUpload {
   }
 }
 
-function checkIdentity(size: number, tag: UploadTag): void {
-  if (!Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE) throw new FtsError('BAD_REQUEST', '"size" is not a valid file size');
-  const [field, value] = 'sha256' in tag ? ['sha256', tag.sha256] : ['version', tag.version];
-  if (!SHA256_PATTERN.test(value)) throw new FtsError('BAD_REQUEST', `"${field}" must be 64 lowercase hex digits`);
-}
-
 /**
- * The durable offset of the partial upload with this identity: the longest of its partial files, after an
- * fsync (the length is read first, so every byte it counts was written before the fsync began). 0 when
- * there is none.
- */
-export async function stagedOffset(t: StagingTarget, size: number, tag: UploadTag): Promise<number> {
-  resolveName(userDirPath(t.root, t.user), t.name);
-  checkIdentity(size, tag);
-  // A file-system failure (an unreadable staging directory) is IO_ERROR & co., not a server bug (INTERNAL).
-  const partials = await partialsOf(t, size, tag).catch((err: unknown) => {
-    throw fsError(err, t.name);
-  });
-  for (const { file } of partials) {
-    let handle: FileHandle;
-    try {
-      handle = await open(file, constants.O_RDWR | constants.O_NOFOLLOW);
-    } catch (err) {
-      if (errnoOf(err) === 'ENOENT') continue; // taken over or swept meanwhile
-      throw fsError(err, t.name);
-    }
-    try {
-      const { size: staged } = await handle.stat();
-      await handle.sync();
-      await fsyncDir(path.dirname(file));
-      return Math.min(staged, size);
-    } catch (err) {
-      throw fsError(err, t.name);
-    } finally {
-      await handle.close().catch(() => undefined);
-    }
-  }
-  return 0;
-}
-
-/** Validates an upload request's name, identity and offset; returns the path it would publish to. */
-export function checkUploadRequest(t: StagingTarget, size: number, tag: UploadTag, offset: number): string {
-  const target = resolveName(userDirPath(t.root, t.user), t.name);
-  checkIdentity(size, tag);
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new FtsError('BAD_REQUEST', '"offset" is not valid for this size');
-  return target;
-}
-
-/**
- * Validates the request and creates this attempt's own staging file. With `offset` > 0 the upload
- * continues a partial one: the first `offset` bytes of the identity's longest partial file are copied into
- * the new file and hashed on the way, so the digest checked at commit covers exactly what the new file
- * holds; the old file is then removed. An offset beyond what is staged is refused with OFFSET_MISMATCH
- * carrying the offset to continue from. `copying` is called after each piece of the copy; an error it
- * throws stops the copy (the partial file stays as it was) and is passed through as it is.
+ * Starts an upload attempt: validates the request and creates the attempt's own staging file, continuing
+ * the identity's partial upload when `offset` > 0 (openStagingFile says how, and what `copying` may do).
  */
 export async function beginStagedUpload(t: UploadTarget, size: number, tag: UploadTag, offset = 0, copying: () => void = () => {}, unsized = false): Promise<StagedUpload> {
-  const target = checkUploadRequest(t, size, tag, offset);
-
-  let source: string | null = null;
-  if (offset > 0) {
-    const partials = await partialsOf(t, size, tag).catch((err: unknown) => {
-      throw fsError(err, t.name);
-    });
-    source = partials.find((p) => p.length >= offset)?.file ?? null;
-    if (source === null) {
-      const durable = await stagedOffset(t, size, tag);
-      throw new FtsError('OFFSET_MISMATCH', `${t.name}: only ${durable} bytes are staged; resume from there`, { offset: durable });
-    }
-  }
-
-  const dir = stagingDir(t.root, t.user);
-  // 96 random bits: unique across workers and nodes, and O_EXCL makes sure of it anyway.
-  const stagingPath = path.join(dir, `${keyOf(t.name, size, tag)}.${randomBytes(12).toString('hex')}.part`);
-  let handle: FileHandle;
-  const create = () => open(stagingPath, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW, 0o600);
-  try {
-    handle = await inPrivateDir(dir, create);
-  } catch (err) {
-    throw fsError(err, t.name);
-  }
-  const hash = createHash('sha256');
-  let stoppedBy: unknown = null;
-  const copied = (): void => {
-    try {
-      copying();
-    } catch (err) {
-      stoppedBy = err;
-      throw err;
-    }
-  };
-  try {
-    if (source !== null) await copyPrefix(source, handle, offset, hash, copied);
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    await unlink(stagingPath).catch(() => undefined);
-    if (err === stoppedBy) throw err;
-    // ESTALE: on NFS, a partial file removed by another node while we copied it.
-    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESTALE' || (err instanceof FtsError && err.code === 'OFFSET_MISMATCH')) {
-      // Another resume took the partial file first: tell the client where it may continue now.
-      throw new FtsError('OFFSET_MISMATCH', `${t.name}: the partial upload was taken over; ask for the offset again`, { offset: await stagedOffset(t, size, tag) });
-    }
-    throw fsError(err, t.name);
-  }
-  if (source !== null) {
-    // The copy must be as durable as the partial file it replaces before that file goes: a crash in
-    // between must leave at least one of them whole.
-    try {
-      await handle.datasync();
-      await fsyncDir(dir);
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await unlink(stagingPath).catch(() => undefined);
-      throw fsError(err, t.name);
-    }
-    await unlink(source).catch(() => undefined);
-  }
-  // Named from the start, not only when kept: a worker killed or a machine crashed mid-upload never gets to
-  // release() it. Small uploads only when kept: one more file per small upload would cost more than the
-  // name is worth (they are swept after 10 minutes, SMALL_PARTIAL_MAX_AGE_MS).
-  if (size >= SMALL_PARTIAL_BYTES && !unsized) await recordPartialName(t.root, t.user, { name: t.name, size, tag });
-  const writer = await DirectWriter.forFile(handle, unsized ? null : size - offset);
-  return new StagedUpload({ ...t, target, stagingPath, handle, writer, size, tag, offset, hash, unsized });
+  const staged = await openStagingFile(t, size, tag, offset, copying, unsized);
+  return new StagedUpload({ ...t, ...staged, size, tag, offset, unsized });
 }
 
 /**
@@ -892,52 +590,6 @@ export async function beginStagedUpload(t: UploadTarget, size: number, tag: Uplo
  */
 export function beginUnsizedStagedUpload(t: UploadTarget): Promise<StagedUpload> {
   return beginStagedUpload(t, MAX_FILE_SIZE, { version: randomBytes(32).toString('hex') }, 0, undefined, true);
-}
-
-/**
- * Memory for prefix copies: eight aligned slabs (16 MiB of address space, resident only as far as copies
- * have used it; the lowest slabs are reused first). One copy holds up to two (the piece being written and
- * the one read ahead), so about four copies at once in a worker are read and written with O_DIRECT; pieces
- * of further ones get ordinary memory and go through the page cache, correctly.
- */
-let copyPool: PayloadPool | null = null;
-
-/**
- * Copies the first `length` bytes of `source` into `dest`, hashing them; calls `copied` after
- * each piece. A large prefix is read and written with O_DIRECT where the file system allows (chunk-reader.ts,
- * direct-writer.ts): the partial file was itself written with O_DIRECT and is not in the page cache, and
- * filling the cache on both sides is the costliest part of a copy on a VM. The writer's background syncs
- * keep the copy flushed as it goes (a prefix left dirty would make the caller's fsync take as long as the
- * whole copy); the caller makes it durable.
- */
-async function copyPrefix(source: string, dest: FileHandle, length: number, hash: Hash, copied: () => void): Promise<void> {
-  const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
-  copyPool ??= framePayloadPool(8);
-  const pool = copyPool;
-  const shrank = (err: unknown): Error => (err instanceof FileShrank ? new FtsError('OFFSET_MISMATCH', 'the staged file shrank', { offset: 0 }) : (err as Error));
-  let reader: ChunkReader | null = null;
-  let writer: DirectWriter | null = null;
-  try {
-    reader = await ChunkReader.open(from, length, length, pool, shrank);
-    writer = await DirectWriter.forFile(dest, length);
-    let position = 0;
-    // The next piece is read while the current one is hashed and written.
-    for await (const { data, memory } of reader.chunks(0, length, COPY_CHUNK_BYTES)) {
-      try {
-        hash.update(data);
-        await writer.writeAt([data], position);
-      } finally {
-        pool.release(memory);
-      }
-      position += data.length;
-      copied();
-    }
-    await writer.settle();
-  } finally {
-    await writer?.closeDirect();
-    await reader?.close();
-    await from.close().catch(() => undefined);
-  }
 }
 
 async function exists(file: string): Promise<boolean> {
