@@ -40,8 +40,8 @@ const REPLY_TIMEOUT_MS = 15_000;
 const STOP_CONFIRM_MS = 5_000;
 /** How often `ready --timeout` asks again. */
 const READY_POLL_MS = 200;
-/** Limit of the drain grace period accepted by the server (parseAdminRequest). */
-const MAX_DRAIN_TIMEOUT = 86_400;
+/** The largest --timeout: the drain grace period the server accepts (parseAdminRequest), and so ready's wait too. */
+const MAX_TIMEOUT_SECONDS = 86_400;
 const SESSION_ID = /^[0-9a-f]{1,64}$/;
 /** sun_path holds 108 bytes with the NUL (same limit as fts-server's config); longer paths get truncated. */
 const MAX_SOCKET_PATH_BYTES = 107;
@@ -86,7 +86,7 @@ Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
   --json                 print the server's reply as JSON (status, sessions, bans, usage, partials)
-  --timeout S            drain grace period, or how long ready waits: whole seconds 0-${MAX_DRAIN_TIMEOUT}
+  --timeout S            drain grace period, or how long ready waits: whole seconds 0-${MAX_TIMEOUT_SECONDS}
   --points               bans: also list addresses with penalty points, and the points of each
   -h, --help             show this text
   --version              print fts-admin's version
@@ -143,8 +143,8 @@ function serverMessage(s: string): string {
 }
 
 /** Sends a request and returns the result of an ok reply; an ok:false reply becomes CommandFailed. */
-async function call(inv: Invocation, request: AdminRequest, onEvent?: (e: AdminEvent) => void): Promise<unknown> {
-  const final = await adminRequest(inv.socket, request, onEvent ? { onEvent, timeoutMs: REPLY_TIMEOUT_MS } : { timeoutMs: REPLY_TIMEOUT_MS });
+async function call(inv: Invocation, request: AdminRequest, onEvent?: (e: AdminEvent) => void, timeoutMs = REPLY_TIMEOUT_MS): Promise<unknown> {
+  const final = await adminRequest(inv.socket, request, onEvent ? { onEvent, timeoutMs } : { timeoutMs });
   return resultOf(final);
 }
 
@@ -167,8 +167,8 @@ function printJson(value: unknown): void {
 type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage' | 'partials';
 
 /** The result of a command that takes no argument, checked for its shape before anything uses it. */
-async function ask<T>(inv: Invocation, cmd: ReportCommand, isResult: (v: unknown) => v is T): Promise<T> {
-  const result = await call(inv, { cmd });
+async function ask<T>(inv: Invocation, cmd: ReportCommand, isResult: (v: unknown) => v is T, timeoutMs = REPLY_TIMEOUT_MS): Promise<T> {
+  const result = await call(inv, { cmd }, undefined, timeoutMs);
   if (!isResult(result)) throw unexpected(cmd);
   return result;
 }
@@ -441,15 +441,13 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
  * its answer until the deadline (at least a second), so --timeout is not overrun by a slow answer.
  */
 async function notReadyBecause(inv: Invocation, deadline: number): Promise<CommandFailed | AdminClientError | null> {
-  let status: unknown;
+  let status: StatusResult;
   try {
-    const timeoutMs = Math.min(REPLY_TIMEOUT_MS, Math.max(1_000, deadline - Date.now()));
-    status = resultOf(await adminRequest(inv.socket, { cmd: 'status' }, { timeoutMs }));
+    status = await ask(inv, 'status', isStatusResult, Math.min(REPLY_TIMEOUT_MS, Math.max(1_000, deadline - Date.now())));
   } catch (e) {
     if (e instanceof AdminClientError && (e.kind === 'no-server' || e.kind === 'broken' || e.kind === 'timeout')) return e;
     throw e;
   }
-  if (!isStatusResult(status)) throw unexpected('status');
   if (status.draining) throw new CommandFailed('not ready: the server is draining');
   // The port is announced once every worker listens (a start that fails exits instead); later, a worker
   // respawned after a crash, or replaced by restart-workers, is "starting" until it listens again.
@@ -466,7 +464,7 @@ function notTheServersFile(served: string, usersFile: string, consequence: strin
 function parseTimeout(value: string): number {
   if (!/^\d+$/.test(value)) throw new UsageError(`--timeout must be a whole number of seconds, got '${safeText(value)}'`);
   const n = Number(value);
-  if (n > MAX_DRAIN_TIMEOUT) throw new UsageError(`--timeout must be at most ${MAX_DRAIN_TIMEOUT} seconds`);
+  if (n > MAX_TIMEOUT_SECONDS) throw new UsageError(`--timeout must be at most ${MAX_TIMEOUT_SECONDS} seconds`);
   return n;
 }
 

@@ -492,8 +492,7 @@ export class FtsClient implements FileClient {
 
   /** Whether the server's greeting lists the capability (PROTOCOL.md §4). */
   offers(capability: string): boolean {
-    const caps = this.conn.greeting['caps'];
-    return Array.isArray(caps) && caps.includes(capability);
+    return this.conn.offers(capability);
   }
 
   /** Downloads a whole file into memory, verified like download(). */
@@ -617,8 +616,7 @@ export class FtsClient implements FileClient {
 
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */
   private requireCap(cap: string, what: string): void {
-    const caps = this.conn.greeting['caps'];
-    if (!Array.isArray(caps) || !caps.includes(cap)) throw new FtsError('UNKNOWN_OP', `this server ${what} (no "${cap}" capability)`);
+    if (!this.conn.offers(cap)) throw new FtsError('UNKNOWN_OP', `this server ${what} (no "${cap}" capability)`);
   }
 
   /**

@@ -247,6 +247,12 @@ export class FtsConnection {
     return this.hello;
   }
 
+  /** Whether the greeting lists the capability (PROTOCOL.md §4): older servers lack the newer ones. */
+  offers(capability: string): boolean {
+    const caps = this.hello['caps'];
+    return Array.isArray(caps) && caps.includes(capability);
+  }
+
   /** host:port, with brackets around an IPv6 address. */
   get address(): string {
     return hostPort(this.host, this.port);

@@ -79,8 +79,7 @@ export async function sendStream(conn: FtsConnection, name: string, source: Asyn
   // only cost time (a stream can be long), so the trailer goes at once.
   const stop = new AbortController();
   // What the server received, where it says so (PROTOCOL.md §6.1 "Progress"), rather than what was sent.
-  const caps = conn.greeting['caps'];
-  const acked = options.onProgress !== undefined && Array.isArray(caps) && caps.includes('upload-progress');
+  const acked = options.onProgress !== undefined && conn.offers('upload-progress');
   const reply = await conn.request({
     header: { op: 'upload', name, trailer: true, unsized: true, stoppable: true, ...(acked ? { progress: true } : {}) },
     onInterim: (h) => {

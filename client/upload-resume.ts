@@ -52,21 +52,21 @@ export interface UploadOutcome {
  */
 export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome> {
   // Without streamed uploads the digest goes first: hash ahead, overlapping earlier requests still being sent.
-  if (!offers(conn, 'upload-trailer')) plan.source.prepareDigest();
-  const acked = offers(conn, 'upload-progress');
+  if (!conn.offers('upload-trailer')) plan.source.prepareDigest();
+  const acked = conn.offers('upload-progress');
   const first = conn.turn(async (w): Promise<Attempt> => {
     const source = plan.source;
     const size = await source.size();
     refuseTooLarge(conn, plan.name, size);
     if (streams(conn, source, size)) {
       const version = await source.version();
-      const from = plan.resume && offers(conn, 'upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
+      const from = plan.resume && conn.offers('upload-resume') ? await askOffset(w, plan.name, size, { version }) : 0;
       const resend: Attempt['resend'] = (at) => (turn) => sendStreamed(turn, plan, source, size, version, at, acked);
       return { from, size, sent: await resend(from)(w), resend };
     }
     // Without streamed uploads the file is hashed before its header (it may still be hashing now).
     const digest = await w.keepAlive(source.digest());
-    const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && offers(conn, 'upload-resume');
+    const ask = plan.resume && digest.size >= RESUME_THRESHOLD_BYTES && conn.offers('upload-resume');
     const from = ask ? await askOffset(w, plan.name, digest.size, { sha256: digest.sha256 }) : 0;
     const resend: Attempt['resend'] = (at) => (turn) => sendUpload(turn, plan, digest, at, acked);
     return { from, size: digest.size, sent: await resend(from)(w), resend };
@@ -110,7 +110,7 @@ interface Attempt {
 
 /** Whether this upload is streamed: a source that can be, large enough, and a server that offers it. */
 function streams(conn: FtsConnection, source: UploadSource, size: number): source is StreamableSource {
-  return 'prepareStream' in source && 'version' in source && size >= STREAM_MIN_BYTES && offers(conn, 'upload-trailer');
+  return 'prepareStream' in source && 'version' in source && size >= STREAM_MIN_BYTES && conn.offers('upload-trailer');
 }
 
 /**
@@ -124,12 +124,6 @@ function refuseTooLarge(conn: FtsConnection, name: string, size: number): void {
     const message = `${name}: ${size} bytes is more than the largest file this server accepts (${max} bytes)`;
     throw serverError({ status: 'error', code: 'FILE_TOO_LARGE', message, size, maxFileSize: max });
   }
-}
-
-/** The server announces the capability (older servers lack `offset`, or streamed uploads). */
-function offers(conn: FtsConnection, cap: 'upload-resume' | 'upload-trailer' | 'upload-progress'): boolean {
-  const caps = conn.greeting['caps'];
-  return Array.isArray(caps) && caps.includes(cap);
 }
 
 function isOffset(v: unknown, size: number): v is number {

@@ -1,7 +1,7 @@
 /**
  * Reading a file the operator names (the users file, the rules files, the TLS certificate and key, the
  * cluster secret) without letting a wrong one hang or
- * swamp the primary: a FIFO would block the read for ever (and every reload queued behind it, and the exit),
+ * swamp the process reading it (the primary; a worker for its TLS pair): a FIFO would block the read for ever (and every reload queued behind it, and the exit),
  * /dev/zero would never end. Only a regular file of reasonable size is read.
  */
 import { constants } from 'node:fs';
@@ -32,7 +32,7 @@ export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mod
     if (st.size > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(TOO_LARGE);
     // Read to its end into one buffer (short reads fill it in turn), within the limit, even if it grew
     // since the stat: then the buffer grows.
-    let buffer = Buffer.allocUnsafe(Math.min(st.size, MAX_CONFIG_FILE_BYTES) + 1);
+    let buffer = Buffer.allocUnsafe(st.size + 1);
     let total = 0;
     for (;;) {
       if (total === buffer.length) {
@@ -45,7 +45,7 @@ export async function readConfigFile(file: string): Promise<{ bytes: Buffer; mod
       if (bytesRead === 0) break;
       total += bytesRead;
     }
-    if (total > MAX_CONFIG_FILE_BYTES) throw new ConfigFileUnusable(TOO_LARGE);
+    // The loop ends only with room left in a buffer of at most the limit + 1: total is within the limit.
     return { bytes: buffer.subarray(0, total), mode: st.mode & 0o777 };
   } catch (err) {
     if (err instanceof ConfigFileUnusable) throw err;

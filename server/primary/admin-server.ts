@@ -4,6 +4,7 @@ import type { Stats } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { AdminLineDecoder, encodeAdminLine, parseAdminRequest, type AdminLine, type AdminRequest } from '../../protocol/index.js';
+import { MAX_SOCKET_PATH_BYTES } from '../config.js';
 import type { Logger } from '../log.js';
 import { makeDirectories } from '../storage/private-dir.js';
 
@@ -17,8 +18,6 @@ const PROBE_TIMEOUT_MS = 1_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 /** Admin connections at once; more are closed at once (fts-admin needs one per command). */
 const MAX_ADMIN_CONNECTIONS = 64;
-/** sun_path holds 108 bytes with the NUL (config.ts refuses a longer --admin-socket). */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 export class AdminSocketInUse extends Error {
   override name = 'AdminSocketInUse';

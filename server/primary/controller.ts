@@ -40,10 +40,6 @@ const FORCED_STOP_KILL_MS = 5_000;
 
 type Reply = (line: AdminLine) => void;
 
-/**
- * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
- * Nothing here touches client connections; workers do that.
- */
 /** The users a report covers, with a warning naming those it could not (fts-admin prints it on stderr). */
 function perUserReply<T>({ result, failed }: PerUser<T>): AdminFinal {
   return failed.length === 0 ? { ok: true, result } : { ok: true, result, warning: `not listed, could not be read: ${failed.join('; ')}` };
@@ -52,6 +48,10 @@ function perUserReply<T>({ result, failed }: PerUser<T>): AdminFinal {
 /** Who asked for a reload: `fts-admin reload` or `passwd` (the admin socket), or a SIGHUP. */
 export type ReloadSource = 'admin' | 'SIGHUP';
 
+/**
+ * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
+ * Nothing here touches client connections; workers do that.
+ */
 export class Controller {
   readonly startedAt = Date.now();
   port: number | null = null;

@@ -1,9 +1,10 @@
 import fs, { type Dirent } from 'node:fs';
-import { lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, rmdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoOf, FtsError } from '../../protocol/index.js';
+import { entriesOrNone } from './dir-entries.js';
 import { fsError } from './errors.js';
 import { inPrivateDir } from './private-dir.js';
 import { locksRoot, lockTarget, resolveName, userDirPath } from './paths.js';
@@ -398,13 +399,12 @@ export async function sweepAbandonedLocks(root: string, problem: (path: string, 
   return removed;
 }
 
+/** A directory's entries; one that cannot be read is reported and counts as empty (the sweep goes on). */
 async function entriesOf(dir: string, problem: (path: string, err: unknown) => void): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if (errnoOf(err) !== 'ENOENT') problem(dir, err);
+  return entriesOrNone(dir).catch((err: unknown) => {
+    problem(dir, err);
     return [];
-  }
+  });
 }
 
 /**

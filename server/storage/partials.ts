@@ -1,8 +1,9 @@
-import type { Dirent, Stats } from 'node:fs';
-import { lstat, readdir, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoOf, FtsError, SHA256_PATTERN, type PartialEntry } from '../../protocol/index.js';
 import { fsyncDir } from './durable.js';
+import { entriesOrNone } from './dir-entries.js';
 import { fsError, notDurable } from './errors.js';
 import { mapBounded, STAT_CONCURRENCY } from './listing.js';
 import { forgetPartialName, forgetPartialNameIfUnused, keyOfPartFile, readPartialName, type PartialIdentity } from './partial-names.js';
@@ -23,14 +24,7 @@ interface PartFile {
 
 /** The user's staging files, by key. A file that vanishes while we look (published, swept) is skipped. */
 async function partFiles(dir: string): Promise<Map<string, PartFile[]>> {
-  let entries: Dirent[];
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return new Map();
-    throw err;
-  }
-  const named = entries.flatMap((e) => {
+  const named = (await entriesOrNone(dir)).flatMap((e) => {
     const key = e.isFile() ? keyOfPartFile(e.name) : null;
     return key === null ? [] : [{ file: path.join(dir, e.name), key }];
   });

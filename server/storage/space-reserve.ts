@@ -21,7 +21,7 @@ const RESERVE_FILES = 4;
 /** Bytes of each (a few ext4 directory blocks). Random, so that a compressing file system stores them. */
 const RESERVE_FILE_BYTES = 16 * 1024;
 
-export function reservePaths(root: string): string[] {
+function reservePaths(root: string): string[] {
   return Array.from({ length: RESERVE_FILES }, (_, i) => path.join(internalDir(root), `space-reserve.${i}`));
 }
 
@@ -82,12 +82,11 @@ async function freeOneReserveFile(root: string): Promise<boolean> {
   return false;
 }
 
-
 /**
  * Runs `locked`, which takes its locks and calls the function it is given inside them. While taking the
  * locks fails for want of space (before that function ran), a reserve file is freed and `locked` runs
- * again; once more after the last one, in case another process freed room meanwhile. The reserve is made
- * again afterwards, in the background.
+ * again, for as long as there is one to free; with none left at the first failure it still runs once more,
+ * in case another process freed room meanwhile. The reserve is made again afterwards, in the background.
  */
 export async function withSpaceForLock<T>(root: string, locked: (inside: <R>(fn: () => Promise<R>) => Promise<R>) => Promise<T>): Promise<T> {
   let entered = false;
@@ -102,7 +101,7 @@ export async function withSpaceForLock<T>(root: string, locked: (inside: <R>(fn:
       } catch (err) {
         // NO_SPACE as withLock reports it, or ENOSPC/EDQUOT as the file system does (errors.ts maps both).
         if (entered || fsError(err, 'lock').code !== 'NO_SPACE' || attempt > RESERVE_FILES) throw err;
-        if (!(await freeOneReserveFile(root).catch(() => false)) && attempt > 0) throw err;
+        if (!(await freeOneReserveFile(root)) && attempt > 0) throw err;
       }
     }
   } finally {

@@ -5,13 +5,14 @@
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ChunkReader, FileShrank } from '../../protocol/chunk-reader.js';
 import { DirectWriter } from '../../protocol/direct-writer.js';
 import { framePayloadPool, type PayloadPool } from '../../protocol/payload-pool.js';
 import { errnoOf, FtsError, MAX_FILE_SIZE, SHA256_PATTERN, type UploadTag } from '../../protocol/index.js';
 import { fsyncDir } from './durable.js';
+import { entriesOrNone } from './dir-entries.js';
 import { fsError } from './errors.js';
 import { resolveName, stagingDir, userDirPath } from './paths.js';
 import { inPrivateDir } from './private-dir.js';
@@ -39,11 +40,7 @@ async function partialsOf(t: StagingTarget, size: number, tag: UploadTag): Promi
   const dir = stagingDir(t.root, t.user);
   const key = keyOf(t.name, size, tag);
   const found: Array<{ file: string; length: number }> = [];
-  const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
-    if (errnoOf(err) === 'ENOENT') return [];
-    throw err;
-  });
-  for (const entry of entries) {
+  for (const entry of await entriesOrNone(dir)) {
     if (!entry.isFile() || keyOfPartFile(entry.name) !== key) continue;
     const file = path.join(dir, entry.name);
     try {

@@ -3,9 +3,10 @@
  * Run by the primary at start and then periodically; safe from several processes or nodes at once.
  */
 import type { Dirent } from 'node:fs';
-import { lstat, readdir, unlink } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoOf } from '../../protocol/index.js';
+import { entriesOrNone } from './dir-entries.js';
 import { sweepPartialNames } from './partial-names.js';
 import { stagingRoot } from './paths.js';
 
@@ -34,7 +35,7 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
   let removed = 0;
   let users: Dirent[];
   try {
-    users = await readdirOrEmpty(stagingRoot(root));
+    users = await entriesOrNone(stagingRoot(root));
   } catch (err) {
     problem(stagingRoot(root), err); // uploads may still work: not a reason to refuse to start
     return 0;
@@ -44,7 +45,7 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
     const dir = path.join(stagingRoot(root), userEntry.name);
     let entries: Dirent[];
     try {
-      entries = await readdirOrEmpty(dir);
+      entries = await entriesOrNone(dir);
     } catch (err) {
       problem(dir, err);
       continue;
@@ -64,13 +65,4 @@ export async function sweepStaging(root: string, maxAgeMs: number, problem: (pat
   // Then the names of what is gone, once old enough that no upload is about to use them.
   await sweepPartialNames(root, smallCutoff, problem);
   return removed;
-}
-
-async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return [];
-    throw err;
-  }
 }

@@ -64,6 +64,16 @@ export interface NewFileCheck {
   check(): Promise<void>;
 }
 
+/**
+ * Whether a lookup of the staging path (`named`, as #lookUpStaged gives it) may still name the file `file`:
+ * only a name that is gone (null), or that names another file, says no; a lookup that failed otherwise
+ * (undefined) says nothing. Both the writes' check and the commit's judge "taken over" by this one rule: a
+ * looser one published a short file (session 24).
+ */
+function mayStillName(named: BigIntStats | null | undefined, file: BigIntStats): boolean {
+  return named === undefined || (named !== null && named.ino === file.ino && named.dev === file.dev);
+}
+
 type State = 'open' | 'committing' | 'committed' | 'released' | 'aborted';
 
 export class StagedUpload {
@@ -216,8 +226,7 @@ export class StagedUpload {
     // lookup (a directory briefly unsearchable, EIO or a timeout on NFS) says nothing, and is looked at again
     // later. Taken as "gone", it stopped the writes of an upload whose file was still there.
     const [open, named] = await Promise.all([this.#handle.stat({ bigint: true }), this.#lookUpStaged()]);
-    if (named === undefined) return;
-    if (named === null || named.ino !== open.ino || named.dev !== open.dev) this.#orphaned = true;
+    if (!mayStillName(named, open)) this.#orphaned = true;
   }
 
   /**
@@ -392,9 +401,7 @@ export class StagedUpload {
    * or that names another file, says no.
    */
   async #mayStillBeStaged(stats: BigIntStats): Promise<boolean> {
-    const named = await this.#lookUpStaged();
-    if (named === undefined) return true;
-    return named !== null && named.ino === stats.ino && named.dev === stats.dev;
+    return mayStillName(await this.#lookUpStaged(), stats);
   }
 
   /** What the staging path names now: null once the name is gone; undefined if the lookup failed otherwise. */

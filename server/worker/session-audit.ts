@@ -46,7 +46,8 @@ export function logAudit(log: Logger, { op, user, result, started, failure, byte
   const audit = result?.audit;
   // Only our own op names become events or messages: a client must not be able to write an audit line
   // whose event or message reads "session-end", "admin" or "banned …". What it sent is kept, clipped, in `op`.
-  const event = isOp(op) ? op : 'unknown';
+  const known = isOp(op);
+  const event = known ? op : 'unknown';
   const disconnected = isDisconnection(failure);
   // A failure of the storage itself (not of the client) is the operator's business: at warn, with the
   // reason in words and its errno, which the client was told and the log did not say.
@@ -55,7 +56,7 @@ export function logAudit(log: Logger, { op, user, result, started, failure, byte
     log,
     {
       event,
-      op: isOp(op) ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
+      op: known ? undefined : typeof op === 'string' ? op.slice(0, 32) : typeof op,
       user,
       file: audit?.file ?? name ?? null,
       to,

@@ -46,8 +46,10 @@ export class SessionOutput {
     const flushed = this.socket.write(payload, sent === undefined ? undefined : () => sent());
     if (paced) this.pacing.moved('download', payload.length);
     this.progressed();
-    if (!flushed) await this.drained();
-    this.progressed();
+    if (!flushed) {
+      await this.drained();
+      this.progressed();
+    }
   }
 
   /** Resolves once the socket can take more; ConnectionGone if it closes first. */

@@ -408,15 +408,14 @@ export class Session {
         this.active = false;
         // Refused, whatever cut the connection or broke the stream after: on record with what it sent.
         this.auditRefused(header, err, started);
-        if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+        this.penalise(err);
         if (!(skipErr instanceof ConnectionGone)) await this.fatalInOrder(id, asFtsError(skipErr));
         return;
       }
       this.active = false;
       this.armTimer();
     }
-    if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
-    if (err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.unknownMechanism);
+    this.penalise(err);
     if (header['op'] === 'auth') {
       // Refused before a mechanism ran (unknown mechanism, malformed): still an attempt, and audited as one.
       // An auth after login (ALREADY_AUTHENTICATED) is audited the same way but is no login attempt
@@ -434,6 +433,12 @@ export class Session {
     // A refused upload kept the session busy while its data was skipped: a drain that began meanwhile
     // waits for this to say goodbye now, as it does after a handled request (complete()).
     this.ctx.onSessionIdle();
+  }
+
+  /** The penalty points a refusal earns its address (an illegal name, an unknown mechanism), if any. */
+  private penalise(err: FtsError): void {
+    if (err.code === 'BAD_NAME') void this.ctx.gate.penalty(this.ip, PENALTY.badName);
+    if (err.code === 'UNSUPPORTED_MECHANISM') void this.ctx.gate.penalty(this.ip, PENALTY.unknownMechanism);
   }
 
   /**

@@ -12,10 +12,9 @@ import { expect } from 'chai';
 import { link, lstat, mkdir, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { isMountPoint, mkfifo, mknodChar, mountTmpfs, remountReadOnly, tmpfsStorage, unmount } from '../helpers/hardening-fs.js';
+import { isMountPoint, mkfifo, mknodChar, remountReadOnly, tmpfsStorage } from '../helpers/hardening-fs.js';
 import { rawAlive, rawDownload, rawList, rawUpload, RawClient, sha256 } from '../helpers/raw-client.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
-import { tempDir } from '../helpers/temp.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const BOB = DEFAULT_USERS[1]!;
@@ -299,33 +298,23 @@ describe('hostile filesystem (real server)', function () {
       expect((await c.reply()).final, 'a delete on a file system with no inode left').to.include({ status: 'ok', id: 200 });
       c.sendHeader({ op: 'rename', id: 201, name: 'f1.txt', to: 'f2.txt', overwrite: true });
       expect((await c.reply()).final, 'a rename onto a taken name').to.include({ status: 'ok', id: 201 });
-      expect((await rawList(c, 202)).names).to.not.include.members(['f0.txt', 'f1.txt']);
+      const names = (await rawList(c, 202)).names;
+      expect(names).to.not.include('f0.txt');
+      expect(names).to.not.include('f1.txt');
       expect((await rawDownload(c, 203, 'f2.txt')).bytes.toString()).to.equal('file 1\n');
       expect(await rawAlive(c, 204)).to.equal(true);
     });
   });
 
   describe('a full disk and a read-only disk (2 MiB tmpfs as the storage root; root only)', function () {
-    let mountDir = '';
-    let cleanupMount: (() => Promise<void>) | null = null;
-    let mounted = false;
+    const disk = tmpfsStorage('fts-tmpfs-', '2m');
     let server: TestServer | null = null;
     let alice: RawClient | null = null;
     const SMALL = Buffer.from('small file that fits\n');
 
     before(async function () {
-      const t = await tempDir('fts-tmpfs-');
-      mountDir = t.dir;
-      cleanupMount = t.cleanup;
-      const r = await mountTmpfs(mountDir, '2m');
-      if (r.code !== 0) {
-        await cleanupMount();
-        cleanupMount = null;
-        console.log(`      (skipped: mount -t tmpfs failed: ${r.stderr.trim()}; these tests need root / CAP_SYS_ADMIN)`);
-        this.skip();
-      }
-      mounted = true;
-      server = await TestServer.start({ workers: 2, storage: mountDir });
+      if (!(await disk.mount())) this.skip();
+      server = await TestServer.start({ workers: 2, storage: disk.dir() });
       alice = await RawClient.login({ port: server.port }, ALICE.user, ALICE.password);
     });
 
@@ -333,11 +322,7 @@ describe('hostile filesystem (real server)', function () {
       alice?.close();
       // The server must be gone before the unmount (its cwd is elsewhere, but it may hold files open).
       await server?.stop().catch(() => undefined);
-      if (mounted) await unmount(mountDir);
-      if (cleanupMount) {
-        if (await isMountPoint(mountDir)) throw new Error(`could not unmount ${mountDir}`);
-        await cleanupMount();
-      }
+      await disk.release();
     });
 
     function client(): RawClient {
@@ -390,7 +375,7 @@ describe('hostile filesystem (real server)', function () {
         const staging = path.join(srv().storage, '.fts', 'staging', ALICE.user);
         expect(await readdir(staging).catch(() => [] as string[]), 'partials left after NO_SPACE').to.deep.equal([]);
 
-        const second = await TestServer.start({ workers: 1, storage: mountDir });
+        const second = await TestServer.start({ workers: 1, storage: disk.dir() });
         try {
           expect(second.lines.some((l) => String(l.msg).startsWith('the storage is full')), 'a warning that the storage is full').to.equal(true);
           const other = await RawClient.login({ port: second.port }, ALICE.user, ALICE.password);
@@ -408,7 +393,7 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('EROFS: after a read-only remount, uploads get READ_ONLY; download, view and list still work', async function () {
-      const r = await remountReadOnly(mountDir);
+      const r = await remountReadOnly(disk.dir());
       if (r.code !== 0) {
         console.log(`      (skipped: mount -o remount,ro failed: ${r.stderr.trim()})`);
         this.skip();
@@ -437,7 +422,7 @@ describe('hostile filesystem (real server)', function () {
     });
 
     it('EROFS: delete on read-only storage is answered READ_ONLY promptly, without retrying the lock for the whole 30 s lock budget (regression)', async function () {
-      if (!(await isMountPoint(mountDir))) this.skip();
+      if (!(await isMountPoint(disk.dir()))) this.skip();
       const { value: reply, ms } = await timed(async () => {
         client().sendHeader({ op: 'delete', id: 20, name: 'small.txt' });
         return (await client().reply(45_000)).final;

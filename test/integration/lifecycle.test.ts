@@ -23,6 +23,7 @@ import { resumeUpload, SlowUploader, type UploadOutcome } from '../helpers/lifec
 import { runServerOnce, startServerProcess } from '../helpers/lifecycle-spawn.js';
 import { exists, freePort, leaveStaleSocket, processAlive, publishedNames, publishedSha256, sleep, stagingLeftovers, waitUntil } from '../helpers/lifecycle-util.js';
 import { RawClient, uploadBytes } from '../helpers/raw-client.js';
+import { tempDir } from '../helpers/temp.js';
 import { DEFAULT_USERS, TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -683,7 +684,7 @@ describe('lifecycle (end to end)', function () {
   });
 
   it('regression (fixed): SIGINT while the workers are still starting: the drain never reaches them and the stop waits for grace + 5 s', async () => {
-    const { dir, cleanup } = await tempDirFor('fts-early-');
+    const { dir, cleanup } = await tempDir('fts-early-');
     cleanups.push(cleanup);
     const users = path.join(dir, 'users.txt');
     await writeFile(users, `${ALICE.user}:${ALICE.password}\n`, { mode: 0o600 });
@@ -778,7 +779,7 @@ describe('lifecycle (end to end)', function () {
   describe('admin socket single-instance guard', () => {
     it('a second server with the same --admin-socket is refused and the first keeps running', async () => {
       const first = await startServer({ workers: 1 });
-      const { dir, cleanup } = await tempDirFor('fts-second-');
+      const { dir, cleanup } = await tempDir('fts-second-');
       cleanups.push(cleanup);
       const r = await runServerOnce(
         ['--port', '0', '--host', '127.0.0.1', '--metrics-port', '0', '--storage', path.join(dir, 'storage'), '--users', first.usersFile, '--workers', '1', '--admin-socket', first.adminSocket],
@@ -796,7 +797,7 @@ describe('lifecycle (end to end)', function () {
     });
 
     it('a stale socket file left by a killed process is replaced and the server starts', async () => {
-      const { dir, cleanup } = await tempDirFor('fts-stale-');
+      const { dir, cleanup } = await tempDir('fts-stale-');
       cleanups.push(cleanup);
       const stale = path.join(dir, 'admin.sock');
       await leaveStaleSocket(stale);
@@ -817,7 +818,7 @@ describe('lifecycle (end to end)', function () {
     });
 
     it('only a socket is replaced: a regular file or a directory at --admin-socket is left as it is (exit 1, named)', async () => {
-      const { dir, cleanup } = await tempDirFor('fts-notsock-');
+      const { dir, cleanup } = await tempDir('fts-notsock-');
       cleanups.push(cleanup);
       const file = path.join(dir, 'notes.txt');
       await writeFile(file, 'precious\n');
@@ -841,7 +842,7 @@ describe('lifecycle (end to end)', function () {
     it('a server whose socket path was taken over by a newer server leaves the newer one\'s socket when it stops', async () => {
       const first = await startServer({ workers: 1 });
       await rm(first.adminSocket); // an operator removed it, and started another server there
-      const { dir, cleanup } = await tempDirFor('fts-takeover-');
+      const { dir, cleanup } = await tempDir('fts-takeover-');
       cleanups.push(cleanup);
       const second = await startServer({ workers: 1, args: ['--admin-socket', first.adminSocket], storage: path.join(dir, 'storage') }, first.adminSocket);
       expect((await statusJson(first.adminSocket)).pid).to.equal(second.pid);
@@ -852,8 +853,3 @@ describe('lifecycle (end to end)', function () {
     });
   });
 });
-
-async function tempDirFor(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}

@@ -583,7 +583,7 @@ describe('limits and bans (real server)', function () {
 
     before(async function () {
       this.timeout(60_000);
-      // On tmpfs when there is one: creating 50,000 files on a journalled disk takes half a minute on a small VM.
+      // On tmpfs when there is one: creating 70,000 files on a journalled disk takes half a minute on a small VM.
       storage = await mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'fts-listings-'));
       // Long names, so that one long listing (~21 MB of entries) is more than the socket buffers hold, even
       // with loopback buffers tuned to 16 MB.

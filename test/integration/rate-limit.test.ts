@@ -167,12 +167,10 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     const seen: Array<{ ms: number; done: number }> = [];
     const started = Date.now();
     const { dir, cleanup } = await tempDir('fts-progress-');
-    let ms: number;
     try {
       const local = path.join(dir, 'progress-local.bin');
       await writeFile(local, data);
       await c.upload(local, 'progress-lib.bin', { onProgress: (done) => seen.push({ ms: Date.now() - started, done }) });
-      ms = Date.now() - started;
     } finally {
       await cleanup();
     }
@@ -184,7 +182,6 @@ describe('per-session rate limits (--max-upload-rate, --max-download-rate)', fun
     expect(total.ms, 'ms until the total was reported').to.be.at.least(2_000);
     const half = seen.find((p) => p.done >= data.length / 2)!;
     expect(half.ms, 'ms until half was reported').to.be.at.least(700);
-    expect(ms).to.be.at.least(total.ms);
   });
 
   it('downloads come in frames of the rate\'s quarter second; a transfer\'s last frame is paid for by the next, not by its own reply', async function () {

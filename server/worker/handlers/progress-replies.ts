@@ -6,7 +6,7 @@ import type { SessionIo } from '../session-io.js';
  * has got: often enough for a progress display to show a rate, rarely enough to cost nothing (a frame of
  * ~50 bytes a quarter second).
  */
-export const PROGRESS_INTERVAL_MS = 250;
+const PROGRESS_INTERVAL_MS = 250;
 
 /**
  * The `progress` interim replies of one upload: call it with the bytes of the file received so far after
