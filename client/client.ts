@@ -58,7 +58,10 @@ export interface UploadResult {
   sha256: string;
   /** Modification time of the published file, milliseconds since the UNIX epoch. */
   mtime: number;
-  /** The offset this call started sending from: > 0 when it continued a partial upload, else 0. */
+  /**
+   * The bytes of a partial upload this call continued and kept: > 0 when it continued one, 0 when it started
+   * from the beginning or those bytes proved wrong and the file was sent again in full.
+   */
   resumedFrom: number;
   /** With `skipSame`: true when the server already held these bytes and nothing was sent (`mtime` is that file's). */
   skipped?: boolean;
@@ -70,7 +73,10 @@ export interface DownloadResult {
   sha256: string;
   /** Where the file was written. */
   localPath: string;
-  /** The offset this call's data started at: > 0 when it continued LOCAL.part, else 0. */
+  /**
+   * The bytes of LOCAL.part this call continued and kept: > 0 when it continued one, 0 when it started from
+   * the beginning or those bytes proved wrong and the file was fetched again in full.
+   */
   resumedFrom: number;
   /** With `skipSame`: true when the local file already held these bytes and nothing was received. */
   skipped?: boolean;
@@ -450,8 +456,11 @@ export class FtsClient implements FileClient {
         // the next run continues, and the whole-file digest still checks them.
         await sink.abandon(corrupt || !this.connected || !disowns(err));
         if (corrupt) resends++;
-        else if (checksum) restarted = true;
-        else throw err;
+        else if (checksum) {
+          // Sent again from byte 0: nothing an earlier run left was used after all.
+          restarted = true;
+          resumedFrom = null;
+        } else throw err;
       }
     }
   }

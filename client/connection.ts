@@ -118,6 +118,8 @@ export class FtsConnection {
   private maxChunk = MAX_CHUNK_BYTES;
 
   private readonly socket: net.Socket;
+  /** The TCP socket under `socket` (the same object without TLS): what an abort resets. */
+  private readonly tcp: net.Socket;
   private readonly decoder: FrameDecoder;
   private phase: Phase = 'greeting';
   private failure: FtsError | null = null;
@@ -150,7 +152,9 @@ export class FtsConnection {
     if (tlsOptions) {
       const extra = tlsOptions === true ? {} : tlsOptions;
       const servername = extra.servername ?? (net.isIP(host) ? undefined : host);
-      this.socket = tls.connect({ host, port, ...(servername ? { servername } : {}), ...(extra.ca ? { ca: extra.ca } : {}), minVersion: 'TLSv1.2' });
+      // TLS over a TCP socket of our own: an abort resets that socket (resetAndDestroy throws on a TLS socket).
+      this.tcp = net.connect({ host, port });
+      this.socket = tls.connect({ socket: this.tcp, host, ...(servername ? { servername } : {}), ...(extra.ca ? { ca: extra.ca } : {}), minVersion: 'TLSv1.2' });
       this.socket.once('secureConnect', () => {
         this.tcpConnected = true;
       });
@@ -171,15 +175,16 @@ export class FtsConnection {
           },
         },
       });
+      this.tcp = this.socket;
       this.socket.once('connect', () => {
         this.tcpConnected = true;
       });
     }
-    this.socket.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
+    this.tcp.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
     // A peer that vanishes without a FIN (host down, NAT state dropped) would leave a client that only
     // reads waiting forever; TCP keep-alive probes an idle link, so the connection fails after the
     // kernel's probes (about 11 minutes with Linux defaults) and a ResilientClient reconnects.
-    this.socket.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
+    this.tcp.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
     const reusedChunks = !tlsOptions;
     // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
     // Payloads land in recycled memory (a file download gives them back once written): a fresh 1 MiB buffer
@@ -326,9 +331,15 @@ export class FtsConnection {
     clearTimeout(timer);
   }
 
-  /** Destroys the socket at once; every outstanding request fails, with `reason` when given. */
+  /**
+   * Destroys the socket at once; every outstanding request fails, with `reason` when given. With requests in
+   * flight this is an abort and the connection is reset, not closed: a FIN would come after everything the
+   * kernel still holds to send, and an upload written ahead in full (data and trailer, as a rate-limited
+   * server reads it) would then be read and published after the user stopped it. A reset drops those bytes;
+   * what the server has already received it may still act on.
+   */
   close(reason: FtsError = new FtsError('IO_ERROR', 'connection closed by client')): void {
-    this.fail(reason);
+    this.fail(reason, this.replies.waiting);
   }
 
   /**
@@ -561,7 +572,7 @@ export class FtsConnection {
   // ---- failure and close --------------------------------------------------------------------------------
 
   /** Ends the connection: every request not yet answered fails with `err`, later ones fail at once. */
-  private fail(err: FtsError): void {
+  private fail(err: FtsError, reset = false): void {
     if (this.failure) return;
     this.failure = err;
     this.signalFailure(err);
@@ -573,6 +584,7 @@ export class FtsConnection {
     for (const w of this.drainWaiters.splice(0)) w.reject(err);
     if (wasGreeting) this.greetingDone?.reject(err);
     this.greetingDone = null;
+    if (reset && !this.tcp.connecting && !this.tcp.destroyed) this.tcp.resetAndDestroy();
     this.socket.destroy();
   }
 

@@ -41,7 +41,7 @@ export interface UploadPlan {
 export interface UploadOutcome {
   reply: Header;
   digest: Digest;
-  /** The offset the first attempt of this call sent from: > 0 when it continued a partial upload. */
+  /** The bytes of a partial upload this call continued and kept (0 once they proved wrong and were sent again). */
   resumedFrom: number;
 }
 
@@ -73,7 +73,8 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
   });
   const attempt = await first;
   let { from, sent } = attempt;
-  const resumedFrom = from;
+  /** What this run used of the bytes an earlier one left: less once the server proves it kept fewer, none once they are sent again. */
+  let resumedFrom = from;
   let resends = 0;
   let restarted = false;
   for (;;) {
@@ -89,9 +90,11 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
       if ((err.code === 'CHUNK_CORRUPT' || err.code === 'OFFSET_MISMATCH') && isOffset(named, attempt.size) && resends < MAX_RESENDS) {
         resends++;
         from = named;
+        resumedFrom = Math.min(resumedFrom, named);
       } else if (err.code === 'CHECKSUM_MISMATCH' && from > 0 && !restarted) {
         restarted = true;
         from = 0;
+        resumedFrom = 0;
       } else {
         throw err;
       }

@@ -1,11 +1,13 @@
 /**
  * An on/off environment variable, read the same way by every fts tool: unset, empty, `0` or `false` is
- * off; `1` or `true` is on; anything else is null, which the caller refuses (exit 2). Silently taking
- * `yes` for "off" would, for FTS_TLS, send a password in clear to someone who asked for TLS.
+ * off; `1` or `true` is on (in any case: `TRUE` too); anything else is null, which the caller refuses
+ * (exit 2). Silently taking `yes` for "off" would, for FTS_TLS, send a password in clear to someone who
+ * asked for TLS.
  */
 export function parseSwitch(value: string | undefined): boolean | null {
-  if (value === undefined || value === '' || value === '0' || value === 'false') return false;
-  if (value === '1' || value === 'true') return true;
+  const word = value?.toLowerCase();
+  if (word === undefined || word === '' || word === '0' || word === 'false') return false;
+  if (word === '1' || word === 'true') return true;
   return null;
 }
 

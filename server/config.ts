@@ -105,8 +105,9 @@ interface FlagSpec {
 /** `orWord`: a word the flag also takes (parsed by the caller), named in the error so that nobody must guess it. */
 function integer(min: number, max: number, orWord?: string) {
   const parse = (raw: string, flag: string): number => {
-    const n = Number(raw);
-    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+    // Digits only: Number() would also take 0x4e20, 1e4, 0b101 and surrounding spaces.
+    const n = /^[0-9]+$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) {
       throw new ConfigError(`--${flag}: must be an integer from ${min} to ${max}${orWord ? ` or ${orWord}` : ''} (got "${raw}")`);
     }
     return n;
@@ -176,6 +177,9 @@ function hookEvents(raw: string, flag: string): HookEvent[] {
   if (events.length !== words.length) throw new ConfigError(`--${flag}: must be a comma-separated list of ${HOOK_EVENTS.join(', ')} (got "${raw}")`);
   return [...new Set(events)];
 }
+
+export const DEFAULT_HOOK_TIMEOUT_SECONDS = 60;
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
 
 /** --metrics-port: a port, or `off` (parsed by the flag itself). */
 const METRICS_PORT = integer(0, 65535, 'off');
@@ -261,7 +265,7 @@ export const FLAGS = {
     default: () => 'upload',
     parse: hookEvents,
   },
-  'upload-hook-timeout': { env: 'FTS_UPLOAD_HOOK_TIMEOUT', help: 'seconds an upload hook may run before it is killed', default: () => '60', parse: integer(1, 86_400) },
+  'upload-hook-timeout': { env: 'FTS_UPLOAD_HOOK_TIMEOUT', help: 'seconds an upload hook may run before it is killed', default: () => String(DEFAULT_HOOK_TIMEOUT_SECONDS), parse: integer(1, 86_400) },
   'max-upload-rate': {
     env: 'FTS_MAX_UPLOAD_RATE',
     help: 'bytes per second each session may upload (K, M, G, T = powers of 1024; at least 64K; off = no limit)',
@@ -319,7 +323,7 @@ export const FLAGS = {
   'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
   'tls-cert': { env: 'FTS_TLS_CERT', help: 'PEM certificate chain: serve TLS (with --tls-key)', default: () => '', parse: optionalPath },
   'tls-key': { env: 'FTS_TLS_KEY', help: 'PEM private key for --tls-cert', default: () => '', parse: optionalPath },
-  'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => '127.0.0.1', parse: nonEmpty },
+  'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => DEFAULT_METRICS_HOST, parse: nonEmpty },
   'metrics-port': {
     env: 'FTS_METRICS_PORT',
     help: 'port of the /metrics endpoint (0 = ephemeral, off = disabled)',
@@ -338,16 +342,18 @@ export const FLAGS = {
 type FlagName = keyof typeof FLAGS;
 
 export function usage(): string {
-  const lines = ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):'];
-  for (const [name, spec] of Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>) {
+  const rows: Array<[string, string]> = (Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>).map(([name, spec]) => {
     const range = rangeOf(spec);
-    lines.push(`  --${name.padEnd(20)} ${spec.help} [${spec.env}, default ${spec.default() || 'none'}${range === undefined ? '' : `, ${range}`}]`);
-  }
-  lines.push('  --proxy-protocol       expect a PROXY protocol v2 header on every connection (behind HAProxy) [FTS_PROXY_PROTOCOL=1]');
-  lines.push('  --allow-insecure-users-file  accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]');
-  lines.push('  --help                 show this help');
-  lines.push("  --version              print fts-server's version");
-  return lines.join('\n');
+    return [name, `${spec.help} [${spec.env}, default ${spec.default() || 'none'}${range === undefined ? '' : `, ${range}`}]`];
+  });
+  rows.push(
+    ['proxy-protocol', 'expect a PROXY protocol v2 header on every connection (behind HAProxy) [FTS_PROXY_PROTOCOL=1]'],
+    ['allow-insecure-users-file', 'accept a users file readable by group or others [FTS_ALLOW_INSECURE_USERS_FILE=1]'],
+    ['help', 'show this help'],
+    ['version', "print fts-server's version"],
+  );
+  const width = Math.max(...rows.map(([name]) => name.length));
+  return ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):', ...rows.map(([name, text]) => `  --${name.padEnd(width)}  ${text}`)].join('\n');
 }
 
 /** What to print instead of running the server. */
@@ -379,11 +385,14 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const pick = (name: FlagName): unknown => {
     const spec: FlagSpec = FLAGS[name];
     const fromFlag = values[name] as string | boolean | undefined;
-    const raw = typeof fromFlag === 'string' ? fromFlag : (env[spec.env] ?? spec.default());
+    // An empty variable is an unset one, as fts and fts-admin read theirs (`FTS_PORT= fts-server`, or an
+    // empty line in a unit's EnvironmentFile, means the default, not an error).
+    const fromEnv = env[spec.env] === '' ? undefined : env[spec.env];
+    const raw = typeof fromFlag === 'string' ? fromFlag : (fromEnv ?? spec.default());
     try {
       return spec.parse(raw, name);
     } catch (err) {
-      if (typeof fromFlag !== 'string' && env[spec.env] !== undefined && err instanceof ConfigError) {
+      if (typeof fromFlag !== 'string' && fromEnv !== undefined && err instanceof ConfigError) {
         throw new ConfigError(`${spec.env}: ${err.message.replace(/^--[a-z-]+: /, '')}`);
       }
       throw err;

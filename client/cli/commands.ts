@@ -10,7 +10,7 @@ import type { FileClient, FileHash, Usage } from '../client.js';
 import { isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
-import { EXIT_INTERRUPTED, exitCodeFor, printable, report, usageError } from './report.js';
+import { EXIT_INTERRUPTED, exitCodeFor, formatError, printable, report, usageError } from './report.js';
 import { escapeForTerminal, exactly, formatJson, formatLong, formatPartials, formatPartialsJson, nameForTerminal, type NameShown } from './text.js';
 import type { OutputMode, TransferOutput } from './transfers.js';
 
@@ -176,36 +176,52 @@ function isPerFile(err: unknown): boolean {
 /**
  * Runs `start` over the items with up to PIPELINE_WINDOW in flight on the one connection, printing each
  * result in item order. After the first failure nothing new starts (the items never started are named on
- * stderr); what is already in flight still finishes and is printed. Every failure is reported as it comes; the first one is rethrown (already
- * reported, so the caller does not print it again) to set the exit status.
+ * stderr); what is already in flight still finishes and is printed. Every failure is reported as it comes,
+ * an error of the whole session once however many items it failed (those items are then named in one line,
+ * `fts: not <done>: …`, since its message names none); the first one is rethrown (already reported, so the
+ * caller does not print it again) to set the exit status.
  */
 async function pipelined<T>(
   items: readonly string[],
   start: (item: string) => Promise<T>,
   print: (result: T) => void,
-  fail: (err: unknown) => void = report,
+  fail: (err: unknown) => void,
+  done: string,
 ): Promise<void> {
-  const running: Array<Promise<T>> = [];
+  const running: Array<{ item: string; result: Promise<T> }> = [];
   let next = 0;
   let firstError: unknown = null;
+  /** Items a session error failed, and the messages already printed for such errors. */
+  const unfinished: string[] = [];
+  const sessionErrors = new Set<string>();
   const fill = (): void => {
     while (firstError === null && next < items.length && running.length < PIPELINE_WINDOW) {
-      const p = start(items[next++]!);
-      p.catch(() => undefined); // awaited below, in order
-      running.push(p);
+      const item = items[next++]!;
+      const result = start(item);
+      result.catch(() => undefined); // awaited below, in order
+      running.push({ item, result });
     }
   };
   fill();
-  for (let p = running.shift(); p !== undefined; p = running.shift()) {
+  for (let r = running.shift(); r !== undefined; r = running.shift()) {
     try {
-      print(await p);
+      print(await r.result);
     } catch (err) {
       firstError ??= err;
-      fail(err); // prints each distinct error once (a lost connection fails all in-flight with one error)
+      if (isPerFile(err)) fail(err);
+      else {
+        // A lost connection fails every item in flight, and a reconnecting client fails each with its own
+        // error of the same words: printed once, the items named below.
+        unfinished.push(r.item);
+        const text = formatError(err);
+        if (!sessionErrors.has(text)) fail(err);
+        sessionErrors.add(text);
+      }
     }
     fill();
   }
   if (firstError !== null) {
+    if (unfinished.length > 0) process.stderr.write(`fts: not ${done}: ${unfinished.map((s) => printable(s)).join(', ')}\n`);
     // The user must learn which files were never tried, or a re-run of only the failed ones loses them.
     const skipped = items.slice(next);
     const why = exitCodeFor(firstError) === EXIT_INTERRUPTED ? 'not attempted' : 'stopped after the first failure; not attempted';
@@ -546,6 +562,7 @@ export const COMMANDS: readonly Command[] = [
           },
           ({ r, t }) => out.uploaded(r, t),
           (err) => out.failed(err),
+          'uploaded',
         );
       } finally {
         out.close();
@@ -578,6 +595,7 @@ export const COMMANDS: readonly Command[] = [
           },
           ({ r, t }) => out.downloaded(r, t),
           (err) => out.failed(err),
+          'downloaded',
         );
       } finally {
         out.close();

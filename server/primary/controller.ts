@@ -48,6 +48,11 @@ function perUserReply<T>({ result, failed }: PerUser<T>): AdminFinal {
 /** Who asked for a reload: `fts-admin reload` or `passwd` (the admin socket), or a SIGHUP. */
 export type ReloadSource = 'admin' | 'SIGHUP';
 
+/** What every reload line carries about its cause (OPERATIONS.md "Signals": `signal` on a SIGHUP's). */
+function reloadFields(source: ReloadSource): { source: ReloadSource; signal?: 'SIGHUP' } {
+  return { source, ...(source === 'SIGHUP' ? { signal: source } : {}) };
+}
+
 /**
  * The primary's brain: answers admin commands, owns the drain, and hands the user table to workers.
  * Nothing here touches client connections; workers do that.
@@ -263,7 +268,7 @@ export class Controller {
     // reloads behind one that waits for a hung worker do not wait for it in turn.
     const next = this.reloading.then(() => this.reloadOnce(source));
     this.reloading = next.catch(() => undefined);
-    const fields = { source, ...(source === 'SIGHUP' ? { signal: source } : {}) };
+    const fields = reloadFields(source);
     let outcome: Awaited<typeof next>;
     try {
       outcome = await next;
@@ -330,7 +335,7 @@ export class Controller {
       ...(networks === null ? {} : { networkUsers: knownUsersIn(networks, isUser) }),
     };
     const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
-      this.log.info({ source, users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
+      this.log.info({ ...reloadFields(source), users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
       const warnings = [...file.warnings, ...strangers].map((w) => w.message);
       if (silent.length > 0) {
         const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;

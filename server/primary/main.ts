@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, writeSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason, hostPort } from '../../protocol/index.js';
-import type { Config } from '../config.js';
+import { DEFAULT_HOOK_TIMEOUT_SECONDS, DEFAULT_METRICS_HOST, type Config } from '../config.js';
 import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
@@ -103,6 +103,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     // A live upload writes at least once per stall timeout; below that, the sweep may take a stalled but
     // still open upload's staged bytes (its publish then fails and the client starts again).
     log.warn({ partialTtl: config.partialTtlSeconds, stallTimeout: config.stallTimeoutSeconds }, '--partial-ttl is not above --stall-timeout: partial uploads of slow clients may be swept while they are still open');
+  }
+  // Options that only matter beside another one: said at start, so that a hook or endpoint the operator
+  // thinks is configured is not silently missing.
+  if (config.uploadHook === null && (config.hookEvents.join(',') !== 'upload' || config.uploadHookTimeoutSeconds !== DEFAULT_HOOK_TIMEOUT_SECONDS)) {
+    log.warn({ hookEvents: config.hookEvents, uploadHookTimeout: config.uploadHookTimeoutSeconds }, '--hook-events and --upload-hook-timeout do nothing without --upload-hook: no hook runs');
+  }
+  if (config.metricsPort === null && config.metricsHost !== DEFAULT_METRICS_HOST) {
+    log.warn({ metricsHost: config.metricsHost }, '--metrics-host does nothing with --metrics-port off: no metrics endpoint is served');
   }
   const openFiles = openFileLimit();
   if (openFiles !== null && openFiles < config.maxConnections + FD_RESERVE) {

@@ -420,7 +420,8 @@ describe('lifecycle (end to end)', function () {
     const carol = { user: 'carol', password: 'carol-pass' };
     await writeFile(server.usersFile, [ALICE, carol].map((u) => `${u.user}:${u.password}\n`).join(''));
     server.signal('SIGHUP');
-    await server.waitForLog((l) => l.msg === 'users file reloaded' && l['users'] === 2);
+    const applied = await server.waitForLog((l) => l.msg === 'users file reloaded' && l['users'] === 2);
+    expect(applied, 'a SIGHUP\'s reload line names its cause as OPERATIONS.md "Signals" says').to.include({ source: 'SIGHUP', signal: 'SIGHUP' });
     // Connections are spread over the workers: every one has the new table.
     for (let i = 0; i < 4; i++) {
       const c = await FtsClient.connect({ port: server.port });

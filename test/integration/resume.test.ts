@@ -40,6 +40,16 @@ interface TransferJson {
   seconds: number;
 }
 
+/**
+ * The files an mput or mget run names, each once if it accounts for every file: done (its result line on
+ * stdout, matched by `done`), cut while in flight (`fts: not <cut>: …`) or never attempted.
+ */
+function accounted(r: CliResult, done: RegExp, cut: string): string[] {
+  const listed = (prefix: string): string[] => r.stderr.split('\n').find((l) => l.startsWith(prefix))?.slice(prefix.length).split(', ') ?? [];
+  const finished = r.out.split('\n').flatMap((l) => done.exec(l)?.[1] ?? []);
+  return [...finished, ...listed(`fts: not ${cut}: `), ...listed('fts: not attempted: '), ...listed('fts: stopped after the first failure; not attempted: ')];
+}
+
 function parseJsonLine(r: CliResult): TransferJson {
   const lines = r.out.trim().split('\n');
   expect(lines, describeRun(r)).to.have.length(1);
@@ -343,7 +353,7 @@ describe('resumable transfers (end to end)', function () {
     const r = await client.download(name, local);
     expect(p.corruptions).to.equal(1);
     expect(p.connections).to.equal(1);
-    expect(r.resumedFrom, 'the first attempt continued the .part').to.equal(MiB);
+    expect(r.resumedFrom, 'the first attempt continued the .part, but nothing of it was used in the end').to.equal(0);
     expect(r.sha256).to.equal(sha256(data));
     expect((await readFile(local)).equals(data), 'LOCAL holds the exact bytes').to.equal(true);
     expect(await exists(`${local}.part`)).to.equal(false);
@@ -622,7 +632,7 @@ describe('resumable transfers (end to end)', function () {
     await writeFile(staged!.file, bytes);
 
     const r = await (await login(server.port)).upload(file, name);
-    expect(r.resumedFrom).to.equal(bytes.length);
+    expect(r.resumedFrom, 'the kept bytes were not used in the end: the file was sent in full').to.equal(0);
     expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
     const results = audit(server, 'upload', name).map((l) => `${String(l['result'])}:${String(l['code'] ?? '')}:${String(l['bytes'])}`);
     expect(results.slice(-2), 'a mismatch, then the whole file').to.deep.equal([`error:CHECKSUM_MISMATCH:${data.length - bytes.length}`, `ok::${data.length}`]);
@@ -636,7 +646,7 @@ describe('resumable transfers (end to end)', function () {
     const { client, local } = await keptDownload(server.port, name, data, wrong, 'bad-part.local');
 
     const r = await client.download(name, local);
-    expect(r.resumedFrom, 'the first attempt continued the .part').to.equal(MiB);
+    expect(r.resumedFrom, 'the first attempt continued the .part, but nothing of it was used in the end').to.equal(0);
     expect(sha256(await readFile(local))).to.equal(sha256(data));
     expect(await exists(`${local}.part`)).to.equal(false);
     expect(await exists(`${local}.part.json`)).to.equal(false);
@@ -880,7 +890,7 @@ describe('resumable transfers (end to end)', function () {
     expect(await exists(local)).to.equal(false);
   });
 
-  it('Ctrl+C during mget (and mput) exits 130 with the one line `fts: interrupted`, and names the files not attempted: no error of a connection closed under it', async () => {
+  it('Ctrl+C during mget (and mput) exits 130 with the one line `fts: interrupted`, and names the files in flight (not downloaded) and those not attempted: no error of a connection closed under it', async () => {
     const names = Array.from({ length: 20 }, (_, i) => `ctrlc-${i}.bin`);
     const data = randomBytes(2 * MiB);
     const client = await login(server.port);
@@ -894,9 +904,11 @@ describe('resumable transfers (end to end)', function () {
     const r = await get.result;
     expect(r.code, describeRun(r)).to.equal(130);
     const lines = r.stderr.split('\n').filter((l) => l !== '');
-    expect(lines.filter((l) => l !== 'fts: interrupted' && !l.startsWith('fts: not attempted: ')), describeRun(r)).to.deep.equal([]);
+    expect(lines.filter((l) => l !== 'fts: interrupted' && !l.startsWith('fts: not attempted: ') && !l.startsWith('fts: not downloaded: ')), describeRun(r)).to.deep.equal([]);
     expect(lines.filter((l) => l === 'fts: interrupted'), describeRun(r)).to.have.length(1);
     expect(lines.find((l) => l.startsWith('fts: not attempted: ')), 'the 20 files do not all fit in one window of 16').to.include(names[19]);
+    expect(lines.filter((l) => l.startsWith('fts: not downloaded: ')), describeRun(r)).to.have.length(1);
+    expect(accounted(r, /^downloaded (\S+) -> /, 'downloaded').sort(), describeRun(r)).to.deep.equal([...names].sort());
 
     const locals = await Promise.all(names.slice(0, 4).map(async (name) => {
       const local = path.join(dir, `up-${name}`);
@@ -908,7 +920,25 @@ describe('resumable transfers (end to end)', function () {
     put.child.kill('SIGINT');
     const u = await put.result;
     expect(u.code, describeRun(u)).to.equal(130);
-    expect(u.stderr, describeRun(u)).to.equal('fts: interrupted\n');
+    expect(u.stderr, describeRun(u)).to.match(/^fts: interrupted\nfts: not uploaded: [^\n]+\n$/);
+    // mput names its files as given (local paths); its result lines name them as stored (base names).
+    expect(accounted(u, /^uploaded (\S+) \(/, 'uploaded').map((n) => path.basename(n)).sort(), describeRun(u)).to.deep.equal(locals.map((l) => path.basename(l)).sort());
+  });
+
+  it('mput whose connection is lost and cannot be made again: the error once (not once per file in flight), then the files in flight named (not uploaded), exit 1', async () => {
+    const locals = await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+      const local = path.join(dir, `lost-${i}.bin`);
+      await writeFile(local, randomBytes(1 * MiB));
+      return local;
+    }));
+    // The first connection is cut in the middle of the second file; every later one before its greeting.
+    const p = await proxy(server.port, (i) => (i === 0 ? { cutUpAfter: 1.5 * MiB } : { cutDownAfter: 0 }));
+    const r = await cli(['--retries', '1', 'mput', ...locals], p.port);
+    expect(r.code, describeRun(r)).to.equal(1);
+    const errors = r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('fts: not uploaded: ') && !l.startsWith('fts: not attempted: ') && !l.startsWith('fts: stopped after the first failure; not attempted: '));
+    expect(errors, describeRun(r)).to.have.length(1);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('fts: not uploaded: ')), describeRun(r)).to.have.length(1);
+    expect(accounted(r, /^uploaded (\S+) \(/, 'uploaded').map((n) => path.basename(n)).sort(), describeRun(r)).to.deep.equal(locals.map((l) => path.basename(l)).sort());
   });
 
   it("mget x.part x: the second download, whose LOCAL.part is the first one's target, is refused and nothing is mixed up", async () => {

@@ -167,6 +167,35 @@ describe('standard input and output as LOCAL (`upload - NAME`, `download NAME -`
       child.stdin.destroy();
     });
 
+    it('Ctrl+C after the whole input was written ahead to a server that reads slower (a rate limit): the bytes not yet read are dropped (a reset, not a FIN after them), so nothing is published', async () => {
+      const slow = await TestServer.start({ workers: 1, args: ['--max-upload-rate', '1M'] });
+      try {
+        const auditOn = (file: string): Array<Record<string, unknown>> => slow.lines.filter((l) => l['event'] === 'upload' && l['file'] === file);
+        const data = randomBytes(3 * MiB);
+        await writeFile(path.join(dir, 'ahead.src'), data);
+        for (const [name, args] of [
+          ['ahead-piped.bin', ['upload', '-', 'ahead-piped.bin']],
+          ['ahead-file.bin', ['upload', 'ahead.src', 'ahead-file.bin']],
+        ] as const) {
+          const { child, stderr } = startFts(args, slow.port);
+          // The input ends at once: the client has all of it, and its trailer, in the kernel's buffers well
+          // before the server (at 1 MiB/s) has read a third of it.
+          child.stdin.end(name === 'ahead-piped.bin' ? data : undefined);
+          const under = async (): Promise<boolean> => (await sessionsJson(slow.adminSocket)).some((s) => s.op === 'upload' && s.file === name && s.bytes > 0);
+          await waitUntil(`the upload of ${name} to be under way`, under, 15_000);
+          const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+          child.kill('SIGINT');
+          const code = await Promise.race([exited, sleep(15_000).then(() => 'timeout' as const)]);
+          expect(code, stderr()).to.equal(130);
+          await waitUntil(`the upload of ${name} to end on the server`, () => auditOn(name).length > 0, 10_000);
+          expect(auditOn(name)[0], name).to.include({ result: 'error' });
+          expect(await publishedSha256(slow.storage, ALICE.user, name), name).to.equal(null);
+        }
+      } finally {
+        await slow.stop();
+      }
+    });
+
     it('a streamed pipe whose connection drops fails at once (exit 1; a pipe cannot be sent again) and leaves nothing on the server', async () => {
       const p = await proxy((i) => (i === 0 ? { cutUpAfter: 1 * MiB } : {}));
       const r = await cli(['upload', '-', 'stream-dropped.bin'], { input: randomBytes(3 * MiB), port: p.port });

@@ -216,6 +216,17 @@ describe('upload hook (--upload-hook)', function () {
     expect(r.stderr).to.include('--hook-events: must be a comma-separated list of upload, delete, rename, download (got "upload,move")');
   });
 
+  it('--hook-events or --upload-hook-timeout without --upload-hook: the start says at warn that no hook runs (and a plain start says nothing of hooks)', async function () {
+    server = await TestServer.start({ workers: 1, args: ['--hook-events', 'delete', '--upload-hook-timeout', '5'] });
+    const warning = await server.waitForLog((l) => l.level === 'warn' && typeof l.msg === 'string' && l.msg.includes('without --upload-hook'));
+    expect(warning).to.include({ msg: '--hook-events and --upload-hook-timeout do nothing without --upload-hook: no hook runs', uploadHookTimeout: 5 });
+    expect(warning['hookEvents']).to.deep.equal(['delete']);
+    await server.stop();
+    server = await TestServer.start({ workers: 1 });
+    await server.waitForLog((l) => l.msg === 'worker started');
+    expect(server.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('--upload-hook'))).to.deep.equal([]);
+  });
+
   it('the reply does not wait for the hook: an upload is answered while its hook still runs', async function () {
     // The hook waits until the test creates `go`, which it does only after the upload's reply.
     server = await TestServer.start({ args: ['--upload-hook', await hook(`while [ ! -e '${dir}/go' ]; do sleep 0.05; done`)] });

@@ -40,3 +40,30 @@ describe('fts-server --help: value ranges', function () {
     }
   });
 });
+
+describe('fts-server numbers and environment values', function () {
+  it('takes decimal digits only: 0x4e20, 1e4, 0b101, " 20001", "+5" and "5.0" are refused, not read as numbers', function () {
+    for (const value of ['0x4e20', '1e4', '0b100111000100010', ' 20001', '20001 ', '+5', '5.0', '']) {
+      expect(problemWith('--port', value), JSON.stringify(value)).to.match(/^--port: must be an integer from 0 to 65535 \(got /);
+    }
+    expect(problemWith('--port', '020001')).to.equal(null); // leading zeros are still decimal
+  });
+
+  it('an empty variable is an unset one (the default), as fts and fts-admin read theirs', function () {
+    const config = parseConfig([], { FTS_PORT: '', FTS_ADMIN_SOCKET: '', FTS_GRACE: '', FTS_PROXY_PROTOCOL: '' });
+    if (typeof config === 'string') throw new Error('expected a configuration');
+    expect(config).to.include({ port: 5421, graceSeconds: 30, proxyProtocol: false });
+    expect(config.adminSocket).to.match(/admin\.sock$/);
+  });
+
+  it('on/off variables take 1/true and 0/false in any case; anything else is refused', function () {
+    const proxy = (value: string): boolean => {
+      const config = parseConfig([], { FTS_PROXY_PROTOCOL: value });
+      if (typeof config === 'string') throw new Error('expected a configuration');
+      return config.proxyProtocol;
+    };
+    for (const on of ['1', 'true', 'TRUE', 'True']) expect(proxy(on), on).to.equal(true);
+    for (const off of ['0', 'false', 'FALSE', '']) expect(proxy(off), off).to.equal(false);
+    expect(() => proxy('yes')).to.throw(ConfigError, /FTS_PROXY_PROTOCOL must be 1 or true/);
+  });
+});
