@@ -207,7 +207,7 @@ export const FLAGS = {
   'stall-timeout': { env: 'FTS_STALL_TIMEOUT', help: 'seconds a transfer may make no progress', default: () => '60', parse: integer(1, 86_400) },
   'lock-timeout': {
     env: 'FTS_LOCK_TIMEOUT',
-    help: "seconds an upload's publish or a delete waits for the file's lock before LOCKED",
+    help: "seconds an upload's publish, a delete or a rename waits for the file's lock before LOCKED",
     default: () => String(DEFAULT_LOCK_WAIT_SECONDS),
     parse: integer(1, MAX_LOCK_WAIT_SECONDS),
   },

@@ -383,6 +383,14 @@ describe('fts-server startup with bad inputs', function () {
     }
   });
 
+  it('--metrics-host with --metrics-port off: the start says at warn that no endpoint is served', async () => {
+    const server = await TestServer.start({ workers: 1, args: ['--metrics-port', 'off', '--metrics-host', '127.0.0.2'] });
+    servers.push(server);
+    const warning = await server.waitForLog((l) => l.level === 'warn' && typeof l.msg === 'string' && l.msg.startsWith('--metrics-host'));
+    expect(warning).to.include({ msg: '--metrics-host does nothing with --metrics-port off: no metrics endpoint is served', metricsHost: '127.0.0.2' });
+    expect(server.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics on')), 'no endpoint').to.equal(false);
+  });
+
   it('with --port 0 the listening log line carries the real port, which accepts connections', async () => {
     const server = await TestServer.start({ workers: 1, args: ['--port', '0'] });
     servers.push(server);
