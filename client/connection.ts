@@ -31,7 +31,7 @@ import {
   type Frame,
   type Header,
 } from '../protocol/index.js';
-import { asFtsError, isServerError, lostAfterConnect, serverError } from './errors.js';
+import { asFtsError, isServerError, lostAfterConnect, markSessionEnded, serverError } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
@@ -183,7 +183,8 @@ export class FtsConnection {
     this.tcp.setNoDelay(true); // small replies must not wait for Nagle + delayed ACK (~40 ms each)
     // A peer that vanishes without a FIN (host down, NAT state dropped) would leave a client that only
     // reads waiting forever; TCP keep-alive probes an idle link, so the connection fails after the
-    // kernel's probes (about 11 minutes with Linux defaults) and a ResilientClient reconnects.
+    // probes (libuv sends 10, 1 s apart, after the idle time: about 40 s in all) and a ResilientClient
+    // reconnects.
     this.tcp.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
     const reusedChunks = !tlsOptions;
     // Replies are small; the hard ceiling only bounds what a hostile server can make us buffer.
@@ -574,7 +575,7 @@ export class FtsConnection {
   /** Ends the connection: every request not yet answered fails with `err`, later ones fail at once. */
   private fail(err: FtsError, reset = false): void {
     if (this.failure) return;
-    this.failure = err;
+    this.failure = markSessionEnded(err);
     this.signalFailure(err);
     const wasGreeting = this.phase === 'greeting';
     this.phase = 'closed';
@@ -584,7 +585,9 @@ export class FtsConnection {
     for (const w of this.drainWaiters.splice(0)) w.reject(err);
     if (wasGreeting) this.greetingDone?.reject(err);
     this.greetingDone = null;
-    if (reset && !this.tcp.connecting && !this.tcp.destroyed) this.tcp.resetAndDestroy();
+    // Only once open: the greeting came, so a TLS handshake is long over (Node 20 crashes when a TLS
+    // socket's TCP socket is destroyed first from within the handshake's own callbacks).
+    if (reset && !wasGreeting && !this.tcp.connecting && !this.tcp.destroyed) this.tcp.resetAndDestroy();
     this.socket.destroy();
   }
 

@@ -66,7 +66,7 @@ export function reconnectFailed(reason: FtsError, err: unknown): FtsError {
   const why = err instanceof Error ? err.message : String(err);
   const wrapped = new FtsError(reason.code, `${reason.message}; reconnecting failed: ${why}`, { ...reason.details }, { cause: err, fatal: true });
   if (fromServer.has(reason)) fromServer.add(wrapped);
-  return wrapped;
+  return endedSession.mark(wrapped);
 }
 
 /** Local failures that end a transfer however the connection fares (its output failed, say). */
@@ -80,6 +80,19 @@ export const markLocal = local.mark;
 
 /** A failure marked by markLocal: never retried on a new connection. */
 export const isLocalFailure = local.has;
+
+/** Errors that ended a whole session: every request in flight on it failed with one of them. */
+const endedSession = errorMark();
+
+/** Marks `err` as what ended its connection (see endedTheSession); returns it. */
+export const markSessionEnded = endedSession.mark;
+
+/**
+ * The error ended the connection it came from (a lost connection, a `bye`, a fatal reply, a close by the
+ * client, reconnecting that failed after one of those), rather than one request: it names no file, and it
+ * failed every request that was in flight.
+ */
+export const endedTheSession = endedSession.has;
 
 /** Transport failures of a connection that had been established (the TCP connect, and TLS, succeeded). */
 const afterConnect = errorMark();

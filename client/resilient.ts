@@ -19,7 +19,7 @@
  * with KICKED. The password is kept in memory for the fallback login.
  */
 import { FtsError } from '../protocol/index.js';
-import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, reconnectFailed } from './errors.js';
+import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, markSessionEnded, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
 import { keptUpload, noteKept } from './stream-upload.js';
@@ -272,7 +272,8 @@ export class ResilientClient implements FileClient {
   /** Closes the connection at once and reconnects no more; operations in progress fail (with `reason`). */
   close(reason?: FtsError): void {
     this.closedByUser = true;
-    this.closedWith = reason ?? null;
+    // What every call in progress ends with, on this connection or waiting for the next one.
+    this.closedWith = reason === undefined ? null : markSessionEnded(reason);
     this.current.close(reason);
   }
 
@@ -286,12 +287,17 @@ export class ResilientClient implements FileClient {
    * moved the transfer forward (which resets the retry count).
    */
   private async transfer<T extends { resumedFrom: number }>(options: TransferOptions, run: (c: FtsClient, o: TransferOptions) => Promise<T>): Promise<T> {
+    /**
+     * What the call continued of an earlier run's bytes: the first start's offset, lowered by any later
+     * start below it (a restart from 0 after CHECKSUM_MISMATCH, a resend from where the server stands),
+     * never raised by a reconnect that continues this call's own bytes.
+     */
     let firstOffset: number | null = null;
     let reached = 0;
     const watched: TransferOptions = {
       ...options,
       onStart: (offset, size) => {
-        firstOffset ??= offset;
+        firstOffset = firstOffset === null ? offset : Math.min(firstOffset, offset);
         reached = Math.max(reached, offset);
         options.onStart?.(offset, size);
       },

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsError, nameProblem } from '../../protocol/index.js';
 import type { FileClient, FileHash, Usage } from '../client.js';
-import { isServerError, localFsError, withContext, withHint } from '../errors.js';
+import { endedTheSession, isServerError, localFsError, withContext, withHint } from '../errors.js';
 import { formatBytes } from '../../protocol/format-bytes.js';
 import { setDirectIo } from '../../protocol/direct-io.js';
 import { EXIT_INTERRUPTED, exitCodeFor, formatError, printable, report, usageError } from './report.js';
@@ -208,7 +208,7 @@ async function pipelined<T>(
       print(await r.result);
     } catch (err) {
       firstError ??= err;
-      if (isPerFile(err)) fail(err);
+      if (!endedTheSession(err)) fail(err);
       else {
         // A lost connection fails every item in flight, and a reconnecting client fails each with its own
         // error of the same words: printed once, the items named below.

@@ -616,26 +616,35 @@ describe('resumable transfers (end to end)', function () {
     expect(server.lines.some((l) => l['event'] === 'auth' && l['mech'] === 'token' && l['result'] === 'success'), 'reconnected with the token').to.equal(true);
   });
 
-  it('sends a resumed upload once more from 0 when the staged bytes turn out wrong (CHECKSUM_MISMATCH)', async () => {
-    const name = 'bad-staged.bin';
-    const { file, data } = await localFile(name, 8 * MiB);
-    const p = await proxy(server.port, { cutUpAfter: 4 * MiB });
-    const first = await login(p.port);
-    await first.upload(file, name).catch(() => undefined);
-    await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
-    // Damage what the server kept (as a bad disk would); only the final digest can tell.
-    const [staged] = await stagingFiles(server.storage, name, data);
-    expect(staged, 'a staging file of the cut upload').to.not.equal(undefined);
-    const bytes = await readFile(staged!.file);
-    expect(bytes.length).to.be.greaterThan(MiB);
-    bytes[100] = bytes[100]! ^ 0xff;
-    await writeFile(staged!.file, bytes);
+  it('sends a resumed upload once more from 0 when the staged bytes turn out wrong (CHECKSUM_MISMATCH); resumedFrom is then 0 (library and CLI)', async () => {
+    for (const via of ['library', 'cli'] as const) {
+      const name = `bad-staged-${via}.bin`;
+      const { file, data } = await localFile(name, 8 * MiB);
+      const p = await proxy(server.port, { cutUpAfter: 4 * MiB });
+      const first = await login(p.port);
+      await first.upload(file, name).catch(() => undefined);
+      await server.waitForLog((l) => l['event'] === 'upload' && l['file'] === name && l['result'] === 'error');
+      // Damage what the server kept (as a bad disk would); only the final digest can tell.
+      const [staged] = await stagingFiles(server.storage, name, data);
+      expect(staged, 'a staging file of the cut upload').to.not.equal(undefined);
+      const bytes = await readFile(staged!.file);
+      expect(bytes.length).to.be.greaterThan(MiB);
+      bytes[100] = bytes[100]! ^ 0xff;
+      await writeFile(staged!.file, bytes);
 
-    const r = await (await login(server.port)).upload(file, name);
-    expect(r.resumedFrom, 'the kept bytes were not used in the end: the file was sent in full').to.equal(0);
-    expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
-    const results = audit(server, 'upload', name).map((l) => `${String(l['result'])}:${String(l['code'] ?? '')}:${String(l['bytes'])}`);
-    expect(results.slice(-2), 'a mismatch, then the whole file').to.deep.equal([`error:CHECKSUM_MISMATCH:${data.length - bytes.length}`, `ok::${data.length}`]);
+      let resumedFrom: number;
+      if (via === 'library') resumedFrom = (await (await login(server.port)).upload(file, name)).resumedFrom;
+      else {
+        // The CLI goes through ResilientClient, which keeps its own account of where the transfer started.
+        const r = await cli(['upload', file, name, '--json'], server.port);
+        expect(r.code, describeRun(r)).to.equal(0);
+        resumedFrom = parseJsonLine(r).resumedFrom;
+      }
+      expect(resumedFrom, `${via}: the kept bytes were not used in the end: the file was sent in full`).to.equal(0);
+      expect(await publishedSha256(server.storage, ALICE.user, name)).to.equal(sha256(data));
+      const results = audit(server, 'upload', name).map((l) => `${String(l['result'])}:${String(l['code'] ?? '')}:${String(l['bytes'])}`);
+      expect(results.slice(-2), 'a mismatch, then the whole file').to.deep.equal([`error:CHECKSUM_MISMATCH:${data.length - bytes.length}`, `ok::${data.length}`]);
+    }
   });
 
   it('downloads afresh (once) when a kept LOCAL.part does not match the server file', async () => {
@@ -652,6 +661,14 @@ describe('resumable transfers (end to end)', function () {
     expect(await exists(`${local}.part.json`)).to.equal(false);
     const fetched = audit(server, 'download', name).map((l) => Number(l['bytes']));
     expect(fetched.slice(-2), 'the rest, then the whole file').to.deep.equal([data.length - MiB, data.length]);
+
+    // The CLI (through ResilientClient) reports the same.
+    const again = await keptDownload(server.port, name, data, wrong, 'bad-part-cli.local');
+    again.client.close();
+    const c = await cli(['download', name, again.local, '--json'], server.port);
+    expect(c.code, describeRun(c)).to.equal(0);
+    expect(parseJsonLine(c).resumedFrom, 'the CLI: nothing of the .part was used').to.equal(0);
+    expect(sha256(await readFile(again.local))).to.equal(sha256(data));
   });
 
   it('a CLI transfer that completes during a drain exits 0 although the server refuses its goodbye', async () => {
@@ -939,6 +956,16 @@ describe('resumable transfers (end to end)', function () {
     expect(errors, describeRun(r)).to.have.length(1);
     expect(r.stderr.split('\n').filter((l) => l.startsWith('fts: not uploaded: ')), describeRun(r)).to.have.length(1);
     expect(accounted(r, /^uploaded (\S+) \(/, 'uploaded').map((n) => path.basename(n)).sort(), describeRun(r)).to.deep.equal(locals.map((l) => path.basename(l)).sort());
+  });
+
+  it('mput with a local file missing: its own error, which names it, and no "not uploaded" line (that is for errors of the whole connection)', async () => {
+    const present = path.join(dir, 'present.bin');
+    await writeFile(present, randomBytes(1000));
+    const missing = path.join(dir, 'missing-local.bin');
+    const r = await cli(['mput', present, missing], server.port);
+    expect(r.code, describeRun(r)).to.equal(4);
+    expect(r.stderr, describeRun(r)).to.equal(`fts: ${missing}: no such file or directory\n`);
+    expect(r.out).to.match(/^uploaded present\.bin /);
   });
 
   it("mget x.part x: the second download, whose LOCAL.part is the first one's target, is refused and nothing is mixed up", async () => {
