@@ -411,18 +411,19 @@ describe('operations through the CLI and the client library', function () {
       }
     });
 
-    it('FTS_TLS takes 1/true or 0/false, anything else exits 2 before any connection; --ca must hold a certificate', async function () {
-      for (const value of ['yes', 'on', 'TRUE', '2']) {
+    it('FTS_TLS takes 1/true or 0/false in any case (empty: off), anything else exits 2 before any connection; --ca must hold a certificate', async function () {
+      for (const value of ['yes', 'on', 'T', '2']) {
         const r = await fts(['ls'], ALICE, { env: { FTS_TLS: value } });
         expectExit(r, 2);
         expect(r.stderr).to.equal(`fts: FTS_TLS must be 1 or true (on), 0 or false (off), got '${value}'\n`);
       }
-      expectExit(await fts(['ls'], ALICE, { env: { FTS_TLS: '0' } }), 0);
-      expectExit(await fts(['ls'], ALICE, { env: { FTS_TLS: 'false' } }), 0);
+      for (const off of ['0', 'false', 'FALSE', '']) expectExit(await fts(['ls'], ALICE, { env: { FTS_TLS: off } }), 0);
       // On: this server speaks plain TCP, so the TLS handshake fails (exit 1), nothing is sent in clear.
-      const on = await fts(['ls'], ALICE, { env: { FTS_TLS: 'true' } });
-      expectExit(on, 1);
-      expect(on.stderr).to.include('does not speak TLS');
+      for (const value of ['true', 'TRUE']) {
+        const on = await fts(['ls'], ALICE, { env: { FTS_TLS: value } });
+        expectExit(on, 1);
+        expect(on.stderr, value).to.include('does not speak TLS');
+      }
 
       const dir = await freshDir('ca');
       const notACert = path.join(dir, 'key.pem');
