@@ -5,6 +5,7 @@ import type { PrimaryToWorker, WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { loadSecureContext } from '../worker/tls.js';
+import { inspectTls, type CertificateFacts } from './tls-certificate.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
 import { readUsersFile, UsersFileRefused, type UsersFile } from './users-file.js';
@@ -76,6 +77,8 @@ export class Controller {
    * one who asked.
    */
   lastReload: { successful: boolean; appliedAt: number } = { successful: true, appliedAt: this.startedAt };
+  /** The TLS certificate in force (null without TLS): its expiry is a metric. */
+  certificate: CertificateFacts | null = null;
   /**
    * Workers sent their fts:init: only they apply a reload (one not yet initialised ignores it, and its init
    * carries the texts in force when it is sent), so only they are asked to confirm one.
@@ -310,6 +313,7 @@ export class Controller {
     }
     const { quotas, permissions, rates, networks } = rules;
     let tlsReloaded = false;
+    let tlsWarnings: string[] = [];
     if (this.config.tlsCert && this.config.tlsKey) {
       try {
         await loadSecureContext({ cert: this.config.tlsCert, key: this.config.tlsKey });
@@ -318,6 +322,9 @@ export class Controller {
       }
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
+      const { facts, warnings } = await inspectTls({ cert: this.config.tlsCert, key: this.config.tlsKey }, this.log, 'reload');
+      this.certificate = facts ?? this.certificate;
+      tlsWarnings = warnings;
     }
     this.texts = { users: file.text, quotas: quotas?.text ?? null, permissions: permissions?.text ?? null, rates: rates?.text ?? null, networks: networks?.text ?? null };
     // Here, inside the queue, when the files take force: set at the workers' confirmation, a later reload
@@ -336,7 +343,7 @@ export class Controller {
     };
     const confirmed = sent.then(({ confirmed, silent }): AdminFinal => {
       this.log.info({ ...reloadFields(source), users: file.users.size, tlsReloaded, ...ruleUsers, workersConfirmed: confirmed }, 'users file reloaded');
-      const warnings = [...file.warnings, ...strangers].map((w) => w.message);
+      const warnings = [...file.warnings, ...strangers].map((w) => w.message).concat(tlsWarnings);
       if (silent.length > 0) {
         const unconfirmed = `${silent.length === 1 ? 'worker' : 'workers'} ${silent.join(', ')} did not confirm the reload within ${RELOAD_CONFIRM_MS / 1000} s: ${silent.length === 1 ? 'it applies' : 'they apply'} the new files only once ${silent.length === 1 ? 'it reads' : 'they read'} the message`;
         this.log.warn({ workers: silent }, unconfirmed);

@@ -11,6 +11,7 @@ import { Store, sweepStaging } from '../storage/store.js';
 import { sweepAbandonedLocks } from '../storage/locks.js';
 import { loadSaltKey } from '../storage/salt-key.js';
 import { loadSecureContext } from '../worker/tls.js';
+import { inspectTls, type CertificateFacts } from './tls-certificate.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
@@ -87,12 +88,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
   if (config.uploadHook !== null) await checkUploadHook(config.uploadHook);
 
+  let certificate: CertificateFacts | null = null;
   if (config.tlsCert && config.tlsKey) {
     try {
       await loadSecureContext({ cert: config.tlsCert, key: config.tlsKey });
     } catch (err) {
       throw new StartupError((err as Error).message);
     }
+    certificate = (await inspectTls({ cert: config.tlsCert, key: config.tlsKey }, log, 'start')).facts;
   }
   const store = new Store(config.storage);
   const { full } = await store.init().catch((err: Error) => {
@@ -168,7 +171,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     throw new StartupError(errnoOf(err) === undefined ? err.message : `admin socket ${config.adminSocket}: ${errnoReason(err)}`);
   });
 
-  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload);
+  controller.certificate = certificate;
+  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload, { storage: config.storage, certificate: () => controller.certificate });
   pool.onUndelivered = () => metrics.rejected('no_descriptor');
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {

@@ -1,10 +1,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
+import type { StatsFs } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { hostPort } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
 import type { MetricsJson } from '../metrics/worker-metrics.js';
 import { queryWorker } from './cluster-query.js';
+import type { CertificateFacts } from './tls-certificate.js';
 import { MonotonicOutput } from './monotonic-output.js';
 import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
 import type { WorkerPool } from './worker-pool.js';
@@ -84,8 +87,35 @@ export class MetricsEndpoint {
     isDraining: () => boolean,
     gate: Gatekeeper,
     lastReload: () => { successful: boolean; appliedAt: number },
+    node: { storage: string; certificate: () => CertificateFacts | null },
   ) {
     const registers = [this.registry];
+    // What fills a node or breaks its TLS port while it runs fine: for alerts, before clients see it.
+    const storageGauge = (name: string, help: string, value: (fs: StatsFs) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          const fs = await statfs(node.storage).catch(() => null);
+          if (fs !== null) this.set(value(fs));
+        },
+      });
+    };
+    storageGauge('fts_storage_free_bytes', 'Bytes free for the server on the storage file system (statfs f_bavail × f_bsize)', (fs) => fs.bavail * fs.bsize);
+    storageGauge('fts_storage_size_bytes', 'Size of the storage file system (statfs f_blocks × f_bsize)', (fs) => fs.blocks * fs.bsize);
+    storageGauge('fts_storage_free_inodes', 'Inodes free on the storage file system (statfs f_ffree; 0 on file systems without a fixed count)', (fs) => fs.ffree);
+    if (node.certificate() !== null) {
+      new Gauge({
+        name: 'fts_tls_certificate_expiry_timestamp_seconds',
+        help: 'When the TLS certificate in force expires (its notAfter), Unix time',
+        registers,
+        collect() {
+          const cert = node.certificate();
+          if (cert !== null) this.set(Math.floor(cert.notAfter / 1000));
+        },
+      });
+    }
     new Gauge({
       name: 'fts_workers',
       help: 'Worker processes alive',

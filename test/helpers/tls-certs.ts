@@ -34,11 +34,11 @@ export async function fingerprintOf(certPath: string): Promise<string> {
  * A self-signed RSA certificate and its key, `<base>.cert.pem` and `<base>.key.pem` in `dir`. By default
  * for CN=localhost with subjectAltName DNS:localhost and IP:127.0.0.1.
  */
-export async function makeCert(dir: string, base: string, cn = 'localhost', san = 'DNS:localhost,IP:127.0.0.1'): Promise<CertFiles> {
+export async function makeCert(dir: string, base: string, cn = 'localhost', san = 'DNS:localhost,IP:127.0.0.1', days = 2): Promise<CertFiles> {
   const cert = path.join(dir, `${base}.cert.pem`);
   const key = path.join(dir, `${base}.key.pem`);
   await openssl([
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', String(days),
     '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`,
   ]);
   const pem = await readFile(cert);

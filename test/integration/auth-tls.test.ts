@@ -6,14 +6,15 @@
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
 import { checkPassword, deriveVerifier, formatVerifier, parseVerifier, ScramClient, type Header } from '../../protocol/index.js';
 import { parseUsers } from '../../server/auth/users.js';
 import { runAdmin, waitWorkersReady } from '../helpers/admin-cli.js';
 import { describeRun, runCli } from '../helpers/cli.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 import { runServerOnce, type ServerRunResult } from '../helpers/lifecycle-spawn.js';
 import { waitUntil } from '../helpers/lifecycle-util.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -407,6 +408,40 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       ]);
       expect(startupFailure(a, 2)).to.include('--tls-key');
       expect(startupFailure(b, 2)).to.include('--tls-cert');
+    });
+  });
+
+  // ---------------------------------------------------------------------------------------------------
+  describe('what the server says of its certificate', () => {
+    it('at start and at reload: subject and expiry logged, a certificate expiring within 14 days and a key others can read warned of (reload prints the warnings); the expiry is a metric', async () => {
+      const cdir = path.join(dir, 'facts');
+      await mkdir(cdir);
+      const lasting = await makeCert(cdir, 'lasting', 'localhost', 'DNS:localhost,IP:127.0.0.1', 30);
+      await chmod(lasting.key, 0o600);
+      const server = await TestServer.start({ workers: 1, users: [ALICE], args: ['--tls-cert', lasting.cert, '--tls-key', lasting.key] });
+      try {
+        const notAfter = Date.parse(new X509Certificate(lasting.pem).validTo);
+        const inForce = await server.waitForLog((l) => l.msg === 'TLS certificate in force');
+        expect(inForce).to.include({ on: 'start', subject: 'CN=localhost', notAfter: new Date(notAfter).toISOString() });
+        expect(server.lines.filter((l) => l.level === 'warn' && String(l.msg).includes('TLS')), 'a good pair: no warning').to.deep.equal([]);
+        expect(await metric(await metricsPortOf(server), 'fts_tls_certificate_expiry_timestamp_seconds')).to.equal(Math.floor(notAfter / 1000));
+
+        // A two-day certificate, its key left readable by others: both said, at the reload and in its output.
+        const short = await makeCert(cdir, 'short');
+        await copyFile(short.cert, lasting.cert);
+        await copyFile(short.key, lasting.key);
+        await chmod(lasting.key, 0o644);
+        const r = await runAdmin(server.adminSocket, ['reload']);
+        expect(r.code, r.stderr).to.equal(0);
+        const shortEnd = Date.parse(new X509Certificate(short.pem).validTo);
+        expect(r.stderr).to.include(`warning: the TLS certificate expires at ${new Date(shortEnd).toISOString()}, in less than 14 days: renew it, then fts-admin reload`);
+        expect(r.stderr).to.include(`warning: the TLS key ${lasting.key} is readable by group or others (mode 644); chmod 600 it`);
+        const warned = server.lines.filter((l) => l.level === 'warn' && l.on === 'reload').map((l) => String(l.msg));
+        expect(warned).to.have.length(2);
+        expect(await metric(await metricsPortOf(server), 'fts_tls_certificate_expiry_timestamp_seconds'), 'the metric follows the reload').to.equal(Math.floor(shortEnd / 1000));
+      } finally {
+        await server.stop();
+      }
     });
   });
 

@@ -7,7 +7,7 @@
  * Linux only (as the server's CI): the "nothing listens" checks read /proc.
  */
 import { expect } from 'chai';
-import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, statfs, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
@@ -51,10 +51,16 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_upload_hooks_total: 'counter',
   fts_config_last_reload_successful: 'gauge',
   fts_config_last_reload_success_timestamp_seconds: 'gauge',
+  fts_storage_free_bytes: 'gauge',
+  fts_storage_size_bytes: 'gauge',
+  fts_storage_free_inodes: 'gauge',
 };
 
+/** Families exported only with TLS on (checked in auth-tls.test.ts). */
+const TLS_FAMILIES: Readonly<Record<string, 'gauge'>> = { fts_tls_certificate_expiry_timestamp_seconds: 'gauge' };
+
 /** Gauges that are not 0 on a fresh server. */
-const NONZERO_AT_START = new Set(['fts_workers', 'fts_config_last_reload_successful', 'fts_config_last_reload_success_timestamp_seconds']);
+const NONZERO_AT_START = new Set(['fts_workers', 'fts_config_last_reload_successful', 'fts_config_last_reload_success_timestamp_seconds', 'fts_storage_free_bytes', 'fts_storage_size_bytes', 'fts_storage_free_inodes']);
 
 interface Sample {
   name: string;
@@ -483,6 +489,12 @@ describe('metrics endpoint (Prometheus)', function () {
       expect(e.get('fts_scrape_errors_total')).to.equal(0);
       expect(e.get('fts_config_last_reload_successful'), 'the files read at start count as applied').to.equal(1);
       expect(e.get('fts_config_last_reload_success_timestamp_seconds')).to.be.within(Date.now() / 1000 - 120, Date.now() / 1000);
+      // The storage's file system as statfs tells it (free space moves a little with everything else here).
+      const fs = await statfs(server.storage);
+      expect(e.get('fts_storage_size_bytes'), 'size').to.equal(fs.blocks * fs.bsize);
+      expect(e.get('fts_storage_free_bytes'), 'free bytes').to.be.closeTo(fs.bavail * fs.bsize, 0.05 * fs.blocks * fs.bsize);
+      expect(e.get('fts_storage_free_inodes'), 'free inodes').to.be.closeTo(fs.ffree, 0.05 * fs.files + 1000);
+      expect(e.find('fts_tls_certificate_expiry_timestamp_seconds'), 'no certificate metric without TLS').to.deep.equal([]);
       expectHistogramsConsistent(e);
     });
 
@@ -1073,7 +1085,7 @@ describe('metrics endpoint (Prometheus)', function () {
 
     it('the rules and the Grafana dashboard use only exported metric names, and every dashboard query parses', async () => {
       const exported = new Set<string>(['up']);
-      for (const [name, type] of Object.entries(FAMILIES)) {
+      for (const [name, type] of Object.entries({ ...FAMILIES, ...TLS_FAMILIES })) {
         if (type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(name + s);
         else exported.add(name);
       }
