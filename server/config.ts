@@ -1,4 +1,5 @@
 import { parseRate } from './rate-limits.js';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -176,6 +177,12 @@ function hookEvents(raw: string, flag: string): HookEvent[] {
   const events = words.filter((w): w is HookEvent => (HOOK_EVENTS as readonly string[]).includes(w));
   if (events.length !== words.length) throw new ConfigError(`--${flag}: must be a comma-separated list of ${HOOK_EVENTS.join(', ')} (got "${raw}")`);
   return [...new Set(events)];
+}
+
+/** A --host only this machine can reach: the addresses 127.0.0.0/8 and ::1, or `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return net.isIPv4(host) && host.startsWith('127.');
 }
 
 export const DEFAULT_HOOK_TIMEOUT_SECONDS = 60;

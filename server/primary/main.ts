@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { constants, writeSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason, hostPort } from '../../protocol/index.js';
-import { DEFAULT_HOOK_TIMEOUT_SECONDS, DEFAULT_METRICS_HOST, type Config } from '../config.js';
+import { PACKAGE_VERSION } from '../../protocol/version.js';
+import { DEFAULT_HOOK_TIMEOUT_SECONDS, DEFAULT_METRICS_HOST, isLoopbackHost, type Config } from '../config.js';
 import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
@@ -111,6 +112,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   // thinks is configured is not silently missing.
   if (config.uploadHook === null && (config.hookEvents.join(',') !== 'upload' || config.uploadHookTimeoutSeconds !== DEFAULT_HOOK_TIMEOUT_SECONDS)) {
     log.warn({ hookEvents: config.hookEvents, uploadHookTimeout: config.uploadHookTimeoutSeconds }, '--hook-events and --upload-hook-timeout do nothing without --upload-hook: no hook runs');
+  }
+  if (config.tlsCert === null && !isLoopbackHost(config.host)) {
+    log.warn({ host: config.host }, `listening on ${config.host} without TLS: passwords sent with "plain" and every file cross the network in clear; use --tls-cert and --tls-key, or keep the port on a network you trust`);
   }
   if (config.metricsPort === null && config.metricsHost !== DEFAULT_METRICS_HOST) {
     log.warn({ metricsHost: config.metricsHost }, '--metrics-host does nothing with --metrics-port off: no metrics endpoint is served');
@@ -225,7 +229,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       // With --port 0, later workers must bind the port we got: if every worker died, the cluster's
       // shared handle is gone and a fresh listen(0) would pick another port.
       pool.setPort(m.port);
-      log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket }, `listening on ${hostPort(m.address, m.port)}`);
+      log.info({ address: m.address, port: m.port, workers: config.workers, adminSocket: config.adminSocket, version: PACKAGE_VERSION, tls: config.tlsCert !== null }, `listening on ${hostPort(m.address, m.port)}`);
     }
   });
   cluster.on('exit', (worker) => gate.workerGone(worker.id));

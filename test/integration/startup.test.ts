@@ -5,6 +5,7 @@
  * server that wrongly starts can neither collide with anything nor outlive the test.
  */
 import { expect } from 'chai';
+import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
@@ -400,6 +401,8 @@ describe('fts-server startup with bad inputs', function () {
     expect(port).to.be.a('number');
     expect(port).to.be.above(0).and.at.most(65535);
     expect(line?.msg).to.equal(`listening on 127.0.0.1:${String(port)}`);
+    expect(line, 'the line says which version serves, and whether with TLS').to.include({ version: PACKAGE_VERSION, tls: false });
+    expect(server.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('without TLS')), 'loopback: no plaintext warning').to.deep.equal([]);
     const contact = await RawClient.firstContact(port as number, 5_000);
     if (contact.kind === 'header') contact.conn.destroy();
     expect(contact.kind, JSON.stringify(contact)).to.equal('header');

@@ -3,7 +3,7 @@
  * enforces (pure: parseConfig only parses, nothing is read or started).
  */
 import { expect } from 'chai';
-import { ConfigError, parseConfig, usage } from '../../server/config.js';
+import { ConfigError, isLoopbackHost, parseConfig, usage } from '../../server/config.js';
 
 /** `--flag` → [min, max] as --help shows them. */
 function rangesInHelp(): Map<string, [number, number]> {
@@ -65,5 +65,12 @@ describe('fts-server numbers and environment values', function () {
     for (const on of ['1', 'true', 'TRUE', 'True']) expect(proxy(on), on).to.equal(true);
     for (const off of ['0', 'false', 'FALSE', '']) expect(proxy(off), off).to.equal(false);
     expect(() => proxy('yes')).to.throw(ConfigError, /FTS_PROXY_PROTOCOL must be 1 or true/);
+  });
+});
+
+describe('fts-server: which --host is loopback (no warning about plaintext)', function () {
+  it('127.0.0.0/8, ::1 and localhost are; any other address, the wildcards included, is not', function () {
+    for (const host of ['127.0.0.1', '127.0.0.2', '127.255.255.254', '::1', 'localhost']) expect(isLoopbackHost(host), host).to.equal(true);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.5', '128.0.0.1', '::ffff:10.0.0.1', 'fts.example', '127.example']) expect(isLoopbackHost(host), host).to.equal(false);
   });
 });
