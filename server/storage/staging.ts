@@ -101,8 +101,10 @@ export class StagedUpload {
   #orphaned = false;
   /** When touch() last set the staging file's times (from the upload's start, when it was created). */
   #touchedAt = Date.now();
+  /** When this upload began (#publishedWith). */
+  readonly #startedAt = Date.now();
   /** When #checkStillStaged last looked (it starts counting from the upload's start). */
-  #stagedCheckedAt = Date.now();
+  #stagedCheckedAt = this.#startedAt;
   /** A name record (partial-names.ts) may exist for this identity: one to remove once no partial is left. */
   readonly #named: boolean;
   /** What the user may do now: a reload during the upload applies to its publish. */
@@ -461,10 +463,17 @@ export class StagedUpload {
     return null;
   }
 
-  /** The file under the name, when it holds `digest`'s bytes: by its recorded digest, or (a small, recent file) hashed. */
+  /**
+   * The file under the name, when the attempt that took this upload over published `digest`'s bytes there:
+   * by its recorded digest, or (a small, recent file) hashed. Only a file written since this upload began
+   * can be that attempt's (it began after this one): an older file holding the same bytes would otherwise
+   * answer a user who may not read files whether a guess of its content is right (they can discard their
+   * own upload mid-way to get here). A second of slack covers the file system's coarser clock.
+   */
   async #publishedWith(digest: Buffer): Promise<BigIntStats | null> {
     const st = await lstat(this.#target, { bigint: true }).catch(() => null);
     if (st === null || !st.isFile()) return null;
+    if (Number(st.mtimeMs) < this.#startedAt - 1000) return null;
     const hex = digest.toString('hex');
     if ((await recordedDigest(this.#root, this.#user, this.name, st)) === hex) return st;
     // A small file has no record: read and hashed (a large one without a record is not, as holdsContent says).

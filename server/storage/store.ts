@@ -529,12 +529,11 @@ export class UserStore {
   list(long: true): Promise<Entry[]>;
   list(long: boolean): Promise<ListEntry[]>;
   async list(long: boolean): Promise<ListEntry[]> {
-    this.#allowed('l');
+    const granted = this.#allowed('l');
+    // A digest confirms a guess of the content, so it is for users who may read the files (as `hash`).
+    const digests = granted.has('r') ? { minBytes: RECORD_MIN_BYTES, lookup: (name: string, st: BigIntStats) => recordedDigest(this.#root, this.user, name, st) } : undefined;
     try {
-      return await listUserDir(this.#dir, long, {
-        minBytes: RECORD_MIN_BYTES,
-        lookup: (name, st) => recordedDigest(this.#root, this.user, name, st),
-      });
+      return await listUserDir(this.#dir, long, digests);
     } catch (err) {
       throw fsError(err, 'list');
     }

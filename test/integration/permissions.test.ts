@@ -212,6 +212,18 @@ describe('per-user permissions (--permissions-file)', function () {
     expect((await c.usage()).files, 'usage needs no permission').to.equal(1);
   });
 
+  it('a long list shows the recorded SHA-256 of a large file only to a user who may read it (r): a digest confirms a guess of the content, as hash does', async function () {
+    const big = randomBytes(9 * 1024 * 1024);
+    for (const [u, shown] of [[U.replacer, false], [U.full, true]] as const) {
+      const c = await login(u);
+      await c.uploadBuffer('big.bin', big);
+      const [entry] = (await c.list({ long: true })).filter((e) => e.name === 'big.bin');
+      expect(entry, u.user).to.include({ size: big.length });
+      if (shown) expect(entry?.sha256, `${u.user} (${u.perms})`).to.equal(sha256(big));
+      else expect(entry?.sha256, `${u.user} (${u.perms})`).to.equal(undefined);
+    }
+  });
+
   it('r: download and view are allowed with r and refused without; a refused download leaves no local file', async function () {
     const content = randomBytes(5000);
     await seed(U.reader, 'doc.bin', content);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { encodeData, encodeHeader, type Header } from '../../protocol/index.js';
 import { stagingFiles } from '../helpers/common.js';
 import { dataFrames, delay, RawClient, sha256, splitFrames, uploadBytes, type Reply } from '../helpers/raw-client.js';
-import { waitUntil } from '../helpers/lifecycle-util.js';
+import { sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { rawHeaderFrame, corruptCrcData, prefix } from '../helpers/vectors.js';
 
@@ -551,6 +551,33 @@ describe('protocol (raw TCP against a real server)', function () {
       expect(await stagingFiles(server, 'alice'), 'nothing left staged').to.deep.equal(stagedBefore);
     });
   }
+
+  it('an upload whose staged bytes its own user discards mid-way is not answered ok by an older file holding the same bytes (which would confirm a guess of it to a user who may not read it): OFFSET_MISMATCH', async function () {
+    const MiB = 1024 * 1024;
+    const data = randomBytes(9 * MiB);
+    const digest = sha256(data);
+    const name = 'older-same.bin';
+    const first = await login();
+    first.write(encodeHeader({ op: 'upload', id: 70, name, size: data.length, sha256: digest }), dataFrames(data, MiB));
+    expect((await first.reply()).final).to.include({ id: 70, status: 'ok' });
+    await sleep(1500); // older than the next upload by more than the file system's clock slack
+    const frames = dataFrames(data, MiB);
+    const frameBytes = MiB + 9;
+    const a = await login();
+    a.write(encodeHeader({ op: 'upload', id: 71, name, size: data.length, sha256: digest }), frames.subarray(0, 2 * frameBytes));
+    const b = await login();
+    let id = 300;
+    const key = await waitUntil('the upload to be listed among the partials', async () => {
+      b.write(encodeHeader({ op: 'partials', id: ++id }));
+      const found = ((await b.reply()).interim as Array<{ name?: string; key?: string; bytes?: number }>).find((p) => p.name === name && (p.bytes ?? 0) > 0);
+      return found?.key;
+    }, 10_000, 50);
+    b.write(encodeHeader({ op: 'discard', id: ++id, key }));
+    expect((await b.reply()).final).to.include({ status: 'ok' });
+    a.write(frames.subarray(2 * frameBytes));
+    expect((await a.reply()).final, 'not "ok": the file under the name was there before this upload began').to.include({ id: 71, status: 'error', code: 'OFFSET_MISMATCH' });
+    await expectStoredThenDelete(a, 72, { [name]: data });
+  });
 
   it('upload with offset other than 0 gets OFFSET_MISMATCH after its data; the session survives', async function () {
     const c = await login();
