@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
 import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
+import { parseNetworks } from './auth/networks.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
 import { parseFileCount, parseQuotaSize } from './storage/quota-limits.js';
 import { parseDirectIoSetting } from '../protocol/direct-io.js';
@@ -80,6 +81,8 @@ export interface Config {
   readonly tokenTtlSeconds: number;
   /** Every connection starts with a PROXY protocol v2 header (behind HAProxy `send-proxy-v2`). */
   readonly proxyProtocol: boolean;
+  /** --proxy-from: the peers that may send PROXY headers, as networks text; null = any. */
+  readonly proxyFrom: string | null;
   /** Accept a users file that group or others may read (refused by default, as rsync refuses secrets files). */
   readonly allowInsecureUsersFile: boolean;
   /** File holding the secret that signs session tokens; null = a random secret per server start. */
@@ -187,6 +190,13 @@ export function isLoopbackHost(host: string): boolean {
 
 export const DEFAULT_HOOK_TIMEOUT_SECONDS = 60;
 export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
+/** --proxy-from: `any` (null) or a list of networks, kept as its text (a worker builds the list from it). */
+function proxySources(raw: string, flag: string): string | null {
+  const networks = parseNetworks(raw);
+  if (networks === undefined) throw new ConfigError(`--${flag}: must be any, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
+  return networks === null ? null : raw;
+}
 
 /** --metrics-port: a port, or `off` (parsed by the flag itself). */
 const METRICS_PORT = integer(0, 65535, 'off');
@@ -328,6 +338,12 @@ export const FLAGS = {
   },
   'ban-window': { env: 'FTS_BAN_WINDOW', help: 'seconds penalty points count', default: () => '600', parse: integer(1, 86_400) },
   'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
+  'proxy-from': {
+    env: 'FTS_PROXY_FROM',
+    help: 'with --proxy-protocol: the peers that may send PROXY headers, addresses and CIDR prefixes separated by commas (any = every peer); others are closed at once',
+    default: () => 'any',
+    parse: proxySources,
+  },
   'tls-cert': { env: 'FTS_TLS_CERT', help: 'PEM certificate chain: serve TLS (with --tls-key)', default: () => '', parse: optionalPath },
   'tls-key': { env: 'FTS_TLS_KEY', help: 'PEM private key for --tls-cert', default: () => '', parse: optionalPath },
   'metrics-host': { env: 'FTS_METRICS_HOST', help: 'address of the Prometheus /metrics endpoint', default: () => DEFAULT_METRICS_HOST, parse: nonEmpty },
@@ -448,6 +464,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     clusterSecretFile: pick('cluster-secret-file') as string | null,
     allowInsecureUsersFile,
     proxyProtocol,
+    proxyFrom: pick('proxy-from') as string | null,
   });
   if ((config.tlsCert === null) !== (config.tlsKey === null)) throw new ConfigError('--tls-cert and --tls-key must be given together');
   return config;

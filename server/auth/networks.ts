@@ -32,13 +32,26 @@ function parseNetwork(raw: string, into: BlockList): boolean {
   return true;
 }
 
-/** A file's value: `any`, or networks separated by commas. */
-function parseNetworks(raw: string): UserNetworks | undefined {
+/** `any` (null), or networks separated by commas; undefined when one is malformed. */
+export function parseNetworks(raw: string): UserNetworks | undefined {
   if (raw.trim().toLowerCase() === 'any') return null;
   const list = new BlockList();
   const parts = raw.split(',');
   for (const part of parts) if (!parseNetwork(part, list)) return undefined;
   return list;
+}
+
+/** Whether `address` is in `networks` (null: anywhere). */
+export function inNetworks(networks: UserNetworks, address: string): boolean {
+  if (networks === null) return true;
+  // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: judged as the IPv4 address it is.
+  const ip = canonicalIp(address);
+  const family = isIP(ip);
+  try {
+    return family !== 0 && networks.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+  } catch {
+    return false; // an address BlockList cannot judge: in no network
+  }
 }
 
 /**
@@ -74,15 +87,6 @@ export class Networks {
   /** Whether `user` may log in (and work) from `address`. */
   allows(user: string, address: string): boolean {
     const own = this.perUser.get(user);
-    const networks = own === undefined ? (this.star ?? null) : own;
-    if (networks === null) return true;
-    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: judged as the IPv4 address it is.
-    const ip = canonicalIp(address);
-    const family = isIP(ip);
-    try {
-      return family !== 0 && networks.check(ip, family === 4 ? 'ipv4' : 'ipv6');
-    } catch {
-      return false; // an address BlockList cannot judge: in no network
-    }
+    return inNetworks(own === undefined ? (this.star ?? null) : own, address);
   }
 }

@@ -116,6 +116,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   if (config.tlsCert === null && !isLoopbackHost(config.host)) {
     log.warn({ host: config.host }, `listening on ${config.host} without TLS: passwords sent with "plain" and every file cross the network in clear; use --tls-cert and --tls-key, or keep the port on a network you trust`);
   }
+  if (!config.proxyProtocol && config.proxyFrom !== null) {
+    log.warn({ proxyFrom: config.proxyFrom }, '--proxy-from does nothing without --proxy-protocol: no PROXY header is read');
+  }
   if (config.metricsPort === null && config.metricsHost !== DEFAULT_METRICS_HOST) {
     log.warn({ metricsHost: config.metricsHost }, '--metrics-host does nothing with --metrics-port off: no metrics endpoint is served');
   }

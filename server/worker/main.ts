@@ -1,4 +1,4 @@
-import net from 'node:net';
+import net, { BlockList } from 'node:net';
 import { encodeHeader, errnoReason, errnoWords, hostPort } from '../../protocol/index.js';
 import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
@@ -12,7 +12,7 @@ import { Permissions } from '../storage/permissions.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { UploadHooks } from './upload-hooks.js';
-import { Networks } from '../auth/networks.js';
+import { inNetworks, Networks, parseNetworks } from '../auth/networks.js';
 import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
@@ -165,6 +165,8 @@ export async function runWorker(config: Config): Promise<void> {
   // allowHalfOpen: a client may send its last requests and shut down its sending side while it waits for
   // the replies (`printf … | nc`); the session answers them all, then closes its side.
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => void accept(raw));
+  // Validated by the primary; were it not, nobody (rather than everybody) may send PROXY headers.
+  const proxyFrom = config.proxyFrom === null ? null : (parseNetworks(config.proxyFrom) ?? new BlockList());
   const proxyRefusals = new ProxyRefusalLog((fields) => log.warn({ event: 'rejected', reason: 'proxy_header', ...fields }, 'connection closed: no valid PROXY protocol v2 header (is the load balancer sending send-proxy-v2, and do clients reach this port only through it?)'));
   const accept = async (raw: net.Socket): Promise<void> => {
     raw.on('error', () => undefined);
@@ -177,6 +179,14 @@ export async function runWorker(config: Config): Promise<void> {
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
     // Read now: a destroyed socket no longer knows its peer.
     const from = hostPort(raw.remoteAddress ?? '?', raw.remotePort ?? '?');
+    if (config.proxyProtocol && !inNetworks(proxyFrom, raw.remoteAddress ?? '')) {
+      // Only the load balancer may say where a client comes from: anyone else could claim any address,
+      // past bans, the networks file and the per-address limits.
+      proxyRefusals.refused(from, 'the peer is not in --proxy-from');
+      send({ type: 'fts:rejected', reason: 'proxy_header' });
+      raw.destroy();
+      return;
+    }
     const proxied = config.proxyProtocol
       ? await readProxyHeader(raw, (problem) => {
           proxyRefusals.refused(from, problem);

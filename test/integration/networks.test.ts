@@ -88,6 +88,26 @@ describe('per-user networks (--networks-file)', function () {
     await waitUntil('refused as unknown', () => server.lines.find((l) => l.msg === `login refused: unknown is not in alice's networks (--networks-file)`), 10_000);
   });
 
+  it('--proxy-from: only those peers may send PROXY headers; a header from any other is not read, the connection closed at once (so nobody can claim an address in alice\'s networks)', async function () {
+    await server.stop();
+    await writeFile(file, 'alice:192.0.2.0/24\n');
+    // The load balancer is 127.0.0.2; this test also connects from 127.0.0.1, as someone past the firewall.
+    server = await TestServer.start({ args: ['--networks-file', file, '--proxy-protocol', '--proxy-from', '127.0.0.2, 10.0.0.0/8'] });
+    const to = { address: '127.0.0.1', port: server.port };
+    const header = proxyV2Header({ address: '192.0.2.9', port: 5000 }, to);
+    const { client: lb } = await RawClient.open({ port: server.port, preamble: header, localAddress: '127.0.0.2' });
+    raws.push(lb);
+    expect(await lb.request({ op: 'auth', mech: 'plain', user: ALICE.user, password: ALICE.password }, 10_000), 'from the load balancer').to.include({ status: 'ok' });
+    const opened = await RawClient.open({ port: server.port, preamble: header, localAddress: '127.0.0.1' }).then(
+      (r) => r.client,
+      () => null,
+    );
+    if (opened !== null) raws.push(opened);
+    expect(opened, 'from 127.0.0.1: closed without a greeting').to.equal(null);
+    const refused = await waitUntil('the refusal logged', () => server.lines.find((l) => l['reason'] === 'proxy_header' && l['problem'] === 'the peer is not in --proxy-from'), 10_000);
+    expect(refused['remote']).to.match(/^127\.0\.0\.1:\d+$/);
+  });
+
   it('a session token does not get past it either', async function () {
     const c = await FtsClient.connect({ host: '127.0.0.1', port: server.port });
     try {

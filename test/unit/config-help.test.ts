@@ -74,3 +74,19 @@ describe('fts-server: which --host is loopback (no warning about plaintext)', fu
     for (const host of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.5', '128.0.0.1', '::ffff:10.0.0.1', 'fts.example', '127.example']) expect(isLoopbackHost(host), host).to.equal(false);
   });
 });
+
+describe('fts-server --proxy-from', function () {
+  it('any (the default) is null; a list of addresses and CIDR prefixes is kept; anything else is refused', function () {
+    const proxyFrom = (args: string[]): string | null => {
+      const config = parseConfig(args, {});
+      if (typeof config === 'string') throw new Error('expected a configuration');
+      return config.proxyFrom;
+    };
+    expect(proxyFrom([])).to.equal(null);
+    expect(proxyFrom(['--proxy-from', 'ANY'])).to.equal(null);
+    expect(proxyFrom(['--proxy-from', '10.0.0.0/8, 127.0.0.2,2001:db8::/32'])).to.equal('10.0.0.0/8, 127.0.0.2,2001:db8::/32');
+    for (const bad of ['', 'haproxy.example', '10.0.0.0/33', '10.0.0.1,', 'fe80::1%eth0']) {
+      expect(problemWith('--proxy-from', bad), JSON.stringify(bad)).to.match(/^--proxy-from: must be any, or IPv4\/IPv6 addresses and CIDR prefixes separated by commas/);
+    }
+  });
+});
