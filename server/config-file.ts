@@ -9,6 +9,11 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { errnoReason } from '../protocol/index.js';
 
 /** Far above any users or rules file (hundreds of thousands of users with SCRAM verifiers). */
+/** "readable by group or others (mode 644)" for a secret's mode (readConfigFile's) that lets them read it, else null. */
+export function exposedMode(mode: number): string | null {
+  return (mode & 0o077) === 0 ? null : `readable by group or others (mode ${(mode & 0o777).toString(8)})`;
+}
+
 export const MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024;
 
 const TOO_LARGE = `is larger than ${MAX_CONFIG_FILE_BYTES / 2 ** 20} MiB`;

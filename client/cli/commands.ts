@@ -528,7 +528,7 @@ export const COMMANDS: readonly Command[] = [
         if (result.error instanceof FtsError && result.error.code === 'NOT_FOUND') missing ??= result.error;
         else {
           failed ??= result.error;
-          if (!isPerFile(result.error)) unhashed.push(name);
+          if (endedTheSession(result.error)) unhashed.push(name);
         }
       });
       if (options.json === true) {

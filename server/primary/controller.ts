@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { PrimaryToWorker, WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
-import { loadSecureContext } from '../worker/tls.js';
+import { loadTlsPair, type TlsPair } from '../worker/tls.js';
 import { inspectTls, type CertificateFacts } from './tls-certificate.js';
 import { queryWorker } from './cluster-query.js';
 import type { Gatekeeper } from './gatekeeper.js';
@@ -315,14 +315,15 @@ export class Controller {
     let tlsReloaded = false;
     let tlsWarnings: string[] = [];
     if (this.config.tlsCert && this.config.tlsKey) {
+      let pair: TlsPair;
       try {
-        await loadSecureContext({ cert: this.config.tlsCert, key: this.config.tlsKey });
+        pair = await loadTlsPair({ cert: this.config.tlsCert, key: this.config.tlsKey });
       } catch (err) {
         return { ok: false, error: `${(err as Error).message}; the old certificate and user table are kept` };
       }
       this.pool.broadcast({ type: 'fts:reload-tls' });
       tlsReloaded = true;
-      const { facts, warnings } = await inspectTls({ cert: this.config.tlsCert, key: this.config.tlsKey }, this.log, 'reload');
+      const { facts, warnings } = inspectTls(pair, this.config.tlsKey, this.log, 'reload');
       this.certificate = facts ?? this.certificate;
       tlsWarnings = warnings;
     }

@@ -5,13 +5,13 @@ import { access, stat } from 'node:fs/promises';
 import { errnoOf, errnoReason, hostPort } from '../../protocol/index.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import { DEFAULT_HOOK_TIMEOUT_SECONDS, DEFAULT_METRICS_HOST, isLoopbackHost, type Config } from '../config.js';
-import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
+import { ConfigFileUnusable, exposedMode, readConfigFile } from '../config-file.js';
 import { isFtsMessage, type WorkerToPrimary } from '../ipc.js';
 import { whenLogOutputLost, type Logger } from '../log.js';
 import { Store, sweepStaging } from '../storage/store.js';
 import { sweepAbandonedLocks } from '../storage/locks.js';
 import { loadSaltKey } from '../storage/salt-key.js';
-import { loadSecureContext } from '../worker/tls.js';
+import { loadTlsPair } from '../worker/tls.js';
 import { inspectTls, type CertificateFacts } from './tls-certificate.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
@@ -42,7 +42,8 @@ async function loadSecret(config: Config): Promise<Buffer> {
   const { bytes: raw, mode } = await readConfigFile(file).catch((err: unknown) => {
     throw err instanceof ConfigFileUnusable ? new StartupError(`cluster secret file ${file}: ${err.message}`) : err;
   });
-  if ((mode & 0o077) !== 0) throw new StartupError(`cluster secret file ${file}: readable by group or others (mode ${mode.toString(8)}); chmod 600 it`);
+  const exposed = exposedMode(mode);
+  if (exposed !== null) throw new StartupError(`cluster secret file ${file}: ${exposed}; chmod 600 it`);
   // Raw bytes (a binary secret is fine); only ASCII whitespace at the ends (a trailing newline) is dropped.
   let start = 0;
   let end = raw.length;
@@ -91,12 +92,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
   let certificate: CertificateFacts | null = null;
   if (config.tlsCert && config.tlsKey) {
-    try {
-      await loadSecureContext({ cert: config.tlsCert, key: config.tlsKey });
-    } catch (err) {
-      throw new StartupError((err as Error).message);
-    }
-    certificate = (await inspectTls({ cert: config.tlsCert, key: config.tlsKey }, log, 'start')).facts;
+    const pair = await loadTlsPair({ cert: config.tlsCert, key: config.tlsKey }).catch((err: Error) => {
+      throw new StartupError(err.message);
+    });
+    certificate = inspectTls(pair, config.tlsKey, log, 'start').facts;
   }
   const store = new Store(config.storage);
   const { full } = await store.init().catch((err: Error) => {

@@ -5,11 +5,9 @@
  * a key others can copy). Warnings, not refusals: a renewal that failed must not also stop the node.
  */
 import { X509Certificate } from 'node:crypto';
-import { stat } from 'node:fs/promises';
-import { errnoReason } from '../../protocol/index.js';
-import { readConfigFile } from '../config-file.js';
+import { exposedMode } from '../config-file.js';
 import type { Logger } from '../log.js';
-import type { TlsFiles } from '../worker/tls.js';
+import type { TlsPair } from '../worker/tls.js';
 
 /** A certificate that ends within this is said to expire soon (as the alert FtsTlsCertificateExpiresSoon). */
 export const EXPIRES_SOON_MS = 14 * 86_400_000;
@@ -36,34 +34,22 @@ export function validityProblems(facts: CertificateFacts, now: number): string[]
   return [];
 }
 
-/** A key file that group or others may read (the users file and the cluster secret are refused for it). */
-export async function keyModeProblem(keyFile: string): Promise<string | null> {
-  let mode: number;
-  try {
-    mode = (await stat(keyFile)).mode;
-  } catch (err) {
-    return `cannot stat the TLS key ${keyFile}: ${errnoReason(err)}`;
-  }
-  if ((mode & 0o077) === 0) return null;
-  return `the TLS key ${keyFile} is readable by group or others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`;
-}
-
 /**
- * Reads the pair the server has just loaded (loadSecureContext checked it), logs what is in force (`on`:
- * at `start` or `reload`) and warns of what is wrong with it; returns the certificate's facts and the
- * warnings. Never throws: a file replaced in between leaves a warning, and the facts null.
+ * Says what is in force (`on`: at `start` or `reload`) of the pair the server has just loaded (loadTlsPair
+ * checked it), and warns of what is wrong with it; returns the certificate's facts (null if its dates
+ * cannot be read) and the warnings. Never throws: a reload calls it after the workers were told.
  */
-export async function inspectTls(files: TlsFiles, log: Logger, on: 'start' | 'reload', now = Date.now()): Promise<{ facts: CertificateFacts | null; warnings: string[] }> {
+export function inspectTls(pair: Pick<TlsPair, 'cert' | 'keyMode'>, keyFile: string, log: Logger, on: 'start' | 'reload', now = Date.now()): { facts: CertificateFacts | null; warnings: string[] } {
   let facts: CertificateFacts | null = null;
   const warnings: string[] = [];
   try {
-    facts = certificateFacts((await readConfigFile(files.cert)).bytes);
+    facts = certificateFacts(pair.cert);
     warnings.push(...validityProblems(facts, now));
   } catch (err) {
-    warnings.push(`cannot read the TLS certificate's dates from ${files.cert}: ${(err as Error).message}`);
+    warnings.push(`cannot read the TLS certificate's dates: ${(err as Error).message}`);
   }
-  const keyProblem = await keyModeProblem(files.key);
-  if (keyProblem !== null) warnings.push(keyProblem);
+  const exposed = exposedMode(pair.keyMode);
+  if (exposed !== null) warnings.push(`the TLS key ${keyFile} is ${exposed}; chmod 600 it`);
   const fields = { on, ...(facts === null ? {} : { subject: facts.subject, notAfter: new Date(facts.notAfter).toISOString() }) };
   if (facts !== null) log.info(fields, 'TLS certificate in force');
   for (const w of warnings) log.warn(fields, w);

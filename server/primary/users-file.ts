@@ -4,7 +4,7 @@
  */
 import { decodeStrictUtf8 } from '../../protocol/strict-utf8.js';
 import { parseUsers, type ParsedUsers } from '../auth/users.js';
-import { ConfigFileUnusable, readConfigFile } from '../config-file.js';
+import { ConfigFileUnusable, exposedMode, readConfigFile } from '../config-file.js';
 
 export interface UsersFile extends ParsedUsers {
   text: string;
@@ -37,8 +37,9 @@ export async function readUsersFile(file: string, allowInsecure: boolean): Promi
   if ('badLine' in decoded) throw new UsersFileRefused(`users file ${file}: line ${decoded.badLine} is not valid UTF-8 (passwords are read as UTF-8; re-save the file as UTF-8)`);
   const { text } = decoded;
   const warnings: UsersFileWarning[] = [];
-  if ((mode & 0o077) !== 0) {
-    const problem = `users file ${file} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`;
+  const exposed = exposedMode(mode);
+  if (exposed !== null) {
+    const problem = `users file ${file} is ${exposed}; run chmod 600 on it`;
     if (!allowInsecure) throw new UsersFileRefused(`${problem}, or start with --allow-insecure-users-file`);
     warnings.push({ message: problem, fields: { users: file, mode: mode.toString(8) } });
   }

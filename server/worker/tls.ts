@@ -14,23 +14,32 @@ export interface TlsFiles {
   key: string;
 }
 
+/** A certificate and key that make a context, with what the primary tells the operator about them. */
+export interface TlsPair {
+  context: tls.SecureContext;
+  /** The certificate file's PEM (chain). */
+  cert: Buffer;
+  /** The key file's mode (tls-certificate.ts warns when others may read it). */
+  keyMode: number;
+}
+
 /**
  * Loads and checks the certificate and key; throws an Error naming the problem. Asynchronous, and only
  * from regular files: a FIFO read synchronously would stop the whole process, admission answers included.
  */
-export async function loadSecureContext(files: TlsFiles): Promise<tls.SecureContext> {
-  const read = async (what: string, file: string): Promise<Buffer> => {
+export async function loadTlsPair(files: TlsFiles): Promise<TlsPair> {
+  const read = async (what: string, file: string): Promise<{ bytes: Buffer; mode: number }> => {
     try {
-      return (await readConfigFile(file)).bytes;
+      return await readConfigFile(file);
     } catch (err) {
       if (!(err instanceof ConfigFileUnusable)) throw err;
       throw new Error(`cannot read TLS ${what} ${file}: ${err.message}`);
     }
   };
-  const cert = await read('certificate', files.cert);
+  const cert = (await read('certificate', files.cert)).bytes;
   const key = await read('key', files.key);
   try {
-    return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+    return { context: tls.createSecureContext({ cert, key: key.bytes, minVersion: 'TLSv1.2' }), cert, keyMode: key.mode };
   } catch (err) {
     throw new Error(`invalid TLS certificate or key: ${(err as Error).message}`);
   }
@@ -48,12 +57,12 @@ export class TlsTerminator {
   ) {}
 
   static async create(files: TlsFiles): Promise<TlsTerminator> {
-    return new TlsTerminator(files, await loadSecureContext(files));
+    return new TlsTerminator(files, (await loadTlsPair(files)).context);
   }
 
   /** Re-reads the certificate and key (fts-admin reload); a bad pair keeps the old one and throws. */
   async reload(): Promise<void> {
-    this.context = await loadSecureContext(this.files);
+    this.context = (await loadTlsPair(this.files)).context;
   }
 
   upgrade(socket: net.Socket): Promise<tls.TLSSocket | null> {
