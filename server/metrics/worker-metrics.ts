@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../../protocol/index.js';
 import { HOOK_EVENTS, HOOK_RESULTS, type HookEvent, type HookResult } from '../worker/upload-hooks.js';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -15,6 +16,15 @@ export type Direction = 'upload' | 'download';
  */
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
 
+/**
+ * The error codes that say the server failed rather than the request or its user (a missing file, a bad
+ * name, a quota): created at 0 for every op, so an alert on them works from the first failure.
+ */
+export const SERVER_FAULT_CODES = ['IO_ERROR', 'INTERNAL', 'NO_SPACE', 'READ_ONLY'] as const satisfies readonly ErrorCode[];
+
+/** The `code` label of a request cut by its client leaving: nothing was sent, and the server did not fail. */
+export const DISCONNECTED_CODE = 'disconnected';
+
 export function isCountedOp(op: string): op is CountedOp {
   return (COUNTED_OPS as readonly string[]).includes(op);
 }
@@ -29,6 +39,7 @@ export class WorkerMetrics {
   private readonly sessions: Gauge;
   private readonly auth: Counter<'result'>;
   private readonly operations: Counter<'op' | 'result'>;
+  private readonly operationErrors: Counter<'op' | 'code'>;
   private readonly quotaRefusals: Counter;
   private readonly bytes: Counter<'direction'>;
   private readonly duration: Histogram<'op'>;
@@ -43,6 +54,7 @@ export class WorkerMetrics {
     this.sessions = new Gauge({ name: 'fts_sessions_active', help: 'Authenticated sessions open now', registers });
     this.auth = new Counter({ name: 'fts_auth_attempts_total', help: 'Authentication attempts by result', labelNames: ['result'], registers });
     this.operations = new Counter({ name: 'fts_operations_total', help: 'Completed operations by type and result', labelNames: ['op', 'result'], registers });
+    this.operationErrors = new Counter({ name: 'fts_operation_errors_total', help: `Operations that failed, by type and error code (PROTOCOL.md; ${DISCONNECTED_CODE}: the client left mid-request). ${SERVER_FAULT_CODES.join(', ')} are the server's failures; the rest are refusals of the request`, labelNames: ['op', 'code'], registers });
     this.bytes = new Counter({ name: 'fts_transfer_bytes_total', help: 'File payload bytes moved by uploads and downloads', labelNames: ['direction'], registers });
     this.duration = new Histogram({ name: 'fts_operation_duration_seconds', help: 'Duration of operations', labelNames: ['op'], buckets: DURATION_BUCKETS, registers });
     this.transfers = new Gauge({ name: 'fts_transfers_active', help: 'Uploads and downloads in flight', labelNames: ['direction'], registers });
@@ -54,6 +66,7 @@ export class WorkerMetrics {
     for (const event of HOOK_EVENTS) for (const result of HOOK_RESULTS) this.uploadHooks.inc({ event, result }, 0);
     for (const op of COUNTED_OPS) {
       for (const result of ['ok', 'error']) this.operations.inc({ op, result }, 0);
+      for (const code of SERVER_FAULT_CODES) this.operationErrors.inc({ op, code }, 0);
       this.duration.zero({ op });
     }
     for (const direction of ['upload', 'download']) {
@@ -84,8 +97,10 @@ export class WorkerMetrics {
     this.sessions.dec();
   }
 
-  operation(op: CountedOp, ok: boolean, seconds: number): void {
-    this.operations.inc({ op, result: ok ? 'ok' : 'error' });
+  /** A completed operation; `failure` is its error code (DISCONNECTED_CODE when its client left), null if it succeeded. */
+  operation(op: CountedOp, failure: ErrorCode | typeof DISCONNECTED_CODE | null, seconds: number): void {
+    this.operations.inc({ op, result: failure === null ? 'ok' : 'error' });
+    if (failure !== null) this.operationErrors.inc({ op, code: failure });
     this.duration.observe({ op }, seconds);
   }
 

@@ -1,5 +1,6 @@
 import { errnoOf, FtsError, isOp, type ErrorCode } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
+import { DISCONNECTED_CODE } from '../metrics/worker-metrics.js';
 import type { HandlerResult } from './session-io.js';
 
 /** Failures that are the client's connection going away (audited with "disconnected": true, never sent). */
@@ -15,6 +16,12 @@ export function disconnection(): FtsError {
 /** Whether `failure` is the client's connection going away rather than a failure to report. */
 export function isDisconnection(failure: FtsError | null): boolean {
   return failure !== null && disconnections.has(failure);
+}
+
+/** The `code` label fts_operation_errors_total counts `failure` under (null: no failure). */
+export function failureCode(failure: FtsError | null): ErrorCode | typeof DISCONNECTED_CODE | null {
+  if (failure === null) return null;
+  return isDisconnection(failure) ? DISCONNECTED_CODE : failure.code;
 }
 
 /** An error's message with the errno of its cause, when the message does not already name it. */

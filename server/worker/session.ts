@@ -30,7 +30,7 @@ import { workerPayloads } from './payloads.js';
 import { normaliseIp, PENALTY, type Admission } from './gate-client.js';
 import { runHandler, UNAUTHENTICATED_OPS } from './handlers/index.js';
 import { RequestFrames } from './request-frames.js';
-import { disconnection, isDisconnection, logAudit } from './session-audit.js';
+import { disconnection, failureCode, isDisconnection, logAudit } from './session-audit.js';
 import { ConnectionGone, isDeferred, type HandlerResult, type SessionIo } from './session-io.js';
 import { SessionOutput } from './session-output.js';
 import { Outbox } from './session-outbox.js';
@@ -428,7 +428,7 @@ export class Session {
       return;
     }
     this.auditRefused(header, err, started);
-    if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], false, 0);
+    if (typeof header['op'] === 'string' && isCountedOp(header['op'])) this.ctx.metrics.operation(header['op'], err.code, 0);
     this.outbox.deliver(() => this.output.reply(errorReply(id, err)));
     // A refused upload kept the session busy while its data was skipped: a drain that began meanwhile
     // waits for this to say goodbye now, as it does after a handled request (complete()).
@@ -574,7 +574,7 @@ export class Session {
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       }
     } else {
-      if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failure === null, (Date.now() - started) / 1000);
+      if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failureCode(failure), (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
       logAudit(this.log, { op: req.op, user: this.user, result, started, failure, bytes: this.bytes, name: 'name' in req ? req.name : undefined, to: req.op === 'rename' ? req.to : undefined });
     }

@@ -11,13 +11,13 @@ import { readdir, readFile, readlink, statfs, writeFile } from 'node:fs/promises
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient } from '../../client/index.js';
-import { runAdmin, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
+import { runAdmin, sessionsJson, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
 import { codeOf, continueStopped, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
 import { sha256, sleep, waitUntil } from '../helpers/lifecycle-util.js';
 import { REPO_ROOT } from '../helpers/paths.js';
-import { greetAndQuit, RawClient } from '../helpers/raw-client.js';
-import { encodeHeader } from '../../protocol/index.js';
+import { greetAndQuit, RawClient, uploadBytes } from '../helpers/raw-client.js';
+import { encodeHeader, ERROR_CODES } from '../../protocol/index.js';
 import { runPromtool } from '../helpers/promtool.js';
 import { TestServer, type LogLine, type ServerOptions, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -36,6 +36,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_sessions_active: 'gauge',
   fts_auth_attempts_total: 'counter',
   fts_operations_total: 'counter',
+  fts_operation_errors_total: 'counter',
   fts_transfer_bytes_total: 'counter',
   fts_operation_duration_seconds: 'histogram',
   fts_transfers_active: 'gauge',
@@ -289,9 +290,14 @@ class Tally {
   authFail = 0;
   connections = 0;
 
-  op(op: Op, ok: boolean): void {
-    const key = `${op}/${ok ? 'ok' : 'error'}`;
+  /** Errors by op and code, as fts_operation_errors_total counts them. */
+  readonly errors = new Map<string, number>();
+
+  /** One completed operation: `true` if it succeeded, else the error code it failed with. */
+  op(op: Op, outcome: true | string): void {
+    const key = `${op}/${outcome === true ? 'ok' : 'error'}`;
     this.ops.set(key, (this.ops.get(key) ?? 0) + 1);
+    if (outcome !== true) this.errors.set(`${op}/${outcome}`, (this.errors.get(`${op}/${outcome}`) ?? 0) + 1);
   }
 
   count(op: Op, result: 'ok' | 'error'): number {
@@ -305,6 +311,14 @@ function expectCounts(e: Exposition, t: Tally, what: string): void {
       expect(e.get('fts_operations_total', { op, result }), `${what}: fts_operations_total{op="${op}",result="${result}"}`).to.equal(t.count(op, result));
     }
     const total = t.count(op, 'ok') + t.count(op, 'error');
+    const byCode = e.find('fts_operation_errors_total', { op });
+    for (const s of byCode) {
+      expect(s.value, `${what}: fts_operation_errors_total${JSON.stringify(s.labels)}`).to.equal(t.errors.get(`${op}/${s.labels['code']}`) ?? 0);
+    }
+    for (const [key, n] of t.errors) {
+      const [tallied, code] = key.split('/');
+      if (tallied === op) expect(e.get('fts_operation_errors_total', { op, code: code! }), `${what}: fts_operation_errors_total{op="${op}",code="${code}"}`).to.equal(n);
+    }
     expect(e.get('fts_operation_duration_seconds_count', { op }), `${what}: fts_operation_duration_seconds_count{op="${op}"}`).to.equal(total);
     expect(e.get('fts_operation_duration_seconds_bucket', { op, le: '+Inf' }), `${what}: +Inf bucket of ${op}`).to.equal(total);
   }
@@ -471,6 +485,9 @@ describe('metrics endpoint (Prometheus)', function () {
         for (const s of e.find('fts_operation_duration_seconds_bucket', { op })) expect(s.value, `bucket ${JSON.stringify(s.labels)}`).to.equal(0);
       }
       expect(e.find('fts_operations_total')).to.have.length(OPS.length * 2);
+      // The server's own failures exist at 0 from the start (alerts on them need a series to rate); refusals appear when first counted.
+      for (const op of OPS) for (const code of ['IO_ERROR', 'INTERNAL', 'NO_SPACE', 'READ_ONLY']) expect(e.get('fts_operation_errors_total', { op, code }), `${op}/${code}`).to.equal(0);
+      expect(e.find('fts_operation_errors_total')).to.have.length(OPS.length * 4);
       for (const result of ['success', 'failure']) expect(e.get('fts_auth_attempts_total', { result })).to.equal(0);
       expect(e.find('fts_auth_attempts_total')).to.have.length(2);
       for (const direction of DIRECTIONS) {
@@ -638,11 +655,11 @@ describe('metrics endpoint (Prometheus)', function () {
       );
       const last = clientsHere[clientsHere.length - 1]!;
       expect(await codeOf(last.downloadBuffer('no-such-file.bin'))).to.equal('NOT_FOUND');
-      tally.op('download', false);
+      tally.op('download', 'NOT_FOUND');
       expect(await codeOf(last.delete('no-such-file.bin'))).to.equal('NOT_FOUND');
-      tally.op('delete', false);
+      tally.op('delete', 'NOT_FOUND');
       expect(await codeOf(last.rename('no-such-file.bin', 'x.bin'))).to.equal('NOT_FOUND');
-      tally.op('rename', false);
+      tally.op('rename', 'NOT_FOUND');
       await failedLogin(server, tally);
 
       const workers = (await statusJson(server.adminSocket)).workers.map((w) => w.pid);
@@ -674,6 +691,62 @@ describe('metrics endpoint (Prometheus)', function () {
         100,
       );
       expectCounts(after, tally, 'after two clients quit');
+    });
+
+    it('fts_operation_errors_total counts each failure under its code: a refusal, a name refused before its handler, a kick, and "disconnected" for a client that left', async () => {
+      const server = await startServer({ workers: 1 });
+      const port = metricsPortOf(server);
+      const client = await login(server, null);
+      expect(await codeOf(client.downloadBuffer('missing.bin'))).to.equal('NOT_FOUND');
+      expect(await codeOf(client.delete('missing.bin'))).to.equal('NOT_FOUND');
+      const raws: RawClient[] = [];
+      cleanups.push(async () => raws.forEach((r) => r.close()));
+      const rawLogin = async (): Promise<RawClient> => {
+        const raw = await RawClient.login(server.port, USER.user, USER.password);
+        raws.push(raw);
+        return raw;
+      };
+      const bad = await rawLogin();
+      const refused = await bad.request({ id: 1, op: 'upload', name: '../escape.bin', size: 0, sha256: sha256(Buffer.alloc(0)) });
+      expect(refused?.['code']).to.equal('BAD_NAME');
+
+      const half = (name: string): Buffer => {
+        const whole = uploadBytes(5, name, payload(300_000, 7));
+        return whole.subarray(0, Math.floor(whole.length / 2));
+      };
+      const inProgress = async (name: string): Promise<string> => {
+        let id: string | undefined;
+        await waitUntil(`the upload of ${name} in progress`, async () => {
+          id = (await sessionsJson(server.adminSocket)).find((x) => x.file === name && x.bytes > 0)?.id;
+          return id !== undefined;
+        }, 10_000, 50);
+        return id!;
+      };
+      const gone = await rawLogin();
+      await gone.write(half('gone.bin'));
+      await inProgress('gone.bin');
+      gone.close();
+      const kicked = await rawLogin();
+      await kicked.write(half('kicked.bin'));
+      expect((await runAdmin(server.adminSocket, ['kick', await inProgress('kicked.bin')])).code).to.equal(0);
+
+      const expected: Record<string, number> = { 'download/NOT_FOUND': 1, 'delete/NOT_FOUND': 1, 'upload/BAD_NAME': 1, 'upload/disconnected': 1, 'upload/KICKED': 1 };
+      const e = await waitUntil('the five failures counted', async () => {
+        const x = await scrape(port);
+        return x.get('fts_operations_total', { op: 'upload', result: 'error' }) === 3 ? x : undefined;
+      }, 10_000, 100);
+      for (const s of e.find('fts_operation_errors_total')) {
+        const key = `${s.labels['op']}/${s.labels['code']}`;
+        expect(s.value, `fts_operation_errors_total{${key}}`).to.equal(expected[key] ?? 0);
+      }
+      for (const key of Object.keys(expected)) {
+        const [op, code] = key.split('/');
+        expect(e.find('fts_operation_errors_total', { op: op!, code: code! }), key).to.have.length(1);
+      }
+      for (const op of ['upload', 'download', 'delete']) {
+        const byCode = e.find('fts_operation_errors_total', { op }).reduce((n, x) => n + x.value, 0);
+        expect(byCode, `errors of ${op} by code sum to fts_operations_total{result="error"}`).to.equal(e.get('fts_operations_total', { op, result: 'error' }));
+      }
     });
 
     it('with --proxy-protocol, connections without a valid PROXY v2 header count as fts_rejections_total{reason="proxy_header"}, each one though the log line is rate-limited', async () => {
@@ -1011,6 +1084,8 @@ describe('metrics endpoint (Prometheus)', function () {
         op: new Set(OPS),
         result: new Set(['ok', 'error', 'success', 'failure']),
         direction: new Set(DIRECTIONS),
+        // The stable codes of PROTOCOL.md's table, and a client that left mid-request.
+        code: new Set([...Object.keys(ERROR_CODES), 'disconnected']),
       };
       // The upload hook's runs have results of their own.
       const hookResults = new Set(['ok', 'failed', 'timeout', 'killed', 'dropped', 'unrun']);
