@@ -71,6 +71,8 @@ export interface Config {
   readonly banThreshold: number;
   readonly banWindowSeconds: number;
   readonly banSeconds: number;
+  /** --ban-exempt: addresses that earn no penalty points, as networks text; null = none. */
+  readonly banExempt: string | null;
   /** PEM certificate chain and key; both set = the service port speaks TLS only. */
   readonly tlsCert: string | null;
   readonly tlsKey: string | null;
@@ -196,6 +198,16 @@ function proxySources(raw: string, flag: string): string | null {
   const networks = parseNetworks(raw);
   if (networks === undefined) throw new ConfigError(`--${flag}: must be any, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
   return networks === null ? null : raw;
+}
+
+/** --ban-exempt: `none` (null) or a list of networks, kept as its text. */
+function banExemptions(raw: string, flag: string): string | null {
+  const text = raw.trim().toLowerCase();
+  if (text === 'none') return null;
+  // `any` would exempt everyone: that is --ban-threshold 0, said plainly, not a list that reads like a safelist.
+  if (text === 'any') throw new ConfigError(`--${flag}: any would exempt every address; use --ban-threshold 0 to never ban`);
+  if (parseNetworks(raw) === undefined) throw new ConfigError(`--${flag}: must be none, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
+  return raw;
 }
 
 /** --metrics-port: a port, or `off` (parsed by the flag itself). */
@@ -338,6 +350,12 @@ export const FLAGS = {
   },
   'ban-window': { env: 'FTS_BAN_WINDOW', help: 'seconds penalty points count', default: () => '600', parse: integer(1, 86_400) },
   'ban-duration': { env: 'FTS_BAN_DURATION', help: 'seconds a ban lasts', default: () => '900', parse: integer(1, 30 * 86_400) },
+  'ban-exempt': {
+    env: 'FTS_BAN_EXEMPT',
+    help: 'addresses and CIDR prefixes, separated by commas, that earn no penalty points and so are never banned (monitoring, a trusted NAT); none = no exemption',
+    default: () => 'none',
+    parse: banExemptions,
+  },
   'proxy-from': {
     env: 'FTS_PROXY_FROM',
     help: 'with --proxy-protocol: the peers that may send PROXY headers, addresses and CIDR prefixes separated by commas (any = every peer); others are closed at once',
@@ -456,6 +474,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     banThreshold: pick('ban-threshold') as number,
     banWindowSeconds: pick('ban-window') as number,
     banSeconds: pick('ban-duration') as number,
+    banExempt: pick('ban-exempt') as string | null,
     tlsCert: pick('tls-cert') as string | null,
     tlsKey: pick('tls-key') as string | null,
     metricsHost: pick('metrics-host') as string,

@@ -54,6 +54,13 @@ export function inNetworks(networks: UserNetworks, address: string): boolean {
   }
 }
 
+/** A test of membership in a list validated by parseNetworks (null: no list, no address is in it). */
+export function memberOf(text: string | null): (address: string) => boolean {
+  if (text === null) return () => false;
+  const networks = parseNetworks(text) ?? new BlockList();
+  return (address) => inNetworks(networks, address);
+}
+
 /**
  * The networks file: one `USER:NETWORKS` per line, NETWORKS `any` or a comma-separated list of addresses and
  * CIDR prefixes (`10.0.0.0/8, 192.0.2.7, 2001:db8::/32`); a `*:…` line for every user the file does not

@@ -19,6 +19,8 @@ export interface GateLimits {
   /** Scores older than this are forgotten. */
   banWindowMs: number;
   banDurationMs: number;
+  /** Addresses that earn no penalty points (--ban-exempt), so are never banned. */
+  exempt: (ip: string) => boolean;
 }
 
 export type RejectReason = 'max_connections' | 'per_ip_limit' | 'startups' | 'banned' | 'per_user_limit';
@@ -52,6 +54,9 @@ function expire(score: Score, cutoffMs: number): void {
 
 /** The longest delay before a failed login's answer. */
 const MAX_DELAY_MS = 5_000;
+
+/** The delay before a failed login's answer from an exempt address: vsftpd's fixed one, still no free guesses. */
+export const EXEMPT_DELAY_MS = 1_000;
 
 export class Gatekeeper {
   private readonly conns = new Map<string, Conn>();
@@ -183,6 +188,7 @@ export class Gatekeeper {
    * delay to impose before answering, growing with the score, and whether the address is now banned.
    */
   penalty(ip: string, points: number, now: number): { delayMs: number; banned: boolean; started: boolean } {
+    if (this.limits.exempt(ip)) return { delayMs: points > 0 ? EXEMPT_DELAY_MS : 0, banned: false, started: false };
     const score = this.scores.get(ip) ?? { points: [], total: 0, bannedUntil: 0 };
     this.scores.set(ip, score);
     // Already banned: nothing to add up (a banned address's connections keep sending refused requests).

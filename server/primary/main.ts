@@ -16,6 +16,7 @@ import { inspectTls, type CertificateFacts } from './tls-certificate.js';
 import { AdminServer } from './admin-server.js';
 import { Controller } from './controller.js';
 import { Gatekeeper } from './gatekeeper.js';
+import { memberOf } from '../auth/networks.js';
 import { MetricsEndpoint } from './metrics-endpoint.js';
 import { readUsersFile, UsersFileRefused } from './users-file.js';
 import { readRulesFiles, RulesFileRefused, strangersIn } from './rules-files.js';
@@ -164,6 +165,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     banThreshold: config.banThreshold,
     banWindowMs: config.banWindowSeconds * 1000,
     banDurationMs: config.banSeconds * 1000,
+    exempt: memberOf(config.banExempt),
   });
   setInterval(() => gate.prune(Date.now()), 60_000).unref();
   const pool = new WorkerPool(config, log);

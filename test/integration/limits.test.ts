@@ -320,12 +320,12 @@ describe('limits and bans (real server)', function () {
     });
   });
 
-  describe('scored bans (--ban-threshold 6 --ban-window 120 --ban-duration 120)', function () {
+  describe('scored bans (--ban-threshold 6 --ban-window 120 --ban-duration 120 --ban-exempt 127.0.0.6,10.0.0.0/8)', function () {
     const h = harness();
     let port = 0;
 
     before(async function () {
-      await h.start(['--ban-threshold', '6', '--ban-window', '120', '--ban-duration', '120']);
+      await h.start(['--ban-threshold', '6', '--ban-window', '120', '--ban-duration', '120', '--ban-exempt', '127.0.0.6,10.0.0.0/8']);
       port = await metricsPortOf(h.server());
     });
     afterEach(() => h.closeAll());
@@ -413,6 +413,28 @@ describe('limits and bans (real server)', function () {
       expect(await metric(port, 'fts_bans_active')).to.equal(bansBefore + 1);
       expect(await metric(port, 'fts_rejections_total', { reason: 'banned' })).to.be.greaterThan(bannedBefore);
       await honestRoundTrip(h, 'violation-honest.txt');
+    });
+
+    it('an address in --ban-exempt earns no points: never banned by violations or failed logins, each failed login still answered after ~1 s', async function () {
+      const bansBefore = await metric(port, 'fts_bans_active');
+      const unknownType = Buffer.from([0x00, 0, 0, 0, 1, 0x7b]);
+      for (let i = 0; i < 3; i++) {
+        const { client, first } = await h.greet('127.0.0.6');
+        expectHello(first, `exempt violation #${i + 1}: connection`);
+        client.write(unknownType);
+        const r = await client.reply();
+        expect(r.final, JSON.stringify(r.final)).to.include({ status: 'error', code: 'PROTOCOL_ERROR', fatal: true });
+        expect(await client.waitClosed(5_000)).to.equal(true);
+      }
+      const delays = [await failLogin('127.0.0.6'), await failLogin('127.0.0.6'), await failLogin('127.0.0.6')];
+      for (const [i, took] of delays.entries()) expect(took, `failed login #${i + 1} from an exempt address`).to.be.at.least(900);
+      // 9 + 6 points' worth of failures, threshold 6: an address that earned points would be banned by now.
+      const probe = await h.greet('127.0.0.6');
+      expectHello(probe.first, 'an exempt address after failures worth 15 points');
+      probe.client.close();
+      const scored = await runAdmin(h.server().adminSocket, ['bans', '--points', '--json']);
+      expect((JSON.parse(scored.stdout) as ScoredAddress[]).map((b) => b.address)).to.not.include('127.0.0.6');
+      expect(await metric(port, 'fts_bans_active')).to.equal(bansBefore);
     });
 
     it('fts-admin bans lists a banned address with the time left; unban lifts it (and its points) at once; errors are exit 1 and 2', async function () {

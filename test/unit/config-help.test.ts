@@ -25,6 +25,13 @@ function problemWith(flag: string, value: string): string | null {
   }
 }
 
+/** The configuration `args` make (not --help or --version). */
+function configOf(args: string[]): Exclude<ReturnType<typeof parseConfig>, string> {
+  const config = parseConfig(args, {});
+  if (typeof config === 'string') throw new Error('expected a configuration');
+  return config;
+}
+
 describe('fts-server --help: value ranges', function () {
   it('names a range for every integer option, and exactly that range is accepted', function () {
     const ranges = rangesInHelp();
@@ -77,16 +84,25 @@ describe('fts-server: which --host is loopback (no warning about plaintext)', fu
 
 describe('fts-server --proxy-from', function () {
   it('any (the default) is null; a list of addresses and CIDR prefixes is kept; anything else is refused', function () {
-    const proxyFrom = (args: string[]): string | null => {
-      const config = parseConfig(args, {});
-      if (typeof config === 'string') throw new Error('expected a configuration');
-      return config.proxyFrom;
-    };
+    const proxyFrom = (args: string[]): string | null => configOf(args).proxyFrom;
     expect(proxyFrom([])).to.equal(null);
     expect(proxyFrom(['--proxy-from', 'ANY'])).to.equal(null);
     expect(proxyFrom(['--proxy-from', '10.0.0.0/8, 127.0.0.2,2001:db8::/32'])).to.equal('10.0.0.0/8, 127.0.0.2,2001:db8::/32');
     for (const bad of ['', 'haproxy.example', '10.0.0.0/33', '10.0.0.1,', 'fe80::1%eth0']) {
       expect(problemWith('--proxy-from', bad), JSON.stringify(bad)).to.match(/^--proxy-from: must be any, or IPv4\/IPv6 addresses and CIDR prefixes separated by commas/);
+    }
+  });
+});
+
+describe('fts-server --ban-exempt', function () {
+  it('none (the default) is null; a list of addresses and CIDR prefixes is kept; any is refused (say --ban-threshold 0), so is anything else', function () {
+    const banExempt = (args: string[]): string | null => configOf(args).banExempt;
+    expect(banExempt([])).to.equal(null);
+    expect(banExempt(['--ban-exempt', 'None'])).to.equal(null);
+    expect(banExempt(['--ban-exempt', '192.0.2.0/24, ::1'])).to.equal('192.0.2.0/24, ::1');
+    expect(problemWith('--ban-exempt', 'any')).to.match(/^--ban-exempt: any would exempt every address; use --ban-threshold 0/);
+    for (const bad of ['', 'monitor.example', '10.0.0.0/33', '10.0.0.1,']) {
+      expect(problemWith('--ban-exempt', bad), JSON.stringify(bad)).to.match(/^--ban-exempt: must be none, or IPv4\/IPv6 addresses and CIDR prefixes separated by commas/);
     }
   });
 });

@@ -16,6 +16,7 @@ function limits(over: Partial<GateLimits> = {}): GateLimits {
     banThreshold: 20,
     banWindowMs: 600_000,
     banDurationMs: 900_000,
+    exempt: () => false,
     ...over,
   };
 }
@@ -311,6 +312,16 @@ describe('Gatekeeper (unit)', function () {
       expect(g.activeBans(T0 + 100)).to.equal(0);
       expect(g.admit('a', '10.0.0.1', 1, T0 + 100)).to.deep.equal({ ok: true });
       expect(g.penalty('10.0.0.1', 2, T0 + 101).delayMs).to.equal(5_000);
+    });
+
+    it('an exempt address earns no points: never banned, never scored, each failure delayed by a fixed 1 s', function () {
+      const g = new Gatekeeper(limits({ banThreshold: 4, exempt: (ip) => ip === '10.0.0.9' }), noRandom);
+      for (let i = 0; i < 10; i++) expect(g.penalty('10.0.0.9', 2, T0 + i)).to.deep.equal({ delayMs: 1_000, banned: false, started: false });
+      expect(g.penalty('10.0.0.9', 0, T0 + 11).delayMs, 'no points, no delay').to.equal(0);
+      expect(g.scored(T0 + 12)).to.deep.equal([]);
+      expect(g.admit('a', '10.0.0.9', 1, T0 + 12)).to.deep.equal({ ok: true });
+      expect(g.penalty('10.0.0.8', 2, T0).banned, 'others are scored as before').to.equal(false);
+      expect(g.penalty('10.0.0.8', 2, T0 + 1).banned).to.equal(true);
     });
 
     it('the delay is 500 ms per point of score, capped at 5 s', function () {

@@ -2,7 +2,7 @@
  * The networks file (--networks-file): its syntax, and which addresses each user may log in from.
  */
 import { expect } from 'chai';
-import { Networks, parseNetworksFile } from '../../server/auth/networks.js';
+import { memberOf, Networks, parseNetworksFile } from '../../server/auth/networks.js';
 
 describe('networks file (--networks-file)', function () {
   it('parses addresses, CIDR networks (IPv4 and IPv6) and any, with comments, spaces and a * line', function () {
@@ -42,5 +42,14 @@ describe('networks file (--networks-file)', function () {
     expect(n.allows('carol', '10.0.0.1')).to.equal(false);
     expect(n.allows('bob', '10.0.0.1')).to.equal(true);
     expect(Networks.fromFile(null).allows('anyone', '198.51.100.1')).to.equal(true);
+  });
+});
+
+describe('memberOf (--ban-exempt, a list of networks)', function () {
+  it('matches addresses in the list, IPv4 clients seen as ::ffff:a.b.c.d too; no list matches nothing', function () {
+    const exempt = memberOf('10.0.0.0/8, 192.0.2.7, 2001:db8::/32');
+    for (const ip of ['10.1.2.3', '::ffff:10.1.2.3', '192.0.2.7', '2001:db8::5']) expect(exempt(ip), ip).to.equal(true);
+    for (const ip of ['11.0.0.1', '192.0.2.8', '2001:db9::1', '', 'not-an-address']) expect(exempt(ip), ip).to.equal(false);
+    expect(memberOf(null)('127.0.0.1')).to.equal(false);
   });
 });
