@@ -24,8 +24,8 @@ import { argumentProblem } from '../protocol/arg-errors.js';
 import { canonicalIp, defaultAdminSocket, type AdminEvent, type AdminFinal, type AdminRequest, type StatusResult } from '../protocol/index.js';
 import { PACKAGE_VERSION } from '../protocol/version.js';
 import { AdminClientError, adminRequest, waitForSocketGone } from './admin-client.js';
-import { formatBans, formatDrainProgress, formatScored, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
-import { asReloadResult, isBanList, isDiscarded, isPartialList, isScoredList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
+import { formatBans, formatConfig, formatDrainProgress, formatScored, formatKilled, formatPartials, formatRestarted, formatSessions, formatStatus, formatUsage, safeText } from './format.js';
+import { asReloadResult, isBanList, isConfigResult, isDiscarded, isPartialList, isScoredList, isSessionList, isStatusResult, isUsageList, type ReloadResult } from './results.js';
 import { asOwnerOf, checkUsername, passwd, PasswdCancelled, PasswdError, readNewPassword, sameFile } from './passwd.js';
 import { EXIT_INTERRUPTED } from '../client/cli/report.js';
 
@@ -54,6 +54,8 @@ Administers a running fts-server through its admin socket.
 Commands:
   status [--json]        server, per-worker and total connection/session/transfer counts
   sessions [--json]      list the sessions on all workers
+  config [--json]        the settings the server runs with (every flag's value, and whether it came from
+                         the command line, its environment variable or the default)
   drain [--timeout S]    stop accepting connections, let transfers (and upload hook runs) finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
   ready [--timeout S]    exit 0 once the server answers, all its workers listen and it is not draining
@@ -85,7 +87,7 @@ Commands:
 Options:
   --socket PATH          admin socket; default $FTS_ADMIN_SOCKET, else
                          ${defaultAdminSocket()}
-  --json                 print the server's reply as JSON (status, sessions, bans, usage, partials)
+  --json                 print the server's reply as JSON (status, sessions, config, bans, usage, partials)
   --timeout S            drain grace period, or how long ready waits: whole seconds 0-${MAX_TIMEOUT_SECONDS}
   --points               bans: also list addresses with penalty points, and the points of each
   -h, --help             show this text
@@ -164,7 +166,7 @@ function printJson(value: unknown): void {
 }
 
 /** The commands that take no argument and print one result. */
-type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage' | 'partials';
+type ReportCommand = 'status' | 'sessions' | 'bans' | 'usage' | 'partials' | 'config';
 
 /** The result of a command that takes no argument, checked for its shape before anything uses it. */
 async function ask<T>(inv: Invocation, cmd: ReportCommand, isResult: (v: unknown) => v is T, timeoutMs = REPLY_TIMEOUT_MS): Promise<T> {
@@ -202,6 +204,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   status: report('status', isStatusResult, formatStatus),
 
   sessions: report('sessions', isSessionList, formatSessions),
+
+  config: report('config', isConfigResult, formatConfig),
 
   drain: {
     args: [],

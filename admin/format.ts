@@ -1,6 +1,6 @@
 /** Human-readable output of fts-admin: tables and one-line messages. Pure functions, no I/O. */
 
-import type { BanInfo, DrainProgress, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage } from '../protocol/index.js';
+import type { BanInfo, ConfigResult, DrainProgress, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage } from '../protocol/index.js';
 import { formatBytes } from '../protocol/format-bytes.js';
 
 /**
@@ -204,4 +204,17 @@ export function formatRestarted(oldPid: number, newPid: number): string {
 
 export function formatKilled(oldPid: number): string {
   return `worker ${oldPid} did not exit after draining; killed`;
+}
+
+/**
+ * `config`: one row per fts-server flag in --help's order, `-` for an empty value, FROM the flag, its
+ * environment variable or the default; then when the users and rules files in force were read.
+ */
+export function formatConfig(c: ConfigResult): string {
+  const rows = c.settings.map((x) => [`--${safeText(x.name)}`, x.value === '' ? '-' : safeText(x.value), x.from === 'env' ? safeText(x.env) : x.from]);
+  const read = new Date(c.filesAppliedAt).toISOString();
+  const files = c.lastReloadSuccessful
+    ? `users and rules files in force since ${read}`
+    : `the last reload was refused: the users and rules files in force were read at ${read}, and those on disk may differ`;
+  return `${table([{ header: 'SETTING' }, { header: 'VALUE' }, { header: 'FROM' }], rows)}\n${files}`;
 }

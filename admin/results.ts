@@ -3,7 +3,7 @@
  * version as this tool, so a reply is checked before it is formatted rather than cast blindly.
  */
 
-import type { BanInfo, DiscardedPartial, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage, WorkerStatus } from '../protocol/index.js';
+import type { BanInfo, ConfigResult, ConfigSetting, DiscardedPartial, ScoredAddress, SessionInfo, StatusResult, UserPartial, UserUsage, WorkerStatus } from '../protocol/index.js';
 
 type Rec = Record<string, unknown>;
 
@@ -102,4 +102,14 @@ export function asReloadResult(v: unknown): ReloadResult | null {
   const networkUsers = isNum(v['networkUsers']) ? { networkUsers: v['networkUsers'] } : {};
   const workersConfirmed = isNum(v['workersConfirmed']) ? { workersConfirmed: v['workersConfirmed'] } : {};
   return { users: v['users'], warnings, tlsReloaded: v['tlsReloaded'] === true, ...usersFile, ...quotaUsers, ...permissionUsers, ...rateUsers, ...networkUsers, ...workersConfirmed };
+}
+
+function isConfigSetting(v: unknown): v is ConfigSetting {
+  return isRecord(v) && typeof v['name'] === 'string' && typeof v['env'] === 'string' && typeof v['value'] === 'string'
+    && (v['from'] === 'flag' || v['from'] === 'env' || v['from'] === 'default');
+}
+
+export function isConfigResult(v: unknown): v is ConfigResult {
+  return isRecord(v) && Array.isArray(v['settings']) && v['settings'].every(isConfigSetting)
+    && isNum(v['filesAppliedAt']) && typeof v['lastReloadSuccessful'] === 'boolean';
 }

@@ -45,9 +45,37 @@ export type AdminRequest =
   /** Every user's partial uploads (result: UserPartial[]). */
   | { cmd: 'partials' }
   /** Removes one user's partial upload by key, as `discard` does for the user (result: DiscardedPartial). */
-  | { cmd: 'discard'; user: string; key: string };
+  | { cmd: 'discard'; user: string; key: string }
+  /** The settings the server runs with, and where each came from (result: ConfigResult). */
+  | { cmd: 'config' };
 
-export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage', 'partials', 'discard'] as const satisfies readonly AdminRequest['cmd'][];
+export const ADMIN_COMMANDS = ['status', 'sessions', 'drain', 'reload', 'kick', 'restart-workers', 'bans', 'unban', 'usage', 'partials', 'discard', 'config'] as const satisfies readonly AdminRequest['cmd'][];
+
+/** Where a setting of the server came from. */
+export type SettingSource = 'flag' | 'env' | 'default';
+
+/** One setting of the running server (one fts-server flag). */
+export interface ConfigSetting {
+  /** The flag without its dashes (`port`). */
+  name: string;
+  /** The environment variable that may set it (`FTS_PORT`). */
+  env: string;
+  /** The value in force as text: as given (sizes keep their suffix), paths made absolute; '' = none. */
+  value: string;
+  from: SettingSource;
+}
+
+/** What `config` reports. */
+export interface ConfigResult {
+  settings: ConfigSetting[];
+  /**
+   * When the users file and the rules files (and TLS certificate) in force were read, epoch ms: the start,
+   * or the last reload that was applied.
+   */
+  filesAppliedAt: number;
+  /** False when the last reload was refused, so older files than the ones on disk may be in force. */
+  lastReloadSuccessful: boolean;
+}
 
 /** One partial upload of one user, as `partials` reports it to the user (PROTOCOL.md §6.10). */
 export interface UserPartial extends PartialEntry {
@@ -199,6 +227,7 @@ export function parseAdminRequest(value: unknown): AdminRequest {
     case 'restart-workers':
     case 'usage':
     case 'partials':
+    case 'config':
       return { cmd: v['cmd'] };
     case 'bans': {
       const p = v['points'];

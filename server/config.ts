@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { argumentProblem } from '../protocol/arg-errors.js';
 import { badSwitchMessage, parseSwitch } from '../protocol/env-switch.js';
-import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
+import { defaultAdminSocket, DEFAULT_MAX_HEADER_BYTES, type ConfigSetting, DEFAULT_PORT, HARD_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES } from '../protocol/index.js';
 import { parseNetworks } from './auth/networks.js';
 import { DEFAULT_LOCK_WAIT_SECONDS, MAX_LOCK_WAIT_SECONDS } from './storage/locks.js';
 import { parseFileCount, parseQuotaSize } from './storage/quota-limits.js';
@@ -85,6 +85,8 @@ export interface Config {
   readonly proxyProtocol: boolean;
   /** --proxy-from: the peers that may send PROXY headers, as networks text; null = any. */
   readonly proxyFrom: string | null;
+  /** Every flag's value in force and where it came from (fts-admin config). */
+  readonly settings: readonly ConfigSetting[];
   /** Accept a users file that group or others may read (refused by default, as rsync refuses secrets files). */
   readonly allowInsecureUsersFile: boolean;
   /** File holding the secret that signs session tokens; null = a random secret per server start. */
@@ -382,6 +384,9 @@ export const FLAGS = {
 
 type FlagName = keyof typeof FLAGS;
 
+/** The settings in --help's order: the valued flags, then the on/off switches. */
+const HELP_ORDER: readonly string[] = [...Object.keys(FLAGS), 'proxy-protocol', 'allow-insecure-users-file'];
+
 export function usage(): string {
   const rows: Array<[string, string]> = (Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>).map(([name, spec]) => {
     const range = rangeOf(spec);
@@ -395,6 +400,12 @@ export function usage(): string {
   );
   const width = Math.max(...rows.map(([name]) => name.length));
   return ['Usage: fts-server [options]', '', 'Options (each also read from the environment variable shown):', ...rows.map(([name, text]) => `  --${name.padEnd(width)}  ${text}`)].join('\n');
+}
+
+/** A setting's place in --help's order (the on/off switches, read first, go where --help shows them). */
+function settingOrder(name: string): number {
+  const i = HELP_ORDER.indexOf(name);
+  return i < 0 ? HELP_ORDER.length : i;
 }
 
 /** What to print instead of running the server. */
@@ -421,8 +432,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     if (on === null) throw new ConfigError(badSwitchMessage(name, env[name] ?? ''));
     return on;
   };
-  const proxyProtocol = values['proxy-protocol'] === true || onOff('FTS_PROXY_PROTOCOL');
-  const allowInsecureUsersFile = values['allow-insecure-users-file'] === true || onOff('FTS_ALLOW_INSECURE_USERS_FILE');
+  const settings: ConfigSetting[] = [];
+  const onOffFlag = (name: 'proxy-protocol' | 'allow-insecure-users-file', variable: string): boolean => {
+    const fromFlag = values[name] === true;
+    const on = fromFlag || onOff(variable);
+    const fromEnv = !fromFlag && env[variable] !== undefined && env[variable] !== '';
+    settings.push({ name, env: variable, value: on ? 'on' : 'off', from: fromFlag ? 'flag' : fromEnv ? 'env' : 'default' });
+    return on;
+  };
+  const proxyProtocol = onOffFlag('proxy-protocol', 'FTS_PROXY_PROTOCOL');
+  const allowInsecureUsersFile = onOffFlag('allow-insecure-users-file', 'FTS_ALLOW_INSECURE_USERS_FILE');
   const pick = (name: FlagName): unknown => {
     const spec: FlagSpec = FLAGS[name];
     const fromFlag = values[name] as string | boolean | undefined;
@@ -431,7 +450,11 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     const fromEnv = env[spec.env] === '' ? undefined : env[spec.env];
     const raw = typeof fromFlag === 'string' ? fromFlag : (fromEnv ?? spec.default());
     try {
-      return spec.parse(raw, name);
+      const parsed = spec.parse(raw, name);
+      // A path is shown as the absolute one in force; anything else as given (`10M`, `off`, a network list).
+      const value = typeof parsed === 'string' ? parsed : raw.trim();
+      settings.push({ name, env: spec.env, value, from: typeof fromFlag === 'string' ? 'flag' : fromEnv !== undefined ? 'env' : 'default' });
+      return parsed;
     } catch (err) {
       if (typeof fromFlag !== 'string' && fromEnv !== undefined && err instanceof ConfigError) {
         throw new ConfigError(`${spec.env}: ${err.message.replace(/^--[a-z-]+: /, '')}`);
@@ -484,6 +507,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     allowInsecureUsersFile,
     proxyProtocol,
     proxyFrom: pick('proxy-from') as string | null,
+    settings: Object.freeze(settings.sort((a, b) => settingOrder(a.name) - settingOrder(b.name))),
   });
   if ((config.tlsCert === null) !== (config.tlsKey === null)) throw new ConfigError('--tls-cert and --tls-key must be given together');
   return config;

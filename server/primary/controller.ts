@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster';
-import type { AdminFinal, AdminLine, AdminRequest, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
+import type { AdminFinal, AdminLine, AdminRequest, ConfigResult, SessionInfo, StatusResult, WorkerStatus } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { PrimaryToWorker, WorkerStats } from '../ipc.js';
 import type { Logger } from '../log.js';
@@ -143,6 +143,9 @@ export class Controller {
         return;
       case 'kick':
         reply(await this.kick(req.session));
+        return;
+      case 'config':
+        reply({ ok: true, result: { settings: [...this.config.settings], filesAppliedAt: this.lastReload.appliedAt, lastReloadSuccessful: this.lastReload.successful } satisfies ConfigResult });
         return;
       case 'bans':
         reply({ ok: true, result: req.points === true ? this.gate.scored(Date.now()) : this.gate.bans(Date.now()) });

@@ -195,6 +195,50 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('config', () => {
+    it('lists every fts-server flag in --help order with its value in force and where it came from (flag, variable, default); a refused reload is said', async () => {
+      const server = await startServer({ workers: 1, args: ['--max-upload-rate', '10M', '--ban-exempt', '10.0.0.0/8', '--proxy-protocol', '--proxy-from', '127.0.0.1'], env: { FTS_GRACE: '7', FTS_QUOTA: '' } });
+      const asJson = await runAdmin(server.adminSocket, ['config', '--json']);
+      expect(asJson.code, asJson.stderr).to.equal(0);
+      const result = JSON.parse(asJson.stdout) as { settings: Array<{ name: string; env: string; value: string; from: string }>; filesAppliedAt: number; lastReloadSuccessful: boolean };
+      const help = await new Promise<string>((resolve, reject) => {
+        const p = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/server/main.js'), '--help'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let text = '';
+        p.stdout.on('data', (d: Buffer) => (text += d.toString()));
+        p.on('error', reject);
+        p.on('close', () => resolve(text));
+      });
+      const flagsInHelp = [...help.matchAll(/^ {2}--([a-z-]+)/gm)].map((m) => m[1]!).filter((f) => f !== 'help' && f !== 'version');
+      expect(result.settings.map((x) => x.name), 'one setting per flag of --help, in its order').to.deep.equal(flagsInHelp);
+      const setting = (name: string): { name: string; env: string; value: string; from: string } | undefined => result.settings.find((x) => x.name === name);
+      expect(setting('max-upload-rate')).to.deep.equal({ name: 'max-upload-rate', env: 'FTS_MAX_UPLOAD_RATE', value: '10M', from: 'flag' });
+      expect(setting('ban-exempt')).to.include({ value: '10.0.0.0/8', from: 'flag' });
+      expect(setting('proxy-protocol')).to.deep.equal({ name: 'proxy-protocol', env: 'FTS_PROXY_PROTOCOL', value: 'on', from: 'flag' });
+      expect(setting('grace')).to.deep.equal({ name: 'grace', env: 'FTS_GRACE', value: '7', from: 'env' });
+      expect(setting('quota'), 'an empty variable is unset').to.deep.equal({ name: 'quota', env: 'FTS_QUOTA', value: 'off', from: 'default' });
+      expect(setting('storage'), 'paths are the absolute ones in force').to.include({ value: server.storage, from: 'flag' });
+      expect(setting('tls-cert')).to.include({ value: '', from: 'default' });
+      expect(result.lastReloadSuccessful).to.equal(true);
+      expect(result.filesAppliedAt).to.be.within(Date.now() - 120_000, Date.now());
+
+      const text = await runAdmin(server.adminSocket, ['config']);
+      expect(text.code, text.stderr).to.equal(0);
+      const rows = lines(text.stdout);
+      expect(rows[0]).to.match(/^SETTING\s+VALUE\s+FROM$/);
+      const cells = (flag: string): string[] | undefined => rows.map((r) => r.split(/\s+/)).find((c) => c[0] === `--${flag}`);
+      expect(cells('grace')).to.deep.equal(['--grace', '7', 'FTS_GRACE']);
+      expect(cells('max-upload-rate')).to.deep.equal(['--max-upload-rate', '10M', 'flag']);
+      expect(cells('tls-cert')).to.deep.equal(['--tls-cert', '-', 'default']);
+      expect(rows.at(-1)).to.equal(`users and rules files in force since ${new Date(result.filesAppliedAt).toISOString()}`);
+
+      await writeFile(server.usersFile, 'this line has no separator\n');
+      expect((await runAdmin(server.adminSocket, ['reload'])).code).to.equal(1);
+      const after = await runAdmin(server.adminSocket, ['config']);
+      expect(lines(after.stdout).at(-1)).to.equal(`the last reload was refused: the users and rules files in force were read at ${new Date(result.filesAppliedAt).toISOString()}, and those on disk may differ`);
+      expect(JSON.parse((await runAdmin(server.adminSocket, ['config', '--json'])).stdout)).to.include({ lastReloadSuccessful: false, filesAppliedAt: result.filesAppliedAt });
+    });
+  });
+
   describe('reload', () => {
     it('picks up a new user without disturbing open sessions; a malformed file is refused and the old table kept', async () => {
       const server = await startServer({ workers: 2 });
