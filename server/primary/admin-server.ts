@@ -8,6 +8,9 @@ import { MAX_SOCKET_PATH_BYTES } from '../config.js';
 import type { Logger } from '../log.js';
 import { makeDirectories } from '../storage/private-dir.js';
 
+/** Admin commands that only look: they change nothing, so they are logged at debug. */
+const QUERIES: ReadonlySet<AdminRequest['cmd']> = new Set<AdminRequest['cmd']>(['status', 'sessions', 'config', 'bans', 'usage', 'partials']);
+
 /** How long the startup probe waits for an existing server to answer on the socket. */
 const PROBE_TIMEOUT_MS = 1_000;
 /**
@@ -212,7 +215,9 @@ export class AdminServer {
         return;
       }
       // With what it acts on (session, address, user, key, timeout), validated by parseAdminRequest.
-      this.log.info({ event: 'admin', ...req }, `admin command: ${req.cmd}`);
+      // Queries at debug: a monitoring loop (status every few seconds, ready's polls) must not flood the log
+      // that records the commands that change something.
+      (QUERIES.has(req.cmd) ? this.log.debug : this.log.info).call(this.log, { event: 'admin', ...req }, `admin command: ${req.cmd}`);
       this.handle(req, reply, conn).catch((err: unknown) => {
         this.log.error({ err }, 'admin command failed');
         reply({ ok: false, error: err instanceof Error ? err.message : String(err) });

@@ -239,6 +239,21 @@ describe('fts-admin (end to end)', function () {
     });
   });
 
+  describe('the admin log lines', () => {
+    it('commands that change something are logged at info; queries (status, ready, sessions, config, bans, usage, partials) only at debug', async () => {
+      const server = await startServer({ workers: 1 });
+      for (const args of [['status'], ['ready'], ['sessions'], ['config'], ['bans'], ['usage'], ['partials']]) {
+        const r = await runAdmin(server.adminSocket, args);
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(0);
+      }
+      expect((await runAdmin(server.adminSocket, ['unban', '192.0.2.9'])).code, 'unban of an address with nothing').to.equal(1);
+      expect((await runAdmin(server.adminSocket, ['reload'])).code).to.equal(0);
+      const admin = (): string[] => server.lines.filter((l) => l['event'] === 'admin').map((l) => String(l['cmd']));
+      await waitUntil('the reload line', () => admin().includes('reload'), 5_000, 50);
+      expect(admin()).to.deep.equal(['unban', 'reload']);
+    });
+  });
+
   describe('reload', () => {
     it('picks up a new user without disturbing open sessions; a malformed file is refused and the old table kept', async () => {
       const server = await startServer({ workers: 2 });
