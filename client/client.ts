@@ -14,9 +14,10 @@
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
-import { FtsConnection, type ConnectOptions } from './connection.js';
+import { FtsConnection, type ConnectOptions, type WriteTurn } from './connection.js';
+import type { RequestSpec } from './replies.js';
 import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
-import { holdsSame, isRegularFile, serverDigest } from './skip-same.js';
+import { holdsSame, isRegularFile, serverDigest, type ServerDigest } from './skip-same.js';
 import { isServerError, markLocal } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
@@ -47,7 +48,9 @@ export interface TransferOptions {
   /**
    * Send nothing when both ends already hold the same bytes (the same size and SHA-256; the server's as
    * `hash` answers it): an upload whose name on the server holds the local file's bytes, a download whose
-   * local target holds the server file's. The result then says `skipped: true`. Default false.
+   * local target holds the server file's. The result then says `skipped: true`. Default false. The check
+   * keeps the transfer's place in the request order: it runs at the transfer's turn and holds the
+   * connection for its round trip (and the local file's hashing), during which nothing else is sent.
    */
   skipSame?: boolean;
 }
@@ -355,14 +358,17 @@ export class FtsClient implements FileClient {
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
     const remote = name ?? path.basename(localPath);
     checkName(remote);
-    // A server without `hash` cannot say what it holds: the file is sent, as without skipSame.
-    if (options.skipSame === true && this.offers('hash')) {
-      const there = await serverDigest((n) => this.hash(n), remote);
-      if (there !== null && (await holdsSame(localPath, there))) return { name: remote, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
-    }
+    // A server without `hash` cannot say what it holds: the file is sent, as without skipSame. The check runs
+    // at the upload's turn, so that it keeps its place in the request order.
+    const skipIf = options.skipSame === true && this.offers('hash') ? (w: WriteTurn) => sameOnServer(w, localPath, remote) : undefined;
     const source = new FileSource(localPath, this.hashing);
     try {
-      return uploadResult(await runUpload(this.conn, { name: remote, source, resume: options.resume ?? true, ...progress(options) }), remote);
+      const outcome = await runUpload(this.conn, { name: remote, source, resume: options.resume ?? true, ...progress(options), ...(skipIf ? { skipIf } : {}) });
+      if ('skipped' in outcome) {
+        const there = outcome.skipped;
+        return { name: remote, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+      }
+      return uploadResult(outcome, remote);
     } finally {
       // The request can fail (connection lost) while a send still reads; close only once it stopped.
       await source.close();
@@ -410,15 +416,8 @@ export class FtsClient implements FileClient {
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
     checkName(name);
-    if (options.skipSame === true && this.offers('hash')) {
-      // Without a local file there is nothing to compare: the server is not asked (a hash can mean reading
-      // the whole file there).
-      const target = await downloadTarget(name, localPath);
-      if (await isRegularFile(target)) {
-        const there = await serverDigest((n) => this.hash(n), name);
-        if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
-      }
-    }
+    // The comparison runs at the download's turn, so that it keeps its place in the request order.
+    const skipCheck = options.skipSame === true && this.offers('hash');
     const resume = (options.resume ?? true) && this.offers('download-offset');
     let resumedFrom: number | null = null;
     let resends = 0;
@@ -427,24 +426,36 @@ export class FtsClient implements FileClient {
       // A resend continues what this call itself wrote, whatever `resume` said about earlier calls' leftovers.
       const again = attempt > 0 && this.offers('download-offset');
       const sink = new FileDownload(this.conn, name, localPath, { resume: resume || again, ...progress(options) });
-      // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
-      // write queue: a pipelined batch of downloads then prepares its files concurrently instead of making
-      // every request wait for the file-system round trips of its own preparation.
-      const prepared = sink.prepare();
-      prepared.catch(() => undefined); // reported through the header callback below
-      try {
-        // The first request is queued before any await, so the download keeps its place in request order.
-        const reply = await this.conn.request({
-          header: async () => {
-            await prepared;
-            return sink.request();
-          },
-          onInterim: (h) => {
-            sink.onInterim(h);
-            resumedFrom ??= sink.resumedFrom;
-          },
-          onData: (p) => sink.onData(p),
+      const spec: RequestSpec = {
+        header: async () => {
+          await sink.prepare();
+          return sink.request();
+        },
+        onInterim: (h) => {
+          sink.onInterim(h);
+          resumedFrom ??= sink.resumedFrom;
+        },
+        onData: (p) => sink.onData(p),
+      };
+      let sent: Promise<Header>;
+      if (attempt === 0 && skipCheck) {
+        // Nothing of the sink is prepared before the comparison: a skipped download touches no local file.
+        const first = await this.conn.turn(async (w) => {
+          const same = await sameLocally(w, name, localPath);
+          return same !== null ? { same } : { sent: await w.send(spec) };
         });
+        if (first.same !== undefined) return { name, size: first.same.there.size, sha256: first.same.there.sha256, localPath: first.same.target, resumedFrom: 0, skipped: true };
+        sent = first.sent.reply;
+      } else {
+        // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
+        // write queue: a pipelined batch of downloads then prepares its files concurrently instead of making
+        // every request wait for the file-system round trips of its own preparation.
+        sink.prepare().catch(() => undefined); // reported through the header callback
+        // The first request is queued before any await, so the download keeps its place in request order.
+        sent = this.conn.request(spec);
+      }
+      try {
+        const reply = await sent;
         const done = await sink.commit(reply);
         return { name, ...done, resumedFrom: resumedFrom ?? 0 };
       } catch (err) {
@@ -613,14 +624,7 @@ export class FtsClient implements FileClient {
     checkName(name);
     this.requireCap('hash', 'does not hash files');
     const reply = await this.conn.request({ header: { op: 'hash', name, ...(options.read === true ? { read: true } : {}) } });
-    const { size, mtime, sha256, read, damaged = false } = reply;
-    if (reply['name'] !== name) throw bad(`hash reply names ${JSON.stringify(reply['name'])}, not ${JSON.stringify(name)}`);
-    if (!isCount(size) || size > MAX_FILE_SIZE || !isTime(mtime) || typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) {
-      throw bad(`hash reply for ${JSON.stringify(name)} without a valid size, mtime and sha256`);
-    }
-    if (typeof read !== 'boolean' || typeof damaged !== 'boolean' || (damaged && !read)) throw bad(`hash reply for ${JSON.stringify(name)} without a valid "read" and "damaged"`);
-    if (options.read === true && !read) throw bad(`hash reply for ${JSON.stringify(name)} did not read the file as asked`);
-    return { name, size, mtime, sha256, read, damaged };
+    return fileHashOf(reply, name, options.read === true);
   }
 
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */
@@ -663,6 +667,40 @@ function progress(options: TransferOptions): Pick<TransferOptions, 'onProgress' 
   if (options.onProgress) out.onProgress = options.onProgress;
   if (options.onStart) out.onStart = options.onStart;
   return out;
+}
+
+/** A `hash` reply for `name`, checked (`readAsked`: the request had `read`). */
+function fileHashOf(reply: Header, name: string, readAsked: boolean): FileHash {
+  const { size, mtime, sha256, read, damaged = false } = reply;
+  if (reply['name'] !== name) throw bad(`hash reply names ${JSON.stringify(reply['name'])}, not ${JSON.stringify(name)}`);
+  if (!isCount(size) || size > MAX_FILE_SIZE || !isTime(mtime) || typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) {
+    throw bad(`hash reply for ${JSON.stringify(name)} without a valid size, mtime and sha256`);
+  }
+  if (typeof read !== 'boolean' || typeof damaged !== 'boolean' || (damaged && !read)) throw bad(`hash reply for ${JSON.stringify(name)} without a valid "read" and "damaged"`);
+  if (readAsked && !read) throw bad(`hash reply for ${JSON.stringify(name)} did not read the file as asked`);
+  return { name, size, mtime, sha256, read, damaged };
+}
+
+/** `hash` of `name` sent within a write turn: the turn waits for its reply (one round trip). */
+async function hashInTurn(w: WriteTurn, name: string): Promise<FileHash> {
+  const { reply } = await w.send({ header: { op: 'hash', name } });
+  return fileHashOf(await reply, name, false);
+}
+
+/** skipSame of an upload: the server's file `name` when it holds the bytes of `localPath`, else null. */
+async function sameOnServer(w: WriteTurn, localPath: string, name: string): Promise<ServerDigest | null> {
+  const there = await serverDigest((n) => hashInTurn(w, n), name);
+  return there !== null && (await w.keepAlive(holdsSame(localPath, there))) ? there : null;
+}
+
+/** skipSame of a download: the server's file and the local target when the target holds its bytes, else null. */
+async function sameLocally(w: WriteTurn, name: string, localPath: string | undefined): Promise<{ there: ServerDigest; target: string } | null> {
+  // Without a local file there is nothing to compare: the server is not asked (a hash can mean reading the
+  // whole file there).
+  const target = await downloadTarget(name, localPath);
+  if (!(await isRegularFile(target))) return null;
+  const there = await serverDigest((n) => hashInTurn(w, n), name);
+  return there !== null && (await w.keepAlive(holdsSame(target, there))) ? { there, target } : null;
 }
 
 /** A reply saying the kept part of a download is of no use: its bytes are wrong, or the file is gone. */

@@ -10,6 +10,8 @@ import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { errnoOf, FtsError } from '../protocol/index.js';
 import { isServerError, localFsError } from './errors.js';
 import { digestFile } from './upload.js';
+import type { DownloadResult, FileClient, TransferOptions, UploadResult } from './client.js';
+import { downloadTarget } from './download.js';
 
 /** What `hash` tells of a server file, as far as a comparison needs it. */
 export interface ServerDigest {
@@ -56,4 +58,27 @@ export async function holdsSame(file: string, there: ServerDigest): Promise<bool
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * skipSame checked ahead of the upload instead of at its turn (FtsClient's): the `hash` requests of a batch
+ * go out pipelined and each upload is queued once its check is done, so an upload does not keep its place
+ * in the request order. For batches of distinct names (mput), where nothing queued behind depends on one.
+ */
+export async function uploadUnlessSame(client: FileClient, localPath: string, name: string, options: TransferOptions): Promise<UploadResult> {
+  if (options.skipSame !== true || !client.offers('hash')) return client.upload(localPath, name, options);
+  const there = await serverDigest((n) => client.hash(n), name);
+  if (there !== null && (await holdsSame(localPath, there))) return { name, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+  return client.upload(localPath, name, { ...options, skipSame: false });
+}
+
+/** uploadUnlessSame's counterpart for downloads (mget). */
+export async function downloadUnlessSame(client: FileClient, name: string, localPath: string, options: TransferOptions): Promise<DownloadResult> {
+  if (options.skipSame !== true || !client.offers('hash')) return client.download(name, localPath, options);
+  const target = await downloadTarget(name, localPath);
+  if (await isRegularFile(target)) {
+    const there = await serverDigest((n) => client.hash(n), name);
+    if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
+  }
+  return client.download(name, localPath, { ...options, skipSame: false });
 }

@@ -20,6 +20,7 @@ import { FtsError, type Header } from '../protocol/index.js';
 import type { FtsConnection, WriteTurn } from './connection.js';
 import type { RequestSpec } from './replies.js';
 import { isServerError, serverError } from './errors.js';
+import type { ServerDigest } from './skip-same.js';
 import { STREAM_MIN_BYTES, type Digest, type ProgressCallback, type StreamableSource, type UploadSource } from './upload.js';
 
 /** Files at least this large ask `offset` before sending (and are streamed where the server offers it). */
@@ -36,6 +37,11 @@ export interface UploadPlan {
   /** Called whenever sending starts, with the offset it starts from (again after a resend). */
   onStart?: (offset: number, size: number) => void;
   onProgress?: ProgressCallback;
+  /**
+   * Asked first, at the upload's turn (skipSame): what the server holds when it holds these very bytes, and
+   * then nothing is sent.
+   */
+  skipIf?: (w: WriteTurn) => Promise<ServerDigest | null>;
 }
 
 export interface UploadOutcome {
@@ -50,11 +56,15 @@ export interface UploadOutcome {
  * first await, so the upload keeps its place in the connection's request order (client.ts relies on it);
  * resends go to the back of the queue.
  */
-export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome> {
+export async function runUpload(conn: FtsConnection, plan: UploadPlan & { skipIf?: undefined }): Promise<UploadOutcome>;
+export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome | { skipped: ServerDigest }>;
+export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<UploadOutcome | { skipped: ServerDigest }> {
   // Without streamed uploads the digest goes first: hash ahead, overlapping earlier requests still being sent.
   if (!conn.offers('upload-trailer')) plan.source.prepareDigest();
   const acked = conn.offers('upload-progress');
-  const first = conn.turn(async (w): Promise<Attempt> => {
+  const first = conn.turn(async (w): Promise<Attempt | { skipped: ServerDigest }> => {
+    const same = plan.skipIf === undefined ? null : await plan.skipIf(w);
+    if (same !== null) return { skipped: same };
     const source = plan.source;
     const size = await source.size();
     refuseTooLarge(conn, plan.name, size);
@@ -72,6 +82,7 @@ export async function runUpload(conn: FtsConnection, plan: UploadPlan): Promise<
     return { from, size: digest.size, sent: await resend(from)(w), resend };
   });
   const attempt = await first;
+  if ('skipped' in attempt) return attempt;
   let { from, sent } = attempt;
   /** What this run used of the bytes an earlier one left: less once the server proves it kept fewer, none once they are sent again. */
   let resumedFrom = from;

@@ -553,12 +553,14 @@ export const COMMANDS: readonly Command[] = [
     },
     async run(client, locals, options) {
       const out = await transferOutput(options);
+      const { uploadUnlessSame } = await import('../skip-same.js');
       try {
         await pipelined(
           locals,
           (local) => {
             const t = out.track(path.basename(local));
-            return about(path.basename(local), client.upload(local, undefined, t.options)).then((r) => ({ r, t }));
+            // The skip checks of the batch are pipelined (the files' order does not matter here).
+            return about(path.basename(local), uploadUnlessSame(client, local, path.basename(local), t.options)).then((r) => ({ r, t }));
           },
           ({ r, t }) => out.uploaded(r, t),
           (err) => out.failed(err),
@@ -586,12 +588,13 @@ export const COMMANDS: readonly Command[] = [
       const dir = options.dir ?? '.';
       await requireDirectory(dir);
       const out = await transferOutput(options);
+      const { downloadUnlessSame } = await import('../skip-same.js');
       try {
         await pipelined(
           names,
           (name) => {
             const t = out.track(name);
-            return about(name, client.download(name, path.join(dir, name), t.options)).then((r) => ({ r, t }));
+            return about(name, downloadUnlessSame(client, name, path.join(dir, name), t.options)).then((r) => ({ r, t }));
           },
           ({ r, t }) => out.downloaded(r, t),
           (err) => out.failed(err),

@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { FtsClient } from '../../client/index.js';
 import { describeRun, runCli, type CliResult } from '../helpers/cli.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
@@ -121,6 +122,29 @@ describe('--skip-same (fts upload, download, mput, mget)', function () {
       `skipped d.bin -> d.bin (50000 bytes, sha256 ${sha(data)}): d.bin holds the same bytes`,
       `downloaded e.bin -> e.bin (50000 bytes, sha256 ${sha(data)})`,
     ]);
+  });
+
+  it('library: skipSame keeps the transfer\'s place in the request order (a download right after a skipSame upload gets the new bytes; a delete right after a skipSame download waits for it)', async function () {
+    const client = await FtsClient.connect({ port: server.port });
+    try {
+      await client.auth(ALICE.user, ALICE.password);
+      await client.uploadBuffer('ord.txt', Buffer.from('OLD'));
+      await writeFile(path.join(dir, 'ord.txt'), 'NEW');
+      const [up, down] = await Promise.all([client.upload(path.join(dir, 'ord.txt'), 'ord.txt', { skipSame: true }), client.downloadBuffer('ord.txt')]);
+      expect(up.skipped).to.equal(undefined);
+      expect(down.data.toString(), 'the download queued after the upload').to.equal('NEW');
+
+      const [same] = await Promise.all([client.upload(path.join(dir, 'ord.txt'), 'ord.txt', { skipSame: true }), client.delete('ord.txt')]);
+      expect(same.skipped, 'compared before the delete ran').to.equal(true);
+      await client.uploadBuffer('ord2.txt', Buffer.from('SERVER'));
+      const [got, deleted] = await Promise.allSettled([client.download('ord2.txt', path.join(dir, 'ord2.txt'), { skipSame: true }), client.delete('ord2.txt')]);
+      expect(got.status, JSON.stringify(got)).to.equal('fulfilled');
+      expect(deleted.status).to.equal('fulfilled');
+      expect(await readFile(path.join(dir, 'ord2.txt'), 'utf8')).to.equal('SERVER');
+      expect((await client.list()).map((e) => e.name)).to.not.include.members(['ord.txt', 'ord2.txt']);
+    } finally {
+      client.close();
+    }
   });
 
   it('with standard input or output as LOCAL it is a usage error (exit 2), before connecting', async function () {
