@@ -379,10 +379,15 @@ export class FtsClient implements FileClient {
    * Uploads a stream whose length is not known in advance (a pipe, standard input) as `name`, sending its
    * bytes as they come (PROTOCOL.md §6.1 "Unsized uploads"; the server must offer `upload-unsized`). The
    * stream is read once: a dropped connection or any other failure fails the upload and leaves nothing on
-   * the server (no resume). Progress totals are Infinity. Needs nothing of the local disk.
+   * the server (no resume). Progress totals are Infinity. Needs nothing of the local disk. A chunk that is
+   * not bytes (an object-mode stream) fails it with BAD_REQUEST, nothing published. A source that is still
+   * open when the upload ends (refused, failed) is left unread, not destroyed: it is the caller's.
    */
   async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
     checkName(name);
+    if (typeof (source as Partial<AsyncIterable<Uint8Array>> | null)?.[Symbol.asyncIterator] !== 'function') {
+      throw new FtsError('BAD_REQUEST', 'uploadStream: the source must be a Readable or an async iterable of bytes');
+    }
     this.requireCap('upload-unsized', 'does not take uploads of unknown size');
     const { reply, size, sha256 } = await sendStream(this.conn, name, source, options);
     return uploadResult({ reply, digest: { size, sha256 }, resumedFrom: 0 }, name);

@@ -129,13 +129,13 @@ const YIELD_EVERY_BYTES = 4 * 1024 * 1024;
  * a failure of the connection is thrown.
  */
 async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop: AbortSignal, sent: (piece: Uint8Array) => void): Promise<FtsError | null> {
-  const it = source[Symbol.asyncIterator]();
+  const it = iterate(source);
   let finished = false;
   let unyielded = 0;
   try {
     for (;;) {
       const next = it.next();
-      let step: IteratorResult<Uint8Array> | 'silent' | typeof STOPPED;
+      let step: IteratorResult<unknown> | 'silent' | typeof STOPPED;
       for (;;) {
         try {
           step = await orSilence(next, SILENT_SOURCE_KEEPALIVE_MS, stop);
@@ -152,7 +152,12 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop
         return null;
       }
       // A Readable in text mode (setEncoding, Readable.from of strings) gives strings: their UTF-8 bytes.
-      const chunk: Uint8Array = typeof step.value === 'string' ? Buffer.from(step.value) : step.value;
+      const value: unknown = step.value;
+      if (typeof value !== 'string' && !(value instanceof Uint8Array)) {
+        // An object-mode stage in the caller's pipe: storing nothing of it and saying so beats an empty file.
+        return new FtsError('BAD_REQUEST', `the input gave ${describeChunk(value)}, not bytes (a Buffer, Uint8Array or string); nothing was published`);
+      }
+      const chunk: Uint8Array = typeof value === 'string' ? Buffer.from(value) : value;
       for (let at = 0; at < chunk.length; at += out.maxChunk) {
         const piece = chunk.subarray(at, Math.min(chunk.length, at + out.maxChunk));
         sent(piece);
@@ -168,19 +173,34 @@ async function copyInto(source: AsyncIterable<Uint8Array>, out: DataWriter, stop
       }
     }
   } finally {
-    if (!finished) abandon(source, it);
+    if (!finished) abandon(it);
   }
 }
 
 /**
- * The connection failed while the source was still open: let it go. An async iterator's return() waits for
- * its pending next(), which a silent pipe may never settle, so a stream is destroyed first (which also
- * lets a process whose standard input it was exit).
+ * The source's iterator. A Readable's is asked not to destroy it on return(): the source is the caller's,
+ * who may still need it after a refusal (answer an HTTP request whose body it was, say).
  */
-function abandon(source: AsyncIterable<Uint8Array>, it: AsyncIterator<Uint8Array>): void {
-  const stream = source as Partial<Pick<Readable, 'destroy'>>;
-  if (typeof stream.destroy === 'function') stream.destroy();
+function iterate(source: AsyncIterable<Uint8Array>): AsyncIterator<unknown> {
+  const stream = source as Partial<Pick<Readable, 'iterator'>>;
+  if (typeof stream.iterator === 'function') return stream.iterator({ destroyOnReturn: false });
+  return source[Symbol.asyncIterator]();
+}
+
+/**
+ * The upload ended (a refusal, a failed connection) while the source was still open: let it go, unread
+ * and not destroyed (it is the caller's). return() is not waited for: it waits for a pending next(), which
+ * a silent pipe may never settle.
+ */
+function abandon(it: AsyncIterator<unknown>): void {
   void Promise.resolve(it.return?.()).catch(() => undefined);
+}
+
+/** A chunk that is not bytes, for a message: its type. */
+function describeChunk(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
+  return `a ${typeof value}`;
 }
 
 /**

@@ -292,7 +292,15 @@ export const COMMANDS: readonly Command[] = [
         const out = await transferOutput(options);
         try {
           const t = out.track(remote);
-          out.uploaded(await about(remote, client.uploadStream(process.stdin, remote, { ...t.options, signal })), t);
+          out.uploaded(
+            await about(remote, client.uploadStream(process.stdin, remote, { ...t.options, signal })).catch((err: unknown) => {
+              // Left open by a failed upload (the library does not destroy its source): a silent pipe would
+              // keep this process from exiting.
+              process.stdin.destroy();
+              throw err;
+            }),
+            t,
+          );
         } finally {
           out.close();
         }

@@ -262,6 +262,23 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
     await nothingStaged();
   });
 
+  it('library: a source that gives something other than bytes (an object-mode stream) fails BAD_REQUEST with nothing published; one that is not iterable is refused before anything is sent; the session goes on', async () => {
+    const client = await login();
+    for (const [i, source] of [Readable.from([1, 2, 3]), Readable.from([{ a: 1 }]), new PassThrough({ objectMode: true }).end({ b: 2 })].entries()) {
+      const err = await client.uploadStream(source as Readable, `lib-objects-${i}.bin`).then(() => null, (e: unknown) => e);
+      expect(err, `source ${i}`).to.be.instanceOf(FtsError);
+      expect((err as FtsError).code).to.equal('BAD_REQUEST');
+      expect((err as FtsError).message).to.match(/not bytes/);
+      expect(await publishedSha256(server.storage, ALICE.user, `lib-objects-${i}.bin`)).to.equal(null);
+    }
+    const notIterable = await client.uploadStream([Buffer.from('x')] as unknown as AsyncIterable<Uint8Array>, 'lib-array.bin').then(() => null, (e: unknown) => e);
+    expect((notIterable as FtsError).code).to.equal('BAD_REQUEST');
+    expect(client.connected).to.equal(true);
+    const ok = await client.uploadStream(Readable.from([Buffer.from('after')]), 'lib-after.bin');
+    expect(ok.size).to.equal(5);
+    await nothingStaged();
+  });
+
   it('a user who may not replace files (no "o") is refused PERMISSION_DENIED onto a name taken by an older file, before anything is staged', async () => {
     const owner = await login(KEEPER);
     await writeFile(path.join(server.storage, KEEPER.user, 'old.txt'), 'old');
@@ -383,7 +400,8 @@ describe('unsized uploads (upload-unsized): data until a trailer with size and s
         },
       });
       expect(await codeOf(client.uploadStream(source, 'endless.bin'))).to.equal('QUOTA_EXCEEDED');
-      expect(destroyed, 'the source was let go').to.equal(true);
+      expect(destroyed, 'the source is the caller\'s: let go unread, not destroyed').to.equal(false);
+      expect(source.destroyed).to.equal(false);
       const read = produced;
       await sleep(200);
       expect(read, 'far less than the source holds was read (6 MiB of quota)').to.be.below(128 * MiB);
