@@ -14,6 +14,8 @@
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { FtsError, MAX_FILE_SIZE, MAX_TOKEN_CHARS, nameProblem, ScramClient, SHA256_PATTERN, type Header, type PartialEntry, type StorageUsage } from '../protocol/index.js';
+import { CallbackGuard } from './callbacks.js';
+import { badArgument, checkConnectOptions, requireBytes, requireString, requireWritable } from './arguments.js';
 import { FtsConnection, type ConnectOptions, type WriteTurn } from './connection.js';
 import type { RequestSpec } from './replies.js';
 import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
@@ -33,6 +35,8 @@ export interface TransferOptions {
    * Called with the bytes of the file moved so far (from offset 0) and the total: a download after each data
    * frame; an upload as the server reports what it has received (about four times a second, then once with
    * the total when it answers), or, from a server without `upload-progress`, after each data frame sent.
+   * A callback (this one or onStart) that throws aborts its transfer: the connection is reset as close()
+   * does (what was sent stays for a resume), and the call rejects with IO_ERROR caused by that error.
    */
   onProgress?: ProgressCallback;
   /**
@@ -211,6 +215,7 @@ export interface FileClient {
 const HASH_CONCURRENCY = 2;
 
 function checkName(name: string): void {
+  requireString(name, 'a file name');
   const problem = nameProblem(name);
   if (problem !== null) throw new FtsError('BAD_NAME', `${JSON.stringify(name)}: ${problem}`);
 }
@@ -239,6 +244,7 @@ export class FtsClient implements FileClient {
 
   /** Connects and reads the greeting. Default 127.0.0.1:5421, 10 s timeout. */
   static async connect(options: ConnectOptions = {}): Promise<FtsClient> {
+    checkConnectOptions(options);
     return new FtsClient(await FtsConnection.open(options), Boolean(options.tls) || options.allowPlainPassword === true);
   }
 
@@ -356,6 +362,12 @@ export class FtsClient implements FileClient {
    * offset.
    */
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
+    const guard = new CallbackGuard((reason) => this.conn.close(reason));
+    return guard.around(this.uploadGuarded(localPath, name, guard.wrap(options)));
+  }
+
+  private async uploadGuarded(localPath: string, name: string | undefined, options: TransferOptions): Promise<UploadResult> {
+    requireString(localPath, 'the local path');
     const remote = name ?? path.basename(localPath);
     checkName(remote);
     // A server without `hash` cannot say what it holds: the file is sent, as without skipSame. The check runs
@@ -384,9 +396,14 @@ export class FtsClient implements FileClient {
    * open when the upload ends (refused, failed) is left unread, not destroyed: it is the caller's.
    */
   async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
+    const guard = new CallbackGuard((reason) => this.conn.close(reason));
+    return guard.around(this.uploadStreamGuarded(source, name, guard.wrap(options)));
+  }
+
+  private async uploadStreamGuarded(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions): Promise<UploadResult> {
     checkName(name);
     if (typeof (source as Partial<AsyncIterable<Uint8Array>> | null)?.[Symbol.asyncIterator] !== 'function') {
-      throw new FtsError('BAD_REQUEST', 'uploadStream: the source must be a Readable or an async iterable of bytes');
+      throw badArgument('uploadStream: the source must be a Readable or an async iterable of bytes');
     }
     this.requireCap('upload-unsized', 'does not take uploads of unknown size');
     const { reply, size, sha256 } = await sendStream(this.conn, name, source, options);
@@ -408,6 +425,7 @@ export class FtsClient implements FileClient {
   /** Uploads bytes held in memory (sent whole; resends after a corrupted frame as upload() does). */
   async uploadBuffer(name: string, data: Uint8Array): Promise<UploadResult> {
     checkName(name);
+    requireBytes(data, 'uploadBuffer: the data');
     return uploadResult(await runUpload(this.conn, { name, source: new BufferSource(data), resume: false }), name);
   }
 
@@ -420,7 +438,13 @@ export class FtsClient implements FileClient {
    * from 0 once; a frame that arrives corrupted makes it continue from the bytes before it.
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
+    const guard = new CallbackGuard((reason) => this.conn.close(reason));
+    return guard.around(this.downloadGuarded(name, localPath, guard.wrap(options)));
+  }
+
+  private async downloadGuarded(name: string, localPath: string | undefined, options: TransferOptions): Promise<DownloadResult> {
     checkName(name);
+    if (localPath !== undefined) requireString(localPath, 'the local path');
     // The comparison runs at the download's turn, so that it keeps its place in the request order.
     const skipCheck = options.skipSame === true && this.offers('hash');
     const resume = (options.resume ?? true) && this.offers('download-offset');
@@ -492,7 +516,13 @@ export class FtsClient implements FileClient {
    * would otherwise have to be received and thrown away) and rejects with that error.
    */
   async downloadStream(name: string, out: Writable, options: StreamDownloadOptions = {}): Promise<StreamDownloadResult> {
+    const guard = new CallbackGuard((reason) => this.conn.close(reason));
+    return guard.around(this.downloadStreamGuarded(name, out, guard.wrap(options)));
+  }
+
+  private async downloadStreamGuarded(name: string, out: Writable, options: StreamDownloadOptions): Promise<StreamDownloadResult> {
     checkName(name);
+    requireWritable(out, 'downloadStream: the output');
     const position = options.position ?? new StreamPosition();
     const resumedFrom = position.written;
     for (let resends = 0; ; resends++) {
@@ -613,7 +643,7 @@ export class FtsClient implements FileClient {
    * that upload identity. NOT_FOUND when there is none.
    */
   async discard(key: string): Promise<DiscardResult> {
-    if (!SHA256_PATTERN.test(key)) throw new FtsError('BAD_REQUEST', `${JSON.stringify(key)}: a partial upload's key is 64 lowercase hex digits`);
+    if (typeof key !== 'string' || !SHA256_PATTERN.test(key)) throw new FtsError('BAD_REQUEST', `${JSON.stringify(key)}: a partial upload's key is 64 lowercase hex digits`);
     this.requireCap('partials', 'does not discard partial uploads');
     const reply = await this.conn.request({ header: { op: 'discard', key } });
     if (!isCount(reply['bytes'])) throw bad('discard reply without a valid "bytes"');

@@ -123,6 +123,8 @@ export class FtsConnection {
   private readonly decoder: FrameDecoder;
   private phase: Phase = 'greeting';
   private failure: FtsError | null = null;
+  /** quit() in progress or done: a second call waits for the same. */
+  private quitCall: Promise<void> | null = null;
   private socketError: unknown = null;
   private lastId = 0;
   private writeQueue: Promise<void> = Promise.resolve();
@@ -324,9 +326,26 @@ export class FtsConnection {
     });
   }
 
-  /** Sends quit, waits for its 'ok' and for the server to close the connection. */
-  async quit(): Promise<void> {
-    await this.request({ header: { op: 'quit' } });
+  /**
+   * Sends quit (after the requests queued before it), waits for its 'ok' and for the server to close the
+   * connection. Resolves too when the connection is already closed or ends meanwhile (a drain's `bye`, a
+   * reset): what quit is for, a closed connection, is then reached. Calling it again gives the same promise.
+   */
+  quit(): Promise<void> {
+    this.quitCall ??= this.sendQuit();
+    return this.quitCall;
+  }
+
+  private async sendQuit(): Promise<void> {
+    try {
+      await this.request({ header: { op: 'quit' } });
+    } catch (err) {
+      if (this.phase !== 'open' || this.failure !== null) {
+        this.socket.destroy();
+        return;
+      }
+      throw err;
+    }
     const timer = setTimeout(() => this.socket.destroy(), QUIT_CLOSE_WAIT_MS);
     await this.closed;
     clearTimeout(timer);

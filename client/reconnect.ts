@@ -9,6 +9,7 @@ export interface ReconnectOptions {
    * Reconnections in a row that may be tried without the transfer moving forward; 0 never reconnects.
    * Default 5. An attempt that moved the transfer forward resets the count, so a long transfer over a
    * link that drops now and then still finishes, while a dead server is given up on after about 8 s.
+   * Infinity never gives up.
    */
   retries?: number;
   /** Wait before the first reconnection, in milliseconds; doubled for each further one. Default 250. */
@@ -25,12 +26,18 @@ export interface ReconnectPolicy {
 
 export const DEFAULT_RECONNECT: ReconnectPolicy = { retries: 5, initialDelayMs: 250, maxDelayMs: 5_000 };
 
+/** The policy `options` ask for; a value that is not a whole number of 0 or more is refused (BAD_REQUEST). */
 export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy {
-  const pick = (v: number | undefined, fallback: number): number => (v !== undefined && Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback);
+  const pick = (name: keyof ReconnectOptions, fallback: number, infinite = false): number => {
+    const v: unknown = options[name];
+    if (v === undefined) return fallback;
+    if (typeof v === 'number' && ((Number.isSafeInteger(v) && v >= 0) || (infinite && v === Infinity))) return v;
+    throw new FtsError('BAD_REQUEST', `reconnect.${name} must be a whole number of 0 or more${infinite ? ', or Infinity' : ''} (got ${String(v)})`);
+  };
   return {
-    retries: pick(options.retries, DEFAULT_RECONNECT.retries),
-    initialDelayMs: pick(options.initialDelayMs, DEFAULT_RECONNECT.initialDelayMs),
-    maxDelayMs: pick(options.maxDelayMs, DEFAULT_RECONNECT.maxDelayMs),
+    retries: pick('retries', DEFAULT_RECONNECT.retries, true),
+    initialDelayMs: pick('initialDelayMs', DEFAULT_RECONNECT.initialDelayMs),
+    maxDelayMs: pick('maxDelayMs', DEFAULT_RECONNECT.maxDelayMs),
   };
 }
 
@@ -56,6 +63,16 @@ export function isTransportFailure(err: unknown): boolean {
   return err instanceof FtsError && TRANSPORT_CODES.has(err.code);
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or as soon as `signal` is aborted (a close() must not wait out a backoff). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted === true) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

@@ -18,6 +18,7 @@
  * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
  * with KICKED. The password is kept in memory for the fallback login.
  */
+import { checkConnectOptions, requireString } from './arguments.js';
 import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, markSessionEnded, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
@@ -62,6 +63,8 @@ export class ResilientClient implements FileClient {
   private closedByUser = false;
   /** The reason close() was given, which calls in progress or waiting to reconnect end with. */
   private closedWith: FtsError | null = null;
+  /** Aborted by close() and quit(): a backoff in progress ends at once. */
+  private readonly closing = new AbortController();
   private lastSession: SessionInfo | null;
   private readonly policy: ReconnectPolicy;
   private count = 0;
@@ -87,6 +90,9 @@ export class ResilientClient implements FileClient {
    * once.
    */
   static async connect(options: ResilientConnectOptions): Promise<ResilientClient> {
+    checkConnectOptions(options);
+    requireString(options.user, 'user');
+    requireString(options.password, 'password');
     const policy = reconnectPolicy(options.reconnect);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -265,6 +271,7 @@ export class ResilientClient implements FileClient {
   /** Ends the session politely; a connection that is already gone is just closed. */
   async quit(): Promise<void> {
     this.closedByUser = true;
+    this.closing.abort();
     if (this.current.connected) await this.current.quit();
     else this.current.close();
   }
@@ -272,9 +279,11 @@ export class ResilientClient implements FileClient {
   /** Closes the connection at once and reconnects no more; operations in progress fail (with `reason`). */
   close(reason?: FtsError): void {
     this.closedByUser = true;
-    // What every call in progress ends with, on this connection or waiting for the next one.
-    this.closedWith = reason === undefined ? null : markSessionEnded(reason);
-    this.current.close(reason);
+    // What every call in progress ends with, on this connection or waiting for the next one (in a backoff,
+    // whose wait ends now).
+    this.closedWith = markSessionEnded(reason ?? new FtsError('IO_ERROR', 'connection closed by client'));
+    this.closing.abort();
+    this.current.close(this.closedWith);
   }
 
   /** What a call ends with once the user closed: the close's reason, if it gave one. */
@@ -347,7 +356,7 @@ export class ResilientClient implements FileClient {
       if (!repeat || locked >= this.policy.retries) throw how.lockedBy;
       const delayMs = backoffMs(++locked, this.policy);
       this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: how.lockedBy, reconnecting: false });
-      await sleep(delayMs);
+      await sleep(delayMs, this.closing.signal);
       if (this.closedByUser) throw this.stopped(how.lockedBy);
       client = this.current.connected ? this.current : null;
     }
@@ -362,7 +371,7 @@ export class ResilientClient implements FileClient {
           if (repeat && isLocked(err) && client.connected && !this.closedByUser && locked < this.policy.retries) {
             const delayMs = backoffMs(++locked, this.policy);
             this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: err, reconnecting: false });
-            await sleep(delayMs);
+            await sleep(delayMs, this.closing.signal);
             if (this.closedByUser) throw this.stopped(err);
             continue;
           }
@@ -383,7 +392,7 @@ export class ResilientClient implements FileClient {
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
       const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
       this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
-      if (delayMs > 0) await sleep(delayMs);
+      if (delayMs > 0) await sleep(delayMs, this.closing.signal);
       if (this.closedByUser) throw this.stopped(lastError);
       try {
         client = await this.replace(client);

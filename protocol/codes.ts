@@ -38,6 +38,9 @@ export const ERROR_CODES = {
   TLS_REQUIRED: { fatal: true, exit: 1, message: 'this server requires TLS; connect with TLS (fts --tls)' },
   INTERNAL: { fatal: false, exit: 1, message: 'internal server error' },
 } as const satisfies Record<string, { fatal: boolean; exit: number; message: string }>;
+// Frozen, entries too: FtsError reads `fatal` from here, and no importer may change what a code means.
+for (const entry of Object.values(ERROR_CODES)) Object.freeze(entry);
+Object.freeze(ERROR_CODES);
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 

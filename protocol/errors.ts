@@ -1,4 +1,4 @@
-import { ERROR_CODES, type ErrorCode } from './codes.js';
+import { ERROR_CODES, isErrorCode, type ErrorCode } from './codes.js';
 
 /**
  * The single error type of fts. Anything thrown across a module boundary on purpose is an FtsError;
@@ -18,10 +18,13 @@ export class FtsError extends Error {
     details: Record<string, string | number | boolean> = {},
     options?: { cause?: unknown; fatal?: boolean },
   ) {
-    super(message ?? ERROR_CODES[code].message, options);
+    const entry = isErrorCode(code) ? ERROR_CODES[code] : undefined;
+    // From JavaScript (or past a cast) any string can arrive: say which, not "cannot read properties of undefined".
+    if (entry === undefined) throw new TypeError(`FtsError: unknown error code ${JSON.stringify(code)} (see ERROR_CODES)`);
+    super(message ?? entry.message, options);
     this.name = 'FtsError';
     this.code = code;
     this.details = details;
-    this.fatal = options?.fatal ?? ERROR_CODES[code].fatal;
+    this.fatal = options?.fatal ?? entry.fatal;
   }
 }

@@ -1,0 +1,179 @@
+/**
+ * The client library's contract with the code that embeds it, against a real server: arguments of the wrong
+ * type are refused with FtsError BAD_REQUEST before anything is sent (the connection and what is pipelined
+ * on it carry on), options are checked rather than quietly replaced, quit() settles whatever state the
+ * connection is in, close() ends a ResilientClient's backoff at once, and the error table cannot be changed.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { tempDir } from '../helpers/temp.js';
+import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
+import { ERROR_CODES } from '../../protocol/index.js';
+import { reconnectPolicy } from '../../client/reconnect.js';
+import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
+
+const ALICE = DEFAULT_USERS[0]!;
+
+async function failure(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+}
+
+function expectBadRequest(err: unknown, pattern: RegExp, what: string): void {
+  expect(err, what).to.be.instanceOf(FtsError);
+  expect((err as FtsError).code, `${what}: ${String(err)}`).to.equal('BAD_REQUEST');
+  expect((err as FtsError).message, what).to.match(pattern);
+}
+
+describe('client library: arguments, options, quit and close', function () {
+  this.timeout(60_000);
+  let server: TestServer;
+  const clients: Array<{ close(): void }> = [];
+
+  before(async function () {
+    server = await TestServer.start({ workers: 1 });
+  });
+
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.close();
+  });
+
+  after(async function () {
+    await server?.stop();
+  });
+
+  async function login(): Promise<FtsClient> {
+    const c = await FtsClient.connect({ port: server.port });
+    clients.push(c);
+    await c.auth(ALICE.user, ALICE.password);
+    return c;
+  }
+
+  it('arguments of the wrong type are BAD_REQUEST, refused before anything is sent: requests pipelined beside them, and the connection, carry on', async () => {
+    const c = await login();
+    await c.uploadBuffer('kept.txt', Buffer.from('kept'));
+    const loose = c as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const [a, b, listed, d, e, f, g] = await Promise.all([
+      failure(loose['uploadBuffer']!.call(c, 's.bin', 'a string')),
+      failure(loose['uploadStream']!.call(c, [Buffer.from('x')], 'a.bin')),
+      c.list(),
+      failure(loose['downloadStream']!.call(c, 'kept.txt', {})),
+      failure(loose['upload']!.call(c, 42)),
+      failure(loose['delete']!.call(c, { name: 'kept.txt' })),
+      failure(loose['discard']!.call(c, 7)),
+    ]);
+    expectBadRequest(a, /uploadBuffer: the data must be a Buffer or Uint8Array \(got string\)/, 'uploadBuffer of a string');
+    expectBadRequest(b, /the source must be a Readable or an async iterable/, 'uploadStream of an array');
+    expectBadRequest(d, /downloadStream: the output must be a Writable stream/, 'downloadStream into a plain object');
+    expectBadRequest(e, /the local path must be a string \(got number\)/, 'upload of a number');
+    expectBadRequest(f, /a file name must be a string/, 'delete of an object');
+    expectBadRequest(g, /key is 64 lowercase hex digits/, 'discard of a number');
+    expect(listed.map((x) => x.name)).to.include('kept.txt');
+    expect(c.connected).to.equal(true);
+    expect((await c.downloadBuffer('kept.txt')).data.toString()).to.equal('kept');
+  });
+
+  it('connect options are checked: a port, a timeout or a reconnect policy out of range is BAD_REQUEST (not a RangeError, not a quiet default); retries Infinity is taken', async () => {
+    for (const [options, pattern] of [
+      [{ port: 70_000 }, /port must be a whole number from 1 to 65535/],
+      [{ port: Number.NaN }, /port must be/],
+      [{ port: server.port, connectTimeoutMs: 0 }, /connectTimeoutMs must be a whole number of milliseconds from 1/],
+      [{ port: server.port, connectTimeoutMs: Infinity }, /connectTimeoutMs/],
+      [{ port: server.port, host: '' }, /host must be a non-empty string/],
+      [{ port: server.port, replyTimeoutMs: '5' }, /replyTimeoutMs must be a number/],
+    ] as const) {
+      expectBadRequest(await failure(FtsClient.connect(options as never)), pattern, JSON.stringify(options));
+    }
+    expectBadRequest(await failure(ResilientClient.connect({ port: server.port } as never)), /user must be a string/, 'ResilientClient without a user');
+    for (const retries of [-1, 1.5, '10', Number.NaN]) {
+      expectBadRequest(await failure(ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: retries as number } })), /reconnect.retries must be a whole number of 0 or more, or Infinity/, `retries ${String(retries)}`);
+    }
+    expect(() => reconnectPolicy({ initialDelayMs: -5 })).to.throw(FtsError, /reconnect.initialDelayMs/);
+    expect(reconnectPolicy({ retries: Infinity }).retries).to.equal(Infinity);
+    const rc = await ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: Infinity } });
+    clients.push(rc);
+    expect(await rc.list()).to.be.an('array');
+  });
+
+  it('quit() resolves whatever the connection\'s state: twice at once, after close(), and on a ResilientClient after close()', async () => {
+    const c = await login();
+    await Promise.all([c.quit(), c.quit()]);
+    expect(c.connected).to.equal(false);
+    await c.quit();
+    const d = await login();
+    d.close();
+    await d.quit();
+    const rc = await ResilientClient.connect({ port: server.port, user: ALICE.user, password: ALICE.password });
+    clients.push(rc);
+    rc.close();
+    await rc.quit();
+  });
+
+  it('close() of a ResilientClient waiting out a reconnect backoff ends the wait at once: the call fails "connection closed by client"', async () => {
+    const own = await TestServer.start({ workers: 1 });
+    try {
+      let waiting = false;
+      const rc = await ResilientClient.connect({ port: own.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 3, initialDelayMs: 30_000, maxDelayMs: 30_000 }, onRetry: () => (waiting = true) });
+      clients.push(rc);
+      await own.stop();
+      const started = Date.now();
+      const listed = failure(rc.list());
+      while (!waiting && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 20));
+      expect(waiting, 'the call went into a backoff').to.equal(true);
+      rc.close();
+      const err = await listed;
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).message).to.equal('connection closed by client');
+      expect(Date.now() - started, 'settled without waiting out the 30 s backoff').to.be.below(20_000);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a progress callback that throws aborts its transfer (nothing published, the call rejects with it); a ResilientClient repeats the other calls cut with it', async () => {
+    const paced = await TestServer.start({ workers: 1, args: ['--max-upload-rate', '4M', '--max-download-rate', '4M'] });
+    const { dir, cleanup } = await tempDir('fts-libcb-');
+    try {
+      const big = path.join(dir, 'big.bin');
+      await writeFile(big, randomBytes(24 * 1024 * 1024));
+      const c = await FtsClient.connect({ port: paced.port });
+      clients.push(c);
+      await c.auth(ALICE.user, ALICE.password);
+      const stop = new Error('stop here');
+      const up = await failure(c.upload(big, 'cb-up.bin', { onProgress: (done) => { if (done >= 2 * 1024 * 1024) throw stop; } }));
+      expect(up).to.be.instanceOf(FtsError);
+      expect((up as FtsError).message).to.match(/onProgress callback threw \(stop here\); the transfer was aborted/);
+      expect((up as FtsError).cause).to.equal(stop);
+      expect(c.connected, 'the connection was reset').to.equal(false);
+
+      const rc = await ResilientClient.connect({ port: paced.port, user: ALICE.user, password: ALICE.password });
+      clients.push(rc);
+      expect((await rc.list()).map((e) => e.name), 'nothing published').to.not.include('cb-up.bin');
+      await rc.upload(big, 'whole.bin');
+      const [down, listed] = await Promise.all([
+        failure(rc.download('whole.bin', path.join(dir, 'down.bin'), { onStart: () => { throw stop; } })),
+        rc.list(),
+      ]);
+      expect((down as FtsError).message).to.match(/onStart callback threw/);
+      expect(listed.map((e) => e.name), 'the call pipelined beside it was repeated on a new connection').to.include('whole.bin');
+      expect(rc.connected).to.equal(true);
+    } finally {
+      await paced.stop();
+      await cleanup();
+    }
+  });
+
+  it('the error table is frozen, and an unknown code is a TypeError that names it', () => {
+    expect(Object.isFrozen(ERROR_CODES)).to.equal(true);
+    expect(Object.isFrozen(ERROR_CODES.NOT_FOUND)).to.equal(true);
+    expect(() => {
+      (ERROR_CODES.NOT_FOUND as { fatal: boolean }).fatal = true;
+    }).to.throw(TypeError);
+    expect(new FtsError('NOT_FOUND').fatal).to.equal(false);
+    expect(() => new FtsError('BOGUS' as never)).to.throw(TypeError, 'FtsError: unknown error code "BOGUS"');
+  });
+});
