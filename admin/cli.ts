@@ -58,7 +58,7 @@ Commands:
                          the command line, its environment variable or the default)
   drain [--timeout S]    stop accepting connections, let transfers (and upload hook runs) finish for at most S seconds
                          (default: the server's --grace), then stop the server; waits until it is gone
-  ready [--timeout S]    exit 0 once the server answers, all its workers listen and it is not draining
+  ready [--timeout S]    exit 0 once the server answers, all its workers listen, its storage answers and it is not draining
                          (prints the port); --timeout S: wait up to S seconds for that (for a service
                          manager's start-up check, or a rolling deploy's next step)
   reload                 re-read the users file, the quota, permissions, rates and networks files and the TLS certificate
@@ -457,6 +457,7 @@ async function notReadyBecause(inv: Invocation, deadline: number): Promise<Comma
   // respawned after a crash, or replaced by restart-workers, is "starting" until it listens again.
   if (status.port === null) return new CommandFailed(`not ready: the server (pid ${status.pid}) is starting; its workers do not all listen yet`);
   if (!status.workers.some((w) => w.starting !== true)) return new CommandFailed(`not ready: no worker of the server (pid ${status.pid}) listens now`);
+  if (status.storage?.ok === false) return new CommandFailed(`not ready: the storage is unavailable: ${serverMessage(status.storage.problem ?? 'unknown problem')}`);
   out(`ready: listening on port ${status.port}`);
   return null;
 }

@@ -102,7 +102,9 @@ export function formatStatus(st: StatusResult): string {
   const rows = st.workers.map((w) => [String(w.pid), String(w.connections), String(w.sessions), String(w.transfers)]);
   const suffixes: (string | undefined)[] = st.workers.map((w) => (w.responding ? undefined : w.starting === true ? '(starting)' : '(not responding)'));
   rows.push(['total', String(st.connections), String(st.sessions), String(st.transfers)]);
-  return `${head}\n${table(cols, rows, suffixes)}`;
+  // Said only when something is wrong: the usual output keeps its shape.
+  const storage = st.storage?.ok === false ? `\nstorage unavailable: ${safeText(st.storage.problem ?? 'unknown problem', false)}` : '';
+  return `${head}\n${table(cols, rows, suffixes)}${storage}`;
 }
 
 /** `2025-11-25T17:13:05.123Z` → `2025-11-25T17:13:05Z`; anything unparsable is shown escaped. */

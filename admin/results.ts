@@ -33,7 +33,8 @@ export function isStatusResult(v: unknown): v is StatusResult {
     && typeof v['draining'] === 'boolean' && isNum(v['uptimeSeconds']) && typeof v['version'] === 'string'
     && Array.isArray(v['workers']) && v['workers'].every(isWorkerStatus)
     && isNum(v['connections']) && isNum(v['sessions']) && isNum(v['transfers']) && isNum(v['workerRestarts'])
-    && (v['usersFile'] === undefined || typeof v['usersFile'] === 'string');
+    && (v['usersFile'] === undefined || typeof v['usersFile'] === 'string')
+    && (v['storage'] === undefined || (isRecord(v['storage']) && typeof v['storage']['ok'] === 'boolean' && (v['storage']['problem'] === undefined || typeof v['storage']['problem'] === 'string')));
 }
 
 function isSessionInfo(v: unknown): v is SessionInfo {

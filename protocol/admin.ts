@@ -141,6 +141,11 @@ export interface StatusResult {
    * before writing anything. Added later: absent from older servers.
    */
   usersFile?: string;
+  /**
+   * Whether the storage is there and answers (its root holds `.fts`, statfs answers within 2 s); `problem`
+   * says what is wrong when not. Added later: absent from older servers.
+   */
+  storage?: { ok: boolean; problem?: string };
 }
 
 export interface SessionInfo {

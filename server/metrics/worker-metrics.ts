@@ -22,6 +22,10 @@ export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
  */
 export const SERVER_FAULT_CODES = ['IO_ERROR', 'INTERNAL', 'NO_SPACE', 'READ_ONLY'] as const satisfies readonly ErrorCode[];
 
+export function isServerFault(code: string): boolean {
+  return (SERVER_FAULT_CODES as readonly string[]).includes(code);
+}
+
 /** The `code` label of a request cut by its client leaving: nothing was sent, and the server did not fail. */
 export const DISCONNECTED_CODE = 'disconnected';
 

@@ -13,6 +13,7 @@ import { knownUsersIn, readRulesFiles, RulesFileRefused, strangersIn, type Polic
 import { partialsOfUsers, usageOfUsers, type PerUser } from './storage-usage.js';
 import { discardPartials } from '../storage/partials.js';
 import { FtsError } from '../../protocol/index.js';
+import { StorageHealth } from './storage-health.js';
 import type { WorkerPool } from './worker-pool.js';
 
 /** A worker that does not answer within this long is reported as not responding. */
@@ -60,6 +61,8 @@ function reloadFields(source: ReloadSource): { source: ReloadSource; signal?: 'S
  */
 export class Controller {
   readonly startedAt = Date.now();
+  /** Whether the storage is there and answers (status, ready, /metrics). */
+  readonly storage: StorageHealth;
   port: number | null = null;
   metricsPort: number | null = null;
   draining = false;
@@ -100,6 +103,7 @@ export class Controller {
     /** The storage's SCRAM salt key (storage/salt-key.ts), sent the same way. */
     private readonly saltKey: Buffer,
   ) {
+    this.storage = new StorageHealth(config.storage);
     pool.onAllExited = () => {
       this.log.info('all workers exited');
       for (const watcher of this.drainWatchers) watcher({ event: 'exited' });
@@ -226,7 +230,7 @@ export class Controller {
   }
 
   async status(): Promise<StatusResult> {
-    const workers = await this.workerStats();
+    const [workers, storage] = await Promise.all([this.workerStats(), this.storage.probe()]);
     const sum = (key: 'connections' | 'sessions' | 'transfers') => workers.reduce((n, w) => n + w[key], 0);
     return {
       pid: process.pid,
@@ -241,6 +245,7 @@ export class Controller {
       transfers: sum('transfers'),
       workerRestarts: this.pool.restarts,
       usersFile: this.config.users,
+      storage: storage.ok ? { ok: true } : { ok: false, problem: storage.problem },
     };
   }
 

@@ -180,7 +180,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   });
 
   controller.certificate = certificate;
-  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload, { storage: config.storage, certificate: () => controller.certificate });
+  const metrics = new MetricsEndpoint(log, pool, () => controller.draining, gate, () => controller.lastReload, { storage: controller.storage, startedAt: controller.startedAt, certificate: () => controller.certificate });
   pool.onUndelivered = () => metrics.rejected('no_descriptor');
   if (config.metricsPort !== null) {
     controller.metricsPort = await metrics.start(config.metricsHost, config.metricsPort).catch(async (err: NodeJS.ErrnoException) => {

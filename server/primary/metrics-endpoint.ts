@@ -1,12 +1,12 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import type { StatsFs } from 'node:fs';
-import { statfs } from 'node:fs/promises';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { hostPort } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
 import type { MetricsJson } from '../metrics/worker-metrics.js';
 import { queryWorker } from './cluster-query.js';
+import type { StorageHealth } from './storage-health.js';
 import type { CertificateFacts } from './tls-certificate.js';
 import { MonotonicOutput } from './monotonic-output.js';
 import { REJECT_REASONS, type Gatekeeper, type RejectReason } from './gatekeeper.js';
@@ -87,24 +87,39 @@ export class MetricsEndpoint {
     isDraining: () => boolean,
     gate: Gatekeeper,
     lastReload: () => { successful: boolean; appliedAt: number },
-    node: { storage: string; certificate: () => CertificateFacts | null },
+    node: { storage: StorageHealth; startedAt: number; certificate: () => CertificateFacts | null },
   ) {
     const registers = [this.registry];
-    // What fills a node or breaks its TLS port while it runs fine: for alerts, before clients see it.
+    // What fills a node, takes its storage away or breaks its TLS port while it runs fine: for alerts,
+    // before clients see it. One probe per scrape (StorageHealth) serves every storage gauge.
+    // process_start_time_seconds is left out (summed over processes it means nothing): a node that restarts
+    // in a loop (Restart=on-failure) shows here, each start resetting the counters too.
+    new Gauge({ name: 'fts_start_time_seconds', help: 'When this node (its primary) started, Unix time', registers }).set(Math.floor(node.startedAt / 1000));
+    new Gauge({
+      name: 'fts_storage_up',
+      help: 'Whether the storage answers: 1 when its root holds its .fts directory and statfs answers within 2 s, 0 when not (unmounted, removed, hung); the other fts_storage_* gauges are then NaN',
+      registers,
+      async collect() {
+        this.set((await node.storage.probe()).ok ? 1 : 0);
+      },
+    });
     const storageGauge = (name: string, help: string, value: (fs: StatsFs) => number): void => {
       new Gauge({
         name,
         help,
         registers,
         async collect() {
-          const fs = await statfs(node.storage).catch(() => null);
-          if (fs !== null) this.set(value(fs));
+          const probe = await node.storage.probe();
+          // NaN rather than the last value: a frozen "plenty free" would hide the failure, and a 0 would read
+          // as a full disk. NaN compares false, so no threshold alert fires on it; FtsStorageUnavailable does.
+          this.set(probe.ok ? value(probe.fs) : Number.NaN);
         },
       });
     };
     storageGauge('fts_storage_free_bytes', 'Bytes free for the server on the storage file system (statfs f_bavail × f_bsize)', (fs) => fs.bavail * fs.bsize);
     storageGauge('fts_storage_size_bytes', 'Size of the storage file system (statfs f_blocks × f_bsize)', (fs) => fs.blocks * fs.bsize);
     storageGauge('fts_storage_free_inodes', 'Inodes free on the storage file system (statfs f_ffree; 0 on file systems without a fixed count)', (fs) => fs.ffree);
+    storageGauge('fts_storage_inodes', 'Inodes of the storage file system (statfs f_files; 0 on file systems without a fixed count)', (fs) => fs.files);
     if (node.certificate() !== null) {
       new Gauge({
         name: 'fts_tls_certificate_expiry_timestamp_seconds',

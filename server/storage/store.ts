@@ -170,6 +170,9 @@ export class Store {
     try {
       await mkdir(dir, { mode: 0o700 });
     } catch (err) {
+      // The root itself is gone (an unmounted or removed storage): the server's failure, not the user's
+      // "no such file", and said without the path.
+      if (errnoOf(err) === 'ENOENT') throw new FtsError('IO_ERROR', 'the storage is unavailable; try again later', {}, { cause: err });
       if (errnoOf(err) !== 'EEXIST') throw fsError(err, 'user directory');
     }
     await checkUserDir(dir);

@@ -19,7 +19,7 @@ import {
   type SessionInfo,
 } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
-import { isCountedOp, type Direction } from '../metrics/worker-metrics.js';
+import { isCountedOp, isServerFault, type Direction } from '../metrics/worker-metrics.js';
 import type { UserStore } from '../storage/store.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { WorkerContext } from './context.js';
@@ -559,10 +559,12 @@ export class Session {
   private async complete(id: number, req: Request, started: number, result: HandlerResult | null, failure: FtsError | null): Promise<void> {
     if (req.op === 'auth') {
       const user = req.mech === 'plain' ? req.user.slice(0, 64) : (this.user ?? this.loginUser);
-      this.log.info({ event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech, code: failure?.code }, 'auth');
-      // A login refused for the user's session count checked out (fts_rejections_total counts it): not a
-      // failed login, which alerts read as password guessing.
-      if (failure?.code !== 'TOO_MANY_CONNECTIONS') this.ctx.metrics.authAttempt(failure === null);
+      // The server failing a login (its storage gone, say) is logged at warn with why, as any storage failure.
+      const serverFault = failure !== null && isServerFault(failure.code);
+      (serverFault ? this.log.warn : this.log.info).call(this.log, { event: 'auth', result: failure ? 'failure' : 'success', user, mech: req.mech, code: failure?.code, ...(serverFault ? { reason: failure.message } : {}) }, 'auth');
+      // A login refused for the user's session count checked out (fts_rejections_total counts it), or failed
+      // by the server: not a failed login, which alerts read as password guessing.
+      if (failure?.code !== 'TOO_MANY_CONNECTIONS' && !serverFault) this.ctx.metrics.authAttempt(failure === null);
       // Token failures are not guesses (tokens are MACed); after a restart every client's token goes stale.
       if (failure?.code === 'AUTH_FAILED' && req.mech !== 'token') {
         // Wrong password or unknown user: delay the answer (growing with the address's score), as vsftpd does.

@@ -81,6 +81,7 @@ export interface StatusJson {
   connections: number;
   sessions: number;
   transfers: number;
+  storage?: { ok: boolean; problem?: string };
   [extra: string]: unknown;
 }
 

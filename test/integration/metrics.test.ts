@@ -7,10 +7,10 @@
  * Linux only (as the server's CI): the "nothing listens" checks read /proc.
  */
 import { expect } from 'chai';
-import { readdir, readFile, readlink, statfs, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, rename, statfs, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { FtsClient } from '../../client/index.js';
+import { FtsClient, FtsError } from '../../client/index.js';
 import { runAdmin, sessionsJson, startAdmin, statusJson, type AdminRun } from '../helpers/admin-cli.js';
 import { codeOf, continueStopped, releaseAll } from '../helpers/common.js';
 import { SlowUploader } from '../helpers/lifecycle-slow-uploader.js';
@@ -52,6 +52,9 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_upload_hooks_total: 'counter',
   fts_config_last_reload_successful: 'gauge',
   fts_config_last_reload_success_timestamp_seconds: 'gauge',
+  fts_storage_up: 'gauge',
+  fts_start_time_seconds: 'gauge',
+  fts_storage_inodes: 'gauge',
   fts_storage_free_bytes: 'gauge',
   fts_storage_size_bytes: 'gauge',
   fts_storage_free_inodes: 'gauge',
@@ -61,7 +64,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
 const TLS_FAMILIES: Readonly<Record<string, 'gauge'>> = { fts_tls_certificate_expiry_timestamp_seconds: 'gauge' };
 
 /** Gauges that are not 0 on a fresh server. */
-const NONZERO_AT_START = new Set(['fts_workers', 'fts_config_last_reload_successful', 'fts_config_last_reload_success_timestamp_seconds', 'fts_storage_free_bytes', 'fts_storage_size_bytes', 'fts_storage_free_inodes']);
+const NONZERO_AT_START = new Set(['fts_workers', 'fts_config_last_reload_successful', 'fts_config_last_reload_success_timestamp_seconds', 'fts_storage_up', 'fts_start_time_seconds', 'fts_storage_free_bytes', 'fts_storage_size_bytes', 'fts_storage_free_inodes', 'fts_storage_inodes']);
 
 interface Sample {
   name: string;
@@ -231,11 +234,15 @@ async function get(port: number, urlPath: string, method = 'GET'): Promise<{ sta
   return { status: res.status, contentType: res.headers.get('content-type') ?? '', body: await res.text() };
 }
 
-async function scrape(port: number): Promise<Exposition> {
+/** The storage gauges, NaN while the storage is unavailable (and only then). */
+const STORAGE_SPACE = ['fts_storage_free_bytes', 'fts_storage_size_bytes', 'fts_storage_free_inodes', 'fts_storage_inodes'];
+
+/** GET /metrics, parsed; no fts_* sample may be NaN, but for the families in `nanAllowed`. */
+async function scrape(port: number, nanAllowed: readonly string[] = []): Promise<Exposition> {
   const r = await get(port, '/metrics');
   expect(r.status, `GET /metrics status (body: ${r.body.slice(0, 200)})`).to.equal(200);
   const e = new Exposition(r.body);
-  const nan = e.samples.filter((s) => s.name.startsWith('fts_') && Number.isNaN(s.value)).map(seriesKey);
+  const nan = e.samples.filter((s) => s.name.startsWith('fts_') && Number.isNaN(s.value) && !nanAllowed.includes(s.name)).map(seriesKey);
   expect(nan, 'fts_* samples whose value is NaN').to.deep.equal([]);
   return e;
 }
@@ -511,8 +518,47 @@ describe('metrics endpoint (Prometheus)', function () {
       expect(e.get('fts_storage_size_bytes'), 'size').to.equal(fs.blocks * fs.bsize);
       expect(e.get('fts_storage_free_bytes'), 'free bytes').to.be.closeTo(fs.bavail * fs.bsize, 0.05 * fs.blocks * fs.bsize);
       expect(e.get('fts_storage_free_inodes'), 'free inodes').to.be.closeTo(fs.ffree, 0.05 * fs.files + 1000);
+      expect(e.get('fts_storage_inodes'), 'inodes').to.equal(fs.files);
+      expect(e.get('fts_storage_up')).to.equal(1);
+      expect(e.get('fts_start_time_seconds'), 'the node started just now').to.be.within(Date.now() / 1000 - 120, Date.now() / 1000);
       expect(e.find('fts_tls_certificate_expiry_timestamp_seconds'), 'no certificate metric without TLS').to.deep.equal([]);
       expectHistogramsConsistent(e);
+    });
+
+    it('a storage that goes away (its .fts directory gone: unmounted, removed) is fts_storage_up 0 with the free-space gauges NaN (not their last values), status says why and ready is not; logins fail IO_ERROR at warn, not counted as failed logins', async () => {
+      const server = await startServer({ workers: 1 });
+      const port = metricsPortOf(server);
+      const away = `${server.storage}-away`;
+      await rename(server.storage, away);
+      cleanups.push(async () => {
+        await rename(away, server.storage).catch(() => undefined);
+      });
+      const e = await waitUntil('fts_storage_up 0', async () => {
+        const x = await scrape(port, STORAGE_SPACE);
+        return x.get('fts_storage_up') === 0 ? x : undefined;
+      }, 10_000, 200);
+      for (const name of STORAGE_SPACE) expect(e.get(name), `${name} while the storage is gone`).to.be.NaN;
+      const status = await runAdmin(server.adminSocket, ['status']);
+      expect(status.code).to.equal(0);
+      expect(status.stdout.trimEnd().split('\n').at(-1)).to.match(/^storage unavailable: .*\.fts: no such file or directory \(ENOENT\)$/);
+      expect((await statusJson(server.adminSocket)).storage?.ok).to.equal(false);
+      const ready = await runAdmin(server.adminSocket, ['ready']);
+      expect([ready.code, ready.stderr]).to.deep.equal([1, `fts-admin: not ready: the storage is unavailable: ${server.storage}/.fts: no such file or directory (ENOENT)\n`]);
+
+      const client = await FtsClient.connect({ port: server.port });
+      clients.push(client);
+      const err = await client.auth(USER.user, USER.password).then(() => null, (x: unknown) => x);
+      expect(err, String(err)).to.be.instanceOf(FtsError);
+      expect((err as FtsError).code).to.equal('IO_ERROR');
+      expect((err as FtsError).message).to.equal('the storage is unavailable; try again later');
+      const line = await waitUntil('the auth line', () => server.lines.find((l) => l['event'] === 'auth' && l['code'] === 'IO_ERROR'), 5_000, 50);
+      expect(line).to.include({ level: 'warn', reason: 'the storage is unavailable; try again later' });
+      expect((await scrape(port, STORAGE_SPACE)).get('fts_auth_attempts_total', { result: 'failure' }), 'not a failed login').to.equal(0);
+
+      await rename(away, server.storage);
+      await waitUntil('fts_storage_up 1', async () => (await scrape(port)).get('fts_storage_up') === 1, 10_000, 200);
+      expect((await runAdmin(server.adminSocket, ['ready'])).code).to.equal(0);
+      expect((await runAdmin(server.adminSocket, ['status'])).stdout).to.not.include('storage unavailable');
     });
 
     it('serves text format 0.0.4 at /metrics; other paths are 404, other methods 405, HEAD has no body', async () => {
