@@ -60,11 +60,12 @@ export async function scramFirst(
 }
 
 /**
- * Handles client-final-message (`c=biws,r=nonce,p=proof`). Returns the server-final-message (`v=...`) on
+ * Handles client-final-message (`c=biws,r=nonce[,extensions],p=proof`). Returns the server-final-message (`v=...`) on
  * success, or null when the proof is wrong (or anything else is off).
  */
 export function scramFinal(x: ScramExchange, clientFinal: string): string | null {
-  const m = /^(c=([^,]*),r=([^,]*))(?:,[^p][^,]*)*,p=([A-Za-z0-9+/=]+)$/.exec(clientFinal);
+  // client-final-message-without-proof is everything before `,p=`, extensions included (RFC 5802 §3).
+  const m = /^(c=([^,]*),r=([^,]*)(?:,[^p][^,]*)*),p=([A-Za-z0-9+/=]+)$/.exec(clientFinal);
   if (!m) return null;
   const [, withoutProof = '', binding = '', nonce = '', proofB64 = ''] = m;
   // RFC 5802 §5.1: c= repeats the gs2 header, base64("n,,") = "biws" or base64("y,,") = "eSws"; a

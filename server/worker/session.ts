@@ -461,6 +461,8 @@ export class Session {
         this.fatal(id, new FtsError('RATE_LIMITED', undefined, ban.retryAfterSeconds ? { retryAfter: ban.retryAfterSeconds } : {}));
         return;
       }
+      // Ended while the primary was asked (a drain's bye, a kick, the login timeout): nothing may run now.
+      if (this.phase === 'closed') return;
     }
     const started = Date.now();
     this.active = true;
@@ -629,8 +631,10 @@ export class Session {
             throw new FtsError('TOO_MANY_CONNECTIONS', `${user} has as many sessions as the server allows at once (--max-sessions-per-user); end one, or try again later`);
           }
         }
-        // Cut meanwhile (kick, login timeout, drain's deadline): no session to open.
-        if (this.socket.destroyed) throw new ConnectionGone();
+        // Cut meanwhile (kick, login timeout, drain's deadline): no session to open. The phase, not only the
+        // socket: a bye leaves the socket open for a moment (its linger), and a session opened then would run
+        // the requests that follow, unanswered.
+        if (this.socket.destroyed || this.phase === 'closed') throw new ConnectionGone();
         if (!stillCurrent()) throw new FtsError('AUTH_FAILED');
         if (!limited) this.ctx.gate.loggedIn(this.id, user);
         this.store = store;

@@ -72,12 +72,12 @@ describe('SCRAM-SHA-256', () => {
     const verifier = deriveVerifier('pencil');
     const secret = Buffer.alloc(32, 6);
     // A correct proof over whatever c= the client sends: only the binding check can refuse it.
-    const attempt = async (gs2: string, binding: string): Promise<string | null> => {
+    const attempt = async (gs2: string, binding: string, extensions = ''): Promise<string | null> => {
       const bare = 'n=user,r=cnonce';
       const x = (await scramFirst(`${gs2}${bare}`, async () => verifier, secret))!;
       const salt = Buffer.from(/,s=([^,]+),/.exec(x.serverFirst)![1]!, 'base64');
       const clientKey = hmac(saltedPassword('pencil', salt, verifier.iterations), 'Client Key');
-      const withoutProof = `c=${binding},r=${x.nonce}`;
+      const withoutProof = `c=${binding},r=${x.nonce}${extensions}`;
       const signature = hmac(sha256(clientKey), `${bare},${x.serverFirst},${withoutProof}`);
       const proof = Buffer.from(clientKey.map((b, i) => b ^ (signature[i] ?? 0)));
       return scramFinal(x, `${withoutProof},p=${proof.toString('base64')}`);
@@ -87,6 +87,8 @@ describe('SCRAM-SHA-256', () => {
     expect(await attempt('y,,', 'biws')).to.equal(null);
     expect(await attempt('n,,', 'eSws')).to.equal(null);
     expect(await attempt('n,,', '')).to.equal(null);
+    // Extensions between r= and p= are part of client-final-message-without-proof, so of the AuthMessage.
+    expect(await attempt('n,,', 'biws', ',x=1,y=two')).to.be.a('string');
   });
 
   it('an unknown user gets a stable fake salt and always fails', async () => {
