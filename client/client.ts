@@ -20,7 +20,7 @@ import { FtsConnection, type ConnectOptions, type WriteTurn } from './connection
 import type { RequestSpec } from './replies.js';
 import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
 import { holdsSame, isRegularFile, serverDigest, type ServerDigest } from './skip-same.js';
-import { isServerError, markLocal } from './errors.js';
+import { isServerError, markLocal, withCliHint } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
 import { BufferSource, FileSource, Limiter, type ProgressCallback } from './upload.js';
@@ -282,17 +282,21 @@ export class FtsClient implements FileClient {
     const mechs = this.conn.greeting['mechs'];
     if (Array.isArray(mechs) && mechs.includes('scram-sha-256')) return this.authScram(user, password);
     if (!this.plainAllowed) {
-      throw new FtsError(
-        'UNSUPPORTED_MECHANISM',
-        'the server does not offer scram-sha-256, and the password is not sent in plaintext without TLS (something on the way may have removed SCRAM); use --tls, or --allow-plain on a network you trust',
-      );
+      const why = 'the server does not offer scram-sha-256, and the password is not sent in plaintext without TLS (something on the way may have removed SCRAM)';
+      throw withCliHint(new FtsError('UNSUPPORTED_MECHANISM', `${why}; connect with tls, or set allowPlainPassword on a network you trust`), 'use --tls, or --allow-plain on a network you trust');
     }
     return this.authPlain(user, password);
   }
 
-  /** Logs in with mechanism `plain`. */
+  /**
+   * Logs in with mechanism `plain`: the password crosses the wire as written, so only on a TLS connection or
+   * with ConnectOptions.allowPlainPassword (UNSUPPORTED_MECHANISM otherwise, before anything is sent).
+   */
   async authPlain(user: string, password: string): Promise<void> {
     this.requireMechanism('plain');
+    if (!this.plainAllowed) {
+      throw withCliHint(new FtsError('UNSUPPORTED_MECHANISM', 'plain sends the password as written: only over tls, or with allowPlainPassword on a network you trust'), 'use --tls, or --allow-plain on a network you trust');
+    }
     this.remember(await this.conn.request({ header: { op: 'auth', mech: 'plain', user, password } }));
   }
 
@@ -531,7 +535,11 @@ export class FtsClient implements FileClient {
       }
       const unusable = StreamDownload.unusable(out);
       if (unusable !== null) throw unusable;
-      const sink = new StreamDownload(this.conn, name, out, position, progress(options), () => this.conn.close());
+      // The rest of this download's data cannot be skipped on the wire: the connection goes, and what else was
+      // in flight on it fails with a reason that says why, not "closed by client".
+      const sink = new StreamDownload(this.conn, name, out, position, progress(options), (failure) =>
+        this.conn.close(new FtsError('IO_ERROR', `connection reset: a download on it could not write its output (${failure.message})`)),
+      );
       try {
         const reply = await this.conn.request({ header: sink.request(), onInterim: (h) => sink.onInterim(h), onData: (p) => sink.onData(p) });
         return { name, ...(await sink.finish(reply)), resumedFrom };

@@ -31,7 +31,7 @@ import {
   type Frame,
   type Header,
 } from '../protocol/index.js';
-import { asFtsError, isServerError, lostAfterConnect, markSessionEnded, serverError } from './errors.js';
+import { asFtsError, isServerError, lostAfterConnect, markSessionEnded, serverError, withCliHint } from './errors.js';
 import { clientPayloads } from './payloads.js';
 import { ReplyRouter, type DataWriter, type InFlight, type RequestSpec } from './replies.js';
 
@@ -615,9 +615,12 @@ export class FtsConnection {
     const cause = this.socketError;
     let err: FtsError;
     if (this.phase === 'greeting') {
-      err = !this.tcpConnected
-        ? new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${cause === null ? 'connection closed' : describeTlsAware(cause)}`, {}, { cause })
-        : new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
+      if (this.tcpConnected) err = new FtsError('IO_ERROR', `${this.address} closed the connection before its greeting`, {}, { cause });
+      else {
+        const why = cause === null ? { text: 'connection closed' } : describeTlsAware(cause);
+        err = new FtsError('IO_ERROR', `cannot connect to ${this.address}: ${why.text}`, {}, { cause });
+        if (why.cliHint !== undefined) withCliHint(err, why.cliHint);
+      }
     } else if (cause !== null) {
       err = new FtsError('IO_ERROR', `connection lost: ${errnoWords(cause)}`, {}, { cause });
     } else {
@@ -628,14 +631,17 @@ export class FtsConnection {
   }
 }
 
-/** TLS failures get a hint; a plain server answering a TLS client shows up as a bad record. */
-function describeTlsAware(cause: unknown): string {
+/**
+ * TLS failures get a hint, in the library's terms in the text and in the CLI's as a CLI hint; a plain server
+ * answering a TLS client shows up as a bad record.
+ */
+function describeTlsAware(cause: unknown): { text: string; cliHint?: string } {
   const code = typeof cause === 'object' && cause !== null && 'code' in cause ? String((cause as { code: unknown }).code) : '';
-  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') return 'the server does not speak TLS (drop --tls)';
-  if (code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    return `TLS handshake failed: ${(cause as Error).message} (check --ca and the host name)`;
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') return { text: 'the server does not speak TLS (connect without tls)', cliHint: 'drop --tls' };
+  if (code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return { text: `TLS handshake failed: ${(cause as Error).message} (check the CA, tls.ca, and the host name, tls.servername)`, cliHint: 'check --ca and --host' };
   }
-  return errnoWords(cause);
+  return { text: errnoWords(cause) };
 }
 
 function formatSeconds(ms: number): string {

@@ -7,6 +7,9 @@ import { errnoOf, errnoWords, errorFromReply, FtsError, type ErrorCode, type Hea
 
 const fromServer = new WeakSet<FtsError>();
 
+/** What the person at the fts command line can do about an error, in its flags (see cliHintOf). */
+const cliHints = new WeakMap<FtsError, string>();
+
 /** Turns an error reply or a 'bye' frame into an FtsError and remembers that the server sent it. */
 export function serverError(reply: Header): FtsError {
   const err = errorFromReply(reply);
@@ -47,6 +50,8 @@ export function withContext(err: unknown, context: string): unknown {
   if (!(err instanceof FtsError) || err.message.includes(context)) return err;
   const wrapped = new FtsError(err.code, `${context}: ${err.message}`, { ...err.details }, { cause: err, fatal: err.fatal });
   if (fromServer.has(err)) fromServer.add(wrapped);
+  const hint = cliHints.get(err);
+  if (hint !== undefined) cliHints.set(wrapped, hint);
   return wrapped;
 }
 
@@ -54,6 +59,8 @@ export function withContext(err: unknown, context: string): unknown {
 export function withHint(err: FtsError, hint: string): FtsError {
   const wrapped = new FtsError(err.code, `${err.message}; ${hint}`, { ...err.details }, { cause: err, fatal: err.fatal });
   if (fromServer.has(err)) fromServer.add(wrapped);
+  const cliHint = cliHints.get(err);
+  if (cliHint !== undefined) cliHints.set(wrapped, cliHint);
   return wrapped;
 }
 
@@ -93,6 +100,20 @@ export const markSessionEnded = endedSession.mark;
  * failed every request that was in flight.
  */
 export const endedTheSession = endedSession.has;
+
+/**
+ * Attaches a hint in the CLI's terms (`drop --tls`) to `err`, whose message names no CLI flag: the library's
+ * callers have options, not flags. Returns `err`.
+ */
+export function withCliHint(err: FtsError, hint: string): FtsError {
+  cliHints.set(err, hint);
+  return err;
+}
+
+/** The CLI hint attached to `err`, if any. */
+export function cliHintOf(err: unknown): string | undefined {
+  return err instanceof FtsError ? cliHints.get(err) : undefined;
+}
 
 /** Transport failures of a connection that had been established (the TCP connect, and TLS, succeeded). */
 const afterConnect = errorMark();

@@ -20,7 +20,7 @@
  */
 import { checkConnectOptions, requireString } from './arguments.js';
 import { FtsError } from '../protocol/index.js';
-import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, markSessionEnded, reconnectFailed } from './errors.js';
+import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, markLocal, markSessionEnded, reconnectFailed } from './errors.js';
 import type { Writable } from 'node:stream';
 import { StreamPosition } from './stream-download.js';
 import { keptUpload, noteKept } from './stream-upload.js';
@@ -109,7 +109,7 @@ export class ResilientClient implements FileClient {
         const busy = (isServerError(err) && TURNED_AWAY.has((err as FtsError).code)) || isLostAfterConnect(err);
         if (!busy || attempt > policy.retries) throw err;
         const delayMs = backoffMs(attempt, policy);
-        options.onRetry?.({ attempt, retries: policy.retries, delayMs, error: err, reconnecting: false });
+        tellRetry(options.onRetry, { attempt, retries: policy.retries, delayMs, error: err, reconnecting: false });
         await sleep(delayMs);
       }
     }
@@ -355,7 +355,7 @@ export class ResilientClient implements FileClient {
       if (this.closedByUser) throw this.stopped(how.lockedBy);
       if (!repeat || locked >= this.policy.retries) throw how.lockedBy;
       const delayMs = backoffMs(++locked, this.policy);
-      this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: how.lockedBy, reconnecting: false });
+      tellRetry(this.options.onRetry, { attempt: locked, retries: this.policy.retries, delayMs, error: how.lockedBy, reconnecting: false });
       await sleep(delayMs, this.closing.signal);
       if (this.closedByUser) throw this.stopped(how.lockedBy);
       client = this.current.connected ? this.current : null;
@@ -370,7 +370,7 @@ export class ResilientClient implements FileClient {
           // the same connection, up to policy.retries times.
           if (repeat && isLocked(err) && client.connected && !this.closedByUser && locked < this.policy.retries) {
             const delayMs = backoffMs(++locked, this.policy);
-            this.options.onRetry?.({ attempt: locked, retries: this.policy.retries, delayMs, error: err, reconnecting: false });
+            tellRetry(this.options.onRetry, { attempt: locked, retries: this.policy.retries, delayMs, error: err, reconnecting: false });
             await sleep(delayMs, this.closing.signal);
             if (this.closedByUser) throw this.stopped(err);
             continue;
@@ -391,7 +391,7 @@ export class ResilientClient implements FileClient {
       if (++failures > this.policy.retries) throw giveUp();
       // A connection found dead before anything was sent (dropped while idle) is replaced at once.
       const delayMs = client !== null || failures > 1 ? backoffMs(failures, this.policy) : 0;
-      this.options.onRetry?.({ attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
+      tellRetry(this.options.onRetry, { attempt: failures, retries: this.policy.retries, delayMs, error: lastError, reconnecting: true });
       if (delayMs > 0) await sleep(delayMs, this.closing.signal);
       if (this.closedByUser) throw this.stopped(lastError);
       try {
@@ -529,5 +529,18 @@ async function viewable(c: FtsClient, name: string): Promise<boolean> {
     if (err instanceof FtsError && isAnswer(err) && err.code === 'NOT_FOUND') return false;
     if (err instanceof FtsError && isAnswer(err) && err.code === 'NOT_A_FILE') return true;
     throw err;
+  }
+}
+
+/**
+ * Calls onRetry. One that throws ends the retries: the call fails with IO_ERROR caused by its error, marked
+ * local so that nothing repeats it (every error the library gives is an FtsError).
+ */
+function tellRetry(onRetry: ((info: RetryInfo) => void) | undefined, info: RetryInfo): void {
+  try {
+    onRetry?.(info);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw markLocal(new FtsError('IO_ERROR', `the onRetry callback threw (${message}); not retried`, {}, { cause: err }));
   }
 }

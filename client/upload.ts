@@ -115,11 +115,24 @@ export class FileSource implements StreamableSource {
   private sending: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  /** Gives back this source's place among OPEN_FILES once its descriptor is closed. */
+  private releaseOpen: () => void = () => undefined;
+  /** The descriptor was closed early: a small file's content is in memory, and every send uses that. */
+  private fhClosed = false;
+
   constructor(
     private readonly localPath: string,
     private readonly hashing: Limiter,
   ) {
-    this.file = openRegularFile(localPath);
+    this.file = OPEN_FILES.acquire().then(async (release) => {
+      this.releaseOpen = release;
+      try {
+        return await openRegularFile(localPath);
+      } catch (err) {
+        release();
+        throw err;
+      }
+    });
     this.file.then(
       (f) => {
         if (f.size < STREAM_MIN_BYTES) this.hashedNow().catch(() => undefined); // reported through digest()
@@ -199,7 +212,14 @@ export class FileSource implements StreamableSource {
         readOnceHeld -= size;
         throw err;
       }
-      if (content !== null) return { digest: digestBuffer(content), content, held: size };
+      if (content !== null) {
+        // Every send uses the content from now on: the descriptor (and its place) can go at once, so a long
+        // pipelined batch of small uploads does not hold one descriptor per file until its reply.
+        this.fhClosed = true;
+        await fh.close().catch(() => undefined);
+        this.releaseOpen();
+        return { digest: digestBuffer(content), content, held: size };
+      }
       readOnceHeld -= size; // it grew past what fstat said: hash it as a large file
     }
     return { digest: await digestFile(fh, this.localPath, () => this.closed), content: null, held: 0 };
@@ -221,7 +241,8 @@ export class FileSource implements StreamableSource {
     const hashed = await this.hashed?.catch(() => null);
     if (hashed) readOnceHeld -= hashed.held;
     const file = await this.file.catch(() => null);
-    await file?.fh.close().catch(() => undefined);
+    if (file !== null && !this.fhClosed) await file.fh.close().catch(() => undefined);
+    this.releaseOpen();
   }
 }
 
@@ -534,14 +555,33 @@ export class Limiter {
   constructor(private readonly max: number) {}
 
   async run<T>(job: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active++;
+    const release = await this.acquire();
     try {
       return await job();
     } finally {
+      release();
+    }
+  }
+
+  /** A place, first come first served; resolves with its release (which does nothing the second time). */
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
       const next = this.waiting.shift();
       if (next) next();
       else this.active--;
-    }
+    };
   }
 }
+
+/**
+ * Local files open for uploads at once in this process, across all connections (each FileSource holds a
+ * place from its open to its close, or until a small file's content is in memory): a pipelined batch of
+ * thousands of uploads must not run the process out of descriptors (EMFILE). First come first served, in
+ * call order, so the uploads at the front of each connection's queue always get theirs.
+ */
+const OPEN_FILES = new Limiter(128);

@@ -6,7 +6,7 @@
  * the same way so that they are not printed twice.
  */
 import { ERROR_CODES, FtsError } from '../../protocol/index.js';
-import { isServerError } from '../errors.js';
+import { cliHintOf, isServerError } from '../errors.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -60,7 +60,8 @@ const MAX_PRINTED_CHARS = 2000;
 /** `fts: <message> (<CODE>)` for errors from the server, `fts: <message>` otherwise. */
 export function formatError(err: unknown): string {
   if (err instanceof FtsError) {
-    return `fts: ${printable(err.message)}${retryHint(err)}${isServerError(err) ? ` (${err.code})` : ''}`;
+    const hint = cliHintOf(err);
+    return `fts: ${printable(err.message)}${hint === undefined ? '' : `; ${hint}`}${retryHint(err)}${isServerError(err) ? ` (${err.code})` : ''}`;
   }
   // Not an FtsError: a bug. Say so rather than hide it behind a vague message.
   const text = err instanceof Error ? (err.stack ?? err.message) : String(err);

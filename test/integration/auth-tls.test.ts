@@ -665,7 +665,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
 
     it('authPlain with the right password works against the hashed entry; a wrong one fails', async () => {
       const from = server.lines.length;
-      const client = await FtsClient.connect({ port: server.port });
+      const client = await FtsClient.connect({ port: server.port, allowPlainPassword: true });
       try {
         await client.authPlain(DAVE.user, DAVE.password);
         expect(client.session?.user).to.equal('dave');
@@ -676,7 +676,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       const line = await waitForLine(server.lines, (l) => l['event'] === 'auth' && l['user'] === 'dave', from);
       expect(line['mech']).to.equal('plain');
       expect(line['result']).to.equal('success');
-      const bad = await FtsClient.connect({ port: server.port });
+      const bad = await FtsClient.connect({ port: server.port, allowPlainPassword: true });
       try {
         expect((await failure(bad.authPlain(DAVE.user, WRONG), 'plain, wrong password')).code).to.equal('AUTH_FAILED');
       } finally {
@@ -1008,7 +1008,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
 
         // Several connections, so that both workers are asked.
         for (let i = 0; i < 4; i++) {
-          const c = await FtsClient.connect({ port: server.port });
+          const c = await FtsClient.connect({ port: server.port, allowPlainPassword: true });
           try {
             if (i % 2 === 0) await c.authScram('dave', NEW_PW);
             else await c.authPlain('dave', NEW_PW);
@@ -1025,7 +1025,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
               c.close();
             }
           }),
-          FtsClient.connect({ port: server.port }).then(async (c) => {
+          FtsClient.connect({ port: server.port, allowPlainPassword: true }).then(async (c) => {
             try {
               return await failure(c.authPlain('dave', OLD_PW), 'old password, plain');
             } finally {

@@ -5,13 +5,17 @@
  * connection is in, close() ends a ResilientClient's backoff at once, and the error table cannot be changed.
  */
 import { expect } from 'chai';
+import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { tempDir } from '../helpers/temp.js';
+import { REPO_ROOT } from '../helpers/paths.js';
+import { spawn } from 'node:child_process';
 import { FtsClient, FtsError, ResilientClient } from '../../client/index.js';
 import { ERROR_CODES } from '../../protocol/index.js';
 import { reconnectPolicy } from '../../client/reconnect.js';
+import { formatError } from '../../client/cli/report.js';
 import { DEFAULT_USERS, TestServer } from '../helpers/server.js';
 
 const ALICE = DEFAULT_USERS[0]!;
@@ -165,6 +169,83 @@ describe('client library: arguments, options, quit and close', function () {
       await paced.stop();
       await cleanup();
     }
+  });
+
+  it('authPlain on a plaintext connection is refused before the password is sent, unless allowPlainPassword says so; library messages name options, the CLI adds its flags', async () => {
+    const c = await FtsClient.connect({ port: server.port });
+    clients.push(c);
+    const err = await failure(c.authPlain(ALICE.user, ALICE.password));
+    expect(err).to.be.instanceOf(FtsError);
+    expect((err as FtsError).code).to.equal('UNSUPPORTED_MECHANISM');
+    expect((err as FtsError).message).to.equal('plain sends the password as written: only over tls, or with allowPlainPassword on a network you trust');
+    expect(server.lines.filter((l) => l['event'] === 'auth' && l['mech'] === 'plain'), 'nothing reached the server').to.deep.equal([]);
+    const allowed = await FtsClient.connect({ port: server.port, allowPlainPassword: true });
+    clients.push(allowed);
+    await allowed.authPlain(ALICE.user, ALICE.password);
+    expect(allowed.session?.user).to.equal(ALICE.user);
+    expect(formatError(err)).to.equal('fts: plain sends the password as written: only over tls, or with allowPlainPassword on a network you trust; use --tls, or --allow-plain on a network you trust');
+  });
+
+  it('an onRetry that throws ends the retries: the call fails with an FtsError caused by it', async () => {
+    const own = await TestServer.start({ workers: 1 });
+    try {
+      const oops = new Error('no more');
+      const rc = await ResilientClient.connect({ port: own.port, user: ALICE.user, password: ALICE.password, onRetry: () => { throw oops; } });
+      clients.push(rc);
+      await own.stop();
+      const err = await failure(rc.list());
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).message).to.equal('the onRetry callback threw (no more); not retried');
+      expect((err as FtsError).cause).to.equal(oops);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a pipelined batch of many more uploads than the process may open files does not run out of descriptors', async function () {
+    const { dir, cleanup } = await tempDir('fts-libfd-');
+    try {
+      const count = 600;
+      for (let i = 0; i < count; i++) await writeFile(path.join(dir, `f${i}.bin`), i % 10 === 0 ? randomBytes(300 * 1024) : Buffer.from(`file ${i}\n`));
+      // A child process whose open-file limit (256) is well below the batch: every upload is called at once.
+      const script = `
+        import { FtsClient } from ${JSON.stringify(path.join(REPO_ROOT, 'dist/client/index.js'))};
+        const c = await FtsClient.connect({ port: ${server.port} });
+        await c.auth(${JSON.stringify(ALICE.user)}, ${JSON.stringify(ALICE.password)});
+        const results = await Promise.allSettled(Array.from({ length: ${count} }, (_, i) => c.upload(${JSON.stringify(dir)} + '/f' + i + '.bin', 'fd-' + i + '.bin')));
+        const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason.message);
+        console.log(JSON.stringify({ ok: results.length - failed.length, failed: failed.slice(0, 3) }));
+        await c.quit();
+      `;
+      const child = spawn('/bin/sh', ['-c', 'ulimit -n 256 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(code, err).to.equal(0);
+      expect(JSON.parse(out)).to.deep.equal({ ok: count, failed: [] });
+      const names = new Set((await login().then((c) => c.list())).map((e) => e.name));
+      for (let i = 0; i < count; i++) expect(names.has(`fd-${i}.bin`), `fd-${i}.bin`).to.equal(true);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('a downloadStream whose output fails resets the connection: the call fails with the output\'s error, the requests beside it with a reason that says so', async () => {
+    const c = await login();
+    await c.uploadBuffer('stream-src.bin', randomBytes(4 * 1024 * 1024));
+    const broken = new Writable({
+      write(_chunk, _encoding, done) {
+        done(new Error('disk on fire'));
+      },
+    });
+    broken.on('error', () => undefined);
+    const [own, beside] = await Promise.all([failure(c.downloadStream('stream-src.bin', broken)), failure(c.downloadBuffer('stream-src.bin'))]);
+    expect(own).to.be.instanceOf(FtsError);
+    expect((own as FtsError).message).to.match(/disk on fire/);
+    expect(beside).to.be.instanceOf(FtsError);
+    expect((beside as FtsError).message).to.match(/^connection reset: a download on it could not write its output \(.*disk on fire.*\)$/);
   });
 
   it('the error table is frozen, and an unknown code is a TypeError that names it', () => {
