@@ -49,6 +49,7 @@ export class WorkerMetrics {
   private readonly duration: Histogram<'op'>;
   private readonly transfers: Gauge<'direction'>;
   private readonly locksCompromised: Counter;
+  private readonly damagedFiles: Counter;
   private readonly throttledSeconds: Counter<'direction'>;
   private readonly uploadHooks: Counter<'event' | 'result'>;
 
@@ -65,6 +66,7 @@ export class WorkerMetrics {
     this.quotaRefusals = new Counter({ name: 'fts_quota_refusals_total', help: 'Uploads (and offset requests) refused with QUOTA_EXCEEDED', registers });
     this.throttledSeconds = new Counter({ name: 'fts_throttled_seconds_total', help: 'Seconds transfers waited for their session rate limit (--max-upload-rate, --max-download-rate)', labelNames: ['direction'], registers });
     this.uploadHooks = new Counter({ name: 'fts_upload_hooks_total', help: 'Runs of --upload-hook by the operation that called for it (upload, delete, rename, download: --hook-events) and result: ok, failed, timeout, killed (by a stop), dropped (queue full), unrun (the worker stopped first)', labelNames: ['event', 'result'], registers });
+    this.damagedFiles = new Counter({ name: 'fts_damaged_files_total', help: 'Files a hash with read found no longer holding the bytes verified at their upload (bit rot on the storage; each is also logged at error, event damaged)', registers });
     this.locksCompromised = new Counter({ name: 'fts_lock_compromised_total', help: 'Per-name locks broken by another holder while held (clock skew, a stalled process)', registers });
     for (const result of ['success', 'failure']) this.auth.inc({ result }, 0);
     for (const event of HOOK_EVENTS) for (const result of HOOK_RESULTS) this.uploadHooks.inc({ event, result }, 0);
@@ -130,6 +132,10 @@ export class WorkerMetrics {
 
   throttled(direction: Direction, seconds: number): void {
     this.throttledSeconds.inc({ direction }, seconds);
+  }
+
+  fileDamaged(): void {
+    this.damagedFiles.inc();
   }
 
   lockCompromised(): void {

@@ -580,6 +580,7 @@ export class Session {
     } else {
       if (isCountedOp(req.op)) this.ctx.metrics.operation(req.op, failureCode(failure), (Date.now() - started) / 1000);
       if (failure?.code === 'QUOTA_EXCEEDED') this.ctx.metrics.quotaRefused();
+      if (req.op === 'hash' && result?.reply['damaged'] === true) this.ctx.metrics.fileDamaged();
       logAudit(this.log, { op: req.op, user: this.user, result, started, failure, bytes: this.bytes, name: 'name' in req ? req.name : undefined, to: req.op === 'rename' ? req.to : undefined });
     }
     // A request cut by its client's half-close (an upload whose data stopped) is a dropped connection, not

@@ -16,6 +16,7 @@ import { runAdmin, sessionsJson } from '../helpers/admin-cli.js';
 import { sha256, waitUntil } from '../helpers/lifecycle-util.js';
 import { DEFAULT_USERS, TestServer, type TestUser } from '../helpers/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { metric, metricsPortOf } from '../helpers/hardening-proc.js';
 
 const ALICE = DEFAULT_USERS[0]!;
 const MiB = 1024 * 1024;
@@ -128,6 +129,9 @@ describe('hash: the SHA-256 of a server file without downloading it (`fts sum`)'
     expect(JSON.parse(json.out)).to.deep.equal([{ name: 'rot.bin', size: data.length, mtime: new Date(Number(st.mtimeMs)).toISOString(), sha256: rotten, read: true, damaged: true }]);
     const logged = await server.waitForLog((l) => l['event'] === 'damaged');
     expect(logged).to.include({ file: 'rot.bin', recorded: sha256(data), sha256: rotten, user: ALICE.user });
+    // Each of the three reads that found the damage is counted, for an alert (FtsFileDamaged).
+    const port = await metricsPortOf(server);
+    await waitUntil('fts_damaged_files_total 3', async () => (await metric(port, 'fts_damaged_files_total')) === 3, 10_000, 100);
   });
 
   it('a large file put into the storage by other means (no record) is read and hashed', async () => {

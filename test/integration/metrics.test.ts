@@ -45,6 +45,7 @@ const FAMILIES: Readonly<Record<string, 'counter' | 'gauge' | 'histogram'>> = {
   fts_draining: 'gauge',
   fts_scrape_errors_total: 'counter',
   fts_lock_compromised_total: 'counter',
+  fts_damaged_files_total: 'counter',
   fts_quota_refusals_total: 'counter',
   fts_throttled_seconds_total: 'counter',
   fts_rejections_total: 'counter',
