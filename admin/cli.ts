@@ -77,7 +77,8 @@ Commands:
   passwd USER [--users FILE]
                          set USER's password as a SCRAM-SHA-256 verifier in the users file
                          (default $FTS_USERS, else ./id_passwd.txt), atomically, then reload
-                         the running server; the password is read without echo (or from stdin).
+                         the running server; the password (8 characters or more) is read without
+                         echo (or from stdin).
                          Nothing is written if the running server reads another file; a missing
                          file is created (mode 600) only if no server answers or it reads that file.
                          As root: needs --socket or FTS_ADMIN_SOCKET, and works as the owner of the

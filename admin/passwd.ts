@@ -46,8 +46,13 @@ export async function readNewPassword(user: string): Promise<string> {
     password = Buffer.concat(chunks).toString('utf8').split('\n')[0]?.replace(/\r$/, '') ?? '';
   }
   if (password === '') throw new PasswdError('empty password; nothing changed');
+  // NIST SP 800-63B's floor for a password a person chooses; counted in characters, not bytes.
+  if ([...password].length < MIN_PASSWORD_CHARS) throw new PasswdError(`the password has fewer than ${MIN_PASSWORD_CHARS} characters; nothing changed`);
   return password;
 }
+
+/** The shortest password passwd sets (a users file edited by hand is not held to it). */
+export const MIN_PASSWORD_CHARS = 8;
 
 /** Returns the new file text with USER's entry set to `secret`, and whether the user already existed. */
 export function setEntry(text: string, user: string, secret: string): { text: string; replaced: boolean } {

@@ -923,7 +923,7 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       expect(r.stderr, describeProc('passwd bad:name', r)).to.match(/invalid username/);
     });
 
-    it('an empty password on stdin: exit 1, file unchanged', async () => {
+    it('an empty password, or one of fewer than 8 characters, on stdin: exit 1, file unchanged', async () => {
       const d = path.join(pdir, 'empty');
       await mkdir(d);
       const file = path.join(d, 'users.txt');
@@ -933,6 +933,12 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
         const r = await runPasswd('dave', file, noServer, input);
         expect(r.code, describeProc(`passwd with ${JSON.stringify(input)}`, r)).to.equal(1);
         expect(r.stderr).to.match(/^fts-admin: .*empty password/m);
+      }
+      // Characters, not bytes: seven of them in 14 bytes are still too few.
+      for (const input of ['x\n', 'seven77\n', 'äöüßéèê\n']) {
+        const r = await runPasswd('dave', file, noServer, input);
+        expect(r.code, describeProc(`passwd with ${JSON.stringify(input)}`, r)).to.equal(1);
+        expect(r.stderr).to.equal('fts-admin: the password has fewer than 8 characters; nothing changed\n');
       }
       const after = await snapshot(file);
       expect(after.bytes.equals(before.bytes)).to.equal(true);
@@ -964,12 +970,12 @@ describe('TLS, SCRAM-SHA-256, fts-admin passwd and users file permissions', func
       const file = path.join(d, 'users.txt');
       await writeWithMode(file, 'alice:alice-plain-pw\n', 0o600);
       const users = ['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8'];
-      const runs = await Promise.all(users.map((u) => runPasswd(u, file, noServer, `pw-${u}\n`)));
+      const runs = await Promise.all(users.map((u) => runPasswd(u, file, noServer, `password-${u}\n`)));
       runs.forEach((r, i) => expect(r.code, describeProc(`passwd ${users[i]!}`, r)).to.equal(0));
       const parsed = parseUsers(await readFile(file, 'utf8'));
       expect(parsed.problems).to.deep.equal([]);
       // Every run reported success, so every user must be in the file with their password.
-      const verified = await Promise.all(users.map((u) => parsed.users.verify(u, `pw-${u}`, Buffer.alloc(32))));
+      const verified = await Promise.all(users.map((u) => parsed.users.verify(u, `password-${u}`, Buffer.alloc(32))));
       const missing = users.filter((_u, i) => !verified[i]);
       expect(missing, 'users whose successful passwd was overwritten by a concurrent run').to.deep.equal([]);
       expect(await parsed.users.verify('alice', 'alice-plain-pw', Buffer.alloc(32))).to.equal(true);
