@@ -35,4 +35,9 @@ export interface WorkerContext {
   draining: boolean;
   /** A session finished a request (or closed); the drain uses it to notice when the worker is idle. */
   onSessionIdle(): void;
+  /**
+   * Logs a connection refused before its greeting (a limit, a ban): the first of each reason at once, then
+   * at most one line a minute per reason, with how many since (a flood at the limit must not flood the log).
+   */
+  refused(reason: string, remote: string): void;
 }

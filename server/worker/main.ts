@@ -13,7 +13,8 @@ import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { UploadHooks } from './upload-hooks.js';
 import { inNetworks, Networks, parseNetworks } from '../auth/networks.js';
-import { ProxyRefusalLog, readProxyHeader } from './proxy-protocol.js';
+import { ProxyRefusalLog, readProxyHeader, REFUSAL_LOG_INTERVAL_MS } from './proxy-protocol.js';
+import { ThrottledLines } from '../throttled-lines.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
 import { TlsTerminator } from './tls.js';
@@ -151,7 +152,16 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics, config.hookEvents);
-  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, ...initialRules, hooks, draining: false, onSessionIdle: checkDrained };
+  const refusalLines = new Map<string, ThrottledLines<{ remote: string }>>();
+  const refused = (reason: string, remote: string): void => {
+    let lines = refusalLines.get(reason);
+    if (lines === undefined) {
+      lines = new ThrottledLines(REFUSAL_LOG_INTERVAL_MS, (fields, refusedSinceLastLine) => log.info({ event: 'rejected', reason, ...fields, refusedSinceLastLine }, 'connection refused'));
+      refusalLines.set(reason, lines);
+    }
+    lines.note({ remote });
+  };
+  const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, ...initialRules, hooks, draining: false, onSessionIdle: checkDrained, refused };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
   const useUsers = (table: UserTable): void => {

@@ -15,7 +15,7 @@ const MAX_HEADER_BYTES = 16 + 536;
 const READ_TIMEOUT_MS = 5_000;
 
 /** How often a worker may log connections refused for want of a PROXY header. */
-const REFUSAL_LOG_INTERVAL_MS = 60_000;
+export const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /**
  * Reports connections refused for want of a valid PROXY header, throttled (ThrottledLines). One such line

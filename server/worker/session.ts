@@ -226,7 +226,7 @@ export class Session {
     // The primary counted this connection when it was accepted; a refusal replaces the greeting.
     const admission = this.admission;
     if (!admission.ok) {
-      this.log.info({ event: 'rejected', reason: admission.reason }, 'connection refused');
+      this.ctx.refused(admission.reason, this.remote);
       const code = admission.reason === 'banned' ? 'RATE_LIMITED' : 'TOO_MANY_CONNECTIONS';
       const retry = admission.retryAfterSeconds;
       // The ban needs no reason in words; a connection limit says which one it was.
