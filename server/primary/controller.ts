@@ -155,28 +155,17 @@ export class Controller {
         reply({ ok: true, result: req.points === true ? this.gate.scored(Date.now()) : this.gate.bans(Date.now()) });
         return;
       case 'usage':
-        try {
-          reply(perUserReply(await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts)));
-        } catch (err) {
-          reply({ ok: false, error: (err as Error).message });
-        }
-        return;
       case 'partials':
-        try {
-          reply(perUserReply(await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000)));
-        } catch (err) {
-          reply({ ok: false, error: (err as Error).message });
+      case 'discard': {
+        // An unavailable storage would read as "nothing stored, no partial upload": say what is wrong instead.
+        const storage = await this.storage.probe();
+        if (!storage.ok) {
+          reply({ ok: false, error: `the storage is unavailable: ${storage.problem}` });
+          return;
         }
+        await this.storageCommand(req, reply);
         return;
-      case 'discard':
-        try {
-          const discarded = await discardPartials(this.config.storage, req.user, req.key);
-          this.log.warn({ event: 'discard', user: req.user, key: req.key, file: discarded.name, bytes: discarded.bytes }, `partial upload of ${req.user} discarded by fts-admin discard`);
-          reply({ ok: true, result: discarded });
-        } catch (err) {
-          reply({ ok: false, error: `${req.user}: ${(err as Error).message}`, ...(err instanceof FtsError ? { code: err.code } : {}) });
-        }
-        return;
+      }
       case 'unban': {
         const lifted = this.gate.unban(req.address, Date.now());
         if (lifted === null) {
@@ -247,6 +236,23 @@ export class Controller {
       usersFile: this.config.users,
       storage: storage.ok ? { ok: true } : { ok: false, problem: storage.problem },
     };
+  }
+
+  /** usage, partials and discard: they read the storage, which the caller found available. */
+  private async storageCommand(req: Extract<AdminRequest, { cmd: 'usage' | 'partials' | 'discard' }>, reply: Reply): Promise<void> {
+    try {
+      if (req.cmd === 'usage') reply(perUserReply(await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts)));
+      else if (req.cmd === 'partials') reply(perUserReply(await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000)));
+      else {
+        const discarded = await discardPartials(this.config.storage, req.user, req.key);
+        this.log.warn({ event: 'discard', user: req.user, key: req.key, file: discarded.name, bytes: discarded.bytes }, `partial upload of ${req.user} discarded by fts-admin discard`);
+        reply({ ok: true, result: discarded });
+      }
+    } catch (err) {
+      const message = (err as Error).message;
+      if (req.cmd !== 'discard') reply({ ok: false, error: message });
+      else reply({ ok: false, error: `${req.user}: ${message}`, ...(err instanceof FtsError ? { code: err.code } : {}) });
+    }
   }
 
   /** Every worker's sessions, and the pids of the workers that did not answer in time. */

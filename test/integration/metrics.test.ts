@@ -526,7 +526,7 @@ describe('metrics endpoint (Prometheus)', function () {
       expectHistogramsConsistent(e);
     });
 
-    it('a storage that goes away (its .fts directory gone: unmounted, removed) is fts_storage_up 0 with the free-space gauges NaN (not their last values), status says why and ready is not; logins fail IO_ERROR at warn, not counted as failed logins', async () => {
+    it('a storage that goes away (its .fts directory gone: unmounted, removed) is fts_storage_up 0 with the free-space gauges NaN (not their last values), status says why, ready is not, usage and partials fail instead of reporting nothing; logins fail IO_ERROR at warn, not counted as failed logins', async () => {
       const server = await startServer({ workers: 1 });
       const port = metricsPortOf(server);
       const away = `${server.storage}-away`;
@@ -545,6 +545,10 @@ describe('metrics endpoint (Prometheus)', function () {
       expect((await statusJson(server.adminSocket)).storage?.ok).to.equal(false);
       const ready = await runAdmin(server.adminSocket, ['ready']);
       expect([ready.code, ready.stderr]).to.deep.equal([1, `fts-admin: not ready: the storage is unavailable: ${server.storage}/.fts: no such file or directory (ENOENT)\n`]);
+      for (const cmd of ['usage', 'partials']) {
+        const r = await runAdmin(server.adminSocket, [cmd]);
+        expect([r.code, r.stdout, r.stderr], `${cmd}: not "nothing stored"`).to.deep.equal([1, '', `fts-admin: the storage is unavailable: ${server.storage}/.fts: no such file or directory (ENOENT)\n`]);
+      }
 
       const client = await FtsClient.connect({ port: server.port });
       clients.push(client);
