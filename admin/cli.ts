@@ -443,12 +443,13 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
  * error to end with if time runs out. A draining server never becomes ready again, so that ends the wait.
  * No server at the socket (yet), a connection that broke (a server starting or stopping) and a server slow
  * to answer are waited out until `deadline`; any other failure (permission denied) ends it. A look waits for
- * its answer until the deadline (at least a second), so --timeout is not overrun by a slow answer.
+ * its answer until the deadline (at least 3 s), so --timeout is not overrun by a slow answer.
  */
 async function notReadyBecause(inv: Invocation, deadline: number): Promise<CommandFailed | AdminClientError | null> {
   let status: StatusResult;
   try {
-    status = await ask(inv, 'status', isStatusResult, Math.min(REPLY_TIMEOUT_MS, Math.max(1_000, deadline - Date.now())));
+    // At least 3 s: a status waits up to 2 s for a storage that does not answer (storage-health.ts).
+    status = await ask(inv, 'status', isStatusResult, Math.min(REPLY_TIMEOUT_MS, Math.max(3_000, deadline - Date.now())));
   } catch (e) {
     if (e instanceof AdminClientError && (e.kind === 'no-server' || e.kind === 'broken' || e.kind === 'timeout')) return e;
     throw e;

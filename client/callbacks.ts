@@ -28,13 +28,20 @@ export class CallbackGuard {
     return out;
   }
 
-  /** `call`, failing with the callback's error when one threw. */
+  /**
+   * `call`, failing with the callback's error when one threw, also when the transfer was done by then (the
+   * last progress call comes with the server's answer: an upload is then published, and the connection was
+   * reset all the same).
+   */
   async around<T>(call: Promise<T>): Promise<T> {
+    let value: T;
     try {
-      return await call;
+      value = await call;
     } catch (err) {
       throw this.thrown ?? err;
     }
+    if (this.thrown !== null) throw this.thrown;
+    return value;
   }
 
   private guard<A extends unknown[]>(what: string, callback: (...args: A) => void): (...args: A) => void {

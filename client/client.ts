@@ -18,8 +18,8 @@ import { CallbackGuard } from './callbacks.js';
 import { badArgument, checkConnectOptions, requireBytes, requireString, requireWritable } from './arguments.js';
 import { FtsConnection, type ConnectOptions, type WriteTurn } from './connection.js';
 import type { RequestSpec } from './replies.js';
-import { downloadTarget, FileDownload, MemoryDownload } from './download.js';
-import { holdsSame, isRegularFile, serverDigest, type ServerDigest } from './skip-same.js';
+import { FileDownload, MemoryDownload } from './download.js';
+import { localHoldsSame, serverHoldsSame, type ServerDigest } from './skip-same.js';
 import { isServerError, markLocal, withCliHint } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
@@ -448,7 +448,7 @@ export class FtsClient implements FileClient {
 
   private async downloadGuarded(name: string, localPath: string | undefined, options: TransferOptions): Promise<DownloadResult> {
     checkName(name);
-    if (localPath !== undefined) requireString(localPath, 'the local path');
+    if (localPath !== undefined && localPath !== null) requireString(localPath, 'the local path');
     // The comparison runs at the download's turn, so that it keeps its place in the request order.
     const skipCheck = options.skipSame === true && this.offers('hash');
     const resume = (options.resume ?? true) && this.offers('download-offset');
@@ -470,25 +470,25 @@ export class FtsClient implements FileClient {
         },
         onData: (p) => sink.onData(p),
       };
-      let sent: Promise<Header>;
-      if (attempt === 0 && skipCheck) {
-        // Nothing of the sink is prepared before the comparison: a skipped download touches no local file.
-        const first = await this.conn.turn(async (w) => {
-          const same = await sameLocally(w, name, localPath);
-          return same !== null ? { same } : { sent: await w.send(spec) };
-        });
-        if (first.same !== undefined) return { name, size: first.same.there.size, sha256: first.same.there.sha256, localPath: first.same.target, resumedFrom: 0, skipped: true };
-        sent = first.sent.reply;
-      } else {
-        // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
-        // write queue: a pipelined batch of downloads then prepares its files concurrently instead of making
-        // every request wait for the file-system round trips of its own preparation.
-        sink.prepare().catch(() => undefined); // reported through the header callback
-        // The first request is queued before any await, so the download keeps its place in request order.
-        sent = this.conn.request(spec);
-      }
       try {
-        const reply = await sent;
+        let reply: Header;
+        if (attempt === 0 && skipCheck) {
+          // Nothing of the sink is prepared before the comparison: a skipped download touches no local file.
+          // Queued before any await, as below; a turn that fails is abandoned below like any failed attempt.
+          const first = await this.conn.turn(async (w) => {
+            const same = await sameLocally(w, name, localPath);
+            return same !== null ? { same } : { sent: await w.send(spec) };
+          });
+          if (first.same !== undefined) return { name, size: first.same.there.size, sha256: first.same.there.sha256, localPath: first.same.target, resumedFrom: 0, skipped: true };
+          reply = await first.sent.reply;
+        } else {
+          // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
+          // write queue: a pipelined batch of downloads then prepares its files concurrently instead of making
+          // every request wait for the file-system round trips of its own preparation.
+          sink.prepare().catch(() => undefined); // reported through the header callback
+          // The first request is queued before any await, so the download keeps its place in request order.
+          reply = await this.conn.request(spec);
+        }
         const done = await sink.commit(reply);
         return { name, ...done, resumedFrom: resumedFrom ?? 0 };
       } catch (err) {
@@ -730,20 +730,14 @@ async function hashInTurn(w: WriteTurn, name: string): Promise<FileHash> {
   return fileHashOf(await reply, name, false);
 }
 
-/** skipSame of an upload: the server's file `name` when it holds the bytes of `localPath`, else null. */
-async function sameOnServer(w: WriteTurn, localPath: string, name: string): Promise<ServerDigest | null> {
-  const there = await serverDigest((n) => hashInTurn(w, n), name);
-  return there !== null && (await w.keepAlive(holdsSame(localPath, there))) ? there : null;
+/** skipSame of an upload, at its turn: the server's file `name` when it holds the bytes of `localPath`, else null. */
+function sameOnServer(w: WriteTurn, localPath: string, name: string): Promise<ServerDigest | null> {
+  return serverHoldsSame((n) => hashInTurn(w, n), localPath, name, (work) => w.keepAlive(work));
 }
 
-/** skipSame of a download: the server's file and the local target when the target holds its bytes, else null. */
-async function sameLocally(w: WriteTurn, name: string, localPath: string | undefined): Promise<{ there: ServerDigest; target: string } | null> {
-  // Without a local file there is nothing to compare: the server is not asked (a hash can mean reading the
-  // whole file there).
-  const target = await downloadTarget(name, localPath);
-  if (!(await isRegularFile(target))) return null;
-  const there = await serverDigest((n) => hashInTurn(w, n), name);
-  return there !== null && (await w.keepAlive(holdsSame(target, there))) ? { there, target } : null;
+/** skipSame of a download, at its turn: the server's file and the local target when the target holds its bytes, else null. */
+function sameLocally(w: WriteTurn, name: string, localPath: string | undefined): Promise<{ there: ServerDigest; target: string } | null> {
+  return localHoldsSame((n) => hashInTurn(w, n), name, localPath, (work) => w.keepAlive(work));
 }
 
 /** A reply saying the kept part of a download is of no use: its bytes are wrong, or the file is gone. */

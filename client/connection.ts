@@ -309,7 +309,11 @@ export class FtsConnection {
             this.socket.write(encodeHeader(header));
           },
           keepAlive: (work) => {
-            if (!active) throw new FtsError('INTERNAL', 'WriteTurn.keepAlive after the turn ended');
+            if (!active) {
+              // The turn ended (its connection failed meanwhile): `work` is given up on, not left unhandled.
+              work.catch(() => undefined);
+              throw new FtsError('INTERNAL', 'WriteTurn.keepAlive after the turn ended');
+            }
             return this.keepAliveWhile(work);
           },
         };

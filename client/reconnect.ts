@@ -24,20 +24,25 @@ export interface ReconnectPolicy {
   maxDelayMs: number;
 }
 
+/** setTimeout's longest wait. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const DEFAULT_RECONNECT: ReconnectPolicy = { retries: 5, initialDelayMs: 250, maxDelayMs: 5_000 };
 
 /** The policy `options` ask for; a value that is not a whole number of 0 or more is refused (BAD_REQUEST). */
 export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy {
-  const pick = (name: keyof ReconnectOptions, fallback: number, infinite = false): number => {
+  const pick = (name: keyof ReconnectOptions, fallback: number, min: number, max: number): number => {
     const v: unknown = options[name];
     if (v === undefined) return fallback;
-    if (typeof v === 'number' && ((Number.isSafeInteger(v) && v >= 0) || (infinite && v === Infinity))) return v;
-    throw new FtsError('BAD_REQUEST', `reconnect.${name} must be a whole number of 0 or more${infinite ? ', or Infinity' : ''} (got ${String(v)})`);
+    if (typeof v === 'number' && ((Number.isSafeInteger(v) && v >= min && v <= max) || v === max)) return v;
+    const range = max === Infinity ? `a whole number of ${min} or more, or Infinity` : `a whole number from ${min} to ${max}`;
+    throw new FtsError('BAD_REQUEST', `reconnect.${name} must be ${range} (got ${String(v)})`);
   };
   return {
-    retries: pick('retries', DEFAULT_RECONNECT.retries, true),
-    initialDelayMs: pick('initialDelayMs', DEFAULT_RECONNECT.initialDelayMs),
-    maxDelayMs: pick('maxDelayMs', DEFAULT_RECONNECT.maxDelayMs),
+    retries: pick('retries', DEFAULT_RECONNECT.retries, 0, Infinity),
+    // At least 1 ms: no retries without a wait, which against a dead server would spin.
+    initialDelayMs: pick('initialDelayMs', DEFAULT_RECONNECT.initialDelayMs, 1, MAX_TIMER_MS),
+    maxDelayMs: pick('maxDelayMs', DEFAULT_RECONNECT.maxDelayMs, 1, MAX_TIMER_MS),
   };
 }
 

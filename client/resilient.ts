@@ -18,6 +18,7 @@
  * session that an administrator ended (bye KICKED) is never replaced: that call and every later one fail
  * with KICKED. The password is kept in memory for the fallback login.
  */
+import { setMaxListeners } from 'node:events';
 import { checkConnectOptions, requireString } from './arguments.js';
 import { FtsError } from '../protocol/index.js';
 import { isAnswer, isLocalFailure, isLostAfterConnect, isServerError, markLocal, markSessionEnded, reconnectFailed } from './errors.js';
@@ -64,7 +65,7 @@ export class ResilientClient implements FileClient {
   /** The reason close() was given, which calls in progress or waiting to reconnect end with. */
   private closedWith: FtsError | null = null;
   /** Aborted by close() and quit(): a backoff in progress ends at once. */
-  private readonly closing = new AbortController();
+  private readonly closing = abortWithoutListenerLimit();
   private lastSession: SessionInfo | null;
   private readonly policy: ReconnectPolicy;
   private count = 0;
@@ -543,4 +544,14 @@ function tellRetry(onRetry: ((info: RetryInfo) => void) | undefined, info: Retry
     const message = err instanceof Error ? err.message : String(err);
     throw markLocal(new FtsError('IO_ERROR', `the onRetry callback threw (${message}); not retried`, {}, { cause: err }));
   }
+}
+
+/**
+ * An AbortController whose signal takes any number of listeners: every call waiting out a backoff listens
+ * (mput keeps 16 in flight), and Node warns of a leak past 10.
+ */
+function abortWithoutListenerLimit(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

@@ -60,6 +60,27 @@ export async function holdsSame(file: string, there: ServerDigest): Promise<bool
   }
 }
 
+/** How a comparison waits for local hashing (a write turn keeps its session alive meanwhile). */
+type Wait = <T>(work: Promise<T>) => Promise<T>;
+
+/** What `name` on the server is, when it holds exactly the bytes of the local file `localPath`; else null. */
+export async function serverHoldsSame(hash: (name: string) => Promise<ServerDigest>, localPath: string, name: string, wait: Wait = (w) => w): Promise<ServerDigest | null> {
+  const there = await serverDigest(hash, name);
+  return there !== null && (await wait(holdsSame(localPath, there))) ? there : null;
+}
+
+/**
+ * The server's `name` and the local target of its download, when that target holds exactly its bytes; else
+ * null. Without a local file there is nothing to compare: the server is not asked (a hash can mean reading
+ * the whole file there).
+ */
+export async function localHoldsSame(hash: (name: string) => Promise<ServerDigest>, name: string, localPath: string | undefined, wait: Wait = (w) => w): Promise<{ there: ServerDigest; target: string } | null> {
+  const target = await downloadTarget(name, localPath);
+  if (!(await isRegularFile(target))) return null;
+  const there = await serverDigest(hash, name);
+  return there !== null && (await wait(holdsSame(target, there))) ? { there, target } : null;
+}
+
 /**
  * skipSame checked ahead of the upload instead of at its turn (FtsClient's): the `hash` requests of a batch
  * go out pipelined and each upload is queued once its check is done, so an upload does not keep its place
@@ -67,18 +88,15 @@ export async function holdsSame(file: string, there: ServerDigest): Promise<bool
  */
 export async function uploadUnlessSame(client: FileClient, localPath: string, name: string, options: TransferOptions): Promise<UploadResult> {
   if (options.skipSame !== true || !client.offers('hash')) return client.upload(localPath, name, options);
-  const there = await serverDigest((n) => client.hash(n), name);
-  if (there !== null && (await holdsSame(localPath, there))) return { name, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+  const there = await serverHoldsSame((n) => client.hash(n), localPath, name);
+  if (there !== null) return { name, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
   return client.upload(localPath, name, { ...options, skipSame: false });
 }
 
 /** uploadUnlessSame's counterpart for downloads (mget). */
 export async function downloadUnlessSame(client: FileClient, name: string, localPath: string, options: TransferOptions): Promise<DownloadResult> {
   if (options.skipSame !== true || !client.offers('hash')) return client.download(name, localPath, options);
-  const target = await downloadTarget(name, localPath);
-  if (await isRegularFile(target)) {
-    const there = await serverDigest((n) => client.hash(n), name);
-    if (there !== null && (await holdsSame(target, there))) return { name, size: there.size, sha256: there.sha256, localPath: target, resumedFrom: 0, skipped: true };
-  }
+  const same = await localHoldsSame((n) => client.hash(n), name, localPath);
+  if (same !== null) return { name, size: same.there.size, sha256: same.there.sha256, localPath: same.target, resumedFrom: 0, skipped: true };
   return client.download(name, localPath, { ...options, skipSame: false });
 }

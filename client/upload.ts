@@ -101,12 +101,14 @@ interface Hashed {
 
 /**
  * A local file, opened once: hashing and every send read through the same FileHandle, so they see the
- * same file even if its path is replaced meanwhile. Opening starts in the constructor, and so does hashing
- * of a file too small to stream, so that they overlap with earlier requests still being sent; a larger
- * file is hashed as it is streamed, or, where it cannot be, by prepareDigest() before its turn.
+ * same file even if its path is replaced meanwhile. Opening starts in the constructor (while OPEN_FILES has
+ * room), and so does hashing of a file too small to stream, so that they overlap with earlier requests still
+ * being sent; a larger file is hashed as it is streamed, or, where it cannot be, by prepareDigest() before
+ * its turn.
  */
 export class FileSource implements StreamableSource {
-  private readonly file: Promise<OpenFile>;
+  /** The open file; null until opened (at once when a place among OPEN_FILES was free, else on first need). */
+  private file: Promise<OpenFile> | null = null;
   /** Started at once for files too small to stream, on first need for the others. */
   private hashed: Promise<Hashed> | null = null;
   /** The digest of the whole file, once a stream() has read and sent all of it. */
@@ -114,8 +116,7 @@ export class FileSource implements StreamableSource {
   /** The last send, which may still be reading when its request already failed (connection lost). */
   private sending: Promise<unknown> = Promise.resolve();
   private closed = false;
-
-  /** Gives back this source's place among OPEN_FILES once its descriptor is closed. */
+  /** Gives back this source's place among OPEN_FILES (if it had one) once its descriptor is closed. */
   private releaseOpen: () => void = () => undefined;
   /** The descriptor was closed early: a small file's content is in memory, and every send uses that. */
   private fhClosed = false;
@@ -124,16 +125,13 @@ export class FileSource implements StreamableSource {
     private readonly localPath: string,
     private readonly hashing: Limiter,
   ) {
-    this.file = OPEN_FILES.acquire().then(async (release) => {
-      this.releaseOpen = release;
-      try {
-        return await openRegularFile(localPath);
-      } catch (err) {
-        release();
-        throw err;
-      }
-    });
-    this.file.then(
+    // Opened (and a small file hashed) at once, overlapping with earlier requests still being sent, while
+    // the process has fewer than OPEN_FILES early opens; beyond that, at the upload's turn. Never waited for:
+    // a turn waiting for a place would hold its connection up behind other connections' uploads.
+    const place = OPEN_FILES.tryAcquire();
+    if (place === null) return;
+    this.releaseOpen = place;
+    this.opened().then(
       (f) => {
         if (f.size < STREAM_MIN_BYTES) this.hashedNow().catch(() => undefined); // reported through digest()
       },
@@ -141,8 +139,17 @@ export class FileSource implements StreamableSource {
     );
   }
 
+  /** The open file, opening it on first need. */
+  private opened(): Promise<OpenFile> {
+    if (this.file === null) {
+      this.file = openRegularFile(this.localPath);
+      this.file.catch(() => this.releaseOpen());
+    }
+    return this.file;
+  }
+
   size(): Promise<number> {
-    return this.file.then((f) => f.size);
+    return this.opened().then((f) => f.size);
   }
 
   digest(): Promise<Digest> {
@@ -154,16 +161,16 @@ export class FileSource implements StreamableSource {
   }
 
   private hashedNow(): Promise<Hashed> {
-    this.hashed ??= this.file.then((f) => this.hashing.run(() => this.hash(f)));
+    this.hashed ??= this.opened().then((f) => this.hashing.run(() => this.hash(f)));
     return this.hashed;
   }
 
   version(): Promise<string> {
-    return this.file.then((f) => f.version);
+    return this.opened().then((f) => f.version);
   }
 
   async prepareStream(from: number): Promise<PreparedStream> {
-    const { fh, size, version } = await this.file;
+    const { fh, size, version } = await this.opened();
     const known = this.streamed;
     if (known !== null) {
       // A resend: the whole file was hashed as it was sent the first time.
@@ -227,7 +234,7 @@ export class FileSource implements StreamableSource {
 
   send(out: DataWriter, from: number, onProgress?: ProgressCallback): Promise<FtsError | null> {
     return this.track(
-      Promise.all([this.file, this.hashedNow()]).then(([{ fh }, { digest, content }]) =>
+      Promise.all([this.opened(), this.hashedNow()]).then(([{ fh }, { digest, content }]) =>
         content !== null ? sendBuffer(content, from, out, onProgress) : sendFile(fh, digest.size, from, out, this.localPath, onProgress),
       ),
     );
@@ -240,7 +247,8 @@ export class FileSource implements StreamableSource {
     await this.sending;
     const hashed = await this.hashed?.catch(() => null);
     if (hashed) readOnceHeld -= hashed.held;
-    const file = await this.file.catch(() => null);
+    // Never opened (its turn did not come): nothing to close.
+    const file = this.file === null ? null : await this.file.catch(() => null);
     if (file !== null && !this.fhClosed) await file.fh.close().catch(() => undefined);
     this.releaseOpen();
   }
@@ -563,10 +571,21 @@ export class Limiter {
     }
   }
 
+  /** A place now if one is free (its release), else null: for work that may as well be done later. */
+  tryAcquire(): (() => void) | null {
+    if (this.active >= this.max) return null;
+    this.active++;
+    return this.releaser();
+  }
+
   /** A place, first come first served; resolves with its release (which does nothing the second time). */
   async acquire(): Promise<() => void> {
     if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.active++;
+    return this.releaser();
+  }
+
+  private releaser(): () => void {
     let released = false;
     return () => {
       if (released) return;
@@ -579,9 +598,10 @@ export class Limiter {
 }
 
 /**
- * Local files open for uploads at once in this process, across all connections (each FileSource holds a
- * place from its open to its close, or until a small file's content is in memory): a pipelined batch of
- * thousands of uploads must not run the process out of descriptors (EMFILE). First come first served, in
- * call order, so the uploads at the front of each connection's queue always get theirs.
+ * Local files opened ahead of their upload's turn at once in this process, across all connections (each
+ * FileSource that got a place holds it from its open to its close, or until a small file's content is in
+ * memory): a pipelined batch of thousands of uploads must not run the process out of descriptors (EMFILE).
+ * The others open their file at their turn, which then holds one descriptor per upload still awaiting its
+ * reply (a small file's only while it is read).
  */
 const OPEN_FILES = new Limiter(128);

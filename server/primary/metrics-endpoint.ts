@@ -97,7 +97,7 @@ export class MetricsEndpoint {
     new Gauge({ name: 'fts_start_time_seconds', help: 'When this node (its primary) started, Unix time', registers }).set(Math.floor(node.startedAt / 1000));
     new Gauge({
       name: 'fts_storage_up',
-      help: 'Whether the storage answers: 1 when its root holds its .fts directory and statfs answers within 2 s, 0 when not (unmounted, removed, hung); the other fts_storage_* gauges are then NaN',
+      help: 'Whether the storage answers: 1 when its root holds .fts/scram-salt-key and statfs answers within 2 s, 0 when not (unmounted, removed, hung); the other fts_storage_* gauges are then NaN',
       registers,
       async collect() {
         this.set((await node.storage.probe()).ok ? 1 : 0);

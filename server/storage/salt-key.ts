@@ -17,8 +17,17 @@ const KEY_FILE = 'scram-salt-key';
  * exist. So it lives on the storage, which every node shares (`<root>/.fts/scram-salt-key`), made once
  * from random bytes. Not the token secret: without --cluster-secret-file that one is new at every start.
  */
+/**
+ * Where the key lives. Written once, at the storage's first start, and never made again implicitly (the
+ * directories beside it are, by uploads): its absence says the storage is not there (an unmounted volume
+ * leaves its empty mount point), and storage-health.ts and Store.user look for it.
+ */
+export function saltKeyPath(root: string): string {
+  return path.join(internalDir(root), KEY_FILE);
+}
+
 export async function loadSaltKey(root: string): Promise<Buffer> {
-  const file = path.join(internalDir(root), KEY_FILE);
+  const file = saltKeyPath(root);
   await makeDirectories(internalDir(root));
   const existing = await readKey(file);
   if (existing !== null) return existing;

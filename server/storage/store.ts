@@ -10,6 +10,7 @@ import { isServable, listUserDir, type ListEntry } from './listing.js';
 import { withLock, withLocks } from './locks.js';
 import { makeSpaceReserve, withSpaceForLock } from './space-reserve.js';
 import { digestsRoot, internalDir, locksRoot, partialNamesRoot, resolveName, stagingRoot, userDirPath } from './paths.js';
+import { saltKeyPath } from './salt-key.js';
 import { discardPartials, listPartials } from './partials.js';
 import { makeDirectories } from './private-dir.js';
 import { measureUsage, UserQuota, type QuotaHold, type Usage } from './quota.js';
@@ -146,6 +147,9 @@ export class Store {
    * checked at every login, not only the first: one replaced by a symlink later must not be followed.
    */
   async user(user: string): Promise<UserStore> {
+    // Every login looks for the storage's key first: on an unmounted storage's empty mount point, a user
+    // directory would be made afresh and the session would read and write the wrong file system.
+    await requireStorage(this.root);
     let pending = this.#users.get(user);
     if (pending === undefined) {
       pending = this.#openUser(user);
@@ -186,6 +190,15 @@ export class Store {
       },
     );
     return new UserStore(this.root, user, dir, quota, () => this.permissionsOf(user), this.#maxFileSize);
+  }
+}
+
+/** The storage is there: its key (salt-key.ts) exists. IO_ERROR, said without the path, when not. */
+async function requireStorage(root: string): Promise<void> {
+  try {
+    await stat(saltKeyPath(root));
+  } catch (err) {
+    throw new FtsError('IO_ERROR', 'the storage is unavailable; try again later', {}, { cause: err });
   }
 }
 

@@ -6,8 +6,8 @@
  */
 import { expect } from 'chai';
 import { Writable } from 'node:stream';
-import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { tempDir } from '../helpers/temp.js';
 import { REPO_ROOT } from '../helpers/paths.js';
@@ -246,6 +246,84 @@ describe('client library: arguments, options, quit and close', function () {
     expect((own as FtsError).message).to.match(/disk on fire/);
     expect(beside).to.be.instanceOf(FtsError);
     expect((beside as FtsError).message).to.match(/^connection reset: a download on it could not write its output \(.*disk on fire.*\)$/);
+  });
+
+  it('a callback that throws on the last progress call (with the server\'s answer) still fails the call', async () => {
+    const c = await login();
+    const { dir, cleanup } = await tempDir('fts-libcb2-');
+    try {
+      const file = path.join(dir, 'last.bin');
+      await writeFile(file, randomBytes(2 * 1024 * 1024));
+      const err = await failure(c.upload(file, 'cb-last.bin', { onProgress: (done, total) => { if (done === total) throw new Error('at the end'); } }));
+      expect(err).to.be.instanceOf(FtsError);
+      expect((err as FtsError).message).to.match(/onProgress callback threw \(at the end\)/);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('many calls waiting out a ResilientClient\'s backoff at once print no MaxListenersExceededWarning', async () => {
+    const own = await TestServer.start({ workers: 1 });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(`${w.name}: ${w.message}`);
+    };
+    process.on('warning', onWarning);
+    try {
+      let waiting = 0;
+      const rc = await ResilientClient.connect({ port: own.port, user: ALICE.user, password: ALICE.password, reconnect: { retries: 3, initialDelayMs: 30_000, maxDelayMs: 30_000 }, onRetry: (info) => void (info.delayMs > 0 && waiting++) });
+      clients.push(rc);
+      await own.stop();
+      const calls = Array.from({ length: 16 }, () => failure(rc.list()));
+      const started = Date.now();
+      while (waiting < 16 && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 20));
+      expect(waiting, 'calls in a backoff').to.be.at.least(16);
+      rc.close();
+      await Promise.all(calls);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w.includes('MaxListeners'))).to.deep.equal([]);
+    } finally {
+      process.off('warning', onWarning);
+      await own.stop();
+    }
+  });
+
+  it('a skipSame download whose connection fails while it prepares its kept LOCAL.part leaves the path free for the next download', async () => {
+    const paced = await TestServer.start({ workers: 1, args: ['--max-download-rate', '40M'] });
+    const { dir, cleanup } = await tempDir('fts-libskip-');
+    try {
+      const data = randomBytes(96 * 1024 * 1024);
+      const up = await FtsClient.connect({ port: paced.port });
+      clients.push(up);
+      await up.auth(ALICE.user, ALICE.password);
+      await up.uploadBuffer('kept.bin', data);
+      const local = path.join(dir, 'kept.bin');
+      // A download cut half-way keeps LOCAL.part (and its sidecar) for a resume.
+      const first = await FtsClient.connect({ port: paced.port });
+      clients.push(first);
+      await first.auth(ALICE.user, ALICE.password);
+      const cut = failure(first.download('kept.bin', local));
+      await new Promise((r) => setTimeout(r, 1_200));
+      first.close();
+      await cut;
+      expect((await stat(`${local}.part`)).size, 'kept bytes').to.be.above(8 * 1024 * 1024);
+      // With skipSame, the kept part is hashed at the download's turn: the connection fails meanwhile.
+      const second = await FtsClient.connect({ port: paced.port });
+      clients.push(second);
+      await second.auth(ALICE.user, ALICE.password);
+      const cutAgain = failure(second.download('kept.bin', local, { skipSame: true }));
+      await new Promise((r) => setTimeout(r, 5));
+      second.close();
+      await cutAgain;
+      const third = await FtsClient.connect({ port: paced.port });
+      clients.push(third);
+      await third.auth(ALICE.user, ALICE.password);
+      const done = await third.download('kept.bin', local);
+      expect(done.sha256).to.equal(createHash('sha256').update(data).digest('hex'));
+    } finally {
+      await paced.stop();
+      await cleanup();
+    }
   });
 
   it('the error table is frozen, and an unknown code is a TypeError that names it', () => {

@@ -7,7 +7,7 @@
  * Linux only (as the server's CI): the "nothing listens" checks read /proc.
  */
 import { expect } from 'chai';
-import { readdir, readFile, readlink, rename, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { FtsClient, FtsError } from '../../client/index.js';
@@ -526,13 +526,23 @@ describe('metrics endpoint (Prometheus)', function () {
       expectHistogramsConsistent(e);
     });
 
-    it('a storage that goes away (its .fts directory gone: unmounted, removed) is fts_storage_up 0 with the free-space gauges NaN (not their last values), status says why, ready is not, usage and partials fail instead of reporting nothing; logins fail IO_ERROR at warn, not counted as failed logins', async () => {
+    it('a storage that goes away (unmounted: its empty mount point stays; or removed) is fts_storage_up 0 with the free-space gauges NaN (not their last values), status says why, ready is not, usage and partials fail instead of reporting nothing; logins fail IO_ERROR at warn, not counted as failed logins', async () => {
       const server = await startServer({ workers: 1 });
       const port = metricsPortOf(server);
+      // An unmount: what the storage held is gone, its empty mount point stays (on the parent file system).
       const away = `${server.storage}-away`;
-      await rename(server.storage, away);
+      const unmount = async (): Promise<void> => {
+        await mkdir(away);
+        for (const entry of await readdir(server.storage)) await rename(path.join(server.storage, entry), path.join(away, entry));
+      };
+      const remount = async (): Promise<void> => {
+        for (const entry of await readdir(server.storage)) await rm(path.join(server.storage, entry), { recursive: true, force: true });
+        for (const entry of await readdir(away)) await rename(path.join(away, entry), path.join(server.storage, entry));
+        await rm(away, { recursive: true, force: true });
+      };
+      await unmount();
       cleanups.push(async () => {
-        await rename(away, server.storage).catch(() => undefined);
+        if (await readdir(away).then(() => true, () => false)) await remount();
       });
       const e = await waitUntil('fts_storage_up 0', async () => {
         const x = await scrape(port, STORAGE_SPACE);
@@ -541,13 +551,13 @@ describe('metrics endpoint (Prometheus)', function () {
       for (const name of STORAGE_SPACE) expect(e.get(name), `${name} while the storage is gone`).to.be.NaN;
       const status = await runAdmin(server.adminSocket, ['status']);
       expect(status.code).to.equal(0);
-      expect(status.stdout.trimEnd().split('\n').at(-1)).to.match(/^storage unavailable: .*\.fts: no such file or directory \(ENOENT\)$/);
+      expect(status.stdout.trimEnd().split('\n').at(-1)).to.match(/^storage unavailable: .*\.fts\/scram-salt-key: no such file or directory \(ENOENT\)$/);
       expect((await statusJson(server.adminSocket)).storage?.ok).to.equal(false);
       const ready = await runAdmin(server.adminSocket, ['ready']);
-      expect([ready.code, ready.stderr]).to.deep.equal([1, `fts-admin: not ready: the storage is unavailable: ${server.storage}/.fts: no such file or directory (ENOENT)\n`]);
+      expect([ready.code, ready.stderr]).to.deep.equal([1, `fts-admin: not ready: the storage is unavailable: ${server.storage}/.fts/scram-salt-key: no such file or directory (ENOENT)\n`]);
       for (const cmd of ['usage', 'partials']) {
         const r = await runAdmin(server.adminSocket, [cmd]);
-        expect([r.code, r.stdout, r.stderr], `${cmd}: not "nothing stored"`).to.deep.equal([1, '', `fts-admin: the storage is unavailable: ${server.storage}/.fts: no such file or directory (ENOENT)\n`]);
+        expect([r.code, r.stdout, r.stderr], `${cmd}: not "nothing stored"`).to.deep.equal([1, '', `fts-admin: the storage is unavailable: ${server.storage}/.fts/scram-salt-key: no such file or directory (ENOENT)\n`]);
       }
 
       const client = await FtsClient.connect({ port: server.port });
@@ -560,7 +570,7 @@ describe('metrics endpoint (Prometheus)', function () {
       expect(line).to.include({ level: 'warn', reason: 'the storage is unavailable; try again later' });
       expect((await scrape(port, STORAGE_SPACE)).get('fts_auth_attempts_total', { result: 'failure' }), 'not a failed login').to.equal(0);
 
-      await rename(away, server.storage);
+      await remount();
       await waitUntil('fts_storage_up 1', async () => (await scrape(port)).get('fts_storage_up') === 1, 10_000, 200);
       expect((await runAdmin(server.adminSocket, ['ready'])).code).to.equal(0);
       expect((await runAdmin(server.adminSocket, ['status'])).stdout).to.not.include('storage unavailable');

@@ -16,6 +16,7 @@ import { measureUsage, UserQuota } from '../../server/storage/quota.js';
 import { keyOf, stagingKey, streamedStagingKey } from '../../server/storage/staging-keys.js';
 import { SMALL_PARTIAL_BYTES } from '../../server/storage/staging-sweep.js';
 import { Store, sweepStaging, UserStore, type StagedUpload } from '../../server/storage/store.js';
+import { loadSaltKey } from '../../server/storage/salt-key.js';
 import { codeOf, whileLocked } from '../helpers/common.js';
 
 const KiB = 1024;
@@ -43,6 +44,7 @@ describe('partial uploads: partials, discard and name records (storage)', functi
     root = path.join(tmp, 'storage');
     store = new Store(root);
     await store.init();
+    await loadSaltKey(root); // what the primary's start makes: Store.user looks for it
     alice = await store.user('alice');
     staging = path.join(root, '.fts', 'staging', 'alice');
   });

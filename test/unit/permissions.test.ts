@@ -15,6 +15,7 @@ import { parsePermissionsFile, PERMISSION_LETTERS, Permissions, PermissionSet } 
 import { parseQuotaFile } from '../../server/storage/quota-limits.js';
 import { parseRuleLines } from '../../server/storage/rule-lines.js';
 import { Store, type UserStore } from '../../server/storage/store.js';
+import { loadSaltKey } from '../../server/storage/salt-key.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -243,6 +244,7 @@ describe("permissions: the checks of a user's store", function () {
     root = path.join(tmp, 'storage');
     store = new Store(root);
     await store.init();
+    await loadSaltKey(root); // what the primary's start makes: Store.user looks for it
     alice = await store.user('alice');
   });
 

@@ -14,6 +14,7 @@ import { lockTarget } from '../../server/storage/paths.js';
 import { abandonedLocksBroken, DEFAULT_LOCK_WAIT_SECONDS, onLockCompromised, setLockWaitSeconds, sweepAbandonedLocks, withLock, withLocks, type LockCompromise } from '../../server/storage/locks.js';
 import { makeDirectories } from '../../server/storage/private-dir.js';
 import { Store, sweepStaging, type UserStore } from '../../server/storage/store.js';
+import { loadSaltKey } from '../../server/storage/salt-key.js';
 import { exists, waitUntil } from '../helpers/lifecycle-util.js';
 import { whileLocked, withLockWait } from '../helpers/common.js';
 
@@ -59,6 +60,7 @@ describe('storage', () => {
     root = path.join(tmp, 'storage');
     store = new Store(root);
     await store.init();
+    await loadSaltKey(root); // what the primary's start makes: Store.user looks for it
     alice = await store.user('alice');
   });
 
@@ -80,7 +82,7 @@ describe('storage', () => {
       expect((await stat(path.join(root, 'alice'))).mode & 0o777).to.equal(0o700);
       // The writability probe cleaned up after itself; the space reserve (space-reserve.ts) stays, private.
       const reserve = [0, 1, 2, 3].map((i) => `space-reserve.${i}`);
-      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', ...reserve, 'staging']);
+      expect((await readdir(path.join(root, '.fts'))).sort()).to.deep.equal(['digests', 'locks', 'partial-names', 'scram-salt-key', ...reserve, 'staging']);
       for (const file of reserve) {
         const st = await stat(path.join(root, '.fts', file));
         expect([st.isFile(), st.size, st.mode & 0o777], file).to.deep.equal([true, 16 * 1024, 0o600]);
