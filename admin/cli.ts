@@ -443,7 +443,8 @@ async function usersFileOfServer(inv: Invocation): Promise<string | null> {
  * error to end with if time runs out. A draining server never becomes ready again, so that ends the wait.
  * No server at the socket (yet), a connection that broke (a server starting or stopping) and a server slow
  * to answer are waited out until `deadline`; any other failure (permission denied) ends it. A look waits for
- * its answer until the deadline (at least 3 s), so --timeout is not overrun by a slow answer.
+ * its answer until the deadline, but at least 3 s (a status waits up to 2 s for a storage that does not
+ * answer): a --timeout shorter than that can be overrun by a slow answer.
  */
 async function notReadyBecause(inv: Invocation, deadline: number): Promise<CommandFailed | AdminClientError | null> {
   let status: StatusResult;

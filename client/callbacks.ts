@@ -17,6 +17,8 @@ interface Callbacks {
 
 export class CallbackGuard {
   private thrown: FtsError | null = null;
+  /** What threw, for the message when the transfer turns out to have completed all the same. */
+  private threw: { what: string; message: string; cause: unknown } | null = null;
 
   constructor(private readonly reset: (reason: FtsError) => void) {}
 
@@ -29,9 +31,8 @@ export class CallbackGuard {
   }
 
   /**
-   * `call`, failing with the callback's error when one threw, also when the transfer was done by then (the
-   * last progress call comes with the server's answer: an upload is then published, and the connection was
-   * reset all the same).
+   * `call`, failing with the callback's error when one threw; also when the transfer was done by then (the
+   * last progress call comes with the server's answer), saying so: the connection was reset all the same.
    */
   async around<T>(call: Promise<T>): Promise<T> {
     let value: T;
@@ -40,7 +41,11 @@ export class CallbackGuard {
     } catch (err) {
       throw this.thrown ?? err;
     }
-    if (this.thrown !== null) throw this.thrown;
+    if (this.threw !== null) {
+      // The transfer was done when the callback threw (its last progress call comes with the answer).
+      const { what, message, cause } = this.threw;
+      throw markLocal(new FtsError('IO_ERROR', `the transfer's ${what} callback threw (${message}) after the transfer was done: an upload is published, a download in place`, {}, { cause }));
+    }
     return value;
   }
 
@@ -51,6 +56,7 @@ export class CallbackGuard {
         callback(...args);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
+        this.threw = { what, message, cause: err };
         this.thrown = markLocal(new FtsError('IO_ERROR', `the transfer's ${what} callback threw (${message}); the transfer was aborted`, {}, { cause: err }));
         this.reset(new FtsError('IO_ERROR', 'connection reset: a transfer on it was aborted by its callback'));
       }

@@ -12,9 +12,9 @@ export interface ReconnectOptions {
    * Infinity never gives up.
    */
   retries?: number;
-  /** Wait before the first reconnection, in milliseconds; doubled for each further one. Default 250. */
+  /** Wait before the first reconnection, in milliseconds (1 to 2^31 − 1); doubled for each further one. Default 250. */
   initialDelayMs?: number;
-  /** Upper bound of the wait, in milliseconds. Default 5000. */
+  /** Upper bound of the wait, in milliseconds (1 to 2^31 − 1). Default 5000. */
   maxDelayMs?: number;
 }
 
@@ -29,7 +29,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const DEFAULT_RECONNECT: ReconnectPolicy = { retries: 5, initialDelayMs: 250, maxDelayMs: 5_000 };
 
-/** The policy `options` ask for; a value that is not a whole number of 0 or more is refused (BAD_REQUEST). */
+/**
+ * The policy `options` ask for: retries a whole number of 0 or more, or Infinity; delays whole milliseconds
+ * from 1 to 2^31 − 1. Anything else is refused (BAD_REQUEST).
+ */
 export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy {
   const pick = (name: keyof ReconnectOptions, fallback: number, min: number, max: number): number => {
     const v: unknown = options[name];
@@ -52,7 +55,8 @@ export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy
  */
 export function backoffMs(n: number, policy: ReconnectPolicy): number {
   const base = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, n - 1));
-  return Math.round(base * (1 + Math.random() * 0.2));
+  // Capped at what setTimeout takes: beyond it Node waits 1 ms instead, and a dead server would be spun on.
+  return Math.min(MAX_TIMER_MS, Math.round(base * (1 + Math.random() * 0.2)));
 }
 
 /**

@@ -101,13 +101,13 @@ interface Hashed {
 
 /**
  * A local file, opened once: hashing and every send read through the same FileHandle, so they see the
- * same file even if its path is replaced meanwhile. Opening starts in the constructor (while OPEN_FILES has
- * room), and so does hashing of a file too small to stream, so that they overlap with earlier requests still
- * being sent; a larger file is hashed as it is streamed, or, where it cannot be, by prepareDigest() before
- * its turn.
+ * same file even if its path is replaced meanwhile. Opening starts ahead of the upload's turn once the
+ * source has a place among OPEN_FILES, and so does hashing of a file too small to stream (or of any file,
+ * after prepareDigest()), so that they overlap with earlier requests still being sent; a larger file is
+ * hashed as it is streamed. Without a place by its turn, the file is opened and hashed there.
  */
 export class FileSource implements StreamableSource {
-  /** The open file; null until opened (at once when a place among OPEN_FILES was free, else on first need). */
+  /** The open file; null until opened (once a place among OPEN_FILES is granted, or at the upload's turn). */
   private file: Promise<OpenFile> | null = null;
   /** Started at once for files too small to stream, on first need for the others. */
   private hashed: Promise<Hashed> | null = null;
@@ -120,28 +120,41 @@ export class FileSource implements StreamableSource {
   private releaseOpen: () => void = () => undefined;
   /** The descriptor was closed early: a small file's content is in memory, and every send uses that. */
   private fhClosed = false;
+  /** prepareDigest() asked for the digest ahead of the turn (a server without streamed uploads). */
+  private digestWanted = false;
 
   constructor(
     private readonly localPath: string,
     private readonly hashing: Limiter,
   ) {
-    // Opened (and a small file hashed) at once, overlapping with earlier requests still being sent, while
-    // the process has fewer than OPEN_FILES early opens; beyond that, at the upload's turn. Never waited for:
-    // a turn waiting for a place would hold its connection up behind other connections' uploads.
-    const place = OPEN_FILES.tryAcquire();
-    if (place === null) return;
-    this.releaseOpen = place;
-    this.opened().then(
-      (f) => {
-        if (f.size < STREAM_MIN_BYTES) this.hashedNow().catch(() => undefined); // reported through digest()
-      },
-      () => undefined, // reported through size() and digest()
-    );
+    // Opened (and a small file hashed) ahead of the upload's turn, overlapping with earlier requests still
+    // being sent, once it has a place among OPEN_FILES (at once, or when an earlier file gives its place
+    // back); if its turn comes first, it opens there, without one. The turn never waits for a place: it
+    // would hold its connection up behind other connections' uploads.
+    const offer = OPEN_FILES.offer();
+    this.cancelOffer = offer.cancel;
+    void offer.granted.then((release) => {
+      if (this.file !== null || this.closed) return release(); // opened at its turn already, or over
+      this.releaseOpen = release;
+      this.opened().then(
+        (f) => {
+          if (f.size < STREAM_MIN_BYTES || this.digestWanted) this.hashedNow().catch(() => undefined); // reported through digest()
+        },
+        () => undefined, // reported through size() and digest()
+      );
+    });
   }
+
+  /** Withdraws this source from the line for a place among OPEN_FILES. */
+  private cancelOffer: () => void = () => undefined;
 
   /** The open file, opening it on first need. */
   private opened(): Promise<OpenFile> {
     if (this.file === null) {
+      // A turn that goes on after its upload was closed (its connection failed) must not open a file that
+      // nothing would close.
+      if (this.closed) return Promise.reject(new FtsError('IO_ERROR', `${this.localPath}: the upload was abandoned`));
+      this.cancelOffer();
       this.file = openRegularFile(this.localPath);
       this.file.catch(() => this.releaseOpen());
     }
@@ -156,8 +169,13 @@ export class FileSource implements StreamableSource {
     return this.hashedNow().then((h) => h.digest);
   }
 
+  /**
+   * Hashes ahead of the turn where the digest must precede the data: at once if the file is open, else once
+   * it gets its place (opening it here would bypass OPEN_FILES).
+   */
   prepareDigest(): void {
-    this.hashedNow().catch(() => undefined); // reported through digest()
+    this.digestWanted = true;
+    if (this.file !== null) this.hashedNow().catch(() => undefined); // reported through digest()
   }
 
   private hashedNow(): Promise<Hashed> {
@@ -244,6 +262,7 @@ export class FileSource implements StreamableSource {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.cancelOffer();
     await this.sending;
     const hashed = await this.hashed?.catch(() => null);
     if (hashed) readOnceHeld -= hashed.held;
@@ -558,7 +577,9 @@ export async function sendBuffer(data: Uint8Array, from: number, out: DataWriter
  */
 export class Limiter {
   private active = 0;
-  private readonly waiting: Array<() => void> = [];
+  /** Waiting for a place, first in line at `head`. A withdrawn offer is only marked, so withdrawing is O(1). */
+  private waiting: Array<{ run: () => void; withdrawn: boolean }> = [];
+  private head = 0;
 
   constructor(private readonly max: number) {}
 
@@ -578,9 +599,23 @@ export class Limiter {
     return this.releaser();
   }
 
+  /**
+   * A place as soon as one is free, first come first served, unless cancelled before (the place then goes
+   * to the next in line). For work worth doing early but not worth waiting for.
+   */
+  offer(): { granted: Promise<() => void>; cancel: () => void } {
+    const now = this.tryAcquire();
+    if (now !== null) return { granted: Promise.resolve(now), cancel: () => undefined };
+    let grant: (release: () => void) => void = () => undefined;
+    const granted = new Promise<() => void>((resolve) => (grant = resolve));
+    const entry = { run: () => grant(this.releaser()), withdrawn: false };
+    this.waiting.push(entry);
+    return { granted, cancel: () => void (entry.withdrawn = true) };
+  }
+
   /** A place, first come first served; resolves with its release (which does nothing the second time). */
   async acquire(): Promise<() => void> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push({ run: resolve, withdrawn: false }));
     else this.active++;
     return this.releaser();
   }
@@ -590,10 +625,23 @@ export class Limiter {
     return () => {
       if (released) return;
       released = true;
-      const next = this.waiting.shift();
-      if (next) next();
+      const next = this.nextWaiting();
+      if (next) next.run();
       else this.active--;
     };
+  }
+
+  /** The first in line that has not withdrawn, taken out of the line (served entries are dropped in bulk). */
+  private nextWaiting(): { run: () => void } | undefined {
+    while (this.head < this.waiting.length) {
+      const next = this.waiting[this.head++]!;
+      if (this.head >= 1024 && this.head * 2 >= this.waiting.length) {
+        this.waiting = this.waiting.slice(this.head);
+        this.head = 0;
+      }
+      if (!next.withdrawn) return next;
+    }
+    return undefined;
   }
 }
 
@@ -601,7 +649,7 @@ export class Limiter {
  * Local files opened ahead of their upload's turn at once in this process, across all connections (each
  * FileSource that got a place holds it from its open to its close, or until a small file's content is in
  * memory): a pipelined batch of thousands of uploads must not run the process out of descriptors (EMFILE).
- * The others open their file at their turn, which then holds one descriptor per upload still awaiting its
- * reply (a small file's only while it is read).
+ * The others wait in line for a place; one whose turn comes first opens its file there (one descriptor per
+ * upload still awaiting its reply; a small file's only while it is read).
  */
 const OPEN_FILES = new Limiter(128);

@@ -18,9 +18,11 @@ const KEY_FILE = 'scram-salt-key';
  * from random bytes. Not the token secret: without --cluster-secret-file that one is new at every start.
  */
 /**
- * Where the key lives. Written once, at the storage's first start, and never made again implicitly (the
- * directories beside it are, by uploads): its absence says the storage is not there (an unmounted volume
- * leaves its empty mount point), and storage-health.ts and Store.user look for it.
+ * Where the key lives. Written at the storage's first start (a start makes it when it is missing), never
+ * by anything else (the directories beside it are made again by uploads): while the server runs, its
+ * absence says the storage is not there (an unmounted volume leaves its empty mount point), and
+ * storage-health.ts and Store.user look for it. A start on an empty mount point cannot tell it from a new
+ * storage: the systemd unit's RequiresMountsFor= keeps it from starting there.
  */
 export function saltKeyPath(root: string): string {
   return path.join(internalDir(root), KEY_FILE);
