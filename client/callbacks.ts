@@ -16,9 +16,8 @@ interface Callbacks {
 }
 
 export class CallbackGuard {
-  private thrown: FtsError | null = null;
-  /** What threw, for the message when the transfer turns out to have completed all the same. */
-  private threw: { what: string; message: string; cause: unknown } | null = null;
+  /** The first callback that threw, and what it threw. */
+  private threw: { what: string; cause: unknown } | null = null;
 
   constructor(private readonly reset: (reason: FtsError) => void) {}
 
@@ -39,25 +38,28 @@ export class CallbackGuard {
     try {
       value = await call;
     } catch (err) {
-      throw this.thrown ?? err;
+      throw this.failure('; the transfer was aborted') ?? err;
     }
-    if (this.threw !== null) {
-      // The transfer was done when the callback threw (its last progress call comes with the answer).
-      const { what, message, cause } = this.threw;
-      throw markLocal(new FtsError('IO_ERROR', `the transfer's ${what} callback threw (${message}) after the transfer was done: an upload is published, a download in place`, {}, { cause }));
-    }
+    const failure = this.failure(' after the transfer was done: an upload is published, a download in place');
+    if (failure !== null) throw failure;
     return value;
+  }
+
+  /** What the call fails with when a callback threw (marked local: a ResilientClient does not repeat it); else null. */
+  private failure(outcome: string): FtsError | null {
+    if (this.threw === null) return null;
+    const { what, cause } = this.threw;
+    const message = cause instanceof Error ? cause.message : String(cause);
+    return markLocal(new FtsError('IO_ERROR', `the transfer's ${what} callback threw (${message})${outcome}`, {}, { cause }));
   }
 
   private guard<A extends unknown[]>(what: string, callback: (...args: A) => void): (...args: A) => void {
     return (...args) => {
-      if (this.thrown !== null) return;
+      if (this.threw !== null) return;
       try {
         callback(...args);
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        this.threw = { what, message, cause: err };
-        this.thrown = markLocal(new FtsError('IO_ERROR', `the transfer's ${what} callback threw (${message}); the transfer was aborted`, {}, { cause: err }));
+        this.threw = { what, cause: err };
         this.reset(new FtsError('IO_ERROR', 'connection reset: a transfer on it was aborted by its callback'));
       }
     };

@@ -19,7 +19,7 @@ import { badArgument, checkConnectOptions, requireBytes, requireString, requireW
 import { FtsConnection, type ConnectOptions, type WriteTurn } from './connection.js';
 import type { RequestSpec } from './replies.js';
 import { FileDownload, MemoryDownload } from './download.js';
-import { localHoldsSame, serverHoldsSame, type ServerDigest } from './skip-same.js';
+import { localHoldsSame, serverDigest, skippedDownload, skippedUpload, type ServerDigest } from './skip-same.js';
 import { isServerError, markLocal, withCliHint } from './errors.js';
 import { StreamDownload, StreamPosition } from './stream-download.js';
 import { sendStream, type KeptUpload, type StreamUploadOptions } from './stream-upload.js';
@@ -366,8 +366,7 @@ export class FtsClient implements FileClient {
    * offset.
    */
   async upload(localPath: string, name?: string, options: TransferOptions = {}): Promise<UploadResult> {
-    const guard = new CallbackGuard((reason) => this.conn.close(reason));
-    return guard.around(this.uploadGuarded(localPath, name, guard.wrap(options)));
+    return this.guarded(options, (o) => this.uploadGuarded(localPath, name, o));
   }
 
   private async uploadGuarded(localPath: string, name: string | undefined, options: TransferOptions): Promise<UploadResult> {
@@ -376,15 +375,11 @@ export class FtsClient implements FileClient {
     checkName(remote);
     // A server without `hash` cannot say what it holds: the file is sent, as without skipSame. The check runs
     // at the upload's turn, so that it keeps its place in the request order.
-    const skipIf = options.skipSame === true && this.offers('hash') ? (w: WriteTurn) => sameOnServer(w, localPath, remote) : undefined;
     const source = new FileSource(localPath, this.hashing);
+    const skipIf = options.skipSame === true && this.offers('hash') ? (w: WriteTurn) => sameOnServer(w, source, remote) : undefined;
     try {
       const outcome = await runUpload(this.conn, { name: remote, source, resume: options.resume ?? true, ...progress(options), ...(skipIf ? { skipIf } : {}) });
-      if ('skipped' in outcome) {
-        const there = outcome.skipped;
-        return { name: remote, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
-      }
-      return uploadResult(outcome, remote);
+      return 'skipped' in outcome ? skippedUpload(remote, outcome.skipped) : uploadResult(outcome, remote);
     } finally {
       // The request can fail (connection lost) while a send still reads; close only once it stopped.
       await source.close();
@@ -400,8 +395,7 @@ export class FtsClient implements FileClient {
    * open when the upload ends (refused, failed) is left unread, not destroyed: it is the caller's.
    */
   async uploadStream(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions = {}): Promise<UploadResult> {
-    const guard = new CallbackGuard((reason) => this.conn.close(reason));
-    return guard.around(this.uploadStreamGuarded(source, name, guard.wrap(options)));
+    return this.guarded(options, (o) => this.uploadStreamGuarded(source, name, o));
   }
 
   private async uploadStreamGuarded(source: AsyncIterable<Uint8Array>, name: string, options: StreamUploadOptions): Promise<UploadResult> {
@@ -442,8 +436,7 @@ export class FtsClient implements FileClient {
    * from 0 once; a frame that arrives corrupted makes it continue from the bytes before it.
    */
   async download(name: string, localPath?: string, options: TransferOptions = {}): Promise<DownloadResult> {
-    const guard = new CallbackGuard((reason) => this.conn.close(reason));
-    return guard.around(this.downloadGuarded(name, localPath, guard.wrap(options)));
+    return this.guarded(options, (o) => this.downloadGuarded(name, localPath, o));
   }
 
   private async downloadGuarded(name: string, localPath: string | undefined, options: TransferOptions): Promise<DownloadResult> {
@@ -479,7 +472,7 @@ export class FtsClient implements FileClient {
             const same = await sameLocally(w, name, localPath);
             return same !== null ? { same } : { sent: await w.send(spec) };
           });
-          if (first.same !== undefined) return { name, size: first.same.there.size, sha256: first.same.there.sha256, localPath: first.same.target, resumedFrom: 0, skipped: true };
+          if (first.same !== undefined) return skippedDownload(name, first.same);
           reply = await first.sent.reply;
         } else {
           // Preparing (target checks, opening LOCAL.part) starts now rather than at the request's turn in the
@@ -520,8 +513,7 @@ export class FtsClient implements FileClient {
    * would otherwise have to be received and thrown away) and rejects with that error.
    */
   async downloadStream(name: string, out: Writable, options: StreamDownloadOptions = {}): Promise<StreamDownloadResult> {
-    const guard = new CallbackGuard((reason) => this.conn.close(reason));
-    return guard.around(this.downloadStreamGuarded(name, out, guard.wrap(options)));
+    return this.guarded(options, (o) => this.downloadStreamGuarded(name, out, o));
   }
 
   private async downloadStreamGuarded(name: string, out: Writable, options: StreamDownloadOptions): Promise<StreamDownloadResult> {
@@ -670,6 +662,15 @@ export class FtsClient implements FileClient {
     return fileHashOf(reply, name, options.read === true);
   }
 
+  /**
+   * Runs a transfer with its callbacks guarded (callbacks.ts): one that throws resets this connection, and
+   * the transfer fails with what it threw. `run` is called at once, so the transfer keeps its place.
+   */
+  private guarded<O extends TransferOptions | StreamUploadOptions | StreamDownloadOptions, T>(options: O, run: (guardedOptions: O) => Promise<T>): Promise<T> {
+    const guard = new CallbackGuard((reason) => this.conn.close(reason));
+    return guard.around(run(guard.wrap(options)));
+  }
+
   /** UNKNOWN_OP before anything is sent when the server's greeting does not list `cap`. */
   private requireCap(cap: string, what: string): void {
     if (!this.conn.offers(cap)) throw new FtsError('UNKNOWN_OP', `this server ${what} (no "${cap}" capability)`);
@@ -693,7 +694,10 @@ export class FtsClient implements FileClient {
     await this.conn.request({ header: { op: 'noop' } });
   }
 
-  /** Sends quit, waits for its 'ok' and for the server to close the connection. */
+  /**
+   * Sends quit, waits for its 'ok' and for the server to close the connection. Resolves also when the
+   * connection is already closed or closing; a second call waits for the first.
+   */
   async quit(): Promise<void> {
     await this.conn.quit();
   }
@@ -730,9 +734,14 @@ async function hashInTurn(w: WriteTurn, name: string): Promise<FileHash> {
   return fileHashOf(await reply, name, false);
 }
 
-/** skipSame of an upload, at its turn: the server's file `name` when it holds the bytes of `localPath`, else null. */
-function sameOnServer(w: WriteTurn, localPath: string, name: string): Promise<ServerDigest | null> {
-  return serverHoldsSame((n) => hashInTurn(w, n), localPath, name, (work) => w.keepAlive(work));
+/**
+ * skipSame of an upload, at its turn: the server's file `name` when it holds the bytes of `source`, else
+ * null. The source's own digest is compared, so the file is read once whether it is then sent or not.
+ */
+async function sameOnServer(w: WriteTurn, source: FileSource, name: string): Promise<ServerDigest | null> {
+  const there = await serverDigest((n) => hashInTurn(w, n), name);
+  if (there === null || (await source.size()) !== there.size) return null;
+  return (await w.keepAlive(source.digest())).sha256 === there.sha256 ? there : null;
 }
 
 /** skipSame of a download, at its turn: the server's file and the local target when the target holds its bytes, else null. */

@@ -48,19 +48,19 @@ export const isAnswer = answers.has;
  */
 export function withContext(err: unknown, context: string): unknown {
   if (!(err instanceof FtsError) || err.message.includes(context)) return err;
-  const wrapped = new FtsError(err.code, `${context}: ${err.message}`, { ...err.details }, { cause: err, fatal: err.fatal });
-  if (fromServer.has(err)) fromServer.add(wrapped);
-  const hint = cliHints.get(err);
-  if (hint !== undefined) cliHints.set(wrapped, hint);
-  return wrapped;
+  return carryMarks(err, new FtsError(err.code, `${context}: ${err.message}`, { ...err.details }, { cause: err, fatal: err.fatal }));
 }
 
 /** The same error with a hint for the person at the command line appended to its message. */
 export function withHint(err: FtsError, hint: string): FtsError {
-  const wrapped = new FtsError(err.code, `${err.message}; ${hint}`, { ...err.details }, { cause: err, fatal: err.fatal });
+  return carryMarks(err, new FtsError(err.code, `${err.message}; ${hint}`, { ...err.details }, { cause: err, fatal: err.fatal }));
+}
+
+/** `wrapped`, an error that says more about `err`, with what is known of `err`: sent by the server, its CLI hint. */
+function carryMarks(err: FtsError, wrapped: FtsError): FtsError {
   if (fromServer.has(err)) fromServer.add(wrapped);
-  const cliHint = cliHints.get(err);
-  if (cliHint !== undefined) cliHints.set(wrapped, cliHint);
+  const hint = cliHints.get(err);
+  if (hint !== undefined) cliHints.set(wrapped, hint);
   return wrapped;
 }
 

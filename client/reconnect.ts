@@ -37,7 +37,7 @@ export function reconnectPolicy(options: ReconnectOptions = {}): ReconnectPolicy
   const pick = (name: keyof ReconnectOptions, fallback: number, min: number, max: number): number => {
     const v: unknown = options[name];
     if (v === undefined) return fallback;
-    if (typeof v === 'number' && ((Number.isSafeInteger(v) && v >= min && v <= max) || v === max)) return v;
+    if (typeof v === 'number' && ((Number.isSafeInteger(v) && v >= min && v <= max) || (v === Infinity && max === Infinity))) return v;
     const range = max === Infinity ? `a whole number of ${min} or more, or Infinity` : `a whole number from ${min} to ${max}`;
     throw new FtsError('BAD_REQUEST', `reconnect.${name} must be ${range} (got ${String(v)})`);
   };

@@ -273,8 +273,8 @@ export class ResilientClient implements FileClient {
   async quit(): Promise<void> {
     this.closedByUser = true;
     this.closing.abort();
-    if (this.current.connected) await this.current.quit();
-    else this.current.close();
+    // A connection already gone is just closed (quit() settles whatever its state).
+    await this.current.quit();
   }
 
   /** Closes the connection at once and reconnects no more; operations in progress fail (with `reason`). */

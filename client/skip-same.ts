@@ -63,10 +63,14 @@ export async function holdsSame(file: string, there: ServerDigest): Promise<bool
 /** How a comparison waits for local hashing (a write turn keeps its session alive meanwhile). */
 type Wait = <T>(work: Promise<T>) => Promise<T>;
 
-/** What `name` on the server is, when it holds exactly the bytes of the local file `localPath`; else null. */
-export async function serverHoldsSame(hash: (name: string) => Promise<ServerDigest>, localPath: string, name: string, wait: Wait = (w) => w): Promise<ServerDigest | null> {
-  const there = await serverDigest(hash, name);
-  return there !== null && (await wait(holdsSame(localPath, there))) ? there : null;
+/** The result of an upload left out: what the server holds. */
+export function skippedUpload(name: string, there: ServerDigest): UploadResult {
+  return { name, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+}
+
+/** The result of a download left out: the local target holds the server file's bytes. */
+export function skippedDownload(name: string, same: { there: ServerDigest; target: string }): DownloadResult {
+  return { name, size: same.there.size, sha256: same.there.sha256, localPath: same.target, resumedFrom: 0, skipped: true };
 }
 
 /**
@@ -88,8 +92,8 @@ export async function localHoldsSame(hash: (name: string) => Promise<ServerDiges
  */
 export async function uploadUnlessSame(client: FileClient, localPath: string, name: string, options: TransferOptions): Promise<UploadResult> {
   if (options.skipSame !== true || !client.offers('hash')) return client.upload(localPath, name, options);
-  const there = await serverHoldsSame((n) => client.hash(n), localPath, name);
-  if (there !== null) return { name, size: there.size, sha256: there.sha256, mtime: there.mtime, resumedFrom: 0, skipped: true };
+  const there = await serverDigest((n) => client.hash(n), name);
+  if (there !== null && (await holdsSame(localPath, there))) return skippedUpload(name, there);
   return client.upload(localPath, name, { ...options, skipSame: false });
 }
 
@@ -97,6 +101,6 @@ export async function uploadUnlessSame(client: FileClient, localPath: string, na
 export async function downloadUnlessSame(client: FileClient, name: string, localPath: string, options: TransferOptions): Promise<DownloadResult> {
   if (options.skipSame !== true || !client.offers('hash')) return client.download(name, localPath, options);
   const same = await localHoldsSame((n) => client.hash(n), name, localPath);
-  if (same !== null) return { name, size: same.there.size, sha256: same.there.sha256, localPath: same.target, resumedFrom: 0, skipped: true };
+  if (same !== null) return skippedDownload(name, same);
   return client.download(name, localPath, { ...options, skipSame: false });
 }

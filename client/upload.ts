@@ -614,10 +614,8 @@ export class Limiter {
   }
 
   /** A place, first come first served; resolves with its release (which does nothing the second time). */
-  async acquire(): Promise<() => void> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push({ run: resolve, withdrawn: false }));
-    else this.active++;
-    return this.releaser();
+  acquire(): Promise<() => void> {
+    return this.offer().granted;
   }
 
   private releaser(): () => void {

@@ -142,7 +142,7 @@ export interface StatusResult {
    */
   usersFile?: string;
   /**
-   * Whether the storage is there and answers (its root holds `.fts`, statfs answers within 2 s); `problem`
+   * Whether the storage is there and answers (its root holds `.fts/scram-salt-key`, statfs answers within 2 s); `problem`
    * says what is wrong when not. Added later: absent from older servers.
    */
   storage?: { ok: boolean; problem?: string };

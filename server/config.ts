@@ -195,21 +195,20 @@ export function isLoopbackHost(host: string): boolean {
 export const DEFAULT_HOOK_TIMEOUT_SECONDS = 60;
 export const DEFAULT_METRICS_HOST = '127.0.0.1';
 
-/** --proxy-from: `any` (null) or a list of networks, kept as its text (a worker builds the list from it). */
-function proxySources(raw: string, flag: string): string | null {
-  const networks = parseNetworks(raw);
-  if (networks === undefined) throw new ConfigError(`--${flag}: must be any, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
-  return networks === null ? null : raw;
-}
-
-/** --ban-exempt: `none` (null) or a list of networks, kept as its text. */
-function banExemptions(raw: string, flag: string): string | null {
-  const text = raw.trim().toLowerCase();
-  if (text === 'none') return null;
-  // `any` would exempt everyone: that is --ban-threshold 0, said plainly, not a list that reads like a safelist.
-  if (text === 'any') throw new ConfigError(`--${flag}: any would exempt every address; use --ban-threshold 0 to never ban`);
-  if (parseNetworks(raw) === undefined) throw new ConfigError(`--${flag}: must be none, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
-  return raw;
+/**
+ * A flag whose value is `word` (null) or a list of networks, kept as its text (workers and the primary build
+ * the list from it): --proxy-from (`any`), --ban-exempt (`none`).
+ */
+function networkList(word: 'any' | 'none') {
+  return (raw: string, flag: string): string | null => {
+    const text = raw.trim().toLowerCase();
+    if (text === word) return null;
+    // `any` for --ban-exempt would exempt everyone: that is --ban-threshold 0, said plainly, not a list that
+    // reads like a safelist.
+    if (word === 'none' && text === 'any') throw new ConfigError(`--${flag}: any would exempt every address; use --ban-threshold 0 to never ban`);
+    if (parseNetworks(raw) === undefined) throw new ConfigError(`--${flag}: must be ${word}, or IPv4/IPv6 addresses and CIDR prefixes separated by commas (got "${raw}")`);
+    return raw;
+  };
 }
 
 /** --metrics-port: a port, or `off` (parsed by the flag itself). */
@@ -356,13 +355,13 @@ export const FLAGS = {
     env: 'FTS_BAN_EXEMPT',
     help: 'addresses and CIDR prefixes, separated by commas, that earn no penalty points and so are never banned (monitoring, a trusted NAT); none = no exemption',
     default: () => 'none',
-    parse: banExemptions,
+    parse: networkList('none'),
   },
   'proxy-from': {
     env: 'FTS_PROXY_FROM',
     help: 'with --proxy-protocol: the peers that may send PROXY headers, addresses and CIDR prefixes separated by commas (any = every peer); others are closed at once',
     default: () => 'any',
-    parse: proxySources,
+    parse: networkList('any'),
   },
   'tls-cert': { env: 'FTS_TLS_CERT', help: 'PEM certificate chain: serve TLS (with --tls-key)', default: () => '', parse: optionalPath },
   'tls-key': { env: 'FTS_TLS_KEY', help: 'PEM private key for --tls-cert', default: () => '', parse: optionalPath },

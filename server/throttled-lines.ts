@@ -21,3 +21,22 @@ export class ThrottledLines<T> {
     this.unreported = 0;
   }
 }
+
+/** ThrottledLines per key (a refusal's reason): each key's first line at once, then at most one per interval. */
+export class ThrottledLinesByKey<T> {
+  private readonly lines = new Map<string, ThrottledLines<T>>();
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly write: (key: string, fields: T, sinceLastLine: number) => void,
+  ) {}
+
+  note(key: string, fields: T, now = Date.now()): void {
+    let lines = this.lines.get(key);
+    if (lines === undefined) {
+      lines = new ThrottledLines(this.intervalMs, (f, since) => this.write(key, f, since));
+      this.lines.set(key, lines);
+    }
+    lines.note(fields, now);
+  }
+}

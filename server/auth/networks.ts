@@ -54,7 +54,10 @@ export function inNetworks(networks: UserNetworks, address: string): boolean {
   }
 }
 
-/** A test of membership in a list validated by parseNetworks (null: no list, no address is in it). */
+/**
+ * A test of membership in a list validated by parseNetworks (null: no list, no address is in it). Were the
+ * list malformed after all, no address would be in it: nobody rather than everybody.
+ */
 export function memberOf(text: string | null): (address: string) => boolean {
   if (text === null) return () => false;
   const networks = parseNetworks(text) ?? new BlockList();

@@ -16,11 +16,15 @@ export type Direction = 'upload' | 'download';
  */
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
 
+/** Error codes that say the storage failed, rather than the client or the request. */
+export const STORAGE_FAILURE_CODES = ['IO_ERROR', 'NO_SPACE', 'READ_ONLY'] as const satisfies readonly ErrorCode[];
+
 /**
  * The error codes that say the server failed rather than the request or its user (a missing file, a bad
- * name, a quota): created at 0 for every op, so an alert on them works from the first failure.
+ * name, a quota): its storage, or a bug. Created at 0 for every op, so an alert on them works from the first
+ * failure.
  */
-export const SERVER_FAULT_CODES = ['IO_ERROR', 'INTERNAL', 'NO_SPACE', 'READ_ONLY'] as const satisfies readonly ErrorCode[];
+export const SERVER_FAULT_CODES = [...STORAGE_FAILURE_CODES, 'INTERNAL'] as const satisfies readonly ErrorCode[];
 
 export function isServerFault(code: string): boolean {
   return (SERVER_FAULT_CODES as readonly string[]).includes(code);

@@ -20,6 +20,11 @@ import type { WorkerPool } from './worker-pool.js';
 const QUERY_TIMEOUT_MS = 1_500;
 
 /** "worker 123 did not answer within 1.5 s" (or "workers 1, 2 did not …"). */
+/** A command's failure as its reply. */
+function failedReply(err: unknown): AdminFinal {
+  return { ok: false, error: (err as Error).message };
+}
+
 function silentWorkers(pids: number[]): string {
   return `${pids.length === 1 ? 'worker' : 'workers'} ${pids.join(', ')} did not answer within ${QUERY_TIMEOUT_MS / 1000} s`;
 }
@@ -155,17 +160,14 @@ export class Controller {
         reply({ ok: true, result: req.points === true ? this.gate.scored(Date.now()) : this.gate.bans(Date.now()) });
         return;
       case 'usage':
-      case 'partials':
-      case 'discard': {
-        // An unavailable storage would read as "nothing stored, no partial upload": say what is wrong instead.
-        const storage = await this.storage.probe();
-        if (!storage.ok) {
-          reply({ ok: false, error: `the storage is unavailable: ${storage.problem}` });
-          return;
-        }
-        await this.storageCommand(req, reply);
+        reply(await this.onStorage(() => usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts).then(perUserReply, failedReply)));
         return;
-      }
+      case 'partials':
+        reply(await this.onStorage(() => partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000).then(perUserReply, failedReply)));
+        return;
+      case 'discard':
+        reply(await this.onStorage(() => this.discard(req.user, req.key)));
+        return;
       case 'unban': {
         const lifted = this.gate.unban(req.address, Date.now());
         if (lifted === null) {
@@ -238,20 +240,23 @@ export class Controller {
     };
   }
 
-  /** usage, partials and discard: they read the storage, which the caller found available. */
-  private async storageCommand(req: Extract<AdminRequest, { cmd: 'usage' | 'partials' | 'discard' }>, reply: Reply): Promise<void> {
+  /**
+   * A command that reads the storage, run if the storage answers: an unavailable one would read as "nothing
+   * stored, no partial upload", so that is said instead.
+   */
+  private async onStorage(command: () => Promise<AdminFinal>): Promise<AdminFinal> {
+    const storage = await this.storage.probe();
+    return storage.ok ? command() : { ok: false, error: `the storage is unavailable: ${storage.problem}` };
+  }
+
+  /** `discard` of one user's partial upload, logged. */
+  private async discard(user: string, key: string): Promise<AdminFinal> {
     try {
-      if (req.cmd === 'usage') reply(perUserReply(await usageOfUsers(this.config.storage, this.config.quotaBytes, this.config.maxFiles, this.texts)));
-      else if (req.cmd === 'partials') reply(perUserReply(await partialsOfUsers(this.config.storage, this.config.partialTtlSeconds * 1000)));
-      else {
-        const discarded = await discardPartials(this.config.storage, req.user, req.key);
-        this.log.warn({ event: 'discard', user: req.user, key: req.key, file: discarded.name, bytes: discarded.bytes }, `partial upload of ${req.user} discarded by fts-admin discard`);
-        reply({ ok: true, result: discarded });
-      }
+      const discarded = await discardPartials(this.config.storage, user, key);
+      this.log.warn({ event: 'discard', user, key, file: discarded.name, bytes: discarded.bytes }, `partial upload of ${user} discarded by fts-admin discard`);
+      return { ok: true, result: discarded };
     } catch (err) {
-      const message = (err as Error).message;
-      if (req.cmd !== 'discard') reply({ ok: false, error: message });
-      else reply({ ok: false, error: `${req.user}: ${message}`, ...(err instanceof FtsError ? { code: err.code } : {}) });
+      return { ok: false, error: `${user}: ${(err as Error).message}`, ...(err instanceof FtsError ? { code: err.code } : {}) };
     }
   }
 

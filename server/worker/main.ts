@@ -1,4 +1,4 @@
-import net, { BlockList } from 'node:net';
+import net from 'node:net';
 import { encodeHeader, errnoReason, errnoWords, hostPort } from '../../protocol/index.js';
 import { parseUsers, type UserTable } from '../auth/users.js';
 import type { Config } from '../config.js';
@@ -12,9 +12,9 @@ import { Permissions } from '../storage/permissions.js';
 import { QuotaLimits } from '../storage/quota-limits.js';
 import type { WorkerContext } from './context.js';
 import { UploadHooks } from './upload-hooks.js';
-import { inNetworks, Networks, parseNetworks } from '../auth/networks.js';
+import { memberOf, Networks } from '../auth/networks.js';
 import { ProxyRefusalLog, readProxyHeader, REFUSAL_LOG_INTERVAL_MS } from './proxy-protocol.js';
-import { ThrottledLines } from '../throttled-lines.js';
+import { ThrottledLinesByKey } from '../throttled-lines.js';
 import { newSessionId, Session } from './session.js';
 import { GateClient, normaliseIp } from './gate-client.js';
 import { TlsTerminator } from './tls.js';
@@ -152,15 +152,10 @@ export async function runWorker(config: Config): Promise<void> {
     metrics.lockCompromised();
   });
   const hooks = config.uploadHook === null ? null : new UploadHooks(config.uploadHook, config.uploadHookTimeoutSeconds * 1000, log, metrics, config.hookEvents);
-  const refusalLines = new Map<string, ThrottledLines<{ remote: string }>>();
-  const refused = (reason: string, remote: string): void => {
-    let lines = refusalLines.get(reason);
-    if (lines === undefined) {
-      lines = new ThrottledLines(REFUSAL_LOG_INTERVAL_MS, (fields, refusedSinceLastLine) => log.info({ event: 'rejected', reason, ...fields, refusedSinceLastLine }, 'connection refused'));
-      refusalLines.set(reason, lines);
-    }
-    lines.note({ remote });
-  };
+  const refusals = new ThrottledLinesByKey<{ remote: string }>(REFUSAL_LOG_INTERVAL_MS, (reason, fields, refusedSinceLastLine) =>
+    log.info({ event: 'rejected', reason, ...fields, refusedSinceLastLine }, 'connection refused'),
+  );
+  const refused = (reason: string, remote: string): void => refusals.note(reason, { remote });
   const ctx: WorkerContext = { config, log, store, metrics, gate: new GateClient(), secret, saltKey, users, ...initialRules, hooks, draining: false, onSessionIdle: checkDrained, refused };
   context = ctx;
   /** Makes `table` the users table: it keeps what its predecessor derived and derives the rest meanwhile. */
@@ -176,7 +171,7 @@ export async function runWorker(config: Config): Promise<void> {
   // the replies (`printf … | nc`); the session answers them all, then closes its side.
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => void accept(raw));
   // Validated by the primary; were it not, nobody (rather than everybody) may send PROXY headers.
-  const proxyFrom = config.proxyFrom === null ? null : (parseNetworks(config.proxyFrom) ?? new BlockList());
+  const mayProxy = config.proxyFrom === null ? () => true : memberOf(config.proxyFrom);
   const proxyRefusals = new ProxyRefusalLog((fields) => log.warn({ event: 'rejected', reason: 'proxy_header', ...fields }, 'connection closed: no valid PROXY protocol v2 header (is the load balancer sending send-proxy-v2, and do clients reach this port only through it?)'));
   const accept = async (raw: net.Socket): Promise<void> => {
     raw.on('error', () => undefined);
@@ -189,7 +184,7 @@ export async function runWorker(config: Config): Promise<void> {
     // Behind HAProxy the real client address arrives in a PROXY v2 header, before anything else (TLS too).
     // Read now: a destroyed socket no longer knows its peer.
     const from = hostPort(raw.remoteAddress ?? '?', raw.remotePort ?? '?');
-    if (config.proxyProtocol && !inNetworks(proxyFrom, raw.remoteAddress ?? '')) {
+    if (config.proxyProtocol && !mayProxy(raw.remoteAddress ?? '')) {
       // Only the load balancer may say where a client comes from: anyone else could claim any address,
       // past bans, the networks file and the per-address limits.
       proxyRefusals.refused(from, 'the peer is not in --proxy-from');

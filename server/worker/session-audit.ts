@@ -1,6 +1,6 @@
 import { errnoOf, FtsError, isOp, type ErrorCode } from '../../protocol/index.js';
 import type { Logger } from '../log.js';
-import { DISCONNECTED_CODE } from '../metrics/worker-metrics.js';
+import { DISCONNECTED_CODE, STORAGE_FAILURE_CODES } from '../metrics/worker-metrics.js';
 import type { HandlerResult } from './session-io.js';
 
 /** Failures that are the client's connection going away (audited with "disconnected": true, never sent). */
@@ -30,8 +30,7 @@ function withErrno(err: FtsError): string {
   return errno === undefined || err.message.includes(errno) ? err.message : `${err.message} (${errno})`;
 }
 
-/** Error codes that say the storage failed, rather than the client or the request. */
-const STORAGE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['IO_ERROR', 'NO_SPACE', 'READ_ONLY']);
+const STORAGE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(STORAGE_FAILURE_CODES);
 
 /** One request as its audit line records it. */
 export interface AuditedRequest {
